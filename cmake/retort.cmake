@@ -1,0 +1,22 @@
+# retort_library(NAME SOURCES ... DEPS ...): one static library per module folder.
+function(retort_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+endfunction()
+
+# retort_test(NAME SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary
+# registered with ctest. Tests run from the source root so fixture paths are
+# stable (tests/reference/...), and see RETORT_SOURCE_DIR / RETORT_BINARY_DIR.
+function(retort_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
+  gtest_discover_tests(${name}
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+    PROPERTIES ENVIRONMENT "RETORT_SOURCE_DIR=${PROJECT_SOURCE_DIR};RETORT_BINARY_DIR=${PROJECT_BINARY_DIR}"
+               LABELS "${ARG_LABELS}"
+    DISCOVERY_TIMEOUT 60)
+endfunction()
+include(GoogleTest)

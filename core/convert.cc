@@ -1,0 +1,227 @@
+#include "core/convert.h"
+
+#include <array>
+#include <cmath>
+#include <limits>
+
+namespace retort {
+namespace {
+
+// A binary floating-point format narrower than f32.
+struct MiniFloat {
+  int exp_bits;
+  int man_bits;
+  bool has_inf;  // false: e4m3fn-style (all-ones exponent is finite, only all-ones is NaN)
+};
+
+constexpr MiniFloat kF16{5, 10, true};
+constexpr MiniFloat kE4M3{4, 3, false};
+constexpr MiniFloat kE5M2{5, 2, true};
+
+constexpr int Bias(MiniFloat m) { return (1 << (m.exp_bits - 1)) - 1; }
+
+double MaxFinite(MiniFloat m) {
+  int max_exp_field = (1 << m.exp_bits) - (m.has_inf ? 2 : 1);
+  double max_man = m.has_inf ? 2.0 - std::ldexp(1.0, -m.man_bits)
+                             : 2.0 - std::ldexp(2.0, -m.man_bits);  // all-ones mantissa is NaN
+  return std::ldexp(max_man, max_exp_field - Bias(m));
+}
+
+uint32_t NaNBits(MiniFloat m) {
+  uint32_t exp_mask = ((1u << m.exp_bits) - 1) << m.man_bits;
+  return m.has_inf ? exp_mask | (1u << (m.man_bits - 1)) : exp_mask | ((1u << m.man_bits) - 1);
+}
+
+float Decode(MiniFloat m, uint32_t bits) {
+  int total = 1 + m.exp_bits + m.man_bits;
+  bool neg = (bits >> (total - 1)) & 1;
+  uint32_t exp = (bits >> m.man_bits) & ((1u << m.exp_bits) - 1);
+  uint32_t man = bits & ((1u << m.man_bits) - 1);
+  uint32_t exp_max = (1u << m.exp_bits) - 1;
+  double v;
+  if (m.has_inf && exp == exp_max) {
+    v = man == 0 ? std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
+  } else if (!m.has_inf && exp == exp_max && man == (1u << m.man_bits) - 1) {
+    v = std::numeric_limits<double>::quiet_NaN();
+  } else if (exp == 0) {
+    v = std::ldexp(static_cast<double>(man), 1 - Bias(m) - m.man_bits);
+  } else {
+    v = std::ldexp(static_cast<double>(man | (1u << m.man_bits)),
+                   static_cast<int>(exp) - Bias(m) - m.man_bits);
+  }
+  return static_cast<float>(neg ? -v : v);
+}
+
+// Round-to-nearest-even encoding. Scaling by powers of two is exact in double,
+// and every f32 (and every midpoint between narrow values) is representable,
+// so std::nearbyint (ties to even in the default rounding mode) decides ties.
+uint32_t Encode(MiniFloat m, float f) {
+  int total = 1 + m.exp_bits + m.man_bits;
+  uint32_t sign = std::signbit(f) ? 1u << (total - 1) : 0u;
+  if (std::isnan(f)) return sign | NaNBits(m);
+  double a = std::fabs(static_cast<double>(f));
+  const double max_finite = MaxFinite(m);
+  const uint32_t inf_bits = ((1u << m.exp_bits) - 1) << m.man_bits;
+  if (std::isinf(a)) return sign | (m.has_inf ? inf_bits : Encode(m, static_cast<float>(max_finite)));
+  if (a == 0) return sign;
+  const int min_exp = 1 - Bias(m);
+  int e;
+  std::frexp(a, &e);
+  e -= 1;  // a = 1.xxx * 2^e
+  if (e < min_exp) e = min_exp;
+  double quantum = std::ldexp(1.0, e - m.man_bits);
+  double r = std::nearbyint(a / quantum) * quantum;
+  if (r > max_finite) return sign | (m.has_inf ? inf_bits : Encode(m, static_cast<float>(max_finite)));
+  if (r == 0) return sign;
+  std::frexp(r, &e);
+  e -= 1;
+  if (e < min_exp) {
+    return sign | static_cast<uint32_t>(std::ldexp(r, m.man_bits - min_exp));
+  }
+  uint32_t man = static_cast<uint32_t>(std::ldexp(r, m.man_bits - e)) - (1u << m.man_bits);
+  return sign | (static_cast<uint32_t>(e + Bias(m)) << m.man_bits) | man;
+}
+
+struct Tables {
+  std::array<float, 65536> f16;
+  std::array<float, 256> e4m3;
+  std::array<float, 256> e5m2;
+  Tables() {
+    for (uint32_t i = 0; i < 65536; ++i) f16[i] = Decode(kF16, i);
+    for (uint32_t i = 0; i < 256; ++i) e4m3[i] = Decode(kE4M3, i);
+    for (uint32_t i = 0; i < 256; ++i) e5m2[i] = Decode(kE5M2, i);
+  }
+};
+
+const Tables& GetTables() {
+  static const Tables* tables = new Tables();
+  return *tables;
+}
+
+template <typename T>
+T SaturateRound(float f) {
+  if (std::isnan(f)) return 0;
+  double r = std::nearbyint(static_cast<double>(f));
+  if (r < static_cast<double>(std::numeric_limits<T>::min())) return std::numeric_limits<T>::min();
+  if (r > static_cast<double>(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
+  return static_cast<T>(r);
+}
+
+}  // namespace
+
+float F16ToF32(uint16_t h) { return GetTables().f16[h]; }
+uint16_t F32ToF16(float f) { return static_cast<uint16_t>(Encode(kF16, f)); }
+float F8E4M3ToF32(uint8_t b) { return GetTables().e4m3[b]; }
+uint8_t F32ToF8E4M3(float f) { return static_cast<uint8_t>(Encode(kE4M3, f)); }
+float F8E5M2ToF32(uint8_t b) { return GetTables().e5m2[b]; }
+uint8_t F32ToF8E5M2(float f) { return static_cast<uint8_t>(Encode(kE5M2, f)); }
+
+void ConvertToF32(DType type, const void* src, float* dst, int64_t n) {
+  switch (type) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::kF16: {
+      const auto* s = static_cast<const uint16_t*>(src);
+      const float* t = GetTables().f16.data();
+      for (int64_t i = 0; i < n; ++i) dst[i] = t[s[i]];
+      return;
+    }
+    case DType::kBF16: {
+      const auto* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = BF16ToF32(s[i]);
+      return;
+    }
+    case DType::kF8E4M3: {
+      const auto* s = static_cast<const uint8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = GetTables().e4m3[s[i]];
+      return;
+    }
+    case DType::kF8E5M2: {
+      const auto* s = static_cast<const uint8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = GetTables().e5m2[s[i]];
+      return;
+    }
+    case DType::kI4: {
+      const auto* s = static_cast<const uint8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = UnpackI4(s, i);
+      return;
+    }
+#define RETORT_INT_CASE(DT, T)                              \
+  case DT: {                                                \
+    const auto* s = static_cast<const T*>(src);             \
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]); \
+    return;                                                 \
+  }
+      RETORT_INT_CASE(DType::kI8, int8_t)
+      RETORT_INT_CASE(DType::kU8, uint8_t)
+      RETORT_INT_CASE(DType::kI16, int16_t)
+      RETORT_INT_CASE(DType::kU16, uint16_t)
+      RETORT_INT_CASE(DType::kI32, int32_t)
+      RETORT_INT_CASE(DType::kU32, uint32_t)
+      RETORT_INT_CASE(DType::kI64, int64_t)
+      RETORT_INT_CASE(DType::kU64, uint64_t)
+      RETORT_INT_CASE(DType::kF64, double)
+      RETORT_INT_CASE(DType::kBool, uint8_t)
+#undef RETORT_INT_CASE
+  }
+}
+
+void ConvertFromF32(DType type, const float* src, void* dst, int64_t n) {
+  switch (type) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::kF16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) d[i] = F32ToF16(src[i]);
+      return;
+    }
+    case DType::kBF16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) d[i] = F32ToBF16(src[i]);
+      return;
+    }
+    case DType::kF8E4M3: {
+      auto* d = static_cast<uint8_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) d[i] = F32ToF8E4M3(src[i]);
+      return;
+    }
+    case DType::kF8E5M2: {
+      auto* d = static_cast<uint8_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) d[i] = F32ToF8E5M2(src[i]);
+      return;
+    }
+    case DType::kI4: {
+      auto* d = static_cast<uint8_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) {
+        float v = std::isnan(src[i]) ? 0.f : std::fmin(7.f, std::fmax(-8.f, src[i]));
+        PackI4(d, i, static_cast<int>(std::nearbyint(v)));
+      }
+      return;
+    }
+    case DType::kF64: {
+      auto* d = static_cast<double*>(dst);
+      for (int64_t i = 0; i < n; ++i) d[i] = src[i];
+      return;
+    }
+#define RETORT_INT_CASE(DT, T)                                           \
+  case DT: {                                                             \
+    auto* d = static_cast<T*>(dst);                                      \
+    for (int64_t i = 0; i < n; ++i) d[i] = SaturateRound<T>(src[i]);     \
+    return;                                                              \
+  }
+      RETORT_INT_CASE(DType::kI8, int8_t)
+      RETORT_INT_CASE(DType::kU8, uint8_t)
+      RETORT_INT_CASE(DType::kI16, int16_t)
+      RETORT_INT_CASE(DType::kU16, uint16_t)
+      RETORT_INT_CASE(DType::kI32, int32_t)
+      RETORT_INT_CASE(DType::kU32, uint32_t)
+      RETORT_INT_CASE(DType::kI64, int64_t)
+      RETORT_INT_CASE(DType::kU64, uint64_t)
+      RETORT_INT_CASE(DType::kBool, uint8_t)
+#undef RETORT_INT_CASE
+  }
+}
+
+}  // namespace retort

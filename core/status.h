@@ -1,0 +1,27 @@
+// Status helpers shared by every module. Errors cross module boundaries as
+// absl::Status / absl::StatusOr<T>; these macros keep the happy path short.
+#ifndef RETORT_CORE_STATUS_H_
+#define RETORT_CORE_STATUS_H_
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+#define RETORT_CONCAT_INNER_(a, b) a##b
+#define RETORT_CONCAT_(a, b) RETORT_CONCAT_INNER_(a, b)
+
+#define RETURN_IF_ERROR(expr)                  \
+  do {                                         \
+    ::absl::Status retort_status_ = (expr);    \
+    if (!retort_status_.ok()) return retort_status_; \
+  } while (0)
+
+#define ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
+  auto tmp = (expr);                           \
+  if (!tmp.ok()) return tmp.status();          \
+  lhs = std::move(tmp).value()
+
+#define ASSIGN_OR_RETURN(lhs, expr) \
+  ASSIGN_OR_RETURN_IMPL_(RETORT_CONCAT_(retort_statusor_, __LINE__), lhs, expr)
+
+#endif  // RETORT_CORE_STATUS_H_
