@@ -64,6 +64,12 @@ absl::StatusOr<json> ParseHeaderJson(const std::string& path, const char* begin,
     }
     return true;
   };
+  // nlohmann stops at a NUL byte as if the input ended there, which would
+  // accept anything after it; valid JSON never holds a raw NUL.
+  if (const void* nul = std::memchr(begin, '\0', end - begin)) {
+    return Invalid(path, absl::StrCat("header is not valid UTF-8 JSON: NUL byte at header offset ",
+                                      static_cast<const char*>(nul) - begin));
+  }
   json header;
   try {
     header = json::parse(begin, end, callback, /*allow_exceptions=*/true);
