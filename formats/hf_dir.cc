@@ -152,7 +152,7 @@ absl::Status HfDirectory::OpenIndex(const std::string& index_path) {
       return absl::InvalidArgumentError(absl::StrCat(index_path, ": shard ", Quoted(shard), " for tensor ",
                                                      Quoted(name), " is not a file inside the model folder"));
     }
-    if (!IsRegularFile(Join(dir_, shard))) {
+    if (!readers_.count(shard) && !IsRegularFile(Join(dir_, shard))) {
       return absl::NotFoundError(absl::StrCat(index_path, ": shard ", Quoted(shard), " (for tensor ", Quoted(name),
                                               ") does not exist"));
     }
