@@ -1,0 +1,126 @@
+// Causal GQA attention over a KV cache, blockwise with an online softmax
+// (the FlashAttention recurrence): for each (head, block of queries) we walk
+// the visible keys in blocks, keep a running row max m and normaliser l, and
+// rescale the f32 output accumulator when m grows. Memory is O(block^2) per
+// thread instead of O(n * context). Blocks of >= 8 queries use sgemm for
+// Q·K^T and P·V; decode (one query) uses vectorised dot/axpy loops.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/simd.h"
+
+namespace retort::cpu {
+namespace {
+
+constexpr int64_t kQueryBlock = 64;
+constexpr int64_t kKeyBlock = 256;
+constexpr int64_t kSgemmMinRows = 8;
+
+struct Scratch {
+  std::vector<float> s, o, m, l;
+};
+
+// S[rows, kn] = scale * Q[rows, d] · K[kn, d]^T.
+void Scores(const float* q, int64_t ldq, int64_t rows, const float* k, int64_t kn, int64_t d,
+            float scale, float* s) {
+  if (rows >= kSgemmMinRows) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kn, d, scale, q, ldq, k, d, 0.f, s, kn);
+    return;
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < kn; ++j) s[i * kn + j] = scale * simd::Dot(q + i * ldq, k + j * d, d);
+  }
+}
+
+// O[rows, d] += P[rows, kn] · V[kn, d].
+void AccumulatePV(const float* p, int64_t rows, int64_t kn, const float* v, int64_t d, float* o) {
+  if (rows >= kSgemmMinRows) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, kn, 1.f, p, kn, v, d, 1.f, o, d);
+    return;
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < kn; ++j) {
+      const float pij = p[i * kn + j];
+      if (pij != 0.f) simd::Axpy(pij, v + j * d, o + i * d, d);
+    }
+  }
+}
+
+void AttendBlock(const float* q, int64_t ldq, int64_t rows, int64_t first_pos, const float* k,
+                 const float* v, int64_t d, float scale, int64_t window, float* out, int64_t ldo,
+                 Scratch& sc) {
+  const int64_t last_pos = first_pos + rows - 1;  // last query's position
+  const int64_t key_begin = window > 0 ? std::max<int64_t>(0, first_pos - window + 1) : 0;
+  const int64_t key_end = last_pos + 1;
+  sc.s.resize(rows * kKeyBlock);
+  sc.o.assign(rows * d, 0.f);
+  sc.m.assign(rows, -INFINITY);
+  sc.l.assign(rows, 0.f);
+  float* s = sc.s.data();
+  float* o = sc.o.data();
+  for (int64_t kb = key_begin; kb < key_end; kb += kKeyBlock) {
+    const int64_t kn = std::min(kKeyBlock, key_end - kb);
+    Scores(q, ldq, rows, k + kb * d, kn, d, scale, s);
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t pos = first_pos + i;
+      float* si = s + i * kn;
+      // Visible keys of this row within the block: [lo, hi).
+      const int64_t lo = window > 0 ? std::clamp<int64_t>(pos - window + 1 - kb, 0, kn) : 0;
+      const int64_t hi = std::clamp<int64_t>(pos + 1 - kb, 0, kn);
+      float mx = -INFINITY;
+      for (int64_t j = lo; j < hi; ++j) mx = std::max(mx, si[j]);
+      if (hi <= lo || mx == -INFINITY) {
+        std::fill(si, si + kn, 0.f);
+        continue;
+      }
+      const float m_new = std::max(sc.m[i], mx);
+      const float corr = std::exp(sc.m[i] - m_new);  // exp(-inf) = 0 on the first block
+      float sum = 0.f;
+      for (int64_t j = 0; j < kn; ++j) {
+        float p = (j >= lo && j < hi) ? std::exp(si[j] - m_new) : 0.f;
+        si[j] = p;
+        sum += p;
+      }
+      if (corr != 1.f) {
+        for (int64_t c = 0; c < d; ++c) o[i * d + c] *= corr;
+      }
+      sc.l[i] = sc.l[i] * corr + sum;
+      sc.m[i] = m_new;
+    }
+    AccumulatePV(s, rows, kn, v + kb * d, d, o);
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    const float inv = sc.l[i] > 0.f ? 1.f / sc.l[i] : 0.f;
+    for (int64_t c = 0; c < d; ++c) out[i * ldo + c] = o[i * d + c] * inv;
+  }
+}
+
+}  // namespace
+
+void Attention(const float* q, int64_t n, int64_t start_pos, const float* k, const float* v,
+               int64_t kv_head_stride, const AttentionShape& shape, float scale, int64_t window,
+               float* out) {
+  const int64_t d = shape.head_dim;
+  const int64_t group = shape.n_heads / shape.n_kv_heads;
+  const int64_t ld = shape.n_heads * d;
+  const int64_t q_blocks = (n + kQueryBlock - 1) / kQueryBlock;
+  const int64_t tasks = shape.n_heads * q_blocks;
+  ParallelFor(tasks, 1, [&](int64_t b, int64_t e) {
+    thread_local Scratch sc;
+    for (int64_t t = b; t < e; ++t) {
+      // Later query blocks see more keys; interleave so chunks balance.
+      const int64_t qb = t / shape.n_heads, h = t % shape.n_heads;
+      const int64_t kvh = h / group;
+      const int64_t q0 = qb * kQueryBlock, rows = std::min(kQueryBlock, n - q0);
+      AttendBlock(q + q0 * ld + h * d, ld, rows, start_pos + q0, k + kvh * kv_head_stride,
+                  v + kvh * kv_head_stride, d, scale, window, out + q0 * ld + h * d, ld, sc);
+    }
+  });
+}
+
+}  // namespace retort::cpu

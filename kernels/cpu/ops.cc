@@ -1,0 +1,157 @@
+// Row-wise and element-wise kernels. Work below ~64K elements runs on the
+// calling thread: a pool dispatch costs more than it saves there (decode).
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/thread_pool.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/simd.h"
+
+namespace retort::cpu {
+namespace {
+
+constexpr int64_t kParallelElements = 1 << 16;
+
+// Runs fn(begin, end) over [0, rows), in parallel when rows * cols is large.
+template <typename Fn>
+void ForRows(int64_t rows, int64_t cols, const Fn& fn) {
+  if (rows * cols < kParallelElements || rows < 2) {
+    fn(0, rows);
+    return;
+  }
+  int64_t grain = std::max<int64_t>(1, kParallelElements / 4 / std::max<int64_t>(cols, 1));
+  ParallelFor(rows, grain, fn);
+}
+
+// exp(x) for the vectorised SiLU: Cephes-style range reduction, ~1 ulp on the
+// range that matters (clamped to avoid overflow).
+inline __m256 Exp8(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+  __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // x - fx*ln2 in two parts for precision.
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  __m256 x2 = _mm256_mul_ps(x, x);
+  y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+}  // namespace
+
+void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* y) {
+  ForRows(rows, dim, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* xr = x + r * dim;
+      float* yr = y + r * dim;
+      float ss = simd::Dot(xr, xr, dim);
+      // transformers: x * rsqrt(mean(x^2) + eps), then weight * that.
+      float inv = 1.f / std::sqrt(ss / static_cast<float>(dim) + eps);
+      for (int64_t i = 0; i < dim; ++i) yr[i] = weight[i] * (xr[i] * inv);
+    }
+  });
+}
+
+void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
+  ForRows(n / 1024 + 1, 1024, [&](int64_t b, int64_t e) {
+    int64_t i = b * 1024, end = std::min(n, e * 1024);
+    const __m256 one = _mm256_set1_ps(1.f);
+    for (; i + 8 <= end; i += 8) {
+      __m256 g = _mm256_loadu_ps(gate + i);
+      __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, Exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+      _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
+    }
+    for (; i < end; ++i) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+  });
+}
+
+void Add(const float* a, const float* b, int64_t n, float* out) {
+  ForRows(n / 1024 + 1, 1024, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo * 1024, end = std::min(n, hi * 1024); i < end; ++i) out[i] = a[i] + b[i];
+  });
+}
+
+void Softmax(float* x, int64_t rows, int64_t cols) {
+  ForRows(rows, cols, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      float* xr = x + r * cols;
+      float mx = -INFINITY;
+      for (int64_t i = 0; i < cols; ++i) mx = std::max(mx, xr[i]);
+      if (mx == -INFINITY) {  // every entry masked: define as all zeros
+        std::fill(xr, xr + cols, 0.f);
+        continue;
+      }
+      float sum = 0.f;
+      for (int64_t i = 0; i < cols; ++i) {
+        xr[i] = std::exp(xr[i] - mx);
+        sum += xr[i];
+      }
+      float inv = 1.f / sum;
+      for (int64_t i = 0; i < cols; ++i) xr[i] *= inv;
+    }
+  });
+}
+
+absl::Status Embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out) {
+  if (table.rank() != 2 || !IsSupportedWeightDType(table.dtype())) {
+    return absl::InvalidArgumentError(absl::StrCat("Embedding: table must be a rank-2 F32/BF16/F16 tensor, got ",
+                                                   std::string(DTypeName(table.dtype())), " ",
+                                                   ShapeString(table.shape())));
+  }
+  const int64_t vocab = table.dim(0), dim = table.dim(1);
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab) {
+      return absl::OutOfRangeError(absl::StrCat("token id ", ids[i], " at position ", i,
+                                                " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  const size_t row_bytes = DTypeBytes(table.dtype(), dim);
+  for (int64_t i = 0; i < n; ++i) {
+    RowToF32(table.dtype(), static_cast<const char*>(table.raw()) + ids[i] * row_bytes, out + i * dim, dim);
+  }
+  return absl::OkStatus();
+}
+
+void RopeCosSin(const float* inv_freq, int64_t half, const int64_t* positions, int64_t n,
+                float* cos_out, float* sin_out) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float pos = static_cast<float>(positions[t]);
+    for (int64_t i = 0; i < half; ++i) {
+      // transformers forms the angle as an f32 product; cos/sin of that f32
+      // value (evaluated in double, correctly rounded to f32 in practice).
+      const float angle = pos * inv_freq[i];
+      cos_out[t * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      sin_out[t * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  }
+}
+
+void ApplyRope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, int64_t row_stride,
+               const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+  ForRows(n, n_heads * head_dim, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const float* c = cos + t * half;
+      const float* s = sin + t * half;
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* v = x + t * row_stride + h * head_dim;
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[i], b2 = v[i + half];
+          v[i] = a * c[i] - b2 * s[i];
+          v[i + half] = b2 * c[i] + a * s[i];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace retort::cpu

@@ -1,0 +1,87 @@
+// Small AVX2/FMA/F16C helpers shared by the CPU kernels (internal header).
+#ifndef RETORT_KERNELS_CPU_SIMD_H_
+#define RETORT_KERNELS_CPU_SIMD_H_
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace retort::cpu::simd {
+
+// Eight consecutive elements of a weight row widened to f32.
+template <DType D>
+inline __m256 Load8(const void* base, int64_t i);
+
+template <>
+inline __m256 Load8<DType::kF32>(const void* base, int64_t i) {
+  return _mm256_loadu_ps(static_cast<const float*>(base) + i);
+}
+template <>
+inline __m256 Load8<DType::kBF16>(const void* base, int64_t i) {
+  // bf16 is the top half of an f32: zero-extend to 32 bits and shift left 16.
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+template <>
+inline __m256 Load8<DType::kF16>(const void* base, int64_t i) {
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i));
+  return _mm256_cvtph_ps(h);
+}
+
+// One element widened to f32 (scalar tails).
+template <DType D>
+inline float Load1(const void* base, int64_t i);
+template <>
+inline float Load1<DType::kF32>(const void* base, int64_t i) {
+  return static_cast<const float*>(base)[i];
+}
+template <>
+inline float Load1<DType::kBF16>(const void* base, int64_t i) {
+  uint32_t u = static_cast<uint32_t>(static_cast<const uint16_t*>(base)[i]) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+template <>
+inline float Load1<DType::kF16>(const void* base, int64_t i) {
+  return _cvtsh_ss(static_cast<const uint16_t*>(base)[i]);
+}
+
+inline float HorizontalSum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 sh = _mm_movehdup_ps(lo);
+  __m128 s = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, s);
+  s = _mm_add_ss(s, sh);
+  return _mm_cvtss_f32(s);
+}
+
+// sum_i a[i] * b[i] over n f32 values.
+inline float Dot(const float* a, const float* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  float s = HorizontalSum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// y[i] += alpha * x[i] over n values.
+inline void Axpy(float alpha, const float* x, float* y, int64_t n) {
+  __m256 a = _mm256_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+}  // namespace retort::cpu::simd
+
+#endif  // RETORT_KERNELS_CPU_SIMD_H_
