@@ -122,6 +122,7 @@ struct Tokenizer::AddedMatcher {
 };
 
 Tokenizer::Tokenizer() { std::fill(std::begin(byte_ids_), std::end(byte_ids_), -1); }
+Tokenizer::~Tokenizer() = default;
 
 // ------------------------------------------------------------------- loading
 
@@ -539,20 +540,6 @@ absl::Status Tokenizer::LoadSpecialTokensFromConfig(const std::string& path) {
   RETURN_IF_ERROR(token_id("eos_token", &eos));
   bos_id_ = bos;
   eos_id_ = eos;
-  const bool llama_fast = j.contains("tokenizer_class") && j["tokenizer_class"].is_string() &&
-                          j["tokenizer_class"].get<std::string>() == "LlamaTokenizerFast";
-  if (llama_fast && (j.contains("add_bos_token") || j.contains("add_eos_token"))) {
-    // transformers' LlamaTokenizerFast.update_post_processor (add_bos_token
-    // defaults to true, add_eos_token to false there).
-    const bool add_bos = JsonBool(j, "add_bos_token", true);
-    const bool add_eos = JsonBool(j, "add_eos_token", false);
-    if (add_bos && bos_id_ < 0) return Bad(path, "add_bos_token is true but there is no bos_token");
-    if (add_eos && eos_id_ < 0) return Bad(path, "add_eos_token is true but there is no eos_token");
-    prefix_ids_.clear();
-    suffix_ids_.clear();
-    if (add_bos) prefix_ids_.push_back(bos_id_);
-    if (add_eos) suffix_ids_.push_back(eos_id_);
-  }
   return absl::OkStatus();
 }
 

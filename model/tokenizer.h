@@ -84,12 +84,15 @@ class Tokenizer {
   // name selects the regexes, the normalizer (NFC for qwen2) and
   // ignore_merges (llama-bpe), as in the models' tokenizer.json files.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromParts(const TokenizerParts& parts);
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
 
   // Reads bos_token / eos_token (string or {"content": ...}) from a
-  // tokenizer_config.json and sets bos_id()/eos_id(). When the config's
-  // tokenizer_class is LlamaTokenizerFast (as in Llama-3 and R1-Distill) and
-  // it sets add_bos_token / add_eos_token, transformers rebuilds the
-  // post-processor from them; so does this.
+  // tokenizer_config.json and sets bos_id()/eos_id(). The post-processor is
+  // left as tokenizer.json defines it: transformers 5 ignores the config's
+  // add_bos_token for byte-level tokenizers too (checked by make_fixtures.py);
+  // the files of Llama-3 and R1-Distill already carry their BOS template.
   absl::Status LoadSpecialTokensFromConfig(const std::string& path);
 
   std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens) const;

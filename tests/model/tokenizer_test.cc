@@ -1,9 +1,437 @@
+// Tokenizer conformance: real tokenizer files (SmolLM2, Qwen2, Llama-3,
+// Llama-3.2, DeepSeek-V3, an R1-Distill-Qwen variant) against ids and text
+// produced by the Hugging Face `tokenizers` library on a multi-script corpus
+// (tests/reference/tokenizers/make_fixtures.py), plus the GGUF-parts path,
+// double-BOS handling, bad files and speed.
 #include "model/tokenizer.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/file.h"
+#include "model/unicode.h"
 
 namespace retort {
 namespace {
-TEST(TokenizerTest, Placeholder) { SUCCEED(); }
+
+const std::string kDir = "tests/reference/tokenizers/";
+
+std::string ReadOrDie(const std::string& path) {
+  auto s = ReadFileToString(path);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : std::string();
+}
+
+std::string Zstd(const std::string& compressed) {
+  const unsigned long long size =
+      ZSTD_getFrameContentSize(compressed.data(), compressed.size());
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
+    ADD_FAILURE() << "not a zstd frame with a content size";
+    return "";
+  }
+  std::string out(size, '\0');
+  const size_t n = ZSTD_decompress(out.data(), out.size(), compressed.data(), compressed.size());
+  if (ZSTD_isError(n)) {
+    ADD_FAILURE() << ZSTD_getErrorName(n);
+    return "";
+  }
+  out.resize(n);
+  return out;
+}
+
+const nlohmann::json& Expected() {
+  static const nlohmann::json* j = new nlohmann::json(
+      nlohmann::json::parse(ReadOrDie(kDir + "expected.json")));
+  return *j;
+}
+
+// The base tokenizer.json of an entry with its overrides applied.
+nlohmann::json EntryJson(const nlohmann::json& entry) {
+  static std::map<std::string, nlohmann::json>* bases = new std::map<std::string, nlohmann::json>();
+  const std::string base = entry["base"];
+  if (!bases->count(base)) {
+    (*bases)[base] = nlohmann::json::parse(Zstd(ReadOrDie(kDir + base)));
+  }
+  nlohmann::json j = (*bases)[base];
+  for (auto it = entry["overrides"].begin(); it != entry["overrides"].end(); ++it) {
+    const std::string key = it.key();
+    if (key.rfind("model.", 0) == 0) {
+      j["model"][key.substr(6)] = it.value();
+    } else {
+      j[key] = it.value();
+    }
+  }
+  return j;
+}
+
+const nlohmann::json& Entry(const std::string& name) {
+  for (const auto& e : Expected()["tokenizers"]) {
+    if (e["name"] == name) return e;
+  }
+  ADD_FAILURE() << "no fixture entry " << name;
+  static const nlohmann::json empty;
+  return empty;
+}
+
+std::unique_ptr<Tokenizer> Load(const std::string& name) {
+  auto t = Tokenizer::FromJsonString(EntryJson(Entry(name)).dump(), name);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? std::move(*t) : nullptr;
+}
+
+std::vector<int32_t> Ids(const nlohmann::json& j) { return j.get<std::vector<int32_t>>(); }
+
+// Compares every corpus case; returns the number of mismatching cases.
+int CheckCases(const Tokenizer& t, const nlohmann::json& entry, bool check_special,
+               bool check_decode) {
+  int bad = 0;
+  int index = 0;
+  for (const auto& c : entry["cases"]) {
+    const std::string text = c["text"];
+    const std::vector<int32_t> got = t.Encode(text, false);
+    bool ok = got == Ids(c["ids"]);
+    EXPECT_EQ(got, Ids(c["ids"])) << entry["name"] << " case " << index << ": " << text;
+    if (check_special) {
+      const std::vector<int32_t> with = t.Encode(text, true);
+      ok &= with == Ids(c["ids_with_special"]);
+      EXPECT_EQ(with, Ids(c["ids_with_special"])) << entry["name"] << " case " << index;
+    }
+    if (check_decode) {
+      const std::string decoded = t.Decode(Ids(c["ids"]), false);
+      const std::string skipped = t.Decode(Ids(c["ids_with_special"]), true);
+      ok &= decoded == c["decoded"] && skipped == c["decoded_skip_special"];
+      EXPECT_EQ(decoded, c["decoded"].get<std::string>()) << entry["name"] << " case " << index;
+      EXPECT_EQ(skipped, c["decoded_skip_special"].get<std::string>())
+          << entry["name"] << " case " << index;
+    }
+    bad += ok ? 0 : 1;
+    ++index;
+  }
+  return bad;
+}
+
+class ReferenceTokenizerTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ReferenceTokenizerTest, MatchesHuggingFaceTokenForToken) {
+  const nlohmann::json& entry = Entry(GetParam());
+  auto t = Load(GetParam());
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->vocab_size(), entry["vocab_size"].get<int32_t>());
+  for (auto it = entry["token_texts"].begin(); it != entry["token_texts"].end(); ++it) {
+    const int32_t id = std::stoi(it.key());
+    EXPECT_EQ(t->TokenText(id), it.value().get<std::string>()) << id;
+    EXPECT_EQ(t->TokenId(it.value().get<std::string>()), id);
+  }
+  EXPECT_EQ(entry["cases"].size(), Expected()["cases"].get<size_t>());
+  EXPECT_EQ(CheckCases(*t, entry, /*check_special=*/true, /*check_decode=*/true), 0);
+}
+
+class GgufPartsTokenizerTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GgufPartsTokenizerTest, FromPartsMatchesWithGgufPreTokenizerName) {
+  const nlohmann::json& entry = Entry(GetParam());
+  ASSERT_TRUE(entry["gguf_pre"].is_string()) << "fixture entry has no GGUF pre-tokenizer name";
+  const nlohmann::json j = EntryJson(entry);
+  // What a GGUF file carries: tokens by id, "a b" merges, token types.
+  TokenizerParts parts;
+  const int32_t n = entry["vocab_size"];
+  parts.tokens.assign(n, "");
+  parts.token_types.assign(n, static_cast<int32_t>(GgufTokenType::kNormal));
+  for (auto it = j["model"]["vocab"].begin(); it != j["model"]["vocab"].end(); ++it) {
+    parts.tokens[it.value().get<int32_t>()] = it.key();
+  }
+  for (const auto& a : j["added_tokens"]) {
+    parts.tokens[a["id"].get<int32_t>()] = a["content"];
+    parts.token_types[a["id"].get<int32_t>()] = static_cast<int32_t>(
+        a["special"].get<bool>() ? GgufTokenType::kControl : GgufTokenType::kUserDefined);
+  }
+  for (const auto& m : j["model"]["merges"]) {
+    parts.merges.push_back(m.is_string() ? m.get<std::string>()
+                                         : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  }
+  parts.pre_tokenizer = entry["gguf_pre"];
+  auto t = Tokenizer::FromParts(parts);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->vocab_size(), n);
+  EXPECT_EQ(CheckCases(**t, entry, /*check_special=*/false, /*check_decode=*/true), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, ReferenceTokenizerTest,
+                         ::testing::Values("smollm2", "qwen2", "r1_distill_qwen", "llama3",
+                                           "llama3_2", "llama3_no_ignore_merges", "deepseek_v3"));
+// The variants whose tokenizer.json a GGUF pre-tokenizer name describes.
+INSTANTIATE_TEST_SUITE_P(All, GgufPartsTokenizerTest,
+                         ::testing::Values("smollm2", "qwen2", "r1_distill_qwen", "llama3",
+                                           "deepseek_v3"));
+
+TEST(TokenizerTest, PipelinesAreReadFromTheFiles) {
+  auto qwen = Load("qwen2");
+  auto llama = Load("llama3");
+  auto llama_off = Load("llama3_no_ignore_merges");
+  auto smol = Load("smollm2");
+  ASSERT_TRUE(qwen && llama && llama_off && smol);
+  EXPECT_EQ(qwen->DescribeNormalizer(), "NFC");
+  EXPECT_EQ(llama->DescribeNormalizer(), "none");
+  EXPECT_TRUE(llama->ignore_merges());
+  EXPECT_FALSE(llama_off->ignore_merges());
+  EXPECT_TRUE(smol->DescribePreTokenizer().find(R"(Split(\p{N}))") != std::string::npos)
+      << smol->DescribePreTokenizer();
+  // NFC: decomposed and composed "é" give the same ids.
+  EXPECT_EQ(qwen->Encode("caf\xC3\xA9", false), qwen->Encode("cafe\xCC\x81", false));
+  // ignore_merges: a word that is a vocabulary entry is one token.
+  EXPECT_EQ(llama->Encode(" vi\xE1\xBB\x87" "c", false), std::vector<int32_t>({100769}));
+  EXPECT_GT(llama_off->Encode(" vi\xE1\xBB\x87" "c", false).size(), 1u);
+}
+
+TEST(TokenizerTest, FromFileReadsTokenizerJson) {
+  const std::string path = ::testing::TempDir() + "/retort_smollm2_tokenizer.json";
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << Zstd(ReadOrDie(kDir + "smollm2.tokenizer.json.zst"));
+  }
+  auto t = Tokenizer::FromFile(path);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->vocab_size(), 49152);
+  EXPECT_EQ((*t)->TokenId("<|im_start|>"), 1);
+  EXPECT_TRUE((*t)->IsSpecial(1));
+  EXPECT_FALSE((*t)->IsSpecial(1000));
+  std::remove(path.c_str());
+}
+
+TEST(TokenizerTest, DoubleBosIsDetectedAndAvoidable) {
+  auto t = Load("llama3_2");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->bos_id(), 128000);
+  EXPECT_EQ(t->prefix_ids(), std::vector<int32_t>({128000}));
+  const std::string rendered = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi";
+  EXPECT_TRUE(t->StartsWithBos(rendered));
+  EXPECT_FALSE(t->StartsWithBos("Hi"));
+  // Like the reference: two BOS.
+  const std::vector<int32_t> doubled = t->Encode(rendered, true);
+  ASSERT_GE(doubled.size(), 2u);
+  EXPECT_EQ(doubled[0], 128000);
+  EXPECT_EQ(doubled[1], 128000);
+  EXPECT_TRUE(t->HasDoubleBos(doubled));
+  EncodeOptions options;
+  options.avoid_double_bos = true;
+  const std::vector<int32_t> once = t->Encode(rendered, options);
+  EXPECT_FALSE(t->HasDoubleBos(once));
+  EXPECT_EQ(once, std::vector<int32_t>(doubled.begin() + 1, doubled.end()));
+  // Text without BOS still gets one.
+  EXPECT_EQ(t->Encode("Hi", options).front(), 128000);
+}
+
+TEST(TokenizerTest, SplitSpecialTokensTreatsThemAsText) {
+  auto t = Load("qwen2");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->Encode("<|im_start|>", false), std::vector<int32_t>({151644}));
+  EncodeOptions options;
+  options.add_special_tokens = false;
+  options.split_special_tokens = true;
+  const std::vector<int32_t> split = t->Encode("<|im_start|>", options);
+  EXPECT_GT(split.size(), 1u);
+  EXPECT_EQ(t->Decode(split, false), "<|im_start|>");
+  // Non-special added tokens still match.
+  EXPECT_EQ(t->Encode("<tool_call>", options), std::vector<int32_t>({151657}));
+}
+
+TEST(TokenizerTest, SpecialTokensFromConfig) {
+  auto t = Load("r1_distill_qwen");
+  ASSERT_NE(t, nullptr);
+  ASSERT_TRUE(t->LoadSpecialTokensFromConfig(kDir + "r1_distill_qwen.tokenizer_config.json").ok());
+  EXPECT_EQ(t->bos_id(), 151646);
+  EXPECT_EQ(t->eos_id(), 151643);
+  EXPECT_TRUE(t->IsSpecial(t->eos_id()));
+  EXPECT_FALSE(t->IsSpecial(t->TokenId("<think>")));
+  // transformers 5 keeps the file's BOS template even with add_bos_token false.
+  ASSERT_TRUE(
+      t->LoadSpecialTokensFromConfig(kDir + "r1_distill_qwen.tokenizer_config_nobos.json").ok());
+  const auto& recorded = Expected()["transformers_r1_configs"];
+  EXPECT_EQ(t->Encode("Hello world", true),
+            Ids(recorded["r1_distill_qwen.tokenizer_config_nobos.json"]));
+  EXPECT_EQ(t->Encode("Hello world", true), Ids(recorded["r1_distill_qwen.tokenizer_config.json"]));
+  auto missing = t->LoadSpecialTokensFromConfig(kDir + "no_such_config.json");
+  EXPECT_FALSE(missing.ok());
+}
+
+TEST(TokenizerTest, InvalidUtf8InputIsRepairedNotCrashed) {
+  auto t = Load("smollm2");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->Encode("a\xFF" "b\xE2\x82", false), t->Encode("a\xEF\xBF\xBD" "b\xEF\xBF\xBD", false));
+  // A token cut inside a character decodes to U+FFFD, and bad ids are skipped.
+  const std::vector<int32_t> glyph = t->Encode("\xF0\x93\x80\x80", false);  // U+13000
+  ASSERT_GT(glyph.size(), 1u);
+  EXPECT_EQ(t->Decode({glyph[0], -5, 1 << 30}, false), "\xEF\xBF\xBD");
+}
+
+TEST(UnicodeTest, LossyDecodingReplacesMaximalSubparts) {
+  EXPECT_EQ(Utf8Lossy("ok"), "ok");
+  EXPECT_EQ(Utf8Lossy("\xF0\x9F\x98"), "\xEF\xBF\xBD");            // truncated 4-byte: one
+  EXPECT_EQ(Utf8Lossy("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");    // overlong: two
+  EXPECT_EQ(Utf8Lossy("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+  EXPECT_EQ(ByteToUnicodeTable()[' '], "\xC4\xA0");   // U+0120
+  EXPECT_EQ(ByteToUnicodeTable()['\n'], "\xC4\x8A");  // U+010A
+  for (int b = 0; b < 256; ++b) {
+    char32_t cp;
+    ASSERT_GT(DecodeUtf8Char(ByteToUnicodeTable()[b], 0, &cp), 0);
+    EXPECT_EQ(UnicodeToByte(cp), b);
+  }
+}
+
+// ---------------------------------------------------------------- bad files
+
+struct BadCase {
+  const char* name;
+  std::string json;
+  const char* expected_fragment;
+};
+
+std::string MinimalJson(const std::string& model_extra, const std::string& top_extra = "") {
+  return R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2})" + model_extra + "}" +
+         top_extra + "}";
+}
+
+TEST(TokenizerTest, BadTokenizerJsonGivesOneLineErrorNamingTheFile) {
+  const std::vector<BadCase> cases = {
+      {"not_json", "{\"model\": ", "not valid JSON"},
+      {"top_array", "[1, 2]", "JSON object"},
+      {"missing_model", R"({"version": "1.0"})", "\"model\""},
+      {"unknown_type", R"({"model": {"type": "WordPiece", "vocab": {}}})", "WordPiece"},
+      {"no_vocab", R"({"model": {"type": "BPE", "merges": []}})", "model.vocab"},
+      {"no_merges", R"({"model": {"type": "BPE", "vocab": {"a": 0}}})", "model.merges"},
+      {"bad_id", R"({"model": {"type": "BPE", "vocab": {"a": -3}, "merges": []}})", "model.vocab"},
+      {"merge_unknown", MinimalJson(R"(, "merges": ["a c"])"), "\"c\" is not in the vocabulary"},
+      {"merge_result_unknown", MinimalJson(R"(, "merges": ["b a"])"), "merged token \"ba\""},
+      {"merge_malformed", MinimalJson(R"(, "merges": ["ab"])"), "model.merges[0]"},
+      {"merge_not_string", MinimalJson(R"(, "merges": [7])"), "model.merges[0]"},
+      {"bad_added", MinimalJson(R"(, "merges": [])", R"(, "added_tokens": [{"id": "x"}])"),
+       "added_tokens[0]"},
+      {"bad_pretok", MinimalJson(R"(, "merges": [])", R"(, "pre_tokenizer": {"type": "Metaspace"})"),
+       "Metaspace"},
+      {"bad_regex",
+       MinimalJson(R"(, "merges": [])",
+                   R"(, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a"}, "behavior": "Isolated"})"),
+       "cannot compile"},
+      {"bad_behavior",
+       MinimalJson(R"(, "merges": [])",
+                   R"(, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Sideways"})"),
+       "Sideways"},
+      {"bad_normalizer", MinimalJson(R"(, "merges": [])", R"(, "normalizer": {"type": "Precompiled"})"),
+       "Precompiled"},
+      {"bad_post", MinimalJson(R"(, "merges": [])",
+                               R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}]})"),
+       "<s>"},
+      {"post_id_out_of_range",
+       MinimalJson(R"(, "merges": [])",
+                   R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}], "special_tokens": {"<s>": {"ids": [99]}}})"),
+       "outside the vocabulary"},
+      {"bad_decoder", MinimalJson(R"(, "merges": [])", R"(, "decoder": {"type": "WordPiece"})"),
+       "decoder"},
+      {"byte_fallback", MinimalJson(R"(, "merges": [], "byte_fallback": true)"), "byte_fallback"},
+  };
+  for (const BadCase& c : cases) {
+    auto t = Tokenizer::FromJsonString(c.json, std::string("bad/") + c.name + ".json");
+    ASSERT_FALSE(t.ok()) << c.name;
+    const std::string message(t.status().message());
+    EXPECT_NE(message.find(std::string("bad/") + c.name + ".json"), std::string::npos)
+        << c.name << ": " << message;
+    EXPECT_NE(message.find(c.expected_fragment), std::string::npos) << c.name << ": " << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << c.name << ": " << message;
+  }
+  auto missing = Tokenizer::FromFile("/nonexistent/tokenizer.json");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(std::string(missing.status().message()).find("/nonexistent/tokenizer.json"),
+            std::string::npos);
+  // A good minimal file loads and merges.
+  auto ok = Tokenizer::FromJsonString(MinimalJson(R"(, "merges": ["a b"])"));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)->Encode("ab", false), std::vector<int32_t>({2}));
+}
+
+TEST(TokenizerTest, BadPartsAreRejected) {
+  TokenizerParts parts;
+  parts.pre_tokenizer = "gpt2";
+  EXPECT_FALSE(Tokenizer::FromParts(parts).ok());  // no tokens
+  parts.tokens = {"a", "b", "ab"};
+  parts.merges = {"a c"};
+  auto bad_merge = Tokenizer::FromParts(parts);
+  ASSERT_FALSE(bad_merge.ok());
+  EXPECT_NE(std::string(bad_merge.status().message()).find("tokenizer.ggml.merges[0]"),
+            std::string::npos);
+  parts.merges = {"a b"};
+  parts.pre_tokenizer = "no-such-pre";
+  EXPECT_FALSE(Tokenizer::FromParts(parts).ok());
+  parts.pre_tokenizer = "gpt2";
+  parts.token_types = {1};
+  EXPECT_FALSE(Tokenizer::FromParts(parts).ok());  // length mismatch
+}
+
+// ------------------------------------------------------------------- speed
+
+TEST(TokenizerTest, EncodesAMegabyteQuickly) {
+  auto t = Load("llama3");
+  ASSERT_NE(t, nullptr);
+  std::string corpus;
+  for (const auto& c : Entry("llama3")["cases"]) corpus += c["text"].get<std::string>();
+  std::string text;
+  for (int i = 0; text.size() < (1 << 20); ++i) {
+    text += corpus;
+    text += " " + std::to_string(i * 7919) + " word" + std::to_string(i) + "\n";
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int32_t> ids = t->Encode(text, false);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("encoded %zu bytes into %zu tokens in %.3f s\n", text.size(), ids.size(), seconds);
+  EXPECT_LT(seconds, 3.0);  // about 0.2-0.4 s here; the bound leaves room for slow CI machines
+  EXPECT_EQ(t->Decode(ids, false), text);
+
+  // Text with little repetition, so the word cache helps less.
+  std::string varied;
+  uint32_t state = 12345;
+  const char* const scripts[] = {"abcdefghijklmnopqrstuvwxyz", "абвгдежзийклмнопрстуфхцчшщ",
+                                 "的一是不了人我在有他这为之大来以个中上们到说国和地也子"};
+  while (varied.size() < (1 << 20)) {
+    state = state * 1664525u + 1013904223u;
+    const std::string alphabet = scripts[(state >> 8) % 3];
+    const size_t width = alphabet[0] & 0x80 ? ((alphabet[0] & 0xF0) == 0xE0 ? 3 : 2) : 1;
+    const int letters = 1 + (state >> 16) % 9;
+    varied += ' ';
+    for (int k = 0; k < letters; ++k) {
+      state = state * 1664525u + 1013904223u;
+      const size_t n = alphabet.size() / width;
+      varied += alphabet.substr(((state >> 10) % n) * width, width);
+    }
+    if ((state >> 4) % 13 == 0) varied += ",\n";
+  }
+  const auto start3 = std::chrono::steady_clock::now();
+  const std::vector<int32_t> varied_ids = t->Encode(varied, false);
+  const double seconds3 =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start3).count();
+  std::printf("varied %zu bytes -> %zu tokens in %.3f s\n", varied.size(), varied_ids.size(),
+              seconds3);
+  EXPECT_LT(seconds3, 3.0);
+  EXPECT_EQ(t->Decode(varied_ids, false), varied);
+
+  // One long word: BPE must not rescan quadratically.
+  std::string word;
+  for (int i = 0; i < 100000; ++i) word += static_cast<char>('a' + (i * 7 + i / 3) % 26);
+  const auto start2 = std::chrono::steady_clock::now();
+  const std::vector<int32_t> word_ids = t->Encode(word, false);
+  const double seconds2 =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start2).count();
+  std::printf("one 100000-letter word -> %zu tokens in %.3f s\n", word_ids.size(), seconds2);
+  EXPECT_LT(seconds2, 2.0);
+  EXPECT_EQ(t->Decode(word_ids, false), word);
+}
+
 }  // namespace
 }  // namespace retort
