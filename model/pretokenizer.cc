@@ -22,42 +22,9 @@ constexpr const char* kDeepSeekV3Patterns[] = {
     "?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
 };
 
-// The reference tokenizers run these patterns on Oniguruma, whose \s is the
-// Unicode White_Space property; PCRE2's \s (UCP) is category Z plus
-// \t\n\v\f\r and so misses U+0085 (NEL). Rewrite \s and \S so both agree.
-std::string OnigurumaToPcre2(const std::string& p) {
-  std::string out;
-  out.reserve(p.size() + 16);
-  int class_depth = 0;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const char c = p[i];
-    if (c == '\\' && i + 1 < p.size()) {
-      const char n = p[i + 1];
-      if (n == 's') {
-        out += class_depth > 0 ? "\\s\\x{85}" : "[\\s\\x{85}]";
-      } else if (n == 'S' && class_depth == 0) {
-        out += "[^\\s\\x{85}]";
-      } else {
-        out += c;
-        out += n;
-      }
-      ++i;
-      continue;
-    }
-    if (c == '[') {
-      ++class_depth;
-      out += c;
-      // A ']' right after '[' or '[^' is a literal, not the end of the class.
-      if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
-      if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];
-      continue;
-    }
-    if (c == ']' && class_depth > 0) --class_depth;
-    out += c;
-  }
-  return out;
-}
-
+// The reference tokenizers run these patterns on Oniguruma. PCRE2 in UCP mode
+// agrees with it on the classes these patterns use, including \s on U+0085,
+// U+00A0, U+2028 and U+3000 (the corpus case "NEL runs" checks that).
 struct ThreadMatchState {
   pcre2_match_data* match_data = nullptr;
   pcre2_match_context* context = nullptr;
@@ -89,7 +56,7 @@ absl::StatusOr<std::shared_ptr<const Regex>> Regex::Compile(const std::string& p
   if (!IsValidUtf8(pattern)) {
     return absl::InvalidArgumentError("pre-tokenizer pattern is not valid UTF-8");
   }
-  const std::string translated = literal ? pattern : OnigurumaToPcre2(pattern);
+  const std::string& translated = pattern;
   uint32_t options = PCRE2_UTF | PCRE2_UCP;
   if (literal) options |= PCRE2_LITERAL;
   int error_code = 0;

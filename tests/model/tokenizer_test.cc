@@ -134,6 +134,39 @@ TEST_P(ReferenceTokenizerTest, MatchesHuggingFaceTokenForToken) {
   EXPECT_EQ(CheckCases(*t, entry, /*check_special=*/true, /*check_decode=*/true), 0);
 }
 
+uint64_t Fnv1a(const std::vector<int32_t>& ids) {
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (int32_t id : ids) {
+    const auto u = static_cast<uint32_t>(id);
+    for (int k = 0; k < 4; ++k) {
+      h = (h ^ ((u >> (8 * k)) & 0xFF)) * 0x100000001B3ull;
+    }
+  }
+  return h;
+}
+
+TEST_P(ReferenceTokenizerTest, LongRunsMatchHuggingFace) {
+  const nlohmann::json& entry = Entry(GetParam());
+  auto t = Load(GetParam());
+  ASSERT_NE(t, nullptr);
+  ASSERT_FALSE(entry["stress"].empty());
+  for (const auto& s : entry["stress"]) {
+    std::string text;
+    const std::string unit = s["unit"];
+    for (int i = 0; i < s["count"].get<int>(); ++i) text += unit;
+    const std::vector<int32_t> ids = t->Encode(text, false);
+    char hash[17];
+    std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(Fnv1a(ids)));
+    const std::string what = s["unit"].dump() + " x " + std::to_string(s["count"].get<int>());
+    EXPECT_EQ(ids.size(), s["n_ids"].get<size_t>()) << what;
+    EXPECT_EQ(std::vector<int32_t>(ids.begin(), ids.begin() + std::min<size_t>(16, ids.size())),
+              Ids(s["head"]))
+        << what;
+    EXPECT_EQ(hash, s["hash"].get<std::string>()) << what;
+    EXPECT_EQ(t->Decode(ids, false), text) << what;
+  }
+}
+
 class GgufPartsTokenizerTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GgufPartsTokenizerTest, FromPartsMatchesWithGgufPreTokenizerName) {

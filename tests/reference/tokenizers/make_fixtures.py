@@ -279,6 +279,38 @@ def expectations(tok, cases):
     return out
 
 
+# Long inputs (built from a unit repeated `count` times) that stress regex
+# backtracking, the JIT stack and BPE on long words; only a hash of the ids is
+# stored. FNV-1a 64 over the ids as little-endian u32.
+STRESS = [
+    {"unit": " ", "count": 100000},
+    {"unit": "\r\n", "count": 50000},
+    {"unit": " \n \t", "count": 30000},
+    {"unit": "7", "count": 100000},
+    {"unit": "!?", "count": 50000},
+    {"unit": "中文字", "count": 30000},
+    {"unit": "ab", "count": 50000},
+    {"unit": "x ", "count": 50000},
+    {"unit": "👨‍👩‍👧", "count": 10000},
+]
+
+
+def fnv1a(ids):
+    h = 0xCBF29CE484222325
+    for i in ids:
+        for b in int(i).to_bytes(4, "little"):
+            h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def stress_expectations(tok):
+    out = []
+    for s in STRESS:
+        ids = tok.encode(s["unit"] * s["count"], add_special_tokens=False).ids
+        out.append(dict(s, n_ids=len(ids), hash=fnv1a(ids), head=ids[:16]))
+    return out
+
+
 def check_r1_configs(r1_json, workdir):
     """Checks what transformers does with R1-Distill's tokenizer_config.json flags."""
     from transformers import AutoTokenizer
@@ -352,6 +384,7 @@ def main():
             "token_texts": {str(i): tok.id_to_token(i) for i in (0, 1, 100, 1000, 30000)
                             if tok.id_to_token(i) is not None},
             "cases": expectations(tok, cases_all),
+            "stress": stress_expectations(tok),
         }
         expected["tokenizers"].append(entry)
         print(name, entry["vocab_size"])
