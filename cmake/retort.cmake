@@ -13,7 +13,10 @@ function(retort_test name)
   cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
+  # Test names start with the binary's name (core_convert_test.ConvertTest.X)
+  # so `ctest -R <module>_` selects a module's tests.
   gtest_discover_tests(${name}
+    TEST_PREFIX "${name}."
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
     PROPERTIES ENVIRONMENT "RETORT_SOURCE_DIR=${PROJECT_SOURCE_DIR};RETORT_BINARY_DIR=${PROJECT_BINARY_DIR}"
                LABELS "${ARG_LABELS}"

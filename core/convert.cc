@@ -103,7 +103,9 @@ T SaturateRound(float f) {
   if (std::isnan(f)) return 0;
   double r = std::nearbyint(static_cast<double>(f));
   if (r < static_cast<double>(std::numeric_limits<T>::min())) return std::numeric_limits<T>::min();
-  if (r > static_cast<double>(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
+  // Compare with 2^digits (max + 1, exact in double): double(max) itself rounds
+  // up to 2^63 / 2^64 for the 64-bit types, and casting that is undefined.
+  if (r >= std::ldexp(1.0, std::numeric_limits<T>::digits)) return std::numeric_limits<T>::max();
   return static_cast<T>(r);
 }
 
@@ -219,8 +221,13 @@ void ConvertFromF32(DType type, const float* src, void* dst, int64_t n) {
       RETORT_INT_CASE(DType::kU32, uint32_t)
       RETORT_INT_CASE(DType::kI64, int64_t)
       RETORT_INT_CASE(DType::kU64, uint64_t)
-      RETORT_INT_CASE(DType::kBool, uint8_t)
 #undef RETORT_INT_CASE
+    case DType::kBool: {
+      // A bool byte is 0 or 1; like C++ and torch, NaN is true.
+      auto* d = static_cast<uint8_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) d[i] = src[i] != 0.f ? 1 : 0;  // NaN != 0
+      return;
+    }
   }
 }
 

@@ -52,7 +52,8 @@ inline void PackI4(uint8_t* packed, int64_t i, int v) {
 // converted by value. REQUIRES: type is not kBool.
 void ConvertToF32(DType type, const void* src, float* dst, int64_t n);
 // Converts n f32 values to `type` (rounding as above; integers round to
-// nearest even and saturate to the type's range).
+// nearest even and saturate to the type's range, NaN -> 0; kBool is 1 for any
+// nonzero or NaN input, else 0).
 void ConvertFromF32(DType type, const float* src, void* dst, int64_t n);
 
 }  // namespace retort
