@@ -369,6 +369,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonString(const std::
         t->added_.push_back(std::move(tok));
       }
     }
+    // Ids index dense tables; refuse ones far beyond any real vocabulary
+    // rather than allocating gigabytes for a corrupt file.
+    constexpr int32_t kMaxId = 1 << 24;
+    if (max_id >= kMaxId) {
+      return Bad(source, absl::StrCat("token id ", max_id, " is implausibly large (limit ",
+                                      kMaxId, ")"));
+    }
     t->vocab_size_ = max_id + 1;
     t->id_to_token_.assign(t->vocab_size_, std::string());
     t->id_flags_.assign(t->vocab_size_, 0);

@@ -369,6 +369,10 @@ TEST(TokenizerTest, BadTokenizerJsonGivesOneLineErrorNamingTheFile) {
       {"bad_decoder", MinimalJson(R"(, "merges": [])", R"(, "decoder": {"type": "WordPiece"})"),
        "decoder"},
       {"byte_fallback", MinimalJson(R"(, "merges": [], "byte_fallback": true)"), "byte_fallback"},
+      {"huge_id", R"({"model": {"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}})",
+       "implausibly large"},
+      {"wrong_types", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "ignore_merges": "yes"}, "added_tokens": {}})",
+       "added_tokens"},
   };
   for (const BadCase& c : cases) {
     auto t = Tokenizer::FromJsonString(c.json, std::string("bad/") + c.name + ".json");
@@ -387,6 +391,48 @@ TEST(TokenizerTest, BadTokenizerJsonGivesOneLineErrorNamingTheFile) {
   auto ok = Tokenizer::FromJsonString(MinimalJson(R"(, "merges": ["a b"])"));
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ((*ok)->Encode("ab", false), std::vector<int32_t>({2}));
+}
+
+TEST(TokenizerTest, CorruptedFilesNeverCrash) {
+  // Truncations and byte flips of a real file: every outcome is a Status.
+  const std::string good = EntryJson(Entry("smollm2")).dump();
+  int errors = 0;
+  for (size_t cut : {size_t{0}, size_t{1}, good.size() / 3, good.size() / 2, good.size() - 1}) {
+    errors += !Tokenizer::FromJsonString(good.substr(0, cut), "cut.json").ok();
+  }
+  EXPECT_EQ(errors, 5);
+  std::string small = R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
+    "added_tokens": [{"id": 3, "content": "<s>", "special": true}],
+    "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "Isolated"}, {"type": "ByteLevel"}]},
+    "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}], "special_tokens": {"<s>": {"ids": [3]}}},
+    "decoder": {"type": "ByteLevel"}})";
+  ASSERT_TRUE(Tokenizer::FromJsonString(small).ok()) << Tokenizer::FromJsonString(small).status();
+  uint32_t state = 7;
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::string mutated = small;
+    for (int k = 0; k < 3; ++k) {
+      state = state * 1664525u + 1013904223u;
+      mutated[(state >> 8) % mutated.size()] = static_cast<char>(state >> 24);
+    }
+    auto t = Tokenizer::FromJsonString(mutated, "mutated.json");
+    if (t.ok()) {
+      const std::vector<int32_t> ids = (*t)->Encode("ab <s> a\xFF b", true);
+      EXPECT_TRUE(IsValidUtf8((*t)->Decode(ids, false)));
+    } else {
+      EXPECT_EQ(std::string(t.status().message()).find('\n'), std::string::npos);
+    }
+  }
+  // Random bytes into a real tokenizer.
+  auto real = Load("qwen2");
+  ASSERT_NE(real, nullptr);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::string text;
+    for (int k = 0; k < 64; ++k) {
+      state = state * 1664525u + 1013904223u;
+      text.push_back(static_cast<char>(state >> 24));
+    }
+    EXPECT_TRUE(IsValidUtf8(real->Decode(real->Encode(text, true), true)));
+  }
 }
 
 TEST(TokenizerTest, BadPartsAreRejected) {
