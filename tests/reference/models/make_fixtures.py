@@ -53,8 +53,11 @@ def write(name, config, seed, dtype=torch.float32, extra_sequences=()):
     out_dir = os.path.join(HERE, name)
     shutil.rmtree(out_dir, ignore_errors=True)
     model.save_pretrained(out_dir)
-    # Reference in f32 from the stored (possibly bf16/f16) weights.
-    ref = model.float()
+    # Reference in f32 from the stored (possibly bf16/f16) weights: reload the
+    # saved checkpoint as f32 (not model.float(), which would also keep the
+    # bf16-rounded RoPE inv_freq buffer that .to(bfloat16) produced).
+    ref = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32,
+                                               attn_implementation="eager").eval()
     tensors = {"tokens": torch.tensor(TOKENS, dtype=torch.int32), "logits": logits_of(ref, TOKENS)}
     for i, seq in enumerate(extra_sequences):
         tensors[f"tokens_{i + 1}"] = torch.tensor(seq, dtype=torch.int32)

@@ -1,0 +1,92 @@
+#include "model/init.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/status.h"
+#include "formats/hf_dir.h"
+#include "model/transformer.h"
+
+namespace retort {
+namespace {
+
+struct Preset {
+  const char* name;
+  int64_t hidden, layers, heads, kv_heads, intermediate, vocab, max_positions;
+};
+
+// head_dim = hidden / heads = 64 except tiny (16).
+constexpr Preset kPresets[] = {
+    {"tiny", 64, 2, 4, 2, 128, 512, 2048},
+    {"20m", 384, 6, 6, 2, 1024, 32000, 4096},
+    {"100m", 768, 12, 12, 4, 2048, 32000, 4096},
+    {"350m", 1024, 24, 16, 4, 3584, 32000, 4096},
+    {"1b", 2048, 16, 32, 8, 8192, 32000, 4096},
+};
+
+}  // namespace
+
+std::vector<std::string> PresetSizes() {
+  std::vector<std::string> names;
+  for (const Preset& p : kPresets) names.push_back(p.name);
+  return names;
+}
+
+absl::StatusOr<ModelConfig> PresetConfig(const std::string& family, const std::string& size) {
+  auto arch = ParseArch(family);
+  if (!arch.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown model family \"", family, "\" (expected llama, qwen2, qwen3 or mistral)"));
+  }
+  const Preset* preset = nullptr;
+  for (const Preset& p : kPresets) {
+    if (size == p.name) preset = &p;
+  }
+  if (preset == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown model size \"", size, "\" (expected one of ", absl::StrJoin(PresetSizes(), ", "), ")"));
+  }
+  ModelConfig c;
+  c.arch = *arch;
+  c.architecture_name = ArchClassName(c.arch);
+  c.vocab_size = preset->vocab;
+  c.hidden_size = preset->hidden;
+  c.intermediate_size = preset->intermediate;
+  c.num_layers = preset->layers;
+  c.num_heads = preset->heads;
+  c.num_kv_heads = preset->kv_heads;
+  c.head_dim = preset->hidden / preset->heads;
+  c.max_position_embeddings = preset->max_positions;
+  c.rms_norm_eps = 1e-6;
+  c.tie_word_embeddings = true;
+  switch (c.arch) {
+    case Arch::kLlama:
+      c.rope_theta = 500000.0;
+      c.rms_norm_eps = 1e-5;
+      c.bos_token_id = 1;
+      c.eos_token_ids = {2};
+      break;
+    case Arch::kMistral:
+      c.rope_theta = 1000000.0;
+      c.rms_norm_eps = 1e-5;
+      c.bos_token_id = 1;
+      c.eos_token_ids = {2};
+      break;
+    case Arch::kQwen2:
+      c.rope_theta = 1000000.0;
+      c.attention_bias = true;
+      break;
+    case Arch::kQwen3:
+      c.rope_theta = 1000000.0;
+      c.qk_norm = true;
+      break;
+  }
+  RETURN_IF_ERROR(c.Validate(absl::StrCat("preset ", family, "/", size)));
+  return c;
+}
+
+absl::Status InitModelDirectory(const ModelConfig& config, const std::string& dir, uint64_t seed, DType dtype) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model, Transformer::RandomInit(config, seed, dtype));
+  return WriteHfDirectory(dir, model->config().ToJson(), model->NamedWeights());
+}
+
+}  // namespace retort

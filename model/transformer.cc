@@ -1,0 +1,347 @@
+#include "model/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "core/convert.h"
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "kernels/cpu/ops.h"
+#include "model/rope.h"
+
+namespace retort {
+namespace {
+
+const float* OrNull(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+
+std::string LayerName(int64_t layer, const char* suffix) {
+  return absl::StrCat("model.layers.", layer, ".", suffix);
+}
+
+absl::Status CheckWeightDType(const std::string& where, const std::string& name, const Tensor& t) {
+  if (cpu::IsSupportedWeightDType(t.dtype())) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(where, ": tensor ", name, " has dtype ",
+                                                 std::string(DTypeName(t.dtype())),
+                                                 "; the engine reads F32, BF16 or F16"));
+}
+
+absl::Status CheckShape(const std::string& where, const std::string& name, const Shape& actual, const Shape& shape) {
+  if (actual == shape) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(where, ": tensor ", name, " has shape ", ShapeString(actual),
+                                                 ", expected ", ShapeString(shape)));
+}
+
+// ---- deterministic random init -------------------------------------------
+
+uint64_t SplitMix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t Fnv1a(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+// N(0, stddev) values in `dtype`; each block of 64K elements has its own
+// stream derived from (seed, name, block), so the result does not depend on
+// how the blocks are spread over threads.
+Tensor RandomNormal(const std::string& name, const Shape& shape, double stddev, uint64_t seed, DType dtype) {
+  Tensor t = Tensor::Zeros(dtype, shape);
+  const int64_t n = t.numel();
+  constexpr int64_t kBlock = 1 << 16;
+  const uint64_t base = seed * 0x9e3779b97f4a7c15ull ^ Fnv1a(name);
+  const size_t elem = DTypeBytes(dtype, 1);
+  ParallelFor((n + kBlock - 1) / kBlock, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> buf(kBlock);
+    for (int64_t blk = b; blk < e; ++blk) {
+      uint64_t state = base + static_cast<uint64_t>(blk) * 0xd1b54a32d192ed03ull;
+      const int64_t begin = blk * kBlock, count = std::min(kBlock, n - begin);
+      for (int64_t i = 0; i < count; i += 2) {
+        // Box-Muller on two uniforms in (0, 1].
+        double u1 = (static_cast<double>(SplitMix64(state) >> 11) + 1.0) * 0x1.0p-53;
+        double u2 = static_cast<double>(SplitMix64(state) >> 11) * 0x1.0p-53;
+        double r = std::sqrt(-2.0 * std::log(u1)) * stddev;
+        buf[i] = static_cast<float>(r * std::cos(2 * M_PI * u2));
+        if (i + 1 < count) buf[i + 1] = static_cast<float>(r * std::sin(2 * M_PI * u2));
+      }
+      ConvertFromF32(dtype, buf.data(), static_cast<char*>(t.mutable_raw()) + begin * elem, count);
+    }
+  });
+  return t;
+}
+
+Tensor Filled(const Shape& shape, float value, DType dtype) {
+  std::vector<float> v(NumElements(shape), value);
+  Tensor t = Tensor::Zeros(dtype, shape);
+  ConvertFromF32(dtype, v.data(), t.mutable_raw(), t.numel());
+  return t;
+}
+
+}  // namespace
+
+// ---- construction ---------------------------------------------------------
+
+absl::Status Transformer::Build(const Lookup& lookup) {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t qdim = c.num_heads * hd, kvdim = c.num_kv_heads * hd;
+  named_.clear();
+  auto matrix = [&](const std::string& name, Shape shape, Tensor& out) -> absl::Status {
+    ASSIGN_OR_RETURN(out, lookup(name, shape));
+    named_.emplace_back(name, out);
+    return absl::OkStatus();
+  };
+  auto vec = [&](const std::string& name, int64_t n, std::vector<float>& out) -> absl::Status {
+    ASSIGN_OR_RETURN(Tensor t, lookup(name, {n}));
+    named_.emplace_back(name, t);
+    out.resize(n);
+    ConvertToF32(t.dtype(), t.raw(), out.data(), n);
+    return absl::OkStatus();
+  };
+
+  RETURN_IF_ERROR(matrix("model.embed_tokens.weight", {c.vocab_size, H}, embed_));
+  layers_.assign(c.num_layers, Layer{});
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    Layer& L = layers_[l];
+    auto name = [&](const char* s) { return LayerName(l, s); };
+    RETURN_IF_ERROR(vec(name("input_layernorm.weight"), H, L.input_norm));
+    RETURN_IF_ERROR(matrix(name("self_attn.q_proj.weight"), {qdim, H}, L.q));
+    RETURN_IF_ERROR(matrix(name("self_attn.k_proj.weight"), {kvdim, H}, L.k));
+    RETURN_IF_ERROR(matrix(name("self_attn.v_proj.weight"), {kvdim, H}, L.v));
+    RETURN_IF_ERROR(matrix(name("self_attn.o_proj.weight"), {H, qdim}, L.o));
+    if (c.attention_bias) {
+      RETURN_IF_ERROR(vec(name("self_attn.q_proj.bias"), qdim, L.q_bias));
+      RETURN_IF_ERROR(vec(name("self_attn.k_proj.bias"), kvdim, L.k_bias));
+      RETURN_IF_ERROR(vec(name("self_attn.v_proj.bias"), kvdim, L.v_bias));
+    }
+    if (c.attention_out_bias) RETURN_IF_ERROR(vec(name("self_attn.o_proj.bias"), H, L.o_bias));
+    if (c.qk_norm) {
+      RETURN_IF_ERROR(vec(name("self_attn.q_norm.weight"), hd, L.q_norm));
+      RETURN_IF_ERROR(vec(name("self_attn.k_norm.weight"), hd, L.k_norm));
+    }
+    RETURN_IF_ERROR(vec(name("post_attention_layernorm.weight"), H, L.post_norm));
+    RETURN_IF_ERROR(matrix(name("mlp.gate_proj.weight"), {I, H}, L.gate));
+    RETURN_IF_ERROR(matrix(name("mlp.up_proj.weight"), {I, H}, L.up));
+    RETURN_IF_ERROR(matrix(name("mlp.down_proj.weight"), {H, I}, L.down));
+    if (c.mlp_bias) {
+      RETURN_IF_ERROR(vec(name("mlp.gate_proj.bias"), I, L.gate_bias));
+      RETURN_IF_ERROR(vec(name("mlp.up_proj.bias"), I, L.up_bias));
+      RETURN_IF_ERROR(vec(name("mlp.down_proj.bias"), H, L.down_bias));
+    }
+  }
+  RETURN_IF_ERROR(vec("model.norm.weight", H, final_norm_));
+  if (c.tie_word_embeddings) {
+    lm_head_ = embed_;
+  } else {
+    RETURN_IF_ERROR(matrix("lm_head.weight", {c.vocab_size, H}, lm_head_));
+  }
+  inv_freq_ = RopeInvFreq(c);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const HfDirectory& dir) {
+  const std::string config_path = absl::StrCat(dir.dir(), "/", kHfConfigFile);
+  ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(dir.config(), config_path));
+  // Name the weights file in messages when there is one, else the folder.
+  const std::vector<std::string> files = dir.WeightFiles();
+  const std::string weights_where =
+      files.size() == 1 ? files[0] : absl::StrCat(dir.dir(), "/", kHfIndexFile);
+  Lookup lookup = [&](const std::string& name, const Shape& shape) -> absl::StatusOr<Tensor> {
+    if (!dir.Has(name)) {
+      return absl::NotFoundError(absl::StrCat(weights_where, ": missing tensor ", name, " (", config.architecture_name,
+                                              " expects shape ", ShapeString(shape), ")"));
+    }
+    const std::string where = dir.FileOf(name);
+    const SafetensorsEntry* e = dir.Find(name);
+    if (e != nullptr) {
+      // Check from the header before touching the bytes.
+      RETURN_IF_ERROR(CheckShape(where, name, e->shape, shape));
+    }
+    ASSIGN_OR_RETURN(Tensor t, dir.GetWithShape(name, shape));
+    RETURN_IF_ERROR(CheckWeightDType(where, name, t));
+    return t;
+  };
+  std::unique_ptr<Transformer> model(new Transformer(config));
+  RETURN_IF_ERROR(model->Build(lookup));
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const std::string& dir) {
+  ASSIGN_OR_RETURN(std::unique_ptr<HfDirectory> hf, HfDirectory::Open(dir));
+  return Load(*hf);  // tensors keep their mappings alive after hf is gone
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::FromNamedWeights(
+    const ModelConfig& config, const std::vector<std::pair<std::string, Tensor>>& weights,
+    const std::string& source) {
+  RETURN_IF_ERROR(config.Validate(source));
+  std::map<std::string, const Tensor*> by_name;
+  for (const auto& [name, t] : weights) by_name[name] = &t;
+  Lookup lookup = [&](const std::string& name, const Shape& shape) -> absl::StatusOr<Tensor> {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      return absl::NotFoundError(absl::StrCat(source, ": missing tensor ", name, " (expected shape ",
+                                              ShapeString(shape), ")"));
+    }
+    RETURN_IF_ERROR(CheckShape(source, name, it->second->shape(), shape));
+    RETURN_IF_ERROR(CheckWeightDType(source, name, *it->second));
+    return *it->second;
+  };
+  std::unique_ptr<Transformer> model(new Transformer(config));
+  RETURN_IF_ERROR(model->Build(lookup));
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::RandomInit(const ModelConfig& config, uint64_t seed,
+                                                                     DType dtype) {
+  RETURN_IF_ERROR(config.Validate("RandomInit"));
+  if (!cpu::IsSupportedWeightDType(dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("RandomInit: dtype ", std::string(DTypeName(dtype)),
+                                                   " is not one of F32, BF16, F16"));
+  }
+  ModelConfig c = config;
+  c.torch_dtype = dtype;
+  Lookup make = [&](const std::string& name, const Shape& shape) -> absl::StatusOr<Tensor> {
+    auto ends_with = [&](const char* s) {
+      const std::string suffix(s);
+      return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    if (ends_with("norm.weight")) return Filled(shape, 1.f, dtype);
+    if (ends_with(".bias")) return Filled(shape, 0.f, dtype);
+    return RandomNormal(name, shape, c.initializer_range, seed, dtype);
+  };
+  std::unique_ptr<Transformer> model(new Transformer(c));
+  RETURN_IF_ERROR(model->Build(make));
+  return model;
+}
+
+size_t Transformer::WeightBytes() const {
+  size_t total = 0;
+  for (const auto& [name, t] : named_) total += t.nbytes();
+  return total;
+}
+
+// ---- forward ----------------------------------------------------------------
+
+absl::Status Transformer::Forward(const int32_t* tokens, int64_t n, KvCache& cache, float* logits,
+                                  LogitsMode mode) const {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("Forward: negative token count ", n));
+  if (n == 0) return absl::OkStatus();
+  if (mode != LogitsMode::kNone && logits == nullptr) {
+    return absl::InvalidArgumentError("Forward: logits buffer is null");
+  }
+  if (cache.num_layers_ != config_.num_layers || cache.num_kv_heads_ != config_.num_kv_heads ||
+      cache.head_dim_ != config_.head_dim) {
+    return absl::InvalidArgumentError("Forward: the KV cache was made for a different model shape");
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size) {
+      return absl::OutOfRangeError(absl::StrCat("token id ", tokens[i], " at position ", i,
+                                                " is outside the vocabulary [0, ", config_.vocab_size, ")"));
+    }
+  }
+  RETURN_IF_ERROR(cache.Reserve(cache.position() + n));
+  for (int64_t begin = 0; begin < n; begin += kPrefillChunk) {
+    const int64_t count = std::min(kPrefillChunk, n - begin);
+    const bool last_chunk = begin + count == n;
+    LogitsMode chunk_mode = mode;
+    float* chunk_logits = logits;
+    if (mode == LogitsMode::kAll) {
+      chunk_logits = logits + begin * config_.vocab_size;
+    } else if (mode == LogitsMode::kLast && !last_chunk) {
+      chunk_mode = LogitsMode::kNone;
+    }
+    RETURN_IF_ERROR(ForwardChunk(tokens + begin, count, cache, chunk_logits, chunk_mode));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Transformer::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& cache, float* logits,
+                                       LogitsMode mode) const {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim, half = hd / 2;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t qdim = nh * hd, kvdim = nkv * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const int64_t pos0 = cache.position_;
+
+  KvCache::Workspace& ws = cache.ws_;
+  auto fit = [](std::vector<float>& v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(size);
+    return v.data();
+  };
+  float* x = fit(ws.x, n * H);
+  float* h = fit(ws.h, n * H);
+  float* q = fit(ws.q, n * qdim);
+  float* k = fit(ws.k, n * kvdim);
+  float* v = fit(ws.v, n * kvdim);
+  float* attn = fit(ws.attn, n * qdim);
+  float* gate = fit(ws.gate, n * I);
+  float* up = fit(ws.up, n * I);
+  float* cos = fit(ws.cos, n * half);
+  float* sin = fit(ws.sin, n * half);
+  ws.positions.resize(n);
+  for (int64_t i = 0; i < n; ++i) ws.positions[i] = pos0 + i;
+  cpu::RopeCosSin(inv_freq_.data(), half, ws.positions.data(), n, cos, sin);
+
+  RETURN_IF_ERROR(cpu::Embedding(embed_, tokens, n, x));
+  const cpu::AttentionShape shape{nh, nkv, hd};
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const Layer& L = layers_[l];
+    // Attention block.
+    cpu::RmsNorm(x, n, H, L.input_norm.data(), eps, h);
+    RETURN_IF_ERROR(cpu::MatMulGroup(h, n, H,
+                                     {{&L.q, OrNull(L.q_bias), q}, {&L.k, OrNull(L.k_bias), k},
+                                      {&L.v, OrNull(L.v_bias), v}}));
+    if (c.qk_norm) {
+      cpu::RmsNorm(q, n * nh, hd, L.q_norm.data(), eps, q);
+      cpu::RmsNorm(k, n * nkv, hd, L.k_norm.data(), eps, k);
+    }
+    cpu::ApplyRope(q, n, nh, hd, qdim, cos, sin);
+    cpu::ApplyRope(k, n, nkv, hd, kvdim, cos, sin);
+    float* kc = cache.keys(l);
+    float* vc = cache.values(l);
+    const int64_t stride = cache.head_stride();
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t g = 0; g < nkv; ++g) {
+        std::copy_n(k + t * kvdim + g * hd, hd, kc + g * stride + (pos0 + t) * hd);
+        std::copy_n(v + t * kvdim + g * hd, hd, vc + g * stride + (pos0 + t) * hd);
+      }
+    }
+    cpu::Attention(q, n, pos0, kc, vc, stride, shape, scale, c.WindowOf(l), attn);
+    RETURN_IF_ERROR(cpu::MatMul(attn, n, L.o, OrNull(L.o_bias), h));
+    cpu::Add(x, h, n * H, x);
+    // MLP block (SwiGLU).
+    cpu::RmsNorm(x, n, H, L.post_norm.data(), eps, h);
+    RETURN_IF_ERROR(cpu::MatMulGroup(h, n, H, {{&L.gate, OrNull(L.gate_bias), gate}, {&L.up, OrNull(L.up_bias), up}}));
+    cpu::SiluMul(gate, up, n * I, gate);
+    RETURN_IF_ERROR(cpu::MatMul(gate, n, L.down, OrNull(L.down_bias), h));
+    cpu::Add(x, h, n * H, x);
+  }
+  cache.position_ = pos0 + n;
+
+  if (mode == LogitsMode::kLast) {
+    cpu::RmsNorm(x + (n - 1) * H, 1, H, final_norm_.data(), eps, h);
+    RETURN_IF_ERROR(cpu::MatMul(h, 1, lm_head_, nullptr, logits));
+  } else if (mode == LogitsMode::kAll) {
+    cpu::RmsNorm(x, n, H, final_norm_.data(), eps, h);
+    RETURN_IF_ERROR(cpu::MatMul(h, n, lm_head_, nullptr, logits));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<float>> Transformer::Logits(const std::vector<int32_t>& tokens) const {
+  KvCache cache = NewCache(std::max<int64_t>(static_cast<int64_t>(tokens.size()), 1));
+  std::vector<float> logits(tokens.size() * config_.vocab_size);
+  RETURN_IF_ERROR(Forward(tokens.data(), static_cast<int64_t>(tokens.size()), cache, logits.data(), LogitsMode::kAll));
+  return logits;
+}
+
+}  // namespace retort

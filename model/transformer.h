@@ -1,0 +1,114 @@
+// Transformer: the forward pass of a Llama-family decoder (Llama, Mistral,
+// Qwen2, Qwen3) on the CPU kernels.
+//
+//   x = embed(tokens)
+//   per layer:  h = RMSNorm(x); q,k,v = h·W^T (+bias); [Qwen3: RMSNorm(q), RMSNorm(k) per head]
+//               RoPE(q, k); append k,v to the cache; x += o_proj(attention(q, cache))
+//               h = RMSNorm(x); x += down(silu(gate(h)) * up(h))
+//   logits = RMSNorm(x) · lm_head^T   (lm_head = embed_tokens when tied)
+//
+// Weights stay in the dtype they are stored in (F32, BF16 or F16): loaded
+// from an HF directory they are zero-copy views into the memory-mapped
+// safetensors files, so a bf16 model occupies its file size, not twice it.
+// Only the small vectors (norm weights, biases) are widened to f32 copies.
+//
+// Forward() appends n tokens to a KvCache: prefill is one call with the whole
+// prompt (processed in chunks of up to kPrefillChunk tokens through GEMMs),
+// decode is one call per token (GEMV). Forward is const; concurrent calls with
+// different caches are not supported because the kernels share one thread pool.
+#ifndef RETORT_MODEL_TRANSFORMER_H_
+#define RETORT_MODEL_TRANSFORMER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/tensor.h"
+#include "formats/hf_dir.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+
+namespace retort {
+
+// Which rows of logits Forward writes.
+enum class LogitsMode {
+  kLast,  // logits[vocab] for the last token only (generation)
+  kAll,   // logits[n, vocab], one row per token (perplexity, distillation)
+  kNone,  // none (prefill whose output is not needed); logits may be null
+};
+
+class Transformer {
+ public:
+  // Tokens per internal prefill chunk (bounds activation memory).
+  static constexpr int64_t kPrefillChunk = 512;
+
+  // Reads config.json and the weights of an HF directory. Errors are one line
+  // naming the file: unsupported architecture, missing tensor, wrong shape,
+  // unsupported dtype.
+  static absl::StatusOr<std::unique_ptr<Transformer>> Load(const HfDirectory& dir);
+  static absl::StatusOr<std::unique_ptr<Transformer>> Load(const std::string& dir);
+
+  // Builds a model from tensors named as in HF checkpoints
+  // ("model.layers.0.self_attn.q_proj.weight", ...), e.g. the output of a
+  // pass. Tensors are shared, not copied. `source` prefixes error messages.
+  static absl::StatusOr<std::unique_ptr<Transformer>> FromNamedWeights(
+      const ModelConfig& config, const std::vector<std::pair<std::string, Tensor>>& weights,
+      const std::string& source = "weights");
+
+  // A randomly initialised model (transformers' scheme: linear and embedding
+  // weights ~ N(0, initializer_range), norms 1, biases 0), weights stored in
+  // `dtype` (F32/BF16/F16). Deterministic in `seed`, independent of threads.
+  static absl::StatusOr<std::unique_ptr<Transformer>> RandomInit(const ModelConfig& config, uint64_t seed,
+                                                                 DType dtype);
+
+  const ModelConfig& config() const { return config_; }
+
+  // Every parameter under its HF name, in stored dtype (tied lm_head omitted,
+  // as save_pretrained does). Ready for WriteHfDirectory.
+  const std::vector<std::pair<std::string, Tensor>>& NamedWeights() const { return named_; }
+  // Bytes of all weights (what one decode step streams, roughly).
+  size_t WeightBytes() const;
+
+  // A cache sized for this model; max_tokens <= 0: max_position_embeddings.
+  KvCache NewCache(int64_t max_tokens = 0) const { return KvCache(config_, max_tokens); }
+
+  // Runs tokens[0..n) at positions cache.position() .. +n-1 and appends them
+  // to the cache. Writes logits per `mode`: kLast -> logits[vocab],
+  // kAll -> logits[n * vocab]. Errors (cache unchanged): token id outside
+  // [0, vocab), cache full, n < 0.
+  absl::Status Forward(const int32_t* tokens, int64_t n, KvCache& cache, float* logits,
+                       LogitsMode mode = LogitsMode::kLast) const;
+
+  // Convenience: logits [n * vocab] of a whole sequence from a fresh cache.
+  absl::StatusOr<std::vector<float>> Logits(const std::vector<int32_t>& tokens) const;
+
+ private:
+  struct Layer {
+    Tensor q, k, v, o, gate, up, down;                 // [out, in], stored dtype
+    std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
+    std::vector<float> gate_bias, up_bias, down_bias;
+    std::vector<float> input_norm, post_norm;  // [hidden]
+    std::vector<float> q_norm, k_norm;         // [head_dim] (Qwen3)
+  };
+  using Lookup = std::function<absl::StatusOr<Tensor>(const std::string& name, const Shape& shape)>;
+
+  explicit Transformer(const ModelConfig& config) : config_(config) {}
+  absl::Status Build(const Lookup& lookup);
+  absl::Status ForwardChunk(const int32_t* tokens, int64_t n, KvCache& cache, float* logits,
+                            LogitsMode mode) const;
+
+  ModelConfig config_;
+  Tensor embed_, lm_head_;
+  std::vector<float> final_norm_;
+  std::vector<Layer> layers_;
+  std::vector<float> inv_freq_;
+  std::vector<std::pair<std::string, Tensor>> named_;
+};
+
+}  // namespace retort
+
+#endif  // RETORT_MODEL_TRANSFORMER_H_
