@@ -18,7 +18,8 @@ namespace {
 constexpr const char* kDeepSeekV3Patterns[] = {
     R"(\p{N}{1,3})",
     "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
-    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
+    "[!\"#$%&'()*+,\\-./"
+    ":;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
     "?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
 };
 
@@ -61,9 +62,8 @@ absl::StatusOr<std::shared_ptr<const Regex>> Regex::Compile(const std::string& p
   if (literal) options |= PCRE2_LITERAL;
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
-  pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(), options,
-                    &error_code, &error_offset, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()),
+                                   translated.size(), options, &error_code, &error_offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
@@ -83,8 +83,7 @@ Regex::~Regex() {
   if (code_ != nullptr) pcre2_code_free(static_cast<pcre2_code*>(code_));
 }
 
-void Regex::FindAll(std::string_view text,
-                    std::vector<std::pair<size_t, size_t>>* matches) const {
+void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
   ThreadMatchState& state = MatchState();
   auto* code = static_cast<pcre2_code*>(code_);
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
@@ -113,8 +112,8 @@ void Regex::FindAll(std::string_view text,
 absl::StatusOr<Normalizer> Normalizer::FromJson(const nlohmann::json& j) {
   Normalizer n;
   if (j.is_null()) return n;
-  std::function<absl::Status(const nlohmann::json&, int)> walk =
-      [&](const nlohmann::json& node, int depth) -> absl::Status {
+  std::function<absl::Status(const nlohmann::json&, int)> walk = [&](const nlohmann::json& node,
+                                                                     int depth) -> absl::Status {
     if (depth > 16) return absl::InvalidArgumentError("normalizer: Sequence nested too deeply");
     if (!node.is_object() || !node.contains("type") || !node["type"].is_string()) {
       return absl::InvalidArgumentError("normalizer: expected an object with a string \"type\"");
@@ -136,9 +135,9 @@ absl::StatusOr<Normalizer> Normalizer::FromJson(const nlohmann::json& j) {
     } else if (type == "Lowercase") {
       n.AddLowercase();
     } else {
-      return absl::UnimplementedError(
-          absl::StrCat("normalizer type \"", type,
-                       "\" is not supported (supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase)"));
+      return absl::UnimplementedError(absl::StrCat(
+          "normalizer type \"", type,
+          "\" is not supported (supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase)"));
     }
     return absl::OkStatus();
   };
@@ -162,10 +161,18 @@ std::string Normalizer::Describe() const {
       continue;
     }
     switch (step.form) {
-      case NormalForm::kNfc: names.push_back("NFC"); break;
-      case NormalForm::kNfd: names.push_back("NFD"); break;
-      case NormalForm::kNfkc: names.push_back("NFKC"); break;
-      case NormalForm::kNfkd: names.push_back("NFKD"); break;
+      case NormalForm::kNfc:
+        names.push_back("NFC");
+        break;
+      case NormalForm::kNfd:
+        names.push_back("NFD");
+        break;
+      case NormalForm::kNfkc:
+        names.push_back("NFKC");
+        break;
+      case NormalForm::kNfkd:
+        names.push_back("NFKD");
+        break;
     }
   }
   return names.empty() ? "none" : absl::StrJoin(names, ",");
@@ -173,8 +180,8 @@ std::string Normalizer::Describe() const {
 
 // -------------------------------------------------------------- PreTokenizer
 
-absl::Status PreTokenizer::AddSplit(const std::string& pattern, SplitBehavior behavior,
-                                    bool invert, bool literal) {
+absl::Status PreTokenizer::AddSplit(const std::string& pattern, SplitBehavior behavior, bool invert,
+                                    bool literal) {
   ASSIGN_OR_RETURN(auto regex, Regex::Compile(pattern, literal));
   Step step;
   step.kind = Step::kSplit;
@@ -286,8 +293,7 @@ absl::StatusOr<PreTokenizer> PreTokenizer::FromName(const std::string& name) {
   };
   if (is({"gpt2", "gpt-2", "default", "mpt", "olmo", "jais"})) {
     RETURN_IF_ERROR(p.AddByteLevel(false, true));
-  } else if (is({"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone",
-                 "minerva"})) {
+  } else if (is({"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"})) {
     RETURN_IF_ERROR(p.AddDigits(true));
     RETURN_IF_ERROR(p.AddByteLevel(false, true));
   } else if (is({"llama-bpe", "llama3", "llama-v3", "smaug-bpe", "dbrx"})) {
@@ -412,8 +418,9 @@ void PreTokenizer::Split(std::string_view text, std::vector<std::string>* words)
 std::string PreTokenizer::Describe() const {
   std::vector<std::string> parts;
   for (const Step& step : steps_) {
-    parts.push_back(step.kind == Step::kPrefixSpace ? "PrefixSpace"
-                                                    : absl::StrCat("Split(", step.regex->pattern(), ")"));
+    parts.push_back(step.kind == Step::kPrefixSpace
+                        ? "PrefixSpace"
+                        : absl::StrCat("Split(", step.regex->pattern(), ")"));
   }
   if (byte_level_) parts.push_back("ByteLevel");
   return parts.empty() ? "none" : absl::StrJoin(parts, " ");

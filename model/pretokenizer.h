@@ -22,12 +22,11 @@
 #define RETORT_MODEL_PRETOKENIZER_H_
 
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "absl/status/statusor.h"
 #include "model/unicode.h"

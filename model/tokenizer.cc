@@ -3,10 +3,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <queue>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
@@ -38,8 +37,8 @@ absl::Status WithSource(const std::string& source, const absl::Status& s) {
 
 bool IsWhitespace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 bool IsWordChar(char32_t c) {
@@ -92,7 +91,7 @@ struct Tokenizer::AddedMatcher {
         if (t->single_word) {
           char32_t after = 0;
           if (e < text.size()) DecodeUtf8Char(text, e, &after);
-          if ((after != 0 && IsWordChar(after)) || IsWordChar(CharBefore(text, b)) ) continue;
+          if ((after != 0 && IsWordChar(after)) || IsWordChar(CharBefore(text, b))) continue;
         }
         if (t->lstrip) {
           while (b > from) {
@@ -181,8 +180,8 @@ absl::Status Tokenizer::AddMerge(const std::string& left, const std::string& rig
   }
   auto m = vocab_.find(left + right);
   if (m == vocab_.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": merged token \"", left, right,
-                                                   "\" is not in the vocabulary"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": merged token \"", left, right, "\" is not in the vocabulary"));
   }
   // Like the reference, a repeated pair keeps its last rank.
   merges_[PairKey(l->second, r->second)] = {rank, m->second};
@@ -218,12 +217,13 @@ absl::Status ParsePostProcessor(const nlohmann::json& j, int depth, PostProcesso
   }
   if (type == "TemplateProcessing") {
     if (!j.contains("single") || !j["single"].is_array()) {
-      return absl::InvalidArgumentError("post_processor TemplateProcessing: missing array \"single\"");
+      return absl::InvalidArgumentError(
+          "post_processor TemplateProcessing: missing array \"single\"");
     }
     const nlohmann::json empty = nlohmann::json::object();
-    const nlohmann::json& specials =
-        j.contains("special_tokens") && j["special_tokens"].is_object() ? j["special_tokens"]
-                                                                        : empty;
+    const nlohmann::json& specials = j.contains("special_tokens") && j["special_tokens"].is_object()
+                                         ? j["special_tokens"]
+                                         : empty;
     bool seen_sequence = false;
     for (const auto& item : j["single"]) {
       if (item.contains("Sequence")) {
@@ -239,9 +239,9 @@ absl::Status ParsePostProcessor(const nlohmann::json& j, int depth, PostProcesso
       const std::string name = item["SpecialToken"]["id"].get<std::string>();
       if (!specials.contains(name) || !specials[name].contains("ids") ||
           !specials[name]["ids"].is_array()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "post_processor TemplateProcessing: special token \"", name,
-            "\" has no entry with \"ids\" in \"special_tokens\""));
+        return absl::InvalidArgumentError(
+            absl::StrCat("post_processor TemplateProcessing: special token \"", name,
+                         "\" has no entry with \"ids\" in \"special_tokens\""));
       }
       for (const auto& id : specials[name]["ids"]) {
         if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
@@ -265,10 +265,10 @@ absl::Status ParsePostProcessor(const nlohmann::json& j, int depth, PostProcesso
     out->suffix.push_back(j["sep"][1].get<int32_t>());
     return absl::OkStatus();
   }
-  return absl::UnimplementedError(absl::StrCat(
-      "post_processor type \"", type,
-      "\" is not supported (supported: ByteLevel, TemplateProcessing, Sequence, "
-      "RobertaProcessing, BertProcessing)"));
+  return absl::UnimplementedError(
+      absl::StrCat("post_processor type \"", type,
+                   "\" is not supported (supported: ByteLevel, TemplateProcessing, Sequence, "
+                   "RobertaProcessing, BertProcessing)"));
 }
 
 // Returns whether the decoder is byte-level (false: tokens joined by spaces).
@@ -321,8 +321,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonString(const std::
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
       if (model.contains(key) && !model[key].is_null() &&
           !(model[key].is_string() && model[key].get<std::string>().empty())) {
-        return absl::UnimplementedError(
-            absl::StrCat(source, ": model.", key, " is not supported"));
+        return absl::UnimplementedError(absl::StrCat(source, ": model.", key, " is not supported"));
       }
     }
     if (model.contains("dropout") && model["dropout"].is_number() &&
@@ -373,8 +372,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonString(const std::
     // rather than allocating gigabytes for a corrupt file.
     constexpr int32_t kMaxId = 1 << 24;
     if (max_id >= kMaxId) {
-      return Bad(source, absl::StrCat("token id ", max_id, " is implausibly large (limit ",
-                                      kMaxId, ")"));
+      return Bad(source,
+                 absl::StrCat("token id ", max_id, " is implausibly large (limit ", kMaxId, ")"));
     }
     t->vocab_size_ = max_id + 1;
     t->id_to_token_.assign(t->vocab_size_, std::string());
@@ -387,7 +386,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonString(const std::
     for (size_t i = 0; i < merges.size(); ++i) {
       absl::Status s = ParseMerge(merges[i], i, &left, &right);
       if (s.ok()) {
-        s = t->AddMerge(left, right, static_cast<int32_t>(i), absl::StrCat("model.merges[", i, "]"));
+        s = t->AddMerge(left, right, static_cast<int32_t>(i),
+                        absl::StrCat("model.merges[", i, "]"));
       }
       if (!s.ok()) return WithSource(source, s);
     }
@@ -429,18 +429,21 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonString(const std::
 
 absl::Status Tokenizer::Finish(const std::string& source) {
   for (const AddedToken& a : added_) {
+    added_ids_.emplace(a.content, a.id);
     if (a.id >= vocab_size_) continue;
     id_to_token_[a.id] = a.content;
     id_flags_[a.id] |= kAddedFlag | (a.special ? kSpecialFlag : 0);
   }
   for (int32_t id : prefix_ids_) {
     if (id < 0 || id >= vocab_size_) {
-      return Bad(source, absl::StrCat("post-processor token id ", id, " is outside the vocabulary"));
+      return Bad(source,
+                 absl::StrCat("post-processor token id ", id, " is outside the vocabulary"));
     }
   }
   for (int32_t id : suffix_ids_) {
     if (id < 0 || id >= vocab_size_) {
-      return Bad(source, absl::StrCat("post-processor token id ", id, " is outside the vocabulary"));
+      return Bad(source,
+                 absl::StrCat("post-processor token id ", id, " is outside the vocabulary"));
     }
   }
   if (prefix_ids_.size() == 1) bos_id_ = prefix_ids_[0];
@@ -790,10 +793,9 @@ std::string Tokenizer::TokenText(int32_t id) const {
 }
 
 int32_t Tokenizer::TokenId(std::string_view piece) const {
-  for (const AddedToken& a : added_) {
-    if (a.content == piece) return a.id;
-  }
-  auto it = vocab_.find(absl::string_view(piece.data(), piece.size()));
+  const absl::string_view key(piece.data(), piece.size());
+  if (auto added = added_ids_.find(key); added != added_ids_.end()) return added->second;
+  auto it = vocab_.find(key);
   return it == vocab_.end() ? -1 : it->second;
 }
 

@@ -48,14 +48,14 @@ enum class GgufTokenType : int32_t {
 
 // The pieces a GGUF file stores, enough to rebuild the model's tokenizer.
 struct TokenizerParts {
-  std::vector<std::string> tokens;    // id -> piece (byte-level characters)
-  std::vector<std::string> merges;    // "left right", rank = index
-  std::vector<int32_t> token_types;   // GgufTokenType per id; empty = all normal
-  std::string pre_tokenizer;          // tokenizer.ggml.pre, e.g. "llama-bpe", "qwen2"
+  std::vector<std::string> tokens;   // id -> piece (byte-level characters)
+  std::vector<std::string> merges;   // "left right", rank = index
+  std::vector<int32_t> token_types;  // GgufTokenType per id; empty = all normal
+  std::string pre_tokenizer;         // tokenizer.ggml.pre, e.g. "llama-bpe", "qwen2"
   int32_t bos_id = -1;
   int32_t eos_id = -1;
-  bool add_bos = false;               // tokenizer.ggml.add_bos_token
-  bool add_eos = false;               // tokenizer.ggml.add_eos_token
+  bool add_bos = false;  // tokenizer.ggml.add_bos_token
+  bool add_eos = false;  // tokenizer.ggml.add_eos_token
 };
 
 struct EncodeOptions {
@@ -157,6 +157,7 @@ class Tokenizer {
   std::vector<std::string> id_to_token_;  // includes added tokens' content
   std::vector<uint8_t> id_flags_;         // kAddedFlag | kSpecialFlag
   std::vector<AddedToken> added_;
+  absl::flat_hash_map<std::string, int32_t> added_ids_;  // content -> id
   std::unique_ptr<AddedMatcher> raw_matcher_, normalized_matcher_;
   // Merges: (left id << 32 | right id) -> (rank, merged id).
   absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;

@@ -1,8 +1,8 @@
 #include "model/unicode.h"
 
-#include <cstdlib>
-
 #include <utf8proc.h>
+
+#include <cstdlib>
 
 namespace retort {
 
@@ -153,8 +153,8 @@ const std::array<std::string, 256>& ByteToUnicodeTable() { return Tables().to_un
 
 int UnicodeToByte(char32_t cp) {
   if (cp < 256) {
-    const bool printable = (cp >= '!' && cp <= '~') || (cp >= 0xA1 && cp <= 0xAC) ||
-                           (cp >= 0xAE && cp <= 0xFF);
+    const bool printable =
+        (cp >= '!' && cp <= '~') || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF);
     return printable ? static_cast<int>(cp) : -1;
   }
   if (cp >= 256 + 68) return -1;
@@ -201,10 +201,9 @@ std::string Normalize(std::string_view s, NormalForm form) {
   }
   if (ascii) return std::string(s);
   utf8proc_uint8_t* result = nullptr;
-  const utf8proc_ssize_t n =
-      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
-                   static_cast<utf8proc_ssize_t>(s.size()), &result,
-                   static_cast<utf8proc_option_t>(options));
+  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
+                                          static_cast<utf8proc_ssize_t>(s.size()), &result,
+                                          static_cast<utf8proc_option_t>(options));
   if (n < 0) {
     // Only ill-formed input fails, which callers rule out; keep the text.
     return std::string(s);

@@ -9,12 +9,14 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "core/file.h"
 #include "model/unicode.h"
@@ -31,8 +33,7 @@ std::string ReadOrDie(const std::string& path) {
 }
 
 std::string Zstd(const std::string& compressed) {
-  const unsigned long long size =
-      ZSTD_getFrameContentSize(compressed.data(), compressed.size());
+  const unsigned long long size = ZSTD_getFrameContentSize(compressed.data(), compressed.size());
   if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
     ADD_FAILURE() << "not a zstd frame with a content size";
     return "";
@@ -48,8 +49,8 @@ std::string Zstd(const std::string& compressed) {
 }
 
 const nlohmann::json& Expected() {
-  static const nlohmann::json* j = new nlohmann::json(
-      nlohmann::json::parse(ReadOrDie(kDir + "expected.json")));
+  static const nlohmann::json* j =
+      new nlohmann::json(nlohmann::json::parse(ReadOrDie(kDir + "expected.json")));
   return *j;
 }
 
@@ -220,8 +221,16 @@ TEST(TokenizerTest, PipelinesAreReadFromTheFiles) {
   // NFC: decomposed and composed "é" give the same ids.
   EXPECT_EQ(qwen->Encode("caf\xC3\xA9", false), qwen->Encode("cafe\xCC\x81", false));
   // ignore_merges: a word that is a vocabulary entry is one token.
-  EXPECT_EQ(llama->Encode(" vi\xE1\xBB\x87" "c", false), std::vector<int32_t>({100769}));
-  EXPECT_GT(llama_off->Encode(" vi\xE1\xBB\x87" "c", false).size(), 1u);
+  EXPECT_EQ(llama->Encode(" vi\xE1\xBB\x87"
+                          "c",
+                          false),
+            std::vector<int32_t>({100769}));
+  EXPECT_GT(llama_off
+                ->Encode(" vi\xE1\xBB\x87"
+                         "c",
+                         false)
+                .size(),
+            1u);
 }
 
 TEST(TokenizerTest, FromFileReadsTokenizerJson) {
@@ -298,7 +307,12 @@ TEST(TokenizerTest, SpecialTokensFromConfig) {
 TEST(TokenizerTest, InvalidUtf8InputIsRepairedNotCrashed) {
   auto t = Load("smollm2");
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(t->Encode("a\xFF" "b\xE2\x82", false), t->Encode("a\xEF\xBF\xBD" "b\xEF\xBF\xBD", false));
+  EXPECT_EQ(t->Encode("a\xFF"
+                      "b\xE2\x82",
+                      false),
+            t->Encode("a\xEF\xBF\xBD"
+                      "b\xEF\xBF\xBD",
+                      false));
   // A token cut inside a character decodes to U+FFFD, and bad ids are skipped.
   const std::vector<int32_t> glyph = t->Encode("\xF0\x93\x80\x80", false);  // U+13000
   ASSERT_GT(glyph.size(), 1u);
@@ -307,11 +321,11 @@ TEST(TokenizerTest, InvalidUtf8InputIsRepairedNotCrashed) {
 
 TEST(UnicodeTest, LossyDecodingReplacesMaximalSubparts) {
   EXPECT_EQ(Utf8Lossy("ok"), "ok");
-  EXPECT_EQ(Utf8Lossy("\xF0\x9F\x98"), "\xEF\xBF\xBD");            // truncated 4-byte: one
-  EXPECT_EQ(Utf8Lossy("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");    // overlong: two
+  EXPECT_EQ(Utf8Lossy("\xF0\x9F\x98"), "\xEF\xBF\xBD");          // truncated 4-byte: one
+  EXPECT_EQ(Utf8Lossy("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong: two
   EXPECT_EQ(Utf8Lossy("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
-  EXPECT_EQ(ByteToUnicodeTable()[' '], "\xC4\xA0");   // U+0120
-  EXPECT_EQ(ByteToUnicodeTable()['\n'], "\xC4\x8A");  // U+010A
+  EXPECT_EQ(ByteToUnicodeTable()[' '], "\xC4\xA0");                              // U+0120
+  EXPECT_EQ(ByteToUnicodeTable()['\n'], "\xC4\x8A");                             // U+010A
   for (int b = 0; b < 256; ++b) {
     char32_t cp;
     ASSERT_GT(DecodeUtf8Char(ByteToUnicodeTable()[b], 0, &cp), 0);
@@ -347,31 +361,39 @@ TEST(TokenizerTest, BadTokenizerJsonGivesOneLineErrorNamingTheFile) {
       {"merge_not_string", MinimalJson(R"(, "merges": [7])"), "model.merges[0]"},
       {"bad_added", MinimalJson(R"(, "merges": [])", R"(, "added_tokens": [{"id": "x"}])"),
        "added_tokens[0]"},
-      {"bad_pretok", MinimalJson(R"(, "merges": [])", R"(, "pre_tokenizer": {"type": "Metaspace"})"),
+      {"bad_pretok",
+       MinimalJson(R"(, "merges": [])", R"(, "pre_tokenizer": {"type": "Metaspace"})"),
        "Metaspace"},
       {"bad_regex",
-       MinimalJson(R"(, "merges": [])",
-                   R"(, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a"}, "behavior": "Isolated"})"),
+       MinimalJson(
+           R"(, "merges": [])",
+           R"(, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a"}, "behavior": "Isolated"})"),
        "cannot compile"},
       {"bad_behavior",
-       MinimalJson(R"(, "merges": [])",
-                   R"(, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Sideways"})"),
+       MinimalJson(
+           R"(, "merges": [])",
+           R"(, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"}, "behavior": "Sideways"})"),
        "Sideways"},
-      {"bad_normalizer", MinimalJson(R"(, "merges": [])", R"(, "normalizer": {"type": "Precompiled"})"),
+      {"bad_normalizer",
+       MinimalJson(R"(, "merges": [])", R"(, "normalizer": {"type": "Precompiled"})"),
        "Precompiled"},
-      {"bad_post", MinimalJson(R"(, "merges": [])",
-                               R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}]})"),
+      {"bad_post",
+       MinimalJson(
+           R"(, "merges": [])",
+           R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}]})"),
        "<s>"},
       {"post_id_out_of_range",
-       MinimalJson(R"(, "merges": [])",
-                   R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}], "special_tokens": {"<s>": {"ids": [99]}}})"),
+       MinimalJson(
+           R"(, "merges": [])",
+           R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}], "special_tokens": {"<s>": {"ids": [99]}}})"),
        "outside the vocabulary"},
       {"bad_decoder", MinimalJson(R"(, "merges": [])", R"(, "decoder": {"type": "WordPiece"})"),
        "decoder"},
       {"byte_fallback", MinimalJson(R"(, "merges": [], "byte_fallback": true)"), "byte_fallback"},
       {"huge_id", R"({"model": {"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}})",
        "implausibly large"},
-      {"wrong_types", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "ignore_merges": "yes"}, "added_tokens": {}})",
+      {"wrong_types",
+       R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "ignore_merges": "yes"}, "added_tokens": {}})",
        "added_tokens"},
   };
   for (const BadCase& c : cases) {
@@ -401,7 +423,8 @@ TEST(TokenizerTest, CorruptedFilesNeverCrash) {
     errors += !Tokenizer::FromJsonString(good.substr(0, cut), "cut.json").ok();
   }
   EXPECT_EQ(errors, 5);
-  std::string small = R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
+  std::string small =
+      R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
     "added_tokens": [{"id": 3, "content": "<s>", "special": true}],
     "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "Isolated"}, {"type": "ByteLevel"}]},
     "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}], "special_tokens": {"<s>": {"ids": [3]}}},
@@ -451,6 +474,31 @@ TEST(TokenizerTest, BadPartsAreRejected) {
   parts.pre_tokenizer = "gpt2";
   parts.token_types = {1};
   EXPECT_FALSE(Tokenizer::FromParts(parts).ok());  // length mismatch
+}
+
+TEST(TokenizerTest, ConcurrentEncodesAgree) {
+  auto t = Load("deepseek_v3");
+  ASSERT_NE(t, nullptr);
+  std::vector<std::string> texts;
+  std::vector<std::vector<int32_t>> want;
+  for (const auto& c : Entry("deepseek_v3")["cases"]) {
+    texts.push_back(c["text"]);
+    want.push_back(Ids(c["ids"]));
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int w = 0; w < 4; ++w) {
+    threads.emplace_back([&, w] {
+      for (int round = 0; round < 20; ++round) {
+        for (size_t i = 0; i < texts.size(); ++i) {
+          const size_t k = (i + w * 7 + round) % texts.size();
+          if (t->Encode(texts[k], false) != want[k]) ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 // ------------------------------------------------------------------- speed
