@@ -1,0 +1,3 @@
+#include "model/jinja.h"
+#include "gtest/gtest.h"
+TEST(JinjaTest, Placeholder) {}
