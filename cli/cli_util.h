@@ -1,0 +1,44 @@
+// Shared plumbing for the `retort` subcommands: option parsing with --help,
+// one-line errors, and the exit codes the CLI promises (0 ok, 1 failure, 2 usage).
+#ifndef RETORT_CLI_CLI_UTIL_H_
+#define RETORT_CLI_CLI_UTIL_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "boost/program_options.hpp"
+
+namespace retort::cli {
+
+namespace po = boost::program_options;
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+struct CommandSpec {
+  std::string name;     // "generate"
+  std::string usage;    // "MODEL [options]"
+  std::string summary;  // one line for `retort --help`
+};
+
+// Parses `args` (without the program and command names). Adds --help. Returns
+// an exit code when the command should stop (help printed, or a usage error
+// printed to stderr), std::nullopt when `vm` is ready to use.
+std::optional<int> ParseArgs(const CommandSpec& spec, const std::vector<std::string>& args,
+                             po::options_description& options,
+                             const po::positional_options_description& positional,
+                             po::variables_map& vm);
+
+// Prints "retort NAME: error: MESSAGE" on one line and returns kExitFailure.
+int Fail(const std::string& command, const absl::Status& status);
+int UsageError(const std::string& command, const std::string& message);
+
+// Comma-separated integers ("1,2, 3").
+absl::Status ParseIntList(const std::string& text, std::vector<int32_t>* out);
+
+}  // namespace retort::cli
+
+#endif  // RETORT_CLI_CLI_UTIL_H_

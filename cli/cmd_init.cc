@@ -1,0 +1,116 @@
+// retort init OUT_DIR --family F --size S [--tokenizer bytes|PATH]
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cli/cli_util.h"
+#include "cli/commands.h"
+#include "cli/model_loading.h"
+#include "core/file.h"
+#include "core/status.h"
+#include "model/init.h"
+#include "model/tokenizer_bytes.h"
+
+namespace retort::cli {
+namespace {
+namespace fs = std::filesystem;
+
+// Writes the model into a temporary sibling folder and renames it into place,
+// so a failure never leaves a half-written model at `out`.
+absl::Status InitInto(const std::string& out, ModelConfig config, const std::string& tokenizer_src,
+                      DType dtype, uint64_t seed, bool force) {
+  std::error_code ec;
+  if (fs::exists(out, ec)) {
+    if (!fs::is_directory(out, ec)) return absl::AlreadyExistsError(absl::StrCat(out, ": exists and is not a directory"));
+    if (!fs::is_empty(out, ec) && !force) {
+      return absl::AlreadyExistsError(absl::StrCat(out, ": directory is not empty (use --force to replace it)"));
+    }
+  }
+  std::string tokenizer_json, tokenizer_config;
+  if (tokenizer_src == "bytes") {
+    tokenizer_json = ByteTokenizerJson().dump(2, ' ', false);
+    tokenizer_config = ByteTokenizerConfigJson().dump(2, ' ', false);
+  } else {
+    ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(tokenizer_src));
+    fs::path dir = fs::is_directory(tokenizer_src, ec) ? fs::path(tokenizer_src) : fs::path(tokenizer_src).parent_path();
+    std::string json_path = fs::is_directory(tokenizer_src, ec) ? (dir / "tokenizer.json").string() : tokenizer_src;
+    ASSIGN_OR_RETURN(tokenizer_json, ReadFileToString(json_path));
+    if (fs::exists(dir / "tokenizer_config.json", ec)) {
+      ASSIGN_OR_RETURN(tokenizer_config, ReadFileToString((dir / "tokenizer_config.json").string()));
+    }
+    config.vocab_size = tok->vocab_size();
+    config.bos_token_id = tok->bos_id();
+    config.eos_token_ids.clear();
+    if (tok->eos_id() >= 0) config.eos_token_ids.push_back(tok->eos_id());
+  }
+  if (tokenizer_src == "bytes") {
+    config.vocab_size = kByteTokenizerVocab;
+    config.bos_token_id = -1;
+    config.eos_token_ids = {258};  // <|im_end|>
+  }
+  RETURN_IF_ERROR(config.Validate("--family/--size"));
+
+  std::string tmp = absl::StrCat(out, ".tmp-init-", ::getpid());
+  fs::remove_all(tmp, ec);
+  absl::Status status = InitModelDirectory(config, tmp, seed, dtype);
+  if (status.ok()) status = WriteFileAtomically((fs::path(tmp) / "tokenizer.json").string(), tokenizer_json);
+  if (status.ok() && !tokenizer_config.empty()) {
+    status = WriteFileAtomically((fs::path(tmp) / "tokenizer_config.json").string(), tokenizer_config);
+  }
+  if (status.ok()) {
+    fs::remove_all(out, ec);
+    fs::rename(tmp, out, ec);
+    if (ec) status = absl::InternalError(absl::StrCat(out, ": cannot move the new model into place: ", ec.message()));
+  }
+  if (!status.ok()) fs::remove_all(tmp, ec);
+  return status;
+}
+
+}  // namespace
+
+int RunInit(const Args& args) {
+  CommandSpec spec{"init", "OUT_DIR --family FAMILY --size SIZE [options]",
+                   "Write a randomly initialised model (config.json, model.safetensors, tokenizer) "
+                   "as a Hugging Face directory."};
+  po::options_description opts("options");
+  std::string out, family, size, tokenizer, dtype_name;
+  uint64_t seed = 0;
+  int64_t layers = 0, context = 0;
+  opts.add_options()("out", po::value(&out)->required(), "output directory")(
+      "family", po::value(&family)->default_value("llama"), "llama, qwen2, qwen3 or mistral")(
+      "size", po::value(&size)->default_value("tiny"),
+      absl::StrCat("size preset: ", absl::StrJoin(PresetSizes(), ", ")).c_str())(
+      "tokenizer", po::value(&tokenizer)->default_value("bytes"),
+      "\"bytes\" (built-in byte-level tokenizer with ChatML) or a tokenizer.json / model directory "
+      "to copy; sets the vocabulary size")(
+      "dtype", po::value(&dtype_name)->default_value("bf16"), "weight dtype: f32, bf16, f16")(
+      "layers", po::value(&layers), "override the preset's number of layers")(
+      "context", po::value(&context), "override max_position_embeddings")(
+      "seed", po::value(&seed)->default_value(0), "random seed")(
+      "force", po::bool_switch(), "replace OUT_DIR if it is not empty");
+  po::positional_options_description pos;
+  pos.add("out", 1);
+  po::variables_map vm;
+  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+
+  auto config = PresetConfig(family, size);
+  if (!config.ok()) return Fail(spec.name, config.status());
+  if (layers > 0) config->num_layers = layers;
+  if (context > 0) config->max_position_embeddings = context;
+  auto dtype = ParseWeightDType(dtype_name);
+  if (!dtype.ok()) return Fail(spec.name, dtype.status());
+  if (auto s = InitInto(out, *config, tokenizer, *dtype, seed, vm["force"].as<bool>()); !s.ok()) {
+    return Fail(spec.name, s);
+  }
+  auto written = ModelConfig::FromJson(nlohmann::json::parse(*ReadFileToString(out + "/config.json")), out);
+  std::cout << "wrote " << out << ": " << ArchClassName(config->arch) << ", "
+            << HumanCount(written.ok() ? written->ParameterCount() : config->ParameterCount())
+            << " parameters, " << DTypeName(*dtype) << ", vocab "
+            << (written.ok() ? written->vocab_size : config->vocab_size) << "\n";
+  return kExitOk;
+}
+
+}  // namespace retort::cli

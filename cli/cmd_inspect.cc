@@ -1,0 +1,128 @@
+// retort inspect MODEL [--tensors] [--json]
+#include <iostream>
+#include <map>
+
+#include "absl/strings/str_format.h"
+#include "cli/cli_util.h"
+#include "cli/commands.h"
+#include "cli/model_loading.h"
+#include "core/status.h"
+#include "formats/hf_dir.h"
+#include "model/config.h"
+#include "model/transformer.h"
+
+namespace retort::cli {
+namespace {
+
+const char* RopeScalingName(RopeScaling::Type t) {
+  switch (t) {
+    case RopeScaling::Type::kNone: return "none";
+    case RopeScaling::Type::kLinear: return "linear";
+    case RopeScaling::Type::kLlama3: return "llama3";
+  }
+  return "?";
+}
+
+}  // namespace
+
+int RunInspect(const Args& args) {
+  CommandSpec spec{"inspect", "MODEL [options]",
+                   "Show a model's architecture, parameter count, tensors, dtypes and bytes; "
+                   "checks that every tensor the architecture needs is present and well-shaped."};
+  po::options_description opts("options");
+  std::string model;
+  opts.add_options()("model", po::value(&model)->required(), "model directory")(
+      "tensors", po::bool_switch(), "list every tensor")("json", po::bool_switch(), "print JSON");
+  po::positional_options_description pos;
+  pos.add("model", 1);
+  po::variables_map vm;
+  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+
+  auto dir = HfDirectory::Open(model);
+  if (!dir.ok()) return Fail(spec.name, dir.status());
+  auto config = ModelConfig::FromJson((*dir)->config(), (*dir)->FilePath("config.json"));
+  if (!config.ok()) return Fail(spec.name, config.status());
+  // Loading maps the weights and checks names and shapes; it copies nothing large.
+  auto engine = Transformer::Load(**dir);
+  if (!engine.ok()) return Fail(spec.name, engine.status());
+
+  std::map<std::string, std::pair<int64_t, uint64_t>> by_dtype;  // dtype -> (params, bytes)
+  int64_t tensor_params = 0;
+  uint64_t tensor_bytes = 0;
+  nlohmann::ordered_json tensors = nlohmann::ordered_json::array();
+  for (const std::string& name : (*dir)->TensorNames()) {
+    const SafetensorsEntry* e = (*dir)->Find(name);
+    int64_t n = NumElements(e->shape);
+    uint64_t bytes = e->end - e->begin;
+    tensor_params += n;
+    tensor_bytes += bytes;
+    auto& slot = by_dtype[std::string(DTypeName(e->dtype))];
+    slot.first += n;
+    slot.second += bytes;
+    tensors.push_back({{"name", name}, {"dtype", std::string(DTypeName(e->dtype))}, {"shape", e->shape}, {"bytes", bytes}});
+  }
+  auto tokenizer = LoadTokenizer(model);
+
+  const ModelConfig& c = *config;
+  if (vm["json"].as<bool>()) {
+    nlohmann::ordered_json out = {
+        {"model", model},
+        {"architecture", ArchClassName(c.arch)},
+        {"layers", c.num_layers},
+        {"hidden_size", c.hidden_size},
+        {"intermediate_size", c.intermediate_size},
+        {"num_heads", c.num_heads},
+        {"num_kv_heads", c.num_kv_heads},
+        {"head_dim", c.head_dim},
+        {"vocab_size", c.vocab_size},
+        {"max_position_embeddings", c.max_position_embeddings},
+        {"rope_theta", c.rope_theta},
+        {"rope_scaling", RopeScalingName(c.rope_scaling.type)},
+        {"tie_word_embeddings", c.tie_word_embeddings},
+        {"attention_bias", c.attention_bias},
+        {"qk_norm", c.qk_norm},
+        {"parameters", tensor_params},
+        {"bytes", tensor_bytes},
+        {"tokenizer_vocab", tokenizer.ok() ? (*tokenizer)->vocab_size() : 0}};
+    if (vm["tensors"].as<bool>()) out["tensors"] = tensors;
+    std::cout << out.dump(2) << "\n";
+    return kExitOk;
+  }
+  std::cout << absl::StrFormat("model          %s\n", model);
+  std::cout << absl::StrFormat("architecture   %s\n", ArchClassName(c.arch));
+  std::cout << absl::StrFormat("layers         %d   hidden %d   intermediate %d\n", c.num_layers, c.hidden_size,
+                               c.intermediate_size);
+  std::cout << absl::StrFormat("attention      %d heads, %d kv heads (GQA %dx), head_dim %d%s%s\n", c.num_heads,
+                               c.num_kv_heads, c.num_heads / c.num_kv_heads, c.head_dim,
+                               c.attention_bias ? ", qkv bias" : "", c.qk_norm ? ", q/k norm" : "");
+  std::cout << absl::StrFormat("rope           theta %g, scaling %s%s, context %d\n", c.rope_theta,
+                               RopeScalingName(c.rope_scaling.type),
+                               c.rope_scaling.type == RopeScaling::Type::kNone
+                                   ? ""
+                                   : absl::StrFormat(" (factor %g)", c.rope_scaling.factor),
+                               c.max_position_embeddings);
+  std::cout << absl::StrFormat("vocab          %d%s\n", c.vocab_size,
+                               c.tie_word_embeddings ? ", tied embeddings" : "");
+  std::cout << absl::StrFormat("parameters     %s (%d)\n", HumanCount(tensor_params), tensor_params);
+  std::cout << absl::StrFormat("weights        %s in %d tensors:", HumanBytes(tensor_bytes), tensors.size());
+  for (const auto& [dtype, pb] : by_dtype) {
+    std::cout << absl::StrFormat("  %s %s", dtype, HumanBytes(pb.second));
+  }
+  std::cout << "\n";
+  if (tokenizer.ok()) {
+    std::cout << absl::StrFormat("tokenizer      vocab %d, bos %d, eos %d\n", (*tokenizer)->vocab_size(),
+                                 (*tokenizer)->bos_id(), (*tokenizer)->eos_id());
+  } else {
+    std::cout << "tokenizer      none (" << tokenizer.status().message() << ")\n";
+  }
+  if (vm["tensors"].as<bool>()) {
+    for (const auto& t : tensors) {
+      std::string shape = nlohmann::json(t["shape"]).dump();
+      std::cout << absl::StrFormat("  %-52s %-8s %-16s %s\n", t["name"].get<std::string>(),
+                                   t["dtype"].get<std::string>(), shape, HumanBytes(t["bytes"].get<double>()));
+    }
+  }
+  return kExitOk;
+}
+
+}  // namespace retort::cli

@@ -1,0 +1,70 @@
+// retort tokenize MODEL (--text FILE | --string TEXT | --chat FILE|JSON)
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "cli/cli_util.h"
+#include "cli/commands.h"
+#include "cli/model_loading.h"
+#include "core/status.h"
+#include "nlohmann/json.hpp"
+
+namespace retort::cli {
+
+int RunTokenize(const Args& args) {
+  CommandSpec spec{"tokenize", "MODEL (--text FILE | --string TEXT | --chat FILE|JSON) [options]",
+                   "Print the token ids (and pieces) of a text or a chat rendered with the model's "
+                   "chat template."};
+  po::options_description opts("options");
+  std::string model, text_file, inline_text, chat;
+  opts.add_options()("model", po::value(&model)->required(), "model directory or tokenizer.json")(
+      "text", po::value(&text_file), "text file to tokenize")("string", po::value(&inline_text),
+                                                                 "text given on the command line")(
+      "chat", po::value(&chat), "chat messages: a JSON file or inline JSON")(
+      "add-generation-prompt", po::bool_switch(), "with --chat: open the assistant turn")(
+      "no-special", po::bool_switch(), "do not add the tokenizer's special tokens (BOS)")(
+      "count", po::bool_switch(), "print only the number of tokens")(
+      "json", po::bool_switch(), "print JSON: {\"count\", \"ids\", \"pieces\"}");
+  po::positional_options_description pos;
+  pos.add("model", 1);
+  po::variables_map vm;
+  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  int sources = !text_file.empty() + vm.count("string") + !chat.empty();
+  if (sources != 1) return UsageError(spec.name, "give exactly one of --text, --string, --chat");
+
+  auto tokenizer = LoadTokenizer(model);
+  if (!tokenizer.ok()) return Fail(spec.name, tokenizer.status());
+  std::string text = inline_text;
+  EncodeOptions enc;
+  enc.add_special_tokens = !vm["no-special"].as<bool>();
+  if (!text_file.empty()) {
+    auto t = ReadTextFile(text_file, "text");
+    if (!t.ok()) return Fail(spec.name, t.status());
+    text = *std::move(t);
+  } else if (!chat.empty()) {
+    auto rendered = RenderChat(model, chat, vm["add-generation-prompt"].as<bool>());
+    if (!rendered.ok()) return Fail(spec.name, rendered.status());
+    text = *std::move(rendered);
+    // A template that writes its own BOS must not get a second one.
+    enc.avoid_double_bos = true;
+  }
+  std::vector<int32_t> ids = (*tokenizer)->Encode(text, enc);
+
+  if (vm["count"].as<bool>()) {
+    std::cout << ids.size() << "\n";
+    return kExitOk;
+  }
+  if (vm["json"].as<bool>()) {
+    nlohmann::json out = {{"count", ids.size()}, {"ids", ids}, {"pieces", nlohmann::json::array()}};
+    for (int32_t id : ids) out["pieces"].push_back((*tokenizer)->Decode({id}, false));
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return kExitOk;
+  }
+  for (int32_t id : ids) {
+    nlohmann::json piece = (*tokenizer)->Decode({id}, false);
+    std::cout << id << "\t" << piece.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
+  std::cerr << ids.size() << " tokens\n";
+  return kExitOk;
+}
+
+}  // namespace retort::cli

@@ -1,0 +1,52 @@
+// retort: distill, compress and ship reasoning models.
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/cli_util.h"
+
+namespace {
+
+struct Entry {
+  const char* name;
+  const char* summary;
+  int (*run)(const retort::cli::Args&);
+};
+
+constexpr Entry kCommands[] = {
+    {"init", "write a randomly initialised model of a given family and size (HF directory)",
+     retort::cli::RunInit},
+    {"inspect", "show a model's architecture, parameter count and tensors", retort::cli::RunInspect},
+    {"tokenize", "turn text or a chat into token ids", retort::cli::RunTokenize},
+    {"generate", "generate text from a prompt or a chat", retort::cli::RunGenerate},
+    {"eval", "perplexity of a model on a text, or dump its logits", retort::cli::RunEval},
+};
+
+void PrintUsage(std::ostream& out) {
+  out << "usage: retort COMMAND [options]   (retort COMMAND --help for details)\n\ncommands:\n";
+  for (const Entry& e : kCommands) {
+    out << "  " << e.name << std::string(12 - std::strlen(e.name), ' ') << e.summary << "\n";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    PrintUsage(std::cerr);
+    return retort::cli::kExitUsage;
+  }
+  std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    PrintUsage(std::cout);
+    return retort::cli::kExitOk;
+  }
+  for (const Entry& e : kCommands) {
+    if (name == e.name) return e.run(retort::cli::Args(argv + 2, argv + argc));
+  }
+  std::cerr << "retort: unknown command \"" << name << "\"\n";
+  PrintUsage(std::cerr);
+  return retort::cli::kExitUsage;
+}

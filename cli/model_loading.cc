@@ -1,0 +1,100 @@
+#include "cli/model_loading.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/file.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
+#include "core/status.h"
+#include "model/chat_template.h"
+
+namespace retort::cli {
+namespace fs = std::filesystem;
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_path) {
+  std::error_code ec;
+  if (!fs::exists(model_path, ec)) return absl::NotFoundError(absl::StrCat(model_path, ": no such file or directory"));
+  std::string json_path = model_path;
+  std::string config_path;
+  if (fs::is_directory(model_path, ec)) {
+    json_path = (fs::path(model_path) / "tokenizer.json").string();
+    if (!fs::exists(json_path, ec)) {
+      return absl::NotFoundError(absl::StrCat(model_path, ": no tokenizer.json in the model directory"));
+    }
+    config_path = (fs::path(model_path) / "tokenizer_config.json").string();
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromFile(json_path));
+  if (!config_path.empty() && fs::exists(config_path, ec)) {
+    RETURN_IF_ERROR(tokenizer->LoadSpecialTokensFromConfig(config_path));
+  }
+  return tokenizer;
+}
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path, const std::string& what) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  if (text.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", what, " file is empty"));
+  return text;
+}
+
+absl::StatusOr<nlohmann::json> ReadChat(const std::string& file_or_json) {
+  std::string text = file_or_json;
+  std::string source = "--chat";
+  std::error_code ec;
+  bool looks_inline = !text.empty() && (text.front() == '[' || text.front() == '{');
+  if (!looks_inline) {
+    ASSIGN_OR_RETURN(text, ReadTextFile(file_or_json, "chat"));
+    source = file_or_json;
+  }
+  nlohmann::json chat = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (chat.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": chat is not valid JSON"));
+  if (chat.is_object() && chat.contains("messages")) chat = chat["messages"];
+  if (!chat.is_array() || chat.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": expected a non-empty array of {\"role\", \"content\"} messages"));
+  }
+  for (size_t i = 0; i < chat.size(); ++i) {
+    const auto& m = chat[i];
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": message ", i, " has no string \"role\""));
+    }
+  }
+  return chat;
+}
+
+absl::StatusOr<std::string> RenderChat(const std::string& model_path, const std::string& chat_arg,
+                                       bool add_generation_prompt) {
+  ASSIGN_OR_RETURN(nlohmann::json chat, ReadChat(chat_arg));
+  std::error_code ec;
+  fs::path config = fs::path(model_path) / "tokenizer_config.json";
+  if (!fs::is_directory(model_path, ec) || !fs::exists(config, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat(model_path, ": no tokenizer_config.json with a chat_template in the model directory"));
+  }
+  ASSIGN_OR_RETURN(ChatTemplate tmpl, ChatTemplate::FromTokenizerConfig(config.string()));
+  return tmpl.Render(chat, add_generation_prompt, nlohmann::json::object());
+}
+
+absl::StatusOr<DType> ParseWeightDType(const std::string& name) {
+  std::string n = absl::AsciiStrToLower(name);
+  if (n == "f32" || n == "float32") return DType::kF32;
+  if (n == "bf16" || n == "bfloat16") return DType::kBF16;
+  if (n == "f16" || n == "float16") return DType::kF16;
+  return absl::InvalidArgumentError(absl::StrCat("unsupported weight dtype \"", name, "\" (use f32, bf16 or f16)"));
+}
+
+std::string HumanCount(double n) {
+  if (n >= 1e9) return absl::StrFormat("%.2fB", n / 1e9);
+  if (n >= 1e6) return absl::StrFormat("%.2fM", n / 1e6);
+  if (n >= 1e3) return absl::StrFormat("%.1fK", n / 1e3);
+  return absl::StrFormat("%.0f", n);
+}
+
+std::string HumanBytes(double b) {
+  if (b >= 1 << 30) return absl::StrFormat("%.2f GiB", b / (1 << 30));
+  if (b >= 1 << 20) return absl::StrFormat("%.1f MiB", b / (1 << 20));
+  if (b >= 1 << 10) return absl::StrFormat("%.1f KiB", b / (1 << 10));
+  return absl::StrFormat("%.0f B", b);
+}
+
+}  // namespace retort::cli

@@ -1,0 +1,41 @@
+// Opening what a user names as MODEL on the command line: a Hugging Face
+// directory (config.json + safetensors + tokenizer.json). Errors name the path.
+#ifndef RETORT_CLI_MODEL_LOADING_H_
+#define RETORT_CLI_MODEL_LOADING_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "core/dtype.h"
+#include "model/tokenizer.h"
+
+namespace retort::cli {
+
+// Loads MODEL/tokenizer.json (or MODEL itself when it is a tokenizer.json
+// file) and the special tokens of MODEL/tokenizer_config.json when present.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_path);
+
+// Reads a whole text file; an empty file is an error naming it.
+absl::StatusOr<std::string> ReadTextFile(const std::string& path, const std::string& what);
+
+// Parses a chat given as a file path or an inline JSON string: either an array
+// of {"role","content"} messages or an object with a "messages" array.
+absl::StatusOr<nlohmann::json> ReadChat(const std::string& file_or_json);
+
+// Renders a chat (see ReadChat) with MODEL's own chat template
+// (tokenizer_config.json "chat_template", or chat_template.jinja).
+absl::StatusOr<std::string> RenderChat(const std::string& model_path, const std::string& chat_arg,
+                                       bool add_generation_prompt);
+
+// Parses "f32", "bf16", "f16" (any case).
+absl::StatusOr<DType> ParseWeightDType(const std::string& name);
+
+// "1.23 M", "456.7 MB"-style numbers for people.
+std::string HumanCount(double n);
+std::string HumanBytes(double bytes);
+
+}  // namespace retort::cli
+
+#endif  // RETORT_CLI_MODEL_LOADING_H_
