@@ -62,7 +62,9 @@ class Reader {
     if (!v.is_number()) return Error(key, absl::StrCat("must be a number, got ", v.dump()));
     return v.get<double>();
   }
-  absl::StatusOr<double> Double(const char* key, double fallback) const { return Double(j_, key, fallback); }
+  absl::StatusOr<double> Double(const char* key, double fallback) const {
+    return Double(j_, key, fallback);
+  }
   absl::StatusOr<bool> Bool(const char* key, bool fallback) const {
     if (!Present(key)) return fallback;
     const json& v = j_.at(key);
@@ -85,7 +87,8 @@ absl::StatusOr<DType> ParseTorchDType(const std::string& s, const Reader& r, con
   if (s == "float32" || s == "float") return DType::kF32;
   if (s == "bfloat16") return DType::kBF16;
   if (s == "float16" || s == "half") return DType::kF16;
-  return r.Error(key, absl::StrCat("has unsupported dtype \"", s, "\" (expected float32, bfloat16 or float16)"));
+  return r.Error(key, absl::StrCat("has unsupported dtype \"", s,
+                                   "\" (expected float32, bfloat16 or float16)"));
 }
 
 const char* TorchDTypeName(DType t) {
@@ -129,7 +132,8 @@ absl::Status ParseRope(const json& j, const Reader& r, ModelConfig& c) {
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(s.factor, r.Double(*params, "factor", 0.0));
-  if (!(s.factor > 0)) return r.Error(params_key, absl::StrCat("type ", type, " needs a positive \"factor\""));
+  if (!(s.factor > 0))
+    return r.Error(params_key, absl::StrCat("type ", type, " needs a positive \"factor\""));
   if (type == "linear") {
     s.type = RopeScaling::Type::kLinear;
     return absl::OkStatus();
@@ -141,40 +145,46 @@ absl::Status ParseRope(const json& j, const Reader& r, ModelConfig& c) {
     ASSIGN_OR_RETURN(double orig, r.Double(*params, "original_max_position_embeddings", 8192.0));
     s.original_max_position_embeddings = static_cast<int64_t>(orig);
     if (!(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0) || orig <= 0) {
-      return r.Error(params_key, "llama3 needs 0 < low_freq_factor < high_freq_factor and a positive "
-                                 "original_max_position_embeddings");
+      return r.Error(params_key,
+                     "llama3 needs 0 < low_freq_factor < high_freq_factor and a positive "
+                     "original_max_position_embeddings");
     }
     return absl::OkStatus();
   }
-  return r.Error(params_key, absl::StrCat("has rope type \"", type,
-                                          "\", which is not supported (supported: default, linear, llama3)"));
+  return r.Error(params_key,
+                 absl::StrCat("has rope type \"", type,
+                              "\", which is not supported (supported: default, linear, llama3)"));
 }
 
 absl::StatusOr<ModelConfig> Parse(const json& j, const std::string& source) {
-  if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": expected a JSON object"));
+  if (!j.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": expected a JSON object"));
   Reader r(j, source);
   ModelConfig c;
 
   // Architecture: "architectures"[0], else "model_type".
   std::string arch_name;
-  if (j.contains("architectures") && j.at("architectures").is_array() && !j.at("architectures").empty() &&
-      j.at("architectures")[0].is_string()) {
+  if (j.contains("architectures") && j.at("architectures").is_array() &&
+      !j.at("architectures").empty() && j.at("architectures")[0].is_string()) {
     arch_name = j.at("architectures")[0].get<std::string>();
   } else {
     ASSIGN_OR_RETURN(arch_name, r.String("model_type", ""));
-    if (arch_name.empty()) return r.Error("architectures", "is missing (and there is no model_type)");
+    if (arch_name.empty())
+      return r.Error("architectures", "is missing (and there is no model_type)");
   }
   auto arch = ParseArch(arch_name);
   if (!arch.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": unsupported architecture \"", arch_name,
-                                                   "\" (supported: LlamaForCausalLM, Qwen2ForCausalLM, "
-                                                   "Qwen3ForCausalLM, MistralForCausalLM)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": unsupported architecture \"", arch_name,
+                     "\" (supported: LlamaForCausalLM, Qwen2ForCausalLM, "
+                     "Qwen3ForCausalLM, MistralForCausalLM)"));
   }
   c.arch = *arch;
   c.architecture_name = ArchClassName(c.arch);
 
   if (r.Present("quantization_config")) {
-    return r.Error("quantization_config", "is set: quantized checkpoints must be dequantized first");
+    return r.Error("quantization_config",
+                   "is set: quantized checkpoints must be dequantized first");
   }
   ASSIGN_OR_RETURN(std::string act, r.String("hidden_act", "silu"));
   if (act != "silu" && act != "swish") {
@@ -195,9 +205,11 @@ absl::StatusOr<ModelConfig> Parse(const json& j, const std::string& source) {
     default_head_dim = c.hidden_size / c.num_heads;
   }
   ASSIGN_OR_RETURN(c.head_dim, r.Int("head_dim", default_head_dim));
-  if (!explicit_head_dim && c.arch != Arch::kQwen3 && c.num_heads > 0 && c.hidden_size % c.num_heads != 0) {
-    return r.Error("hidden_size", absl::StrCat("(", c.hidden_size, ") is not divisible by num_attention_heads (",
-                                               c.num_heads, ") and no head_dim is given"));
+  if (!explicit_head_dim && c.arch != Arch::kQwen3 && c.num_heads > 0 &&
+      c.hidden_size % c.num_heads != 0) {
+    return r.Error("hidden_size",
+                   absl::StrCat("(", c.hidden_size, ") is not divisible by num_attention_heads (",
+                                c.num_heads, ") and no head_dim is given"));
   }
   ASSIGN_OR_RETURN(c.rms_norm_eps, r.Double("rms_norm_eps", 1e-6));
   ASSIGN_OR_RETURN(c.max_position_embeddings, r.Int("max_position_embeddings", 2048));
@@ -234,13 +246,16 @@ absl::StatusOr<ModelConfig> Parse(const json& j, const std::string& source) {
       if (j.contains("layer_types") && j.at("layer_types").is_array()) {
         const json& lt = j.at("layer_types");
         if (static_cast<int64_t>(lt.size()) != c.num_layers) {
-          return r.Error("layer_types", absl::StrCat("has ", lt.size(), " entries, expected num_hidden_layers = ",
-                                                     c.num_layers));
+          return r.Error("layer_types",
+                         absl::StrCat("has ", lt.size(),
+                                      " entries, expected num_hidden_layers = ", c.num_layers));
         }
-        for (const json& t : lt) c.sliding_layers.push_back(t.is_string() && t.get<std::string>() == "sliding_attention");
+        for (const json& t : lt)
+          c.sliding_layers.push_back(t.is_string() && t.get<std::string>() == "sliding_attention");
       } else {
         ASSIGN_OR_RETURN(int64_t max_window_layers, r.Int("max_window_layers", c.num_layers));
-        for (int64_t l = 0; l < c.num_layers; ++l) c.sliding_layers.push_back(l >= max_window_layers);
+        for (int64_t l = 0; l < c.num_layers; ++l)
+          c.sliding_layers.push_back(l >= max_window_layers);
       }
     }
   }
@@ -281,34 +296,43 @@ absl::StatusOr<Arch> ParseArch(const std::string& name) {
 }
 
 absl::Status ModelConfig::Validate(const std::string& source) const {
-  auto err = [&](const std::string& msg) { return absl::InvalidArgumentError(absl::StrCat(source, ": ", msg)); };
+  auto err = [&](const std::string& msg) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", msg));
+  };
   struct Positive {
     const char* name;
     int64_t value;
   };
-  for (const Positive& p : {Positive{"vocab_size", vocab_size}, Positive{"hidden_size", hidden_size},
-                            Positive{"intermediate_size", intermediate_size},
-                            Positive{"num_hidden_layers", num_layers}, Positive{"num_attention_heads", num_heads},
-                            Positive{"num_key_value_heads", num_kv_heads}, Positive{"head_dim", head_dim},
-                            Positive{"max_position_embeddings", max_position_embeddings}}) {
-    if (p.value <= 0) return err(absl::StrCat("field \"", p.name, "\" must be positive, got ", p.value));
+  for (const Positive& p :
+       {Positive{"vocab_size", vocab_size}, Positive{"hidden_size", hidden_size},
+        Positive{"intermediate_size", intermediate_size}, Positive{"num_hidden_layers", num_layers},
+        Positive{"num_attention_heads", num_heads}, Positive{"num_key_value_heads", num_kv_heads},
+        Positive{"head_dim", head_dim},
+        Positive{"max_position_embeddings", max_position_embeddings}}) {
+    if (p.value <= 0)
+      return err(absl::StrCat("field \"", p.name, "\" must be positive, got ", p.value));
   }
-  if (vocab_size > (int64_t{1} << 31) - 1) return err(absl::StrCat("vocab_size ", vocab_size, " does not fit int32 token ids"));
+  if (vocab_size > (int64_t{1} << 31) - 1)
+    return err(absl::StrCat("vocab_size ", vocab_size, " does not fit int32 token ids"));
   if (num_heads % num_kv_heads != 0) {
-    return err(absl::StrCat("num_attention_heads (", num_heads, ") is not divisible by num_key_value_heads (",
-                            num_kv_heads, ")"));
+    return err(absl::StrCat("num_attention_heads (", num_heads,
+                            ") is not divisible by num_key_value_heads (", num_kv_heads, ")"));
   }
-  if (head_dim % 2 != 0) return err(absl::StrCat("head_dim (", head_dim, ") must be even for RoPE"));
+  if (head_dim % 2 != 0)
+    return err(absl::StrCat("head_dim (", head_dim, ") must be even for RoPE"));
   if (!(rope_theta > 0)) return err("rope_theta must be positive");
   if (!(rms_norm_eps > 0)) return err("rms_norm_eps must be positive");
   if (!sliding_layers.empty()) {
-    if (static_cast<int64_t>(sliding_layers.size()) != num_layers) return err("sliding_layers must have one entry per layer");
-    if (sliding_window <= 0) return err("field \"sliding_window\" must be positive when sliding-window attention is on");
+    if (static_cast<int64_t>(sliding_layers.size()) != num_layers)
+      return err("sliding_layers must have one entry per layer");
+    if (sliding_window <= 0)
+      return err("field \"sliding_window\" must be positive when sliding-window attention is on");
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json, const std::string& source_name) {
+absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json,
+                                                  const std::string& source_name) {
   try {
     return Parse(json, source_name);
   } catch (const std::exception& e) {
@@ -341,11 +365,12 @@ nlohmann::json ModelConfig::ToJson() const {
       j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rope_scaling.factor}};
       break;
     case RopeScaling::Type::kLlama3:
-      j["rope_scaling"] = {{"rope_type", "llama3"},
-                           {"factor", rope_scaling.factor},
-                           {"low_freq_factor", rope_scaling.low_freq_factor},
-                           {"high_freq_factor", rope_scaling.high_freq_factor},
-                           {"original_max_position_embeddings", rope_scaling.original_max_position_embeddings}};
+      j["rope_scaling"] = {
+          {"rope_type", "llama3"},
+          {"factor", rope_scaling.factor},
+          {"low_freq_factor", rope_scaling.low_freq_factor},
+          {"high_freq_factor", rope_scaling.high_freq_factor},
+          {"original_max_position_embeddings", rope_scaling.original_max_position_embeddings}};
       break;
   }
   switch (arch) {

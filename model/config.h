@@ -82,7 +82,8 @@ struct ModelConfig {
   // (usually the config.json path) and the field: unknown architecture,
   // missing or non-numeric field, sizes that do not divide, unsupported
   // rope_scaling or hidden_act, quantized checkpoints.
-  static absl::StatusOr<ModelConfig> FromJson(const nlohmann::json& json, const std::string& source_name);
+  static absl::StatusOr<ModelConfig> FromJson(const nlohmann::json& json,
+                                              const std::string& source_name);
 
   // A config.json transformers 4 and 5 both load (transformers 4 spelling).
   nlohmann::json ToJson() const;
@@ -92,7 +93,9 @@ struct ModelConfig {
 
   // Window of layer `layer` (0: full causal attention).
   int64_t WindowOf(int64_t layer) const {
-    return layer < static_cast<int64_t>(sliding_layers.size()) && sliding_layers[layer] ? sliding_window : 0;
+    return layer < static_cast<int64_t>(sliding_layers.size()) && sliding_layers[layer]
+               ? sliding_window
+               : 0;
   }
 
   // Number of parameters (tied embeddings counted once).

@@ -16,10 +16,8 @@ struct Preset {
 
 // head_dim = hidden / heads = 64 except tiny (16).
 constexpr Preset kPresets[] = {
-    {"tiny", 64, 2, 4, 2, 128, 512, 2048},
-    {"20m", 384, 6, 6, 2, 1024, 32000, 4096},
-    {"100m", 768, 12, 12, 4, 2048, 32000, 4096},
-    {"350m", 1024, 24, 16, 4, 3584, 32000, 4096},
+    {"tiny", 64, 2, 4, 2, 128, 512, 2048},       {"20m", 384, 6, 6, 2, 1024, 32000, 4096},
+    {"100m", 768, 12, 12, 4, 2048, 32000, 4096}, {"350m", 1024, 24, 16, 4, 3584, 32000, 4096},
     {"1b", 2048, 16, 32, 8, 8192, 32000, 4096},
 };
 
@@ -34,16 +32,17 @@ std::vector<std::string> PresetSizes() {
 absl::StatusOr<ModelConfig> PresetConfig(const std::string& family, const std::string& size) {
   auto arch = ParseArch(family);
   if (!arch.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown model family \"", family, "\" (expected llama, qwen2, qwen3 or mistral)"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown model family \"", family,
+                                                   "\" (expected llama, qwen2, qwen3 or mistral)"));
   }
   const Preset* preset = nullptr;
   for (const Preset& p : kPresets) {
     if (size == p.name) preset = &p;
   }
   if (preset == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown model size \"", size, "\" (expected one of ", absl::StrJoin(PresetSizes(), ", "), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown model size \"", size,
+                                                   "\" (expected one of ",
+                                                   absl::StrJoin(PresetSizes(), ", "), ")"));
   }
   ModelConfig c;
   c.arch = *arch;
@@ -84,8 +83,10 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& family, const std::s
   return c;
 }
 
-absl::Status InitModelDirectory(const ModelConfig& config, const std::string& dir, uint64_t seed, DType dtype) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model, Transformer::RandomInit(config, seed, dtype));
+absl::Status InitModelDirectory(const ModelConfig& config, const std::string& dir, uint64_t seed,
+                                DType dtype) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model,
+                   Transformer::RandomInit(config, seed, dtype));
   return WriteHfDirectory(dir, model->config().ToJson(), model->NamedWeights());
 }
 

@@ -30,7 +30,8 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& family, const std::s
 // Random-initialises a model of `config` (see Transformer::RandomInit) with
 // weights in `dtype` and writes config.json + safetensors into `dir` (created
 // if missing; atomic files). Loadable by transformers' from_pretrained.
-absl::Status InitModelDirectory(const ModelConfig& config, const std::string& dir, uint64_t seed, DType dtype);
+absl::Status InitModelDirectory(const ModelConfig& config, const std::string& dir, uint64_t seed,
+                                DType dtype);
 
 }  // namespace retort
 

@@ -14,7 +14,9 @@ KvCache::KvCache(const ModelConfig& config, int64_t max_tokens)
       k_(config.num_layers),
       v_(config.num_layers) {}
 
-size_t KvCache::bytes() const { return 2 * num_layers_ * num_kv_heads_ * capacity_ * head_dim_ * sizeof(float); }
+size_t KvCache::bytes() const {
+  return 2 * num_layers_ * num_kv_heads_ * capacity_ * head_dim_ * sizeof(float);
+}
 
 absl::Status KvCache::Truncate(int64_t n) {
   if (n < 0 || n > position_) {
@@ -28,8 +30,8 @@ absl::Status KvCache::Truncate(int64_t n) {
 absl::Status KvCache::Reserve(int64_t needed) {
   if (needed <= capacity_) return absl::OkStatus();
   if (needed > max_tokens_) {
-    return absl::OutOfRangeError(absl::StrCat("KV cache full: ", needed, " positions needed, max_tokens is ",
-                                              max_tokens_));
+    return absl::OutOfRangeError(
+        absl::StrCat("KV cache full: ", needed, " positions needed, max_tokens is ", max_tokens_));
   }
   int64_t cap = std::max<int64_t>(capacity_ * 2, 256);
   cap = std::min(std::max(cap, needed), max_tokens_);
@@ -38,7 +40,8 @@ absl::Status KvCache::Reserve(int64_t needed) {
     for (auto* buf : {&k_[l], &v_[l]}) {
       std::vector<float> grown(static_cast<size_t>(num_kv_heads_ * cap * head_dim_));
       for (int64_t h = 0; h < num_kv_heads_; ++h) {
-        std::copy_n(buf->data() + h * old * head_dim_, position_ * head_dim_, grown.data() + h * cap * head_dim_);
+        std::copy_n(buf->data() + h * old * head_dim_, position_ * head_dim_,
+                    grown.data() + h * cap * head_dim_);
       }
       buf->swap(grown);
     }

@@ -25,7 +25,8 @@ std::vector<float> RopeInvFreq(const ModelConfig& config) {
       // slowed down by `factor`, short ones (below context / high_freq_factor)
       // kept, and the band between interpolated smoothly.
       const float factor = static_cast<float>(s.factor);
-      const float low = static_cast<float>(s.low_freq_factor), high = static_cast<float>(s.high_freq_factor);
+      const float low = static_cast<float>(s.low_freq_factor),
+                  high = static_cast<float>(s.high_freq_factor);
       const float old_ctx = static_cast<float>(s.original_max_position_embeddings);
       const float low_freq_wavelen = old_ctx / low, high_freq_wavelen = old_ctx / high;
       for (float& f : inv) {

@@ -27,10 +27,12 @@ absl::Status CheckWeightDType(const std::string& where, const std::string& name,
                                                  "; the engine reads F32, BF16 or F16"));
 }
 
-absl::Status CheckShape(const std::string& where, const std::string& name, const Shape& actual, const Shape& shape) {
+absl::Status CheckShape(const std::string& where, const std::string& name, const Shape& actual,
+                        const Shape& shape) {
   if (actual == shape) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(where, ": tensor ", name, " has shape ", ShapeString(actual),
-                                                 ", expected ", ShapeString(shape)));
+  return absl::InvalidArgumentError(absl::StrCat(where, ": tensor ", name, " has shape ",
+                                                 ShapeString(actual), ", expected ",
+                                                 ShapeString(shape)));
 }
 
 // ---- deterministic random init -------------------------------------------
@@ -51,7 +53,8 @@ uint64_t Fnv1a(const std::string& s) {
 // N(0, stddev) values in `dtype`; each block of 64K elements has its own
 // stream derived from (seed, name, block), so the result does not depend on
 // how the blocks are spread over threads.
-Tensor RandomNormal(const std::string& name, const Shape& shape, double stddev, uint64_t seed, DType dtype) {
+Tensor RandomNormal(const std::string& name, const Shape& shape, double stddev, uint64_t seed,
+                    DType dtype) {
   Tensor t = Tensor::Zeros(dtype, shape);
   const int64_t n = t.numel();
   constexpr int64_t kBlock = 1 << 16;
@@ -154,8 +157,9 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const HfDirectory
       files.size() == 1 ? files[0] : absl::StrCat(dir.dir(), "/", kHfIndexFile);
   Lookup lookup = [&](const std::string& name, const Shape& shape) -> absl::StatusOr<Tensor> {
     if (!dir.Has(name)) {
-      return absl::NotFoundError(absl::StrCat(weights_where, ": missing tensor ", name, " (", config.architecture_name,
-                                              " expects shape ", ShapeString(shape), ")"));
+      return absl::NotFoundError(absl::StrCat(weights_where, ": missing tensor ", name, " (",
+                                              config.architecture_name, " expects shape ",
+                                              ShapeString(shape), ")"));
     }
     const std::string where = dir.FileOf(name);
     const SafetensorsEntry* e = dir.Find(name);
@@ -186,8 +190,8 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::FromNamedWeights(
   Lookup lookup = [&](const std::string& name, const Shape& shape) -> absl::StatusOr<Tensor> {
     auto it = by_name.find(name);
     if (it == by_name.end()) {
-      return absl::NotFoundError(absl::StrCat(source, ": missing tensor ", name, " (expected shape ",
-                                              ShapeString(shape), ")"));
+      return absl::NotFoundError(absl::StrCat(source, ": missing tensor ", name,
+                                              " (expected shape ", ShapeString(shape), ")"));
     }
     RETURN_IF_ERROR(CheckShape(source, name, it->second->shape(), shape));
     RETURN_IF_ERROR(CheckWeightDType(source, name, *it->second));
@@ -198,19 +202,20 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::FromNamedWeights(
   return model;
 }
 
-absl::StatusOr<std::unique_ptr<Transformer>> Transformer::RandomInit(const ModelConfig& config, uint64_t seed,
-                                                                     DType dtype) {
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::RandomInit(const ModelConfig& config,
+                                                                     uint64_t seed, DType dtype) {
   RETURN_IF_ERROR(config.Validate("RandomInit"));
   if (!cpu::IsSupportedWeightDType(dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat("RandomInit: dtype ", std::string(DTypeName(dtype)),
-                                                   " is not one of F32, BF16, F16"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RandomInit: dtype ", std::string(DTypeName(dtype)), " is not one of F32, BF16, F16"));
   }
   ModelConfig c = config;
   c.torch_dtype = dtype;
   Lookup make = [&](const std::string& name, const Shape& shape) -> absl::StatusOr<Tensor> {
     auto ends_with = [&](const char* s) {
       const std::string suffix(s);
-      return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+      return name.size() >= suffix.size() &&
+             name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
     };
     if (ends_with("norm.weight")) return Filled(shape, 1.f, dtype);
     if (ends_with(".bias")) return Filled(shape, 0.f, dtype);
@@ -243,7 +248,8 @@ absl::Status Transformer::Forward(const int32_t* tokens, int64_t n, KvCache& cac
   for (int64_t i = 0; i < n; ++i) {
     if (tokens[i] < 0 || tokens[i] >= config_.vocab_size) {
       return absl::OutOfRangeError(absl::StrCat("token id ", tokens[i], " at position ", i,
-                                                " is outside the vocabulary [0, ", config_.vocab_size, ")"));
+                                                " is outside the vocabulary [0, ",
+                                                config_.vocab_size, ")"));
     }
   }
   RETURN_IF_ERROR(cache.Reserve(cache.position() + n));
@@ -262,8 +268,8 @@ absl::Status Transformer::Forward(const int32_t* tokens, int64_t n, KvCache& cac
   return absl::OkStatus();
 }
 
-absl::Status Transformer::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& cache, float* logits,
-                                       LogitsMode mode) const {
+absl::Status Transformer::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& cache,
+                                       float* logits, LogitsMode mode) const {
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim, half = hd / 2;
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
@@ -297,9 +303,9 @@ absl::Status Transformer::ForwardChunk(const int32_t* tokens, int64_t n, KvCache
     const Layer& L = layers_[l];
     // Attention block.
     cpu::RmsNorm(x, n, H, L.input_norm.data(), eps, h);
-    RETURN_IF_ERROR(cpu::MatMulGroup(h, n, H,
-                                     {{&L.q, OrNull(L.q_bias), q}, {&L.k, OrNull(L.k_bias), k},
-                                      {&L.v, OrNull(L.v_bias), v}}));
+    RETURN_IF_ERROR(cpu::MatMulGroup(
+        h, n, H,
+        {{&L.q, OrNull(L.q_bias), q}, {&L.k, OrNull(L.k_bias), k}, {&L.v, OrNull(L.v_bias), v}}));
     if (c.qk_norm) {
       cpu::RmsNorm(q, n * nh, hd, L.q_norm.data(), eps, q);
       cpu::RmsNorm(k, n * nkv, hd, L.k_norm.data(), eps, k);
@@ -320,7 +326,8 @@ absl::Status Transformer::ForwardChunk(const int32_t* tokens, int64_t n, KvCache
     cpu::Add(x, h, n * H, x);
     // MLP block (SwiGLU).
     cpu::RmsNorm(x, n, H, L.post_norm.data(), eps, h);
-    RETURN_IF_ERROR(cpu::MatMulGroup(h, n, H, {{&L.gate, OrNull(L.gate_bias), gate}, {&L.up, OrNull(L.up_bias), up}}));
+    RETURN_IF_ERROR(cpu::MatMulGroup(
+        h, n, H, {{&L.gate, OrNull(L.gate_bias), gate}, {&L.up, OrNull(L.up_bias), up}}));
     cpu::SiluMul(gate, up, n * I, gate);
     RETURN_IF_ERROR(cpu::MatMul(gate, n, L.down, OrNull(L.down_bias), h));
     cpu::Add(x, h, n * H, x);
@@ -340,7 +347,8 @@ absl::Status Transformer::ForwardChunk(const int32_t* tokens, int64_t n, KvCache
 absl::StatusOr<std::vector<float>> Transformer::Logits(const std::vector<int32_t>& tokens) const {
   KvCache cache = NewCache(std::max<int64_t>(static_cast<int64_t>(tokens.size()), 1));
   std::vector<float> logits(tokens.size() * config_.vocab_size);
-  RETURN_IF_ERROR(Forward(tokens.data(), static_cast<int64_t>(tokens.size()), cache, logits.data(), LogitsMode::kAll));
+  RETURN_IF_ERROR(Forward(tokens.data(), static_cast<int64_t>(tokens.size()), cache, logits.data(),
+                          LogitsMode::kAll));
   return logits;
 }
 

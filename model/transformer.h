@@ -62,8 +62,8 @@ class Transformer {
   // A randomly initialised model (transformers' scheme: linear and embedding
   // weights ~ N(0, initializer_range), norms 1, biases 0), weights stored in
   // `dtype` (F32/BF16/F16). Deterministic in `seed`, independent of threads.
-  static absl::StatusOr<std::unique_ptr<Transformer>> RandomInit(const ModelConfig& config, uint64_t seed,
-                                                                 DType dtype);
+  static absl::StatusOr<std::unique_ptr<Transformer>> RandomInit(const ModelConfig& config,
+                                                                 uint64_t seed, DType dtype);
 
   const ModelConfig& config() const { return config_; }
 
@@ -88,7 +88,7 @@ class Transformer {
 
  private:
   struct Layer {
-    Tensor q, k, v, o, gate, up, down;                 // [out, in], stored dtype
+    Tensor q, k, v, o, gate, up, down;                  // [out, in], stored dtype
     std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
     std::vector<float> gate_bias, up_bias, down_bias;
     std::vector<float> input_norm, post_norm;  // [hidden]

@@ -29,7 +29,8 @@ struct Scratch {
 void Scores(const float* q, int64_t ldq, int64_t rows, const float* k, int64_t kn, int64_t d,
             float scale, float* s) {
   if (rows >= kSgemmMinRows) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kn, d, scale, q, ldq, k, d, 0.f, s, kn);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kn, d, scale, q, ldq, k, d, 0.f, s,
+                kn);
     return;
   }
   for (int64_t i = 0; i < rows; ++i) {
@@ -40,7 +41,8 @@ void Scores(const float* q, int64_t ldq, int64_t rows, const float* k, int64_t k
 // O[rows, d] += P[rows, kn] · V[kn, d].
 void AccumulatePV(const float* p, int64_t rows, int64_t kn, const float* v, int64_t d, float* o) {
   if (rows >= kSgemmMinRows) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, kn, 1.f, p, kn, v, d, 1.f, o, d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, kn, 1.f, p, kn, v, d, 1.f, o,
+                d);
     return;
   }
   for (int64_t i = 0; i < rows; ++i) {

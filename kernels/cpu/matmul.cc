@@ -169,8 +169,8 @@ absl::Status CheckWeight(const Tensor& w, int64_t k) {
         absl::StrCat("MatMul: weight must be rank 2, got shape ", ShapeString(w.shape())));
   }
   if (!IsSupportedWeightDType(w.dtype())) {
-    return absl::InvalidArgumentError(absl::StrCat("MatMul: unsupported weight dtype ",
-                                                   std::string(DTypeName(w.dtype()))));
+    return absl::InvalidArgumentError(
+        absl::StrCat("MatMul: unsupported weight dtype ", std::string(DTypeName(w.dtype()))));
   }
   if (w.dim(1) != k) {
     return absl::InvalidArgumentError(absl::StrCat("MatMul: weight shape ", ShapeString(w.shape()),
@@ -204,7 +204,8 @@ void RowToF32(DType t, const void* src, float* dst, int64_t n) {
   }
 }
 
-absl::Status MatMulGroup(const float* x, int64_t m, int64_t k, const std::vector<MatMulOutput>& outs) {
+absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
+                         const std::vector<MatMulOutput>& outs) {
   for (const MatMulOutput& o : outs) RETURN_IF_ERROR(CheckWeight(*o.w, k));
   if (m <= 0 || outs.empty()) return absl::OkStatus();
 
@@ -215,7 +216,8 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k, const std::vector
     const int64_t total = start.back();
     const int64_t bytes_per_row = k * ElemBytes<DType::kBF16>();
     // ~64 KiB of weights per chunk keeps dispatch overhead small.
-    const int64_t grain = std::max<int64_t>(4, (64 * 1024) / std::max<int64_t>(bytes_per_row, 1)) / 4 * 4;
+    const int64_t grain =
+        std::max<int64_t>(4, (64 * 1024) / std::max<int64_t>(bytes_per_row, 1)) / 4 * 4;
     ParallelFor(total, grain, [&](int64_t b, int64_t e) {
       for (size_t i = 0; i < outs.size(); ++i) {
         int64_t lo = std::max(b, start[i]), hi = std::min(e, start[i + 1]);
@@ -235,7 +237,8 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k, const std::vector
   const int64_t block_rows = GemmBlockRows(k);
   for (size_t i = 0; i < outs.size(); ++i) {
     const int64_t n = outs[i].w->dim(0);
-    for (int64_t r = 0; r < n; r += block_rows) blocks.push_back({i, r, std::min(n, r + block_rows)});
+    for (int64_t r = 0; r < n; r += block_rows)
+      blocks.push_back({i, r, std::min(n, r + block_rows)});
   }
   ParallelFor(static_cast<int64_t>(blocks.size()), 1, [&](int64_t b, int64_t e) {
     thread_local std::vector<float> scratch;

@@ -1,11 +1,12 @@
 // Row-wise and element-wise kernels. Work below ~64K elements runs on the
 // calling thread: a pool dispatch costs more than it saves there (decode).
+#include "kernels/cpu/ops.h"
+
 #include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "core/thread_pool.h"
-#include "kernels/cpu/ops.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -45,7 +46,8 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
     const __m256 one = _mm256_set1_ps(1.f);
     for (; i + 8 <= end; i += 8) {
       __m256 g = _mm256_loadu_ps(gate + i);
-      __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, simd::Exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+      __m256 sig =
+          _mm256_div_ps(one, _mm256_add_ps(one, simd::Exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
       _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
     }
     for (; i < end; ++i) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
@@ -81,9 +83,9 @@ void Softmax(float* x, int64_t rows, int64_t cols) {
 
 absl::Status Embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out) {
   if (table.rank() != 2 || !IsSupportedWeightDType(table.dtype())) {
-    return absl::InvalidArgumentError(absl::StrCat("Embedding: table must be a rank-2 F32/BF16/F16 tensor, got ",
-                                                   std::string(DTypeName(table.dtype())), " ",
-                                                   ShapeString(table.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Embedding: table must be a rank-2 F32/BF16/F16 tensor, got ",
+                     std::string(DTypeName(table.dtype())), " ", ShapeString(table.shape())));
   }
   const int64_t vocab = table.dim(0), dim = table.dim(1);
   for (int64_t i = 0; i < n; ++i) {
@@ -94,7 +96,8 @@ absl::Status Embedding(const Tensor& table, const int32_t* ids, int64_t n, float
   }
   const size_t row_bytes = DTypeBytes(table.dtype(), dim);
   for (int64_t i = 0; i < n; ++i) {
-    RowToF32(table.dtype(), static_cast<const char*>(table.raw()) + ids[i] * row_bytes, out + i * dim, dim);
+    RowToF32(table.dtype(), static_cast<const char*>(table.raw()) + ids[i] * row_bytes,
+             out + i * dim, dim);
   }
   return absl::OkStatus();
 }

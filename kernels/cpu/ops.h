@@ -44,7 +44,8 @@ struct MatMulOutput {
 // Several MatMuls sharing the input x[m, k] in one parallel pass (q/k/v, or
 // gate/up), so a decode step pays one thread-pool dispatch, not three.
 // Every w must have k columns.
-absl::Status MatMulGroup(const float* x, int64_t m, int64_t k, const std::vector<MatMulOutput>& outs);
+absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
+                         const std::vector<MatMulOutput>& outs);
 
 // Rows at or below this count take the GEMV path (exposed for tests/benchmarks).
 inline constexpr int64_t kGemvMaxRows = 4;

@@ -25,7 +25,8 @@ std::vector<double> Reference(const std::vector<float>& q, int64_t n, int64_t st
       for (int64_t j = 0; j <= pos; ++j) {
         if (window > 0 && pos - j >= window) continue;
         double dot = 0;
-        for (int64_t c = 0; c < d; ++c) dot += static_cast<double>(q[t * ld + h * d + c]) * k[kvh * kv_stride + j * d + c];
+        for (int64_t c = 0; c < d; ++c)
+          dot += static_cast<double>(q[t * ld + h * d + c]) * k[kvh * kv_stride + j * d + c];
         sc[j] = dot * scale;
         mx = std::max(mx, sc[j]);
       }
@@ -33,7 +34,8 @@ std::vector<double> Reference(const std::vector<float>& q, int64_t n, int64_t st
       for (int64_t j = 0; j <= pos; ++j) sum += std::exp(sc[j] - mx);
       for (int64_t j = 0; j <= pos; ++j) {
         double p = std::exp(sc[j] - mx) / sum;
-        for (int64_t c = 0; c < d; ++c) out[t * ld + h * d + c] += p * v[kvh * kv_stride + j * d + c];
+        for (int64_t c = 0; c < d; ++c)
+          out[t * ld + h * d + c] += p * v[kvh * kv_stride + j * d + c];
       }
     }
   }
@@ -56,21 +58,22 @@ TEST_P(AttentionTest, MatchesF64Loop) {
   auto v = RandomVector(c.kv_heads * kv_stride, 3);
   std::vector<float> out(q.size(), 99.f);
   const float scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
-  Attention(q.data(), c.n, c.start, k.data(), v.data(), kv_stride, shape, scale, c.window, out.data());
+  Attention(q.data(), c.n, c.start, k.data(), v.data(), kv_stride, shape, scale, c.window,
+            out.data());
   auto ref = Reference(q, c.n, c.start, k, v, kv_stride, shape, scale, c.window);
   for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 2e-5) << "element " << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionTest,
-    ::testing::Values(Case{1, 0, 4, 2, 16, 0},        // first decode step
-                      Case{1, 37, 4, 2, 16, 0},       // decode with history
-                      Case{12, 0, 4, 4, 8, 0},        // MHA prefill
-                      Case{12, 5, 6, 2, 16, 0},       // prefill continuing a cache
-                      Case{200, 0, 4, 1, 32, 0},      // several query blocks (sgemm path)
-                      Case{300, 400, 2, 2, 64, 0},    // several key blocks, long history
-                      Case{50, 10, 4, 2, 16, 7},      // sliding window
-                      Case{1, 600, 4, 2, 16, 300},    // window crossing key blocks, decode
+    ::testing::Values(Case{1, 0, 4, 2, 16, 0},          // first decode step
+                      Case{1, 37, 4, 2, 16, 0},         // decode with history
+                      Case{12, 0, 4, 4, 8, 0},          // MHA prefill
+                      Case{12, 5, 6, 2, 16, 0},         // prefill continuing a cache
+                      Case{200, 0, 4, 1, 32, 0},        // several query blocks (sgemm path)
+                      Case{300, 400, 2, 2, 64, 0},      // several key blocks, long history
+                      Case{50, 10, 4, 2, 16, 7},        // sliding window
+                      Case{1, 600, 4, 2, 16, 300},      // window crossing key blocks, decode
                       Case{130, 300, 2, 1, 16, 100}));  // window with query blocks
 
 }  // namespace

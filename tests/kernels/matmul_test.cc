@@ -28,7 +28,8 @@ std::vector<double> Reference(const std::vector<float>& x, int64_t m, const Tens
   return y;
 }
 
-class MatMulTest : public ::testing::TestWithParam<std::tuple<DType, int64_t, int64_t, int64_t, bool>> {};
+class MatMulTest
+    : public ::testing::TestWithParam<std::tuple<DType, int64_t, int64_t, int64_t, bool>> {};
 
 TEST_P(MatMulTest, MatchesF64Loop) {
   auto [dtype, m, n, k, with_bias] = GetParam();
@@ -63,7 +64,9 @@ TEST(MatMulGroupTest, SharesInputAcrossOutputs) {
     auto xx = RandomVector(rows * k, 8);
     ya.assign(rows * 24, 0.f);
     yb.assign(rows * 9, 0.f);
-    ASSERT_TRUE(MatMulGroup(xx.data(), rows, k, {{&a, nullptr, ya.data()}, {&b, bias.data(), yb.data()}}).ok());
+    ASSERT_TRUE(
+        MatMulGroup(xx.data(), rows, k, {{&a, nullptr, ya.data()}, {&b, bias.data(), yb.data()}})
+            .ok());
     auto ra = Reference(xx, rows, a, nullptr);
     auto rb = Reference(xx, rows, b, &bias);
     for (size_t i = 0; i < ra.size(); ++i) ASSERT_NEAR(ya[i], ra[i], 1e-4);
@@ -92,7 +95,8 @@ TEST(MatMulTest, RejectsBadWeights) {
   Tensor r3 = Tensor::Zeros(DType::kF32, {2, 2, 2});
   EXPECT_FALSE(MatMul(x.data(), 1, r3, nullptr, y.data()).ok());
   Tensor a = Tensor::Zeros(DType::kF32, {2, 4}), b = Tensor::Zeros(DType::kF32, {2, 5});
-  EXPECT_FALSE(MatMulGroup(x.data(), 1, 4, {{&a, nullptr, y.data()}, {&b, nullptr, y.data()}}).ok());
+  EXPECT_FALSE(
+      MatMulGroup(x.data(), 1, 4, {{&a, nullptr, y.data()}, {&b, nullptr, y.data()}}).ok());
 }
 
 TEST(RowToF32Test, WidensEachDType) {

@@ -1,7 +1,8 @@
+#include "kernels/cpu/ops.h"
+
 #include <cmath>
 
 #include "gtest/gtest.h"
-#include "kernels/cpu/ops.h"
 #include "tests/kernels/test_util.h"
 
 namespace retort::cpu {
@@ -81,7 +82,8 @@ TEST(EmbeddingTest, LooksUpRowsOfEachDType) {
     std::vector<float> out(ids.size() * dim);
     ASSERT_TRUE(Embedding(table, ids.data(), ids.size(), out.data()).ok());
     for (size_t i = 0; i < ids.size(); ++i) {
-      for (int64_t c = 0; c < dim; ++c) ASSERT_EQ(out[i * dim + c], static_cast<float>(ref[ids[i] * dim + c]));
+      for (int64_t c = 0; c < dim; ++c)
+        ASSERT_EQ(out[i * dim + c], static_cast<float>(ref[ids[i] * dim + c]));
     }
   }
 }

@@ -102,9 +102,15 @@ TEST(ModelConfigTest, ParsesTransformers4Spelling) {
 }
 
 TEST(ModelConfigTest, Qwen2SlidingLayersFromMaxWindowLayers) {
-  json j = {{"architectures", {"Qwen2ForCausalLM"}}, {"hidden_size", 64}, {"intermediate_size", 128},
-            {"num_attention_heads", 4}, {"num_hidden_layers", 4}, {"vocab_size", 100},
-            {"use_sliding_window", true}, {"sliding_window", 32}, {"max_window_layers", 2}};
+  json j = {{"architectures", {"Qwen2ForCausalLM"}},
+            {"hidden_size", 64},
+            {"intermediate_size", 128},
+            {"num_attention_heads", 4},
+            {"num_hidden_layers", 4},
+            {"vocab_size", 100},
+            {"use_sliding_window", true},
+            {"sliding_window", 32},
+            {"max_window_layers", 2}};
   auto c = ModelConfig::FromJson(j, "config.json");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->num_kv_heads, 4);  // defaults to num_attention_heads
@@ -127,19 +133,25 @@ TEST(ModelConfigTest, RoundTripsThroughToJson) {
 
 struct BadCase {
   const char* what;
-  json patch;               // merged into a valid config
+  json patch;                       // merged into a valid config
   std::vector<std::string> expect;  // substrings of the message
 };
 
 TEST(ModelConfigTest, RejectsBadConfigsWithOneLineNamingFileAndField) {
   const json good = ReadJson("tests/reference/models/llama/config.json");
   const std::vector<BadCase> cases = {
-      {"unknown arch", {{"architectures", {"GPT2LMHeadModel"}}}, {"config.json", "GPT2LMHeadModel", "unsupported architecture"}},
+      {"unknown arch",
+       {{"architectures", {"GPT2LMHeadModel"}}},
+       {"config.json", "GPT2LMHeadModel", "unsupported architecture"}},
       {"missing field", {{"hidden_size", nullptr}}, {"config.json", "hidden_size", "missing"}},
-      {"kv heads", {{"num_key_value_heads", 3}}, {"num_attention_heads (4)", "num_key_value_heads (3)"}},
+      {"kv heads",
+       {{"num_key_value_heads", 3}},
+       {"num_attention_heads (4)", "num_key_value_heads (3)"}},
       {"zero layers", {{"num_hidden_layers", 0}}, {"num_hidden_layers", "positive"}},
       {"not a number", {{"vocab_size", "many"}}, {"vocab_size", "integer"}},
-      {"rope type", {{"rope_parameters", {{"rope_type", "yarn"}, {"factor", 4.0}}}}, {"yarn", "not supported"}},
+      {"rope type",
+       {{"rope_parameters", {{"rope_type", "yarn"}, {"factor", 4.0}}}},
+       {"yarn", "not supported"}},
       {"activation", {{"hidden_act", "gelu"}}, {"hidden_act", "gelu"}},
       {"odd head_dim", {{"head_dim", 15}}, {"head_dim (15)", "even"}},
       {"quantized", {{"quantization_config", {{"quant_method", "gptq"}}}}, {"quantization_config"}},
@@ -162,7 +174,8 @@ TEST(ModelConfigTest, RejectsBadConfigsWithOneLineNamingFileAndField) {
   j["num_key_value_heads"] = 2;
   auto c = ModelConfig::FromJson(j, "config.json");
   ASSERT_FALSE(c.ok());
-  EXPECT_THAT(std::string(c.status().message()), HasSubstr("not divisible by num_attention_heads (6)"));
+  EXPECT_THAT(std::string(c.status().message()),
+              HasSubstr("not divisible by num_attention_heads (6)"));
   EXPECT_FALSE(ModelConfig::FromJson(json::array(), "config.json").ok());
 }
 

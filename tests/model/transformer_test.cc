@@ -74,7 +74,8 @@ TEST_P(FixtureLogitsTest, PrefillEqualsIncrementalDecode) {
   std::vector<float> decode(n * vocab);
   KvCache c2 = model->NewCache();
   for (int64_t i = 0; i < n; ++i) {
-    ASSERT_TRUE(model->Forward(&e.tokens[i], 1, c2, decode.data() + i * vocab, LogitsMode::kLast).ok());
+    ASSERT_TRUE(
+        model->Forward(&e.tokens[i], 1, c2, decode.data() + i * vocab, LogitsMode::kLast).ok());
   }
   EXPECT_LT(MaxAbsDiff(prefill, decode), 2e-5);
   EXPECT_LT(MaxAbsDiff(decode, e.logits), 1e-4);
@@ -82,7 +83,9 @@ TEST_P(FixtureLogitsTest, PrefillEqualsIncrementalDecode) {
   std::vector<float> chunked(n * vocab);
   KvCache c3 = model->NewCache();
   ASSERT_TRUE(model->Forward(e.tokens.data(), 5, c3, chunked.data(), LogitsMode::kAll).ok());
-  ASSERT_TRUE(model->Forward(e.tokens.data() + 5, n - 5, c3, chunked.data() + 5 * vocab, LogitsMode::kAll).ok());
+  ASSERT_TRUE(
+      model->Forward(e.tokens.data() + 5, n - 5, c3, chunked.data() + 5 * vocab, LogitsMode::kAll)
+          .ok());
   EXPECT_LT(MaxAbsDiff(prefill, chunked), 2e-5);
 
   std::vector<float> last(vocab);
@@ -93,7 +96,8 @@ TEST_P(FixtureLogitsTest, PrefillEqualsIncrementalDecode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, FixtureLogitsTest,
-                         ::testing::Values("llama", "qwen2", "qwen3", "mistral", "llama_bf16", "qwen2_f16"));
+                         ::testing::Values("llama", "qwen2", "qwen3", "mistral", "llama_bf16",
+                                           "qwen2_f16"));
 
 TEST(TransformerTest, LlamaLongSequenceWithLlama3Rope) {
   auto model = LoadFixture("llama");
@@ -107,7 +111,8 @@ TEST(TransformerTest, LlamaLongSequenceWithLlama3Rope) {
 
 // bf16/f16 weights are used as stored: no f32 copy of the matrices.
 TEST(TransformerTest, KeepsStoredDTypeWithoutCopies) {
-  for (auto [name, dtype] : {std::pair<std::string, DType>{"llama_bf16", DType::kBF16}, {"qwen2_f16", DType::kF16}}) {
+  for (auto [name, dtype] :
+       {std::pair<std::string, DType>{"llama_bf16", DType::kBF16}, {"qwen2_f16", DType::kF16}}) {
     auto dir = HfDirectory::Open(kFixtures + name);
     ASSERT_TRUE(dir.ok()) << dir.status();
     auto model = Transformer::Load(**dir);
@@ -119,7 +124,8 @@ TEST(TransformerTest, KeepsStoredDTypeWithoutCopies) {
       ASSERT_TRUE(direct.ok());
       EXPECT_EQ(t.raw(), direct->raw()) << tname;
     }
-    EXPECT_EQ((*model)->WeightBytes(), static_cast<size_t>((*model)->config().ParameterCount()) * 2);
+    EXPECT_EQ((*model)->WeightBytes(),
+              static_cast<size_t>((*model)->config().ParameterCount()) * 2);
   }
 }
 
@@ -223,7 +229,8 @@ class BrokenDirTest : public ::testing::Test {
 };
 
 TEST_F(BrokenDirTest, MissingTensorNamesFileAndTensor) {
-  std::erase_if(weights_, [](const auto& p) { return p.first == "model.layers.1.mlp.up_proj.weight"; });
+  std::erase_if(weights_,
+                [](const auto& p) { return p.first == "model.layers.1.mlp.up_proj.weight"; });
   ASSERT_TRUE(WriteHfDirectory(dir_, config_, weights_).ok());
   std::string msg = LoadError();
   EXPECT_THAT(msg, HasSubstr("model.safetensors"));
@@ -274,7 +281,8 @@ TEST(RandomInitTest, DeterministicPerSeedAndDType) {
   for (size_t i = 0; i < wa.size(); ++i) {
     EXPECT_EQ(wa[i].first, wb[i].first);
     EXPECT_EQ(wa[i].second.dtype(), DType::kBF16);
-    EXPECT_EQ(0, std::memcmp(wa[i].second.raw(), wb[i].second.raw(), wa[i].second.nbytes())) << wa[i].first;
+    EXPECT_EQ(0, std::memcmp(wa[i].second.raw(), wb[i].second.raw(), wa[i].second.nbytes()))
+        << wa[i].first;
     any_diff |= std::memcmp(wa[i].second.raw(), wc[i].second.raw(), wa[i].second.nbytes()) != 0;
   }
   EXPECT_TRUE(any_diff);
