@@ -42,23 +42,83 @@ bool IsPyWhitespace(char32_t c) {
          c == 0x3000;
 }
 
-char32_t AsciiUpper(char32_t c) { return (c >= 'a' && c <= 'z') ? c - 32 : c; }
-char32_t AsciiLower(char32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
-bool IsAlpha(char32_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0xc0; }
+// Simple (one-to-one) Unicode case mapping for the scripts chat text meets
+// most: Latin (Basic, Latin-1, Extended-A, Extended Additional), Greek,
+// Cyrillic, Armenian and fullwidth Latin. Other characters are unchanged.
+// Python's special case of 'ß'.upper() == 'SS' is handled in Upper().
+char32_t ToUpper(char32_t c) {
+  if (c < 0x80) return (c >= 'a' && c <= 'z') ? c - 32 : c;
+  if (c == 0xb5) return 0x39c;
+  if ((c >= 0xe0 && c <= 0xfe && c != 0xf7)) return c - 32;
+  if (c == 0xff) return 0x178;
+  if ((c >= 0x100 && c <= 0x137) || (c >= 0x14a && c <= 0x177)) return (c & 1) ? c - 1 : c;
+  if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e)) return (c & 1) ? c : c - 1;
+  if (c == 0x131) return 'I';
+  if (c == 0x17f) return 'S';
+  if (c >= 0x3b1 && c <= 0x3c9 && c != 0x3c2) return c - 32;
+  if (c == 0x3c2) return 0x3a3;
+  if (c == 0x3ac) return 0x386;
+  if (c >= 0x3ad && c <= 0x3af) return c - 37;
+  if (c == 0x3cc) return 0x38c;
+  if (c == 0x3cd || c == 0x3ce) return c - 63;
+  if (c >= 0x430 && c <= 0x44f) return c - 32;
+  if (c >= 0x450 && c <= 0x45f) return c - 80;
+  if ((c >= 0x460 && c <= 0x481) || (c >= 0x48a && c <= 0x4bf)) return (c & 1) ? c - 1 : c;
+  if (c >= 0x561 && c <= 0x586) return c - 48;
+  if ((c >= 0x1e00 && c <= 0x1e95) || (c >= 0x1ea0 && c <= 0x1eff)) return (c & 1) ? c - 1 : c;
+  if (c >= 0xff41 && c <= 0xff5a) return c - 32;
+  return c;
+}
+
+char32_t ToLower(char32_t c) {
+  if (c < 0x80) return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+  if ((c >= 0xc0 && c <= 0xde && c != 0xd7)) return c + 32;
+  if (c == 0x178) return 0xff;
+  if ((c >= 0x100 && c <= 0x137) || (c >= 0x14a && c <= 0x177)) return (c & 1) ? c : c + 1;
+  if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e)) return (c & 1) ? c + 1 : c;
+  if (c >= 0x391 && c <= 0x3a9 && c != 0x3a2) return c + 32;
+  if (c == 0x386) return 0x3ac;
+  if (c >= 0x388 && c <= 0x38a) return c + 37;
+  if (c == 0x38c) return 0x3cc;
+  if (c == 0x38e || c == 0x38f) return c + 63;
+  if (c >= 0x410 && c <= 0x42f) return c + 32;
+  if (c >= 0x400 && c <= 0x40f) return c + 80;
+  if ((c >= 0x460 && c <= 0x481) || (c >= 0x48a && c <= 0x4bf)) return (c & 1) ? c : c + 1;
+  if (c >= 0x531 && c <= 0x556) return c + 48;
+  if ((c >= 0x1e00 && c <= 0x1e95) || (c >= 0x1ea0 && c <= 0x1eff)) return (c & 1) ? c : c + 1;
+  if (c >= 0xff21 && c <= 0xff3a) return c + 32;
+  return c;
+}
+
+bool IsCased(char32_t c) { return ToUpper(c) != c || ToLower(c) != c || c == 0xdf; }
+bool IsAlpha(char32_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= 0xc0 && c != 0xd7 && c != 0xf7); }
 bool IsDigit(char32_t c) { return c >= '0' && c <= '9'; }
 
 std::string Upper(const std::string& s) {
-  std::string out = s;
-  for (char& c : out) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+  std::string out;
+  out.reserve(s.size());
+  if (IsAscii(s)) {
+    for (char c : s) out.push_back((c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) : c);
+    return out;
+  }
+  for (char32_t c : DecodeUtf8(s)) {
+    if (c == 0xdf) {
+      out += "SS";
+    } else {
+      AppendUtf8(ToUpper(c), &out);
+    }
   }
   return out;
 }
+
 std::string Lower(const std::string& s) {
-  std::string out = s;
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  std::string out;
+  out.reserve(s.size());
+  if (IsAscii(s)) {
+    for (char c : s) out.push_back((c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c);
+    return out;
   }
+  for (char32_t c : DecodeUtf8(s)) AppendUtf8(ToLower(c), &out);
   return out;
 }
 
@@ -159,7 +219,7 @@ std::string Replace(const std::string& s, const std::string& from, const std::st
 
 std::string Capitalize(const std::string& s) {
   std::u32string cps = DecodeUtf8(s);
-  for (size_t i = 0; i < cps.size(); ++i) cps[i] = i == 0 ? AsciiUpper(cps[i]) : AsciiLower(cps[i]);
+  for (size_t i = 0; i < cps.size(); ++i) cps[i] = i == 0 ? ToUpper(cps[i]) : ToLower(cps[i]);
   return EncodeUtf8(cps);
 }
 
@@ -167,8 +227,8 @@ std::string Title(const std::string& s) {
   std::u32string cps = DecodeUtf8(s);
   bool prev_cased = false;
   for (char32_t& c : cps) {
-    bool cased = IsAlpha(c);
-    c = cased ? (prev_cased ? AsciiLower(c) : AsciiUpper(c)) : c;
+    bool cased = IsCased(c);
+    c = cased ? (prev_cased ? ToLower(c) : ToUpper(c)) : c;
     prev_cased = cased;
   }
   return EncodeUtf8(cps);
@@ -1386,7 +1446,7 @@ class Interpreter {
         } else if (name == "isalnum") {
           ok = IsAlpha(c) || IsDigit(c);
         } else if (name == "isupper" || name == "islower") {
-          bool upper = c >= 'A' && c <= 'Z', lower = c >= 'a' && c <= 'z';
+          bool upper = ToLower(c) != c, lower = ToUpper(c) != c;
           any_cased |= upper || lower;
           ok = name == "isupper" ? !lower : !upper;
         } else {

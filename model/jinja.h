@@ -21,7 +21,8 @@
 // comparisons (chained), + - * / // % ** ~. Python methods of str (strip,
 // split, startswith, replace, ...), dict (get, keys, values, items).
 // Unicode-aware where Python is (length, indexing and slicing count code
-// points); upper()/lower()/title() change ASCII letters only.
+// points); upper()/lower()/title() map Latin, Greek, Cyrillic, Armenian and
+// fullwidth letters (other scripts pass through unchanged).
 //
 // Bad templates never crash or hang: parse errors carry a line number,
 // evaluation is bounded in steps, call depth and output size.

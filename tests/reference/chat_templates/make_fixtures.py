@@ -167,6 +167,123 @@ PLAN += [
 ]
 
 
+# Small templates that pin down Jinja semantics (whitespace control, scoping,
+# Python str()/repr(), filters, tests, undefined) -> jinja_cases.json, rendered
+# with the very environment transformers compiles chat templates in.
+JINJA_CONTEXT = {"d": {"b": 1, "a": [1, 2.5, None, True, "x"]}, "s": "Héllo wörld", "n": 7, "f": 2.5,
+                 "items": [{"name": "b", "v": 2}, {"name": "a", "v": 1}, {"name": "c"}], "empty": [],
+                 "nested": {"k": {"deep": "yes"}}, "none_value": None}
+JINJA_SNIPPETS = [
+    # whitespace control: trim_blocks + lstrip_blocks + - / + modifiers
+    "a\n  {% if true %}\n    x\n  {% endif %}\nb",
+    "a\n  {%- if true -%}\n    x\n  {%- endif -%}\n  b",
+    "a  {% if true %}x{% endif %}  b",
+    "line1\n    {# comment #}\nline2",
+    "  {{ 'v' }}  \n  {%+ if true %}kept{% endif %}\n",
+    "{% for i in [1,2] %}\n  {{ i }}\n{% endfor %}\n",
+    "{%- for i in [1,2] -%}\n  {{- i -}}\n{%- endfor -%}",
+    "x {{- ' y ' -}} z",
+    "{% raw %}{{ not rendered }}{% endraw %}!",
+    "a\r\nb\rc\n",
+    "trailing\n\n",
+    # scoping
+    "{% for i in [1,2] %}{% if i == 2 %}[{{ x }}]{% endif %}{% set x = i %}{% endfor %}[{{x}}]",
+    "{% set x = 5 %}{% for i in [1] %}{% set x = 7 %}{{x}}{% endfor %}{{x}}",
+    "{% if true %}{% set y = 3 %}{% endif %}{{ y }}",
+    "{% set ns = namespace(a=1, l=[]) %}{% for i in range(3) %}{% set ns.a = ns.a + i %}{% endfor %}{{ ns.a }}",
+    "{% macro m(a, b='z') %}[{{a}}{{b}}{{ n }}]{% endmacro %}{{ m(1) }}{{ m(1, b=2) }}{{ m(b=3, a=4) }}",
+    "{% set t %}  inner {{ n }} {% endset %}[{{ t }}]",
+    "{% filter upper %}abc {{ s }}{% endfilter %}",
+    "{% set a, b = 1, 2 %}{{a}}{{b}}",
+    # loops
+    "{% for k, v in d.items() %}{{k}}={{v}};{% endfor %}",
+    "{% for i in range(5) if i is odd %}{{loop.index}}/{{loop.length}}{{ ',' if not loop.last }}{% else %}none{% endfor %}",
+    "{% for i in empty %}x{% else %}empty{% endfor %}",
+    "{% for x in [1,2,3] %}{{ loop.first }}{{ loop.last }}{{ loop.revindex }}{{ loop.revindex0 }}{{ loop.index0 }}{% if x == 2 %}{% break %}{% endif %}{% endfor %}",
+    "{% for x in [1,2,3,4] %}{% if x is even %}{% continue %}{% endif %}{{ x }}{% endfor %}",
+    "{% for x in 'abc' %}{{ loop.cycle('o', 'e') }}{{ x }}{% endfor %}",
+    "{% for x in [1,2,3] %}{{ loop.previtem }}-{{ loop.nextitem }};{% endfor %}",
+    "{% for k in d %}{{ k }}{% endfor %}",
+    "{% for a in [[1,2],[3,4]] %}{% for b in a %}{{ loop.index }}{{ b }}{% endfor %}|{{ loop.index }}{% endfor %}",
+    # Python str()/repr() of values
+    "{{ [1,'a',none,true,1.0,{'k':'v'}] }}",
+    "{{ d }} {{ none }} {{ true }} {{ (1,2) }} {{ (1,) }} {{ none_value }}",
+    "{{ 1/2 }} {{ 4/2 }} {{ 7//2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 % -3 }} {{ 2**10 }} {{ 2**-1 }}",
+    "{{ 1e20 }} {{ 1.5e-5 }} {{ 100.0 }} {{ 1e16 }} {{ 1e15 }} {{ 0.0001 }} {{ 0.1 + 0.2 }} {{ 1/3 }} {{ -2.5 }}",
+    "{{ {'a':{'b':1}} }} {{ 'it\\'s' }} {{ [\"it's\", 'a\"b'] }} {{ ['a\\nb\\t\\\\'] }}",
+    "{{ 'a\\u00e9\\x41\\t|\\101' }} {{ \"q\\\"q\" }} {{ 'a' 'b' }}",
+    # operators
+    "{{ 'a' ~ 1 ~ none ~ undefined_name }}|{{ 1 < 2 < 3 }}|{{ 3 > 2 > 2 }}|{{ 'b' > 'a' }}|{{ [1,2] < [1,3] }}",
+    "{{ 3.0 == 3 }} {{ true == 1 }} {{ 'x' != 'y' }} {{ [1] == [1] }} {{ d == d }} {{ none == none }}",
+    "{{ 'ell' in s }} {{ 'b' in d }} {{ 2 in [1,2] }} {{ 'z' not in s }} {{ 'x' in undefined_name }}",
+    "{{ 'abc' * 2 }} {{ [1] + [2] }} {{ 3 * 'ab' }} {{ -n }} {{ +f }} {{ not n }} {{ n and 'y' }} {{ 0 or 'z' }}",
+    "{{ 1 if n > 5 else 2 }}|{{ 'v' if false }}|{{ 'a' if none else 'b' if true else 'c' }}",
+    "{{ n|string + 'x' }} {{ -1|abs }} {{ 2 + 3 * 4 ** 2 }} {{ (2 + 3) * 4 }} {{ 10 - 2 - 3 }}",
+    # indexing and slicing
+    "{{ s[0] }}{{ s[-1] }}{{ s[1:4] }}{{ s[::-1] }}{{ s[::2] }}{{ s[-3:] }}{{ s[:100] }}",
+    "{{ d.a[1:] }} {{ d.a[-2] }} {{ d['b'] }} {{ d.a.0 }} {{ d.missing }}|{{ [1,2,3][5] }}|{{ nested.k.deep }}",
+    "{{ items[0].name }} {{ items[2].v }}| {{ n.foo }}|{{ none_value.x }}|",
+    # string methods
+    "{{ '  x  '.strip() }}|{{ 'xxaxx'.strip('x') }}|{{ '  y '.lstrip() }}|{{ ' z  '.rstrip() }}|{{ '\\n\\tw\\u3000'.strip() }}",
+    "{{ 'a b  c'.split() }} {{ 'a,b,,c'.split(',') }} {{ 'a,b,c'.split(',', 1) }} {{ 'a,b,c'.rsplit(',', 1) }}",
+    "{{ s.startswith('Hé') }} {{ s.endswith(('x','ld')) }} {{ s.upper() }} {{ s.lower() }} {{ 'ab cd'.title() }} {{ 'aBC'.capitalize() }}",
+    "{{ 'a-b-c'.replace('-', '+') }} {{ 'a-b-c'.replace('-', '', 1) }} {{ s.find('w') }} {{ s.count('l') }} {{ '-'.join(['x','y']) }}",
+    "{{ 'l1\\nl2\\r\\nl3'.splitlines() }} {{ '123'.isdigit() }} {{ 'ab'.isalpha() }} {{ ' '.isspace() }}",
+    "{{ d.get('b') }} {{ d.get('zz') }} {{ d.get('zz', 'dflt') }} {{ d.keys()|list }} {{ d.values()|list }} {{ d.items()|list }}",
+    # filters
+    "{{ '  x  '|trim }}|{{ 'Hello'|upper }}{{ 'Hello'|lower }}|{{ 'hello world'|capitalize }}|{{ 'hello world'|title }}",
+    "{{ [3,1,2]|sort }} {{ [3,1,2]|sort(reverse=true) }} {{ ['b','A','c']|sort }} {{ items|sort(attribute='name')|map(attribute='name')|list }}",
+    "{{ [1,2]|join(',') }} {{ items|join('/', attribute='name') }} {{ ['a']|first }} {{ [1,2]|last }} {{ 'abc'|list }} {{ s|length }} {{ d|length }}",
+    "{{ x|default('d') }}|{{ ''|default('d', true) }}|{{ none_value|default('nd') }}|{{ none_value|default('nd', true) }}|{{ x|d('short') }}",
+    "{{ d|items|list }} {{ d|dictsort }} {{ [1,2,2,3,1]|unique|list }} {{ [1,5,3]|max }} {{ [4,2,8]|min }} {{ [1,2,3]|sum }}",
+    "{{ items|selectattr('v')|list }} {{ items|rejectattr('v')|list }} {{ items|selectattr('v', 'equalto', 2)|list }} {{ [1,2,3,4]|select('odd')|list }} {{ [1,2,3,4]|reject('even')|list }}",
+    "{{ items|map(attribute='v', default=0)|list }} {{ ['a','b']|map('upper')|list }} {{ [1,'2','x']|map('int')|list }}",
+    "{{ '5'|int + 1 }} {{ 2.7|int }} {{ 'x'|int(3) }} {{ '3.7'|float }} {{ 4|float }} {{ 2.567|round(2) }} {{ 2.5|round }} {{ none_value|string }}",
+    "{{ 'a-b'|replace('-', '+') }} {{ [1,2,3]|reverse|list }} {{ 'abc'|reverse }} {{ '<&>'|e }} {{ 'x'|safe }} {{ 'one two  three'|wordcount }}",
+    "{{ 'a\\nb\\n\\nc'|indent(2) }}|{{ 'a\\nb'|indent(2, true) }}|{{ 'a\\n\\nb'|indent(1, blank=true) }}",
+    "{{ '%s-%d'|format('a', 3) }} {{ '%s!' % 'hi' }} {{ '%05.1f|%r' % (3.14159, 'q') }}",
+    "{{ d|tojson }} {{ s|tojson }} {{ '\\u2028\\x01\"\\\\/<>'|tojson }} {{ none_value|tojson }} {{ 1.0|tojson }} {{ [1,[2,3]]|tojson }}",
+    "{{ d|tojson(indent=2) }} {{ d|tojson(sort_keys=true) }} {{ s|tojson(ensure_ascii=true) }} {{ d|tojson(separators=(',', ':')) }} {{ {}|tojson(indent=2) }} {{ []|tojson }}",
+    "{{ '😀'|tojson(ensure_ascii=true) }} {{ nested|tojson(indent='\\t') }}",
+    # tests
+    "{{ 'x' is string }} {{ [1] is sequence }} {{ d is mapping }} {{ 'a' is iterable }} {{ 1 is number }} {{ f is float }} {{ n is integer }} {{ true is boolean }}",
+    "{{ true is false }} {{ false is false }} {{ true is true }} {{ 1 is true }} {{ none_value is none }} {{ nothing is none }} {{ nothing is defined }} {{ nothing is undefined }}",
+    "{{ n is odd }} {{ n is even }} {{ n is divisibleby 7 }} {{ n is divisibleby(2) }} {{ 'a' is in 'abc' }} {{ n is eq 7 }} {{ n is ne 7 }} {{ n is gt 3 }} {{ n is lt(3) }} {{ n is ge 7 }} {{ n is le 6 }}",
+    "{{ 'abc' is lower }} {{ 'ABC' is upper }} {{ n is not none }} {{ n is not defined }} {{ range is callable }} {{ nothing is iterable }} {{ d is not mapping and true }}",
+    # undefined
+    "[{{ nothing }}][{{ nothing|length }}][{{ nothing|string }}][{{ nothing|trim }}][{{ nothing|join }}][{{ nothing|first }}][{{ nothing == nothing }}]",
+    "{% for x in nothing %}a{% endfor %}b{{ nothing|list }}{{ nothing|items|list }}",
+    # globals
+    "{{ range(3)|list }} {{ range(1, 7, 2)|list }} {{ range(5, 0, -2)|list }} {{ dict(a=1, b='x') }} {{ namespace(a=1).a }}",
+    "{{ strftime_now('%Y-%m-%d %H:%M %a %b %j') }}",
+    # errors (the expected field holds the error)
+    "{{ nothing.attr }}",
+    "{{ d.missing.deeper }}",
+    "{{ 'a' + 1 }}",
+    "{{ nothing + 1 }}",
+    "{{ raise_exception('custom failure') }}",
+    "{{ none_value|tojson }}{{ nothing|tojson }}",
+    "{% for x in n %}{% endfor %}",
+    "{{ 1 / 0 }}",
+    "{{ nothing() }}",
+    "{{ [1,2].append(3) }}",
+    "{% set x.y = 1 %}",
+    "{{ n|nosuchfilter }}",
+]
+
+
+def render_jinja_cases():
+    cases = []
+    for src in JINJA_SNIPPETS:
+        case = {"template": src}
+        try:
+            case["expected"] = ctu._compile_jinja_template(src).render(**JINJA_CONTEXT)
+        except Exception as e:  # the C++ side only checks that it fails too
+            case["error"] = f"{type(e).__name__}: {e}"
+        cases.append(case)
+    return cases
+
+
 def make_tokenizer(template_name, template_text):
     tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
     return PreTrainedTokenizerFast(tokenizer_object=tok, chat_template=template_text,
@@ -234,6 +351,15 @@ def main():
         json.dump(doc, f, ensure_ascii=False, indent=1)
         f.write("\n")
     print(f"wrote {len(cases)} cases, {sum('error' in c for c in cases)} expected errors")
+
+    jinja_cases = render_jinja_cases()
+    with open(os.path.join(HERE, "jinja_cases.json"), "w", encoding="utf-8") as f:
+        json.dump({"generator": "tests/reference/chat_templates/make_fixtures.py",
+                   "transformers": transformers.__version__, "jinja2": jinja2.__version__,
+                   "fixed_now": FIXED_NOW.strftime("%Y-%m-%d %H:%M:%S"),
+                   "context": JINJA_CONTEXT, "cases": jinja_cases}, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print(f"wrote {len(jinja_cases)} jinja cases, {sum('error' in c for c in jinja_cases)} expected errors")
 
 
 if __name__ == "__main__":
