@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/simd.h"
 
@@ -133,6 +134,7 @@ void AttendBlock(const float* q, int64_t ldq, int64_t rows, int64_t first_pos, c
 void Attention(const float* q, int64_t n, int64_t start_pos, const float* k, const float* v,
                int64_t kv_head_stride, const AttentionShape& shape, float scale, int64_t window,
                float* out) {
+  EnsureBlasSingleThreaded();
   const int64_t d = shape.head_dim;
   const int64_t group = shape.n_heads / shape.n_kv_heads;
   const int64_t ld = shape.n_heads * d;

@@ -13,25 +13,18 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <mutex>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/convert.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
 namespace {
-
-// The pool is our only source of threads; OpenBLAS threads on top of it
-// would oversubscribe the cores (each sgemm here already runs on a pool thread).
-void SingleThreadedBlasOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
-}
 
 template <DType D>
 constexpr int64_t ElemBytes() {
@@ -228,7 +221,7 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
     return absl::OkStatus();
   }
 
-  SingleThreadedBlasOnce();
+  EnsureBlasSingleThreaded();
   struct Block {
     size_t out;
     int64_t r0, r1;
