@@ -8,6 +8,7 @@
 #include "formats/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "core/thread_pool.h"
 #include "model/init.h"
 
 namespace retort {
@@ -264,6 +265,21 @@ TEST_F(BrokenDirTest, UnknownArchitectureNamesConfigJson) {
   std::string msg = LoadError();
   EXPECT_THAT(msg, HasSubstr("config.json"));
   EXPECT_THAT(msg, HasSubstr("FalconForCausalLM"));
+}
+
+// Work is split by output rows and heads, never by the reduction axis, so
+// the logits do not depend on the thread count.
+TEST(TransformerTest, SameLogitsOnOneAndTwoThreads) {
+  auto model = LoadFixture("qwen2_f16");
+  ASSERT_NE(model, nullptr);
+  std::vector<int32_t> tokens(40);
+  for (int i = 0; i < 40; ++i) tokens[i] = (i * 37) % 320;
+  SetNumThreads(1);
+  auto one = model->Logits(tokens);
+  SetNumThreads(2);
+  auto two = model->Logits(tokens);
+  ASSERT_TRUE(one.ok() && two.ok());
+  EXPECT_EQ(*one, *two);
 }
 
 TEST(RandomInitTest, DeterministicPerSeedAndDType) {
