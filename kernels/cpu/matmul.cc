@@ -2,8 +2,8 @@
 //
 // Two paths, chosen by the number of input rows m:
 //  * GEMV (m <= kGemvMaxRows, i.e. decode): memory-bound. Each weight row is
-//    streamed once per input row straight from its stored bytes (bf16/f16
-//    widened in registers), four rows at a time so the loads of x are shared.
+//    streamed once, start to end, straight from its stored bytes (bf16/f16
+//    widened in registers), serving all m input rows in that one pass.
 //    Threads split the output rows.
 //  * GEMM (prefill): compute-bound. Threads split the output rows into blocks;
 //    each block of bf16/f16 rows is widened into a per-thread f32 scratch that
@@ -36,78 +36,68 @@ inline const void* RowPtr(const void* w, int64_t r, int64_t k) {
   return static_cast<const char*>(w) + r * k * ElemBytes<D>();
 }
 
-// y[i, r] = x[i, :] · w[r, :] (+ bias[r]) for rows r in [r0, r1), all i < m.
-template <DType D>
-void GemvRows(const float* x, int64_t m, int64_t k, const void* w, const float* bias, float* y,
-              int64_t ldy, int64_t r0, int64_t r1) {
+// y[i, r] = x[i, :] · w[r, :] (+ bias[r]) for rows r in [r0, r1) and the M
+// input rows i. One weight row at a time, start to end: a single sequential
+// stream per thread is what the hardware prefetcher follows best (measured:
+// reading four rows side by side reached ~55% of the read bandwidth, one row
+// at a time ~90%). All M input rows are served by the same pass over the
+// weights, with U independent accumulators per input row to hide FMA latency.
+template <DType D, int M>
+void GemvRows(const float* x, int64_t k, const void* w, const float* bias, float* y, int64_t ldy,
+              int64_t r0, int64_t r1) {
   using simd::Load1;
   using simd::Load8;
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const void* w0 = RowPtr<D>(w, r, k);
-    const void* w1 = RowPtr<D>(w, r + 1, k);
-    const void* w2 = RowPtr<D>(w, r + 2, k);
-    const void* w3 = RowPtr<D>(w, r + 3, k);
-    for (int64_t i = 0; i < m; ++i) {
-      const float* xi = x + i * k;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
-             a3 = _mm256_setzero_ps();
-      __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(),
-             b3 = _mm256_setzero_ps();
-      int64_t j = 0;
-      for (; j + 16 <= k; j += 16) {
-        __m256 xa = _mm256_loadu_ps(xi + j), xb = _mm256_loadu_ps(xi + j + 8);
-        a0 = _mm256_fmadd_ps(Load8<D>(w0, j), xa, a0);
-        a1 = _mm256_fmadd_ps(Load8<D>(w1, j), xa, a1);
-        a2 = _mm256_fmadd_ps(Load8<D>(w2, j), xa, a2);
-        a3 = _mm256_fmadd_ps(Load8<D>(w3, j), xa, a3);
-        b0 = _mm256_fmadd_ps(Load8<D>(w0, j + 8), xb, b0);
-        b1 = _mm256_fmadd_ps(Load8<D>(w1, j + 8), xb, b1);
-        b2 = _mm256_fmadd_ps(Load8<D>(w2, j + 8), xb, b2);
-        b3 = _mm256_fmadd_ps(Load8<D>(w3, j + 8), xb, b3);
-      }
-      for (; j + 8 <= k; j += 8) {
-        __m256 xa = _mm256_loadu_ps(xi + j);
-        a0 = _mm256_fmadd_ps(Load8<D>(w0, j), xa, a0);
-        a1 = _mm256_fmadd_ps(Load8<D>(w1, j), xa, a1);
-        a2 = _mm256_fmadd_ps(Load8<D>(w2, j), xa, a2);
-        a3 = _mm256_fmadd_ps(Load8<D>(w3, j), xa, a3);
-      }
-      float s0 = simd::HorizontalSum(_mm256_add_ps(a0, b0));
-      float s1 = simd::HorizontalSum(_mm256_add_ps(a1, b1));
-      float s2 = simd::HorizontalSum(_mm256_add_ps(a2, b2));
-      float s3 = simd::HorizontalSum(_mm256_add_ps(a3, b3));
-      for (; j < k; ++j) {
-        float xv = xi[j];
-        s0 += Load1<D>(w0, j) * xv;
-        s1 += Load1<D>(w1, j) * xv;
-        s2 += Load1<D>(w2, j) * xv;
-        s3 += Load1<D>(w3, j) * xv;
-      }
-      float* yi = y + i * ldy + r;
-      if (bias) {
-        s0 += bias[r];
-        s1 += bias[r + 1];
-        s2 += bias[r + 2];
-        s3 += bias[r + 3];
-      }
-      yi[0] = s0;
-      yi[1] = s1;
-      yi[2] = s2;
-      yi[3] = s3;
-    }
-  }
-  for (; r < r1; ++r) {
+  constexpr int U = M == 1 ? 4 : 2;
+  for (int64_t r = r0; r < r1; ++r) {
     const void* wr = RowPtr<D>(w, r, k);
-    for (int64_t i = 0; i < m; ++i) {
-      const float* xi = x + i * k;
-      __m256 a = _mm256_setzero_ps();
-      int64_t j = 0;
-      for (; j + 8 <= k; j += 8) a = _mm256_fmadd_ps(Load8<D>(wr, j), _mm256_loadu_ps(xi + j), a);
-      float s = simd::HorizontalSum(a);
-      for (; j < k; ++j) s += Load1<D>(wr, j) * xi[j];
+    __m256 acc[M][U];
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) acc[i][u] = _mm256_setzero_ps();
+    }
+    int64_t j = 0;
+    for (; j + 8 * U <= k; j += 8 * U) {
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) {
+        const __m256 wv = Load8<D>(wr, j + 8 * u);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) {
+          acc[i][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j + 8 * u), acc[i][u]);
+        }
+      }
+    }
+    for (; j + 8 <= k; j += 8) {
+      const __m256 wv = Load8<D>(wr, j);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i)
+        acc[i][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * k + j), acc[i][0]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      __m256 sum = acc[i][0];
+#pragma GCC unroll 4
+      for (int u = 1; u < U; ++u) sum = _mm256_add_ps(sum, acc[i][u]);
+      float s = simd::HorizontalSum(sum);
+      for (int64_t t = j; t < k; ++t) s += Load1<D>(wr, t) * x[i * k + t];
       y[i * ldy + r] = s + (bias ? bias[r] : 0.f);
     }
+  }
+}
+
+template <DType D>
+void GemvRowsAnyM(const float* x, int64_t m, int64_t k, const void* w, const float* bias, float* y,
+                  int64_t ldy, int64_t r0, int64_t r1) {
+  static_assert(kGemvMaxRows == 4, "GemvRowsAnyM dispatches M = 1..4");
+  switch (m) {
+    case 1:
+      return GemvRows<D, 1>(x, k, w, bias, y, ldy, r0, r1);
+    case 2:
+      return GemvRows<D, 2>(x, k, w, bias, y, ldy, r0, r1);
+    case 3:
+      return GemvRows<D, 3>(x, k, w, bias, y, ldy, r0, r1);
+    default:
+      return GemvRows<D, 4>(x, k, w, bias, y, ldy, r0, r1);
   }
 }
 
@@ -116,11 +106,11 @@ void GemvDispatch(const float* x, int64_t m, int64_t k, const Tensor& w, const f
   const int64_t ldy = w.dim(0);
   switch (w.dtype()) {
     case DType::kF32:
-      return GemvRows<DType::kF32>(x, m, k, w.raw(), bias, y, ldy, r0, r1);
+      return GemvRowsAnyM<DType::kF32>(x, m, k, w.raw(), bias, y, ldy, r0, r1);
     case DType::kBF16:
-      return GemvRows<DType::kBF16>(x, m, k, w.raw(), bias, y, ldy, r0, r1);
+      return GemvRowsAnyM<DType::kBF16>(x, m, k, w.raw(), bias, y, ldy, r0, r1);
     case DType::kF16:
-      return GemvRows<DType::kF16>(x, m, k, w.raw(), bias, y, ldy, r0, r1);
+      return GemvRowsAnyM<DType::kF16>(x, m, k, w.raw(), bias, y, ldy, r0, r1);
     default:
       return;  // rejected by CheckWeight
   }
