@@ -49,7 +49,8 @@ absl::StatusOr<jinja::Value> PrepareMessages(const jinja::Value& messages) {
 // A special token in tokenizer_config.json: "text" or {"content": "text", ...}.
 std::optional<std::string> TokenText(const nlohmann::ordered_json& j) {
   if (j.is_string()) return j.get<std::string>();
-  if (j.is_object() && j.contains("content") && j["content"].is_string()) return j["content"].get<std::string>();
+  if (j.is_object() && j.contains("content") && j["content"].is_string())
+    return j["content"].get<std::string>();
   return std::nullopt;
 }
 
@@ -66,7 +67,8 @@ absl::StatusOr<ChatTemplate> ChatTemplate::Parse(const std::string& source) {
   return ct;
 }
 
-absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(const std::string& path, const std::string& name) {
+absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(const std::string& path,
+                                                               const std::string& name) {
   absl::StatusOr<std::string> text = ReadFileToString(path);
   if (!text.ok()) return text.status();
   nlohmann::ordered_json config;
@@ -75,11 +77,13 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(const std::string
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", e.what()));
   }
-  if (!config.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": expected a JSON object"));
+  if (!config.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": expected a JSON object"));
 
   std::string source;
   bool found = false;
-  std::filesystem::path jinja_file = std::filesystem::path(path).parent_path() / "chat_template.jinja";
+  std::filesystem::path jinja_file =
+      std::filesystem::path(path).parent_path() / "chat_template.jinja";
   std::error_code ec;
   if (name.empty() && std::filesystem::is_regular_file(jinja_file, ec)) {
     absl::StatusOr<std::string> t = ReadFileToString(jinja_file.string());
@@ -91,7 +95,8 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(const std::string
     const std::string want = name.empty() ? "default" : name;
     if (ct.is_string()) {
       if (!name.empty() && name != "default") {
-        return absl::NotFoundError(absl::StrCat(path, ": chat_template is a single template, no '", name, "'"));
+        return absl::NotFoundError(
+            absl::StrCat(path, ": chat_template is a single template, no '", name, "'"));
       }
       source = ct.get<std::string>();
       found = true;
@@ -100,8 +105,8 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(const std::string
       for (const auto& entry : ct) {
         if (!entry.is_object() || !entry.contains("name") || !entry.contains("template") ||
             !entry["name"].is_string() || !entry["template"].is_string()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(path, ": chat_template list entries must be {\"name\": str, \"template\": str}"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              path, ": chat_template list entries must be {\"name\": str, \"template\": str}"));
         }
         names += (names.empty() ? "" : ", ") + entry["name"].get<std::string>();
         if (entry["name"].get<std::string>() == want) {
@@ -110,23 +115,28 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(const std::string
         }
       }
       if (!found) {
-        return absl::NotFoundError(absl::StrCat(path, ": no chat template named '", want, "' (has: ", names, ")"));
+        return absl::NotFoundError(
+            absl::StrCat(path, ": no chat template named '", want, "' (has: ", names, ")"));
       }
     } else if (!ct.is_null()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": chat_template must be a string or a list"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": chat_template must be a string or a list"));
     }
   }
-  if (!found) return absl::NotFoundError(absl::StrCat(path, ": the tokenizer has no chat_template"));
+  if (!found)
+    return absl::NotFoundError(absl::StrCat(path, ": the tokenizer has no chat_template"));
 
   absl::StatusOr<ChatTemplate> ct = Parse(source);
-  if (!ct.ok()) return absl::Status(ct.status().code(), absl::StrCat(path, ": ", ct.status().message()));
+  if (!ct.ok())
+    return absl::Status(ct.status().code(), absl::StrCat(path, ": ", ct.status().message()));
   nlohmann::ordered_json tokens = nlohmann::ordered_json::object();
-  for (const char* key :
-       {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+  for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
+                          "cls_token", "mask_token"}) {
     if (!config.contains(key)) continue;
     if (std::optional<std::string> t = TokenText(config[key])) tokens[key] = *t;
   }
-  if (config.contains("additional_special_tokens") && config["additional_special_tokens"].is_array()) {
+  if (config.contains("additional_special_tokens") &&
+      config["additional_special_tokens"].is_array()) {
     nlohmann::ordered_json extra = nlohmann::ordered_json::array();
     for (const auto& t : config["additional_special_tokens"]) {
       if (std::optional<std::string> s = TokenText(t)) extra.push_back(*s);
@@ -137,7 +147,8 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(const std::string
   return ct;
 }
 
-absl::StatusOr<std::string> ChatTemplate::RenderValues(const jinja::Value& messages, bool add_generation_prompt,
+absl::StatusOr<std::string> ChatTemplate::RenderValues(const jinja::Value& messages,
+                                                       bool add_generation_prompt,
                                                        const jinja::Value& extra_context) const {
   absl::StatusOr<jinja::Value> prepared = PrepareMessages(messages);
   if (!prepared.ok()) return prepared.status();
@@ -154,18 +165,21 @@ absl::StatusOr<std::string> ChatTemplate::RenderValues(const jinja::Value& messa
   context.Set("add_generation_prompt", jinja::Value::Bool(add_generation_prompt));
   absl::StatusOr<std::string> out = template_.Render(context, options_);
   if (!out.ok()) {
-    return absl::Status(out.status().code(), absl::StrCat("chat template: ", out.status().message()));
+    return absl::Status(out.status().code(),
+                        absl::StrCat("chat template: ", out.status().message()));
   }
   return out;
 }
 
-absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
-                                                 const nlohmann::ordered_json& extra_context) const {
+absl::StatusOr<std::string> ChatTemplate::Render(
+    const nlohmann::ordered_json& messages, bool add_generation_prompt,
+    const nlohmann::ordered_json& extra_context) const {
   return RenderValues(jinja::Value::FromJson(messages), add_generation_prompt,
                       jinja::Value::FromJson(extra_context));
 }
 
-absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::json& messages, bool add_generation_prompt,
+absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::json& messages,
+                                                 bool add_generation_prompt,
                                                  const nlohmann::json& extra_context) const {
   return RenderValues(jinja::Value::FromJson(messages), add_generation_prompt,
                       jinja::Value::FromJson(extra_context));

@@ -19,7 +19,9 @@ namespace retort::jinja {
 
 namespace {
 
-constexpr int kMaxEvalDepth = 3000;
+// Bound on nested Exec/Eval calls (blocks + expression height + macro
+// recursion), keeping the C++ stack well under 1 MB even in debug builds.
+constexpr int kMaxEvalDepth = 600;
 constexpr int64_t kMaxRange = 10'000'000;
 
 absl::Status Error(const std::string& msg) { return absl::InvalidArgumentError(msg); }
@@ -37,9 +39,9 @@ std::string UndefinedMessage(const Value& v) {
 // ---- Python string helpers ----
 
 bool IsPyWhitespace(char32_t c) {
-  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f ||
-         c == 0x3000;
+  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 ||
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f ||
+         c == 0x205f || c == 0x3000;
 }
 
 // Simple (one-to-one) Unicode case mapping for the scripts chat text meets
@@ -91,7 +93,9 @@ char32_t ToLower(char32_t c) {
 }
 
 bool IsCased(char32_t c) { return ToUpper(c) != c || ToLower(c) != c || c == 0xdf; }
-bool IsAlpha(char32_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= 0xc0 && c != 0xd7 && c != 0xf7); }
+bool IsAlpha(char32_t c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= 0xc0 && c != 0xd7 && c != 0xf7);
+}
 bool IsDigit(char32_t c) { return c >= '0' && c <= '9'; }
 
 std::string Upper(const std::string& s) {
@@ -127,7 +131,9 @@ std::string Strip(const std::string& s, const std::string* chars, bool left, boo
   std::u32string cps = DecodeUtf8(s);
   std::u32string set;
   if (chars) set = DecodeUtf8(*chars);
-  auto strip_me = [&](char32_t c) { return chars ? set.find(c) != std::u32string::npos : IsPyWhitespace(c); };
+  auto strip_me = [&](char32_t c) {
+    return chars ? set.find(c) != std::u32string::npos : IsPyWhitespace(c);
+  };
   size_t b = 0, e = cps.size();
   if (left) {
     while (b < e && strip_me(cps[b])) ++b;
@@ -188,7 +194,8 @@ std::vector<std::string> RSplitSep(const std::string& s, const std::string& sep,
   return out;
 }
 
-std::string Replace(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
+std::string Replace(const std::string& s, const std::string& from, const std::string& to,
+                    int64_t count) {
   if (from.empty()) {
     std::u32string cps = DecodeUtf8(s);
     std::string out;
@@ -252,14 +259,16 @@ const Value* Arg(const CallArgs& args, size_t index, const char* name) {
   return nullptr;
 }
 
-absl::StatusOr<std::string> StringArg(const CallArgs& args, size_t index, const char* name, const char* fn,
+absl::StatusOr<std::string> StringArg(const CallArgs& args, size_t index, const char* name,
+                                      const char* fn,
                                       std::optional<std::string> def = std::nullopt) {
   const Value* v = Arg(args, index, name);
   if (v == nullptr || v->is_undefined()) {
     if (def) return *def;
     return Error(absl::StrCat(fn, "() missing argument '", name, "'"));
   }
-  if (!v->is_string()) return Error(absl::StrCat(fn, "() argument '", name, "' must be str, not ", v->TypeName()));
+  if (!v->is_string())
+    return Error(absl::StrCat(fn, "() argument '", name, "' must be str, not ", v->TypeName()));
   return v->as_string();
 }
 
@@ -328,11 +337,12 @@ absl::StatusOr<Value> GetAttr(const Value& obj, const std::string& name) {
     case Value::Type::kNamespace: {
       const Value* v = obj.as_dict().Find(name);
       if (v) return *v;
-      return Value::Undefined(absl::StrCat("'", obj.is_dict() ? "dict" : "Namespace", " object' has no attribute '",
-                                           name, "'"));
+      return Value::Undefined(absl::StrCat("'", obj.is_dict() ? "dict" : "Namespace",
+                                           " object' has no attribute '", name, "'"));
     }
     default:
-      return Value::Undefined(absl::StrCat("'", obj.TypeName(), " object' has no attribute '", name, "'"));
+      return Value::Undefined(
+          absl::StrCat("'", obj.TypeName(), " object' has no attribute '", name, "'"));
   }
 }
 
@@ -348,7 +358,8 @@ absl::StatusOr<Value> GetItem(const Value& obj, const Value& key) {
     case Value::Type::kString: {
       if (!key.is_int() && !key.is_bool()) {
         if (key.is_string()) return GetAttr(obj, key.as_string());
-        return Value::Undefined(absl::StrCat("'", obj.TypeName(), " object' has no element ", key.Repr()));
+        return Value::Undefined(
+            absl::StrCat("'", obj.TypeName(), " object' has no element ", key.Repr()));
       }
       int64_t i = key.as_int();
       if (obj.is_list()) {
@@ -363,13 +374,15 @@ absl::StatusOr<Value> GetItem(const Value& obj, const Value& key) {
       std::u32string cps = DecodeUtf8(obj.as_string());
       int64_t n = static_cast<int64_t>(cps.size());
       if (i < 0) i += n;
-      if (i < 0 || i >= n) return Value::Undefined(absl::StrCat("'str object' has no element ", key.as_int()));
+      if (i < 0 || i >= n)
+        return Value::Undefined(absl::StrCat("'str object' has no element ", key.as_int()));
       std::string s;
       AppendUtf8(cps[static_cast<size_t>(i)], &s);
       return Value::String(std::move(s));
     }
     default:
-      return Value::Undefined(absl::StrCat("'", obj.TypeName(), " object' has no attribute ", key.Repr()));
+      return Value::Undefined(
+          absl::StrCat("'", obj.TypeName(), " object' has no attribute ", key.Repr()));
   }
 }
 
@@ -378,7 +391,8 @@ absl::StatusOr<Value> GetItem(const Value& obj, const Value& key) {
 absl::StatusOr<Value> AttrPath(const Value& v, const std::string& path) {
   Value cur = v;
   for (const std::string& part : SplitSep(path, ".", -1)) {
-    bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+    bool numeric = !part.empty() && std::all_of(part.begin(), part.end(),
+                                                [](char c) { return c >= '0' && c <= '9'; });
     absl::StatusOr<Value> next =
         numeric ? GetItem(cur, Value::Int(std::stoll(part))) : GetItem(cur, Value::String(part));
     if (!next.ok()) return next.status();
@@ -402,8 +416,10 @@ absl::StatusOr<bool> Less(const Value& a, const Value& b) {
     }
     return x.size() < y.size();
   }
-  if (a.is_undefined() || b.is_undefined()) return Error(UndefinedMessage(a.is_undefined() ? a : b));
-  return Error(absl::StrCat("'<' not supported between instances of '", a.TypeName(), "' and '", b.TypeName(), "'"));
+  if (a.is_undefined() || b.is_undefined())
+    return Error(UndefinedMessage(a.is_undefined() ? a : b));
+  return Error(absl::StrCat("'<' not supported between instances of '", a.TypeName(), "' and '",
+                            b.TypeName(), "'"));
 }
 
 absl::StatusOr<bool> Contains(const Value& container, const Value& item) {
@@ -412,7 +428,8 @@ absl::StatusOr<bool> Contains(const Value& container, const Value& item) {
       return false;
     case Value::Type::kString:
       if (!item.is_string()) {
-        return Error(absl::StrCat("'in <string>' requires string as left operand, not ", item.TypeName()));
+        return Error(
+            absl::StrCat("'in <string>' requires string as left operand, not ", item.TypeName()));
       }
       return container.as_string().find(item.as_string()) != std::string::npos;
     case Value::Type::kList:
@@ -428,7 +445,8 @@ absl::StatusOr<bool> Contains(const Value& container, const Value& item) {
   }
 }
 
-absl::StatusOr<Value> Slice(const Value& obj, const Value& start_v, const Value& stop_v, const Value& step_v) {
+absl::StatusOr<Value> Slice(const Value& obj, const Value& start_v, const Value& stop_v,
+                            const Value& step_v) {
   if (obj.is_undefined()) return Error(UndefinedMessage(obj));
   auto to_opt = [](const Value& v, std::optional<int64_t>* out) -> absl::Status {
     if (v.is_undefined() || v.is_none()) return absl::OkStatus();
@@ -533,20 +551,23 @@ absl::StatusOr<Value> BinaryOp(const std::string& op, const Value& a, const Valu
       return IntResult(overflow, r);
     }
     if (nums) return Value::Float(a.as_double() * b.as_double());
-    const Value* seq = (a.is_string() || a.is_list()) ? &a : ((b.is_string() || b.is_list()) ? &b : nullptr);
+    const Value* seq =
+        (a.is_string() || a.is_list()) ? &a : ((b.is_string() || b.is_list()) ? &b : nullptr);
     const Value* count = seq == &a ? &b : &a;
     if (seq && (count->is_int() || count->is_bool())) {
       int64_t times = std::max<int64_t>(0, count->as_int());
       int64_t unit = seq->is_string() ? static_cast<int64_t>(seq->as_string().size())
                                       : static_cast<int64_t>(seq->as_list().size());
-      if (unit > 0 && times > (int64_t{1} << 28) / unit) return Error("repetition result too large");
+      if (unit > 0 && times > (int64_t{1} << 28) / unit)
+        return Error("repetition result too large");
       if (seq->is_string()) {
         std::string out;
         for (int64_t i = 0; i < times; ++i) out += seq->as_string();
         return Value::String(std::move(out));
       }
       ValueList out;
-      for (int64_t i = 0; i < times; ++i) out.insert(out.end(), seq->as_list().begin(), seq->as_list().end());
+      for (int64_t i = 0; i < times; ++i)
+        out.insert(out.end(), seq->as_list().begin(), seq->as_list().end());
       return Value::List(std::move(out), seq->is_tuple());
     }
   } else if (op == "/") {
@@ -591,8 +612,8 @@ absl::StatusOr<Value> BinaryOp(const std::string& op, const Value& a, const Valu
     }
     if (nums) return Value::Float(std::pow(a.as_double(), b.as_double()));
   }
-  return Error(absl::StrCat("unsupported operand type(s) for ", op, ": '", a.TypeName(), "' and '", b.TypeName(),
-                            "'"));
+  return Error(absl::StrCat("unsupported operand type(s) for ", op, ": '", a.TypeName(), "' and '",
+                            b.TypeName(), "'"));
 }
 
 // Python's "fmt % args" for the conversions templates use (%s %r %d %i %f %%).
@@ -607,7 +628,8 @@ absl::StatusOr<Value> PercentFormat(const std::string& fmt, const Value& args_va
     }
     if (++i >= fmt.size()) return Error("incomplete format");
     std::string spec;
-    while (i < fmt.size() && std::string("0123456789.-+ #").find(fmt[i]) != std::string::npos) spec += fmt[i++];
+    while (i < fmt.size() && std::string("0123456789.-+ #").find(fmt[i]) != std::string::npos)
+      spec += fmt[i++];
     if (i >= fmt.size()) return Error("incomplete format");
     char conv = fmt[i];
     if (conv == '%') {
@@ -626,9 +648,11 @@ absl::StatusOr<Value> PercentFormat(const std::string& fmt, const Value& args_va
         break;
       case 'd':
       case 'i':
-        if (!v.is_number()) return Error(absl::StrCat("%d format: a real number is required, not ", v.TypeName()));
+        if (!v.is_number())
+          return Error(absl::StrCat("%d format: a real number is required, not ", v.TypeName()));
         std::snprintf(buf, sizeof(buf), ("%" + spec + "lld").c_str(),
-                      static_cast<long long>(v.is_float() ? static_cast<int64_t>(v.as_double()) : v.as_int()));
+                      static_cast<long long>(v.is_float() ? static_cast<int64_t>(v.as_double())
+                                                          : v.as_int()));
         out += buf;
         break;
       case 'f':
@@ -642,7 +666,8 @@ absl::StatusOr<Value> PercentFormat(const std::string& fmt, const Value& args_va
         return Error(absl::StrCat("unsupported format character '", std::string(1, conv), "'"));
     }
   }
-  if (next < args.size() && args_value.is_tuple()) return Error("not all arguments converted during string formatting");
+  if (next < args.size() && args_value.is_tuple())
+    return Error("not all arguments converted during string formatting");
   return Value::String(std::move(out));
 }
 
@@ -713,7 +738,8 @@ class Interpreter {
 
   absl::StatusOr<Value> CallValue(const Value& fn, const CallArgs& args, int line) {
     if (fn.is_undefined()) return AtLine(Error(UndefinedMessage(fn)), line);
-    if (!fn.is_callable()) return AtLine(Error(absl::StrCat("'", fn.TypeName(), "' object is not callable")), line);
+    if (!fn.is_callable())
+      return AtLine(Error(absl::StrCat("'", fn.TypeName(), "' object is not callable")), line);
     if (absl::Status s = Tick(); !s.ok()) return s;
     absl::StatusOr<Value> r = fn.as_callable().fn(*this, args);
     if (!r.ok()) return AtLine(r.status(), line);
@@ -733,8 +759,8 @@ class Interpreter {
     int* depth_;
   };
 
-  static Value MakeFunction(std::string name,
-                            std::function<absl::StatusOr<Value>(Interpreter&, const CallArgs&)> fn) {
+  static Value MakeFunction(
+      std::string name, std::function<absl::StatusOr<Value>(Interpreter&, const CallArgs&)> fn) {
     auto c = std::make_shared<Callable>();
     c->name = std::move(name);
     c->fn = std::move(fn);
@@ -743,71 +769,79 @@ class Interpreter {
 
   static Frame Globals() {
     Frame g;
-    g["range"] = MakeFunction("range", [](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
-      std::vector<int64_t> nums;
-      for (const Value& v : args.positional) {
-        if (!v.is_int() && !v.is_bool()) return Error(absl::StrCat("range() integer expected, got ", v.TypeName()));
-        nums.push_back(v.as_int());
-      }
-      if (nums.empty() || nums.size() > 3) return Error("range expected 1 to 3 arguments");
-      int64_t start = nums.size() == 1 ? 0 : nums[0];
-      int64_t stop = nums.size() == 1 ? nums[0] : nums[1];
-      int64_t step = nums.size() == 3 ? nums[2] : 1;
-      if (step == 0) return Error("range() arg 3 must not be zero");
-      ValueList out;
-      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-        if (static_cast<int64_t>(out.size()) >= kMaxRange) return Error("range too large");
-        out.push_back(Value::Int(i));
-      }
-      return Value::List(std::move(out));
-    });
-    g["namespace"] = MakeFunction("namespace", [](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
-      ValueDict d;
-      for (const Value& v : args.positional) {
-        if (!v.is_dict()) return Error("namespace() positional argument must be a dict");
-        for (const auto& [k, x] : v.as_dict().entries) d.Set(k, x);
-      }
-      for (const auto& [k, v] : args.keyword) d.Set(k, v);
-      for (const auto& [k, v] : d.entries) {
-        if (!k.empty() && k[0] == '_') {
-          return Error(absl::StrCat("chat templates cannot store underscore-prefixed attributes on a namespace, got '",
-                                    k, "'"));
-        }
-      }
-      return Value::Namespace(std::move(d));
-    });
-    g["dict"] = MakeFunction("dict", [](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
-      ValueDict d;
-      for (const Value& v : args.positional) {
-        if (!v.is_dict()) return Error("dict() positional argument must be a dict");
-        for (const auto& [k, x] : v.as_dict().entries) d.Set(k, x);
-      }
-      for (const auto& [k, v] : args.keyword) d.Set(k, v);
-      return Value::Dict(std::move(d));
-    });
-    g["raise_exception"] = MakeFunction("raise_exception", [](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
-      std::string msg = args.positional.empty() ? std::string() : args.positional[0].Str();
-      return Error(absl::StrCat("raise_exception: ", msg));
-    });
-    g["strftime_now"] = MakeFunction("strftime_now", [](Interpreter& in, const CallArgs& args) -> absl::StatusOr<Value> {
-      absl::StatusOr<std::string> fmt = StringArg(args, 0, "format", "strftime_now");
-      if (!fmt.ok()) return fmt.status();
-      std::tm tm{};
-      if (in.options().fixed_now) {
-        tm = *in.options().fixed_now;
-      } else {
-        std::time_t t = std::time(nullptr);
-        localtime_r(&t, &tm);
-      }
-      if (fmt->empty()) return Value::String("");
-      std::string buf(256, '\0');
-      for (int attempt = 0; attempt < 6; ++attempt) {
-        size_t n = std::strftime(buf.data(), buf.size(), fmt->c_str(), &tm);
-        if (n > 0) return Value::String(buf.substr(0, n));
-        buf.resize(buf.size() * 4);
-      }
-      return Value::String("");
-    });
+    g["range"] =
+        MakeFunction("range", [](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
+          std::vector<int64_t> nums;
+          for (const Value& v : args.positional) {
+            if (!v.is_int() && !v.is_bool())
+              return Error(absl::StrCat("range() integer expected, got ", v.TypeName()));
+            nums.push_back(v.as_int());
+          }
+          if (nums.empty() || nums.size() > 3) return Error("range expected 1 to 3 arguments");
+          int64_t start = nums.size() == 1 ? 0 : nums[0];
+          int64_t stop = nums.size() == 1 ? nums[0] : nums[1];
+          int64_t step = nums.size() == 3 ? nums[2] : 1;
+          if (step == 0) return Error("range() arg 3 must not be zero");
+          ValueList out;
+          for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+            if (static_cast<int64_t>(out.size()) >= kMaxRange) return Error("range too large");
+            out.push_back(Value::Int(i));
+          }
+          return Value::List(std::move(out));
+        });
+    g["namespace"] =
+        MakeFunction("namespace", [](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
+          ValueDict d;
+          for (const Value& v : args.positional) {
+            if (!v.is_dict()) return Error("namespace() positional argument must be a dict");
+            for (const auto& [k, x] : v.as_dict().entries) d.Set(k, x);
+          }
+          for (const auto& [k, v] : args.keyword) d.Set(k, v);
+          for (const auto& [k, v] : d.entries) {
+            if (!k.empty() && k[0] == '_') {
+              return Error(
+                  absl::StrCat("chat templates cannot store underscore-prefixed attributes on a "
+                               "namespace, got '",
+                               k, "'"));
+            }
+          }
+          return Value::Namespace(std::move(d));
+        });
+    g["dict"] =
+        MakeFunction("dict", [](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
+          ValueDict d;
+          for (const Value& v : args.positional) {
+            if (!v.is_dict()) return Error("dict() positional argument must be a dict");
+            for (const auto& [k, x] : v.as_dict().entries) d.Set(k, x);
+          }
+          for (const auto& [k, v] : args.keyword) d.Set(k, v);
+          return Value::Dict(std::move(d));
+        });
+    g["raise_exception"] = MakeFunction(
+        "raise_exception", [](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
+          std::string msg = args.positional.empty() ? std::string() : args.positional[0].Str();
+          return Error(absl::StrCat("raise_exception: ", msg));
+        });
+    g["strftime_now"] = MakeFunction(
+        "strftime_now", [](Interpreter& in, const CallArgs& args) -> absl::StatusOr<Value> {
+          absl::StatusOr<std::string> fmt = StringArg(args, 0, "format", "strftime_now");
+          if (!fmt.ok()) return fmt.status();
+          std::tm tm{};
+          if (in.options().fixed_now) {
+            tm = *in.options().fixed_now;
+          } else {
+            std::time_t t = std::time(nullptr);
+            localtime_r(&t, &tm);
+          }
+          if (fmt->empty()) return Value::String("");
+          std::string buf(256, '\0');
+          for (int attempt = 0; attempt < 6; ++attempt) {
+            size_t n = std::strftime(buf.data(), buf.size(), fmt->c_str(), &tm);
+            if (n > 0) return Value::String(buf.substr(0, n));
+            buf.resize(buf.size() * 4);
+          }
+          return Value::String("");
+        });
     return g;
   }
 
@@ -842,10 +876,12 @@ class Interpreter {
       return absl::OkStatus();
     }
     absl::StatusOr<ValueList> items = Iterate(v);
-    if (!items.ok()) return AtLine(Error(absl::StrCat("cannot unpack non-iterable ", v.TypeName())), line);
+    if (!items.ok())
+      return AtLine(Error(absl::StrCat("cannot unpack non-iterable ", v.TypeName())), line);
     if (items->size() != targets.size()) {
       return AtLine(Error(absl::StrCat(items->size() < targets.size() ? "not enough" : "too many",
-                                       " values to unpack (expected ", targets.size(), ", got ", items->size(), ")")),
+                                       " values to unpack (expected ", targets.size(), ", got ",
+                                       items->size(), ")")),
                     line);
     }
     for (size_t i = 0; i < targets.size(); ++i) SetVar(targets[i], (*items)[i]);
@@ -903,11 +939,14 @@ class Interpreter {
         if (!node.attr.empty()) {
           Value ns = Lookup(node.targets[0]);
           if (!ns.is_namespace()) {
-            return AtLine(Error(absl::StrCat("cannot assign attribute on non-namespace object '", node.targets[0], "'")),
+            return AtLine(Error(absl::StrCat("cannot assign attribute on non-namespace object '",
+                                             node.targets[0], "'")),
                           node.line);
           }
           if (node.attr[0] == '_') {
-            return AtLine(Error("chat templates cannot store underscore-prefixed attributes on a namespace"), node.line);
+            return AtLine(
+                Error("chat templates cannot store underscore-prefixed attributes on a namespace"),
+                node.line);
           }
           ns.mutable_namespace().Set(node.attr, *std::move(v));
           return absl::OkStatus();
@@ -1020,10 +1059,12 @@ class Interpreter {
                                                 : Value::Undefined("there is no previous item"));
     loop.entries.emplace_back("nextitem", i + 1 < n ? items[static_cast<size_t>(i + 1)]
                                                     : Value::Undefined("there is no next item"));
-    loop.entries.emplace_back("cycle", MakeFunction("cycle", [i](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
-      if (args.positional.empty()) return Error("no items for cycling given");
-      return args.positional[static_cast<size_t>(i) % args.positional.size()];
-    }));
+    loop.entries.emplace_back(
+        "cycle",
+        MakeFunction("cycle", [i](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
+          if (args.positional.empty()) return Error("no items for cycling given");
+          return args.positional[static_cast<size_t>(i) % args.positional.size()];
+        }));
     return Value::Dict(std::move(loop));
   }
 
@@ -1032,7 +1073,8 @@ class Interpreter {
       return Error(absl::StrCat("macro calls nested deeper than ", options_.max_call_depth));
     }
     if (args.positional.size() > macro.params.size()) {
-      return Error(absl::StrCat("macro '", macro.name, "' takes not more than ", macro.params.size(), " argument(s)"));
+      return Error(absl::StrCat("macro '", macro.name, "' takes not more than ",
+                                macro.params.size(), " argument(s)"));
     }
     auto frame = std::make_shared<Frame>();
     std::vector<std::shared_ptr<Frame>> saved = frames_;
@@ -1190,8 +1232,10 @@ class Interpreter {
         absl::StatusOr<Value> v = Eval(*e.args[0]);
         if (!v.ok()) return v;
         if (v->is_undefined()) return Error(UndefinedMessage(*v));
-        if (!v->is_number()) return Error(absl::StrCat("bad operand type for unary ", e.kind == ExprKind::kNeg ? "-" : "+",
-                                                      ": '", v->TypeName(), "'"));
+        if (!v->is_number())
+          return Error(absl::StrCat("bad operand type for unary ",
+                                    e.kind == ExprKind::kNeg ? "-" : "+", ": '", v->TypeName(),
+                                    "'"));
         if (e.kind == ExprKind::kPos) return v->is_bool() ? Value::Int(v->as_int()) : *v;
         if (v->is_float()) return Value::Float(-v->as_double());
         if (v->as_int() == INT64_MIN) return Error("integer overflow");
@@ -1235,7 +1279,8 @@ class Interpreter {
         if (!c.ok()) return c;
         if (c->Truthy()) return Eval(*e.args[0]);
         if (e.args[2]) return Eval(*e.args[2]);
-        return Value::Undefined("the inline if-expression evaluated to false and no else section was defined");
+        return Value::Undefined(
+            "the inline if-expression evaluated to false and no else section was defined");
       }
     }
     return Error("unknown expression");
@@ -1255,7 +1300,8 @@ class Interpreter {
       absl::StatusOr<Value> fn = GetAttr(*obj, callee.name);
       if (!fn.ok()) return fn;
       if (!fn->is_callable()) {
-        return Error(absl::StrCat("'", obj->TypeName(), " object' has no attribute '", callee.name, "'"));
+        return Error(
+            absl::StrCat("'", obj->TypeName(), " object' has no attribute '", callee.name, "'"));
       }
       return CallValue(*fn, *args, e.line);
     }
@@ -1265,7 +1311,8 @@ class Interpreter {
   }
 
   // Python methods of str / dict / list. nullopt: no such method.
-  std::optional<absl::StatusOr<Value>> CallMethod(const Value& obj, const std::string& name, const CallArgs& args) {
+  std::optional<absl::StatusOr<Value>> CallMethod(const Value& obj, const std::string& name,
+                                                  const CallArgs& args) {
     if (obj.is_string()) return StringMethod(obj.as_string(), name, args);
     if (obj.is_dict()) {
       const ValueDict& d = obj.as_dict();
@@ -1299,7 +1346,8 @@ class Interpreter {
     if (obj.is_list()) {
       if (name == "count" || name == "index") {
         const Value* x = Arg(args, 0, "value");
-        if (!x) return absl::StatusOr<Value>(Error(absl::StrCat(name, "() takes exactly one argument")));
+        if (!x)
+          return absl::StatusOr<Value>(Error(absl::StrCat(name, "() takes exactly one argument")));
         int64_t count = 0;
         const ValueList& items = obj.as_list();
         for (size_t i = 0; i < items.size(); ++i) {
@@ -1307,13 +1355,14 @@ class Interpreter {
           if (name == "index") return Value::Int(static_cast<int64_t>(i));
           ++count;
         }
-        if (name == "index") return absl::StatusOr<Value>(Error(absl::StrCat(x->Repr(), " is not in list")));
+        if (name == "index")
+          return absl::StatusOr<Value>(Error(absl::StrCat(x->Repr(), " is not in list")));
         return Value::Int(count);
       }
-      if (name == "append" || name == "extend" || name == "pop" || name == "insert" || name == "remove" ||
-          name == "clear" || name == "sort" || name == "reverse") {
-        return absl::StatusOr<Value>(Error(absl::StrCat("access to list method '", name,
-                                                        "' is unsafe in the sandbox (lists are immutable)")));
+      if (name == "append" || name == "extend" || name == "pop" || name == "insert" ||
+          name == "remove" || name == "clear" || name == "sort" || name == "reverse") {
+        return absl::StatusOr<Value>(Error(absl::StrCat(
+            "access to list method '", name, "' is unsafe in the sandbox (lists are immutable)")));
       }
     }
     return std::nullopt;
@@ -1366,14 +1415,16 @@ class Interpreter {
     }
     if (name == "startswith" || name == "endswith") {
       const Value* a = Arg(args, 0, "prefix");
-      if (!a) return absl::StatusOr<Value>(Error(absl::StrCat(name, "() takes at least 1 argument")));
+      if (!a)
+        return absl::StatusOr<Value>(Error(absl::StrCat(name, "() takes at least 1 argument")));
       ValueList options = a->is_tuple() ? a->as_list() : ValueList{*a};
       for (const Value& o : options) {
         if (!o.is_string()) {
-          return absl::StatusOr<Value>(Error(absl::StrCat(name, " first arg must be str or a tuple of str, not ",
-                                                          o.TypeName())));
+          return absl::StatusOr<Value>(Error(
+              absl::StrCat(name, " first arg must be str or a tuple of str, not ", o.TypeName())));
         }
-        bool hit = name == "startswith" ? absl::StartsWith(s, o.as_string()) : absl::EndsWith(s, o.as_string());
+        bool hit = name == "startswith" ? absl::StartsWith(s, o.as_string())
+                                        : absl::EndsWith(s, o.as_string());
         if (hit) return Value::Bool(true);
       }
       return Value::Bool(false);
@@ -1391,18 +1442,21 @@ class Interpreter {
       if (!count.ok()) return absl::StatusOr<Value>(count.status());
       return Value::String(Replace(s, *from, *to, *count));
     }
-    if (name == "find" || name == "rfind" || name == "count" || name == "index" || name == "rindex") {
+    if (name == "find" || name == "rfind" || name == "count" || name == "index" ||
+        name == "rindex") {
       absl::StatusOr<std::string> sub = StringArg(args, 0, "sub", name.c_str());
       if (!sub.ok()) return absl::StatusOr<Value>(sub.status());
       if (name == "count") {
         if (sub->empty()) return Value::Int(CodepointLength(s) + 1);
         int64_t c = 0;
-        for (size_t p = s.find(*sub); p != std::string::npos; p = s.find(*sub, p + sub->size())) ++c;
+        for (size_t p = s.find(*sub); p != std::string::npos; p = s.find(*sub, p + sub->size()))
+          ++c;
         return Value::Int(c);
       }
       size_t p = (name == "find" || name == "index") ? s.find(*sub) : s.rfind(*sub);
       if (p == std::string::npos) {
-        if (name == "index" || name == "rindex") return absl::StatusOr<Value>(Error("substring not found"));
+        if (name == "index" || name == "rindex")
+          return absl::StatusOr<Value>(Error("substring not found"));
         return Value::Int(-1);
       }
       return Value::Int(CodepointLength(s.substr(0, p)));
@@ -1415,8 +1469,8 @@ class Interpreter {
       std::string out;
       for (size_t i = 0; i < items->size(); ++i) {
         if (!(*items)[i].is_string()) {
-          return absl::StatusOr<Value>(Error(absl::StrCat("sequence item ", i, ": expected str instance, ",
-                                                          (*items)[i].TypeName(), " found")));
+          return absl::StatusOr<Value>(Error(absl::StrCat(
+              "sequence item ", i, ": expected str instance, ", (*items)[i].TypeName(), " found")));
         }
         if (i > 0) out += s;
         out += (*items)[i].as_string();
@@ -1426,14 +1480,15 @@ class Interpreter {
     if (name == "removeprefix" || name == "removesuffix") {
       absl::StatusOr<std::string> a = StringArg(args, 0, "affix", name.c_str());
       if (!a.ok()) return absl::StatusOr<Value>(a.status());
-      if (name == "removeprefix" && absl::StartsWith(s, *a)) return Value::String(s.substr(a->size()));
+      if (name == "removeprefix" && absl::StartsWith(s, *a))
+        return Value::String(s.substr(a->size()));
       if (name == "removesuffix" && !a->empty() && absl::EndsWith(s, *a)) {
         return Value::String(s.substr(0, s.size() - a->size()));
       }
       return Value::String(s);
     }
-    if (name == "isdigit" || name == "isnumeric" || name == "isdecimal" || name == "isalpha" || name == "isalnum" ||
-        name == "isspace" || name == "isupper" || name == "islower") {
+    if (name == "isdigit" || name == "isnumeric" || name == "isdecimal" || name == "isalpha" ||
+        name == "isalnum" || name == "isspace" || name == "isupper" || name == "islower") {
       std::u32string cps = DecodeUtf8(s);
       if (cps.empty()) return Value::Bool(false);
       bool any_cased = false;
@@ -1488,7 +1543,8 @@ class Interpreter {
       return name == "lower" ? Lower(s) == s : Upper(s) == s;
     }
     if (name == "odd" || name == "even") {
-      if (!v.is_int() && !v.is_bool()) return Error(absl::StrCat("test '", name, "' expects an integer"));
+      if (!v.is_int() && !v.is_bool())
+        return Error(absl::StrCat("test '", name, "' expects an integer"));
       bool odd = (v.as_int() % 2) != 0;
       return name == "odd" ? odd : !odd;
     }
@@ -1502,13 +1558,15 @@ class Interpreter {
     if (name == "escaped") return false;
     if (name == "sameas") {
       if (absl::Status s = need_arg(); !s.ok()) return s;
-      if (v.is_none() || v.is_bool() || v.is_undefined()) return v.type() == a0->type() && v.Equals(*a0);
+      if (v.is_none() || v.is_bool() || v.is_undefined())
+        return v.type() == a0->type() && v.Equals(*a0);
       return v.Equals(*a0) && v.type() == a0->type() && (v.is_int() || v.is_string());
     }
     static const std::unordered_map<std::string, std::string> kCompare = {
-        {"eq", "=="}, {"equalto", "=="}, {"==", "=="}, {"ne", "!="}, {"!=", "!="}, {"lt", "<"},
-        {"lessthan", "<"}, {"<", "<"}, {"le", "<="}, {"<=", "<="}, {"gt", ">"}, {"greaterthan", ">"},
-        {">", ">"}, {"ge", ">="}, {">=", ">="}, {"in", "in"}};
+        {"eq", "=="}, {"equalto", "=="}, {"==", "=="},      {"ne", "!="},
+        {"!=", "!="}, {"lt", "<"},       {"lessthan", "<"}, {"<", "<"},
+        {"le", "<="}, {"<=", "<="},      {"gt", ">"},       {"greaterthan", ">"},
+        {">", ">"},   {"ge", ">="},      {">=", ">="},      {"in", "in"}};
     auto it = kCompare.find(name);
     if (it != kCompare.end()) {
       if (absl::Status s = need_arg(); !s.ok()) return s;
@@ -1519,7 +1577,8 @@ class Interpreter {
 
   // ---- filters ----
 
-  absl::StatusOr<ValueList> SelectOrReject(const Value& input, const CallArgs& args, bool by_attr, bool select) {
+  absl::StatusOr<ValueList> SelectOrReject(const Value& input, const CallArgs& args, bool by_attr,
+                                           bool select) {
     absl::StatusOr<ValueList> items = Iterate(input);
     if (!items.ok()) return items.status();
     size_t next = 0;
@@ -1536,7 +1595,8 @@ class Interpreter {
     if (next < args.positional.size()) {
       if (!args.positional[next].is_string()) return Error("test name must be a string");
       test = args.positional[next].as_string();
-      test_args.positional.assign(args.positional.begin() + static_cast<long>(next) + 1, args.positional.end());
+      test_args.positional.assign(args.positional.begin() + static_cast<long>(next) + 1,
+                                  args.positional.end());
     }
     ValueList out;
     for (const Value& item : *items) {
@@ -1559,7 +1619,8 @@ class Interpreter {
     return out;
   }
 
-  absl::StatusOr<Value> SortKey(const Value& item, const std::string& attribute, bool case_sensitive) {
+  absl::StatusOr<Value> SortKey(const Value& item, const std::string& attribute,
+                                bool case_sensitive) {
     Value key = item;
     if (!attribute.empty()) {
       absl::StatusOr<Value> a = AttrPath(item, attribute);
@@ -1624,21 +1685,23 @@ class Interpreter {
       std::optional<std::string> item_sep;
       std::string key_sep = ": ";
       if (separators && !separators->is_none() && !separators->is_undefined()) {
-        if (!separators->is_list() || separators->as_list().size() != 2 || !separators->as_list()[0].is_string() ||
-            !separators->as_list()[1].is_string()) {
+        if (!separators->is_list() || separators->as_list().size() != 2 ||
+            !separators->as_list()[0].is_string() || !separators->as_list()[1].is_string()) {
           return Error("tojson separators must be a pair of strings");
         }
         item_sep = separators->as_list()[0].as_string();
         key_sep = separators->as_list()[1].as_string();
       }
-      absl::StatusOr<std::string> json = ToJson(v, indent_n, ensure_ascii, sort_keys, item_sep, key_sep, indent_s);
+      absl::StatusOr<std::string> json =
+          ToJson(v, indent_n, ensure_ascii, sort_keys, item_sep, key_sep, indent_s);
       if (!json.ok()) return json.status();
       return Value::String(*std::move(json));
     }
     if (name == "first" || name == "last") {
       absl::StatusOr<ValueList> items = Iterate(v);
       if (!items.ok()) return items.status();
-      if (items->empty()) return Value::Undefined(absl::StrCat("No ", name, " item, sequence was empty."));
+      if (items->empty())
+        return Value::Undefined(absl::StrCat("No ", name, " item, sequence was empty."));
       return name == "first" ? items->front() : items->back();
     }
     if (name == "list") {
@@ -1648,9 +1711,11 @@ class Interpreter {
     }
     if (name == "items") {
       if (v.is_undefined()) return Value::List({});
-      if (!v.is_dict()) return Error(absl::StrCat("items filter expects a mapping, got ", v.TypeName()));
+      if (!v.is_dict())
+        return Error(absl::StrCat("items filter expects a mapping, got ", v.TypeName()));
       ValueList out;
-      for (const auto& [k, x] : v.as_dict().entries) out.push_back(Value::List({Value::String(k), x}, true));
+      for (const auto& [k, x] : v.as_dict().entries)
+        out.push_back(Value::List({Value::String(k), x}, true));
       return Value::List(std::move(out));
     }
     if (name == "join") {
@@ -1685,7 +1750,8 @@ class Interpreter {
     }
     if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr") {
       absl::StatusOr<ValueList> out =
-          SelectOrReject(v, args, name == "selectattr" || name == "rejectattr", name == "select" || name == "selectattr");
+          SelectOrReject(v, args, name == "selectattr" || name == "rejectattr",
+                         name == "select" || name == "selectattr");
       if (!out.ok()) return out.status();
       return Value::List(*std::move(out));
     }
@@ -1708,7 +1774,8 @@ class Interpreter {
         }
         return Value::List(std::move(out));
       }
-      if (args.positional.empty() || !args.positional[0].is_string()) return Error("map needs a filter name");
+      if (args.positional.empty() || !args.positional[0].is_string())
+        return Error("map needs a filter name");
       std::string filter = args.positional[0].as_string();
       CallArgs rest;
       rest.positional.assign(args.positional.begin() + 1, args.positional.end());
@@ -1737,8 +1804,10 @@ class Interpreter {
         return Value::Int(static_cast<int64_t>(d));
       }
       if (v.is_string()) {
-        if (std::optional<int64_t> i = ParseInt(v.as_string(), static_cast<int>(*base))) return Value::Int(*i);
-        if (std::optional<double> d = ParseFloat(v.as_string()); d && std::isfinite(*d) && std::fabs(*d) < 9.2e18) {
+        if (std::optional<int64_t> i = ParseInt(v.as_string(), static_cast<int>(*base)))
+          return Value::Int(*i);
+        if (std::optional<double> d = ParseFloat(v.as_string());
+            d && std::isfinite(*d) && std::fabs(*d) < 9.2e18) {
           return Value::Int(static_cast<int64_t>(*d));
         }
       }
@@ -1794,7 +1863,8 @@ class Interpreter {
       bool reverse = name == "sort" ? BoolArg(args, 0, "reverse", false) : false;
       bool case_sensitive = BoolArg(args, name == "sort" ? 1 : 0, "case_sensitive", false);
       const Value* attribute = Arg(args, name == "sort" ? 2 : 1, "attribute");
-      std::string attr = attribute && attribute->is_string() ? attribute->as_string() : std::string();
+      std::string attr =
+          attribute && attribute->is_string() ? attribute->as_string() : std::string();
       absl::StatusOr<ValueList> items = Iterate(v);
       if (!items.ok()) return items.status();
       std::vector<std::pair<Value, Value>> keyed;
@@ -1807,7 +1877,8 @@ class Interpreter {
         ValueList out;
         std::vector<Value> seen;
         for (const auto& [k, item] : keyed) {
-          bool dup = std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return s.Equals(k); });
+          bool dup =
+              std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return s.Equals(k); });
           if (!dup) {
             seen.push_back(k);
             out.push_back(item);
@@ -1833,7 +1904,8 @@ class Interpreter {
         for (auto& kv : keyed) out.push_back(std::move(kv.second));
         return Value::List(std::move(out));
       }
-      if (keyed.empty()) return Value::Undefined(absl::StrCat("No aggregated item, sequence was empty."));
+      if (keyed.empty())
+        return Value::Undefined(absl::StrCat("No aggregated item, sequence was empty."));
       auto it = name == "min" ? std::min_element(keyed.begin(), keyed.end(), less)
                               : std::max_element(keyed.begin(), keyed.end(), less);
       if (!status.ok()) return status;
@@ -1870,11 +1942,12 @@ class Interpreter {
       const Value* width = Arg(args, 0, "width");
       bool first = BoolArg(args, 1, "first", false);
       bool blank = BoolArg(args, 2, "blank", false);
-      std::string ind = width && width->is_string() ? width->as_string()
-                                                    : std::string(static_cast<size_t>(std::clamp<int64_t>(
-                                                                      width && width->is_int() ? width->as_int() : 4,
-                                                                      0, 256)),
-                                                                  ' ');
+      std::string ind =
+          width && width->is_string()
+              ? width->as_string()
+              : std::string(static_cast<size_t>(std::clamp<int64_t>(
+                                width && width->is_int() ? width->as_int() : 4, 0, 256)),
+                            ' ');
       std::string s = v.Str() + "\n";
       std::vector<std::string> lines = SplitSep(s, "\n", -1);
       lines.pop_back();
@@ -1903,12 +1976,23 @@ class Interpreter {
       std::string out;
       for (char c : v.Str()) {
         switch (c) {
-          case '&': out += "&amp;"; break;
-          case '<': out += "&lt;"; break;
-          case '>': out += "&gt;"; break;
-          case '"': out += "&#34;"; break;
-          case '\'': out += "&#39;"; break;
-          default: out.push_back(c);
+          case '&':
+            out += "&amp;";
+            break;
+          case '<':
+            out += "&lt;";
+            break;
+          case '>':
+            out += "&gt;";
+            break;
+          case '"':
+            out += "&#34;";
+            break;
+          case '\'':
+            out += "&#39;";
+            break;
+          default:
+            out.push_back(c);
         }
       }
       return Value::String(std::move(out));
@@ -1937,7 +2021,8 @@ absl::StatusOr<Template> Template::Parse(const std::string& source) {
   return t;
 }
 
-absl::StatusOr<std::string> Template::Render(const ValueDict& context, const RenderOptions& options) const {
+absl::StatusOr<std::string> Template::Render(const ValueDict& context,
+                                             const RenderOptions& options) const {
   if (!program_) return absl::FailedPreconditionError("template was not parsed");
   Interpreter interp(options);
   return interp.Run(*program_, context);

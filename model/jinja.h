@@ -56,7 +56,18 @@ using ValueList = std::vector<Value>;
 // immutable; a namespace is shared and mutable (that is the point of it).
 class Value {
  public:
-  enum class Type { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kNamespace, kCallable };
+  enum class Type {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kNamespace,
+    kCallable
+  };
 
   Value() = default;  // Undefined
   static Value Undefined(std::string hint = "");
@@ -81,7 +92,9 @@ class Value {
   bool is_bool() const { return type_ == Type::kBool; }
   bool is_int() const { return type_ == Type::kInt; }
   bool is_float() const { return type_ == Type::kFloat; }
-  bool is_number() const { return type_ == Type::kInt || type_ == Type::kFloat || type_ == Type::kBool; }
+  bool is_number() const {
+    return type_ == Type::kInt || type_ == Type::kFloat || type_ == Type::kBool;
+  }
   bool is_string() const { return type_ == Type::kString; }
   bool is_list() const { return type_ == Type::kList; }
   bool is_tuple() const { return type_ == Type::kList && tuple_; }
@@ -91,7 +104,7 @@ class Value {
 
   bool as_bool() const { return bool_; }
   int64_t as_int() const { return type_ == Type::kBool ? (bool_ ? 1 : 0) : int_; }
-  double as_double() const;  // any number
+  double as_double() const;              // any number
   const std::string& as_string() const;  // string value, or an Undefined's hint
   const ValueList& as_list() const;
   const ValueDict& as_dict() const;  // dict or namespace

@@ -50,6 +50,7 @@ struct Expr {
   std::vector<std::pair<std::string, std::unique_ptr<Expr>>> kwargs;
   std::vector<std::string> ops;
   bool negated = false;
+  int depth = 1;  // height of this subtree; the parser bounds it
 };
 using ExprPtr = std::unique_ptr<Expr>;
 
@@ -67,7 +68,7 @@ enum class NodeKind {
   kFilterBlock,  // filter chain expr (innermost input null) applied to body
   kBreak,
   kContinue,
-  kScope,        // body rendered in place (generation tag)
+  kScope,  // body rendered in place (generation tag)
 };
 
 struct Node {

@@ -4,6 +4,7 @@
 // spaces and tabs before a block or comment tag that starts a line), `-` and
 // `+` modifiers, newlines normalised to \n and one trailing newline dropped.
 // The grammar and operator precedence follow jinja2's parser.
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <string>
@@ -17,9 +18,22 @@
 namespace retort::jinja {
 namespace {
 
-constexpr int kMaxNesting = 200;
+constexpr int kMaxNesting = 100;    // nested blocks, and recursion while parsing
+constexpr int kMaxExprDepth = 200;  // height of one expression tree
 
-enum class TokType { kText, kVarBegin, kVarEnd, kBlockBegin, kBlockEnd, kName, kString, kInt, kFloat, kOp, kEof };
+enum class TokType {
+  kText,
+  kVarBegin,
+  kVarEnd,
+  kBlockBegin,
+  kBlockEnd,
+  kName,
+  kString,
+  kInt,
+  kFloat,
+  kOp,
+  kEof
+};
 
 struct Token {
   TokType type = TokType::kEof;
@@ -33,7 +47,9 @@ absl::Status LineError(int line, const std::string& msg) {
   return absl::InvalidArgumentError(absl::StrCat("line ", line, ": ", msg));
 }
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 bool IsNameStart(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
 bool IsNameChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 
@@ -48,7 +64,8 @@ std::string DecodeStringLiteral(const std::string& raw) {
     for (int k = 0; k < count; ++k) {
       char c = raw[start + k];
       if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
-      v = v * 16 + (std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (std::tolower(c) - 'a' + 10));
+      v = v * 16 +
+          (std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (std::tolower(c) - 'a' + 10));
     }
     *value = v;
     return true;
@@ -62,17 +79,49 @@ std::string DecodeStringLiteral(const std::string& raw) {
     }
     char e = raw[i + 1];
     switch (e) {
-      case '\n': i += 2; break;
-      case '\\': out.push_back('\\'); i += 2; break;
-      case '\'': out.push_back('\''); i += 2; break;
-      case '"': out.push_back('"'); i += 2; break;
-      case 'a': out.push_back('\a'); i += 2; break;
-      case 'b': out.push_back('\b'); i += 2; break;
-      case 'f': out.push_back('\f'); i += 2; break;
-      case 'n': out.push_back('\n'); i += 2; break;
-      case 'r': out.push_back('\r'); i += 2; break;
-      case 't': out.push_back('\t'); i += 2; break;
-      case 'v': out.push_back('\v'); i += 2; break;
+      case '\n':
+        i += 2;
+        break;
+      case '\\':
+        out.push_back('\\');
+        i += 2;
+        break;
+      case '\'':
+        out.push_back('\'');
+        i += 2;
+        break;
+      case '"':
+        out.push_back('"');
+        i += 2;
+        break;
+      case 'a':
+        out.push_back('\a');
+        i += 2;
+        break;
+      case 'b':
+        out.push_back('\b');
+        i += 2;
+        break;
+      case 'f':
+        out.push_back('\f');
+        i += 2;
+        break;
+      case 'n':
+        out.push_back('\n');
+        i += 2;
+        break;
+      case 'r':
+        out.push_back('\r');
+        i += 2;
+        break;
+      case 't':
+        out.push_back('\t');
+        i += 2;
+        break;
+      case 'v':
+        out.push_back('\v');
+        i += 2;
+        break;
       case 'x':
       case 'u':
       case 'U': {
@@ -127,7 +176,8 @@ class Lexer {
       int text_line = line_;
       line_ += CountNewlines(text);
       char kind = src_[start + 1];
-      char sign = start + 2 < n && (src_[start + 2] == '-' || src_[start + 2] == '+') ? src_[start + 2] : 0;
+      char sign =
+          start + 2 < n && (src_[start + 2] == '-' || src_[start + 2] == '+') ? src_[start + 2] : 0;
       if (sign == '-') {
         size_t end = text.find_last_not_of(" \t\n\r\f\v");
         text = end == std::string::npos ? std::string() : text.substr(0, end + 1);
@@ -345,7 +395,8 @@ class Lexer {
         }
         if (op.empty()) {
           if (std::string("+-*/%~<>=.,:|()[]{}").find(c) == std::string::npos) {
-            return LineError(line_, absl::StrCat("unexpected character '", std::string(1, c), "' in tag"));
+            return LineError(line_,
+                             absl::StrCat("unexpected character '", std::string(1, c), "' in tag"));
           }
           op = std::string(1, c);
         }
@@ -364,7 +415,8 @@ class Lexer {
     const size_t n = src_.size();
     auto digits = [&](size_t q) {
       while (q < n && (std::isdigit(static_cast<unsigned char>(src_[q])) ||
-                       (src_[q] == '_' && q + 1 < n && std::isdigit(static_cast<unsigned char>(src_[q + 1]))))) {
+                       (src_[q] == '_' && q + 1 < n &&
+                        std::isdigit(static_cast<unsigned char>(src_[q + 1]))))) {
         ++q;
       }
       return q;
@@ -401,7 +453,8 @@ class Lexer {
       errno = 0;
       char* end = nullptr;
       long long v = std::strtoll(text.c_str(), &end, 10);
-      if (errno == ERANGE) return LineError(line_, absl::StrCat("integer literal too large: ", text));
+      if (errno == ERANGE)
+        return LineError(line_, absl::StrCat("integer literal too large: ", text));
       t.ival = v;
     }
     tokens_.push_back(std::move(t));
@@ -455,14 +508,22 @@ class Parser {
 
   static std::string Describe(const Token& t) {
     switch (t.type) {
-      case TokType::kEof: return "end of template";
-      case TokType::kText: return "template text";
-      case TokType::kVarBegin: return "'{{'";
-      case TokType::kVarEnd: return "'}}'";
-      case TokType::kBlockBegin: return "'{%'";
-      case TokType::kBlockEnd: return "'%}'";
-      case TokType::kString: return "string literal";
-      default: return absl::StrCat("'", t.text, "'");
+      case TokType::kEof:
+        return "end of template";
+      case TokType::kText:
+        return "template text";
+      case TokType::kVarBegin:
+        return "'{{'";
+      case TokType::kVarEnd:
+        return "'}}'";
+      case TokType::kBlockBegin:
+        return "'{%'";
+      case TokType::kBlockEnd:
+        return "'%}'";
+      case TokType::kString:
+        return "string literal";
+      default:
+        return absl::StrCat("'", t.text, "'");
     }
   }
 
@@ -528,7 +589,8 @@ class Parser {
       }
       if (t.type == TokType::kBlockBegin) {
         const Token& kw = Peek();
-        if (kw.type != TokType::kName) return FailB(kw.line, "expected a statement keyword after '{%'");
+        if (kw.type != TokType::kName)
+          return FailB(kw.line, "expected a statement keyword after '{%'");
         if (ends.count(kw.text)) {
           Advance();  // past '{%', leave the keyword
           *end_tag = kw.text;
@@ -623,7 +685,8 @@ class Parser {
     node->line = Cur().line;
     Advance();  // for
     if (!ParseTargets(&node->targets)) return nullptr;
-    if (!SkipName("in")) return Fail(Cur().line, absl::StrCat("expected 'in', got ", Describe(Cur())));
+    if (!SkipName("in"))
+      return Fail(Cur().line, absl::StrCat("expected 'in', got ", Describe(Cur())));
     node->expr = ParseTuple(false, false);
     if (!node->expr) return nullptr;
     if (SkipName("if")) {
@@ -739,6 +802,22 @@ class Parser {
 
   // ---- expressions ----
 
+  // Records the height of `e` from its (finished) children and rejects trees
+  // too tall to evaluate safely; long chains (a|f|f|f..., 1+1+1...) count.
+  ExprPtr Finish(ExprPtr e) {
+    if (!e) return e;
+    int h = 0;
+    for (const auto& a : e->args) {
+      if (a) h = std::max(h, a->depth);
+    }
+    for (const auto& kv : e->kwargs) {
+      if (kv.second) h = std::max(h, kv.second->depth);
+    }
+    e->depth = h + 1;
+    if (e->depth > kMaxExprDepth) return Fail(e->line, "expression nested too deeply");
+    return e;
+  }
+
   ExprPtr MakeExpr(ExprKind kind, int line) {
     auto e = std::make_unique<Expr>();
     e->kind = kind;
@@ -770,11 +849,12 @@ class Parser {
     }
     if (!is_tuple) {
       if (!items.empty()) return std::move(items[0]);
-      if (!explicit_parens) return Fail(Cur().line, absl::StrCat("expected an expression, got ", Describe(Cur())));
+      if (!explicit_parens)
+        return Fail(Cur().line, absl::StrCat("expected an expression, got ", Describe(Cur())));
     }
     ExprPtr t = MakeExpr(ExprKind::kTuple, line);
     t->args = std::move(items);
-    return t;
+    return Finish(std::move(t));
   }
 
   ExprPtr ParseExpression(bool with_condexpr) {
@@ -800,7 +880,7 @@ class Parser {
       c->args.push_back(std::move(expr));
       c->args.push_back(std::move(cond));
       c->args.push_back(std::move(other));
-      expr = std::move(c);
+      expr = Finish(std::move(c));
     }
     return expr;
   }
@@ -810,7 +890,7 @@ class Parser {
     e->name = name;
     e->args.push_back(std::move(a));
     e->args.push_back(std::move(b));
-    return e;
+    return Finish(std::move(e));
   }
 
   ExprPtr ParseOr() {
@@ -847,7 +927,7 @@ class Parser {
       if (!inner) return nullptr;
       ExprPtr e = MakeExpr(ExprKind::kNot, line);
       e->args.push_back(std::move(inner));
-      return e;
+      return Finish(std::move(e));
     }
     return ParseCompare();
   }
@@ -860,8 +940,8 @@ class Parser {
     while (true) {
       std::string op;
       const Token& t = Cur();
-      if (t.type == TokType::kOp &&
-          (t.text == "==" || t.text == "!=" || t.text == "<" || t.text == "<=" || t.text == ">" || t.text == ">=")) {
+      if (t.type == TokType::kOp && (t.text == "==" || t.text == "!=" || t.text == "<" ||
+                                     t.text == "<=" || t.text == ">" || t.text == ">=")) {
         op = t.text;
         Advance();
       } else if (IsName("in")) {
@@ -883,7 +963,7 @@ class Parser {
       cmp->ops.push_back(op);
       cmp->args.push_back(std::move(rhs));
     }
-    return cmp ? std::move(cmp) : std::move(first);
+    return cmp ? Finish(std::move(cmp)) : std::move(first);
   }
 
   ExprPtr ParseMath1() {
@@ -947,6 +1027,7 @@ class Parser {
       if (!inner) return nullptr;
       node = MakeExpr(kind, line);
       node->args.push_back(std::move(inner));
+      node = Finish(std::move(node));
     } else {
       node = ParsePrimary();
     }
@@ -1014,7 +1095,7 @@ class Parser {
             if (!SkipOp(",")) break;
           }
           if (!ExpectOp("]")) return nullptr;
-          return e;
+          return Finish(std::move(e));
         }
         if (t.text == "{") {
           Advance();
@@ -1029,7 +1110,7 @@ class Parser {
             if (!SkipOp(",")) break;
           }
           if (!ExpectOp("}")) return nullptr;
-          return e;
+          return Finish(std::move(e));
         }
         break;
       default:
@@ -1048,7 +1129,7 @@ class Parser {
           ExprPtr e = MakeExpr(ExprKind::kAttr, line);
           e->name = t.text;
           e->args.push_back(std::move(node));
-          node = std::move(e);
+          node = Finish(std::move(e));
           Advance();
         } else if (t.type == TokType::kInt) {
           ExprPtr idx = MakeExpr(ExprKind::kLiteral, line);
@@ -1056,10 +1137,11 @@ class Parser {
           ExprPtr e = MakeExpr(ExprKind::kItem, line);
           e->args.push_back(std::move(node));
           e->args.push_back(std::move(idx));
-          node = std::move(e);
+          node = Finish(std::move(e));
           Advance();
         } else {
-          return Fail(line, absl::StrCat("expected an attribute name after '.', got ", Describe(t)));
+          return Fail(line,
+                      absl::StrCat("expected an attribute name after '.', got ", Describe(t)));
         }
       } else if (IsOp("[")) {
         Advance();
@@ -1101,7 +1183,7 @@ class Parser {
     } else {
       e->args.push_back(std::move(parts[0]));
     }
-    return e;
+    return Finish(std::move(e));
   }
 
   // Parses "(args)" into `call` (args appended after what it already holds).
@@ -1117,7 +1199,8 @@ class Parser {
         if (!v) return false;
         call->kwargs.emplace_back(key, std::move(v));
       } else {
-        if (!call->kwargs.empty()) return FailB(Cur().line, "positional argument follows keyword argument");
+        if (!call->kwargs.empty())
+          return FailB(Cur().line, "positional argument follows keyword argument");
         ExprPtr v = ParseExpression(true);
         if (!v) return false;
         call->args.push_back(std::move(v));
@@ -1131,7 +1214,7 @@ class Parser {
     ExprPtr e = MakeExpr(ExprKind::kCall, Cur().line);
     e->args.push_back(std::move(callee));
     if (!ParseArgs(e.get())) return nullptr;
-    return e;
+    return Finish(std::move(e));
   }
 
   // name[(args)] applied to `input` (null inside a filter block).
@@ -1148,7 +1231,7 @@ class Parser {
     e->name = name;
     e->args.push_back(std::move(input));
     if (IsOp("(") && !ParseArgs(e.get())) return nullptr;
-    return e;
+    return Finish(std::move(e));
   }
 
   ExprPtr ParseFilterChain(ExprPtr input) {
@@ -1197,14 +1280,14 @@ class Parser {
     } else if ((t.type == TokType::kName || t.type == TokType::kString || t.type == TokType::kInt ||
                 t.type == TokType::kFloat || IsOp("[") || IsOp("{")) &&
                !(t.type == TokType::kName &&
-                 (t.text == "else" || t.text == "or" || t.text == "and" || t.text == "if" || t.text == "is" ||
-                  t.text == "in" || t.text == "not"))) {
+                 (t.text == "else" || t.text == "or" || t.text == "and" || t.text == "if" ||
+                  t.text == "is" || t.text == "in" || t.text == "not"))) {
       ExprPtr arg = ParsePrimary();
       if (arg) arg = ParsePostfix(std::move(arg));
       if (!arg) return nullptr;
       e->args.push_back(std::move(arg));
     }
-    return e;
+    return Finish(std::move(e));
   }
 
   std::vector<Token> toks_;

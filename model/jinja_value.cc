@@ -100,18 +100,33 @@ void AppendJsonString(const std::string& s, bool ensure_ascii, std::string* out)
   char buf[16];
   for (char32_t c : cps) {
     switch (c) {
-      case '"': *out += "\\\""; break;
-      case '\\': *out += "\\\\"; break;
-      case '\n': *out += "\\n"; break;
-      case '\r': *out += "\\r"; break;
-      case '\t': *out += "\\t"; break;
-      case '\b': *out += "\\b"; break;
-      case '\f': *out += "\\f"; break;
+      case '"':
+        *out += "\\\"";
+        break;
+      case '\\':
+        *out += "\\\\";
+        break;
+      case '\n':
+        *out += "\\n";
+        break;
+      case '\r':
+        *out += "\\r";
+        break;
+      case '\t':
+        *out += "\\t";
+        break;
+      case '\b':
+        *out += "\\b";
+        break;
+      case '\f':
+        *out += "\\f";
+        break;
       default:
         if (c < 0x20 || (ensure_ascii && c >= 0x7f)) {
           if (c >= 0x10000) {
             char32_t v = c - 0x10000;
-            std::snprintf(buf, sizeof(buf), "\\u%04x\\u%04x", static_cast<unsigned>(0xd800 + (v >> 10)),
+            std::snprintf(buf, sizeof(buf), "\\u%04x\\u%04x",
+                          static_cast<unsigned>(0xd800 + (v >> 10)),
                           static_cast<unsigned>(0xdc00 + (v & 0x3ff)));
           } else {
             std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned>(c));
@@ -461,7 +476,8 @@ std::string Value::Repr() const {
 
 bool Value::Equals(const Value& other) const {
   if (is_number() && other.is_number()) {
-    if (type_ == Type::kFloat || other.type_ == Type::kFloat) return as_double() == other.as_double();
+    if (type_ == Type::kFloat || other.type_ == Type::kFloat)
+      return as_double() == other.as_double();
     return as_int() == other.as_int();
   }
   if (type_ != other.type_) return false;
@@ -589,9 +605,10 @@ std::string PythonFloatRepr(double d) {
   return out;
 }
 
-absl::StatusOr<std::string> ToJson(const Value& value, int indent, bool ensure_ascii, bool sort_keys,
-                                   const std::optional<std::string>& item_separator,
-                                   const std::string& key_separator, const std::string& indent_str) {
+absl::StatusOr<std::string> ToJson(const Value& value, int indent, bool ensure_ascii,
+                                   bool sort_keys, const std::optional<std::string>& item_separator,
+                                   const std::string& key_separator,
+                                   const std::string& indent_str) {
   JsonWriter w;
   w.ensure_ascii = ensure_ascii;
   w.sort_keys = sort_keys;

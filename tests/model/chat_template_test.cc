@@ -5,8 +5,8 @@
 
 #include <ctime>
 #include <filesystem>
-#include <iomanip>
 #include <fstream>
+#include <iomanip>
 #include <map>
 #include <sstream>
 #include <string>
@@ -42,7 +42,8 @@ std::tm ParseFixedNow(const std::string& s) {
 }
 
 TEST(ChatTemplateTest, MatchesTransformersOnRealTemplates) {
-  nlohmann::ordered_json doc = nlohmann::ordered_json::parse(ReadOrDie(std::string(kDir) + "fixtures.json"));
+  nlohmann::ordered_json doc =
+      nlohmann::ordered_json::parse(ReadOrDie(std::string(kDir) + "fixtures.json"));
   std::map<std::string, ChatTemplate> templates;
   int checked = 0, errors = 0;
   std::map<std::string, int> per_template;
@@ -73,8 +74,9 @@ TEST(ChatTemplateTest, MatchesTransformersOnRealTemplates) {
   }
   EXPECT_GE(checked, 100);
   EXPECT_GE(errors, 2);
-  for (const char* t : {"smollm2_instruct.jinja", "qwen2_5_instruct.jinja", "deepseek_r1_distill_qwen.jinja",
-                        "llama3_1_instruct.jinja", "llama3_2_instruct.jinja", "qwen3.jinja"}) {
+  for (const char* t :
+       {"smollm2_instruct.jinja", "qwen2_5_instruct.jinja", "deepseek_r1_distill_qwen.jinja",
+        "llama3_1_instruct.jinja", "llama3_2_instruct.jinja", "qwen3.jinja"}) {
     EXPECT_GE(per_template[t], 12) << t;
   }
 }
@@ -88,11 +90,13 @@ TEST(ChatTemplateTest, LoadsTokenizerConfigWithAddedTokenObjects) {
       {"unk_token", nullptr},
       {"chat_template", ReadOrDie(std::string(kDir) + "deepseek_r1_distill_qwen.jinja")}};
   ASSERT_TRUE(WriteFileAtomically(dir + "/tokenizer_config.json", cfg.dump()).ok());
-  absl::StatusOr<ChatTemplate> t = ChatTemplate::FromTokenizerConfig(dir + "/tokenizer_config.json");
+  absl::StatusOr<ChatTemplate> t =
+      ChatTemplate::FromTokenizerConfig(dir + "/tokenizer_config.json");
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ(t->special_tokens()["bos_token"], "<｜begin▁of▁sentence｜>");
   EXPECT_FALSE(t->special_tokens().contains("unk_token"));
-  nlohmann::ordered_json msgs = nlohmann::ordered_json::parse(R"([{"role":"user","content":"Hi"}])");
+  nlohmann::ordered_json msgs =
+      nlohmann::ordered_json::parse(R"([{"role":"user","content":"Hi"}])");
   absl::StatusOr<std::string> out = t->Render(msgs, true);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*out, "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜><think>\n");
@@ -101,19 +105,22 @@ TEST(ChatTemplateTest, LoadsTokenizerConfigWithAddedTokenObjects) {
 TEST(ChatTemplateTest, LoadsTemplateListByName) {
   std::string dir = ::testing::TempDir() + "/chat_cfg_list";
   std::filesystem::create_directories(dir);
-  nlohmann::ordered_json cfg = {
-      {"eos_token", "</s>"},
-      {"chat_template",
-       {{{"name", "default"}, {"template", "D{{ eos_token }}"}}, {{"name", "tool_use"}, {"template", "T"}}}}};
+  nlohmann::ordered_json cfg = {{"eos_token", "</s>"},
+                                {"chat_template",
+                                 {{{"name", "default"}, {"template", "D{{ eos_token }}"}},
+                                  {{"name", "tool_use"}, {"template", "T"}}}}};
   ASSERT_TRUE(WriteFileAtomically(dir + "/tokenizer_config.json", cfg.dump()).ok());
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
-  absl::StatusOr<ChatTemplate> d = ChatTemplate::FromTokenizerConfig(dir + "/tokenizer_config.json");
+  absl::StatusOr<ChatTemplate> d =
+      ChatTemplate::FromTokenizerConfig(dir + "/tokenizer_config.json");
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(*d->Render(msgs, false), "D</s>");
-  absl::StatusOr<ChatTemplate> tu = ChatTemplate::FromTokenizerConfig(dir + "/tokenizer_config.json", "tool_use");
+  absl::StatusOr<ChatTemplate> tu =
+      ChatTemplate::FromTokenizerConfig(dir + "/tokenizer_config.json", "tool_use");
   ASSERT_TRUE(tu.ok()) << tu.status();
   EXPECT_EQ(*tu->Render(msgs, false), "T");
-  absl::StatusOr<ChatTemplate> missing = ChatTemplate::FromTokenizerConfig(dir + "/tokenizer_config.json", "rag");
+  absl::StatusOr<ChatTemplate> missing =
+      ChatTemplate::FromTokenizerConfig(dir + "/tokenizer_config.json", "rag");
   EXPECT_FALSE(missing.ok());
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("default, tool_use"));
 }
@@ -121,9 +128,12 @@ TEST(ChatTemplateTest, LoadsTemplateListByName) {
 TEST(ChatTemplateTest, ChatTemplateJinjaFileWins) {
   std::string dir = ::testing::TempDir() + "/chat_cfg_file";
   std::filesystem::create_directories(dir);
-  ASSERT_TRUE(WriteFileAtomically(dir + "/tokenizer_config.json", R"({"chat_template": "old"})").ok());
-  ASSERT_TRUE(WriteFileAtomically(dir + "/chat_template.jinja", "new {{ messages | length }}\n").ok());
-  absl::StatusOr<ChatTemplate> t = ChatTemplate::FromTokenizerConfig(dir + "/tokenizer_config.json");
+  ASSERT_TRUE(
+      WriteFileAtomically(dir + "/tokenizer_config.json", R"({"chat_template": "old"})").ok());
+  ASSERT_TRUE(
+      WriteFileAtomically(dir + "/chat_template.jinja", "new {{ messages | length }}\n").ok());
+  absl::StatusOr<ChatTemplate> t =
+      ChatTemplate::FromTokenizerConfig(dir + "/tokenizer_config.json");
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ(*t->Render(nlohmann::ordered_json::array(), false), "new 0");
 }
@@ -152,11 +162,13 @@ TEST(ChatTemplateTest, MessagesMustBeObjects) {
 
 TEST(ChatTemplateTest, NullKeysDroppedAndReasoningAliased) {
   absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse(
-      "{% for m in messages %}{{ m.content is defined }}|{{ m.thinking }}|{{ m.reasoning_content }}|"
+      "{% for m in messages %}{{ m.content is defined }}|{{ m.thinking }}|{{ m.reasoning_content "
+      "}}|"
       "{{ m | tojson }}{% endfor %}");
   ASSERT_TRUE(t.ok());
   absl::StatusOr<std::string> out = t->Render(
-      nlohmann::ordered_json::parse(R"([{"role":"assistant","content":null,"reasoning":"r1"}])"), false);
+      nlohmann::ordered_json::parse(R"([{"role":"assistant","content":null,"reasoning":"r1"}])"),
+      false);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*out,
             "False|r1|r1|{\"thinking\": \"r1\", \"role\": \"assistant\", \"reasoning\": \"r1\", "
@@ -164,7 +176,8 @@ TEST(ChatTemplateTest, NullKeysDroppedAndReasoningAliased) {
 }
 
 TEST(ChatTemplateTest, ExtraContextOverridesSpecialTokensAndSortedJsonOverload) {
-  absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse("{{ bos_token }}{{ tools is none }}{{ x | tojson }}");
+  absl::StatusOr<ChatTemplate> t =
+      ChatTemplate::Parse("{{ bos_token }}{{ tools is none }}{{ x | tojson }}");
   ASSERT_TRUE(t.ok());
   t->SetSpecialTokens({{"bos_token", "<s>"}});
   nlohmann::json msgs = nlohmann::json::array();
@@ -172,7 +185,8 @@ TEST(ChatTemplateTest, ExtraContextOverridesSpecialTokensAndSortedJsonOverload) 
   absl::StatusOr<std::string> out = t->Render(msgs, false, extra);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*out, "<s>True{\"a\": 2, \"b\": 1}");
-  absl::StatusOr<std::string> over = t->Render(msgs, false, nlohmann::json{{"bos_token", "B"}, {"x", 1}});
+  absl::StatusOr<std::string> over =
+      t->Render(msgs, false, nlohmann::json{{"bos_token", "B"}, {"x", 1}});
   ASSERT_TRUE(over.ok());
   EXPECT_EQ(*over, "BTrue1");
 }
