@@ -91,17 +91,30 @@ const float* Sampler::Penalize(const float* logits, int64_t vocab, const std::ve
   return penalized_.data();
 }
 
-void Sampler::SortCandidates(size_t prefix) {
-  auto before = [](const Candidate& a, const Candidate& b) {
-    return a.logit != b.logit ? a.logit > b.logit : a.id < b.id;
-  };
-  // A strict total order (ids are unique), so the sorted prefix is the same
-  // with every standard library.
-  if (prefix >= candidates_.size()) {
-    std::sort(candidates_.begin(), candidates_.end(), before);
-  } else {
-    std::partial_sort(candidates_.begin(), candidates_.begin() + prefix, candidates_.end(), before);
+void Sampler::SelectTop(const float* l, int64_t vocab, int64_t m) {
+  candidates_.clear();
+  // The m-th largest usable logit, by a size-m min-heap over one pass (most
+  // logits are rejected by one comparison with the heap's top).
+  std::priority_queue<float, std::vector<float>, std::greater<float>> heap;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const float v = l[i];
+    if (!(v > -kInf)) continue;  // NaN or -inf
+    if (static_cast<int64_t>(heap.size()) < m) {
+      heap.push(v);
+    } else if (v > heap.top()) {
+      heap.pop();
+      heap.push(v);
+    }
   }
+  if (heap.empty()) return;
+  const float kth = heap.top();
+  for (int64_t i = 0; i < vocab; ++i)
+    if (l[i] >= kth) candidates_.push_back({l[i], static_cast<int32_t>(i), 0.0});
+  // A strict total order (ids are unique): the same result with every
+  // standard library.
+  std::sort(candidates_.begin(), candidates_.end(), [](const Candidate& a, const Candidate& b) {
+    return a.logit != b.logit ? a.logit > b.logit : a.id < b.id;
+  });
 }
 
 bool Sampler::Filter(const float* logits, int64_t vocab, const std::vector<int32_t>& history) {
@@ -115,7 +128,7 @@ bool Sampler::Filter(const float* logits, int64_t vocab, const std::vector<int32
   float lmax = -kInf;
   for (int64_t i = 0; i < vocab; ++i) {
     const float v = l[i];
-    if (!(v > -kInf)) continue;  // NaN or -inf
+    if (!(v > -kInf)) continue;
     ++n_valid;
     if (v == kInf) ++n_pos_inf;
     if (v > lmax) {
@@ -138,54 +151,60 @@ bool Sampler::Filter(const float* logits, int64_t vocab, const std::vector<int32
   // (weight 1). Working from the logits keeps tiny temperatures finite.
   const double inv_t = 1.0 / options_.temperature;
   auto weight = [&](float v) { return std::exp((static_cast<double>(v) - lmax) * inv_t); };
+  auto set_weights = [&] {
+    double total = 0;
+    for (Candidate& c : candidates_) total += (c.weight = weight(c.logit));
+    return total;
+  };
 
-  bool sorted = false;
-  if (options_.top_k > 0 && options_.top_k < n_valid) {
-    // The k-th largest logit, by a size-k min-heap over one pass.
-    std::priority_queue<float, std::vector<float>, std::greater<float>> heap;
-    for (int64_t i = 0; i < vocab; ++i) {
-      const float v = l[i];
-      if (!(v > -kInf)) continue;
-      if (static_cast<int64_t>(heap.size()) < options_.top_k) {
-        heap.push(v);
-      } else if (v > heap.top()) {
-        heap.pop();
-        heap.push(v);
-      }
-    }
-    const float kth = heap.top();
-    for (int64_t i = 0; i < vocab; ++i)
-      if (l[i] >= kth) candidates_.push_back({l[i], static_cast<int32_t>(i), 0.0});
-    SortCandidates(candidates_.size());
-    sorted = true;
-  } else {
-    candidates_.reserve(n_valid);
-    for (int64_t i = 0; i < vocab; ++i)
-      if (l[i] > -kInf) candidates_.push_back({l[i], static_cast<int32_t>(i), 0.0});
-  }
-  double total = 0;
-  for (Candidate& c : candidates_) total += (c.weight = weight(c.logit));
-
+  const bool top_k = options_.top_k > 0 && options_.top_k < n_valid;
   if (options_.top_p < 1) {
     // Keep a token while the mass strictly before it (descending order) is
     // below top_p: transformers' "remove where the ascending cumulative
-    // probability <= 1 - top_p", without sorting more than needed.
+    // probability <= 1 - top_p". Without top-k the nucleus is found among the
+    // best m tokens, m growing until it fits, so the whole vocabulary is
+    // sorted only when the row is very flat.
+    double total;
+    int64_t m;
+    if (top_k) {
+      SelectTop(l, vocab, options_.top_k);
+      total = set_weights();
+      m = options_.top_k;
+    } else {
+      total = 0;
+      for (int64_t i = 0; i < vocab; ++i)
+        if (l[i] > -kInf) total += weight(l[i]);
+      m = std::min<int64_t>(n_valid, 256);
+    }
     const double target = static_cast<double>(options_.top_p) * total;
-    const size_t n = candidates_.size();
-    size_t prefix = sorted ? n : std::min<size_t>(n, 256);
-    size_t keep = 0;
     for (;;) {
-      if (!sorted) {
-        SortCandidates(prefix);
+      if (!top_k) {
+        SelectTop(l, vocab, m);
+        set_weights();
       }
       double before = 0;
-      keep = 0;
-      while (keep < prefix && (keep == 0 || before < target)) before += candidates_[keep++].weight;
-      if (keep < prefix || prefix == n) break;
-      prefix = std::min(n, prefix * 8);  // the nucleus reaches past the sorted prefix
+      size_t keep = 0;
+      while (keep < candidates_.size() && (keep == 0 || before < target)) before += candidates_[keep++].weight;
+      // Done when the nucleus ends inside the candidates, or they are all
+      // there is (top-k's survivors, or every usable token).
+      if (keep < candidates_.size() || top_k || static_cast<int64_t>(candidates_.size()) >= n_valid) {
+        candidates_.resize(keep);
+        break;
+      }
+      m = std::min(n_valid, m * 8);  // the nucleus reaches past the best m
     }
-    candidates_.resize(keep);
-    sorted = true;
+  } else if (top_k) {
+    SelectTop(l, vocab, options_.top_k);
+    set_weights();
+  } else {
+    // Every usable token (in id order); min-p can drop tokens right here.
+    const double min_p = options_.min_p;
+    candidates_.reserve(n_valid);
+    for (int64_t i = 0; i < vocab; ++i) {
+      if (!(l[i] > -kInf)) continue;
+      const double w = weight(l[i]);
+      if (w >= min_p) candidates_.push_back({l[i], static_cast<int32_t>(i), w});
+    }
   }
 
   if (options_.min_p > 0) {

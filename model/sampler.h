@@ -22,8 +22,9 @@
 // splitmix64, one 53-bit uniform per sampled token, so the same options, seed
 // and logits give the same tokens on every platform and standard library
 // (up to a one-ulp difference of the platform's exp() at a draw boundary).
-// Cost: O(vocab) per call plus O(k log k) for the kept tokens; the whole
-// vocabulary is sorted only for top-p without top-k on a very flat row.
+// Cost: a few O(vocab) passes per call (one exp per token unless top-k is set)
+// plus O(k log k) for the kept tokens; top-p without top-k sorts the best 256
+// tokens, and more (x8 at a time) only when the nucleus is larger.
 // Thread-safety: a Sampler is not thread-safe (it owns its random state and
 // scratch buffers); use one per sequence.
 #ifndef RETORT_MODEL_SAMPLER_H_
@@ -100,9 +101,10 @@ class Sampler {
   // Applies the repetition penalty; returns the logits to use (the input, or
   // penalized_ holding a modified copy).
   const float* Penalize(const float* logits, int64_t vocab, const std::vector<int32_t>& history);
-  // Puts the best `prefix` candidates first, in order of descending logit,
-  // then ascending id (all of them if prefix >= size).
-  void SortCandidates(size_t prefix);
+  // Sets candidates_ to the tokens whose logit is >= the m-th largest usable
+  // logit of `l` (ties kept, so possibly more than m), sorted by descending
+  // logit, then ascending id. Weights are left 0.
+  void SelectTop(const float* l, int64_t vocab, int64_t m);
 
   SamplerOptions options_;
   bool greedy_;

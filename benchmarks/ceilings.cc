@@ -1,0 +1,126 @@
+#include "benchmarks/ceilings.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "core/thread_pool.h"
+
+// Declared by OpenBLAS's cblas.h on Debian; repeated here (same signature)
+// for cblas.h variants that leave them out.
+extern "C" {
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+}
+
+namespace retort {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::unique_ptr<char, FreeDeleter> AlignedBuffer(size_t bytes) {
+  return std::unique_ptr<char, FreeDeleter>(
+      static_cast<char*>(std::aligned_alloc(4096, std::max<size_t>(4096, (bytes + 4095) / 4096 * 4096))));
+}
+
+namespace {
+
+// Sets retort's pool size for the lifetime of the object.
+class ScopedPoolThreads {
+ public:
+  explicit ScopedPoolThreads(int n) : previous_(NumThreads()) { SetNumThreads(n); }
+  ~ScopedPoolThreads() { SetNumThreads(previous_); }
+
+ private:
+  int previous_;
+};
+
+class ScopedBlasThreads {
+ public:
+  explicit ScopedBlasThreads(int n) : previous_(openblas_get_num_threads()) { openblas_set_num_threads(n); }
+  ~ScopedBlasThreads() { openblas_set_num_threads(previous_); }
+
+ private:
+  int previous_;
+};
+
+}  // namespace
+
+void ParallelMemcpy(char* dst, const char* src, size_t bytes, int threads) {
+  threads = std::max(1, threads);
+  const size_t slice = (bytes / threads + 4095) / 4096 * 4096;
+  ParallelFor(threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const size_t off = std::min(bytes, static_cast<size_t>(t) * slice);
+      std::memcpy(dst + off, src + off, std::min(bytes - off, slice));
+    }
+  });
+}
+
+double MeasureMemcpyGBps(int threads, size_t bytes, int repeats) {
+  threads = std::max(1, threads);
+  ScopedPoolThreads pool(threads);
+  auto src = AlignedBuffer(bytes), dst = AlignedBuffer(bytes);
+  // First touch by a copy from the same threads and slices as the timed ones
+  // (pages land on their NUMA nodes and are mapped before timing).
+  std::memset(src.get(), 1, bytes);
+  ParallelMemcpy(dst.get(), src.get(), bytes, threads);
+  double best = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < std::max(1, repeats); ++r) {
+    double t0 = Now();
+    ParallelMemcpy(dst.get(), src.get(), bytes, threads);
+    best = std::min(best, Now() - t0);
+  }
+  benchmark::DoNotOptimize(dst.get()[bytes / 2]);
+  return static_cast<double>(bytes) / best / 1e9;
+}
+
+double MeasureSgemmGflops(int threads, int n, int repeats) {
+  threads = std::max(1, threads);
+  n = std::max(1, n);
+  ScopedBlasThreads blas(threads);
+  const size_t elems = static_cast<size_t>(n) * n;
+  std::vector<float> a(elems), b(elems), c(elems);
+  for (size_t i = 0; i < elems; ++i) {
+    a[i] = static_cast<float>((i * 7) % 13) / 13.0f - 0.5f;
+    b[i] = static_cast<float>((i * 5) % 11) / 11.0f - 0.5f;
+  }
+  auto gemm = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
+                c.data(), n);
+  };
+  gemm();  // warm-up (OpenBLAS starts its threads and buffers)
+  double best = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < std::max(1, repeats); ++r) {
+    double t0 = Now();
+    gemm();
+    best = std::min(best, Now() - t0);
+  }
+  benchmark::DoNotOptimize(c[elems / 2]);
+  return 2.0 * n * n * static_cast<double>(n) / best / 1e9;
+}
+
+Ceilings AddCeilingsToBenchmarkContext(int threads, size_t memcpy_bytes, int sgemm_n) {
+  Ceilings c;
+  c.threads = threads;
+  c.memcpy_gbps = MeasureMemcpyGBps(threads, memcpy_bytes);
+  c.sgemm_gflops = MeasureSgemmGflops(threads, sgemm_n);
+  benchmark::AddCustomContext("ceiling_threads", std::to_string(threads));
+  benchmark::AddCustomContext("ceiling_memcpy_gbps", std::to_string(c.memcpy_gbps));
+  benchmark::AddCustomContext("ceiling_sgemm_gflops", std::to_string(c.sgemm_gflops));
+  return c;
+}
+
+}  // namespace retort

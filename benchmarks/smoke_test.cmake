@@ -1,0 +1,20 @@
+# Runs a benchmark program with --smoke and checks it printed Google
+# Benchmark JSON with at least one entry. Usage: cmake -DBENCH=path -P this.
+execute_process(COMMAND ${BENCH} --smoke --threads=2 --benchmark_format=json --benchmark_min_time=0.01
+                OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "${BENCH} exited with ${rc}: ${err}")
+endif()
+string(JSON n ERROR_VARIABLE json_err LENGTH "${out}" benchmarks)
+if(json_err)
+  message(FATAL_ERROR "${BENCH} did not print JSON with a \"benchmarks\" array: ${json_err}\n${out}")
+endif()
+if(n LESS 1)
+  message(FATAL_ERROR "${BENCH} printed no benchmark entries")
+endif()
+string(JSON gbps ERROR_VARIABLE json_err GET "${out}" context ceiling_memcpy_gbps)
+if(json_err)
+  message(FATAL_ERROR "no context.ceiling_memcpy_gbps in the JSON: ${json_err}")
+endif()
+string(JSON name GET "${out}" benchmarks 0 name)
+message(STATUS "${n} entries, first: ${name}")
