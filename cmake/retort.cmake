@@ -8,7 +8,9 @@ endfunction()
 
 # retort_test(NAME SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary
 # registered with ctest. Tests run from the source root so fixture paths are
-# stable (tests/reference/...), and see RETORT_SOURCE_DIR / RETORT_BINARY_DIR.
+# stable (tests/reference/...). The source and build folders are compiled in
+# (RETORT_SOURCE_DIR_PATH / RETORT_BINARY_DIR_PATH): CMake 3.25's
+# gtest_discover_tests drops all but the first entry of an ENVIRONMENT list.
 function(retort_test name)
   cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})

@@ -27,7 +27,7 @@ class CliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     const char* bin = std::getenv("RETORT_BINARY_DIR");
-    binary_ = std::string(bin ? bin : "build") + "/cli/retort";
+    binary_ = std::string(bin ? bin : RETORT_BINARY_DIR_PATH) + "/cli/retort";
     root_ = fs::temp_directory_path() / ("retort_cli_test_" + std::to_string(::getpid()));
     fs::create_directories(root_);
     // One small model shared by the tests (f32 so logits are exact).
