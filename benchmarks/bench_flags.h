@@ -23,7 +23,8 @@ struct BenchFlags {
 // Removes retort's flags (and every "--<name>=value" with a name in
 // `extra_names`) from argc/argv and returns them. Exits with a message on a
 // malformed value.
-BenchFlags ParseBenchFlags(int* argc, char** argv, const std::vector<std::string>& extra_names = {});
+BenchFlags ParseBenchFlags(int* argc, char** argv,
+                           const std::vector<std::string>& extra_names = {});
 
 }  // namespace retort
 

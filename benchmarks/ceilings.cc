@@ -31,8 +31,8 @@ double Now() {
 }  // namespace
 
 std::unique_ptr<char, FreeDeleter> AlignedBuffer(size_t bytes) {
-  return std::unique_ptr<char, FreeDeleter>(
-      static_cast<char*>(std::aligned_alloc(4096, std::max<size_t>(4096, (bytes + 4095) / 4096 * 4096))));
+  return std::unique_ptr<char, FreeDeleter>(static_cast<char*>(
+      std::aligned_alloc(4096, std::max<size_t>(4096, (bytes + 4095) / 4096 * 4096))));
 }
 
 namespace {
@@ -49,7 +49,9 @@ class ScopedPoolThreads {
 
 class ScopedBlasThreads {
  public:
-  explicit ScopedBlasThreads(int n) : previous_(openblas_get_num_threads()) { openblas_set_num_threads(n); }
+  explicit ScopedBlasThreads(int n) : previous_(openblas_get_num_threads()) {
+    openblas_set_num_threads(n);
+  }
   ~ScopedBlasThreads() { openblas_set_num_threads(previous_); }
 
  private:
@@ -98,8 +100,8 @@ double MeasureSgemmGflops(int threads, int n, int repeats) {
     b[i] = static_cast<float>((i * 5) % 11) / 11.0f - 0.5f;
   }
   auto gemm = [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
-                c.data(), n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
   };
   gemm();  // warm-up (OpenBLAS starts its threads and buffers)
   double best = std::numeric_limits<double>::infinity();

@@ -24,37 +24,49 @@ namespace retort {
 namespace {
 
 void RegisterMemcpy(size_t bytes, int threads, double min_time) {
-  std::string name = "memcpy/" + std::to_string(bytes >> 20) + "MiB/threads:" + std::to_string(threads);
-  benchmark::RegisterBenchmark(name.c_str(), [bytes, threads](benchmark::State& state) {
-    auto src = AlignedBuffer(bytes), dst = AlignedBuffer(bytes);
-    std::memset(src.get(), 1, bytes);
-    ParallelMemcpy(dst.get(), src.get(), bytes, threads);  // first touch
-    for (auto _ : state) {
-      ParallelMemcpy(dst.get(), src.get(), bytes, threads);
-      benchmark::ClobberMemory();
-    }
-    const double copied = static_cast<double>(bytes) * state.iterations();
-    state.SetBytesProcessed(static_cast<int64_t>(copied));
-    state.counters["GBps"] = benchmark::Counter(copied / 1e9, benchmark::Counter::kIsRate);
-    state.counters["threads"] = threads;
-  })->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(min_time);
+  std::string name =
+      "memcpy/" + std::to_string(bytes >> 20) + "MiB/threads:" + std::to_string(threads);
+  benchmark::RegisterBenchmark(
+      name.c_str(),
+      [bytes, threads](benchmark::State& state) {
+        auto src = AlignedBuffer(bytes), dst = AlignedBuffer(bytes);
+        std::memset(src.get(), 1, bytes);
+        ParallelMemcpy(dst.get(), src.get(), bytes, threads);  // first touch
+        for (auto _ : state) {
+          ParallelMemcpy(dst.get(), src.get(), bytes, threads);
+          benchmark::ClobberMemory();
+        }
+        const double copied = static_cast<double>(bytes) * state.iterations();
+        state.SetBytesProcessed(static_cast<int64_t>(copied));
+        state.counters["GBps"] = benchmark::Counter(copied / 1e9, benchmark::Counter::kIsRate);
+        state.counters["threads"] = threads;
+      })
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(min_time);
 }
 
 void RegisterSgemm(int n, int threads, double min_time) {
   std::string name = "sgemm/" + std::to_string(n) + "/threads:" + std::to_string(threads);
-  benchmark::RegisterBenchmark(name.c_str(), [n, threads](benchmark::State& state) {
-    const size_t elems = static_cast<size_t>(n) * n;
-    std::vector<float> a(elems, 0.5f), b(elems, 0.25f), c(elems);
-    for (size_t i = 0; i < elems; ++i) a[i] = static_cast<float>(i % 17) / 17.0f - 0.5f;
-    for (auto _ : state) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
-                  c.data(), n);
-      benchmark::DoNotOptimize(c.data());
-    }
-    state.counters["GFLOPS"] =
-        benchmark::Counter(2.0 * n * n * static_cast<double>(n) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-    state.counters["threads"] = threads;
-  })->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(min_time);
+  benchmark::RegisterBenchmark(name.c_str(),
+                               [n, threads](benchmark::State& state) {
+                                 const size_t elems = static_cast<size_t>(n) * n;
+                                 std::vector<float> a(elems, 0.5f), b(elems, 0.25f), c(elems);
+                                 for (size_t i = 0; i < elems; ++i)
+                                   a[i] = static_cast<float>(i % 17) / 17.0f - 0.5f;
+                                 for (auto _ : state) {
+                                   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n,
+                                               1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+                                   benchmark::DoNotOptimize(c.data());
+                                 }
+                                 state.counters["GFLOPS"] = benchmark::Counter(
+                                     2.0 * n * n * static_cast<double>(n) / 1e9,
+                                     benchmark::Counter::kIsIterationInvariantRate);
+                                 state.counters["threads"] = threads;
+                               })
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(min_time);
 }
 
 std::vector<int> ParseSizes(const std::string& text) {
@@ -62,11 +74,13 @@ std::vector<int> ParseSizes(const std::string& text) {
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t comma = text.find(',', pos);
-    std::string part = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    std::string part =
+        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     char* end = nullptr;
     long v = std::strtol(part.c_str(), &end, 10);
     if (part.empty() || *end != '\0' || v < 1 || v > 65536) {
-      std::fprintf(stderr, "bad --gemm_sizes element \"%s\": expected a positive integer\n", part.c_str());
+      std::fprintf(stderr, "bad --gemm_sizes element \"%s\": expected a positive integer\n",
+                   part.c_str());
       std::exit(2);
     }
     sizes.push_back(static_cast<int>(v));

@@ -23,17 +23,18 @@ std::vector<float> Logits(int64_t vocab) {
 }
 
 void Register(const std::string& name, SamplerOptions o, int64_t vocab) {
-  benchmark::RegisterBenchmark(("sample/" + name + "/vocab:" + std::to_string(vocab)).c_str(),
-                               [o, vocab](benchmark::State& state) {
-                                 std::vector<float> logits = Logits(vocab);
-                                 std::vector<int32_t> history;
-                                 for (int i = 0; i < 256; ++i) history.push_back((i * 7919) % vocab);
-                                 Sampler sampler(o);
-                                 for (auto _ : state) {
-                                   benchmark::DoNotOptimize(sampler.Sample(logits.data(), vocab, history));
-                                 }
-                                 state.SetItemsProcessed(state.iterations());
-                               })
+  benchmark::RegisterBenchmark(
+      ("sample/" + name + "/vocab:" + std::to_string(vocab)).c_str(),
+      [o, vocab](benchmark::State& state) {
+        std::vector<float> logits = Logits(vocab);
+        std::vector<int32_t> history;
+        for (int i = 0; i < 256; ++i) history.push_back((i * 7919) % vocab);
+        Sampler sampler(o);
+        for (auto _ : state) {
+          benchmark::DoNotOptimize(sampler.Sample(logits.data(), vocab, history));
+        }
+        state.SetItemsProcessed(state.iterations());
+      })
       ->Unit(benchmark::kMicrosecond);
 }
 

@@ -29,15 +29,19 @@ SamplerOptions Clamped(SamplerOptions o) {
 
 absl::Status ValidateSamplerOptions(const SamplerOptions& o) {
   if (!(o.temperature >= 0) || std::isinf(o.temperature)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sampler temperature must be finite and >= 0 (0 = greedy), got ", o.temperature));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sampler temperature must be finite and >= 0 (0 = greedy), got ", o.temperature));
   }
-  if (o.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("sampler top_k must be >= 0 (0 = off), got ", o.top_k));
+  if (o.top_k < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampler top_k must be >= 0 (0 = off), got ", o.top_k));
   if (!(o.top_p > 0 && o.top_p <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("sampler top_p must be in (0, 1] (1 = off), got ", o.top_p));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampler top_p must be in (0, 1] (1 = off), got ", o.top_p));
   }
   if (!(o.min_p >= 0 && o.min_p <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("sampler min_p must be in [0, 1] (0 = off), got ", o.min_p));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampler min_p must be in [0, 1] (0 = off), got ", o.min_p));
   }
   if (!(o.repetition_penalty > 0) || std::isinf(o.repetition_penalty)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -78,7 +82,8 @@ void Sampler::Reseed(uint64_t seed) {
   rng_ = Xoshiro256(seed);
 }
 
-const float* Sampler::Penalize(const float* logits, int64_t vocab, const std::vector<int32_t>& history) {
+const float* Sampler::Penalize(const float* logits, int64_t vocab,
+                               const std::vector<int32_t>& history) {
   const float penalty = options_.repetition_penalty;
   if (penalty == 1 || history.empty()) return logits;
   penalized_.assign(logits, logits + vocab);
@@ -184,10 +189,12 @@ bool Sampler::Filter(const float* logits, int64_t vocab, const std::vector<int32
       }
       double before = 0;
       size_t keep = 0;
-      while (keep < candidates_.size() && (keep == 0 || before < target)) before += candidates_[keep++].weight;
+      while (keep < candidates_.size() && (keep == 0 || before < target))
+        before += candidates_[keep++].weight;
       // Done when the nucleus ends inside the candidates, or they are all
       // there is (top-k's survivors, or every usable token).
-      if (keep < candidates_.size() || top_k || static_cast<int64_t>(candidates_.size()) >= n_valid) {
+      if (keep < candidates_.size() || top_k ||
+          static_cast<int64_t>(candidates_.size()) >= n_valid) {
         candidates_.resize(keep);
         break;
       }

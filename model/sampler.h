@@ -39,10 +39,10 @@
 namespace retort {
 
 struct SamplerOptions {
-  float temperature = 1;  // 0 (or below): greedy
-  int top_k = 0;          // 0: off
-  float top_p = 1;        // 1: off; in (0, 1]
-  float min_p = 0;        // 0: off; in [0, 1]
+  float temperature = 1;         // 0 (or below): greedy
+  int top_k = 0;                 // 0: off
+  float top_p = 1;               // 1: off; in (0, 1]
+  float min_p = 0;               // 0: off; in [0, 1]
   float repetition_penalty = 1;  // 1: off; > 0
   uint64_t seed = 0;
 };

@@ -49,7 +49,8 @@ const Format kFormats[] = {
      [](float f) -> uint32_t { return F32ToF16(f); }, true},
     {"bf16", DType::kBF16, 16, [](uint32_t b) { return BF16ToF32(static_cast<uint16_t>(b)); },
      [](float f) -> uint32_t { return F32ToBF16(f); }, true},
-    {"f8_e4m3fn", DType::kF8E4M3, 8, [](uint32_t b) { return F8E4M3ToF32(static_cast<uint8_t>(b)); },
+    {"f8_e4m3fn", DType::kF8E4M3, 8,
+     [](uint32_t b) { return F8E4M3ToF32(static_cast<uint8_t>(b)); },
      [](float f) -> uint32_t { return F32ToF8E4M3(f); }, false},
     {"f8_e5m2", DType::kF8E5M2, 8, [](uint32_t b) { return F8E5M2ToF32(static_cast<uint8_t>(b)); },
      [](float f) -> uint32_t { return F32ToF8E5M2(f); }, true},
@@ -73,7 +74,8 @@ class Reader {
       return 0;
     }
     uint32_t v = 0;
-    for (int i = 0; i < bytes; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(data_[pos_ + i])) << (8 * i);
+    for (int i = 0; i < bytes; ++i)
+      v |= static_cast<uint32_t>(static_cast<uint8_t>(data_[pos_ + i])) << (8 * i);
     pos_ += bytes;
     return v;
   }
@@ -167,17 +169,19 @@ class ConvertFixtureTest : public ::testing::TestWithParam<int> {
     if (fmt().dtype == DType::kF8E4M3 && ref_nan && !std::isnan(input)) {
       ASSERT_GT(std::fabs(input), 448.0f) << what << ": reference NaN for an in-range input";
       EXPECT_EQ(got, std::signbit(input) ? 0xFEu : 0x7Eu)
-          << what << ": e4m3fn must saturate input " << input << " (bits 0x" << std::hex << Bits(input) << ")";
+          << what << ": e4m3fn must saturate input " << input << " (bits 0x" << std::hex
+          << Bits(input) << ")";
       return;
     }
     if (ref_nan) {
-      EXPECT_TRUE(IsNaNPattern(fmt(), got))
-          << what << ": input bits 0x" << std::hex << Bits(input) << " gave 0x" << got << ", not a NaN";
+      EXPECT_TRUE(IsNaNPattern(fmt(), got)) << what << ": input bits 0x" << std::hex << Bits(input)
+                                            << " gave 0x" << got << ", not a NaN";
       // We keep the sign of a NaN input.
       EXPECT_EQ(got & SignBit(fmt()), std::signbit(input) ? SignBit(fmt()) : 0u) << what;
       return;
     }
-    EXPECT_EQ(got, ref) << what << ": input " << input << " (bits 0x" << std::hex << Bits(input) << ")";
+    EXPECT_EQ(got, ref) << what << ": input " << input << " (bits 0x" << std::hex << Bits(input)
+                        << ")";
   }
 };
 
@@ -333,7 +337,8 @@ TEST(ConvertTest, I8RoundTripAndSaturation) {
   ConvertToF32(DType::kI8, q.data(), back.data(), all.size());
   EXPECT_EQ(back, all);
 
-  const float in[] = {200.f, -200.f, 127.5f, -128.5f, 2.5f, 3.5f, -2.5f, 0.49f, NAN, INFINITY, -INFINITY};
+  const float in[] = {200.f, -200.f, 127.5f, -128.5f,  2.5f,     3.5f,
+                      -2.5f, 0.49f,  NAN,    INFINITY, -INFINITY};
   const int8_t want[] = {127, -128, 127, -128, 2, 4, -2, 0, 0, 127, -128};
   int8_t out[std::size(in)];
   ConvertFromF32(DType::kI8, in, out, std::size(in));
@@ -341,7 +346,8 @@ TEST(ConvertTest, I8RoundTripAndSaturation) {
 }
 
 TEST(ConvertTest, WiderIntegersSaturate) {
-  const float in[] = {-1.f, 70000.f, 1e20f, -1e20f, std::ldexp(1.f, 63), std::ldexp(1.f, 64), NAN, 2.5f};
+  const float in[] = {-1.f, 70000.f, 1e20f, -1e20f, std::ldexp(1.f, 63), std::ldexp(1.f, 64),
+                      NAN,  2.5f};
   uint8_t u8[std::size(in)];
   ConvertFromF32(DType::kU8, in, u8, std::size(in));
   EXPECT_EQ(u8[0], 0);
@@ -404,7 +410,8 @@ TEST(ConvertTest, PackedI4LayoutAndSaturation) {
   std::vector<uint8_t> packed(8, 0xAA);
   ConvertFromF32(DType::kI4, vals.data(), packed.data(), vals.size());
   for (int k = 0; k < 8; ++k) {
-    uint8_t lo = static_cast<uint8_t>(vals[2 * k]) & 0xF, hi = static_cast<uint8_t>(vals[2 * k + 1]) & 0xF;
+    uint8_t lo = static_cast<uint8_t>(vals[2 * k]) & 0xF,
+            hi = static_cast<uint8_t>(vals[2 * k + 1]) & 0xF;
     EXPECT_EQ(packed[k], lo | (hi << 4)) << "byte " << k;
   }
   std::vector<float> back(vals.size());
@@ -423,7 +430,8 @@ TEST(ConvertTest, PackedI4LayoutAndSaturation) {
   const int want[] = {7, -8, 7, -8, 2, -2, 4, 0, 7, -8};
   uint8_t q[5] = {};
   ConvertFromF32(DType::kI4, in, q, std::size(in));
-  for (size_t i = 0; i < std::size(in); ++i) EXPECT_EQ(UnpackI4(q, i), want[i]) << "input " << in[i];
+  for (size_t i = 0; i < std::size(in); ++i)
+    EXPECT_EQ(UnpackI4(q, i), want[i]) << "input " << in[i];
 
   // PackI4 writes one nibble and keeps its neighbour.
   uint8_t b[1] = {0x00};
@@ -461,7 +469,8 @@ TEST(TensorToTest, ConvertsThroughF32) {
   Tensor f = Tensor::Zeros(DType::kF32, {2, 3});
   const float vals[] = {1.f, -2.5f, 1.0009765625f, 300.f, 1e-3f, -0.f};
   std::memcpy(f.mutable_data<float>(), vals, sizeof(vals));
-  for (DType t : {DType::kF16, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2, DType::kI8, DType::kI4}) {
+  for (DType t :
+       {DType::kF16, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2, DType::kI8, DType::kI4}) {
     Tensor q = f.To(t);
     EXPECT_EQ(q.dtype(), t);
     EXPECT_EQ(q.shape(), f.shape());
@@ -472,7 +481,8 @@ TEST(TensorToTest, ConvertsThroughF32) {
     Tensor back = q.To(DType::kF32);
     std::vector<float> want_back(6);
     ConvertToF32(t, want.data(), want_back.data(), 6);
-    for (int i = 0; i < 6; ++i) EXPECT_EQ(Bits(back.data<float>()[i]), Bits(want_back[i])) << DTypeName(t);
+    for (int i = 0; i < 6; ++i)
+      EXPECT_EQ(Bits(back.data<float>()[i]), Bits(want_back[i])) << DTypeName(t);
   }
   // Narrow to narrow goes through f32: bf16 -> f16 of 1.0009765625 (exact in
   // f16, rounds to 1.0 in bf16).

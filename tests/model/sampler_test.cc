@@ -29,7 +29,8 @@ std::vector<double> Softmax(const std::vector<double>& s) {
   for (double v : s) m = std::max(m, v);
   std::vector<double> p(s.size());
   double z = 0;
-  for (size_t i = 0; i < s.size(); ++i) z += (p[i] = std::isinf(s[i]) && s[i] < 0 ? 0.0 : std::exp(s[i] - m));
+  for (size_t i = 0; i < s.size(); ++i)
+    z += (p[i] = std::isinf(s[i]) && s[i] < 0 ? 0.0 : std::exp(s[i] - m));
   for (double& v : p) v /= z;
   return p;
 }
@@ -38,7 +39,8 @@ std::vector<double> Softmax(const std::vector<double>& s) {
 // Temperature, TopK, TopP and MinP warpers, each on a full vector with removed
 // tokens set to -inf. Finite logits only. Ties are ordered by id (the
 // sampler's documented choice; torch.sort leaves it unspecified).
-Dist Reference(std::vector<float> logits, const SamplerOptions& o, const std::vector<int32_t>& history) {
+Dist Reference(std::vector<float> logits, const SamplerOptions& o,
+               const std::vector<int32_t>& history) {
   const int64_t n = logits.size();
   std::vector<float> orig = logits;
   if (o.repetition_penalty != 1) {
@@ -68,7 +70,8 @@ Dist Reference(std::vector<float> logits, const SamplerOptions& o, const std::ve
     std::iota(idx.begin(), idx.end(), 0);
     // Ascending; among equal logits the higher id first (so the lower id is
     // "larger", matching the sampler's descending order by id).
-    std::sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return s[a] != s[b] ? s[a] < s[b] : a > b; });
+    std::sort(idx.begin(), idx.end(),
+              [&](int64_t a, int64_t b) { return s[a] != s[b] ? s[a] < s[b] : a > b; });
     std::vector<double> p = Softmax(s);
     double cum = 0;
     std::vector<bool> remove(n, false);
@@ -99,7 +102,8 @@ std::vector<int32_t> Ids(const Dist& d) {
   return ids;
 }
 
-void ExpectSameDistribution(const Dist& got, const Dist& want, const std::string& what, double tol = 1e-9) {
+void ExpectSameDistribution(const Dist& got, const Dist& want, const std::string& what,
+                            double tol = 1e-9) {
   ASSERT_EQ(Ids(got), Ids(want)) << what;
   double sum = 0;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -109,7 +113,8 @@ void ExpectSameDistribution(const Dist& got, const Dist& want, const std::string
   EXPECT_NEAR(sum, 1.0, 1e-12) << what;
 }
 
-Dist DistributionOf(const std::vector<float>& logits, SamplerOptions o, const std::vector<int32_t>& history = {}) {
+Dist DistributionOf(const std::vector<float>& logits, SamplerOptions o,
+                    const std::vector<int32_t>& history = {}) {
   Sampler s(o);
   return s.Distribution(logits.data(), logits.size(), history);
 }
@@ -305,19 +310,21 @@ TEST(SamplerTest, LargeVocabularyMatchesReference) {
   Xoshiro256 rng(99);
   for (double scale : {6.0, 0.05}) {
     std::vector<float> l = RandomLogits(rng, 151936, scale);
-    for (SamplerOptions o : {SamplerOptions{0.6f, 20, 0.95f, 0.f, 1.f, 1}, SamplerOptions{0.6f, 0, 0.95f, 0.f, 1.f, 1},
-                             SamplerOptions{1.f, 0, 1.f, 0.05f, 1.1f, 1}, SamplerOptions{1.f, 0, 0.5f, 0.f, 1.f, 1}}) {
+    for (SamplerOptions o :
+         {SamplerOptions{0.6f, 20, 0.95f, 0.f, 1.f, 1}, SamplerOptions{0.6f, 0, 0.95f, 0.f, 1.f, 1},
+          SamplerOptions{1.f, 0, 1.f, 0.05f, 1.1f, 1}, SamplerOptions{1.f, 0, 0.5f, 0.f, 1.f, 1}}) {
       std::vector<int32_t> history = {5, 17, 151935, 42};
       ExpectSameDistribution(DistributionOf(l, o, history), Reference(l, o, history),
-                             "scale " + std::to_string(scale) + " k " + std::to_string(o.top_k) + " p " +
-                                 std::to_string(o.top_p));
+                             "scale " + std::to_string(scale) + " k " + std::to_string(o.top_k) +
+                                 " p " + std::to_string(o.top_p));
     }
   }
 }
 
 // Draw many tokens and compare the frequencies with the reference
 // probabilities (5 standard deviations plus a little slack).
-void ExpectFrequencies(const std::vector<float>& l, const SamplerOptions& o, const std::vector<int32_t>& history) {
+void ExpectFrequencies(const std::vector<float>& l, const SamplerOptions& o,
+                       const std::vector<int32_t>& history) {
   const int kDraws = 200000;
   Sampler s(o);
   std::map<int32_t, int> counts;
@@ -325,7 +332,8 @@ void ExpectFrequencies(const std::vector<float>& l, const SamplerOptions& o, con
   Dist want = Reference(l, o, history);
   const std::vector<int32_t> want_ids = Ids(want);
   const std::set<int32_t> allowed(want_ids.begin(), want_ids.end());
-  for (const auto& [id, n] : counts) EXPECT_TRUE(allowed.count(id)) << "drew filtered-out token " << id;
+  for (const auto& [id, n] : counts)
+    EXPECT_TRUE(allowed.count(id)) << "drew filtered-out token " << id;
   for (const auto& [id, p] : want) {
     double f = static_cast<double>(counts[id]) / kDraws;
     EXPECT_NEAR(f, p, 5 * std::sqrt(p * (1 - p) / kDraws) + 1e-4) << "token " << id;
