@@ -85,19 +85,11 @@ int RunGenerate(const Args& args) {
 
   auto tokenizer = LoadTokenizer(model);
   if (!tokenizer.ok()) return Fail(spec.name, tokenizer.status());
-  EncodeOptions enc;
-  enc.add_special_tokens = !vm["no-special"].as<bool>();
-  if (!prompt_file.empty()) {
-    auto text = ReadTextFile(prompt_file, "prompt");
-    if (!text.ok()) return Fail(spec.name, text.status());
-    prompt = *std::move(text);
-  } else if (!chat.empty()) {
-    auto rendered = RenderChat(model, chat, /*add_generation_prompt=*/true);
-    if (!rendered.ok()) return Fail(spec.name, rendered.status());
-    prompt = *std::move(rendered);
-    enc.avoid_double_bos = true;
-  }
-  std::vector<int32_t> ids = (*tokenizer)->Encode(prompt, enc);
+  TextSource source{prompt, vm.count("prompt") > 0, prompt_file, chat, /*add_generation_prompt=*/true,
+                    !vm["no-special"].as<bool>()};
+  auto tokenized = TokenizeSource(model, **tokenizer, source, "prompt");
+  if (!tokenized.ok()) return Fail(spec.name, tokenized.status());
+  std::vector<int32_t> ids = *std::move(tokenized);
   if (ids.empty()) return Fail(spec.name, absl::InvalidArgumentError("the prompt is empty (no tokens)"));
 
   auto engine = Transformer::Load(model);

@@ -33,21 +33,11 @@ int RunTokenize(const Args& args) {
 
   auto tokenizer = LoadTokenizer(model);
   if (!tokenizer.ok()) return Fail(spec.name, tokenizer.status());
-  std::string text = inline_text;
-  EncodeOptions enc;
-  enc.add_special_tokens = !vm["no-special"].as<bool>();
-  if (!text_file.empty()) {
-    auto t = ReadTextFile(text_file, "text");
-    if (!t.ok()) return Fail(spec.name, t.status());
-    text = *std::move(t);
-  } else if (!chat.empty()) {
-    auto rendered = RenderChat(model, chat, vm["add-generation-prompt"].as<bool>());
-    if (!rendered.ok()) return Fail(spec.name, rendered.status());
-    text = *std::move(rendered);
-    // A template that writes its own BOS must not get a second one.
-    enc.avoid_double_bos = true;
-  }
-  std::vector<int32_t> ids = (*tokenizer)->Encode(text, enc);
+  TextSource source{inline_text, vm.count("string") > 0, text_file, chat,
+                    vm["add-generation-prompt"].as<bool>(), !vm["no-special"].as<bool>()};
+  auto tokenized = TokenizeSource(model, **tokenizer, source, "text");
+  if (!tokenized.ok()) return Fail(spec.name, tokenized.status());
+  std::vector<int32_t> ids = *std::move(tokenized);
 
   if (vm["count"].as<bool>()) {
     std::cout << ids.size() << "\n";

@@ -75,6 +75,20 @@ absl::StatusOr<std::string> RenderChat(const std::string& model_path, const std:
   return tmpl.Render(chat, add_generation_prompt, nlohmann::json::object());
 }
 
+absl::StatusOr<std::vector<int32_t>> TokenizeSource(const std::string& model_path, const Tokenizer& tokenizer,
+                                                    const TextSource& source, const std::string& what) {
+  std::string text = source.inline_text;
+  EncodeOptions enc;
+  enc.add_special_tokens = source.add_special_tokens;
+  if (!source.file.empty()) {
+    ASSIGN_OR_RETURN(text, ReadTextFile(source.file, what));
+  } else if (!source.chat.empty()) {
+    ASSIGN_OR_RETURN(text, RenderChat(model_path, source.chat, source.add_generation_prompt));
+    enc.avoid_double_bos = true;
+  }
+  return tokenizer.Encode(text, enc);
+}
+
 absl::StatusOr<DType> ParseWeightDType(const std::string& name) {
   std::string n = absl::AsciiStrToLower(name);
   if (n == "f32" || n == "float32") return DType::kF32;

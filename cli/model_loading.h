@@ -29,6 +29,22 @@ absl::StatusOr<nlohmann::json> ReadChat(const std::string& file_or_json);
 absl::StatusOr<std::string> RenderChat(const std::string& model_path, const std::string& chat_arg,
                                        bool add_generation_prompt);
 
+// Where a command's input text comes from: exactly one of an inline string,
+// a file, or a chat rendered with MODEL's template.
+struct TextSource {
+  std::string inline_text;
+  bool has_inline = false;
+  std::string file;
+  std::string chat;
+  bool add_generation_prompt = false;
+  bool add_special_tokens = true;
+};
+
+// Reads / renders the text and tokenizes it. A rendered chat never gets a
+// second BOS from the tokenizer when its template already wrote one.
+absl::StatusOr<std::vector<int32_t>> TokenizeSource(const std::string& model_path, const Tokenizer& tokenizer,
+                                                    const TextSource& source, const std::string& what);
+
 // Parses "f32", "bf16", "f16" (any case).
 absl::StatusOr<DType> ParseWeightDType(const std::string& name);
 
