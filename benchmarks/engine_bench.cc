@@ -1,0 +1,153 @@
+// Prefill and decode speed of the CPU engine on a random-initialised model,
+// each beside its ceiling measured in the same run:
+//   decode  : tokens/s vs the bandwidth roofline = memory bandwidth / bytes
+//             streamed per token (every weight matrix + lm_head + KV cache).
+//             Memory bandwidth is counted as STREAM counts a copy: bytes read
+//             plus bytes written by a multithreaded memcpy.
+//   prefill : achieved GFLOP/s (2 * matmul params * tokens + attention) vs
+//             OpenBLAS sgemm peak on the same threads.
+// Output: one JSON object on stdout (and --out FILE).
+//
+//   engine_bench [--threads 2] [--family llama] [--size 100m] [--dtype bf16]
+//                [--prompt 512] [--decode 64] [--repeats 3] [--out FILE]
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "benchmarks/ceilings.h"
+#include "core/thread_pool.h"
+#include "model/init.h"
+#include "model/transformer.h"
+#include "nlohmann/json.hpp"
+
+namespace retort {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct Flags {
+  int threads = 2;
+  std::string family = "llama", size = "100m", dtype = "bf16", out;
+  int64_t prompt = 512, decode = 64;
+  int repeats = 3;
+};
+
+Flags ParseFlags(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--threads") f.threads = std::atoi(v.c_str());
+    else if (k == "--family") f.family = v;
+    else if (k == "--size") f.size = v;
+    else if (k == "--dtype") f.dtype = v;
+    else if (k == "--prompt") f.prompt = std::atoll(v.c_str());
+    else if (k == "--decode") f.decode = std::atoll(v.c_str());
+    else if (k == "--repeats") f.repeats = std::atoi(v.c_str());
+    else if (k == "--out") f.out = v;
+    else {
+      std::cerr << "engine_bench: unknown flag " << k << "\n";
+      std::exit(2);
+    }
+  }
+  return f;
+}
+
+int Main(int argc, char** argv) {
+  Flags flags = ParseFlags(argc, argv);
+  auto config = PresetConfig(flags.family, flags.size);
+  if (!config.ok()) {
+    std::cerr << config.status() << "\n";
+    return 1;
+  }
+  DType dtype = flags.dtype == "f32" ? DType::kF32 : flags.dtype == "f16" ? DType::kF16 : DType::kBF16;
+  auto model = Transformer::RandomInit(*config, 1, dtype);
+  if (!model.ok()) {
+    std::cerr << model.status() << "\n";
+    return 1;
+  }
+  const ModelConfig& c = (*model)->config();
+
+  Ceilings ceil;
+  ceil.threads = flags.threads;
+  ceil.memcpy_gbps = MeasureMemcpyGBps(flags.threads);
+  ceil.sgemm_gflops = MeasureSgemmGflops(flags.threads);
+  SetNumThreads(flags.threads);
+
+  // Bytes one decode step must stream: all weights except the embedding
+  // table, which is read one row per token (unless tied, then it is lm_head).
+  size_t weight_bytes = (*model)->WeightBytes();
+  size_t embed_bytes = DTypeBytes(dtype, c.vocab_size * c.hidden_size);
+  size_t streamed = c.tie_word_embeddings ? weight_bytes : weight_bytes - embed_bytes;
+  // Matmul parameters touched per token in prefill (lm_head only for the last token).
+  int64_t kv_dim = c.num_kv_heads * c.head_dim, q_dim = c.num_heads * c.head_dim;
+  int64_t layer_params = c.hidden_size * (q_dim + 2 * kv_dim) + q_dim * c.hidden_size +
+                         3 * c.hidden_size * c.intermediate_size;
+  int64_t matmul_params = layer_params * c.num_layers;
+
+  std::vector<int32_t> tokens(flags.prompt);
+  for (int64_t i = 0; i < flags.prompt; ++i) tokens[i] = static_cast<int32_t>((i * 7919) % c.vocab_size);
+  std::vector<float> logits(c.vocab_size);
+
+  double best_prefill = 1e30;
+  for (int r = 0; r < flags.repeats; ++r) {
+    KvCache cache = (*model)->NewCache(flags.prompt + 1);
+    auto t = Clock::now();
+    auto s = (*model)->Forward(tokens.data(), flags.prompt, cache, logits.data(), LogitsMode::kLast);
+    best_prefill = std::min(best_prefill, Since(t));
+    if (!s.ok()) {
+      std::cerr << s << "\n";
+      return 1;
+    }
+  }
+  double n = static_cast<double>(flags.prompt);
+  double attn_flops = 4.0 * c.num_layers * q_dim * (n * (n + 1) / 2);  // QK^T and PV, causal
+  double prefill_flops = 2.0 * matmul_params * n + attn_flops + 2.0 * c.vocab_size * c.hidden_size;
+  double prefill_gflops = prefill_flops / best_prefill / 1e9;
+
+  // Decode: a short prompt, then `decode` single-token steps.
+  const int64_t ctx = 64;
+  double best_decode = 1e30;
+  for (int r = 0; r < flags.repeats; ++r) {
+    KvCache cache = (*model)->NewCache(ctx + flags.decode + 1);
+    (void)(*model)->Forward(tokens.data(), ctx, cache, logits.data(), LogitsMode::kLast);
+    int32_t next = 1;
+    auto t = Clock::now();
+    for (int64_t i = 0; i < flags.decode; ++i) {
+      (void)(*model)->Forward(&next, 1, cache, logits.data(), LogitsMode::kLast);
+      next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    best_decode = std::min(best_decode, Since(t) / flags.decode);
+  }
+  double kv_bytes = 2.0 * c.num_layers * kv_dim * 4 * (ctx + flags.decode / 2.0);
+  double bytes_per_token = streamed + kv_bytes;
+  double bandwidth = 2 * ceil.memcpy_gbps * 1e9;  // read + write, STREAM-style
+  double roofline_tps = bandwidth / bytes_per_token;
+  double decode_tps = 1.0 / best_decode;
+
+  nlohmann::ordered_json out = {
+      {"model", {{"family", flags.family}, {"size", flags.size}, {"dtype", flags.dtype},
+                 {"parameters", c.ParameterCount()}, {"weight_bytes", weight_bytes}}},
+      {"threads", flags.threads},
+      {"ceilings", {{"memcpy_copy_gbps", ceil.memcpy_gbps},
+                    {"memory_bandwidth_gbps", bandwidth / 1e9},
+                    {"sgemm_gflops", ceil.sgemm_gflops}}},
+      {"prefill", {{"tokens", flags.prompt}, {"seconds", best_prefill}, {"tokens_per_second", n / best_prefill},
+                   {"gflops", prefill_gflops}, {"fraction_of_sgemm_peak", prefill_gflops / ceil.sgemm_gflops}}},
+      {"decode", {{"tokens", flags.decode}, {"context", ctx}, {"tokens_per_second", decode_tps},
+                  {"bytes_per_token", bytes_per_token}, {"roofline_tokens_per_second", roofline_tps},
+                  {"fraction_of_roofline", decode_tps / roofline_tps},
+                  {"fraction_of_copy_rate_roofline", decode_tps / (ceil.memcpy_gbps * 1e9 / bytes_per_token)}}}};
+  std::cout << out.dump(2) << "\n";
+  if (!flags.out.empty()) std::ofstream(flags.out) << out.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace retort
+
+int main(int argc, char** argv) { return retort::Main(argc, argv); }
