@@ -6,6 +6,9 @@
 //             plus bytes written by a multithreaded memcpy.
 //   prefill : achieved GFLOP/s (2 * matmul params * tokens + attention) vs
 //             OpenBLAS sgemm peak on the same threads.
+//   gemm    : cpu::MatMul GFLOP/s on the model's layer shapes with weights in
+//             the stored dtype (m = prompt tokens) vs sgemm peak, and the
+//             GEMV (m = 1) weight-read rate vs memory bandwidth.
 // Output: one JSON object on stdout (and --out FILE).
 //
 //   engine_bench [--threads 2] [--family llama] [--size 100m] [--dtype bf16]
@@ -20,6 +23,7 @@
 
 #include "benchmarks/ceilings.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu/ops.h"
 #include "model/init.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
@@ -129,6 +133,38 @@ int Main(int argc, char** argv) {
   double roofline_tps = bandwidth / bytes_per_token;
   double decode_tps = 1.0 / best_decode;
 
+  // The kernels alone, on the shapes of one layer: GEMM at m = prompt, GEMV at m = 1.
+  nlohmann::ordered_json gemm = nlohmann::ordered_json::array();
+  struct Shape2 { const char* name; int64_t n, k; };
+  for (const Shape2& sh : {Shape2{"qkv", q_dim + 2 * kv_dim, c.hidden_size}, Shape2{"o", c.hidden_size, q_dim},
+                           Shape2{"gate_up", 2 * c.intermediate_size, c.hidden_size},
+                           Shape2{"down", c.hidden_size, c.intermediate_size}}) {
+    Tensor w = Tensor::Zeros(DType::kF32, {sh.n, sh.k});
+    for (int64_t i = 0; i < w.numel(); ++i) w.mutable_data<float>()[i] = static_cast<float>((i * 37) % 101) * 1e-3f;
+    w = w.To(dtype);
+    for (int64_t m : {flags.prompt, int64_t{1}}) {
+      std::vector<float> x(m * sh.k, 0.01f), y(m * sh.n);
+      double best = 1e30;
+      int reps = m == 1 ? 50 : flags.repeats;
+      for (int r = 0; r < reps; ++r) {
+        auto t = Clock::now();
+        (void)cpu::MatMul(x.data(), m, w, nullptr, y.data());
+        best = std::min(best, Since(t));
+      }
+      double gflops = 2.0 * m * sh.n * sh.k / best / 1e9;
+      nlohmann::ordered_json row = {{"layer", sh.name}, {"m", m}, {"n", sh.n}, {"k", sh.k},
+                                    {"dtype", flags.dtype}, {"gflops", gflops}};
+      if (m == 1) {
+        double gbps = static_cast<double>(w.nbytes()) / best / 1e9;
+        row["weight_gbps"] = gbps;
+        row["fraction_of_bandwidth"] = gbps * 1e9 / (2 * ceil.memcpy_gbps * 1e9);
+      } else {
+        row["fraction_of_sgemm_peak"] = gflops / ceil.sgemm_gflops;
+      }
+      gemm.push_back(row);
+    }
+  }
+
   nlohmann::ordered_json out = {
       {"model", {{"family", flags.family}, {"size", flags.size}, {"dtype", flags.dtype},
                  {"parameters", c.ParameterCount()}, {"weight_bytes", weight_bytes}}},
@@ -141,7 +177,8 @@ int Main(int argc, char** argv) {
       {"decode", {{"tokens", flags.decode}, {"context", ctx}, {"tokens_per_second", decode_tps},
                   {"bytes_per_token", bytes_per_token}, {"roofline_tokens_per_second", roofline_tps},
                   {"fraction_of_roofline", decode_tps / roofline_tps},
-                  {"fraction_of_copy_rate_roofline", decode_tps / (ceil.memcpy_gbps * 1e9 / bytes_per_token)}}}};
+                  {"fraction_of_copy_rate_roofline", decode_tps / (ceil.memcpy_gbps * 1e9 / bytes_per_token)}}},
+      {"matmul", gemm}};
   std::cout << out.dump(2) << "\n";
   if (!flags.out.empty()) std::ofstream(flags.out) << out.dump(2) << "\n";
   return 0;

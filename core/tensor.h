@@ -51,6 +51,8 @@ class Tensor {
   // Same bytes, new shape with the same element count.
   absl::StatusOr<Tensor> Reshape(Shape shape) const;
   // Rows [begin, end) of the leading dimension, sharing storage.
+  // REQUIRES: for packed I4, an even number of elements per row (rows must
+  // start on a byte boundary).
   Tensor Rows(int64_t begin, int64_t end) const;
   // Deep copy into an owned buffer.
   Tensor Clone() const;
