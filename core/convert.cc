@@ -1,5 +1,7 @@
 #include "core/convert.h"
 
+#include "core/ggml_blocks.h"
+
 #include <array>
 #include <cmath>
 #include <limits>
@@ -166,6 +168,9 @@ void ConvertToF32(DType type, const void* src, float* dst, int64_t n) {
       RETORT_INT_CASE(DType::kF64, double)
       RETORT_INT_CASE(DType::kBool, uint8_t)
 #undef RETORT_INT_CASE
+    default:
+      DequantizeBlocksToF32(type, src, dst, n);
+      return;
   }
 }
 
@@ -228,6 +233,9 @@ void ConvertFromF32(DType type, const float* src, void* dst, int64_t n) {
       for (int64_t i = 0; i < n; ++i) d[i] = src[i] != 0.f ? 1 : 0;  // NaN != 0
       return;
     }
+    default:
+      // Block types are encoded by quantize/ (they need a search); see convert.h.
+      return;
   }
 }
 

@@ -49,11 +49,15 @@ inline void PackI4(uint8_t* packed, int64_t i, int v) {
 }
 
 // Converts n elements of `src` (stored as `type`) to f32. Integer types are
-// converted by value. REQUIRES: type is not kBool.
+// converted by value (kBool: 0 or 1).
 void ConvertToF32(DType type, const void* src, float* dst, int64_t n);
+// Block-quantized types (Q8_0, Q4_K, ...) are dequantized: n must be a
+// multiple of the block size.
+//
 // Converts n f32 values to `type` (rounding as above; integers round to
 // nearest even and saturate to the type's range, NaN -> 0; kBool is 1 for any
 // nonzero or NaN input, else 0).
+// REQUIRES: type is not block-quantized (those encoders live in quantize/).
 void ConvertFromF32(DType type, const float* src, void* dst, int64_t n);
 
 }  // namespace retort
