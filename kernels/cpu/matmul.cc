@@ -10,6 +10,9 @@
 //    fits in L2 and multiplied with a single-threaded cblas_sgemm. f32 weights
 //    go to sgemm directly. The conversion costs O(n*k) per call against the
 //    O(m*n*k) product, so it vanishes for the m this path sees.
+// Block-quantized (GGUF) weights take quant_matmul.h's integer dots on the
+// GEMV path (the input quantized once per call to 8-bit blocks) and the same
+// dequantize-a-block-then-sgemm scheme on the GEMM path.
 #include <cblas.h>
 
 #include <algorithm>
@@ -21,6 +24,7 @@
 #include "core/thread_pool.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -129,7 +133,11 @@ void GemmBlock(const float* x, int64_t m, int64_t k, const Tensor& w, const floa
                int64_t r0, int64_t r1, std::vector<float>& scratch) {
   const int64_t n = w.dim(0), rows = r1 - r0;
   const float* wf;
-  if (w.dtype() == DType::kF32) {
+  if (IsBlockQuantized(w.dtype())) {
+    scratch.resize(static_cast<size_t>(rows * k));
+    DequantizeRows(w.dtype(), w.raw(), k, r0, rows, scratch.data());
+    wf = scratch.data();
+  } else if (w.dtype() == DType::kF32) {
     wf = w.data<float>() + r0 * k;
   } else {
     scratch.resize(static_cast<size_t>(rows * k));
@@ -159,13 +167,18 @@ absl::Status CheckWeight(const Tensor& w, int64_t k) {
     return absl::InvalidArgumentError(absl::StrCat("MatMul: weight shape ", ShapeString(w.shape()),
                                                    " does not take inputs of width ", k));
   }
+  if (k % DTypeBlockElems(w.dtype()) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MatMul: ", std::string(DTypeName(w.dtype())), " weight rows of ", k,
+                     " elements are not whole blocks of ", DTypeBlockElems(w.dtype())));
+  }
   return absl::OkStatus();
 }
 
 }  // namespace
 
 bool IsSupportedWeightDType(DType t) {
-  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16;
+  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16 || IsQuantizedWeightDType(t);
 }
 
 void RowToF32(DType t, const void* src, float* dst, int64_t n) {
@@ -192,7 +205,33 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
   for (const MatMulOutput& o : outs) RETURN_IF_ERROR(CheckWeight(*o.w, k));
   if (m <= 0 || outs.empty()) return absl::OkStatus();
 
-  if (m <= kGemvMaxRows) {
+  bool all_quantized = true;
+  for (const MatMulOutput& o : outs) all_quantized &= IsBlockQuantized(o.w->dtype());
+  if (m <= kGemvMaxRows || (all_quantized && m <= kQuantGemvMaxRows)) {
+    // Block-quantized weights: quantize the input once per activation type.
+    std::vector<const void*> act(outs.size(), nullptr);
+    std::vector<size_t> act_row_bytes(outs.size(), 0);
+    bool quantized[3] = {false, false, false};
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const DType wt = outs[i].w->dtype();
+      if (!IsBlockQuantized(wt)) continue;
+      const DType at = QuantDotActivationType(wt);
+      act_row_bytes[i] = ActivationRowBytes(at, k);
+      if (at == DType::kF32) {
+        act[i] = x;
+        continue;
+      }
+      const int slot = at == DType::kQ8_0 ? 0 : at == DType::kQ8_1 ? 1 : 2;
+      thread_local std::vector<char> buffers[3];
+      std::vector<char>& buf = buffers[slot];
+      if (!quantized[slot]) {  // outputs sharing an activation type share its rows
+        buf.resize(act_row_bytes[i] * m);
+        for (int64_t r = 0; r < m; ++r)
+          QuantizeActivationRow(at, x + r * k, buf.data() + r * act_row_bytes[i], k);
+        quantized[slot] = true;
+      }
+      act[i] = buf.data();
+    }
     // Concatenate the outputs' rows into one index space and split it.
     std::vector<int64_t> start(outs.size() + 1, 0);
     for (size_t i = 0; i < outs.size(); ++i) start[i + 1] = start[i] + outs[i].w->dim(0);
@@ -205,6 +244,11 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
       for (size_t i = 0; i < outs.size(); ++i) {
         int64_t lo = std::max(b, start[i]), hi = std::min(e, start[i + 1]);
         if (lo >= hi) continue;
+        if (act[i] != nullptr) {
+          QuantGemvRows(outs[i].w->dtype(), outs[i].w->raw(), k, act[i], act_row_bytes[i], m,
+                        outs[i].bias, outs[i].y, outs[i].w->dim(0), lo - start[i], hi - start[i]);
+          continue;
+        }
         GemvDispatch(x, m, k, *outs[i].w, outs[i].bias, outs[i].y, lo - start[i], hi - start[i]);
       }
     });

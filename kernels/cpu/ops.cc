@@ -84,7 +84,7 @@ void Softmax(float* x, int64_t rows, int64_t cols) {
 absl::Status Embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out) {
   if (table.rank() != 2 || !IsSupportedWeightDType(table.dtype())) {
     return absl::InvalidArgumentError(
-        absl::StrCat("Embedding: table must be a rank-2 F32/BF16/F16 tensor, got ",
+        absl::StrCat("Embedding: table must be a rank-2 F32/BF16/F16 or ggml block tensor, got ",
                      std::string(DTypeName(table.dtype())), " ", ShapeString(table.shape())));
   }
   const int64_t vocab = table.dim(0), dim = table.dim(1);

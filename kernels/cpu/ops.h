@@ -2,8 +2,9 @@
 //
 // Every function works on raw row-major f32 buffers, except the weight
 // operands of MatMul and Embedding, which are Tensors kept in their stored
-// dtype (F32, BF16 or F16): they are converted to f32 on the fly, block by
-// block, so a bf16 model is never expanded to a full f32 copy. All sums are
+// dtype (F32, BF16, F16 or a ggml block type such as Q8_0/Q4_K): they are
+// converted on the fly, block by block, so a model is never expanded to a
+// full f32 copy. All sums are
 // accumulated in f32.
 //
 // Parallelism: the kernels split their work with core/thread_pool.h's
@@ -29,9 +30,12 @@ namespace retort::cpu {
 bool IsSupportedWeightDType(DType t);
 
 // y[m, n] = x[m, k] · w[n, k]^T (+ bias[n]).
-// `w` is rank 2 [n, k] in F32, BF16 or F16. Small m (decode) runs a GEMV that
-// streams each weight row once in its stored dtype; larger m converts blocks
-// of weight rows to an f32 scratch and multiplies them with cblas_sgemm.
+// `w` is rank 2 [n, k] in F32, BF16, F16 or a block type of
+// IsQuantizedWeightDType (quant_matmul.h; k a whole number of blocks). Small
+// m (decode) runs a GEMV that streams each weight row once in its stored
+// dtype (block types: integer dots against the input quantized to 8 bits, as
+// llama.cpp); larger m converts blocks of weight rows to an f32 scratch and
+// multiplies them with cblas_sgemm.
 // `bias` may be null. y must not overlap x. Error for any other dtype/rank.
 absl::Status MatMul(const float* x, int64_t m, const Tensor& w, const float* bias, float* y);
 
@@ -66,7 +70,7 @@ void Add(const float* a, const float* b, int64_t n, float* out);
 void Softmax(float* x, int64_t rows, int64_t cols);
 
 // out[i, :] = table[ids[i], :] converted to f32. table: [vocab, dim] in
-// F32/BF16/F16. Error (naming the id) for an id outside [0, vocab).
+// F32/BF16/F16 or a weight block type (rows dequantized). Error (naming the id) for an id outside [0, vocab).
 absl::Status Embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out);
 
 // ----------------------------------------------------------------------------
