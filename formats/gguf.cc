@@ -154,27 +154,44 @@ struct GgmlTypeInfo {
 
 // Every ggml type id we know of; the unsupported ones only for messages.
 constexpr GgmlTypeInfo kGgmlTypes[] = {
-    {0, "F32", true, DType::kF32},        {1, "F16", true, DType::kF16},
-    {2, "Q4_0", true, DType::kQ4_0},      {3, "Q4_1", true, DType::kQ4_1},
+    {0, "F32", true, DType::kF32},
+    {1, "F16", true, DType::kF16},
+    {2, "Q4_0", true, DType::kQ4_0},
+    {3, "Q4_1", true, DType::kQ4_1},
     {4, "Q4_2 (removed from ggml)", false, DType::kF32},
     {5, "Q4_3 (removed from ggml)", false, DType::kF32},
-    {6, "Q5_0", true, DType::kQ5_0},      {7, "Q5_1", true, DType::kQ5_1},
-    {8, "Q8_0", true, DType::kQ8_0},      {9, "Q8_1", true, DType::kQ8_1},
-    {10, "Q2_K", true, DType::kQ2_K},     {11, "Q3_K", true, DType::kQ3_K},
-    {12, "Q4_K", true, DType::kQ4_K},     {13, "Q5_K", true, DType::kQ5_K},
-    {14, "Q6_K", true, DType::kQ6_K},     {15, "Q8_K", true, DType::kQ8_K},
-    {16, "IQ2_XXS", false, DType::kF32},  {17, "IQ2_XS", false, DType::kF32},
-    {18, "IQ3_XXS", false, DType::kF32},  {19, "IQ1_S", false, DType::kF32},
-    {20, "IQ4_NL", false, DType::kF32},   {21, "IQ3_S", false, DType::kF32},
-    {22, "IQ2_S", false, DType::kF32},    {23, "IQ4_XS", false, DType::kF32},
-    {24, "I8", true, DType::kI8},         {25, "I16", true, DType::kI16},
-    {26, "I32", true, DType::kI32},       {27, "I64", true, DType::kI64},
-    {28, "F64", true, DType::kF64},       {29, "IQ1_M", false, DType::kF32},
-    {30, "BF16", true, DType::kBF16},     {31, "Q4_0_4_4 (removed from ggml)", false, DType::kF32},
+    {6, "Q5_0", true, DType::kQ5_0},
+    {7, "Q5_1", true, DType::kQ5_1},
+    {8, "Q8_0", true, DType::kQ8_0},
+    {9, "Q8_1", true, DType::kQ8_1},
+    {10, "Q2_K", true, DType::kQ2_K},
+    {11, "Q3_K", true, DType::kQ3_K},
+    {12, "Q4_K", true, DType::kQ4_K},
+    {13, "Q5_K", true, DType::kQ5_K},
+    {14, "Q6_K", true, DType::kQ6_K},
+    {15, "Q8_K", true, DType::kQ8_K},
+    {16, "IQ2_XXS", false, DType::kF32},
+    {17, "IQ2_XS", false, DType::kF32},
+    {18, "IQ3_XXS", false, DType::kF32},
+    {19, "IQ1_S", false, DType::kF32},
+    {20, "IQ4_NL", false, DType::kF32},
+    {21, "IQ3_S", false, DType::kF32},
+    {22, "IQ2_S", false, DType::kF32},
+    {23, "IQ4_XS", false, DType::kF32},
+    {24, "I8", true, DType::kI8},
+    {25, "I16", true, DType::kI16},
+    {26, "I32", true, DType::kI32},
+    {27, "I64", true, DType::kI64},
+    {28, "F64", true, DType::kF64},
+    {29, "IQ1_M", false, DType::kF32},
+    {30, "BF16", true, DType::kBF16},
+    {31, "Q4_0_4_4 (removed from ggml)", false, DType::kF32},
     {32, "Q4_0_4_8 (removed from ggml)", false, DType::kF32},
     {33, "Q4_0_8_8 (removed from ggml)", false, DType::kF32},
-    {34, "TQ1_0", false, DType::kF32},    {35, "TQ2_0", false, DType::kF32},
-    {39, "MXFP4", false, DType::kF32},    {40, "NVFP4", false, DType::kF32},
+    {34, "TQ1_0", false, DType::kF32},
+    {35, "TQ2_0", false, DType::kF32},
+    {39, "MXFP4", false, DType::kF32},
+    {40, "NVFP4", false, DType::kF32},
     {41, "Q1_0", false, DType::kF32},
 };
 
@@ -187,8 +204,9 @@ const GgmlTypeInfo* FindGgmlType(uint32_t id) {
 }  // namespace
 
 std::string GgufTypeName(GgufType t) {
-  static const char* const kNames[kNumGgufTypes] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
-                                                    "bool", "string", "array", "u64", "i64", "f64"};
+  static const char* const kNames[kNumGgufTypes] = {"u8",  "i8",  "u16",  "i16",    "u32",
+                                                    "i32", "f32", "bool", "string", "array",
+                                                    "u64", "i64", "f64"};
   uint32_t id = static_cast<uint32_t>(t);
   return id < kNumGgufTypes ? kNames[id] : absl::StrCat("type ", id);
 }
@@ -200,9 +218,11 @@ std::string GgmlTypeName(uint32_t ggml_type) {
 
 absl::StatusOr<DType> DTypeFromGgmlType(uint32_t ggml_type) {
   const GgmlTypeInfo* t = FindGgmlType(ggml_type);
-  if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown ggml type ", ggml_type));
+  if (t == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat("unknown ggml type ", ggml_type));
   if (!t->supported) {
-    return absl::UnimplementedError(absl::StrCat("ggml type ", ggml_type, " (", t->name, ") is not supported"));
+    return absl::UnimplementedError(
+        absl::StrCat("ggml type ", ggml_type, " (", t->name, ") is not supported"));
   }
   return t->dtype;
 }
@@ -210,9 +230,10 @@ absl::StatusOr<DType> DTypeFromGgmlType(uint32_t ggml_type) {
 absl::StatusOr<uint32_t> GgmlTypeFromDType(DType dtype) {
   for (const GgmlTypeInfo& t : kGgmlTypes)
     if (t.supported && t.dtype == dtype) return t.id;
-  return absl::InvalidArgumentError(absl::StrCat("dtype ", std::string(DTypeName(dtype)),
-                                                 " has no ggml type (GGUF holds F32 F16 BF16 F64 I8 I16 I32 "
-                                                 "I64 and the ggml block types)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("dtype ", std::string(DTypeName(dtype)),
+                   " has no ggml type (GGUF holds F32 F16 BF16 F64 I8 I16 I32 "
+                   "I64 and the ggml block types)"));
 }
 
 // ---------------------------------------------------------------- GgufValue
@@ -239,7 +260,8 @@ class GgufParser {
     return v;
   }
 
-  GgufParser(const std::string& path, const uint8_t* data, uint64_t size) : path_(path), data_(data), size_(size) {}
+  GgufParser(const std::string& path, const uint8_t* data, uint64_t size)
+      : path_(path), data_(data), size_(size) {}
 
   absl::Status Parse(GgufReader* r);
 
@@ -247,8 +269,8 @@ class GgufParser {
   uint64_t left() const { return size_ - pos_; }
   absl::Status Need(uint64_t n, const std::string& what) const {
     if (n > left()) {
-      return Loss(path_, absl::StrCat("file ends inside ", what, " (needs ", n, " bytes at offset ", pos_, ", ",
-                                      left(), " left of ", size_, ")"));
+      return Loss(path_, absl::StrCat("file ends inside ", what, " (needs ", n, " bytes at offset ",
+                                      pos_, ", ", left(), " left of ", size_, ")"));
     }
     return absl::OkStatus();
   }
@@ -261,8 +283,8 @@ class GgufParser {
   absl::StatusOr<std::string> ReadString(const std::string& what) {
     ASSIGN_OR_RETURN(uint64_t len, Read(8, what));
     if (len > left()) {
-      return Loss(path_, absl::StrCat(what, " claims ", len, " bytes at offset ", pos_, " but only ", left(),
-                                      " bytes are left in the file"));
+      return Loss(path_, absl::StrCat(what, " claims ", len, " bytes at offset ", pos_,
+                                      " but only ", left(), " bytes are left in the file"));
     }
     std::string s(reinterpret_cast<const char*>(data_ + pos_), len);
     pos_ += len;
@@ -271,7 +293,8 @@ class GgufParser {
   absl::StatusOr<GgufType> ReadType(const std::string& what) {
     ASSIGN_OR_RETURN(uint64_t id, Read(4, what));
     if (id >= kNumGgufTypes) {
-      return Invalid(path_, absl::StrCat(what, ": unknown value type ", id, " (GGUF has types 0..12)"));
+      return Invalid(path_,
+                     absl::StrCat(what, ": unknown value type ", id, " (GGUF has types 0..12)"));
     }
     return static_cast<GgufType>(id);
   }
@@ -331,12 +354,14 @@ GgufValue GgufValue::Array(GgufType elem, std::vector<GgufValue> items) {
   if (elem == GgufType::kString) {
     out.strings_.reserve(items.size());
     for (GgufValue& item : items) {
-      out.strings_.push_back(item.type_ == GgufType::kString ? std::move(item.bytes_) : std::string());
+      out.strings_.push_back(item.type_ == GgufType::kString ? std::move(item.bytes_)
+                                                             : std::string());
     }
   } else if (elem == GgufType::kArray) {
     out.items_.reserve(items.size());
     for (GgufValue& item : items) {
-      out.items_.push_back(item.is_array() ? std::move(item) : GgufParser::PackedArray(GgufType::kU8, ""));
+      out.items_.push_back(item.is_array() ? std::move(item)
+                                           : GgufParser::PackedArray(GgufType::kU8, ""));
     }
   } else {
     size_t width = ScalarWidth(elem);
@@ -392,15 +417,19 @@ GgufValue GgufValue::Item(size_t i) const {
   if (elem_type_ == GgufType::kString) return String(strings_[i]);
   if (elem_type_ == GgufType::kArray) return items_[i];
   size_t width = ScalarWidth(elem_type_);
-  return MakeScalar(elem_type_, LoadLE(reinterpret_cast<const uint8_t*>(bytes_.data()) + i * width, width));
+  return MakeScalar(elem_type_,
+                    LoadLE(reinterpret_cast<const uint8_t*>(bytes_.data()) + i * width, width));
 }
 
 absl::StatusOr<int64_t> GgufValue::AsInt() const {
   if (!IsIntegerType(type_)) {
-    return absl::InvalidArgumentError(absl::StrCat("has type ", GgufTypeName(type_), ", expected an integer"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("has type ", GgufTypeName(type_), ", expected an integer"));
   }
-  if (type_ == GgufType::kU64 && scalar_ > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return absl::OutOfRangeError(absl::StrCat("has u64 value ", scalar_, ", which does not fit int64"));
+  if (type_ == GgufType::kU64 &&
+      scalar_ > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return absl::OutOfRangeError(
+        absl::StrCat("has u64 value ", scalar_, ", which does not fit int64"));
   }
   return IsSignedType(type_) ? SignExtend(scalar_, type_) : static_cast<int64_t>(scalar_);
 }
@@ -410,32 +439,37 @@ absl::StatusOr<double> GgufValue::AsFloat() const {
   if (type_ == GgufType::kF64) return BitsF64(scalar_);
   if (type_ == GgufType::kU64) return static_cast<double>(scalar_);
   if (IsIntegerType(type_)) return static_cast<double>(SignExtend(scalar_, type_));
-  return absl::InvalidArgumentError(absl::StrCat("has type ", GgufTypeName(type_), ", expected a number"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("has type ", GgufTypeName(type_), ", expected a number"));
 }
 
 absl::StatusOr<bool> GgufValue::AsBool() const {
   if (type_ != GgufType::kBool) {
-    return absl::InvalidArgumentError(absl::StrCat("has type ", GgufTypeName(type_), ", expected bool"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("has type ", GgufTypeName(type_), ", expected bool"));
   }
   return scalar_ != 0;
 }
 
 absl::StatusOr<std::string> GgufValue::AsString() const {
   if (type_ != GgufType::kString) {
-    return absl::InvalidArgumentError(absl::StrCat("has type ", GgufTypeName(type_), ", expected string"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("has type ", GgufTypeName(type_), ", expected string"));
   }
   return bytes_;
 }
 
 namespace {
 std::string TypeDescription(const GgufValue& v) {
-  return v.is_array() ? absl::StrCat("array of ", GgufTypeName(v.elem_type())) : GgufTypeName(v.type());
+  return v.is_array() ? absl::StrCat("array of ", GgufTypeName(v.elem_type()))
+                      : GgufTypeName(v.type());
 }
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> GgufValue::AsStringArray() const {
   if (type_ != GgufType::kArray || elem_type_ != GgufType::kString) {
-    return absl::InvalidArgumentError(absl::StrCat("has type ", TypeDescription(*this), ", expected array of string"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("has type ", TypeDescription(*this), ", expected array of string"));
   }
   return strings_;
 }
@@ -541,19 +575,23 @@ absl::StatusOr<GgufValue> GgufParser::ReadValue(GgufType type, const std::string
     return Scalar(type, bits);
   }
   if (depth >= kMaxArrayDepth) {
-    return Invalid(path_, absl::StrCat(what, ": arrays nested deeper than ", kMaxArrayDepth, " levels"));
+    return Invalid(path_,
+                   absl::StrCat(what, ": arrays nested deeper than ", kMaxArrayDepth, " levels"));
   }
   ASSIGN_OR_RETURN(GgufType elem, ReadType(absl::StrCat(what, " (array element type)")));
   ASSIGN_OR_RETURN(uint64_t count, Read(8, absl::StrCat(what, " (array length)")));
   // The least each element takes in the file: checked before anything is
   // allocated, so a lying count costs nothing.
-  const uint64_t min_elem = elem == GgufType::kString ? 8 : elem == GgufType::kArray ? 12 : ScalarWidth(elem);
+  const uint64_t min_elem = elem == GgufType::kString  ? 8
+                            : elem == GgufType::kArray ? 12
+                                                       : ScalarWidth(elem);
   if (count > left() / min_elem) {
-    return Loss(path_, absl::StrCat(what, ": array of ", count, " ", GgufTypeName(elem), " needs at least ",
-                                    count > std::numeric_limits<uint64_t>::max() / min_elem
-                                        ? std::string("more than 2^64")
-                                        : absl::StrCat(count * min_elem),
-                                    " bytes but only ", left(), " are left in the file"));
+    return Loss(
+        path_, absl::StrCat(what, ": array of ", count, " ", GgufTypeName(elem), " needs at least ",
+                            count > std::numeric_limits<uint64_t>::max() / min_elem
+                                ? std::string("more than 2^64")
+                                : absl::StrCat(count * min_elem),
+                            " bytes but only ", left(), " are left in the file"));
   }
   GgufValue out;
   out.type_ = GgufType::kArray;
@@ -567,7 +605,8 @@ absl::StatusOr<GgufValue> GgufParser::ReadValue(GgufType type, const std::string
   } else if (elem == GgufType::kArray) {
     out.items_.reserve(count);
     for (uint64_t i = 0; i < count; ++i) {
-      ASSIGN_OR_RETURN(GgufValue item, ReadValue(GgufType::kArray, absl::StrCat(what, " item ", i), depth + 1));
+      ASSIGN_OR_RETURN(GgufValue item,
+                       ReadValue(GgufType::kArray, absl::StrCat(what, " item ", i), depth + 1));
       out.items_.push_back(std::move(item));
     }
   } else {
@@ -579,24 +618,31 @@ absl::StatusOr<GgufValue> GgufParser::ReadValue(GgufType type, const std::string
 
 absl::Status GgufParser::Parse(GgufReader* r) {
   if (size_ < 4 || std::memcmp(data_, "GGUF", 4) != 0) {
-    if (size_ < 4) return Loss(path_, absl::StrCat("file is ", size_, " bytes, too short for a GGUF header"));
-    return Invalid(path_, absl::StrCat("not a GGUF file (starts with \"",
-                                       Escaped(std::string(reinterpret_cast<const char*>(data_), 4), 16),
-                                       "\", expected \"GGUF\")"));
+    if (size_ < 4)
+      return Loss(path_, absl::StrCat("file is ", size_, " bytes, too short for a GGUF header"));
+    return Invalid(path_,
+                   absl::StrCat("not a GGUF file (starts with \"",
+                                Escaped(std::string(reinterpret_cast<const char*>(data_), 4), 16),
+                                "\", expected \"GGUF\")"));
   }
   pos_ = 4;
   ASSIGN_OR_RETURN(uint64_t version, Read(4, "the header (version)"));
   if (version != 0 && (version & 0xffff) == 0) {
-    return Invalid(path_, absl::StrFormat("version field 0x%08x looks byte-swapped: big-endian GGUF files are not "
-                                          "supported",
-                                          version));
+    return Invalid(
+        path_,
+        absl::StrFormat("version field 0x%08x looks byte-swapped: big-endian GGUF files are not "
+                        "supported",
+                        version));
   }
   if (version == 1) {
-    return Invalid(path_, "GGUF version 1 is not supported (its counts and lengths are 32-bit); re-convert the "
-                          "model with a current llama.cpp");
+    return Invalid(
+        path_,
+        "GGUF version 1 is not supported (its counts and lengths are 32-bit); re-convert the "
+        "model with a current llama.cpp");
   }
   if (version != 2 && version != 3) {
-    return Invalid(path_, absl::StrCat("unsupported GGUF version ", version, " (we read versions 2 and 3)"));
+    return Invalid(
+        path_, absl::StrCat("unsupported GGUF version ", version, " (we read versions 2 and 3)"));
   }
   r->version_ = static_cast<uint32_t>(version);
   ASSIGN_OR_RETURN(uint64_t n_tensors, Read(8, "the header (tensor count)"));
@@ -604,8 +650,8 @@ absl::Status GgufParser::Parse(GgufReader* r) {
   // A metadata pair takes at least 13 bytes (key length, type, one byte), a
   // tensor info at least 24 (name length, n_dims, type, offset).
   if (n_kv > left() / 13) {
-    return Loss(path_, absl::StrCat("header claims ", n_kv, " metadata pairs, more than the ", left(),
-                                    " bytes left in the file can hold"));
+    return Loss(path_, absl::StrCat("header claims ", n_kv, " metadata pairs, more than the ",
+                                    left(), " bytes left in the file can hold"));
   }
   if (n_tensors > left() / 24) {
     return Loss(path_, absl::StrCat("header claims ", n_tensors, " tensors, more than the ", left(),
@@ -626,8 +672,8 @@ absl::Status GgufParser::Parse(GgufReader* r) {
 
   if (const GgufValue* a = r->Find("general.alignment")) {
     if (a->type() != GgufType::kU32) {
-      return Invalid(path_, absl::StrCat("metadata key general.alignment has type ", TypeDescription(*a),
-                                         ", expected u32"));
+      return Invalid(path_, absl::StrCat("metadata key general.alignment has type ",
+                                         TypeDescription(*a), ", expected u32"));
     }
     const uint64_t align = *a->AsInt();
     if (align == 0 || (align & (align - 1)) != 0) {
@@ -646,12 +692,13 @@ absl::Status GgufParser::Parse(GgufReader* r) {
     ASSIGN_OR_RETURN(t.name, ReadString(absl::StrCat("tensor info ", i, " (name)")));
     const std::string what = absl::StrCat("tensor ", Quoted(t.name));
     if (t.name.size() > kGgufMaxNameBytes) {
-      return Invalid(path_, absl::StrCat(what, ": name is ", t.name.size(), " bytes, ggml allows at most ",
-                                         kGgufMaxNameBytes));
+      return Invalid(path_, absl::StrCat(what, ": name is ", t.name.size(),
+                                         " bytes, ggml allows at most ", kGgufMaxNameBytes));
     }
     ASSIGN_OR_RETURN(uint64_t n_dims, Read(4, absl::StrCat(what, " (n_dims)")));
     if (n_dims > kGgufMaxDims) {
-      return Invalid(path_, absl::StrCat(what, ": ", n_dims, " dimensions, ggml allows at most ", kGgufMaxDims));
+      return Invalid(path_, absl::StrCat(what, ": ", n_dims, " dimensions, ggml allows at most ",
+                                         kGgufMaxDims));
     }
     uint64_t numel = 1;
     for (uint64_t d = 0; d < n_dims; ++d) {
@@ -659,7 +706,8 @@ absl::Status GgufParser::Parse(GgufReader* r) {
       if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
           __builtin_mul_overflow(numel, dim, &numel) ||
           numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return Invalid(path_, absl::StrCat(what, ": dimensions overflow int64 (dim ", d, " = ", dim, ")"));
+        return Invalid(path_,
+                       absl::StrCat(what, ": dimensions overflow int64 (dim ", d, " = ", dim, ")"));
       }
       t.dims.push_back(dim);
     }
@@ -673,11 +721,13 @@ absl::Status GgufParser::Parse(GgufReader* r) {
     const uint64_t block = static_cast<uint64_t>(DTypeBlockElems(t.dtype));
     const uint64_t row = t.dims.empty() ? 1 : t.dims[0];
     if (row % block != 0) {
-      return Invalid(path_, absl::StrCat(what, ": rows of ", row, " elements are not a whole number of ",
-                                         GgmlTypeName(t.ggml_type), " blocks of ", block));
+      return Invalid(path_,
+                     absl::StrCat(what, ": rows of ", row, " elements are not a whole number of ",
+                                  GgmlTypeName(t.ggml_type), " blocks of ", block));
     }
     // numel * block_bytes / block without overflow: numel is a multiple of block.
-    if (__builtin_mul_overflow(numel / block, static_cast<uint64_t>(DTypeBlockBytes(t.dtype)), &t.nbytes)) {
+    if (__builtin_mul_overflow(numel / block, static_cast<uint64_t>(DTypeBlockBytes(t.dtype)),
+                               &t.nbytes)) {
       return Invalid(path_, absl::StrCat(what, ": size overflows 64 bits"));
     }
     if (!r->tensor_index_.emplace(t.name, r->tensors_.size()).second) {
@@ -688,8 +738,8 @@ absl::Status GgufParser::Parse(GgufReader* r) {
 
   r->data_offset_ = PadTo(pos_, r->alignment_);
   if (!r->tensors_.empty() && r->data_offset_ > size_) {
-    return Loss(path_, absl::StrCat("data section would start at byte ", r->data_offset_, ", past the end of the ",
-                                    size_, "-byte file"));
+    return Loss(path_, absl::StrCat("data section would start at byte ", r->data_offset_,
+                                    ", past the end of the ", size_, "-byte file"));
   }
   const uint64_t data_size = r->data_offset_ <= size_ ? size_ - r->data_offset_ : 0;
   std::vector<const GgufTensorInfo*> by_offset;
@@ -697,12 +747,13 @@ absl::Status GgufParser::Parse(GgufReader* r) {
   for (const GgufTensorInfo& t : r->tensors_) {
     const std::string what = absl::StrCat("tensor ", Quoted(t.name));
     if (t.offset % r->alignment_ != 0) {
-      return Invalid(path_, absl::StrCat(what, ": data offset ", t.offset, " is not a multiple of the alignment ",
-                                         r->alignment_));
+      return Invalid(path_, absl::StrCat(what, ": data offset ", t.offset,
+                                         " is not a multiple of the alignment ", r->alignment_));
     }
     if (t.offset > data_size || t.nbytes > data_size - t.offset) {
       return Loss(path_, absl::StrCat(what, ": data [", t.offset, ", +", t.nbytes,
-                                      ") lies outside the data section of ", data_size, " bytes (file truncated?)"));
+                                      ") lies outside the data section of ", data_size,
+                                      " bytes (file truncated?)"));
     }
     if (t.nbytes) by_offset.push_back(&t);
   }
@@ -710,8 +761,9 @@ absl::Status GgufParser::Parse(GgufReader* r) {
             [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
     if (by_offset[i - 1]->offset + by_offset[i - 1]->nbytes > by_offset[i]->offset) {
-      return Invalid(path_, absl::StrCat("tensors ", Quoted(by_offset[i - 1]->name), " and ",
-                                         Quoted(by_offset[i]->name), " overlap in the data section"));
+      return Invalid(path_,
+                     absl::StrCat("tensors ", Quoted(by_offset[i - 1]->name), " and ",
+                                  Quoted(by_offset[i]->name), " overlap in the data section"));
     }
   }
   return absl::OkStatus();
@@ -724,8 +776,8 @@ absl::StatusOr<std::unique_ptr<GgufReader>> GgufReader::Open(const std::string& 
   return FromMemory(path, data, size, std::move(file));
 }
 
-absl::StatusOr<std::unique_ptr<GgufReader>> GgufReader::FromMemory(const std::string& name, const uint8_t* data,
-                                                                   size_t size, std::shared_ptr<const void> owner) {
+absl::StatusOr<std::unique_ptr<GgufReader>> GgufReader::FromMemory(
+    const std::string& name, const uint8_t* data, size_t size, std::shared_ptr<const void> owner) {
   std::unique_ptr<GgufReader> r(new GgufReader());
   r->path_ = name;
   r->data_ = data;
@@ -746,11 +798,12 @@ namespace {
 template <typename T, typename F>
 absl::StatusOr<T> TypedGet(const GgufReader& r, const std::string& key, F as) {
   const GgufValue* v = r.Find(key);
-  if (v == nullptr) return absl::NotFoundError(absl::StrCat(r.path(), ": metadata key ", key, " is missing"));
+  if (v == nullptr)
+    return absl::NotFoundError(absl::StrCat(r.path(), ": metadata key ", key, " is missing"));
   absl::StatusOr<T> out = as(*v);
   if (!out.ok()) {
-    return absl::Status(out.status().code(),
-                        absl::StrCat(r.path(), ": metadata key ", key, " ", out.status().message()));
+    return absl::Status(out.status().code(), absl::StrCat(r.path(), ": metadata key ", key, " ",
+                                                          out.status().message()));
   }
   return out;
 }
@@ -769,13 +822,16 @@ absl::StatusOr<bool> GgufReader::GetBool(const std::string& key) const {
   return TypedGet<bool>(*this, key, [](const GgufValue& v) { return v.AsBool(); });
 }
 absl::StatusOr<std::vector<std::string>> GgufReader::GetStringArray(const std::string& key) const {
-  return TypedGet<std::vector<std::string>>(*this, key, [](const GgufValue& v) { return v.AsStringArray(); });
+  return TypedGet<std::vector<std::string>>(*this, key,
+                                            [](const GgufValue& v) { return v.AsStringArray(); });
 }
 absl::StatusOr<std::vector<int64_t>> GgufReader::GetIntArray(const std::string& key) const {
-  return TypedGet<std::vector<int64_t>>(*this, key, [](const GgufValue& v) { return v.AsIntArray(); });
+  return TypedGet<std::vector<int64_t>>(*this, key,
+                                        [](const GgufValue& v) { return v.AsIntArray(); });
 }
 absl::StatusOr<std::vector<double>> GgufReader::GetFloatArray(const std::string& key) const {
-  return TypedGet<std::vector<double>>(*this, key, [](const GgufValue& v) { return v.AsFloatArray(); });
+  return TypedGet<std::vector<double>>(*this, key,
+                                       [](const GgufValue& v) { return v.AsFloatArray(); });
 }
 
 const GgufTensorInfo* GgufReader::FindTensor(const std::string& name) const {
@@ -788,8 +844,10 @@ absl::StatusOr<Tensor> GgufReader::Get(const std::string& name) const {
   if (t == nullptr) return absl::NotFoundError(absl::StrCat(path_, ": no tensor ", Quoted(name)));
   const uint8_t* p = TensorData(*t);
   // Block structs hold f16/f32 fields; scalar types need their own size.
-  const size_t need = IsBlockQuantized(t->dtype) ? 4 : std::min<size_t>(8, DTypeBlockBytes(t->dtype));
-  if (reinterpret_cast<uintptr_t>(p) % need == 0) return Tensor::View(t->dtype, t->shape(), p, owner_);
+  const size_t need =
+      IsBlockQuantized(t->dtype) ? 4 : std::min<size_t>(8, DTypeBlockBytes(t->dtype));
+  if (reinterpret_cast<uintptr_t>(p) % need == 0)
+    return Tensor::View(t->dtype, t->shape(), p, owner_);
   Tensor copy = Tensor::Zeros(t->dtype, t->shape());
   if (t->nbytes) std::memcpy(copy.mutable_raw(), p, t->nbytes);
   return copy;
@@ -818,43 +876,50 @@ uint64_t GgufWriter::alignment() const {
   return static_cast<uint64_t>(*v.AsInt());
 }
 
-absl::Status GgufWriter::AddRawTensor(const std::string& name, DType dtype, const Shape& shape, const void* data,
-                                      size_t nbytes, std::shared_ptr<const void> owner) {
+absl::Status GgufWriter::AddRawTensor(const std::string& name, DType dtype, const Shape& shape,
+                                      const void* data, size_t nbytes,
+                                      std::shared_ptr<const void> owner) {
   const std::string what = absl::StrCat("GGUF tensor ", Quoted(name));
   if (name.size() > kGgufMaxNameBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": name is ", name.size(), " bytes, ggml allows at most ", kGgufMaxNameBytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": name is ", name.size(), " bytes, ggml allows at most ", kGgufMaxNameBytes));
   }
-  if (tensor_index_.count(name)) return absl::InvalidArgumentError(absl::StrCat(what, " added twice"));
+  if (tensor_index_.count(name))
+    return absl::InvalidArgumentError(absl::StrCat(what, " added twice"));
   auto ggml_type = GgmlTypeFromDType(dtype);
-  if (!ggml_type.ok()) return absl::InvalidArgumentError(absl::StrCat(what, ": ", ggml_type.status().message()));
+  if (!ggml_type.ok())
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", ggml_type.status().message()));
   if (shape.size() > static_cast<size_t>(kGgufMaxDims)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": shape ", ShapeString(shape), " has more than ", kGgufMaxDims, " dimensions"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": shape ", ShapeString(shape),
+                                                   " has more than ", kGgufMaxDims, " dimensions"));
   }
   for (int64_t d : shape) {
-    if (d < 0) return absl::InvalidArgumentError(absl::StrCat(what, ": negative dimension in ", ShapeString(shape)));
+    if (d < 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": negative dimension in ", ShapeString(shape)));
   }
   const int64_t row = shape.empty() ? 1 : shape.back();
   const int block = DTypeBlockElems(dtype);
   if (row % block != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": rows of ", row, " elements (shape ", ShapeString(shape),
-                                                   ") are not a whole number of ", std::string(DTypeName(dtype)),
-                                                   " blocks of ", block));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": rows of ", row, " elements (shape ", ShapeString(shape),
+        ") are not a whole number of ", std::string(DTypeName(dtype)), " blocks of ", block));
   }
   const size_t expected = DTypeBytes(dtype, NumElements(shape));
   if (nbytes != expected) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": ", nbytes, " bytes given, shape ", ShapeString(shape), " needs ", expected));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", nbytes, " bytes given, shape ",
+                                                   ShapeString(shape), " needs ", expected));
   }
-  if (nbytes > 0 && data == nullptr) return absl::InvalidArgumentError(absl::StrCat(what, ": no data"));
+  if (nbytes > 0 && data == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat(what, ": no data"));
   tensor_index_.emplace(name, tensors_.size());
   tensors_.push_back(PendingTensor{name, dtype, shape, data, nbytes, std::move(owner), Tensor()});
   return absl::OkStatus();
 }
 
 absl::Status GgufWriter::AddTensor(const std::string& name, const Tensor& tensor) {
-  RETURN_IF_ERROR(AddRawTensor(name, tensor.dtype(), tensor.shape(), tensor.raw(), tensor.nbytes(), nullptr));
+  RETURN_IF_ERROR(
+      AddRawTensor(name, tensor.dtype(), tensor.shape(), tensor.raw(), tensor.nbytes(), nullptr));
   tensors_.back().tensor = tensor;
   return absl::OkStatus();
 }
@@ -864,13 +929,15 @@ absl::StatusOr<std::string> GgufWriter::HeaderBytes() const {
   if (auto it = metadata_index_.find("general.alignment"); it != metadata_index_.end()) {
     const GgufValue& v = metadata_[it->second].second;
     if (v.type() != GgufType::kU32) {
-      return absl::InvalidArgumentError(absl::StrCat("general.alignment must be a u32 (llama.cpp and gguf-py "
-                                                     "refuse other types), got ",
-                                                     TypeDescription(v)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("general.alignment must be a u32 (llama.cpp and gguf-py "
+                       "refuse other types), got ",
+                       TypeDescription(v)));
     }
     align = static_cast<uint64_t>(*v.AsInt());
     if (align == 0 || (align & (align - 1)) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("general.alignment ", align, " is not a power of two"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("general.alignment ", align, " is not a power of two"));
     }
   }
   std::string out = "GGUF";
@@ -885,7 +952,8 @@ absl::StatusOr<std::string> GgufWriter::HeaderBytes() const {
   for (const PendingTensor& t : tensors_) {
     AppendString(&out, t.name);
     AppendLE(&out, t.shape.size(), 4);
-    for (auto it = t.shape.rbegin(); it != t.shape.rend(); ++it) AppendLE(&out, static_cast<uint64_t>(*it), 8);
+    for (auto it = t.shape.rbegin(); it != t.shape.rend(); ++it)
+      AppendLE(&out, static_cast<uint64_t>(*it), 8);
     AppendLE(&out, *GgmlTypeFromDType(t.dtype), 4);
     AppendLE(&out, offset, 8);
     offset += PadTo(t.nbytes, align);
@@ -896,7 +964,9 @@ absl::StatusOr<std::string> GgufWriter::HeaderBytes() const {
 
 absl::Status GgufWriter::Write(const std::string& path) const {
   auto header = HeaderBytes();
-  if (!header.ok()) return absl::Status(header.status().code(), absl::StrCat(path, ": ", header.status().message()));
+  if (!header.ok())
+    return absl::Status(header.status().code(),
+                        absl::StrCat(path, ": ", header.status().message()));
   const uint64_t align = alignment();
   ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> file, AtomicFile::Create(path));
   RETURN_IF_ERROR(file->Write(*header));

@@ -127,8 +127,8 @@ class GgufValue {
   friend class GgufParser;
   GgufType type_ = GgufType::kU8;
   GgufType elem_type_ = GgufType::kU8;
-  uint64_t scalar_ = 0;  // bit pattern of a scalar, zero-extended
-  std::string bytes_;    // a string's bytes, or a numeric array's packed elements
+  uint64_t scalar_ = 0;               // bit pattern of a scalar, zero-extended
+  std::string bytes_;                 // a string's bytes, or a numeric array's packed elements
   std::vector<std::string> strings_;  // array of strings
   std::vector<GgufValue> items_;      // array of arrays
 };
@@ -162,8 +162,9 @@ class GgufReader {
   static absl::StatusOr<std::unique_ptr<GgufReader>> Open(const std::string& path);
   // Parses a GGUF image in memory; `name` is used in messages, `owner` keeps
   // `data` alive for the tensors Get() returns.
-  static absl::StatusOr<std::unique_ptr<GgufReader>> FromMemory(const std::string& name, const uint8_t* data,
-                                                                size_t size, std::shared_ptr<const void> owner);
+  static absl::StatusOr<std::unique_ptr<GgufReader>> FromMemory(const std::string& name,
+                                                                const uint8_t* data, size_t size,
+                                                                std::shared_ptr<const void> owner);
 
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
@@ -196,7 +197,9 @@ class GgufReader {
   // NotFound names the file and tensor.
   absl::StatusOr<Tensor> Get(const std::string& name) const;
   // The raw bytes of a tensor. REQUIRES: `info` comes from tensors().
-  const uint8_t* TensorData(const GgufTensorInfo& info) const { return data_ + data_offset_ + info.offset; }
+  const uint8_t* TensorData(const GgufTensorInfo& info) const {
+    return data_ + data_offset_ + info.offset;
+  }
 
  private:
   friend class GgufParser;
@@ -239,8 +242,8 @@ class GgufWriter {
   // Adds a tensor from raw ggml bytes (e.g. blocks copied from another file).
   // `shape` is row-major; `data` must hold exactly the tensor's bytes and is
   // kept alive by `owner` until Write() returns.
-  absl::Status AddRawTensor(const std::string& name, DType dtype, const Shape& shape, const void* data,
-                            size_t nbytes, std::shared_ptr<const void> owner);
+  absl::Status AddRawTensor(const std::string& name, DType dtype, const Shape& shape,
+                            const void* data, size_t nbytes, std::shared_ptr<const void> owner);
 
   // The data alignment general.alignment asks for (32 without it).
   uint64_t alignment() const;

@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "gmock/gmock.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/formats/test_util.h"
@@ -27,10 +27,10 @@ namespace retort {
 namespace {
 
 using json = nlohmann::json;
+using ::testing::HasSubstr;
 using testing_util::ReadBytes;
 using testing_util::ScratchDir;
 using testing_util::WriteBytes;
-using ::testing::HasSubstr;
 
 std::string GgufFixture(const std::string& name) {
   return testing_util::SourceDir() + "/tests/reference/gguf/" + name;
@@ -58,19 +58,33 @@ GgufType TypeFromName(const std::string& name) {
 
 GgufValue ScalarFromJson(GgufType t, const json& v) {
   switch (t) {
-    case GgufType::kU8: return GgufValue::U8(v.get<uint8_t>());
-    case GgufType::kI8: return GgufValue::I8(v.get<int8_t>());
-    case GgufType::kU16: return GgufValue::U16(v.get<uint16_t>());
-    case GgufType::kI16: return GgufValue::I16(v.get<int16_t>());
-    case GgufType::kU32: return GgufValue::U32(v.get<uint32_t>());
-    case GgufType::kI32: return GgufValue::I32(v.get<int32_t>());
-    case GgufType::kF32: return GgufValue::F32(static_cast<float>(v.get<double>()));
-    case GgufType::kBool: return GgufValue::Bool(v.get<bool>());
-    case GgufType::kString: return GgufValue::String(v.get<std::string>());
-    case GgufType::kU64: return GgufValue::U64(v.get<uint64_t>());
-    case GgufType::kI64: return GgufValue::I64(v.get<int64_t>());
-    case GgufType::kF64: return GgufValue::F64(v.get<double>());
-    default: ADD_FAILURE() << "not a scalar type"; return GgufValue();
+    case GgufType::kU8:
+      return GgufValue::U8(v.get<uint8_t>());
+    case GgufType::kI8:
+      return GgufValue::I8(v.get<int8_t>());
+    case GgufType::kU16:
+      return GgufValue::U16(v.get<uint16_t>());
+    case GgufType::kI16:
+      return GgufValue::I16(v.get<int16_t>());
+    case GgufType::kU32:
+      return GgufValue::U32(v.get<uint32_t>());
+    case GgufType::kI32:
+      return GgufValue::I32(v.get<int32_t>());
+    case GgufType::kF32:
+      return GgufValue::F32(static_cast<float>(v.get<double>()));
+    case GgufType::kBool:
+      return GgufValue::Bool(v.get<bool>());
+    case GgufType::kString:
+      return GgufValue::String(v.get<std::string>());
+    case GgufType::kU64:
+      return GgufValue::U64(v.get<uint64_t>());
+    case GgufType::kI64:
+      return GgufValue::I64(v.get<int64_t>());
+    case GgufType::kF64:
+      return GgufValue::F64(v.get<double>());
+    default:
+      ADD_FAILURE() << "not a scalar type";
+      return GgufValue();
   }
 }
 
@@ -90,7 +104,8 @@ GgufValue ValueFromJson(const json& desc) {
 
 std::string Unhex(const std::string& hex) {
   std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   return out;
 }
 std::string Hex(const void* data, size_t n) {
@@ -113,8 +128,8 @@ absl::Status WriteFromDescription(const json& f, const std::string& path,
     keep->push_back(bytes);
     auto dtype = DTypeFromGgmlType(t["ggml_type"].get<uint32_t>());
     if (!dtype.ok()) return dtype.status();
-    RETURN_IF_ERROR(
-        w.AddRawTensor(t["name"], *dtype, t["shape"].get<Shape>(), bytes->data(), bytes->size(), bytes));
+    RETURN_IF_ERROR(w.AddRawTensor(t["name"], *dtype, t["shape"].get<Shape>(), bytes->data(),
+                                   bytes->size(), bytes));
   }
   return w.Write(path);
 }
@@ -173,12 +188,14 @@ TEST_P(GgufFixtureTest, WriterReproducesGgufPyBytes) {
   const std::string want = ReadBytes(GgufFixture(GetParam()));
   const std::string got = ReadBytes(out);
   ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "first difference at byte " << i;
+  for (size_t i = 0; i < want.size(); ++i)
+    ASSERT_EQ(got[i], want[i]) << "first difference at byte " << i;
   EXPECT_THAT(dir.List(), ::testing::ElementsAre(GetParam()));  // no temporary left behind
 }
 
 INSTANTIATE_TEST_SUITE_P(Files, GgufFixtureTest,
-                         ::testing::Values("all_types.gguf", "aligned64.gguf", "aligned1.gguf", "metadata_only.gguf"),
+                         ::testing::Values("all_types.gguf", "aligned64.gguf", "aligned1.gguf",
+                                           "metadata_only.gguf"),
                          [](const auto& info) {
                            std::string n = info.param;
                            return n.substr(0, n.find('.'));
@@ -198,9 +215,11 @@ TEST(GgufReaderTest, TypedLookupsAndMessages) {
   EXPECT_EQ(*g.GetFloat("test.i16"), -32768.0);
   EXPECT_TRUE(*g.GetBool("test.bool_true"));
   EXPECT_FALSE(*g.GetBool("test.bool_false"));
-  EXPECT_EQ(*g.GetStringArray("test.arr_string"), (std::vector<std::string>{"a", "", "\xc4\xa0the", "<|endoftext|>"}));
+  EXPECT_EQ(*g.GetStringArray("test.arr_string"),
+            (std::vector<std::string>{"a", "", "\xc4\xa0the", "<|endoftext|>"}));
   EXPECT_EQ(*g.GetIntArray("test.arr_i8"), (std::vector<int64_t>{-1, 2, -128}));
-  EXPECT_EQ(*g.GetFloatArray("test.arr_f32"), (std::vector<double>{0.5, -1.25, static_cast<double>(1e-3f)}));
+  EXPECT_EQ(*g.GetFloatArray("test.arr_f32"),
+            (std::vector<double>{0.5, -1.25, static_cast<double>(1e-3f)}));
   const GgufValue* nested = g.Find("test.nested_3");
   ASSERT_NE(nested, nullptr);
   EXPECT_EQ(nested->elem_type(), GgufType::kArray);
@@ -209,12 +228,17 @@ TEST(GgufReaderTest, TypedLookupsAndMessages) {
 
   auto missing = g.GetInt("llama.block_count");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("all_types.gguf: metadata key llama.block_count is missing"));
+  EXPECT_THAT(std::string(missing.status().message()),
+              HasSubstr("all_types.gguf: metadata key llama.block_count is missing"));
   auto wrong = g.GetInt("test.string");
-  EXPECT_THAT(std::string(wrong.status().message()), HasSubstr("metadata key test.string has type string, expected an integer"));
-  EXPECT_THAT(std::string(g.GetInt("test.u64").status().message()), HasSubstr("does not fit int64"));
-  EXPECT_THAT(std::string(g.GetString("test.arr_u8").status().message()), HasSubstr("has type array, expected string"));
-  EXPECT_THAT(std::string(g.GetIntArray("test.arr_string").status().message()), HasSubstr("array of string"));
+  EXPECT_THAT(std::string(wrong.status().message()),
+              HasSubstr("metadata key test.string has type string, expected an integer"));
+  EXPECT_THAT(std::string(g.GetInt("test.u64").status().message()),
+              HasSubstr("does not fit int64"));
+  EXPECT_THAT(std::string(g.GetString("test.arr_u8").status().message()),
+              HasSubstr("has type array, expected string"));
+  EXPECT_THAT(std::string(g.GetIntArray("test.arr_string").status().message()),
+              HasSubstr("array of string"));
   EXPECT_FALSE(g.GetInt("test.bool_true").ok());
   EXPECT_EQ(g.Get("nope").status().code(), absl::StatusCode::kNotFound);
 }
@@ -227,8 +251,10 @@ TEST(GgufReaderTest, DebugString) {
   EXPECT_EQ(GgufValue::Bool(true).DebugString(), "bool true");
   EXPECT_EQ(GgufValue::String("a\"b\n\x01").DebugString(), "string \"a\\\"b\\n\\x01\"");
   EXPECT_EQ(GgufValue::I32Array({1, 2, 3}).DebugString(), "array<i32>[3] [1, 2, 3]");
-  EXPECT_EQ(GgufValue::StringArray({"a", "b", "c"}).DebugString(2), "array<string>[3] [\"a\", \"b\", ...]");
-  EXPECT_EQ(GgufValue::Array(GgufType::kArray, {GgufValue::I32Array({1}), GgufValue::I32Array({})}).DebugString(),
+  EXPECT_EQ(GgufValue::StringArray({"a", "b", "c"}).DebugString(2),
+            "array<string>[3] [\"a\", \"b\", ...]");
+  EXPECT_EQ(GgufValue::Array(GgufType::kArray, {GgufValue::I32Array({1}), GgufValue::I32Array({})})
+                .DebugString(),
             "array<array>[2] [array<i32>[1] [1], array<i32>[0] []]");
   EXPECT_EQ(GgufValue::String(std::string(500, 'x')).DebugString().size(), 8u + 80 + 3 + 1);
 }
@@ -261,17 +287,20 @@ TEST(GgufReaderTest, TensorsOutliveReader) {
 
 TEST(GgufTypesTest, GgmlTypeIds) {
   const std::vector<std::pair<uint32_t, DType>> ids = {
-      {0, DType::kF32},   {1, DType::kF16},   {2, DType::kQ4_0},  {3, DType::kQ4_1},  {6, DType::kQ5_0},
-      {7, DType::kQ5_1},  {8, DType::kQ8_0},  {9, DType::kQ8_1},  {10, DType::kQ2_K}, {11, DType::kQ3_K},
-      {12, DType::kQ4_K}, {13, DType::kQ5_K}, {14, DType::kQ6_K}, {15, DType::kQ8_K}, {24, DType::kI8},
-      {25, DType::kI16},  {26, DType::kI32},  {27, DType::kI64},  {28, DType::kF64},  {30, DType::kBF16}};
+      {0, DType::kF32},   {1, DType::kF16},   {2, DType::kQ4_0},  {3, DType::kQ4_1},
+      {6, DType::kQ5_0},  {7, DType::kQ5_1},  {8, DType::kQ8_0},  {9, DType::kQ8_1},
+      {10, DType::kQ2_K}, {11, DType::kQ3_K}, {12, DType::kQ4_K}, {13, DType::kQ5_K},
+      {14, DType::kQ6_K}, {15, DType::kQ8_K}, {24, DType::kI8},   {25, DType::kI16},
+      {26, DType::kI32},  {27, DType::kI64},  {28, DType::kF64},  {30, DType::kBF16}};
   for (auto [id, dtype] : ids) {
     EXPECT_EQ(*DTypeFromGgmlType(id), dtype) << id;
     EXPECT_EQ(*GgmlTypeFromDType(dtype), id) << id;
   }
-  EXPECT_THAT(std::string(DTypeFromGgmlType(16).status().message()), HasSubstr("ggml type 16 (IQ2_XXS) is not supported"));
+  EXPECT_THAT(std::string(DTypeFromGgmlType(16).status().message()),
+              HasSubstr("ggml type 16 (IQ2_XXS) is not supported"));
   EXPECT_THAT(std::string(DTypeFromGgmlType(4).status().message()), HasSubstr("removed"));
-  EXPECT_THAT(std::string(DTypeFromGgmlType(1000).status().message()), HasSubstr("unknown ggml type 1000"));
+  EXPECT_THAT(std::string(DTypeFromGgmlType(1000).status().message()),
+              HasSubstr("unknown ggml type 1000"));
   EXPECT_FALSE(GgmlTypeFromDType(DType::kU8).ok());
   EXPECT_FALSE(GgmlTypeFromDType(DType::kF8E4M3).ok());
   EXPECT_FALSE(GgmlTypeFromDType(DType::kI4).ok());
@@ -306,7 +335,8 @@ TEST(GgufWriterTest, RepeatedKeyKeepsPositionTakesNewValue) {
   w.AddMetadata("a", GgufValue::String("new"));
   auto header = w.HeaderBytes();
   ASSERT_TRUE(header.ok());
-  auto r = GgufReader::FromMemory("mem", reinterpret_cast<const uint8_t*>(header->data()), header->size(), nullptr);
+  auto r = GgufReader::FromMemory("mem", reinterpret_cast<const uint8_t*>(header->data()),
+                                  header->size(), nullptr);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ((*r)->metadata().size(), 2u);
   EXPECT_EQ((*r)->metadata()[0].first, "a");
@@ -317,21 +347,28 @@ TEST(GgufWriterTest, RejectsWhatGgmlWouldRefuse) {
   GgufWriter w;
   Tensor f = Tensor::Zeros(DType::kF32, {2});
   EXPECT_TRUE(w.AddTensor(std::string(63, 'n'), f).ok());
-  EXPECT_THAT(std::string(w.AddTensor(std::string(64, 'n'), f).message()), HasSubstr("64 bytes, ggml allows at most 63"));
-  EXPECT_THAT(std::string(w.AddTensor(std::string(63, 'n'), f).message()), HasSubstr("added twice"));
+  EXPECT_THAT(std::string(w.AddTensor(std::string(64, 'n'), f).message()),
+              HasSubstr("64 bytes, ggml allows at most 63"));
+  EXPECT_THAT(std::string(w.AddTensor(std::string(63, 'n'), f).message()),
+              HasSubstr("added twice"));
   EXPECT_THAT(std::string(w.AddTensor("r5", Tensor::Zeros(DType::kF32, {1, 1, 1, 1, 1})).message()),
               HasSubstr("more than 4 dimensions"));
-  EXPECT_THAT(std::string(w.AddTensor("q", Tensor::Zeros(DType::kQ8_0, {2, 64})).message()), ::testing::IsEmpty());
+  EXPECT_THAT(std::string(w.AddTensor("q", Tensor::Zeros(DType::kQ8_0, {2, 64})).message()),
+              ::testing::IsEmpty());
   std::string blocks(34, '\0');
-  EXPECT_THAT(std::string(w.AddRawTensor("q2", DType::kQ8_0, {33}, blocks.data(), 34, nullptr).message()),
-              HasSubstr("not a whole number of Q8_0 blocks of 32"));
-  EXPECT_THAT(std::string(w.AddRawTensor("q3", DType::kQ8_0, {32}, blocks.data(), 33, nullptr).message()),
-              HasSubstr("33 bytes given"));
-  EXPECT_THAT(std::string(w.AddTensor("u8", Tensor::Zeros(DType::kU8, {2})).message()), HasSubstr("has no ggml type"));
+  EXPECT_THAT(
+      std::string(w.AddRawTensor("q2", DType::kQ8_0, {33}, blocks.data(), 34, nullptr).message()),
+      HasSubstr("not a whole number of Q8_0 blocks of 32"));
+  EXPECT_THAT(
+      std::string(w.AddRawTensor("q3", DType::kQ8_0, {32}, blocks.data(), 33, nullptr).message()),
+      HasSubstr("33 bytes given"));
+  EXPECT_THAT(std::string(w.AddTensor("u8", Tensor::Zeros(DType::kU8, {2})).message()),
+              HasSubstr("has no ggml type"));
 }
 
 TEST(GgufWriterTest, BadAlignmentWritesNothing) {
-  for (GgufValue bad : {GgufValue::U32(0), GgufValue::U32(48), GgufValue::U64(64), GgufValue::I32(32)}) {
+  for (GgufValue bad :
+       {GgufValue::U32(0), GgufValue::U32(48), GgufValue::U64(64), GgufValue::I32(32)}) {
     ScratchDir dir;
     GgufWriter w("llama");
     w.AddMetadata("general.alignment", bad);
@@ -361,8 +398,9 @@ TEST(GgufWriterTest, CustomAlignmentPadsEveryTensor) {
 // gguf-py itself must load what we write (not only our own reader).
 TEST(GgufWriterTest, GgufPyLoadsOurFile) {
   const std::string python = std::string(RETORT_BINARY_DIR_PATH) + "/venv/bin/python";
-  ASSERT_TRUE(std::filesystem::exists(python))
-      << python << " is missing: run scripts/test (it installs the PyPI package gguf into the build folder's venv)";
+  ASSERT_TRUE(std::filesystem::exists(python)) << python
+                                               << " is missing: run scripts/test (it installs the "
+                                                  "PyPI package gguf into the build folder's venv)";
 
   ScratchDir dir;
   GgufWriter w("llama");
@@ -382,7 +420,8 @@ TEST(GgufWriterTest, GgufPyLoadsOurFile) {
       {"test.u16", GgufValue::U16(65535)},
       {"test.i16", GgufValue::I16(-300)},
       {"test.u8", GgufValue::U8(200)},
-      {"test.nested", GgufValue::Array(GgufType::kArray, {GgufValue::I64Array({1, -2}), GgufValue::I64Array({3})})},
+      {"test.nested", GgufValue::Array(GgufType::kArray,
+                                       {GgufValue::I64Array({1, -2}), GgufValue::I64Array({3})})},
       {"test.u8_array", GgufValue::U8Array({1, 2, 3})},
   };
   for (const auto& [k, v] : meta) w.AddMetadata(k, v);
@@ -393,7 +432,8 @@ TEST(GgufWriterTest, GgufPyLoadsOurFile) {
     auto* p = static_cast<uint8_t*>(t.mutable_raw());
     for (size_t i = 0; i < t.nbytes(); ++i) p[i] = static_cast<uint8_t>(rng());
     if (dtype == DType::kF32) {
-      for (int64_t i = 0; i < t.numel(); ++i) t.mutable_data<float>()[i] = static_cast<float>(i) * 0.25f;
+      for (int64_t i = 0; i < t.numel(); ++i)
+        t.mutable_data<float>()[i] = static_cast<float>(i) * 0.25f;
     }
     ASSERT_TRUE(w.AddTensor(name, t).ok());
     tensors.emplace_back(name, t);
@@ -407,7 +447,8 @@ TEST(GgufWriterTest, GgufPyLoadsOurFile) {
   const std::string path = dir.File("ours.gguf");
   ASSERT_TRUE(w.Write(path).ok());
 
-  const std::string cmd = "\"" + python + "\" \"" + GgufFixture("check_with_gguf_py.py") + "\" \"" + path + "\"";
+  const std::string cmd =
+      "\"" + python + "\" \"" + GgufFixture("check_with_gguf_py.py") + "\" \"" + path + "\"";
   FILE* pipe = ::popen(cmd.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string out;
@@ -423,7 +464,8 @@ TEST(GgufWriterTest, GgufPyLoadsOurFile) {
   ASSERT_EQ(seen["metadata"].size(), meta.size() + 1);
   EXPECT_EQ(seen["metadata"][0]["key"], "general.architecture");
   EXPECT_EQ(seen["metadata"][0]["contents"], "llama");
-  std::function<void(const GgufValue&, json*, json*)> leaves = [&](const GgufValue& v, json* types, json* out) {
+  std::function<void(const GgufValue&, json*, json*)> leaves = [&](const GgufValue& v, json* types,
+                                                                   json* out) {
     if (types) types->push_back(GgufTypeName(v.type()));
     if (v.is_array()) {
       if (types && v.size() == 0) types->push_back(GgufTypeName(v.elem_type()));
@@ -431,10 +473,16 @@ TEST(GgufWriterTest, GgufPyLoadsOurFile) {
       return;
     }
     switch (v.type()) {
-      case GgufType::kString: out->push_back(*v.AsString()); break;
-      case GgufType::kBool: out->push_back(*v.AsBool()); break;
+      case GgufType::kString:
+        out->push_back(*v.AsString());
+        break;
+      case GgufType::kBool:
+        out->push_back(*v.AsBool());
+        break;
       case GgufType::kF32:
-      case GgufType::kF64: out->push_back(*v.AsFloat()); break;
+      case GgufType::kF64:
+        out->push_back(*v.AsFloat());
+        break;
       case GgufType::kU64: {
         std::string b;
         v.AppendTo(&b, false);
@@ -443,7 +491,8 @@ TEST(GgufWriterTest, GgufPyLoadsOurFile) {
         out->push_back(u);
         break;
       }
-      default: out->push_back(*v.AsInt());
+      default:
+        out->push_back(*v.AsInt());
     }
   };
   for (size_t i = 0; i < meta.size(); ++i) {
@@ -485,7 +534,8 @@ class RawGguf {
   RawGguf& Header(uint64_t n_tensors, uint64_t n_kv, uint32_t version = 3) {
     return Raw("GGUF").U32(version).U64(n_tensors).U64(n_kv);
   }
-  RawGguf& Tensor(const std::string& name, std::vector<uint64_t> dims, uint32_t type, uint64_t offset) {
+  RawGguf& Tensor(const std::string& name, std::vector<uint64_t> dims, uint32_t type,
+                  uint64_t offset) {
     Str(name).U32(static_cast<uint32_t>(dims.size()));
     for (uint64_t d : dims) U64(d);
     return U32(type).U64(offset);
@@ -506,7 +556,8 @@ class RawGguf {
 
 absl::Status Parse(const std::string& bytes) {
   auto owned = std::make_shared<std::string>(bytes);
-  auto r = GgufReader::FromMemory("bad.gguf", reinterpret_cast<const uint8_t*>(owned->data()), owned->size(), owned);
+  auto r = GgufReader::FromMemory("bad.gguf", reinterpret_cast<const uint8_t*>(owned->data()),
+                                  owned->size(), owned);
   if (!r.ok()) return r.status();
   // Touch every tensor byte: a reader that opened must only point inside the file.
   uint64_t sum = 0;
@@ -538,7 +589,8 @@ TEST(GgufBadInputTest, HeaderProblems) {
   ExpectError(RawGguf().Header(0, 0, 4).bytes(), "unsupported GGUF version 4");
   ExpectError(RawGguf().Header(0, 0, 0).bytes(), "unsupported GGUF version 0");
   ExpectError(RawGguf().Header(0, 0, 0x03000000).bytes(), "big-endian");
-  ExpectError(RawGguf().Raw("GGUF").U32(3).U64(0).bytes(), "file ends inside the header (metadata count)");
+  ExpectError(RawGguf().Raw("GGUF").U32(3).U64(0).bytes(),
+              "file ends inside the header (metadata count)");
   EXPECT_TRUE(Parse(RawGguf().Header(0, 0).bytes()).ok());
   EXPECT_TRUE(Parse(RawGguf().Header(0, 0, 2).bytes()).ok());
 }
@@ -547,22 +599,39 @@ TEST(GgufBadInputTest, VersionTwoReadsLikeThree) {
   std::string bytes = ReadBytes(GgufFixture("all_types.gguf"));
   bytes[4] = 2;
   auto owned = std::make_shared<std::string>(bytes);
-  auto r = GgufReader::FromMemory("v2", reinterpret_cast<const uint8_t*>(owned->data()), owned->size(), owned);
+  auto r = GgufReader::FromMemory("v2", reinterpret_cast<const uint8_t*>(owned->data()),
+                                  owned->size(), owned);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ((*r)->version(), 2u);
   EXPECT_EQ((*r)->tensors().size(), 6u);
 }
 
 TEST(GgufBadInputTest, AbsurdCounts) {
-  ExpectError(RawGguf().Header(0, uint64_t{1} << 63).bytes(), "claims 9223372036854775808 metadata pairs");
+  ExpectError(RawGguf().Header(0, uint64_t{1} << 63).bytes(),
+              "claims 9223372036854775808 metadata pairs");
   ExpectError(RawGguf().Header(UINT64_MAX, 0).bytes(), "claims 18446744073709551615 tensors");
   ExpectError(RawGguf().Header(0, 1).U64(UINT64_MAX).Raw(std::string(100, 'k')).bytes(),
               "claims 18446744073709551615 bytes");
-  ExpectError(RawGguf().Header(0, 1).Str("k").U32(8).U64(1000).Raw("abc").bytes(), "metadata key \"k\" claims 1000 bytes");
+  ExpectError(RawGguf().Header(0, 1).Str("k").U32(8).U64(1000).Raw("abc").bytes(),
+              "metadata key \"k\" claims 1000 bytes");
   for (uint32_t elem : {0u, 4u, 8u, 9u, 12u}) {
-    ExpectError(RawGguf().Header(0, 1).Str("k").U32(9).U32(elem).U64(uint64_t{1} << 62).Raw(std::string(64, 0)).bytes(),
+    ExpectError(RawGguf()
+                    .Header(0, 1)
+                    .Str("k")
+                    .U32(9)
+                    .U32(elem)
+                    .U64(uint64_t{1} << 62)
+                    .Raw(std::string(64, 0))
+                    .bytes(),
                 "array of 4611686018427387904");
-    ExpectError(RawGguf().Header(0, 1).Str("k").U32(9).U32(elem).U64(UINT64_MAX).Raw(std::string(64, 0)).bytes(),
+    ExpectError(RawGguf()
+                    .Header(0, 1)
+                    .Str("k")
+                    .U32(9)
+                    .U32(elem)
+                    .U64(UINT64_MAX)
+                    .Raw(std::string(64, 0))
+                    .bytes(),
                 "array of 18446744073709551615");
   }
   // Nested arrays beyond a sane depth.
@@ -575,27 +644,38 @@ TEST(GgufBadInputTest, AbsurdCounts) {
 
 TEST(GgufBadInputTest, MetadataProblems) {
   ExpectError(RawGguf().Header(0, 1).Str("k").U32(13).Raw("\x01").bytes(), "unknown value type 13");
-  ExpectError(RawGguf().Header(0, 1).Str("k").U32(9).U32(77).U64(0).bytes(), "unknown value type 77");
-  ExpectError(RawGguf().Header(0, 2).Str("k").U32(0).Raw("\x01").Str("k").U32(0).Raw("\x02").bytes(),
-              "duplicate metadata key \"k\"");
+  ExpectError(RawGguf().Header(0, 1).Str("k").U32(9).U32(77).U64(0).bytes(),
+              "unknown value type 77");
+  ExpectError(
+      RawGguf().Header(0, 2).Str("k").U32(0).Raw("\x01").Str("k").U32(0).Raw("\x02").bytes(),
+      "duplicate metadata key \"k\"");
   ExpectError(RawGguf().Header(0, 1).Str("general.alignment").U32(10).U64(32).bytes(),
               "general.alignment has type u64, expected u32");
-  ExpectError(RawGguf().Header(0, 1).Str("general.alignment").U32(4).U32(0).bytes(), "0 is not a power of two");
-  ExpectError(RawGguf().Header(0, 1).Str("general.alignment").U32(4).U32(24).bytes(), "24 is not a power of two");
-  ExpectError(RawGguf().Header(0, 1).Str("k\x01\"").U32(6).Raw("\x01").bytes(), "metadata key \"k\\x01\\\"\"");
+  ExpectError(RawGguf().Header(0, 1).Str("general.alignment").U32(4).U32(0).bytes(),
+              "0 is not a power of two");
+  ExpectError(RawGguf().Header(0, 1).Str("general.alignment").U32(4).U32(24).bytes(),
+              "24 is not a power of two");
+  ExpectError(RawGguf().Header(0, 1).Str("k\x01\"").U32(6).Raw("\x01").bytes(),
+              "metadata key \"k\\x01\\\"\"");
 }
 
 TEST(GgufBadInputTest, TensorInfoProblems) {
   auto one = [](const std::string& name, std::vector<uint64_t> dims, uint32_t type, uint64_t offset,
                 size_t data = 256) {
-    return RawGguf().Header(1, 0).Tensor(name, dims, type, offset).PadTo(32).Raw(std::string(data, '\0')).bytes();
+    return RawGguf()
+        .Header(1, 0)
+        .Tensor(name, dims, type, offset)
+        .PadTo(32)
+        .Raw(std::string(data, '\0'))
+        .bytes();
   };
   EXPECT_TRUE(Parse(one(std::string(63, 'n'), {4}, 0, 0)).ok());
   ExpectError(one(std::string(64, 'n'), {4}, 0, 0), "name is 64 bytes, ggml allows at most 63");
   ExpectError(one("t", {1, 1, 1, 1, 1}, 0, 0), "5 dimensions, ggml allows at most 4");
   ExpectError(one("t", {32}, 16, 0), "ggml type 16 (IQ2_XXS) is not supported");
   ExpectError(one("t", {32}, 99, 0), "unknown ggml type 99");
-  ExpectError(one("t", {33, 2}, 8, 0), "rows of 33 elements are not a whole number of Q8_0 blocks of 32");
+  ExpectError(one("t", {33, 2}, 8, 0),
+              "rows of 33 elements are not a whole number of Q8_0 blocks of 32");
   ExpectError(one("t", {}, 8, 0), "rows of 1 elements");
   ExpectError(one("t", {4}, 0, 16), "data offset 16 is not a multiple of the alignment 32");
   ExpectError(one("t", {4}, 0, 256), "lies outside the data section");
@@ -604,32 +684,55 @@ TEST(GgufBadInputTest, TensorInfoProblems) {
   ExpectError(one("t", {uint64_t{1} << 62, 4}, 0, 0), "dimensions overflow int64");
   ExpectError(one("t", {UINT64_MAX}, 0, 0), "dimensions overflow int64");
   ExpectError(one("t", {uint64_t{1} << 61}, 0, 0), "outside the data section");  // 2^63 bytes
-  ExpectError(RawGguf().Header(1, 0).Tensor("t", {4}, 0, 0).bytes(), "data section would start at byte 64");
-  ExpectError(RawGguf().Header(2, 0).Tensor("t", {4}, 0, 0).Tensor("t", {4}, 0, 32).PadTo(32).Raw(std::string(64, 0)).bytes(),
+  ExpectError(RawGguf().Header(1, 0).Tensor("t", {4}, 0, 0).bytes(),
+              "data section would start at byte 64");
+  ExpectError(RawGguf()
+                  .Header(2, 0)
+                  .Tensor("t", {4}, 0, 0)
+                  .Tensor("t", {4}, 0, 32)
+                  .PadTo(32)
+                  .Raw(std::string(64, 0))
+                  .bytes(),
               "duplicate tensor name \"t\"");
-  ExpectError(RawGguf().Header(2, 0).Tensor("a", {16}, 0, 0).Tensor("b", {4}, 0, 32).PadTo(32).Raw(std::string(64, 0)).bytes(),
+  ExpectError(RawGguf()
+                  .Header(2, 0)
+                  .Tensor("a", {16}, 0, 0)
+                  .Tensor("b", {4}, 0, 32)
+                  .PadTo(32)
+                  .Raw(std::string(64, 0))
+                  .bytes(),
               "tensors \"a\" and \"b\" overlap");
   ExpectError(RawGguf().Header(1, 0).Str("a_longer_name").U32(1).U64(4).bytes(),
               "file ends inside tensor \"a_longer_name\" (type)");
   // Zero-sized tensors may sit anywhere inside the data section.
-  EXPECT_TRUE(Parse(RawGguf().Header(2, 0).Tensor("a", {0}, 0, 0).Tensor("b", {4}, 0, 0).PadTo(32).Raw(std::string(16, 0)).bytes()).ok());
+  EXPECT_TRUE(Parse(RawGguf()
+                        .Header(2, 0)
+                        .Tensor("a", {0}, 0, 0)
+                        .Tensor("b", {4}, 0, 0)
+                        .PadTo(32)
+                        .Raw(std::string(16, 0))
+                        .bytes())
+                  .ok());
 }
 
 TEST(GgufBadInputTest, EveryTruncationFailsCleanly) {
-  for (const char* name : {"all_types.gguf", "aligned64.gguf", "aligned1.gguf", "metadata_only.gguf"}) {
+  for (const char* name :
+       {"all_types.gguf", "aligned64.gguf", "aligned1.gguf", "metadata_only.gguf"}) {
     const std::string bytes = ReadBytes(GgufFixture(name));
     auto full = GgufReader::Open(GgufFixture(name));
     ASSERT_TRUE(full.ok());
     // Every prefix shorter than `end` lacks part of the header or of a
     // tensor's data: the tensor infos end after data_offset - alignment.
     uint64_t end = (*full)->data_offset() - (*full)->alignment() + 1;
-    for (const GgufTensorInfo& t : (*full)->tensors()) end = std::max(end, (*full)->data_offset() + t.offset + t.nbytes);
+    for (const GgufTensorInfo& t : (*full)->tensors())
+      end = std::max(end, (*full)->data_offset() + t.offset + t.nbytes);
     for (size_t n = 0; n < bytes.size(); ++n) {
       absl::Status s = Parse(bytes.substr(0, n));
       SCOPED_TRACE(absl::StrCat(name, " cut to ", n, " bytes"));
       bool header_complete = true;
       if (!s.ok()) {
-        EXPECT_THAT(s.code(), ::testing::AnyOf(absl::StatusCode::kDataLoss, absl::StatusCode::kInvalidArgument));
+        EXPECT_THAT(s.code(), ::testing::AnyOf(absl::StatusCode::kDataLoss,
+                                               absl::StatusCode::kInvalidArgument));
         header_complete = false;
       }
       // Cutting only the final padding leaves a complete file; cutting inside
@@ -652,21 +755,39 @@ TEST(GgufBadInputTest, FuzzNeverCrashesAndStaysSmall) {
   const size_t header_end = (*full)->data_offset();
   const size_t rss_before = PeakRssKb();
   std::mt19937_64 rng(20240611);
-  const uint64_t absurd[] = {0, 1, 2, 3, 31, 32, 63, 64, 255, 0x7fffffff, 0xffffffff, uint64_t{1} << 32,
-                             uint64_t{1} << 62, (uint64_t{1} << 63) - 1, uint64_t{1} << 63, UINT64_MAX,
-                             UINT64_MAX - 7, base.size(), base.size() - header_end};
+  const uint64_t absurd[] = {0,
+                             1,
+                             2,
+                             3,
+                             31,
+                             32,
+                             63,
+                             64,
+                             255,
+                             0x7fffffff,
+                             0xffffffff,
+                             uint64_t{1} << 32,
+                             uint64_t{1} << 62,
+                             (uint64_t{1} << 63) - 1,
+                             uint64_t{1} << 63,
+                             UINT64_MAX,
+                             UINT64_MAX - 7,
+                             base.size(),
+                             base.size() - header_end};
   int ok = 0, errors = 0;
   for (int iter = 0; iter < 20000; ++iter) {
     std::string bytes = base;
     const int mode = iter % 4;
     if (mode == 0) {  // flip a few bytes anywhere in the header
-      for (int k = 0, n = 1 + rng() % 4; k < n; ++k) bytes[rng() % header_end] ^= static_cast<char>(1 + rng() % 255);
+      for (int k = 0, n = 1 + rng() % 4; k < n; ++k)
+        bytes[rng() % header_end] ^= static_cast<char>(1 + rng() % 255);
     } else if (mode == 1) {  // an absurd 64-bit value at any header offset
       uint64_t v = absurd[rng() % std::size(absurd)];
       size_t at = rng() % (header_end - 8);
       for (int i = 0; i < 8; ++i) bytes[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
     } else if (mode == 2) {  // an absurd 32-bit value (types, n_dims, versions)
-      uint32_t v = static_cast<uint32_t>(absurd[rng() % std::size(absurd)]) ^ static_cast<uint32_t>(rng() % 16);
+      uint32_t v = static_cast<uint32_t>(absurd[rng() % std::size(absurd)]) ^
+                   static_cast<uint32_t>(rng() % 16);
       size_t at = rng() % (header_end - 4);
       std::memcpy(&bytes[at], &v, 4);
     } else {  // corrupt, then truncate
@@ -677,7 +798,8 @@ TEST(GgufBadInputTest, FuzzNeverCrashesAndStaysSmall) {
   }
   EXPECT_GT(errors, 5000);
   EXPECT_GT(ok, 10);  // flips inside string payloads still give valid files
-  EXPECT_LT(PeakRssKb() - rss_before, 64u * 1024) << "parsing hostile files must not allocate by their counts";
+  EXPECT_LT(PeakRssKb() - rss_before, 64u * 1024)
+      << "parsing hostile files must not allocate by their counts";
 }
 
 }  // namespace
