@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -401,6 +402,11 @@ TEST(GgufWriterTest, GgufPyLoadsOurFile) {
   ASSERT_TRUE(std::filesystem::exists(python)) << python
                                                << " is missing: run scripts/test (it installs the "
                                                   "PyPI package gguf into the build folder's venv)";
+
+  ASSERT_EQ(std::system(("\"" + python + "\" -c 'import gguf' 2>/dev/null").c_str()), 0)
+      << python
+      << " cannot import gguf: run scripts/test (it installs the PyPI package gguf into the "
+      << "build folder's venv)";
 
   ScratchDir dir;
   GgufWriter w("llama");
