@@ -353,9 +353,11 @@ float DotReference(DType wt, const void* wv, const void* av, int64_t n) {
 
 // 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0..15), then high.
 inline __m256i UnpackNibbles16(const uint8_t* qs) {
-  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
-  return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+  // Both lanes get the 16 bytes (a load, no shuffle); the high lane keeps the
+  // bytes shifted right by 4.
+  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  const __m256i both = _mm256_blend_epi32(v, _mm256_srli_epi16(v, 4), 0xf0);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
 // Byte j = 0xff where bit j of `bits` is set, else 0.
