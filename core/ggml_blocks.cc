@@ -140,7 +140,8 @@ void DequantQ4_K(const BlockQ4_K* b, float* y, int64_t nb) {
       const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(m);
       const uint8_t* q = b[i].qs + 32 * (sb / 2);
       const int shift = 4 * (sb % 2);
-      for (int l = 0; l < 32; ++l) y[32 * sb + l] = dl * static_cast<float>((q[l] >> shift) & 0xf) - ml;
+      for (int l = 0; l < 32; ++l)
+        y[32 * sb + l] = dl * static_cast<float>((q[l] >> shift) & 0xf) - ml;
     }
   }
 }
@@ -193,18 +194,30 @@ void DequantQ8_K(const BlockQ8_K* b, float* y, int64_t nb) {
 void DequantizeRow(DType type, const void* src, float* dst, int64_t n) {
   const int64_t nb = n / DTypeBlockElems(type);
   switch (type) {
-    case DType::kQ4_0: return DequantQ4_0(static_cast<const BlockQ4_0*>(src), dst, nb);
-    case DType::kQ4_1: return DequantQ4_1(static_cast<const BlockQ4_1*>(src), dst, nb);
-    case DType::kQ5_0: return DequantQ5_0(static_cast<const BlockQ5_0*>(src), dst, nb);
-    case DType::kQ5_1: return DequantQ5_1(static_cast<const BlockQ5_1*>(src), dst, nb);
-    case DType::kQ8_0: return DequantQ8_0(static_cast<const BlockQ8_0*>(src), dst, nb);
-    case DType::kQ8_1: return DequantQ8_1(static_cast<const BlockQ8_1*>(src), dst, nb);
-    case DType::kQ2_K: return DequantQ2_K(static_cast<const BlockQ2_K*>(src), dst, nb);
-    case DType::kQ3_K: return DequantQ3_K(static_cast<const BlockQ3_K*>(src), dst, nb);
-    case DType::kQ4_K: return DequantQ4_K(static_cast<const BlockQ4_K*>(src), dst, nb);
-    case DType::kQ5_K: return DequantQ5_K(static_cast<const BlockQ5_K*>(src), dst, nb);
-    case DType::kQ6_K: return DequantQ6_K(static_cast<const BlockQ6_K*>(src), dst, nb);
-    case DType::kQ8_K: return DequantQ8_K(static_cast<const BlockQ8_K*>(src), dst, nb);
+    case DType::kQ4_0:
+      return DequantQ4_0(static_cast<const BlockQ4_0*>(src), dst, nb);
+    case DType::kQ4_1:
+      return DequantQ4_1(static_cast<const BlockQ4_1*>(src), dst, nb);
+    case DType::kQ5_0:
+      return DequantQ5_0(static_cast<const BlockQ5_0*>(src), dst, nb);
+    case DType::kQ5_1:
+      return DequantQ5_1(static_cast<const BlockQ5_1*>(src), dst, nb);
+    case DType::kQ8_0:
+      return DequantQ8_0(static_cast<const BlockQ8_0*>(src), dst, nb);
+    case DType::kQ8_1:
+      return DequantQ8_1(static_cast<const BlockQ8_1*>(src), dst, nb);
+    case DType::kQ2_K:
+      return DequantQ2_K(static_cast<const BlockQ2_K*>(src), dst, nb);
+    case DType::kQ3_K:
+      return DequantQ3_K(static_cast<const BlockQ3_K*>(src), dst, nb);
+    case DType::kQ4_K:
+      return DequantQ4_K(static_cast<const BlockQ4_K*>(src), dst, nb);
+    case DType::kQ5_K:
+      return DequantQ5_K(static_cast<const BlockQ5_K*>(src), dst, nb);
+    case DType::kQ6_K:
+      return DequantQ6_K(static_cast<const BlockQ6_K*>(src), dst, nb);
+    case DType::kQ8_K:
+      return DequantQ8_K(static_cast<const BlockQ8_K*>(src), dst, nb);
     default:
       // Scalar types are not ggml blocks; ConvertToF32 handles them.
       std::memset(dst, 0, n * sizeof(float));

@@ -28,7 +28,8 @@ struct BlockQ4_1 {
   uint16_t d, m;
   uint8_t qs[kQK4_1 / 2];
 };
-// 5-bit: low 4 bits as Q4_0, bit 4 of element j is bit j of qh (little-endian u32). x = d * (q - 16).
+// 5-bit: low 4 bits as Q4_0, bit 4 of element j is bit j of qh (little-endian u32).
+// x = d * (q - 16).
 struct BlockQ5_0 {
   uint16_t d;
   uint8_t qh[4];

@@ -56,11 +56,13 @@ inline void MinMax(const float* x, int n, float* mn, float* mx) {
 
 // q[j] = min(qmax, trunc(x[j] * id + offset)) for an offset that keeps it >= 0.
 inline void TruncCodes(const float* x, int n, float id, float offset, int qmax, uint8_t* q) {
-  for (int j = 0; j < n; ++j) q[j] = static_cast<uint8_t>(std::min(qmax, static_cast<int>(x[j] * id + offset)));
+  for (int j = 0; j < n; ++j)
+    q[j] = static_cast<uint8_t>(std::min(qmax, static_cast<int>(x[j] * id + offset)));
 }
 
 inline void PackNibbles(const uint8_t* q, uint8_t* qs) {
-  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
+  for (int j = 0; j < 16; ++j)
+    qs[j] = static_cast<uint8_t>((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
 }
 
 inline void PackHighBits(const uint8_t* q, uint8_t* qh) {
@@ -164,7 +166,8 @@ void QuantizeQ8_K(const float* x, BlockQ8_K* y, int64_t nb) {
       continue;
     }
     const float iscale = -127.f / max;
-    for (int j = 0; j < kQK_K; ++j) y[i].qs[j] = static_cast<int8_t>(std::min(127, NearestInt(iscale * x[j])));
+    for (int j = 0; j < kQK_K; ++j)
+      y[i].qs[j] = static_cast<int8_t>(std::min(127, NearestInt(iscale * x[j])));
     for (int g = 0; g < kQK_K / 16; ++g) {
       int sum = 0;
       for (int j = 0; j < 16; ++j) sum += y[i].qs[16 * g + j];
@@ -182,8 +185,8 @@ void QuantizeQ8_K(const float* x, BlockQ8_K* y, int64_t nb) {
 // min/max grid, then tries nstep + 1 grids stretched by rmin + rdelta * k
 // levels, each followed by the weighted least-squares scale and min for its
 // codes, and keeps the best. Returns the scale; *neg_min = -min >= 0.
-float FitScaleMin(int n, int nmax, const float* x, const float* w, uint8_t* L, float* neg_min, float rmin,
-                  float rdelta, int nstep, bool use_mad) {
+float FitScaleMin(int n, int nmax, const float* x, const float* w, uint8_t* L, float* neg_min,
+                  float rmin, float rdelta, int nstep, bool use_mad) {
   float mn = x[0], mx = x[0], sum_w = 0.f, sum_x = 0.f;
   for (int i = 0; i < n; ++i) {
     mn = std::min(mn, x[i]);
@@ -207,7 +210,8 @@ float FitScaleMin(int n, int nmax, const float* x, const float* w, uint8_t* L, f
   };
   float iscale = nmax / (mx - mn);
   float scale = 1.f / iscale, min = mn;
-  for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(std::clamp(NearestInt(iscale * (x[i] - mn)), 0, nmax));
+  for (int i = 0; i < n; ++i)
+    L[i] = static_cast<uint8_t>(std::clamp(NearestInt(iscale * (x[i] - mn)), 0, nmax));
   float best = error(scale, min, L);
   uint8_t aux[kQK_K];
   for (int step = 0; step <= nstep; ++step) {
@@ -261,7 +265,8 @@ float FitSymmetric(int n, int nmax, const float* x, uint8_t* L, const float* w) 
     *suml2 = b;
   };
   auto codes = [&](float iscale) {
-    for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(nmax + std::clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1));
+    for (int i = 0; i < n; ++i)
+      L[i] = static_cast<uint8_t>(nmax + std::clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1));
   };
   float sumlx, suml2;
   float iscale = -nmax / max;
@@ -297,7 +302,8 @@ float FitPositive(int n, int nmax, const float* x, uint8_t* L, const float* w) {
   }
   auto wt = [&](int i) { return sum_w > 0.f ? w[i] : 1.f; };
   auto quantize = [&](float iscale) {
-    for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(std::clamp(NearestInt(iscale * x[i]), 0, nmax));
+    for (int i = 0; i < n; ++i)
+      L[i] = static_cast<uint8_t>(std::clamp(NearestInt(iscale * x[i]), 0, nmax));
   };
   auto error = [&](float scale) {
     float err = 0.f;
@@ -390,7 +396,8 @@ float MeanSquare(const float* x, int64_t n) {
 // Legacy types with importance (llama.cpp's *_impl): the codes and scale
 // come from a weighted search instead of the min/max rule.
 template <typename Block>
-void QuantizeSymmetricWeighted(const float* x, const float* importance, int64_t n, Block* y, int nmax) {
+void QuantizeSymmetricWeighted(const float* x, const float* importance, int64_t n, Block* y,
+                               int nmax) {
   const float sigma2 = MeanSquare(x, n);
   float w[32];
   uint8_t L[32];
@@ -404,7 +411,8 @@ void QuantizeSymmetricWeighted(const float* x, const float* importance, int64_t 
 }
 
 template <typename Block>
-void QuantizeAffineWeighted(const float* x, const float* importance, int64_t n, Block* y, int nmax) {
+void QuantizeAffineWeighted(const float* x, const float* importance, int64_t n, Block* y,
+                            int nmax) {
   const float sigma2 = MeanSquare(x, n);
   float w[32];
   uint8_t L[32];
@@ -433,8 +441,8 @@ void PackKScalesMins(const uint8_t* ls, const uint8_t* lm, uint8_t* s) {
 
 // Q4_K / Q5_K: 8 sub-blocks of 32 with a scale and a min each, both stored
 // as 6-bit multiples of the f16 super-scales d and dmin. Fills codes L (0..nmax).
-void QuantizeScaleMinSuperBlock(const float* x, const float* importance, int nmax, uint8_t* L, uint16_t* d_out,
-                                uint16_t* dmin_out, uint8_t* packed_scales) {
+void QuantizeScaleMinSuperBlock(const float* x, const float* importance, int nmax, uint8_t* L,
+                                uint16_t* d_out, uint16_t* dmin_out, uint8_t* packed_scales) {
   float scales[8], mins[8], sw[8], w[32];
   uint8_t ls[8], lm[8];
   float d, dmin;
@@ -446,8 +454,9 @@ void QuantizeScaleMinSuperBlock(const float* x, const float* importance, int nma
       for (int l = 0; l < 32; ++l) sum_x2 += xs[l] * xs[l];
       const float av_x = std::sqrt(sum_x2 / 32);
       for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(xs[l]);
-      scales[j] = nmax == 15 ? FitScaleMin(32, 15, xs, w, L + 32 * j, &mins[j], -1.f, 0.1f, 20, false)
-                             : FitScaleMin(32, 31, xs, w, L + 32 * j, &mins[j], -0.5f, 0.1f, 15, false);
+      scales[j] = nmax == 15
+                      ? FitScaleMin(32, 15, xs, w, L + 32 * j, &mins[j], -1.f, 0.1f, 20, false)
+                      : FitScaleMin(32, 31, xs, w, L + 32 * j, &mins[j], -0.5f, 0.1f, 15, false);
       max_scale = std::max(max_scale, scales[j]);
       max_min = std::max(max_min, mins[j]);
     }
@@ -467,7 +476,8 @@ void QuantizeScaleMinSuperBlock(const float* x, const float* importance, int nma
       ImportanceWeights(x + 32 * j, importance + 32 * j, 32, sigma2, w);
       sw[j] = 0.f;
       for (int l = 0; l < 32; ++l) sw[j] += w[l];
-      scales[j] = FitScaleMin(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], -0.9f, 0.05f, 36, false);
+      scales[j] =
+          FitScaleMin(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], -0.9f, 0.05f, 36, false);
     }
     d = FitPositive(8, 63, scales, ls, sw);
     dmin = FitPositive(8, 63, mins, lm, sw);
@@ -482,26 +492,28 @@ void QuantizeScaleMinSuperBlock(const float* x, const float* importance, int nma
     if (dl == 0.f) continue;
     const float dm = dminf * lm[j];
     for (int l = 0; l < 32; ++l)
-      L[32 * j + l] = static_cast<uint8_t>(std::clamp(NearestInt((x[32 * j + l] + dm) / dl), 0, nmax));
+      L[32 * j + l] =
+          static_cast<uint8_t>(std::clamp(NearestInt((x[32 * j + l] + dm) / dl), 0, nmax));
   }
 }
 
 void QuantizeQ4_K(const float* x, const float* importance, BlockQ4_K* y, int64_t nb) {
   uint8_t L[kQK_K];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-    QuantizeScaleMinSuperBlock(x, importance ? importance + i * kQK_K : nullptr, 15, L, &y[i].d, &y[i].dmin,
-                               y[i].scales);
+    QuantizeScaleMinSuperBlock(x, importance ? importance + i * kQK_K : nullptr, 15, L, &y[i].d,
+                               &y[i].dmin, y[i].scales);
     // Sub-blocks 2c and 2c + 1 share bytes qs[32c ..]: low and high nibble.
     for (int c = 0; c < 4; ++c)
-      for (int l = 0; l < 32; ++l) y[i].qs[32 * c + l] = static_cast<uint8_t>(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
+      for (int l = 0; l < 32; ++l)
+        y[i].qs[32 * c + l] = static_cast<uint8_t>(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
   }
 }
 
 void QuantizeQ5_K(const float* x, const float* importance, BlockQ5_K* y, int64_t nb) {
   uint8_t L[kQK_K];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-    QuantizeScaleMinSuperBlock(x, importance ? importance + i * kQK_K : nullptr, 31, L, &y[i].d, &y[i].dmin,
-                               y[i].scales);
+    QuantizeScaleMinSuperBlock(x, importance ? importance + i * kQK_K : nullptr, 31, L, &y[i].d,
+                               &y[i].dmin, y[i].scales);
     std::memset(y[i].qh, 0, sizeof(y[i].qh));
     for (int c = 0; c < 4; ++c) {
       for (int l = 0; l < 32; ++l) {
@@ -538,13 +550,15 @@ void QuantizeQ6_K(const float* x, const float* importance, BlockQ6_K* y, int64_t
     }
     const float iscale = -128.f / max_scale;
     y[i].d = F32ToF16(1.f / iscale);
-    for (int j = 0; j < 16; ++j) y[i].scales[j] = static_cast<int8_t>(std::min(127, NearestInt(iscale * scales[j])));
+    for (int j = 0; j < 16; ++j)
+      y[i].scales[j] = static_cast<int8_t>(std::min(127, NearestInt(iscale * scales[j])));
     const float df = F16ToF32(y[i].d);
     for (int j = 0; j < 16; ++j) {
       const float dl = df * y[i].scales[j];
       if (dl == 0.f) continue;
       for (int l = 0; l < 16; ++l)
-        L[16 * j + l] = static_cast<uint8_t>(32 + std::clamp(NearestInt(x[16 * j + l] / dl), -32, 31));
+        L[16 * j + l] =
+            static_cast<uint8_t>(32 + std::clamp(NearestInt(x[16 * j + l] / dl), -32, 31));
     }
     // Each half of 128: ql[l] holds elements l and l + 64, ql[l + 32] holds
     // l + 32 and l + 96; qh[l] the top two bits of l, l + 32, l + 64, l + 96.
@@ -555,8 +569,8 @@ void QuantizeQ6_K(const float* x, const float* importance, BlockQ6_K* y, int64_t
       for (int l = 0; l < 32; ++l) {
         ql[l] = static_cast<uint8_t>((q[l] & 15) | ((q[l + 64] & 15) << 4));
         ql[l + 32] = static_cast<uint8_t>((q[l + 32] & 15) | ((q[l + 96] & 15) << 4));
-        qh[l] = static_cast<uint8_t>((q[l] >> 4) | ((q[l + 32] >> 4) << 2) | ((q[l + 64] >> 4) << 4) |
-                                     ((q[l + 96] >> 4) << 6));
+        qh[l] = static_cast<uint8_t>((q[l] >> 4) | ((q[l + 32] >> 4) << 2) |
+                                     ((q[l + 64] >> 4) << 4) | ((q[l + 96] >> 4) << 6));
       }
     }
   }
@@ -601,7 +615,8 @@ void QuantizeQ2_K(const float* x, const float* importance, BlockQ2_K* y, int64_t
         ImportanceWeights(x + 16 * j, qw + 16 * j, 16, sigma2, w);
         sw[j] = 0.f;
         for (int l = 0; l < 16; ++l) sw[j] += w[l];
-        scales[j] = FitScaleMin(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, false);
+        scales[j] =
+            FitScaleMin(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, false);
       }
       d = FitPositive(16, 15, scales, ls, sw);
       dmin = FitPositive(16, 15, mins, lm, sw);
@@ -615,7 +630,8 @@ void QuantizeQ2_K(const float* x, const float* importance, BlockQ2_K* y, int64_t
       if (dl == 0.f) continue;
       const float dm = dminf * lm[j];
       for (int l = 0; l < 16; ++l)
-        L[16 * j + l] = static_cast<uint8_t>(std::clamp(NearestInt((x[16 * j + l] + dm) / dl), 0, 3));
+        L[16 * j + l] =
+            static_cast<uint8_t>(std::clamp(NearestInt((x[16 * j + l] + dm) / dl), 0, 3));
     }
     Pack2Bit(L, y[i].qs);
   }
@@ -682,15 +698,15 @@ void QuantizeQ3_K(const float* x, const float* importance, BlockQ3_K* y, int64_t
 absl::Status CheckInput(DType type, const float* x, int64_t n, const float* importance) {
   for (int64_t i = 0; i < n; ++i) {
     if (!std::isfinite(x[i]))
-      return absl::InvalidArgumentError(
-          absl::StrCat("quantizing to ", std::string(DTypeName(type)), ": element ", i, " is ", x[i]));
+      return absl::InvalidArgumentError(absl::StrCat("quantizing to ", std::string(DTypeName(type)),
+                                                     ": element ", i, " is ", x[i]));
   }
   if (importance) {
     for (int64_t i = 0; i < n; ++i) {
       if (!(importance[i] >= 0.f) || !std::isfinite(importance[i]))
-        return absl::InvalidArgumentError(absl::StrCat("quantizing to ", std::string(DTypeName(type)),
-                                                       ": importance weight ", i, " is ", importance[i],
-                                                       " (expected finite and >= 0)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("quantizing to ", std::string(DTypeName(type)), ": importance weight ", i,
+                         " is ", importance[i], " (expected finite and >= 0)"));
     }
   }
   return absl::OkStatus();
@@ -718,14 +734,16 @@ bool CanQuantize(DType type) {
   }
 }
 
-absl::Status QuantizeRow(DType type, const float* x, int64_t n, void* out, const float* importance) {
+absl::Status QuantizeRow(DType type, const float* x, int64_t n, void* out,
+                         const float* importance) {
   if (!CanQuantize(type))
     return absl::InvalidArgumentError(
         absl::StrCat("no ggml block encoder for dtype ", std::string(DTypeName(type))));
   const int block = DTypeBlockElems(type);
   if (n <= 0 || n % block != 0)
-    return absl::InvalidArgumentError(absl::StrCat("quantizing to ", std::string(DTypeName(type)), ": row of ", n,
-                                                   " elements is not a positive multiple of the block size ", block));
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantizing to ", std::string(DTypeName(type)), ": row of ", n,
+                     " elements is not a positive multiple of the block size ", block));
   if (absl::Status s = CheckInput(type, x, n, importance); !s.ok()) return s;
   const int64_t nb = n / block;
   switch (type) {
@@ -757,35 +775,55 @@ absl::Status QuantizeRow(DType type, const float* x, int64_t n, void* out, const
         QuantizeQ5_1(x, static_cast<BlockQ5_1*>(out), nb);
       }
       break;
-    case DType::kQ8_0: QuantizeQ8_0(x, static_cast<BlockQ8_0*>(out), nb); break;
-    case DType::kQ8_1: QuantizeQ8_1(x, static_cast<BlockQ8_1*>(out), nb); break;
-    case DType::kQ8_K: QuantizeQ8_K(x, static_cast<BlockQ8_K*>(out), nb); break;
-    case DType::kQ2_K: QuantizeQ2_K(x, importance, static_cast<BlockQ2_K*>(out), nb); break;
-    case DType::kQ3_K: QuantizeQ3_K(x, importance, static_cast<BlockQ3_K*>(out), nb); break;
-    case DType::kQ4_K: QuantizeQ4_K(x, importance, static_cast<BlockQ4_K*>(out), nb); break;
-    case DType::kQ5_K: QuantizeQ5_K(x, importance, static_cast<BlockQ5_K*>(out), nb); break;
-    case DType::kQ6_K: QuantizeQ6_K(x, importance, static_cast<BlockQ6_K*>(out), nb); break;
-    default: break;
+    case DType::kQ8_0:
+      QuantizeQ8_0(x, static_cast<BlockQ8_0*>(out), nb);
+      break;
+    case DType::kQ8_1:
+      QuantizeQ8_1(x, static_cast<BlockQ8_1*>(out), nb);
+      break;
+    case DType::kQ8_K:
+      QuantizeQ8_K(x, static_cast<BlockQ8_K*>(out), nb);
+      break;
+    case DType::kQ2_K:
+      QuantizeQ2_K(x, importance, static_cast<BlockQ2_K*>(out), nb);
+      break;
+    case DType::kQ3_K:
+      QuantizeQ3_K(x, importance, static_cast<BlockQ3_K*>(out), nb);
+      break;
+    case DType::kQ4_K:
+      QuantizeQ4_K(x, importance, static_cast<BlockQ4_K*>(out), nb);
+      break;
+    case DType::kQ5_K:
+      QuantizeQ5_K(x, importance, static_cast<BlockQ5_K*>(out), nb);
+      break;
+    case DType::kQ6_K:
+      QuantizeQ6_K(x, importance, static_cast<BlockQ6_K*>(out), nb);
+      break;
+    default:
+      break;
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Tensor> QuantizeTensor(const Tensor& f32_rows, DType type, const float* importance_per_column) {
+absl::StatusOr<Tensor> QuantizeTensor(const Tensor& f32_rows, DType type,
+                                      const float* importance_per_column) {
   const std::string type_name(DTypeName(type));
   if (f32_rows.empty() || f32_rows.rank() == 0)
-    return absl::InvalidArgumentError(absl::StrCat("quantizing to ", type_name, ": empty or scalar tensor"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantizing to ", type_name, ": empty or scalar tensor"));
   const DType src_type = f32_rows.dtype();
   if (src_type != DType::kF32 && src_type != DType::kF16 && src_type != DType::kBF16)
     return absl::InvalidArgumentError(absl::StrCat("quantizing to ", type_name, ": source dtype ",
-                                                   std::string(DTypeName(src_type)), " (expected F32, F16 or BF16)"));
+                                                   std::string(DTypeName(src_type)),
+                                                   " (expected F32, F16 or BF16)"));
   if (!CanQuantize(type))
     return absl::InvalidArgumentError(absl::StrCat("no ggml block encoder for dtype ", type_name));
   const int64_t cols = f32_rows.dim(-1);
   const int block = DTypeBlockElems(type);
   if (cols <= 0 || cols % block != 0)
-    return absl::InvalidArgumentError(absl::StrCat("quantizing ", ShapeString(f32_rows.shape()), " to ", type_name,
-                                                   ": rows of ", cols, " elements are not a multiple of the block size ",
-                                                   block));
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantizing ", ShapeString(f32_rows.shape()), " to ", type_name, ": rows of ",
+                     cols, " elements are not a multiple of the block size ", block));
   const int64_t rows = f32_rows.numel() / cols;
   Tensor out = Tensor::Zeros(type, f32_rows.shape());
   const size_t row_bytes = DTypeBytes(type, cols);
@@ -818,7 +856,8 @@ absl::StatusOr<Tensor> QuantizeTensor(const Tensor& f32_rows, DType type, const 
     }
   });
   if (first_bad_row >= 0)
-    return absl::InvalidArgumentError(absl::StrCat("row ", first_bad_row, ": ", first_error.message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("row ", first_bad_row, ": ", first_error.message()));
   return out;
 }
 

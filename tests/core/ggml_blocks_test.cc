@@ -27,7 +27,8 @@ struct DecodeFixture {
 DecodeFixture ReadDecodeFixture(const std::string& type_name, int block_elems) {
   const std::string path = "tests/reference/ggml_blocks/decode_" + type_name + ".bin";
   std::ifstream in(path, std::ios::binary);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   DecodeFixture f;
   if (bytes.size() < 8) {
     ADD_FAILURE() << "missing or short fixture " << path;
@@ -76,7 +77,8 @@ TEST_P(DecodeTest, BitExactWithGgufPy) {
     // Block by block gives the same as the whole row.
     std::vector<float> one(block_elems);
     for (uint32_t b = 0; b < f.n_blocks; ++b) {
-      ggml::DequantizeRow(type, f.blocks.data() + size_t{b} * f.block_bytes, one.data(), block_elems);
+      ggml::DequantizeRow(type, f.blocks.data() + size_t{b} * f.block_bytes, one.data(),
+                          block_elems);
       ASSERT_EQ(std::memcmp(one.data(), got.data() + size_t{b} * block_elems, 4 * block_elems), 0)
           << name << " block " << b;
     }
@@ -97,11 +99,12 @@ TEST(GgmlBlocksTest, DTypeTable) {
     double bpw;
   };
   const Row rows[] = {
-      {DType::kQ4_0, 32, 18, 4.5},       {DType::kQ4_1, 32, 20, 5.0},   {DType::kQ5_0, 32, 22, 5.5},
-      {DType::kQ5_1, 32, 24, 6.0},       {DType::kQ8_0, 32, 34, 8.5},   {DType::kQ8_1, 32, 36, 9.0},
-      {DType::kQ2_K, 256, 84, 2.625},    {DType::kQ3_K, 256, 110, 3.4375},
-      {DType::kQ4_K, 256, 144, 4.5},     {DType::kQ5_K, 256, 176, 5.5},
-      {DType::kQ6_K, 256, 210, 6.5625},  {DType::kQ8_K, 256, 292, 9.125},
+      {DType::kQ4_0, 32, 18, 4.5},      {DType::kQ4_1, 32, 20, 5.0},
+      {DType::kQ5_0, 32, 22, 5.5},      {DType::kQ5_1, 32, 24, 6.0},
+      {DType::kQ8_0, 32, 34, 8.5},      {DType::kQ8_1, 32, 36, 9.0},
+      {DType::kQ2_K, 256, 84, 2.625},   {DType::kQ3_K, 256, 110, 3.4375},
+      {DType::kQ4_K, 256, 144, 4.5},    {DType::kQ5_K, 256, 176, 5.5},
+      {DType::kQ6_K, 256, 210, 6.5625}, {DType::kQ8_K, 256, 292, 9.125},
   };
   for (const Row& r : rows) {
     EXPECT_TRUE(IsBlockQuantized(r.type));
