@@ -3,10 +3,12 @@
 // The legacy types Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 are bit-exact with gguf-py's
 // `gguf.quants.quantize` (same f32 operations in the same order; this file is
 // built with -ffp-contract=off so no fused multiply-add changes a rounding).
-// gguf-py has no k-quant encoder: Q2_K..Q6_K follow llama.cpp's reference
-// method (per sub-block scale/min search, then 6-bit or 4-bit quantization of
-// the scales against an f16 super-scale) but are not checked against it
-// byte for byte. Q8_1 and Q8_K (the activation formats) follow ggml's
+// gguf-py has no k-quant encoder; checked against ggml's own (through the
+// ggml-python package, tests/reference/ggml_blocks/make_ggml_fixtures.py),
+// Q3_K and Q6_K match it byte for byte; Q2_K, Q4_K and Q5_K use the same kind
+// of search (per sub-block scale/min fit, then 6-bit or 4-bit scales against
+// an f16 super-scale) but not the same bytes, with reconstruction error within
+// about 2% of ggml's. Q8_1 and Q8_K (the activation formats) follow ggml's
 // reference quantizers.
 //
 // Importance weights (an "imatrix": mean squared activation per input column)
