@@ -42,7 +42,7 @@ int RunEval(const Args& args) {
   std::string model, ppl_file, text_file, token_ids, dump;
   int64_t context = 0, stride = 0, max_tokens = 0;
   int threads = 0;
-  opts.add_options()("model", po::value(&model)->required(), "model directory")(
+  opts.add_options()("model", po::value(&model)->required(), "model directory or .gguf file")(
       "perplexity", po::value(&ppl_file), "text file to compute perplexity on")(
       "context", po::value(&context), "window length in tokens (default: min(model context, 1024))")(
       "stride", po::value(&stride), "tokens between window starts (default: context / 2)")(
@@ -79,7 +79,7 @@ int RunEval(const Args& args) {
   }
   if (max_tokens > 0 && static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(max_tokens);
 
-  auto engine = Transformer::Load(model);
+  auto engine = LoadEngine(model);
   if (!engine.ok()) return Fail(spec.name, engine.status());
   if (want_dump) {
     auto t0 = std::chrono::steady_clock::now();

@@ -57,7 +57,7 @@ int RunGenerate(const Args& args) {
   int64_t max_tokens = 256;
   int threads = 0;
   SamplerOptions so;
-  opts.add_options()("model", po::value(&model)->required(), "model directory")(
+  opts.add_options()("model", po::value(&model)->required(), "model directory or .gguf file")(
       "prompt", po::value(&prompt), "prompt text")("prompt-file", po::value(&prompt_file), "file with the prompt")(
       "chat", po::value(&chat), "chat messages (JSON file or inline JSON), rendered with the model's chat template")(
       "max-tokens", po::value(&max_tokens)->default_value(256), "tokens to generate at most")(
@@ -92,7 +92,7 @@ int RunGenerate(const Args& args) {
   std::vector<int32_t> ids = *std::move(tokenized);
   if (ids.empty()) return Fail(spec.name, absl::InvalidArgumentError("the prompt is empty (no tokens)"));
 
-  auto engine = Transformer::Load(model);
+  auto engine = LoadEngine(model);
   if (!engine.ok()) return Fail(spec.name, engine.status());
   const ModelConfig& config = (*engine)->config();
   std::set<int32_t> stop;

@@ -7,8 +7,10 @@
 #include "cli/commands.h"
 #include "cli/model_loading.h"
 #include "core/status.h"
+#include "formats/gguf.h"
 #include "formats/hf_dir.h"
 #include "model/config.h"
+#include "model/gguf_model.h"
 #include "model/transformer.h"
 
 namespace retort::cli {
@@ -23,6 +25,91 @@ const char* RopeScalingName(RopeScaling::Type t) {
   return "?";
 }
 
+// A GGUF file: every metadata key (long arrays abbreviated), the model shape
+// when it is one the engine runs, and per-tensor ggml types with bits per weight.
+int InspectGguf(const std::string& name, const std::string& model, bool list_tensors, bool json) {
+  auto reader = GgufReader::Open(model);
+  if (!reader.ok()) return Fail(name, reader.status());
+  const GgufReader& r = **reader;
+  // Loading checks names and shapes against the architecture; a file the
+  // engine cannot run is still described.
+  absl::Status loadable = LoadGgufTransformer(model).status();
+
+  struct TypeTotal {
+    int64_t tensors = 0, params = 0;
+    uint64_t bytes = 0;
+  };
+  std::map<std::string, TypeTotal> by_type;
+  int64_t params = 0;
+  uint64_t bytes = 0;
+  nlohmann::ordered_json tensors = nlohmann::ordered_json::array();
+  for (const GgufTensorInfo& t : r.tensors()) {
+    const int64_t n = NumElements(t.shape());
+    const std::string type = GgmlTypeName(t.ggml_type);
+    params += n;
+    bytes += t.nbytes;
+    TypeTotal& tt = by_type[type];
+    tt.tensors++;
+    tt.params += n;
+    tt.bytes += t.nbytes;
+    tensors.push_back({{"name", t.name}, {"type", type}, {"shape", t.shape()}, {"bytes", t.nbytes},
+                       {"bits_per_weight", n > 0 ? 8.0 * t.nbytes / n : 0.0}});
+  }
+  const double bpw = params > 0 ? 8.0 * bytes / params : 0.0;
+  if (json) {
+    nlohmann::ordered_json meta = nlohmann::ordered_json::object();
+    for (const auto& [key, value] : r.metadata()) meta[key] = value.DebugString(8);
+    nlohmann::ordered_json types = nlohmann::ordered_json::object();
+    for (const auto& [type, tt] : by_type) {
+      types[type] = {{"tensors", tt.tensors}, {"parameters", tt.params}, {"bytes", tt.bytes},
+                     {"bits_per_weight", tt.params > 0 ? 8.0 * tt.bytes / tt.params : 0.0}};
+    }
+    nlohmann::ordered_json out = {{"model", model},   {"format", "gguf"},        {"version", r.version()},
+                                  {"alignment", r.alignment()}, {"metadata", meta}, {"parameters", params},
+                                  {"bytes", bytes},   {"bits_per_weight", bpw}, {"types", types},
+                                  {"runs", loadable.ok()}};
+    if (!loadable.ok()) out["not_runnable"] = std::string(loadable.message());
+    if (list_tensors) out["tensors"] = tensors;
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return kExitOk;
+  }
+  std::cout << absl::StrFormat("model          %s (GGUF v%d, alignment %d, %d tensors, %d metadata keys)\n",
+                               model, r.version(), r.alignment(), r.tensors().size(), r.metadata().size());
+  std::cout << "metadata\n";
+  for (const auto& [key, value] : r.metadata()) {
+    std::cout << absl::StrFormat("  %-44s %s\n", key, value.DebugString(8));
+  }
+  if (loadable.ok()) {
+    auto config = ModelConfigFromGguf(r);
+    const ModelConfig& c = *config;
+    std::cout << absl::StrFormat("architecture   %s (%s)\n", ArchClassName(c.arch), GgufArchName(c.arch));
+    std::cout << absl::StrFormat("layers         %d   hidden %d   intermediate %d\n", c.num_layers, c.hidden_size,
+                                 c.intermediate_size);
+    std::cout << absl::StrFormat("attention      %d heads, %d kv heads, head_dim %d%s%s\n", c.num_heads,
+                                 c.num_kv_heads, c.head_dim, c.attention_bias ? ", qkv bias" : "",
+                                 c.qk_norm ? ", q/k norm" : "");
+    std::cout << absl::StrFormat("rope           theta %g, scaling %s, context %d\n", c.rope_theta,
+                                 RopeScalingName(c.rope_scaling.type), c.max_position_embeddings);
+    std::cout << absl::StrFormat("vocab          %d%s\n", c.vocab_size, c.tie_word_embeddings ? ", tied embeddings" : "");
+  } else {
+    std::cout << "engine         cannot run this file: " << loadable.message() << "\n";
+  }
+  std::cout << absl::StrFormat("parameters     %s (%d)\n", HumanCount(params), params);
+  std::cout << absl::StrFormat("weights        %s, %.3f bits per weight overall\n", HumanBytes(bytes), bpw);
+  for (const auto& [type, tt] : by_type) {
+    std::cout << absl::StrFormat("  %-6s %4d tensors %12d params %11s  %.3f bpw\n", type, tt.tensors, tt.params,
+                                 HumanBytes(tt.bytes), tt.params > 0 ? 8.0 * tt.bytes / tt.params : 0.0);
+  }
+  if (list_tensors) {
+    for (const auto& t : tensors) {
+      std::cout << absl::StrFormat("  %-36s %-5s %-16s %10s %7.3f bpw\n", t["name"].get<std::string>(),
+                                   t["type"].get<std::string>(), nlohmann::json(t["shape"]).dump(),
+                                   HumanBytes(t["bytes"].get<double>()), t["bits_per_weight"].get<double>());
+    }
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunInspect(const Args& args) {
@@ -31,12 +118,13 @@ int RunInspect(const Args& args) {
                    "checks that every tensor the architecture needs is present and well-shaped."};
   po::options_description opts("options");
   std::string model;
-  opts.add_options()("model", po::value(&model)->required(), "model directory")(
+  opts.add_options()("model", po::value(&model)->required(), "model directory or .gguf file")(
       "tensors", po::bool_switch(), "list every tensor")("json", po::bool_switch(), "print JSON");
   po::positional_options_description pos;
   pos.add("model", 1);
   po::variables_map vm;
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (IsGgufFile(model)) return InspectGguf(spec.name, model, vm["tensors"].as<bool>(), vm["json"].as<bool>());
 
   auto dir = HfDirectory::Open(model);
   if (!dir.ok()) return Fail(spec.name, dir.status());

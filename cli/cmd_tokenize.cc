@@ -16,7 +16,7 @@ int RunTokenize(const Args& args) {
                    "chat template."};
   po::options_description opts("options");
   std::string model, text_file, inline_text, chat;
-  opts.add_options()("model", po::value(&model)->required(), "model directory or tokenizer.json")(
+  opts.add_options()("model", po::value(&model)->required(), "model directory, .gguf file or tokenizer.json")(
       "text", po::value(&text_file), "text file to tokenize")("string", po::value(&inline_text),
                                                                  "text given on the command line")(
       "chat", po::value(&chat), "chat messages: a JSON file or inline JSON")(

@@ -15,6 +15,7 @@ int RunInspect(const Args& args);
 int RunTokenize(const Args& args);
 int RunGenerate(const Args& args);
 int RunEval(const Args& args);
+int RunConvert(const Args& args);
 
 }  // namespace retort::cli
 

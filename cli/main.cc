@@ -22,6 +22,8 @@ constexpr Entry kCommands[] = {
     {"tokenize", "turn text or a chat into token ids", retort::cli::RunTokenize},
     {"generate", "generate text from a prompt or a chat", retort::cli::RunGenerate},
     {"eval", "perplexity of a model on a text, or dump its logits", retort::cli::RunEval},
+    {"convert", "HF directory <-> GGUF file (llama.cpp layouts and quantization presets)",
+     retort::cli::RunConvert},
 };
 
 void PrintUsage(std::ostream& out) {

@@ -7,7 +7,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
+#include "formats/gguf.h"
 #include "model/chat_template.h"
+#include "model/gguf_model.h"
 
 namespace retort::cli {
 namespace fs = std::filesystem;
@@ -15,6 +17,16 @@ namespace fs = std::filesystem;
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_path) {
   std::error_code ec;
   if (!fs::exists(model_path, ec)) return absl::NotFoundError(absl::StrCat(model_path, ": no such file or directory"));
+  if (fs::is_regular_file(model_path, ec) && IsGgufFile(model_path)) {
+    ASSIGN_OR_RETURN(std::unique_ptr<GgufReader> reader, GgufReader::Open(model_path));
+    ASSIGN_OR_RETURN(TokenizerParts parts, TokenizerPartsFromGguf(*reader));
+    auto tokenizer = Tokenizer::FromParts(parts);
+    if (!tokenizer.ok()) {
+      return absl::Status(tokenizer.status().code(),
+                          absl::StrCat(model_path, ": ", tokenizer.status().message()));
+    }
+    return tokenizer;
+  }
   std::string json_path = model_path;
   std::string config_path;
   if (fs::is_directory(model_path, ec)) {
@@ -29,6 +41,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
     RETURN_IF_ERROR(tokenizer->LoadSpecialTokensFromConfig(config_path));
   }
   return tokenizer;
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> LoadEngine(const std::string& model_path) {
+  std::error_code ec;
+  if (fs::is_regular_file(model_path, ec) && IsGgufFile(model_path)) return LoadGgufTransformer(model_path);
+  return Transformer::Load(model_path);
 }
 
 absl::StatusOr<std::string> ReadTextFile(const std::string& path, const std::string& what) {
@@ -66,6 +84,21 @@ absl::StatusOr<std::string> RenderChat(const std::string& model_path, const std:
                                        bool add_generation_prompt) {
   ASSIGN_OR_RETURN(nlohmann::json chat, ReadChat(chat_arg));
   std::error_code ec;
+  if (fs::is_regular_file(model_path, ec) && IsGgufFile(model_path)) {
+    ASSIGN_OR_RETURN(std::unique_ptr<GgufReader> reader, GgufReader::Open(model_path));
+    if (reader->Find("tokenizer.chat_template") == nullptr) {
+      return absl::NotFoundError(absl::StrCat(model_path, ": no tokenizer.chat_template in the GGUF metadata"));
+    }
+    ASSIGN_OR_RETURN(std::string source, reader->GetString("tokenizer.chat_template"));
+    ASSIGN_OR_RETURN(ChatTemplate tmpl, ChatTemplate::Parse(source));
+    ASSIGN_OR_RETURN(TokenizerParts parts, TokenizerPartsFromGguf(*reader));
+    nlohmann::ordered_json special = nlohmann::ordered_json::object();
+    auto piece = [&](int32_t id) { return id >= 0 && id < static_cast<int32_t>(parts.tokens.size()); };
+    if (piece(parts.bos_id)) special["bos_token"] = parts.tokens[parts.bos_id];
+    if (piece(parts.eos_id)) special["eos_token"] = parts.tokens[parts.eos_id];
+    tmpl.SetSpecialTokens(special);
+    return tmpl.Render(chat, add_generation_prompt, nlohmann::json::object());
+  }
   fs::path config = fs::path(model_path) / "tokenizer_config.json";
   if (!fs::is_directory(model_path, ec) || !fs::exists(config, ec)) {
     return absl::NotFoundError(

@@ -1,5 +1,6 @@
 // Opening what a user names as MODEL on the command line: a Hugging Face
-// directory (config.json + safetensors + tokenizer.json). Errors name the path.
+// directory (config.json + safetensors + tokenizer.json) or a GGUF file
+// (weights, tokenizer and chat template in one file). Errors name the path.
 #ifndef RETORT_CLI_MODEL_LOADING_H_
 #define RETORT_CLI_MODEL_LOADING_H_
 
@@ -10,12 +11,18 @@
 #include "nlohmann/json.hpp"
 #include "core/dtype.h"
 #include "model/tokenizer.h"
+#include "model/transformer.h"
 
 namespace retort::cli {
 
 // Loads MODEL/tokenizer.json (or MODEL itself when it is a tokenizer.json
-// file) and the special tokens of MODEL/tokenizer_config.json when present.
+// file) and the special tokens of MODEL/tokenizer_config.json when present;
+// for a .gguf, the tokenizer.ggml.* vocabulary.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_path);
+
+// The engine for MODEL: an HF directory, or a GGUF file whose weights stay
+// quantized.
+absl::StatusOr<std::unique_ptr<Transformer>> LoadEngine(const std::string& model_path);
 
 // Reads a whole text file; an empty file is an error naming it.
 absl::StatusOr<std::string> ReadTextFile(const std::string& path, const std::string& what);
@@ -25,7 +32,8 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path, const std::str
 absl::StatusOr<nlohmann::json> ReadChat(const std::string& file_or_json);
 
 // Renders a chat (see ReadChat) with MODEL's own chat template
-// (tokenizer_config.json "chat_template", or chat_template.jinja).
+// (tokenizer_config.json "chat_template", or chat_template.jinja; a GGUF's
+// tokenizer.chat_template).
 absl::StatusOr<std::string> RenderChat(const std::string& model_path, const std::string& chat_arg,
                                        bool add_generation_prompt);
 

@@ -24,7 +24,7 @@ absl::Status CheckWeightDType(const std::string& where, const std::string& name,
   if (cpu::IsSupportedWeightDType(t.dtype())) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(where, ": tensor ", name, " has dtype ",
                                                  std::string(DTypeName(t.dtype())),
-                                                 "; the engine reads F32, BF16 or F16"));
+                                                 "; the engine reads F32, BF16, F16 or ggml block types"));
 }
 
 absl::Status CheckShape(const std::string& where, const std::string& name, const Shape& actual,
