@@ -3,6 +3,9 @@
 #include "core/ggml_blocks.h"
 
 #include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <cmath>
 #include <limits>
 
@@ -234,8 +237,11 @@ void ConvertFromF32(DType type, const float* src, void* dst, int64_t n) {
       return;
     }
     default:
-      // Block types are encoded by quantize/ (they need a search); see convert.h.
-      return;
+      // Block types are encoded by quantize/ (they need a search); reaching
+      // here is a programming error, and silent zeros would be worse than a stop.
+      std::fprintf(stderr, "retort: ConvertFromF32 to block type %s: use ggml::QuantizeTensor\n",
+                   std::string(DTypeName(type)).c_str());
+      std::abort();
   }
 }
 
