@@ -332,8 +332,8 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufReader& r) {
   ASSIGN_OR_RETURN(c.num_heads, r.GetInt(key("attention.head_count")));
   ASSIGN_OR_RETURN(c.num_kv_heads, IntOr(r, key("attention.head_count_kv"), c.num_heads));
   if (c.num_heads <= 0) return Bad(where, absl::StrCat(key("attention.head_count"), " must be positive"));
-  ASSIGN_OR_RETURN(int64_t rope_dim, IntOr(r, key("rope.dimension_count"), c.hidden_size / c.num_heads));
-  ASSIGN_OR_RETURN(c.head_dim, IntOr(r, key("attention.key_length"), rope_dim));
+  ASSIGN_OR_RETURN(c.head_dim, IntOr(r, key("attention.key_length"), c.hidden_size / c.num_heads));
+  ASSIGN_OR_RETURN(int64_t rope_dim, IntOr(r, key("rope.dimension_count"), c.head_dim));
   if (rope_dim != c.head_dim) {
     return absl::UnimplementedError(absl::StrCat(where, ": partial rotary (", key("rope.dimension_count"),
                                                  " ", rope_dim, " < head_dim ", c.head_dim,
