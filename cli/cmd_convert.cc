@@ -59,18 +59,22 @@ struct ConvertStats {
   uint64_t bytes = 0;
 };
 
-absl::StatusOr<ConvertStats> HfToGguf(const std::string& in, const std::string& out, GgufPreset preset,
-                                      const std::string& pre, const std::string& name, bool verbose) {
+absl::StatusOr<ConvertStats> HfToGguf(const std::string& in, const std::string& out,
+                                      GgufPreset preset, const std::string& pre,
+                                      const std::string& name, bool verbose) {
   ASSIGN_OR_RETURN(std::unique_ptr<HfDirectory> dir, HfDirectory::Open(in));
   // Loading checks every tensor's name, shape and dtype against config.json.
   ASSIGN_OR_RETURN(std::unique_ptr<Transformer> engine, Transformer::Load(*dir));
   const ModelConfig& config = engine->config();
   if (config.WindowOf(0) > 0 || !config.sliding_layers.empty()) {
-    std::cerr << "[convert] note: sliding-window attention is not recorded in GGUF (llama.cpp ignores it too)\n";
+    std::cerr << "[convert] note: sliding-window attention is not recorded in GGUF (llama.cpp "
+                 "ignores it too)\n";
   }
 
   const std::string tok_path = dir->FilePath("tokenizer.json");
-  if (tok_path.empty()) return absl::NotFoundError(absl::StrCat(in, ": no tokenizer.json (GGUF carries the vocabulary)"));
+  if (tok_path.empty())
+    return absl::NotFoundError(
+        absl::StrCat(in, ": no tokenizer.json (GGUF carries the vocabulary)"));
   ASSIGN_OR_RETURN(nlohmann::json tok_json, ReadJsonFile(tok_path));
   nlohmann::json tok_config = nlohmann::json::object();
   std::string chat_template;
@@ -87,7 +91,8 @@ absl::StatusOr<ConvertStats> HfToGguf(const std::string& in, const std::string& 
                    TokenizerPartsFromHf(tok_json, tok_config, config.vocab_size, pre, tok_path));
 
   GgufWriter writer(GgufArchName(config.arch));
-  const std::string model_name = name.empty() ? fs::path(in).lexically_normal().filename().string() : name;
+  const std::string model_name =
+      name.empty() ? fs::path(in).lexically_normal().filename().string() : name;
   RETURN_IF_ERROR(AddGgufModelMetadata(config, tokenizer, chat_template, GgufFileType(preset),
                                        model_name, writer));
   ConvertStats stats;
@@ -97,8 +102,8 @@ absl::StatusOr<ConvertStats> HfToGguf(const std::string& in, const std::string& 
     stats.params += t.numel();
     stats.bytes += t.nbytes();
     if (verbose) {
-      std::cerr << absl::StrFormat("[convert] %-28s %-5s %s\n", gguf_name, std::string(DTypeName(t.dtype())),
-                                   ShapeString(t.shape()));
+      std::cerr << absl::StrFormat("[convert] %-28s %-5s %s\n", gguf_name,
+                                   std::string(DTypeName(t.dtype())), ShapeString(t.shape()));
     }
     return absl::OkStatus();
   };
@@ -120,8 +125,8 @@ absl::StatusOr<ConvertStats> HfToGguf(const std::string& in, const std::string& 
     const DType type = GgufTensorType(preset, gguf_name, t.shape(), config);
     auto converted = ConvertTensor(t, type);
     if (!converted.ok()) {
-      return absl::Status(converted.status().code(),
-                          absl::StrCat(in, ": tensor ", hf_name, ": ", converted.status().message()));
+      return absl::Status(converted.status().code(), absl::StrCat(in, ": tensor ", hf_name, ": ",
+                                                                  converted.status().message()));
     }
     RETURN_IF_ERROR(add(gguf_name, *converted));
   }
@@ -129,7 +134,8 @@ absl::StatusOr<ConvertStats> HfToGguf(const std::string& in, const std::string& 
   return stats;
 }
 
-absl::StatusOr<ConvertStats> GgufToHf(const std::string& in, const std::string& out, const std::string& dtype_name) {
+absl::StatusOr<ConvertStats> GgufToHf(const std::string& in, const std::string& out,
+                                      const std::string& dtype_name) {
   ASSIGN_OR_RETURN(std::unique_ptr<GgufReader> reader, GgufReader::Open(in));
   ASSIGN_OR_RETURN(GgufModel model, ReadGgufModel(*reader));
   DType dtype = DType::kBF16;
@@ -166,11 +172,13 @@ absl::StatusOr<ConvertStats> GgufToHf(const std::string& in, const std::string& 
   tensors.clear();
   if (!model.tokenizer.tokens.empty()) {
     ASSIGN_OR_RETURN(nlohmann::ordered_json tok, HfTokenizerJsonFromParts(model.tokenizer));
-    RETURN_IF_ERROR(WriteFileAtomically((fs::path(out) / "tokenizer.json").string(),
-                                        tok.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
+    RETURN_IF_ERROR(WriteFileAtomically(
+        (fs::path(out) / "tokenizer.json").string(),
+        tok.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
     nlohmann::ordered_json tc = HfTokenizerConfigFromParts(model.tokenizer, model.chat_template);
-    RETURN_IF_ERROR(WriteFileAtomically((fs::path(out) / "tokenizer_config.json").string(),
-                                        tc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
+    RETURN_IF_ERROR(WriteFileAtomically(
+        (fs::path(out) / "tokenizer_config.json").string(),
+        tc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
   }
   return stats;
 }
@@ -178,9 +186,10 @@ absl::StatusOr<ConvertStats> GgufToHf(const std::string& in, const std::string& 
 }  // namespace
 
 int RunConvert(const Args& args) {
-  CommandSpec spec{"convert", "IN OUT [--to gguf|hf] [--type TYPE] [--dtype DTYPE] [options]",
-                   "Convert an HF directory to a GGUF file (llama.cpp's names, layouts, metadata and "
-                   "quantization presets) or a GGUF file to an HF directory (dequantized)."};
+  CommandSpec spec{
+      "convert", "IN OUT [--to gguf|hf] [--type TYPE] [--dtype DTYPE] [options]",
+      "Convert an HF directory to a GGUF file (llama.cpp's names, layouts, metadata and "
+      "quantization presets) or a GGUF file to an HF directory (dequantized)."};
   po::options_description opts("options");
   std::string in, out, to, type = "f16", dtype = "auto", pre, name;
   int threads = 0;
@@ -211,16 +220,18 @@ int RunConvert(const Args& args) {
     if (!preset.ok()) return UsageError(spec.name, std::string(preset.status().message()));
     stats = HfToGguf(in, out, *preset, pre, name, vm["verbose"].as<bool>());
   } else if (to == "hf") {
-    if (!in_gguf) return UsageError(spec.name, absl::StrCat(in, " is not a GGUF file (--to hf reads GGUF)"));
+    if (!in_gguf)
+      return UsageError(spec.name, absl::StrCat(in, " is not a GGUF file (--to hf reads GGUF)"));
     stats = GgufToHf(in, out, dtype);
   } else {
     return UsageError(spec.name, "--to must be gguf or hf");
   }
   if (!stats.ok()) return Fail(spec.name, stats.status());
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::cout << absl::StrFormat("wrote %s: %d tensors, %s parameters, %s (%.2f bits per weight) in %.1f s\n", out,
-                               stats->tensors, HumanCount(stats->params), HumanBytes(stats->bytes),
-                               stats->params > 0 ? 8.0 * stats->bytes / stats->params : 0.0, secs);
+  std::cout << absl::StrFormat(
+      "wrote %s: %d tensors, %s parameters, %s (%.2f bits per weight) in %.1f s\n", out,
+      stats->tensors, HumanCount(stats->params), HumanBytes(stats->bytes),
+      stats->params > 0 ? 8.0 * stats->bytes / stats->params : 0.0, secs);
   return kExitOk;
 }
 

@@ -99,7 +99,9 @@ double ShortestDecimal(float f) {
   return f;
 }
 
-std::string ArchKey(const std::string& arch, const char* key) { return absl::StrCat(arch, ".", key); }
+std::string ArchKey(const std::string& arch, const char* key) {
+  return absl::StrCat(arch, ".", key);
+}
 
 // Optional metadata helpers: absent -> fallback; present with a wrong type -> error.
 absl::StatusOr<int64_t> IntOr(const GgufReader& r, const std::string& key, int64_t fallback) {
@@ -120,7 +122,8 @@ absl::Status Bad(const std::string& where, const std::string& msg) {
 // (factor, low 1, high 4, original context 8192); others are searched over a
 // small grid and must match to f32 rounding.
 absl::StatusOr<RopeScaling> RopeScalingFromFreqs(const std::vector<float>& freqs,
-                                                 const ModelConfig& base, const std::string& where) {
+                                                 const ModelConfig& base,
+                                                 const std::string& where) {
   if (static_cast<int64_t>(freqs.size()) != base.head_dim / 2) {
     return Bad(where, absl::StrCat("rope_freqs.weight has ", freqs.size(), " values, expected ",
                                    base.head_dim / 2));
@@ -152,8 +155,9 @@ absl::StatusOr<RopeScaling> RopeScalingFromFreqs(const std::vector<float>& freqs
     }
     if (match) return s;
   }
-  return Bad(where, "rope_freqs.weight does not match llama3 rope scaling with any known "
-                    "(low_freq_factor, high_freq_factor, original context)");
+  return Bad(where,
+             "rope_freqs.weight does not match llama3 rope scaling with any known "
+             "(low_freq_factor, high_freq_factor, original context)");
 }
 
 bool LooksSpecial(const std::string& t) {
@@ -176,19 +180,18 @@ absl::StatusOr<std::pair<nlohmann::ordered_json, nlohmann::ordered_json>> PreTok
   };
   auto split = [&](const char* pattern) {
     return oj{{"type", "Sequence"},
-              {"pretokenizers",
-               oj::array({oj{{"type", "Split"},
-                             {"pattern", {{"Regex", pattern}}},
-                             {"behavior", "Isolated"},
-                             {"invert", false}},
-                          byte_level(false)})}};
+              {"pretokenizers", oj::array({oj{{"type", "Split"},
+                                              {"pattern", {{"Regex", pattern}}},
+                                              {"behavior", "Isolated"},
+                                              {"invert", false}},
+                                           byte_level(false)})}};
   };
   if (pre == "gpt2" || pre == "default") return std::make_pair(byte_level(true), oj(nullptr));
   if (pre == "smollm" || pre == "starcoder") {
     return std::make_pair(
         oj{{"type", "Sequence"},
-           {"pretokenizers", oj::array({oj{{"type", "Digits"}, {"individual_digits", true}},
-                                        byte_level(true)})}},
+           {"pretokenizers",
+            oj::array({oj{{"type", "Digits"}, {"individual_digits", true}}, byte_level(true)})}},
         oj(nullptr));
   }
   if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3") {
@@ -197,9 +200,9 @@ absl::StatusOr<std::pair<nlohmann::ordered_json, nlohmann::ordered_json>> PreTok
   if (pre == "qwen2" || pre == "deepseek-r1-qwen") {
     return std::make_pair(split(kQwen2Pattern), oj{{"type", "NFC"}});
   }
-  return absl::UnimplementedError(absl::StrCat(
-      "no tokenizer.json pre-tokenizer for tokenizer.ggml.pre \"", pre,
-      "\" (supported: gpt2, smollm, starcoder, llama-bpe, qwen2, deepseek-r1-qwen)"));
+  return absl::UnimplementedError(
+      absl::StrCat("no tokenizer.json pre-tokenizer for tokenizer.ggml.pre \"", pre,
+                   "\" (supported: gpt2, smollm, starcoder, llama-bpe, qwen2, deepseek-r1-qwen)"));
 }
 
 // Which .pre name a tokenizer.json pre-tokenizer (+ normalizer) behaves as.
@@ -331,13 +334,14 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufReader& r) {
   ASSIGN_OR_RETURN(c.intermediate_size, r.GetInt(key("feed_forward_length")));
   ASSIGN_OR_RETURN(c.num_heads, r.GetInt(key("attention.head_count")));
   ASSIGN_OR_RETURN(c.num_kv_heads, IntOr(r, key("attention.head_count_kv"), c.num_heads));
-  if (c.num_heads <= 0) return Bad(where, absl::StrCat(key("attention.head_count"), " must be positive"));
+  if (c.num_heads <= 0)
+    return Bad(where, absl::StrCat(key("attention.head_count"), " must be positive"));
   ASSIGN_OR_RETURN(c.head_dim, IntOr(r, key("attention.key_length"), c.hidden_size / c.num_heads));
   ASSIGN_OR_RETURN(int64_t rope_dim, IntOr(r, key("rope.dimension_count"), c.head_dim));
   if (rope_dim != c.head_dim) {
-    return absl::UnimplementedError(absl::StrCat(where, ": partial rotary (", key("rope.dimension_count"),
-                                                 " ", rope_dim, " < head_dim ", c.head_dim,
-                                                 ") is not supported"));
+    return absl::UnimplementedError(absl::StrCat(where, ": partial rotary (",
+                                                 key("rope.dimension_count"), " ", rope_dim,
+                                                 " < head_dim ", c.head_dim, ") is not supported"));
   }
   ASSIGN_OR_RETURN(c.rope_theta, FloatOr(r, key("rope.freq_base"), 10000.0));
   ASSIGN_OR_RETURN(c.rms_norm_eps, FloatOr(r, key("attention.layer_norm_rms_epsilon"), 1e-5));
@@ -561,7 +565,8 @@ absl::StatusOr<HfTokenizerForGguf> TokenizerPartsFromHf(const nlohmann::json& tj
     if (it != model["vocab"].end()) out.unk_id = it->get<int32_t>();
   }
   // Whether the post-processor puts BOS first (Llama-3), unless the config says.
-  if (config.is_object() && config.contains("add_bos_token") && config["add_bos_token"].is_boolean()) {
+  if (config.is_object() && config.contains("add_bos_token") &&
+      config["add_bos_token"].is_boolean()) {
     p.add_bos = config["add_bos_token"].get<bool>();
     out.has_add_bos = true;
   } else {
@@ -614,9 +619,12 @@ absl::Status AddGgufModelMetadata(const ModelConfig& c, const HfTokenizerForGguf
   w.AddMetadata("tokenizer.ggml.merges", GgufValue::StringArray(p.merges));
   if (p.bos_id >= 0) w.AddMetadata("tokenizer.ggml.bos_token_id", u32(p.bos_id));
   if (p.eos_id >= 0) w.AddMetadata("tokenizer.ggml.eos_token_id", u32(p.eos_id));
-  if (tokenizer.unk_id >= 0) w.AddMetadata("tokenizer.ggml.unknown_token_id", u32(tokenizer.unk_id));
-  if (tokenizer.pad_id >= 0) w.AddMetadata("tokenizer.ggml.padding_token_id", u32(tokenizer.pad_id));
-  if (tokenizer.has_add_bos) w.AddMetadata("tokenizer.ggml.add_bos_token", GgufValue::Bool(p.add_bos));
+  if (tokenizer.unk_id >= 0)
+    w.AddMetadata("tokenizer.ggml.unknown_token_id", u32(tokenizer.unk_id));
+  if (tokenizer.pad_id >= 0)
+    w.AddMetadata("tokenizer.ggml.padding_token_id", u32(tokenizer.pad_id));
+  if (tokenizer.has_add_bos)
+    w.AddMetadata("tokenizer.ggml.add_bos_token", GgufValue::Bool(p.add_bos));
   if (!chat_template.empty()) {
     w.AddMetadata("tokenizer.chat_template", GgufValue::String(chat_template));
   }
@@ -627,8 +635,8 @@ absl::Status AddGgufModelMetadata(const ModelConfig& c, const HfTokenizerForGguf
 absl::StatusOr<nlohmann::ordered_json> HfTokenizerJsonFromParts(const TokenizerParts& p) {
   using oj = nlohmann::ordered_json;
   ASSIGN_OR_RETURN(auto pre, PreTokenizerJson(p.pre_tokenizer.empty() ? "gpt2" : p.pre_tokenizer));
-  const bool ignore_merges =
-      p.pre_tokenizer == "llama-bpe" || p.pre_tokenizer == "llama3" || p.pre_tokenizer == "llama-v3";
+  const bool ignore_merges = p.pre_tokenizer == "llama-bpe" || p.pre_tokenizer == "llama3" ||
+                             p.pre_tokenizer == "llama-v3";
   oj added = oj::array();
   oj vocab = oj::object();
   for (size_t id = 0; id < p.tokens.size(); ++id) {
@@ -717,11 +725,16 @@ struct PresetInfo {
   DType base;          // type of most 2-D weights
 };
 constexpr PresetInfo kPresets[] = {
-    {GgufPreset::kF32, "f32", 0, DType::kF32},       {GgufPreset::kF16, "f16", 1, DType::kF16},
-    {GgufPreset::kBF16, "bf16", 32, DType::kBF16},   {GgufPreset::kQ8_0, "q8_0", 7, DType::kQ8_0},
-    {GgufPreset::kQ4_0, "q4_0", 2, DType::kQ4_0},    {GgufPreset::kQ4_1, "q4_1", 3, DType::kQ4_1},
-    {GgufPreset::kQ5_0, "q5_0", 8, DType::kQ5_0},    {GgufPreset::kQ5_1, "q5_1", 9, DType::kQ5_1},
-    {GgufPreset::kQ4_K_M, "q4_k_m", 15, DType::kQ4_K}, {GgufPreset::kQ5_K_M, "q5_k_m", 17, DType::kQ5_K},
+    {GgufPreset::kF32, "f32", 0, DType::kF32},
+    {GgufPreset::kF16, "f16", 1, DType::kF16},
+    {GgufPreset::kBF16, "bf16", 32, DType::kBF16},
+    {GgufPreset::kQ8_0, "q8_0", 7, DType::kQ8_0},
+    {GgufPreset::kQ4_0, "q4_0", 2, DType::kQ4_0},
+    {GgufPreset::kQ4_1, "q4_1", 3, DType::kQ4_1},
+    {GgufPreset::kQ5_0, "q5_0", 8, DType::kQ5_0},
+    {GgufPreset::kQ5_1, "q5_1", 9, DType::kQ5_1},
+    {GgufPreset::kQ4_K_M, "q4_k_m", 15, DType::kQ4_K},
+    {GgufPreset::kQ5_K_M, "q5_k_m", 17, DType::kQ5_K},
     {GgufPreset::kQ6_K, "q6_k", 18, DType::kQ6_K},
 };
 const PresetInfo& InfoOf(GgufPreset p) {
@@ -743,8 +756,9 @@ absl::StatusOr<GgufPreset> ParseGgufPreset(const std::string& name) {
   for (const auto& i : kPresets) {
     if (n == i.name) return i.preset;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown GGUF type \"", name, "\" (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown GGUF type \"", name,
+                   "\" (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k)"));
 }
 
 std::string GgufPresetName(GgufPreset preset) { return InfoOf(preset).name; }
@@ -776,10 +790,17 @@ DType GgufTensorType(GgufPreset preset, const std::string& name, const Shape& sh
   if (row % DTypeBlockElems(t) != 0) {
     // llama.cpp's fallbacks for rows that are not whole super-blocks.
     switch (t) {
-      case DType::kQ4_K: t = DType::kQ5_0; break;
-      case DType::kQ5_K: t = DType::kQ5_1; break;
-      case DType::kQ6_K: t = DType::kQ8_0; break;
-      default: break;
+      case DType::kQ4_K:
+        t = DType::kQ5_0;
+        break;
+      case DType::kQ5_K:
+        t = DType::kQ5_1;
+        break;
+      case DType::kQ6_K:
+        t = DType::kQ8_0;
+        break;
+      default:
+        break;
     }
     if (row % DTypeBlockElems(t) != 0) t = DType::kF16;
   }

@@ -122,7 +122,19 @@ nlohmann::ordered_json HfTokenizerConfigFromParts(const TokenizerParts& parts,
 
 // ---- llama.cpp's quantization presets -------------------------------------------
 
-enum class GgufPreset { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ4_K_M, kQ5_K_M, kQ6_K };
+enum class GgufPreset {
+  kF32,
+  kF16,
+  kBF16,
+  kQ8_0,
+  kQ4_0,
+  kQ4_1,
+  kQ5_0,
+  kQ5_1,
+  kQ4_K_M,
+  kQ5_K_M,
+  kQ6_K
+};
 // "f32", "q4_k_m", ... (case-insensitive).
 absl::StatusOr<GgufPreset> ParseGgufPreset(const std::string& name);
 std::string GgufPresetName(GgufPreset preset);

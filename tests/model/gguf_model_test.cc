@@ -41,7 +41,8 @@ TEST(GgufNames, RoundTripEveryLayerTensor) {
     ASSERT_TRUE(back.ok()) << back.status();
     EXPECT_EQ(*back, hf);
   }
-  EXPECT_EQ(*GgufTensorName("model.layers.12.post_attention_layernorm.weight"), "blk.12.ffn_norm.weight");
+  EXPECT_EQ(*GgufTensorName("model.layers.12.post_attention_layernorm.weight"),
+            "blk.12.ffn_norm.weight");
   EXPECT_EQ(*GgufTensorName("model.layers.3.self_attn.o_proj.weight"), "blk.3.attn_output.weight");
   EXPECT_EQ(*HfTensorName("token_embd.weight"), "model.embed_tokens.weight");
   EXPECT_EQ(*HfTensorName("output.weight"), "lm_head.weight");
@@ -106,8 +107,8 @@ TEST(GgufRope, Llama31FactorsMatchConvertScript) {
   c.rope_scaling.factor = 8;
   std::vector<float> f = Llama3RopeFreqFactors(c);
   ASSERT_EQ(f.size(), 64u);
-  EXPECT_EQ(f[0], 1.0f);    // short wavelengths kept
-  EXPECT_EQ(f[63], 8.0f);   // long ones slowed by `factor`
+  EXPECT_EQ(f[0], 1.0f);   // short wavelengths kept
+  EXPECT_EQ(f[63], 8.0f);  // long ones slowed by `factor`
   for (size_t i = 1; i < f.size(); ++i) EXPECT_GE(f[i], f[i - 1]);
   c.rope_scaling.type = RopeScaling::Type::kNone;
   EXPECT_TRUE(Llama3RopeFreqFactors(c).empty());
@@ -127,7 +128,8 @@ TEST(GgufPresets, Q4KMatchesLlamaQuantizeOnGemma3File) {
     const std::string name = t["name"].get<std::string>();
     const Shape shape = t["shape"].get<Shape>();
     DType got = GgufTensorType(GgufPreset::kQ4_K_M, name, shape, c);
-    EXPECT_EQ(std::string(DTypeName(got)), t["type"].get<std::string>()) << name << " " << ShapeString(shape);
+    EXPECT_EQ(std::string(DTypeName(got)), t["type"].get<std::string>())
+        << name << " " << ShapeString(shape);
     counts[std::string(DTypeName(got))]++;
   }
   EXPECT_EQ(counts["Q6_K"], 9);
@@ -150,7 +152,8 @@ TEST(GgufPresets, OtherPresets) {
   EXPECT_EQ(GgufTensorType(GgufPreset::kQ5_K_M, "blk.3.ffn_up.weight", narrow, c), DType::kQ5_1);
   EXPECT_EQ(GgufTensorType(GgufPreset::kQ5_K_M, "blk.0.attn_v.weight", wide, c), DType::kQ6_K);
   EXPECT_EQ(GgufTensorType(GgufPreset::kQ5_K_M, "blk.6.attn_v.weight", wide, c), DType::kQ5_K);
-  EXPECT_EQ(GgufTensorType(GgufPreset::kQ5_K_M, "blk.5.attn_v.weight", wide, c), DType::kQ6_K);  // (5 - 30/8) % 3 == 2
+  EXPECT_EQ(GgufTensorType(GgufPreset::kQ5_K_M, "blk.5.attn_v.weight", wide, c),
+            DType::kQ6_K);  // (5 - 30/8) % 3 == 2
   EXPECT_EQ(GgufTensorType(GgufPreset::kF16, "blk.0.attn_q.weight", wide, c), DType::kF16);
   EXPECT_EQ(GgufTensorType(GgufPreset::kBF16, "blk.0.attn_norm.weight", {1024}, c), DType::kF32);
   EXPECT_EQ(GgufTensorType(GgufPreset::kQ4_K_M, "rope_freqs.weight", {64}, c), DType::kF32);
@@ -185,7 +188,8 @@ ModelConfig TinyConfig(Arch arch) {
 
 HfTokenizerForGguf TinyTokenizer(int64_t vocab) {
   HfTokenizerForGguf t;
-  for (int64_t i = 0; i < vocab; ++i) t.parts.tokens.push_back(std::string(1, static_cast<char>('!' + i)));
+  for (int64_t i = 0; i < vocab; ++i)
+    t.parts.tokens.push_back(std::string(1, static_cast<char>('!' + i)));
   t.parts.token_types.assign(vocab, 1);
   t.parts.pre_tokenizer = "gpt2";
   t.parts.bos_id = 1;
@@ -197,7 +201,8 @@ HfTokenizerForGguf TinyTokenizer(int64_t vocab) {
 std::string WriteGguf(const Transformer& model, const std::string& name) {
   const ModelConfig& c = model.config();
   GgufWriter w(GgufArchName(c.arch));
-  EXPECT_TRUE(AddGgufModelMetadata(c, TinyTokenizer(c.vocab_size), "{{ messages }}", 0, name, w).ok());
+  EXPECT_TRUE(
+      AddGgufModelMetadata(c, TinyTokenizer(c.vocab_size), "{{ messages }}", 0, name, w).ok());
   std::vector<float> freqs = Llama3RopeFreqFactors(c);
   if (!freqs.empty()) {
     Tensor f = Tensor::Zeros(DType::kF32, {static_cast<int64_t>(freqs.size())});
@@ -214,7 +219,8 @@ std::string WriteGguf(const Transformer& model, const std::string& name) {
     }
     EXPECT_TRUE(w.AddTensor(*g, stored).ok());
   }
-  const std::string path = (fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()) + ".gguf")).string();
+  const std::string path =
+      (fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()) + ".gguf")).string();
   EXPECT_TRUE(w.Write(path).ok());
   return path;
 }
@@ -238,7 +244,8 @@ void ExpectSameModel(const ModelConfig& c) {
   EXPECT_EQ(r.qk_norm, c.qk_norm);
   EXPECT_EQ(r.rope_scaling.type, c.rope_scaling.type);
   EXPECT_EQ(r.rope_scaling.factor, c.rope_scaling.factor);
-  EXPECT_EQ(r.rope_scaling.original_max_position_embeddings, c.rope_scaling.original_max_position_embeddings);
+  EXPECT_EQ(r.rope_scaling.original_max_position_embeddings,
+            c.rope_scaling.original_max_position_embeddings);
   EXPECT_EQ(read->chat_template, "{{ messages }}");
   EXPECT_EQ(read->tokenizer.tokens.size(), static_cast<size_t>(c.vocab_size));
   // Every weight comes back bit-identical in HF order and shape.
@@ -276,7 +283,8 @@ TEST(GgufModel, Llama31RopeScalingTravelsAsRopeFreqs) {
 TEST(GgufModel, RefusesOtherArchitecturesByName) {
   GgufWriter w("gemma3");
   w.AddMetadata("gemma3.block_count", GgufValue::U32(1));
-  const std::string path = (fs::temp_directory_path() / ("gemma_" + std::to_string(::getpid()) + ".gguf")).string();
+  const std::string path =
+      (fs::temp_directory_path() / ("gemma_" + std::to_string(::getpid()) + ".gguf")).string();
   ASSERT_TRUE(w.Write(path).ok());
   EXPECT_TRUE(IsGgufFile(path));
   auto r = GgufReader::Open(path);
@@ -297,7 +305,9 @@ TEST(GgufTokenizer, HfJsonRoundTripKeepsIds) {
   for (char ch = 'a'; ch <= 'z'; ++ch) p.tokens.push_back(std::string(1, ch));
   p.tokens.push_back("\xC4\xA0");  // Ġ (space)
   p.tokens.push_back("ab");
-  p.tokens.push_back("\xC4\xA0" "a");
+  p.tokens.push_back(
+      "\xC4\xA0"
+      "a");
   p.merges = {"a b", "\xC4\xA0 a"};
   p.token_types.assign(p.tokens.size(), 1);
   p.token_types[0] = p.token_types[1] = p.token_types[2] = 3;
@@ -312,9 +322,10 @@ TEST(GgufTokenizer, HfJsonRoundTripKeepsIds) {
   ASSERT_TRUE(from_parts.ok()) << from_parts.status();
   const std::string text = "<|im_start|>ab a cab<|im_end|>";
   EXPECT_EQ((*from_json)->Encode(text, true), (*from_parts)->Encode(text, true));
-  auto again = TokenizerPartsFromHf(nlohmann::json::parse(json->dump()),
-                                    nlohmann::json{{"bos_token", "<|im_start|>"}, {"eos_token", "<|im_end|>"}},
-                                    static_cast<int64_t>(p.tokens.size()) + 2, "", "test");
+  auto again = TokenizerPartsFromHf(
+      nlohmann::json::parse(json->dump()),
+      nlohmann::json{{"bos_token", "<|im_start|>"}, {"eos_token", "<|im_end|>"}},
+      static_cast<int64_t>(p.tokens.size()) + 2, "", "test");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->parts.pre_tokenizer, "smollm");  // recognised from the pre-tokenizer
   EXPECT_EQ(again->parts.merges, p.merges);
