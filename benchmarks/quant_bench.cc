@@ -7,12 +7,15 @@
 //     last-level cache, as in a real decode step where every matrix is read
 //     once per token; "hot": the same matrix again and again (cache-resident:
 //     the kernel's compute ceiling).
+//     Each integer-dot path the CPU supports (AVX2, AVX-512 VNNI) is
+//     timed in the same run, alternating, best of --rounds.
 //   gemm (m = 8, 16, 64): GFLOP/s of MatMul (dequantize + sgemm beyond
 //     kQuantGemvMaxRows rows), and of the integer-dot path forced for the
 //     same m, to place the crossover between the two.
 // Output: one JSON object on stdout (and --out FILE).
 //
-//   quant_bench [--threads 2] [--seconds 0.3] [--types Q8_0,Q4_0,...] [--out FILE]
+//   quant_bench [--threads 2] [--seconds 0.3] [--rounds 3] [--gemv_only 1]
+//               [--types Q8_0,Q4_0,...] [--out FILE]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -44,6 +47,7 @@ struct Shape {
   int64_t k, n;
 };
 const Shape kShapes[] = {
+    {"lm_head_small", 576, 4096},
     {"ffn_up_gate", 576, 1536}, {"ffn_down", 1536, 576}, {"attn_q_o", 576, 576},
     {"attn_k_v", 576, 192},     {"lm_head", 576, 49152},
 };
@@ -105,7 +109,8 @@ std::string Fmt(double v) {
 }
 
 int Main(int argc, char** argv) {
-  int threads = 2;
+  int threads = 2, rounds = 3;
+  bool gemv_only = false;
   double seconds = 0.3;
   std::string out_path, types_flag;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -113,6 +118,8 @@ int Main(int argc, char** argv) {
     if (k == "--threads") threads = std::atoi(v.c_str());
     else if (k == "--seconds") seconds = std::atof(v.c_str());
     else if (k == "--types") types_flag = v;
+    else if (k == "--rounds") rounds = std::max(1, std::atoi(v.c_str()));
+    else if (k == "--gemv_only") gemv_only = v == "1" || v == "true";
     else if (k == "--out") out_path = v;
     else {
       std::cerr << "quant_bench: unknown flag " << k << "\n";
@@ -137,10 +144,12 @@ int Main(int argc, char** argv) {
 
   const double memcpy_gbps = MeasureMemcpyGBps(threads);
   SetNumThreads(threads);
+  const cpu::QuantDotPath default_path = cpu::ActiveQuantDotPath();
 
   std::ostringstream js;
   js << "{\n  \"threads\": " << threads << ",\n  \"memcpy_gbps\": " << Fmt(memcpy_gbps)
-     << ",\n  \"memcpy_traffic_gbps\": " << Fmt(2 * memcpy_gbps) << ",\n  \"results\": [\n";
+     << ",\n  \"memcpy_traffic_gbps\": " << Fmt(2 * memcpy_gbps) << ",\n  \"default_path\": \""
+     << cpu::QuantDotPathName(default_path) << "\",\n  \"results\": [\n";
   bool first = true;
   auto emit = [&](const std::string& line) {
     js << (first ? "" : ",\n") << "    " << line;
@@ -160,22 +169,42 @@ int Main(int argc, char** argv) {
       std::vector<float> x(64 * s.k), y(64 * s.n);
       for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
       int next = 0;
-      const double cold = TimePerCall(
-          [&] {
-            (void)cpu::MatMul(x.data(), 1, ws[next], nullptr, y.data());
-            next = (next + 1) % copies;
-          },
-          seconds);
-      const double hot =
-          TimePerCall([&] { (void)cpu::MatMul(x.data(), 1, ws[0], nullptr, y.data()); }, seconds);
+      // Every integer-dot path the CPU has, measured alternately (best of
+      // `rounds` each) so that load from other processes hits them alike.
+      std::vector<cpu::QuantDotPath> paths = {cpu::QuantDotPath::kAvx2};
+      if (IsBlockQuantized(t) && cpu::QuantDotPathSupported(cpu::QuantDotPath::kAvx512Vnni))
+        paths.push_back(cpu::QuantDotPath::kAvx512Vnni);
+      std::vector<double> cold(paths.size(), 1e30), hot(paths.size(), 1e30);
+      for (int round = 0; round < rounds; ++round) {
+        for (size_t p = 0; p < paths.size(); ++p) {
+          cpu::SetQuantDotPath(paths[p]);
+          cold[p] = std::min(cold[p], TimePerCall(
+                                          [&] {
+                                            (void)cpu::MatMul(x.data(), 1, ws[next], nullptr,
+                                                              y.data());
+                                            next = (next + 1) % copies;
+                                          },
+                                          seconds));
+          hot[p] = std::min(hot[p], TimePerCall(
+                                        [&] {
+                                          (void)cpu::MatMul(x.data(), 1, ws[0], nullptr, y.data());
+                                        },
+                                        seconds));
+        }
+      }
+      cpu::SetQuantDotPath(default_path);
       const double flop = 2.0 * s.n * s.k;
-      emit("{\"type\": \"" + tn + "\", \"shape\": \"" + s.name + "\", \"k\": " +
-           std::to_string(s.k) + ", \"n\": " + std::to_string(s.n) +
-           ", \"m\": 1, \"weight_bytes\": " + std::to_string(bytes) +
-           ", \"cold_us\": " + Fmt(cold * 1e6) + ", \"cold_gbps\": " + Fmt(bytes / cold / 1e9) +
-           ", \"cold_gflops\": " + Fmt(flop / cold / 1e9) + ", \"hot_us\": " + Fmt(hot * 1e6) +
-           ", \"hot_gbps\": " + Fmt(bytes / hot / 1e9) +
-           ", \"hot_gflops\": " + Fmt(flop / hot / 1e9) + "}");
+      for (size_t p = 0; p < paths.size(); ++p) {
+        emit("{\"type\": \"" + tn + "\", \"shape\": \"" + s.name + "\", \"path\": \"" +
+             cpu::QuantDotPathName(paths[p]) + "\", \"k\": " + std::to_string(s.k) +
+             ", \"n\": " + std::to_string(s.n) + ", \"m\": 1, \"weight_bytes\": " +
+             std::to_string(bytes) + ", \"cold_us\": " + Fmt(cold[p] * 1e6) +
+             ", \"cold_gbps\": " + Fmt(bytes / cold[p] / 1e9) +
+             ", \"cold_gflops\": " + Fmt(flop / cold[p] / 1e9) +
+             ", \"hot_us\": " + Fmt(hot[p] * 1e6) + ", \"hot_gbps\": " +
+             Fmt(bytes / hot[p] / 1e9) + ", \"hot_gflops\": " + Fmt(flop / hot[p] / 1e9) + "}");
+      }
+      if (gemv_only) continue;
 
       if (std::string(s.name) != "ffn_up_gate" && std::string(s.name) != "ffn_down") continue;
       for (int64_t m : {8, 16, 64}) {

@@ -16,13 +16,16 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "core/convert.h"
 #include "core/ggml_blocks.h"
+#include "kernels/cpu/quant_dot_kernels.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -39,8 +42,12 @@ using ggml::BlockQ8_0;
 using ggml::BlockQ8_1;
 using ggml::BlockQ8_K;
 using ggml::kQK_K;
-
-inline float H2F(uint16_t h) { return _cvtsh_ss(h); }
+using quant_internal::Act32;
+using quant_internal::BitsToBytes;
+using quant_internal::H2F;
+using quant_internal::Load256;
+using quant_internal::Load32;
+using quant_internal::UnpackNibbles16;
 inline uint16_t F2H(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
 
 // ---------------------------------------------------------------------------
@@ -205,12 +212,6 @@ inline void UnpackScalesMinsK4(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
   }
 }
 
-inline uint32_t Load32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 float DotReference(DType wt, const void* wv, const void* av, int64_t n) {
   float acc = 0.f;
   switch (wt) {
@@ -351,103 +352,6 @@ float DotReference(DType wt, const void* wv, const void* av, int64_t n) {
 // ---------------------------------------------------------------------------
 // AVX2 dots.
 
-// 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0..15), then high.
-inline __m256i UnpackNibbles16(const uint8_t* qs) {
-  // Both lanes get the 16 bytes (a load, no shuffle); the high lane keeps the
-  // bytes shifted right by 4.
-  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
-  const __m256i both = _mm256_blend_epi32(v, _mm256_srli_epi16(v, 4), 0xf0);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
-}
-
-// Byte j = 0xff where bit j of `bits` is set, else 0.
-inline __m256i BitsToBytes(uint32_t bits) {
-  const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
-                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-  const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), spread);
-  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
-  return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-}
-
-inline __m256i SumPairs16(__m256i p16) { return _mm256_madd_epi16(p16, _mm256_set1_epi16(1)); }
-
-// Signed w (never needs w = -128 sign-safe except as |w| = 128) times signed a.
-inline __m256i DotS8(__m256i w, __m256i a) {
-  return SumPairs16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)));
-}
-// Unsigned w times signed a.
-inline __m256i DotU8(__m256i w, __m256i a) { return SumPairs16(_mm256_maddubs_epi16(w, a)); }
-
-inline __m256i Load256(const void* p) {
-  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
-}
-
-// Dot of symmetric 32-blocks against Q8_0 activations; `Weights(block)`
-// gives the 32 signed int8 weights of a block.
-template <typename Block, typename Weights>
-inline float DotSym32(const Block* w, const BlockQ8_0* a, int64_t nb, Weights weights) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    const __m256i p0 = DotS8(weights(w[b]), Load256(a[b].qs));
-    const __m256i p1 = DotS8(weights(w[b + 1]), Load256(a[b + 1].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[b].d) * H2F(a[b].d)), _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[b + 1].d) * H2F(a[b + 1].d)),
-                           _mm256_cvtepi32_ps(p1), acc1);
-  }
-  for (; b < nb; ++b) {
-    const __m256i p = DotS8(weights(w[b]), Load256(a[b].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[b].d) * H2F(a[b].d)), _mm256_cvtepi32_ps(p), acc0);
-  }
-  return simd::HorizontalSum(_mm256_add_ps(acc0, acc1));
-}
-
-// Dot of asymmetric (d, m) 32-blocks against Q8_1 activations; `Weights`
-// gives the 32 unsigned weights.
-template <typename Block, typename Weights>
-inline float DotAsym32(const Block* w, const BlockQ8_1* a, int64_t nb, Weights weights) {
-  __m256 acc = _mm256_setzero_ps();
-  float summ = 0.f;
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m256i p = DotU8(weights(w[b]), Load256(a[b].qs));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(H2F(w[b].d) * H2F(a[b].d)), _mm256_cvtepi32_ps(p), acc);
-    summ += H2F(w[b].m) * H2F(a[b].s);
-  }
-  return simd::HorizontalSum(acc) + summ;
-}
-
-inline float DotQ8_0(const void* w, const void* a, int64_t n) {
-  return DotSym32(static_cast<const BlockQ8_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32,
-                  [](const BlockQ8_0& b) { return Load256(b.qs); });
-}
-inline float DotQ4_0(const void* w, const void* a, int64_t n) {
-  return DotSym32(static_cast<const BlockQ4_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32,
-                  [](const BlockQ4_0& b) {
-                    return _mm256_sub_epi8(UnpackNibbles16(b.qs), _mm256_set1_epi8(8));
-                  });
-}
-inline float DotQ5_0(const void* w, const void* a, int64_t n) {
-  return DotSym32(static_cast<const BlockQ5_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32,
-                  [](const BlockQ5_0& b) {
-                    // q - 16 as int8: where the high bit is clear, OR in 0xf0 (= -16).
-                    const __m256i hi = BitsToBytes(Load32(b.qh));
-                    return _mm256_or_si256(UnpackNibbles16(b.qs),
-                                           _mm256_andnot_si256(hi, _mm256_set1_epi8(-16)));
-                  });
-}
-inline float DotQ4_1(const void* w, const void* a, int64_t n) {
-  return DotAsym32(static_cast<const BlockQ4_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32,
-                   [](const BlockQ4_1& b) { return UnpackNibbles16(b.qs); });
-}
-inline float DotQ5_1(const void* w, const void* a, int64_t n) {
-  return DotAsym32(static_cast<const BlockQ5_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32,
-                   [](const BlockQ5_1& b) {
-                     const __m256i hi = BitsToBytes(Load32(b.qh));
-                     return _mm256_or_si256(UnpackNibbles16(b.qs),
-                                            _mm256_and_si256(hi, _mm256_set1_epi8(0x10)));
-                   });
-}
-
 // Sum of mins[j] * (bsums[2j] + bsums[2j+1]) over the 8 sub-blocks.
 inline int MinsTermK4(const uint8_t* mn, const int16_t* bsums) {
   const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bsums));
@@ -549,6 +453,90 @@ inline float DotGeneric(DType wt, const void* w, const void* a, int64_t n) {
   return simd::Dot(row.data(), static_cast<const float*>(a), n);
 }
 
+// ---------------------------------------------------------------------------
+// 32-block types: the shared kernels of quant_dot_kernels.h, AVX2 or VNNI.
+
+bool Is32BlockType(DType wt) {
+  return wt == DType::kQ4_0 || wt == DType::kQ5_0 || wt == DType::kQ8_0 || wt == DType::kQ4_1 ||
+         wt == DType::kQ5_1;
+}
+
+int Offset32(DType wt) {
+  switch (wt) {
+    case DType::kQ4_0: return quant_internal::KindQ4_0::kOffset;
+    case DType::kQ5_0: return quant_internal::KindQ5_0::kOffset;
+    case DType::kQ8_0: return quant_internal::KindQ8_0::kOffset;
+    default: return 0;
+  }
+}
+
+bool CpuHasVnni() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}
+
+std::atomic<QuantDotPath>& ActivePath() {
+  static std::atomic<QuantDotPath> path{DefaultQuantDotPath()};
+  return path;
+}
+
+// Per-thread scratch for the Act32 tables of up to m input rows.
+struct Act32Scratch {
+  std::vector<float> d, s;
+  std::vector<int32_t> off;  // 8 lanes per block
+  std::vector<Act32> acts;
+};
+
+// Fills acts[0, m) for input rows act + i * act_row_bytes (nb blocks each).
+const Act32* PrepareAct32(DType wt, const char* act, size_t act_row_bytes, int64_t m, int64_t nb,
+                          Act32Scratch& sc) {
+  const bool q8_1 = QuantDotActivationType(wt) == DType::kQ8_1;
+  const int offset = Offset32(wt);
+  const size_t total = static_cast<size_t>(m * nb);
+  if (sc.d.size() < total) sc.d.resize(total);
+  if (q8_1 && sc.s.size() < total) sc.s.resize(total);
+  if (offset != 0 && sc.off.size() < 8 * total) sc.off.resize(8 * total);
+  if (sc.acts.size() < static_cast<size_t>(m)) sc.acts.resize(m);
+  // offset is a power of two: -offset * sums as a negated shift.
+  const int shift = offset == 0 ? 0 : __builtin_ctz(static_cast<unsigned>(offset));
+  for (int64_t i = 0; i < m; ++i) {
+    const char* blocks = act + i * act_row_bytes;
+    float* d = sc.d.data() + i * nb;
+    float* s = q8_1 ? sc.s.data() + i * nb : nullptr;
+    __m256i* off =
+        offset != 0 ? reinterpret_cast<__m256i*>(sc.off.data() + 8 * i * nb) : nullptr;
+    if (q8_1) {
+      const auto* a = reinterpret_cast<const BlockQ8_1*>(blocks);
+      for (int64_t b = 0; b < nb; ++b) {
+        d[b] = H2F(a[b].d);
+        s[b] = H2F(a[b].s);
+      }
+    } else {
+      const auto* a = reinterpret_cast<const BlockQ8_0*>(blocks);
+      for (int64_t b = 0; b < nb; ++b) {
+        d[b] = H2F(a[b].d);
+        if (off != nullptr) {
+          const __m256i sums = quant_internal::LaneSums(Load256(a[b].qs));
+          _mm256_storeu_si256(
+              off + b, _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sums, shift)));
+        }
+      }
+    }
+    sc.acts[i] = Act32{blocks, d, s, off};
+  }
+  return sc.acts.data();
+}
+
+void GemvRows32(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act32* acts,
+                int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  if (ActivePath().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni) {
+    quant_internal::GemvRows32Vnni(wt, w, row_bytes, nb, acts, m, bias, y, ldy, r0, r1);
+  } else {
+    quant_internal::GemvRows32ByType<quant_internal::Avx2Dots>(wt, w, row_bytes, nb, acts, m,
+                                                               bias, y, ldy, r0, r1);
+  }
+}
+
 template <typename DotFn>
 void GemvLoop(DotFn dot, const char* w, size_t row_bytes, int64_t k, const char* act,
               size_t act_row_bytes, int64_t m, const float* bias, float* y, int64_t ldy,
@@ -613,18 +601,39 @@ void QuantizeActivationRow(DType act, const float* x, void* dst, int64_t n) {
   }
 }
 
+QuantDotPath DefaultQuantDotPath() {
+  const char* no = std::getenv("RETORT_NO_AVX512");
+  const bool forbidden = no != nullptr && no[0] != '\0' && std::strcmp(no, "0") != 0;
+  return !forbidden && CpuHasVnni() ? QuantDotPath::kAvx512Vnni : QuantDotPath::kAvx2;
+}
+
+bool QuantDotPathSupported(QuantDotPath path) {
+  return path == QuantDotPath::kAvx2 || CpuHasVnni();
+}
+
+QuantDotPath ActiveQuantDotPath() { return ActivePath().load(); }
+
+bool SetQuantDotPath(QuantDotPath path) {
+  if (!QuantDotPathSupported(path)) return false;
+  ActivePath().store(path);
+  return true;
+}
+
+const char* QuantDotPathName(QuantDotPath path) {
+  return path == QuantDotPath::kAvx512Vnni ? "avx512vnni" : "avx2";
+}
+
 float QuantDot(DType wt, const void* w, const void* a, int64_t n) {
+  if (Is32BlockType(wt)) {
+    thread_local Act32Scratch scratch;
+    const Act32* acts =
+        PrepareAct32(wt, static_cast<const char*>(a), 0, 1, n / 32, scratch);
+    float y;
+    GemvRows32(wt, static_cast<const char*>(w), DTypeBytes(wt, n), n / 32, acts, 1, nullptr, &y,
+               1, 0, 1);
+    return y;
+  }
   switch (wt) {
-    case DType::kQ8_0:
-      return DotQ8_0(w, a, n);
-    case DType::kQ4_0:
-      return DotQ4_0(w, a, n);
-    case DType::kQ5_0:
-      return DotQ5_0(w, a, n);
-    case DType::kQ4_1:
-      return DotQ4_1(w, a, n);
-    case DType::kQ5_1:
-      return DotQ5_1(w, a, n);
     case DType::kQ4_K:
       return DotQ45K<false>(w, a, n);
     case DType::kQ5_K:
@@ -649,18 +658,13 @@ void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t a
   const char* wc = static_cast<const char*>(w);
   const char* ac = static_cast<const char*>(act);
   const size_t rb = DTypeBytes(wt, k);
+  if (Is32BlockType(wt)) {
+    thread_local Act32Scratch scratch;
+    const Act32* acts = PrepareAct32(wt, ac, act_row_bytes, m, k / 32, scratch);
+    return GemvRows32(wt, wc, rb, k / 32, acts, m, bias, y, ldy, r0, r1);
+  }
   auto run = [&](auto dot) { GemvLoop(dot, wc, rb, k, ac, act_row_bytes, m, bias, y, ldy, r0, r1); };
   switch (wt) {
-    case DType::kQ8_0:
-      return run(DotQ8_0);
-    case DType::kQ4_0:
-      return run(DotQ4_0);
-    case DType::kQ5_0:
-      return run(DotQ5_0);
-    case DType::kQ4_1:
-      return run(DotQ4_1);
-    case DType::kQ5_1:
-      return run(DotQ5_1);
     case DType::kQ4_K:
       return run(DotQ45K<false>);
     case DType::kQ5_K:

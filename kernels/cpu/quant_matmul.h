@@ -6,7 +6,8 @@
 //
 // Decode (GEMV) does what llama.cpp does: each input row is quantized once to
 // an 8-bit "activation" block type, and every weight row is dotted with it in
-// integer arithmetic (AVX2 maddubs/madd), one f32 multiply-add per block:
+// integer arithmetic (AVX2 maddubs/madd, or AVX-512 VNNI vpdpbusd where the
+// CPU has it, chosen at run time), one f32 multiply-add per block:
 //   weights Q4_0, Q5_0, Q8_0   with activations Q8_0 (32 per block, f16 d)
 //   weights Q4_1, Q5_1        with activations Q8_1 (adds s = d * sum(q), for the m term)
 //   weights Q4_K, Q5_K, Q6_K  with activations Q8_K (256 per block, f32 d, 16-element sums)
@@ -55,7 +56,8 @@ void QuantizeActivationRow(DType act, const float* x, void* dst, int64_t n);
 void QuantizeActivationRowReference(DType act, const float* x, void* dst, int64_t n);
 
 // sum over n elements of w[j] * a[j]: `w` is a row of weight blocks of type
-// `wt`, `a` the row in QuantDotActivationType(wt). AVX2 implementation.
+// `wt`, `a` the row in QuantDotActivationType(wt). Vectorised (AVX2, or
+// AVX-512 VNNI for the 32-element blocks: see QuantDotPath).
 float QuantDot(DType wt, const void* w, const void* a, int64_t n);
 // The same math in plain scalar code (reference for tests, and the portable
 // definition of what QuantDot computes).
@@ -67,6 +69,21 @@ float QuantDotReference(DType wt, const void* w, const void* a, int64_t n);
 // w + r * DTypeBytes(wt, k). Streams each weight row once.
 void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t act_row_bytes,
                    int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1);
+
+// Which build of the integer dots of the 32-element blocks (Q4_0, Q4_1,
+// Q5_0, Q5_1, Q8_0) runs. Both give the same bits (quant_dot_kernels.h).
+// The default is the fastest the CPU has, unless the environment variable
+// RETORT_NO_AVX512 is set (non-empty, not "0"), which keeps AVX2.
+enum class QuantDotPath { kAvx2, kAvx512Vnni };
+// What the CPU and environment choose (read again on every call).
+QuantDotPath DefaultQuantDotPath();
+bool QuantDotPathSupported(QuantDotPath path);
+// The path in use: DefaultQuantDotPath() at first use, or the last Set.
+QuantDotPath ActiveQuantDotPath();
+// For tests and benchmarks: switches the path for every thread. Returns false
+// (and changes nothing) if the CPU lacks it. REQUIRES: no MatMul running.
+bool SetQuantDotPath(QuantDotPath path);
+const char* QuantDotPathName(QuantDotPath path);
 
 // dst[0, rows * k) = weight rows [r0, r0 + rows) dequantized to f32
 // (vectorised for the common types; ggml::DequantizeRow for the rest).

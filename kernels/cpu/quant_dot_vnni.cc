@@ -1,0 +1,36 @@
+// The 32-block GEMV kernels (quant_dot_kernels.h) built with AVX-512
+// VL/BW/VNNI: vpdpbusd does u8 x s8 -> int32 in one instruction where AVX2
+// needs maddubs + madd (+ add). This file alone is compiled with those flags
+// (kernels/cpu/CMakeLists.txt); quant_matmul.cc calls it only on CPUs that
+// report them. Keep it free of anything that could be shared with other
+// translation units (no std containers or algorithms).
+#include <immintrin.h>
+
+#include "kernels/cpu/quant_dot_kernels.h"
+
+#if !defined(__AVX512VNNI__) || !defined(__AVX512VL__) || !defined(__AVX512BW__)
+#error "quant_dot_vnni.cc needs -mavx512f -mavx512bw -mavx512vl -mavx512vnni"
+#endif
+
+namespace retort::cpu::quant_internal {
+namespace {
+
+// Lanes as Avx2Dots::Dot gives them, from one vpdpbusd whose accumulator
+// starts at the offset term (zero for Q4_1/Q5_1).
+struct VnniDots {
+  static constexpr int kRows = 4;
+  template <typename Kind>
+  static __m256i Dot(const typename Kind::Block& w, const int8_t* aq, const __m256i* off) {
+    const __m256i base = Kind::kOffset == 0 ? _mm256_setzero_si256() : _mm256_loadu_si256(off);
+    return _mm256_dpbusd_epi32(base, Kind::Unsigned(w), Load256(aq));
+  }
+};
+
+}  // namespace
+
+void GemvRows32Vnni(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act32* acts,
+                    int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  GemvRows32ByType<VnniDots>(wt, w, row_bytes, nb, acts, m, bias, y, ldy, r0, r1);
+}
+
+}  // namespace retort::cpu::quant_internal
