@@ -38,10 +38,10 @@ namespace retort::cpu::quant_internal {
 // against it needs, computed once: the block scales as f32 and the lane sums
 // of the offset term.
 struct Act32 {
-  const void* blocks;   // BlockQ8_0 or BlockQ8_1, nb of them
-  const float* d;       // d of each block, as f32
-  const float* s;       // Q8_1: s of each block, as f32; else null
-  const __m256i* off;   // -offset * lane sums of each block; null if offset 0
+  const void* blocks;  // BlockQ8_0 or BlockQ8_1, nb of them
+  const float* d;      // d of each block, as f32
+  const float* s;      // Q8_1: s of each block, as f32; else null
+  const __m256i* off;  // -offset * lane sums of each block; null if offset 0
 };
 
 // The VNNI build of GemvRows32 (quant_dot_vnni.cc). REQUIRES: the CPU has
@@ -219,8 +219,7 @@ void GemvRows32(const char* w, size_t row_bytes, int64_t nb, const Act32* acts, 
 
 template <typename Isa>
 void GemvRows32ByType(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act32* acts,
-                      int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0,
-                      int64_t r1) {
+                      int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
   switch (wt) {
     case DType::kQ4_0:
       return GemvRows32<Isa, KindQ4_0>(w, row_bytes, nb, acts, m, bias, y, ldy, r0, r1);

@@ -7,11 +7,16 @@
 //  * MatMul against an f64 loop over the dequantized weights and the
 //    original f32 input, within a bound on the activation rounding computed
 //    per output from the blocks (see ActivationErrorBound);
-//  * one and two threads give the same bits.
+//  * one and two threads give the same bits;
+//  * the AVX2 and AVX-512 VNNI builds of the integer dots give the same bits
+//    (every dot check above runs under each path the CPU supports).
 // For the k-quants the test decodes blocks itself (f64) from the layouts in
 // core/ggml_blocks.h and cross-checks that decoder with ggml::DequantizeRow.
+#include "kernels/cpu/quant_matmul.h"
+
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -23,7 +28,6 @@
 #include "core/thread_pool.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/ops.h"
-#include "kernels/cpu/quant_matmul.h"
 #include "tests/kernels/test_util.h"
 
 namespace retort::cpu {
@@ -35,17 +39,28 @@ using testing::RandomVector;
 // Offsets of the f16 scale fields of each block type.
 std::vector<size_t> ScaleOffsets(DType t) {
   switch (t) {
-    case DType::kQ4_0: return {offsetof(BlockQ4_0, d)};
-    case DType::kQ4_1: return {offsetof(BlockQ4_1, d), offsetof(BlockQ4_1, m)};
-    case DType::kQ5_0: return {offsetof(BlockQ5_0, d)};
-    case DType::kQ5_1: return {offsetof(BlockQ5_1, d), offsetof(BlockQ5_1, m)};
-    case DType::kQ8_0: return {offsetof(BlockQ8_0, d)};
-    case DType::kQ2_K: return {offsetof(BlockQ2_K, d), offsetof(BlockQ2_K, dmin)};
-    case DType::kQ3_K: return {offsetof(BlockQ3_K, d)};
-    case DType::kQ4_K: return {offsetof(BlockQ4_K, d), offsetof(BlockQ4_K, dmin)};
-    case DType::kQ5_K: return {offsetof(BlockQ5_K, d), offsetof(BlockQ5_K, dmin)};
-    case DType::kQ6_K: return {offsetof(BlockQ6_K, d)};
-    default: return {};
+    case DType::kQ4_0:
+      return {offsetof(BlockQ4_0, d)};
+    case DType::kQ4_1:
+      return {offsetof(BlockQ4_1, d), offsetof(BlockQ4_1, m)};
+    case DType::kQ5_0:
+      return {offsetof(BlockQ5_0, d)};
+    case DType::kQ5_1:
+      return {offsetof(BlockQ5_1, d), offsetof(BlockQ5_1, m)};
+    case DType::kQ8_0:
+      return {offsetof(BlockQ8_0, d)};
+    case DType::kQ2_K:
+      return {offsetof(BlockQ2_K, d), offsetof(BlockQ2_K, dmin)};
+    case DType::kQ3_K:
+      return {offsetof(BlockQ3_K, d)};
+    case DType::kQ4_K:
+      return {offsetof(BlockQ4_K, d), offsetof(BlockQ4_K, dmin)};
+    case DType::kQ5_K:
+      return {offsetof(BlockQ5_K, d), offsetof(BlockQ5_K, dmin)};
+    case DType::kQ6_K:
+      return {offsetof(BlockQ6_K, d)};
+    default:
+      return {};
   }
 }
 
@@ -137,6 +152,27 @@ std::vector<double> DecodeRow(const Tensor& w, int64_t r, bool use_ggml) {
   return out;
 }
 
+// The integer-dot paths this CPU can run (AVX2 always).
+std::vector<QuantDotPath> SupportedPaths() {
+  std::vector<QuantDotPath> paths = {QuantDotPath::kAvx2};
+  if (QuantDotPathSupported(QuantDotPath::kAvx512Vnni)) paths.push_back(QuantDotPath::kAvx512Vnni);
+  return paths;
+}
+
+// Runs fn() once under each supported path (restoring the active one after),
+// with the path's name in any failure message.
+template <typename Fn>
+void ForEachPath(Fn fn) {
+  const QuantDotPath before = ActiveQuantDotPath();
+  for (QuantDotPath path : SupportedPaths()) {
+    ASSERT_TRUE(SetQuantDotPath(path));
+    SCOPED_TRACE(std::string("path ") + QuantDotPathName(path));
+    fn();
+    if (::testing::Test::HasFatalFailure()) break;
+  }
+  SetQuantDotPath(before);
+}
+
 bool OwnDecoder(DType t) { return t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K; }
 
 std::string Name(DType t) { return std::string(DTypeName(t)); }
@@ -212,8 +248,7 @@ TEST(QuantizeActivationTest, BlockSumsAndScales) {
       for (int j = 0; j < 16; ++j) sum += k[b].qs[16 * s + j];
       EXPECT_EQ(sum, k[b].bsums[s]);
     }
-    for (int j = 0; j < 256; ++j)
-      EXPECT_NEAR(k[b].qs[j] * k[b].d, x[b * 256 + j], k[b].d * 0.5001);
+    for (int j = 0; j < 256; ++j) EXPECT_NEAR(k[b].qs[j] * k[b].d, x[b * 256 + j], k[b].d * 0.5001);
   }
   std::vector<BlockQ8_1> q1(n / 32);
   QuantizeActivationRow(DType::kQ8_1, x.data(), q1.data(), n);
@@ -240,8 +275,13 @@ TEST(QuantDecodeTest, TestDecodersMatchGgmlDequantize) {
 
 class QuantDotTest : public ::testing::TestWithParam<DType> {};
 
+void CheckVectorisedAgainstReference(DType wt);
+
 TEST_P(QuantDotTest, VectorisedMatchesScalarReference) {
-  const DType wt = GetParam();
+  ForEachPath([&] { CheckVectorisedAgainstReference(GetParam()); });
+}
+
+void CheckVectorisedAgainstReference(DType wt) {
   const DType at = QuantDotActivationType(wt);
   const int64_t block = DTypeBlockElems(wt);
   for (int64_t nblocks : {1, 2, 3, 7, 18}) {
@@ -258,8 +298,7 @@ TEST_P(QuantDotTest, VectorisedMatchesScalarReference) {
       auto wd = DecodeRow(w, r, !OwnDecoder(wt));
       double abs_sum = 0;
       for (int64_t j = 0; j < k; ++j) abs_sum += std::abs(wd[j] * x[j]);
-      ASSERT_NEAR(got, want, 1e-6 * abs_sum + 1e-12)
-          << Name(wt) << " k=" << k << " row " << r;
+      ASSERT_NEAR(got, want, 1e-6 * abs_sum + 1e-12) << Name(wt) << " k=" << k << " row " << r;
     }
   }
 }
@@ -270,8 +309,14 @@ INSTANTIATE_TEST_SUITE_P(Types, QuantDotTest, ::testing::ValuesIn(kAllTypes),
 class QuantMatMulTest
     : public ::testing::TestWithParam<std::tuple<DType, int64_t, int64_t, int64_t>> {};
 
+void CheckAgainstF64Loop(std::tuple<DType, int64_t, int64_t, int64_t> param);
+
 TEST_P(QuantMatMulTest, MatchesF64LoopOverDequantizedWeights) {
-  auto [wt, m, n, nblocks] = GetParam();
+  ForEachPath([&] { CheckAgainstF64Loop(GetParam()); });
+}
+
+void CheckAgainstF64Loop(std::tuple<DType, int64_t, int64_t, int64_t> param) {
+  auto [wt, m, n, nblocks] = param;
   const int64_t k = nblocks * DTypeBlockElems(wt);
   Tensor w = RandomBlocks(wt, n, k, 41);
   auto x = RandomVector(m * k, 42, 1.5f);
@@ -292,10 +337,10 @@ TEST_P(QuantMatMulTest, MatchesF64LoopOverDequantizedWeights) {
       }
       // GEMV: x is rounded to 8-bit blocks first; GEMM: f32 sgemm of the
       // dequantized weights.
-      const double tol =
-          gemv ? ActivationErrorBound(wt, wd, xi, wr, k) + 1e-6 * std::abs(bias[r])
-               : 1e-5 * abs_sum + 1e-7;
-      ASSERT_NEAR(y[i * n + r], ref, tol) << Name(wt) << " m=" << m << " row " << r << " input " << i;
+      const double tol = gemv ? ActivationErrorBound(wt, wd, xi, wr, k) + 1e-6 * std::abs(bias[r])
+                              : 1e-5 * abs_sum + 1e-7;
+      ASSERT_NEAR(y[i * n + r], ref, tol)
+          << Name(wt) << " m=" << m << " row " << r << " input " << i;
     }
   }
 }
@@ -307,46 +352,136 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values<int64_t>(1, 37, 301),      // odd row counts
                        ::testing::Values<int64_t>(1, 3)),           // blocks per row
     [](const auto& info) {
-      return Name(std::get<0>(info.param)) + "_m" + std::to_string(std::get<1>(info.param)) +
-             "_n" + std::to_string(std::get<2>(info.param)) + "_b" +
+      return Name(std::get<0>(info.param)) + "_m" + std::to_string(std::get<1>(info.param)) + "_n" +
+             std::to_string(std::get<2>(info.param)) + "_b" +
              std::to_string(std::get<3>(info.param));
     });
 
 // The GEMV path computes exactly QuantDot of the quantized input, row by row.
 TEST(QuantMatMulTest, GemvIsQuantDotOfQuantizedInput) {
-  for (DType wt : kAllTypes) {
-    const int64_t k = 2 * DTypeBlockElems(wt), n = 45, m = 3;
-    Tensor w = RandomBlocks(wt, n, k, 51);
-    auto x = RandomVector(m * k, 52);
-    std::vector<float> y(m * n);
-    ASSERT_TRUE(MatMul(x.data(), m, w, nullptr, y.data()).ok());
-    const DType at = QuantDotActivationType(wt);
-    std::vector<char> a(ActivationRowBytes(at, k));
-    for (int64_t i = 0; i < m; ++i) {
-      QuantizeActivationRow(at, x.data() + i * k, a.data(), k);
-      for (int64_t r = 0; r < n; ++r) {
-        const char* wr = static_cast<const char*>(w.raw()) + r * DTypeBytes(wt, k);
-        ASSERT_EQ(y[i * n + r], QuantDot(wt, wr, a.data(), k)) << Name(wt);
+  ForEachPath([] {
+    for (DType wt : kAllTypes) {
+      const int64_t k = 2 * DTypeBlockElems(wt), n = 45, m = 3;
+      Tensor w = RandomBlocks(wt, n, k, 51);
+      auto x = RandomVector(m * k, 52);
+      std::vector<float> y(m * n);
+      ASSERT_TRUE(MatMul(x.data(), m, w, nullptr, y.data()).ok());
+      const DType at = QuantDotActivationType(wt);
+      std::vector<char> a(ActivationRowBytes(at, k));
+      for (int64_t i = 0; i < m; ++i) {
+        QuantizeActivationRow(at, x.data() + i * k, a.data(), k);
+        for (int64_t r = 0; r < n; ++r) {
+          const char* wr = static_cast<const char*>(w.raw()) + r * DTypeBytes(wt, k);
+          ASSERT_EQ(y[i * n + r], QuantDot(wt, wr, a.data(), k)) << Name(wt);
+        }
       }
     }
-  }
+  });
 }
 
 TEST(QuantMatMulTest, SameResultOnOneAndTwoThreads) {
-  for (DType wt : kAllTypes) {
-    for (int64_t m : {1, 4, 13}) {
-      const int64_t k = 3 * DTypeBlockElems(wt), n = 301;
-      Tensor w = RandomBlocks(wt, n, k, 61);
-      auto x = RandomVector(m * k, 62);
-      std::vector<float> y1(m * n), y2(m * n);
-      SetNumThreads(1);
-      ASSERT_TRUE(MatMul(x.data(), m, w, nullptr, y1.data()).ok());
-      SetNumThreads(2);
-      ASSERT_TRUE(MatMul(x.data(), m, w, nullptr, y2.data()).ok());
-      EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)))
-          << Name(wt) << " m=" << m;
+  ForEachPath([] {
+    for (DType wt : kAllTypes) {
+      for (int64_t m : {1, 4, 13}) {
+        const int64_t k = 3 * DTypeBlockElems(wt), n = 301;
+        Tensor w = RandomBlocks(wt, n, k, 61);
+        auto x = RandomVector(m * k, 62);
+        std::vector<float> y1(m * n), y2(m * n);
+        SetNumThreads(1);
+        ASSERT_TRUE(MatMul(x.data(), m, w, nullptr, y1.data()).ok());
+        SetNumThreads(2);
+        ASSERT_TRUE(MatMul(x.data(), m, w, nullptr, y2.data()).ok());
+        EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)))
+            << Name(wt) << " m=" << m;
+      }
+    }
+  });
+}
+
+// The AVX-512 VNNI build computes the same int32 lanes and the same f32
+// steps as the AVX2 one: outputs are bit-identical, for every 32-block type,
+// for row counts that leave remainders of the 4-row groups, odd block counts
+// and several inputs.
+TEST(QuantMatMulTest, Avx512VnniAndAvx2GiveSameBits) {
+  if (!QuantDotPathSupported(QuantDotPath::kAvx512Vnni))
+    GTEST_SKIP() << "this CPU has no AVX-512 VNNI: only the AVX2 path exists here";
+  const QuantDotPath before = ActiveQuantDotPath();
+  for (DType wt : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1}) {
+    for (int64_t nblocks : {1, 5, 18}) {
+      for (int64_t m : {1, 3, 16}) {
+        const int64_t k = 32 * nblocks, n = 203;
+        Tensor w = RandomBlocks(wt, n, k, 101 + static_cast<uint32_t>(nblocks));
+        auto x = RandomVector(m * k, 102, 4.f);
+        auto bias = RandomVector(n, 103);
+        std::vector<float> y2(m * n), y5(m * n);
+        ASSERT_TRUE(SetQuantDotPath(QuantDotPath::kAvx2));
+        ASSERT_TRUE(MatMul(x.data(), m, w, bias.data(), y2.data()).ok());
+        ASSERT_TRUE(SetQuantDotPath(QuantDotPath::kAvx512Vnni));
+        ASSERT_TRUE(MatMul(x.data(), m, w, bias.data(), y5.data()).ok());
+        EXPECT_EQ(0, std::memcmp(y2.data(), y5.data(), y2.size() * sizeof(float)))
+            << Name(wt) << " k=" << k << " m=" << m;
+        // Single dots too (QuantDot takes the same path).
+        const DType at = QuantDotActivationType(wt);
+        std::vector<char> a(ActivationRowBytes(at, k));
+        QuantizeActivationRow(at, x.data(), a.data(), k);
+        for (int64_t r = 0; r < n; r += 17) {
+          const char* wr = static_cast<const char*>(w.raw()) + r * DTypeBytes(wt, k);
+          ASSERT_TRUE(SetQuantDotPath(QuantDotPath::kAvx2));
+          const float d2 = QuantDot(wt, wr, a.data(), k);
+          ASSERT_TRUE(SetQuantDotPath(QuantDotPath::kAvx512Vnni));
+          const float d5 = QuantDot(wt, wr, a.data(), k);
+          EXPECT_EQ(0, std::memcmp(&d2, &d5, sizeof(float))) << Name(wt) << " row " << r;
+        }
+      }
     }
   }
+  SetQuantDotPath(before);
+}
+
+// Extreme weights and activations: Q8_0 weights of -128 and 127 (the
+// unsigned form's 0 and 255) against activations of +-127, where a careless
+// int16 step would saturate.
+TEST(QuantMatMulTest, ExtremeQ8_0ValuesAreExact) {
+  const int64_t k = 64, n = 8;
+  Tensor w = RandomBlocks(DType::kQ8_0, n, k, 111);
+  auto* blocks = static_cast<BlockQ8_0*>(w.mutable_raw());
+  // Scales of 1: every partial sum is an integer below 2^24, so f32 order
+  // cannot matter and both sides must be exact.
+  for (int64_t b = 0; b < n * k / 32; ++b) {
+    blocks[b].d = F32ToF16(1.f);
+    for (int j = 0; j < 32; ++j) blocks[b].qs[j] = (b + j) % 3 == 0 ? -128 : (j % 2 ? 127 : -128);
+  }
+  std::vector<BlockQ8_0> a(k / 32);
+  for (auto& blk : a) {
+    blk.d = F32ToF16(1.f);
+    for (int j = 0; j < 32; ++j) blk.qs[j] = j % 4 == 3 ? -127 : 127;
+  }
+  ForEachPath([&] {
+    for (int64_t r = 0; r < n; ++r) {
+      const char* wr = static_cast<const char*>(w.raw()) + r * DTypeBytes(DType::kQ8_0, k);
+      EXPECT_EQ(QuantDot(DType::kQ8_0, wr, a.data(), k),
+                QuantDotReference(DType::kQ8_0, wr, a.data(), k))
+          << "row " << r;
+    }
+  });
+}
+
+TEST(QuantDotPathTest, EnvironmentVariableKeepsAvx2) {
+  const char* old = std::getenv("RETORT_NO_AVX512");
+  const std::string saved = old ? old : "";
+  setenv("RETORT_NO_AVX512", "1", 1);
+  EXPECT_EQ(DefaultQuantDotPath(), QuantDotPath::kAvx2);
+  setenv("RETORT_NO_AVX512", "0", 1);
+  const QuantDotPath best = QuantDotPathSupported(QuantDotPath::kAvx512Vnni)
+                                ? QuantDotPath::kAvx512Vnni
+                                : QuantDotPath::kAvx2;
+  EXPECT_EQ(DefaultQuantDotPath(), best);
+  unsetenv("RETORT_NO_AVX512");
+  EXPECT_EQ(DefaultQuantDotPath(), best);
+  if (old) setenv("RETORT_NO_AVX512", saved.c_str(), 1);
+  EXPECT_TRUE(SetQuantDotPath(QuantDotPath::kAvx2));
+  EXPECT_EQ(ActiveQuantDotPath(), QuantDotPath::kAvx2);
+  EXPECT_TRUE(SetQuantDotPath(best));
 }
 
 // A group mixing activation types (Q4_K_M files mix Q4_K and Q6_K) and a
@@ -376,7 +511,8 @@ TEST(QuantMatMulTest, GroupMixesWeightTypes) {
   Tensor e = testing::MakeTensor(DType::kBF16, {6, k}, RandomVector(6 * k, 76));
   auto x = RandomVector(2 * k, 77);
   std::vector<float> ya(2 * 40), ye(2 * 6), wa(2 * 40), we(2 * 6);
-  ASSERT_TRUE(MatMulGroup(x.data(), 2, k, {{&a, nullptr, ya.data()}, {&e, nullptr, ye.data()}}).ok());
+  ASSERT_TRUE(
+      MatMulGroup(x.data(), 2, k, {{&a, nullptr, ya.data()}, {&e, nullptr, ye.data()}}).ok());
   ASSERT_TRUE(MatMul(x.data(), 2, a, nullptr, wa.data()).ok());
   ASSERT_TRUE(MatMul(x.data(), 2, e, nullptr, we.data()).ok());
   EXPECT_EQ(wa, ya);
