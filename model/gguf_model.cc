@@ -213,13 +213,15 @@ absl::StatusOr<std::string> RecognisePre(const nlohmann::json& tokenizer_json,
   auto ours = PreTokenizer::FromJson(pre);
   if (!ours.ok()) return Bad(source, std::string(ours.status().message()));
   const std::string described = ours->Describe();
-  for (const char* name : {"gpt2", "smollm", "llama-bpe", "qwen2"}) {
+  for (const char* name : {"gpt2", "smollm", "llama-bpe", "qwen2", "deepseek-v3"}) {
     auto candidate = PreTokenizer::FromName(name);
     if (candidate.ok() && candidate->Describe() == described) return std::string(name);
   }
-  return Bad(source, absl::StrCat("pre-tokenizer ", described,
+  std::string one_line;
+  for (char ch : described) one_line += ch == '\n' ? std::string("\\n") : std::string(1, ch);
+  return Bad(source, absl::StrCat("pre-tokenizer ", one_line,
                                   " is not one llama.cpp knows by name (gpt2, smollm, "
-                                  "llama-bpe, qwen2); pass --pre NAME"));
+                                  "llama-bpe, qwen2, deepseek-v3); pass --pre NAME"));
 }
 
 std::string TokenContent(const nlohmann::json& v) {

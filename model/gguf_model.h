@@ -91,7 +91,8 @@ bool IsGgufFile(const std::string& path);
 // holes), added tokens control (special) or user-defined, merges as "a b",
 // bos/eos/pad from tokenizer_config.json. The pre-tokenizer name is
 // `pre_override` if given, else recognised from the tokenizer.json
-// pre-tokenizer (gpt2, smollm, llama-bpe, qwen2); error if not recognised.
+// pre-tokenizer (gpt2, smollm, llama-bpe, qwen2, deepseek-v3); error if not
+// recognised.
 struct HfTokenizerForGguf {
   TokenizerParts parts;
   int32_t unk_id = -1;
