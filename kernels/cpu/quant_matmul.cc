@@ -106,8 +106,7 @@ inline int QuantizeBlock32(const float* x, int8_t* q, float* d_out) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), v);
   *d_out = d;
   // sum of 32 int8: widen pairs to int16 with maddubs(1, v), then to int32.
-  __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v),
-                                _mm256_set1_epi16(1));
+  __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1));
   __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
   s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
   s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
@@ -143,8 +142,8 @@ void QuantizeQ8_K(const float* x, BlockQ8_K* y, int64_t nb) {
       const __m256i v = RoundPack32(x + j, id);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].qs + j), v);
       // Two sums of 16: int16 pair sums, then horizontal within each lane.
-      __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v),
-                                    _mm256_set1_epi16(1));
+      __m256i s =
+          _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1));
       s = _mm256_hadd_epi32(s, s);
       s = _mm256_hadd_epi32(s, s);
       y[b].bsums[j / 16] = static_cast<int16_t>(_mm256_extract_epi32(s, 0));
@@ -186,7 +185,8 @@ void QuantizeRowReference(DType act, const float* x, void* dst, int64_t n) {
         const float d = amax / 127.f;
         const float id = d != 0.f ? 1.f / d : 0.f;
         y[b].d = d;
-        for (int j = 0; j < kQK_K; ++j) y[b].qs[j] = static_cast<int8_t>(std::nearbyint(xb[j] * id));
+        for (int j = 0; j < kQK_K; ++j)
+          y[b].qs[j] = static_cast<int8_t>(std::nearbyint(xb[j] * id));
         for (int s = 0; s < kQK_K / 16; ++s) {
           int sum = 0;
           for (int j = 0; j < 16; ++j) sum += y[b].qs[s * 16 + j];
@@ -352,14 +352,27 @@ float DotReference(DType wt, const void* wv, const void* av, int64_t n) {
 // ---------------------------------------------------------------------------
 // AVX2 dots.
 
-// Sum of mins[j] * (bsums[2j] + bsums[2j+1]) over the 8 sub-blocks.
-inline int MinsTermK4(const uint8_t* mn, const int16_t* bsums) {
+// UnpackScalesMinsK4 on 32-bit words: byte j of *sc / *mn is sub-block j's
+// 6-bit scale / min. Scales 0-3 and mins 0-3 are the low 6 bits of bytes 0-3
+// and 4-7; scales 4-7 take the low nibbles of bytes 8-11 and, as bits 4-5,
+// the top two bits of bytes 0-3; mins 4-7 the high nibbles of bytes 8-11 and
+// the top two bits of bytes 4-7.
+inline void UnpackScalesMinsK4Words(const uint8_t* s, uint64_t* sc, uint64_t* mn) {
+  const uint32_t w0 = Load32(s), w1 = Load32(s + 4), w2 = Load32(s + 8);
+  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kBits45 = 0x30303030;
+  const uint32_t sc_hi = (w2 & kLow4) | ((w0 >> 2) & kBits45);
+  const uint32_t mn_hi = ((w2 >> 4) & kLow4) | ((w1 >> 2) & kBits45);
+  *sc = (w0 & kLow6) | (static_cast<uint64_t>(sc_hi) << 32);
+  *mn = (w1 & kLow6) | (static_cast<uint64_t>(mn_hi) << 32);
+}
+
+// Sum of mins[j] * (bsums[2j] + bsums[2j+1]) over the 8 sub-blocks (byte j
+// of mn8 is mins[j]).
+inline int MinsTermK4(uint64_t mn8, const int16_t* bsums) {
   const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bsums));
   const __m128i b2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bsums + 8));
   const __m128i pair = _mm_hadd_epi16(b, b2);  // bsums[2j] + bsums[2j+1], j = 0..7
-  uint64_t m8;
-  std::memcpy(&m8, mn, 8);
-  const __m128i m = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(m8)));
+  const __m128i m = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(mn8)));
   __m128i s = _mm_madd_epi16(pair, m);
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
@@ -375,11 +388,19 @@ inline float DotQ45K(const void* wv, const void* av, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   float summ = 0.f;
   for (int64_t b = 0; b < n / kQK_K; ++b) {
-    uint8_t sc[8], mn[8];
-    UnpackScalesMinsK4(w[b].scales, sc, mn);
+    uint64_t sc8, mn8;
+    UnpackScalesMinsK4Words(w[b].scales, &sc8, &mn8);
+    // The 8 scales as int16 in both 128-bit lanes; ScaleOf(j) broadcasts one.
+    const __m256i sc16 = _mm256_broadcastsi128_si256(
+        _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(sc8))));
+    auto scale_of = [&](int j) {
+      return _mm256_shuffle_epi8(sc16,
+                                 _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * j)));
+    };
     __m256i hbits;
     if constexpr (kFive) hbits = Load256(w[b].qh);
     __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
       const __m256i q = Load256(w[b].qs + 32 * j);
       __m256i lo = _mm256_and_si256(q, low4);
@@ -388,18 +409,17 @@ inline float DotQ45K(const void* wv, const void* av, int64_t n) {
         const __m256i one = _mm256_set1_epi8(1);
         const __m256i h = _mm256_srli_epi16(hbits, 2 * j);
         lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(
-                                     _mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4));
+        hi = _mm256_or_si256(hi,
+                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4));
       }
-      const __m256i p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, Load256(a[b].qs + 64 * j)),
-                                             _mm256_set1_epi16(sc[2 * j]));
-      const __m256i p_hi =
-          _mm256_madd_epi16(_mm256_maddubs_epi16(hi, Load256(a[b].qs + 64 * j + 32)),
-                            _mm256_set1_epi16(sc[2 * j + 1]));
+      const __m256i p_lo =
+          _mm256_madd_epi16(_mm256_maddubs_epi16(lo, Load256(a[b].qs + 64 * j)), scale_of(2 * j));
+      const __m256i p_hi = _mm256_madd_epi16(
+          _mm256_maddubs_epi16(hi, Load256(a[b].qs + 64 * j + 32)), scale_of(2 * j + 1));
       sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(a[b].d * H2F(w[b].d)), _mm256_cvtepi32_ps(sumi), acc);
-    summ += a[b].d * H2F(w[b].dmin) * static_cast<float>(MinsTermK4(mn, a[b].bsums));
+    summ += a[b].d * H2F(w[b].dmin) * static_cast<float>(MinsTermK4(mn8, a[b].bsums));
   }
   return simd::HorizontalSum(acc) - summ;
 }
@@ -433,8 +453,8 @@ inline float DotQ6K(const void* wv, const void* av, int64_t n) {
       };
 #pragma GCC unroll 4
       for (int t = 0; t < 4; ++t) {
-        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[2 * t + 1]),
-                                               _mm_set1_epi16(sc[2 * t]));
+        const __m256i scale =
+            _mm256_set_m128i(_mm_set1_epi16(sc[2 * t + 1]), _mm_set1_epi16(sc[2 * t]));
         sumi = _mm256_add_epi32(
             sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[t], Load256(q8 + 32 * t)), scale));
       }
@@ -463,10 +483,14 @@ bool Is32BlockType(DType wt) {
 
 int Offset32(DType wt) {
   switch (wt) {
-    case DType::kQ4_0: return quant_internal::KindQ4_0::kOffset;
-    case DType::kQ5_0: return quant_internal::KindQ5_0::kOffset;
-    case DType::kQ8_0: return quant_internal::KindQ8_0::kOffset;
-    default: return 0;
+    case DType::kQ4_0:
+      return quant_internal::KindQ4_0::kOffset;
+    case DType::kQ5_0:
+      return quant_internal::KindQ5_0::kOffset;
+    case DType::kQ8_0:
+      return quant_internal::KindQ8_0::kOffset;
+    default:
+      return 0;
   }
 }
 
@@ -503,8 +527,7 @@ const Act32* PrepareAct32(DType wt, const char* act, size_t act_row_bytes, int64
     const char* blocks = act + i * act_row_bytes;
     float* d = sc.d.data() + i * nb;
     float* s = q8_1 ? sc.s.data() + i * nb : nullptr;
-    __m256i* off =
-        offset != 0 ? reinterpret_cast<__m256i*>(sc.off.data() + 8 * i * nb) : nullptr;
+    __m256i* off = offset != 0 ? reinterpret_cast<__m256i*>(sc.off.data() + 8 * i * nb) : nullptr;
     if (q8_1) {
       const auto* a = reinterpret_cast<const BlockQ8_1*>(blocks);
       for (int64_t b = 0; b < nb; ++b) {
@@ -527,20 +550,20 @@ const Act32* PrepareAct32(DType wt, const char* act, size_t act_row_bytes, int64
   return sc.acts.data();
 }
 
-void GemvRows32(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act32* acts,
-                int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+void GemvRows32(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act32* acts, int64_t m,
+                const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
   if (ActivePath().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni) {
     quant_internal::GemvRows32Vnni(wt, w, row_bytes, nb, acts, m, bias, y, ldy, r0, r1);
   } else {
-    quant_internal::GemvRows32ByType<quant_internal::Avx2Dots>(wt, w, row_bytes, nb, acts, m,
-                                                               bias, y, ldy, r0, r1);
+    quant_internal::GemvRows32ByType<quant_internal::Avx2Dots>(wt, w, row_bytes, nb, acts, m, bias,
+                                                               y, ldy, r0, r1);
   }
 }
 
 template <typename DotFn>
 void GemvLoop(DotFn dot, const char* w, size_t row_bytes, int64_t k, const char* act,
-              size_t act_row_bytes, int64_t m, const float* bias, float* y, int64_t ldy,
-              int64_t r0, int64_t r1) {
+              size_t act_row_bytes, int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0,
+              int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const char* wr = w + r * row_bytes;
     const float b = bias ? bias[r] : 0.f;
@@ -626,11 +649,10 @@ const char* QuantDotPathName(QuantDotPath path) {
 float QuantDot(DType wt, const void* w, const void* a, int64_t n) {
   if (Is32BlockType(wt)) {
     thread_local Act32Scratch scratch;
-    const Act32* acts =
-        PrepareAct32(wt, static_cast<const char*>(a), 0, 1, n / 32, scratch);
+    const Act32* acts = PrepareAct32(wt, static_cast<const char*>(a), 0, 1, n / 32, scratch);
     float y;
-    GemvRows32(wt, static_cast<const char*>(w), DTypeBytes(wt, n), n / 32, acts, 1, nullptr, &y,
-               1, 0, 1);
+    GemvRows32(wt, static_cast<const char*>(w), DTypeBytes(wt, n), n / 32, acts, 1, nullptr, &y, 1,
+               0, 1);
     return y;
   }
   switch (wt) {
@@ -663,7 +685,9 @@ void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t a
     const Act32* acts = PrepareAct32(wt, ac, act_row_bytes, m, k / 32, scratch);
     return GemvRows32(wt, wc, rb, k / 32, acts, m, bias, y, ldy, r0, r1);
   }
-  auto run = [&](auto dot) { GemvLoop(dot, wc, rb, k, ac, act_row_bytes, m, bias, y, ldy, r0, r1); };
+  auto run = [&](auto dot) {
+    GemvLoop(dot, wc, rb, k, ac, act_row_bytes, m, bias, y, ldy, r0, r1);
+  };
   switch (wt) {
     case DType::kQ4_K:
       return run(DotQ45K<false>);
@@ -672,7 +696,8 @@ void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t a
     case DType::kQ6_K:
       return run(DotQ6K);
     default:
-      return run([wt](const void* wr, const void* a, int64_t n) { return DotGeneric(wt, wr, a, n); });
+      return run(
+          [wt](const void* wr, const void* a, int64_t n) { return DotGeneric(wt, wr, a, n); });
   }
 }
 
