@@ -13,6 +13,7 @@
 //
 //   engine_bench [--threads 2] [--family llama] [--size 100m] [--dtype bf16]
 //                [--prompt 512] [--decode 64] [--repeats 3] [--out FILE]
+//   engine_bench --model FILE.gguf|HF_DIR ...   (a real model instead of a preset)
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -24,6 +25,8 @@
 #include "benchmarks/ceilings.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
+#include "model/gguf_model.h"
+#include "quantize/gguf_quants.h"
 #include "model/init.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
@@ -36,7 +39,7 @@ double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 
 struct Flags {
   int threads = 2;
-  std::string family = "llama", size = "100m", dtype = "bf16", out;
+  std::string family = "llama", size = "100m", dtype = "bf16", out, model;
   int64_t prompt = 512, decode = 64;
   int repeats = 3;
 };
@@ -53,6 +56,7 @@ Flags ParseFlags(int argc, char** argv) {
     else if (k == "--decode") f.decode = std::atoll(v.c_str());
     else if (k == "--repeats") f.repeats = std::atoi(v.c_str());
     else if (k == "--out") f.out = v;
+    else if (k == "--model") f.model = v;
     else {
       std::cerr << "engine_bench: unknown flag " << k << "\n";
       std::exit(2);
@@ -63,13 +67,28 @@ Flags ParseFlags(int argc, char** argv) {
 
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
-  auto config = PresetConfig(flags.family, flags.size);
-  if (!config.ok()) {
-    std::cerr << config.status() << "\n";
-    return 1;
-  }
   DType dtype = flags.dtype == "f32" ? DType::kF32 : flags.dtype == "f16" ? DType::kF16 : DType::kBF16;
-  auto model = Transformer::RandomInit(*config, 1, dtype);
+  absl::StatusOr<std::unique_ptr<Transformer>> model;
+  if (!flags.model.empty()) {
+    bool gguf = flags.model.size() > 5 && flags.model.substr(flags.model.size() - 5) == ".gguf";
+    model = gguf ? LoadGgufTransformer(flags.model) : Transformer::Load(flags.model);
+    if (model.ok()) {
+      // Report the type of the largest layer weight (what decode mostly streams).
+      for (const auto& [name, t] : (*model)->NamedWeights()) {
+        if (name.find("mlp.down_proj.weight") != std::string::npos) dtype = t.dtype();
+      }
+      flags.family = flags.model;
+      flags.size = "";
+      flags.dtype = std::string(DTypeName(dtype));
+    }
+  } else {
+    auto config = PresetConfig(flags.family, flags.size);
+    if (!config.ok()) {
+      std::cerr << config.status() << "\n";
+      return 1;
+    }
+    model = Transformer::RandomInit(*config, 1, dtype);
+  }
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
     return 1;
@@ -86,6 +105,9 @@ int Main(int argc, char** argv) {
   // table, which is read one row per token (unless tied, then it is lm_head).
   size_t weight_bytes = (*model)->WeightBytes();
   size_t embed_bytes = DTypeBytes(dtype, c.vocab_size * c.hidden_size);
+  for (const auto& [name, t] : (*model)->NamedWeights()) {
+    if (name == "model.embed_tokens.weight") embed_bytes = t.nbytes();
+  }
   size_t streamed = c.tie_word_embeddings ? weight_bytes : weight_bytes - embed_bytes;
   // Matmul parameters touched per token in prefill (lm_head only for the last token).
   int64_t kv_dim = c.num_kv_heads * c.head_dim, q_dim = c.num_heads * c.head_dim;
@@ -141,7 +163,14 @@ int Main(int argc, char** argv) {
                            Shape2{"down", c.hidden_size, c.intermediate_size}}) {
     Tensor w = Tensor::Zeros(DType::kF32, {sh.n, sh.k});
     for (int64_t i = 0; i < w.numel(); ++i) w.mutable_data<float>()[i] = static_cast<float>((i * 37) % 101) * 1e-3f;
-    w = w.To(dtype);
+    if (IsBlockQuantized(dtype)) {
+      if (sh.k % DTypeBlockElems(dtype) != 0) continue;  // e.g. k-quants on 576-wide rows
+      auto q = ggml::QuantizeTensor(w, dtype);
+      if (!q.ok()) continue;
+      w = *std::move(q);
+    } else {
+      w = w.To(dtype);
+    }
     for (int64_t m : {flags.prompt, int64_t{1}}) {
       std::vector<float> x(m * sh.k, 0.01f), y(m * sh.n);
       double best = 1e30;

@@ -8,18 +8,32 @@
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define RETORT_CPU_RELAX() _mm_pause()
+#else
+#define RETORT_CPU_RELAX() std::this_thread::yield()
+#endif
+
 namespace retort {
 namespace {
 
+// A pool tuned for many short parallel regions in a row (one decode step of a
+// small model is hundreds of them, each a few microseconds long): workers
+// spin for a while on a generation counter before sleeping on a condition
+// variable, and the caller spins for completion. Sleeping only after ~a
+// millisecond of idleness keeps the wake-up cost (a futex round trip, tens
+// of microseconds) off the decode path without burning a core when idle.
 class Pool {
  public:
   explicit Pool(int n) {
     for (int i = 0; i + 1 < n; ++i) workers_.emplace_back([this] { Loop(); });
   }
   ~Pool() {
+    stop_.store(true);
     {
       std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
+      generation_.fetch_add(1);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -27,55 +41,72 @@ class Pool {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
   void Run(int64_t chunks, const std::function<void(int64_t)>& task) {
-    {
+    Job job;
+    job.task = &task;
+    job.total = chunks;
+    job.remaining.store(chunks);
+    current_.store(&job);
+    generation_.fetch_add(1);
+    if (sleepers_.load() > 0) {
       std::lock_guard<std::mutex> l(mu_);
-      task_ = &task;
-      total_ = chunks;
-      next_.store(0);
-      done_ = 0;
-      ++generation_;
+      cv_.notify_all();
     }
-    cv_.notify_all();
-    Work();
-    std::unique_lock<std::mutex> l(mu_);
-    done_cv_.wait(l, [&] { return done_ == total_; });
-    task_ = nullptr;
+    Work(job);
+    while (job.remaining.load(std::memory_order_acquire) > 0) RETORT_CPU_RELAX();
+    // Retire the job, then wait until no worker still holds a pointer to it:
+    // a worker announces itself in busy_ before it reads current_.
+    current_.store(nullptr);
+    while (busy_.load() > 0) RETORT_CPU_RELAX();
   }
 
  private:
-  void Work() {
-    int64_t finished = 0;
-    for (int64_t i; (i = next_.fetch_add(1)) < total_;) {
-      (*task_)(i);
-      ++finished;
-    }
-    if (finished) {
-      std::lock_guard<std::mutex> l(mu_);
-      done_ += finished;
-      if (done_ == total_) done_cv_.notify_all();
+  struct Job {
+    const std::function<void(int64_t)>* task = nullptr;
+    int64_t total = 0;
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> remaining{0};
+  };
+
+  static void Work(Job& job) {
+    for (int64_t i; (i = job.next.fetch_add(1)) < job.total;) {
+      (*job.task)(i);
+      job.remaining.fetch_sub(1, std::memory_order_release);
     }
   }
+
   void Loop() {
-    uint64_t seen = 0;
+    uint64_t seen = generation_.load();
+    constexpr int kSpins = 1 << 16;
     for (;;) {
-      {
+      int spins = 0;
+      while (generation_.load() == seen && !stop_.load()) {
+        if (++spins < kSpins) {
+          RETORT_CPU_RELAX();
+          continue;
+        }
         std::unique_lock<std::mutex> l(mu_);
-        cv_.wait(l, [&] { return stop_ || (generation_ != seen && task_ != nullptr); });
-        if (stop_) return;
-        seen = generation_;
+        sleepers_.fetch_add(1);
+        cv_.wait(l, [&] { return generation_.load() != seen || stop_.load(); });
+        sleepers_.fetch_sub(1);
+        break;
       }
-      Work();
+      if (stop_.load()) return;
+      seen = generation_.load();
+      busy_.fetch_add(1);
+      Job* job = current_.load();
+      if (job != nullptr) Work(*job);
+      busy_.fetch_sub(1);
     }
   }
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
-  std::condition_variable cv_, done_cv_;
-  const std::function<void(int64_t)>* task_ = nullptr;
-  std::atomic<int64_t> next_{0};
-  int64_t total_ = 0, done_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<Job*> current_{nullptr};
+  std::atomic<int> busy_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
 };
 
 std::unique_ptr<Pool>& GlobalPool() {
