@@ -39,10 +39,9 @@ retort_install_python() {
     retort_log "creating $venv"
     python3 -m venv "$venv"
   fi
-  if ! "$venv/bin/python" -m pip show -q "${RETORT_PIP_PACKAGES[@]%%[=<>]*}" >/dev/null 2>&1; then
-    retort_log "installing Python reference packages: ${RETORT_PIP_PACKAGES[*]}"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${RETORT_PIP_PACKAGES[@]}"
-  fi
+  # pip does not touch the network for pinned packages that are already installed.
+  retort_log "checking Python reference packages: ${RETORT_PIP_PACKAGES[*]}"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${RETORT_PIP_PACKAGES[@]}"
   export RETORT_PYTHON=$venv/bin/python
 }
 
