@@ -239,8 +239,12 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
     const int64_t bytes_per_row = k * ElemBytes<DType::kBF16>();
     // ~64 KiB of weights per chunk keeps dispatch overhead small.
     const int64_t grain =
-        std::max<int64_t>(4, (64 * 1024) / std::max<int64_t>(bytes_per_row, 1)) / 4 * 4;
-    ParallelFor(total, grain, [&](int64_t b, int64_t e) {
+        std::max<int64_t>(8, (64 * 1024) / std::max<int64_t>(bytes_per_row, 1)) / 8 * 8;
+    // Split in whole units of 8 rows: the kernels that work on groups of 8
+    // (kQ4_0_R8) or 4 rows then never see a group cut between threads.
+    constexpr int64_t kUnit = 8;
+    ParallelFor((total + kUnit - 1) / kUnit, grain / kUnit, [&](int64_t ub, int64_t ue) {
+      const int64_t b = ub * kUnit, e = std::min(total, ue * kUnit);
       for (size_t i = 0; i < outs.size(); ++i) {
         int64_t lo = std::max(b, start[i]), hi = std::min(e, start[i + 1]);
         if (lo >= hi) continue;

@@ -44,6 +44,19 @@ struct Act32 {
   const __m256i* off;  // -offset * lane sums of each block; null if offset 0
 };
 
+// One input row quantized to Q8_0, for the 8-row interleaved Q4_0 layout
+// (kQ4_0_R8, quant_repack.h): per block, d as f32 and -8 * sum(q) (the
+// offset term, the same for every weight row).
+struct ActR8 {
+  const ggml::BlockQ8_0* blocks;
+  const float* d;
+  const int32_t* off;
+};
+
+// The VNNI build of GemvRowsQ4_0R8 (quant_dot_vnni.cc).
+void GemvRowsQ4_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
+                        const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1);
+
 // The VNNI build of GemvRows32 (quant_dot_vnni.cc). REQUIRES: the CPU has
 // AVX-512 F/BW/VL/VNNI; wt one of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
 void GemvRows32Vnni(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act32* acts,
@@ -233,6 +246,78 @@ void GemvRows32ByType(DType wt, const char* w, size_t row_bytes, int64_t nb, con
       return GemvRows32<Isa, KindQ5_1>(w, row_bytes, nb, acts, m, bias, y, ldy, r0, r1);
     default:
       return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// kQ4_0_R8: 8 weight rows interleaved. A group of 8 rows is nb blocks of 144
+// bytes: the 8 rows' f16 scales (16 bytes), then 4 chunks of 32 bytes; chunk
+// t holds, for row r = 0..7, bytes 4t..4t+3 of that row's Q4_0 nibbles (low
+// nibbles: elements 4t..4t+3, high nibbles: elements 16+4t..16+4t+3). So one
+// broadcast of 4 activation bytes against a chunk's nibbles gives each row's
+// partial sum in its own int32 lane, and the f32 work of a block (scales,
+// convert, FMA) is one vector op for all 8 rows.
+inline constexpr int kR8Rows = 8;
+inline constexpr int kR8BlockBytes = 16 + 128;
+
+inline __m256i Bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// Int32 lane r = sum over the block of (nibble - 8) * a for row r, given
+// off = -8 * sum(a). AVX2: the 8 byte products pair-summed to int16 (each
+// |pair| <= 2 * 15 * 127, all 8 summed <= 30480, within int16), one madd.
+struct Avx2R8 {
+  static __m256i Dot(const uint8_t* qs, const int8_t* a, int32_t off) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256i s16[2];
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      const __m256i q = Load256(qs + 32 * t);
+      const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(q, low4), Bcast4(a + 4 * t));
+      const __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
+                                              Bcast4(a + 16 + 4 * t));
+      const __m256i p = _mm256_add_epi16(lo, hi);
+      s16[t & 1] = t < 2 ? p : _mm256_add_epi16(s16[t & 1], p);
+    }
+    return _mm256_add_epi32(SumPairs16(_mm256_add_epi16(s16[0], s16[1])), _mm256_set1_epi32(off));
+  }
+};
+
+// y[i * ldy + r] for rows r in [r0, r1): whole groups of 8 computed, only
+// the rows in range written (so any split of the rows gives the same bits).
+template <typename Isa>
+void GemvRowsQ4_0R8(const char* w, int64_t nb, const ActR8* acts, int64_t m, const float* bias,
+                    float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  const size_t group_bytes = static_cast<size_t>(nb) * kR8BlockBytes;
+  for (int64_t g = r0 / kR8Rows; g * kR8Rows < r1; ++g) {
+    const uint8_t* wg = reinterpret_cast<const uint8_t*>(w) + g * group_bytes;
+    const int64_t base = g * kR8Rows;
+    const int64_t lo = r0 > base ? r0 - base : 0;
+    const int64_t hi = r1 - base < kR8Rows ? r1 - base : kR8Rows;
+    for (int64_t i = 0; i < m; ++i) {
+      const ActR8& act = acts[i];
+      __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+      auto step = [&](int64_t b, __m256& acc) {
+        const uint8_t* blk = wg + b * kR8BlockBytes;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+        const __m256i p = Isa::Dot(blk + 16, act.blocks[b].qs, act.off[b]);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(act.d[b])), _mm256_cvtepi32_ps(p),
+                              acc);
+      };
+      int64_t b = 0;
+      for (; b + 2 <= nb; b += 2) {
+        step(b, acc0);
+        step(b + 1, acc1);
+      }
+      if (b < nb) step(b, acc0);
+      alignas(32) float out[kR8Rows];
+      _mm256_store_ps(out, _mm256_add_ps(acc0, acc1));
+      for (int64_t r = lo; r < hi; ++r)
+        y[i * ldy + base + r] = out[r] + (bias ? bias[base + r] : 0.f);
+    }
   }
 }
 

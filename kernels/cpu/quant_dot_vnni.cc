@@ -26,7 +26,28 @@ struct VnniDots {
   }
 };
 
+// Avx2R8::Dot with vpdpbusd, in two chains (low and high nibbles).
+struct VnniR8 {
+  static __m256i Dot(const uint8_t* qs, const int8_t* a, int32_t off) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256i s_lo = _mm256_set1_epi32(off), s_hi = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      const __m256i q = Load256(qs + 32 * t);
+      s_lo = _mm256_dpbusd_epi32(s_lo, _mm256_and_si256(q, low4), Bcast4(a + 4 * t));
+      s_hi = _mm256_dpbusd_epi32(s_hi, _mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
+                                 Bcast4(a + 16 + 4 * t));
+    }
+    return _mm256_add_epi32(s_lo, s_hi);
+  }
+};
+
 }  // namespace
+
+void GemvRowsQ4_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
+                        const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  GemvRowsQ4_0R8<VnniR8>(w, nb, acts, m, bias, y, ldy, r0, r1);
+}
 
 void GemvRows32Vnni(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act32* acts,
                     int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {

@@ -26,6 +26,7 @@
 #include "core/convert.h"
 #include "core/ggml_blocks.h"
 #include "kernels/cpu/quant_dot_kernels.h"
+#include "kernels/cpu/quant_repack.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -560,6 +561,43 @@ void GemvRows32(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act
   }
 }
 
+// kQ4_0_R8: per input row, the Q8_0 scales as f32 and -8 * sum(q) per block.
+struct ActR8Scratch {
+  std::vector<float> d;
+  std::vector<int32_t> off;
+  std::vector<quant_internal::ActR8> acts;
+};
+
+void GemvQ4_0R8(const char* w, int64_t k, const char* act, size_t act_row_bytes, int64_t m,
+                const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  thread_local ActR8Scratch sc;
+  const int64_t nb = k / 32;
+  const size_t total = static_cast<size_t>(m * nb);
+  if (sc.d.size() < total) sc.d.resize(total);
+  if (sc.off.size() < total) sc.off.resize(total);
+  if (sc.acts.size() < static_cast<size_t>(m)) sc.acts.resize(m);
+  for (int64_t i = 0; i < m; ++i) {
+    const auto* a = reinterpret_cast<const BlockQ8_0*>(act + i * act_row_bytes);
+    float* d = sc.d.data() + i * nb;
+    int32_t* off = sc.off.data() + i * nb;
+    for (int64_t b = 0; b < nb; ++b) {
+      d[b] = H2F(a[b].d);
+      const __m256i s = quant_internal::LaneSums(Load256(a[b].qs));
+      __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+      off[b] = -8 * _mm_cvtsi128_si32(s4);
+    }
+    sc.acts[i] = quant_internal::ActR8{a, d, off};
+  }
+  if (ActivePath().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni) {
+    quant_internal::GemvRowsQ4_0R8Vnni(w, nb, sc.acts.data(), m, bias, y, ldy, r0, r1);
+  } else {
+    quant_internal::GemvRowsQ4_0R8<quant_internal::Avx2R8>(w, nb, sc.acts.data(), m, bias, y, ldy,
+                                                           r0, r1);
+  }
+}
+
 template <typename DotFn>
 void GemvLoop(DotFn dot, const char* w, size_t row_bytes, int64_t k, const char* act,
               size_t act_row_bytes, int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0,
@@ -585,6 +623,7 @@ bool IsQuantizedWeightDType(DType w) {
     case DType::kQ4_K:
     case DType::kQ5_K:
     case DType::kQ6_K:
+    case DType::kQ4_0_R8:
       return true;
     default:
       return false;
@@ -596,6 +635,7 @@ DType QuantDotActivationType(DType w) {
     case DType::kQ4_0:
     case DType::kQ5_0:
     case DType::kQ8_0:
+    case DType::kQ4_0_R8:
       return DType::kQ8_0;
     case DType::kQ4_1:
     case DType::kQ5_1:
@@ -680,6 +720,7 @@ void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t a
   const char* wc = static_cast<const char*>(w);
   const char* ac = static_cast<const char*>(act);
   const size_t rb = DTypeBytes(wt, k);
+  if (wt == DType::kQ4_0_R8) return GemvQ4_0R8(wc, k, ac, act_row_bytes, m, bias, y, ldy, r0, r1);
   if (Is32BlockType(wt)) {
     thread_local Act32Scratch scratch;
     const Act32* acts = PrepareAct32(wt, ac, act_row_bytes, m, k / 32, scratch);
@@ -702,6 +743,7 @@ void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t a
 }
 
 void DequantizeRows(DType wt, const void* w, int64_t k, int64_t r0, int64_t rows, float* dst) {
+  if (wt == DType::kQ4_0_R8) return DequantizeRowsQ4_0R8(w, k, r0, rows, dst);
   const char* src = static_cast<const char*>(w) + r0 * DTypeBytes(wt, k);
   ggml::DequantizeRow(wt, src, dst, rows * k);
 }

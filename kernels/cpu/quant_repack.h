@@ -1,0 +1,39 @@
+// Load-time repacking of block-quantized weights into layouts the CPU GEMV
+// runs faster on. Q4_0 weights become kQ4_0_R8: groups of 8 rows
+// interleaved block by block (layout in quant_dot_kernels.h), so one integer
+// dot instruction yields 8 rows' partial sums in 8 lanes and each block's
+// f32 work (scale convert, multiply, FMA) is shared by 8 rows; no horizontal
+// sums. Same bytes as the Q4_0 tensor. MatMul takes kQ4_0_R8 weights like any
+// block type (decode: integer dots against Q8_0 activations, the same math as
+// Q4_0; prefill: blocks dequantized for sgemm).
+//
+// Repacked tensors are for the CPU forward pass only: keep the original for
+// saving, conversion and row lookups (embeddings).
+#ifndef RETORT_KERNELS_CPU_QUANT_REPACK_H_
+#define RETORT_KERNELS_CPU_QUANT_REPACK_H_
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace retort::cpu {
+
+// True if PrepareWeightForCpu repacks `w`: rank 2 [n, k], Q4_0, n % 8 == 0,
+// k % 32 == 0.
+bool CanRepackForCpu(const Tensor& w);
+
+// A repacked copy of `w` (owned buffer, same shape, dtype kQ4_0_R8) when
+// CanRepackForCpu(w), else `w` itself. The environment variable
+// RETORT_NO_REPACK (non-empty, not "0") turns repacking off (for A/B timing).
+Tensor PrepareWeightForCpu(const Tensor& w);
+
+// dst = the n x k Q4_0 matrix `src` in kQ4_0_R8 layout (DTypeBytes(kQ4_0,
+// n * k) bytes). REQUIRES: n % 8 == 0, k % 32 == 0.
+void RepackQ4_0ToR8(const void* src, int64_t n, int64_t k, void* dst);
+
+// dst[0, rows * k) = rows [r0, r0 + rows) of a kQ4_0_R8 matrix, as f32.
+void DequantizeRowsQ4_0R8(const void* w, int64_t k, int64_t r0, int64_t rows, float* dst);
+
+}  // namespace retort::cpu
+
+#endif  // RETORT_KERNELS_CPU_QUANT_REPACK_H_
