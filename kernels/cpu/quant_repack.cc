@@ -13,6 +13,14 @@ namespace retort::cpu {
 using quant_internal::kR8BlockBytes;
 using quant_internal::kR8Rows;
 
+namespace {
+inline int Load4(const uint8_t* p) {
+  int v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+}  // namespace
+
 bool CanRepackForCpu(const Tensor& w) {
   return w.rank() == 2 && w.dtype() == DType::kQ4_0 && w.dim(0) % kR8Rows == 0 &&
          w.dim(1) % 32 == 0 && w.dim(0) > 0 && w.dim(1) > 0;
@@ -53,14 +61,23 @@ void DequantizeRowsQ4_0R8(const void* w, int64_t k, int64_t r0, int64_t rows, fl
       uint16_t h;
       std::memcpy(&h, blk + 2 * r, 2);
       const float d = _cvtsh_ss(h);
+      // The row's 16 nibble bytes, in Q4_0 order, from the 4 chunks.
+      const uint8_t* q = blk + 16 + 4 * r;
+      const __m128i bytes = _mm_setr_epi32(Load4(q), Load4(q + 32), Load4(q + 64), Load4(q + 96));
+      const __m128i low4 = _mm_set1_epi8(0x0f);
+      const __m128i lo = _mm_and_si128(bytes, low4);
+      const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4);
+      const __m256 dv = _mm256_set1_ps(d);
+      const __m256i eight = _mm256_set1_epi32(8);
+      auto put = [&](__m128i v, float* o) {
+        const __m256i i32 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(v), eight);
+        _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(i32), dv));
+      };
       float* o = dst + 32 * b;
-      for (int t = 0; t < 4; ++t) {
-        const uint8_t* q = blk + 16 + 32 * t + 4 * r;
-        for (int i = 0; i < 4; ++i) {
-          o[4 * t + i] = static_cast<float>((q[i] & 0x0f) - 8) * d;
-          o[16 + 4 * t + i] = static_cast<float>((q[i] >> 4) - 8) * d;
-        }
-      }
+      put(lo, o);
+      put(_mm_srli_si128(lo, 8), o + 8);
+      put(hi, o + 16);
+      put(_mm_srli_si128(hi, 8), o + 24);
     }
   }
 }
