@@ -9,6 +9,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/quant_repack.h"
 #include "model/rope.h"
 
 namespace retort {
@@ -144,6 +145,14 @@ absl::Status Transformer::Build(const Lookup& lookup) {
   } else {
     RETURN_IF_ERROR(matrix("lm_head.weight", {c.vocab_size, H}, lm_head_));
   }
+  // Forward's copies of the linear weights in the CPU kernels' fastest layout
+  // (Q4_0 repacked 8 rows at a time); named_ keeps the stored tensors, and
+  // the embedding stays as stored (looked up by row).
+  for (Layer& L : layers_) {
+    for (Tensor* t : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+      *t = cpu::PrepareWeightForCpu(*t);
+  }
+  lm_head_ = cpu::PrepareWeightForCpu(lm_head_);
   inv_freq_ = RopeInvFreq(c);
   return absl::OkStatus();
 }
