@@ -26,19 +26,21 @@ struct VnniDots {
   }
 };
 
-// Avx2R8::Dot with vpdpbusd, in two chains (low and high nibbles).
+// Avx2R8::Dot with vpdpbusd, in two chains. The high nibbles go in unshifted
+// (16 * nibble, at most 240, fine for an unsigned byte): their chain sums to
+// exactly 16 times theirs (|sum| <= 16 * 16 * 15 * 127, far inside int32),
+// and one arithmetic shift recovers it, saving a shift per chunk.
 struct VnniR8 {
   static __m256i Dot(const uint8_t* qs, const int8_t* a, int32_t off) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i low4 = _mm256_set1_epi8(0x0f), high4 = _mm256_set1_epi8(static_cast<char>(0xf0));
     __m256i s_lo = _mm256_set1_epi32(off), s_hi = _mm256_setzero_si256();
 #pragma GCC unroll 4
     for (int t = 0; t < 4; ++t) {
       const __m256i q = Load256(qs + 32 * t);
       s_lo = _mm256_dpbusd_epi32(s_lo, _mm256_and_si256(q, low4), Bcast4(a + 4 * t));
-      s_hi = _mm256_dpbusd_epi32(s_hi, _mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
-                                 Bcast4(a + 16 + 4 * t));
+      s_hi = _mm256_dpbusd_epi32(s_hi, _mm256_and_si256(q, high4), Bcast4(a + 16 + 4 * t));
     }
-    return _mm256_add_epi32(s_lo, s_hi);
+    return _mm256_add_epi32(s_lo, _mm256_srai_epi32(s_hi, 4));
   }
 };
 
