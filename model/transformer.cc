@@ -146,7 +146,7 @@ absl::Status Transformer::Build(const Lookup& lookup) {
     RETURN_IF_ERROR(matrix("lm_head.weight", {c.vocab_size, H}, lm_head_));
   }
   // Forward's copies of the linear weights in the CPU kernels' fastest layout
-  // (Q4_0 repacked 8 rows at a time); named_ keeps the stored tensors, and
+  // (Q4_0 / Q8_0 repacked 8 rows at a time); named_ keeps the stored tensors, and
   // the embedding stays as stored (looked up by row).
   for (Layer& L : layers_) {
     for (Tensor* t : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})

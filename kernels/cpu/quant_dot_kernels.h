@@ -56,6 +56,9 @@ struct ActR8 {
 // The VNNI build of GemvRowsQ4_0R8 (quant_dot_vnni.cc).
 void GemvRowsQ4_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
                         const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1);
+// The same for kQ8_0_R8; there ActR8::off is -128 * sum(q).
+void GemvRowsQ8_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
+                        const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1);
 
 // The VNNI build of GemvRows32 (quant_dot_vnni.cc). REQUIRES: the CPU has
 // AVX-512 F/BW/VL/VNNI; wt one of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
@@ -270,6 +273,7 @@ inline __m256i Bcast4(const int8_t* p) {
 // off = -8 * sum(a). AVX2: the 8 byte products pair-summed to int16 (each
 // |pair| <= 2 * 15 * 127, all 8 summed <= 30480, within int16), one madd.
 struct Avx2R8 {
+  static constexpr int kBlockBytes = kR8BlockBytes;
   static __m256i Dot(const uint8_t* qs, const int8_t* a, int32_t off) {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     __m256i s16[2];
@@ -286,12 +290,41 @@ struct Avx2R8 {
   }
 };
 
+// kQ8_0_R8: as kQ4_0_R8 but each block is the 8 f16 scales (16 bytes) then 8
+// chunks of 32 bytes; chunk t holds, for row r = 0..7, bytes 4t..4t+3 of
+// that row's Q8_0 qs, each stored as the unsigned byte w + 128 (so vpdpbusd
+// takes it directly; the -128 * sum(a) correction is ActR8::off).
+inline constexpr int kQ8R8BlockBytes = 16 + 256;
+
+// Int32 lane r = sum over the block of w * a for row r. AVX2: maddubs would
+// saturate on (w + 128) * a, so the signed weight w = u ^ 0x80 goes in as
+// |w| with a's sign flipped where w < 0 (pairs <= 2 * 128 * 127, in int16),
+// each chunk widened to int32 with one madd. `off` is unused: the result is
+// already exact.
+struct Avx2Q8R8 {
+  static constexpr int kBlockBytes = kQ8R8BlockBytes;
+  static __m256i Dot(const uint8_t* qs, const int8_t* a, int32_t /*off*/) {
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    __m256i s[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) {
+      const __m256i w = _mm256_xor_si256(Load256(qs + 32 * t), flip);
+      const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w),
+                                             _mm256_sign_epi8(Bcast4(a + 4 * t), w));
+      s[t & 1] = _mm256_add_epi32(s[t & 1], SumPairs16(p));
+    }
+    return _mm256_add_epi32(s[0], s[1]);
+  }
+};
+
 // y[i * ldy + r] for rows r in [r0, r1): whole groups of 8 computed, only
 // the rows in range written (so any split of the rows gives the same bits).
+// Isa gives the block size (kQ4_0_R8 or kQ8_0_R8) and the integer dot.
 template <typename Isa>
-void GemvRowsQ4_0R8(const char* w, int64_t nb, const ActR8* acts, int64_t m, const float* bias,
-                    float* y, int64_t ldy, int64_t r0, int64_t r1) {
-  const size_t group_bytes = static_cast<size_t>(nb) * kR8BlockBytes;
+void GemvRowsR8(const char* w, int64_t nb, const ActR8* acts, int64_t m, const float* bias,
+                float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  constexpr int kBlockBytes = Isa::kBlockBytes;
+  const size_t group_bytes = static_cast<size_t>(nb) * kBlockBytes;
   for (int64_t g = r0 / kR8Rows; g * kR8Rows < r1; ++g) {
     const uint8_t* wg = reinterpret_cast<const uint8_t*>(w) + g * group_bytes;
     const int64_t base = g * kR8Rows;
@@ -301,7 +334,7 @@ void GemvRowsQ4_0R8(const char* w, int64_t nb, const ActR8* acts, int64_t m, con
       const ActR8& act = acts[i];
       __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
       auto step = [&](int64_t b, __m256& acc) {
-        const uint8_t* blk = wg + b * kR8BlockBytes;
+        const uint8_t* blk = wg + b * kBlockBytes;
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
         const __m256i p = Isa::Dot(blk + 16, act.blocks[b].qs, act.off[b]);
         acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(act.d[b])), _mm256_cvtepi32_ps(p),

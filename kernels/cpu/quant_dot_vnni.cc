@@ -31,6 +31,7 @@ struct VnniDots {
 // exactly 16 times theirs (|sum| <= 16 * 16 * 15 * 127, far inside int32),
 // and one arithmetic shift recovers it, saving a shift per chunk.
 struct VnniR8 {
+  static constexpr int kBlockBytes = kR8BlockBytes;
   static __m256i Dot(const uint8_t* qs, const int8_t* a, int32_t off) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), high4 = _mm256_set1_epi8(static_cast<char>(0xf0));
     __m256i s_lo = _mm256_set1_epi32(off), s_hi = _mm256_setzero_si256();
@@ -44,11 +45,31 @@ struct VnniR8 {
   }
 };
 
+// Avx2Q8R8::Dot with vpdpbusd on the stored unsigned bytes w + 128, the
+// accumulator starting at off = -128 * sum(a); two chains.
+struct VnniQ8R8 {
+  static constexpr int kBlockBytes = kQ8R8BlockBytes;
+  static __m256i Dot(const uint8_t* qs, const int8_t* a, int32_t off) {
+    __m256i s0 = _mm256_set1_epi32(off), s1 = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int t = 0; t < 8; t += 2) {
+      s0 = _mm256_dpbusd_epi32(s0, Load256(qs + 32 * t), Bcast4(a + 4 * t));
+      s1 = _mm256_dpbusd_epi32(s1, Load256(qs + 32 * t + 32), Bcast4(a + 4 * t + 4));
+    }
+    return _mm256_add_epi32(s0, s1);
+  }
+};
+
 }  // namespace
 
 void GemvRowsQ4_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
                         const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
-  GemvRowsQ4_0R8<VnniR8>(w, nb, acts, m, bias, y, ldy, r0, r1);
+  GemvRowsR8<VnniR8>(w, nb, acts, m, bias, y, ldy, r0, r1);
+}
+
+void GemvRowsQ8_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
+                        const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  GemvRowsR8<VnniQ8R8>(w, nb, acts, m, bias, y, ldy, r0, r1);
 }
 
 void GemvRows32Vnni(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act32* acts,

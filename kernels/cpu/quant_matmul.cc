@@ -561,15 +561,18 @@ void GemvRows32(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act
   }
 }
 
-// kQ4_0_R8: per input row, the Q8_0 scales as f32 and -8 * sum(q) per block.
+// kQ4_0_R8 / kQ8_0_R8: per input row, the Q8_0 scales as f32 and the offset
+// term (-8 or -128) * sum(q) per block.
 struct ActR8Scratch {
   std::vector<float> d;
   std::vector<int32_t> off;
   std::vector<quant_internal::ActR8> acts;
 };
 
-void GemvQ4_0R8(const char* w, int64_t k, const char* act, size_t act_row_bytes, int64_t m,
-                const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+// kQ4_0_R8 and kQ8_0_R8 (`q8`): the offset term is -8 or -128 times sum(q).
+void GemvR8(bool q8, const char* w, int64_t k, const char* act, size_t act_row_bytes, int64_t m,
+            const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+  const int32_t offset = q8 ? -128 : -8;
   thread_local ActR8Scratch sc;
   const int64_t nb = k / 32;
   const size_t total = static_cast<size_t>(m * nb);
@@ -586,15 +589,20 @@ void GemvQ4_0R8(const char* w, int64_t k, const char* act, size_t act_row_bytes,
       __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
       s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
       s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-      off[b] = -8 * _mm_cvtsi128_si32(s4);
+      off[b] = offset * _mm_cvtsi128_si32(s4);
     }
     sc.acts[i] = quant_internal::ActR8{a, d, off};
   }
-  if (ActivePath().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni) {
-    quant_internal::GemvRowsQ4_0R8Vnni(w, nb, sc.acts.data(), m, bias, y, ldy, r0, r1);
+  const bool vnni = ActivePath().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni;
+  const quant_internal::ActR8* acts = sc.acts.data();
+  if (q8 && vnni) {
+    quant_internal::GemvRowsQ8_0R8Vnni(w, nb, acts, m, bias, y, ldy, r0, r1);
+  } else if (q8) {
+    quant_internal::GemvRowsR8<quant_internal::Avx2Q8R8>(w, nb, acts, m, bias, y, ldy, r0, r1);
+  } else if (vnni) {
+    quant_internal::GemvRowsQ4_0R8Vnni(w, nb, acts, m, bias, y, ldy, r0, r1);
   } else {
-    quant_internal::GemvRowsQ4_0R8<quant_internal::Avx2R8>(w, nb, sc.acts.data(), m, bias, y, ldy,
-                                                           r0, r1);
+    quant_internal::GemvRowsR8<quant_internal::Avx2R8>(w, nb, acts, m, bias, y, ldy, r0, r1);
   }
 }
 
@@ -624,6 +632,7 @@ bool IsQuantizedWeightDType(DType w) {
     case DType::kQ5_K:
     case DType::kQ6_K:
     case DType::kQ4_0_R8:
+    case DType::kQ8_0_R8:
       return true;
     default:
       return false;
@@ -636,6 +645,7 @@ DType QuantDotActivationType(DType w) {
     case DType::kQ5_0:
     case DType::kQ8_0:
     case DType::kQ4_0_R8:
+    case DType::kQ8_0_R8:
       return DType::kQ8_0;
     case DType::kQ4_1:
     case DType::kQ5_1:
@@ -720,7 +730,8 @@ void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t a
   const char* wc = static_cast<const char*>(w);
   const char* ac = static_cast<const char*>(act);
   const size_t rb = DTypeBytes(wt, k);
-  if (wt == DType::kQ4_0_R8) return GemvQ4_0R8(wc, k, ac, act_row_bytes, m, bias, y, ldy, r0, r1);
+  if (wt == DType::kQ4_0_R8 || wt == DType::kQ8_0_R8)
+    return GemvR8(wt == DType::kQ8_0_R8, wc, k, ac, act_row_bytes, m, bias, y, ldy, r0, r1);
   if (Is32BlockType(wt)) {
     thread_local Act32Scratch scratch;
     const Act32* acts = PrepareAct32(wt, ac, act_row_bytes, m, k / 32, scratch);
@@ -744,6 +755,7 @@ void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t a
 
 void DequantizeRows(DType wt, const void* w, int64_t k, int64_t r0, int64_t rows, float* dst) {
   if (wt == DType::kQ4_0_R8) return DequantizeRowsQ4_0R8(w, k, r0, rows, dst);
+  if (wt == DType::kQ8_0_R8) return DequantizeRowsQ8_0R8(w, k, r0, rows, dst);
   const char* src = static_cast<const char*>(w) + r0 * DTypeBytes(wt, k);
   ggml::DequantizeRow(wt, src, dst, rows * k);
 }

@@ -11,8 +11,9 @@
 //   weights Q4_0, Q5_0, Q8_0   with activations Q8_0 (32 per block, f16 d)
 //   weights Q4_1, Q5_1        with activations Q8_1 (adds s = d * sum(q), for the m term)
 //   weights Q4_K, Q5_K, Q6_K  with activations Q8_K (256 per block, f32 d, 16-element sums)
-//   kQ4_0_R8 (Q4_0 repacked 8 rows at a time, quant_repack.h) with Q8_0,
-//     8 rows per integer dot; QuantDot / QuantDotReference do not take it
+//   kQ4_0_R8, kQ8_0_R8 (Q4_0 / Q8_0 repacked 8 rows at a time,
+//     quant_repack.h) with Q8_0, 8 rows per integer dot; QuantDot /
+//     QuantDotReference do not take them
 // Other block types (Q2_K, Q3_K) take a generic path: the input stays f32 and
 // each weight row is dequantized into a small per-thread scratch, then dotted.
 //

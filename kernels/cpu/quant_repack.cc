@@ -10,6 +10,7 @@
 
 namespace retort::cpu {
 
+using quant_internal::kQ8R8BlockBytes;
 using quant_internal::kR8BlockBytes;
 using quant_internal::kR8Rows;
 
@@ -22,7 +23,8 @@ inline int Load4(const uint8_t* p) {
 }  // namespace
 
 bool CanRepackForCpu(const Tensor& w) {
-  return w.rank() == 2 && w.dtype() == DType::kQ4_0 && w.dim(0) % kR8Rows == 0 &&
+  return w.rank() == 2 && (w.dtype() == DType::kQ4_0 || w.dtype() == DType::kQ8_0) &&
+         w.dim(0) % kR8Rows == 0 &&
          w.dim(1) % 32 == 0 && w.dim(0) > 0 && w.dim(1) > 0;
 }
 
@@ -46,9 +48,58 @@ Tensor PrepareWeightForCpu(const Tensor& w) {
   const char* off = std::getenv("RETORT_NO_REPACK");
   if (off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0) return w;
   if (!CanRepackForCpu(w)) return w;
+  if (w.dtype() == DType::kQ8_0) {
+    Tensor out = Tensor::Zeros(DType::kQ8_0_R8, w.shape());
+    RepackQ8_0ToR8(w.raw(), w.dim(0), w.dim(1), out.mutable_raw());
+    return out;
+  }
   Tensor out = Tensor::Zeros(DType::kQ4_0_R8, w.shape());
   RepackQ4_0ToR8(w.raw(), w.dim(0), w.dim(1), out.mutable_raw());
   return out;
+}
+
+void RepackQ8_0ToR8(const void* src, int64_t n, int64_t k, void* dst) {
+  const int64_t nb = k / 32;
+  const auto* in = static_cast<const ggml::BlockQ8_0*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  for (int64_t g = 0; g < n / kR8Rows; ++g) {
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* blk = out + (g * nb + b) * kQ8R8BlockBytes;
+      for (int r = 0; r < kR8Rows; ++r) {
+        const ggml::BlockQ8_0& q = in[(g * kR8Rows + r) * nb + b];
+        std::memcpy(blk + 2 * r, &q.d, 2);
+        for (int t = 0; t < 8; ++t)
+          for (int j = 0; j < 4; ++j)
+            blk[16 + 32 * t + 4 * r + j] = static_cast<uint8_t>(q.qs[4 * t + j]) ^ 0x80;
+      }
+    }
+  }
+}
+
+void DequantizeRowsQ8_0R8(const void* w, int64_t k, int64_t r0, int64_t rows, float* dst) {
+  const int64_t nb = k / 32;
+  const auto* in = static_cast<const uint8_t*>(w);
+  for (int64_t row = r0; row < r0 + rows; ++row, dst += k) {
+    const int64_t g = row / kR8Rows, r = row % kR8Rows;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = in + (g * nb + b) * kQ8R8BlockBytes;
+      uint16_t h;
+      std::memcpy(&h, blk + 2 * r, 2);
+      const __m256 dv = _mm256_set1_ps(_cvtsh_ss(h));
+      // The row's 32 bytes, in Q8_0 order, from the 8 chunks, back to signed.
+      const uint8_t* q = blk + 16 + 4 * r;
+      const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
+      for (int half = 0; half < 2; ++half, q += 128) {
+        const __m128i v = _mm_xor_si128(
+            _mm_setr_epi32(Load4(q), Load4(q + 32), Load4(q + 64), Load4(q + 96)), flip);
+        float* o = dst + 32 * b + 16 * half;
+        _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), dv));
+        _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                  _mm_srli_si128(v, 8))),
+                                              dv));
+      }
+    }
+  }
 }
 
 void DequantizeRowsQ4_0R8(const void* w, int64_t k, int64_t r0, int64_t rows, float* dst) {

@@ -5,7 +5,8 @@
 // f32 work (scale convert, multiply, FMA) is shared by 8 rows; no horizontal
 // sums. Same bytes as the Q4_0 tensor. MatMul takes kQ4_0_R8 weights like any
 // block type (decode: integer dots against Q8_0 activations, the same math as
-// Q4_0; prefill: blocks dequantized for sgemm).
+// Q4_0; prefill: blocks dequantized for sgemm). Q8_0 weights likewise become
+// kQ8_0_R8 (bytes stored as w + 128 for vpdpbusd; same math as Q8_0).
 //
 // Repacked tensors are for the CPU forward pass only: keep the original for
 // saving, conversion and row lookups (embeddings).
@@ -18,11 +19,12 @@
 
 namespace retort::cpu {
 
-// True if PrepareWeightForCpu repacks `w`: rank 2 [n, k], Q4_0, n % 8 == 0,
-// k % 32 == 0.
+// True if PrepareWeightForCpu repacks `w`: rank 2 [n, k], Q4_0 or Q8_0,
+// n % 8 == 0, k % 32 == 0.
 bool CanRepackForCpu(const Tensor& w);
 
-// A repacked copy of `w` (owned buffer, same shape, dtype kQ4_0_R8) when
+// A repacked copy of `w` (owned buffer, same shape, dtype kQ4_0_R8 or
+// kQ8_0_R8) when
 // CanRepackForCpu(w), else `w` itself. The environment variable
 // RETORT_NO_REPACK (non-empty, not "0") turns repacking off (for A/B timing).
 Tensor PrepareWeightForCpu(const Tensor& w);
@@ -33,6 +35,13 @@ void RepackQ4_0ToR8(const void* src, int64_t n, int64_t k, void* dst);
 
 // dst[0, rows * k) = rows [r0, r0 + rows) of a kQ4_0_R8 matrix, as f32.
 void DequantizeRowsQ4_0R8(const void* w, int64_t k, int64_t r0, int64_t rows, float* dst);
+
+// dst = the n x k Q8_0 matrix `src` in kQ8_0_R8 layout (DTypeBytes(kQ8_0,
+// n * k) bytes). REQUIRES: n % 8 == 0, k % 32 == 0.
+void RepackQ8_0ToR8(const void* src, int64_t n, int64_t k, void* dst);
+
+// dst[0, rows * k) = rows [r0, r0 + rows) of a kQ8_0_R8 matrix, as f32.
+void DequantizeRowsQ8_0R8(const void* w, int64_t k, int64_t r0, int64_t rows, float* dst);
 
 }  // namespace retort::cpu
 

@@ -1,12 +1,14 @@
-// Q4_0 weights repacked 8 rows at a time (kernels/cpu/quant_repack.h):
-//  * the repacked blocks dequantize to exactly the Q4_0 values;
+// Q4_0 and Q8_0 weights repacked 8 rows at a time (kernels/cpu/
+// quant_repack.h), each test run for both (kQ4_0_R8, kQ8_0_R8):
+//  * the repacked blocks dequantize to exactly the stored values;
 //  * the decode GEMV matches the scalar reference of the same quantized math
-//    (QuantDotReference on the Q4_0 row against the input quantized to Q8_0)
+//    (QuantDotReference on the stored row against the input quantized to Q8_0)
 //    to f32 rounding, under every integer-dot path the CPU has, with bias,
 //    any m up to kQuantGemvMaxRows and any sub-range of rows;
 //  * results are bit-identical between 1 and 2 threads and between paths;
-//  * the prefill path (m > kQuantGemvMaxRows) gives the bits of Q4_0's;
-//  * PrepareWeightForCpu repacks only what it can, kQ4_0_R8 is not parsed.
+//  * the prefill path (m > kQuantGemvMaxRows) gives the bits of the stored
+//    type's;
+//  * PrepareWeightForCpu repacks only what it can, the R8 types are not parsed.
 #include "kernels/cpu/quant_repack.h"
 
 #include <cmath>
@@ -42,6 +44,19 @@ Tensor RandomQ4_0(int64_t n, int64_t k, uint32_t seed) {
   return w;
 }
 
+// [n, k] random Q8_0 blocks: random bytes (-128 included), scales as above.
+Tensor RandomQ8_0(int64_t n, int64_t k, uint32_t seed) {
+  Tensor w = Tensor::Zeros(DType::kQ8_0, {n, k});
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> mag(-3.f, 0.f), sign(0.f, 1.f);
+  auto* b = static_cast<ggml::BlockQ8_0*>(w.mutable_raw());
+  for (int64_t i = 0; i < n * k / 32; ++i) {
+    for (auto& q : b[i].qs) q = static_cast<int8_t>(rng());
+    b[i].d = F32ToF16(0.005f * std::pow(10.f, mag(rng)) * (sign(rng) < 0.5f ? -1.f : 1.f));
+  }
+  return w;
+}
+
 std::vector<QuantDotPath> SupportedPaths() {
   std::vector<QuantDotPath> paths = {QuantDotPath::kAvx2};
   if (QuantDotPathSupported(QuantDotPath::kAvx512Vnni)) paths.push_back(QuantDotPath::kAvx512Vnni);
@@ -65,29 +80,46 @@ std::vector<float> MatMulY(const float* x, int64_t m, const Tensor& w, const flo
   return y;
 }
 
-TEST(QuantRepackTest, DequantizesToTheQ4_0Values) {
+// Each test runs for the stored type (param) and its repacked type.
+class QuantRepackTest : public ::testing::TestWithParam<DType> {
+ protected:
+  DType stored() const { return GetParam(); }
+  DType repacked() const {
+    return GetParam() == DType::kQ8_0 ? DType::kQ8_0_R8 : DType::kQ4_0_R8;
+  }
+  Tensor Random(int64_t n, int64_t k, uint32_t seed) const {
+    return GetParam() == DType::kQ8_0 ? RandomQ8_0(n, k, seed) : RandomQ4_0(n, k, seed);
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Types, QuantRepackTest, ::testing::Values(DType::kQ4_0, DType::kQ8_0),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(DTypeName(info.param));
+                         });
+
+TEST_P(QuantRepackTest, DequantizesToTheStoredValues) {
   const int64_t n = 24, k = 96;
-  const Tensor w = RandomQ4_0(n, k, 1);
+  const Tensor w = Random(n, k, 1);
   const Tensor r = PrepareWeightForCpu(w);
-  ASSERT_EQ(r.dtype(), DType::kQ4_0_R8);
+  ASSERT_EQ(r.dtype(), repacked());
   EXPECT_EQ(r.nbytes(), w.nbytes());
   std::vector<float> want(n * k), got(n * k);
-  DequantizeRows(DType::kQ4_0, w.raw(), k, 0, n, want.data());
-  DequantizeRows(DType::kQ4_0_R8, r.raw(), k, 0, n, got.data());
+  DequantizeRows(stored(), w.raw(), k, 0, n, want.data());
+  DequantizeRows(repacked(), r.raw(), k, 0, n, got.data());
   EXPECT_EQ(want, got);
   // A sub-range starting inside a group.
   std::vector<float> part(5 * k);
-  DequantizeRows(DType::kQ4_0_R8, r.raw(), k, 11, 5, part.data());
+  DequantizeRows(repacked(), r.raw(), k, 11, 5, part.data());
   EXPECT_EQ(std::vector<float>(want.begin() + 11 * k, want.begin() + 16 * k), part);
 }
 
-TEST(QuantRepackTest, GemvMatchesScalarReference) {
+TEST_P(QuantRepackTest, GemvMatchesScalarReference) {
   for (int64_t k : {32, 96, 576}) {
     for (int64_t n : {8, 40}) {
       for (int64_t m : {int64_t{1}, int64_t{3}, kQuantGemvMaxRows}) {
         SCOPED_TRACE("k " + std::to_string(k) + " n " + std::to_string(n) + " m " +
                      std::to_string(m));
-        const Tensor w = RandomQ4_0(n, k, static_cast<uint32_t>(k + n));
+        const Tensor w = Random(n, k, static_cast<uint32_t>(k + n));
         const Tensor r = PrepareWeightForCpu(w);
         const std::vector<float> x = RandomVector(m * k, static_cast<uint32_t>(m), 2.f);
         const std::vector<float> bias = RandomVector(n, 7);
@@ -95,7 +127,7 @@ TEST(QuantRepackTest, GemvMatchesScalarReference) {
         // f32 rounding (1e-6 of the sum of the per-block magnitudes).
         std::vector<float> want(m * n);
         std::vector<double> bound(m * n);
-        const size_t rb = DTypeBytes(DType::kQ4_0, k);
+        const size_t rb = DTypeBytes(stored(), k);
         std::vector<char> act(ActivationRowBytes(DType::kQ8_0, k));
         std::vector<float> deq(k);
         for (int64_t i = 0; i < m; ++i) {
@@ -103,8 +135,8 @@ TEST(QuantRepackTest, GemvMatchesScalarReference) {
           const auto* a = reinterpret_cast<const ggml::BlockQ8_0*>(act.data());
           for (int64_t o = 0; o < n; ++o) {
             const char* row = static_cast<const char*>(w.raw()) + o * rb;
-            want[i * n + o] = QuantDotReference(DType::kQ4_0, row, act.data(), k) + bias[o];
-            DequantizeRows(DType::kQ4_0, w.raw(), k, o, 1, deq.data());
+            want[i * n + o] = QuantDotReference(stored(), row, act.data(), k) + bias[o];
+            DequantizeRows(stored(), w.raw(), k, o, 1, deq.data());
             double mag = std::fabs(bias[o]);
             for (int64_t j = 0; j < k; ++j)
               mag += std::fabs(deq[j] * F16ToF32(a[j / 32].d) * a[j / 32].qs[j % 32]);
@@ -115,7 +147,7 @@ TEST(QuantRepackTest, GemvMatchesScalarReference) {
           const std::vector<float> got = MatMulY(x.data(), m, r, bias.data());
           for (int64_t t = 0; t < m * n; ++t)
             ASSERT_NEAR(got[t], want[t], bound[t]) << "output " << t;
-          // The Q4_0 path computes the same math.
+          // The stored type's path computes the same math.
           const std::vector<float> q4 = MatMulY(x.data(), m, w, bias.data());
           for (int64_t t = 0; t < m * n; ++t) ASSERT_NEAR(got[t], q4[t], 2 * bound[t]);
         });
@@ -124,9 +156,9 @@ TEST(QuantRepackTest, GemvMatchesScalarReference) {
   }
 }
 
-TEST(QuantRepackTest, AnyRowRangeGivesTheSameBits) {
+TEST_P(QuantRepackTest, AnyRowRangeGivesTheSameBits) {
   const int64_t n = 40, k = 128, m = 2;
-  const Tensor r = PrepareWeightForCpu(RandomQ4_0(n, k, 3));
+  const Tensor r = PrepareWeightForCpu(Random(n, k, 3));
   const std::vector<float> x = RandomVector(m * k, 4);
   std::vector<char> act(m * ActivationRowBytes(DType::kQ8_0, k));
   const size_t arb = ActivationRowBytes(DType::kQ8_0, k);
@@ -134,19 +166,19 @@ TEST(QuantRepackTest, AnyRowRangeGivesTheSameBits) {
     QuantizeActivationRow(DType::kQ8_0, x.data() + i * k, act.data() + i * arb, k);
   ForEachPath([&] {
     std::vector<float> full(m * n), parts(m * n, -1.f);
-    QuantGemvRows(DType::kQ4_0_R8, r.raw(), k, act.data(), arb, m, nullptr, full.data(), n, 0, n);
+    QuantGemvRows(repacked(), r.raw(), k, act.data(), arb, m, nullptr, full.data(), n, 0, n);
     for (int64_t lo : {0, 3, 13, 21, 37}) {
       const int64_t hi = lo == 37 ? n : (lo == 0 ? 3 : lo == 3 ? 13 : lo == 13 ? 21 : 37);
-      QuantGemvRows(DType::kQ4_0_R8, r.raw(), k, act.data(), arb, m, nullptr, parts.data(), n, lo,
-                    hi);
+      QuantGemvRows(repacked(), r.raw(), k, act.data(), arb, m, nullptr, parts.data(), n, lo, hi);
     }
     EXPECT_EQ(full, parts);
   });
 }
 
-TEST(QuantRepackTest, SameBitsOnOneAndTwoThreadsAndOnEveryPath) {
+TEST_P(QuantRepackTest, SameBitsOnOneAndTwoThreadsAndOnEveryPath) {
   const int64_t n = 576, k = 1536;
-  const Tensor r = PrepareWeightForCpu(RandomQ4_0(n, k, 5));
+  const Tensor r = PrepareWeightForCpu(Random(n, k, 5));
+  ASSERT_EQ(r.dtype(), repacked());
   const std::vector<float> x = RandomVector(3 * k, 6);
   std::vector<std::vector<float>> results;
   for (int64_t m : {1, 3}) {
@@ -163,33 +195,35 @@ TEST(QuantRepackTest, SameBitsOnOneAndTwoThreadsAndOnEveryPath) {
   }
 }
 
-TEST(QuantRepackTest, PrefillGivesTheBitsOfQ4_0) {
+TEST_P(QuantRepackTest, PrefillGivesTheBitsOfTheStoredType) {
   const int64_t n = 64, k = 256, m = kQuantGemvMaxRows + 9;
-  const Tensor w = RandomQ4_0(n, k, 8);
+  const Tensor w = Random(n, k, 8);
   const Tensor r = PrepareWeightForCpu(w);
+  ASSERT_EQ(r.dtype(), repacked());
   const std::vector<float> x = RandomVector(m * k, 9);
   const std::vector<float> bias = RandomVector(n, 10);
   EXPECT_EQ(MatMulY(x.data(), m, w, bias.data()), MatMulY(x.data(), m, r, bias.data()));
 }
 
-TEST(QuantRepackTest, OnlyRepacksWhatItCan) {
-  EXPECT_TRUE(CanRepackForCpu(RandomQ4_0(16, 64, 1)));
-  const Tensor odd = RandomQ4_0(12, 64, 1);  // rows not a multiple of 8
+TEST_P(QuantRepackTest, OnlyRepacksWhatItCan) {
+  EXPECT_TRUE(CanRepackForCpu(Random(16, 64, 1)));
+  const Tensor odd = Random(12, 64, 1);  // rows not a multiple of 8
   EXPECT_FALSE(CanRepackForCpu(odd));
-  EXPECT_EQ(PrepareWeightForCpu(odd).dtype(), DType::kQ4_0);
+  EXPECT_EQ(PrepareWeightForCpu(odd).dtype(), stored());
   EXPECT_EQ(PrepareWeightForCpu(odd).raw(), odd.raw());
-  const Tensor q8 = Tensor::Zeros(DType::kQ8_0, {16, 64});
-  EXPECT_EQ(PrepareWeightForCpu(q8).dtype(), DType::kQ8_0);
+  const Tensor q4_1 = Tensor::Zeros(DType::kQ4_1, {16, 64});
+  EXPECT_EQ(PrepareWeightForCpu(q4_1).dtype(), DType::kQ4_1);
   const Tensor f = Tensor::Zeros(DType::kF32, {16, 64});
   EXPECT_EQ(PrepareWeightForCpu(f).raw(), f.raw());
 }
 
-TEST(QuantRepackTest, DTypeIsNamedButNotParsed) {
-  EXPECT_EQ(std::string(DTypeName(DType::kQ4_0_R8)), "Q4_0_R8");
-  EXPECT_EQ(DTypeBytes(DType::kQ4_0_R8, 64), DTypeBytes(DType::kQ4_0, 64));
-  EXPECT_FALSE(ParseDType("Q4_0_R8").ok());
-  EXPECT_FALSE(ParseAnyDType("Q4_0_R8").ok());
-  EXPECT_TRUE(IsSupportedWeightDType(DType::kQ4_0_R8));
+TEST_P(QuantRepackTest, DTypeIsNamedButNotParsed) {
+  const std::string name = std::string(DTypeName(stored())) + "_R8";
+  EXPECT_EQ(std::string(DTypeName(repacked())), name);
+  EXPECT_EQ(DTypeBytes(repacked(), 64), DTypeBytes(stored(), 64));
+  EXPECT_FALSE(ParseDType(name).ok());
+  EXPECT_FALSE(ParseAnyDType(name).ok());
+  EXPECT_TRUE(IsSupportedWeightDType(repacked()));
 }
 
 }  // namespace
