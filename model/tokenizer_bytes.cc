@@ -2,36 +2,14 @@
 
 #include <cstdint>
 
+#include "model/unicode.h"
+
 namespace retort {
-namespace {
-
-// GPT-2's byte -> printable code point map: printable Latin-1 bytes stand for
-// themselves, the rest are shifted to U+0100 and up, in byte order.
-std::string ByteChar(int b) {
-  auto printable = [](int c) { return (c >= 0x21 && c <= 0x7e) || (c >= 0xa1 && c <= 0xac) || (c >= 0xae && c <= 0xff); };
-  uint32_t cp = static_cast<uint32_t>(b);
-  if (!printable(b)) {
-    int n = 0;
-    for (int c = 0; c < b; ++c)
-      if (!printable(c)) ++n;
-    cp = 256 + n;
-  }
-  std::string out;
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
-  return out;
-}
-
-}  // namespace
 
 nlohmann::json ByteTokenizerJson() {
   using json = nlohmann::json;
   json vocab = json::object();
-  for (int b = 0; b < 256; ++b) vocab[ByteChar(b)] = b;
+  for (int b = 0; b < 256; ++b) vocab[ByteToUnicodeTable()[b]] = b;
   json added = json::array();
   for (size_t i = 0; i < ByteTokenizerSpecials().size(); ++i) {
     added.push_back({{"id", 256 + static_cast<int>(i)},
