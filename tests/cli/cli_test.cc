@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/file.h"
+#include "tests/cli/cli_harness.h"
 #include "formats/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -18,36 +19,23 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-struct CliRun {
-  int code = -1;
-  std::string out, err;
-};
+using testing::CliRun;
 
 class CliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const char* bin = std::getenv("RETORT_BINARY_DIR");
-    binary_ = std::string(bin ? bin : RETORT_BINARY_DIR_PATH) + "/cli/retort";
-    root_ = fs::temp_directory_path() / ("retort_cli_test_" + std::to_string(::getpid()));
-    fs::create_directories(root_);
+    harness_ = new testing::CliHarness("retort_cli_test");
+    root_ = harness_->root();
     // One small model shared by the tests (f32 so logits are exact).
     CliRun r = Exec("init " + (root_ / "tiny").string() + " --family llama --size tiny --dtype f32 --seed 7");
     ASSERT_EQ(r.code, 0) << r.err;
   }
-  static void TearDownTestSuite() { fs::remove_all(root_); }
-
-  static CliRun Exec(const std::string& args) {
-    static int n = 0;
-    std::string out = (root_ / ("out" + std::to_string(n))).string();
-    std::string err = (root_ / ("err" + std::to_string(n++))).string();
-    std::string cmd = binary_ + " " + args + " >" + out + " 2>" + err;
-    int status = std::system(cmd.c_str());
-    CliRun r;
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = ReadFileToString(out).value_or("");
-    r.err = ReadFileToString(err).value_or("");
-    return r;
+  static void TearDownTestSuite() {
+    delete harness_;
+    harness_ = nullptr;
   }
+
+  static CliRun Exec(const std::string& args) { return harness_->Exec(args); }
   // A copy of the shared model that a test may damage.
   static std::string CopyModel(const std::string& name) {
     fs::path dst = root_ / name;
@@ -72,10 +60,10 @@ class CliTest : public ::testing::Test {
     EXPECT_THAT(r.err, HasSubstr(what));
   }
 
-  static std::string binary_;
+  static testing::CliHarness* harness_;
   static fs::path root_;
 };
-std::string CliTest::binary_;
+testing::CliHarness* CliTest::harness_ = nullptr;
 fs::path CliTest::root_;
 
 TEST_F(CliTest, HelpOnEveryCommand) {

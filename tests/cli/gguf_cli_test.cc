@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/file.h"
+#include "tests/cli/cli_harness.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "gmock/gmock.h"
@@ -26,33 +27,20 @@ using ::testing::HasSubstr;
 constexpr char kSmolLM2[] = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 constexpr char kText[] = "/usr/share/common-licenses/GPL-3";
 
-struct CliRun {
-  int code = -1;
-  std::string out, err;
-};
+using testing::CliRun;
 
 class GgufCliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const char* bin = std::getenv("RETORT_BINARY_DIR");
-    binary_ = std::string(bin ? bin : RETORT_BINARY_DIR_PATH) + "/cli/retort";
-    root_ = fs::temp_directory_path() / ("retort_gguf_cli_test_" + std::to_string(::getpid()));
-    fs::create_directories(root_);
+    harness_ = new testing::CliHarness("retort_gguf_cli_test");
+    root_ = harness_->root();
   }
-  static void TearDownTestSuite() { fs::remove_all(root_); }
+  static void TearDownTestSuite() {
+    delete harness_;
+    harness_ = nullptr;
+  }
 
-  static CliRun Exec(const std::string& args) {
-    static int n = 0;
-    std::string out = (root_ / ("out" + std::to_string(n))).string();
-    std::string err = (root_ / ("err" + std::to_string(n++))).string();
-    std::string cmd = binary_ + " " + args + " >" + out + " 2>" + err;
-    int status = std::system(cmd.c_str());
-    CliRun r;
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = ReadFileToString(out).value_or("");
-    r.err = ReadFileToString(err).value_or("");
-    return r;
-  }
+  static CliRun Exec(const std::string& args) { return harness_->Exec(args); }
   static std::string Path(const std::string& name) { return (root_ / name).string(); }
   static void RequireRealModel() {
     ASSERT_TRUE(fs::exists(kSmolLM2))
@@ -72,10 +60,10 @@ class GgufCliTest : public ::testing::Test {
     return j["perplexity"].get<double>();
   }
 
-  static std::string binary_;
+  static testing::CliHarness* harness_;
   static fs::path root_;
 };
-std::string GgufCliTest::binary_;
+testing::CliHarness* GgufCliTest::harness_ = nullptr;
 fs::path GgufCliTest::root_;
 
 TEST_F(GgufCliTest, RealModelAnswersInChat) {
