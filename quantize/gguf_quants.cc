@@ -73,57 +73,43 @@ inline void PackHighBits(const uint8_t* q, uint8_t* qh) {
 
 inline float InverseOrZero(float d) { return d != 0.f ? 1.f / d : 0.f; }
 
-void QuantizeQ4_0(const float* x, BlockQ4_0* y, int64_t nb) {
+// Q4_0 / Q5_0: symmetric, d = (signed value of largest magnitude) / -2^(bits-1).
+template <int kBits, typename Block>
+void QuantizeSymmetric(const float* x, Block* y, int64_t nb) {
+  constexpr int kHalf = 1 << (kBits - 1);
   uint8_t q[32];
   for (int64_t i = 0; i < nb; ++i, x += 32) {
-    const float d = SignedAbsMax(x, 32) / -8.f;
-    TruncCodes(x, 32, InverseOrZero(d), 8.5f, 15, q);
+    const float d = SignedAbsMax(x, 32) / -static_cast<float>(kHalf);
+    TruncCodes(x, 32, InverseOrZero(d), kHalf + 0.5f, 2 * kHalf - 1, q);
     y[i].d = F32ToF16(d);
+    if constexpr (kBits == 5) PackHighBits(q, y[i].qh);
     PackNibbles(q, y[i].qs);
   }
 }
 
-void QuantizeQ4_1(const float* x, BlockQ4_1* y, int64_t nb) {
+// Q4_1 / Q5_1: x = d * q + min over the block's [min, max].
+template <int kBits, typename Block>
+void QuantizeMinMax(const float* x, Block* y, int64_t nb) {
+  constexpr int kMaxCode = (1 << kBits) - 1;
   uint8_t q[32];
   float sub[32];
   for (int64_t i = 0; i < nb; ++i, x += 32) {
     float mn, mx;
     MinMax(x, 32, &mn, &mx);
-    const float d = (mx - mn) / 15.f;
+    const float d = (mx - mn) / static_cast<float>(kMaxCode);
     for (int j = 0; j < 32; ++j) sub[j] = x[j] - mn;
-    TruncCodes(sub, 32, InverseOrZero(d), 0.5f, 15, q);
+    TruncCodes(sub, 32, InverseOrZero(d), 0.5f, kMaxCode, q);
     y[i].d = F32ToF16(d);
     y[i].m = F32ToF16(mn);
+    if constexpr (kBits == 5) PackHighBits(q, y[i].qh);
     PackNibbles(q, y[i].qs);
   }
 }
 
-void QuantizeQ5_0(const float* x, BlockQ5_0* y, int64_t nb) {
-  uint8_t q[32];
-  for (int64_t i = 0; i < nb; ++i, x += 32) {
-    const float d = SignedAbsMax(x, 32) / -16.f;
-    TruncCodes(x, 32, InverseOrZero(d), 16.5f, 31, q);
-    y[i].d = F32ToF16(d);
-    PackHighBits(q, y[i].qh);
-    PackNibbles(q, y[i].qs);
-  }
-}
-
-void QuantizeQ5_1(const float* x, BlockQ5_1* y, int64_t nb) {
-  uint8_t q[32];
-  float sub[32];
-  for (int64_t i = 0; i < nb; ++i, x += 32) {
-    float mn, mx;
-    MinMax(x, 32, &mn, &mx);
-    const float d = (mx - mn) / 31.f;
-    for (int j = 0; j < 32; ++j) sub[j] = x[j] - mn;
-    TruncCodes(sub, 32, InverseOrZero(d), 0.5f, 31, q);
-    y[i].d = F32ToF16(d);
-    y[i].m = F32ToF16(mn);
-    PackHighBits(q, y[i].qh);
-    PackNibbles(q, y[i].qs);
-  }
-}
+void QuantizeQ4_0(const float* x, BlockQ4_0* y, int64_t nb) { QuantizeSymmetric<4>(x, y, nb); }
+void QuantizeQ4_1(const float* x, BlockQ4_1* y, int64_t nb) { QuantizeMinMax<4>(x, y, nb); }
+void QuantizeQ5_0(const float* x, BlockQ5_0* y, int64_t nb) { QuantizeSymmetric<5>(x, y, nb); }
+void QuantizeQ5_1(const float* x, BlockQ5_1* y, int64_t nb) { QuantizeMinMax<5>(x, y, nb); }
 
 inline float AbsMax(const float* x, int n) {
   float amax = 0.f;
