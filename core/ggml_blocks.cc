@@ -1,6 +1,7 @@
 #include "core/ggml_blocks.h"
 
 #include <cstring>
+#include <type_traits>
 
 #include "core/convert.h"
 
@@ -131,23 +132,10 @@ void UnpackKScaleMin(const uint8_t* scales, int j, uint8_t* sc, uint8_t* m) {
 namespace {
 
 // Q4_K: sub-block 2c + s (32 elements) is nibble s of qs[32c .. 32c + 31].
-void DequantQ4_K(const BlockQ4_K* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, y += kQK_K) {
-    const float d = F16ToF32(b[i].d), dmin = F16ToF32(b[i].dmin);
-    for (int sb = 0; sb < 8; ++sb) {
-      uint8_t sc, m;
-      UnpackKScaleMin(b[i].scales, sb, &sc, &m);
-      const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(m);
-      const uint8_t* q = b[i].qs + 32 * (sb / 2);
-      const int shift = 4 * (sb % 2);
-      for (int l = 0; l < 32; ++l)
-        y[32 * sb + l] = dl * static_cast<float>((q[l] >> shift) & 0xf) - ml;
-    }
-  }
-}
-
-// Q5_K: as Q4_K, plus bit sb of qh[l] as bit 4 of element 32*sb + l.
-void DequantQ5_K(const BlockQ5_K* b, float* y, int64_t nb) {
+// Q5_K: the same, plus bit sb of qh[l] as bit 4 of element 32*sb + l.
+template <typename Block>
+void DequantQ4_KOrQ5_K(const Block* b, float* y, int64_t nb) {
+  constexpr bool kHighBit = std::is_same_v<Block, BlockQ5_K>;
   for (int64_t i = 0; i < nb; ++i, y += kQK_K) {
     const float d = F16ToF32(b[i].d), dmin = F16ToF32(b[i].dmin);
     for (int sb = 0; sb < 8; ++sb) {
@@ -157,7 +145,8 @@ void DequantQ5_K(const BlockQ5_K* b, float* y, int64_t nb) {
       const uint8_t* q = b[i].qs + 32 * (sb / 2);
       const int shift = 4 * (sb % 2);
       for (int l = 0; l < 32; ++l) {
-        const int v = ((q[l] >> shift) & 0xf) | (((b[i].qh[l] >> sb) & 1) << 4);
+        int v = (q[l] >> shift) & 0xf;
+        if constexpr (kHighBit) v |= ((b[i].qh[l] >> sb) & 1) << 4;
         y[32 * sb + l] = dl * static_cast<float>(v) - ml;
       }
     }
@@ -211,9 +200,9 @@ void DequantizeRow(DType type, const void* src, float* dst, int64_t n) {
     case DType::kQ3_K:
       return DequantQ3_K(static_cast<const BlockQ3_K*>(src), dst, nb);
     case DType::kQ4_K:
-      return DequantQ4_K(static_cast<const BlockQ4_K*>(src), dst, nb);
+      return DequantQ4_KOrQ5_K(static_cast<const BlockQ4_K*>(src), dst, nb);
     case DType::kQ5_K:
-      return DequantQ5_K(static_cast<const BlockQ5_K*>(src), dst, nb);
+      return DequantQ4_KOrQ5_K(static_cast<const BlockQ5_K*>(src), dst, nb);
     case DType::kQ6_K:
       return DequantQ6_K(static_cast<const BlockQ6_K*>(src), dst, nb);
     case DType::kQ8_K:
