@@ -27,6 +27,7 @@
 #include "core/ggml_blocks.h"
 #include "core/thread_pool.h"
 #include "gtest/gtest.h"
+#include "tests/kernels/quant_test_util.h"
 #include "kernels/cpu/ops.h"
 #include "tests/kernels/test_util.h"
 
@@ -152,26 +153,8 @@ std::vector<double> DecodeRow(const Tensor& w, int64_t r, bool use_ggml) {
   return out;
 }
 
-// The integer-dot paths this CPU can run (AVX2 always).
-std::vector<QuantDotPath> SupportedPaths() {
-  std::vector<QuantDotPath> paths = {QuantDotPath::kAvx2};
-  if (QuantDotPathSupported(QuantDotPath::kAvx512Vnni)) paths.push_back(QuantDotPath::kAvx512Vnni);
-  return paths;
-}
-
-// Runs fn() once under each supported path (restoring the active one after),
-// with the path's name in any failure message.
-template <typename Fn>
-void ForEachPath(Fn fn) {
-  const QuantDotPath before = ActiveQuantDotPath();
-  for (QuantDotPath path : SupportedPaths()) {
-    ASSERT_TRUE(SetQuantDotPath(path));
-    SCOPED_TRACE(std::string("path ") + QuantDotPathName(path));
-    fn();
-    if (::testing::Test::HasFatalFailure()) break;
-  }
-  SetQuantDotPath(before);
-}
+using testing::ForEachPath;
+using testing::SupportedPaths;
 
 bool OwnDecoder(DType t) { return t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K; }
 

@@ -21,6 +21,7 @@
 #include "core/ggml_blocks.h"
 #include "core/thread_pool.h"
 #include "gtest/gtest.h"
+#include "tests/kernels/quant_test_util.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "tests/kernels/test_util.h"
@@ -57,22 +58,8 @@ Tensor RandomQ8_0(int64_t n, int64_t k, uint32_t seed) {
   return w;
 }
 
-std::vector<QuantDotPath> SupportedPaths() {
-  std::vector<QuantDotPath> paths = {QuantDotPath::kAvx2};
-  if (QuantDotPathSupported(QuantDotPath::kAvx512Vnni)) paths.push_back(QuantDotPath::kAvx512Vnni);
-  return paths;
-}
-
-template <typename Fn>
-void ForEachPath(Fn fn) {
-  const QuantDotPath before = ActiveQuantDotPath();
-  for (QuantDotPath path : SupportedPaths()) {
-    ASSERT_TRUE(SetQuantDotPath(path));
-    SCOPED_TRACE(std::string("path ") + QuantDotPathName(path));
-    fn();
-  }
-  SetQuantDotPath(before);
-}
+using testing::ForEachPath;
+using testing::SupportedPaths;
 
 std::vector<float> MatMulY(const float* x, int64_t m, const Tensor& w, const float* bias) {
   std::vector<float> y(m * w.dim(0), -1.f);
