@@ -25,7 +25,7 @@ TEST(PresetConfigTest, EveryFamilyAndSizeIsValid) {
 
 TEST(PresetConfigTest, SizesMatchTheirNames) {
   const std::vector<std::pair<std::string, double>> nominal = {
-      {"20m", 20e6}, {"100m", 100e6}, {"350m", 350e6}, {"1b", 1e9}};
+      {"20m", 20e6}, {"30m", 30e6}, {"100m", 100e6}, {"350m", 350e6}, {"1b", 1e9}};
   for (const auto& [size, params] : nominal) {
     auto c = PresetConfig("llama", size);
     ASSERT_TRUE(c.ok());
