@@ -1,0 +1,392 @@
+#include "model/train_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "core/convert.h"
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/train_ops.h"
+#include "model/rope.h"
+
+namespace retort {
+namespace {
+
+std::string LayerName(int64_t layer, const char* suffix) {
+  return absl::StrCat("model.layers.", layer, ".", suffix);
+}
+
+// y = x * rstd[row] * weight: the output of an RMSNorm whose rstd the forward
+// kept, recomputed instead of stored.
+void ApplyRmsNorm(const float* x, const float* rstd, int64_t rows, int64_t dim,
+                  const float* weight, float* y) {
+  ParallelFor(rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float s = rstd[r];
+      const float* xr = x + r * dim;
+      float* yr = y + r * dim;
+      for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * s * weight[i];
+    }
+  });
+}
+
+}  // namespace
+
+TrainModel::TrainModel(const ModelConfig& config) : config_(config) {
+  config_.torch_dtype = DType::kF32;
+  Layout();
+  inv_freq_ = RopeInvFreq(config_);
+}
+
+int64_t TrainModel::AddParam(const std::string& name, Shape shape, bool decay) {
+  const int64_t offset = static_cast<int64_t>(values_.size());
+  const int64_t size = NumElements(shape);
+  // Pointers are filled once the arenas have their final size (Layout).
+  params_.push_back(Parameter{name, nullptr, nullptr, size, std::move(shape), decay});
+  values_.resize(offset + size);
+  return offset;
+}
+
+void TrainModel::Layout() {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t qdim = c.num_heads * hd, kvdim = c.num_kv_heads * hd;
+  params_.clear();
+  values_.clear();
+  std::vector<int64_t> offsets;
+  auto add = [&](const std::string& name, Shape shape, bool decay) {
+    const int64_t off = AddParam(name, std::move(shape), decay);
+    offsets.push_back(off);
+    return off;
+  };
+  embed_ = add("model.embed_tokens.weight", {c.vocab_size, H}, false);
+  layers_.assign(c.num_layers, LayerParams{});
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    LayerParams& L = layers_[l];
+    auto name = [&](const char* s) { return LayerName(l, s); };
+    L.input_norm = add(name("input_layernorm.weight"), {H}, false);
+    L.q = add(name("self_attn.q_proj.weight"), {qdim, H}, true);
+    L.k = add(name("self_attn.k_proj.weight"), {kvdim, H}, true);
+    L.v = add(name("self_attn.v_proj.weight"), {kvdim, H}, true);
+    if (c.attention_bias) {
+      L.q_bias = add(name("self_attn.q_proj.bias"), {qdim}, false);
+      L.k_bias = add(name("self_attn.k_proj.bias"), {kvdim}, false);
+      L.v_bias = add(name("self_attn.v_proj.bias"), {kvdim}, false);
+    }
+    L.o = add(name("self_attn.o_proj.weight"), {H, qdim}, true);
+    if (c.attention_out_bias) L.o_bias = add(name("self_attn.o_proj.bias"), {H}, false);
+    if (c.qk_norm) {
+      L.q_norm = add(name("self_attn.q_norm.weight"), {hd}, false);
+      L.k_norm = add(name("self_attn.k_norm.weight"), {hd}, false);
+    }
+    L.post_norm = add(name("post_attention_layernorm.weight"), {H}, false);
+    L.gate = add(name("mlp.gate_proj.weight"), {I, H}, true);
+    L.up = add(name("mlp.up_proj.weight"), {I, H}, true);
+    L.down = add(name("mlp.down_proj.weight"), {H, I}, true);
+    if (c.mlp_bias) {
+      L.gate_bias = add(name("mlp.gate_proj.bias"), {I}, false);
+      L.up_bias = add(name("mlp.up_proj.bias"), {I}, false);
+      L.down_bias = add(name("mlp.down_proj.bias"), {H}, false);
+    }
+  }
+  final_norm_ = add("model.norm.weight", {H}, false);
+  lm_head_off_ = c.tie_word_embeddings ? embed_ : add("lm_head.weight", {c.vocab_size, H}, true);
+
+  grads_.assign(values_.size(), 0.f);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    params_[i].value = values_.data() + offsets[i];
+    params_[i].grad = grads_.data() + offsets[i];
+  }
+  lm_head_ = values_.data() + lm_head_off_;
+  lm_head_grad_ = grads_.data() + lm_head_off_;
+}
+
+// ---- construction -----------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<TrainModel>> TrainModel::FromTransformer(const Transformer& model) {
+  RETURN_IF_ERROR(model.config().Validate("TrainModel::FromTransformer"));
+  std::unique_ptr<TrainModel> train(new TrainModel(model.config()));
+  std::map<std::string, const Tensor*> by_name;
+  for (const auto& [name, t] : model.NamedWeights()) by_name[name] = &t;
+  for (Parameter& p : train->params_) {
+    auto it = by_name.find(p.name);
+    if (it == by_name.end()) {
+      return absl::NotFoundError(absl::StrCat("TrainModel::FromTransformer: the model has no tensor ",
+                                              p.name, " (expected shape ", ShapeString(p.shape),
+                                              ")"));
+    }
+    const Tensor& t = *it->second;
+    if (t.numel() != p.size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TrainModel::FromTransformer: tensor ", p.name, " has shape ", ShapeString(t.shape()),
+          ", expected ", ShapeString(p.shape)));
+    }
+    if (t.dtype() == DType::kF32) {
+      std::memcpy(p.value, t.raw(), p.size * sizeof(float));
+    } else {
+      const Tensor f32 = t.To(DType::kF32);
+      std::memcpy(p.value, f32.raw(), p.size * sizeof(float));
+    }
+  }
+  return train;
+}
+
+absl::StatusOr<std::unique_ptr<TrainModel>> TrainModel::RandomInit(const ModelConfig& config,
+                                                                   uint64_t seed) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model,
+                   Transformer::RandomInit(config, seed, DType::kF32));
+  return FromTransformer(*model);
+}
+
+void TrainModel::ZeroGrads() { std::fill(grads_.begin(), grads_.end(), 0.f); }
+
+std::vector<std::pair<std::string, Tensor>> TrainModel::NamedWeights(DType dtype) const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  out.reserve(params_.size());
+  for (const Parameter& p : params_) {
+    Tensor t = Tensor::Zeros(dtype, p.shape);
+    ConvertFromF32(dtype, p.value, t.mutable_raw(), p.size);
+    out.emplace_back(p.name, std::move(t));
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> TrainModel::ToTransformer() const {
+  return Transformer::FromNamedWeights(config_, NamedWeights(DType::kF32), "TrainModel");
+}
+
+// ---- activation arena -------------------------------------------------------
+
+// Floats one token keeps per layer (the LayerActs buffers).
+int64_t TrainModel::LayerFloatsPerToken() const {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, qdim = nh * hd, kvdim = nkv * hd;
+  int64_t per_token = 2 * H + 2 + 2 * qdim + 2 * kvdim + nh + 2 * I;
+  if (c.qk_norm) per_token += qdim + kvdim + nh + nkv;
+  return per_token;
+}
+
+int64_t TrainModel::ActivationFloats(int64_t n) const {
+  return n * (LayerFloatsPerToken() * config_.num_layers + config_.hidden_size + 1);
+}
+
+int64_t TrainModel::ScratchFloats(int64_t n) const {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t qdim = c.num_heads * hd, kvdim = c.num_kv_heads * hd;
+  // dres, dh, h | dattn, dq, dk, dv | (qk_norm: dq, dk after the norm) | act, dact, dgate, dup
+  int64_t per_token = 3 * H + 2 * qdim + 2 * kvdim + 4 * I;
+  if (c.qk_norm) per_token += qdim + kvdim;
+  return n * per_token;
+}
+
+size_t TrainModel::ActivationBytes(int64_t n) const {
+  const int64_t half = config_.head_dim / 2;
+  return sizeof(float) * (ActivationFloats(n) + ScratchFloats(n) + 2 * n * half) +
+         sizeof(int32_t) * 2 * n;
+}
+
+void TrainModel::Reserve(int64_t n) {
+  if (n <= capacity_) return;
+  acts_.assign(ActivationFloats(n), 0.f);
+  scratch_.assign(ScratchFloats(n), 0.f);
+  capacity_ = n;
+}
+
+// Buffers of the current n_ packed one after another: layer 0's, layer 1's,
+// ..., then the final norm's input and rstd.
+TrainModel::LayerActs TrainModel::ActsOf(int64_t layer) {
+  const ModelConfig& c = config_;
+  const int64_t n = n_, H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, qdim = nh * hd, kvdim = nkv * hd;
+  float* p = acts_.data() + layer * n * LayerFloatsPerToken();
+  auto take = [&](int64_t count) {
+    float* r = p;
+    p += count;
+    return r;
+  };
+  LayerActs a{};
+  a.x_in = take(n * H);
+  a.x_mid = take(n * H);
+  a.rstd_in = take(n);
+  a.rstd_mid = take(n);
+  if (c.qk_norm) {
+    a.q_pre = take(n * qdim);
+    a.k_pre = take(n * kvdim);
+    a.rstd_q = take(n * nh);
+    a.rstd_k = take(n * nkv);
+  }
+  a.q = take(n * qdim);
+  a.k = take(n * kvdim);
+  a.v = take(n * kvdim);
+  a.attn = take(n * qdim);
+  a.lse = take(n * nh);
+  a.gate = take(n * I);
+  a.up = take(n * I);
+  return a;
+}
+
+// ---- forward ----------------------------------------------------------------
+
+absl::Status TrainModel::Forward(const int32_t* tokens, const int32_t* positions,
+                                 const int32_t* doc_start, int64_t n, float* hidden) {
+  const ModelConfig& c = config_;
+  if (n <= 0) return absl::InvalidArgumentError(absl::StrCat("TrainModel::Forward: n = ", n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
+      return absl::OutOfRangeError(absl::StrCat("TrainModel::Forward: token id ", tokens[i],
+                                                " at index ", i, " is outside the vocabulary [0, ",
+                                                c.vocab_size, ")"));
+    }
+    if (positions[i] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("TrainModel::Forward: position ",
+                                                     positions[i], " at index ", i, " is negative"));
+    }
+    const bool starts_doc = doc_start[i] == i;
+    const bool continues_doc = i > 0 && doc_start[i] == doc_start[i - 1];
+    if (!starts_doc && !continues_doc) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TrainModel::Forward: doc_start[", i, "] = ", doc_start[i], "; expected ", i,
+          " (a new document) or doc_start[", i - 1, "] (the same document)"));
+    }
+  }
+  n_ = 0;  // no valid saved state until this Forward completes
+  Reserve(n);
+  n_ = n;
+
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim, half = hd / 2;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, qdim = nh * hd, kvdim = nkv * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const cpu::AttentionShape shape{nh, nkv, hd};
+
+  tokens_.assign(tokens, tokens + n);
+  doc_start_.assign(doc_start, doc_start + n);
+  std::vector<int64_t> pos64(positions, positions + n);
+  cos_.resize(n * half);
+  sin_.resize(n * half);
+  cpu::RopeCosSin(inv_freq_.data(), half, pos64.data(), n, cos_.data(), sin_.data());
+
+  float* h = scratch_.data();      // [n, H] normed input of the projections
+  float* tmp = h + n * H;          // [n, H] o_proj / down_proj output
+  float* act = tmp + n * H;        // [n, I] silu(gate) * up
+
+  x_final_ = acts_.data() + ActivationFloats(n) - n * H - n;
+  rstd_final_ = x_final_ + n * H;
+  {  // Embedding lookup into layer 0's input (or the final norm's input).
+    float* x0 = c.num_layers > 0 ? ActsOf(0).x_in : x_final_;
+    const float* table = W(embed_);
+    ParallelFor(n, 64, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        std::memcpy(x0 + i * H, table + static_cast<int64_t>(tokens[i]) * H, H * sizeof(float));
+    });
+  }
+
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerParams& L = layers_[l];
+    const LayerActs a = ActsOf(l);
+    // Attention block.
+    cpu::RmsNormForward(a.x_in, n, H, W(L.input_norm), eps, h, a.rstd_in);
+    cpu::LinearForward(h, n, H, W(L.q), qdim, W(L.q_bias), c.qk_norm ? a.q_pre : a.q);
+    cpu::LinearForward(h, n, H, W(L.k), kvdim, W(L.k_bias), c.qk_norm ? a.k_pre : a.k);
+    cpu::LinearForward(h, n, H, W(L.v), kvdim, W(L.v_bias), a.v);
+    if (c.qk_norm) {
+      cpu::RmsNormForward(a.q_pre, n * nh, hd, W(L.q_norm), eps, a.q, a.rstd_q);
+      cpu::RmsNormForward(a.k_pre, n * nkv, hd, W(L.k_norm), eps, a.k, a.rstd_k);
+    }
+    cpu::ApplyRope(a.q, n, nh, hd, qdim, cos_.data(), sin_.data());
+    cpu::ApplyRope(a.k, n, nkv, hd, kvdim, cos_.data(), sin_.data());
+    cpu::AttentionForward(a.q, a.k, a.v, doc_start, n, shape, scale, c.WindowOf(l), a.attn, a.lse);
+    cpu::LinearForward(a.attn, n, qdim, W(L.o), H, W(L.o_bias), tmp);
+    cpu::Add(a.x_in, tmp, n * H, a.x_mid);
+    // MLP block (SwiGLU).
+    cpu::RmsNormForward(a.x_mid, n, H, W(L.post_norm), eps, h, a.rstd_mid);
+    cpu::LinearForward(h, n, H, W(L.gate), I, W(L.gate_bias), a.gate);
+    cpu::LinearForward(h, n, H, W(L.up), I, W(L.up_bias), a.up);
+    cpu::SiluMul(a.gate, a.up, n * I, act);
+    cpu::LinearForward(act, n, I, W(L.down), H, W(L.down_bias), tmp);
+    float* x_out = l + 1 < c.num_layers ? ActsOf(l + 1).x_in : x_final_;
+    cpu::Add(a.x_mid, tmp, n * H, x_out);
+  }
+  cpu::RmsNormForward(x_final_, n, H, W(final_norm_), eps, hidden, rstd_final_);
+  return absl::OkStatus();
+}
+
+// ---- backward ---------------------------------------------------------------
+
+absl::Status TrainModel::Backward(const float* dhidden) {
+  if (n_ <= 0) {
+    return absl::FailedPreconditionError(
+        "TrainModel::Backward: no Forward pending (call Forward before each Backward)");
+  }
+  const ModelConfig& c = config_;
+  const int64_t n = n_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, qdim = nh * hd, kvdim = nkv * hd;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const cpu::AttentionShape shape{nh, nkv, hd};
+
+  float* p = scratch_.data();
+  auto take = [&](int64_t count) {
+    float* r = p;
+    p += count;
+    return r;
+  };
+  float* dres = take(n * H);  // d loss / d residual stream at the current point
+  float* dh = take(n * H);    // d loss / d (normed input of the projections)
+  float* hbuf = take(n * H);  // normed input, recomputed
+  float* dattn = take(n * qdim);
+  float* dq = take(n * qdim);
+  float* dk = take(n * kvdim);
+  float* dv = take(n * kvdim);
+  float* dq_pre = c.qk_norm ? take(n * qdim) : dq;
+  float* dk_pre = c.qk_norm ? take(n * kvdim) : dk;
+  float* act = take(n * I);
+  float* dact = take(n * I);
+  float* dgate = take(n * I);
+  float* dup = take(n * I);
+
+  cpu::RmsNormBackward(x_final_, rstd_final_, n, H, W(final_norm_), dhidden, dres, G(final_norm_));
+  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
+    const LayerParams& L = layers_[l];
+    const LayerActs a = ActsOf(l);
+    // MLP block: x_out = x_mid + down(silu(gate(h)) * up(h)), h = norm(x_mid).
+    cpu::SiluMul(a.gate, a.up, n * I, act);
+    cpu::LinearBackward(act, n, I, W(L.down), H, dres, dact, G(L.down), G(L.down_bias));
+    cpu::SiluMulBackward(a.gate, a.up, dact, n * I, dgate, dup);
+    ApplyRmsNorm(a.x_mid, a.rstd_mid, n, H, W(L.post_norm), hbuf);
+    cpu::LinearBackward(hbuf, n, H, W(L.gate), I, dgate, dh, G(L.gate), G(L.gate_bias));
+    cpu::LinearBackward(hbuf, n, H, W(L.up), I, dup, dh, G(L.up), G(L.up_bias),
+                        /*accumulate_dx=*/true);
+    cpu::RmsNormBackward(a.x_mid, a.rstd_mid, n, H, W(L.post_norm), dh, dres, G(L.post_norm),
+                         /*accumulate_dx=*/true);
+    // Attention block: x_mid = x_in + o(attention(rope(q), rope(k), v)), from h = norm(x_in).
+    cpu::LinearBackward(a.attn, n, qdim, W(L.o), H, dres, dattn, G(L.o), G(L.o_bias));
+    cpu::AttentionBackward(a.q, a.k, a.v, doc_start_.data(), n, shape, scale, c.WindowOf(l),
+                           a.attn, a.lse, dattn, dq, dk, dv);
+    cpu::ApplyRopeBackward(dq, n, nh, hd, qdim, cos_.data(), sin_.data());
+    cpu::ApplyRopeBackward(dk, n, nkv, hd, kvdim, cos_.data(), sin_.data());
+    if (c.qk_norm) {
+      cpu::RmsNormBackward(a.q_pre, a.rstd_q, n * nh, hd, W(L.q_norm), dq, dq_pre, G(L.q_norm));
+      cpu::RmsNormBackward(a.k_pre, a.rstd_k, n * nkv, hd, W(L.k_norm), dk, dk_pre, G(L.k_norm));
+    }
+    ApplyRmsNorm(a.x_in, a.rstd_in, n, H, W(L.input_norm), hbuf);
+    cpu::LinearBackward(hbuf, n, H, W(L.q), qdim, dq_pre, dh, G(L.q), G(L.q_bias));
+    cpu::LinearBackward(hbuf, n, H, W(L.k), kvdim, dk_pre, dh, G(L.k), G(L.k_bias),
+                        /*accumulate_dx=*/true);
+    cpu::LinearBackward(hbuf, n, H, W(L.v), kvdim, dv, dh, G(L.v), G(L.v_bias),
+                        /*accumulate_dx=*/true);
+    cpu::RmsNormBackward(a.x_in, a.rstd_in, n, H, W(L.input_norm), dh, dres, G(L.input_norm),
+                         /*accumulate_dx=*/true);
+  }
+  cpu::EmbeddingBackward(tokens_.data(), n, H, dres, G(embed_));
+  n_ = 0;
+  return absl::OkStatus();
+}
+
+}  // namespace retort
