@@ -10,6 +10,12 @@
 // split over rows/columns by ParallelFor like the inference kernels).
 //
 // Like the inference kernels, these must be called from one thread at a time.
+//
+// Determinism: every result is bit-identical for any number of pool threads
+// (work is cut into pieces fixed by the shapes, each output element written
+// by one piece with its sums in a fixed order), so a training run repeats
+// exactly on another thread count of the same machine and BLAS.
+// Outputs must not overlap inputs unless a function says otherwise.
 #ifndef RETORT_KERNELS_CPU_TRAIN_OPS_H_
 #define RETORT_KERNELS_CPU_TRAIN_OPS_H_
 
@@ -31,6 +37,7 @@ void LinearForward(const float* x, int64_t m, int64_t k, const float* w, int64_t
 //                                  with accumulate_dx it is added instead)
 //   dw[n, k] += dy^T · x          (dw may be null to skip)
 //   dbias[n] += sum over rows dy  (may be null)
+// m == 0 leaves dw and dbias unchanged.
 void LinearBackward(const float* x, int64_t m, int64_t k, const float* w, int64_t n,
                     const float* dy, float* dx, float* dw, float* dbias,
                     bool accumulate_dx = false);
@@ -43,7 +50,8 @@ void RmsNormForward(const float* x, int64_t rows, int64_t dim, const float* weig
                     float* y, float* rstd);
 
 // dx[rows, dim] (overwritten, or added with accumulate_dx), dweight[dim] +=.
-// `rstd` from RmsNormForward. dweight may be null.
+// `rstd` from RmsNormForward. dweight may be null. dx may be dy itself
+// (in place) when accumulate_dx is false.
 void RmsNormBackward(const float* x, const float* rstd, int64_t rows, int64_t dim,
                      const float* weight, const float* dy, float* dx, float* dweight,
                      bool accumulate_dx = false);
@@ -63,6 +71,8 @@ void ApplyRopeBackward(float* dx, int64_t n, int64_t n_heads, int64_t head_dim,
 // ----------------------------------------------------------------------------
 // Embedding backward: dtable[ids[i], :] += dout[i, :] (f32 table gradient
 // [vocab, dim]). Deterministic (same order of additions for any thread count).
+// REQUIRES: every ids[i] in [0, vocab) (not checked: Embedding checked them
+// in the forward).
 void EmbeddingBackward(const int32_t* ids, int64_t n, int64_t dim, const float* dout,
                        float* dtable);
 
@@ -76,6 +86,7 @@ void EmbeddingBackward(const int32_t* ids, int64_t n, int64_t dim, const float* 
 // sees keys j with doc_start[i] <= j <= i and, with window > 0, i - j < window.
 // out: [n, n_heads * head_dim]; lse: [n_heads, n], the log-sum-exp of the
 // scaled scores of each query row (kept for the backward).
+// REQUIRES: doc_start[i] <= i, non-decreasing; n_kv_heads divides n_heads.
 // Computed blockwise (flash-attention style): memory independent of n^2.
 void AttentionForward(const float* q, const float* k, const float* v, const int32_t* doc_start,
                       int64_t n, const AttentionShape& shape, float scale, int64_t window,
@@ -83,7 +94,10 @@ void AttentionForward(const float* q, const float* k, const float* v, const int3
 
 // Given dout [n, n_heads * head_dim] and the forward's out and lse:
 // dq [n, n_heads * head_dim], dk, dv [n, n_kv_heads * head_dim], overwritten.
-// Recomputes the probabilities from q, k and lse (no n^2 storage).
+// Recomputes the probabilities from q, k and lse (no n^2 storage): O(n)
+// extra memory. dK/dV come from a pass over (kv head, key block) tiles and dQ
+// from a pass over (head, query block) tiles, so no two threads ever add into
+// the same rows.
 void AttentionBackward(const float* q, const float* k, const float* v, const int32_t* doc_start,
                        int64_t n, const AttentionShape& shape, float scale, int64_t window,
                        const float* out, const float* lse, const float* dout, float* dq,

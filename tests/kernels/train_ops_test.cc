@@ -269,6 +269,12 @@ TEST_P(RmsNormTest, ForwardAndBackward) {
   std::vector<double> dx_acc_ref(rows * dim);
   for (size_t i = 0; i < dx_acc_ref.size(); ++i) dx_acc_ref[i] = dx0[i] + dx_ref[i];
   EXPECT_LT(RelErr(dx_acc, dx_acc_ref), kTol);
+
+  // In place: dx written over dy gives the same bits.
+  std::vector<float> inplace = dy;
+  RmsNormBackward(x.data(), rstd.data(), rows, dim, w.data(), inplace.data(), inplace.data(),
+                  nullptr);
+  EXPECT_EQ(inplace, dx);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, RmsNormTest,
