@@ -22,8 +22,8 @@ std::string LayerName(int64_t layer, const char* suffix) {
 
 // y = x * rstd[row] * weight: the output of an RMSNorm whose rstd the forward
 // kept, recomputed instead of stored.
-void ApplyRmsNorm(const float* x, const float* rstd, int64_t rows, int64_t dim,
-                  const float* weight, float* y) {
+void ApplyRmsNorm(const float* x, const float* rstd, int64_t rows, int64_t dim, const float* weight,
+                  float* y) {
   ParallelFor(rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float s = rstd[r];
@@ -115,15 +115,15 @@ absl::StatusOr<std::unique_ptr<TrainModel>> TrainModel::FromTransformer(const Tr
   for (Parameter& p : train->params_) {
     auto it = by_name.find(p.name);
     if (it == by_name.end()) {
-      return absl::NotFoundError(absl::StrCat("TrainModel::FromTransformer: the model has no tensor ",
-                                              p.name, " (expected shape ", ShapeString(p.shape),
-                                              ")"));
+      return absl::NotFoundError(
+          absl::StrCat("TrainModel::FromTransformer: the model has no tensor ", p.name,
+                       " (expected shape ", ShapeString(p.shape), ")"));
     }
     const Tensor& t = *it->second;
     if (t.numel() != p.size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "TrainModel::FromTransformer: tensor ", p.name, " has shape ", ShapeString(t.shape()),
-          ", expected ", ShapeString(p.shape)));
+      return absl::InvalidArgumentError(absl::StrCat("TrainModel::FromTransformer: tensor ", p.name,
+                                                     " has shape ", ShapeString(t.shape()),
+                                                     ", expected ", ShapeString(p.shape)));
     }
     if (t.dtype() == DType::kF32) {
       std::memcpy(p.value, t.raw(), p.size * sizeof(float));
@@ -244,15 +244,15 @@ absl::Status TrainModel::Forward(const int32_t* tokens, const int32_t* positions
                                                 c.vocab_size, ")"));
     }
     if (positions[i] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("TrainModel::Forward: position ",
-                                                     positions[i], " at index ", i, " is negative"));
+      return absl::InvalidArgumentError(absl::StrCat("TrainModel::Forward: position ", positions[i],
+                                                     " at index ", i, " is negative"));
     }
     const bool starts_doc = doc_start[i] == i;
     const bool continues_doc = i > 0 && doc_start[i] == doc_start[i - 1];
     if (!starts_doc && !continues_doc) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "TrainModel::Forward: doc_start[", i, "] = ", doc_start[i], "; expected ", i,
-          " (a new document) or doc_start[", i - 1, "] (the same document)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("TrainModel::Forward: doc_start[", i, "] = ", doc_start[i], "; expected ", i,
+                       " (a new document) or doc_start[", i - 1, "] (the same document)"));
     }
   }
   n_ = 0;  // no valid saved state until this Forward completes
@@ -272,9 +272,9 @@ absl::Status TrainModel::Forward(const int32_t* tokens, const int32_t* positions
   sin_.resize(n * half);
   cpu::RopeCosSin(inv_freq_.data(), half, pos64.data(), n, cos_.data(), sin_.data());
 
-  float* h = scratch_.data();      // [n, H] normed input of the projections
-  float* tmp = h + n * H;          // [n, H] o_proj / down_proj output
-  float* act = tmp + n * H;        // [n, I] silu(gate) * up
+  float* h = scratch_.data();  // [n, H] normed input of the projections
+  float* tmp = h + n * H;      // [n, H] o_proj / down_proj output
+  float* act = tmp + n * H;    // [n, I] silu(gate) * up
 
   x_final_ = acts_.data() + ActivationFloats(n) - n * H - n;
   rstd_final_ = x_final_ + n * H;
@@ -367,8 +367,8 @@ absl::Status TrainModel::Backward(const float* dhidden) {
                          /*accumulate_dx=*/true);
     // Attention block: x_mid = x_in + o(attention(rope(q), rope(k), v)), from h = norm(x_in).
     cpu::LinearBackward(a.attn, n, qdim, W(L.o), H, dres, dattn, G(L.o), G(L.o_bias));
-    cpu::AttentionBackward(a.q, a.k, a.v, doc_start_.data(), n, shape, scale, c.WindowOf(l),
-                           a.attn, a.lse, dattn, dq, dk, dv);
+    cpu::AttentionBackward(a.q, a.k, a.v, doc_start_.data(), n, shape, scale, c.WindowOf(l), a.attn,
+                           a.lse, dattn, dq, dk, dv);
     cpu::ApplyRopeBackward(dq, n, nh, hd, qdim, cos_.data(), sin_.data());
     cpu::ApplyRopeBackward(dk, n, nkv, hd, kvdim, cos_.data(), sin_.data());
     if (c.qk_norm) {

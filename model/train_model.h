@@ -156,8 +156,8 @@ class TrainModel {
   std::vector<float> inv_freq_;
 
   // State of the last Forward.
-  int64_t n_ = 0;        // tokens (0: no Forward pending a Backward)
-  int64_t capacity_ = 0; // tokens the arenas are sized for
+  int64_t n_ = 0;         // tokens (0: no Forward pending a Backward)
+  int64_t capacity_ = 0;  // tokens the arenas are sized for
   std::vector<float> acts_, scratch_;
   std::vector<int32_t> tokens_, doc_start_;
   std::vector<float> cos_, sin_;

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <map>
 #include <random>
 #include <set>
 
@@ -98,7 +100,8 @@ TEST_P(GradFixtureTest, MatchesTransformers) {
   const int64_t H = c.hidden_size;
 
   std::vector<float> hidden(n * H), dhidden(n * H);
-  ASSERT_TRUE(model.Forward(tokens.data(), positions.data(), doc_start.data(), n, hidden.data()).ok());
+  ASSERT_TRUE(
+      model.Forward(tokens.data(), positions.data(), doc_start.data(), n, hidden.data()).ok());
   const double hidden_err = RelError(hidden.data(), ref_hidden.data(), n * H);
   EXPECT_LT(hidden_err, 1e-4) << name << " hidden states";
 
@@ -217,9 +220,9 @@ double Loss(TrainModel& model, const Batch& b, const std::vector<float>& r,
             const std::vector<int32_t>& targets, std::vector<float>* dhidden) {
   const int64_t H = model.config().hidden_size, n = b.n();
   std::vector<float> hidden(n * H), dh(n * H);
-  EXPECT_TRUE(model.Forward(b.tokens.data(), b.positions.data(), b.doc_start.data(), n,
-                            hidden.data())
-                  .ok());
+  EXPECT_TRUE(
+      model.Forward(b.tokens.data(), b.positions.data(), b.doc_start.data(), n, hidden.data())
+          .ok());
   std::vector<float> dlm(model.config().vocab_size * H, 0.f);
   double loss = CrossEntropy(hidden.data(), model.lm_head(), targets, model.config().vocab_size, H,
                              dh.data(), dhidden ? model.lm_head_grad() : dlm.data());
@@ -290,8 +293,9 @@ TEST(TrainModelTest, PackedEqualsSeparate) {
 
   std::vector<float> hidden(packed.n() * H);
   model->ZeroGrads();
-  ASSERT_TRUE(model->Forward(packed.tokens.data(), packed.positions.data(),
-                             packed.doc_start.data(), packed.n(), hidden.data())
+  ASSERT_TRUE(model
+                  ->Forward(packed.tokens.data(), packed.positions.data(), packed.doc_start.data(),
+                            packed.n(), hidden.data())
                   .ok());
   ASSERT_TRUE(model->Backward(dhidden.data()).ok());
   const std::vector<float> packed_grads(model->grad_arena(),
@@ -303,8 +307,9 @@ TEST(TrainModelTest, PackedEqualsSeparate) {
     const int64_t len = begin == 0 ? 11 : 7;
     std::vector<int32_t> doc_start(len, 0);
     std::vector<float> h(len * H);
-    ASSERT_TRUE(model->Forward(packed.tokens.data() + begin, packed.positions.data() + begin,
-                               doc_start.data(), len, h.data())
+    ASSERT_TRUE(model
+                    ->Forward(packed.tokens.data() + begin, packed.positions.data() + begin,
+                              doc_start.data(), len, h.data())
                     .ok());
     ASSERT_TRUE(model->Backward(dhidden.data() + begin * H).ok());
     separate_hidden.insert(separate_hidden.end(), h.begin(), h.end());
@@ -328,9 +333,9 @@ TEST_P(RoundTripTest, InferenceLogitsEqualTrainingForward) {
   const int64_t H = c.hidden_size, V = c.vocab_size;
   const Batch b = Packed({12}, V, 29);
   std::vector<float> hidden(b.n() * H);
-  ASSERT_TRUE(model->Forward(b.tokens.data(), b.positions.data(), b.doc_start.data(), b.n(),
-                             hidden.data())
-                  .ok());
+  ASSERT_TRUE(
+      model->Forward(b.tokens.data(), b.positions.data(), b.doc_start.data(), b.n(), hidden.data())
+          .ok());
   auto inference = model->ToTransformer();
   ASSERT_TRUE(inference.ok()) << inference.status();
   auto logits = (*inference)->Logits(b.tokens);
@@ -339,7 +344,8 @@ TEST_P(RoundTripTest, InferenceLogitsEqualTrainingForward) {
   for (int64_t i = 0; i < b.n(); ++i) {
     for (int64_t v = 0; v < V; ++v) {
       double s = 0;
-      for (int64_t d = 0; d < H; ++d) s += static_cast<double>(hidden[i * H + d]) * model->lm_head()[v * H + d];
+      for (int64_t d = 0; d < H; ++d)
+        s += static_cast<double>(hidden[i * H + d]) * model->lm_head()[v * H + d];
       expected[i * V + v] = static_cast<float>(s);
     }
   }
@@ -381,8 +387,8 @@ TEST(TrainModelTest, ArenaLayoutAndDecayFlags) {
     EXPECT_EQ(p.value - model->param_arena(), offset) << p.name;
     EXPECT_EQ(p.grad - model->grad_arena(), offset) << p.name;
     EXPECT_EQ(p.size, NumElements(p.shape)) << p.name;
-    const bool linear_weight = p.name.find("_proj.weight") != std::string::npos ||
-                               p.name == "lm_head.weight";
+    const bool linear_weight =
+        p.name.find("_proj.weight") != std::string::npos || p.name == "lm_head.weight";
     EXPECT_EQ(p.decay, linear_weight) << p.name;
     offset += p.size;
   }
@@ -413,6 +419,41 @@ TEST(TrainModelTest, FromBf16TransformerWidensExactly) {
   }
 }
 
+// A ggml block weight (GGUF models) is dequantized: Q8_0 = f16 scale d and
+// 32 int8 q per block, value d * q.
+TEST(TrainModelTest, FromQ8_0WeightDequantizes) {
+  auto inference = Transformer::Load("tests/reference/models/llama");
+  ASSERT_TRUE(inference.ok()) << inference.status();
+  std::vector<std::pair<std::string, Tensor>> weights = (*inference)->NamedWeights();
+  const std::string target = "model.layers.0.mlp.up_proj.weight";  // [128, 64]
+  Tensor q8 = Tensor::Zeros(DType::kQ8_0, {128, 64});
+  auto* bytes = q8.mutable_data<uint8_t>();
+  std::vector<float> expected(128 * 64);
+  for (int64_t b = 0; b < 128 * 64 / 32; ++b) {
+    uint8_t* block = bytes + b * 34;
+    const uint16_t d = F32ToF16(0.001f * static_cast<float>(1 + b % 7));
+    std::memcpy(block, &d, 2);
+    for (int j = 0; j < 32; ++j) {
+      const int8_t q = static_cast<int8_t>((b * 31 + j * 17) % 255 - 127);
+      block[2 + j] = static_cast<uint8_t>(q);
+      expected[b * 32 + j] = F16ToF32(d) * q;
+    }
+  }
+  for (auto& [name, t] : weights)
+    if (name == target) t = q8;
+  auto quantized = Transformer::FromNamedWeights((*inference)->config(), weights);
+  ASSERT_TRUE(quantized.ok()) << quantized.status();
+  auto model = TrainModel::FromTransformer(**quantized);
+  ASSERT_TRUE(model.ok()) << model.status();
+  bool found = false;
+  for (const TrainModel::Parameter& p : (*model)->parameters()) {
+    if (p.name != target) continue;
+    found = true;
+    for (int64_t i = 0; i < p.size; ++i) ASSERT_EQ(p.value[i], expected[i]) << i;
+  }
+  EXPECT_TRUE(found);
+}
+
 TEST(TrainModelTest, Errors) {
   auto model = RandomModel(/*tied=*/true, 2);
   ASSERT_NE(model, nullptr);
@@ -421,22 +462,22 @@ TEST(TrainModelTest, Errors) {
   EXPECT_THAT(model->Backward(dhidden.data()).message(), HasSubstr("Forward"));
 
   std::vector<int32_t> tokens = {1, 40, 2}, positions = {0, 1, 2}, doc_start = {0, 0, 0};
-  absl::Status s = model->Forward(tokens.data(), positions.data(), doc_start.data(), 3,
-                                  hidden.data());
+  absl::Status s =
+      model->Forward(tokens.data(), positions.data(), doc_start.data(), 3, hidden.data());
   EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
   EXPECT_THAT(s.message(), HasSubstr("token id 40"));
   tokens[1] = -1;
-  EXPECT_THAT(model->Forward(tokens.data(), positions.data(), doc_start.data(), 3, hidden.data())
-                  .message(),
-              HasSubstr("token id -1"));
+  EXPECT_THAT(
+      model->Forward(tokens.data(), positions.data(), doc_start.data(), 3, hidden.data()).message(),
+      HasSubstr("token id -1"));
   tokens[1] = 5;
   doc_start = {0, 0, 1};
-  EXPECT_THAT(model->Forward(tokens.data(), positions.data(), doc_start.data(), 3, hidden.data())
-                  .message(),
-              HasSubstr("doc_start[2]"));
+  EXPECT_THAT(
+      model->Forward(tokens.data(), positions.data(), doc_start.data(), 3, hidden.data()).message(),
+      HasSubstr("doc_start[2]"));
   doc_start = {0, 0, 2};
-  EXPECT_TRUE(model->Forward(tokens.data(), positions.data(), doc_start.data(), 3, hidden.data())
-                  .ok());
+  EXPECT_TRUE(
+      model->Forward(tokens.data(), positions.data(), doc_start.data(), 3, hidden.data()).ok());
   EXPECT_TRUE(model->Backward(dhidden.data()).ok());
   EXPECT_FALSE(model->Backward(dhidden.data()).ok());  // one Backward per Forward
 }
