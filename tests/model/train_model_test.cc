@@ -284,11 +284,14 @@ INSTANTIATE_TEST_SUITE_P(TiedAndUntied, FiniteDifferenceTest, ::testing::Bool())
 
 // ---- 3. packed == separate ---------------------------------------------------
 
+// Documents long enough to span several attention blocks (64 queries, 256
+// keys), the window of layer 1 (4) much shorter than them.
 TEST(TrainModelTest, PackedEqualsSeparate) {
   auto model = RandomModel(/*tied=*/false, 9);
   ASSERT_NE(model, nullptr);
   const int64_t H = model->config().hidden_size;
-  const Batch packed = Packed({11, 7}, model->config().vocab_size, 23);
+  const std::vector<int64_t> lengths = {150, 7, 130};
+  const Batch packed = Packed(lengths, model->config().vocab_size, 23);
   const auto dhidden = RandomVector(packed.n() * H, 4);
 
   std::vector<float> hidden(packed.n() * H);
@@ -303,8 +306,8 @@ TEST(TrainModelTest, PackedEqualsSeparate) {
 
   model->ZeroGrads();
   std::vector<float> separate_hidden;
-  for (int64_t begin : {0, 11}) {
-    const int64_t len = begin == 0 ? 11 : 7;
+  int64_t begin = 0;
+  for (int64_t len : lengths) {
     std::vector<int32_t> doc_start(len, 0);
     std::vector<float> h(len * H);
     ASSERT_TRUE(model
@@ -313,6 +316,7 @@ TEST(TrainModelTest, PackedEqualsSeparate) {
                     .ok());
     ASSERT_TRUE(model->Backward(dhidden.data() + begin * H).ok());
     separate_hidden.insert(separate_hidden.end(), h.begin(), h.end());
+    begin += len;
   }
   EXPECT_LT(RelError(hidden.data(), separate_hidden.data(), packed.n() * H), 1e-5);
   for (const TrainModel::Parameter& p : model->parameters()) {
