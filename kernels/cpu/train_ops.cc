@@ -423,9 +423,11 @@ void RmsNormBackward(const float* x, const float* rstd, int64_t rows, int64_t di
           }
         }
         for (; i < dim; ++i) {
-          const float g = std::fma(rs * weight[i], dyr[i], -(coef * xr[i]));
+          // dy is read before dx is written: they may be the same buffer.
+          const float dyi = dyr[i];
+          const float g = std::fma(rs * weight[i], dyi, -(coef * xr[i]));
+          if (pw != nullptr) pw[i] = std::fma(dyi * xr[i], rs, pw[i]);
           dxr[i] = accumulate_dx ? dxr[i] + g : g;
-          if (pw != nullptr) pw[i] = std::fma(dyr[i] * xr[i], rs, pw[i]);
         }
       }
     }
