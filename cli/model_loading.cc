@@ -80,9 +80,7 @@ absl::StatusOr<nlohmann::json> ReadChat(const std::string& file_or_json) {
   return chat;
 }
 
-absl::StatusOr<std::string> RenderChat(const std::string& model_path, const std::string& chat_arg,
-                                       bool add_generation_prompt) {
-  ASSIGN_OR_RETURN(nlohmann::json chat, ReadChat(chat_arg));
+absl::StatusOr<ChatTemplate> LoadChatTemplate(const std::string& model_path) {
   std::error_code ec;
   if (fs::is_regular_file(model_path, ec) && IsGgufFile(model_path)) {
     ASSIGN_OR_RETURN(std::unique_ptr<GgufReader> reader, GgufReader::Open(model_path));
@@ -97,15 +95,54 @@ absl::StatusOr<std::string> RenderChat(const std::string& model_path, const std:
     if (piece(parts.bos_id)) special["bos_token"] = parts.tokens[parts.bos_id];
     if (piece(parts.eos_id)) special["eos_token"] = parts.tokens[parts.eos_id];
     tmpl.SetSpecialTokens(special);
-    return tmpl.Render(chat, add_generation_prompt, nlohmann::json::object());
+    return tmpl;
   }
   fs::path config = fs::path(model_path) / "tokenizer_config.json";
   if (!fs::is_directory(model_path, ec) || !fs::exists(config, ec)) {
     return absl::NotFoundError(
         absl::StrCat(model_path, ": no tokenizer_config.json with a chat_template in the model directory"));
   }
-  ASSIGN_OR_RETURN(ChatTemplate tmpl, ChatTemplate::FromTokenizerConfig(config.string()));
+  return ChatTemplate::FromTokenizerConfig(config.string());
+}
+
+absl::StatusOr<std::string> RenderChat(const std::string& model_path, const std::string& chat_arg,
+                                       bool add_generation_prompt) {
+  ASSIGN_OR_RETURN(nlohmann::json chat, ReadChat(chat_arg));
+  ASSIGN_OR_RETURN(ChatTemplate tmpl, LoadChatTemplate(model_path));
   return tmpl.Render(chat, add_generation_prompt, nlohmann::json::object());
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> TokenizerFiles(
+    const std::string& model_path) {
+  std::vector<std::pair<std::string, std::string>> files;
+  std::error_code ec;
+  if (fs::is_regular_file(model_path, ec) && IsGgufFile(model_path)) {
+    ASSIGN_OR_RETURN(std::unique_ptr<GgufReader> reader, GgufReader::Open(model_path));
+    ASSIGN_OR_RETURN(TokenizerParts parts, TokenizerPartsFromGguf(*reader));
+    std::string chat_template;
+    if (reader->Find("tokenizer.chat_template") != nullptr) {
+      ASSIGN_OR_RETURN(chat_template, reader->GetString("tokenizer.chat_template"));
+    }
+    ASSIGN_OR_RETURN(nlohmann::ordered_json tok, HfTokenizerJsonFromParts(parts));
+    files.emplace_back("tokenizer.json",
+                       tok.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+    files.emplace_back("tokenizer_config.json",
+                       HfTokenizerConfigFromParts(parts, chat_template)
+                               .dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
+                           "\n");
+    return files;
+  }
+  if (!fs::is_directory(model_path, ec)) {
+    return absl::NotFoundError(absl::StrCat(model_path, ": not a model directory or GGUF file"));
+  }
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "generation_config.json", "chat_template.jinja"}) {
+    const fs::path p = fs::path(model_path) / name;
+    if (!fs::exists(p, ec)) continue;
+    ASSIGN_OR_RETURN(std::string contents, ReadFileToString(p.string()));
+    files.emplace_back(name, std::move(contents));
+  }
+  return files;
 }
 
 absl::StatusOr<std::vector<int32_t>> TokenizeSource(const std::string& model_path, const Tokenizer& tokenizer,

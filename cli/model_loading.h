@@ -6,10 +6,13 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "core/dtype.h"
+#include "model/chat_template.h"
 #include "model/tokenizer.h"
 #include "model/transformer.h"
 
@@ -30,6 +33,17 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path, const std::str
 // Parses a chat given as a file path or an inline JSON string: either an array
 // of {"role","content"} messages or an object with a "messages" array.
 absl::StatusOr<nlohmann::json> ReadChat(const std::string& file_or_json);
+
+// MODEL's own chat template (tokenizer_config.json "chat_template", or
+// chat_template.jinja; a GGUF's tokenizer.chat_template), with the special
+// tokens (bos_token, eos_token) it may refer to.
+absl::StatusOr<ChatTemplate> LoadChatTemplate(const std::string& model_path);
+
+// The tokenizer files a saved copy of MODEL needs (name -> contents): copied
+// from an HF directory (tokenizer.json, tokenizer_config.json, ...), rebuilt
+// from a GGUF's vocabulary and chat template.
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> TokenizerFiles(
+    const std::string& model_path);
 
 // Renders a chat (see ReadChat) with MODEL's own chat template
 // (tokenizer_config.json "chat_template", or chat_template.jinja; a GGUF's
