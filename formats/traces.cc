@@ -355,8 +355,7 @@ absl::StatusOr<std::vector<TraceSample>> ParseLine(std::string_view line, int64_
         s.correct = (*verdicts)[i].get<bool>();
         if (s.verifier.empty()) s.verifier = "math_verify";
       }
-      out.push_back(std::move(s));
-      if (!all_generations) break;
+      if (all_generations || out.empty()) out.push_back(std::move(s));
     }
     if (out.empty()) return ref.Error("generations", "empty list");
     return out;
@@ -988,25 +987,26 @@ absl::StatusOr<bool> TraceShardReader::LoadNextFrame() {
   if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN) {
     return damaged("frame without a content size");
   }
-  // Writer frames hold at most kAutoFrameBytes plus one record.
-  if (content > (1ull << 32)) return damaged(absl::StrCat("implausible content size ", content));
-  frame_.resize(content);
-  const size_t got = ZSTD_decompress(frame_.data(), frame_.size(), src, compressed);
+  // A damaged header must not make us allocate: every zstd block holds at
+  // most 128 KiB and costs at least a 3-byte header.
+  if (content > (compressed / 3 + 1) * (128ull << 10)) {
+    return damaged(absl::StrCat("content size ", content, " impossible for ", compressed, " bytes"));
+  }
+  // Decompress aside: frame_ only ever holds a verified frame.
+  std::string frame(content, '\0');
+  const size_t got = ZSTD_decompress(frame.data(), frame.size(), src, compressed);
   if (ZSTD_isError(got)) return damaged(ZSTD_getErrorName(got));
   if (got != content) return damaged("content size mismatch");
-  frame_start_ = frame_offset_;
-  frame_offset_ += static_cast<int64_t>(compressed);
   // The frame must be whole records.
-  std::string_view rest(frame_);
+  std::string_view rest(frame);
   while (!rest.empty()) {
     uint64_t len;
-    if (!GetVarint(&rest, &len) || len > rest.size()) {
-      frame_offset_ = frame_start_;
-      frame_.clear();
-      return damaged("frame ends inside a record");
-    }
+    if (!GetVarint(&rest, &len) || len > rest.size()) return damaged("frame ends inside a record");
     rest.remove_prefix(len);
   }
+  frame_ = std::move(frame);
+  frame_start_ = frame_offset_;
+  frame_offset_ += static_cast<int64_t>(compressed);
   ++frames_read_;
   valid_bytes_ = frame_offset_;
   return true;
