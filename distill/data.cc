@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "core/file.h"
 #include "core/status.h"
+#include "formats/traces.h"
 #include "model/unicode.h"
 
 namespace retort {
@@ -407,9 +408,29 @@ void Dataset::Add(TrainExample example, double eval_fraction) {
   }
 }
 
+namespace {
+
+// A parsed sample's messages as the chat template sees them.
+ojson TraceMessagesJson(const TraceSample& sample) {
+  ojson messages = ojson::array();
+  for (const TraceMessage& m : sample.messages) {
+    ojson j = ojson::object();
+    j["role"] = m.role;
+    j["content"] = m.content;
+    if (!m.reasoning_content.empty()) j["reasoning_content"] = m.reasoning_content;
+    for (auto it = m.extra.begin(); it != m.extra.end(); ++it) {
+      if (!j.contains(it.key())) j[it.key()] = it.value();
+    }
+    messages.push_back(std::move(j));
+  }
+  return messages;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<TrainExample>> ChatJsonlExamples(const std::string& path,
                                                             const ChatExampleBuilder& builder,
-                                                            int64_t progress_every,
+                                                            const DatasetOptions& options,
                                                             DataSummary* summary) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
@@ -418,45 +439,108 @@ absl::StatusOr<std::vector<TrainExample>> ChatJsonlExamples(const std::string& p
   int64_t line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
-    if (progress_every > 0 && line_no % progress_every == 0) {
+    if (options.progress_every > 0 && line_no % options.progress_every == 0) {
       std::fprintf(stderr, "%s: %lld lines, %zu examples\n", path.c_str(),
                    static_cast<long long>(line_no), out.size());
     }
-    if (!line.empty() && line.back() == '\r') line.pop_back();
     if (absl::StripAsciiWhitespace(line).empty()) continue;
     const std::string where = absl::StrCat(path, ":", line_no);
-    if (size_t bad = FirstInvalidUtf8(line); bad != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": not valid UTF-8 (byte ", bad, " of the line)"));
-    }
-    ojson sample = ojson::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (sample.is_discarded() || !sample.is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": not a JSON object"));
-    }
-    auto messages = sample.find("messages");
-    if (messages == sample.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": no \"messages\" field"));
-    }
-    std::string id;
-    if (auto it = sample.find("id"); it != sample.end() && !it->is_null()) {
-      id = it->is_string() ? it->get<std::string>() : it->dump();
-    } else {
-      id = HexId(StableHash64(messages->dump()));
-    }
-    absl::StatusOr<TrainExample> ex = builder.Build(*messages, id, where);
-    if (!ex.ok()) {
-      if (absl::IsFailedPrecondition(ex.status())) {
-        // Counted, not fatal: the reason is the text after "file:line: ".
-        std::string reason(ex.status().message());
-        reason = reason.substr(std::min(reason.size(), where.size() + 2));
-        if (reason.rfind("last message is not", 0) == 0) reason = "last message is not the assistant's";
-        summary->skipped[reason] += 1;
+    ASSIGN_OR_RETURN(std::vector<TraceSample> samples, ParseTraceLineSamples(line, line_no, path));
+    for (const TraceSample& sample : samples) {
+      std::string id = sample.id;
+      if (id == absl::StrCat(line_no)) {
+        // The reader numbers id-less lines by position; the split must not
+        // depend on order, so such samples are identified by their content.
+        ojson j = ojson::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (!j.is_object() || (!j.contains("id") && !j.contains("uuid"))) {
+          id = HexId(StableHash64(TraceMessagesJson(sample).dump()));
+        }
+      }
+      if (sample.correct.has_value() && !*sample.correct && !options.keep_incorrect) {
+        summary->skipped["marked incorrect by the verifier"] += 1;
         continue;
       }
-      return ex.status();
+      if (sample.finish_reason == "length" && !options.keep_unfinished) {
+        summary->skipped["generation cut by the length limit"] += 1;
+        continue;
+      }
+      absl::StatusOr<TrainExample> ex = builder.Build(TraceMessagesJson(sample), id, where);
+      if (!ex.ok()) {
+        if (absl::IsFailedPrecondition(ex.status())) {
+          // Counted, not fatal: the reason is the text after "file:line: ".
+          std::string reason(ex.status().message());
+          reason = reason.substr(std::min(reason.size(), where.size() + 2));
+          if (reason.rfind("last message is not", 0) == 0) reason = "last message is not the assistant's";
+          summary->skipped[reason] += 1;
+          continue;
+        }
+        return ex.status();
+      }
+      out.push_back(*std::move(ex));
     }
-    out.push_back(*std::move(ex));
   }
   if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error after line ", line_no));
+  return out;
+}
+
+absl::StatusOr<TrainExample> TraceTokensExample(const TraceTokens& record, int32_t student_vocab,
+                                                const std::string& path) {
+  auto check = [&](int32_t id) -> absl::Status {
+    if (id < 0 || id >= student_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("student vocabulary (", student_vocab,
+                                                     ") does not cover token id ", id, " in ", path,
+                                                     " record ", record.id));
+    }
+    return absl::OkStatus();
+  };
+  for (int32_t id : record.prompt_ids) RETURN_IF_ERROR(check(id));
+  for (int32_t id : record.completion_ids) RETURN_IF_ERROR(check(id));
+  const size_t P = record.prompt_ids.size(), C = record.completion_ids.size();
+  const int32_t K = record.top_k;
+  if (K < 0 || record.topk_ids.size() != C * static_cast<size_t>(K) ||
+      record.topk_logprobs.size() != record.topk_ids.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " record ", record.id, ": top-k arrays have ", record.topk_ids.size(), "/",
+        record.topk_logprobs.size(), " entries, expected completion (", C, ") * top_k (", K, ")"));
+  }
+  for (int32_t id : record.topk_ids) RETURN_IF_ERROR(check(id));
+  TrainExample ex;
+  ex.id = record.id;
+  Append(record.prompt_ids, 0, &ex);
+  Append(record.completion_ids, 1, &ex);
+  if (K > 0) {
+    ex.top_k = K;
+    ex.topk_ids.assign(P * K, -1);
+    ex.topk_logprobs.assign(P * K, 0.0f);
+    ex.topk_ids.insert(ex.topk_ids.end(), record.topk_ids.begin(), record.topk_ids.end());
+    ex.topk_logprobs.insert(ex.topk_logprobs.end(), record.topk_logprobs.begin(),
+                            record.topk_logprobs.end());
+  }
+  return ex;
+}
+
+absl::StatusOr<std::vector<TrainExample>> TraceShardExamples(const std::string& path,
+                                                             int32_t student_vocab,
+                                                             const DatasetOptions& options,
+                                                             DataSummary* summary) {
+  ASSIGN_OR_RETURN(TraceShardReader reader, TraceShardReader::Open(path));
+  std::vector<TrainExample> out;
+  TraceTokens record;
+  int64_t n = 0;
+  while (true) {
+    ASSIGN_OR_RETURN(bool more, reader.Next(&record));
+    if (!more) break;
+    ++n;
+    if (options.progress_every > 0 && n % options.progress_every == 0) {
+      std::fprintf(stderr, "%s: %lld records\n", path.c_str(), static_cast<long long>(n));
+    }
+    if (record.completion_ids.empty()) {
+      summary->skipped["empty completion"] += 1;
+      continue;
+    }
+    ASSIGN_OR_RETURN(TrainExample ex, TraceTokensExample(record, student_vocab, path));
+    out.push_back(std::move(ex));
+  }
   return out;
 }
 
@@ -480,13 +564,26 @@ absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths, con
         ASSIGN_OR_RETURN(ChatExampleBuilder b, ChatExampleBuilder::Create(tmpl, &tokenizer, options.chat));
         builder = std::make_unique<ChatExampleBuilder>(std::move(b));
       }
-      ASSIGN_OR_RETURN(examples, ChatJsonlExamples(path, *builder, options.progress_every, &ds.summary_));
+      ASSIGN_OR_RETURN(examples, ChatJsonlExamples(path, *builder, options, &ds.summary_));
     } else if (ext == ".txt" || ext == ".md") {
       ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
       ASSIGN_OR_RETURN(examples, TextExamples(text, tokenizer, options.text, path));
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": unknown data file kind (expected .jsonl/.json chat samples or .txt/.md text)"));
+      absl::StatusOr<std::vector<TrainExample>> shard =
+          TraceShardExamples(
+          path, options.student_vocab > 0 ? options.student_vocab : tokenizer.vocab_size(), options,
+          &ds.summary_);
+      if (!shard.ok()) {
+        if (absl::IsInvalidArgument(shard.status()) &&
+            absl::StrContains(shard.status().message(), "student vocabulary")) {
+          return shard.status();
+        }
+        return absl::Status(shard.status().code(),
+                            absl::StrCat(shard.status().message(),
+                                         " (data files are .jsonl/.json chat samples, .txt/.md "
+                                         "text, or trace token shards)"));
+      }
+      examples = *std::move(shard);
     }
     ++ds.summary_.files;
     for (TrainExample& ex : examples) ds.Add(std::move(ex), options.eval_fraction);

@@ -37,6 +37,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "formats/traces.h"
 #include "model/chat_template.h"
 #include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -185,6 +186,13 @@ struct DataSummary {
 
 struct DatasetOptions {
   double eval_fraction = 0.0;  // in [0, 1)
+  // Trace samples the verifier marked "correct": false, and generations cut
+  // by the length limit (finish_reason "length"), are skipped (counted)
+  // unless kept here.
+  bool keep_incorrect = false;
+  bool keep_unfinished = false;
+  // Ids in token shards must be below this; 0 = the tokenizer's vocab_size().
+  int32_t student_vocab = 0;
   ChatExampleOptions chat;
   TextSplitOptions text;
   // Progress lines on stderr every this many lines/records (0 = quiet).
@@ -221,12 +229,26 @@ class Dataset {
   DataSummary summary_;
 };
 
-// Reads one JSONL file of chat samples into examples (no split). Exposed for
-// tests and tools.
+// Reads one JSONL file of chat / trace samples (any dialect ParseTraceLine
+// accepts; open-r1 rows with several generations give one example each)
+// into examples (no split). Skipped samples are counted in *summary.
 absl::StatusOr<std::vector<TrainExample>> ChatJsonlExamples(const std::string& path,
                                                             const ChatExampleBuilder& builder,
-                                                            int64_t progress_every,
+                                                            const DatasetOptions& options,
                                                             DataSummary* summary);
+
+// A token-shard record as an example: prompt_ids (mask 0) + completion_ids
+// (mask 1), the teacher's top-k on the completion rows. Every id (prompt,
+// completion, top-k) must be < student_vocab, else InvalidArgument
+// "student vocabulary (N) does not cover token id X in <path> record <id>":
+// the teacher's tokenizer must be the student's.
+absl::StatusOr<TrainExample> TraceTokensExample(const TraceTokens& record, int32_t student_vocab,
+                                                const std::string& path);
+// Every record of a shard (records with no completion are skipped, counted).
+absl::StatusOr<std::vector<TrainExample>> TraceShardExamples(const std::string& path,
+                                                             int32_t student_vocab,
+                                                             const DatasetOptions& options,
+                                                             DataSummary* summary);
 
 // ---- packing and loading -----------------------------------------------------
 

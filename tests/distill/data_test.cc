@@ -20,6 +20,7 @@
 
 #include "core/file.h"
 #include "formats/gguf.h"
+#include "formats/traces.h"
 #include "model/gguf_model.h"
 
 namespace retort {
@@ -278,21 +279,21 @@ TEST(DatasetTest, JsonlSkipsCountedAndErrorsNameFileAndLine) {
   struct Bad {
     std::string contents, want;
   } bads[] = {
-      {good + "\n{not json\n", "bad.jsonl:2: not a JSON object"},
-      {good + "\n" + R"({"id": "x"})" + "\n", "bad.jsonl:2: no \"messages\" field"},
+      {good + "\n{not json\n", "bad.jsonl:2: invalid JSON"},
+      {good + "\n" + R"({"id": "x"})" + "\n", "bad.jsonl:2: messages: missing"},
       {std::string(R"({"messages": [{"role": "user", "content": "caf)") + "\xe9" +
            R"("}, {"role": "assistant", "content": "x"}]})",
-       "bad.jsonl:1: not valid UTF-8"},
+       "bad.jsonl:1: invalid UTF-8"},
       {R"({"messages": [{"content": "hi"}, {"role": "assistant", "content": "x"}]})",
-       "bad.jsonl:1: messages[0] has no string \"role\""},
+       "bad.jsonl:1: messages[0].role: missing"},
       {R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": 5}]})",
-       "bad.jsonl:1: messages[1].content must be a string"},
+       "bad.jsonl:1: messages[1].content: expected a string"},
   };
   for (const Bad& b : bads) {
     const std::string p = dir.Write("bad.jsonl", b.contents);
     auto r = Dataset::Load({p}, tok, &tmpl, options);
     ASSERT_FALSE(r.ok()) << b.want;
-    EXPECT_THAT(r.status().message(), HasSubstr(b.want));
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(b.want));
   }
   auto no_tmpl = Dataset::Load({path}, tok, nullptr, options);
   ASSERT_FALSE(no_tmpl.ok());
@@ -305,6 +306,133 @@ TEST(DatasetTest, JsonlSkipsCountedAndErrorsNameFileAndLine) {
   EXPECT_THAT(missing.status().message(), HasSubstr("/nonexistent/x.jsonl"));
   options.eval_fraction = 1.5;
   EXPECT_FALSE(Dataset::Load({path}, tok, &tmpl, options).ok());
+}
+
+TEST(DatasetTest, TraceDialectsAndVerdicts) {
+  const ojson& c = CaseOf("r1_distill", "reasoning");
+  ChatTemplate tmpl = TemplateFor(c);
+  const Tokenizer& tok = TokenizerNamed("r1_distill_qwen");
+  TempDir dir;
+  // The fixture conversation as an R1 trace line (reasoning inline in the
+  // content), as ShareGPT, and as open-r1 columns with two generations, one
+  // marked wrong; plus a generation cut by the length limit.
+  const ojson& m = c["messages"];
+  const std::string q = m[0]["content"];
+  const std::string r = m[1]["reasoning_content"];
+  const std::string a = m[1]["content"];
+  const std::string inline_answer = "<think>\n" + r + "\n</think>\n\n" + a;
+  ojson trace = {{"id", "q1"}, {"sample", 0}, {"correct", true},
+                 {"messages", ojson::array({{{"role", "user"}, {"content", q}},
+                                            {{"role", "assistant"}, {"content", inline_answer}}})}};
+  ojson sharegpt = {{"conversations", ojson::array({{{"from", "human"}, {"value", q}},
+                                                    {{"from", "gpt"}, {"value", inline_answer}}})}};
+  ojson columns = {{"uuid", "q2"}, {"problem", q}, {"answer", "no"},
+                   {"generations", ojson::array({inline_answer, "<think>\nwrong\n</think>\n\nyes"})},
+                   {"correctness_math_verify", ojson::array({true, false})}};
+  ojson cut = trace;
+  cut["id"] = "q3";
+  cut["finish_reason"] = "length";
+  const std::string path = dir.Write("traces.jsonl", trace.dump() + "\n" + sharegpt.dump() + "\n" +
+                                                         columns.dump() + "\n" + cut.dump() + "\n");
+  auto ds = Dataset::Load({path}, tok, &tmpl, DatasetOptions());
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  std::vector<int32_t> want = Ids(c["prompt_ids"]);
+  for (int32_t id : Ids(c["completion_ids"])) want.push_back(id);
+  ASSERT_EQ(ds->train().size(), 3u);
+  for (const TrainExample& e : ds->train()) EXPECT_EQ(e.tokens, want) << e.id;
+  EXPECT_EQ(ds->train()[0].id, "q1");
+  EXPECT_EQ(ds->train()[2].id, "q2");
+  // The id-less ShareGPT line is named by its content, not its line number.
+  EXPECT_EQ(ds->train()[1].id.size(), 16u);
+  EXPECT_EQ(ds->summary().skipped.at("marked incorrect by the verifier"), 1);
+  EXPECT_EQ(ds->summary().skipped.at("generation cut by the length limit"), 1);
+  DatasetOptions keep;
+  keep.keep_incorrect = keep.keep_unfinished = true;
+  auto all = Dataset::Load({path}, tok, &tmpl, keep);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->train().size(), 5u);
+}
+
+TEST(DatasetTest, TokenShardsCarryTeacherTopK) {
+  const Tokenizer& tok = TokenizerNamed("smollm2");
+  TempDir dir;
+  const std::string path = dir.Write("traces.shard", "");
+  std::vector<TraceTokens> records(3);
+  for (int r = 0; r < 3; ++r) {
+    TraceTokens& t = records[r];
+    t.id = "p" + std::to_string(r);
+    t.prompt_ids = {1, 100 + r, 200};
+    t.completion_ids = {300 + r, 301, 302, 2};
+    t.top_k = 3;
+    for (size_t j = 0; j < t.completion_ids.size(); ++j) {
+      for (int k = 0; k < 3; ++k) {
+        t.topk_ids.push_back(t.completion_ids[j] + 10 * k);
+        t.topk_logprobs.push_back(-0.25f * k - 0.125f * j);
+      }
+    }
+  }
+  records[1].completion_ids.clear();  // nothing generated: skipped
+  records[1].topk_ids.clear();
+  records[1].topk_logprobs.clear();
+  {
+    auto w = TraceShardWriter::Open(path, /*append=*/false);
+    ASSERT_TRUE(w.ok()) << w.status();
+    for (const auto& t : records) ASSERT_TRUE(w->Append(t).ok());
+    ASSERT_TRUE(w->Close().ok());
+  }
+  auto ds = Dataset::Load({path}, tok, nullptr, DatasetOptions());
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ(ds->train().size(), 2u);
+  EXPECT_EQ(ds->summary().skipped.at("empty completion"), 1);
+  EXPECT_EQ(ds->summary().teacher_examples, 2);
+  // What the shard reader returns (log-probs are stored quantized).
+  auto reader = TraceShardReader::Open(path);
+  ASSERT_TRUE(reader.ok());
+  TraceTokens stored;
+  ASSERT_TRUE(*reader->Next(&stored));
+  const TrainExample& e = ds->train()[0];
+  EXPECT_EQ(e.id, "p0");
+  EXPECT_EQ(e.tokens, (std::vector<int32_t>{1, 100, 200, 300, 301, 302, 2}));
+  EXPECT_EQ(e.loss_mask, (std::vector<uint8_t>{0, 0, 0, 1, 1, 1, 1}));
+  ASSERT_EQ(e.top_k, 3);
+  for (int t = 0; t < 7; ++t) {
+    for (int k = 0; k < 3; ++k) {
+      if (t < 3) {
+        EXPECT_EQ(e.topk_ids[t * 3 + k], -1);
+      } else {
+        EXPECT_EQ(e.topk_ids[t * 3 + k], stored.topk_ids[(t - 3) * 3 + k]);
+        EXPECT_EQ(e.topk_logprobs[t * 3 + k], stored.topk_logprobs[(t - 3) * 3 + k]);
+      }
+    }
+  }
+  // Packed: position i predicting completion token j carries row j.
+  PackingOptions o;
+  o.seq_len = 8;
+  o.shuffle = false;
+  o.repeat = false;
+  auto dl = DataLoader::Create(&ds->train(), o);
+  ASSERT_TRUE(dl.ok());
+  PackedBatch b;
+  ASSERT_TRUE((*dl)->Next(&b));
+  EXPECT_EQ(b.num_targets, 4);
+  EXPECT_EQ(b.num_teacher_targets, 4);
+  for (int i = 2; i < 6; ++i) {
+    ASSERT_TRUE(b.has_teacher[i]);
+    EXPECT_EQ(b.targets[i], e.tokens[i + 1]);
+    EXPECT_EQ(b.topk_ids[i * 3], e.tokens[i + 1]);  // the teacher's top-1 is the sampled token here
+    EXPECT_EQ(b.topk_logprobs[i * 3 + 1], stored.topk_logprobs[(i - 2) * 3 + 1]);
+  }
+  // A student whose vocabulary is smaller than the teacher's ids.
+  DatasetOptions small;
+  small.student_vocab = 250;
+  auto bad = Dataset::Load({path}, tok, nullptr, small);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(std::string(bad.status().message()),
+            "student vocabulary (250) does not cover token id 300 in " + path + " record p0");
+  // Not a shard and not a known extension.
+  auto junk = Dataset::Load({dir.Write("notes.bin", "hello")}, tok, nullptr, DatasetOptions());
+  ASSERT_FALSE(junk.ok());
+  EXPECT_THAT(std::string(junk.status().message()), HasSubstr("notes.bin"));
 }
 
 TEST(DatasetTest, TextCorpusMatchesTokenizers) {
