@@ -353,6 +353,178 @@ absl::Status Transformer::ForwardChunk(const int32_t* tokens, int64_t n, KvCache
   return absl::OkStatus();
 }
 
+absl::Status Transformer::ForwardBatch(const std::vector<BatchSlot>& slots,
+                                       float* logits) const {
+  // Check everything before touching any cache, so an error leaves all as they were.
+  const int64_t vocab = config_.vocab_size;
+  for (size_t s = 0; s < slots.size(); ++s) {
+    const BatchSlot& slot = slots[s];
+    if (slot.cache == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("ForwardBatch: slot ", s, " has no KV cache"));
+    }
+    for (size_t o = 0; o < s; ++o) {
+      if (slots[o].cache == slot.cache) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ForwardBatch: slots ", o, " and ", s, " share one KV cache"));
+      }
+    }
+    const KvCache& cache = *slot.cache;
+    if (cache.num_layers_ != config_.num_layers || cache.num_kv_heads_ != config_.num_kv_heads ||
+        cache.head_dim_ != config_.head_dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ForwardBatch: the KV cache of slot ", s, " was made for a different model shape"));
+    }
+    if (slot.n < 1 || slot.tokens == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ForwardBatch: slot ", s, " has ", slot.n, " new tokens, expected >= 1"));
+    }
+    if (slot.want_logits && logits == nullptr) {
+      return absl::InvalidArgumentError("ForwardBatch: logits buffer is null");
+    }
+    for (int64_t i = 0; i < slot.n; ++i) {
+      if (slot.tokens[i] < 0 || slot.tokens[i] >= vocab) {
+        return absl::OutOfRangeError(absl::StrCat("ForwardBatch: slot ", s, ": token id ",
+                                                  slot.tokens[i], " at position ", i,
+                                                  " is outside the vocabulary [0, ", vocab, ")"));
+      }
+    }
+    if (cache.position() + slot.n > cache.max_tokens()) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "ForwardBatch: slot ", s, ": ", slot.n, " new tokens after ", cache.position(),
+          " overflow its KV cache of ", cache.max_tokens(), " positions"));
+    }
+  }
+  for (const BatchSlot& slot : slots) {
+    RETURN_IF_ERROR(slot.cache->Reserve(slot.cache->position() + slot.n));
+  }
+
+  // Passes of at most kPrefillChunk rows, slots taken in order; a slot's
+  // tokens may span passes (its logits come with its last piece).
+  std::vector<int64_t> done(slots.size(), 0);
+  size_t first = 0;  // slots before this one are finished
+  while (first < slots.size()) {
+    std::vector<BatchPiece> pieces;
+    int64_t budget = kPrefillChunk;
+    for (size_t s = first; s < slots.size() && budget > 0; ++s) {
+      const BatchSlot& slot = slots[s];
+      const int64_t take = std::min(budget, slot.n - done[s]);
+      const bool last = done[s] + take == slot.n;
+      float* out = last && slot.want_logits ? logits + static_cast<int64_t>(s) * vocab : nullptr;
+      pieces.push_back({slot.cache, slot.tokens + done[s], take, out});
+      done[s] += take;
+      budget -= take;
+    }
+    RETURN_IF_ERROR(ForwardPieces(pieces));
+    while (first < slots.size() && done[first] == slots[first].n) ++first;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Transformer::ForwardPieces(const std::vector<BatchPiece>& pieces) const {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim, half = hd / 2;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t qdim = nh * hd, kvdim = nkv * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+
+  // Row offsets of the pieces in the stacked activations.
+  std::vector<int64_t> row0(pieces.size() + 1, 0);
+  for (size_t p = 0; p < pieces.size(); ++p) row0[p + 1] = row0[p] + pieces[p].n;
+  const int64_t n = row0.back();
+  if (n == 0) return absl::OkStatus();
+
+  // Scratch for the stacked rows: one per thread (like the kernels' own), so
+  // a const Transformer needs no mutable state.
+  thread_local KvCache::Workspace ws;
+  thread_local std::vector<int32_t> tokens;
+  auto fit = [](std::vector<float>& v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(size);
+    return v.data();
+  };
+  float* x = fit(ws.x, n * H);
+  float* h = fit(ws.h, n * H);
+  float* q = fit(ws.q, n * qdim);
+  float* k = fit(ws.k, n * kvdim);
+  float* v = fit(ws.v, n * kvdim);
+  float* attn = fit(ws.attn, n * qdim);
+  float* gate = fit(ws.gate, n * I);
+  float* up = fit(ws.up, n * I);
+  float* cos = fit(ws.cos, n * half);
+  float* sin = fit(ws.sin, n * half);
+  ws.positions.resize(n);
+  tokens.resize(n);
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    const int64_t pos0 = pieces[p].cache->position_;
+    for (int64_t i = 0; i < pieces[p].n; ++i) {
+      ws.positions[row0[p] + i] = pos0 + i;
+      tokens[row0[p] + i] = pieces[p].tokens[i];
+    }
+  }
+  cpu::RopeCosSin(inv_freq_.data(), half, ws.positions.data(), n, cos, sin);
+
+  RETURN_IF_ERROR(cpu::Embedding(embed_, tokens.data(), n, x));
+  const cpu::AttentionShape shape{nh, nkv, hd};
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const Layer& L = layers_[l];
+    // Attention block: projections over all rows, attention per sequence.
+    cpu::RmsNorm(x, n, H, L.input_norm.data(), eps, h);
+    RETURN_IF_ERROR(cpu::MatMulGroup(
+        h, n, H,
+        {{&L.q, OrNull(L.q_bias), q}, {&L.k, OrNull(L.k_bias), k}, {&L.v, OrNull(L.v_bias), v}}));
+    if (c.qk_norm) {
+      cpu::RmsNorm(q, n * nh, hd, L.q_norm.data(), eps, q);
+      cpu::RmsNorm(k, n * nkv, hd, L.k_norm.data(), eps, k);
+    }
+    cpu::ApplyRope(q, n, nh, hd, qdim, cos, sin);
+    cpu::ApplyRope(k, n, nkv, hd, kvdim, cos, sin);
+    for (size_t p = 0; p < pieces.size(); ++p) {
+      KvCache& cache = *pieces[p].cache;
+      const int64_t pos0 = cache.position_, r0 = row0[p], count = pieces[p].n;
+      float* kc = cache.keys(l);
+      float* vc = cache.values(l);
+      const int64_t stride = cache.head_stride();
+      for (int64_t t = 0; t < count; ++t) {
+        const float* kr = k + (r0 + t) * kvdim;
+        const float* vr = v + (r0 + t) * kvdim;
+        for (int64_t g = 0; g < nkv; ++g) {
+          std::copy_n(kr + g * hd, hd, kc + g * stride + (pos0 + t) * hd);
+          std::copy_n(vr + g * hd, hd, vc + g * stride + (pos0 + t) * hd);
+        }
+      }
+      cpu::Attention(q + r0 * qdim, count, pos0, kc, vc, stride, shape, scale, c.WindowOf(l),
+                     attn + r0 * qdim);
+    }
+    RETURN_IF_ERROR(cpu::MatMul(attn, n, L.o, OrNull(L.o_bias), h));
+    cpu::Add(x, h, n * H, x);
+    // MLP block (SwiGLU).
+    cpu::RmsNorm(x, n, H, L.post_norm.data(), eps, h);
+    RETURN_IF_ERROR(cpu::MatMulGroup(
+        h, n, H, {{&L.gate, OrNull(L.gate_bias), gate}, {&L.up, OrNull(L.up_bias), up}}));
+    cpu::SiluMul(gate, up, n * I, gate);
+    RETURN_IF_ERROR(cpu::MatMul(gate, n, L.down, OrNull(L.down_bias), h));
+    cpu::Add(x, h, n * H, x);
+  }
+  for (const BatchPiece& piece : pieces) piece.cache->position_ += piece.n;
+
+  // lm_head over the last rows of the pieces that want logits, in one MatMul.
+  std::vector<const BatchPiece*> wanted;
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    if (pieces[p].logits == nullptr) continue;
+    cpu::RmsNorm(x + (row0[p + 1] - 1) * H, 1, H, final_norm_.data(), eps,
+                 h + static_cast<int64_t>(wanted.size()) * H);
+    wanted.push_back(&pieces[p]);
+  }
+  if (wanted.empty()) return absl::OkStatus();
+  const int64_t vocab = c.vocab_size, rows = static_cast<int64_t>(wanted.size());
+  if (rows == 1) return cpu::MatMul(h, 1, lm_head_, nullptr, wanted[0]->logits);
+  thread_local std::vector<float> out;
+  float* y = fit(out, rows * vocab);
+  RETURN_IF_ERROR(cpu::MatMul(h, rows, lm_head_, nullptr, y));
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(y + r * vocab, vocab, wanted[r]->logits);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<float>> Transformer::Logits(const std::vector<int32_t>& tokens) const {
   KvCache cache = NewCache(std::max<int64_t>(static_cast<int64_t>(tokens.size()), 1));
   std::vector<float> logits(tokens.size() * config_.vocab_size);

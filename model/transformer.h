@@ -16,6 +16,18 @@
 // prompt (processed in chunks of up to kPrefillChunk tokens through GEMMs),
 // decode is one call per token (GEMV). Forward is const; concurrent calls with
 // different caches are not supported because the kernels share one thread pool.
+//
+// ForwardBatch() advances several sequences (each with its own KvCache) in
+// one pass: the projections and the MLP see all their new tokens as one
+// matrix (GEMM instead of one GEMV per sequence: this is what makes batched
+// decoding faster), RoPE uses each row's own position, attention runs per
+// sequence against its own cache. A sequence's logits equal what Forward
+// gives it alone up to f32 rounding: the matrix kernels pick their path by
+// the total row count (ops.h: GEMV for few rows, sgemm for more), and the
+// paths sum in different orders (f32/bf16/f16 weights: ~1e-6 relative). For
+// ggml block weights the GEMV path dots 8-bit-quantized activations (as
+// llama.cpp) while sgemm multiplies the f32 activations, so rows that cross
+// kQuantGemvMaxRows differ by the activation rounding (~1e-3 relative).
 #ifndef RETORT_MODEL_TRANSFORMER_H_
 #define RETORT_MODEL_TRANSFORMER_H_
 
@@ -39,6 +51,14 @@ enum class LogitsMode {
   kLast,  // logits[vocab] for the last token only (generation)
   kAll,   // logits[n, vocab], one row per token (perplexity, distillation)
   kNone,  // none (prefill whose output is not needed); logits may be null
+};
+
+// One sequence's share of a Transformer::ForwardBatch call.
+struct BatchSlot {
+  KvCache* cache = nullptr;         // this sequence's cache; one slot per cache
+  const int32_t* tokens = nullptr;  // its new tokens [n], appended at cache->position()
+  int64_t n = 0;                    // >= 1: 1 while decoding, more while prefilling
+  bool want_logits = true;          // write the logits of its last new token
 };
 
 class Transformer {
@@ -83,6 +103,18 @@ class Transformer {
   absl::Status Forward(const int32_t* tokens, int64_t n, KvCache& cache, float* logits,
                        LogitsMode mode = LogitsMode::kLast) const;
 
+  // Runs every slot's new tokens in one pass (see the file comment) and
+  // appends them to the slots' caches. logits: [slots.size() * vocab], row i
+  // the last-token logits of slot i; rows of slots with want_logits false are
+  // left untouched (logits may be null when no slot wants any). Work is split
+  // into internal passes of at most kPrefillChunk rows (all of a pass's rows
+  // go through the GEMMs together), so callers that want decode steps to stay
+  // short should also bound the prefill tokens they put in one call.
+  // Errors, with every cache unchanged: a null or repeated cache, a cache of
+  // another model shape, n < 1, a token id outside [0, vocab), a cache that
+  // would overflow (naming the slot).
+  absl::Status ForwardBatch(const std::vector<BatchSlot>& slots, float* logits) const;
+
   // Convenience: logits [n * vocab] of a whole sequence from a fresh cache.
   absl::StatusOr<std::vector<float>> Logits(const std::vector<int32_t>& tokens) const;
 
@@ -100,6 +132,14 @@ class Transformer {
   absl::Status Build(const Lookup& lookup);
   absl::Status ForwardChunk(const int32_t* tokens, int64_t n, KvCache& cache, float* logits,
                             LogitsMode mode) const;
+  // One ForwardBatch pass: `pieces` of consecutive tokens of distinct caches.
+  struct BatchPiece {
+    KvCache* cache;
+    const int32_t* tokens;
+    int64_t n;
+    float* logits;  // null: no logits for this piece
+  };
+  absl::Status ForwardPieces(const std::vector<BatchPiece>& pieces) const;
 
   ModelConfig config_;
   Tensor embed_, lm_head_;
