@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "core/file.h"
 #include "core/status.h"
+#include "core/thread_pool.h"
 #include "formats/traces.h"
 #include "model/unicode.h"
 
@@ -434,28 +435,22 @@ absl::StatusOr<std::vector<TrainExample>> ChatJsonlExamples(const std::string& p
                                                             DataSummary* summary) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::vector<TrainExample> out;
+  // Parse every line first (cheap, in order), then render and tokenize the
+  // samples on the thread pool (the costly part); results are taken in file
+  // order, so skips and the first error do not depend on the thread count.
+  struct Job {
+    ojson messages;
+    std::string id, where;
+  };
+  std::vector<Job> jobs;
   std::string line;
   int64_t line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
-    if (options.progress_every > 0 && line_no % options.progress_every == 0) {
-      std::fprintf(stderr, "%s: %lld lines, %zu examples\n", path.c_str(),
-                   static_cast<long long>(line_no), out.size());
-    }
     if (absl::StripAsciiWhitespace(line).empty()) continue;
     const std::string where = absl::StrCat(path, ":", line_no);
     ASSIGN_OR_RETURN(std::vector<TraceSample> samples, ParseTraceLineSamples(line, line_no, path));
     for (const TraceSample& sample : samples) {
-      std::string id = sample.id;
-      if (id == absl::StrCat(line_no)) {
-        // The reader numbers id-less lines by position; the split must not
-        // depend on order, so such samples are identified by their content.
-        ojson j = ojson::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (!j.is_object() || (!j.contains("id") && !j.contains("uuid"))) {
-          id = HexId(StableHash64(TraceMessagesJson(sample).dump()));
-        }
-      }
       if (sample.correct.has_value() && !*sample.correct && !options.keep_incorrect) {
         summary->skipped["marked incorrect by the verifier"] += 1;
         continue;
@@ -464,22 +459,49 @@ absl::StatusOr<std::vector<TrainExample>> ChatJsonlExamples(const std::string& p
         summary->skipped["generation cut by the length limit"] += 1;
         continue;
       }
-      absl::StatusOr<TrainExample> ex = builder.Build(TraceMessagesJson(sample), id, where);
-      if (!ex.ok()) {
-        if (absl::IsFailedPrecondition(ex.status())) {
-          // Counted, not fatal: the reason is the text after "file:line: ".
-          std::string reason(ex.status().message());
-          reason = reason.substr(std::min(reason.size(), where.size() + 2));
-          if (reason.rfind("last message is not", 0) == 0) reason = "last message is not the assistant's";
-          summary->skipped[reason] += 1;
-          continue;
+      Job job{TraceMessagesJson(sample), sample.id, where};
+      if (job.id == absl::StrCat(line_no)) {
+        // The reader numbers id-less lines by position; the split must not
+        // depend on order, so such samples are identified by their content.
+        ojson j = ojson::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (!j.is_object() || (!j.contains("id") && !j.contains("uuid"))) {
+          job.id = HexId(StableHash64(job.messages.dump()));
         }
-        return ex.status();
       }
-      out.push_back(*std::move(ex));
+      jobs.push_back(std::move(job));
     }
   }
   if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error after line ", line_no));
+
+  std::vector<absl::StatusOr<TrainExample>> built(jobs.size(), absl::UnknownError("not built"));
+  const int64_t chunk = options.progress_every > 0 ? options.progress_every : 1024;
+  for (int64_t b = 0; b < static_cast<int64_t>(jobs.size()); b += chunk) {
+    const int64_t e = std::min<int64_t>(jobs.size(), b + chunk);
+    ParallelFor(e - b, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = b + lo; i < b + hi; ++i) {
+        built[i] = builder.Build(jobs[i].messages, jobs[i].id, jobs[i].where);
+      }
+    });
+    if (options.progress_every > 0) {
+      std::fprintf(stderr, "%s: %lld of %zu samples tokenized\n", path.c_str(),
+                   static_cast<long long>(e), jobs.size());
+    }
+  }
+  std::vector<TrainExample> out;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    if (!built[i].ok()) {
+      if (absl::IsFailedPrecondition(built[i].status())) {
+        // Counted, not fatal: the reason is the text after "file:line: ".
+        std::string reason(built[i].status().message());
+        reason = reason.substr(std::min(reason.size(), jobs[i].where.size() + 2));
+        if (reason.rfind("last message is not", 0) == 0) reason = "last message is not the assistant's";
+        summary->skipped[reason] += 1;
+        continue;
+      }
+      return built[i].status();
+    }
+    out.push_back(*std::move(built[i]));
+  }
   return out;
 }
 

@@ -26,6 +26,8 @@
 //
 // Thread-safety: ChatExampleBuilder::Build and the Dataset accessors are
 // const and may run on several threads; a DataLoader is used from one thread.
+// Dataset::Load / ChatJsonlExamples tokenize on the core thread pool
+// (ParallelFor), so call them from one thread at a time.
 #ifndef RETORT_DISTILL_DATA_H_
 #define RETORT_DISTILL_DATA_H_
 
@@ -201,12 +203,13 @@ struct DatasetOptions {
 
 // All examples of a set of files, tokenized once, split into train and
 // held-out by IsHeldOut(id). File kinds, by name:
-//   *.jsonl / *.json  chat or trace samples, one JSON object a line
-//                     ({"id"?, "messages": [...]} and the other layouts
-//                     formats/traces.h reads); needs a chat template;
+//   *.jsonl / *.json  chat or trace samples, one JSON object a line (every
+//                     dialect formats/traces.h ParseTraceLineSamples reads:
+//                     our traces, OpenAI messages, ShareGPT, open-r1
+//                     columns); needs a chat template;
 //   *.txt / *.md      plain text (DatasetOptions::text);
-//   anything else     a binary trace shard (formats/traces.h), when its
-//                     reader accepts it.
+//   anything else     a trace token shard (TraceShardReader); its ids
+//                     must be < DatasetOptions::student_vocab.
 // Errors name file:line (JSONL) or file record <id> (shards).
 class Dataset {
  public:
