@@ -111,7 +111,7 @@ def compute(case):
             kd = kd + divergence(logQ, logP, case["divergence"], case["jsd_beta"]) * T * T
     loss = case["ce_weight"] * ce + case["kd_weight"] * kd
     (loss * GRAD_SCALE).backward()
-    return loss.item(), ce.item(), float(kd), h.grad, w.grad
+    return loss.item(), ce.item(), float(kd.detach()), h.grad, w.grad
 
 
 def case(name, teacher="none", ce_weight=1.0, kd_weight=0.0, divergence="forward_kl",
