@@ -523,6 +523,46 @@ class CountRankTable {
 absl::Status TopKError(const std::string& problem) {
   return absl::InvalidArgumentError(absl::StrCat("top-k: ", problem));
 }
+
+absl::Status ValidateEncoding(const TopKEncoding& e) {
+  if (e.step_bits < 0 || e.step_bits > 12 || e.tail_step_bits < 0 || e.tail_step_bits > e.step_bits ||
+      e.tail_from_nats < 0 || e.tail_from_nats > 255) {
+    return TopKError(absl::StrCat("encoding step_bits ", e.step_bits, ", tail_step_bits ", e.tail_step_bits,
+                                  ", tail_from_nats ", e.tail_from_nats,
+                                  " outside step_bits in [0, 12], tail_step_bits in [0, step_bits], "
+                                  "tail_from_nats in [0, 255]"));
+  }
+  return absl::OkStatus();
+}
+
+// Offsets from the top-1 (nats, >= 0) <-> integer codes: fine steps up to
+// tail_from_nats, coarse steps beyond, kNegInfSteps and above for -inf. The
+// map is monotone, so rank order survives quantisation.
+class OffsetScale {
+ public:
+  explicit OffsetScale(const TopKEncoding& e)
+      : fine_(std::ldexp(1.0, e.step_bits)),
+        coarse_(std::ldexp(1.0, e.tail_step_bits)),
+        knee_nats_(e.tail_from_nats),
+        knee_code_(static_cast<uint64_t>(e.tail_from_nats) << e.step_bits) {}
+
+  uint64_t Encode(double offset) const {
+    if (!(offset < 1e12)) return kNegInfSteps;  // +inf (a -inf log-prob) and huge
+    offset = std::max(0.0, offset);
+    const double code = offset < knee_nats_ ? offset * fine_
+                                            : static_cast<double>(knee_code_) + (offset - knee_nats_) * coarse_;
+    const double rounded = std::nearbyint(code);
+    return rounded >= static_cast<double>(kNegInfSteps) ? kNegInfSteps : static_cast<uint64_t>(rounded);
+  }
+  double Decode(uint64_t code) const {
+    if (code < knee_code_) return static_cast<double>(code) / fine_;
+    return knee_nats_ + static_cast<double>(code - knee_code_) / coarse_;
+  }
+
+ private:
+  double fine_, coarse_, knee_nats_;
+  uint64_t knee_code_;
+};
 absl::Status TopKDataLoss(const std::string& problem) {
   return absl::DataLossError(absl::StrCat("topk bytes: ", problem));
 }
@@ -636,16 +676,15 @@ absl::StatusOr<std::vector<TraceSample>> ReadTraceJsonl(const std::string& path)
 // ---- public: top-k ------------------------------------------------------------------
 
 double TopKMaxLogprobError(const TopKEncoding& encoding) {
-  return std::max(std::ldexp(1.0, -(encoding.step_bits + 1)), 0.5 / kTop1Scale);
+  return std::max({std::ldexp(1.0, -(encoding.step_bits + 1)),
+                   std::ldexp(1.0, -(encoding.tail_step_bits + 1)), 0.5 / kTop1Scale});
 }
 
 absl::StatusOr<std::string> EncodeTopK(const std::vector<int32_t>& ids,
                                        const std::vector<float>& logprobs, int64_t rows,
                                        int32_t k, const TopKEncoding& encoding) {
   if (k < 0 || rows < 0) return TopKError(absl::StrCat("negative size (rows ", rows, ", k ", k, ")"));
-  if (encoding.step_bits < 0 || encoding.step_bits > 12) {
-    return TopKError(absl::StrCat("step_bits ", encoding.step_bits, " outside [0, 12]"));
-  }
+  RETURN_IF_ERROR(ValidateEncoding(encoding));
   const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(k);
   if (ids.size() != n || logprobs.size() != n) {
     return TopKError(absl::StrCat("expected ", rows, " x ", k, " = ", n, " ids and log-probs, got ",
@@ -659,11 +698,13 @@ absl::StatusOr<std::string> EncodeTopK(const std::vector<int32_t>& ids,
     }
     id_space = std::max<int64_t>(id_space, ids[i] + 1);
   }
-  const double step = std::ldexp(1.0, -encoding.step_bits);
+  const OffsetScale scale(encoding);
 
   std::string header;
   header.push_back(static_cast<char>(kTopKVersion));
   header.push_back(static_cast<char>(encoding.step_bits));
+  header.push_back(static_cast<char>(encoding.tail_step_bits));
+  header.push_back(static_cast<char>(encoding.tail_from_nats));
   PutVarint(static_cast<uint64_t>(id_space), &header);
   std::string top1, offsets, members;
   BitWriter order;
@@ -691,11 +732,7 @@ absl::StatusOr<std::string> EncodeTopK(const std::vector<int32_t>& ids,
                                       " above the previous rank's ", rlp[r - 1],
                                       " (expected rank order, best first)"));
       }
-      uint64_t q = kNegInfSteps;
-      const double off = (top1_decoded - static_cast<double>(lp)) / step;
-      if (std::isfinite(off) && off < static_cast<double>(kNegInfSteps)) {
-        q = static_cast<uint64_t>(std::llround(std::max(0.0, off)));
-      }
+      uint64_t q = scale.Encode(top1_decoded - static_cast<double>(lp));
       q = std::max(q, prev_q);
       PutVarint(q - prev_q, &offsets);
       prev_q = q;
@@ -733,13 +770,15 @@ absl::Status DecodeTopK(std::string_view bytes, int64_t rows, int32_t k, std::ve
   ids->clear();
   logprobs->clear();
   if (rows < 0 || k < 0) return TopKDataLoss(absl::StrCat("negative size (rows ", rows, ", k ", k, ")"));
-  if (bytes.size() < 2) return TopKDataLoss("truncated header");
+  if (bytes.size() < 4) return TopKDataLoss("truncated header");
   if (static_cast<uint8_t>(bytes[0]) != kTopKVersion) {
     return TopKDataLoss(absl::StrCat("unknown version ", static_cast<int>(static_cast<uint8_t>(bytes[0]))));
   }
-  const int step_bits = static_cast<uint8_t>(bytes[1]);
-  if (step_bits > 12) return TopKDataLoss(absl::StrCat("step_bits ", step_bits, " outside [0, 12]"));
-  bytes.remove_prefix(2);
+  const TopKEncoding encoding{static_cast<uint8_t>(bytes[1]), static_cast<uint8_t>(bytes[2]),
+                              static_cast<uint8_t>(bytes[3])};
+  if (absl::Status st = ValidateEncoding(encoding); !st.ok()) return TopKDataLoss(std::string(st.message()));
+  const OffsetScale scale(encoding);
+  bytes.remove_prefix(4);
   uint64_t id_space;
   if (!GetVarint(&bytes, &id_space) || id_space > static_cast<uint64_t>(kMaxIdSpace)) {
     return TopKDataLoss("bad id space");
@@ -761,7 +800,6 @@ absl::Status DecodeTopK(std::string_view bytes, int64_t rows, int32_t k, std::ve
   if (n > 0 && (streams[2].size() < n || streams[0].size() < static_cast<uint64_t>(rows))) {
     return TopKDataLoss(absl::StrCat("streams too short for ", rows, " x ", k, " entries"));
   }
-  const double step = std::ldexp(1.0, -step_bits);
   ids->resize(n);
   logprobs->resize(n);
   std::string_view top1 = streams[0], offsets = streams[1], members = streams[2];
@@ -783,7 +821,7 @@ absl::Status DecodeTopK(std::string_view bytes, int64_t rows, int32_t k, std::ve
       }
       q += v;
       rlp[r] = q >= kNegInfSteps ? -std::numeric_limits<float>::infinity()
-                                 : static_cast<float>(top1_decoded - static_cast<double>(q) * step);
+                                 : static_cast<float>(top1_decoded - scale.Decode(q));
     }
     sorted.clear();
     int64_t rank = -1;
@@ -827,9 +865,8 @@ absl::Status RecordError(const TraceTokens& r, const std::string& problem) {
 
 absl::StatusOr<TraceShardWriter> TraceShardWriter::Open(const std::string& path, bool append,
                                                         TopKEncoding encoding, int zstd_level) {
-  if (encoding.step_bits < 0 || encoding.step_bits > 12) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": top-k step_bits ", encoding.step_bits, " outside [0, 12]"));
+  if (absl::Status st = ValidateEncoding(encoding); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
   }
   TraceShardWriter w;
   w.path_ = path;

@@ -127,10 +127,16 @@ struct TraceTokens {
 };
 
 // Precision of the stored top-k log-probs (formats/traces.md, "Precision").
-// The top-1 log-prob is kept in steps of 2^-12 nat; the others as offsets from
-// it in steps of 2^-step_bits nat.
+// The top-1 log-prob is kept in steps of 2^-12 nat. The others are kept as
+// offsets from it: in steps of 2^-step_bits nat up to tail_from_nats below the
+// top-1, in coarser steps of 2^-tail_step_bits beyond, where a token has at
+// most e^-tail_from_nats of the top-1's probability and an error there moves
+// little probability. Defaults: |log-prob error| <= 1/128 within 4 nats of the
+// top-1, <= 1/32 beyond; |probability error| < 0.004 everywhere.
 struct TopKEncoding {
-  int step_bits = 6;  // 1/64 nat: |error| <= 2^-7 + 2^-13 nat (< 0.0080)
+  int step_bits = 6;       // in [0, 12]
+  int tail_step_bits = 4;  // in [0, step_bits]
+  int tail_from_nats = 4;  // in [0, 255]
 };
 // The largest |decoded - original| log-prob error of an encoding (finite
 // log-probs, offsets from the top-1 below 2^24 steps).

@@ -318,10 +318,25 @@ TEST(TopKTest, RoundTripWithinDocumentedError) {
   std::vector<float> lps;
   for (int32_t k : {1, 2, 5, 64}) {
     RandomTopK(200, k, 151936, 7 + k, &ids, &lps);
-    for (int bits : {0, 4, 6, 8, 12}) ExpectDecodesWithin(ids, lps, 200, k, TopKEncoding{bits});
+    for (int bits : {0, 4, 6, 8, 12}) {
+      ExpectDecodesWithin(ids, lps, 200, k, TopKEncoding{bits, std::min(bits, 4), 1});
+      ExpectDecodesWithin(ids, lps, 200, k, TopKEncoding{bits, bits, 0});  // uniform steps
+    }
+    ExpectDecodesWithin(ids, lps, 200, k, TopKEncoding{});
   }
-  EXPECT_DOUBLE_EQ(TopKMaxLogprobError(TopKEncoding{6}), 1.0 / 128);
-  EXPECT_DOUBLE_EQ(TopKMaxLogprobError(TopKEncoding{12}), 1.0 / 8192);
+  EXPECT_DOUBLE_EQ(TopKMaxLogprobError(TopKEncoding{}), 1.0 / 32);
+  EXPECT_DOUBLE_EQ(TopKMaxLogprobError(TopKEncoding{6, 6, 0}), 1.0 / 128);
+  EXPECT_DOUBLE_EQ(TopKMaxLogprobError(TopKEncoding{12, 12, 0}), 1.0 / 8192);
+  // Within tail_from_nats of the top-1 the fine step applies.
+  ids = {0, 1, 2, 3};
+  lps = {-0.3f, -0.31f, -2.2f, -4.25f};
+  absl::StatusOr<std::string> b = EncodeTopK(ids, lps, 1, 4);
+  ASSERT_TRUE(b.ok());
+  std::vector<int32_t> ids2;
+  std::vector<float> lps2;
+  ASSERT_TRUE(DecodeTopK(*b, 1, 4, &ids2, &lps2).ok());
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(lps2[i], lps[i], 1.0 / 128 + 1e-6) << i;
+  EXPECT_NEAR(lps2[3], lps[3], 1.0 / 32 + 1e-6);
 }
 
 TEST(TopKTest, EdgeValues) {
@@ -355,6 +370,8 @@ TEST(TopKTest, RejectsBadInput) {
   EXPECT_THAT(err({1, 2}, {-INFINITY, -INFINITY}, 1, 2), HasSubstr("top-1"));
   EXPECT_THAT(err({1, -2}, {-1, -2}, 1, 2), HasSubstr("id -2"));
   EXPECT_THAT(err({1, 2, 3}, {-1, -2}, 1, 2), HasSubstr("expected 1 x 2"));
+  EXPECT_FALSE(EncodeTopK({1}, {-1}, 1, 1, TopKEncoding{4, 6, 4}).ok());  // tail finer than head
+  EXPECT_FALSE(EncodeTopK({1}, {-1}, 1, 1, TopKEncoding{13, 4, 4}).ok());
 }
 
 TEST(TopKTest, DecodeRejectsDamagedBytesWithoutCrashing) {
@@ -676,24 +693,28 @@ TEST(TraceShardTest, RealSmolLm2TopK64BytesPerToken) {
   std::vector<TraceTokens> got = ReadAll(path, &tail, &valid);
   ASSERT_TRUE(tail.ok()) << tail;
   ASSERT_EQ(got.size(), written.size());
-  double worst_lp = 0, worst_p = 0;
+  double worst_lp = 0, worst_head_lp = 0, worst_p = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     ExpectSameRecord(written[i], got[i]);
     for (size_t j = 0; j < got[i].topk_logprobs.size(); ++j) {
       const double a = written[i].topk_logprobs[j], b = got[i].topk_logprobs[j];
+      const double top1 = written[i].topk_logprobs[j - j % kK];
       worst_lp = std::max(worst_lp, std::fabs(a - b));
+      if (top1 - a < 3.99) worst_head_lp = std::max(worst_head_lp, std::fabs(a - b));
       worst_p = std::max(worst_p, std::fabs(std::exp(a) - std::exp(b)));
     }
   }
   absl::StatusOr<TraceShardStats> stats = ComputeTraceShardStats(path);
   ASSERT_TRUE(stats.ok());
   std::printf("SmolLM2-135M top-%d, %lld tokens: %lld bytes on disk, %.1f bytes/token "
-              "(max |dlogprob| %.5f, max |dp| %.5f)\n",
+              "(max |dlogprob| %.5f, within 4 nats of the top-1 %.5f, max |dp| %.5f)\n",
               kK, static_cast<long long>(stats->completion_tokens),
               static_cast<long long>(stats->file_bytes), stats->bytes_per_completion_token, worst_lp,
-              worst_p);
+              worst_head_lp, worst_p);
   EXPECT_LE(stats->bytes_per_completion_token, 150.0);
   EXPECT_LE(worst_lp, TopKMaxLogprobError({}) + 1e-5);
+  EXPECT_LE(worst_head_lp, 1.0 / 128 + 1e-5);
+  EXPECT_LE(worst_p, 0.004);
 }
 
 }  // namespace
