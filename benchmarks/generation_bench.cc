@@ -1,0 +1,166 @@
+// Throughput of distill/generation.h's BatchGenerator (continuous batching)
+// at several batch sizes: `batch` slots, 2 * batch requests of --prompt
+// prompt tokens and --new generated tokens each (greedy, EOS ignored, so
+// every request runs to its length), one top-5 log-prob row per token as a
+// teacher run records. Reports generated tokens/s (what a teacher run is
+// limited by) and all tokens/s (prompt + generated) per batch size.
+// Output: one JSON object on stdout (and --out FILE).
+//
+//   generation_bench [--threads 2] [--family llama] [--size 100m] [--dtype bf16]
+//                    [--batches 1,8,32] [--prompt 64] [--new 64] [--top-k 5] [--out FILE]
+//   generation_bench --model FILE.gguf|HF_DIR ...   (a real model instead of a preset)
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include "core/thread_pool.h"
+#include "distill/generation.h"
+#include "model/gguf_model.h"
+#include "model/init.h"
+#include "model/transformer.h"
+#include "nlohmann/json.hpp"
+
+namespace retort {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct Flags {
+  int threads = 2;
+  std::string family = "llama", size = "100m", dtype = "bf16", out, model;
+  std::vector<int64_t> batches = {1, 8, 32};
+  int64_t prompt = 64, new_tokens = 64;
+  int top_k = 5;
+};
+
+Flags ParseFlags(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--threads") f.threads = std::atoi(v.c_str());
+    else if (k == "--family") f.family = v;
+    else if (k == "--size") f.size = v;
+    else if (k == "--dtype") f.dtype = v;
+    else if (k == "--prompt") f.prompt = std::atoll(v.c_str());
+    else if (k == "--new") f.new_tokens = std::atoll(v.c_str());
+    else if (k == "--top-k") f.top_k = std::atoi(v.c_str());
+    else if (k == "--out") f.out = v;
+    else if (k == "--model") f.model = v;
+    else if (k == "--batches") {
+      f.batches.clear();
+      std::stringstream ss(v);
+      for (std::string item; std::getline(ss, item, ',');) f.batches.push_back(std::atoll(item.c_str()));
+    } else {
+      std::cerr << "generation_bench: unknown flag " << k << "\n";
+      std::exit(2);
+    }
+  }
+  if (argc % 2 == 0) {
+    std::cerr << "generation_bench: flag " << argv[argc - 1] << " has no value\n";
+    std::exit(2);
+  }
+  return f;
+}
+
+int Main(int argc, char** argv) {
+  Flags flags = ParseFlags(argc, argv);
+  DType dtype = flags.dtype == "f32" ? DType::kF32 : flags.dtype == "f16" ? DType::kF16 : DType::kBF16;
+  absl::StatusOr<std::unique_ptr<Transformer>> model;
+  if (!flags.model.empty()) {
+    bool gguf = flags.model.size() > 5 && flags.model.substr(flags.model.size() - 5) == ".gguf";
+    model = gguf ? LoadGgufTransformer(flags.model) : Transformer::Load(flags.model);
+    if (model.ok()) {
+      for (const auto& [name, t] : (*model)->NamedWeights()) {
+        if (name.find("mlp.down_proj.weight") != std::string::npos) dtype = t.dtype();
+      }
+      flags.family = flags.model;
+      flags.size = "";
+      flags.dtype = std::string(DTypeName(dtype));
+    }
+  } else {
+    auto config = PresetConfig(flags.family, flags.size);
+    if (!config.ok()) {
+      std::cerr << config.status() << "\n";
+      return 1;
+    }
+    model = Transformer::RandomInit(*config, 1, dtype);
+  }
+  if (!model.ok()) {
+    std::cerr << model.status() << "\n";
+    return 1;
+  }
+  SetNumThreads(flags.threads);
+  const ModelConfig& c = (*model)->config();
+
+  nlohmann::ordered_json runs = nlohmann::ordered_json::array();
+  double batch1_tps = 0;
+  for (int64_t batch : flags.batches) {
+    const int64_t count = 2 * batch;
+    std::vector<GenerationRequest> requests;
+    for (int64_t r = 0; r < count; ++r) {
+      GenerationRequest q;
+      q.id = std::to_string(r);
+      for (int64_t i = 0; i < flags.prompt; ++i)
+        q.prompt.push_back(static_cast<int32_t>((r * 7919 + i * 104729 + 11) % c.vocab_size));
+      q.max_new_tokens = flags.new_tokens;
+      q.ignore_eos = true;
+      q.top_logprobs = flags.top_k;
+      q.sampling.temperature = 0;
+      requests.push_back(std::move(q));
+    }
+    GeneratorOptions options;
+    options.max_batch = batch;
+    BatchGenerator gen(**model, options);
+    auto t = Clock::now();
+    std::vector<GenerationResult> results = gen.Generate(std::move(requests));
+    const double seconds = Since(t);
+    int64_t generated = 0, prompt = 0;
+    double first_token = 0;
+    for (const GenerationResult& r : results) {
+      if (!r.status.ok()) {
+        std::cerr << r.status << "\n";
+        return 1;
+      }
+      generated += r.completion_tokens;
+      prompt += r.prompt_tokens;
+      first_token += r.first_token_seconds;
+    }
+    const double tps = generated / seconds;
+    if (batch == 1) batch1_tps = tps;
+    nlohmann::ordered_json row = {
+        {"batch", batch},
+        {"requests", count},
+        {"prompt_tokens", prompt},
+        {"generated_tokens", generated},
+        {"seconds", seconds},
+        {"generated_tokens_per_second", tps},
+        {"all_tokens_per_second", (generated + prompt) / seconds},
+        {"steps", gen.stats().steps},
+        {"forward_fraction", gen.stats().forward_seconds / seconds},
+        {"mean_first_token_seconds", first_token / count}};
+    if (batch1_tps > 0) row["speedup_vs_batch_1"] = tps / batch1_tps;
+    runs.push_back(row);
+    std::cerr << "batch " << batch << ": " << tps << " generated tok/s\n";
+  }
+
+  nlohmann::ordered_json out = {
+      {"model", {{"family", flags.family}, {"size", flags.size}, {"dtype", flags.dtype},
+                 {"parameters", c.ParameterCount()}, {"weight_bytes", (*model)->WeightBytes()}}},
+      {"threads", flags.threads},
+      {"prompt", flags.prompt},
+      {"new_tokens", flags.new_tokens},
+      {"top_logprobs", flags.top_k},
+      {"generation", runs}};
+  std::cout << out.dump(2) << "\n";
+  if (!flags.out.empty()) std::ofstream(flags.out) << out.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace retort
+
+int main(int argc, char** argv) { return retort::Main(argc, argv); }
