@@ -165,10 +165,10 @@ double BucketDivergence(const Divergence& div, int64_t nb, const double* P, cons
 struct RowContext {
   int64_t vocab;
   float temperature, inv_t;
-  bool unit_t;          // temperature == 1
-  float ce_coef;        // grad_scale * ce_weight
-  float kd_coef;        // grad_scale * kd_weight * T (d(T^2 D)/dz = T dD/ds)
-  bool kd;              // kd_weight > 0
+  bool unit_t;    // temperature == 1
+  float ce_coef;  // grad_scale * ce_weight
+  float kd_coef;  // grad_scale * kd_weight * T (d(T^2 D)/dz = T dD/ds)
+  bool kd;        // kd_weight > 0
   Divergence div;
   TopKTail topk_tail;
   int64_t k;
@@ -423,8 +423,8 @@ RowLoss TopKRow(float* z, int32_t y, const int32_t* ids, const float* lps, const
     }
     for (int64_t b = 0; b <= kv; ++b) Q[b] = std::exp(logQ[b]);
     if (ctx.kd) {
-      r.kd = BucketDivergence(ctx.div, kv + 1, P.data(), logP.data(), Q.data(), logQ.data(),
-                              c.data());
+      r.kd =
+          BucketDivergence(ctx.div, kv + 1, P.data(), logP.data(), Q.data(), logQ.data(), c.data());
       kd_tail = P[0] > 0 ? static_cast<float>(ctx.kd_coef * c[0]) : 0.f;
     }
   } else {
@@ -499,7 +499,8 @@ absl::Status Validate(int64_t n, int64_t d, int64_t vocab, const float* h, const
   if (o.kd_weight == 0) return absl::OkStatus();
   switch (t.kind) {
     case TeacherSignal::Kind::kNone:
-      return InvalidArg(absl::StrCat("kd_weight is ", o.kd_weight, " but there is no teacher signal"));
+      return InvalidArg(
+          absl::StrCat("kd_weight is ", o.kd_weight, " but there is no teacher signal"));
     case TeacherSignal::Kind::kDense:
       if (t.vocab != vocab) {
         return InvalidArg(absl::StrCat("teacher LM head has ", t.vocab,
@@ -603,8 +604,8 @@ absl::StatusOr<KdDivergence> ParseKdDivergence(const std::string& name) {
   if (name == "forward_kl") return KdDivergence::kForwardKl;
   if (name == "reverse_kl") return KdDivergence::kReverseKl;
   if (name == "jsd") return KdDivergence::kJsd;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown KD divergence \"", name, "\" (expected forward_kl, reverse_kl or jsd)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown KD divergence \"", name,
+                                                 "\" (expected forward_kl, reverse_kl or jsd)"));
 }
 
 const char* KdDivergenceName(KdDivergence d) {
@@ -648,8 +649,8 @@ absl::StatusOr<LossResult> ComputeLoss(const float* h, int64_t n, int64_t d, con
   const bool topk = options.kd_weight > 0 && teacher.kind == TeacherSignal::Kind::kTopK;
   const int64_t td = dense ? teacher.dim : 0;
   const Scratch plan = PlanScratch(m, d, vocab, teacher, options, dh != nullptr);
-  std::vector<float> hbuf(plan.hbuf), logits(plan.logits), thbuf(plan.thbuf),
-      tlogits(plan.tlogits), dhbuf(plan.dhbuf);
+  std::vector<float> hbuf(plan.hbuf), logits(plan.logits), thbuf(plan.thbuf), tlogits(plan.tlogits),
+      dhbuf(plan.dhbuf);
   std::vector<double> row_ce(plan.rows), row_kd(plan.rows);
 
   RowContext ctx;
@@ -711,8 +712,8 @@ absl::StatusOr<LossResult> ComputeLoss(const float* h, int64_t n, int64_t d, con
           const int64_t k0 = blk * kDimBlock, nk = std::min(kDimBlock, d - k0);
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(r),
                       static_cast<int>(nk), static_cast<int>(vocab), 1.f, g,
-                      static_cast<int>(vocab), w + k0, static_cast<int>(d), 0.f,
-                      dhbuf.data() + k0, static_cast<int>(d));
+                      static_cast<int>(vocab), w + k0, static_cast<int>(d), 0.f, dhbuf.data() + k0,
+                      static_cast<int>(d));
         }
       });
       for (int64_t i = 0; i < r; ++i) {
@@ -726,8 +727,8 @@ absl::StatusOr<LossResult> ComputeLoss(const float* h, int64_t n, int64_t d, con
           const int64_t v0 = blk * kVocabBlock, nv = std::min(kVocabBlock, vocab - v0);
           cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(nv),
                       static_cast<int>(d), static_cast<int>(r), 1.f, g + v0,
-                      static_cast<int>(vocab), hbuf.data(), static_cast<int>(d), 1.f,
-                      dw + v0 * d, static_cast<int>(d));
+                      static_cast<int>(vocab), hbuf.data(), static_cast<int>(d), 1.f, dw + v0 * d,
+                      static_cast<int>(d));
         }
       });
     }

@@ -46,17 +46,18 @@ absl::StatusOr<AdamW> AdamW::Create(int64_t n, const AdamWOptions& options,
                                                    options.beta1, ", ", options.beta2, ")"));
   }
   if (!(options.eps > 0) || !(options.weight_decay >= 0) || !std::isfinite(options.weight_decay)) {
-    return absl::InvalidArgumentError(absl::StrCat("AdamW: eps must be > 0 and weight_decay >= 0, got ",
-                                                   options.eps, " and ", options.weight_decay));
+    return absl::InvalidArgumentError(
+        absl::StrCat("AdamW: eps must be > 0 and weight_decay >= 0, got ", options.eps, " and ",
+                     options.weight_decay));
   }
   if (groups.empty()) groups.push_back({0, n, true});
   int64_t at = 0;
   for (size_t i = 0; i < groups.size(); ++i) {
     const ParamGroup& g = groups[i];
     if (g.begin != at || g.end < g.begin) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "AdamW: parameter group ", i, " is [", g.begin, ", ", g.end, ") but must start at ", at,
-          " (groups tile [0, ", n, ") in order)"));
+      return absl::InvalidArgumentError(absl::StrCat("AdamW: parameter group ", i, " is [", g.begin,
+                                                     ", ", g.end, ") but must start at ", at,
+                                                     " (groups tile [0, ", n, ") in order)"));
     }
     at = g.end;
   }
@@ -77,8 +78,7 @@ void AdamW::Step(float* params, const float* grads, float lr) {
   const float w1 = static_cast<float>(1 - b1);
   const float fb2 = options_.beta2, w2 = static_cast<float>(1 - b2);
   const float eps = options_.eps;
-  const float decay =
-      static_cast<float>(1 - static_cast<double>(lr) * options_.weight_decay);
+  const float decay = static_cast<float>(1 - static_cast<double>(lr) * options_.weight_decay);
   float* m = m_.data();
   float* v = v_.data();
   for (const ParamGroup& g : groups_) {
@@ -119,7 +119,8 @@ std::string AdamW::SerializeState() const {
 }
 
 absl::Status AdamW::RestoreState(const std::string& bytes) {
-  if (bytes.size() < static_cast<size_t>(kHeaderBytes) || std::memcmp(bytes.data(), kMagic, 8) != 0) {
+  if (bytes.size() < static_cast<size_t>(kHeaderBytes) ||
+      std::memcmp(bytes.data(), kMagic, 8) != 0) {
     return absl::InvalidArgumentError("AdamW state: not an AdamW state (magic RTADAMW1 missing)");
   }
   const char* p = bytes.data() + 8;
@@ -128,8 +129,8 @@ absl::Status AdamW::RestoreState(const std::string& bytes) {
   const float hp[4] = {Get<float>(p + 16), Get<float>(p + 20), Get<float>(p + 24),
                        Get<float>(p + 28)};
   if (n != static_cast<uint64_t>(size())) {
-    return absl::InvalidArgumentError(absl::StrCat("AdamW state: holds ", n,
-                                                   " parameters but the optimizer has ", size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("AdamW state: holds ", n, " parameters but the optimizer has ", size()));
   }
   if (bytes.size() != static_cast<size_t>(kHeaderBytes) + 8 * n) {
     return absl::DataLossError(absl::StrCat("AdamW state: ", bytes.size(), " bytes, expected ",
@@ -218,8 +219,7 @@ double LearningRate(int64_t step, int64_t total_steps, const LrScheduleOptions& 
   }
   if (o.kind == LrScheduleKind::kConstant) return o.peak_lr;
   const double span = static_cast<double>(std::max<int64_t>(1, total_steps - o.warmup_steps));
-  const double progress =
-      std::clamp(static_cast<double>(step - o.warmup_steps) / span, 0.0, 1.0);
+  const double progress = std::clamp(static_cast<double>(step - o.warmup_steps) / span, 0.0, 1.0);
   const double factor = o.kind == LrScheduleKind::kCosine
                             ? 0.5 * (1 + std::cos(std::numbers::pi * progress))
                             : 1 - progress;

@@ -88,8 +88,8 @@ std::vector<double> LogSoftmax(const std::vector<double>& x) {
   return out;
 }
 
-double RefDivergence(const std::vector<double>& lq, const std::vector<double>& lp, KdDivergence kind,
-                     double beta) {
+double RefDivergence(const std::vector<double>& lq, const std::vector<double>& lp,
+                     KdDivergence kind, double beta) {
   if (kind == KdDivergence::kJsd && beta == 0) kind = KdDivergence::kForwardKl;
   if (kind == KdDivergence::kJsd && beta == 1) kind = KdDivergence::kReverseKl;
   double D = 0;
@@ -549,7 +549,8 @@ TEST(LossTest, TopKOverWholeVocabularyEqualsDenseTeacher) {
   const Problem p = MakeProblem(6, 16, 64, K::kTopK, 7, 64, /*empty_slot=*/false);
   Problem dense = p;
   dense.kind = K::kDense;
-  for (KdDivergence div : {KdDivergence::kForwardKl, KdDivergence::kReverseKl, KdDivergence::kJsd}) {
+  for (KdDivergence div :
+       {KdDivergence::kForwardKl, KdDivergence::kReverseKl, KdDivergence::kJsd}) {
     for (TopKTail tail : {TopKTail::kTailBucket, TopKTail::kRenormalize}) {
       const float t = tail == TopKTail::kRenormalize ? 2.f : 1.f;
       LossOptions o = KdOptions(div, 0.3f, t);

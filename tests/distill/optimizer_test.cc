@@ -29,7 +29,8 @@ double RelErr(const float* got, const float* ref, int64_t n) {
   for (int64_t i = 0; i < n; ++i) den = std::max(den, std::abs(double(ref[i])));
   double worst = 0;
   for (int64_t i = 0; i < n; ++i) {
-    worst = std::max(worst, std::abs(double(got[i]) - ref[i]) / (std::abs(double(ref[i])) + 1e-3 * den));
+    worst = std::max(worst,
+                     std::abs(double(got[i]) - ref[i]) / (std::abs(double(ref[i])) + 1e-3 * den));
   }
   return worst;
 }
@@ -95,7 +96,8 @@ TEST_F(AdamWFixture, MatchesTorchAdamW) {
   o.weight_decay = 0;
   auto plain = AdamW::Create(n, o, {});
   ASSERT_TRUE(plain.ok());
-  for (int64_t s = 0; s < steps; ++s) plain->Step(q.data(), grads.data() + s * n, meta_["lrs"][s].get<float>());
+  for (int64_t s = 0; s < steps; ++s)
+    plain->Step(q.data(), grads.data() + s * n, meta_["lrs"][s].get<float>());
   EXPECT_EQ(0, std::memcmp(p.data() + 40, q.data() + 40, 30 * 4));
   EXPECT_NE(p[0], q[0]);
 }
@@ -156,7 +158,8 @@ TEST_F(AdamWFixture, ClipMatchesTorch) {
   for (const char* name : {"clip_small", "clip_large"}) {
     SCOPED_TRACE(name);
     std::vector<float> g = in;
-    const double norm = ClipGradNorm(g.data(), g.size(), meta_["clip"][name]["max_norm"].get<double>());
+    const double norm =
+        ClipGradNorm(g.data(), g.size(), meta_["clip"][name]["max_norm"].get<double>());
     const double want = meta_["clip"][name]["norm"];
     EXPECT_LT(std::abs(norm - want) / want, 1e-6);
     EXPECT_LT(RelErr(g.data(), F32(name).data(), g.size()), 1e-6);
@@ -223,8 +226,9 @@ TEST(ScheduleTest, MatchesTransformers) {
   EXPECT_EQ(LearningRate(500, 100, o), 0.1);
   o.kind = LrScheduleKind::kLinear;
   EXPECT_EQ(LearningRate(500, 100, o), 0.1);
-  EXPECT_THAT(ParseLrSchedule("cosin").status().message(),
-              HasSubstr("unknown learning-rate schedule \"cosin\" (expected cosine, linear or constant)"));
+  EXPECT_THAT(
+      ParseLrSchedule("cosin").status().message(),
+      HasSubstr("unknown learning-rate schedule \"cosin\" (expected cosine, linear or constant)"));
   EXPECT_STREQ(LrScheduleName(LrScheduleKind::kLinear), "linear");
 }
 
