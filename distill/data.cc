@@ -106,14 +106,6 @@ absl::Status Skip(const std::string& where, const std::string& reason, std::stri
   return absl::FailedPreconditionError(absl::StrCat(where, ": ", reason));
 }
 
-uint64_t SplitMix64(uint64_t* state) {
-  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 }  // namespace
 
@@ -351,7 +343,7 @@ bool IsHeldOut(const std::string& id, double eval_fraction) {
   // characters ("prompt-1", "prompt-2"): finish with splitmix64's mixer, then
   // the top 53 bits -> [0, 1) exactly.
   uint64_t state = StableHash64(id) - 0x9E3779B97F4A7C15ull;  // SplitMix64 adds it back
-  const double u = static_cast<double>(SplitMix64(&state) >> 11) * 0x1.0p-53;
+  const double u = static_cast<double>(SplitMix64(state) >> 11) * 0x1.0p-53;
   return u < eval_fraction;
 }
 
@@ -619,38 +611,11 @@ absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths, con
 
 // ---- shuffling ---------------------------------------------------------------
 
-Xoshiro256::Xoshiro256(uint64_t seed) {
-  uint64_t state = seed;
-  for (uint64_t& s : s_) s = SplitMix64(&state);
-}
-
-uint64_t Xoshiro256::Next() {
-  const uint64_t result = Rotl(s_[1] * 5, 7) * 9;
-  const uint64_t t = s_[1] << 17;
-  s_[2] ^= s_[0];
-  s_[3] ^= s_[1];
-  s_[1] ^= s_[2];
-  s_[0] ^= s_[3];
-  s_[2] ^= t;
-  s_[3] = Rotl(s_[3], 45);
-  return result;
-}
-
-uint64_t Xoshiro256::Below(uint64_t n) {
-  // Reject the top partial block of 2^64 so every residue is equally likely.
-  const uint64_t limit = std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % n;
-  uint64_t x;
-  do {
-    x = Next();
-  } while (x >= limit);
-  return x % n;
-}
-
 std::vector<uint32_t> EpochPermutation(uint64_t n, uint64_t seed, uint64_t epoch) {
   std::vector<uint32_t> p(n);
   for (uint64_t i = 0; i < n; ++i) p[i] = static_cast<uint32_t>(i);
   uint64_t a = seed, b = epoch ^ 0xD1B54A32D192ED03ull;
-  Xoshiro256 rng(SplitMix64(&a) ^ SplitMix64(&b));
+  Xoshiro256 rng(SplitMix64(a) ^ SplitMix64(b));
   for (uint64_t i = n; i > 1; --i) {
     const uint64_t j = rng.Below(i);
     std::swap(p[i - 1], p[j]);

@@ -41,6 +41,7 @@
 #include "absl/status/statusor.h"
 #include "formats/traces.h"
 #include "model/chat_template.h"
+#include "model/sampler.h"
 #include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -318,18 +319,8 @@ struct DataPosition {
   static absl::StatusOr<DataPosition> FromJson(const nlohmann::json& j);
 };
 
-// Deterministic generator for shuffling: xoshiro256** seeded through
-// splitmix64, identical on every platform and standard library.
-class Xoshiro256 {
- public:
-  explicit Xoshiro256(uint64_t seed);
-  uint64_t Next();
-  // Uniform in [0, n) without modulo bias (rejection sampling). n > 0.
-  uint64_t Below(uint64_t n);
-
- private:
-  uint64_t s_[4];
-};
+// Shuffling uses model/sampler.h's Xoshiro256 (xoshiro256** seeded through
+// splitmix64), identical on every platform and standard library.
 
 // The order of `n` examples in `epoch`: a Fisher-Yates shuffle (i from n-1
 // down to 1, swap i with Below(i + 1)) driven by Xoshiro256(splitmix(seed)

@@ -74,6 +74,17 @@ uint64_t Xoshiro256::Next() {
   return result;
 }
 
+uint64_t Xoshiro256::Below(uint64_t n) {
+  // Reject the top partial block of 2^64 so every residue is equally likely.
+  const uint64_t max = std::numeric_limits<uint64_t>::max();
+  const uint64_t limit = max - max % n;
+  uint64_t x;
+  do {
+    x = Next();
+  } while (x >= limit);
+  return x % n;
+}
+
 Sampler::Sampler(SamplerOptions options)
     : options_(Clamped(options)), greedy_(options_.temperature == 0), rng_(options_.seed) {}
 

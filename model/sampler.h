@@ -61,6 +61,8 @@ class Xoshiro256 {
   uint64_t Next();
   // Uniform in [0, 1) with 53 random bits.
   double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+  // Uniform in [0, n) without modulo bias (rejection sampling). REQUIRES: n > 0.
+  uint64_t Below(uint64_t n);
 
  private:
   uint64_t s_[4];
