@@ -16,6 +16,8 @@ int RunTokenize(const Args& args);
 int RunGenerate(const Args& args);
 int RunEval(const Args& args);
 int RunConvert(const Args& args);
+int RunServe(const Args& args);
+int RunDistill(const Args& args);
 
 }  // namespace retort::cli
 

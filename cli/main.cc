@@ -24,6 +24,9 @@ constexpr Entry kCommands[] = {
     {"eval", "perplexity of a model on a text, or dump its logits", retort::cli::RunEval},
     {"convert", "HF directory <-> GGUF file (llama.cpp layouts and quantization presets)",
      retort::cli::RunConvert},
+    {"serve", "serve a model over an OpenAI-compatible HTTP API", retort::cli::RunServe},
+    {"distill", "train a student on traces, chats or text (SFT and logit distillation)",
+     retort::cli::RunDistill},
 };
 
 void PrintUsage(std::ostream& out) {

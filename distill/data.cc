@@ -558,6 +558,17 @@ absl::StatusOr<std::vector<TrainExample>> TraceShardExamples(const std::string& 
   return out;
 }
 
+namespace {
+// Trace shards are sequences of zstd frames (formats/traces.md).
+bool StartsWithZstdMagic(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  unsigned char magic[4] = {0, 0, 0, 0};
+  f.read(reinterpret_cast<char*>(magic), 4);
+  return f.gcount() == 4 && magic[0] == 0x28 && magic[1] == 0xB5 && magic[2] == 0x2F &&
+         magic[3] == 0xFD;
+}
+}  // namespace
+
 absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths, const Tokenizer& tokenizer,
                                       const ChatTemplate* tmpl, const DatasetOptions& options) {
   if (!(options.eval_fraction >= 0 && options.eval_fraction < 1)) {
@@ -579,7 +590,10 @@ absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths, con
         builder = std::make_unique<ChatExampleBuilder>(std::move(b));
       }
       ASSIGN_OR_RETURN(examples, ChatJsonlExamples(path, *builder, options, &ds.summary_));
-    } else if (ext == ".txt" || ext == ".md") {
+    } else if (!StartsWithZstdMagic(path)) {
+      // Anything that is not JSONL and not a (zstd-framed) trace shard is
+      // plain text: .txt, .md, or extension-less files such as
+      // /usr/share/common-licenses/GPL-3.
       ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
       ASSIGN_OR_RETURN(examples, TextExamples(text, tokenizer, options.text, path));
     } else {

@@ -1,0 +1,447 @@
+#include "distill/trainer.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/file.h"
+#include "core/status.h"
+#include "core/tensor.h"
+#include "formats/hf_dir.h"
+#include "formats/safetensors.h"
+#include "nlohmann/json.hpp"
+
+namespace retort {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void OnSignal(int sig) {
+  if (g_stop.exchange(true)) {
+    // Second signal: the default action (terminate).
+    signal(sig, SIG_DFL);
+    raise(sig);
+  }
+}
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+std::string FormatDuration(double s) {
+  if (!std::isfinite(s) || s < 0) return "--:--";
+  const int64_t t = static_cast<int64_t>(s + 0.5);
+  if (t >= 3600) return absl::StrFormat("%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+  return absl::StrFormat("%02d:%02d", t / 60, t % 60);
+}
+
+std::string CheckpointName(int64_t step) { return absl::StrFormat("checkpoint-%07d", step); }
+
+// Checkpoints in `dir`, by step (complete ones only: written under a
+// temporary name and renamed).
+std::map<int64_t, std::string> ListCheckpoints(const std::string& dir) {
+  std::map<int64_t, std::string> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("checkpoint-", 0) != 0 || !e.is_directory()) continue;
+    char* end = nullptr;
+    const long long step = std::strtoll(name.c_str() + 11, &end, 10);
+    if (end == nullptr || *end != '\0') continue;
+    if (!fs::exists(e.path() / "trainer_state.json")) continue;
+    out[step] = e.path().string();
+  }
+  return out;
+}
+
+}  // namespace
+
+void InstallTrainerSignalHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+bool TrainerStopRequested() { return g_stop.load(); }
+void RequestTrainerStop() { g_stop.store(true); }
+
+Trainer::Trainer(TrainModel* student, TrainModel* teacher, DataLoader* train, DataLoader* eval,
+                 Collective* collective, TrainerOptions options)
+    : student_(student),
+      teacher_(teacher),
+      train_(train),
+      eval_(eval),
+      collective_(collective),
+      options_(std::move(options)) {}
+
+int64_t Trainer::TotalSteps() const {
+  if (options_.max_steps > 0) return options_.max_steps;
+  const double per_step =
+      static_cast<double>(options_.grad_accum) * collective_->world_size();
+  const double batches = static_cast<double>(train_->BatchesInEpoch(0)) * options_.epochs;
+  return std::max<int64_t>(1, static_cast<int64_t>(std::floor(batches / per_step)));
+}
+
+absl::StatusOr<Trainer::StepStats> Trainer::RunMicroBatch(const PackedBatch& batch,
+                                                          bool backward) {
+  const ModelConfig& c = student_->config();
+  const int64_t n = static_cast<int64_t>(batch.tokens.size());
+  const int64_t d = c.hidden_size;
+  hidden_.resize(n * d);
+  dhidden_.resize(n * d);
+  RETURN_IF_ERROR(student_->Forward(batch.tokens.data(), batch.positions.data(),
+                                    batch.doc_start.data(), n, hidden_.data()));
+  TeacherSignal teacher;
+  if (teacher_ != nullptr && options_.loss.kd_weight > 0) {
+    const int64_t td = teacher_->config().hidden_size;
+    teacher_hidden_.resize(n * td);
+    RETURN_IF_ERROR(teacher_->Forward(batch.tokens.data(), batch.positions.data(),
+                                      batch.doc_start.data(), n, teacher_hidden_.data()));
+    teacher = TeacherSignal::Dense(teacher_hidden_.data(), td, teacher_->lm_head(),
+                                   teacher_->config().vocab_size);
+  } else if (batch.top_k > 0 && options_.loss.kd_weight > 0) {
+    // Rows without teacher data hold only empty slots (-1): their KD term is
+    // zero (teacher and student both put all mass in the tail bucket).
+    teacher = TeacherSignal::TopK(batch.topk_ids.data(), batch.topk_logprobs.data(), batch.top_k);
+  }
+  ASSIGN_OR_RETURN(LossResult r,
+                   ComputeLoss(hidden_.data(), n, d, student_->lm_head(), c.vocab_size,
+                               batch.targets.data(), teacher, options_.loss, 1.0f,
+                               dhidden_.data(), backward ? student_->lm_head_grad() : nullptr));
+  if (backward) RETURN_IF_ERROR(student_->Backward(dhidden_.data()));
+  StepStats s;
+  s.loss_sum = r.loss_sum;
+  s.ce_sum = r.ce_sum;
+  s.kd_sum = r.kd_sum;
+  s.tokens = static_cast<double>(r.tokens);
+  return s;
+}
+
+absl::StatusOr<double> Trainer::Evaluate() {
+  if (eval_ == nullptr) return -1.0;
+  const DataPosition saved = eval_->position();
+  RETURN_IF_ERROR(eval_->Seek(DataPosition{}));
+  double sums[2] = {0, 0};
+  const int64_t limit = options_.eval_batches > 0 ? options_.eval_batches
+                                                  : std::numeric_limits<int64_t>::max();
+  PackedBatch batch;
+  for (int64_t i = 0; i < limit; ++i) {
+    if (!eval_->Next(&batch)) break;
+    ASSIGN_OR_RETURN(StepStats s, RunMicroBatch(batch, /*backward=*/false));
+    sums[0] += s.loss_sum;
+    sums[1] += s.tokens;
+  }
+  RETURN_IF_ERROR(eval_->Seek(saved));
+  RETURN_IF_ERROR(collective_->AllReduceSum(sums, 2));
+  if (sums[1] == 0) return -1.0;
+  return sums[0] / sums[1];
+}
+
+absl::Status Trainer::AppendMetrics(const std::string& json_line) {
+  if (collective_->rank() != 0) return absl::OkStatus();
+  const std::string path = (fs::path(options_.output_dir) / "metrics.jsonl").string();
+  std::ofstream f(path, std::ios::app);
+  f << json_line << "\n";
+  f.flush();
+  if (!f) return absl::InternalError(absl::StrCat(path, ": write failed"));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::SaveCheckpoint(int64_t step, const std::string& name) {
+  RETURN_IF_ERROR(collective_->Barrier());
+  if (collective_->rank() == 0) {
+    const fs::path out = fs::path(options_.output_dir) / name;
+    const fs::path tmp = fs::path(options_.output_dir) / ("." + name + ".tmp");
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    RETURN_IF_ERROR(WriteHfDirectory(tmp.string(), student_->config().ToJson(),
+                                     student_->NamedWeights(options_.save_dtype)));
+    for (const auto& [file, contents] : options_.extra_files) {
+      RETURN_IF_ERROR(WriteFileAtomically((tmp / file).string(), contents));
+    }
+    const bool is_checkpoint = name.rfind("checkpoint-", 0) == 0;
+    if (is_checkpoint) {
+      // f32 master weights + optimizer state: what a bit-exact resume needs.
+      const int64_t np = student_->num_parameters();
+      RETURN_IF_ERROR(WriteSafetensors(
+          (tmp / "master.safetensors").string(),
+          {{"master", Tensor::View(DType::kF32, Shape{np}, student_->param_arena(), nullptr)}},
+          {{"format", "retort-master"}}));
+      RETURN_IF_ERROR(optimizer_->SaveState((tmp / "optimizer.bin").string()));
+      nlohmann::ordered_json ts;
+      ts["step"] = step;
+      ts["optimizer_step"] = optimizer_->step();
+      ts["data_position"] = train_->position().ToJson();
+      ts["tokens"] = tokens_before_;
+      ts["elapsed_s"] = elapsed_at_save_;
+      ts["num_parameters"] = np;
+      ts["world_size"] = collective_->world_size();
+      RETURN_IF_ERROR(
+          WriteFileAtomically((tmp / "trainer_state.json").string(), ts.dump(2) + "\n"));
+    }
+    fs::remove_all(out, ec);
+    fs::rename(tmp, out, ec);
+    if (ec) return absl::InternalError(absl::StrCat(out.string(), ": rename failed: ", ec.message()));
+    if (is_checkpoint && options_.keep_checkpoints > 0) {
+      auto all = ListCheckpoints(options_.output_dir);
+      while (static_cast<int>(all.size()) > options_.keep_checkpoints) {
+        fs::remove_all(all.begin()->second, ec);
+        all.erase(all.begin());
+      }
+    }
+  }
+  return collective_->Barrier();
+}
+
+std::string Trainer::LatestCheckpoint() const {
+  auto all = ListCheckpoints(options_.output_dir);
+  return all.empty() ? std::string() : all.rbegin()->second;
+}
+
+absl::Status Trainer::LoadLatestCheckpoint(int64_t* step) {
+  const std::string dir = LatestCheckpoint();
+  if (dir.empty()) {
+    *step = 0;
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString((fs::path(dir) / "trainer_state.json").string()));
+  nlohmann::json ts;
+  try {
+    ts = nlohmann::json::parse(text);
+    *step = ts.at("step").get<int64_t>();
+    ASSIGN_OR_RETURN(DataPosition pos, DataPosition::FromJson(ts.at("data_position")));
+    RETURN_IF_ERROR(train_->Seek(pos));
+    tokens_before_ = ts.value("tokens", int64_t{0});
+    elapsed_before_ = ts.value("elapsed_s", 0.0);
+    if (ts.value("num_parameters", int64_t{-1}) != student_->num_parameters()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, ": checkpoint has ", ts.value("num_parameters", int64_t{-1}),
+                       " parameters, the student has ", student_->num_parameters()));
+    }
+    if (ts.value("world_size", 1) != collective_->world_size()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, ": checkpoint was written by ", ts.value("world_size", 1),
+                       " ranks; resume with the same number (", collective_->world_size(),
+                       " now)"));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat(dir, "/trainer_state.json: ", e.what()));
+  }
+  const std::string master_path = (fs::path(dir) / "master.safetensors").string();
+  ASSIGN_OR_RETURN(auto reader, SafetensorsReader::Open(master_path));
+  const int64_t np = student_->num_parameters();
+  ASSIGN_OR_RETURN(Tensor master, reader->Get("master"));
+  if (master.dtype() != DType::kF32 || master.numel() != np) {
+    return absl::DataLossError(absl::StrCat(master_path, ": tensor master is not f32[", np, "]"));
+  }
+  std::copy(master.data<float>(), master.data<float>() + np, student_->param_arena());
+  RETURN_IF_ERROR(optimizer_->LoadState((fs::path(dir) / "optimizer.bin").string()));
+  // Metrics written after the checkpoint belong to steps that will be redone.
+  if (collective_->rank() == 0) {
+    const std::string mpath = (fs::path(options_.output_dir) / "metrics.jsonl").string();
+    std::ifstream in(mpath);
+    std::string kept, line;
+    while (std::getline(in, line)) {
+      try {
+        if (nlohmann::json::parse(line).value("step", int64_t{0}) <= *step) kept += line + "\n";
+      } catch (const nlohmann::json::exception&) {
+        // A torn last line of a killed run: dropped.
+      }
+    }
+    in.close();
+    RETURN_IF_ERROR(WriteFileAtomically(mpath, kept));
+  }
+  if (options_.progress && collective_->rank() == 0) {
+    std::fprintf(stderr, "resuming from %s (step %lld)\n", dir.c_str(),
+                 static_cast<long long>(*step));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TrainerSummary> Trainer::Run() {
+  std::error_code ec;
+  fs::create_directories(options_.output_dir, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat(options_.output_dir, ": cannot create: ", ec.message()));
+  }
+  {
+    std::vector<ParamGroup> groups;
+    for (const TrainModel::Parameter& p : student_->parameters()) {
+      const int64_t begin = p.value - student_->param_arena();
+      const bool decay = options_.decay_all || p.decay;
+      if (!groups.empty() && groups.back().decay == decay && groups.back().end == begin) {
+        groups.back().end = begin + p.size;
+      } else {
+        groups.push_back(ParamGroup{begin, begin + p.size, decay});
+      }
+    }
+    ASSIGN_OR_RETURN(AdamW opt, AdamW::Create(student_->num_parameters(), options_.optimizer,
+                                              std::move(groups)));
+    optimizer_.emplace(std::move(opt));
+  }
+  const int64_t total = TotalSteps();
+  int64_t step = 0;
+  if (options_.resume) {
+    RETURN_IF_ERROR(LoadLatestCheckpoint(&step));
+  } else if (collective_->rank() == 0) {
+    if (!ListCheckpoints(options_.output_dir).empty()) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          options_.output_dir,
+          ": has checkpoints of an earlier run; pass --resume to continue it or choose another "
+          "--output"));
+    }
+    fs::remove((fs::path(options_.output_dir) / "metrics.jsonl"), ec);
+  }
+  if (collective_->rank() == 0 && !options_.run_description.empty()) {
+    RETURN_IF_ERROR(WriteFileAtomically((fs::path(options_.output_dir) / "run.json").string(),
+                                        options_.run_description));
+  }
+
+  TrainerSummary summary;
+  const bool rank0 = collective_->rank() == 0;
+  const bool tty = isatty(STDERR_FILENO);
+  const auto t0 = Clock::now();
+  int64_t run_tokens = 0;
+  PackedBatch batch;
+  std::vector<double> scalars(4);
+  while (step < total) {
+    const auto ts = Clock::now();
+    student_->ZeroGrads();
+    StepStats acc;
+    for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
+      if (!train_->Next(&batch)) {
+        return absl::InternalError("the training data stream ended (the loader must repeat)");
+      }
+      ASSIGN_OR_RETURN(StepStats s, RunMicroBatch(batch, /*backward=*/true));
+      acc.loss_sum += s.loss_sum;
+      acc.ce_sum += s.ce_sum;
+      acc.kd_sum += s.kd_sum;
+      acc.tokens += s.tokens;
+    }
+    // Sum over ranks, then the gradient of the mean loss per target token.
+    scalars = {acc.loss_sum, acc.ce_sum, acc.kd_sum, acc.tokens};
+    RETURN_IF_ERROR(collective_->AllReduceSum(scalars.data(), 4));
+    RETURN_IF_ERROR(collective_->AllReduceSum(student_->grad_arena(), student_->num_parameters()));
+    const double tokens = scalars[3];
+    const double loss = tokens > 0 ? scalars[0] / tokens : 0.0;
+    if (!std::isfinite(loss)) {
+      const std::string last = LatestCheckpoint();
+      return absl::DataLossError(absl::StrCat(
+          "loss is ", loss, " at step ", step + 1, "; stopped without saving. Last good checkpoint: ",
+          last.empty() ? std::string("none") : last,
+          " (lower --lr, check the data, or raise --clip-grad-norm)"));
+    }
+    if (tokens > 0) {
+      const float inv = static_cast<float>(1.0 / tokens);
+      float* g = student_->grad_arena();
+      for (int64_t i = 0, np = student_->num_parameters(); i < np; ++i) g[i] *= inv;
+    }
+    const double grad_norm = ClipGradNorm(student_->grad_arena(), student_->num_parameters(),
+                                          options_.clip_grad_norm);
+    if (!std::isfinite(grad_norm)) {
+      const std::string last = LatestCheckpoint();
+      return absl::DataLossError(absl::StrCat(
+          "gradient norm is ", grad_norm, " at step ", step + 1,
+          "; stopped without saving. Last good checkpoint: ",
+          last.empty() ? std::string("none") : last));
+    }
+    const float lr = static_cast<float>(LearningRate(step, total, options_.schedule));
+    optimizer_->Step(student_->param_arena(), student_->grad_arena(), lr);
+    ++step;
+    run_tokens += static_cast<int64_t>(tokens);
+    tokens_before_ += static_cast<int64_t>(tokens);
+    const auto tn = Clock::now();
+    const double elapsed = Seconds(t0, tn);
+    const double tok_s = elapsed > 0 ? run_tokens / elapsed : 0;
+    if (summary.first_loss == 0) summary.first_loss = loss;
+    summary.last_loss = loss;
+    {
+      nlohmann::ordered_json m;
+      m["step"] = step;
+      m["loss"] = loss;
+      if (options_.loss.ce_weight > 0 && options_.loss.kd_weight > 0) {
+        m["ce"] = scalars[1] / std::max(1.0, tokens);
+        m["kd"] = scalars[2] / std::max(1.0, tokens);
+      }
+      m["lr"] = lr;
+      m["grad_norm"] = grad_norm;
+      m["tokens"] = static_cast<int64_t>(tokens);
+      m["step_s"] = Seconds(ts, tn);
+      m["tokens_per_s"] = tok_s;
+      m["elapsed_s"] = elapsed_before_ + elapsed;
+      RETURN_IF_ERROR(AppendMetrics(m.dump()));
+    }
+    if (on_step_) on_step_(step, loss);
+    if (options_.progress && rank0) {
+      const double per_step = elapsed / static_cast<double>(summary.steps + 1);
+      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %s tok/s | ETA %s%s",
+                   tty ? "\r" : "", static_cast<long long>(step), static_cast<long long>(total),
+                   loss, lr, absl::StrFormat("%.0f", tok_s).c_str(),
+                   FormatDuration(per_step * (total - step)).c_str(), tty ? "   " : "\n");
+      std::fflush(stderr);
+    }
+    ++summary.steps;
+
+    const bool last_step = step == total;
+    // Stop requests are agreed on by all ranks so they save the same step.
+    double stop = TrainerStopRequested() ? 1 : 0;
+    RETURN_IF_ERROR(collective_->AllReduceSum(&stop, 1));
+    if ((options_.eval_every > 0 && step % options_.eval_every == 0) || last_step) {
+      ASSIGN_OR_RETURN(double el, Evaluate());
+      if (el >= 0) {
+        summary.eval_loss = el;
+        nlohmann::ordered_json m;
+        m["step"] = step;
+        m["eval_loss"] = el;
+        RETURN_IF_ERROR(AppendMetrics(m.dump()));
+        if (options_.progress && rank0) {
+          std::fprintf(stderr, "%seval at step %lld: loss %.4f\n", tty ? "\n" : "",
+                       static_cast<long long>(step), el);
+        }
+      }
+    }
+    if ((options_.save_every > 0 && step % options_.save_every == 0) || last_step || stop > 0) {
+      elapsed_at_save_ = elapsed_before_ + Seconds(t0, Clock::now());
+      RETURN_IF_ERROR(SaveCheckpoint(step, CheckpointName(step)));
+      summary.final_dir = LatestCheckpoint();
+    }
+    if (stop > 0 && !last_step) {
+      summary.interrupted = true;
+      if (options_.progress && rank0) {
+        std::fprintf(stderr, "\ninterrupted at step %lld: checkpoint saved in %s; continue with --resume\n",
+                     static_cast<long long>(step), summary.final_dir.c_str());
+      }
+      break;
+    }
+  }
+  if (!summary.interrupted) {
+    RETURN_IF_ERROR(SaveCheckpoint(step, "final"));
+    summary.final_dir = (fs::path(options_.output_dir) / "final").string();
+    if (options_.progress && rank0) std::fprintf(stderr, "%s", tty ? "\n" : "");
+  }
+  summary.tokens = run_tokens;
+  summary.seconds = Seconds(t0, Clock::now());
+  summary.steps = step;
+  return summary;
+}
+
+}  // namespace retort
