@@ -82,6 +82,7 @@ void InstallTrainerSignalHandlers() {
 }
 bool TrainerStopRequested() { return g_stop.load(); }
 void RequestTrainerStop() { g_stop.store(true); }
+void ClearTrainerStopRequest() { g_stop.store(false); }
 
 Trainer::Trainer(TrainModel* student, TrainModel* teacher, DataLoader* train, DataLoader* eval,
                  Collective* collective, TrainerOptions options)

@@ -132,6 +132,8 @@ void InstallTrainerSignalHandlers();
 // True once a stop was requested (by a signal or RequestTrainerStop).
 bool TrainerStopRequested();
 void RequestTrainerStop();
+// Clears a stop request (a process that trains again after an interrupt).
+void ClearTrainerStopRequest();
 
 }  // namespace retort
 
