@@ -2,6 +2,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <fcntl.h>
+#include <pcre2.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -9,8 +10,6 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <pcre2.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -35,12 +34,9 @@ namespace {
 using int128 = __int128;
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-bool IsAsciiAlpha(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+bool IsAsciiAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool IsSpace(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
-         c == '\v';
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
 std::string Trim(const std::string& s) {
@@ -55,8 +51,7 @@ bool StartsWithAt(const std::string& s, size_t pos, const char* prefix) {
   return pos + n <= s.size() && s.compare(pos, n, prefix) == 0;
 }
 
-void ReplaceAll(std::string& s, const std::string& from,
-                const std::string& to) {
+void ReplaceAll(std::string& s, const std::string& from, const std::string& to) {
   if (from.empty()) return;
   size_t pos = 0;
   while ((pos = s.find(from, pos)) != std::string::npos) {
@@ -144,8 +139,7 @@ void DropTrailingTextUnit(std::string& s) {
     std::string inner = s.substr(open + 1, close - open - 2);
     // Allow "^2", "^{2}" after the unit.
     std::string t = Trim(tail);
-    bool tail_ok = t.empty() || t == "^2" || t == "^3" || t == "^{2}" ||
-                   t == "^{3}";
+    bool tail_ok = t.empty() || t == "^2" || t == "^3" || t == "^{2}" || t == "^{3}";
     if (!tail_ok || !LooksLikeUnit(inner)) continue;
     if (Trim(s.substr(0, pos)).empty()) continue;
     s.erase(pos);
@@ -180,16 +174,14 @@ std::string BraceShorthandArgs(const std::string& s) {
     out += '}';
   };
   while (i < s.size()) {
-    if (StartsWithAt(s, i, "\\frac") &&
-        !(i + 5 < s.size() && IsAsciiAlpha(s[i + 5]))) {
+    if (StartsWithAt(s, i, "\\frac") && !(i + 5 < s.size() && IsAsciiAlpha(s[i + 5]))) {
       out += "\\frac";
       i += 5;
       take_arg(i);
       take_arg(i);
       continue;
     }
-    if (StartsWithAt(s, i, "\\sqrt") &&
-        !(i + 5 < s.size() && IsAsciiAlpha(s[i + 5]))) {
+    if (StartsWithAt(s, i, "\\sqrt") && !(i + 5 < s.size() && IsAsciiAlpha(s[i + 5]))) {
       out += "\\sqrt";
       i += 5;
       if (i < s.size() && s[i] == '[') {
@@ -223,8 +215,7 @@ std::string RemoveWhitespace(const std::string& s) {
     }
     size_t j = i;
     while (j < s.size() && IsSpace(s[j])) ++j;
-    if (j < s.size() && IsAsciiAlpha(s[j]) && !out.empty() &&
-        IsAsciiAlpha(out.back())) {
+    if (j < s.size() && IsAsciiAlpha(s[j]) && !out.empty() && IsAsciiAlpha(out.back())) {
       // Is the letter run at the end of `out` a control word?
       size_t k = out.size();
       while (k > 0 && IsAsciiAlpha(out[k - 1])) --k;
@@ -283,8 +274,8 @@ std::optional<MathNumber> Divide(const MathNumber& a, const MathNumber& b) {
   if (b.value == 0.0 && (!b.exact || b.numerator == 0)) return std::nullopt;
   double value = a.value / b.value;
   if (a.exact && b.exact) {
-    return FromRational(int128(a.numerator) * b.denominator,
-                        int128(a.denominator) * b.numerator, true, value);
+    return FromRational(int128(a.numerator) * b.denominator, int128(a.denominator) * b.numerator,
+                        true, value);
   }
   return FromRational(0, 1, false, value);
 }
@@ -417,9 +408,8 @@ class NumberParser {
     while (pos_ < s_.size() && IsDigit(s_[pos_])) int_digits += s_[pos_++];
     // Thousands groups only after 1-3 leading digits.
     if (!int_digits.empty() && int_digits.size() <= 3) {
-      while (pos_ + 3 < s_.size() && s_[pos_] == ',' &&
-             IsDigit(s_[pos_ + 1]) && IsDigit(s_[pos_ + 2]) &&
-             IsDigit(s_[pos_ + 3]) &&
+      while (pos_ + 3 < s_.size() && s_[pos_] == ',' && IsDigit(s_[pos_ + 1]) &&
+             IsDigit(s_[pos_ + 2]) && IsDigit(s_[pos_ + 3]) &&
              (pos_ + 4 >= s_.size() || !IsDigit(s_[pos_ + 4]))) {
         int_digits += s_.substr(pos_ + 1, 3);
         pos_ += 4;
@@ -448,8 +438,7 @@ class NumberParser {
     size_t first = all.find_first_not_of('0');
     std::string significant = first == std::string::npos ? "0" : all.substr(first);
     std::string text = (int_digits.empty() ? "0" : int_digits) + "." +
-                       (frac_digits.empty() ? "0" : frac_digits) + "e" +
-                       std::to_string(exponent);
+                       (frac_digits.empty() ? "0" : frac_digits) + "e" + std::to_string(exponent);
     double value = std::strtod(text.c_str(), nullptr);
     // Many decimals: a rounded value, compared with the tolerance.
     if (significant.size() > 18 || frac_digits.size() > 6) {
@@ -466,9 +455,7 @@ class NumberParser {
 // Length of a minus sign at `pos`: '-' (1), U+2212 or U+2013 (3), else 0.
 size_t MinusLength(const std::string& s, size_t pos) {
   if (pos < s.size() && s[pos] == '-') return 1;
-  if (StartsWithAt(s, pos, "\xE2\x88\x92") ||
-      StartsWithAt(s, pos, "\xE2\x80\x93"))
-    return 3;
+  if (StartsWithAt(s, pos, "\xE2\x88\x92") || StartsWithAt(s, pos, "\xE2\x80\x93")) return 3;
   return 0;
 }
 
@@ -485,8 +472,7 @@ size_t IncludeSign(const std::string& s, size_t pos) {
   }
   if (start == 0) return start;
   char before = s[start - 1];
-  if (IsDigit(before) || IsAsciiAlpha(before) || before == ')' ||
-      before == '}' || before == ']')
+  if (IsDigit(before) || IsAsciiAlpha(before) || before == ')' || before == '}' || before == ']')
     return pos;
   return start;
 }
@@ -502,13 +488,16 @@ size_t ScanPlainNumber(const std::string& s, size_t pos) {
     // Thousands groups: ",ddd", "{,}ddd", "\,ddd".
     for (;;) {
       size_t sep = 0;
-      if (StartsWithAt(s, i, ",")) sep = 1;
-      else if (StartsWithAt(s, i, "{,}")) sep = 3;
-      else if (StartsWithAt(s, i, "\\,")) sep = 2;
+      if (StartsWithAt(s, i, ","))
+        sep = 1;
+      else if (StartsWithAt(s, i, "{,}"))
+        sep = 3;
+      else if (StartsWithAt(s, i, "\\,"))
+        sep = 2;
       if (sep == 0) break;
       size_t d = i + sep;
-      if (d + 3 <= s.size() && IsDigit(s[d]) && IsDigit(s[d + 1]) &&
-          IsDigit(s[d + 2]) && (d + 3 == s.size() || !IsDigit(s[d + 3]))) {
+      if (d + 3 <= s.size() && IsDigit(s[d]) && IsDigit(s[d + 1]) && IsDigit(s[d + 2]) &&
+          (d + 3 == s.size() || !IsDigit(s[d + 3]))) {
         i = d + 3;
       } else {
         break;
@@ -639,8 +628,7 @@ std::optional<std::string> ExtractLastBoxed(const std::string& text) {
   }
   // "\boxed 5": the next token.
   size_t end = i;
-  while (end < text.size() && !IsSpace(text[end]) && text[end] != '$')
-    ++end;
+  while (end < text.size() && !IsSpace(text[end]) && text[end] != '$') ++end;
   return text.substr(i, end - i);
 }
 
@@ -667,9 +655,8 @@ std::optional<std::string> ExtractLastNumber(const std::string& text) {
       }
       continue;
     }
-    bool starts_number =
-        IsDigit(c) || (c == '.' && i + 1 < text.size() && IsDigit(text[i + 1]) &&
-                       (i == 0 || !IsDigit(text[i - 1])));
+    bool starts_number = IsDigit(c) || (c == '.' && i + 1 < text.size() && IsDigit(text[i + 1]) &&
+                                        (i == 0 || !IsDigit(text[i - 1])));
     if (!starts_number) {
       ++i;
       continue;
@@ -680,8 +667,7 @@ std::optional<std::string> ExtractLastNumber(const std::string& text) {
       continue;
     }
     // a/b with a plain-number denominator.
-    if (end < text.size() && text[end] == '/' && end + 1 < text.size() &&
-        IsDigit(text[end + 1])) {
+    if (end < text.size() && text[end] == '/' && end + 1 < text.size() && IsDigit(text[end + 1])) {
       size_t den_end = ScanPlainNumber(text, end + 1);
       if (den_end != end + 1) end = den_end;
     }
@@ -704,13 +690,13 @@ std::string ExtractReferenceAnswer(const std::string& reference) {
 std::string NormalizeMathAnswer(const std::string& answer) {
   std::string s = Trim(answer);
   // Unicode look-alikes.
-  ReplaceAll(s, "\xE2\x88\x92", "-");      // U+2212 minus sign
-  ReplaceAll(s, "\xE2\x80\x93", "-");      // U+2013 en dash
-  ReplaceAll(s, "\xC2\xA0", " ");          // no-break space
-  ReplaceAll(s, "\xE2\x80\x89", " ");      // thin space
-  ReplaceAll(s, "\xE2\x80\xAF", " ");      // narrow no-break space
-  ReplaceAll(s, "\xC3\x97", "\\times ");   // multiplication sign
-  ReplaceAll(s, "\xC2\xB0", "");           // degree sign
+  ReplaceAll(s, "\xE2\x88\x92", "-");     // U+2212 minus sign
+  ReplaceAll(s, "\xE2\x80\x93", "-");     // U+2013 en dash
+  ReplaceAll(s, "\xC2\xA0", " ");         // no-break space
+  ReplaceAll(s, "\xE2\x80\x89", " ");     // thin space
+  ReplaceAll(s, "\xE2\x80\xAF", " ");     // narrow no-break space
+  ReplaceAll(s, "\xC3\x97", "\\times ");  // multiplication sign
+  ReplaceAll(s, "\xC2\xB0", "");          // degree sign
   // Math delimiters and currency.
   ReplaceAll(s, "\\$", "");
   ReplaceAll(s, "$", "");
@@ -724,8 +710,7 @@ std::string NormalizeMathAnswer(const std::string& answer) {
   RemoveControlWord(s, "\\displaystyle");
   RemoveControlWord(s, "\\qquad");
   RemoveControlWord(s, "\\quad");
-  for (const char* space : {"\\!", "\\,", "\\;", "\\:", "\\ ", "~"})
-    ReplaceAll(s, space, "");
+  for (const char* space : {"\\!", "\\,", "\\;", "\\:", "\\ ", "~"}) ReplaceAll(s, space, "");
   for (const char* frac : {"\\dfrac", "\\tfrac", "\\cfrac"}) {
     size_t pos = 0;
     std::string f = frac;
@@ -746,8 +731,8 @@ std::string NormalizeMathAnswer(const std::string& answer) {
   ReplaceAll(s, "\\%", "");
   ReplaceAll(s, "%", "");
   DropTrailingTextUnit(s);
-  UnwrapCommands(s, {"\\text", "\\textbf", "\\textit", "\\textrm", "\\mathrm",
-                     "\\mathbf", "\\mathit", "\\mbox"});
+  UnwrapCommands(s, {"\\text", "\\textbf", "\\textit", "\\textrm", "\\mathrm", "\\mathbf",
+                     "\\mathit", "\\mbox"});
   s = Trim(s);
   // "5 cm", "12 apples": a number followed by plain words.
   {
@@ -765,12 +750,10 @@ std::string NormalizeMathAnswer(const std::string& answer) {
   // "x=5", "k=\frac{1}{2}", "\theta=30": keep the right-hand side.
   {
     size_t eq = s.find('=');
-    if (eq != std::string::npos && s.find('=', eq + 1) == std::string::npos &&
-        eq + 1 < s.size()) {
+    if (eq != std::string::npos && s.find('=', eq + 1) == std::string::npos && eq + 1 < s.size()) {
       std::string lhs = s.substr(0, eq);
       bool variable = false;
-      if (!lhs.empty() && lhs.size() <= 2 &&
-          std::all_of(lhs.begin(), lhs.end(), IsAsciiAlpha)) {
+      if (!lhs.empty() && lhs.size() <= 2 && std::all_of(lhs.begin(), lhs.end(), IsAsciiAlpha)) {
         variable = true;
       } else if (lhs.size() >= 2 && lhs[0] == '\\' &&
                  std::all_of(lhs.begin() + 1, lhs.end(), IsAsciiAlpha)) {
@@ -805,13 +788,13 @@ bool MathNumbersEqual(const MathNumber& a, const MathNumber& b) {
 // ---------------------------------------------------------------------------
 // Verifiers.
 
-absl::StatusOr<VerifyResult> MathVerifier::Verify(
-    const std::string& completion_answer, const std::string& reference) const {
+absl::StatusOr<VerifyResult> MathVerifier::Verify(const std::string& completion_answer,
+                                                  const std::string& reference) const {
   std::string ref = NormalizeMathAnswer(ExtractReferenceAnswer(reference));
   if (ref.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "math verifier: the reference answer is empty (reference: \"",
-        Truncate(reference, 80), "\")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("math verifier: the reference answer is empty (reference: \"",
+                     Truncate(reference, 80), "\")"));
   }
   VerifyResult result;
   std::string source;
@@ -839,31 +822,27 @@ absl::StatusOr<VerifyResult> MathVerifier::Verify(
     std::optional<std::string> ib = CanonicalInteger(ref);
     if (!(a->exact && b->exact) && ia && ib) {
       result.correct = *ia == *ib;
-      result.detail = absl::StrCat("integer digits from ", source, ": ",
-                                   result.extracted,
+      result.detail = absl::StrCat("integer digits from ", source, ": ", result.extracted,
                                    result.correct ? " == " : " != ", ref);
       return result;
     }
-    result.detail = absl::StrCat(
-        "numeric (", a->exact && b->exact ? "exact" : "tolerance 1e-6",
-        ") from ", source, ": ", result.extracted,
-        result.correct ? " == " : " != ", ref);
+    result.detail =
+        absl::StrCat("numeric (", a->exact && b->exact ? "exact" : "tolerance 1e-6", ") from ",
+                     source, ": ", result.extracted, result.correct ? " == " : " != ", ref);
     return result;
   }
   result.correct = result.extracted == ref;
-  result.detail = absl::StrCat("string from ", source, ": \"",
-                               Truncate(result.extracted, 120),
-                               result.correct ? "\" == \"" : "\" != \"",
-                               Truncate(ref, 120), "\"");
+  result.detail = absl::StrCat("string from ", source, ": \"", Truncate(result.extracted, 120),
+                               result.correct ? "\" == \"" : "\" != \"", Truncate(ref, 120), "\"");
   if (!result.correct && (a.has_value() != b.has_value())) {
-    absl::StrAppend(&result.detail, a ? " (answer numeric, reference not)"
-                                      : " (reference numeric, answer not)");
+    absl::StrAppend(&result.detail,
+                    a ? " (answer numeric, reference not)" : " (reference numeric, answer not)");
   }
   return result;
 }
 
-absl::StatusOr<VerifyResult> ExactVerifier::Verify(
-    const std::string& completion_answer, const std::string& reference) const {
+absl::StatusOr<VerifyResult> ExactVerifier::Verify(const std::string& completion_answer,
+                                                   const std::string& reference) const {
   VerifyResult result;
   result.extracted = Trim(completion_answer);
   std::string ref = Trim(reference);
@@ -893,13 +872,12 @@ std::string Pcre2ErrorMessage(int code) {
 absl::StatusOr<pcre2_code*> CompilePattern(const std::string& pattern) {
   int error = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code = pcre2_compile(
-      reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-      PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &error, &offset, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                   PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &error, &offset, nullptr);
   if (code == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("regex verifier: bad pattern /", pattern, "/ at offset ",
-                     offset, ": ", Pcre2ErrorMessage(error)));
+    return absl::InvalidArgumentError(absl::StrCat("regex verifier: bad pattern /", pattern,
+                                                   "/ at offset ", offset, ": ",
+                                                   Pcre2ErrorMessage(error)));
   }
   return code;
 }
@@ -926,8 +904,7 @@ constexpr char kReferencePlaceholder[] = "{reference}";
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RegexVerifier>> RegexVerifier::Create(
-    const std::string& pattern) {
+absl::StatusOr<std::unique_ptr<RegexVerifier>> RegexVerifier::Create(const std::string& pattern) {
   std::unique_ptr<RegexVerifier> v(new RegexVerifier(pattern));
   v->uses_reference_ = pattern.find(kReferencePlaceholder) != std::string::npos;
   std::string check = pattern;
@@ -945,25 +922,21 @@ RegexVerifier::~RegexVerifier() {
   if (code_ != nullptr) pcre2_code_free(static_cast<pcre2_code*>(code_));
 }
 
-absl::StatusOr<VerifyResult> RegexVerifier::Verify(
-    const std::string& completion_answer, const std::string& reference) const {
+absl::StatusOr<VerifyResult> RegexVerifier::Verify(const std::string& completion_answer,
+                                                   const std::string& reference) const {
   pcre2_code* code = static_cast<pcre2_code*>(code_);
-  std::unique_ptr<pcre2_code, void (*)(pcre2_code*)> owned(nullptr,
-                                                           pcre2_code_free);
+  std::unique_ptr<pcre2_code, void (*)(pcre2_code*)> owned(nullptr, pcre2_code_free);
   std::string pattern = pattern_;
   if (uses_reference_) {
-    ReplaceAll(pattern, kReferencePlaceholder,
-               EscapeForPattern(Trim(reference)));
+    ReplaceAll(pattern, kReferencePlaceholder, EscapeForPattern(Trim(reference)));
     ASSIGN_OR_RETURN(code, CompilePattern(pattern));
     owned.reset(code);
   }
   // Match data per call: the compiled code is shared read-only.
   std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> match(
-      pcre2_match_data_create_from_pattern(code, nullptr),
-      pcre2_match_data_free);
+      pcre2_match_data_create_from_pattern(code, nullptr), pcre2_match_data_free);
   if (match == nullptr) return absl::ResourceExhaustedError("pcre2 match data");
-  int rc = pcre2_match(code,
-                       reinterpret_cast<PCRE2_SPTR>(completion_answer.data()),
+  int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(completion_answer.data()),
                        completion_answer.size(), 0, 0, match.get(), nullptr);
   VerifyResult result;
   if (rc == PCRE2_ERROR_NOMATCH) {
@@ -971,16 +944,13 @@ absl::StatusOr<VerifyResult> RegexVerifier::Verify(
     return result;
   }
   if (rc < 0) {
-    return absl::InternalError(absl::StrCat("regex verifier: matching /",
-                                            Truncate(pattern, 200),
+    return absl::InternalError(absl::StrCat("regex verifier: matching /", Truncate(pattern, 200),
                                             "/ failed: ", Pcre2ErrorMessage(rc)));
   }
   PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match.get());
   result.correct = true;
-  result.extracted =
-      completion_answer.substr(ovector[0], ovector[1] - ovector[0]);
-  result.detail = absl::StrCat("matched /", Truncate(pattern, 200),
-                               "/ at byte ", ovector[0]);
+  result.extracted = completion_answer.substr(ovector[0], ovector[1] - ovector[0]);
+  result.detail = absl::StrCat("matched /", Truncate(pattern, 200), "/ at byte ", ovector[0]);
   return result;
 }
 
@@ -1020,18 +990,16 @@ void KillGroupAndReap(pid_t pid, bool reaped) {
 
 }  // namespace
 
-absl::StatusOr<VerifyResult> CommandVerifier::Verify(
-    const std::string& completion_answer, const std::string& reference) const {
+absl::StatusOr<VerifyResult> CommandVerifier::Verify(const std::string& completion_answer,
+                                                     const std::string& reference) const {
   using Clock = std::chrono::steady_clock;
   const std::string name = argv_.empty() ? std::string() : argv_[0];
   if (argv_.empty()) {
     return absl::InvalidArgumentError("command verifier: empty command");
   }
-  nlohmann::json request = {{"answer", completion_answer},
-                            {"reference", reference}};
+  nlohmann::json request = {{"answer", completion_answer}, {"reference", reference}};
   const std::string input =
-      request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-      "\n";
+      request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 
   int in_pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in_pair) != 0) {
@@ -1041,8 +1009,7 @@ absl::StatusOr<VerifyResult> CommandVerifier::Verify(
   Fd in_parent(in_pair[0]), in_child(in_pair[1]);
   int out_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) != 0) {
-    return absl::InternalError(
-        absl::StrCat("command verifier: pipe: ", std::strerror(errno)));
+    return absl::InternalError(absl::StrCat("command verifier: pipe: ", std::strerror(errno)));
   }
   Fd out_parent(out_pipe[0]), out_child(out_pipe[1]);
 
@@ -1060,31 +1027,26 @@ absl::StatusOr<VerifyResult> CommandVerifier::Verify(
   posix_spawnattr_setsigmask(&attr, &empty_mask);
   posix_spawnattr_setsigdefault(&attr, &default_signals);
   posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
-                                      POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   std::vector<char*> args;
   for (const std::string& a : argv_) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = 0;
-  int spawn_error =
-      ::posix_spawnp(&pid, name.c_str(), &actions, &attr, args.data(), environ);
+  int spawn_error = ::posix_spawnp(&pid, name.c_str(), &actions, &attr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   in_child.Close();
   out_child.Close();
   if (spawn_error != 0) {
-    return absl::NotFoundError(absl::StrCat("command verifier: cannot start '",
-                                            name, "': ",
-                                            std::strerror(spawn_error)));
+    return absl::NotFoundError(
+        absl::StrCat("command verifier: cannot start '", name, "': ", std::strerror(spawn_error)));
   }
 
   ::fcntl(in_parent.fd, F_SETFL, ::fcntl(in_parent.fd, F_GETFL) | O_NONBLOCK);
-  ::fcntl(out_parent.fd, F_SETFL,
-          ::fcntl(out_parent.fd, F_GETFL) | O_NONBLOCK);
-  const auto deadline =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                         std::chrono::duration<double>(timeout_seconds_));
+  ::fcntl(out_parent.fd, F_SETFL, ::fcntl(out_parent.fd, F_GETFL) | O_NONBLOCK);
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(timeout_seconds_));
   constexpr size_t kMaxOutput = 4096;
   std::string output;
   size_t written = 0;
@@ -1093,8 +1055,7 @@ absl::StatusOr<VerifyResult> CommandVerifier::Verify(
   auto timed_out = [&]() -> absl::Status {
     KillGroupAndReap(pid, reaped);
     return absl::DeadlineExceededError(absl::StrFormat(
-        "command verifier: '%s' ran past its timeout of %.3g s", name,
-        timeout_seconds_));
+        "command verifier: '%s' ran past its timeout of %.3g s", name, timeout_seconds_));
   };
 
   // Feed stdin and drain stdout until the child exits (a grandchild holding
@@ -1103,12 +1064,10 @@ absl::StatusOr<VerifyResult> CommandVerifier::Verify(
     pid_t w = ::waitpid(pid, &status, WNOHANG);
     if (w == pid) reaped = true;
     std::vector<pollfd> fds;
-    if (in_parent.fd >= 0 && written < input.size())
-      fds.push_back({in_parent.fd, POLLOUT, 0});
+    if (in_parent.fd >= 0 && written < input.size()) fds.push_back({in_parent.fd, POLLOUT, 0});
     if (out_parent.fd >= 0) fds.push_back({out_parent.fd, POLLIN, 0});
-    auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         deadline - Clock::now())
-                         .count();
+    auto remaining =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (!reaped && remaining <= 0) return timed_out();
     int wait_ms = reaped ? 0 : static_cast<int>(std::min<long long>(remaining, 20));
     if (fds.empty()) {
@@ -1118,19 +1077,17 @@ absl::StatusOr<VerifyResult> CommandVerifier::Verify(
     int n = ::poll(fds.data(), fds.size(), wait_ms);
     if (n < 0 && errno != EINTR) {
       KillGroupAndReap(pid, reaped);
-      return absl::InternalError(
-          absl::StrCat("command verifier: poll: ", std::strerror(errno)));
+      return absl::InternalError(absl::StrCat("command verifier: poll: ", std::strerror(errno)));
     }
     for (const pollfd& p : fds) {
       if (p.fd == in_parent.fd && (p.revents & (POLLOUT | POLLERR | POLLHUP))) {
-        ssize_t k = ::send(in_parent.fd, input.data() + written,
-                           input.size() - written, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t k = ::send(in_parent.fd, input.data() + written, input.size() - written,
+                           MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k > 0) written += static_cast<size_t>(k);
         // The child may exit without reading its stdin; that is its right.
         if (k < 0 && errno != EAGAIN && errno != EINTR) written = input.size();
         if (written >= input.size()) in_parent.Close();
-      } else if (p.fd == out_parent.fd &&
-                 (p.revents & (POLLIN | POLLERR | POLLHUP))) {
+      } else if (p.fd == out_parent.fd && (p.revents & (POLLIN | POLLERR | POLLHUP))) {
         char buf[4096];
         for (;;) {
           ssize_t k = ::read(out_parent.fd, buf, sizeof(buf));
@@ -1154,20 +1111,17 @@ absl::StatusOr<VerifyResult> CommandVerifier::Verify(
   result.extracted = Trim(completion_answer);
   if (WIFEXITED(status) && WEXITSTATUS(status) <= 1) {
     result.correct = WEXITSTATUS(status) == 0;
-    result.detail = absl::StrCat("exit ", WEXITSTATUS(status),
-                                 tail.empty() ? "" : ": ", tail);
+    result.detail = absl::StrCat("exit ", WEXITSTATUS(status), tail.empty() ? "" : ": ", tail);
     return result;
   }
   if (WIFEXITED(status)) {
     return absl::InternalError(absl::StrCat(
-        "command verifier: '", name, "' exited with status ",
-        WEXITSTATUS(status), " (0 = correct, 1 = wrong expected)",
-        tail.empty() ? "" : ": ", Truncate(tail, 500)));
+        "command verifier: '", name, "' exited with status ", WEXITSTATUS(status),
+        " (0 = correct, 1 = wrong expected)", tail.empty() ? "" : ": ", Truncate(tail, 500)));
   }
-  return absl::InternalError(absl::StrCat(
-      "command verifier: '", name, "' was killed by signal ",
-      WIFSIGNALED(status) ? WTERMSIG(status) : -1, tail.empty() ? "" : ": ",
-      Truncate(tail, 500)));
+  return absl::InternalError(absl::StrCat("command verifier: '", name, "' was killed by signal ",
+                                          WIFSIGNALED(status) ? WTERMSIG(status) : -1,
+                                          tail.empty() ? "" : ": ", Truncate(tail, 500)));
 }
 
 // ---------------------------------------------------------------------------
@@ -1175,8 +1129,7 @@ absl::StatusOr<VerifyResult> CommandVerifier::Verify(
 
 namespace {
 
-absl::StatusOr<std::vector<std::string>> SplitCommandLine(
-    const std::string& line) {
+absl::StatusOr<std::vector<std::string>> SplitCommandLine(const std::string& line) {
   std::vector<std::string> words;
   std::string word;
   bool in_word = false;
@@ -1194,8 +1147,7 @@ absl::StatusOr<std::vector<std::string>> SplitCommandLine(
     if (quote == '"') {
       if (c == '"') {
         quote = 0;
-      } else if (c == '\\' && i + 1 < line.size() &&
-                 (line[i + 1] == '"' || line[i + 1] == '\\')) {
+      } else if (c == '\\' && i + 1 < line.size() && (line[i + 1] == '"' || line[i + 1] == '\\')) {
         word += line[++i];
       } else {
         word += c;
@@ -1219,8 +1171,7 @@ absl::StatusOr<std::vector<std::string>> SplitCommandLine(
   }
   if (quote != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "command verifier: unbalanced ", std::string(1, quote),
-        " quote in \"", line, "\""));
+        "command verifier: unbalanced ", std::string(1, quote), " quote in \"", line, "\""));
   }
   if (in_word) words.push_back(word);
   return words;
@@ -1228,42 +1179,36 @@ absl::StatusOr<std::vector<std::string>> SplitCommandLine(
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Verifier>> MakeVerifier(
-    const std::string& spec, const VerifierOptions& options) {
+absl::StatusOr<std::unique_ptr<Verifier>> MakeVerifier(const std::string& spec,
+                                                       const VerifierOptions& options) {
   if (spec == "math") return std::unique_ptr<Verifier>(new MathVerifier());
-  if (spec == "exact")
-    return std::unique_ptr<Verifier>(new ExactVerifier(false));
-  if (spec == "exact-ci")
-    return std::unique_ptr<Verifier>(new ExactVerifier(true));
+  if (spec == "exact") return std::unique_ptr<Verifier>(new ExactVerifier(false));
+  if (spec == "exact-ci") return std::unique_ptr<Verifier>(new ExactVerifier(true));
   if (spec.rfind("regex:", 0) == 0) {
     std::string pattern = spec.substr(6);
     if (pattern.empty()) {
-      return absl::InvalidArgumentError(
-          "verifier spec \"regex:\" needs a pattern after the colon");
+      return absl::InvalidArgumentError("verifier spec \"regex:\" needs a pattern after the colon");
     }
-    ASSIGN_OR_RETURN(std::unique_ptr<RegexVerifier> v,
-                     RegexVerifier::Create(pattern));
+    ASSIGN_OR_RETURN(std::unique_ptr<RegexVerifier> v, RegexVerifier::Create(pattern));
     return std::unique_ptr<Verifier>(std::move(v));
   }
   if (spec.rfind("command:", 0) == 0) {
-    ASSIGN_OR_RETURN(std::vector<std::string> argv,
-                     SplitCommandLine(spec.substr(8)));
+    ASSIGN_OR_RETURN(std::vector<std::string> argv, SplitCommandLine(spec.substr(8)));
     if (argv.empty()) {
       return absl::InvalidArgumentError(
           "verifier spec \"command:\" needs a program after the colon");
     }
     if (!(options.command_timeout_seconds > 0)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "command verifier: timeout must be > 0 seconds, got ",
-          options.command_timeout_seconds));
+          "command verifier: timeout must be > 0 seconds, got ", options.command_timeout_seconds));
     }
     return std::unique_ptr<Verifier>(
         new CommandVerifier(std::move(argv), options.command_timeout_seconds));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown verifier spec \"", spec,
-      "\": expected math, exact, exact-ci, regex:PATTERN or "
-      "command:PROGRAM ARGS..."));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown verifier spec \"", spec,
+                   "\": expected math, exact, exact-ci, regex:PATTERN or "
+                   "command:PROGRAM ARGS..."));
 }
 
 // ---------------------------------------------------------------------------
@@ -1271,12 +1216,12 @@ absl::StatusOr<std::unique_ptr<Verifier>> MakeVerifier(
 
 absl::StatusOr<double> PassAtK(int n, int c, int k) {
   if (k < 1 || c < 0 || c > n) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "pass@k needs k >= 1 and 0 <= c <= n, got n=%d c=%d k=%d", n, c, k));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("pass@k needs k >= 1 and 0 <= c <= n, got n=%d c=%d k=%d", n, c, k));
   }
   if (n < k) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "pass@%d needs at least %d samples, got n=%d", k, k, n));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("pass@%d needs at least %d samples, got n=%d", k, k, n));
   }
   if (n - c < k) return 1.0;
   // C(n-c, k) / C(n, k) = prod_{i=n-c+1..n} (1 - k / i).
@@ -1293,8 +1238,7 @@ absl::StatusOr<nlohmann::ordered_json> SummarizeVerification(
   ks.push_back(1);
   for (int k : ks) {
     if (k < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("pass@k: k must be >= 1, got ", k));
+      return absl::InvalidArgumentError(absl::StrCat("pass@k: k must be >= 1, got ", k));
     }
   }
   std::sort(ks.begin(), ks.end());
@@ -1308,14 +1252,12 @@ absl::StatusOr<nlohmann::ordered_json> SummarizeVerification(
   nlohmann::ordered_json per_prompt = nlohmann::ordered_json::array();
   for (const PromptStats& p : prompts) {
     if (p.n < 0 || p.correct < 0 || p.correct > p.n) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "prompt \"%s\": correct=%d is outside [0, n=%d]", p.id, p.correct,
-          p.n));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("prompt \"%s\": correct=%d is outside [0, n=%d]", p.id, p.correct, p.n));
     }
     samples += p.n;
     correct += p.correct;
-    nlohmann::ordered_json row = {{"id", p.id}, {"n", p.n},
-                                  {"correct", p.correct}};
+    nlohmann::ordered_json row = {{"id", p.id}, {"n", p.n}, {"correct", p.correct}};
     if (p.n > 0) {
       double acc = static_cast<double>(p.correct) / p.n;
       prompt_acc_sum += acc;
@@ -1336,21 +1278,19 @@ absl::StatusOr<nlohmann::ordered_json> SummarizeVerification(
   out["prompts"] = prompts.size();
   out["samples"] = samples;
   out["correct"] = correct;
-  out["accuracy"] = samples > 0
-                        ? nlohmann::ordered_json(static_cast<double>(correct) /
-                                                 static_cast<double>(samples))
-                        : nlohmann::ordered_json(nullptr);
-  out["prompt_accuracy"] =
-      prompts_with_samples > 0
-          ? nlohmann::ordered_json(prompt_acc_sum / prompts_with_samples)
+  out["accuracy"] =
+      samples > 0
+          ? nlohmann::ordered_json(static_cast<double>(correct) / static_cast<double>(samples))
           : nlohmann::ordered_json(nullptr);
+  out["prompt_accuracy"] = prompts_with_samples > 0
+                               ? nlohmann::ordered_json(prompt_acc_sum / prompts_with_samples)
+                               : nlohmann::ordered_json(nullptr);
   nlohmann::ordered_json pass = nlohmann::ordered_json::object();
   nlohmann::ordered_json pass_n = nlohmann::ordered_json::object();
   for (size_t i = 0; i < ks.size(); ++i) {
     std::string key = std::to_string(ks[i]);
-    pass[key] = pass_count[i] > 0
-                    ? nlohmann::ordered_json(pass_sum[i] / pass_count[i])
-                    : nlohmann::ordered_json(nullptr);
+    pass[key] = pass_count[i] > 0 ? nlohmann::ordered_json(pass_sum[i] / pass_count[i])
+                                  : nlohmann::ordered_json(nullptr);
     pass_n[key] = pass_count[i];
   }
   out["pass@k"] = std::move(pass);
@@ -1359,8 +1299,7 @@ absl::StatusOr<nlohmann::ordered_json> SummarizeVerification(
   return out;
 }
 
-std::string FormatVerificationSummary(const nlohmann::ordered_json& summary,
-                                      int max_prompt_rows) {
+std::string FormatVerificationSummary(const nlohmann::ordered_json& summary, int max_prompt_rows) {
   auto pct = [](const nlohmann::ordered_json& v) -> std::string {
     if (!v.is_number()) return "n/a";
     return absl::StrFormat("%.1f%%", 100.0 * v.get<double>());
@@ -1375,15 +1314,12 @@ std::string FormatVerificationSummary(const nlohmann::ordered_json& summary,
         pct(summary.value("prompt_accuracy", nlohmann::ordered_json())));
     if (summary.contains("pass@k")) {
       for (const auto& [k, v] : summary.at("pass@k").items()) {
-        int count = summary.contains("pass@k_prompts")
-                         ? summary.at("pass@k_prompts").value(k, 0)
-                         : 0;
+        int count =
+            summary.contains("pass@k_prompts") ? summary.at("pass@k_prompts").value(k, 0) : 0;
         std::string key = "pass@" + k;
         absl::StrAppendFormat(
             &out, "%-8s %s  (%d prompts)\n", key,
-            v.is_number() ? absl::StrFormat("%.4f", v.get<double>())
-                          : std::string("n/a"),
-            count);
+            v.is_number() ? absl::StrFormat("%.4f", v.get<double>()) : std::string("n/a"), count);
       }
     }
     if (summary.contains("per_prompt") && max_prompt_rows > 0 &&
@@ -1395,9 +1331,7 @@ std::string FormatVerificationSummary(const nlohmann::ordered_json& summary,
         return a.is_number() ? a.get<double>() : -1.0;
       };
       std::stable_sort(rows.begin(), rows.end(),
-                       [&](const auto* a, const auto* b) {
-                         return acc_of(a) < acc_of(b);
-                       });
+                       [&](const auto* a, const auto* b) { return acc_of(a) < acc_of(b); });
       size_t width = 2;
       size_t shown = std::min<size_t>(rows.size(), max_prompt_rows);
       for (size_t i = 0; i < shown; ++i)
@@ -1409,8 +1343,7 @@ std::string FormatVerificationSummary(const nlohmann::ordered_json& summary,
         const auto& r = *rows[i];
         std::string id = r.at("id").get<std::string>();
         if (id.size() > width) id = id.substr(0, width - 3) + "...";
-        std::string frac = absl::StrCat(r.at("correct").get<int>(), "/",
-                                        r.at("n").get<int>());
+        std::string frac = absl::StrCat(r.at("correct").get<int>(), "/", r.at("n").get<int>());
         absl::StrAppendFormat(&out, "%-*s  %9s  %7s\n", static_cast<int>(width), id, frac,
                               pct(r.at("accuracy")));
       }

@@ -53,9 +53,8 @@ class Verifier {
 
   // `completion_answer` is the answer part of a completion (after </think>);
   // `reference` is the prompt's "answer" field.
-  virtual absl::StatusOr<VerifyResult> Verify(
-      const std::string& completion_answer,
-      const std::string& reference) const = 0;
+  virtual absl::StatusOr<VerifyResult> Verify(const std::string& completion_answer,
+                                              const std::string& reference) const = 0;
 
   // The spec this verifier was made from ("math", "regex:...", ...), for logs.
   virtual std::string Describe() const = 0;
@@ -88,9 +87,8 @@ class Verifier {
 //     ("90^\circ") and "\$" are dropped; "x = 5" compares as 5.
 class MathVerifier : public Verifier {
  public:
-  absl::StatusOr<VerifyResult> Verify(
-      const std::string& completion_answer,
-      const std::string& reference) const override;
+  absl::StatusOr<VerifyResult> Verify(const std::string& completion_answer,
+                                      const std::string& reference) const override;
   std::string Describe() const override { return "math"; }
 };
 
@@ -98,14 +96,10 @@ class MathVerifier : public Verifier {
 // The reference is used as is (no "####" or \boxed extraction).
 class ExactVerifier : public Verifier {
  public:
-  explicit ExactVerifier(bool case_insensitive)
-      : case_insensitive_(case_insensitive) {}
-  absl::StatusOr<VerifyResult> Verify(
-      const std::string& completion_answer,
-      const std::string& reference) const override;
-  std::string Describe() const override {
-    return case_insensitive_ ? "exact-ci" : "exact";
-  }
+  explicit ExactVerifier(bool case_insensitive) : case_insensitive_(case_insensitive) {}
+  absl::StatusOr<VerifyResult> Verify(const std::string& completion_answer,
+                                      const std::string& reference) const override;
+  std::string Describe() const override { return case_insensitive_ ? "exact-ci" : "exact"; }
 
  private:
   bool case_insensitive_;
@@ -121,15 +115,13 @@ class RegexVerifier : public Verifier {
  public:
   // Compiles `pattern` (with the placeholder replaced by an empty literal to
   // check its syntax); the error names the pattern and the offset.
-  static absl::StatusOr<std::unique_ptr<RegexVerifier>> Create(
-      const std::string& pattern);
+  static absl::StatusOr<std::unique_ptr<RegexVerifier>> Create(const std::string& pattern);
   ~RegexVerifier() override;
   RegexVerifier(const RegexVerifier&) = delete;
   RegexVerifier& operator=(const RegexVerifier&) = delete;
 
-  absl::StatusOr<VerifyResult> Verify(
-      const std::string& completion_answer,
-      const std::string& reference) const override;
+  absl::StatusOr<VerifyResult> Verify(const std::string& completion_answer,
+                                      const std::string& reference) const override;
   std::string Describe() const override { return "regex:" + pattern_; }
 
  private:
@@ -155,9 +147,8 @@ class CommandVerifier : public Verifier {
   // REQUIRES: argv non-empty, timeout_seconds > 0.
   CommandVerifier(std::vector<std::string> argv, double timeout_seconds)
       : argv_(std::move(argv)), timeout_seconds_(timeout_seconds) {}
-  absl::StatusOr<VerifyResult> Verify(
-      const std::string& completion_answer,
-      const std::string& reference) const override;
+  absl::StatusOr<VerifyResult> Verify(const std::string& completion_answer,
+                                      const std::string& reference) const override;
   std::string Describe() const override;
 
  private:
@@ -174,8 +165,8 @@ struct VerifierOptions {
 // its argument into argv like a shell would split words: whitespace separates,
 // '...' and "..." quote, backslash escapes; nothing else is interpreted.
 // Errors: unknown spec, empty regex/command, bad regex, unbalanced quotes.
-absl::StatusOr<std::unique_ptr<Verifier>> MakeVerifier(
-    const std::string& spec, const VerifierOptions& options = {});
+absl::StatusOr<std::unique_ptr<Verifier>> MakeVerifier(const std::string& spec,
+                                                       const VerifierOptions& options = {});
 
 // --- Math answer helpers, exposed for tests and for the trace file. ---
 

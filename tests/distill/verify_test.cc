@@ -45,7 +45,9 @@ const MathCase kMathCases[] = {
     {"\\boxed{1,00}", "100", false},  // not a thousands separator
     // Signs.
     {"\\boxed{-2}", "-2", true},
-    {"\\boxed{\xE2\x88\x92" "2}", "-2", true},  // U+2212 minus sign
+    {"\\boxed{\xE2\x88\x92"
+     "2}",
+     "-2", true},  // U+2212 minus sign
     {"\\boxed{+7}", "7", true},
     {"\\boxed{-2}", "2", false},
     {"\\boxed{-\\frac{3}{4}}", "-0.75", true},
@@ -84,12 +86,13 @@ const MathCase kMathCases[] = {
     {"about 50%", "0.5", false},  // documented: 50% means 50
     {"about 1e3 units", "1000", true},
     {"roughly 2.5e-3", "0.0025", true},
-    {"Final: \xE2\x88\x92" "5", "-5", true},
+    {"Final: \xE2\x88\x92"
+     "5",
+     "-5", true},
     {"no digits here at all", "5", false},
     {"", "5", false},
     // Reference forms: GSM8K "####", \boxed{}.
-    {"\\boxed{18}", "Janet sells 16 - 3 - 4 = 9 eggs... 9 * 2 = 18\n#### 18",
-     true},
+    {"\\boxed{18}", "Janet sells 16 - 3 - 4 = 9 eggs... 9 * 2 = 18\n#### 18", true},
     {"\\boxed{18}", "#### 1,800", false},
     {"The total is 1800", "#### 1,800", true},
     {"\\boxed{72}", "The answer is \\boxed{72}.", true},
@@ -117,12 +120,11 @@ const MathCase kMathCases[] = {
     {"\\boxed{005}", "5", true},
     {"\\boxed{5.000}", "5", true},
     // Large and long numbers.
-    {"\\boxed{123456789012345678901234567890}",
-     "123456789012345678901234567890", true},
-    {"\\boxed{123456789012345678901234567890}",
-     "123,456,789,012,345,678,901,234,567,891", false},  // digit by digit
-    {"\\boxed{-00123456789012345678901234567890}",
-     "-123,456,789,012,345,678,901,234,567,890", true},
+    {"\\boxed{123456789012345678901234567890}", "123456789012345678901234567890", true},
+    {"\\boxed{123456789012345678901234567890}", "123,456,789,012,345,678,901,234,567,891",
+     false},  // digit by digit
+    {"\\boxed{-00123456789012345678901234567890}", "-123,456,789,012,345,678,901,234,567,890",
+     true},
     {"\\boxed{9223372036854775807}", "9223372036854775807", true},
     {"\\boxed{10000000000000000000}", "1e19", true},
     {"\\boxed{1/0}", "1/0", true},  // not a number: compared as strings
@@ -134,8 +136,7 @@ TEST(MathVerifierTest, Table) {
   MathVerifier verifier;
   for (const MathCase& c : kMathCases) {
     absl::StatusOr<VerifyResult> r = verifier.Verify(c.answer, c.reference);
-    ASSERT_TRUE(r.ok()) << c.answer << " vs " << c.reference << ": "
-                        << r.status();
+    ASSERT_TRUE(r.ok()) << c.answer << " vs " << c.reference << ": " << r.status();
     EXPECT_EQ(r->correct, c.correct)
         << "answer: " << c.answer << "\nreference: " << c.reference
         << "\nextracted: " << r->extracted << "\ndetail: " << r->detail;
@@ -144,13 +145,11 @@ TEST(MathVerifierTest, Table) {
 
 TEST(MathVerifierTest, NoNumberGivesDetail) {
   MathVerifier verifier;
-  absl::StatusOr<VerifyResult> r =
-      verifier.Verify("I am not sure what the answer is.", "42");
+  absl::StatusOr<VerifyResult> r = verifier.Verify("I am not sure what the answer is.", "42");
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->correct);
   EXPECT_TRUE(r->extracted.empty());
-  EXPECT_NE(r->detail.find("no \\boxed{} and no number"), std::string::npos)
-      << r->detail;
+  EXPECT_NE(r->detail.find("no \\boxed{} and no number"), std::string::npos) << r->detail;
 }
 
 TEST(MathVerifierTest, DetailNamesMethod) {
@@ -163,8 +162,7 @@ TEST(MathVerifierTest, DetailNamesMethod) {
   r = verifier.Verify("so 7", "\\sqrt{2}");
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->correct);
-  EXPECT_NE(r->detail.find("answer numeric, reference not"), std::string::npos)
-      << r->detail;
+  EXPECT_NE(r->detail.find("answer numeric, reference not"), std::string::npos) << r->detail;
 }
 
 TEST(MathVerifierTest, EmptyReferenceIsAnError) {
@@ -174,8 +172,7 @@ TEST(MathVerifierTest, EmptyReferenceIsAnError) {
 }
 
 TEST(MathHelpersTest, ExtractLastBoxed) {
-  EXPECT_EQ(ExtractLastBoxed("a \\boxed{1} b \\boxed{\\frac{a}{b}} c"),
-            "\\frac{a}{b}");
+  EXPECT_EQ(ExtractLastBoxed("a \\boxed{1} b \\boxed{\\frac{a}{b}} c"), "\\frac{a}{b}");
   EXPECT_EQ(ExtractLastBoxed("\\boxed{\\{x\\}}"), "\\{x\\}");
   EXPECT_EQ(ExtractLastBoxed("\\fbox{7} then \\boxed{8}"), "8");
   EXPECT_EQ(ExtractLastBoxed("\\boxed{8} then \\fbox{7}"), "7");
@@ -230,10 +227,38 @@ TEST(MathHelpersTest, ParseNumbers) {
   EXPECT_FALSE(ParseMathNumber("1.2.3").has_value());
   EXPECT_FALSE(ParseMathNumber("\\sqrt{2}").has_value());
   // Overflow in a product of exact rationals falls back to the double.
-  std::optional<MathNumber> q =
-      ParseMathNumber("\\frac{9223372036854775807}{3}");
+  std::optional<MathNumber> q = ParseMathNumber("\\frac{9223372036854775807}{3}");
   ASSERT_TRUE(q.has_value());
   EXPECT_NEAR(q->value, 9223372036854775807.0 / 3, 1e3);
+}
+
+TEST(MathVerifierTest, MalformedInputsDoNotCrash) {
+  // Deterministic random strings over tricky tokens: unbalanced braces,
+  // truncated commands, separators, huge exponents.
+  const char* tokens[] = {"\\boxed", "\\frac", "\\dfrac", "{", "}", "\\{",
+                          "\\", "1", "9", "0", ",", ".", "-", "+", "/",
+                          "e", "e99999", "^", "%", "\\%", "$", "\\sqrt",
+                          "\\text{", "\\times10^", "=", "x", " ", "####",
+                          "\xE2\x88\x92", "\xff", "1,000", "\\left("};
+  const size_t n_tokens = sizeof(tokens) / sizeof(tokens[0]);
+  MathVerifier verifier;
+  uint64_t state = 12345;
+  auto next = [&state]() {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return state >> 33;
+  };
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::string answer, reference;
+    int len_a = next() % 12, len_r = 1 + next() % 6;
+    for (int i = 0; i < len_a; ++i) answer += tokens[next() % n_tokens];
+    for (int i = 0; i < len_r; ++i) reference += tokens[next() % n_tokens];
+    absl::StatusOr<VerifyResult> r = verifier.Verify(answer, reference);
+    // Either a verdict or the empty-reference error; never a crash.
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument)
+          << answer << " | " << reference;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -293,8 +318,7 @@ TEST(RegexVerifierTest, InvalidUtf8IsNotAnError) {
 TEST(MakeVerifierTest, Errors) {
   auto bad = MakeVerifier("regex:(unclosed");
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("(unclosed"), std::string::npos)
-      << bad.status();
+  EXPECT_NE(bad.status().message().find("(unclosed"), std::string::npos) << bad.status();
   EXPECT_NE(bad.status().message().find("offset"), std::string::npos);
   EXPECT_FALSE(MakeVerifier("regex:").ok());
   EXPECT_FALSE(MakeVerifier("command:").ok());
@@ -314,15 +338,13 @@ TEST(MakeVerifierTest, Describe) {
   EXPECT_EQ(MakeVerifier("exact").value()->Describe(), "exact");
   EXPECT_EQ(MakeVerifier("exact-ci").value()->Describe(), "exact-ci");
   EXPECT_EQ(MakeVerifier("regex:a+").value()->Describe(), "regex:a+");
-  EXPECT_EQ(MakeVerifier("command:test -n 'a b'").value()->Describe(),
-            "command:test -n a b");
+  EXPECT_EQ(MakeVerifier("command:test -n 'a b'").value()->Describe(), "command:test -n a b");
 }
 
 // ---------------------------------------------------------------------------
 // Command verifier.
 
-std::unique_ptr<Verifier> Command(const std::string& spec,
-                                  double timeout = 10.0) {
+std::unique_ptr<Verifier> Command(const std::string& spec, double timeout = 10.0) {
   VerifierOptions options;
   options.command_timeout_seconds = timeout;
   auto v = MakeVerifier(spec, options);
@@ -342,15 +364,12 @@ TEST(CommandVerifierTest, ExitCodes) {
   auto three = Command("command:/bin/sh -c 'echo broken >&2; exit 3'");
   r = three->Verify("5", "5");
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("status 3"), std::string::npos)
-      << r.status();
-  EXPECT_NE(r.status().message().find("broken"), std::string::npos)
-      << r.status();
+  EXPECT_NE(r.status().message().find("status 3"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("broken"), std::string::npos) << r.status();
   auto killed = Command("command:/bin/sh -c 'kill -9 $$'");
   r = killed->Verify("5", "5");
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("signal 9"), std::string::npos)
-      << r.status();
+  EXPECT_NE(r.status().message().find("signal 9"), std::string::npos) << r.status();
 }
 
 TEST(CommandVerifierTest, ReadsJsonOnStdin) {
@@ -361,8 +380,7 @@ TEST(CommandVerifierTest, ReadsJsonOnStdin) {
   absl::StatusOr<VerifyResult> r = v->Verify("42", "42");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->correct) << r->detail;
-  EXPECT_NE(r->detail.find("got {\"answer\":\"42\""), std::string::npos)
-      << r->detail;
+  EXPECT_NE(r->detail.find("got {\"answer\":\"42\""), std::string::npos) << r->detail;
   r = v->Verify("41", "42");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(r->correct);
@@ -398,9 +416,7 @@ TEST(CommandVerifierTest, Timeout) {
   auto v = Command("command:sleep 5", 0.3);
   auto start = std::chrono::steady_clock::now();
   absl::StatusOr<VerifyResult> r = v->Verify("1", "1");
-  double seconds = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - start)
-                       .count();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_LT(seconds, 3.0);
@@ -408,9 +424,7 @@ TEST(CommandVerifierTest, Timeout) {
   auto sh = Command("command:/bin/sh -c 'sleep 5; exit 0'", 0.3);
   start = std::chrono::steady_clock::now();
   r = sh->Verify("1", "1");
-  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                          start)
-                .count();
+  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_LT(seconds, 3.0);
@@ -420,9 +434,7 @@ TEST(CommandVerifierTest, BackgroundedGrandchildDoesNotBlock) {
   auto v = Command("command:/bin/sh -c 'sleep 5 & exit 0'", 3.0);
   auto start = std::chrono::steady_clock::now();
   absl::StatusOr<VerifyResult> r = v->Verify("1", "1");
-  double seconds = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - start)
-                       .count();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->correct);
   EXPECT_LT(seconds, 2.0);
@@ -432,9 +444,7 @@ TEST(CommandVerifierTest, MissingProgram) {
   auto v = Command("command:/nonexistent/verifier --flag");
   absl::StatusOr<VerifyResult> r = v->Verify("1", "1");
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("/nonexistent/verifier"),
-            std::string::npos)
-      << r.status();
+  EXPECT_NE(r.status().message().find("/nonexistent/verifier"), std::string::npos) << r.status();
 }
 
 TEST(CommandVerifierTest, ConcurrentCalls) {
@@ -445,8 +455,7 @@ TEST(CommandVerifierTest, ConcurrentCalls) {
   std::vector<int> verdicts(16, -1);
   for (int i = 0; i < 16; ++i) {
     threads.emplace_back([&, i] {
-      absl::StatusOr<VerifyResult> r =
-          v->Verify(i % 2 == 0 ? "even" : "odd", "");
+      absl::StatusOr<VerifyResult> r = v->Verify(i % 2 == 0 ? "even" : "odd", "");
       verdicts[i] = r.ok() ? (r->correct ? 1 : 0) : -2;
     });
   }
@@ -491,10 +500,8 @@ TEST(PassAtKTest, HandComputed) {
   // 1 - C(7,3)/C(10,3) = 1 - 35/120.
   EXPECT_NEAR(Pass(10, 3, 3), 1.0 - 35.0 / 120.0, 1e-15);
   // Large n stays finite and matches the closed form via lgamma.
-  double direct = 1.0 - std::exp(std::lgamma(1000 - 10 + 1) -
-                                 std::lgamma(1000 - 10 - 100 + 1) -
-                                 std::lgamma(1000 + 1) +
-                                 std::lgamma(1000 - 100 + 1));
+  double direct = 1.0 - std::exp(std::lgamma(1000 - 10 + 1) - std::lgamma(1000 - 10 - 100 + 1) -
+                                 std::lgamma(1000 + 1) + std::lgamma(1000 - 100 + 1));
   EXPECT_NEAR(Pass(1000, 10, 100), direct, 1e-9);
 }
 
@@ -506,18 +513,15 @@ TEST(PassAtKTest, Errors) {
 }
 
 TEST(SummaryTest, JsonAndText) {
-  std::vector<PromptStats> prompts = {
-      {"p1", 4, 4}, {"p2", 4, 1}, {"p3", 4, 0}, {"p4", 2, 1}};
-  absl::StatusOr<nlohmann::ordered_json> s =
-      SummarizeVerification(prompts, {4, 2});
+  std::vector<PromptStats> prompts = {{"p1", 4, 4}, {"p2", 4, 1}, {"p3", 4, 0}, {"p4", 2, 1}};
+  absl::StatusOr<nlohmann::ordered_json> s = SummarizeVerification(prompts, {4, 2});
   ASSERT_TRUE(s.ok()) << s.status();
   const nlohmann::ordered_json& j = *s;
   EXPECT_EQ(j["prompts"], 4);
   EXPECT_EQ(j["samples"], 14);
   EXPECT_EQ(j["correct"], 6);
   EXPECT_DOUBLE_EQ(j["accuracy"].get<double>(), 6.0 / 14.0);
-  EXPECT_DOUBLE_EQ(j["prompt_accuracy"].get<double>(),
-                   (1.0 + 0.25 + 0.0 + 0.5) / 4.0);
+  EXPECT_DOUBLE_EQ(j["prompt_accuracy"].get<double>(), (1.0 + 0.25 + 0.0 + 0.5) / 4.0);
   // pass@1 = mean of c/n over all four prompts.
   EXPECT_DOUBLE_EQ(j["pass@k"]["1"].get<double>(), (1.0 + 0.25 + 0.0 + 0.5) / 4);
   // pass@2: p1 1, p2 1 - C(3,2)/C(4,2) = 0.5, p3 0, p4 1.
@@ -535,8 +539,7 @@ TEST(SummaryTest, JsonAndText) {
   EXPECT_DOUBLE_EQ(j["per_prompt"][1]["accuracy"].get<double>(), 0.25);
 
   std::string text = FormatVerificationSummary(j, 2);
-  EXPECT_NE(text.find("prompts 4  samples 14  correct 6"), std::string::npos)
-      << text;
+  EXPECT_NE(text.find("prompts 4  samples 14  correct 6"), std::string::npos) << text;
   EXPECT_NE(text.find("pass@4"), std::string::npos) << text;
   EXPECT_NE(text.find("0.6667"), std::string::npos) << text;
   // Worst prompts first: p3 (0/4) then p2 (1/4); the other two are counted.
@@ -552,8 +555,7 @@ TEST(SummaryTest, EdgeCases) {
   EXPECT_TRUE((*empty)["pass@k"]["1"].is_null());
   EXPECT_FALSE(FormatVerificationSummary(*empty).empty());
   // A prompt with no samples counts as a prompt but not in the means.
-  absl::StatusOr<nlohmann::ordered_json> s =
-      SummarizeVerification({{"a", 0, 0}, {"b", 2, 2}}, {8});
+  absl::StatusOr<nlohmann::ordered_json> s = SummarizeVerification({{"a", 0, 0}, {"b", 2, 2}}, {8});
   ASSERT_TRUE(s.ok());
   EXPECT_DOUBLE_EQ((*s)["prompt_accuracy"].get<double>(), 1.0);
   EXPECT_TRUE((*s)["pass@k"]["8"].is_null());
