@@ -81,6 +81,8 @@ class Verifier {
 //     is a separator only before exactly three digits, so "1,2" is a tuple.
 //   - A decimal with more than 6 digits after the point is taken as rounded
 //     and compared with the tolerance (0.3333333 == 1/3, but 0.333 != 1/3).
+//   - Integers too long for 64 bits are compared digit by digit (no
+//     tolerance); other values that overflow 64-bit rationals (1e30) use it.
 //   - Nothing is evaluated: "\frac{1}{\sqrt{4}}" is not 0.5, it is compared as
 //     a string (with "\sqrt4" == "\sqrt{4}", "\dfrac" == "\frac").
 //   - A trailing unit in \text{...}/\mbox{...} ("5\text{ cm}"), degrees
