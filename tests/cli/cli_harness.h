@@ -31,10 +31,13 @@ class CliHarness {
   ~CliHarness() { std::filesystem::remove_all(root_); }
 
   // `retort ARGS` through the shell (ARGS may quote); stdout and stderr captured.
-  CliRun Exec(const std::string& args) {
+  CliRun Exec(const std::string& args) { return ExecWithPrefix("", args); }
+  // Same, with `prefix` (environment assignments, a launcher such as mpirun)
+  // in front of the binary.
+  CliRun ExecWithPrefix(const std::string& prefix, const std::string& args) {
     std::string out = (root_ / ("out" + std::to_string(n_))).string();
     std::string err = (root_ / ("err" + std::to_string(n_++))).string();
-    int status = std::system((binary_ + " " + args + " >" + out + " 2>" + err).c_str());
+    int status = std::system((prefix + binary_ + " " + args + " >" + out + " 2>" + err).c_str());
     CliRun r;
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     r.out = ReadFileToString(out).value_or("");
@@ -42,6 +45,7 @@ class CliHarness {
     return r;
   }
   const std::filesystem::path& root() const { return root_; }
+  const std::string& binary() const { return binary_; }
 
  private:
   std::string binary_;
