@@ -374,6 +374,35 @@ TEST_F(ServeTest, ConcurrentRequestsGetTheSameAnswers) {
   }
 }
 
+TEST_F(ServeTest, ConcurrentDifferentRequestsMatchEachAlone) {
+  // Requests that share the batch (different prompts, lengths, seeds) get what
+  // each gets alone.
+  std::vector<json> bodies;
+  for (int i = 0; i < 5; ++i) {
+    bodies.push_back(Completion({{"prompt", std::string(1 + 3 * i, 'a' + i)},
+                                 {"max_tokens", 8 + 4 * i},
+                                 {"ignore_eos", true},
+                                 {"temperature", i % 2 ? 0.8 : 0.0},
+                                 {"seed", 100 + i},
+                                 {"return_token_ids", true}}));
+  }
+  std::vector<json> alone;
+  for (const json& b : bodies) {
+    auto r = Post("/v1/completions", b);
+    ASSERT_EQ(r.first, 200) << r.second.dump();
+    alone.push_back(r.second["choices"][0]["token_ids"]);
+  }
+  std::vector<std::future<std::pair<int, json>>> futures;
+  for (const json& b : bodies) {
+    futures.push_back(std::async(std::launch::async, [b] { return Post("/v1/completions", b); }));
+  }
+  for (size_t i = 0; i < futures.size(); ++i) {
+    auto r = futures[i].get();
+    ASSERT_EQ(r.first, 200);
+    EXPECT_EQ(r.second["choices"][0]["token_ids"], alone[i]) << "request " << i;
+  }
+}
+
 TEST_F(ServeTest, BadRequestsGetOpenAiErrors) {
   ExpectApiError(Post("/v1/completions", std::string("{not json")), 400, "JSON");
   ExpectApiError(Post("/v1/chat/completions", std::string("[1, 2]")), 400);
