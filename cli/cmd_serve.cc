@@ -30,11 +30,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cmath>
-#include <csignal>
-#include <cctype>
 #include <condition_variable>
+#include <csignal>
 #include <ctime>
 #include <filesystem>
 #include <functional>
@@ -71,7 +71,9 @@ constexpr int kMaxChoices = 16;
 constexpr int kMaxTopLogprobs = 20;
 constexpr int kMaxStopStrings = 16;
 
-std::string Dump(const Json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+std::string Dump(const Json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 // ------------------------------------------------------------------ generation
 
@@ -80,8 +82,8 @@ struct SequenceRequest {
   std::vector<int32_t> prompt;
   int64_t max_new_tokens = 16;
   SamplerOptions sampler;
-  std::vector<int32_t> stop_ids;  // sampling one ends the sequence (not reported)
-  int top_logprobs = -1;          // < 0: no log-probs; k >= 0: chosen + top k
+  std::vector<int32_t> stop_ids;             // sampling one ends the sequence (not reported)
+  int top_logprobs = -1;                     // < 0: no log-probs; k >= 0: chosen + top k
   const std::atomic<bool>* abort = nullptr;  // when it turns true, the sequence ends ("cancelled")
 };
 
@@ -100,7 +102,8 @@ using TokenCallback = std::function<bool(const GeneratedToken&)>;
 class Generator {
  public:
   virtual ~Generator() = default;
-  virtual absl::StatusOr<std::string> Generate(const SequenceRequest& request, const TokenCallback& on_token) = 0;
+  virtual absl::StatusOr<std::string> Generate(const SequenceRequest& request,
+                                               const TokenCallback& on_token) = 0;
 };
 
 // Generator over distill/generation.h's BatchGenerator: one owning thread
@@ -152,13 +155,15 @@ class BatchedGenerator final : public Generator {
     loop_.join();
   }
 
-  absl::StatusOr<std::string> Generate(const SequenceRequest& request, const TokenCallback& on_token) override {
+  absl::StatusOr<std::string> Generate(const SequenceRequest& request,
+                                       const TokenCallback& on_token) override {
     GenerationRequest r;
     r.prompt = request.prompt;
     r.sampling = request.sampler;
     r.max_new_tokens = request.max_new_tokens;
     r.stop_token_ids = request.stop_ids;
-    r.ignore_eos = true;  // request.stop_ids already holds the EOS ids unless the client said ignore_eos
+    r.ignore_eos =
+        true;  // request.stop_ids already holds the EOS ids unless the client said ignore_eos
     r.include_stop_token = false;
     r.top_logprobs = std::max(0, request.top_logprobs);
     const bool live = r.top_logprobs == 0;
@@ -176,8 +181,9 @@ class BatchedGenerator final : public Generator {
       bool done;
       {
         std::unique_lock<std::mutex> lock(w->mu);
-        while (!w->cv.wait_for(lock, std::chrono::milliseconds(50),
-                               [&] { return w->result.has_value() || w->tokens.size() > delivered; })) {
+        while (!w->cv.wait_for(lock, std::chrono::milliseconds(50), [&] {
+          return w->result.has_value() || w->tokens.size() > delivered;
+        })) {
           if (!cancelled && request.abort && *request.abort) {
             cancelled = true;
             batch_->Cancel(index);
@@ -202,7 +208,8 @@ class BatchedGenerator final : public Generator {
       for (size_t i = 0; i < result.tokens.size() && !cancelled; ++i) {
         GeneratedToken t{result.tokens[i], result.logprobs[i], {}};
         for (int32_t k = 0; k < result.top_k; ++k) {
-          t.top.emplace_back(result.topk_ids[i * result.top_k + k], result.topk_logprobs[i * result.top_k + k]);
+          t.top.emplace_back(result.topk_ids[i * result.top_k + k],
+                             result.topk_logprobs[i * result.top_k + k]);
         }
         if (!on_token(t)) cancelled = true;
       }
@@ -278,7 +285,8 @@ class OutputText {
     pending_.push_back(id);
     std::string t = tok_.Decode(pending_, /*skip_special_tokens=*/true);
     static const std::string kReplacement = "\xEF\xBF\xBD";
-    if (pending_.size() < 4 && t.size() >= 3 && t.compare(t.size() - 3, 3, kReplacement) == 0) return true;
+    if (pending_.size() < 4 && t.size() >= 3 && t.compare(t.size() - 3, 3, kReplacement) == 0)
+      return true;
     pending_.clear();
     return Append(t);
   }
@@ -337,9 +345,13 @@ class OutputText {
 // ------------------------------------------------------------------ requests
 
 struct ApiError {
-  ApiError(int status, std::string message, std::string type = "invalid_request_error", std::string param = "",
-           std::string code = "")
-      : status(status), message(std::move(message)), type(std::move(type)), param(std::move(param)), code(std::move(code)) {}
+  ApiError(int status, std::string message, std::string type = "invalid_request_error",
+           std::string param = "", std::string code = "")
+      : status(status),
+        message(std::move(message)),
+        type(std::move(type)),
+        param(std::move(param)),
+        code(std::move(code)) {}
   int status;
   std::string message;
   std::string type;
@@ -348,7 +360,8 @@ struct ApiError {
 };
 
 ApiError BadField(const std::string& field, const std::string& expected) {
-  return ApiError{400, absl::StrCat("\"", field, "\": expected ", expected), "invalid_request_error", field, ""};
+  return ApiError{400, absl::StrCat("\"", field, "\": expected ", expected),
+                  "invalid_request_error", field, ""};
 }
 
 // Typed access to optional request fields; null counts as absent.
@@ -359,22 +372,28 @@ class Fields {
     auto it = body_.find(key);
     return it == body_.end() || it->is_null() ? nullptr : &*it;
   }
-  std::optional<ApiError> Number(const char* key, double lo, double hi, std::optional<double>* out) const {
+  std::optional<ApiError> Number(const char* key, double lo, double hi,
+                                 std::optional<double>* out) const {
     const Json* v = Find(key);
     if (!v) return std::nullopt;
     if (!v->is_number()) return BadField(key, absl::StrFormat("a number in [%g, %g]", lo, hi));
     double d = v->get<double>();
-    if (!(d >= lo && d <= hi)) return BadField(key, absl::StrFormat("a number in [%g, %g], got %g", lo, hi, d));
+    if (!(d >= lo && d <= hi))
+      return BadField(key, absl::StrFormat("a number in [%g, %g], got %g", lo, hi, d));
     *out = d;
     return std::nullopt;
   }
-  std::optional<ApiError> Int(const char* key, int64_t lo, int64_t hi, std::optional<int64_t>* out) const {
+  std::optional<ApiError> Int(const char* key, int64_t lo, int64_t hi,
+                              std::optional<int64_t>* out) const {
     const Json* v = Find(key);
     if (!v) return std::nullopt;
-    if (!v->is_number_integer()) return BadField(key, absl::StrFormat("an integer in [%d, %d]", lo, hi));
-    int64_t i = v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX
-                                                                                              : v->get<int64_t>();
-    if (i < lo || i > hi) return BadField(key, absl::StrFormat("an integer in [%d, %d], got %d", lo, hi, i));
+    if (!v->is_number_integer())
+      return BadField(key, absl::StrFormat("an integer in [%d, %d]", lo, hi));
+    int64_t i = v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)
+                    ? INT64_MAX
+                    : v->get<int64_t>();
+    if (i < lo || i > hi)
+      return BadField(key, absl::StrFormat("an integer in [%d, %d], got %d", lo, hi, i));
     *out = i;
     return std::nullopt;
   }
@@ -440,8 +459,9 @@ struct ServeOptions {
 
 class ApiServer {
  public:
-  ApiServer(const ServeOptions& options, const Tokenizer& tok, std::optional<ChatTemplate> chat_template,
-            const ModelConfig& config, Generator& generator)
+  ApiServer(const ServeOptions& options, const Tokenizer& tok,
+            std::optional<ChatTemplate> chat_template, const ModelConfig& config,
+            Generator& generator)
       : options_(options),
         tok_(tok),
         chat_template_(std::move(chat_template)),
@@ -461,13 +481,16 @@ class ApiServer {
       res.set_content(Dump(list), "application/json");
     });
     svr.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
-      if (req.matches[1] != options_.model_name) return SendError(res, UnknownModel(req.matches[1]));
+      if (req.matches[1] != options_.model_name)
+        return SendError(res, UnknownModel(req.matches[1]));
       res.set_content(Dump(ModelCard()), "application/json");
     });
-    svr.Post("/v1/completions",
-             [this](const httplib::Request& req, httplib::Response& res) { HandleGenerate(req, res, false); });
-    svr.Post("/v1/chat/completions",
-             [this](const httplib::Request& req, httplib::Response& res) { HandleGenerate(req, res, true); });
+    svr.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleGenerate(req, res, false);
+    });
+    svr.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleGenerate(req, res, true);
+    });
   }
 
   // Abort in-flight generations (after the shutdown grace period).
@@ -492,15 +515,19 @@ class ApiServer {
   }
 
   ApiError UnknownModel(const std::string& name) const {
-    return ApiError{404, absl::StrCat("The model `", name, "` does not exist (this server serves `", options_.model_name, "`)"),
+    return ApiError{404,
+                    absl::StrCat("The model `", name, "` does not exist (this server serves `",
+                                 options_.model_name, "`)"),
                     "invalid_request_error", "model", "model_not_found"};
   }
 
   void HandleGenerate(const httplib::Request& req, httplib::Response& res, bool chat) {
     try {
       Json body = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-      if (body.is_discarded()) return SendError(res, ApiError{400, "the request body is not valid JSON"});
-      if (!body.is_object()) return SendError(res, ApiError{400, "the request body must be a JSON object"});
+      if (body.is_discarded())
+        return SendError(res, ApiError{400, "the request body is not valid JSON"});
+      if (!body.is_object())
+        return SendError(res, ApiError{400, "the request body must be a JSON object"});
       auto job = std::make_shared<Job>();
       job->chat = chat;
       if (std::optional<ApiError> e = ParseJob(body, job.get())) return SendError(res, *e);
@@ -512,15 +539,16 @@ class ApiServer {
         return;
       }
       res.set_header("Cache-Control", "no-cache");
-      res.set_chunked_content_provider("text/event-stream", [this, job](size_t, httplib::DataSink& sink) {
-        try {
-          RunStreaming(*job, sink);
-        } catch (const std::exception& e) {
-          std::cerr << "retort serve: error while streaming: " << e.what() << "\n";
-        }
-        sink.done();
-        return true;
-      });
+      res.set_chunked_content_provider(
+          "text/event-stream", [this, job](size_t, httplib::DataSink& sink) {
+            try {
+              RunStreaming(*job, sink);
+            } catch (const std::exception& e) {
+              std::cerr << "retort serve: error while streaming: " << e.what() << "\n";
+            }
+            sink.done();
+            return true;
+          });
     } catch (const std::exception& e) {
       SendError(res, ApiError{500, absl::StrCat("internal error: ", e.what()), "internal_error"});
     }
@@ -531,7 +559,8 @@ class ApiServer {
     Fields f(body);
     if (const Json* model = f.Find("model")) {
       if (!model->is_string()) return BadField("model", "a string");
-      if (model->get<std::string>() != options_.model_name) return UnknownModel(model->get<std::string>());
+      if (model->get<std::string>() != options_.model_name)
+        return UnknownModel(model->get<std::string>());
     }
     // Refused OpenAI features (better a clear 400 than a silently different answer).
     bool echo = false;
@@ -539,16 +568,20 @@ class ApiServer {
     if (echo) return ApiError{400, "\"echo\" is not supported", "invalid_request_error", "echo"};
     std::optional<int64_t> best_of;
     if (auto e = f.Int("best_of", 1, kMaxChoices, &best_of)) return e;
-    if (best_of && *best_of > 1) return ApiError{400, "\"best_of\" > 1 is not supported", "invalid_request_error", "best_of"};
-    if (f.Find("suffix")) return ApiError{400, "\"suffix\" is not supported", "invalid_request_error", "suffix"};
+    if (best_of && *best_of > 1)
+      return ApiError{400, "\"best_of\" > 1 is not supported", "invalid_request_error", "best_of"};
+    if (f.Find("suffix"))
+      return ApiError{400, "\"suffix\" is not supported", "invalid_request_error", "suffix"};
     if (const Json* bias = f.Find("logit_bias"); bias && !(bias->is_object() && bias->empty())) {
-      return ApiError{400, "\"logit_bias\" is not supported", "invalid_request_error", "logit_bias"};
+      return ApiError{400, "\"logit_bias\" is not supported", "invalid_request_error",
+                      "logit_bias"};
     }
     for (const char* key : {"frequency_penalty", "presence_penalty"}) {
       std::optional<double> v;
       if (auto e = f.Number(key, -2, 2, &v)) return e;
       if (v && *v != 0) {
-        return ApiError{400, absl::StrCat("\"", key, "\" is not supported (use repetition_penalty)"),
+        return ApiError{400,
+                        absl::StrCat("\"", key, "\" is not supported (use repetition_penalty)"),
                         "invalid_request_error", key};
       }
     }
@@ -574,7 +607,8 @@ class ApiServer {
     job->sampler.top_k = static_cast<int>(std::max<int64_t>(0, top_k.value_or(0)));
     job->seeded = seed.has_value();
     job->sampler.seed = static_cast<uint64_t>(seed.value_or(0));
-    if (absl::Status s = ValidateSamplerOptions(job->sampler); !s.ok()) return ApiError{400, std::string(s.message())};
+    if (absl::Status s = ValidateSamplerOptions(job->sampler); !s.ok())
+      return ApiError{400, std::string(s.message())};
 
     // Stops.
     if (const Json* stop = f.Find("stop")) {
@@ -586,7 +620,8 @@ class ApiServer {
           job->stop.push_back(s.get<std::string>());
         }
       } else {
-        return BadField("stop", absl::StrCat("a string or a list of at most ", kMaxStopStrings, " strings"));
+        return BadField(
+            "stop", absl::StrCat("a string or a list of at most ", kMaxStopStrings, " strings"));
       }
       for (const std::string& s : job->stop) {
         if (s.empty()) return BadField("stop", "non-empty strings");
@@ -598,8 +633,10 @@ class ApiServer {
     if (const Json* ids = f.Find("stop_token_ids")) {
       if (!ids->is_array()) return BadField("stop_token_ids", "a list of token ids");
       for (const Json& id : *ids) {
-        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= config_.vocab_size) {
-          return BadField("stop_token_ids", absl::StrCat("token ids in [0, ", config_.vocab_size, ")"));
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+            id.get<int64_t>() >= config_.vocab_size) {
+          return BadField("stop_token_ids",
+                          absl::StrCat("token ids in [0, ", config_.vocab_size, ")"));
         }
         job->stop_ids.push_back(id.get<int32_t>());
       }
@@ -617,7 +654,9 @@ class ApiServer {
       std::optional<int64_t> top;
       if (auto e = f.Bool("logprobs", &logprobs)) return e;
       if (auto e = f.Int("top_logprobs", 0, kMaxTopLogprobs, &top)) return e;
-      if (top && !logprobs) return ApiError{400, "\"top_logprobs\" requires \"logprobs\": true", "invalid_request_error", "top_logprobs"};
+      if (top && !logprobs)
+        return ApiError{400, "\"top_logprobs\" requires \"logprobs\": true",
+                        "invalid_request_error", "top_logprobs"};
       if (logprobs) job->top_logprobs = static_cast<int>(top.value_or(0));
     } else {
       std::optional<int64_t> logprobs;
@@ -626,14 +665,21 @@ class ApiServer {
     }
 
     // The prompt.
-    std::optional<ApiError> prompt_error = job->chat ? ParseMessages(body, job) : ParsePrompt(body, job);
+    std::optional<ApiError> prompt_error =
+        job->chat ? ParseMessages(body, job) : ParsePrompt(body, job);
     if (prompt_error) return prompt_error;
     const int64_t n_prompt = static_cast<int64_t>(job->prompt.size());
     const int64_t context = config_.max_position_embeddings;
-    if (n_prompt == 0) return ApiError{400, "the prompt is empty (no tokens)", "invalid_request_error", job->chat ? "messages" : "prompt"};
+    if (n_prompt == 0)
+      return ApiError{400, "the prompt is empty (no tokens)", "invalid_request_error",
+                      job->chat ? "messages" : "prompt"};
     if (n_prompt >= context) {
-      return ApiError{400, absl::StrFormat("the prompt has %d tokens; this model's maximum context length is %d tokens", n_prompt, context),
-                      "invalid_request_error", job->chat ? "messages" : "prompt"};
+      return ApiError{
+          400,
+          absl::StrFormat(
+              "the prompt has %d tokens; this model's maximum context length is %d tokens",
+              n_prompt, context),
+          "invalid_request_error", job->chat ? "messages" : "prompt"};
     }
 
     // Length.
@@ -644,52 +690,65 @@ class ApiServer {
     const int64_t limit = options_.max_tokens_limit;
     if (max_tokens) {
       if (*max_tokens > limit) {
-        return ApiError{400, absl::StrFormat("\"%s\" is %d; this server allows at most %d", max_key, *max_tokens, limit),
+        return ApiError{400,
+                        absl::StrFormat("\"%s\" is %d; this server allows at most %d", max_key,
+                                        *max_tokens, limit),
                         "invalid_request_error", max_key};
       }
       if (n_prompt + *max_tokens > context) {
-        return ApiError{400, absl::StrFormat("This model's maximum context length is %d tokens. However, you requested %d tokens "
-                                             "(%d in the prompt, %d in the completion).",
-                                             context, n_prompt + *max_tokens, n_prompt, *max_tokens),
+        return ApiError{400,
+                        absl::StrFormat("This model's maximum context length is %d tokens. "
+                                        "However, you requested %d tokens "
+                                        "(%d in the prompt, %d in the completion).",
+                                        context, n_prompt + *max_tokens, n_prompt, *max_tokens),
                         "invalid_request_error", max_key};
       }
       job->max_tokens = *max_tokens;
     } else {
       // OpenAI's legacy default for completions is 16; chat runs to the end of the context.
-      job->max_tokens = std::min(job->chat ? limit : std::min<int64_t>(16, limit), context - n_prompt);
+      job->max_tokens =
+          std::min(job->chat ? limit : std::min<int64_t>(16, limit), context - n_prompt);
     }
 
     static std::atomic<uint64_t> counter{0};
     job->created = std::time(nullptr);
-    job->id = absl::StrFormat("%s-%x%06x", job->chat ? "chatcmpl" : "cmpl", job->created, counter.fetch_add(1) & 0xFFFFFF);
+    job->id = absl::StrFormat("%s-%x%06x", job->chat ? "chatcmpl" : "cmpl", job->created,
+                              counter.fetch_add(1) & 0xFFFFFF);
     return std::nullopt;
   }
 
   std::optional<ApiError> ParsePrompt(const Json& body, Job* job) const {
     auto it = body.find("prompt");
-    if (it == body.end() || it->is_null()) return ApiError{400, "\"prompt\" is required", "invalid_request_error", "prompt"};
+    if (it == body.end() || it->is_null())
+      return ApiError{400, "\"prompt\" is required", "invalid_request_error", "prompt"};
     const Json* prompt = &*it;
-    if (prompt->is_array() && prompt->size() == 1 && ((*prompt)[0].is_string() || (*prompt)[0].is_array())) {
+    if (prompt->is_array() && prompt->size() == 1 &&
+        ((*prompt)[0].is_string() || (*prompt)[0].is_array())) {
       prompt = &(*prompt)[0];
     }
     if (prompt->is_string()) {
       job->prompt = tok_.Encode(prompt->get<std::string>(), /*add_special_tokens=*/true);
       return std::nullopt;
     }
-    if (prompt->is_array() && !prompt->empty() && std::all_of(prompt->begin(), prompt->end(), [](const Json& v) { return v.is_number_integer(); })) {
+    if (prompt->is_array() && !prompt->empty() &&
+        std::all_of(prompt->begin(), prompt->end(),
+                    [](const Json& v) { return v.is_number_integer(); })) {
       for (const Json& v : *prompt) {
         int64_t id = v.get<int64_t>();
         if (id < 0 || id >= config_.vocab_size) {
-          return BadField("prompt", absl::StrCat("token ids in [0, ", config_.vocab_size, "), got ", id));
+          return BadField("prompt",
+                          absl::StrCat("token ids in [0, ", config_.vocab_size, "), got ", id));
         }
         job->prompt.push_back(static_cast<int32_t>(id));
       }
       return std::nullopt;
     }
     if (prompt->is_array() && prompt->size() > 1 &&
-        std::all_of(prompt->begin(), prompt->end(), [](const Json& v) { return v.is_string() || v.is_array(); })) {
-      return ApiError{400, "several prompts in one request are not supported: send one request per prompt",
-                      "invalid_request_error", "prompt"};
+        std::all_of(prompt->begin(), prompt->end(),
+                    [](const Json& v) { return v.is_string() || v.is_array(); })) {
+      return ApiError{
+          400, "several prompts in one request are not supported: send one request per prompt",
+          "invalid_request_error", "prompt"};
     }
     return BadField("prompt", "a string or a non-empty list of token ids");
   }
@@ -700,8 +759,10 @@ class ApiServer {
       return BadField("messages", "a non-empty list of {\"role\", \"content\"} objects");
     }
     if (!chat_template_) {
-      return ApiError{400, absl::StrCat("model ", options_.model_name, " has no chat template; use /v1/completions"),
-                      "invalid_request_error", "messages"};
+      return ApiError{
+          400,
+          absl::StrCat("model ", options_.model_name, " has no chat template; use /v1/completions"),
+          "invalid_request_error", "messages"};
     }
     Json messages = Json::array();
     for (size_t i = 0; i < it->size(); ++i) {
@@ -716,8 +777,10 @@ class ApiServer {
         // Content parts: only text can be rendered.
         std::string text;
         for (const Json& part : *content) {
-          if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
-            return BadField(where + ".content", "a string or a list of {\"type\": \"text\", \"text\": ...} parts");
+          if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+              !part["text"].is_string()) {
+            return BadField(where + ".content",
+                            "a string or a list of {\"type\": \"text\", \"text\": ...} parts");
           }
           if (!text.empty()) text += "\n";
           text += part["text"].get<std::string>();
@@ -741,9 +804,12 @@ class ApiServer {
     }
     bool add_generation_prompt = true;
     if (auto e = Fields(body).Bool("add_generation_prompt", &add_generation_prompt)) return e;
-    absl::StatusOr<std::string> text = chat_template_->Render(messages, add_generation_prompt, extra);
+    absl::StatusOr<std::string> text =
+        chat_template_->Render(messages, add_generation_prompt, extra);
     if (!text.ok()) {
-      return ApiError{400, absl::StrCat("the chat template could not render these messages: ", text.status().message()),
+      return ApiError{400,
+                      absl::StrCat("the chat template could not render these messages: ",
+                                   text.status().message()),
                       "invalid_request_error", "messages"};
     }
     EncodeOptions enc;
@@ -751,8 +817,10 @@ class ApiServer {
     enc.avoid_double_bos = true;
     job->prompt = tok_.Encode(*text, enc);
     std::string_view rendered(*text);
-    while (!rendered.empty() && std::isspace(static_cast<unsigned char>(rendered.back()))) rendered.remove_suffix(1);
-    job->starts_in_reasoning = rendered.size() >= 7 && rendered.substr(rendered.size() - 7) == "<think>";
+    while (!rendered.empty() && std::isspace(static_cast<unsigned char>(rendered.back())))
+      rendered.remove_suffix(1);
+    job->starts_in_reasoning =
+        rendered.size() >= 7 && rendered.substr(rendered.size() - 7) == "<think>";
     return std::nullopt;
   }
 
@@ -774,23 +842,25 @@ class ApiServer {
     request.prompt = job.prompt;
     request.max_new_tokens = job.max_tokens;
     request.sampler = job.sampler;
-    request.sampler.seed = job.seeded ? job.sampler.seed + static_cast<uint64_t>(index) : std::random_device{}();
+    request.sampler.seed =
+        job.seeded ? job.sampler.seed + static_cast<uint64_t>(index) : std::random_device{}();
     request.stop_ids = job.stop_ids;
     request.top_logprobs = job.top_logprobs;
     request.abort = &abort_;
     ChoiceResult result;
     OutputText text(tok_, job.stop);
     bool client_gone = false;
-    absl::StatusOr<std::string> finish = generator_.Generate(request, [&](const GeneratedToken& token) {
-      result.offsets.push_back(text.chars());
-      result.tokens.push_back(token);
-      bool more = text.Push(token.id);
-      if (on_text && !on_text(text.TakeReady(), &token)) {
-        client_gone = true;
-        return false;
-      }
-      return more && !abort_;
-    });
+    absl::StatusOr<std::string> finish =
+        generator_.Generate(request, [&](const GeneratedToken& token) {
+          result.offsets.push_back(text.chars());
+          result.tokens.push_back(token);
+          bool more = text.Push(token.id);
+          if (on_text && !on_text(text.TakeReady(), &token)) {
+            client_gone = true;
+            return false;
+          }
+          return more && !abort_;
+        });
     if (!finish.ok()) return finish.status();
     const bool hit_stop_string = text.stopped();
     std::string rest = text.TakeRest();
@@ -811,7 +881,8 @@ class ApiServer {
     const std::string bytes = TokenBytes(tok_, id);
     Json b = Json::array();
     for (unsigned char c : bytes) b.push_back(c);
-    return {{"token", Utf8Lossy(bytes)}, {"logprob", Finite(logprob)}, {"bytes", b}, {"token_id", id}};
+    return {
+        {"token", Utf8Lossy(bytes)}, {"logprob", Finite(logprob)}, {"bytes", b}, {"token_id", id}};
   }
   static double Finite(float lp) { return std::isfinite(lp) ? lp : -9999.0; }
 
@@ -828,9 +899,10 @@ class ApiServer {
   }
 
   // The legacy completions format: parallel lists.
-  Json LegacyLogprobs(const std::vector<GeneratedToken>& tokens, const std::vector<size_t>& offsets, size_t begin,
-                      size_t end) const {
-    Json strings = Json::array(), lps = Json::array(), tops = Json::array(), offs = Json::array(), ids = Json::array();
+  Json LegacyLogprobs(const std::vector<GeneratedToken>& tokens, const std::vector<size_t>& offsets,
+                      size_t begin, size_t end) const {
+    Json strings = Json::array(), lps = Json::array(), tops = Json::array(), offs = Json::array(),
+         ids = Json::array();
     for (size_t i = begin; i < end; ++i) {
       strings.push_back(Utf8Lossy(TokenBytes(tok_, tokens[i].id)));
       lps.push_back(Finite(tokens[i].logprob));
@@ -841,12 +913,18 @@ class ApiServer {
       offs.push_back(offsets[i]);
       ids.push_back(tokens[i].id);
     }
-    return {{"tokens", strings}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}, {"token_ids", ids}};
+    return {{"tokens", strings},
+            {"token_logprobs", lps},
+            {"top_logprobs", tops},
+            {"text_offset", offs},
+            {"token_ids", ids}};
   }
 
   Json UsageJson(int64_t completion_tokens, const Job& job) const {
     const int64_t p = static_cast<int64_t>(job.prompt.size());
-    return {{"prompt_tokens", p}, {"completion_tokens", completion_tokens}, {"total_tokens", p + completion_tokens}};
+    return {{"prompt_tokens", p},
+            {"completion_tokens", completion_tokens},
+            {"total_tokens", p + completion_tokens}};
   }
 
   std::optional<ApiError> RunBlocking(const Job& job, Json* answer) {
@@ -854,7 +932,9 @@ class ApiServer {
     int64_t completion_tokens = 0;
     for (int i = 0; i < job.n; ++i) {
       absl::StatusOr<ChoiceResult> r = RunChoice(job, i, nullptr);
-      if (!r.ok()) return ApiError{500, absl::StrCat("generation failed: ", r.status().message()), "internal_error"};
+      if (!r.ok())
+        return ApiError{500, absl::StrCat("generation failed: ", r.status().message()),
+                        "internal_error"};
       completion_tokens += static_cast<int64_t>(r->tokens.size());
       Json choice = {{"index", i}};
       if (job.chat) {
@@ -864,11 +944,13 @@ class ApiServer {
         Json message = {{"role", "assistant"}, {"content", d.content + rest.content}};
         if (splitter.saw_reasoning()) message["reasoning_content"] = d.reasoning + rest.reasoning;
         choice["message"] = std::move(message);
-        choice["logprobs"] = job.top_logprobs >= 0 ? ChatLogprobs(r->tokens, 0, r->tokens.size()) : Json(nullptr);
+        choice["logprobs"] =
+            job.top_logprobs >= 0 ? ChatLogprobs(r->tokens, 0, r->tokens.size()) : Json(nullptr);
       } else {
         choice["text"] = r->text;
-        choice["logprobs"] =
-            job.top_logprobs >= 0 ? LegacyLogprobs(r->tokens, r->offsets, 0, r->tokens.size()) : Json(nullptr);
+        choice["logprobs"] = job.top_logprobs >= 0
+                                 ? LegacyLogprobs(r->tokens, r->offsets, 0, r->tokens.size())
+                                 : Json(nullptr);
       }
       choice["finish_reason"] = r->finish_reason;
       if (job.return_token_ids) {
@@ -902,7 +984,10 @@ class ApiServer {
     int64_t completion_tokens = 0;
     for (int i = 0; i < job.n; ++i) {
       ReasoningSplitter splitter(options_.reasoning, job.starts_in_reasoning);
-      if (job.chat && !send(chunk({{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}))) {
+      if (job.chat && !send(chunk({{"index", i},
+                                   {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                   {"logprobs", nullptr},
+                                   {"finish_reason", nullptr}}))) {
         return;
       }
       size_t sent_tokens = 0;
@@ -922,11 +1007,14 @@ class ApiServer {
           if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
           if (!d.content.empty() || d.reasoning.empty()) delta["content"] = d.content;
           choice["delta"] = std::move(delta);
-          choice["logprobs"] = has_logprobs ? ChatLogprobs(seen, sent_tokens, seen.size()) : Json(nullptr);
+          choice["logprobs"] =
+              has_logprobs ? ChatLogprobs(seen, sent_tokens, seen.size()) : Json(nullptr);
         } else {
           if (text.empty() && !has_logprobs) return true;
           choice["text"] = text;
-          choice["logprobs"] = has_logprobs ? LegacyLogprobs(seen, offsets, sent_tokens, seen.size()) : Json(nullptr);
+          choice["logprobs"] = has_logprobs
+                                   ? LegacyLogprobs(seen, offsets, sent_tokens, seen.size())
+                                   : Json(nullptr);
         }
         sent_tokens = seen.size();
         choice["finish_reason"] = nullptr;
@@ -934,7 +1022,9 @@ class ApiServer {
       };
       absl::StatusOr<ChoiceResult> r = RunChoice(job, i, on_text);
       if (!r.ok()) {
-        send(Json{{"error", {{"message", absl::StrCat("generation failed: ", r.status().message())}, {"type", "internal_error"}}}});
+        send(Json{{"error",
+                   {{"message", absl::StrCat("generation failed: ", r.status().message())},
+                    {"type", "internal_error"}}}});
         break;
       }
       if (r->finish_reason == "abort" && !sink.is_writable()) return;
@@ -945,7 +1035,8 @@ class ApiServer {
           Json delta = Json::object();
           if (!rest.reasoning.empty()) delta["reasoning_content"] = rest.reasoning;
           if (!rest.content.empty()) delta["content"] = rest.content;
-          send(chunk({{"index", i}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}));
+          send(chunk(
+              {{"index", i}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}));
         }
       }
       completion_tokens += static_cast<int64_t>(r->tokens.size());
@@ -1004,7 +1095,8 @@ std::string DefaultModelName(const std::string& path) {
 
 int RunServe(const Args& args) {
   CommandSpec spec{"serve", "MODEL [options]",
-                   "Serve MODEL over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models)."};
+                   "Serve MODEL over an OpenAI-compatible HTTP API (/v1/completions, "
+                   "/v1/chat/completions, /v1/models)."};
   // SIGINT/SIGTERM only set a flag (any thread may take them: OpenBLAS starts
   // its threads before main, so a blocked mask cannot cover every thread);
   // the watcher thread below acts on it.
@@ -1019,16 +1111,22 @@ int RunServe(const Args& args) {
   int threads = 0;
   std::string reasoning = "auto";
   po::options_description opts("options");
-  opts.add_options()("model", po::value(&o.model_path)->required(), "model directory or .gguf file")(
-      "host", po::value(&o.host)->default_value("127.0.0.1"), "address to listen on (0.0.0.0 = every interface)")(
-      "port", po::value(&o.port)->default_value(8080), "TCP port (0 = pick a free one; the URL is printed)")(
-      "model-name", po::value(&o.model_name), "the model id clients send (default: MODEL's folder/file name)")(
+  opts.add_options()("model", po::value(&o.model_path)->required(),
+                     "model directory or .gguf file")(
+      "host", po::value(&o.host)->default_value("127.0.0.1"),
+      "address to listen on (0.0.0.0 = every interface)")(
+      "port", po::value(&o.port)->default_value(8080),
+      "TCP port (0 = pick a free one; the URL is printed)")(
+      "model-name", po::value(&o.model_name),
+      "the model id clients send (default: MODEL's folder/file name)")(
       "max-batch", po::value(&o.max_batch)->default_value(4), "sequences generated at once")(
-      "max-request-bytes", po::value(&o.max_request_bytes)->default_value(8 << 20), "largest request body accepted")(
+      "max-request-bytes", po::value(&o.max_request_bytes)->default_value(8 << 20),
+      "largest request body accepted")(
       "max-tokens-limit", po::value(&o.max_tokens_limit)->default_value(0),
       "largest max_tokens a request may ask for (0 = the model's context)")(
       "reasoning-parser", po::value(&reasoning)->default_value("auto"),
-      "auto: <think>...</think> goes to reasoning_content; deepseek_r1: the answer always opens inside the reasoning; none")(
+      "auto: <think>...</think> goes to reasoning_content; deepseek_r1: the answer always opens "
+      "inside the reasoning; none")(
       "shutdown-grace", po::value(&o.shutdown_grace_s)->default_value(10.0, "10"),
       "seconds in-flight requests may run after SIGINT/SIGTERM before they are cut short")(
       "threads", po::value(&threads)->default_value(0), "compute threads (0 = all cores)");
@@ -1038,7 +1136,8 @@ int RunServe(const Args& args) {
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
   if (o.port < 0 || o.port > 65535) return UsageError(spec.name, "--port must be in 0..65535");
   if (o.max_batch < 1) return UsageError(spec.name, "--max-batch must be at least 1");
-  if (o.max_request_bytes < 64) return UsageError(spec.name, "--max-request-bytes must be at least 64");
+  if (o.max_request_bytes < 64)
+    return UsageError(spec.name, "--max-request-bytes must be at least 64");
   if (o.max_tokens_limit < 0) return UsageError(spec.name, "--max-tokens-limit must be >= 0");
   if (!(o.shutdown_grace_s >= 0)) return UsageError(spec.name, "--shutdown-grace must be >= 0");
   auto mode = ReasoningSplitter::ParseMode(reasoning);
@@ -1073,21 +1172,25 @@ int RunServe(const Args& args) {
     t_log = RequestLog{};
     return httplib::Server::HandlerResponse::Unhandled;
   });
-  svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    ApiError e{res.status, absl::StrCat("HTTP ", res.status)};
-    if (res.status == 404) e.message = absl::StrCat("no such endpoint: ", req.method, " ", req.path);
-    if (res.status == 413) e.message = "the request body is larger than this server's --max-request-bytes";
-    if (res.status >= 500) e.type = "internal_error";
-    ApiServer::SendError(res, e);
-    return httplib::Server::HandlerResponse::Handled;
-  }));
+  svr.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        ApiError e{res.status, absl::StrCat("HTTP ", res.status)};
+        if (res.status == 404)
+          e.message = absl::StrCat("no such endpoint: ", req.method, " ", req.path);
+        if (res.status == 413)
+          e.message = "the request body is larger than this server's --max-request-bytes";
+        if (res.status >= 500) e.type = "internal_error";
+        ApiServer::SendError(res, e);
+        return httplib::Server::HandlerResponse::Handled;
+      }));
   svr.set_logger([](const httplib::Request& req, const httplib::Response& res) {
     const double s = std::chrono::duration<double>(Clock::now() - t_log.start).count();
-    std::string line = absl::StrFormat("retort serve: %s %s %s %d %.3fs", req.remote_addr, req.method, req.path,
-                                       res.status, s);
+    std::string line = absl::StrFormat("retort serve: %s %s %s %d %.3fs", req.remote_addr,
+                                       req.method, req.path, res.status, s);
     if (t_log.prompt_tokens >= 0) {
-      absl::StrAppend(&line, " prompt_tokens=", t_log.prompt_tokens, " completion_tokens=", t_log.completion_tokens);
+      absl::StrAppend(&line, " prompt_tokens=", t_log.prompt_tokens,
+                      " completion_tokens=", t_log.completion_tokens);
       if (!t_log.finish.empty()) absl::StrAppend(&line, " finish=", t_log.finish);
     }
     std::cerr << line + "\n" << std::flush;
@@ -1098,14 +1201,16 @@ int RunServe(const Args& args) {
   if (port == 0) {
     port = svr.bind_to_any_port(o.host);
     if (port < 0) {
-      return Fail(spec.name, absl::UnavailableError(absl::StrCat("cannot listen on ", o.host, " (any port)")));
+      return Fail(spec.name,
+                  absl::UnavailableError(absl::StrCat("cannot listen on ", o.host, " (any port)")));
     }
   } else if (!svr.bind_to_port(o.host, port)) {
-    return Fail(spec.name, absl::UnavailableError(absl::StrCat("cannot listen on ", o.host, ":", port,
-                                                               " (address in use, or not this machine's?)")));
+    return Fail(spec.name,
+                absl::UnavailableError(absl::StrCat("cannot listen on ", o.host, ":", port,
+                                                    " (address in use, or not this machine's?)")));
   }
-  std::cout << "retort serve: listening on http://" << o.host << ":" << port << "/v1 (model " << o.model_name
-            << ", context " << config.max_position_embeddings << ")" << std::endl;
+  std::cout << "retort serve: listening on http://" << o.host << ":" << port << "/v1 (model "
+            << o.model_name << ", context " << config.max_position_embeddings << ")" << std::endl;
 
   // The signal thread: first SIGINT/SIGTERM stops accepting and starts the
   // grace period; a second one (or the end of the grace period) aborts the
@@ -1121,8 +1226,8 @@ int RunServe(const Args& args) {
       if (count > seen) {
         seen = count;
         if (!stopping) {
-          std::cerr << "retort serve: " << (g_last_signal == SIGINT ? "SIGINT" : "SIGTERM") << ", stopping ("
-                    << api.in_flight() << " request(s) in flight)\n"
+          std::cerr << "retort serve: " << (g_last_signal == SIGINT ? "SIGINT" : "SIGTERM")
+                    << ", stopping (" << api.in_flight() << " request(s) in flight)\n"
                     << std::flush;
           stopping = true;
           deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -1139,7 +1244,8 @@ int RunServe(const Args& args) {
   const bool listened = svr.listen_after_bind();
   finished = true;
   signal_thread.join();
-  if (!listened) return Fail(spec.name, absl::InternalError("the HTTP server stopped unexpectedly"));
+  if (!listened)
+    return Fail(spec.name, absl::InternalError("the HTTP server stopped unexpectedly"));
   std::cerr << "retort serve: stopped\n";
   return kExitOk;
 }

@@ -67,8 +67,10 @@ ReasoningSplitter::Delta ReasoningSplitter::Push(std::string_view text) {
     }
     if (strip_open_tag_) {
       // Wait until we know whether the output opens with "<think>".
-      if (pending_.size() < kOpenTag.size() && kOpenTag.substr(0, pending_.size()) == pending_) break;
-      if (std::string_view(pending_).substr(0, kOpenTag.size()) == kOpenTag) pending_.erase(0, kOpenTag.size());
+      if (pending_.size() < kOpenTag.size() && kOpenTag.substr(0, pending_.size()) == pending_)
+        break;
+      if (std::string_view(pending_).substr(0, kOpenTag.size()) == kOpenTag)
+        pending_.erase(0, kOpenTag.size());
       strip_open_tag_ = false;
       continue;
     }
@@ -100,7 +102,8 @@ ReasoningSplitter::Delta ReasoningSplitter::Finish() {
   return out;
 }
 
-ReasoningSplitter::Delta ReasoningSplitter::Split(std::string_view text, Mode mode, bool starts_in_reasoning) {
+ReasoningSplitter::Delta ReasoningSplitter::Split(std::string_view text, Mode mode,
+                                                  bool starts_in_reasoning) {
   ReasoningSplitter splitter(mode, starts_in_reasoning);
   Delta out = splitter.Push(text);
   Delta rest = splitter.Finish();
@@ -113,40 +116,51 @@ ReasoningSplitter::Delta ReasoningSplitter::Split(std::string_view text, Mode mo
 
 EndpointClient::EndpointClient(const EndpointOptions& options) : options_(options) {}
 
-absl::StatusOr<std::unique_ptr<EndpointClient>> EndpointClient::Create(const EndpointOptions& options) {
+absl::StatusOr<std::unique_ptr<EndpointClient>> EndpointClient::Create(
+    const EndpointOptions& options) {
   const std::string& url = options.base_url;
   size_t scheme_end = url.find("://");
   if (scheme_end == std::string::npos) {
     return absl::InvalidArgumentError(
-        absl::StrCat("endpoint URL \"", url, "\": expected http://host[:port][/path], e.g. http://127.0.0.1:8080/v1"));
+        absl::StrCat("endpoint URL \"", url,
+                     "\": expected http://host[:port][/path], e.g. http://127.0.0.1:8080/v1"));
   }
   std::string scheme = url.substr(0, scheme_end);
   if (scheme != "http" && scheme != "https") {
-    return absl::InvalidArgumentError(absl::StrCat("endpoint URL \"", url, "\": scheme must be http or https"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("endpoint URL \"", url, "\": scheme must be http or https"));
   }
 #ifndef CPPHTTPLIB_OPENSSL_SUPPORT
   if (scheme == "https") {
-    return absl::UnimplementedError(absl::StrCat(
-        "endpoint URL \"", url, "\": https needs cpp-httplib built with OpenSSL, and this build has none"));
+    return absl::UnimplementedError(
+        absl::StrCat("endpoint URL \"", url,
+                     "\": https needs cpp-httplib built with OpenSSL, and this build has none"));
   }
 #endif
   size_t host_begin = scheme_end + 3;
   size_t path_begin = url.find('/', host_begin);
-  std::string authority = url.substr(host_begin, path_begin == std::string::npos ? std::string::npos : path_begin - host_begin);
+  std::string authority = url.substr(
+      host_begin, path_begin == std::string::npos ? std::string::npos : path_begin - host_begin);
   std::string path = path_begin == std::string::npos ? "" : url.substr(path_begin);
   while (!path.empty() && path.back() == '/') path.pop_back();
   if (authority.empty() || authority.find_first_of("?#@ ") != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("endpoint URL \"", url, "\": missing or unsupported host"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("endpoint URL \"", url, "\": missing or unsupported host"));
   }
-  if (size_t colon = authority.rfind(':'); colon != std::string::npos && authority.find(']') == std::string::npos) {
+  if (size_t colon = authority.rfind(':');
+      colon != std::string::npos && authority.find(']') == std::string::npos) {
     std::string port = authority.substr(colon + 1);
-    if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), ::isdigit) || std::stoi(port) > 65535) {
-      return absl::InvalidArgumentError(absl::StrCat("endpoint URL \"", url, "\": bad port \"", port, "\""));
+    if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), ::isdigit) ||
+        std::stoi(port) > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("endpoint URL \"", url, "\": bad port \"", port, "\""));
     }
   }
   if (options.model.empty()) return absl::InvalidArgumentError("endpoint: the model name is empty");
-  if (options.max_in_flight < 1) return absl::InvalidArgumentError("endpoint: max_in_flight must be at least 1");
-  if (options.max_retries < 0) return absl::InvalidArgumentError("endpoint: max_retries must be >= 0");
+  if (options.max_in_flight < 1)
+    return absl::InvalidArgumentError("endpoint: max_in_flight must be at least 1");
+  if (options.max_retries < 0)
+    return absl::InvalidArgumentError("endpoint: max_retries must be >= 0");
   if (!(options.request_timeout_s > 0) || !(options.connect_timeout_s > 0)) {
     return absl::InvalidArgumentError("endpoint: timeouts must be positive");
   }
@@ -199,7 +213,8 @@ std::string EndpointClient::Url(const std::string& path) const {
 }
 
 double EndpointClient::BackoffSeconds(int retry, double retry_after_s) const {
-  double d = std::min(options_.max_backoff_s, options_.initial_backoff_s * std::ldexp(1.0, std::min(retry, 30)));
+  double d = std::min(options_.max_backoff_s,
+                      options_.initial_backoff_s * std::ldexp(1.0, std::min(retry, 30)));
   double u;
   {
     std::lock_guard<std::mutex> lock(rng_mu_);
@@ -210,7 +225,8 @@ double EndpointClient::BackoffSeconds(int retry, double retry_after_s) const {
   return wait;
 }
 
-absl::StatusOr<EndpointClient::HttpAnswer> EndpointClient::Attempt(const std::string& method, const std::string& path,
+absl::StatusOr<EndpointClient::HttpAnswer> EndpointClient::Attempt(const std::string& method,
+                                                                   const std::string& path,
                                                                    const std::string& body) const {
   httplib::Client http(scheme_host_port_);
   auto to_timeval = [](double s, time_t* sec, time_t* usec) {
@@ -226,13 +242,15 @@ absl::StatusOr<EndpointClient::HttpAnswer> EndpointClient::Attempt(const std::st
   httplib::Headers headers = {{"Accept", "application/json"}};
   if (!api_key_.empty()) headers.emplace("Authorization", "Bearer " + api_key_);
   const std::string full_path = path_prefix_ + path;
-  httplib::Result result = method == "GET" ? http.Get(full_path.c_str(), headers)
-                                           : http.Post(full_path.c_str(), headers, body, "application/json");
+  httplib::Result result = method == "GET"
+                               ? http.Get(full_path.c_str(), headers)
+                               : http.Post(full_path.c_str(), headers, body, "application/json");
   if (!result) {
     const httplib::Error error = result.error();
     std::string what = absl::StrCat(method, " ", Url(path), ": ", httplib::to_string(error));
     if (error == httplib::Error::Read || error == httplib::Error::ConnectionTimeout) {
-      return absl::DeadlineExceededError(absl::StrCat(what, " (no complete answer within the timeout)"));
+      return absl::DeadlineExceededError(
+          absl::StrCat(what, " (no complete answer within the timeout)"));
     }
     return absl::UnavailableError(what);
   }
@@ -256,7 +274,8 @@ std::string ServerMessage(const std::string& body) {
   if (!j.is_discarded() && j.is_object()) {
     auto e = j.find("error");
     if (e != j.end()) {
-      if (e->is_object() && e->contains("message") && (*e)["message"].is_string()) return (*e)["message"];
+      if (e->is_object() && e->contains("message") && (*e)["message"].is_string())
+        return (*e)["message"];
       if (e->is_string()) return *e;
     }
     if (j.contains("message") && j["message"].is_string()) return j["message"];
@@ -290,8 +309,10 @@ bool Retryable(int status) { return status == 408 || status == 429 || status >= 
 
 }  // namespace
 
-absl::StatusOr<EndpointClient::HttpAnswer> EndpointClient::Exchange(const std::string& method, const std::string& path,
-                                                                    const std::string& body, int* attempts) const {
+absl::StatusOr<EndpointClient::HttpAnswer> EndpointClient::Exchange(const std::string& method,
+                                                                    const std::string& path,
+                                                                    const std::string& body,
+                                                                    int* attempts) const {
   absl::Status last;
   for (int attempt = 0;; ++attempt) {
     *attempts = attempt + 1;
@@ -299,21 +320,25 @@ absl::StatusOr<EndpointClient::HttpAnswer> EndpointClient::Exchange(const std::s
     double retry_after = -1;
     if (answer.ok()) {
       if (answer->status >= 200 && answer->status < 300) return answer;
-      last = StatusForHttp(answer->status, absl::StrCat(method, " ", Url(path), ": HTTP ", answer->status, ": ",
-                                                        ServerMessage(answer->body)));
+      last = StatusForHttp(answer->status,
+                           absl::StrCat(method, " ", Url(path), ": HTTP ", answer->status, ": ",
+                                        ServerMessage(answer->body)));
       if (!Retryable(answer->status)) return last;
       retry_after = answer->retry_after_s;
     } else {
       last = answer.status();
     }
     if (attempt >= options_.max_retries) {
-      return absl::Status(last.code(), absl::StrCat(last.message(), " (gave up after ", attempt + 1, " attempts)"));
+      return absl::Status(
+          last.code(), absl::StrCat(last.message(), " (gave up after ", attempt + 1, " attempts)"));
     }
-    std::this_thread::sleep_for(std::chrono::duration<double>(BackoffSeconds(attempt, retry_after)));
+    std::this_thread::sleep_for(
+        std::chrono::duration<double>(BackoffSeconds(attempt, retry_after)));
   }
 }
 
-nlohmann::json EndpointClient::BuildChatRequest(const nlohmann::json& messages, const ChatParams& params) const {
+nlohmann::json EndpointClient::BuildChatRequest(const nlohmann::json& messages,
+                                                const ChatParams& params) const {
   nlohmann::json body = {{"model", options_.model}, {"messages", messages}};
   if (params.n != 1) body["n"] = params.n;
   if (params.temperature) body["temperature"] = *params.temperature;
@@ -326,7 +351,8 @@ nlohmann::json EndpointClient::BuildChatRequest(const nlohmann::json& messages, 
     if (params.top_logprobs > 0) body["top_logprobs"] = params.top_logprobs;
   }
   if (params.extra.is_object()) {
-    for (auto it = params.extra.begin(); it != params.extra.end(); ++it) body[it.key()] = it.value();
+    for (auto it = params.extra.begin(); it != params.extra.end(); ++it)
+      body[it.key()] = it.value();
   }
   return body;
 }
@@ -336,7 +362,9 @@ namespace {
 // "token_id:123" (vLLM's return_tokens_as_token_ids) -> 123.
 int32_t IdFromTokenString(const std::string& token) {
   static const std::string kPrefix = "token_id:";
-  if (token.compare(0, kPrefix.size(), kPrefix) != 0 || token.size() == kPrefix.size() || token.size() > 20) return -1;
+  if (token.compare(0, kPrefix.size(), kPrefix) != 0 || token.size() == kPrefix.size() ||
+      token.size() > 20)
+    return -1;
   int64_t v = 0;
   for (size_t i = kPrefix.size(); i < token.size(); ++i) {
     if (token[i] < '0' || token[i] > '9') return -1;
@@ -370,7 +398,8 @@ absl::StatusOr<ChatResponse> EndpointClient::ParseChatResponse(const std::string
                                                                const std::string& source) const {
   nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
-    return absl::DataLossError(absl::StrCat(source, ": the answer is not a JSON object: ", ServerMessage(body)));
+    return absl::DataLossError(
+        absl::StrCat(source, ": the answer is not a JSON object: ", ServerMessage(body)));
   }
   auto choices = j.find("choices");
   if (choices == j.end() || !choices->is_array()) {
@@ -388,15 +417,21 @@ absl::StatusOr<ChatResponse> EndpointClient::ParseChatResponse(const std::string
   }
   int position = 0;
   for (const auto& c : *choices) {
-    if (!c.is_object()) return absl::DataLossError(absl::StrCat(source, ": choices[", position, "] is not an object"));
+    if (!c.is_object())
+      return absl::DataLossError(
+          absl::StrCat(source, ": choices[", position, "] is not an object"));
     ChatChoice choice;
-    choice.index = c.contains("index") && c["index"].is_number_integer() ? c["index"].get<int>() : position;
-    if (c.contains("finish_reason") && c["finish_reason"].is_string()) choice.finish_reason = c["finish_reason"];
+    choice.index =
+        c.contains("index") && c["index"].is_number_integer() ? c["index"].get<int>() : position;
+    if (c.contains("finish_reason") && c["finish_reason"].is_string())
+      choice.finish_reason = c["finish_reason"];
     auto message = c.find("message");
     if (message == c.end() || !message->is_object()) {
-      return absl::DataLossError(absl::StrCat(source, ": choices[", position, "] has no \"message\" object"));
+      return absl::DataLossError(
+          absl::StrCat(source, ": choices[", position, "] has no \"message\" object"));
     }
-    if (auto it = message->find("content"); it != message->end() && it->is_string()) choice.content = *it;
+    if (auto it = message->find("content"); it != message->end() && it->is_string())
+      choice.content = *it;
     bool has_reasoning = false;
     for (const char* key : {"reasoning_content", "reasoning"}) {
       if (auto it = message->find(key); it != message->end() && it->is_string()) {
@@ -407,7 +442,8 @@ absl::StatusOr<ChatResponse> EndpointClient::ParseChatResponse(const std::string
     }
     if (!has_reasoning && options_.split_think_tags &&
         choice.content.find(Str(kCloseTag)) != std::string::npos) {
-      ReasoningSplitter::Delta d = ReasoningSplitter::Split(choice.content, ReasoningSplitter::Mode::kDeepSeekR1, true);
+      ReasoningSplitter::Delta d =
+          ReasoningSplitter::Split(choice.content, ReasoningSplitter::Mode::kDeepSeekR1, true);
       choice.reasoning_content = d.reasoning;
       choice.content = d.content;
     }
@@ -444,18 +480,19 @@ absl::StatusOr<ChatResponse> EndpointClient::ChatCompletion(const nlohmann::json
   if (params.top_logprobs < 0 || params.top_logprobs > 20) {
     return absl::InvalidArgumentError("chat completion: top_logprobs must be in 0..20");
   }
-  const std::string body =
-      BuildChatRequest(messages, params).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  const std::string body = BuildChatRequest(messages, params)
+                               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   int attempts = 0;
   absl::StatusOr<HttpAnswer> answer = Exchange("POST", "/chat/completions", body, &attempts);
   if (!answer.ok()) return answer.status();
-  absl::StatusOr<ChatResponse> response = ParseChatResponse(answer->body, "POST " + Url("/chat/completions"));
+  absl::StatusOr<ChatResponse> response =
+      ParseChatResponse(answer->body, "POST " + Url("/chat/completions"));
   if (response.ok()) response->attempts = attempts;
   return response;
 }
 
-std::future<absl::StatusOr<ChatResponse>> EndpointClient::ChatCompletionAsync(nlohmann::json messages,
-                                                                             ChatParams params) {
+std::future<absl::StatusOr<ChatResponse>> EndpointClient::ChatCompletionAsync(
+    nlohmann::json messages, ChatParams params) {
   auto promise = std::make_shared<std::promise<absl::StatusOr<ChatResponse>>>();
   std::future<absl::StatusOr<ChatResponse>> future = promise->get_future();
   {
@@ -464,10 +501,11 @@ std::future<absl::StatusOr<ChatResponse>> EndpointClient::ChatCompletionAsync(nl
       promise->set_value(absl::CancelledError("endpoint client is shutting down"));
       return future;
     }
-    queue_.push_back([this, promise, messages = std::move(messages), params = std::move(params)](bool cancelled) {
+    queue_.push_back([this, promise, messages = std::move(messages),
+                      params = std::move(params)](bool cancelled) {
       if (cancelled) {
-        promise->set_value(absl::CancelledError(absl::StrCat("POST ", Url("/chat/completions"),
-                                                             ": cancelled (the client was destroyed)")));
+        promise->set_value(absl::CancelledError(absl::StrCat(
+            "POST ", Url("/chat/completions"), ": cancelled (the client was destroyed)")));
         return;
       }
       promise->set_value(ChatCompletion(messages, params));
@@ -483,7 +521,8 @@ absl::StatusOr<std::vector<std::string>> EndpointClient::ListModels() const {
   if (!answer.ok()) return answer.status();
   nlohmann::json j = nlohmann::json::parse(answer->body, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("data") || !j["data"].is_array()) {
-    return absl::DataLossError(absl::StrCat("GET ", Url("/models"), ": expected {\"data\": [...]}"));
+    return absl::DataLossError(
+        absl::StrCat("GET ", Url("/models"), ": expected {\"data\": [...]}"));
   }
   std::vector<std::string> ids;
   for (const auto& m : j["data"]) {

@@ -100,7 +100,7 @@ class ReasoningSplitter {
 
 // One log-prob entry: a generated token or one of its alternatives.
 struct TokenLogprob {
-  std::string token;           // the token's text as the server wrote it
+  std::string token;  // the token's text as the server wrote it
   double logprob = 0;
   int32_t token_id = -1;       // -1 when the server does not say
   std::vector<uint8_t> bytes;  // UTF-8 bytes (may be a partial character)
@@ -187,7 +187,8 @@ class EndpointClient {
   absl::StatusOr<ChatResponse> ChatCompletion(const nlohmann::json& messages,
                                               const ChatParams& params) const;
   // The same on the client's own pool (at most max_in_flight at once).
-  std::future<absl::StatusOr<ChatResponse>> ChatCompletionAsync(nlohmann::json messages, ChatParams params);
+  std::future<absl::StatusOr<ChatResponse>> ChatCompletionAsync(nlohmann::json messages,
+                                                                ChatParams params);
 
   // GET {base}/models: the ids the server serves.
   absl::StatusOr<std::vector<std::string>> ListModels() const;
@@ -195,7 +196,8 @@ class EndpointClient {
   // The request body ChatCompletion sends (for logging and tests).
   nlohmann::json BuildChatRequest(const nlohmann::json& messages, const ChatParams& params) const;
   // Parses a chat.completion answer. `source` names it in errors.
-  absl::StatusOr<ChatResponse> ParseChatResponse(const std::string& body, const std::string& source) const;
+  absl::StatusOr<ChatResponse> ParseChatResponse(const std::string& body,
+                                                 const std::string& source) const;
 
   const EndpointOptions& options() const { return options_; }
   // "http://host:port/v1/chat/completions"-style URL of a path under the base.

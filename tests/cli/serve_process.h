@@ -39,8 +39,8 @@ class ServeProcess {
 
   // Starts `retort serve ARGS --port 0` (stderr to `stderr_path`) and waits up
   // to `timeout_s` for its URL. False with *error set if it does not come up.
-  bool Start(const std::vector<std::string>& args, const std::string& stderr_path, std::string* error,
-             double timeout_s = 60) {
+  bool Start(const std::vector<std::string>& args, const std::string& stderr_path,
+             std::string* error, double timeout_s = 60) {
     stderr_path_ = stderr_path;
     int out[2];
     if (::pipe(out) != 0) return Error("pipe failed", error);

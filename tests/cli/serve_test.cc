@@ -29,12 +29,14 @@ class ServeTest : public ::testing::Test {
   static void SetUpTestSuite() {
     harness_ = new CliHarness("serve_test");
     model_ = (harness_->root() / "tiny").string();
-    CliRun r = harness_->Exec("init " + model_ + " --family llama --size tiny --dtype f32 --seed 7");
+    CliRun r =
+        harness_->Exec("init " + model_ + " --family llama --size tiny --dtype f32 --seed 7");
     ASSERT_EQ(r.code, 0) << r.err;
     server_ = new ServeProcess();
     std::string error;
-    ASSERT_TRUE(server_->Start({model_, "--model-name", kModelName, "--max-request-bytes", "4096", "--threads", "2"},
-                               (harness_->root() / "serve.err").string(), &error))
+    ASSERT_TRUE(server_->Start(
+        {model_, "--model-name", kModelName, "--max-request-bytes", "4096", "--threads", "2"},
+        (harness_->root() / "serve.err").string(), &error))
         << error;
   }
   static void TearDownTestSuite() {
@@ -56,9 +58,12 @@ class ServeTest : public ::testing::Test {
     if (!res) return {-1, json()};
     return {res->status, json::parse(res->body, nullptr, false)};
   }
-  static std::pair<int, json> Post(const std::string& path, const json& body) { return Post(path, body.dump()); }
+  static std::pair<int, json> Post(const std::string& path, const json& body) {
+    return Post(path, body.dump());
+  }
   // POSTs a streaming request; returns the "data: " payloads in order.
-  static std::vector<std::string> PostStream(const std::string& path, const json& body, int* status) {
+  static std::vector<std::string> PostStream(const std::string& path, const json& body,
+                                             int* status) {
     httplib::Client c = Client();
     auto res = c.Post(path.c_str(), body.dump(), "application/json");
     std::vector<std::string> events;
@@ -78,7 +83,8 @@ class ServeTest : public ::testing::Test {
     }
     return events;
   }
-  static void ExpectApiError(const std::pair<int, json>& r, int status, const std::string& needle = "") {
+  static void ExpectApiError(const std::pair<int, json>& r, int status,
+                             const std::string& needle = "") {
     EXPECT_EQ(r.first, status) << r.second.dump();
     ASSERT_TRUE(r.second.is_object()) << "error body is not JSON";
     ASSERT_TRUE(r.second.contains("error")) << r.second.dump();
@@ -86,11 +92,13 @@ class ServeTest : public ::testing::Test {
     EXPECT_FALSE(r.second["error"]["message"].get<std::string>().empty());
     EXPECT_TRUE(r.second["error"]["type"].is_string());
     if (!needle.empty()) {
-      EXPECT_NE(r.second["error"]["message"].get<std::string>().find(needle), std::string::npos) << r.second.dump();
+      EXPECT_NE(r.second["error"]["message"].get<std::string>().find(needle), std::string::npos)
+          << r.second.dump();
     }
   }
   static json Completion(json extra) {
-    json body = {{"model", kModelName}, {"prompt", "Hello"}, {"max_tokens", 12}, {"temperature", 0}};
+    json body = {
+        {"model", kModelName}, {"prompt", "Hello"}, {"max_tokens", 12}, {"temperature", 0}};
     for (auto& [k, v] : extra.items()) body[k] = v;
     return body;
   }
@@ -161,7 +169,8 @@ TEST_F(ServeTest, CompletionShapeAndGreedyMatchesGenerate) {
   if (finish == "length") EXPECT_EQ(c["token_ids"].size(), 12u);
 
   // Same ids as `retort generate --greedy`.
-  CliRun g = harness_->Exec("generate " + model_ + " --prompt Hello --max-tokens 12 --greedy --json");
+  CliRun g =
+      harness_->Exec("generate " + model_ + " --prompt Hello --max-tokens 12 --greedy --json");
   ASSERT_EQ(g.code, 0) << g.err;
   json gen = json::parse(g.out);
   EXPECT_EQ(c["token_ids"], gen["token_ids"]);
@@ -170,13 +179,15 @@ TEST_F(ServeTest, CompletionShapeAndGreedyMatchesGenerate) {
   // Greedy is deterministic; a token-id prompt is the same prompt.
   auto again = Post("/v1/completions", Completion({{"return_token_ids", true}}));
   EXPECT_EQ(again.second["choices"][0]["token_ids"], c["token_ids"]);
-  auto ids = Post("/v1/completions", Completion({{"prompt", {72, 101, 108, 108, 111}}, {"return_token_ids", true}}));
+  auto ids = Post("/v1/completions",
+                  Completion({{"prompt", {72, 101, 108, 108, 111}}, {"return_token_ids", true}}));
   ASSERT_EQ(ids.first, 200) << ids.second.dump();
   EXPECT_EQ(ids.second["choices"][0]["token_ids"], c["token_ids"]);
 }
 
 TEST_F(ServeTest, SeededSamplingIsReproducibleAndNGivesSeedPlusIndex) {
-  json body = Completion({{"temperature", 1.0}, {"seed", 1234}, {"max_tokens", 16}, {"return_token_ids", true}});
+  json body = Completion(
+      {{"temperature", 1.0}, {"seed", 1234}, {"max_tokens", 16}, {"return_token_ids", true}});
   auto a = Post("/v1/completions", body);
   auto b = Post("/v1/completions", body);
   ASSERT_EQ(a.first, 200) << a.second.dump();
@@ -199,7 +210,8 @@ TEST_F(ServeTest, SeededSamplingIsReproducibleAndNGivesSeedPlusIndex) {
 }
 
 TEST_F(ServeTest, CompletionLogprobsLegacyShape) {
-  auto [status, r] = Post("/v1/completions", Completion({{"logprobs", 3}, {"return_token_ids", true}}));
+  auto [status, r] =
+      Post("/v1/completions", Completion({{"logprobs", 3}, {"return_token_ids", true}}));
   ASSERT_EQ(status, 200) << r.dump();
   const json& c = r["choices"][0];
   const json& lp = c["logprobs"];
@@ -228,7 +240,9 @@ TEST_F(ServeTest, CompletionLogprobsLegacyShape) {
 }
 
 TEST_F(ServeTest, ChatShapeLogprobsAndGreedyMatchesGenerate) {
-  auto [status, r] = Post("/v1/chat/completions", Chat({{"logprobs", true}, {"top_logprobs", 2}, {"return_token_ids", true}}));
+  auto [status, r] =
+      Post("/v1/chat/completions",
+           Chat({{"logprobs", true}, {"top_logprobs", 2}, {"return_token_ids", true}}));
   ASSERT_EQ(status, 200) << r.dump();
   EXPECT_EQ(r["object"], "chat.completion");
   const json& c = r["choices"][0];
@@ -247,12 +261,14 @@ TEST_F(ServeTest, ChatShapeLogprobsAndGreedyMatchesGenerate) {
     ASSERT_EQ(e["top_logprobs"].size(), 2u);
     EXPECT_EQ(e["top_logprobs"][0]["token_id"], e["token_id"]);  // greedy
     EXPECT_NEAR(e["top_logprobs"][0]["logprob"].get<double>(), e["logprob"].get<double>(), 1e-6);
-    EXPECT_GE(e["top_logprobs"][0]["logprob"].get<double>(), e["top_logprobs"][1]["logprob"].get<double>());
+    EXPECT_GE(e["top_logprobs"][0]["logprob"].get<double>(),
+              e["top_logprobs"][1]["logprob"].get<double>());
     EXPECT_TRUE(e["top_logprobs"][1]["bytes"].is_array());
   }
 
-  CliRun g = harness_->Exec("generate " + model_ +
-                            " --chat '[{\"role\":\"user\",\"content\":\"hi there\"}]' --max-tokens 10 --greedy --json");
+  CliRun g = harness_->Exec(
+      "generate " + model_ +
+      " --chat '[{\"role\":\"user\",\"content\":\"hi there\"}]' --max-tokens 10 --greedy --json");
   ASSERT_EQ(g.code, 0) << g.err;
   json gen = json::parse(g.out);
   EXPECT_EQ(c["token_ids"], gen["token_ids"]);
@@ -272,7 +288,8 @@ TEST_F(ServeTest, ChatStreamingMatchesNonStreaming) {
   ASSERT_EQ(whole.first, 200);
   int status = 0;
   std::vector<std::string> events = PostStream(
-      "/v1/chat/completions", Chat({{"max_tokens", 16}, {"stream", true}, {"stream_options", {{"include_usage", true}}}}),
+      "/v1/chat/completions",
+      Chat({{"max_tokens", 16}, {"stream", true}, {"stream_options", {{"include_usage", true}}}}),
       &status);
   ASSERT_EQ(status, 200);
   ASSERT_GE(events.size(), 3u);
@@ -295,7 +312,8 @@ TEST_F(ServeTest, ChatStreamingMatchesNonStreaming) {
     const json& delta = chunk["choices"][0]["delta"];
     if (delta.contains("role")) saw_role = true;
     if (delta.contains("content")) content += delta["content"].get<std::string>();
-    if (!chunk["choices"][0]["finish_reason"].is_null()) finish = chunk["choices"][0]["finish_reason"];
+    if (!chunk["choices"][0]["finish_reason"].is_null())
+      finish = chunk["choices"][0]["finish_reason"];
   }
   EXPECT_TRUE(saw_role);
   EXPECT_TRUE(saw_usage);
@@ -308,7 +326,8 @@ TEST_F(ServeTest, CompletionStreamingWithLogprobs) {
   ASSERT_EQ(whole.first, 200);
   int status = 0;
   std::vector<std::string> events =
-      PostStream("/v1/completions", Completion({{"logprobs", 2}, {"max_tokens", 16}, {"stream", true}}), &status);
+      PostStream("/v1/completions",
+                 Completion({{"logprobs", 2}, {"max_tokens", 16}, {"stream", true}}), &status);
   ASSERT_EQ(status, 200);
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back(), "[DONE]");
@@ -331,7 +350,8 @@ TEST_F(ServeTest, CompletionStreamingWithLogprobs) {
   EXPECT_EQ(finish, ref["finish_reason"]);
   EXPECT_EQ(tokens, ref["logprobs"]["tokens"]);
   ASSERT_EQ(lps.size(), ref["logprobs"]["token_logprobs"].size());
-  for (size_t i = 0; i < lps.size(); ++i) EXPECT_DOUBLE_EQ(lps[i].get<double>(), ref["logprobs"]["token_logprobs"][i].get<double>());
+  for (size_t i = 0; i < lps.size(); ++i)
+    EXPECT_DOUBLE_EQ(lps[i].get<double>(), ref["logprobs"]["token_logprobs"][i].get<double>());
 }
 
 TEST_F(ServeTest, StopStringCutsTheText) {
@@ -348,16 +368,21 @@ TEST_F(ServeTest, StopStringCutsTheText) {
   const size_t begin = starts[4], end = starts[6];
   const std::string stop = text.substr(begin, end - begin);
   const std::string expected = text.substr(0, text.find(stop));
-  auto cut = Post("/v1/completions", Completion({{"max_tokens", 24}, {"ignore_eos", true}, {"stop", stop}}));
+  auto cut = Post("/v1/completions",
+                  Completion({{"max_tokens", 24}, {"ignore_eos", true}, {"stop", stop}}));
   ASSERT_EQ(cut.first, 200) << cut.second.dump();
   EXPECT_EQ(cut.second["choices"][0]["text"], expected);
   EXPECT_EQ(cut.second["choices"][0]["finish_reason"], "stop");
   int status = 0;
-  std::vector<std::string> events = PostStream(
-      "/v1/completions", Completion({{"max_tokens", 24}, {"ignore_eos", true}, {"stop", {stop, "never-seen"}}, {"stream", true}}),
-      &status);
+  std::vector<std::string> events = PostStream("/v1/completions",
+                                               Completion({{"max_tokens", 24},
+                                                           {"ignore_eos", true},
+                                                           {"stop", {stop, "never-seen"}},
+                                                           {"stream", true}}),
+                                               &status);
   std::string streamed;
-  for (size_t i = 0; i + 1 < events.size(); ++i) streamed += json::parse(events[i])["choices"][0]["text"].get<std::string>();
+  for (size_t i = 0; i + 1 < events.size(); ++i)
+    streamed += json::parse(events[i])["choices"][0]["text"].get<std::string>();
   EXPECT_EQ(streamed, expected);
 }
 
@@ -366,7 +391,9 @@ TEST_F(ServeTest, ConcurrentRequestsGetTheSameAnswers) {
   auto ref = Post("/v1/completions", body);
   ASSERT_EQ(ref.first, 200);
   std::vector<std::future<std::pair<int, json>>> futures;
-  for (int i = 0; i < 6; ++i) futures.push_back(std::async(std::launch::async, [&] { return Post("/v1/completions", body); }));
+  for (int i = 0; i < 6; ++i)
+    futures.push_back(
+        std::async(std::launch::async, [&] { return Post("/v1/completions", body); }));
   for (auto& f : futures) {
     auto r = f.get();
     ASSERT_EQ(r.first, 200);
@@ -413,22 +440,29 @@ TEST_F(ServeTest, BadRequestsGetOpenAiErrors) {
   ExpectApiError(Post("/v1/completions", Completion({{"max_tokens", 0}})), 400, "max_tokens");
   ExpectApiError(Post("/v1/completions", Completion({{"max_tokens", 2.5}})), 400, "max_tokens");
   ExpectApiError(Post("/v1/completions", Completion({{"max_tokens", 100000}})), 400, "2048");
-  ExpectApiError(Post("/v1/completions", Completion({{"max_tokens", 2045}})), 400, "context length");
+  ExpectApiError(Post("/v1/completions", Completion({{"max_tokens", 2045}})), 400,
+                 "context length");
   ExpectApiError(Post("/v1/completions", Completion({{"n", 17}})), 400, "n");
   ExpectApiError(Post("/v1/completions", Completion({{"n", "two"}})), 400, "n");
   ExpectApiError(Post("/v1/completions", Completion({{"stop", 5}})), 400, "stop");
   ExpectApiError(Post("/v1/completions", Completion({{"logprobs", 21}})), 400, "logprobs");
-  ExpectApiError(Post("/v1/completions", Completion({{"prompt", {"a", "b"}}})), 400, "one request per prompt");
+  ExpectApiError(Post("/v1/completions", Completion({{"prompt", {"a", "b"}}})), 400,
+                 "one request per prompt");
   ExpectApiError(Post("/v1/completions", Completion({{"prompt", {1, 99999}}})), 400, "token ids");
   ExpectApiError(Post("/v1/completions", Completion({{"prompt", ""}})), 400, "empty");
   ExpectApiError(Post("/v1/completions", Completion({{"echo", true}})), 400, "echo");
   ExpectApiError(Post("/v1/completions", Completion({{"stream", "yes"}})), 400, "stream");
   ExpectApiError(Post("/v1/chat/completions", Chat({{"messages", "hi"}})), 400, "messages");
-  ExpectApiError(Post("/v1/chat/completions", Chat({{"messages", json::array()}})), 400, "messages");
-  ExpectApiError(Post("/v1/chat/completions", Chat({{"messages", {{{"content", "no role"}}}}})), 400, "role");
-  ExpectApiError(Post("/v1/chat/completions", Chat({{"messages", {{{"role", "user"}, {"content", 7}}}}})), 400, "content");
+  ExpectApiError(Post("/v1/chat/completions", Chat({{"messages", json::array()}})), 400,
+                 "messages");
+  ExpectApiError(Post("/v1/chat/completions", Chat({{"messages", {{{"content", "no role"}}}}})),
+                 400, "role");
+  ExpectApiError(
+      Post("/v1/chat/completions", Chat({{"messages", {{{"role", "user"}, {"content", 7}}}}})), 400,
+      "content");
   ExpectApiError(Post("/v1/chat/completions", Chat({{"top_logprobs", 3}})), 400, "logprobs");
-  ExpectApiError(Post("/v1/chat/completions", Chat({{"logprobs", true}, {"top_logprobs", 21}})), 400, "top_logprobs");
+  ExpectApiError(Post("/v1/chat/completions", Chat({{"logprobs", true}, {"top_logprobs", 21}})),
+                 400, "top_logprobs");
   ExpectApiError(Post("/v1/chat/completions", Chat({{"logprobs", 2}})), 400, "logprobs");
 
   auto unknown = Post("/v1/chat/completions", Chat({{"model", "gpt-4o"}}));
@@ -440,8 +474,10 @@ TEST_F(ServeTest, BadRequestsGetOpenAiErrors) {
   ExpectApiError(big, 413, "max-request-bytes");
 
   // Content parts are accepted (text only).
-  auto parts = Post("/v1/chat/completions",
-                    Chat({{"messages", {{{"role", "user"}, {"content", {{{"type", "text"}, {"text", "hi there"}}}}}}}}));
+  auto parts =
+      Post("/v1/chat/completions",
+           Chat({{"messages",
+                  {{{"role", "user"}, {"content", {{{"type", "text"}, {"text", "hi there"}}}}}}}}));
   EXPECT_EQ(parts.first, 200) << parts.second.dump();
 
   // The server is still fine after all that.
@@ -464,14 +500,16 @@ TEST(ServeShutdownTest, SigtermFinishesInFlightAndExitsZero) {
   ASSERT_EQ(h.Exec("init " + model + " --family llama --size tiny --dtype f32 --seed 3").code, 0);
   ServeProcess server;
   std::string error;
-  ASSERT_TRUE(server.Start({model, "--shutdown-grace", "0.2", "--threads", "2"}, (h.root() / "err").string(), &error))
+  ASSERT_TRUE(server.Start({model, "--shutdown-grace", "0.2", "--threads", "2"},
+                           (h.root() / "err").string(), &error))
       << error;
   const int port = server.port();
   auto request = std::async(std::launch::async, [port] {
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(60, 0);
     // 16 x 2000 tokens: seconds of work, cut short by the 0.2 s grace.
-    json body = {{"prompt", "x"}, {"max_tokens", 2000}, {"n", 16}, {"ignore_eos", true}, {"temperature", 0}};
+    json body = {
+        {"prompt", "x"}, {"max_tokens", 2000}, {"n", 16}, {"ignore_eos", true}, {"temperature", 0}};
     auto res = c.Post("/v1/completions", body.dump(), "application/json");
     return res ? std::make_pair(res->status, res->body) : std::make_pair(-1, std::string());
   });
@@ -488,6 +526,79 @@ TEST(ServeShutdownTest, SigtermFinishesInFlightAndExitsZero) {
   httplib::Client after("127.0.0.1", port);
   after.set_connection_timeout(1, 0);
   EXPECT_FALSE(after.Get("/health"));
+}
+
+// A template whose generation prompt ends with "<think>\n" (as R1-Distill's
+// does): the answer opens inside the reasoning, so without a </think> all of
+// it is reasoning_content, streamed as delta.reasoning_content.
+TEST(ServeReasoningTest, ThinkPromptPutsTheAnswerInReasoningContent) {
+  CliHarness h("serve_reasoning_test");
+  const std::string model = (h.root() / "tiny").string();
+  ASSERT_EQ(h.Exec("init " + model + " --family llama --size tiny --dtype f32 --seed 5").code, 0);
+  const std::string config_path = model + "/tokenizer_config.json";
+  json config = json::parse(ReadFileToString(config_path).value());
+  std::string tmpl = config["chat_template"];
+  const std::string gen = "'<|im_start|>assistant\\n'";
+  ASSERT_NE(tmpl.find(gen), std::string::npos) << tmpl;
+  tmpl.replace(tmpl.find(gen), gen.size(), "'<|im_start|>assistant\\n<think>\\n'");
+  config["chat_template"] = tmpl;
+  ASSERT_TRUE(WriteFileAtomically(config_path, config.dump()).ok());
+
+  ServeProcess server;
+  std::string error;
+  ASSERT_TRUE(server.Start({model, "--threads", "2"}, (h.root() / "err").string(), &error))
+      << error;
+  httplib::Client c("127.0.0.1", server.port());
+  json body = {{"messages", {{{"role", "user"}, {"content", "think first"}}}},
+               {"max_tokens", 12},
+               {"temperature", 0},
+               {"ignore_eos", true}};
+  auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  json r = json::parse(res->body);
+  const json& message = r["choices"][0]["message"];
+  ASSERT_TRUE(message.contains("reasoning_content")) << res->body;
+  const std::string reasoning = message["reasoning_content"];
+  const std::string content = message["content"];
+  // The model is random: it almost surely never writes "</think>".
+  if (reasoning.find("</think>") == std::string::npos) {
+    EXPECT_FALSE(reasoning.empty());
+    EXPECT_EQ(content, "");
+  }
+
+  body["stream"] = true;
+  auto streamed = c.Post("/v1/chat/completions", body.dump(), "application/json");
+  ASSERT_TRUE(streamed);
+  std::string got_reasoning, got_content;
+  size_t pos = 0;
+  while ((pos = streamed->body.find("data: ", pos)) != std::string::npos) {
+    size_t end = streamed->body.find("\n\n", pos);
+    std::string payload = streamed->body.substr(pos + 6, end - pos - 6);
+    pos = end;
+    if (payload == "[DONE]") break;
+    json chunk = json::parse(payload);
+    const json& delta = chunk["choices"][0]["delta"];
+    if (delta.contains("reasoning_content"))
+      got_reasoning += delta["reasoning_content"].get<std::string>();
+    if (delta.contains("content")) got_content += delta["content"].get<std::string>();
+  }
+  EXPECT_EQ(got_reasoning, reasoning);
+  EXPECT_EQ(got_content, content);
+
+  // --reasoning-parser none leaves everything in content.
+  EXPECT_EQ(server.Stop(SIGINT), 0);
+  ServeProcess plain;
+  ASSERT_TRUE(plain.Start({model, "--threads", "2", "--reasoning-parser", "none"},
+                          (h.root() / "err2").string(), &error))
+      << error;
+  httplib::Client c2("127.0.0.1", plain.port());
+  body.erase("stream");
+  auto none = c2.Post("/v1/chat/completions", body.dump(), "application/json");
+  ASSERT_TRUE(none);
+  json n = json::parse(none->body);
+  EXPECT_FALSE(n["choices"][0]["message"].contains("reasoning_content"));
+  EXPECT_EQ(n["choices"][0]["message"]["content"], reasoning + content);
 }
 
 TEST(ServeUsageTest, RejectsBadFlags) {

@@ -22,7 +22,8 @@ using Mode = ReasoningSplitter::Mode;
 
 // ---------------------------------------------------------------- splitter
 
-ReasoningSplitter::Delta PushByPieces(std::string_view text, size_t piece, Mode mode, bool starts_in_reasoning) {
+ReasoningSplitter::Delta PushByPieces(std::string_view text, size_t piece, Mode mode,
+                                      bool starts_in_reasoning) {
   ReasoningSplitter s(mode, starts_in_reasoning);
   ReasoningSplitter::Delta all;
   for (size_t i = 0; i < text.size(); i += piece) {
@@ -36,7 +37,8 @@ ReasoningSplitter::Delta PushByPieces(std::string_view text, size_t piece, Mode 
   return all;
 }
 
-void ExpectSplit(std::string_view text, Mode mode, bool starts, const std::string& reasoning, const std::string& content) {
+void ExpectSplit(std::string_view text, Mode mode, bool starts, const std::string& reasoning,
+                 const std::string& content) {
   for (size_t piece : {1, 2, 3, 5, 1000}) {
     ReasoningSplitter::Delta d = PushByPieces(text, piece, mode, starts);
     EXPECT_EQ(d.reasoning, reasoning) << "text \"" << text << "\" in pieces of " << piece;
@@ -45,9 +47,11 @@ void ExpectSplit(std::string_view text, Mode mode, bool starts, const std::strin
 }
 
 TEST(ReasoningSplitterTest, AutoMode) {
-  ExpectSplit("<think>\nplan it</think>\n\nThe answer is 4.", Mode::kAuto, false, "\nplan it", "\n\nThe answer is 4.");
+  ExpectSplit("<think>\nplan it</think>\n\nThe answer is 4.", Mode::kAuto, false, "\nplan it",
+              "\n\nThe answer is 4.");
   ExpectSplit("no tags at all <thin", Mode::kAuto, false, "", "no tags at all <thin");
-  ExpectSplit("pre <think>r</think> post </think> x", Mode::kAuto, false, "r", "pre  post </think> x");
+  ExpectSplit("pre <think>r</think> post </think> x", Mode::kAuto, false, "r",
+              "pre  post </think> x");
   ExpectSplit("<think>cut off mid-thought", Mode::kAuto, false, "cut off mid-thought", "");
   // R1-Distill templates end the prompt with "<think>\n": the output opens inside.
   ExpectSplit("step 1, step 2</think>Answer: 7", Mode::kAuto, true, "step 1, step 2", "Answer: 7");
@@ -74,12 +78,13 @@ TEST(ReasoningSplitterTest, DeepSeekR1AndNone) {
 TEST(EndpointClientTest, CreateChecksTheUrlAndOptions) {
   EndpointOptions o;
   o.model = "m";
-  for (const char* bad : {"", "localhost:8000/v1", "ftp://host/v1", "http:///v1", "http://host:99999/v1",
-                          "http://host:abc/v1"}) {
+  for (const char* bad : {"", "localhost:8000/v1", "ftp://host/v1", "http:///v1",
+                          "http://host:99999/v1", "http://host:abc/v1"}) {
     o.base_url = bad;
     auto c = EndpointClient::Create(o);
     EXPECT_FALSE(c.ok()) << bad;
-    if (!c.ok() && *bad) EXPECT_NE(std::string(c.status().message()).find(bad), std::string::npos) << c.status();
+    if (!c.ok() && *bad)
+      EXPECT_NE(std::string(c.status().message()).find(bad), std::string::npos) << c.status();
   }
   o.base_url = "https://api.example.com/v1/";  // built with OpenSSL here
   auto https = EndpointClient::Create(o);
@@ -131,10 +136,11 @@ TEST(EndpointClientTest, BuildsTheRequestBody) {
 class FakeServer {
  public:
   explicit FakeServer(std::function<void(const httplib::Request&, httplib::Response&)> chat) {
-    server_.Post("/v1/chat/completions", [this, chat](const httplib::Request& req, httplib::Response& res) {
-      ++requests_;
-      chat(req, res);
-    });
+    server_.Post("/v1/chat/completions",
+                 [this, chat](const httplib::Request& req, httplib::Response& res) {
+                   ++requests_;
+                   chat(req, res);
+                 });
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -234,7 +240,8 @@ TEST(EndpointClientTest, GivesUpAfterMaxRetriesNamingUrlAndStatus) {
 TEST(EndpointClientTest, DoesNotRetryClientErrors) {
   FakeServer fake([](const httplib::Request&, httplib::Response& res) {
     res.status = 400;
-    res.set_content(R"({"error": {"message": "bad field", "type": "invalid_request_error"}})", "application/json");
+    res.set_content(R"({"error": {"message": "bad field", "type": "invalid_request_error"}})",
+                    "application/json");
   });
   auto client = EndpointClient::Create(fake.Options());
   auto r = (*client)->ChatCompletion(OneMessage(), ChatParams{});
@@ -334,7 +341,8 @@ TEST(EndpointClientTest, AsyncKeepsAtMostMaxInFlight) {
   o.max_in_flight = 3;
   auto client = EndpointClient::Create(o);
   std::vector<std::future<absl::StatusOr<ChatResponse>>> futures;
-  for (int i = 0; i < 9; ++i) futures.push_back((*client)->ChatCompletionAsync(OneMessage(), ChatParams{}));
+  for (int i = 0; i < 9; ++i)
+    futures.push_back((*client)->ChatCompletionAsync(OneMessage(), ChatParams{}));
   for (auto& f : futures) EXPECT_TRUE(f.get().ok());
   EXPECT_EQ(fake.requests(), 9);
   EXPECT_LE(peak.load(), 3);
@@ -348,7 +356,8 @@ class EndpointServeTest : public ::testing::Test {
   static void SetUpTestSuite() {
     harness_ = new testing::CliHarness("endpoint_test");
     const std::string model = (harness_->root() / "tiny").string();
-    testing::CliRun r = harness_->Exec("init " + model + " --family llama --size tiny --dtype f32 --seed 11");
+    testing::CliRun r =
+        harness_->Exec("init " + model + " --family llama --size tiny --dtype f32 --seed 11");
     ASSERT_EQ(r.code, 0) << r.err;
     server_ = new testing::ServeProcess();
     std::string error;
@@ -443,7 +452,8 @@ TEST_F(EndpointServeTest, ServerErrorsAreNotRetriedAndNamed) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
   EXPECT_NE(std::string(r.status().message()).find("HTTP 404"), std::string::npos) << r.status();
-  EXPECT_NE(std::string(r.status().message()).find("no-such-model"), std::string::npos) << r.status();
+  EXPECT_NE(std::string(r.status().message()).find("no-such-model"), std::string::npos)
+      << r.status();
 
   ChatParams bad;
   bad.max_tokens = 1000000;
