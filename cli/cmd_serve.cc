@@ -5,8 +5,9 @@
 // "data: {...}\n\n" chunks ending in "data: [DONE]\n\n").
 //
 // What is supported, and how it differs from OpenAI:
-//   * n >= 1 (up to kMaxChoices): the choices are generated one after the
-//     other; with a seed, choice i uses seed + i, so results are reproducible.
+//   * n >= 1 (up to kMaxChoices = 16): without streaming the choices share
+//     the batch, streamed they come one after the other; with a seed, choice
+//     i uses seed + i, so results are reproducible either way.
 //   * one prompt per /v1/completions request (a list of several prompts is
 //     refused with 400); echo, best_of > 1, suffix, logit_bias and non-zero
 //     frequency/presence penalties are refused with 400.
@@ -38,6 +39,7 @@
 #include <ctime>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -871,8 +873,6 @@ class ApiServer {
     } else {
       result.finish_reason = *finish;
     }
-    t_log.completion_tokens += static_cast<int64_t>(result.tokens.size());
-    t_log.finish = result.finish_reason;
     return result;
   }
 
@@ -930,8 +930,18 @@ class ApiServer {
   std::optional<ApiError> RunBlocking(const Job& job, Json* answer) {
     Json choices = Json::array();
     int64_t completion_tokens = 0;
+    // The n choices are submitted together, so they share the batch.
+    std::vector<std::future<absl::StatusOr<ChoiceResult>>> extra;
+    for (int i = 1; i < job.n; ++i) {
+      extra.push_back(
+          std::async(std::launch::async, [this, &job, i] { return RunChoice(job, i, nullptr); }));
+    }
     for (int i = 0; i < job.n; ++i) {
-      absl::StatusOr<ChoiceResult> r = RunChoice(job, i, nullptr);
+      absl::StatusOr<ChoiceResult> r = i == 0 ? RunChoice(job, 0, nullptr) : extra[i - 1].get();
+      if (r.ok()) {
+        t_log.completion_tokens += static_cast<int64_t>(r->tokens.size());
+        t_log.finish = r->finish_reason;
+      }
       if (!r.ok())
         return ApiError{500, absl::StrCat("generation failed: ", r.status().message()),
                         "internal_error"};
@@ -1040,6 +1050,8 @@ class ApiServer {
         }
       }
       completion_tokens += static_cast<int64_t>(r->tokens.size());
+      t_log.completion_tokens += static_cast<int64_t>(r->tokens.size());
+      t_log.finish = r->finish_reason;
       Json last = {{"index", i}};
       if (job.chat) {
         last["delta"] = Json::object();
