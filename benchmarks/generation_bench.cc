@@ -4,11 +4,16 @@
 // every request runs to its length), one top-5 log-prob row per token as a
 // teacher run records. Reports generated tokens/s (what a teacher run is
 // limited by) and all tokens/s (prompt + generated) per batch size.
+// The machine may be shared: besides wall-clock rates the JSON has the
+// process CPU seconds (all threads) and generated tokens per CPU second,
+// which other processes' load disturbs far less.
 // Output: one JSON object on stdout (and --out FILE).
 //
 //   generation_bench [--threads 2] [--family llama] [--size 100m] [--dtype bf16]
 //                    [--batches 1,8,32] [--prompt 64] [--new 64] [--top-k 5] [--out FILE]
 //   generation_bench --model FILE.gguf|HF_DIR ...   (a real model instead of a preset)
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -27,7 +32,16 @@ namespace retort {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// User + system CPU seconds of this process, all threads.
+double CpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 struct Flags {
   int threads = 2;
@@ -41,19 +55,29 @@ Flags ParseFlags(int argc, char** argv) {
   Flags f;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--threads") f.threads = std::atoi(v.c_str());
-    else if (k == "--family") f.family = v;
-    else if (k == "--size") f.size = v;
-    else if (k == "--dtype") f.dtype = v;
-    else if (k == "--prompt") f.prompt = std::atoll(v.c_str());
-    else if (k == "--new") f.new_tokens = std::atoll(v.c_str());
-    else if (k == "--top-k") f.top_k = std::atoi(v.c_str());
-    else if (k == "--out") f.out = v;
-    else if (k == "--model") f.model = v;
+    if (k == "--threads")
+      f.threads = std::atoi(v.c_str());
+    else if (k == "--family")
+      f.family = v;
+    else if (k == "--size")
+      f.size = v;
+    else if (k == "--dtype")
+      f.dtype = v;
+    else if (k == "--prompt")
+      f.prompt = std::atoll(v.c_str());
+    else if (k == "--new")
+      f.new_tokens = std::atoll(v.c_str());
+    else if (k == "--top-k")
+      f.top_k = std::atoi(v.c_str());
+    else if (k == "--out")
+      f.out = v;
+    else if (k == "--model")
+      f.model = v;
     else if (k == "--batches") {
       f.batches.clear();
       std::stringstream ss(v);
-      for (std::string item; std::getline(ss, item, ',');) f.batches.push_back(std::atoll(item.c_str()));
+      for (std::string item; std::getline(ss, item, ',');)
+        f.batches.push_back(std::atoll(item.c_str()));
     } else {
       std::cerr << "generation_bench: unknown flag " << k << "\n";
       std::exit(2);
@@ -68,7 +92,9 @@ Flags ParseFlags(int argc, char** argv) {
 
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
-  DType dtype = flags.dtype == "f32" ? DType::kF32 : flags.dtype == "f16" ? DType::kF16 : DType::kBF16;
+  DType dtype = flags.dtype == "f32"   ? DType::kF32
+                : flags.dtype == "f16" ? DType::kF16
+                                       : DType::kBF16;
   absl::StatusOr<std::unique_ptr<Transformer>> model;
   if (!flags.model.empty()) {
     bool gguf = flags.model.size() > 5 && flags.model.substr(flags.model.size() - 5) == ".gguf";
@@ -116,8 +142,9 @@ int Main(int argc, char** argv) {
     options.max_batch = batch;
     BatchGenerator gen(**model, options);
     auto t = Clock::now();
+    const double cpu0 = CpuSeconds();
     std::vector<GenerationResult> results = gen.Generate(std::move(requests));
-    const double seconds = Since(t);
+    const double seconds = Since(t), cpu_seconds = CpuSeconds() - cpu0;
     int64_t generated = 0, prompt = 0;
     double first_token = 0;
     for (const GenerationResult& r : results) {
@@ -131,30 +158,34 @@ int Main(int argc, char** argv) {
     }
     const double tps = generated / seconds;
     if (batch == 1) batch1_tps = tps;
-    nlohmann::ordered_json row = {
-        {"batch", batch},
-        {"requests", count},
-        {"prompt_tokens", prompt},
-        {"generated_tokens", generated},
-        {"seconds", seconds},
-        {"generated_tokens_per_second", tps},
-        {"all_tokens_per_second", (generated + prompt) / seconds},
-        {"steps", gen.stats().steps},
-        {"forward_fraction", gen.stats().forward_seconds / seconds},
-        {"mean_first_token_seconds", first_token / count}};
+    nlohmann::ordered_json row = {{"batch", batch},
+                                  {"requests", count},
+                                  {"prompt_tokens", prompt},
+                                  {"generated_tokens", generated},
+                                  {"seconds", seconds},
+                                  {"generated_tokens_per_second", tps},
+                                  {"all_tokens_per_second", (generated + prompt) / seconds},
+                                  {"cpu_seconds", cpu_seconds},
+                                  {"generated_tokens_per_cpu_second", generated / cpu_seconds},
+                                  {"steps", gen.stats().steps},
+                                  {"forward_fraction", gen.stats().forward_seconds / seconds},
+                                  {"mean_first_token_seconds", first_token / count}};
     if (batch1_tps > 0) row["speedup_vs_batch_1"] = tps / batch1_tps;
     runs.push_back(row);
     std::cerr << "batch " << batch << ": " << tps << " generated tok/s\n";
   }
 
-  nlohmann::ordered_json out = {
-      {"model", {{"family", flags.family}, {"size", flags.size}, {"dtype", flags.dtype},
-                 {"parameters", c.ParameterCount()}, {"weight_bytes", (*model)->WeightBytes()}}},
-      {"threads", flags.threads},
-      {"prompt", flags.prompt},
-      {"new_tokens", flags.new_tokens},
-      {"top_logprobs", flags.top_k},
-      {"generation", runs}};
+  nlohmann::ordered_json out = {{"model",
+                                 {{"family", flags.family},
+                                  {"size", flags.size},
+                                  {"dtype", flags.dtype},
+                                  {"parameters", c.ParameterCount()},
+                                  {"weight_bytes", (*model)->WeightBytes()}}},
+                                {"threads", flags.threads},
+                                {"prompt", flags.prompt},
+                                {"new_tokens", flags.new_tokens},
+                                {"top_logprobs", flags.top_k},
+                                {"generation", runs}};
   std::cout << out.dump(2) << "\n";
   if (!flags.out.empty()) std::ofstream(flags.out) << out.dump(2) << "\n";
   return 0;

@@ -14,8 +14,7 @@ namespace retort {
 namespace {
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // NaN sorts below everything, so it is never a top token.
@@ -234,10 +233,9 @@ bool BatchGenerator::Record(Sequence& s, const float* logits, int32_t tok) {
     Finish(s, "stop");
     return true;
   }
-  const float inv_t =
-      options_.logprobs == LogprobSource::kTempered && r.sampling.temperature > 0
-          ? 1.f / r.sampling.temperature
-          : 1.f;
+  const float inv_t = options_.logprobs == LogprobSource::kTempered && r.sampling.temperature > 0
+                          ? 1.f / r.sampling.temperature
+                          : 1.f;
   const double lse = LogSumExp(logits, vocab, inv_t);
   auto logprob = [&](int32_t id) {
     return static_cast<float>(static_cast<double>(Key(logits[id]) * inv_t) - lse);
@@ -265,8 +263,8 @@ bool BatchGenerator::Record(Sequence& s, const float* logits, int32_t tok) {
     // last (longest stop string + 4) tokens hold any match the newest token
     // completed; earlier matches would have stopped an earlier step.
     const int64_t window = std::min<int64_t>(completion, s.max_stop_chars + 4);
-    std::string tail = options_.detokenize(
-        std::vector<int32_t>(res.tokens.end() - window, res.tokens.end()));
+    std::string tail =
+        options_.detokenize(std::vector<int32_t>(res.tokens.end() - window, res.tokens.end()));
     for (const std::string& stop : r.stop_strings) {
       if (tail.find(stop) != std::string::npos) {
         res.stop_string = stop;

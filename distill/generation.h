@@ -38,6 +38,10 @@
 // top two logits; seeded sampling only when the draw falls within that
 // rounding of a boundary between two tokens.
 //
+// Memory: one KvCache per slot, f32 keys and values growing with the longest
+// sequence the slot has held (2 * layers * kv_heads * head_dim * 4 bytes per
+// position: SmolLM2-135M ~46 KB, so a 6,000-token trace ~276 MB per slot).
+//
 // Thread-safety: Submit() and Cancel() may be called from any thread; every
 // other method runs on one owning thread (the kernels share the thread pool),
 // and the callbacks run on it.
@@ -65,9 +69,9 @@ struct GenerationRequest {
   std::vector<int32_t> prompt;
   SamplerOptions sampling;  // its own seed
   int64_t max_new_tokens = 256;
-  std::vector<int32_t> stop_token_ids;  // besides the model's EOS ids
-  bool ignore_eos = false;              // do not stop at config().eos_token_ids
-  bool include_stop_token = true;       // keep the stop token in the completion
+  std::vector<int32_t> stop_token_ids;    // besides the model's EOS ids
+  bool ignore_eos = false;                // do not stop at config().eos_token_ids
+  bool include_stop_token = true;         // keep the stop token in the completion
   std::vector<std::string> stop_strings;  // needs GeneratorOptions::detokenize
   int32_t top_logprobs = 0;               // K (0 = none); clamped to the vocabulary
 };
@@ -201,11 +205,11 @@ class BatchGenerator {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Queued> queue_;       // guarded by mu_
-  std::set<int64_t> cancelled_;    // guarded by mu_
-  int64_t next_index_ = 0;         // guarded by mu_
-  int64_t running_ = 0;            // guarded by mu_ (slots in use)
-  bool closed_ = false;            // guarded by mu_
+  std::deque<Queued> queue_;     // guarded by mu_
+  std::set<int64_t> cancelled_;  // guarded by mu_
+  int64_t next_index_ = 0;       // guarded by mu_
+  int64_t running_ = 0;          // guarded by mu_ (slots in use)
+  bool closed_ = false;          // guarded by mu_
 };
 
 }  // namespace retort

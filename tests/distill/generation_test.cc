@@ -139,7 +139,8 @@ TEST(BatchGenerator, LogprobsAreTheModelDistribution) {
       EXPECT_NEAR(res.logprobs[t], row[res.tokens[t]] * inv_t - lse, 1e-4);
       std::vector<int32_t> order(V);
       for (int64_t i = 0; i < V; ++i) order[i] = static_cast<int32_t>(i);
-      std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return row[a] > row[b]; });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int32_t a, int32_t b) { return row[a] > row[b]; });
       for (int k = 0; k < 5; ++k) {
         EXPECT_EQ(res.topk_ids[t * 5 + k], order[k]);
         EXPECT_NEAR(res.topk_logprobs[t * 5 + k], row[order[k]] * inv_t - lse, 1e-4);
@@ -288,11 +289,41 @@ TEST(BatchGenerator, RefillsFreedSlotsAndCallsBack) {
   // q1..q4 finish while q0 is still running in the other slot.
   EXPECT_EQ(finished[0], "q1");
   EXPECT_EQ(finished[3], "q4");
-  for (size_t i = 0; i < lengths.size(); ++i) EXPECT_EQ(streamed["q" + std::to_string(i)], lengths[i]);
+  for (size_t i = 0; i < lengths.size(); ++i)
+    EXPECT_EQ(streamed["q" + std::to_string(i)], lengths[i]);
   // Lockstep pairs would take 30 + 2 + 30 steps; continuous batching ~ 30 + 30 / 2.
   EXPECT_LE(gen.stats().steps, 45);
   EXPECT_EQ(gen.stats().generated_tokens, 68);
   EXPECT_EQ(gen.Pending(), 0);
+}
+
+// A long prompt is prefilled max_prefill_tokens_per_step at a time while
+// the decoding sequence keeps getting one token every step.
+TEST(BatchGenerator, LongPromptDoesNotStallDecoding) {
+  auto model = TinyModel();
+  GeneratorOptions o;
+  o.max_prefill_tokens_per_step = 8;
+  std::map<std::string, int64_t> tokens;
+  o.on_token = [&](const TokenEvent& e) { ++tokens[*e.id]; };
+  BatchGenerator gen(*model, o);
+  GenerationRequest a;
+  a.id = "a";
+  a.prompt = Prompt(4, 1);
+  a.max_new_tokens = 40;
+  a.ignore_eos = true;
+  gen.Submit(a);
+  ASSERT_TRUE(gen.Step().ok());
+  EXPECT_EQ(tokens["a"], 1);
+  GenerationRequest b = a;
+  b.id = "b";
+  b.prompt = Prompt(64, 2);
+  gen.Submit(b);
+  for (int step = 1; step <= 8; ++step) {
+    ASSERT_TRUE(gen.Step().ok());
+    EXPECT_EQ(tokens["a"], 1 + step);
+    EXPECT_EQ(tokens["b"], step == 8 ? 1 : 0) << step;  // 64 / 8 steps of prefill
+  }
+  EXPECT_EQ(gen.stats().prompt_tokens, 4 + 64);
 }
 
 TEST(BatchGenerator, RejectsBadRequestsWithoutStoppingOthers) {

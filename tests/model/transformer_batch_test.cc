@@ -182,9 +182,9 @@ TEST(ForwardBatch, RowsWithoutLogitsAreUntouched) {
   KvCache a = model->NewCache(), b = model->NewCache();
   std::vector<int32_t> ta = Tokens(5, V, 1), tb = Tokens(9, V, 2);
   std::vector<float> logits(2 * V, 123.f);
-  ASSERT_TRUE(model->ForwardBatch({{&a, ta.data(), 5, false}, {&b, tb.data(), 9, true}},
-                                  logits.data())
-                  .ok());
+  ASSERT_TRUE(
+      model->ForwardBatch({{&a, ta.data(), 5, false}, {&b, tb.data(), 9, true}}, logits.data())
+          .ok());
   EXPECT_TRUE(std::all_of(logits.begin(), logits.begin() + V, [](float x) { return x == 123.f; }));
   EXPECT_NE(logits[V], 123.f);
   EXPECT_EQ(a.position(), 5);
