@@ -252,7 +252,13 @@ bool BatchGenerator::Record(Sequence& s, const float* logits, int32_t tok) {
   s.history.push_back(tok);
   const int64_t completion = static_cast<int64_t>(res.tokens.size());
   if (options_.on_token) {
-    options_.on_token(TokenEvent{&res.id, s.index, completion - 1, tok, res.logprobs.back()});
+    TokenEvent e{&res.id, s.index, completion - 1, tok, res.logprobs.back()};
+    if (res.top_k > 0) {
+      e.top_k = res.top_k;
+      e.topk_ids = res.topk_ids.data() + (completion - 1) * res.top_k;
+      e.topk_logprobs = res.topk_logprobs.data() + (completion - 1) * res.top_k;
+    }
+    options_.on_token(e);
   }
   if (is_stop) {
     Finish(s, "stop");

@@ -104,6 +104,11 @@ struct TokenEvent {
   int64_t position;       // 0-based index within the completion
   int32_t token;
   float logprob;
+  // This token's top-K (the request's top_logprobs, clamped), rank order;
+  // valid during the callback only. top_k 0: none asked for.
+  int32_t top_k = 0;
+  const int32_t* topk_ids = nullptr;
+  const float* topk_logprobs = nullptr;
 };
 
 enum class LogprobSource { kModel, kTempered };

@@ -268,10 +268,17 @@ TEST(BatchGenerator, RefillsFreedSlotsAndCallsBack) {
   o.max_batch = 2;
   std::vector<std::string> finished;
   std::map<std::string, int64_t> streamed;
-  o.on_finished = [&](GenerationResult&& r) { finished.push_back(r.id); };
+  std::map<std::string, std::vector<int32_t>> streamed_topk;
   o.on_token = [&](const TokenEvent& e) {
     EXPECT_EQ(e.position, streamed[*e.id]);
     ++streamed[*e.id];
+    ASSERT_EQ(e.top_k, 2);
+    streamed_topk[*e.id].insert(streamed_topk[*e.id].end(), e.topk_ids, e.topk_ids + 2);
+  };
+  std::map<std::string, std::vector<int32_t>> final_topk;
+  o.on_finished = [&](GenerationResult&& r) {
+    finished.push_back(r.id);
+    final_topk[r.id] = r.topk_ids;
   };
   BatchGenerator gen(*model, o);
   const std::vector<int64_t> lengths = {30, 2, 2, 2, 2, 30};
@@ -281,6 +288,7 @@ TEST(BatchGenerator, RefillsFreedSlotsAndCallsBack) {
     r.prompt = Prompt(4, static_cast<int>(i));
     r.max_new_tokens = lengths[i];
     r.ignore_eos = true;
+    r.top_logprobs = 2;
     r.sampling.temperature = 0;
     EXPECT_EQ(gen.Submit(r), static_cast<int64_t>(i));
   }
