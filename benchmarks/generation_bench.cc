@@ -124,6 +124,10 @@ int Main(int argc, char** argv) {
 
   nlohmann::ordered_json runs = nlohmann::ordered_json::array();
   double batch1_tps = 0;
+  // Requests 0 and 1 are the same in every run: their tokens at batch B vs
+  // batch 1 show how far ForwardBatch's rounding (GEMV vs sgemm paths) moves
+  // greedy decoding on this model.
+  std::vector<std::vector<int32_t>> first_two;
   for (int64_t batch : flags.batches) {
     const int64_t count = 2 * batch;
     std::vector<GenerationRequest> requests;
@@ -157,6 +161,19 @@ int Main(int argc, char** argv) {
       first_token += r.first_token_seconds;
     }
     const double tps = generated / seconds;
+    int64_t same = 0, compared = 0;
+    for (size_t r = 0; r < 2 && r < results.size(); ++r) {
+      if (first_two.size() < 2) {
+        first_two.push_back(results[r].tokens);
+        continue;
+      }
+      const std::vector<int32_t>& a = first_two[r];
+      const std::vector<int32_t>& b = results[r].tokens;
+      size_t common = 0;
+      while (common < a.size() && common < b.size() && a[common] == b[common]) ++common;
+      same += static_cast<int64_t>(common);
+      compared += static_cast<int64_t>(a.size());
+    }
     if (batch == 1) batch1_tps = tps;
     nlohmann::ordered_json row = {{"batch", batch},
                                   {"requests", count},
@@ -171,6 +188,9 @@ int Main(int argc, char** argv) {
                                   {"forward_fraction", gen.stats().forward_seconds / seconds},
                                   {"mean_first_token_seconds", first_token / count}};
     if (batch1_tps > 0) row["speedup_vs_batch_1"] = tps / batch1_tps;
+    if (compared > 0) {
+      row["greedy_prefix_agreement_with_first_run"] = static_cast<double>(same) / compared;
+    }
     runs.push_back(row);
     std::cerr << "batch " << batch << ": " << tps << " generated tok/s\n";
   }
