@@ -36,8 +36,8 @@
 // sgemm, or 8-bit activations vs f32 for GGUF block weights) as the number
 // of rows in a step changes. Greedy decoding flips only on a near-tie of the
 // top two logits; seeded sampling only when the draw falls within that
-// rounding of a boundary between two tokens. Observed: tiny f32/bf16 models
-// and 100m bf16 give identical tokens at batch 1, 3, 8, 32; SmolLM2-135M
+// rounding of a boundary between two tokens. Observed: identical tokens for tiny
+// f32/bf16 models at batch 1, 3, 8 (tests) and 100m bf16 at 8 and 32 vs 1; SmolLM2-135M
 // Q4_1 (GGUF) agrees while every step stays on the integer GEMV (<= 16 rows)
 // but one of two 64-token greedy completions diverged after a step that
 // mixed prefill rows into the batch (sgemm on f32 activations instead of
