@@ -1,0 +1,329 @@
+// Training throughput of the CPU student trainer on a random-initialised
+// preset, beside the f32 GEMM peak of the same BLAS measured in the same run.
+//
+// One timed step is what distill/trainer.cc's Trainer::Run does for one
+// micro-batch: ZeroGrads, TrainModel::Forward, ComputeLoss (CE, fused LM
+// head, chunked), TrainModel::Backward, gradients scaled to the mean per
+// target token, ClipGradNorm(1.0), AdamW::Step (lr 1e-4, weight decay 0.1 on
+// the decaying groups: the PyTorch baseline's settings). The batch is `rows`
+// documents of `seq` random tokens packed into one sequence of rows * seq
+// tokens (attention never crosses a document); targets are the next token of
+// the same document (the last token of each document has none), as
+// transformers' labels = input_ids does.
+//
+// FLOP counts:
+//   gflops_6n          : 6 * N * tokens, N = every parameter, the (tied)
+//                        embedding table included, per second of step time.
+//                        The conventional "model FLOPs" of llm.c / PaLM MFU.
+//   gflops_with_attention: 6N plus the causal attention products
+//                        (QK^T and PV: 4 * q_dim * (seq + 1) / 2 per token per
+//                        layer forward, x3 for forward + backward).
+// Both count useful work only: the backward's recomputation (attention
+// probabilities, RMSNorm outputs, SwiGLU) is not counted.
+//
+// Output: one JSON object on stdout (and --out FILE).
+//
+//   train_bench [--preset 30m] [--family llama] [--seq 256] [--rows 4]
+//               [--threads 2] [--steps 5] [--warmup 1] [--row-chunk 64]
+//               [--out FILE]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <time.h>
+
+#include "benchmarks/ceilings.h"
+#include "core/thread_pool.h"
+#include "distill/loss.h"
+#include "distill/optimizer.h"
+#include "model/init.h"
+#include "model/train_model.h"
+#include "nlohmann/json.hpp"
+
+namespace retort {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Flags {
+  std::string preset = "30m", family = "llama", out;
+  int64_t seq = 256, rows = 4, row_chunk = 64;
+  int threads = 2, steps = 5, warmup = 1;
+};
+
+Flags ParseFlags(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; i += 2) {
+    const std::string k = argv[i];
+    if (i + 1 >= argc) {
+      std::cerr << "train_bench: flag " << k << " needs a value\n";
+      std::exit(2);
+    }
+    const std::string v = argv[i + 1];
+    if (k == "--preset") f.preset = v;
+    else if (k == "--family") f.family = v;
+    else if (k == "--seq") f.seq = std::atoll(v.c_str());
+    else if (k == "--rows") f.rows = std::atoll(v.c_str());
+    else if (k == "--threads") f.threads = std::atoi(v.c_str());
+    else if (k == "--steps") f.steps = std::atoi(v.c_str());
+    else if (k == "--warmup") f.warmup = std::atoi(v.c_str());
+    else if (k == "--row-chunk") f.row_chunk = std::atoll(v.c_str());
+    else if (k == "--out") f.out = v;
+    else {
+      std::cerr << "train_bench: unknown flag " << k
+                << " (--preset --family --seq --rows --threads --steps --warmup --row-chunk --out)\n";
+      std::exit(2);
+    }
+  }
+  if (f.seq < 2 || f.rows < 1 || f.threads < 1 || f.steps < 1 || f.warmup < 0 ||
+      f.row_chunk < 1) {
+    std::cerr << "train_bench: need --seq >= 2, --rows >= 1, --threads >= 1, --steps >= 1, "
+                 "--warmup >= 0, --row-chunk >= 1\n";
+    std::exit(2);
+  }
+  return f;
+}
+
+// Peak resident set size of this process in bytes (VmHWM), 0 if unknown.
+size_t PeakRssBytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
+  }
+  return 0;
+}
+
+// The 1-minute load average (/proc/loadavg): other processes competing for
+// the cores make the wall times (not the CPU times) longer.
+double LoadAverage() {
+  std::ifstream f("/proc/loadavg");
+  double load = -1;
+  f >> load;
+  return load;
+}
+
+// CPU seconds used by every thread of this process so far.
+double ProcessCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double Mean(const std::vector<double>& v) {
+  return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+}
+
+// Wall time of each phase of one step, seconds.
+struct StepTimes {
+  double zero = 0, forward = 0, loss = 0, backward = 0, optimizer = 0, total = 0;
+  double cpu = 0;  // CPU seconds of all threads (spinning pool workers included)
+};
+
+int Main(int argc, char** argv) {
+  const Flags flags = ParseFlags(argc, argv);
+  absl::StatusOr<ModelConfig> config = PresetConfig(flags.family, flags.preset);
+  if (!config.ok()) {
+    std::cerr << config.status() << "\n";
+    return 1;
+  }
+  const ModelConfig& c = *config;
+
+  // The sgemm peak first, on an idle process (same threads as the training).
+  const double load_before = LoadAverage();
+  const double sgemm_before = MeasureSgemmGflops(flags.threads);
+  SetNumThreads(flags.threads);
+
+  absl::StatusOr<std::unique_ptr<TrainModel>> created = TrainModel::RandomInit(c, /*seed=*/0);
+  if (!created.ok()) {
+    std::cerr << created.status() << "\n";
+    return 1;
+  }
+  TrainModel& model = **created;
+
+  // The optimizer exactly as Trainer::Run builds it (decay groups from the
+  // parameters' decay flags).
+  std::vector<ParamGroup> groups;
+  for (const TrainModel::Parameter& p : model.parameters()) {
+    const int64_t begin = p.value - model.param_arena();
+    if (!groups.empty() && groups.back().decay == p.decay && groups.back().end == begin) {
+      groups.back().end = begin + p.size;
+    } else {
+      groups.push_back(ParamGroup{begin, begin + p.size, p.decay});
+    }
+  }
+  AdamWOptions adam;
+  adam.weight_decay = 0.1f;
+  absl::StatusOr<AdamW> optimizer = AdamW::Create(model.num_parameters(), adam, std::move(groups));
+  if (!optimizer.ok()) {
+    std::cerr << optimizer.status() << "\n";
+    return 1;
+  }
+  const float lr = 1e-4f;
+  const double clip = 1.0;
+
+  // One packed sequence of `rows` full-length documents of random tokens.
+  const int64_t n = flags.rows * flags.seq, d = c.hidden_size;
+  std::vector<int32_t> tokens(n), positions(n), doc_start(n), targets(n);
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  for (int64_t i = 0; i < n; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    tokens[i] = static_cast<int32_t>((state >> 33) % static_cast<uint64_t>(c.vocab_size));
+    positions[i] = static_cast<int32_t>(i % flags.seq);
+    doc_start[i] = static_cast<int32_t>(i - i % flags.seq);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    targets[i] = (i + 1) % flags.seq == 0 ? -1 : tokens[i + 1];
+  }
+  std::vector<float> hidden(n * d), dhidden(n * d);
+  LossOptions loss_options;
+  loss_options.row_chunk = flags.row_chunk;
+
+  std::vector<StepTimes> times;
+  std::vector<double> losses, norms;
+  for (int s = 0; s < flags.warmup + flags.steps; ++s) {
+    StepTimes st;
+    const double cpu0 = ProcessCpuSeconds();
+    const auto t0 = Clock::now();
+    model.ZeroGrads();
+    const auto t1 = Clock::now();
+    absl::Status status = model.Forward(tokens.data(), positions.data(), doc_start.data(), n,
+                                        hidden.data());
+    const auto t2 = Clock::now();
+    absl::StatusOr<LossResult> loss =
+        status.ok() ? ComputeLoss(hidden.data(), n, d, model.lm_head(), c.vocab_size,
+                                  targets.data(), TeacherSignal::None(), loss_options, 1.0f,
+                                  dhidden.data(), model.lm_head_grad())
+                    : absl::StatusOr<LossResult>(status);
+    const auto t3 = Clock::now();
+    if (!loss.ok()) {
+      std::cerr << loss.status() << "\n";
+      return 1;
+    }
+    status = model.Backward(dhidden.data());
+    if (!status.ok()) {
+      std::cerr << status << "\n";
+      return 1;
+    }
+    const auto t4 = Clock::now();
+    // As Trainer::Run: the mean-per-token gradient, clipping, AdamW.
+    const float inv = static_cast<float>(1.0 / static_cast<double>(loss->tokens));
+    float* g = model.grad_arena();
+    for (int64_t i = 0, np = model.num_parameters(); i < np; ++i) g[i] *= inv;
+    const double norm = ClipGradNorm(model.grad_arena(), model.num_parameters(), clip);
+    optimizer->Step(model.param_arena(), model.grad_arena(), lr);
+    const auto t5 = Clock::now();
+    st.cpu = ProcessCpuSeconds() - cpu0;
+    auto sec = [](Clock::time_point a, Clock::time_point b) {
+      return std::chrono::duration<double>(b - a).count();
+    };
+    st.zero = sec(t0, t1);
+    st.forward = sec(t1, t2);
+    st.loss = sec(t2, t3);
+    st.backward = sec(t3, t4);
+    st.optimizer = sec(t4, t5);
+    st.total = sec(t0, t5);
+    if (s >= flags.warmup) times.push_back(st);
+    losses.push_back(loss->loss_sum / static_cast<double>(loss->tokens));
+    norms.push_back(norm);
+  }
+
+  const double sgemm_after = MeasureSgemmGflops(flags.threads);
+  const double sgemm_peak = std::max(sgemm_before, sgemm_after);
+  const double load_after = LoadAverage();
+
+  auto column = [&](double StepTimes::*field) {
+    std::vector<double> v;
+    for (const StepTimes& t : times) v.push_back(t.*field);
+    return v;
+  };
+  const double step_mean = Mean(column(&StepTimes::total));
+  const double step_median = Median(column(&StepTimes::total));
+  const std::vector<double> totals = column(&StepTimes::total);
+  const double step_best = *std::min_element(totals.begin(), totals.end());
+  const double tokens_per_step = static_cast<double>(n);
+  const double N = static_cast<double>(model.num_parameters());
+  const double flops_6n = 6.0 * N * tokens_per_step;
+  const int64_t q_dim = c.num_heads * c.head_dim;
+  const double attn_flops = 3.0 * 4.0 * static_cast<double>(q_dim) * c.num_layers *
+                            (static_cast<double>(flags.seq) + 1) / 2 * tokens_per_step;
+  const double gflops = flops_6n / step_mean / 1e9;
+  const double gflops_attn = (flops_6n + attn_flops) / step_mean / 1e9;
+
+  const size_t state_bytes = sizeof(float) * 4 * static_cast<size_t>(model.num_parameters());
+  const int64_t loss_scratch = LossScratchBytes(n, d, c.vocab_size, targets.data(),
+                                                TeacherSignal::None(), loss_options);
+
+  nlohmann::ordered_json breakdown;
+  for (auto [name, field] :
+       {std::pair{"zero_grads", &StepTimes::zero}, std::pair{"forward", &StepTimes::forward},
+        std::pair{"loss", &StepTimes::loss}, std::pair{"backward", &StepTimes::backward},
+        std::pair{"optimizer", &StepTimes::optimizer}}) {
+    const double med = Median(column(field));
+    breakdown[name] = {{"seconds", med}, {"share", med / step_median}};
+  }
+
+  nlohmann::ordered_json out = {
+      {"impl", "retort"},
+      {"model",
+       {{"family", flags.family},
+        {"preset", flags.preset},
+        {"parameters", model.num_parameters()},
+        {"parameters_counted_as", "all parameters, the tied embedding/lm_head table once"},
+        {"layers", c.num_layers},
+        {"hidden", c.hidden_size},
+        {"intermediate", c.intermediate_size},
+        {"heads", c.num_heads},
+        {"kv_heads", c.num_kv_heads},
+        {"vocab", c.vocab_size},
+        {"tied_embeddings", c.tie_word_embeddings}}},
+      {"batch",
+       {{"rows", flags.rows},
+        {"seq", flags.seq},
+        {"tokens_per_step", n},
+        {"target_tokens_per_step", n - flags.rows},
+        {"loss_row_chunk", flags.row_chunk}}},
+      {"threads", flags.threads},
+      {"steps", flags.steps},
+      {"warmup", flags.warmup},
+      {"step_seconds", {{"mean", step_mean}, {"median", step_median}, {"best", step_best}}},
+      {"step_cpu_seconds_mean", Mean(column(&StepTimes::cpu))},
+      {"load_average_1min", {{"before", load_before}, {"after", load_after}}},
+      {"tokens_per_s", tokens_per_step / step_mean},
+      {"gflops_6n", gflops},
+      {"gflops_with_attention", gflops_attn},
+      {"sgemm_peak_gflops", sgemm_peak},
+      {"sgemm_gflops_before", sgemm_before},
+      {"sgemm_gflops_after", sgemm_after},
+      {"fraction_of_sgemm_peak", gflops / sgemm_peak},
+      {"fraction_of_sgemm_peak_with_attention", gflops_attn / sgemm_peak},
+      {"breakdown_median", breakdown},
+      {"memory",
+       {{"weights_grads_adam_bytes", state_bytes},
+        {"activation_bytes", model.ActivationBytes(n)},
+        {"loss_scratch_bytes", loss_scratch},
+        {"peak_rss_bytes", PeakRssBytes()}}},
+      {"loss", {{"first", losses.front()}, {"last", losses.back()}}},
+      {"grad_norm", {{"first", norms.front()}, {"last", norms.back()}}}};
+  std::cout << out.dump(2) << "\n";
+  if (!flags.out.empty()) std::ofstream(flags.out) << out.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace retort
+
+int main(int argc, char** argv) { return retort::Main(argc, argv); }
