@@ -1,14 +1,24 @@
 // retort generate MODEL (--prompt TEXT | --prompt-file FILE | --chat FILE|JSON)
+//   one continuation, streamed to stdout; or
+// retort generate [MODEL] --prompts PROMPTS.jsonl --output DIR [--endpoint URL]
+//   reasoning traces for a set of prompts (distill/trace_job.h): N samples per
+//   prompt, verified, resumable, with the teacher's top-k log-probs.
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "cli/model_loading.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "distill/endpoint.h"
+#include "distill/trace_job.h"
+#include "distill/verify.h"
 #include "model/sampler.h"
 #include "model/transformer.h"
 
@@ -47,9 +57,205 @@ class TextStream {
   size_t printed_ = 0;
 };
 
+bool HasFlag(const Args& args, const std::string& flag) {
+  for (const std::string& a : args) {
+    if (a == flag || a.rfind(flag + "=", 0) == 0) return true;
+  }
+  return false;
+}
+
+// `retort generate --prompts`: see distill/trace_job.h for the folder layout,
+// the commit protocol and the seeds.
+int RunGenerateTraces(const Args& args) {
+  CommandSpec spec{
+      "generate",
+      "[MODEL] --prompts PROMPTS.jsonl --output DIR [--endpoint URL] [options]",
+      "Generate N verified reasoning traces per prompt into DIR (traces.jsonl, tokens.shard, "
+      "done.jsonl, summary.json). A rerun with the same DIR resumes: finished samples are never "
+      "generated twice. The teacher is MODEL (our engine) or an OpenAI-compatible --endpoint "
+      "(then MODEL, if given, supplies the tokenizer and chat template for the shard's prompt "
+      "ids).\n\nDefaults: with answers in the prompts, --verifier math and --keep correct "
+      "(rejection sampling); without, no verifier and --keep all. A prompt longer than the "
+      "model's context is skipped (counted in summary.json as prompts_skipped)."};
+  po::options_description opts("options");
+  std::string model, prompts_path, output, verifier_spec, keep_name, think_name = "auto";
+  std::string endpoint, model_name, api_key_env = "OPENAI_API_KEY";
+  TraceSamplingOptions so;
+  int64_t max_batch = 8;
+  int threads = 0, concurrency = 8, retries = 4;
+  double timeout = 600;
+  opts.add_options()("model", po::value(&model), "teacher: model directory or .gguf file")(
+      "prompts", po::value(&prompts_path)->required(),
+      "prompts JSONL: {\"id\", \"prompt\" | \"messages\", \"answer\"?} per line")(
+      "output,o", po::value(&output)->required(), "output folder (resumed when it exists)")(
+      "samples,n", po::value(&so.samples)->default_value(1), "samples per prompt")(
+      "temperature", po::value(&so.temperature)->default_value(0.6f, "0.6"), "0 = greedy")(
+      "top-p", po::value(&so.top_p)->default_value(0.95f, "0.95"), "nucleus sampling mass")(
+      "max-tokens", po::value(&so.max_tokens)->default_value(1024), "tokens per sample at most")(
+      "seed", po::value(&so.seed)->default_value(0),
+      "base seed; sample i of prompt ID uses TraceSampleSeed(seed, ID, i)")(
+      "greedy", po::bool_switch(), "same as --temperature 0")(
+      "top-logprobs", po::value(&so.top_logprobs)->default_value(0),
+      "store the teacher's top-K log-probs per generated token in tokens.shard")(
+      "verifier", po::value(&verifier_spec),
+      "math | exact | exact-ci | regex:PATTERN | command:PROG ARGS | none "
+      "(default: math when the prompts have answers)")(
+      "keep", po::value(&keep_name),
+      "correct | all (default: correct when verifying, else all)")(
+      "think-prefix", po::value(&think_name)->default_value("auto"),
+      "open the assistant turn with <think>\\n: auto (templates that mention <think>) | on | "
+      "off")(
+      "no-shard", po::bool_switch(), "write no tokens.shard (JSONL only)")(
+      "max-batch", po::value(&max_batch)->default_value(8), "sequences generated at once (local)")(
+      "threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)")(
+      "endpoint", po::value(&endpoint), "OpenAI-compatible base URL, e.g. http://host:8000/v1")(
+      "model-name", po::value(&model_name), "model name sent to the endpoint (default: its first)")(
+      "api-key-env", po::value(&api_key_env)->default_value("OPENAI_API_KEY"),
+      "environment variable holding the endpoint's API key")(
+      "concurrency", po::value(&concurrency)->default_value(8), "endpoint requests in flight")(
+      "timeout", po::value(&timeout)->default_value(600), "seconds per endpoint request")(
+      "retries", po::value(&retries)->default_value(4), "endpoint retries per request");
+  po::positional_options_description pos;
+  pos.add("model", 1);
+  po::variables_map vm;
+  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (vm["greedy"].as<bool>()) so.temperature = 0;
+  if (model.empty() && endpoint.empty()) return UsageError(spec.name, "give MODEL or --endpoint");
+  if (so.samples < 1) return UsageError(spec.name, "--samples must be at least 1");
+  if (so.max_tokens < 1) return UsageError(spec.name, "--max-tokens must be at least 1");
+  if (so.top_logprobs < 0) return UsageError(spec.name, "--top-logprobs must be >= 0");
+  if (max_batch < 1) return UsageError(spec.name, "--max-batch must be at least 1");
+  if (concurrency < 1) return UsageError(spec.name, "--concurrency must be at least 1");
+  SamplerOptions check;
+  check.temperature = so.temperature;
+  check.top_p = so.top_p;
+  if (auto s = ValidateSamplerOptions(check); !s.ok()) return Fail(spec.name, s);
+  absl::StatusOr<ThinkPrefix> think = ParseThinkPrefix(think_name);
+  if (!think.ok()) return Fail(spec.name, think.status());
+  if (threads > 0) SetNumThreads(threads);
+  const bool write_shard = !vm["no-shard"].as<bool>();
+  if (!write_shard && so.top_logprobs > 0) {
+    return UsageError(spec.name, "--top-logprobs needs tokens.shard (drop --no-shard)");
+  }
+
+  absl::StatusOr<std::vector<TracePrompt>> prompts = ReadTracePrompts(prompts_path);
+  if (!prompts.ok()) return Fail(spec.name, prompts.status());
+  const bool any_answer = std::any_of(prompts->begin(), prompts->end(),
+                                      [](const TracePrompt& p) { return p.answer.has_value(); });
+  if (verifier_spec.empty()) verifier_spec = any_answer ? "math" : "none";
+  std::unique_ptr<Verifier> verifier;
+  if (verifier_spec != "none") {
+    absl::StatusOr<std::unique_ptr<Verifier>> v = MakeVerifier(verifier_spec);
+    if (!v.ok()) return Fail(spec.name, v.status());
+    verifier = *std::move(v);
+  }
+  if (keep_name.empty()) keep_name = verifier && any_answer ? "correct" : "all";
+  KeepPolicy keep;
+  if (keep_name == "correct") {
+    keep = KeepPolicy::kCorrect;
+    if (!verifier) return UsageError(spec.name, "--keep correct needs a --verifier");
+  } else if (keep_name == "all") {
+    keep = KeepPolicy::kAll;
+  } else {
+    return UsageError(spec.name, "--keep must be correct or all");
+  }
+
+  // The teacher.
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::optional<ChatTemplate> chat_template;
+  std::unique_ptr<Transformer> engine;
+  std::unique_ptr<EndpointClient> client;
+  std::unique_ptr<TraceTeacher> teacher;
+  std::string teacher_name;
+  if (!model.empty()) {
+    auto t = LoadTokenizer(model);
+    if (!t.ok()) return Fail(spec.name, t.status());
+    tokenizer = *std::move(t);
+    auto c = LoadChatTemplate(model);
+    if (!c.ok()) {
+      return Fail(spec.name, absl::Status(c.status().code(),
+                                          absl::StrCat("a trace job renders prompts with the "
+                                                       "teacher's chat template: ",
+                                                       c.status().message())));
+    }
+    chat_template = *std::move(c);
+  }
+  if (!endpoint.empty()) {
+    EndpointOptions eo;
+    eo.base_url = endpoint;
+    eo.api_key_env = api_key_env;
+    eo.max_in_flight = concurrency;
+    eo.max_retries = retries;
+    eo.request_timeout_s = timeout;
+    eo.model = model_name;
+    auto c = EndpointClient::Create(eo);
+    if (!c.ok()) return Fail(spec.name, c.status());
+    client = *std::move(c);
+    if (model_name.empty()) {
+      auto models = client->ListModels();
+      if (!models.ok()) return Fail(spec.name, models.status());
+      if (models->empty()) {
+        return Fail(spec.name, absl::FailedPreconditionError(
+                                   absl::StrCat(endpoint, " serves no models; pass --model-name")));
+      }
+      eo.model = models->front();
+      auto again = EndpointClient::Create(eo);
+      if (!again.ok()) return Fail(spec.name, again.status());
+      client = *std::move(again);
+    }
+    teacher_name = eo.model;
+    EndpointTeacherOptions to;
+    to.want_tokens = write_shard;
+    to.tokenizer = tokenizer.get();
+    to.chat_template = chat_template ? &*chat_template : nullptr;
+    teacher = std::make_unique<EndpointTraceTeacher>(*client, so, to);
+  } else {
+    auto e = LoadEngine(model);
+    if (!e.ok()) return Fail(spec.name, e.status());
+    engine = *std::move(e);
+    LocalTeacherOptions lo;
+    lo.max_batch = max_batch;
+    lo.think = *think;
+    teacher = std::make_unique<LocalTraceTeacher>(*engine, *tokenizer, *chat_template, so, lo);
+    teacher_name = model;
+  }
+
+  nlohmann::ordered_json job =
+      TraceJobParams(so, keep, verifier ? verifier->Describe() : "none", teacher_name, write_shard,
+                     prompts_path);
+  job["think_prefix"] = endpoint.empty() ? think_name : "server";
+  auto out = TraceOutputDir::Open(output, job, write_shard);
+  if (!out.ok()) return Fail(spec.name, out.status());
+  TraceJobOptions jo;
+  jo.sampling = so;
+  jo.keep = keep;
+  jo.verifier = verifier.get();
+  jo.teacher_name = teacher_name;
+  std::cerr << absl::StrFormat(
+      "[generate] %d prompts x %d samples, teacher %s, temperature %g, top-p %g, max %d tokens, "
+      "verifier %s, keep %s -> %s\n",
+      prompts->size(), so.samples, teacher_name, so.temperature, so.top_p, so.max_tokens,
+      verifier ? verifier->Describe() : "none", keep_name, output);
+  absl::StatusOr<TraceJobReport> report = RunTraceJob(*prompts, *teacher, **out, jo);
+  if (!report.ok()) return Fail(spec.name, report.status());
+  if (auto s = (*out)->Close(); !s.ok()) return Fail(spec.name, s);
+  const nlohmann::ordered_json& sum = report->summary;
+  std::cout << absl::StrFormat(
+      "%d prompts (%d skipped), %d samples: %d kept, %d rejected; %d tokens generated in %.1f s "
+      "(%.1f tok/s)\n",
+      report->prompts, report->prompts_skipped, sum["samples"].get<int64_t>(),
+      sum["kept"].get<int64_t>(), sum["rejected"].get<int64_t>(), report->generated_tokens,
+      report->seconds, report->generated_tokens / std::max(report->seconds, 1e-9));
+  if (!sum["verification"].is_null()) std::cout << FormatVerificationSummary(sum["verification"]);
+  std::cout << "wrote " << output << "/traces.jsonl" << (write_shard ? ", tokens.shard" : "")
+            << ", summary.json\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunGenerate(const Args& args) {
+  if (HasFlag(args, "--prompts") || HasFlag(args, "--endpoint")) return RunGenerateTraces(args);
   CommandSpec spec{"generate", "MODEL (--prompt TEXT | --prompt-file FILE | --chat FILE|JSON) [options]",
                    "Generate a continuation, streaming the text to stdout; speeds go to stderr."};
   po::options_description opts("options");

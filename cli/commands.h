@@ -18,6 +18,7 @@ int RunEval(const Args& args);
 int RunConvert(const Args& args);
 int RunServe(const Args& args);
 int RunDistill(const Args& args);
+int RunTraces(const Args& args);
 
 }  // namespace retort::cli
 

@@ -27,6 +27,8 @@ constexpr Entry kCommands[] = {
     {"serve", "serve a model over an OpenAI-compatible HTTP API", retort::cli::RunServe},
     {"distill", "train a student on traces, chats or text (SFT and logit distillation)",
      retort::cli::RunDistill},
+    {"traces", "import, export and summarise trace files (JSONL and token shards)",
+     retort::cli::RunTraces},
 };
 
 void PrintUsage(std::ostream& out) {
