@@ -40,7 +40,7 @@ namespace retort {
 namespace {
 
 constexpr int64_t kVocabBlock = 512;  // rows of W per sgemm block
-constexpr int64_t kDimBlock = 64;     // columns of dh per sgemm block
+constexpr int64_t kDimBlock = 128;    // columns of dh per sgemm block
 constexpr int64_t kElemBlock = 256;   // elements per vectorised step of a row pass
 // log of the floor applied to probabilities whose log is taken (1e-38).
 constexpr double kLogFloor = -87.49823353377374;
