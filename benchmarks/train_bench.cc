@@ -24,7 +24,7 @@
 // Output: one JSON object on stdout (and --out FILE).
 //
 //   train_bench [--preset 30m] [--family llama] [--seq 256] [--rows 4]
-//               [--threads 2] [--steps 5] [--warmup 1] [--row-chunk 64]
+//               [--threads 2] [--steps 5] [--warmup 1] [--row-chunk N]
 //               [--out FILE]
 #include <algorithm>
 #include <chrono>
@@ -54,7 +54,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Flags {
   std::string preset = "30m", family = "llama", out;
-  int64_t seq = 256, rows = 4, row_chunk = 64;
+  int64_t seq = 256, rows = 4, row_chunk = 0;  // 0: LossOptions' default
   int threads = 2, steps = 5, warmup = 1;
 };
 
@@ -83,9 +83,9 @@ Flags ParseFlags(int argc, char** argv) {
     }
   }
   if (f.seq < 2 || f.rows < 1 || f.threads < 1 || f.steps < 1 || f.warmup < 0 ||
-      f.row_chunk < 1) {
+      f.row_chunk < 0) {
     std::cerr << "train_bench: need --seq >= 2, --rows >= 1, --threads >= 1, --steps >= 1, "
-                 "--warmup >= 0, --row-chunk >= 1\n";
+                 "--warmup >= 0, --row-chunk >= 0\n";
     std::exit(2);
   }
   return f;
@@ -130,7 +130,9 @@ double Mean(const std::vector<double>& v) {
 // Wall time of each phase of one step, seconds.
 struct StepTimes {
   double zero = 0, forward = 0, loss = 0, backward = 0, optimizer = 0, total = 0;
-  double cpu = 0;  // CPU seconds of all threads (spinning pool workers included)
+  // CPU seconds of all threads (spinning pool workers included): with
+  // --threads 1 the work itself, whatever else runs on the machine.
+  double cpu = 0, cpu_zero = 0, cpu_forward = 0, cpu_loss = 0, cpu_backward = 0, cpu_optimizer = 0;
 };
 
 int Main(int argc, char** argv) {
@@ -190,7 +192,7 @@ int Main(int argc, char** argv) {
   }
   std::vector<float> hidden(n * d), dhidden(n * d);
   LossOptions loss_options;
-  loss_options.row_chunk = flags.row_chunk;
+  if (flags.row_chunk > 0) loss_options.row_chunk = flags.row_chunk;
 
   std::vector<StepTimes> times;
   std::vector<double> losses, norms;
@@ -200,15 +202,18 @@ int Main(int argc, char** argv) {
     const auto t0 = Clock::now();
     model.ZeroGrads();
     const auto t1 = Clock::now();
+    const double cpu1 = ProcessCpuSeconds();
     absl::Status status = model.Forward(tokens.data(), positions.data(), doc_start.data(), n,
                                         hidden.data());
     const auto t2 = Clock::now();
+    const double cpu2 = ProcessCpuSeconds();
     absl::StatusOr<LossResult> loss =
         status.ok() ? ComputeLoss(hidden.data(), n, d, model.lm_head(), c.vocab_size,
                                   targets.data(), TeacherSignal::None(), loss_options, 1.0f,
                                   dhidden.data(), model.lm_head_grad())
                     : absl::StatusOr<LossResult>(status);
     const auto t3 = Clock::now();
+    const double cpu3 = ProcessCpuSeconds();
     if (!loss.ok()) {
       std::cerr << loss.status() << "\n";
       return 1;
@@ -219,6 +224,7 @@ int Main(int argc, char** argv) {
       return 1;
     }
     const auto t4 = Clock::now();
+    const double cpu4 = ProcessCpuSeconds();
     // As Trainer::Run: the mean-per-token gradient, clipping, AdamW.
     const float inv = static_cast<float>(1.0 / static_cast<double>(loss->tokens));
     float* g = model.grad_arena();
@@ -226,7 +232,13 @@ int Main(int argc, char** argv) {
     const double norm = ClipGradNorm(model.grad_arena(), model.num_parameters(), clip);
     optimizer->Step(model.param_arena(), model.grad_arena(), lr);
     const auto t5 = Clock::now();
-    st.cpu = ProcessCpuSeconds() - cpu0;
+    const double cpu5 = ProcessCpuSeconds();
+    st.cpu = cpu5 - cpu0;
+    st.cpu_zero = cpu1 - cpu0;
+    st.cpu_forward = cpu2 - cpu1;
+    st.cpu_loss = cpu3 - cpu2;
+    st.cpu_backward = cpu4 - cpu3;
+    st.cpu_optimizer = cpu5 - cpu4;
     auto sec = [](Clock::time_point a, Clock::time_point b) {
       return std::chrono::duration<double>(b - a).count();
     };
@@ -268,12 +280,19 @@ int Main(int argc, char** argv) {
                                                 TeacherSignal::None(), loss_options);
 
   nlohmann::ordered_json breakdown;
-  for (auto [name, field] :
-       {std::pair{"zero_grads", &StepTimes::zero}, std::pair{"forward", &StepTimes::forward},
-        std::pair{"loss", &StepTimes::loss}, std::pair{"backward", &StepTimes::backward},
-        std::pair{"optimizer", &StepTimes::optimizer}}) {
-    const double med = Median(column(field));
-    breakdown[name] = {{"seconds", med}, {"share", med / step_median}};
+  struct Phase {
+    const char* name;
+    double StepTimes::*wall;
+    double StepTimes::*cpu;
+  };
+  for (const Phase& ph : {Phase{"zero_grads", &StepTimes::zero, &StepTimes::cpu_zero},
+                          Phase{"forward", &StepTimes::forward, &StepTimes::cpu_forward},
+                          Phase{"loss", &StepTimes::loss, &StepTimes::cpu_loss},
+                          Phase{"backward", &StepTimes::backward, &StepTimes::cpu_backward},
+                          Phase{"optimizer", &StepTimes::optimizer, &StepTimes::cpu_optimizer}}) {
+    const double med = Median(column(ph.wall));
+    breakdown[ph.name] = {
+        {"seconds", med}, {"share", med / step_median}, {"cpu_seconds", Median(column(ph.cpu))}};
   }
 
   nlohmann::ordered_json out = {
@@ -295,7 +314,8 @@ int Main(int argc, char** argv) {
         {"seq", flags.seq},
         {"tokens_per_step", n},
         {"target_tokens_per_step", n - flags.rows},
-        {"loss_row_chunk", flags.row_chunk}}},
+        {"loss_row_chunk", loss_options.row_chunk},
+        {"loss_max_chunk_logits_bytes", loss_options.max_chunk_logits_bytes}}},
       {"threads", flags.threads},
       {"steps", flags.steps},
       {"warmup", flags.warmup},

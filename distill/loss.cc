@@ -490,6 +490,10 @@ absl::Status Validate(int64_t n, int64_t d, int64_t vocab, const float* h, const
     return InvalidArg(absl::StrCat("jsd_beta must be in [0, 1], got ", o.jsd_beta));
   }
   if (o.row_chunk < 1) return InvalidArg(absl::StrCat("row_chunk must be >= 1, got ", o.row_chunk));
+  if (o.max_chunk_logits_bytes < 0) {
+    return InvalidArg(
+        absl::StrCat("max_chunk_logits_bytes must be >= 0, got ", o.max_chunk_logits_bytes));
+  }
   for (int64_t i = 0; i < n; ++i) {
     if (targets[i] < -1 || targets[i] >= vocab) {
       return InvalidArg(absl::StrCat("target ", targets[i], " at position ", i,
@@ -574,6 +578,12 @@ Scratch PlanScratch(int64_t m, int64_t d, int64_t vocab, const TeacherSignal& t,
                     const LossOptions& o, bool need_dh) {
   Scratch s{};
   s.rows = std::min(o.row_chunk, m);
+  if (o.max_chunk_logits_bytes > 0) {
+    // The logits of a chunk (the student's, and the dense teacher's) stay
+    // under the cap; one row at least.
+    const int64_t row_bytes = 4 * vocab * (UsesDenseTeacher(t, o) ? 2 : 1);
+    s.rows = std::min(s.rows, std::max<int64_t>(1, o.max_chunk_logits_bytes / row_bytes));
+  }
   s.hbuf = s.rows * d;
   s.logits = s.rows * vocab;
   if (UsesDenseTeacher(t, o)) {
