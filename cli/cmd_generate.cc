@@ -187,7 +187,8 @@ int RunGenerateTraces(const Args& args) {
     eo.max_in_flight = concurrency;
     eo.max_retries = retries;
     eo.request_timeout_s = timeout;
-    eo.model = model_name;
+    // Create() wants a model name; without --model-name ask the server.
+    eo.model = model_name.empty() ? "unknown" : model_name;
     auto c = EndpointClient::Create(eo);
     if (!c.ok()) return Fail(spec.name, c.status());
     client = *std::move(c);
