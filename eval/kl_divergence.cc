@@ -27,7 +27,8 @@ Estimate MeanAndStandardError(const std::vector<double>& v) {
 }
 
 // Covariance of the two means' estimators: population covariance / (n-1).
-double CovarianceOfMeans(const std::vector<double>& a, double mean_a, const std::vector<double>& b, double mean_b) {
+double CovarianceOfMeans(const std::vector<double>& a, double mean_a, const std::vector<double>& b,
+                         double mean_b) {
   const double n = static_cast<double>(a.size());
   if (a.size() < 2) return 0;
   double s = 0;
@@ -53,14 +54,17 @@ double LogSumExp(const float* logits, int64_t vocab, int64_t* argmax) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<ScoredWindow>> PlanWindows(int64_t n, const KlDivergenceOptions& options) {
+absl::StatusOr<std::vector<ScoredWindow>> PlanWindows(int64_t n,
+                                                      const KlDivergenceOptions& options) {
   std::vector<ScoredWindow> plan;
   if (options.scheme == WindowScheme::kStrided) {
-    if (n < 2) return absl::InvalidArgumentError(absl::StrCat("KL divergence needs at least 2 tokens, the text has ", n));
+    if (n < 2)
+      return absl::InvalidArgumentError(
+          absl::StrCat("KL divergence needs at least 2 tokens, the text has ", n));
     if (options.context < 2) return absl::InvalidArgumentError("context must be at least 2 tokens");
     if (options.stride < 1 || options.stride >= options.context) {
-      return absl::InvalidArgumentError(absl::StrCat("stride must be in [1, context-1=", options.context - 1,
-                                                     "], got ", options.stride));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stride must be in [1, context-1=", options.context - 1, "], got ", options.stride));
     }
     // Same walk as ComputePerplexity: each target once, from the first window
     // that contains it with a predecessor.
@@ -76,13 +80,14 @@ absl::StatusOr<std::vector<ScoredWindow>> PlanWindows(int64_t n, const KlDiverge
   // llama-perplexity's chunks: logits of window positions context/2 ..
   // context-2 predict the tokens one later.
   if (options.context < 3) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("llama.cpp windows need a context of at least 3 tokens, got ", options.context));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "llama.cpp windows need a context of at least 3 tokens, got ", options.context));
   }
   const int64_t windows = n / options.context;
   if (windows < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("llama.cpp windows need at least one full window of ",
-                                                   options.context, " tokens, the text has ", n));
+    return absl::InvalidArgumentError(
+        absl::StrCat("llama.cpp windows need at least one full window of ", options.context,
+                     " tokens, the text has ", n));
   }
   for (int64_t w = 0; w < windows; ++w) {
     const int64_t begin = w * options.context;
@@ -91,7 +96,8 @@ absl::StatusOr<std::vector<ScoredWindow>> PlanWindows(int64_t n, const KlDiverge
   return plan;
 }
 
-TokenComparison CompareDistributions(const float* logits, const float* ref_logits, int64_t vocab, int32_t target) {
+TokenComparison CompareDistributions(const float* logits, const float* ref_logits, int64_t vocab,
+                                     int32_t target) {
   int64_t top = 0, ref_top = 0;
   const double lse = LogSumExp(logits, vocab, &top);
   const double ref_lse = LogSumExp(ref_logits, vocab, &ref_top);
@@ -139,7 +145,8 @@ Quantiles ComputeQuantiles(std::vector<double> values) {
   return q;
 }
 
-absl::StatusOr<KlDivergenceStats> SummarizeComparisons(const std::vector<TokenComparison>& positions) {
+absl::StatusOr<KlDivergenceStats> SummarizeComparisons(
+    const std::vector<TokenComparison>& positions) {
   if (positions.empty()) return absl::InvalidArgumentError("no positions to summarize");
   const size_t n = positions.size();
   std::vector<double> nll(n), nll_ref(n), ln_ratio(n), kld(n), p_diff(n), p_diff2(n);
@@ -169,8 +176,10 @@ absl::StatusOr<KlDivergenceStats> SummarizeComparisons(const std::vector<TokenCo
     s.ln_ppl_correlation = nll == nll_ref ? 1.0 : 0.0;
   }
   s.ln_ppl_ratio = MeanAndStandardError(ln_ratio);
-  s.ppl_ratio = {std::exp(s.ln_ppl_ratio.value), std::exp(s.ln_ppl_ratio.value) * s.ln_ppl_ratio.uncertainty};
-  const double diff_var = s.ppl.uncertainty * s.ppl.uncertainty + s.ppl_ref.uncertainty * s.ppl_ref.uncertainty -
+  s.ppl_ratio = {std::exp(s.ln_ppl_ratio.value),
+                 std::exp(s.ln_ppl_ratio.value) * s.ln_ppl_ratio.uncertainty};
+  const double diff_var = s.ppl.uncertainty * s.ppl.uncertainty +
+                          s.ppl_ref.uncertainty * s.ppl_ref.uncertainty -
                           2 * s.ppl.value * s.ppl_ref.value * cov;
   s.ppl_diff = {s.ppl.value - s.ppl_ref.value, std::sqrt(std::max(0.0, diff_var))};
 
@@ -188,10 +197,9 @@ absl::StatusOr<KlDivergenceStats> SummarizeComparisons(const std::vector<TokenCo
   return s;
 }
 
-absl::StatusOr<KlDivergenceResult> ComputeKlDivergence(const std::vector<int32_t>& tokens, int64_t vocab,
-                                                       const WindowLogitsFn& logits_fn, int64_t ref_vocab,
-                                                       const WindowLogitsFn& ref_logits_fn,
-                                                       const KlDivergenceOptions& options) {
+absl::StatusOr<KlDivergenceResult> ComputeKlDivergence(
+    const std::vector<int32_t>& tokens, int64_t vocab, const WindowLogitsFn& logits_fn,
+    int64_t ref_vocab, const WindowLogitsFn& ref_logits_fn, const KlDivergenceOptions& options) {
   if (vocab != ref_vocab) {
     return absl::InvalidArgumentError(absl::StrCat("the model's vocabulary has ", vocab,
                                                    " tokens and the reference's ", ref_vocab,
@@ -218,7 +226,8 @@ absl::StatusOr<KlDivergenceResult> ComputeKlDivergence(const std::vector<int32_t
   std::vector<int32_t> window_tokens;
   for (const ScoredWindow& w : plan) {
     window_tokens.assign(tokens.begin() + w.begin, tokens.begin() + w.begin + w.length);
-    if (options.scheme == WindowScheme::kLlamaCpp && options.bos_id >= 0) window_tokens[0] = options.bos_id;
+    if (options.scheme == WindowScheme::kLlamaCpp && options.bos_id >= 0)
+      window_tokens[0] = options.bos_id;
     logits.resize(static_cast<size_t>(w.length * vocab));
     ref_logits.resize(logits.size());
     RETURN_IF_ERROR(logits_fn(window_tokens.data(), w.length, logits.data()));
@@ -230,13 +239,15 @@ absl::StatusOr<KlDivergenceResult> ComputeKlDivergence(const std::vector<int32_t
       for (int64_t k = lo; k < hi; ++k) {
         const int64_t t = w.first_target + k;
         const size_t row = static_cast<size_t>((t - 1 - w.begin) * vocab);
-        positions[offset + k] = CompareDistributions(logits.data() + row, ref_logits.data() + row, vocab, tokens[t]);
+        positions[offset + k] =
+            CompareDistributions(logits.data() + row, ref_logits.data() + row, vocab, tokens[t]);
       }
     });
     result.tokens_evaluated += w.length;
     ++result.windows;
     if (options.progress) {
-      options.progress(result.windows, static_cast<int64_t>(plan.size()), static_cast<int64_t>(positions.size()));
+      options.progress(result.windows, static_cast<int64_t>(plan.size()),
+                       static_cast<int64_t>(positions.size()));
     }
   }
   ASSIGN_OR_RETURN(result.stats, SummarizeComparisons(positions));

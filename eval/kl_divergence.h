@@ -54,7 +54,7 @@ struct KlDivergenceOptions {
   int64_t context = 1024;  // window length in tokens
   int64_t stride = 512;    // kStrided: step between window starts, 0 < stride < context
   WindowScheme scheme = WindowScheme::kStrided;
-  int32_t bos_id = -1;     // kLlamaCpp: first token of each window becomes this (-1: unchanged)
+  int32_t bos_id = -1;  // kLlamaCpp: first token of each window becomes this (-1: unchanged)
   bool keep_positions = false;  // fill KlDivergenceResult::positions
   // Called after each window with (windows done, windows in all, tokens scored so far).
   std::function<void(int64_t, int64_t, int64_t)> progress;
@@ -71,7 +71,8 @@ struct ScoredWindow {
 
 // The windows `options` gives for a stream of n tokens; errors on a bad
 // context/stride or too few tokens (kLlamaCpp needs at least one full window).
-absl::StatusOr<std::vector<ScoredWindow>> PlanWindows(int64_t n, const KlDivergenceOptions& options);
+absl::StatusOr<std::vector<ScoredWindow>> PlanWindows(int64_t n,
+                                                      const KlDivergenceOptions& options);
 
 // What one scored position contributes.
 struct TokenComparison {
@@ -103,23 +104,24 @@ double Percentile(const std::vector<double>& sorted, double fraction);
 Quantiles ComputeQuantiles(std::vector<double> values);
 
 struct KlDivergenceStats {
-  int64_t count = 0;  // positions compared
-  Estimate ppl;       // PPL(Q), the model
-  Estimate ppl_ref;   // PPL(base), the reference
+  int64_t count = 0;              // positions compared
+  Estimate ppl;                   // PPL(Q), the model
+  Estimate ppl_ref;               // PPL(base), the reference
   double ln_ppl_correlation = 0;  // Cor(NLL(Q), NLL(base)) over positions
   Estimate ln_ppl_ratio;          // mean ln(PPL(Q)/PPL(base))
   Estimate ppl_ratio;             // PPL(Q)/PPL(base)
   Estimate ppl_diff;              // PPL(Q)-PPL(base)
   Estimate kld;                   // mean KLD
   Quantiles kld_quantiles;
-  Estimate p_diff;                // mean Δp (probability, not %)
+  Estimate p_diff;  // mean Δp (probability, not %)
   Quantiles p_diff_quantiles;
-  Estimate rms_p_diff;            // sqrt(mean Δp²)
-  Estimate same_top;              // fraction of positions whose argmaxes agree
+  Estimate rms_p_diff;  // sqrt(mean Δp²)
+  Estimate same_top;    // fraction of positions whose argmaxes agree
 };
 
 // REQUIRES nothing; an empty input is an error.
-absl::StatusOr<KlDivergenceStats> SummarizeComparisons(const std::vector<TokenComparison>& positions);
+absl::StatusOr<KlDivergenceStats> SummarizeComparisons(
+    const std::vector<TokenComparison>& positions);
 
 struct KlDivergenceResult {
   KlDivergenceStats stats;
@@ -132,10 +134,9 @@ struct KlDivergenceResult {
 // Runs `logits_fn` (the model, Q) and `ref_logits_fn` (the reference, base) on
 // the same windows of `tokens` and compares every scored position. The two
 // vocabularies must be the same size; token ids must be inside it.
-absl::StatusOr<KlDivergenceResult> ComputeKlDivergence(const std::vector<int32_t>& tokens, int64_t vocab,
-                                                       const WindowLogitsFn& logits_fn, int64_t ref_vocab,
-                                                       const WindowLogitsFn& ref_logits_fn,
-                                                       const KlDivergenceOptions& options);
+absl::StatusOr<KlDivergenceResult> ComputeKlDivergence(
+    const std::vector<int32_t>& tokens, int64_t vocab, const WindowLogitsFn& logits_fn,
+    int64_t ref_vocab, const WindowLogitsFn& ref_logits_fn, const KlDivergenceOptions& options);
 
 }  // namespace retort
 

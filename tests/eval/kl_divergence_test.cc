@@ -59,7 +59,8 @@ TEST(KlDivergenceTest, PercentileIsNumpyLinear) {
   EXPECT_DOUBLE_EQ(Percentile(v, 1), 16);
   EXPECT_DOUBLE_EQ(Percentile(v, 0.5), 4);
   EXPECT_DOUBLE_EQ(Percentile(v, 0.9), 8 + 0.6 * 8);  // position 3.6
-  Quantiles q = ComputeQuantiles({10, 1, 3, 2});  // sorted 1 2 3 10: median of even n = mean of middles
+  Quantiles q =
+      ComputeQuantiles({10, 1, 3, 2});  // sorted 1 2 3 10: median of even n = mean of middles
   EXPECT_DOUBLE_EQ(q.median, 2.5);
   EXPECT_DOUBLE_EQ(q.min, 1);
   EXPECT_DOUBLE_EQ(q.max, 10);
@@ -77,7 +78,8 @@ TEST(KlDivergenceTest, StatisticsMatchNumpyFixture) {
     std::vector<float> a, b;
     for (double v : j["logits"][i]) a.push_back(static_cast<float>(v));
     for (double v : j["ref_logits"][i]) b.push_back(static_cast<float>(v));
-    TokenComparison c = CompareDistributions(a.data(), b.data(), vocab, j["targets"][i].get<int32_t>());
+    TokenComparison c =
+        CompareDistributions(a.data(), b.data(), vocab, j["targets"][i].get<int32_t>());
     EXPECT_NEAR(c.nll, j["nll"][i].get<double>(), 1e-12) << i;
     EXPECT_NEAR(c.nll_ref, j["nll_ref"][i].get<double>(), 1e-12) << i;
     EXPECT_NEAR(c.kld, j["kld"][i].get<double>(), 1e-12) << i;
@@ -125,7 +127,8 @@ TEST(KlDivergenceTest, StatisticsMatchNumpyFixture) {
 
 TEST(KlDivergenceTest, StridedPlanScoresWhatPerplexityScores) {
   for (int64_t n : {2, 10, 33, 100}) {
-    for (auto [context, stride] : {std::pair<int64_t, int64_t>{10, 5}, {10, 1}, {8, 7}, {200, 100}}) {
+    for (auto [context, stride] :
+         {std::pair<int64_t, int64_t>{10, 5}, {10, 1}, {8, 7}, {200, 100}}) {
       KlDivergenceOptions opt;
       opt.context = context;
       opt.stride = stride;
@@ -154,7 +157,8 @@ TEST(KlDivergenceTest, LlamaCppPlanScoresSecondHalfOfFullChunks) {
   for (size_t i = 0; i < 3; ++i) {
     EXPECT_EQ((*plan)[i].begin, 32 * static_cast<int64_t>(i));
     EXPECT_EQ((*plan)[i].length, 32);
-    EXPECT_EQ((*plan)[i].first_target, 32 * static_cast<int64_t>(i) + 17);  // 15 targets each, as llama.cpp
+    EXPECT_EQ((*plan)[i].first_target,
+              32 * static_cast<int64_t>(i) + 17);  // 15 targets each, as llama.cpp
   }
   EXPECT_FALSE(PlanWindows(31, opt).ok());
   opt.context = 2;
@@ -163,7 +167,8 @@ TEST(KlDivergenceTest, LlamaCppPlanScoresSecondHalfOfFullChunks) {
 
 // A deterministic fake model: logits depend on the token and its position in
 // the window, so window boundaries and BOS replacement show in the numbers.
-WindowLogitsFn FakeModel(int64_t vocab, uint32_t seed, std::vector<std::vector<int32_t>>* seen = nullptr) {
+WindowLogitsFn FakeModel(int64_t vocab, uint32_t seed,
+                         std::vector<std::vector<int32_t>>* seen = nullptr) {
   return [=](const int32_t* t, int64_t n, float* logits) -> absl::Status {
     if (seen) seen->emplace_back(t, t + n);
     for (int64_t i = 0; i < n; ++i) {
@@ -213,8 +218,8 @@ TEST(KlDivergenceTest, LlamaCppSchemeReplacesFirstTokenWithBos) {
   opt.context = 12;
   opt.bos_id = 0;
   opt.keep_positions = true;
-  auto r = ComputeKlDivergence(tokens, vocab, FakeModel(vocab, 1, &seen_q), vocab, FakeModel(vocab, 2, &seen_ref),
-                               opt);
+  auto r = ComputeKlDivergence(tokens, vocab, FakeModel(vocab, 1, &seen_q), vocab,
+                               FakeModel(vocab, 2, &seen_ref), opt);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(seen_q.size(), 3u);
   EXPECT_EQ(seen_q, seen_ref);
@@ -228,7 +233,8 @@ TEST(KlDivergenceTest, LlamaCppSchemeReplacesFirstTokenWithBos) {
   std::vector<float> lq(12 * vocab), lr(12 * vocab);
   ASSERT_TRUE(FakeModel(vocab, 1)(seen_q[1].data(), 12, lq.data()).ok());
   ASSERT_TRUE(FakeModel(vocab, 2)(seen_q[1].data(), 12, lr.data()).ok());
-  TokenComparison c = CompareDistributions(lq.data() + 6 * vocab, lr.data() + 6 * vocab, vocab, tokens[19]);
+  TokenComparison c =
+      CompareDistributions(lq.data() + 6 * vocab, lr.data() + 6 * vocab, vocab, tokens[19]);
   EXPECT_DOUBLE_EQ(r->positions[5].kld, c.kld);
   EXPECT_DOUBLE_EQ(r->positions[5].nll, c.nll);
 }
@@ -238,14 +244,22 @@ TEST(KlDivergenceTest, RejectsBadInput) {
   KlDivergenceOptions opt;
   opt.context = 4;
   opt.stride = 2;
-  EXPECT_FALSE(ComputeKlDivergence({1, 2, 3}, vocab, FakeModel(vocab, 1), 6, FakeModel(6, 1), opt).ok());
-  EXPECT_FALSE(ComputeKlDivergence({1, 7, 3}, vocab, FakeModel(vocab, 1), vocab, FakeModel(vocab, 1), opt).ok());
-  EXPECT_FALSE(ComputeKlDivergence({1}, vocab, FakeModel(vocab, 1), vocab, FakeModel(vocab, 1), opt).ok());
+  EXPECT_FALSE(
+      ComputeKlDivergence({1, 2, 3}, vocab, FakeModel(vocab, 1), 6, FakeModel(6, 1), opt).ok());
+  EXPECT_FALSE(
+      ComputeKlDivergence({1, 7, 3}, vocab, FakeModel(vocab, 1), vocab, FakeModel(vocab, 1), opt)
+          .ok());
+  EXPECT_FALSE(
+      ComputeKlDivergence({1}, vocab, FakeModel(vocab, 1), vocab, FakeModel(vocab, 1), opt).ok());
   opt.stride = 4;
-  EXPECT_FALSE(ComputeKlDivergence({1, 2, 3}, vocab, FakeModel(vocab, 1), vocab, FakeModel(vocab, 1), opt).ok());
+  EXPECT_FALSE(
+      ComputeKlDivergence({1, 2, 3}, vocab, FakeModel(vocab, 1), vocab, FakeModel(vocab, 1), opt)
+          .ok());
   // A failing model's error comes back unchanged.
   opt.stride = 2;
-  WindowLogitsFn broken = [](const int32_t*, int64_t, float*) { return absl::InternalError("engine broke"); };
+  WindowLogitsFn broken = [](const int32_t*, int64_t, float*) {
+    return absl::InternalError("engine broke");
+  };
   auto r = ComputeKlDivergence({1, 2, 3}, vocab, FakeModel(vocab, 1), vocab, broken, opt);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().message(), "engine broke");
@@ -305,8 +319,10 @@ TEST(KlDivergenceTest, RandomTransformersMatchPlainF64) {
     const int64_t end = std::min<int64_t>(begin + 32, tokens.size());
     std::vector<float> lq((end - begin) * vocab), lb((end - begin) * vocab);
     KvCache cq = (*q)->NewCache(end - begin), cb = (*base)->NewCache(end - begin);
-    ASSERT_TRUE((*q)->Forward(tokens.data() + begin, end - begin, cq, lq.data(), LogitsMode::kAll).ok());
-    ASSERT_TRUE((*base)->Forward(tokens.data() + begin, end - begin, cb, lb.data(), LogitsMode::kAll).ok());
+    ASSERT_TRUE(
+        (*q)->Forward(tokens.data() + begin, end - begin, cq, lq.data(), LogitsMode::kAll).ok());
+    ASSERT_TRUE(
+        (*base)->Forward(tokens.data() + begin, end - begin, cb, lb.data(), LogitsMode::kAll).ok());
     for (int64_t t = std::max(prev_end, begin + 1); t < end; ++t) {
       const float* a = lq.data() + (t - 1 - begin) * vocab;
       const float* b = lb.data() + (t - 1 - begin) * vocab;
