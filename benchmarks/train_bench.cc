@@ -26,6 +26,8 @@
 //   train_bench [--preset 30m] [--family llama] [--seq 256] [--rows 4]
 //               [--threads 2] [--steps 5] [--warmup 1] [--row-chunk N]
 //               [--out FILE]
+// The JSON names OpenBLAS's kernel set (blas_core): OPENBLAS_CORETYPE in the
+// environment pins it, and both the training and the sgemm peak use it.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -99,6 +101,19 @@ size_t PeakRssBytes() {
     if (line.rfind("VmHWM:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
   }
   return 0;
+}
+
+// OpenBLAS's name for its kernel set ("Haswell", "SkylakeX", ...); weak, so
+// another BLAS gives "".
+extern "C" char* openblas_get_corename(void) __attribute__((weak));
+std::string BlasCoreName() {
+  const char* name = openblas_get_corename != nullptr ? openblas_get_corename() : nullptr;
+  return name != nullptr ? name : "";
+}
+
+std::string EnvOr(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : fallback;
 }
 
 // The 1-minute load average (/proc/loadavg): other processes competing for
@@ -317,6 +332,8 @@ int Main(int argc, char** argv) {
         {"loss_row_chunk", loss_options.row_chunk},
         {"loss_max_chunk_logits_bytes", loss_options.max_chunk_logits_bytes}}},
       {"threads", flags.threads},
+      {"blas_core", BlasCoreName()},
+      {"openblas_coretype_env", EnvOr("OPENBLAS_CORETYPE", "")},
       {"steps", flags.steps},
       {"warmup", flags.warmup},
       {"step_seconds", {{"mean", step_mean}, {"median", step_median}, {"best", step_best}}},
