@@ -26,7 +26,9 @@ namespace retort::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
 
 // Streams decoded text: decoding the whole continuation each step and
 // printing the new suffix keeps multi-byte characters split across tokens
@@ -68,8 +70,7 @@ bool HasFlag(const Args& args, const std::string& flag) {
 // the commit protocol and the seeds.
 int RunGenerateTraces(const Args& args) {
   CommandSpec spec{
-      "generate",
-      "[MODEL] --prompts PROMPTS.jsonl --output DIR [--endpoint URL] [options]",
+      "generate", "[MODEL] --prompts PROMPTS.jsonl --output DIR [--endpoint URL] [options]",
       "Generate N verified reasoning traces per prompt into DIR (traces.jsonl, tokens.shard, "
       "done.jsonl, summary.json). A rerun with the same DIR resumes: finished samples are never "
       "generated twice. The teacher is MODEL (our engine) or an OpenAI-compatible --endpoint "
@@ -100,12 +101,10 @@ int RunGenerateTraces(const Args& args) {
       "verifier", po::value(&verifier_spec),
       "math | exact | exact-ci | regex:PATTERN | command:PROG ARGS | none "
       "(default: math when the prompts have answers)")(
-      "keep", po::value(&keep_name),
-      "correct | all (default: correct when verifying, else all)")(
+      "keep", po::value(&keep_name), "correct | all (default: correct when verifying, else all)")(
       "think-prefix", po::value(&think_name)->default_value("auto"),
       "open the assistant turn with <think>\\n: auto (templates that mention <think>) | on | "
-      "off")(
-      "no-shard", po::bool_switch(), "write no tokens.shard (JSONL only)")(
+      "off")("no-shard", po::bool_switch(), "write no tokens.shard (JSONL only)")(
       "max-batch", po::value(&max_batch)->default_value(8), "sequences generated at once (local)")(
       "threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)")(
       "endpoint", po::value(&endpoint), "OpenAI-compatible base URL, e.g. http://host:8000/v1")(
@@ -221,9 +220,8 @@ int RunGenerateTraces(const Args& args) {
     teacher_name = model;
   }
 
-  nlohmann::ordered_json job =
-      TraceJobParams(so, keep, verifier ? verifier->Describe() : "none", teacher_name, write_shard,
-                     prompts_path);
+  nlohmann::ordered_json job = TraceJobParams(so, keep, verifier ? verifier->Describe() : "none",
+                                              teacher_name, write_shard, prompts_path);
   job["think_prefix"] = endpoint.empty() ? think_name : "server";
   auto out = TraceOutputDir::Open(output, job, write_shard);
   if (!out.ok()) return Fail(spec.name, out.status());
@@ -257,7 +255,8 @@ int RunGenerateTraces(const Args& args) {
 
 int RunGenerate(const Args& args) {
   if (HasFlag(args, "--prompts") || HasFlag(args, "--endpoint")) return RunGenerateTraces(args);
-  CommandSpec spec{"generate", "MODEL (--prompt TEXT | --prompt-file FILE | --chat FILE|JSON) [options]",
+  CommandSpec spec{"generate",
+                   "MODEL (--prompt TEXT | --prompt-file FILE | --chat FILE|JSON) [options]",
                    "Generate a continuation, streaming the text to stdout; speeds go to stderr."};
   po::options_description opts("options");
   std::string model, prompt, prompt_file, chat;
@@ -265,26 +264,32 @@ int RunGenerate(const Args& args) {
   int threads = 0;
   SamplerOptions so;
   opts.add_options()("model", po::value(&model)->required(), "model directory or .gguf file")(
-      "prompt", po::value(&prompt), "prompt text")("prompt-file", po::value(&prompt_file), "file with the prompt")(
-      "chat", po::value(&chat), "chat messages (JSON file or inline JSON), rendered with the model's chat template")(
+      "prompt", po::value(&prompt), "prompt text")("prompt-file", po::value(&prompt_file),
+                                                   "file with the prompt")(
+      "chat", po::value(&chat),
+      "chat messages (JSON file or inline JSON), rendered with the model's chat template")(
       "max-tokens", po::value(&max_tokens)->default_value(256), "tokens to generate at most")(
       "temperature", po::value(&so.temperature)->default_value(0.6f, "0.6"), "0 = greedy")(
       "top-k", po::value(&so.top_k)->default_value(0), "keep the k most likely tokens (0 = off)")(
-      "top-p", po::value(&so.top_p)->default_value(0.95f, "0.95"), "nucleus sampling mass (1 = off)")(
-      "min-p", po::value(&so.min_p)->default_value(0.0f, "0"), "drop tokens below min-p x top probability")(
-      "repetition-penalty", po::value(&so.repetition_penalty)->default_value(1.0f, "1"), "HF-style penalty (1 = off)")(
-      "seed", po::value(&so.seed)->default_value(0), "random seed (same seed, same text)")(
+      "top-p", po::value(&so.top_p)->default_value(0.95f, "0.95"),
+      "nucleus sampling mass (1 = off)")("min-p", po::value(&so.min_p)->default_value(0.0f, "0"),
+                                         "drop tokens below min-p x top probability")(
+      "repetition-penalty", po::value(&so.repetition_penalty)->default_value(1.0f, "1"),
+      "HF-style penalty (1 = off)")("seed", po::value(&so.seed)->default_value(0),
+                                    "random seed (same seed, same text)")(
       "greedy", po::bool_switch(), "same as --temperature 0")(
       "ignore-eos", po::bool_switch(), "keep generating past end-of-sequence tokens")(
       "no-special", po::bool_switch(), "do not add the tokenizer's BOS to a plain prompt")(
       "threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)")(
-      "json", po::bool_switch(), "print one JSON object (text, token ids, timings) instead of streaming");
+      "json", po::bool_switch(),
+      "print one JSON object (text, token ids, timings) instead of streaming");
   po::positional_options_description pos;
   pos.add("model", 1);
   po::variables_map vm;
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
   int sources = vm.count("prompt") + !prompt_file.empty() + !chat.empty();
-  if (sources != 1) return UsageError(spec.name, "give exactly one of --prompt, --prompt-file, --chat");
+  if (sources != 1)
+    return UsageError(spec.name, "give exactly one of --prompt, --prompt-file, --chat");
   if (max_tokens < 1) return UsageError(spec.name, "--max-tokens must be at least 1");
   if (vm["greedy"].as<bool>()) so.temperature = 0;
   if (auto s = ValidateSamplerOptions(so); !s.ok()) return Fail(spec.name, s);
@@ -292,12 +297,13 @@ int RunGenerate(const Args& args) {
 
   auto tokenizer = LoadTokenizer(model);
   if (!tokenizer.ok()) return Fail(spec.name, tokenizer.status());
-  TextSource source{prompt, vm.count("prompt") > 0, prompt_file, chat, /*add_generation_prompt=*/true,
-                    !vm["no-special"].as<bool>()};
+  TextSource source{prompt, vm.count("prompt") > 0,         prompt_file,
+                    chat,   /*add_generation_prompt=*/true, !vm["no-special"].as<bool>()};
   auto tokenized = TokenizeSource(model, **tokenizer, source, "prompt");
   if (!tokenized.ok()) return Fail(spec.name, tokenized.status());
   std::vector<int32_t> ids = *std::move(tokenized);
-  if (ids.empty()) return Fail(spec.name, absl::InvalidArgumentError("the prompt is empty (no tokens)"));
+  if (ids.empty())
+    return Fail(spec.name, absl::InvalidArgumentError("the prompt is empty (no tokens)"));
 
   auto engine = LoadEngine(model);
   if (!engine.ok()) return Fail(spec.name, engine.status());
@@ -307,7 +313,8 @@ int RunGenerate(const Args& args) {
   if ((*tokenizer)->eos_id() >= 0) stop.insert((*tokenizer)->eos_id());
   if (vm["ignore-eos"].as<bool>()) stop.clear();
 
-  int64_t budget = std::min<int64_t>(max_tokens, config.max_position_embeddings - static_cast<int64_t>(ids.size()));
+  int64_t budget = std::min<int64_t>(
+      max_tokens, config.max_position_embeddings - static_cast<int64_t>(ids.size()));
   if (budget < 1) {
     return Fail(spec.name, absl::InvalidArgumentError(absl::StrFormat(
                                "the prompt has %d tokens, the model's context is %d", ids.size(),
@@ -320,13 +327,16 @@ int RunGenerate(const Args& args) {
   TextStream stream(**tokenizer, std::cout);
 
   auto t0 = Clock::now();
-  if (auto s = (*engine)->Forward(ids.data(), ids.size(), cache, logits.data()); !s.ok()) return Fail(spec.name, s);
+  if (auto s = (*engine)->Forward(ids.data(), ids.size(), cache, logits.data()); !s.ok())
+    return Fail(spec.name, s);
   auto t1 = Clock::now();
   std::vector<int32_t> history = ids, generated;
   std::string finish = "length";
   for (int64_t i = 0; i < budget; ++i) {
     int32_t next = sampler.Sample(logits.data(), config.vocab_size, history);
-    if (next < 0) return Fail(spec.name, absl::InternalError("no token can be sampled (all logits NaN or -inf)"));
+    if (next < 0)
+      return Fail(spec.name,
+                  absl::InternalError("no token can be sampled (all logits NaN or -inf)"));
     if (stop.count(next)) {
       finish = "stop";
       break;
@@ -335,12 +345,14 @@ int RunGenerate(const Args& args) {
     history.push_back(next);
     if (!json) stream.Push(next);
     if (i + 1 == budget) break;
-    if (auto s = (*engine)->Forward(&next, 1, cache, logits.data()); !s.ok()) return Fail(spec.name, s);
+    if (auto s = (*engine)->Forward(&next, 1, cache, logits.data()); !s.ok())
+      return Fail(spec.name, s);
   }
   auto t2 = Clock::now();
   double prefill_s = Seconds(t0, t1), decode_s = Seconds(t1, t2);
   // Decode steps = forward passes after the prefill (the last sampled token is not run).
-  int64_t decode_steps = std::max<int64_t>(0, static_cast<int64_t>(generated.size()) - (finish == "stop" ? 0 : 1));
+  int64_t decode_steps =
+      std::max<int64_t>(0, static_cast<int64_t>(generated.size()) - (finish == "stop" ? 0 : 1));
   double prefill_tps = ids.size() / std::max(prefill_s, 1e-9);
   double decode_tps = decode_steps / std::max(decode_s, 1e-9);
   if (json) {
@@ -357,7 +369,8 @@ int RunGenerate(const Args& args) {
   } else {
     stream.Finish();
     std::cerr << absl::StrFormat(
-        "[prompt %d tokens, prefill %.1f tok/s | generated %d tokens, decode %.1f tok/s | finish: %s]\n",
+        "[prompt %d tokens, prefill %.1f tok/s | generated %d tokens, decode %.1f tok/s | finish: "
+        "%s]\n",
         ids.size(), prefill_tps, generated.size(), decode_tps, finish);
   }
   return kExitOk;

@@ -52,8 +52,7 @@ absl::StatusOr<std::vector<TraceSample>> ReadAnyDialect(const std::string& path)
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
-    ASSIGN_OR_RETURN(std::vector<TraceSample> samples,
-                     ParseTraceLineSamples(line, line_no, path));
+    ASSIGN_OR_RETURN(std::vector<TraceSample> samples, ParseTraceLineSamples(line, line_no, path));
     for (TraceSample& s : samples) out.push_back(std::move(s));
   }
   return out;
@@ -69,7 +68,8 @@ Json ExportLine(const TraceSample& s, const std::string& format) {
   if (format == "openai") {
     Json messages = Json::array();
     for (const TraceMessage& m : s.messages) {
-      messages.push_back({{"role", m.role}, {"content", m.role == "assistant" ? WithThink(m) : m.content}});
+      messages.push_back(
+          {{"role", m.role}, {"content", m.role == "assistant" ? WithThink(m) : m.content}});
     }
     return {{"messages", messages}};
   }

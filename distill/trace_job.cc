@@ -179,8 +179,8 @@ absl::StatusOr<std::vector<TracePrompt>> ReadTracePrompts(const std::string& pat
         const Json& m = (*messages)[i];
         if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
             !m.contains("content") || !m["content"].is_string()) {
-          return error(absl::StrCat("messages[", i,
-                                    "]: expected {\"role\": string, \"content\": string}"));
+          return error(
+              absl::StrCat("messages[", i, "]: expected {\"role\": string, \"content\": string}"));
         }
       }
       p.messages = *messages;
@@ -205,7 +205,9 @@ absl::StatusOr<std::vector<TracePrompt>> ReadTracePrompts(const std::string& pat
 }
 
 uint64_t TraceSampleSeed(uint64_t seed, const std::string& id, int64_t sample) {
-  return SplitMix64(seed ^ SplitMix64(Fnv1a64(id) + static_cast<uint64_t>(sample)));
+  // 63 bits: a non-negative JSON integer that any OpenAI-compatible server
+  // takes as "seed".
+  return SplitMix64(seed ^ SplitMix64(Fnv1a64(id) + static_cast<uint64_t>(sample))) >> 1;
 }
 
 absl::StatusOr<ThinkPrefix> ParseThinkPrefix(const std::string& name) {
@@ -277,9 +279,8 @@ absl::Status LocalTraceTeacher::Run(const std::vector<TraceWorkItem>& items,
       absl::StatusOr<RenderedPrompt> r =
           RenderTracePrompt(chat_template_, tokenizer_, item.prompt->messages, options_.think);
       if (!r.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("prompt \"", item.prompt->id,
-                                                       "\": the chat template failed: ",
-                                                       r.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "prompt \"", item.prompt->id, "\": the chat template failed: ", r.status().message()));
       }
       it = rendered.emplace(item.prompt, *std::move(r)).first;
     }
@@ -289,8 +290,8 @@ absl::Status LocalTraceTeacher::Run(const std::vector<TraceWorkItem>& items,
       c.item = &item;
       c.prompt_tokens = static_cast<int64_t>(rp.ids.size());
       c.status = absl::FailedPreconditionError(
-          absl::StrFormat("prompt \"%s\" has %d tokens; the model's context is %d",
-                          item.prompt->id, rp.ids.size(), max_context));
+          absl::StrFormat("prompt \"%s\" has %d tokens; the model's context is %d", item.prompt->id,
+                          rp.ids.size(), max_context));
       group.push_back(std::move(c));
       continue;
     }
@@ -401,9 +402,9 @@ absl::Status EndpointTraceTeacher::FillFromChoice(const ChatChoice& choice, bool
     });
     if (top_k < 0) top_k = static_cast<int32_t>(top.size());
     if (static_cast<int32_t>(top.size()) != top_k) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "the endpoint returned %d top log-probs at position %d, %d before", top.size(), pos,
-          top_k));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("the endpoint returned %d top log-probs at position %d, %d before",
+                          top.size(), pos, top_k));
     }
     for (const TokenLogprob& t : top) {
       if (t.token_id < 0) ids_known = false;
@@ -445,9 +446,9 @@ absl::Status EndpointTraceTeacher::Run(const std::vector<TraceWorkItem>& items,
     if (!options_.tokenizer || !options_.chat_template) return std::vector<int32_t>{};
     auto it = prompt_ids.find(p);
     if (it != prompt_ids.end()) return it->second;
-    ASSIGN_OR_RETURN(RenderedPrompt r, RenderTracePrompt(*options_.chat_template,
-                                                         *options_.tokenizer, p->messages,
-                                                         ThinkPrefix::kOff));
+    ASSIGN_OR_RETURN(RenderedPrompt r,
+                     RenderTracePrompt(*options_.chat_template, *options_.tokenizer, p->messages,
+                                       ThinkPrefix::kOff));
     return prompt_ids.emplace(p, std::move(r.ids)).first->second;
   };
   const size_t window = static_cast<size_t>(std::max(1, client_.options().max_in_flight)) * 2;
@@ -466,8 +467,8 @@ absl::Status EndpointTraceTeacher::Run(const std::vector<TraceWorkItem>& items,
       params.logprobs = options_.want_tokens || sampling_.top_logprobs > 0;
       params.top_logprobs = params.logprobs ? sampling_.top_logprobs : 0;
       nlohmann::json messages = nlohmann::json::parse(item.prompt->messages.dump());
-      inflight.push_back({&item, client_.ChatCompletionAsync(std::move(messages), params),
-                          Clock::now()});
+      inflight.push_back(
+          {&item, client_.ChatCompletionAsync(std::move(messages), params), Clock::now()});
     }
     std::vector<TraceCompletion> done;
     for (auto it = inflight.begin(); it != inflight.end();) {
@@ -489,8 +490,8 @@ absl::Status EndpointTraceTeacher::Run(const std::vector<TraceWorkItem>& items,
       }
       absl::Status s = FillFromChoice(r->choices[0], options_.want_tokens, &c);
       if (!s.ok()) {
-        return absl::Status(s.code(), absl::StrCat("prompt \"", c.item->prompt->id,
-                                                   "\": ", s.message()));
+        return absl::Status(s.code(),
+                            absl::StrCat("prompt \"", c.item->prompt->id, "\": ", s.message()));
       }
       c.prompt_tokens = r->usage.prompt_tokens;
       c.completion_tokens = r->usage.completion_tokens;
@@ -546,7 +547,8 @@ absl::StatusOr<std::unique_ptr<TraceOutputDir>> TraceOutputDir::Open(
   out->write_shard_ = write_shard;
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot create the folder: ", ec.message()));
+  if (ec)
+    return absl::InternalError(absl::StrCat(dir, ": cannot create the folder: ", ec.message()));
   const std::string job_path = out->Path("job.json");
   if (fs::exists(job_path)) {
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(job_path));
@@ -628,12 +630,12 @@ absl::Status TraceOutputDir::Recover(bool write_shard) {
                  j["sample"].get<int64_t>() == kept[i]->sample;
     if (!match) {
       return absl::DataLossError(absl::StrFormat(
-          "%s:%d is not sample %d of \"%s\" as done.jsonl says; the folder is damaged",
-          jsonl_path, i + 1, kept[i]->sample, kept[i]->id));
+          "%s:%d is not sample %d of \"%s\" as done.jsonl says; the folder is damaged", jsonl_path,
+          i + 1, kept[i]->sample, kept[i]->id));
     }
   }
-  size_t jsonl_keep = kept.empty() ? 0 : lines[kept.size() - 1].first +
-                                             lines[kept.size() - 1].second.size() + 1;
+  size_t jsonl_keep =
+      kept.empty() ? 0 : lines[kept.size() - 1].first + lines[kept.size() - 1].second.size() + 1;
   if (jsonl_keep < text.size()) {
     recovery_.jsonl_cut_bytes = static_cast<int64_t>(text.size() - jsonl_keep);
     fs::resize_file(jsonl_path, jsonl_keep);
@@ -651,8 +653,8 @@ absl::Status TraceOutputDir::Recover(bool write_shard) {
         absl::StatusOr<bool> more = reader.Next(&rec);
         if (!more.ok() || !*more) {
           return absl::DataLossError(absl::StrFormat(
-              "%s has %d readable records but done.jsonl commits %d kept samples%s", shard_path,
-              i, kept.size(), more.ok() ? "" : absl::StrCat(" (", more.status().message(), ")")));
+              "%s has %d readable records but done.jsonl commits %d kept samples%s", shard_path, i,
+              kept.size(), more.ok() ? "" : absl::StrCat(" (", more.status().message(), ")")));
         }
         if (rec.id != kept[i]->id || rec.sample != kept[i]->sample) {
           return absl::DataLossError(absl::StrFormat(
@@ -715,8 +717,8 @@ absl::Status TraceOutputDir::Commit(std::vector<Pending> group) {
   bool any_kept = false;
   for (const Pending& p : group) {
     if (done_index_.count({p.entry.id, p.entry.sample})) {
-      return absl::InternalError(absl::StrCat("sample ", p.entry.sample, " of \"", p.entry.id,
-                                              "\" committed twice"));
+      return absl::InternalError(
+          absl::StrCat("sample ", p.entry.sample, " of \"", p.entry.id, "\" committed twice"));
     }
     any_kept |= p.entry.kept;
   }
@@ -806,8 +808,8 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
   const bool verify_any = options.verifier != nullptr;
 
   auto progress = [&](bool force) {
-    if (!force && (options.progress_interval_s <= 0 ||
-                   Since(last_progress) < options.progress_interval_s)) {
+    if (!force &&
+        (options.progress_interval_s <= 0 || Since(last_progress) < options.progress_interval_s)) {
       return;
     }
     last_progress = Clock::now();
@@ -832,9 +834,9 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
         continue;
       }
       if (!c.status.ok()) {
-        return absl::Status(c.status.code(), absl::StrCat("prompt \"", p.id, "\" sample ",
-                                                          c.item->sample, ": ",
-                                                          c.status.message()));
+        return absl::Status(c.status.code(),
+                            absl::StrCat("prompt \"", p.id, "\" sample ", c.item->sample, ": ",
+                                         c.status.message()));
       }
       TraceSample t;
       t.id = p.id;
@@ -906,11 +908,13 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
     RETURN_IF_ERROR(out.Commit(std::move(pending)));
     // Kept/rejected over everything done so far.
     report.samples_kept = report.samples_rejected = 0;
-    for (const TraceDoneEntry& e : out.done()) (e.kept ? report.samples_kept : report.samples_rejected)++;
+    for (const TraceDoneEntry& e : out.done())
+      (e.kept ? report.samples_kept : report.samples_rejected)++;
     progress(false);
     return absl::OkStatus();
   };
-  for (const TraceDoneEntry& e : out.done()) (e.kept ? report.samples_kept : report.samples_rejected)++;
+  for (const TraceDoneEntry& e : out.done())
+    (e.kept ? report.samples_kept : report.samples_rejected)++;
   if (!items.empty()) RETURN_IF_ERROR(teacher.Run(items, on_done));
   report.prompts_skipped = static_cast<int64_t>(skipped.size());
   report.generated_tokens = teacher.generated_tokens();

@@ -12,7 +12,8 @@
 // both of prompt/messages, a duplicate id.
 //
 // Seeds: sample i of prompt `id` is drawn with seed
-//   TraceSampleSeed(seed, id, i) = splitmix64(seed ^ splitmix64(fnv1a64(id) + i))
+//   TraceSampleSeed(seed, id, i) = splitmix64(seed ^ splitmix64(fnv1a64(id) + i)) >> 1
+// (63 bits, so an endpoint gets it as a non-negative JSON integer)
 // so a sample does not depend on the order of the prompts, on the batch it
 // ran in, or on whether the job was resumed (up to the f32 rounding
 // BatchGenerator documents for different batch compositions).
@@ -127,9 +128,9 @@ struct TraceCompletion {
   // the context (counted as skipped, not committed; a resume skips it again);
   // anything else stops the job.
   absl::Status status;
-  std::string reasoning, content;  // split, trimmed
-  std::string finish_reason;       // "stop", "length", ...
-  bool has_tokens = false;         // the ids below are known
+  std::string reasoning, content;   // split, trimmed
+  std::string finish_reason;        // "stop", "length", ...
+  bool has_tokens = false;          // the ids below are known
   std::vector<int32_t> prompt_ids;  // may be empty (endpoint without a tokenizer)
   std::vector<int32_t> completion_ids;
   std::vector<float> sampled_logprobs;  // [completion] or empty
@@ -152,8 +153,7 @@ class TraceTeacher {
  public:
   virtual ~TraceTeacher() = default;
   virtual std::string Describe() const = 0;
-  virtual absl::Status Run(const std::vector<TraceWorkItem>& items,
-                           const TraceDoneFn& on_done) = 0;
+  virtual absl::Status Run(const std::vector<TraceWorkItem>& items, const TraceDoneFn& on_done) = 0;
   // Generated tokens so far (for tokens/s).
   virtual int64_t generated_tokens() const = 0;
 };
@@ -172,10 +172,9 @@ class LocalTraceTeacher : public TraceTeacher {
   // REQUIRES: all arguments outlive the teacher.
   LocalTraceTeacher(const Transformer& model, const Tokenizer& tokenizer,
                     const ChatTemplate& chat_template, const TraceSamplingOptions& sampling,
-                                      LocalTeacherOptions options);
+                    LocalTeacherOptions options);
   std::string Describe() const override { return "local"; }
-  absl::Status Run(const std::vector<TraceWorkItem>& items,
-                   const TraceDoneFn& on_done) override;
+  absl::Status Run(const std::vector<TraceWorkItem>& items, const TraceDoneFn& on_done) override;
   int64_t generated_tokens() const override { return generated_; }
 
  private:
@@ -197,18 +196,17 @@ class LocalTraceTeacher : public TraceTeacher {
 // template are given (rendered locally, as the server should).
 // top_logprobs is limited to 20 (the OpenAI API's maximum).
 struct EndpointTeacherOptions {
-  bool want_tokens = true;  // false: no ids needed (no shard)
-  const Tokenizer* tokenizer = nullptr;          // optional
-  const ChatTemplate* chat_template = nullptr;   // optional (rendered with ThinkPrefix::kOff,
-                                                 // as a server renders it)
+  bool want_tokens = true;                      // false: no ids needed (no shard)
+  const Tokenizer* tokenizer = nullptr;         // optional
+  const ChatTemplate* chat_template = nullptr;  // optional (rendered with ThinkPrefix::kOff,
+                                                // as a server renders it)
 };
 class EndpointTraceTeacher : public TraceTeacher {
  public:
   EndpointTraceTeacher(EndpointClient& client, const TraceSamplingOptions& sampling,
                        EndpointTeacherOptions options);
   std::string Describe() const override;
-  absl::Status Run(const std::vector<TraceWorkItem>& items,
-                   const TraceDoneFn& on_done) override;
+  absl::Status Run(const std::vector<TraceWorkItem>& items, const TraceDoneFn& on_done) override;
   int64_t generated_tokens() const override { return generated_; }
 
   // Converts one answer choice (exposed for tests).
@@ -236,12 +234,12 @@ struct TraceDoneEntry {
 
 // What Open() had to repair.
 struct TraceRecovery {
-  int64_t done = 0;                  // samples already done
-  int64_t kept = 0;                  // of which kept
-  int64_t done_log_cut_bytes = 0;    // torn done.jsonl tail
-  int64_t jsonl_cut_bytes = 0;       // uncommitted traces.jsonl lines
-  int64_t shard_dropped_records = 0; // uncommitted shard records
-  int64_t shard_cut_bytes = 0;       // damaged or dropped shard bytes
+  int64_t done = 0;                   // samples already done
+  int64_t kept = 0;                   // of which kept
+  int64_t done_log_cut_bytes = 0;     // torn done.jsonl tail
+  int64_t jsonl_cut_bytes = 0;        // uncommitted traces.jsonl lines
+  int64_t shard_dropped_records = 0;  // uncommitted shard records
+  int64_t shard_cut_bytes = 0;        // damaged or dropped shard bytes
 };
 
 // The output folder (see the top of the file).

@@ -263,8 +263,7 @@ TEST_F(GenerateTracesTest, BadInputGivesOneLineErrors) {
        "b2.jsonl:2: duplicate id \"a\""},
       {tiny_ + " --prompts " + write("b3.jsonl", "{\"id\":\"a\"}\n") + " --output " + out,
        "b3.jsonl:1: expected exactly one of"},
-      {tiny_ + " --prompts " + prompts_ + " --output " + out + " --verifier nope",
-       "nope"},
+      {tiny_ + " --prompts " + prompts_ + " --output " + out + " --verifier nope", "nope"},
       {"--endpoint http://127.0.0.1:1/v1 --retries 1 --timeout 2 --prompts " + prompts_ +
            " --output " + out,
        "127.0.0.1:1"},
@@ -281,8 +280,9 @@ TEST_F(GenerateTracesTest, BadInputGivesOneLineErrors) {
 
   // A prompt longer than the context is skipped and counted, not fatal.
   std::string long_prompt(5000, 'x');
-  const std::string lp = write("long.jsonl", json{{"id", "long"}, {"prompt", long_prompt}}.dump() +
-                                                 "\n" + json{{"id", "ok"}, {"prompt", "hi"}}.dump() + "\n");
+  const std::string lp =
+      write("long.jsonl", json{{"id", "long"}, {"prompt", long_prompt}}.dump() + "\n" +
+                              json{{"id", "ok"}, {"prompt", "hi"}}.dump() + "\n");
   const std::string lout = (harness_->root() / "long_out").string();
   CliRun r = harness_->Exec("generate " + tiny_ + " --prompts " + lp + " --output " + lout +
                             " --max-tokens 4");
@@ -327,8 +327,8 @@ TEST_F(GenerateTracesTest, ImportExportStats) {
   for (const std::string format : {"openai", "sharegpt", "r1"}) {
     const std::string ex = (harness_->root() / ("ex_" + format + ".jsonl")).string();
     const std::string im = (harness_->root() / ("im_" + format + ".jsonl")).string();
-    r = harness_->Exec("traces export " + all + "/traces.jsonl --format " + format +
-                       " --output " + ex);
+    r = harness_->Exec("traces export " + all + "/traces.jsonl --format " + format + " --output " +
+                       ex);
     ASSERT_EQ(r.code, 0) << r.err;
     r = harness_->Exec("traces import " + ex + " --output " + im);
     ASSERT_EQ(r.code, 0) << r.err;
@@ -362,9 +362,9 @@ class SmolLM2TracesTest : public GenerateTracesTest {
 TEST_F(SmolLM2TracesTest, ArithmeticProblemsWithLogprobs) {
   const std::string out = (harness_->root() / "smol").string();
   auto t0 = std::chrono::steady_clock::now();
-  CliRun r = harness_->Exec("generate " + SmolLM2() + " --prompts " + ArithPrompts() +
-                            " --output " + out +
-                            " --samples 2 --max-tokens 64 --top-logprobs 8 --max-batch 16");
+  CliRun r =
+      harness_->Exec("generate " + SmolLM2() + " --prompts " + ArithPrompts() + " --output " + out +
+                     " --samples 2 --max-tokens 64 --top-logprobs 8 --max-batch 16");
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_EQ(r.code, 0) << r.err;
   std::cerr << r.out << "(" << secs << " s)\n";
