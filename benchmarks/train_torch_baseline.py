@@ -5,10 +5,14 @@ threads, one optimizer step = forward + backward + AdamW, f32.
 Not run in CI (torch is not a CI dependency). By hand:
   pip install torch transformers
   python3 benchmarks/train_torch_baseline.py --preset 30m --seq 256 --rows 4 --threads 2
-Prints one JSON object: tokens/s and achieved GFLOP/s (6 * params * tokens).
+Prints one JSON object: tokens/s and achieved GFLOP/s (6 * params * tokens),
+the process CPU seconds per step (cpu/wall near the thread count means the
+threads really ran; less means other processes held the cores) and the
+1-minute load average before and after.
 """
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -54,17 +58,22 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
+    load_before = os.getloadavg()[0]
     for _ in range(args.warmup):
         step()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     for _ in range(args.steps):
         step()
     dt = (time.perf_counter() - t0) / args.steps
+    cpu = (time.process_time() - c0) / args.steps
     print(json.dumps({
         "impl": f"torch {torch.__version__} / transformers {transformers.__version__}",
         "preset": args.preset, "params": n_params, "seq": args.seq, "rows": args.rows,
         "threads": args.threads, "step_s": dt, "tokens_per_s": tokens / dt,
         "gflops": 6 * n_params * tokens / dt / 1e9,
+        "step_cpu_s": cpu,
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
     }))
 
 
