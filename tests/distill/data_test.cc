@@ -429,10 +429,15 @@ TEST(DatasetTest, TokenShardsCarryTeacherTopK) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(std::string(bad.status().message()),
             "student vocabulary (250) does not cover token id 300 in " + path + " record p0");
-  // Not a shard and not a known extension.
-  auto junk = Dataset::Load({dir.Write("notes.bin", "hello")}, tok, nullptr, DatasetOptions());
+  // A file that starts like a zstd frame but is no shard: an error naming it.
+  auto junk = Dataset::Load({dir.Write("notes.bin", std::string("\x28\xB5\x2F\xFD", 4) + "junk")},
+                            tok, nullptr, DatasetOptions());
   ASSERT_FALSE(junk.ok());
   EXPECT_THAT(std::string(junk.status().message()), HasSubstr("notes.bin"));
+  // Anything else without a known extension is plain text (e.g. GPL-3).
+  auto text = Dataset::Load({dir.Write("NOTES", "hello there")}, tok, nullptr, DatasetOptions());
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->summary().examples, 1);
 }
 
 TEST(DatasetTest, TextCorpusMatchesTokenizers) {
