@@ -15,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file.h"
+#include "distill/data.h"
+#include "model/sampler.h"
 #include "core/status.h"
 #include "distill/generation.h"
 
@@ -29,21 +31,8 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-uint64_t Fnv1a64(const std::string& s) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001B3ull;
-  }
-  return h;
-}
+// splitmix64's output for state x (model/sampler.h advances a state in place).
+uint64_t Mix64(uint64_t x) { return SplitMix64(x); }
 
 std::string Trim(const std::string& s) {
   size_t b = 0, e = s.size();
@@ -207,7 +196,7 @@ absl::StatusOr<std::vector<TracePrompt>> ReadTracePrompts(const std::string& pat
 uint64_t TraceSampleSeed(uint64_t seed, const std::string& id, int64_t sample) {
   // 63 bits: a non-negative JSON integer that any OpenAI-compatible server
   // takes as "seed".
-  return SplitMix64(seed ^ SplitMix64(Fnv1a64(id) + static_cast<uint64_t>(sample))) >> 1;
+  return Mix64(seed ^ Mix64(StableHash64(id) + static_cast<uint64_t>(sample))) >> 1;
 }
 
 absl::StatusOr<ThinkPrefix> ParseThinkPrefix(const std::string& name) {
