@@ -52,11 +52,12 @@ class KvCache {
   int64_t position_ = 0;
   std::vector<std::vector<float>> k_, v_;
 
-  // Forward scratch, sized for one chunk of tokens.
+  // Forward scratch of a pass of Transformer::ForwardPieces (one per thread,
+  // grown to the largest pass seen).
   struct Workspace {
     std::vector<float> x, h, q, k, v, attn, gate, up, cos, sin;
     std::vector<int64_t> positions;
-  } ws_;
+  };
 };
 
 }  // namespace retort

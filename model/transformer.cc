@@ -277,80 +277,11 @@ absl::Status Transformer::Forward(const int32_t* tokens, int64_t n, KvCache& cac
   return absl::OkStatus();
 }
 
+// A chunk of one sequence is a batch of one piece.
 absl::Status Transformer::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& cache,
                                        float* logits, LogitsMode mode) const {
-  const ModelConfig& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim, half = hd / 2;
-  const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
-  const int64_t qdim = nh * hd, kvdim = nkv * hd;
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  const int64_t pos0 = cache.position_;
-
-  KvCache::Workspace& ws = cache.ws_;
-  auto fit = [](std::vector<float>& v, int64_t size) {
-    if (static_cast<int64_t>(v.size()) < size) v.resize(size);
-    return v.data();
-  };
-  float* x = fit(ws.x, n * H);
-  float* h = fit(ws.h, n * H);
-  float* q = fit(ws.q, n * qdim);
-  float* k = fit(ws.k, n * kvdim);
-  float* v = fit(ws.v, n * kvdim);
-  float* attn = fit(ws.attn, n * qdim);
-  float* gate = fit(ws.gate, n * I);
-  float* up = fit(ws.up, n * I);
-  float* cos = fit(ws.cos, n * half);
-  float* sin = fit(ws.sin, n * half);
-  ws.positions.resize(n);
-  for (int64_t i = 0; i < n; ++i) ws.positions[i] = pos0 + i;
-  cpu::RopeCosSin(inv_freq_.data(), half, ws.positions.data(), n, cos, sin);
-
-  RETURN_IF_ERROR(cpu::Embedding(embed_, tokens, n, x));
-  const cpu::AttentionShape shape{nh, nkv, hd};
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const Layer& L = layers_[l];
-    // Attention block.
-    cpu::RmsNorm(x, n, H, L.input_norm.data(), eps, h);
-    RETURN_IF_ERROR(cpu::MatMulGroup(
-        h, n, H,
-        {{&L.q, OrNull(L.q_bias), q}, {&L.k, OrNull(L.k_bias), k}, {&L.v, OrNull(L.v_bias), v}}));
-    if (c.qk_norm) {
-      cpu::RmsNorm(q, n * nh, hd, L.q_norm.data(), eps, q);
-      cpu::RmsNorm(k, n * nkv, hd, L.k_norm.data(), eps, k);
-    }
-    cpu::ApplyRope(q, n, nh, hd, qdim, cos, sin);
-    cpu::ApplyRope(k, n, nkv, hd, kvdim, cos, sin);
-    float* kc = cache.keys(l);
-    float* vc = cache.values(l);
-    const int64_t stride = cache.head_stride();
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t g = 0; g < nkv; ++g) {
-        std::copy_n(k + t * kvdim + g * hd, hd, kc + g * stride + (pos0 + t) * hd);
-        std::copy_n(v + t * kvdim + g * hd, hd, vc + g * stride + (pos0 + t) * hd);
-      }
-    }
-    cpu::Attention(q, n, pos0, kc, vc, stride, shape, scale, c.WindowOf(l), attn);
-    RETURN_IF_ERROR(cpu::MatMul(attn, n, L.o, OrNull(L.o_bias), h));
-    cpu::Add(x, h, n * H, x);
-    // MLP block (SwiGLU).
-    cpu::RmsNorm(x, n, H, L.post_norm.data(), eps, h);
-    RETURN_IF_ERROR(cpu::MatMulGroup(
-        h, n, H, {{&L.gate, OrNull(L.gate_bias), gate}, {&L.up, OrNull(L.up_bias), up}}));
-    cpu::SiluMul(gate, up, n * I, gate);
-    RETURN_IF_ERROR(cpu::MatMul(gate, n, L.down, OrNull(L.down_bias), h));
-    cpu::Add(x, h, n * H, x);
-  }
-  cache.position_ = pos0 + n;
-
-  if (mode == LogitsMode::kLast) {
-    cpu::RmsNorm(x + (n - 1) * H, 1, H, final_norm_.data(), eps, h);
-    RETURN_IF_ERROR(cpu::MatMul(h, 1, lm_head_, nullptr, logits));
-  } else if (mode == LogitsMode::kAll) {
-    cpu::RmsNorm(x, n, H, final_norm_.data(), eps, h);
-    RETURN_IF_ERROR(cpu::MatMul(h, n, lm_head_, nullptr, logits));
-  }
-  return absl::OkStatus();
+  return ForwardPieces({BatchPiece{&cache, tokens, n, mode == LogitsMode::kNone ? nullptr : logits,
+                                   mode == LogitsMode::kAll}});
 }
 
 absl::Status Transformer::ForwardBatch(const std::vector<BatchSlot>& slots,
@@ -507,10 +438,17 @@ absl::Status Transformer::ForwardPieces(const std::vector<BatchPiece>& pieces) c
   }
   for (const BatchPiece& piece : pieces) piece.cache->position_ += piece.n;
 
+  // Every row of an all_logits piece (a single sequence, LogitsMode::kAll).
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    if (pieces[p].logits == nullptr || !pieces[p].all_logits) continue;
+    const int64_t r0 = row0[p], count = pieces[p].n;
+    cpu::RmsNorm(x + r0 * H, count, H, final_norm_.data(), eps, h + r0 * H);
+    RETURN_IF_ERROR(cpu::MatMul(h + r0 * H, count, lm_head_, nullptr, pieces[p].logits));
+  }
   // lm_head over the last rows of the pieces that want logits, in one MatMul.
   std::vector<const BatchPiece*> wanted;
   for (size_t p = 0; p < pieces.size(); ++p) {
-    if (pieces[p].logits == nullptr) continue;
+    if (pieces[p].logits == nullptr || pieces[p].all_logits) continue;
     cpu::RmsNorm(x + (row0[p + 1] - 1) * H, 1, H, final_norm_.data(), eps,
                  h + static_cast<int64_t>(wanted.size()) * H);
     wanted.push_back(&pieces[p]);

@@ -138,6 +138,9 @@ class Transformer {
     const int32_t* tokens;
     int64_t n;
     float* logits;  // null: no logits for this piece
+    // false: logits[vocab] of the piece's last token; true: logits[n, vocab]
+    // of every token (LogitsMode::kAll).
+    bool all_logits = false;
   };
   absl::Status ForwardPieces(const std::vector<BatchPiece>& pieces) const;
 
