@@ -257,7 +257,9 @@ int RunGenerate(const Args& args) {
   if (HasFlag(args, "--prompts") || HasFlag(args, "--endpoint")) return RunGenerateTraces(args);
   CommandSpec spec{"generate",
                    "MODEL (--prompt TEXT | --prompt-file FILE | --chat FILE|JSON) [options]",
-                   "Generate a continuation, streaming the text to stdout; speeds go to stderr."};
+                   "Generate a continuation, streaming the text to stdout; speeds go to stderr.\n"
+                   "For verified reasoning traces over a prompts file (resumable, teacher "
+                   "log-probs, --endpoint teachers) see `retort generate --prompts FILE --help`."};
   po::options_description opts("options");
   std::string model, prompt, prompt_file, chat;
   int64_t max_tokens = 256;
