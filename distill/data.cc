@@ -100,12 +100,6 @@ void Append(const std::vector<int32_t>& ids, uint8_t mask, TrainExample* ex) {
   ex->loss_mask.insert(ex->loss_mask.end(), ids.size(), mask);
 }
 
-// Status for a sample that is skipped (counted), not an error of the file.
-absl::Status Skip(const std::string& where, const std::string& reason, std::string* skip_reason) {
-  if (skip_reason != nullptr) *skip_reason = reason;
-  return absl::FailedPreconditionError(absl::StrCat(where, ": ", reason));
-}
-
 
 }  // namespace
 

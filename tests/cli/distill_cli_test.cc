@@ -114,7 +114,9 @@ TEST_F(DistillCliTest, TwoMpiRanksFollowOneRankWithTwiceTheAccumulation) {
       const double x = ma[i][key].get<double>(), y = mb[i][key].get<double>();
       EXPECT_NEAR(x, y, 1e-5 * std::abs(x)) << "line " << i << " " << key;
     }
-    if (ma[i].contains("tokens")) EXPECT_EQ(ma[i]["tokens"], mb[i]["tokens"]) << i;
+    if (ma[i].contains("tokens")) {
+      EXPECT_EQ(ma[i]["tokens"], mb[i]["tokens"]) << i;
+    }
   }
 }
 

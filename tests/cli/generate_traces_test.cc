@@ -93,8 +93,6 @@ void ExpectShardMatchesJsonl(const std::string& dir) {
   }
 }
 
-std::string Q(const std::string& s) { return "'" + s + "'"; }
-
 class GenerateTracesTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -187,7 +185,9 @@ TEST_F(GenerateTracesTest, KillNineAndResumeEqualsUninterrupted) {
   EXPECT_GE(kills, 2) << "the job finished before it could be killed twice";
   r = harness_->Exec("generate " + KillJobArgs(tiny_, prompts_, out));
   ASSERT_EQ(r.code, 0) << r.err;
-  if (kills > 0) EXPECT_NE(r.err.find("resuming:"), std::string::npos) << r.err;
+  if (kills > 0) {
+    EXPECT_NE(r.err.find("resuming:"), std::string::npos) << r.err;
+  }
 
   // Nothing lost, nothing doubled: the done log has each sample once.
   EXPECT_EQ(CountLines(out + "/done.jsonl"), 64);

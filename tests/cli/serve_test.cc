@@ -166,7 +166,9 @@ TEST_F(ServeTest, CompletionShapeAndGreedyMatchesGenerate) {
   EXPECT_EQ(r["usage"]["prompt_tokens"], 5);
   EXPECT_EQ(r["usage"]["completion_tokens"], c["token_ids"].size());
   EXPECT_EQ(r["usage"]["total_tokens"], 5 + c["token_ids"].size());
-  if (finish == "length") EXPECT_EQ(c["token_ids"].size(), 12u);
+  if (finish == "length") {
+    EXPECT_EQ(c["token_ids"].size(), 12u);
+  }
 
   // Same ids as `retort generate --greedy`.
   CliRun g =

@@ -557,7 +557,9 @@ void CheckBatch(const PackedBatch& b, const std::vector<TrainExample>& examples,
     ASSERT_LE(b.doc_start[i], i);
     ASSERT_GE(b.doc_start[i], row * b.seq_len) << "document crosses a row at " << i;
     ASSERT_EQ(b.positions[i], i - b.doc_start[i]);
-    if (i > 0 && b.doc_start[i] != b.doc_start[i - 1]) ASSERT_EQ(b.doc_start[i], i);
+    if (i > 0 && b.doc_start[i] != b.doc_start[i - 1]) {
+      ASSERT_EQ(b.doc_start[i], i);
+    }
     const bool last_of_doc = i + 1 == n || b.doc_start[i + 1] != b.doc_start[i];
     if (b.targets[i] != -1) {
       ++targets;

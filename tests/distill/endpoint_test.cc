@@ -83,8 +83,9 @@ TEST(EndpointClientTest, CreateChecksTheUrlAndOptions) {
     o.base_url = bad;
     auto c = EndpointClient::Create(o);
     EXPECT_FALSE(c.ok()) << bad;
-    if (!c.ok() && *bad)
+    if (!c.ok() && *bad) {
       EXPECT_NE(std::string(c.status().message()).find(bad), std::string::npos) << c.status();
+    }
   }
   o.base_url = "https://api.example.com/v1/";  // built with OpenSSL here
   auto https = EndpointClient::Create(o);

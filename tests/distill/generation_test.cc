@@ -144,7 +144,9 @@ TEST(BatchGenerator, LogprobsAreTheModelDistribution) {
       for (int k = 0; k < 5; ++k) {
         EXPECT_EQ(res.topk_ids[t * 5 + k], order[k]);
         EXPECT_NEAR(res.topk_logprobs[t * 5 + k], row[order[k]] * inv_t - lse, 1e-4);
-        if (k > 0) EXPECT_LE(res.topk_logprobs[t * 5 + k], res.topk_logprobs[t * 5 + k - 1]);
+        if (k > 0) {
+          EXPECT_LE(res.topk_logprobs[t * 5 + k], res.topk_logprobs[t * 5 + k - 1]);
+        }
       }
     }
   }

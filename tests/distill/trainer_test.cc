@@ -193,7 +193,9 @@ TEST_F(TrainerTest, ResumeIsBitExact) {
   ASSERT_EQ(ma.size(), mb.size());
   for (size_t i = 0; i < ma.size(); ++i) {
     for (const char* key : {"step", "loss", "lr", "grad_norm", "eval_loss"}) {
-      if (ma[i].contains(key)) EXPECT_EQ(ma[i][key], mb[i][key]) << i << " " << key;
+      if (ma[i].contains(key)) {
+        EXPECT_EQ(ma[i][key], mb[i][key]) << i << " " << key;
+      }
     }
   }
 }
