@@ -156,7 +156,8 @@ struct LossResult {
 // dw[vocab, d] accumulated (may be null: LM head frozen).
 // Errors (InvalidArgument, nothing written): a target outside [-1, vocab),
 // teacher vocabulary != vocab, a top-k id outside [-1, vocab) or repeated at
-// an unmasked position, top-k probabilities summing above 1, bad options.
+// an unmasked position, top-k probabilities summing above 1.02 (shards store them quantized, so
+// slightly above 1 is accepted and the tail clamped at 0), bad options.
 absl::StatusOr<LossResult> ComputeLoss(const float* h, int64_t n, int64_t d, const float* w,
                                        int64_t vocab, const int32_t* targets,
                                        const TeacherSignal& teacher, const LossOptions& options,

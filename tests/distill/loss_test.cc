@@ -680,6 +680,17 @@ TEST(LossTest, RejectsBadInputWithoutWriting) {
     EXPECT_THAT(call(q, q.Teacher(), o).message(), HasSubstr("at position 3 sum to"));
   }
   {
+    // Quantized log-probs from a trace shard may sum slightly above 1: accepted.
+    Problem q = p;
+    double mass = 0;
+    for (int64_t j = 0; j < q.k; ++j) mass += std::exp(double(q.topk_lp[3 * q.k + j]));
+    for (int64_t j = 0; j < q.k; ++j) q.topk_lp[3 * q.k + j] += float(std::log(1.008 / mass));
+    std::vector<float> dh(q.n * q.d), dw(q.vocab * q.d);
+    auto r = ComputeLoss(q.h.data(), q.n, q.d, q.w.data(), q.vocab, q.targets.data(), q.Teacher(),
+                         o, 1.f, dh.data(), dw.data());
+    EXPECT_TRUE(r.ok()) << r.status();
+  }
+  {
     Problem q = MakeProblem(6, 8, 50, K::kDense, 10);
     const TeacherSignal t = TeacherSignal::Dense(q.th.data(), q.td, q.tw.data(), 49);
     EXPECT_THAT(call(q, t, o).message(),
