@@ -54,37 +54,6 @@ void AccumulatePV(const float* p, int64_t rows, int64_t kn, const float* v, int6
   }
 }
 
-float RowMax(const float* x, int64_t n) {
-  __m256 m = _mm256_set1_ps(-INFINITY);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + j));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, m);
-  float mx = lanes[0];
-  for (int k = 1; k < 8; ++k) mx = std::max(mx, lanes[k]);
-  for (; j < n; ++j) mx = std::max(mx, x[j]);
-  return mx;
-}
-
-// x[j] = exp(x[j] - shift); returns the sum. Vectorised: a long prefill
-// evaluates n^2/2 exponentials per head and layer.
-float ExpShiftedInPlace(float* x, int64_t n, float shift) {
-  const __m256 s = _mm256_set1_ps(shift);
-  __m256 acc = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 p = simd::Exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), s));
-    _mm256_storeu_ps(x + j, p);
-    acc = _mm256_add_ps(acc, p);
-  }
-  float sum = simd::HorizontalSum(acc);
-  for (; j < n; ++j) {
-    x[j] = std::exp(x[j] - shift);
-    sum += x[j];
-  }
-  return sum;
-}
-
 void AttendBlock(const float* q, int64_t ldq, int64_t rows, int64_t first_pos, const float* k,
                  const float* v, int64_t d, float scale, int64_t window, float* out, int64_t ldo,
                  Scratch& sc) {
@@ -110,11 +79,11 @@ void AttendBlock(const float* q, int64_t ldq, int64_t rows, int64_t first_pos, c
         std::fill(si, si + kn, 0.f);
         continue;
       }
-      const float m_new = std::max(sc.m[i], RowMax(si + lo, hi - lo));
+      const float m_new = std::max(sc.m[i], simd::RowMax(si + lo, hi - lo));
       const float corr = std::exp(sc.m[i] - m_new);  // exp(-inf) = 0 on the first block
       std::fill(si, si + lo, 0.f);
       std::fill(si + hi, si + kn, 0.f);
-      const float sum = ExpShiftedInPlace(si + lo, hi - lo, m_new);
+      const float sum = simd::ExpShiftedInPlace(si + lo, hi - lo, m_new);
       if (corr != 1.f) {
         for (int64_t c = 0; c < d; ++c) o[i * d + c] *= corr;
       }

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu/row_ops.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -14,15 +15,10 @@ namespace {
 
 constexpr int64_t kParallelElements = 1 << 16;
 
-// Runs fn(begin, end) over [0, rows), in parallel when rows * cols is large.
+// row_ops.h's ForRows at this file's threshold.
 template <typename Fn>
 void ForRows(int64_t rows, int64_t cols, const Fn& fn) {
-  if (rows * cols < kParallelElements || rows < 2) {
-    fn(0, rows);
-    return;
-  }
-  int64_t grain = std::max<int64_t>(1, kParallelElements / 4 / std::max<int64_t>(cols, 1));
-  ParallelFor(rows, grain, fn);
+  cpu::ForRows(rows, cols, kParallelElements, fn);
 }
 
 }  // namespace
@@ -118,21 +114,8 @@ void RopeCosSin(const float* inv_freq, int64_t half, const int64_t* positions, i
 
 void ApplyRope(float* x, int64_t n, int64_t n_heads, int64_t head_dim, int64_t row_stride,
                const float* cos, const float* sin) {
-  const int64_t half = head_dim / 2;
-  ForRows(n, n_heads * head_dim, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const float* c = cos + t * half;
-      const float* s = sin + t * half;
-      for (int64_t h = 0; h < n_heads; ++h) {
-        float* v = x + t * row_stride + h * head_dim;
-        for (int64_t i = 0; i < half; ++i) {
-          const float a = v[i], b2 = v[i + half];
-          v[i] = a * c[i] - b2 * s[i];
-          v[i + half] = b2 * c[i] + a * s[i];
-        }
-      }
-    }
-  });
+  RotateHalves</*kInverse=*/false>(x, n, n_heads, head_dim, row_stride, cos, sin,
+                                   kParallelElements);
 }
 
 }  // namespace retort::cpu

@@ -32,6 +32,7 @@
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/row_ops.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -101,15 +102,11 @@ void TiledGemm(const Gemm& g) {
 
 constexpr int64_t kParallelElements = 1 << 15;
 
-// fn(begin, end) over [0, rows); in parallel when the work is large. The
-// per-row results must not depend on how rows are grouped.
+// row_ops.h's ForRows at this file's threshold. The per-row results must not
+// depend on how rows are grouped.
 template <typename Fn>
 void ForRows(int64_t rows, int64_t cols, const Fn& fn) {
-  if (rows * cols < kParallelElements || rows < 2) {
-    fn(0, rows);
-    return;
-  }
-  ParallelFor(rows, std::max<int64_t>(1, kParallelElements / 4 / std::max<int64_t>(cols, 1)), fn);
+  cpu::ForRows(rows, cols, kParallelElements, fn);
 }
 
 // sum_i a[i] * b[i] * c[i] in f32.
@@ -144,36 +141,6 @@ inline int64_t FirstVisibleKey(const int32_t* doc_start, int64_t window, int64_t
   int64_t lo = doc_start[i];
   if (window > 0) lo = std::max<int64_t>(lo, i - window + 1);
   return lo;
-}
-
-float RowMax(const float* x, int64_t n) {
-  __m256 m = _mm256_set1_ps(-INFINITY);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + j));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, m);
-  float mx = lanes[0];
-  for (int t = 1; t < 8; ++t) mx = std::max(mx, lanes[t]);
-  for (; j < n; ++j) mx = std::max(mx, x[j]);
-  return mx;
-}
-
-// x[j] = exp(x[j] - shift) over n values; returns their sum.
-float ExpShiftedInPlace(float* x, int64_t n, float shift) {
-  const __m256 s = _mm256_set1_ps(shift);
-  __m256 acc = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256 p = simd::Exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), s));
-    _mm256_storeu_ps(x + j, p);
-    acc = _mm256_add_ps(acc, p);
-  }
-  float sum = simd::HorizontalSum(acc);
-  for (; j < n; ++j) {
-    x[j] = std::exp(x[j] - shift);
-    sum += x[j];
-  }
-  return sum;
 }
 
 // S[rows, kn] = alpha * A[rows, d] · B[kn, d]^T (row strides lda, ldb).
@@ -215,11 +182,11 @@ void ForwardBlock(const float* q, int64_t ldq, const float* k, const float* v, i
         std::fill(si, si + kn, 0.f);
         continue;
       }
-      const float m_new = std::max(sc.m[i], RowMax(si + lo, hi - lo));
+      const float m_new = std::max(sc.m[i], simd::RowMax(si + lo, hi - lo));
       const float corr = std::exp(sc.m[i] - m_new);  // 0 on the row's first block
       std::fill(si, si + lo, 0.f);
       std::fill(si + hi, si + kn, 0.f);
-      const float sum = ExpShiftedInPlace(si + lo, hi - lo, m_new);
+      const float sum = simd::ExpShiftedInPlace(si + lo, hi - lo, m_new);
       if (corr != 1.f) {
         for (int64_t c = 0; c < d; ++c) o[i * d + c] *= corr;
       }
@@ -484,23 +451,10 @@ void SiluMulBackward(const float* gate, const float* up, const float* dout, int6
 
 void ApplyRopeBackward(float* dx, int64_t n, int64_t n_heads, int64_t head_dim,
                        int64_t row_stride, const float* cos, const float* sin) {
-  // Forward: (a, b) -> (a c - b s, b c + a s). Its transpose:
-  // (da, db) = (dy1 c + dy2 s, dy2 c - dy1 s).
-  const int64_t half = head_dim / 2;
-  ForRows(n, n_heads * head_dim, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const float* c = cos + t * half;
-      const float* s = sin + t * half;
-      for (int64_t h = 0; h < n_heads; ++h) {
-        float* v = dx + t * row_stride + h * head_dim;
-        for (int64_t i = 0; i < half; ++i) {
-          const float y1 = v[i], y2 = v[i + half];
-          v[i] = y1 * c[i] + y2 * s[i];
-          v[i + half] = y2 * c[i] - y1 * s[i];
-        }
-      }
-    }
-  });
+  // Forward: (a, b) -> (a c - b s, b c + a s). Its transpose, the rotation by
+  // -angle: (da, db) = (dy1 c + dy2 s, dy2 c - dy1 s).
+  RotateHalves</*kInverse=*/true>(dx, n, n_heads, head_dim, row_stride, cos, sin,
+                                  kParallelElements);
 }
 
 // ----------------------------------------------------------------------------
