@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include "benchmarks/ceilings.h"
+#include "core/process.h"
 #include "core/thread_pool.h"
 #include "distill/loss.h"
 #include "distill/optimizer.h"
@@ -93,15 +94,6 @@ Flags ParseFlags(int argc, char** argv) {
   return f;
 }
 
-// Peak resident set size of this process in bytes (VmHWM), 0 if unknown.
-size_t PeakRssBytes() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
-  }
-  return 0;
-}
 
 // OpenBLAS's name for its kernel set ("Haswell", "SkylakeX", ...); weak, so
 // another BLAS gives "".

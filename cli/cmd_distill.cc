@@ -6,7 +6,6 @@
 // online teacher (--teacher) or the teacher top-k stored in trace shards.
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 #include <iostream>
 #include <sstream>
@@ -17,6 +16,7 @@
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "cli/model_loading.h"
+#include "core/process.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "distill/collective.h"
@@ -50,14 +50,6 @@ struct DistillArgs {
 
 std::string MB(size_t bytes) { return absl::StrFormat("%.1f MiB", bytes / 1048576.0); }
 
-size_t PeakRssBytes() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
 
 absl::StatusOr<std::unique_ptr<TrainModel>> LoadTrainModel(const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<Transformer> engine, LoadEngine(path));

@@ -3,8 +3,6 @@
 // lying counts, bad types and offsets, random corruption) fail cleanly.
 #include "formats/gguf.h"
 
-#include <sys/resource.h>
-
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -18,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/process.h"
 #include "core/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -751,11 +750,7 @@ TEST(GgufBadInputTest, EveryTruncationFailsCleanly) {
   }
 }
 
-size_t PeakRssKb() {
-  struct rusage u;
-  ::getrusage(RUSAGE_SELF, &u);
-  return static_cast<size_t>(u.ru_maxrss);
-}
+size_t PeakRssKb() { return PeakRssBytes() / 1024; }
 
 TEST(GgufBadInputTest, FuzzNeverCrashesAndStaysSmall) {
   const std::string base = ReadBytes(GgufFixture("all_types.gguf"));
