@@ -18,16 +18,14 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <string>
 
 #include "benchmarks/ceilings.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
-#include "model/gguf_model.h"
+#include "benchmarks/bench_model.h"
 #include "quantize/gguf_quants.h"
-#include "model/init.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
 
@@ -67,28 +65,8 @@ Flags ParseFlags(int argc, char** argv) {
 
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
-  DType dtype = flags.dtype == "f32" ? DType::kF32 : flags.dtype == "f16" ? DType::kF16 : DType::kBF16;
-  absl::StatusOr<std::unique_ptr<Transformer>> model;
-  if (!flags.model.empty()) {
-    bool gguf = flags.model.size() > 5 && flags.model.substr(flags.model.size() - 5) == ".gguf";
-    model = gguf ? LoadGgufTransformer(flags.model) : Transformer::Load(flags.model);
-    if (model.ok()) {
-      // Report the type of the largest layer weight (what decode mostly streams).
-      for (const auto& [name, t] : (*model)->NamedWeights()) {
-        if (name.find("mlp.down_proj.weight") != std::string::npos) dtype = t.dtype();
-      }
-      flags.family = flags.model;
-      flags.size = "";
-      flags.dtype = std::string(DTypeName(dtype));
-    }
-  } else {
-    auto config = PresetConfig(flags.family, flags.size);
-    if (!config.ok()) {
-      std::cerr << config.status() << "\n";
-      return 1;
-    }
-    model = Transformer::RandomInit(*config, 1, dtype);
-  }
+  DType dtype;
+  auto model = LoadBenchModel(flags.model, &flags.family, &flags.size, &flags.dtype, &dtype);
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
     return 1;
@@ -208,8 +186,7 @@ int Main(int argc, char** argv) {
                   {"fraction_of_roofline", decode_tps / roofline_tps},
                   {"fraction_of_copy_rate_roofline", decode_tps / (ceil.memcpy_gbps * 1e9 / bytes_per_token)}}},
       {"matmul", gemm}};
-  std::cout << out.dump(2) << "\n";
-  if (!flags.out.empty()) std::ofstream(flags.out) << out.dump(2) << "\n";
+  EmitBenchJson(out, flags.out);
   return 0;
 }
 

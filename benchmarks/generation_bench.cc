@@ -16,15 +16,13 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
 
 #include "core/thread_pool.h"
 #include "distill/generation.h"
-#include "model/gguf_model.h"
-#include "model/init.h"
+#include "benchmarks/bench_model.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
 
@@ -92,29 +90,8 @@ Flags ParseFlags(int argc, char** argv) {
 
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
-  DType dtype = flags.dtype == "f32"   ? DType::kF32
-                : flags.dtype == "f16" ? DType::kF16
-                                       : DType::kBF16;
-  absl::StatusOr<std::unique_ptr<Transformer>> model;
-  if (!flags.model.empty()) {
-    bool gguf = flags.model.size() > 5 && flags.model.substr(flags.model.size() - 5) == ".gguf";
-    model = gguf ? LoadGgufTransformer(flags.model) : Transformer::Load(flags.model);
-    if (model.ok()) {
-      for (const auto& [name, t] : (*model)->NamedWeights()) {
-        if (name.find("mlp.down_proj.weight") != std::string::npos) dtype = t.dtype();
-      }
-      flags.family = flags.model;
-      flags.size = "";
-      flags.dtype = std::string(DTypeName(dtype));
-    }
-  } else {
-    auto config = PresetConfig(flags.family, flags.size);
-    if (!config.ok()) {
-      std::cerr << config.status() << "\n";
-      return 1;
-    }
-    model = Transformer::RandomInit(*config, 1, dtype);
-  }
+  DType dtype;
+  auto model = LoadBenchModel(flags.model, &flags.family, &flags.size, &flags.dtype, &dtype);
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
     return 1;
@@ -206,8 +183,7 @@ int Main(int argc, char** argv) {
                                 {"new_tokens", flags.new_tokens},
                                 {"top_logprobs", flags.top_k},
                                 {"generation", runs}};
-  std::cout << out.dump(2) << "\n";
-  if (!flags.out.empty()) std::ofstream(flags.out) << out.dump(2) << "\n";
+  EmitBenchJson(out, flags.out);
   return 0;
 }
 

@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include "benchmarks/ceilings.h"
+#include "benchmarks/bench_model.h"
 #include "core/process.h"
 #include "core/thread_pool.h"
 #include "distill/loss.h"
@@ -347,8 +348,7 @@ int Main(int argc, char** argv) {
         {"peak_rss_bytes", PeakRssBytes()}}},
       {"loss", {{"first", losses.front()}, {"last", losses.back()}}},
       {"grad_norm", {{"first", norms.front()}, {"last", norms.back()}}}};
-  std::cout << out.dump(2) << "\n";
-  if (!flags.out.empty()) std::ofstream(flags.out) << out.dump(2) << "\n";
+  EmitBenchJson(out, flags.out);
   return 0;
 }
 
