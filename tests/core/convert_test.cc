@@ -3,7 +3,6 @@
 // tests/reference/dtypes/make_fixtures.py (its docstring has the file layout).
 #include "core/convert.h"
 
-#include <zstd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +18,7 @@
 #include "core/dtype.h"
 #include "core/tensor.h"
 #include "gtest/gtest.h"
+#include "tests/fixture_util.h"
 
 namespace retort {
 namespace {
@@ -101,17 +101,8 @@ Fixture LoadFixture(const Format& fmt) {
     return fx;
   }
   std::string compressed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  unsigned long long size = ZSTD_getFrameContentSize(compressed.data(), compressed.size());
-  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
-    ADD_FAILURE() << path << ": not a zstd frame with a content size";
-    return fx;
-  }
-  std::string raw(size, '\0');
-  size_t n = ZSTD_decompress(raw.data(), raw.size(), compressed.data(), compressed.size());
-  if (ZSTD_isError(n) || n != size) {
-    ADD_FAILURE() << path << ": " << ZSTD_getErrorName(n);
-    return fx;
-  }
+  std::string raw = testing_util::Unzstd(compressed, path);
+  if (raw.empty()) return fx;
   const int w = fmt.bits / 8;
   Reader r(std::move(raw));
   uint32_t n_decode = r.Uint(4);

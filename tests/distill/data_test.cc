@@ -10,7 +10,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -22,9 +21,13 @@
 #include "formats/gguf.h"
 #include "formats/traces.h"
 #include "model/gguf_model.h"
+#include "tests/fixture_util.h"
 
 namespace retort {
 namespace {
+
+using testing_util::ReadOrDie;
+using testing_util::Unzstd;
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -34,28 +37,6 @@ const std::string kData = "tests/reference/data/";
 const std::string kTokenizers = "tests/reference/tokenizers/";
 const std::string kTemplates = "tests/reference/chat_templates/";
 constexpr char kSmolLM2Gguf[] = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-
-std::string ReadOrDie(const std::string& path) {
-  absl::StatusOr<std::string> s = ReadFileToString(path);
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? *s : std::string();
-}
-
-std::string Zstd(const std::string& compressed) {
-  const unsigned long long size = ZSTD_getFrameContentSize(compressed.data(), compressed.size());
-  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
-    ADD_FAILURE() << "not a zstd frame with a content size";
-    return "";
-  }
-  std::string out(size, '\0');
-  const size_t n = ZSTD_decompress(out.data(), out.size(), compressed.data(), compressed.size());
-  if (ZSTD_isError(n)) {
-    ADD_FAILURE() << ZSTD_getErrorName(n);
-    return "";
-  }
-  out.resize(n);
-  return out;
-}
 
 const ojson& Fixtures() {
   static const ojson* j = new ojson(ojson::parse(ReadOrDie(kData + "chat_examples.json")));
@@ -72,7 +53,7 @@ const Tokenizer& TokenizerNamed(const std::string& name) {
   nlohmann::json j;
   for (const auto& e : expected["tokenizers"]) {
     if (e["name"] != name) continue;
-    j = nlohmann::json::parse(Zstd(ReadOrDie(kTokenizers + e["base"].get<std::string>())));
+    j = nlohmann::json::parse(Unzstd(ReadOrDie(kTokenizers + e["base"].get<std::string>())));
     for (auto o = e["overrides"].begin(); o != e["overrides"].end(); ++o) {
       if (o.key().rfind("model.", 0) == 0) {
         j["model"][o.key().substr(6)] = o.value();

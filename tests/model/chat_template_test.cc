@@ -14,19 +14,16 @@
 #include "core/file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fixture_util.h"
 
 namespace retort {
 namespace {
 
+using testing_util::ReadOrDie;
+
 using ::testing::HasSubstr;
 
 const char kDir[] = "tests/reference/chat_templates/";
-
-std::string ReadOrDie(const std::string& path) {
-  absl::StatusOr<std::string> s = ReadFileToString(path);
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? *s : std::string();
-}
 
 std::tm ParseFixedNow(const std::string& s) {
   std::tm tm{};

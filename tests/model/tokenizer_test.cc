@@ -7,7 +7,6 @@
 
 #include <gtest/gtest.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #include <atomic>
 #include <chrono>
@@ -22,33 +21,15 @@
 
 #include "core/file.h"
 #include "model/unicode.h"
+#include "tests/fixture_util.h"
 
 namespace retort {
 namespace {
 
+using testing_util::ReadOrDie;
+using testing_util::Unzstd;
+
 const std::string kDir = "tests/reference/tokenizers/";
-
-std::string ReadOrDie(const std::string& path) {
-  auto s = ReadFileToString(path);
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? *s : std::string();
-}
-
-std::string Zstd(const std::string& compressed) {
-  const unsigned long long size = ZSTD_getFrameContentSize(compressed.data(), compressed.size());
-  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
-    ADD_FAILURE() << "not a zstd frame with a content size";
-    return "";
-  }
-  std::string out(size, '\0');
-  const size_t n = ZSTD_decompress(out.data(), out.size(), compressed.data(), compressed.size());
-  if (ZSTD_isError(n)) {
-    ADD_FAILURE() << ZSTD_getErrorName(n);
-    return "";
-  }
-  out.resize(n);
-  return out;
-}
 
 const nlohmann::json& Expected() {
   static const nlohmann::json* j =
@@ -111,7 +92,7 @@ nlohmann::json EntryJson(const nlohmann::json& entry) {
       }
       (*bases)[base] = nlohmann::json::parse(ReadOrDie(path));
     } else {
-      (*bases)[base] = nlohmann::json::parse(Zstd(ReadOrDie(kDir + base)));
+      (*bases)[base] = nlohmann::json::parse(Unzstd(ReadOrDie(kDir + base)));
     }
   }
   nlohmann::json j = (*bases)[base];
@@ -293,7 +274,7 @@ TEST(TokenizerTest, FromFileReadsTokenizerJson) {
   const std::string path = ::testing::TempDir() + "/retort_smollm2_tokenizer.json";
   {
     std::ofstream f(path, std::ios::binary);
-    f << Zstd(ReadOrDie(kDir + "smollm2.tokenizer.json.zst"));
+    f << Unzstd(ReadOrDie(kDir + "smollm2.tokenizer.json.zst"));
   }
   auto t = Tokenizer::FromFile(path);
   ASSERT_TRUE(t.ok()) << t.status();
