@@ -3,7 +3,6 @@
 // tests/reference/dtypes/make_fixtures.py (its docstring has the file layout).
 #include "core/convert.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
