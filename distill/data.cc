@@ -607,6 +607,19 @@ absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths, con
       }
       examples = *std::move(shard);
     }
+    // Chat and text examples come from the tokenizer, whose vocabulary may be
+    // larger than the student's embedding table; shards were checked above.
+    if (options.student_vocab > 0) {
+      for (const TrainExample& ex : examples) {
+        for (int32_t id : ex.tokens) {
+          if (id < 0 || id >= options.student_vocab) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("student vocabulary (", options.student_vocab,
+                             ") does not cover token id ", id, " in ", path, " example ", ex.id));
+          }
+        }
+      }
+    }
     ++ds.summary_.files;
     for (TrainExample& ex : examples) ds.Add(std::move(ex), options.eval_fraction);
   }

@@ -194,7 +194,8 @@ struct DatasetOptions {
   // unless kept here.
   bool keep_incorrect = false;
   bool keep_unfinished = false;
-  // Ids in token shards must be below this; 0 = the tokenizer's vocab_size().
+  // Token ids of every example must be below this (the student's embedding
+  // rows); 0 = only shard ids are checked, against the tokenizer's vocab_size().
   int32_t student_vocab = 0;
   ChatExampleOptions chat;
   TextSplitOptions text;

@@ -419,6 +419,14 @@ TEST(DatasetTest, TokenShardsCarryTeacherTopK) {
   auto text = Dataset::Load({dir.Write("NOTES", "hello there")}, tok, nullptr, DatasetOptions());
   ASSERT_TRUE(text.ok()) << text.status();
   EXPECT_EQ(text->summary().examples, 1);
+  // Text examples are checked against the student's vocabulary too.
+  DatasetOptions tiny;
+  tiny.student_vocab = 10;
+  auto uncovered = Dataset::Load({dir.Write("NOTES2", "hello there")}, tok, nullptr, tiny);
+  ASSERT_FALSE(uncovered.ok());
+  EXPECT_THAT(std::string(uncovered.status().message()),
+              HasSubstr("student vocabulary (10) does not cover token id"));
+  EXPECT_THAT(std::string(uncovered.status().message()), HasSubstr("NOTES2 example"));
 }
 
 TEST(DatasetTest, TextCorpusMatchesTokenizers) {
