@@ -321,8 +321,15 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
   const bool rank0 = collective_->rank() == 0;
   const bool tty = isatty(STDERR_FILENO);
   const auto t0 = Clock::now();
-  int64_t run_tokens = 0;
+  int64_t run_tokens = 0, run_steps = 0;  // of this process (not before a resume)
   PackedBatch batch;
+  // A non-finite loss or gradient norm ends the run without saving anything.
+  auto non_finite = [&](const char* what, double value, int64_t at, const char* hint) {
+    const std::string last = LatestCheckpoint();
+    return absl::DataLossError(absl::StrCat(what, " is ", value, " at step ", at,
+                                            "; stopped without saving. Last good checkpoint: ",
+                                            last.empty() ? std::string("none") : last, hint));
+  };
   std::vector<double> scalars(4);
   while (step < total) {
     const auto ts = Clock::now();
@@ -345,11 +352,8 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     const double tokens = scalars[3];
     const double loss = tokens > 0 ? scalars[0] / tokens : 0.0;
     if (!std::isfinite(loss)) {
-      const std::string last = LatestCheckpoint();
-      return absl::DataLossError(absl::StrCat(
-          "loss is ", loss, " at step ", step + 1, "; stopped without saving. Last good checkpoint: ",
-          last.empty() ? std::string("none") : last,
-          " (lower --lr, check the data, or raise --clip-grad-norm)"));
+      return non_finite("loss", loss, step + 1,
+                        " (lower --lr, check the data, or raise --clip-grad-norm)");
     }
     if (tokens > 0) {
       const float inv = static_cast<float>(1.0 / tokens);
@@ -358,13 +362,7 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     }
     const double grad_norm = ClipGradNorm(student_->grad_arena(), student_->num_parameters(),
                                           options_.clip_grad_norm);
-    if (!std::isfinite(grad_norm)) {
-      const std::string last = LatestCheckpoint();
-      return absl::DataLossError(absl::StrCat(
-          "gradient norm is ", grad_norm, " at step ", step + 1,
-          "; stopped without saving. Last good checkpoint: ",
-          last.empty() ? std::string("none") : last));
-    }
+    if (!std::isfinite(grad_norm)) return non_finite("gradient norm", grad_norm, step + 1, "");
     const float lr = static_cast<float>(LearningRate(step, total, options_.schedule));
     optimizer_->Step(student_->param_arena(), student_->grad_arena(), lr);
     ++step;
@@ -373,7 +371,7 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     const auto tn = Clock::now();
     const double elapsed = Seconds(t0, tn);
     const double tok_s = elapsed > 0 ? run_tokens / elapsed : 0;
-    if (summary.first_loss == 0) summary.first_loss = loss;
+    if (run_steps == 0) summary.first_loss = loss;
     summary.last_loss = loss;
     {
       nlohmann::ordered_json m;
@@ -393,14 +391,14 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     }
     if (on_step_) on_step_(step, loss);
     if (options_.progress && rank0) {
-      const double per_step = elapsed / static_cast<double>(summary.steps + 1);
+      const double per_step = elapsed / static_cast<double>(run_steps + 1);
       std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %s tok/s | ETA %s%s",
                    tty ? "\r" : "", static_cast<long long>(step), static_cast<long long>(total),
                    loss, lr, absl::StrFormat("%.0f", tok_s).c_str(),
                    FormatDuration(per_step * (total - step)).c_str(), tty ? "   " : "\n");
       std::fflush(stderr);
     }
-    ++summary.steps;
+    ++run_steps;
 
     const bool last_step = step == total;
     // Stop requests are agreed on by all ranks so they save the same step.
