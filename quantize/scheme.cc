@@ -1,0 +1,310 @@
+#include "quantize/scheme.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/convert.h"
+#include "core/thread_pool.h"
+
+namespace retort::quant {
+namespace {
+
+float Fp8Max(DType t) { return t == DType::kF8E4M3 ? 448.0f : 57344.0f; }
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+float QuantScheme::qmin() const {
+  switch (value_type) {
+    case DType::kI4:
+      return -8;
+    case DType::kI8:
+      return -128;
+    default:
+      return -Fp8Max(value_type);
+  }
+}
+
+float QuantScheme::qmax() const {
+  switch (value_type) {
+    case DType::kI4:
+      return 7;
+    case DType::kI8:
+      return 127;
+    default:
+      return Fp8Max(value_type);
+  }
+}
+
+std::string QuantScheme::Name() const {
+  std::string s = value_type == DType::kI4   ? "int4"
+                  : value_type == DType::kI8 ? "int8"
+                  : value_type == DType::kF8E4M3 ? "fp8"
+                                                 : "fp8-e5m2";
+  switch (granularity) {
+    case QuantGranularity::kTensor:
+      absl::StrAppend(&s, "-tensor");
+      break;
+    case QuantGranularity::kChannel:
+      absl::StrAppend(&s, "-channel");
+      break;
+    case QuantGranularity::kGroup:
+      absl::StrAppend(&s, "-g", group_size);
+      break;
+    case QuantGranularity::kBlock:
+      absl::StrAppend(&s, "-block", group_size);
+      break;
+  }
+  if (!is_fp8() && !symmetric) absl::StrAppend(&s, "-asym");
+  return s;
+}
+
+absl::StatusOr<QuantScheme> ParseQuantScheme(std::string_view name_view) {
+  const std::string name(name_view);
+  const std::string accepted =
+      "expected TYPE-LAYOUT[-asym]: TYPE int4, int8, fp8, fp8-e4m3, fp8-e5m2; LAYOUT g32, g64, "
+      "g128 (any gN), channel, tensor, block128 (fp8 only); e.g. int4-g128, int8-channel, "
+      "fp8-block128";
+  auto bad = [&](const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantization scheme '", name, "': ", why, " (", accepted, ")"));
+  };
+  std::vector<std::string> parts = absl::StrSplit(name, '-');
+  QuantScheme s;
+  size_t i = 0;
+  if (parts.empty()) return bad("empty");
+  if (parts[0] == "int4" || parts[0] == "w4") {
+    s.value_type = DType::kI4;
+  } else if (parts[0] == "int8" || parts[0] == "w8") {
+    s.value_type = DType::kI8;
+  } else if (parts[0] == "fp8") {
+    s.value_type = DType::kF8E4M3;
+    if (parts.size() > 1 && (parts[1] == "e4m3" || parts[1] == "e5m2")) {
+      s.value_type = parts[1] == "e4m3" ? DType::kF8E4M3 : DType::kF8E5M2;
+      ++i;
+    }
+  } else {
+    return bad(absl::StrCat("unknown value type '", parts[0], "'"));
+  }
+  ++i;
+  if (i >= parts.size()) return bad("no layout");
+  const std::string& layout = parts[i++];
+  int64_t n = 0;
+  if (layout == "channel") {
+    s.granularity = QuantGranularity::kChannel;
+    s.group_size = 0;
+  } else if (layout == "tensor") {
+    s.granularity = QuantGranularity::kTensor;
+    s.group_size = 0;
+  } else if (layout.size() > 1 && layout[0] == 'g' && absl::SimpleAtoi(layout.substr(1), &n)) {
+    if (n <= 0 || n % 2 != 0) return bad("group size must be a positive even number");
+    s.granularity = QuantGranularity::kGroup;
+    s.group_size = n;
+  } else if (layout.rfind("block", 0) == 0 && absl::SimpleAtoi(layout.substr(5), &n)) {
+    if (!s.is_fp8()) return bad("block scales are for fp8 (DeepSeek-V3 style)");
+    if (n <= 0) return bad("block size must be positive");
+    s.granularity = QuantGranularity::kBlock;
+    s.group_size = n;
+  } else {
+    return bad(absl::StrCat("unknown layout '", layout, "'"));
+  }
+  if (i < parts.size()) {
+    if (parts[i] == "asym" || parts[i] == "sym") {
+      if (s.is_fp8() && parts[i] == "asym") return bad("fp8 is symmetric only");
+      if (s.granularity == QuantGranularity::kTensor && parts[i] == "asym") {
+        return bad("asymmetric needs channel or group scales");
+      }
+      s.symmetric = parts[i] == "sym";
+      ++i;
+    }
+  }
+  if (i != parts.size()) return bad(absl::StrCat("unexpected '", parts[i], "'"));
+  return s;
+}
+
+absl::Status CheckSchemeFits(const QuantScheme& scheme, int64_t rows, int64_t cols,
+                             const std::string& what) {
+  if (rows <= 0 || cols <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": empty weight [", rows, ", ", cols, "]"));
+  }
+  if (scheme.value_type == DType::kI4 && cols % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": ", cols, " input columns is odd; int4 packs two values per byte"));
+  }
+  if (scheme.granularity == QuantGranularity::kGroup && cols % scheme.group_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": ", cols, " input columns are not a multiple of the group size ",
+        scheme.group_size, " (", scheme.Name(), "); pick a group size that divides ", cols,
+        " or per-channel scales"));
+  }
+  return absl::OkStatus();
+}
+
+QuantParams ComputeQuantParams(const QuantScheme& scheme, float lo, float hi) {
+  lo = std::min(lo, 0.0f);
+  hi = std::max(hi, 0.0f);
+  QuantParams p;
+  const float qmin = scheme.qmin(), qmax = scheme.qmax();
+  if (scheme.is_fp8() || scheme.symmetric) {
+    const float absmax = std::max(-lo, hi);
+    const float range = scheme.is_fp8() ? qmax : (qmax - qmin) / 2;
+    p.scale = absmax > 0 ? absmax / range : 1.0f;
+    // A scale that underflows to 0 or denormal-tiny would divide to inf.
+    if (!(p.scale > 0) || !std::isfinite(p.scale)) p.scale = 1.0f;
+    return p;
+  }
+  if (hi == lo) return p;  // all zeros
+  p.scale = (hi - lo) / (qmax - qmin);
+  if (!(p.scale > 0) || !std::isfinite(p.scale)) {
+    p.scale = 1.0f;
+    return p;
+  }
+  p.zero = std::clamp(std::nearbyint(qmin - lo / p.scale), qmin, qmax);
+  return p;
+}
+
+float QuantizeValue(const QuantScheme& scheme, const QuantParams& p, float w) {
+  const float x = w / p.scale;
+  if (scheme.value_type == DType::kF8E4M3) return F8E4M3ToF32(F32ToF8E4M3(x));
+  if (scheme.value_type == DType::kF8E5M2) {
+    // e5m2 overflows to inf; saturate like e4m3 does.
+    const float m = scheme.qmax();
+    return F8E5M2ToF32(F32ToF8E5M2(std::clamp(x, -m, m)));
+  }
+  return std::clamp(std::nearbyint(x) + p.zero, scheme.qmin(), scheme.qmax());
+}
+
+QuantizedMatrix AllocateQuantized(const QuantScheme& scheme, int64_t rows, int64_t cols) {
+  QuantizedMatrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.value_type = scheme.value_type;
+  m.granularity = scheme.granularity;
+  Shape scale_shape;
+  switch (scheme.granularity) {
+    case QuantGranularity::kTensor:
+      scale_shape = {1, 1};
+      break;
+    case QuantGranularity::kChannel:
+      scale_shape = {rows, 1};
+      break;
+    case QuantGranularity::kGroup:
+      m.group_size = scheme.group_size;
+      scale_shape = {rows, CeilDiv(cols, scheme.group_size)};
+      break;
+    case QuantGranularity::kBlock:
+      m.group_size = scheme.group_size;
+      scale_shape = {CeilDiv(rows, scheme.group_size), CeilDiv(cols, scheme.group_size)};
+      break;
+  }
+  m.values = Tensor::Zeros(scheme.value_type, {rows, cols});
+  m.scales = Tensor::Zeros(DType::kF32, scale_shape);
+  std::fill_n(m.scales.mutable_data<float>(), m.scales.numel(), 1.0f);
+  if (!scheme.is_fp8() && !scheme.symmetric) {
+    m.zero_points = Tensor::Zeros(DType::kI8, scale_shape);
+  }
+  return m;
+}
+
+void StoreValue(QuantizedMatrix& m, int64_t r, int64_t c, float q) {
+  switch (m.value_type) {
+    case DType::kI4:
+      PackI4(m.values.mutable_data<uint8_t>() + r * (m.cols / 2), c, static_cast<int>(q));
+      break;
+    case DType::kI8:
+      m.values.mutable_data<int8_t>()[r * m.cols + c] = static_cast<int8_t>(q);
+      break;
+    case DType::kF8E4M3:
+      m.values.mutable_data<uint8_t>()[r * m.cols + c] = F32ToF8E4M3(q);
+      break;
+    default:
+      m.values.mutable_data<uint8_t>()[r * m.cols + c] = F32ToF8E5M2(q);
+  }
+}
+
+void StoreParams(QuantizedMatrix& m, int64_t scale_row, int64_t scale_col, const QuantParams& p) {
+  const int64_t i = scale_row * m.scales.dim(1) + scale_col;
+  m.scales.mutable_data<float>()[i] = p.scale;
+  if (!m.zero_points.empty()) m.zero_points.mutable_data<int8_t>()[i] = static_cast<int8_t>(p.zero);
+}
+
+std::string FindNonFinite(const float* w, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = w[r * cols + c];
+      if (!std::isfinite(v)) return absl::StrCat("row ", r, ", column ", c, " (", v, ")");
+    }
+  }
+  return "";
+}
+
+absl::StatusOr<QuantizedMatrix> QuantizeRtn(const float* w, int64_t rows, int64_t cols,
+                                            const QuantScheme& scheme, const std::string& what) {
+  if (absl::Status s = CheckSchemeFits(scheme, rows, cols, what); !s.ok()) return s;
+  if (std::string at = FindNonFinite(w, rows, cols); !at.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": non-finite weight at ", at, "; refusing to quantize"));
+  }
+  QuantizedMatrix m = AllocateQuantized(scheme, rows, cols);
+  auto range = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    float lo = 0, hi = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t c = c0; c < c1; ++c) {
+        lo = std::min(lo, w[r * cols + c]);
+        hi = std::max(hi, w[r * cols + c]);
+      }
+    }
+    return ComputeQuantParams(scheme, lo, hi);
+  };
+  auto store = [&](const QuantParams& p, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t c = c0; c < c1; ++c) StoreValue(m, r, c, QuantizeValue(scheme, p, w[r * cols + c]));
+    }
+  };
+  switch (scheme.granularity) {
+    case QuantGranularity::kTensor: {
+      const QuantParams p = range(0, rows, 0, cols);
+      StoreParams(m, 0, 0, p);
+      ParallelFor(rows, 16, [&](int64_t r0, int64_t r1) { store(p, r0, r1, 0, cols); });
+      break;
+    }
+    case QuantGranularity::kChannel:
+    case QuantGranularity::kGroup: {
+      const int64_t g = scheme.granularity == QuantGranularity::kGroup ? scheme.group_size : cols;
+      ParallelFor(rows, 4, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          for (int64_t c0 = 0; c0 < cols; c0 += g) {
+            const int64_t c1 = std::min(cols, c0 + g);
+            const QuantParams p = range(r, r + 1, c0, c1);
+            StoreParams(m, r, c0 / g, p);
+            store(p, r, r + 1, c0, c1);
+          }
+        }
+      });
+      break;
+    }
+    case QuantGranularity::kBlock: {
+      const int64_t b = scheme.group_size;
+      const int64_t brows = CeilDiv(rows, b);
+      ParallelFor(brows, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t br = b0; br < b1; ++br) {
+          const int64_t r0 = br * b, r1 = std::min(rows, r0 + b);
+          for (int64_t c0 = 0; c0 < cols; c0 += b) {
+            const int64_t c1 = std::min(cols, c0 + b);
+            const QuantParams p = range(r0, r1, c0, c1);
+            StoreParams(m, br, c0 / b, p);
+            store(p, r0, r1, c0, c1);
+          }
+        }
+      });
+      break;
+    }
+  }
+  return m;
+}
+
+}  // namespace retort::quant
