@@ -12,10 +12,12 @@
 //    O(m*n*k) product, so it vanishes for the m this path sees.
 // Block-quantized (GGUF) weights take quant_matmul.h's integer dots on the
 // GEMV path (the input quantized once per call to 8-bit blocks) and the same
-// dequantize-a-block-then-sgemm scheme on the GEMM path.
+// dequantize-a-block-then-sgemm scheme on the GEMM path. QuantizedMatrix
+// weights (MatMulOutput::quant) go to quant_matrix_matmul.h's kernels.
 #include <cblas.h>
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +27,7 @@
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant_matmul.h"
+#include "kernels/cpu/quant_matrix_matmul.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -202,17 +205,28 @@ void RowToF32(DType t, const void* src, float* dst, int64_t n) {
 
 absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
                          const std::vector<MatMulOutput>& outs) {
-  for (const MatMulOutput& o : outs) RETURN_IF_ERROR(CheckWeight(*o.w, k));
+  for (const MatMulOutput& o : outs) {
+    RETURN_IF_ERROR(o.quant != nullptr ? CheckQuantizedMatrixLayout(*o.quant, k)
+                                       : CheckWeight(*o.w, k));
+  }
   if (m <= 0 || outs.empty()) return absl::OkStatus();
+  auto rows_of = [](const MatMulOutput& o) { return o.quant ? o.quant->rows : o.w->dim(0); };
 
   bool all_quantized = true;
-  for (const MatMulOutput& o : outs) all_quantized &= IsBlockQuantized(o.w->dtype());
+  for (const MatMulOutput& o : outs) all_quantized &= !o.quant && IsBlockQuantized(o.w->dtype());
+  static_assert(kQuantMatrixGemvMaxRows == kGemvMaxRows, "one GEMV threshold for the group");
   if (m <= kGemvMaxRows || (all_quantized && m <= kQuantGemvMaxRows)) {
+    // QuantizedMatrix weights: the input's per-segment sums, once per call.
+    std::vector<std::optional<QuantMatrixGemv>> qgemv(outs.size());
+    for (size_t i = 0; i < outs.size(); ++i) {
+      if (outs[i].quant) qgemv[i].emplace(*outs[i].quant, x, m);
+    }
     // Block-quantized weights: quantize the input once per activation type.
     std::vector<const void*> act(outs.size(), nullptr);
     std::vector<size_t> act_row_bytes(outs.size(), 0);
     bool quantized[3] = {false, false, false};
     for (size_t i = 0; i < outs.size(); ++i) {
+      if (outs[i].quant) continue;
       const DType wt = outs[i].w->dtype();
       if (!IsBlockQuantized(wt)) continue;
       const DType at = QuantDotActivationType(wt);
@@ -234,7 +248,7 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
     }
     // Concatenate the outputs' rows into one index space and split it.
     std::vector<int64_t> start(outs.size() + 1, 0);
-    for (size_t i = 0; i < outs.size(); ++i) start[i + 1] = start[i] + outs[i].w->dim(0);
+    for (size_t i = 0; i < outs.size(); ++i) start[i + 1] = start[i] + rows_of(outs[i]);
     const int64_t total = start.back();
     const int64_t bytes_per_row = k * ElemBytes<DType::kBF16>();
     // ~64 KiB of weights per chunk keeps dispatch overhead small.
@@ -248,6 +262,11 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
       for (size_t i = 0; i < outs.size(); ++i) {
         int64_t lo = std::max(b, start[i]), hi = std::min(e, start[i + 1]);
         if (lo >= hi) continue;
+        if (qgemv[i]) {
+          qgemv[i]->Rows(outs[i].bias, outs[i].y, outs[i].quant->rows, lo - start[i],
+                         hi - start[i]);
+          continue;
+        }
         if (act[i] != nullptr) {
           QuantGemvRows(outs[i].w->dtype(), outs[i].w->raw(), k, act[i], act_row_bytes[i], m,
                         outs[i].bias, outs[i].y, outs[i].w->dim(0), lo - start[i], hi - start[i]);
@@ -267,7 +286,7 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
   std::vector<Block> blocks;
   const int64_t block_rows = GemmBlockRows(k);
   for (size_t i = 0; i < outs.size(); ++i) {
-    const int64_t n = outs[i].w->dim(0);
+    const int64_t n = rows_of(outs[i]);
     for (int64_t r = 0; r < n; r += block_rows)
       blocks.push_back({i, r, std::min(n, r + block_rows)});
   }
@@ -276,6 +295,10 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
     for (int64_t i = b; i < e; ++i) {
       const Block& bl = blocks[i];
       const MatMulOutput& o = outs[bl.out];
+      if (o.quant) {
+        QuantMatrixGemmBlock(x, m, *o.quant, o.bias, o.y, o.quant->rows, bl.r0, bl.r1, scratch);
+        continue;
+      }
       GemmBlock(x, m, k, *o.w, o.bias, o.y, bl.r0, bl.r1, scratch);
     }
   });

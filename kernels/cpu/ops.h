@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "kernels/cpu/quant_matrix_matmul.h"  // MatMul with a QuantizedMatrix
 
 namespace retort::cpu {
 
@@ -39,15 +40,20 @@ bool IsSupportedWeightDType(DType t);
 // `bias` may be null. y must not overlap x. Error for any other dtype/rank.
 absl::Status MatMul(const float* x, int64_t m, const Tensor& w, const float* bias, float* y);
 
-// One output of MatMulGroup: y[m, w.dim(0)] = x · w^T (+ bias).
+// One output of MatMulGroup: y[m, w.dim(0)] = x · w^T (+ bias), or, when
+// `quant` is set, y[m, quant->rows] = x · quant^T (+ bias) and `w` is ignored
+// (may be null): a QuantizedMatrix weight (quant_matrix_matmul.h).
 struct MatMulOutput {
   const Tensor* w;
   const float* bias;  // may be null
   float* y;
+  const QuantizedMatrix* quant = nullptr;
 };
 // Several MatMuls sharing the input x[m, k] in one parallel pass (q/k/v, or
 // gate/up), so a decode step pays one thread-pool dispatch, not three.
-// Every w must have k columns.
+// Every weight must have k columns. Tensor and QuantizedMatrix outputs mix
+// freely; with any QuantizedMatrix output the integer-dot GEMV of block types
+// is used only up to kGemvMaxRows rows (the larger m take the GEMM path).
 absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
                          const std::vector<MatMulOutput>& outs);
 
