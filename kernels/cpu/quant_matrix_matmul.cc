@@ -57,14 +57,15 @@ inline __m256 Decode8<DType::kI8>(const uint8_t* row, int64_t c) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
 }
 
-// e4m3 (s eeee mmm, bias 7) -> f16 bits s 0eeee mmm0000000 = value / 2^8.
+// e4m3 (s eeee mmm, bias 7) -> f16 bits s 0eeee mmm0000000 = value / 2^8:
+// the byte sign-extended to 16 bits and shifted left by 7 has the sign in
+// bit 15 and a copy of it in bit 14, which the mask clears.
 template <>
 inline __m256 Decode8<DType::kF8E4M3>(const uint8_t* row, int64_t c) {
   const __m128i v =
-      _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c)));
-  const __m128i h = _mm_or_si128(_mm_and_si128(_mm_slli_epi16(v, 8), _mm_set1_epi16(-32768)),
-                                 _mm_and_si128(_mm_slli_epi16(v, 7), _mm_set1_epi16(0x3f80)));
-  return _mm256_cvtph_ps(h);
+      _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c)));
+  return _mm256_cvtph_ps(
+      _mm_and_si128(_mm_slli_epi16(v, 7), _mm_set1_epi16(static_cast<int16_t>(0xbf80))));
 }
 
 // e5m2 is the top byte of an f16.
