@@ -12,196 +12,23 @@
 #include "core/convert.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/quant_matmul.h"
+#include "kernels/cpu/quant_matrix_kernels.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
 namespace {
 
+using qmm_internal::Avx2;
+using qmm_internal::Decode1;
+using qmm_internal::kValueScale;
+using qmm_internal::RowBytes;
+using qmm_internal::RowScales;
+using qmm_internal::ScalesOfRow;
+
 std::string TypeName(DType t) { return std::string(DTypeName(t)); }
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Bytes of one row of stored values.
-int64_t RowBytes(const QuantizedMatrix& w) {
-  return w.value_type == DType::kI4 ? w.cols / 2 : w.cols;
-}
-
-// ---------------------------------------------------------------------------
-// Decoding stored values to f32, eight at a time in registers.
-//
-// The decoders return q * kValueScale<V>^-1: e4m3 is widened through f16 by
-// moving its exponent and mantissa bits into an f16's (exact, subnormals
-// included), which yields q / 256; the caller folds 256 into the scale (a
-// power of two, so s * 256 and the product stay exact).
-
-template <DType V>
-inline constexpr float kValueScale = V == DType::kF8E4M3 ? 256.f : 1.f;
-
-template <DType V>
-inline __m256 Decode8(const uint8_t* row, int64_t c);
-
-// int4, c even: the 8 nibbles of 4 bytes, element j in bits 4j..4j+3. Each
-// lane shifts its nibble to the top, then an arithmetic shift sign-extends.
-template <>
-inline __m256 Decode8<DType::kI4>(const uint8_t* row, int64_t c) {
-  int32_t bits;
-  std::memcpy(&bits, row + c / 2, 4);
-  const __m256i shifts = _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0);
-  const __m256i v = _mm256_srai_epi32(_mm256_sllv_epi32(_mm256_set1_epi32(bits), shifts), 28);
-  return _mm256_cvtepi32_ps(v);
-}
-
-template <>
-inline __m256 Decode8<DType::kI8>(const uint8_t* row, int64_t c) {
-  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c));
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-}
-
-// e4m3 (s eeee mmm, bias 7) -> f16 bits s 0eeee mmm0000000 = value / 2^8:
-// the byte sign-extended to 16 bits and shifted left by 7 has the sign in
-// bit 15 and a copy of it in bit 14, which the mask clears.
-template <>
-inline __m256 Decode8<DType::kF8E4M3>(const uint8_t* row, int64_t c) {
-  const __m128i v =
-      _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c)));
-  return _mm256_cvtph_ps(
-      _mm_and_si128(_mm_slli_epi16(v, 7), _mm_set1_epi16(static_cast<int16_t>(0xbf80))));
-}
-
-// e5m2 is the top byte of an f16.
-template <>
-inline __m256 Decode8<DType::kF8E5M2>(const uint8_t* row, int64_t c) {
-  const __m128i v =
-      _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c)));
-  return _mm256_cvtph_ps(_mm_slli_epi16(v, 8));
-}
-
-// One value, with the same scaling as Decode8.
-template <DType V>
-inline float Decode1(const uint8_t* row, int64_t c) {
-  if constexpr (V == DType::kI4) {
-    return UnpackI4(row, c);
-  } else if constexpr (V == DType::kI8) {
-    return static_cast<int8_t>(row[c]);
-  } else if constexpr (V == DType::kF8E4M3) {
-    return F8E4M3ToF32(row[c]) * (1.f / 256.f);
-  } else {
-    return F8E5M2ToF32(row[c]);
-  }
-}
-
-// Where the scale of weight row r and its segment g lives: segment g covers
-// columns [g * segment, min(cols, (g + 1) * segment)).
-struct RowScales {
-  const float* s;   // s[g]
-  const int8_t* z;  // z[g], or null (symmetric)
-};
-
-inline RowScales ScalesOfRow(const QuantizedMatrix& w, int64_t r) {
-  const int64_t sc = w.scales.dim(1);
-  const int64_t off = w.ScaleRow(r) * sc;
-  return {w.scales.data<float>() + off,
-          w.zero_points.empty() ? nullptr : w.zero_points.data<int8_t>() + off};
-}
-
-// ---------------------------------------------------------------------------
-// GEMV kernels.
-
-// y[i * ldy + r] for M input rows (x + i * cols) and weight rows [r0, r1).
-// Per segment: U independent accumulators per input row hide the FMA
-// latency; the segment's sum is scaled into one vector total per input row
-// (one FMA per segment), reduced once per row. xsum: [M, nseg] (asymmetric).
-template <DType V, int M>
-void GemvRowsFast(const QuantizedMatrix& w, const float* x, const float* xsum, int64_t segment,
-                  int64_t nseg, const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
-  constexpr int U = M == 1 ? 4 : 2;
-  const int64_t cols = w.cols;
-  const int64_t row_bytes = RowBytes(w);
-  const uint8_t* values = w.values.data<uint8_t>();
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* row = values + r * row_bytes;
-    const RowScales rs = ScalesOfRow(w, r);
-    __m256 total[M];
-    float extra[M];
-#pragma GCC unroll 4
-    for (int i = 0; i < M; ++i) {
-      total[i] = _mm256_setzero_ps();
-      extra[i] = 0.f;
-    }
-    for (int64_t g = 0; g < nseg; ++g) {
-      const int64_t c0 = g * segment, c1 = std::min(cols, c0 + segment);
-      __m256 acc[M][U];
-#pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) {
-#pragma GCC unroll 4
-        for (int u = 0; u < U; ++u) acc[i][u] = _mm256_setzero_ps();
-      }
-      int64_t c = c0;
-      for (; c + 8 * U <= c1; c += 8 * U) {
-#pragma GCC unroll 4
-        for (int u = 0; u < U; ++u) {
-          const __m256 wv = Decode8<V>(row, c + 8 * u);
-#pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) {
-            acc[i][u] =
-                _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * cols + c + 8 * u), acc[i][u]);
-          }
-        }
-      }
-      for (; c + 8 <= c1; c += 8) {
-        const __m256 wv = Decode8<V>(row, c);
-#pragma GCC unroll 4
-        for (int i = 0; i < M; ++i)
-          acc[i][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * cols + c), acc[i][0]);
-      }
-      const float s = rs.s[g] * kValueScale<V>;
-      const __m256 sv = _mm256_set1_ps(s);
-#pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) {
-        __m256 sum = acc[i][0];
-#pragma GCC unroll 4
-        for (int u = 1; u < U; ++u) sum = _mm256_add_ps(sum, acc[i][u]);
-        total[i] = _mm256_fmadd_ps(sum, sv, total[i]);
-        if (c < c1) {  // tail of a segment that is not whole groups of 8
-          float t = 0.f;
-          for (int64_t j = c; j < c1; ++j) t += Decode1<V>(row, j) * x[i * cols + j];
-          extra[i] += s * t;
-        }
-        if (rs.z != nullptr) extra[i] -= s * static_cast<float>(rs.z[g]) * xsum[i * nseg + g];
-      }
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < M; ++i) {
-      y[i * ldy + r] = simd::HorizontalSum(total[i]) + extra[i] + (bias ? bias[r] : 0.f);
-    }
-  }
-}
-
-template <DType V>
-void GemvRowsFastAnyM(const QuantizedMatrix& w, const float* x, int64_t m, const float* xsum,
-                      int64_t segment, int64_t nseg, const float* bias, float* y, int64_t ldy,
-                      int64_t r0, int64_t r1) {
-  // Four input rows per pass over the weights; more rows take more passes
-  // (MatMul sends m > kQuantMatrixGemvMaxRows to the GEMM path anyway).
-  for (int64_t i0 = 0; i0 < m; i0 += 4) {
-    const float* xi = x + i0 * w.cols;
-    const float* si = xsum == nullptr ? nullptr : xsum + i0 * nseg;
-    float* yi = y + i0 * ldy;
-    switch (std::min<int64_t>(4, m - i0)) {
-      case 1:
-        GemvRowsFast<V, 1>(w, xi, si, segment, nseg, bias, yi, ldy, r0, r1);
-        break;
-      case 2:
-        GemvRowsFast<V, 2>(w, xi, si, segment, nseg, bias, yi, ldy, r0, r1);
-        break;
-      case 3:
-        GemvRowsFast<V, 3>(w, xi, si, segment, nseg, bias, yi, ldy, r0, r1);
-        break;
-      default:
-        GemvRowsFast<V, 4>(w, xi, si, segment, nseg, bias, yi, ldy, r0, r1);
-    }
-  }
-}
 
 // Any layout: each weight row dequantized into a scratch row, then dotted.
 void GemvRowsGeneric(const QuantizedMatrix& w, const float* x, int64_t m, const float* bias,
@@ -236,7 +63,7 @@ void DequantizeRowsFastT(const QuantizedMatrix& w, int64_t segment, int64_t r0, 
       const __m256 sv = _mm256_set1_ps(s), zv = _mm256_set1_ps(z);
       int64_t c = c0;
       for (; c + 8 <= c1; c += 8) {
-        __m256 q = Decode8<V>(row, c);
+        __m256 q = Avx2::Decode<V>(row, c);
         if (rs.z != nullptr) q = _mm256_sub_ps(q, zv);
         _mm256_storeu_ps(o + c, _mm256_mul_ps(sv, q));
       }
@@ -360,19 +187,14 @@ QuantMatrixGemv::QuantMatrixGemv(const QuantizedMatrix& w, const float* x, int64
 void QuantMatrixGemv::Rows(const float* bias, float* y, int64_t ldy, int64_t r0,
                            int64_t r1) const {
   if (!fast_) return GemvRowsGeneric(w_, x_, m_, bias, y, ldy, r0, r1);
-  const float* xs = xsum_.empty() ? nullptr : xsum_.data();
-  switch (w_.value_type) {
-    case DType::kI4:
-      return GemvRowsFastAnyM<DType::kI4>(w_, x_, m_, xs, segment_, nseg_, bias, y, ldy, r0, r1);
-    case DType::kI8:
-      return GemvRowsFastAnyM<DType::kI8>(w_, x_, m_, xs, segment_, nseg_, bias, y, ldy, r0, r1);
-    case DType::kF8E4M3:
-      return GemvRowsFastAnyM<DType::kF8E4M3>(w_, x_, m_, xs, segment_, nseg_, bias, y, ldy, r0,
-                                              r1);
-    default:
-      return GemvRowsFastAnyM<DType::kF8E5M2>(w_, x_, m_, xs, segment_, nseg_, bias, y, ldy, r0,
-                                              r1);
+  const qmm_internal::GemvJob job{&w_,    x_,    m_, xsum_.empty() ? nullptr : xsum_.data(),
+                                  segment_, nseg_, bias, y,  ldy, r0, r1};
+  // AVX-512 where the integer dots use it too (same CPU check, same
+  // RETORT_NO_AVX512 switch).
+  if (ActiveQuantDotPath() == QuantDotPath::kAvx512Vnni) {
+    return qmm_internal::GemvRowsFastAvx512(job);
   }
+  qmm_internal::GemvRowsFastByType<Avx2>(job);
 }
 
 void QuantMatrixGemmBlock(const float* x, int64_t m, const QuantizedMatrix& w, const float* bias,

@@ -10,6 +10,9 @@
 //    (int4: a broadcast, a variable shift and an arithmetic shift per 8
 //    values; fp8 e4m3/e5m2: moved into f16 bit patterns and widened with
 //    F16C, exactly), multiplied with up to 4 input rows at once with FMAs.
+//    Where quant_matmul.h's QuantDotPath is kAvx512Vnni (the CPU has
+//    AVX-512, RETORT_NO_AVX512 unset) the same kernels run 16 lanes wide
+//    (quant_matrix_kernels.h, quant_matrix_avx512.cc).
 //    Per scale segment (group, block column, or the whole row) the sum
 //    x . q is formed first and scaled once: for asymmetric weights
 //    s * (x . q - z * sum(x)), the per-segment input sums precomputed once

@@ -16,7 +16,8 @@
 // A wrong scale, zero point, group index or nibble moves a result by a
 // sizeable fraction of S, far outside the bound (~1e-5 S for these k).
 //
-// Also: results do not depend on the thread count (same bits on 1 and 3
+// Both builds of the GEMV (AVX2, and AVX-512 where the CPU has it, switched
+// with SetQuantDotPath) are checked. Also: results do not depend on the thread count (same bits on 1 and 3
 // threads); the GEMM path's dequantization gives DequantizeRows' bits; and
 // MatMulGroup with Tensor and QuantizedMatrix outputs mixed gives the same
 // bits as separate MatMul calls.
@@ -35,6 +36,7 @@
 #include "core/thread_pool.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/quant_matmul.h"
 #include "tests/kernels/test_util.h"
 
 namespace retort::cpu {
@@ -185,6 +187,9 @@ TEST_P(QuantMatrixMatMulTest, MatchesF64ReferenceOnAnyThreadCount) {
   }
 
   const std::vector<float> bias = RandomVector(n, 77, 0.5f);
+  for (QuantDotPath path : {QuantDotPath::kAvx2, QuantDotPath::kAvx512Vnni}) {
+  if (!SetQuantDotPath(path)) continue;  // the CPU lacks it
+  SCOPED_TRACE(QuantDotPathName(path));
   for (int64_t m : {1, 2, 3, 5, 16, 17, 64}) {
     const std::vector<float> x = RandomVector(m * k, 100 + static_cast<uint32_t>(m));
     for (bool with_bias : {false, true}) {
@@ -211,6 +216,8 @@ TEST_P(QuantMatrixMatMulTest, MatchesF64ReferenceOnAnyThreadCount) {
       }
     }
   }
+  }
+  SetQuantDotPath(DefaultQuantDotPath());
   SetNumThreads(2);
 }
 
