@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/convert.h"
 #include "core/status.h"
@@ -16,6 +17,18 @@ namespace retort {
 namespace {
 
 const float* OrNull(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+
+// One output of a MatMulGroup; a quantized linear is multiplied as stored.
+template <typename Linear>
+cpu::MatMulOutput Output(const Linear& w, const std::vector<float>& bias, float* y) {
+  return cpu::MatMulOutput{&w.w, OrNull(bias), y, w.quant.get()};
+}
+
+template <typename Linear>
+absl::Status MatMulLinear(const float* x, int64_t m, const Linear& w, const float* bias, float* y) {
+  if (w.quant) return cpu::MatMul(x, m, *w.quant, bias, y);
+  return cpu::MatMul(x, m, w.w, bias, y);
+}
 
 std::string LayerName(int64_t layer, const char* suffix) {
   return absl::StrCat("model.layers.", layer, ".", suffix);
@@ -89,6 +102,30 @@ Tensor Filled(const Shape& shape, float value, DType dtype) {
 
 }  // namespace
 
+const char* LinearSlotName(LinearSlot slot) {
+  switch (slot) {
+    case LinearSlot::kQ:
+      return "self_attn.q_proj";
+    case LinearSlot::kK:
+      return "self_attn.k_proj";
+    case LinearSlot::kV:
+      return "self_attn.v_proj";
+    case LinearSlot::kO:
+      return "self_attn.o_proj";
+    case LinearSlot::kGate:
+      return "mlp.gate_proj";
+    case LinearSlot::kUp:
+      return "mlp.up_proj";
+    case LinearSlot::kDown:
+      return "mlp.down_proj";
+  }
+  return "?";
+}
+
+std::string LinearWeightName(int64_t layer, LinearSlot slot) {
+  return absl::StrCat("model.layers.", layer, ".", LinearSlotName(slot), ".weight");
+}
+
 // ---- construction ---------------------------------------------------------
 
 absl::Status Transformer::Build(const Lookup& lookup) {
@@ -100,6 +137,21 @@ absl::Status Transformer::Build(const Lookup& lookup) {
     ASSIGN_OR_RETURN(out, lookup(name, shape));
     named_.emplace_back(name, out);
     return absl::OkStatus();
+  };
+  // A linear layer: quantized when quantized_ has it, else a dense tensor.
+  auto linear = [&](const std::string& name, Shape shape, Linear& out) -> absl::Status {
+    out = Linear{};
+    if (auto it = quantized_.find(name); it != quantized_.end()) {
+      const QuantizedMatrix& q = *it->second;
+      if (q.rows != shape[0] || q.cols != shape[1]) {
+        return absl::InvalidArgumentError(absl::StrCat("quantized tensor ", name, " is [", q.rows,
+                                                       ", ", q.cols, "], expected ",
+                                                       ShapeString(shape)));
+      }
+      out.quant = it->second;
+      return absl::OkStatus();
+    }
+    return matrix(name, std::move(shape), out.w);
   };
   auto vec = [&](const std::string& name, int64_t n, std::vector<float>& out) -> absl::Status {
     ASSIGN_OR_RETURN(Tensor t, lookup(name, {n}));
@@ -115,10 +167,10 @@ absl::Status Transformer::Build(const Lookup& lookup) {
     Layer& L = layers_[l];
     auto name = [&](const char* s) { return LayerName(l, s); };
     RETURN_IF_ERROR(vec(name("input_layernorm.weight"), H, L.input_norm));
-    RETURN_IF_ERROR(matrix(name("self_attn.q_proj.weight"), {qdim, H}, L.q));
-    RETURN_IF_ERROR(matrix(name("self_attn.k_proj.weight"), {kvdim, H}, L.k));
-    RETURN_IF_ERROR(matrix(name("self_attn.v_proj.weight"), {kvdim, H}, L.v));
-    RETURN_IF_ERROR(matrix(name("self_attn.o_proj.weight"), {H, qdim}, L.o));
+    RETURN_IF_ERROR(linear(name("self_attn.q_proj.weight"), {qdim, H}, L.q));
+    RETURN_IF_ERROR(linear(name("self_attn.k_proj.weight"), {kvdim, H}, L.k));
+    RETURN_IF_ERROR(linear(name("self_attn.v_proj.weight"), {kvdim, H}, L.v));
+    RETURN_IF_ERROR(linear(name("self_attn.o_proj.weight"), {H, qdim}, L.o));
     if (c.attention_bias) {
       RETURN_IF_ERROR(vec(name("self_attn.q_proj.bias"), qdim, L.q_bias));
       RETURN_IF_ERROR(vec(name("self_attn.k_proj.bias"), kvdim, L.k_bias));
@@ -130,9 +182,9 @@ absl::Status Transformer::Build(const Lookup& lookup) {
       RETURN_IF_ERROR(vec(name("self_attn.k_norm.weight"), hd, L.k_norm));
     }
     RETURN_IF_ERROR(vec(name("post_attention_layernorm.weight"), H, L.post_norm));
-    RETURN_IF_ERROR(matrix(name("mlp.gate_proj.weight"), {I, H}, L.gate));
-    RETURN_IF_ERROR(matrix(name("mlp.up_proj.weight"), {I, H}, L.up));
-    RETURN_IF_ERROR(matrix(name("mlp.down_proj.weight"), {H, I}, L.down));
+    RETURN_IF_ERROR(linear(name("mlp.gate_proj.weight"), {I, H}, L.gate));
+    RETURN_IF_ERROR(linear(name("mlp.up_proj.weight"), {I, H}, L.up));
+    RETURN_IF_ERROR(linear(name("mlp.down_proj.weight"), {H, I}, L.down));
     if (c.mlp_bias) {
       RETURN_IF_ERROR(vec(name("mlp.gate_proj.bias"), I, L.gate_bias));
       RETURN_IF_ERROR(vec(name("mlp.up_proj.bias"), I, L.up_bias));
@@ -141,18 +193,19 @@ absl::Status Transformer::Build(const Lookup& lookup) {
   }
   RETURN_IF_ERROR(vec("model.norm.weight", H, final_norm_));
   if (c.tie_word_embeddings) {
-    lm_head_ = embed_;
+    lm_head_ = Linear{embed_, nullptr};
   } else {
-    RETURN_IF_ERROR(matrix("lm_head.weight", {c.vocab_size, H}, lm_head_));
+    RETURN_IF_ERROR(linear("lm_head.weight", {c.vocab_size, H}, lm_head_));
   }
   // Forward's copies of the linear weights in the CPU kernels' fastest layout
   // (Q4_0 / Q8_0 repacked 8 rows at a time); named_ keeps the stored tensors, and
   // the embedding stays as stored (looked up by row).
   for (Layer& L : layers_) {
-    for (Tensor* t : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
-      *t = cpu::PrepareWeightForCpu(*t);
+    for (Linear* t : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
+      if (!t->quant) t->w = cpu::PrepareWeightForCpu(t->w);
+    }
   }
-  lm_head_ = cpu::PrepareWeightForCpu(lm_head_);
+  if (!lm_head_.quant) lm_head_.w = cpu::PrepareWeightForCpu(lm_head_.w);
   inv_freq_ = RopeInvFreq(c);
   return absl::OkStatus();
 }
@@ -351,13 +404,30 @@ absl::Status Transformer::ForwardBatch(const std::vector<BatchSlot>& slots,
   return absl::OkStatus();
 }
 
+// Grows a forward workspace to n stacked rows of this model's shapes.
+void Transformer::FitWorkspace(const ModelConfig& c, int64_t n, KvCache::Workspace& ws) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t qdim = c.num_heads * hd, kvdim = c.num_kv_heads * hd;
+  auto fit = [](std::vector<float>& v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(size);
+  };
+  fit(ws.x, n * H);
+  fit(ws.h, n * H);
+  fit(ws.q, n * qdim);
+  fit(ws.k, n * kvdim);
+  fit(ws.v, n * kvdim);
+  fit(ws.attn, n * qdim);
+  fit(ws.gate, n * I);
+  fit(ws.up, n * I);
+  fit(ws.cos, n * (hd / 2));
+  fit(ws.sin, n * (hd / 2));
+  ws.positions.resize(n);
+}
+
 absl::Status Transformer::ForwardPieces(const std::vector<BatchPiece>& pieces) const {
   const ModelConfig& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim, half = hd / 2;
-  const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
-  const int64_t qdim = nh * hd, kvdim = nkv * hd;
+  const int64_t H = c.hidden_size, half = c.head_dim / 2;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
 
   // Row offsets of the pieces in the stacked activations.
   std::vector<int64_t> row0(pieces.size() + 1, 0);
@@ -369,21 +439,11 @@ absl::Status Transformer::ForwardPieces(const std::vector<BatchPiece>& pieces) c
   // a const Transformer needs no mutable state.
   thread_local KvCache::Workspace ws;
   thread_local std::vector<int32_t> tokens;
-  auto fit = [](std::vector<float>& v, int64_t size) {
-    if (static_cast<int64_t>(v.size()) < size) v.resize(size);
-    return v.data();
-  };
-  float* x = fit(ws.x, n * H);
-  float* h = fit(ws.h, n * H);
-  float* q = fit(ws.q, n * qdim);
-  float* k = fit(ws.k, n * kvdim);
-  float* v = fit(ws.v, n * kvdim);
-  float* attn = fit(ws.attn, n * qdim);
-  float* gate = fit(ws.gate, n * I);
-  float* up = fit(ws.up, n * I);
-  float* cos = fit(ws.cos, n * half);
-  float* sin = fit(ws.sin, n * half);
-  ws.positions.resize(n);
+  FitWorkspace(c, n, ws);
+  float* x = ws.x.data();
+  float* h = ws.h.data();
+  float* cos = ws.cos.data();
+  float* sin = ws.sin.data();
   tokens.resize(n);
   for (size_t p = 0; p < pieces.size(); ++p) {
     const int64_t pos0 = pieces[p].cache->position_;
@@ -395,46 +455,8 @@ absl::Status Transformer::ForwardPieces(const std::vector<BatchPiece>& pieces) c
   cpu::RopeCosSin(inv_freq_.data(), half, ws.positions.data(), n, cos, sin);
 
   RETURN_IF_ERROR(cpu::Embedding(embed_, tokens.data(), n, x));
-  const cpu::AttentionShape shape{nh, nkv, hd};
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const Layer& L = layers_[l];
-    // Attention block: projections over all rows, attention per sequence.
-    cpu::RmsNorm(x, n, H, L.input_norm.data(), eps, h);
-    RETURN_IF_ERROR(cpu::MatMulGroup(
-        h, n, H,
-        {{&L.q, OrNull(L.q_bias), q}, {&L.k, OrNull(L.k_bias), k}, {&L.v, OrNull(L.v_bias), v}}));
-    if (c.qk_norm) {
-      cpu::RmsNorm(q, n * nh, hd, L.q_norm.data(), eps, q);
-      cpu::RmsNorm(k, n * nkv, hd, L.k_norm.data(), eps, k);
-    }
-    cpu::ApplyRope(q, n, nh, hd, qdim, cos, sin);
-    cpu::ApplyRope(k, n, nkv, hd, kvdim, cos, sin);
-    for (size_t p = 0; p < pieces.size(); ++p) {
-      KvCache& cache = *pieces[p].cache;
-      const int64_t pos0 = cache.position_, r0 = row0[p], count = pieces[p].n;
-      float* kc = cache.keys(l);
-      float* vc = cache.values(l);
-      const int64_t stride = cache.head_stride();
-      for (int64_t t = 0; t < count; ++t) {
-        const float* kr = k + (r0 + t) * kvdim;
-        const float* vr = v + (r0 + t) * kvdim;
-        for (int64_t g = 0; g < nkv; ++g) {
-          std::copy_n(kr + g * hd, hd, kc + g * stride + (pos0 + t) * hd);
-          std::copy_n(vr + g * hd, hd, vc + g * stride + (pos0 + t) * hd);
-        }
-      }
-      cpu::Attention(q + r0 * qdim, count, pos0, kc, vc, stride, shape, scale, c.WindowOf(l),
-                     attn + r0 * qdim);
-    }
-    RETURN_IF_ERROR(cpu::MatMul(attn, n, L.o, OrNull(L.o_bias), h));
-    cpu::Add(x, h, n * H, x);
-    // MLP block (SwiGLU).
-    cpu::RmsNorm(x, n, H, L.post_norm.data(), eps, h);
-    RETURN_IF_ERROR(cpu::MatMulGroup(
-        h, n, H, {{&L.gate, OrNull(L.gate_bias), gate}, {&L.up, OrNull(L.up_bias), up}}));
-    cpu::SiluMul(gate, up, n * I, gate);
-    RETURN_IF_ERROR(cpu::MatMul(gate, n, L.down, OrNull(L.down_bias), h));
-    cpu::Add(x, h, n * H, x);
+    RETURN_IF_ERROR(LayerStep(l, pieces, row0, n, ws, cos, sin, nullptr));
   }
   for (const BatchPiece& piece : pieces) piece.cache->position_ += piece.n;
 
@@ -443,7 +465,7 @@ absl::Status Transformer::ForwardPieces(const std::vector<BatchPiece>& pieces) c
     if (pieces[p].logits == nullptr || !pieces[p].all_logits) continue;
     const int64_t r0 = row0[p], count = pieces[p].n;
     cpu::RmsNorm(x + r0 * H, count, H, final_norm_.data(), eps, h + r0 * H);
-    RETURN_IF_ERROR(cpu::MatMul(h + r0 * H, count, lm_head_, nullptr, pieces[p].logits));
+    RETURN_IF_ERROR(MatMulLinear(h + r0 * H, count, lm_head_, nullptr, pieces[p].logits));
   }
   // lm_head over the last rows of the pieces that want logits, in one MatMul.
   std::vector<const BatchPiece*> wanted;
@@ -455,12 +477,185 @@ absl::Status Transformer::ForwardPieces(const std::vector<BatchPiece>& pieces) c
   }
   if (wanted.empty()) return absl::OkStatus();
   const int64_t vocab = c.vocab_size, rows = static_cast<int64_t>(wanted.size());
-  if (rows == 1) return cpu::MatMul(h, 1, lm_head_, nullptr, wanted[0]->logits);
+  if (rows == 1) return MatMulLinear(h, 1, lm_head_, nullptr, wanted[0]->logits);
   thread_local std::vector<float> out;
-  float* y = fit(out, rows * vocab);
-  RETURN_IF_ERROR(cpu::MatMul(h, rows, lm_head_, nullptr, y));
+  if (static_cast<int64_t>(out.size()) < rows * vocab) out.resize(rows * vocab);
+  float* y = out.data();
+  RETURN_IF_ERROR(MatMulLinear(h, rows, lm_head_, nullptr, y));
   for (int64_t r = 0; r < rows; ++r) std::copy_n(y + r * vocab, vocab, wanted[r]->logits);
   return absl::OkStatus();
+}
+
+absl::Status Transformer::LayerStep(int64_t l, const std::vector<BatchPiece>& pieces,
+                                    const std::vector<int64_t>& row0, int64_t n,
+                                    KvCache::Workspace& ws, const float* cos, const float* sin,
+                                    const LinearInputObserver* observe) const {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t qdim = nh * hd, kvdim = nkv * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  float* x = ws.x.data();
+  float* h = ws.h.data();
+  float* q = ws.q.data();
+  float* k = ws.k.data();
+  float* v = ws.v.data();
+  float* attn = ws.attn.data();
+  float* gate = ws.gate.data();
+  float* up = ws.up.data();
+  const cpu::AttentionShape shape{nh, nkv, hd};
+  const Layer& L = layers_[l];
+  // Attention block: projections over all rows, attention per sequence.
+  cpu::RmsNorm(x, n, H, L.input_norm.data(), eps, h);
+  if (observe) (*observe)(LinearSlot::kQ, h, n, H);
+  RETURN_IF_ERROR(cpu::MatMulGroup(
+      h, n, H, {Output(L.q, L.q_bias, q), Output(L.k, L.k_bias, k), Output(L.v, L.v_bias, v)}));
+  if (c.qk_norm) {
+    cpu::RmsNorm(q, n * nh, hd, L.q_norm.data(), eps, q);
+    cpu::RmsNorm(k, n * nkv, hd, L.k_norm.data(), eps, k);
+  }
+  cpu::ApplyRope(q, n, nh, hd, qdim, cos, sin);
+  cpu::ApplyRope(k, n, nkv, hd, kvdim, cos, sin);
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    KvCache& cache = *pieces[p].cache;
+    const int64_t pos0 = cache.position_, r0 = row0[p], count = pieces[p].n;
+    float* kc = cache.keys(l);
+    float* vc = cache.values(l);
+    const int64_t stride = cache.head_stride();
+    for (int64_t t = 0; t < count; ++t) {
+      const float* kr = k + (r0 + t) * kvdim;
+      const float* vr = v + (r0 + t) * kvdim;
+      for (int64_t g = 0; g < nkv; ++g) {
+        std::copy_n(kr + g * hd, hd, kc + g * stride + (pos0 + t) * hd);
+        std::copy_n(vr + g * hd, hd, vc + g * stride + (pos0 + t) * hd);
+      }
+    }
+    cpu::Attention(q + r0 * qdim, count, pos0, kc, vc, stride, shape, scale, c.WindowOf(l),
+                   attn + r0 * qdim);
+  }
+  if (observe) (*observe)(LinearSlot::kO, attn, n, qdim);
+  RETURN_IF_ERROR(MatMulLinear(attn, n, L.o, OrNull(L.o_bias), h));
+  cpu::Add(x, h, n * H, x);
+  // MLP block (SwiGLU).
+  cpu::RmsNorm(x, n, H, L.post_norm.data(), eps, h);
+  if (observe) (*observe)(LinearSlot::kGate, h, n, H);
+  RETURN_IF_ERROR(
+      cpu::MatMulGroup(h, n, H, {Output(L.gate, L.gate_bias, gate), Output(L.up, L.up_bias, up)}));
+  cpu::SiluMul(gate, up, n * I, gate);
+  if (observe) (*observe)(LinearSlot::kDown, gate, n, I);
+  RETURN_IF_ERROR(MatMulLinear(gate, n, L.down, OrNull(L.down_bias), h));
+  cpu::Add(x, h, n * H, x);
+  return absl::OkStatus();
+}
+
+// ---- layer-wise passes ------------------------------------------------------
+
+absl::Status Transformer::Embed(const int32_t* tokens, int64_t n, float* x) const {
+  for (int64_t i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size) {
+      return absl::OutOfRangeError(absl::StrCat("token id ", tokens[i], " at position ", i,
+                                                " is outside the vocabulary [0, ",
+                                                config_.vocab_size, ")"));
+    }
+  }
+  return cpu::Embedding(embed_, tokens, n, x);
+}
+
+absl::Status Transformer::ForwardLayer(int64_t layer, float* x, int64_t n, KvCache& scratch,
+                                       const LinearInputObserver* observe) const {
+  if (layer < 0 || layer >= config_.num_layers) {
+    return absl::OutOfRangeError(
+        absl::StrCat("ForwardLayer: layer ", layer, " of a ", config_.num_layers, "-layer model"));
+  }
+  if (n < 1) return absl::InvalidArgumentError(absl::StrCat("ForwardLayer: ", n, " rows"));
+  if (scratch.num_layers_ != config_.num_layers || scratch.num_kv_heads_ != config_.num_kv_heads ||
+      scratch.head_dim_ != config_.head_dim) {
+    return absl::InvalidArgumentError("ForwardLayer: the KV cache was made for a different model");
+  }
+  scratch.Clear();
+  RETURN_IF_ERROR(scratch.Reserve(n));
+  thread_local KvCache::Workspace ws;
+  FitWorkspace(config_, n, ws);
+  for (int64_t i = 0; i < n; ++i) ws.positions[i] = i;
+  cpu::RopeCosSin(inv_freq_.data(), config_.head_dim / 2, ws.positions.data(), n, ws.cos.data(),
+                  ws.sin.data());
+  const int64_t H = config_.hidden_size;
+  std::copy_n(x, n * H, ws.x.data());
+  const std::vector<BatchPiece> pieces = {BatchPiece{&scratch, nullptr, n, nullptr}};
+  RETURN_IF_ERROR(
+      LayerStep(layer, pieces, {0, n}, n, ws, ws.cos.data(), ws.sin.data(), observe));
+  std::copy_n(ws.x.data(), n * H, x);
+  return absl::OkStatus();
+}
+
+const Tensor* Transformer::FindWeight(const std::string& name) const {
+  for (const auto& [n, t] : named_) {
+    if (n == name) return &t;
+  }
+  return nullptr;
+}
+
+absl::Status Transformer::Rebuild() {
+  std::map<std::string, Tensor> by_name(named_.begin(), named_.end());
+  Lookup lookup = [&](const std::string& name, const Shape& shape) -> absl::StatusOr<Tensor> {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) return absl::NotFoundError(absl::StrCat("missing tensor ", name));
+    RETURN_IF_ERROR(CheckShape("model", name, it->second.shape(), shape));
+    return it->second;
+  };
+  return Build(lookup);
+}
+
+absl::Status Transformer::ReplaceWeight(const std::string& name, const Tensor& t) {
+  RETURN_IF_ERROR(CheckWeightDType("ReplaceWeight", name, t));
+  auto q = quantized_.find(name);
+  if (q != quantized_.end()) {
+    if (t.shape() != Shape{q->second->rows, q->second->cols}) {
+      return absl::InvalidArgumentError(absl::StrCat("ReplaceWeight: ", name, " is [",
+                                                     q->second->rows, ", ", q->second->cols,
+                                                     "], got ", ShapeString(t.shape())));
+    }
+    quantized_.erase(q);
+    named_.emplace_back(name, t);
+    return Rebuild();
+  }
+  for (auto& [n, old] : named_) {
+    if (n != name) continue;
+    RETURN_IF_ERROR(CheckShape("ReplaceWeight", name, t.shape(), old.shape()));
+    old = t;
+    return Rebuild();
+  }
+  return absl::NotFoundError(absl::StrCat("ReplaceWeight: the model has no weight ", name));
+}
+
+absl::Status Transformer::SetQuantizedWeight(const std::string& name,
+                                             std::shared_ptr<const QuantizedMatrix> q) {
+  if (q == nullptr) return absl::InvalidArgumentError("SetQuantizedWeight: null matrix");
+  const bool is_linear =
+      (absl::StartsWith(name, "model.layers.") && absl::EndsWith(name, "_proj.weight")) ||
+      (name == "lm_head.weight" && !config_.tie_word_embeddings);
+  if (!is_linear) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetQuantizedWeight: ", name, " is not a linear layer's weight"));
+  }
+  RETURN_IF_ERROR(ValidateQuantizedMatrix(*q, name));
+  Shape expected;
+  if (auto it = quantized_.find(name); it != quantized_.end()) {
+    expected = {it->second->rows, it->second->cols};
+  } else if (const Tensor* t = FindWeight(name)) {
+    expected = t->shape();
+  } else {
+    return absl::NotFoundError(absl::StrCat("SetQuantizedWeight: the model has no weight ", name));
+  }
+  if (expected != Shape{q->rows, q->cols}) {
+    return absl::InvalidArgumentError(absl::StrCat("SetQuantizedWeight: ", name, " is ",
+                                                   ShapeString(expected), ", the quantized matrix [",
+                                                   q->rows, ", ", q->cols, "]"));
+  }
+  std::erase_if(named_, [&](const auto& e) { return e.first == name; });
+  quantized_[name] = std::move(q);
+  return Rebuild();
 }
 
 absl::StatusOr<std::vector<float>> Transformer::Logits(const std::vector<int32_t>& tokens) const {

@@ -33,12 +33,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/quant_matrix.h"
 #include "core/tensor.h"
 #include "formats/hf_dir.h"
 #include "model/config.h"
@@ -60,6 +62,23 @@ struct BatchSlot {
   int64_t n = 0;                    // >= 1: 1 while decoding, more while prefilling
   bool want_logits = true;          // write the logits of its last new token
 };
+
+// The linear layers of a decoder layer.
+enum class LinearSlot { kQ, kK, kV, kO, kGate, kUp, kDown };
+inline constexpr LinearSlot kLinearSlots[] = {LinearSlot::kQ,    LinearSlot::kK,  LinearSlot::kV,
+                                              LinearSlot::kO,    LinearSlot::kGate, LinearSlot::kUp,
+                                              LinearSlot::kDown};
+// The HF module name inside a layer: "self_attn.q_proj", ..., "mlp.down_proj".
+const char* LinearSlotName(LinearSlot slot);
+// "model.layers.<layer>.<LinearSlotName>.weight".
+std::string LinearWeightName(int64_t layer, LinearSlot slot);
+
+// Sees the input of a layer's linears during Transformer::ForwardLayer: called
+// once per distinct input, with slot kQ for the normed hidden states q/k/v
+// share, kO for the attention output, kGate for the normed hidden states
+// gate/up share, kDown for silu(gate) * up. x is [rows, cols], row-major.
+using LinearInputObserver =
+    std::function<void(LinearSlot slot, const float* x, int64_t rows, int64_t cols)>;
 
 class Transformer {
  public:
@@ -118,9 +137,42 @@ class Transformer {
   // Convenience: logits [n * vocab] of a whole sequence from a fresh cache.
   absl::StatusOr<std::vector<float>> Logits(const std::vector<int32_t>& tokens) const;
 
+  // ---- Layer-wise passes (calibration for quantization and pruning) ----
+  // x[n, hidden] = the embeddings of tokens[0..n). Error for an id outside the vocabulary.
+  absl::Status Embed(const int32_t* tokens, int64_t n, float* x) const;
+  // Runs decoder layer `layer` over one sequence's hidden states x[n, hidden]
+  // in place, at positions 0..n-1 (causal, the same arithmetic as Forward).
+  // `scratch` holds the layer's keys/values (it is cleared; any cache of this
+  // model with room for n tokens). `observe`, if not null, sees the input of
+  // every linear of the layer.
+  absl::Status ForwardLayer(int64_t layer, float* x, int64_t n, KvCache& scratch,
+                            const LinearInputObserver* observe = nullptr) const;
+
+  // Replaces the weight `name` (an HF name NamedWeights lists, or a linear
+  // that is quantized now) with a dense tensor of the same shape, in a dtype
+  // the engine reads; the model keeps a reference to t's storage.
+  absl::Status ReplaceWeight(const std::string& name, const Tensor& t);
+  // Replaces a linear layer's weight ("model.layers.L.mlp.down_proj.weight"
+  // or "lm_head.weight" when untied) with a quantized matrix [out, in] that
+  // the kernels multiply directly. NamedWeights() stops listing it;
+  // QuantizedWeights() lists it.
+  absl::Status SetQuantizedWeight(const std::string& name,
+                                  std::shared_ptr<const QuantizedMatrix> q);
+  const std::map<std::string, std::shared_ptr<const QuantizedMatrix>>& QuantizedWeights() const {
+    return quantized_;
+  }
+  // The dense weight `name` or null (quantized and unknown names give null).
+  const Tensor* FindWeight(const std::string& name) const;
+
  private:
+  // A linear layer's weight: a dense Tensor [out, in] in its stored dtype (or
+  // a CPU repacking of it), or a QuantizedMatrix when `quant` is set.
+  struct Linear {
+    Tensor w;
+    std::shared_ptr<const QuantizedMatrix> quant;
+  };
   struct Layer {
-    Tensor q, k, v, o, gate, up, down;                  // [out, in], stored dtype
+    Linear q, k, v, o, gate, up, down;
     std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
     std::vector<float> gate_bias, up_bias, down_bias;
     std::vector<float> input_norm, post_norm;  // [hidden]
@@ -143,13 +195,26 @@ class Transformer {
     bool all_logits = false;
   };
   absl::Status ForwardPieces(const std::vector<BatchPiece>& pieces) const;
+  // Layer l over the n stacked rows of ws.x (pieces at row0, RoPE tables for
+  // every row); appends their keys/values to the pieces' caches at each
+  // cache's position() without advancing it.
+  absl::Status LayerStep(int64_t l, const std::vector<BatchPiece>& pieces,
+                         const std::vector<int64_t>& row0, int64_t n, KvCache::Workspace& ws,
+                         const float* cos, const float* sin,
+                         const LinearInputObserver* observe) const;
+  // Grows a forward workspace to n stacked rows of the config's shapes.
+  static void FitWorkspace(const ModelConfig& c, int64_t n, KvCache::Workspace& ws);
+  // Rebuilds the layers from named_ and quantized_ (after a replacement).
+  absl::Status Rebuild();
 
   ModelConfig config_;
-  Tensor embed_, lm_head_;
+  Tensor embed_;
+  Linear lm_head_;
   std::vector<float> final_norm_;
   std::vector<Layer> layers_;
   std::vector<float> inv_freq_;
   std::vector<std::pair<std::string, Tensor>> named_;
+  std::map<std::string, std::shared_ptr<const QuantizedMatrix>> quantized_;
 };
 
 }  // namespace retort
