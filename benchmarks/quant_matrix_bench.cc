@@ -40,9 +40,16 @@
 namespace retort {
 namespace {
 
-enum class Format { kBF16, kQ4_0, kInt4G128Sym, kInt4G128Asym, kInt8Channel, kFp8Channel,
-                    kFp8Block128 };
-constexpr Format kFormats[] = {Format::kBF16,        Format::kQ4_0,        Format::kInt4G128Sym,
+enum class Format {
+  kBF16,
+  kQ4_0,
+  kInt4G128Sym,
+  kInt4G128Asym,
+  kInt8Channel,
+  kFp8Channel,
+  kFp8Block128
+};
+constexpr Format kFormats[] = {Format::kBF16,         Format::kQ4_0,        Format::kInt4G128Sym,
                                Format::kInt4G128Asym, Format::kInt8Channel, Format::kFp8Channel,
                                Format::kFp8Block128};
 
@@ -72,8 +79,7 @@ struct Weight {
   bool is_quant = false;
   size_t bytes() const { return is_quant ? quant.nbytes() : tensor.nbytes(); }
   absl::Status MatMul(const float* x, int64_t m, float* y) const {
-    return is_quant ? cpu::MatMul(x, m, quant, nullptr, y)
-                    : cpu::MatMul(x, m, tensor, nullptr, y);
+    return is_quant ? cpu::MatMul(x, m, quant, nullptr, y) : cpu::MatMul(x, m, tensor, nullptr, y);
   }
 };
 

@@ -125,8 +125,9 @@ struct Avx512 {
   static F Fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static F Add(F a, F b) { return _mm512_add_ps(a, b); }
   static float Sum(F v) {
-    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
-                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m256 h =
+        _mm256_add_ps(_mm512_castps512_ps256(v),
+                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     return Avx2::Sum(h);
   }
   // Values [c, c + 16) of a row. int4: c even.
@@ -218,7 +219,8 @@ void GemvRowsFast(const GemvJob& job, int64_t i0) {
       for (; c + L <= c1; c += L) {
         const F wv = Isa::template Decode<V>(row, c);
 #pragma GCC unroll 4
-        for (int i = 0; i < M; ++i) acc[i][0] = Isa::Fma(wv, Isa::Load(x + i * cols + c), acc[i][0]);
+        for (int i = 0; i < M; ++i)
+          acc[i][0] = Isa::Fma(wv, Isa::Load(x + i * cols + c), acc[i][0]);
       }
       const float s = rs.s[g] * kValueScale<V>;
       const F sv = Isa::Set1(s);

@@ -38,7 +38,8 @@ void GemvRowsGeneric(const QuantizedMatrix& w, const float* x, int64_t m, const 
   for (int64_t r = r0; r < r1; ++r) {
     DequantizeRowsFast(w, r, r + 1, row.data());
     const float b = bias ? bias[r] : 0.f;
-    for (int64_t i = 0; i < m; ++i) y[i * ldy + r] = simd::Dot(row.data(), x + i * w.cols, w.cols) + b;
+    for (int64_t i = 0; i < m; ++i)
+      y[i * ldy + r] = simd::Dot(row.data(), x + i * w.cols, w.cols) + b;
   }
 }
 
@@ -91,14 +92,13 @@ bool FastLayout(const QuantizedMatrix& w) {
 
 absl::Status CheckQuantizedMatrixLayout(const QuantizedMatrix& w, int64_t k) {
   auto bad = [&](auto&&... parts) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("MatMul: quantized weight ", w.Describe(), " [", w.rows, ", ", w.cols,
-                     "]: ", parts...));
+    return absl::InvalidArgumentError(absl::StrCat("MatMul: quantized weight ", w.Describe(), " [",
+                                                   w.rows, ", ", w.cols, "]: ", parts...));
   };
   if (w.rows <= 0 || w.cols <= 0) return bad("is empty");
   if (w.cols != k) return bad("does not take inputs of width ", k);
-  if (w.value_type != DType::kI4 && w.value_type != DType::kI8 &&
-      w.value_type != DType::kF8E4M3 && w.value_type != DType::kF8E5M2) {
+  if (w.value_type != DType::kI4 && w.value_type != DType::kI8 && w.value_type != DType::kF8E4M3 &&
+      w.value_type != DType::kF8E5M2) {
     return bad("value type ", TypeName(w.value_type), " (expected I4, I8, F8_E4M3 or F8_E5M2)");
   }
   if (w.value_type == DType::kI4 && w.cols % 2 != 0) return bad("int4 rows need even columns");
@@ -142,8 +142,7 @@ absl::Status CheckQuantizedMatrixLayout(const QuantizedMatrix& w, int64_t k) {
     if (w.value_type != DType::kI4 && w.value_type != DType::kI8) {
       return bad("zero points need integer values");
     }
-    if (w.granularity != QuantGranularity::kGroup &&
-        w.granularity != QuantGranularity::kChannel) {
+    if (w.granularity != QuantGranularity::kGroup && w.granularity != QuantGranularity::kChannel) {
       return bad("zero points need channel or group scales");
     }
     if (w.zero_points.dtype() != DType::kI8 || w.zero_points.shape() != scale_shape) {
@@ -184,11 +183,10 @@ QuantMatrixGemv::QuantMatrixGemv(const QuantizedMatrix& w, const float* x, int64
   }
 }
 
-void QuantMatrixGemv::Rows(const float* bias, float* y, int64_t ldy, int64_t r0,
-                           int64_t r1) const {
+void QuantMatrixGemv::Rows(const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) const {
   if (!fast_) return GemvRowsGeneric(w_, x_, m_, bias, y, ldy, r0, r1);
-  const qmm_internal::GemvJob job{&w_,    x_,    m_, xsum_.empty() ? nullptr : xsum_.data(),
-                                  segment_, nseg_, bias, y,  ldy, r0, r1};
+  const qmm_internal::GemvJob job{
+      &w_, x_, m_, xsum_.empty() ? nullptr : xsum_.data(), segment_, nseg_, bias, y, ldy, r0, r1};
   // AVX-512 where the integer dots use it too (same CPU check, same
   // RETORT_NO_AVX512 switch).
   if (ActiveQuantDotPath() == QuantDotPath::kAvx512Vnni) {
@@ -209,8 +207,8 @@ void QuantMatrixGemmBlock(const float* x, int64_t m, const QuantizedMatrix& w, c
     beta = 1.f;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(rows),
-              static_cast<int>(k), 1.f, x, static_cast<int>(k), scratch.data(),
-              static_cast<int>(k), beta, y + r0, static_cast<int>(ldy));
+              static_cast<int>(k), 1.f, x, static_cast<int>(k), scratch.data(), static_cast<int>(k),
+              beta, y + r0, static_cast<int>(ldy));
 }
 
 absl::Status MatMul(const float* x, int64_t m, const QuantizedMatrix& w, const float* bias,

@@ -17,10 +17,9 @@
 // sizeable fraction of S, far outside the bound (~1e-5 S for these k).
 //
 // Both builds of the GEMV (AVX2, and AVX-512 where the CPU has it, switched
-// with SetQuantDotPath) are checked. Also: results do not depend on the thread count (same bits on 1 and 3
-// threads); the GEMM path's dequantization gives DequantizeRows' bits; and
-// MatMulGroup with Tensor and QuantizedMatrix outputs mixed gives the same
-// bits as separate MatMul calls.
+// with SetQuantDotPath) are checked. Also: results do not depend on the thread count (same bits on
+// 1 and 3 threads); the GEMM path's dequantization gives DequantizeRows' bits; and MatMulGroup with
+// Tensor and QuantizedMatrix outputs mixed gives the same bits as separate MatMul calls.
 #include "kernels/cpu/quant_matrix_matmul.h"
 
 #include <algorithm>
@@ -94,7 +93,7 @@ QuantizedMatrix RandomMatrix(const Layout& l, uint32_t seed) {
   auto* v = static_cast<uint8_t*>(w.values.mutable_raw());
   for (size_t i = 0; i < w.values.nbytes(); ++i) {
     uint8_t b = static_cast<uint8_t>(rng());
-    if (l.value == DType::kF8E4M3 && (b & 0x7f) == 0x7f) b &= 0x80;  // NaN -> +-0
+    if (l.value == DType::kF8E4M3 && (b & 0x7f) == 0x7f) b &= 0x80;         // NaN -> +-0
     if (l.value == DType::kF8E5M2 && ((b >> 2) & 0x1f) == 0x1f) b &= 0x83;  // inf/NaN -> subnormal
     v[i] = b;
   }
@@ -188,34 +187,34 @@ TEST_P(QuantMatrixMatMulTest, MatchesF64ReferenceOnAnyThreadCount) {
 
   const std::vector<float> bias = RandomVector(n, 77, 0.5f);
   for (QuantDotPath path : {QuantDotPath::kAvx2, QuantDotPath::kAvx512Vnni}) {
-  if (!SetQuantDotPath(path)) continue;  // the CPU lacks it
-  SCOPED_TRACE(QuantDotPathName(path));
-  for (int64_t m : {1, 2, 3, 5, 16, 17, 64}) {
-    const std::vector<float> x = RandomVector(m * k, 100 + static_cast<uint32_t>(m));
-    for (bool with_bias : {false, true}) {
-      const float* b = with_bias ? bias.data() : nullptr;
-      SetNumThreads(1);
-      std::vector<float> y1(m * n, -1.f), y3(m * n, -2.f);
-      ASSERT_TRUE(MatMul(x.data(), m, w, b, y1.data()).ok());
-      SetNumThreads(3);
-      ASSERT_TRUE(MatMul(x.data(), m, w, b, y3.data()).ok());
-      ASSERT_EQ(std::memcmp(y1.data(), y3.data(), y1.size() * 4), 0)
-          << "m=" << m << ": result depends on the thread count";
-      for (int64_t i = 0; i < m; ++i) {
-        for (int64_t r = 0; r < n; ++r) {
-          double ref = b ? b[r] : 0.0, mag = b ? std::fabs(b[r]) : 0.0;
-          for (int64_t c = 0; c < k; ++c) {
-            const double xv = x[i * k + c];
-            ref += xv * wf[r * k + c];
-            mag += std::fabs(xv) * (std::fabs(wf[r * k + c]) + sz[r * k + c]);
+    if (!SetQuantDotPath(path)) continue;  // the CPU lacks it
+    SCOPED_TRACE(QuantDotPathName(path));
+    for (int64_t m : {1, 2, 3, 5, 16, 17, 64}) {
+      const std::vector<float> x = RandomVector(m * k, 100 + static_cast<uint32_t>(m));
+      for (bool with_bias : {false, true}) {
+        const float* b = with_bias ? bias.data() : nullptr;
+        SetNumThreads(1);
+        std::vector<float> y1(m * n, -1.f), y3(m * n, -2.f);
+        ASSERT_TRUE(MatMul(x.data(), m, w, b, y1.data()).ok());
+        SetNumThreads(3);
+        ASSERT_TRUE(MatMul(x.data(), m, w, b, y3.data()).ok());
+        ASSERT_EQ(std::memcmp(y1.data(), y3.data(), y1.size() * 4), 0)
+            << "m=" << m << ": result depends on the thread count";
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t r = 0; r < n; ++r) {
+            double ref = b ? b[r] : 0.0, mag = b ? std::fabs(b[r]) : 0.0;
+            for (int64_t c = 0; c < k; ++c) {
+              const double xv = x[i * k + c];
+              ref += xv * wf[r * k + c];
+              mag += std::fabs(xv) * (std::fabs(wf[r * k + c]) + sz[r * k + c]);
+            }
+            const double tol = (k + 16) * std::ldexp(1.0, -24) * mag;
+            ASSERT_NEAR(y1[i * n + r], ref, tol)
+                << "m=" << m << " i=" << i << " r=" << r << " bias=" << with_bias;
           }
-          const double tol = (k + 16) * std::ldexp(1.0, -24) * mag;
-          ASSERT_NEAR(y1[i * n + r], ref, tol)
-              << "m=" << m << " i=" << i << " r=" << r << " bias=" << with_bias;
         }
       }
     }
-  }
   }
   SetQuantDotPath(DefaultQuantDotPath());
   SetNumThreads(2);
@@ -228,12 +227,12 @@ INSTANTIATE_TEST_SUITE_P(AllLayouts, QuantMatrixMatMulTest, ::testing::ValuesIn(
 
 TEST(QuantMatrixMatMul, GenericPathOnlyForGidxAndRaggedGroups) {
   const std::vector<float> x(200, 1.f);
-  EXPECT_TRUE(QuantMatrixGemv(RandomMatrix({DType::kI4, QuantGranularity::kGroup, 32}, 1),
-                              x.data(), 1)
-                  .fast());
-  EXPECT_FALSE(QuantMatrixGemv(RandomMatrix({DType::kI4, QuantGranularity::kGroup, 12}, 1),
-                               x.data(), 1)
-                   .fast());
+  EXPECT_TRUE(
+      QuantMatrixGemv(RandomMatrix({DType::kI4, QuantGranularity::kGroup, 32}, 1), x.data(), 1)
+          .fast());
+  EXPECT_FALSE(
+      QuantMatrixGemv(RandomMatrix({DType::kI4, QuantGranularity::kGroup, 12}, 1), x.data(), 1)
+          .fast());
   EXPECT_FALSE(
       QuantMatrixGemv(RandomMatrix({DType::kI4, QuantGranularity::kGroup, 32, false, true}, 1),
                       x.data(), 1)
@@ -244,8 +243,10 @@ TEST(QuantMatrixMatMul, GenericPathOnlyForGidxAndRaggedGroups) {
 // MatMul per output, on the GEMV and the GEMM path.
 TEST(QuantMatrixMatMul, GroupMixesTensorAndQuantizedOutputs) {
   const int64_t k = 256;
-  const QuantizedMatrix q4 = RandomMatrix({DType::kI4, QuantGranularity::kGroup, 128, true, false, 53, k}, 5);
-  const QuantizedMatrix f8 = RandomMatrix({DType::kF8E4M3, QuantGranularity::kBlock, 128, false, false, 131, k}, 6);
+  const QuantizedMatrix q4 =
+      RandomMatrix({DType::kI4, QuantGranularity::kGroup, 128, true, false, 53, k}, 5);
+  const QuantizedMatrix f8 =
+      RandomMatrix({DType::kF8E4M3, QuantGranularity::kBlock, 128, false, false, 131, k}, 6);
   const Tensor bf16 = MakeTensor(DType::kBF16, {40, k}, RandomVector(40 * k, 7, 0.1f));
   // Q8_0 blocks: f16 d, then 32 int8 values.
   Tensor q8_0 = Tensor::Zeros(DType::kQ8_0, {24, k});
@@ -280,7 +281,8 @@ TEST(QuantMatrixMatMul, GroupMixesTensorAndQuantizedOutputs) {
 }
 
 TEST(QuantMatrixMatMul, RejectsMismatchedLayouts) {
-  QuantizedMatrix w = RandomMatrix({DType::kI8, QuantGranularity::kGroup, 32, true, false, 8, 64}, 3);
+  QuantizedMatrix w =
+      RandomMatrix({DType::kI8, QuantGranularity::kGroup, 32, true, false, 8, 64}, 3);
   std::vector<float> x(64 * 2), y(8 * 2);
   EXPECT_TRUE(MatMul(x.data(), 2, w, nullptr, y.data()).ok());
   // Input width differs from the matrix's columns.
