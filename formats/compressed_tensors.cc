@@ -182,7 +182,8 @@ class JsonFields {
       if (fallback.has_value()) return *fallback;
       return Bad(path + "." + key, "missing (expected an integer)");
     }
-    if (!v->is_number_integer()) return Bad(path + "." + key, "expected an integer, got ", v->dump());
+    if (!v->is_number_integer())
+      return Bad(path + "." + key, "expected an integer, got ", v->dump());
     return v->get<int64_t>();
   }
 
@@ -213,7 +214,8 @@ class JsonFields {
     if (v->is_string()) return std::vector<std::string>{v->get<std::string>()};
     if (!v->is_array()) return Bad(path + "." + key, "expected a list of strings, got ", v->dump());
     for (const json& e : *v) {
-      if (!e.is_string()) return Bad(path + "." + key, "expected a list of strings, got ", v->dump());
+      if (!e.is_string())
+        return Bad(path + "." + key, "expected a list of strings, got ", v->dump());
       out.push_back(e.get<std::string>());
     }
     return out;
@@ -255,7 +257,8 @@ absl::StatusOr<ActivationQuant> ParseCtActivations(const JsonFields& f, const js
   if (!a->is_object()) return f.Bad(apath, "expected an object or null");
   const json* dyn = JsonFields::Find(*a, "dynamic");
   if (dyn == nullptr) return ActivationQuant::kStatic;
-  if (dyn->is_boolean()) return dyn->get<bool>() ? ActivationQuant::kDynamic : ActivationQuant::kStatic;
+  if (dyn->is_boolean())
+    return dyn->get<bool>() ? ActivationQuant::kDynamic : ActivationQuant::kStatic;
   if (dyn->is_string() && absl::AsciiStrToLower(dyn->get<std::string>()) == "local") {
     return f.Bad(apath + ".dynamic", "\"local\" (nvfp4 tensor-group activations) is not supported");
   }
@@ -288,7 +291,8 @@ absl::StatusOr<QuantSchemeSpec> ParseCtGroup(const JsonFields& f, const json& sc
   type = absl::AsciiStrToLower(type);
   ASSIGN_OR_RETURN(int64_t bits, f.Int(w, wpath, "num_bits", 8));
   if (type == "int") {
-    if (bits != 4 && bits != 8) return f.Bad(wpath + ".num_bits", bits, " (supported: 4, 8 for int)");
+    if (bits != 4 && bits != 8)
+      return f.Bad(wpath + ".num_bits", bits, " (supported: 4, 8 for int)");
     s.value_type = bits == 4 ? DType::kI4 : DType::kI8;
   } else if (type == "float") {
     if (bits != 8) return f.Bad(wpath + ".num_bits", bits, " (supported: 8 for float, fp8 e4m3)");
@@ -315,7 +319,8 @@ absl::StatusOr<QuantSchemeSpec> ParseCtGroup(const JsonFields& f, const json& sc
     s.granularity = QuantGranularity::kChannel;
   } else if (strategy == "group") {
     s.granularity = QuantGranularity::kGroup;
-    if (group_size <= 0) return f.Bad(wpath + ".group_size", group_size, " (group strategy needs a positive size)");
+    if (group_size <= 0)
+      return f.Bad(wpath + ".group_size", group_size, " (group strategy needs a positive size)");
     s.group_size = group_size;
   } else if (strategy == "block") {
     s.granularity = QuantGranularity::kBlock;
@@ -323,7 +328,10 @@ absl::StatusOr<QuantSchemeSpec> ParseCtGroup(const JsonFields& f, const json& sc
     std::vector<int64_t> dims;
     if (b != nullptr && b->is_array()) {
       for (const json& e : *b) {
-        if (!e.is_number_integer()) { dims.clear(); break; }
+        if (!e.is_number_integer()) {
+          dims.clear();
+          break;
+        }
         dims.push_back(e.get<int64_t>());
       }
     } else if (b != nullptr && b->is_string()) {  // old spelling "128x128"
@@ -351,7 +359,8 @@ absl::StatusOr<QuantSchemeSpec> ParseCtGroup(const JsonFields& f, const json& sc
   }
 
   ASSIGN_OR_RETURN(s.symmetric, f.Bool(w, wpath, "symmetric", true));
-  if (!s.symmetric && IsFp8(s.value_type)) return f.Bad(wpath + ".symmetric", "asymmetric float weights are not supported");
+  if (!s.symmetric && IsFp8(s.value_type))
+    return f.Bad(wpath + ".symmetric", "asymmetric float weights are not supported");
   if (!s.symmetric && s.granularity == QuantGranularity::kTensor) {
     return f.Bad(wpath + ".symmetric", "asymmetric weights need group or channel scales");
   }
@@ -391,12 +400,14 @@ absl::Status ParseCompressedTensors(const JsonFields& f, const json& q, const st
   }
   const json* sparsity = JsonFields::Find(q, "sparsity_config");
   if (sparsity != nullptr && !(sparsity->is_object() && sparsity->empty())) {
-    return f.Bad(path + ".sparsity_config", "sparse compressed-tensors checkpoints are not supported");
+    return f.Bad(path + ".sparsity_config",
+                 "sparse compressed-tensors checkpoints are not supported");
   }
   ASSIGN_OR_RETURN(qc.ignore, f.Strings(q, path, "ignore"));
   qc.kv_cache_quantized = JsonFields::Find(q, "kv_cache_scheme") != nullptr;
   const json* groups = JsonFields::Find(q, "config_groups");
-  if (groups == nullptr || !groups->is_object()) return f.Bad(path + ".config_groups", "missing or not an object");
+  if (groups == nullptr || !groups->is_object())
+    return f.Bad(path + ".config_groups", "missing or not an object");
   const std::string group_format = qc.format == "mixed-precision" ? std::string() : qc.format;
   for (auto it = groups->begin(); it != groups->end(); ++it) {
     const std::string gpath = path + ".config_groups." + it.key();
@@ -405,7 +416,8 @@ absl::Status ParseCompressedTensors(const JsonFields& f, const json& q, const st
     }
     if (JsonFields::Find(it.value(), "weights") == nullptr) continue;  // activations only
     if (group_format.empty() && JsonFields::Find(it.value(), "format") == nullptr) {
-      return f.Bad(gpath + ".format", "missing (a mixed-precision checkpoint names each group's format)");
+      return f.Bad(gpath + ".format",
+                   "missing (a mixed-precision checkpoint names each group's format)");
     }
     ASSIGN_OR_RETURN(QuantSchemeSpec s, ParseCtGroup(f, it.value(), gpath, group_format));
     qc.groups.push_back(std::move(s));
@@ -414,7 +426,8 @@ absl::Status ParseCompressedTensors(const JsonFields& f, const json& q, const st
   return absl::OkStatus();
 }
 
-absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& path, QuantizationConfig& qc) {
+absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& path,
+                       QuantizationConfig& qc) {
   qc.kind = QuantizationConfig::Kind::kGptq;
   QuantSchemeSpec s;
   s.targets = {"Linear"};
@@ -451,7 +464,8 @@ absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& pa
   return absl::OkStatus();
 }
 
-absl::Status ParseAwq(const JsonFields& f, const json& q, const std::string& path, QuantizationConfig& qc) {
+absl::Status ParseAwq(const JsonFields& f, const json& q, const std::string& path,
+                      QuantizationConfig& qc) {
   qc.kind = QuantizationConfig::Kind::kAwq;
   QuantSchemeSpec s;
   s.targets = {"Linear"};
@@ -470,7 +484,8 @@ absl::Status ParseAwq(const JsonFields& f, const json& q, const std::string& pat
     return f.Bad(path + "." + gs_key, group_size, " (expected -1 or a positive size)");
   }
   ASSIGN_OR_RETURN(bool zero_point, f.Bool(q, path, "zero_point", true));
-  if (!zero_point) return f.Bad(path + ".zero_point", "false is not supported (AWQ gemm stores zeros)");
+  if (!zero_point)
+    return f.Bad(path + ".zero_point", "false is not supported (AWQ gemm stores zeros)");
   s.symmetric = false;
   ASSIGN_OR_RETURN(std::string version, f.String(q, path, "version", std::string("gemm")));
   version = absl::AsciiStrToLower(version);
@@ -500,11 +515,13 @@ absl::Status ParseFp8Block(const JsonFields& f, const json& q, const std::string
   s.granularity = QuantGranularity::kBlock;
   const json* b = JsonFields::Find(q, "weight_block_size");
   if (b == nullptr) {
-    return f.Bad(path + ".weight_block_size", "missing (only block-scaled fp8 checkpoints are supported)");
+    return f.Bad(path + ".weight_block_size",
+                 "missing (only block-scaled fp8 checkpoints are supported)");
   }
-  if (!b->is_array() || b->size() != 2 || !(*b)[0].is_number_integer() || !(*b)[1].is_number_integer() ||
-      (*b)[0].get<int64_t>() <= 0 || (*b)[1].get<int64_t>() <= 0) {
-    return f.Bad(path + ".weight_block_size", "expected [rows, cols] of positive integers, got ", b->dump());
+  if (!b->is_array() || b->size() != 2 || !(*b)[0].is_number_integer() ||
+      !(*b)[1].is_number_integer() || (*b)[0].get<int64_t>() <= 0 || (*b)[1].get<int64_t>() <= 0) {
+    return f.Bad(path + ".weight_block_size", "expected [rows, cols] of positive integers, got ",
+                 b->dump());
   }
   if ((*b)[0].get<int64_t>() != (*b)[1].get<int64_t>()) {
     return f.Bad(path + ".weight_block_size", b->dump(), ": only square blocks are supported");
@@ -585,11 +602,14 @@ absl::Status ValidateCtConfigSpec(const CtConfigSpec& spec) {
     return bad("value type ", TypeName(spec.value_type),
                " (compressed-tensors stores I4, I8 or F8_E4M3 weights)");
   }
-  if ((spec.granularity == QuantGranularity::kGroup || spec.granularity == QuantGranularity::kBlock) &&
+  if ((spec.granularity == QuantGranularity::kGroup ||
+       spec.granularity == QuantGranularity::kBlock) &&
       spec.group_size <= 0) {
-    return bad(QuantGranularityName(spec.granularity), " size ", spec.group_size, " must be positive");
+    return bad(QuantGranularityName(spec.granularity), " size ", spec.group_size,
+               " must be positive");
   }
-  if (spec.granularity == QuantGranularity::kBlock && !fp8) return bad("block scales need fp8 weights");
+  if (spec.granularity == QuantGranularity::kBlock && !fp8)
+    return bad("block scales need fp8 weights");
   if (!spec.symmetric && fp8) return bad("fp8 weights are symmetric");
   if (!spec.symmetric && spec.granularity == QuantGranularity::kTensor) {
     return bad("asymmetric int weights need group or channel scales");
@@ -612,7 +632,8 @@ nlohmann::json CompressedTensorsConfig(const CtConfigSpec& spec) {
   const bool fp8 = !IsIntValue(spec.value_type);
   json weights = json::object();
   weights["dynamic"] = false;
-  weights["group_size"] = spec.granularity == QuantGranularity::kGroup ? json(spec.group_size) : json(nullptr);
+  weights["group_size"] =
+      spec.granularity == QuantGranularity::kGroup ? json(spec.group_size) : json(nullptr);
   weights["num_bits"] = DTypeBits(spec.value_type);
   weights["strategy"] = QuantGranularityName(spec.granularity);
   weights["symmetric"] = fp8 ? true : spec.symmetric;
@@ -723,7 +744,8 @@ absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> PackCompressedTensor
     for (int64_t g = 0; g < zcols; ++g) {
       for (int64_t r = 0; r < rows; ++r) {
         const uint32_t v = static_cast<uint32_t>(src[r * zcols + g] + half);
-        z[(r / per) * zcols + g] |= static_cast<int32_t>((v & ((1u << bits) - 1u)) << ((r % per) * bits));
+        z[(r / per) * zcols + g] |=
+            static_cast<int32_t>((v & ((1u << bits) - 1u)) << ((r % per) * bits));
       }
     }
     out.emplace_back(module + ".weight_zero_point", zp);
@@ -809,11 +831,14 @@ absl::StatusOr<QuantizedMatrix> ReadCtPacked(const QuantSchemeSpec& s, const std
   }
   std::optional<Tensor> shape_t = lookup(err.Name("weight_shape"));
   if (!shape_t) return err.Missing("weight_shape", "pack-quantized weights store their shape");
-  if ((shape_t->dtype() != DType::kI64 && shape_t->dtype() != DType::kI32) || shape_t->shape() != Shape{2}) {
+  if ((shape_t->dtype() != DType::kI64 && shape_t->dtype() != DType::kI32) ||
+      shape_t->shape() != Shape{2}) {
     return err.Bad("weight_shape", "is ", ShapeOf(*shape_t), ", expected I64 [2]");
   }
-  const int64_t rows = shape_t->dtype() == DType::kI64 ? shape_t->data<int64_t>()[0] : shape_t->data<int32_t>()[0];
-  const int64_t cols = shape_t->dtype() == DType::kI64 ? shape_t->data<int64_t>()[1] : shape_t->data<int32_t>()[1];
+  const int64_t rows =
+      shape_t->dtype() == DType::kI64 ? shape_t->data<int64_t>()[0] : shape_t->data<int32_t>()[0];
+  const int64_t cols =
+      shape_t->dtype() == DType::kI64 ? shape_t->data<int64_t>()[1] : shape_t->data<int32_t>()[1];
   if (rows <= 0 || cols <= 0 || rows > (int64_t{1} << 31) || cols > (int64_t{1} << 31)) {
     return err.Bad("weight_shape", "[", rows, ", ", cols, "] is not a valid matrix shape");
   }
@@ -822,8 +847,8 @@ absl::StatusOr<QuantizedMatrix> ReadCtPacked(const QuantSchemeSpec& s, const std
   const int half = 1 << (bits - 1);
   const int64_t packed_cols = CeilDiv(cols, per);
   if (packed.dtype() != DType::kI32 || packed.shape() != Shape{rows, packed_cols}) {
-    return err.Bad("weight_packed", "is ", ShapeOf(packed), ", expected I32 [", rows, ", ", packed_cols,
-                   "] for weight_shape [", rows, ", ", cols, "] at ", bits, " bits");
+    return err.Bad("weight_packed", "is ", ShapeOf(packed), ", expected I32 [", rows, ", ",
+                   packed_cols, "] for weight_shape [", rows, ", ", cols, "] at ", bits, " bits");
   }
   if (s.value_type == DType::kI4 && cols % 2 != 0) {
     return err.Bad("weight_shape", "int4 weights need an even number of columns, got ", cols);
@@ -852,13 +877,15 @@ absl::StatusOr<QuantizedMatrix> ReadCtPacked(const QuantSchemeSpec& s, const std
     case QuantGranularity::kBlock:
       return err.Bad("weight_packed", "int weights with block scales are not supported");
   }
-  const Shape scale_shape = s.granularity == QuantGranularity::kTensor ? Shape{1, 1} : file_scale_shape;
+  const Shape scale_shape =
+      s.granularity == QuantGranularity::kTensor ? Shape{1, 1} : file_scale_shape;
   std::optional<Tensor> scale_t = lookup(err.Name("weight_scale"));
   if (!scale_t) return err.Missing("weight_scale", "every quantized weight has scales");
   if (s.granularity == QuantGranularity::kTensor && scale_t->numel() == 1 && scale_t->rank() <= 2) {
     file_scale_shape = scale_t->shape();  // [1], [1, 1] and [] all mean one scale
   }
-  ASSIGN_OR_RETURN(m.scales, ScaleTensor(err, "weight_scale", *scale_t, file_scale_shape, scale_shape));
+  ASSIGN_OR_RETURN(m.scales,
+                   ScaleTensor(err, "weight_scale", *scale_t, file_scale_shape, scale_shape));
 
   m.values = Tensor::Zeros(s.value_type, {rows, cols});
   const int32_t* p = packed.data<int32_t>();
@@ -873,8 +900,9 @@ absl::StatusOr<QuantizedMatrix> ReadCtPacked(const QuantSchemeSpec& s, const std
     const int64_t zcols = scale_shape[1];
     const int64_t zrows = CeilDiv(rows, per);
     if (zp->dtype() != DType::kI32 || zp->shape() != Shape{zrows, zcols}) {
-      return err.Bad("weight_zero_point", "is ", ShapeOf(*zp), ", expected I32 [", zrows, ", ", zcols,
-                     "] (", bits, "-bit zero points of ", rows, " rows packed along the output dim)");
+      return err.Bad("weight_zero_point", "is ", ShapeOf(*zp), ", expected I32 [", zrows, ", ",
+                     zcols, "] (", bits, "-bit zero points of ", rows,
+                     " rows packed along the output dim)");
     }
     m.zero_points = Tensor::Zeros(DType::kI8, scale_shape);
     int8_t* z = m.zero_points.mutable_data<int8_t>();
@@ -891,8 +919,8 @@ absl::StatusOr<QuantizedMatrix> ReadCtPacked(const QuantSchemeSpec& s, const std
   std::optional<Tensor> g_idx = lookup(err.Name("weight_g_idx"));
   if (g_idx.has_value()) {
     if (s.granularity != QuantGranularity::kGroup) {
-      return err.Bad("weight_g_idx", "present, but the scheme has ", QuantGranularityName(s.granularity),
-                     " scales (g_idx needs group scales)");
+      return err.Bad("weight_g_idx", "present, but the scheme has ",
+                     QuantGranularityName(s.granularity), " scales (g_idx needs group scales)");
     }
     ASSIGN_OR_RETURN(Tensor g, GIdxTensor(err, "weight_g_idx", *g_idx, cols, scale_shape[1]));
     if (!TrivialGIdx(g, s.group_size)) m.g_idx = g;
@@ -917,7 +945,8 @@ absl::Status UnpackedScaleShapes(const TensorErrors& err, const QuantSchemeSpec&
       return absl::OkStatus();
     case QuantGranularity::kGroup:
       if (cols % s.group_size != 0) {
-        return err.Bad("weight", "group size ", s.group_size, " does not divide the ", cols, " input columns");
+        return err.Bad("weight", "group size ", s.group_size, " does not divide the ", cols,
+                       " input columns");
       }
       *ours = *file = {rows, cols / s.group_size};
       return absl::OkStatus();
@@ -939,8 +968,9 @@ absl::StatusOr<QuantizedMatrix> ReadCtUnpacked(const QuantSchemeSpec& s, const s
   }
   const bool fp8 = weight.dtype() == DType::kF8E4M3;
   if (fp8 != IsFp8(s.value_type)) {
-    return err.Bad("weight", "is ", TypeName(weight.dtype()), " but the config group for this module has ",
-                   TypeName(s.value_type), " weights");
+    return err.Bad("weight", "is ", TypeName(weight.dtype()),
+                   " but the config group for this module has ", TypeName(s.value_type),
+                   " weights");
   }
   const int64_t rows = weight.dim(0), cols = weight.dim(1);
   QuantizedMatrix m;
@@ -948,9 +978,10 @@ absl::StatusOr<QuantizedMatrix> ReadCtUnpacked(const QuantSchemeSpec& s, const s
   m.cols = cols;
   m.value_type = s.value_type;
   m.granularity = s.granularity;
-  m.group_size = s.granularity == QuantGranularity::kGroup || s.granularity == QuantGranularity::kBlock
-                     ? s.group_size
-                     : 0;
+  m.group_size =
+      s.granularity == QuantGranularity::kGroup || s.granularity == QuantGranularity::kBlock
+          ? s.group_size
+          : 0;
   std::optional<Tensor> scale_t = lookup(err.Name("weight_scale"));
   if (!scale_t) return err.Missing("weight_scale", "every quantized weight has scales");
   Shape file_shape, our_shape;
@@ -968,7 +999,8 @@ absl::StatusOr<QuantizedMatrix> ReadCtUnpacked(const QuantSchemeSpec& s, const s
     const int8_t* src = weight.data<int8_t>();
     for (int64_t i = 0; i < rows * cols; ++i) {
       if (src[i] < lo || src[i] > hi) {
-        return err.Bad("weight", "value ", int{src[i]}, " at element ", i, " is outside [", lo, ", ", hi, "]");
+        return err.Bad("weight", "value ", int{src[i]}, " at element ", i, " is outside [", lo,
+                       ", ", hi, "]");
       }
       PutValue(m.values, cols, i / cols, i % cols, src[i]);
     }
@@ -976,7 +1008,8 @@ absl::StatusOr<QuantizedMatrix> ReadCtUnpacked(const QuantSchemeSpec& s, const s
       std::optional<Tensor> zp = lookup(err.Name("weight_zero_point"));
       if (!zp) return err.Missing("weight_zero_point", "the scheme is asymmetric");
       if (zp->dtype() != DType::kI8 || zp->numel() != NumElements(our_shape)) {
-        return err.Bad("weight_zero_point", "is ", ShapeOf(*zp), ", expected I8 ", ShapeString(our_shape));
+        return err.Bad("weight_zero_point", "is ", ShapeOf(*zp), ", expected I8 ",
+                       ShapeString(our_shape));
       }
       ASSIGN_OR_RETURN(m.zero_points, zp->Clone().Reshape(our_shape));
       if (AllZero(m.zero_points)) m.zero_points = Tensor();
@@ -1000,16 +1033,21 @@ absl::StatusOr<std::optional<QuantizedMatrix>> ReadCompressedTensors(const Quant
     return std::optional<QuantizedMatrix>(std::move(m));
   }
   std::optional<Tensor> weight = lookup(err.Name("weight"));
-  if (!weight.has_value()) return err.Missing("weight", "neither weight nor weight_packed is in the checkpoint");
+  if (!weight.has_value())
+    return err.Missing("weight", "neither weight nor weight_packed is in the checkpoint");
   const bool quantized_storage =
-      IsFp8(weight->dtype()) || (weight->dtype() == DType::kI8 && lookup(err.Name("weight_scale")).has_value());
+      IsFp8(weight->dtype()) ||
+      (weight->dtype() == DType::kI8 && lookup(err.Name("weight_scale")).has_value());
   if (!quantized_storage) return std::optional<QuantizedMatrix>();  // stored unquantized
   if (weight->dtype() == DType::kF8E5M2) {
-    return err.Bad("weight", "F8_E5M2 weights are not a compressed-tensors format (expected F8_E4M3)");
+    return err.Bad("weight",
+                   "F8_E5M2 weights are not a compressed-tensors format (expected F8_E4M3)");
   }
   if (s == nullptr) {
-    return err.Bad("weight", "is ", TypeName(weight->dtype()), " with scales, but no quantization config group "
-                   "targets ", module, " (or it is in the ignore list)");
+    return err.Bad("weight", "is ", TypeName(weight->dtype()),
+                   " with scales, but no quantization config group "
+                   "targets ",
+                   module, " (or it is in the ignore list)");
   }
   ASSIGN_OR_RETURN(QuantizedMatrix m, ReadCtUnpacked(*s, module, *weight, lookup));
   return std::optional<QuantizedMatrix>(std::move(m));
@@ -1031,13 +1069,15 @@ absl::StatusOr<std::optional<QuantizedMatrix>> ReadGptqOrAwq(const QuantizationC
     return err.Missing("qweight", "neither qweight nor weight is in the checkpoint");
   }
   const QuantSchemeSpec* sp = qc.SchemeFor(module);
-  if (sp == nullptr) return err.Bad("qweight", "found, but the module is in modules_to_not_convert");
+  if (sp == nullptr)
+    return err.Bad("qweight", "found, but the module is in modules_to_not_convert");
   const QuantSchemeSpec& s = *sp;
   const int bits = s.bits();
   const int per = 32 / bits;
   const int half = 1 << (bits - 1);
   const uint32_t mask = (1u << bits) - 1u;
-  if (qweight->dtype() != DType::kI32 || qweight->rank() != 2 || qweight->dim(0) <= 0 || qweight->dim(1) <= 0) {
+  if (qweight->dtype() != DType::kI32 || qweight->rank() != 2 || qweight->dim(0) <= 0 ||
+      qweight->dim(1) <= 0) {
     return err.Bad("qweight", "is ", ShapeOf(*qweight), ", expected a 2-D I32 tensor");
   }
   const int64_t rows = awq ? qweight->dim(1) * per : qweight->dim(1);
@@ -1058,9 +1098,11 @@ absl::StatusOr<std::optional<QuantizedMatrix>> ReadGptqOrAwq(const QuantizationC
   std::optional<Tensor> qzeros = lookup(err.Name("qzeros"));
   if (!qzeros) return err.Missing("qzeros", "GPTQ/AWQ checkpoints store zero points");
   if (qzeros->dtype() != DType::kI32 || qzeros->shape() != Shape{groups, rows / per}) {
-    return err.Bad("qzeros", "is ", ShapeOf(*qzeros), ", expected I32 [", groups, ", ", rows / per, "]");
+    return err.Bad("qzeros", "is ", ShapeOf(*qzeros), ", expected I32 [", groups, ", ", rows / per,
+                   "]");
   }
-  ASSIGN_OR_RETURN(Tensor scales_gr, ScaleTensor(err, "scales", *scales, {groups, rows}, {groups, rows}));
+  ASSIGN_OR_RETURN(Tensor scales_gr,
+                   ScaleTensor(err, "scales", *scales, {groups, rows}, {groups, rows}));
 
   QuantizedMatrix m;
   m.rows = rows;
@@ -1095,8 +1137,8 @@ absl::StatusOr<std::optional<QuantizedMatrix>> ReadGptqOrAwq(const QuantizationC
       const int shift = awq ? kAwqNibble[r % 8] * 4 : static_cast<int>(r % per) * bits;
       const int zero = static_cast<int>((w >> shift) & mask) + zero_offset;
       if (zero > static_cast<int>(mask)) {
-        return err.Bad("qzeros", "zero point of row ", r, ", group ", g, " is ", zero, " (stored ", zero - 1,
-                       " + 1), outside the ", bits, "-bit range");
+        return err.Bad("qzeros", "zero point of row ", r, ", group ", g, " is ", zero, " (stored ",
+                       zero - 1, " + 1), outside the ", bits, "-bit range");
       }
       z[r * groups + g] = static_cast<int8_t>(zero - half);
     }
@@ -1123,15 +1165,18 @@ absl::StatusOr<std::optional<QuantizedMatrix>> ReadDeepSeekFp8(const Quantizatio
   if (!weight.has_value()) return err.Missing("weight", "no weight tensor for this module");
   std::optional<Tensor> scale_inv = lookup(err.Name("weight_scale_inv"));
   if (weight->dtype() != DType::kF8E4M3) {
-    if (IsFp8(weight->dtype())) return err.Bad("weight", "is ", TypeName(weight->dtype()), ", expected F8_E4M3");
+    if (IsFp8(weight->dtype()))
+      return err.Bad("weight", "is ", TypeName(weight->dtype()), ", expected F8_E4M3");
     if (scale_inv.has_value()) {
-      return err.Bad("weight", "is ", TypeName(weight->dtype()), " but has a weight_scale_inv (expected F8_E4M3)");
+      return err.Bad("weight", "is ", TypeName(weight->dtype()),
+                     " but has a weight_scale_inv (expected F8_E4M3)");
     }
     return std::optional<QuantizedMatrix>();  // stored unquantized
   }
   if (!scale_inv) return err.Missing("weight_scale_inv", "F8_E4M3 weights need their block scales");
   const QuantSchemeSpec* s = qc.SchemeFor(module);
-  if (s == nullptr) return err.Bad("weight", "is F8_E4M3, but the module is in modules_to_not_convert");
+  if (s == nullptr)
+    return err.Bad("weight", "is F8_E4M3, but the module is in modules_to_not_convert");
   if (weight->rank() != 2 || weight->dim(0) <= 0 || weight->dim(1) <= 0) {
     return err.Bad("weight", "is ", ShapeOf(*weight), ", expected a matrix");
   }
@@ -1168,7 +1213,8 @@ absl::StatusOr<std::optional<QuantizedMatrix>> ReadQuantizedLinear(const Quantiz
   return absl::InternalError("unknown quantization kind");
 }
 
-absl::StatusOr<std::optional<float>> ReadInputScale(const std::string& module, const TensorLookup& lookup) {
+absl::StatusOr<std::optional<float>> ReadInputScale(const std::string& module,
+                                                    const TensorLookup& lookup) {
   const TensorErrors err(module);
   std::optional<Tensor> t = lookup(err.Name("input_scale"));
   if (!t.has_value()) return std::optional<float>();
@@ -1177,29 +1223,33 @@ absl::StatusOr<std::optional<float>> ReadInputScale(const std::string& module, c
   }
   float v;
   ConvertToF32(t->dtype(), t->raw(), &v, 1);
-  if (!std::isfinite(v) || v <= 0) return err.Bad("input_scale", "is ", v, " (expected finite and positive)");
+  if (!std::isfinite(v) || v <= 0)
+    return err.Bad("input_scale", "is ", v, " (expected finite and positive)");
   return std::optional<float>(v);
 }
 
-absl::StatusOr<Tensor> DequantizeFp8BlockToBf16(const Tensor& weight, const Tensor& weight_scale_inv,
+absl::StatusOr<Tensor> DequantizeFp8BlockToBf16(const Tensor& weight,
+                                                const Tensor& weight_scale_inv,
                                                 const std::string& what) {
   constexpr int64_t kBlock = 128;
-  if (weight.dtype() != DType::kF8E4M3 || weight.rank() != 2 || weight.dim(0) <= 0 || weight.dim(1) <= 0) {
+  if (weight.dtype() != DType::kF8E4M3 || weight.rank() != 2 || weight.dim(0) <= 0 ||
+      weight.dim(1) <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": weight is ", ShapeOf(weight), ", expected an F8_E4M3 matrix"));
   }
   const int64_t rows = weight.dim(0), cols = weight.dim(1);
   const Shape shape = {CeilDiv(rows, kBlock), CeilDiv(cols, kBlock)};
   if (!IsFloatScaleType(weight_scale_inv.dtype()) || weight_scale_inv.shape() != shape) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": weight_scale_inv is ", ShapeOf(weight_scale_inv),
-                                                   ", expected F32 ", ShapeString(shape), " (128x128 blocks of ",
-                                                   ShapeString(weight.shape()), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": weight_scale_inv is ", ShapeOf(weight_scale_inv), ", expected F32 ",
+                     ShapeString(shape), " (128x128 blocks of ", ShapeString(weight.shape()), ")"));
   }
   const Tensor s = FloatToF32(weight_scale_inv, shape);
   const float* sp = s.data<float>();
   for (int64_t i = 0; i < s.numel(); ++i) {
     if (!std::isfinite(sp[i])) {
-      return absl::InvalidArgumentError(absl::StrCat(what, ": weight_scale_inv entry ", i, " is not finite"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": weight_scale_inv entry ", i, " is not finite"));
     }
   }
   Tensor out = Tensor::Zeros(DType::kBF16, {rows, cols});

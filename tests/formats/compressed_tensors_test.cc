@@ -68,7 +68,8 @@ std::vector<float> AsF32(const Tensor& t) {
 }
 
 bool SameBytes(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
+         std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 int ValueAt(const QuantizedMatrix& m, int64_t r, int64_t c) {
@@ -86,7 +87,8 @@ void ExpectMatchesRef(const QuantizedMatrix& m, std::map<std::string, Tensor>& r
   } else {
     int mismatches = 0;
     for (int64_t r = 0; r < m.rows; ++r) {
-      for (int64_t c = 0; c < m.cols; ++c) mismatches += ValueAt(m, r, c) != q.data<int8_t>()[r * m.cols + c];
+      for (int64_t c = 0; c < m.cols; ++c)
+        mismatches += ValueAt(m, r, c) != q.data<int8_t>()[r * m.cols + c];
     }
     EXPECT_EQ(mismatches, 0);
   }
@@ -107,10 +109,10 @@ void ExpectMatchesRef(const QuantizedMatrix& m, std::map<std::string, Tensor>& r
 
 // ------------------------------------------- compressed-tensors fixtures --
 
-const char* const kCtCases[] = {"int4_g32_sym",      "int4_g32_asym",    "int4_g128_sym",
-                                "int4_g128_asym",    "int8_channel_sym", "int8_channel_asym",
-                                "fp8_channel",       "fp8_channel_w8a16", "fp8_tensor",
-                                "fp8_block128",      "int4_g32_actorder"};
+const char* const kCtCases[] = {"int4_g32_sym",   "int4_g32_asym",     "int4_g128_sym",
+                                "int4_g128_asym", "int8_channel_sym",  "int8_channel_asym",
+                                "fp8_channel",    "fp8_channel_w8a16", "fp8_tensor",
+                                "fp8_block128",   "int4_g32_actorder"};
 
 QuantizationConfig CtConfigOf(const std::string& name) {
   const json configs = ReadJson(Fixture("quantization_configs.json"));
@@ -198,9 +200,9 @@ TEST(CompressedTensorsTest, PackMatchesLibraryBytes) {
     for (const auto& [n, t] : *packed) {
       our_names.insert(n);
       ASSERT_TRUE(file.count(n)) << n;
-      EXPECT_TRUE(SameBytes(t, file.at(n))) << n << " ours " << DTypeName(t.dtype()) << ShapeString(t.shape())
-                                            << " library " << DTypeName(file.at(n).dtype())
-                                            << ShapeString(file.at(n).shape());
+      EXPECT_TRUE(SameBytes(t, file.at(n)))
+          << n << " ours " << DTypeName(t.dtype()) << ShapeString(t.shape()) << " library "
+          << DTypeName(file.at(n).dtype()) << ShapeString(file.at(n).shape());
     }
     EXPECT_EQ(our_names, lib_names);
   }
@@ -220,7 +222,8 @@ void CompareJson(const json& ours, const json& lib, const std::string& path) {
     for (auto it = lib.begin(); it != lib.end(); ++it) {
       if (ours.contains(it.key())) continue;
       const bool empty = it.value().is_null() || (it.value().is_object() && it.value().empty());
-      EXPECT_TRUE(empty || it.key() == "observer") << path << "." << it.key() << " missing: " << it.value();
+      EXPECT_TRUE(empty || it.key() == "observer")
+          << path << "." << it.key() << " missing: " << it.value();
     }
     return;
   }
@@ -237,7 +240,8 @@ TEST(CompressedTensorsTest, ConfigMatchesLibrarySchema) {
   }
   // The whole config.json fixture (W4A16) holds the same object.
   const json full = ReadJson(Fixture("config.json"));
-  CompareJson(CompressedTensorsConfig(CtConfigSpec{}), full.at("quantization_config"), "config.json");
+  CompareJson(CompressedTensorsConfig(CtConfigSpec{}), full.at("quantization_config"),
+              "config.json");
 }
 
 TEST(CompressedTensorsTest, ParsesLibraryConfigs) {
@@ -249,7 +253,8 @@ TEST(CompressedTensorsTest, ParsesLibraryConfigs) {
     const QuantSchemeSpec& s = qc.groups[0];
     EXPECT_EQ(s.value_type, spec.value_type);
     EXPECT_EQ(s.granularity, spec.granularity);
-    if (spec.granularity == QuantGranularity::kGroup || spec.granularity == QuantGranularity::kBlock) {
+    if (spec.granularity == QuantGranularity::kGroup ||
+        spec.granularity == QuantGranularity::kBlock) {
       EXPECT_EQ(s.group_size, spec.group_size);
     }
     EXPECT_EQ(s.symmetric, spec.symmetric);
@@ -276,9 +281,10 @@ QuantizedMatrix RandomMatrix(const CtConfigSpec& spec, int64_t rows, int64_t col
   m.cols = cols;
   m.value_type = spec.value_type;
   m.granularity = spec.granularity;
-  m.group_size = spec.granularity == QuantGranularity::kGroup || spec.granularity == QuantGranularity::kBlock
-                     ? spec.group_size
-                     : 0;
+  m.group_size =
+      spec.granularity == QuantGranularity::kGroup || spec.granularity == QuantGranularity::kBlock
+          ? spec.group_size
+          : 0;
   Shape ss;
   switch (spec.granularity) {
     case QuantGranularity::kTensor:
@@ -291,14 +297,17 @@ QuantizedMatrix RandomMatrix(const CtConfigSpec& spec, int64_t rows, int64_t col
       ss = {rows, cols / spec.group_size};
       break;
     case QuantGranularity::kBlock:
-      ss = {(rows + spec.group_size - 1) / spec.group_size, (cols + spec.group_size - 1) / spec.group_size};
+      ss = {(rows + spec.group_size - 1) / spec.group_size,
+            (cols + spec.group_size - 1) / spec.group_size};
       break;
   }
   m.scales = Tensor::Zeros(DType::kF32, ss);
   std::uniform_real_distribution<float> u(0.001f, 0.05f);
-  for (int64_t i = 0; i < m.scales.numel(); ++i) m.scales.mutable_data<float>()[i] = BF16ToF32(F32ToBF16(u(rng)));
+  for (int64_t i = 0; i < m.scales.numel(); ++i)
+    m.scales.mutable_data<float>()[i] = BF16ToF32(F32ToBF16(u(rng)));
   m.values = Tensor::Zeros(spec.value_type, {rows, cols});
-  const int lo = spec.value_type == DType::kI4 ? -8 : -128, hi = spec.value_type == DType::kI4 ? 7 : 127;
+  const int lo = spec.value_type == DType::kI4 ? -8 : -128,
+            hi = spec.value_type == DType::kI4 ? 7 : 127;
   std::uniform_int_distribution<int> qd(lo, hi);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
@@ -308,7 +317,8 @@ QuantizedMatrix RandomMatrix(const CtConfigSpec& spec, int64_t rows, int64_t col
         m.values.mutable_data<int8_t>()[r * cols + c] = static_cast<int8_t>(qd(rng));
       } else {
         uint8_t b;
-        do b = static_cast<uint8_t>(rng()); while ((b & 0x78) == 0x78);  // finite in e4m3 and e5m2
+        do b = static_cast<uint8_t>(rng());
+        while ((b & 0x78) == 0x78);  // finite in e4m3 and e5m2
         m.values.mutable_data<uint8_t>()[r * cols + c] = b;
       }
     }
@@ -374,18 +384,23 @@ std::vector<RoundTripCase> RoundTripCases() {
       {"int4 g128 asym", spec(DType::kI4, G::kGroup, 128, false, false, kN), 24, 384},
       {"int4 g32 act-order", spec(DType::kI4, G::kGroup, 32, true, true, kN), 16, 128},
       {"int4 g32 asym act-order", spec(DType::kI4, G::kGroup, 32, false, true, kN), 7, 64},
-      {"int4 channel (cols not a multiple of 8)", spec(DType::kI4, G::kChannel, 0, true, false, kN), 11, 42},
+      {"int4 channel (cols not a multiple of 8)", spec(DType::kI4, G::kChannel, 0, true, false, kN),
+       11, 42},
       {"int4 channel asym", spec(DType::kI4, G::kChannel, 0, false, false, kN), 11, 42},
       {"int4 tensor", spec(DType::kI4, G::kTensor, 0, true, false, kN), 5, 18},
       {"int8 channel sym", spec(DType::kI8, G::kChannel, 0, true, false, kN), 20, 66},
       {"int8 channel asym", spec(DType::kI8, G::kChannel, 0, false, false, kN), 21, 64},
       {"int8 g64 asym", spec(DType::kI8, G::kGroup, 64, false, false, kN), 6, 128},
       {"int8 tensor", spec(DType::kI8, G::kTensor, 0, true, false, kN), 4, 8},
-      {"fp8 tensor static", spec(DType::kF8E4M3, G::kTensor, 0, true, false, ActivationQuant::kStatic), 20, 64},
-      {"fp8 channel dynamic", spec(DType::kF8E4M3, G::kChannel, 0, true, false, ActivationQuant::kDynamic), 20, 64},
+      {"fp8 tensor static",
+       spec(DType::kF8E4M3, G::kTensor, 0, true, false, ActivationQuant::kStatic), 20, 64},
+      {"fp8 channel dynamic",
+       spec(DType::kF8E4M3, G::kChannel, 0, true, false, ActivationQuant::kDynamic), 20, 64},
       {"fp8 channel weight-only", spec(DType::kF8E4M3, G::kChannel, 0, true, false, kN), 3, 10},
-      {"fp8 group 32", spec(DType::kF8E4M3, G::kGroup, 32, true, false, ActivationQuant::kDynamic), 4, 64},
-      {"fp8 block128 ragged", spec(DType::kF8E4M3, G::kBlock, 128, true, false, ActivationQuant::kDynamic), 130, 300},
+      {"fp8 group 32", spec(DType::kF8E4M3, G::kGroup, 32, true, false, ActivationQuant::kDynamic),
+       4, 64},
+      {"fp8 block128 ragged",
+       spec(DType::kF8E4M3, G::kBlock, 128, true, false, ActivationQuant::kDynamic), 130, 300},
   };
 }
 
@@ -396,7 +411,8 @@ TEST(CompressedTensorsTest, RoundTripEveryScheme) {
     ASSERT_TRUE(ValidateCtConfigSpec(c.spec).ok()) << ValidateCtConfigSpec(c.spec);
     const QuantizedMatrix m = RandomMatrix(c.spec, c.rows, c.cols, seed++);
     ASSERT_TRUE(ValidateQuantizedMatrix(m, c.name).ok()) << ValidateQuantizedMatrix(m, c.name);
-    auto qc = ParseQuantizationConfig(json{{"quantization_config", CompressedTensorsConfig(c.spec)}}, c.name);
+    auto qc = ParseQuantizationConfig(
+        json{{"quantization_config", CompressedTensorsConfig(c.spec)}}, c.name);
     ASSERT_TRUE(qc.ok()) << qc.status();
     for (DType scale_dtype : {DType::kBF16, DType::kF32, DType::kF16}) {
       std::optional<float> input_scale;
@@ -430,12 +446,14 @@ TEST(CompressedTensorsTest, RoundTripThroughSafetensorsFile) {
   ASSERT_TRUE(WriteSafetensors(dir.File("model.safetensors"), *packed).ok());
   auto file = OpenOrDie(dir.File("model.safetensors"));
   ASSERT_TRUE(file);
-  auto qc = ParseQuantizationConfig(json{{"quantization_config", CompressedTensorsConfig(spec)}}, "x");
+  auto qc =
+      ParseQuantizationConfig(json{{"quantization_config", CompressedTensorsConfig(spec)}}, "x");
   ASSERT_TRUE(qc.ok());
-  auto back = ReadQuantizedLinear(*qc, "model.layers.1.self_attn.o_proj", [&](const std::string& n) -> std::optional<Tensor> {
-    if (!file->Has(n)) return std::nullopt;
-    return *file->Get(n);
-  });
+  auto back = ReadQuantizedLinear(*qc, "model.layers.1.self_attn.o_proj",
+                                  [&](const std::string& n) -> std::optional<Tensor> {
+                                    if (!file->Has(n)) return std::nullopt;
+                                    return *file->Get(n);
+                                  });
   ASSERT_TRUE(back.ok() && back->has_value()) << back.status();
   ExpectSameMatrix(m, **back);
 }
@@ -487,15 +505,17 @@ TEST(ExternalFormatsTest, DeepSeekFp8Fixture) {
   EXPECT_EQ(qc->weight_block_size, (std::array<int64_t, 2>{128, 128}));
   auto file = LoadAll(Fixture("deepseek_fp8_block.safetensors"));
   auto ref = LoadAll(Fixture("deepseek_fp8_block.ref.safetensors"));
-  auto bf16 = DequantizeFp8BlockToBf16(file.at(std::string(kGptqModule) + ".weight"),
-                                       file.at(std::string(kGptqModule) + ".weight_scale_inv"), "w");
+  auto bf16 =
+      DequantizeFp8BlockToBf16(file.at(std::string(kGptqModule) + ".weight"),
+                               file.at(std::string(kGptqModule) + ".weight_scale_inv"), "w");
   ASSERT_TRUE(bf16.ok()) << bf16.status();
   EXPECT_TRUE(SameBytes(*bf16, ref.at("dequantized_bf16")));
 }
 
 TEST(ExternalFormatsTest, UnquantizedModulesGiveNullopt) {
   std::map<std::string, Tensor> plain = {{"lm_head.weight", Tensor::Zeros(DType::kBF16, {4, 8})}};
-  for (const char* cfg : {"gptq_4bit_g32_sym.json", "awq_4bit_g32.json", "deepseek_fp8_block.json"}) {
+  for (const char* cfg :
+       {"gptq_4bit_g32_sym.json", "awq_4bit_g32.json", "deepseek_fp8_block.json"}) {
     auto qc = ParseQuantizationConfig(ReadJson(Fixture(cfg)), cfg);
     ASSERT_TRUE(qc.ok());
     auto m = ReadQuantizedLinear(*qc, "lm_head", MapLookup(plain));
@@ -539,11 +559,14 @@ TEST(CompressedTensorsBadInputTest, CompressedTensorsTensors) {
   EXPECT_THAT(s.message(), HasSubstr(p + "weight_scale"));
   EXPECT_THAT(with("weight_zero_point", std::nullopt).message(), HasSubstr("weight_zero_point"));
   EXPECT_THAT(with("weight_shape", std::nullopt).message(), HasSubstr("weight_shape"));
-  EXPECT_THAT(with("weight_scale", Tensor::Zeros(DType::kI32, {20, 8})).message(), HasSubstr("weight_scale"));
-  EXPECT_THAT(with("weight_scale", Tensor::Zeros(DType::kBF16, {20, 4})).message(), HasSubstr("[20, 8]"));
+  EXPECT_THAT(with("weight_scale", Tensor::Zeros(DType::kI32, {20, 8})).message(),
+              HasSubstr("weight_scale"));
+  EXPECT_THAT(with("weight_scale", Tensor::Zeros(DType::kBF16, {20, 4})).message(),
+              HasSubstr("[20, 8]"));
   EXPECT_THAT(with("weight_zero_point", Tensor::Zeros(DType::kI32, {20, 8})).message(),
               HasSubstr("weight_zero_point"));
-  EXPECT_THAT(with("weight_packed", Tensor::Zeros(DType::kI64, {20, 32})).message(), HasSubstr("weight_packed"));
+  EXPECT_THAT(with("weight_packed", Tensor::Zeros(DType::kI64, {20, 32})).message(),
+              HasSubstr("weight_packed"));
   // Packed size that does not match weight_shape.
   Tensor shape = Tensor::Zeros(DType::kI64, {2});
   shape.mutable_data<int64_t>()[0] = 20;
@@ -561,7 +584,8 @@ TEST(CompressedTensorsBadInputTest, CompressedTensorsTensors) {
   Tensor g = Tensor::Zeros(DType::kI32, {256});
   g.mutable_data<int32_t>()[5] = 8;
   EXPECT_THAT(with("weight_g_idx", g).message(), HasSubstr("weight_g_idx"));
-  EXPECT_THAT(with("weight_g_idx", Tensor::Zeros(DType::kF32, {256})).message(), HasSubstr("weight_g_idx"));
+  EXPECT_THAT(with("weight_g_idx", Tensor::Zeros(DType::kF32, {256})).message(),
+              HasSubstr("weight_g_idx"));
   // Nothing at all for the module.
   std::map<std::string, Tensor> empty;
   EXPECT_EQ(ReadWith(qc, kCtModule, empty).code(), absl::StatusCode::kNotFound);
@@ -602,23 +626,28 @@ TEST(CompressedTensorsBadInputTest, ExternalTensors) {
     EXPECT_THAT(s.message(), HasSubstr(expect)) << fixture << " " << suffix;
     EXPECT_THAT(s.message(), HasSubstr(kGptqModule));
   };
-  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "scales", std::nullopt, "scales");
-  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "qzeros", std::nullopt, "qzeros");
-  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "qzeros", Tensor::Zeros(DType::kI32, {2, 4}),
-        "qzeros");
-  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "scales", Tensor::Zeros(DType::kF16, {3, 24}),
+  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "scales", std::nullopt,
         "scales");
-  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "qweight", Tensor::Zeros(DType::kI32, {5, 24}),
-        "does not divide");
-  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "qweight", Tensor::Zeros(DType::kF16, {8, 24}),
-        "qweight");
-  check("gptq_4bit_g32_actorder.json", "gptq_4bit_g32_actorder.safetensors", "g_idx", std::nullopt, "g_idx");
+  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "qzeros", std::nullopt,
+        "qzeros");
+  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "qzeros",
+        Tensor::Zeros(DType::kI32, {2, 4}), "qzeros");
+  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "scales",
+        Tensor::Zeros(DType::kF16, {3, 24}), "scales");
+  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "qweight",
+        Tensor::Zeros(DType::kI32, {5, 24}), "does not divide");
+  check("gptq_4bit_g32_sym.json", "gptq_4bit_g32_sym.safetensors", "qweight",
+        Tensor::Zeros(DType::kF16, {8, 24}), "qweight");
+  check("gptq_4bit_g32_actorder.json", "gptq_4bit_g32_actorder.safetensors", "g_idx", std::nullopt,
+        "g_idx");
   check("gptq_4bit_g32_actorder.json", "gptq_4bit_g32_actorder.safetensors", "g_idx",
         Tensor::Zeros(DType::kI32, {63}), "g_idx");
-  check("awq_4bit_g32.json", "awq_4bit_g32.safetensors", "qzeros", Tensor::Zeros(DType::kI32, {2, 4}), "qzeros");
-  check("awq_4bit_g32.json", "awq_4bit_g32.safetensors", "scales", Tensor::Zeros(DType::kF32, {24, 2}), "scales");
-  check("deepseek_fp8_block.json", "deepseek_fp8_block.safetensors", "weight_scale_inv", std::nullopt,
-        "weight_scale_inv");
+  check("awq_4bit_g32.json", "awq_4bit_g32.safetensors", "qzeros",
+        Tensor::Zeros(DType::kI32, {2, 4}), "qzeros");
+  check("awq_4bit_g32.json", "awq_4bit_g32.safetensors", "scales",
+        Tensor::Zeros(DType::kF32, {24, 2}), "scales");
+  check("deepseek_fp8_block.json", "deepseek_fp8_block.safetensors", "weight_scale_inv",
+        std::nullopt, "weight_scale_inv");
   check("deepseek_fp8_block.json", "deepseek_fp8_block.safetensors", "weight_scale_inv",
         Tensor::Zeros(DType::kF32, {2, 2}), "weight_scale_inv");
 
@@ -630,8 +659,11 @@ TEST(CompressedTensorsBadInputTest, ExternalTensors) {
   m[p + "qzeros"] = z;
   EXPECT_THAT(ReadWith(*qc, kGptqModule, m).message(), HasSubstr("qzeros"));
 
-  EXPECT_FALSE(DequantizeFp8BlockToBf16(Tensor::Zeros(DType::kBF16, {4, 4}), Tensor::Zeros(DType::kF32, {1, 1}), "w").ok());
-  EXPECT_THAT(DequantizeFp8BlockToBf16(Tensor::Zeros(DType::kF8E4M3, {200, 4}), Tensor::Zeros(DType::kF32, {1, 1}), "w.x")
+  EXPECT_FALSE(DequantizeFp8BlockToBf16(Tensor::Zeros(DType::kBF16, {4, 4}),
+                                        Tensor::Zeros(DType::kF32, {1, 1}), "w")
+                   .ok());
+  EXPECT_THAT(DequantizeFp8BlockToBf16(Tensor::Zeros(DType::kF8E4M3, {200, 4}),
+                                       Tensor::Zeros(DType::kF32, {1, 1}), "w.x")
                   .status()
                   .message(),
               HasSubstr("w.x"));
@@ -646,9 +678,11 @@ TEST(CompressedTensorsBadInputTest, MutatedTensorsNeverCrash) {
     cases.emplace_back(CtConfigOf(name), std::string(name) + ".safetensors");
     modules.push_back(kCtModule);
   }
-  for (const char* name : {"gptq_4bit_g32_actorder", "gptq_8bit_g32_sym", "awq_4bit_g32", "deepseek_fp8_block"}) {
-    cases.emplace_back(*ParseQuantizationConfig(ReadJson(Fixture(std::string(name) + ".json")), name),
-                       std::string(name) + ".safetensors");
+  for (const char* name :
+       {"gptq_4bit_g32_actorder", "gptq_8bit_g32_sym", "awq_4bit_g32", "deepseek_fp8_block"}) {
+    cases.emplace_back(
+        *ParseQuantizationConfig(ReadJson(Fixture(std::string(name) + ".json")), name),
+        std::string(name) + ".safetensors");
     modules.push_back(kGptqModule);
   }
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -689,7 +723,8 @@ TEST(CompressedTensorsBadInputTest, ConfigErrorsNameTheField) {
     return std::string(r.status().message());
   };
   json ct = CompressedTensorsConfig(CtConfigSpec{});
-  EXPECT_THAT(err(json{{"quant_method", "bitsandbytes"}}), HasSubstr("quantization_config.quant_method"));
+  EXPECT_THAT(err(json{{"quant_method", "bitsandbytes"}}),
+              HasSubstr("quantization_config.quant_method"));
   EXPECT_THAT(err(json{{"bits", 4}}), HasSubstr("quant_method"));
   json bad = ct;
   bad["config_groups"]["group_0"]["weights"]["num_bits"] = 3;
@@ -718,17 +753,22 @@ TEST(CompressedTensorsBadInputTest, ConfigErrorsNameTheField) {
   bad["sparsity_config"] = json{{"format", "sparse-24-bitmask"}};
   EXPECT_THAT(err(bad), HasSubstr("sparsity_config"));
 
-  EXPECT_THAT(err(json{{"quant_method", "gptq"}, {"bits", 3}, {"group_size", 128}}), HasSubstr("quantization_config.bits"));
+  EXPECT_THAT(err(json{{"quant_method", "gptq"}, {"bits", 3}, {"group_size", 128}}),
+              HasSubstr("quantization_config.bits"));
   EXPECT_THAT(err(json{{"quant_method", "gptq"}, {"bits", 4}, {"checkpoint_format", "marlin"}}),
               HasSubstr("checkpoint_format"));
-  EXPECT_THAT(err(json{{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 0}}), HasSubstr("group_size"));
-  EXPECT_THAT(err(json{{"quant_method", "awq"}, {"bits", 4}, {"group_size", 128}, {"version", "gemv"}}),
-              HasSubstr("version"));
+  EXPECT_THAT(err(json{{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 0}}),
+              HasSubstr("group_size"));
+  EXPECT_THAT(
+      err(json{{"quant_method", "awq"}, {"bits", 4}, {"group_size", 128}, {"version", "gemv"}}),
+      HasSubstr("version"));
   EXPECT_THAT(err(json{{"quant_method", "awq"}, {"bits", 4}}), HasSubstr("group_size"));
   EXPECT_THAT(err(json{{"quant_method", "fp8"}, {"fmt", "e4m3"}}), HasSubstr("weight_block_size"));
-  EXPECT_THAT(err(json{{"quant_method", "fp8"}, {"weight_block_size", {128, 64}}}), HasSubstr("weight_block_size"));
-  EXPECT_THAT(err(json{{"quant_method", "fp8"}, {"fmt", "e5m2"}, {"weight_block_size", {128, 128}}}),
-              HasSubstr("fmt"));
+  EXPECT_THAT(err(json{{"quant_method", "fp8"}, {"weight_block_size", {128, 64}}}),
+              HasSubstr("weight_block_size"));
+  EXPECT_THAT(
+      err(json{{"quant_method", "fp8"}, {"fmt", "e5m2"}, {"weight_block_size", {128, 128}}}),
+      HasSubstr("fmt"));
   EXPECT_THAT(err(json::array()), HasSubstr("quantization_config"));
   EXPECT_FALSE(ParseQuantizationConfig(json::array(), "c").ok());
 }
