@@ -48,13 +48,13 @@ absl::Status CheckIndices(const std::vector<int64_t>& v, int64_t bound, const st
   if (v.empty()) return Invalid(absl::StrCat("structured plan: ", what, " keeps nothing"));
   for (size_t i = 0; i < v.size(); ++i) {
     if (v[i] < 0 || v[i] >= bound) {
-      return Invalid(absl::StrCat("structured plan: ", what, " index ", v[i], " outside [0, ",
-                                  bound, ")"));
+      return Invalid(
+          absl::StrCat("structured plan: ", what, " index ", v[i], " outside [0, ", bound, ")"));
     }
     if (i > 0 && v[i] <= v[i - 1]) {
       return Invalid(absl::StrCat("structured plan: ", what,
-                                  " indices must be strictly ascending (", v[i - 1], " then ",
-                                  v[i], ")"));
+                                  " indices must be strictly ascending (", v[i - 1], " then ", v[i],
+                                  ")"));
     }
   }
   return absl::OkStatus();
@@ -140,8 +140,8 @@ absl::Status ImportanceCollector::CheckLayer(int64_t layer, const char* what, co
                                 config_.num_layers, ")"));
   }
   if (n < 0 || (n > 0 && x == nullptr)) {
-    return Invalid(absl::StrCat("importance: ", what, " of layer ", layer, ": bad activations (n = ",
-                                n, ")"));
+    return Invalid(
+        absl::StrCat("importance: ", what, " of layer ", layer, ": bad activations (n = ", n, ")"));
   }
   return absl::OkStatus();
 }
@@ -216,8 +216,9 @@ absl::Status StructuredPlan::Validate(const ModelConfig& config) const {
   RETURN_IF_ERROR(CheckIndices(hidden, config.hidden_size, "hidden"));
   const size_t n = layers.size();
   if (heads.size() != n || kv_heads.size() != n || mlp.size() != n) {
-    return Invalid(absl::StrCat("structured plan: heads/kv_heads/mlp need one entry per kept layer (",
-                                n, "), got ", heads.size(), "/", kv_heads.size(), "/", mlp.size()));
+    return Invalid(
+        absl::StrCat("structured plan: heads/kv_heads/mlp need one entry per kept layer (", n,
+                     "), got ", heads.size(), "/", kv_heads.size(), "/", mlp.size()));
   }
   const int64_t group = config.num_heads / config.num_kv_heads;
   for (size_t i = 0; i < n; ++i) {
@@ -280,12 +281,12 @@ absl::StatusOr<StructuredPlan> PlanStructuredPruning(const ModelConfig& config,
     const char* name;
     int64_t value, original;
   };
-  for (const Field& f : {Field{"num_layers", target.num_layers, config.num_layers},
-                         Field{"num_heads", target.num_heads, config.num_heads},
-                         Field{"num_kv_heads", target.num_kv_heads, config.num_kv_heads},
-                         Field{"intermediate_size", target.intermediate_size,
-                               config.intermediate_size},
-                         Field{"hidden_size", target.hidden_size, config.hidden_size}}) {
+  for (const Field& f :
+       {Field{"num_layers", target.num_layers, config.num_layers},
+        Field{"num_heads", target.num_heads, config.num_heads},
+        Field{"num_kv_heads", target.num_kv_heads, config.num_kv_heads},
+        Field{"intermediate_size", target.intermediate_size, config.intermediate_size},
+        Field{"hidden_size", target.hidden_size, config.hidden_size}}) {
     if (f.value < 0 || f.value > f.original) {
       return Invalid(absl::StrCat("structured pruning target: ", f.name, " = ", f.value,
                                   " must be in [1, ", f.original, "] (0 keeps it)"));
@@ -299,15 +300,14 @@ absl::StatusOr<StructuredPlan> PlanStructuredPruning(const ModelConfig& config,
   // Heads (GQA-aware, see the header).
   const int64_t group = config.num_heads / config.num_kv_heads;
   const int64_t kv_t = target.num_kv_heads > 0 ? target.num_kv_heads : config.num_kv_heads;
-  const int64_t heads_t = target.num_heads > 0 ? target.num_heads
+  const int64_t heads_t = target.num_heads > 0      ? target.num_heads
                           : target.num_kv_heads > 0 ? kv_t * group
                                                     : config.num_heads;
   if (heads_t % kv_t != 0) {
-    return Invalid(absl::StrCat("structured pruning target: num_heads (", heads_t,
-                                ") is not a multiple of num_kv_heads (", kv_t,
-                                "): GQA needs the same number of query heads per kv head",
-                                target.num_kv_heads == 0 ? " (num_kv_heads 0 keeps the model's)"
-                                                         : ""));
+    return Invalid(absl::StrCat(
+        "structured pruning target: num_heads (", heads_t, ") is not a multiple of num_kv_heads (",
+        kv_t, "): GQA needs the same number of query heads per kv head",
+        target.num_kv_heads == 0 ? " (num_kv_heads 0 keeps the model's)" : ""));
   }
   if (heads_t / kv_t > group) {
     return Invalid(absl::StrCat("structured pruning target: ", heads_t, " heads over ", kv_t,
@@ -317,7 +317,8 @@ absl::StatusOr<StructuredPlan> PlanStructuredPruning(const ModelConfig& config,
 
   // Width and depth.
   int64_t layers_t = target.num_layers > 0 ? target.num_layers : config.num_layers;
-  int64_t inter_t = target.intermediate_size > 0 ? target.intermediate_size : config.intermediate_size;
+  int64_t inter_t =
+      target.intermediate_size > 0 ? target.intermediate_size : config.intermediate_size;
   int64_t hidden_t = target.hidden_size > 0 ? target.hidden_size : config.hidden_size;
   if (target.target_params > 0) {
     const bool free_inter = target.intermediate_size == 0, free_hidden = target.hidden_size == 0;
@@ -357,12 +358,12 @@ absl::StatusOr<StructuredPlan> PlanStructuredPruning(const ModelConfig& config,
       }
     }
     if (r < 0) {
-      return Invalid(absl::StrCat(
-          "structured pruning target: target_params ", target.target_params,
-          " cannot be met: the smallest model the rule allows has ",
-          params(free_layers ? 1 : layers_t, 0.5),
-          " parameters (free widths shrink to at most 50%; set num_layers/num_heads/"
-          "intermediate_size/hidden_size explicitly for more)"));
+      return Invalid(
+          absl::StrCat("structured pruning target: target_params ", target.target_params,
+                       " cannot be met: the smallest model the rule allows has ",
+                       params(free_layers ? 1 : layers_t, 0.5),
+                       " parameters (free widths shrink to at most 50%; set num_layers/num_heads/"
+                       "intermediate_size/hidden_size explicitly for more)"));
     }
     if (free_inter) inter_t = ScaledWidth(config.intermediate_size, r);
     if (free_hidden) hidden_t = ScaledWidth(config.hidden_size, r);
@@ -472,12 +473,12 @@ std::vector<int64_t> HeadRows(const std::vector<int64_t>& heads, int64_t head_di
 
 // How a tensor of the original model is sliced.
 struct Rule {
-  Shape shape;                              // expected original shape
+  Shape shape;                                 // expected original shape
   const std::vector<int64_t>* rows = nullptr;  // kept rows (dim 0), null: all
   const std::vector<int64_t>* cols = nullptr;  // kept columns (dim 1), null: all
-  int64_t layer = -1;                        // >= 0: a layer tensor
-  std::string suffix;                        // name after "model.layers.<i>."
-  bool optional = false;                     // lm_head of a tied model (dropped)
+  int64_t layer = -1;                          // >= 0: a layer tensor
+  std::string suffix;                          // name after "model.layers.<i>."
+  bool optional = false;                       // lm_head of a tied model (dropped)
   bool drop = false;
 };
 

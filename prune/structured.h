@@ -37,8 +37,8 @@
 namespace retort::prune {
 
 struct LayerImportance {
-  std::vector<double> head;  // [num_heads] attention (query) head importance
-  std::vector<double> mlp;   // [intermediate_size] MLP channel importance
+  std::vector<double> head;    // [num_heads] attention (query) head importance
+  std::vector<double> mlp;     // [intermediate_size] MLP channel importance
   double block_influence = 0;  // 1 - mean cos(input, output) of the layer
 };
 
@@ -105,11 +105,11 @@ struct StructuredTarget {
 // layer keeps the same NUMBER of heads and channels (a config has one value
 // per field) but may keep different ones.
 struct StructuredPlan {
-  std::vector<int64_t> layers;                  // kept layers, renumbered 0.. in order
-  std::vector<std::vector<int64_t>> heads;      // per kept layer: kept query heads
-  std::vector<std::vector<int64_t>> kv_heads;   // per kept layer: kept kv heads
-  std::vector<std::vector<int64_t>> mlp;        // per kept layer: kept intermediate channels
-  std::vector<int64_t> hidden;                  // kept hidden channels (all layers)
+  std::vector<int64_t> layers;                 // kept layers, renumbered 0.. in order
+  std::vector<std::vector<int64_t>> heads;     // per kept layer: kept query heads
+  std::vector<std::vector<int64_t>> kv_heads;  // per kept layer: kept kv heads
+  std::vector<std::vector<int64_t>> mlp;       // per kept layer: kept intermediate channels
+  std::vector<int64_t> hidden;                 // kept hidden channels (all layers)
 
   // The plan that keeps everything of `config`.
   static StructuredPlan KeepAll(const ModelConfig& config);

@@ -32,8 +32,8 @@ absl::Status CheckMatrix(const float* w, int64_t rows, int64_t cols, const std::
   if (w == nullptr) return Invalid(what, "null weight pointer");
   for (int64_t i = 0; i < rows * cols; ++i) {
     if (!std::isfinite(w[i])) {
-      return Invalid(what, absl::StrCat("weight [", i / cols, ", ", i % cols, "] is not finite (",
-                                        w[i], ")"));
+      return Invalid(
+          what, absl::StrCat("weight [", i / cols, ", ", i % cols, "] is not finite (", w[i], ")"));
     }
   }
   return absl::OkStatus();
@@ -139,8 +139,9 @@ absl::Status PruneMagnitude(float* w, int64_t rows, int64_t cols, const Sparsity
   RETURN_IF_ERROR(ValidateSparsityPattern(pattern, cols, what));
   RETURN_IF_ERROR(CheckMatrix(w, rows, cols, what));
   if (pattern.is_nm()) {
-    PruneNmGroups(w, rows, cols, pattern.n, pattern.m,
-                  [&](int64_t r, int64_t c) { return std::fabs(static_cast<double>(w[r * cols + c])); });
+    PruneNmGroups(w, rows, cols, pattern.n, pattern.m, [&](int64_t r, int64_t c) {
+      return std::fabs(static_cast<double>(w[r * cols + c]));
+    });
     return absl::OkStatus();
   }
   // One comparison group: the k-th smallest |w| is the threshold t; all
@@ -206,18 +207,19 @@ absl::Status PruneSparseGpt(float* w, int64_t rows, int64_t cols, const double* 
                             const std::string& what) {
   RETURN_IF_ERROR(ValidateSparsityPattern(pattern, cols, what));
   if (!(options.dampening >= 0.0) || !std::isfinite(options.dampening)) {
-    return Invalid(what, absl::StrCat("SparseGPT dampening must be finite and >= 0, got ",
-                                      options.dampening));
+    return Invalid(
+        what, absl::StrCat("SparseGPT dampening must be finite and >= 0, got ", options.dampening));
   }
   if (options.block_size < 1) {
-    return Invalid(what, absl::StrCat("SparseGPT block size must be >= 1, got ", options.block_size));
+    return Invalid(what,
+                   absl::StrCat("SparseGPT block size must be >= 1, got ", options.block_size));
   }
   RETURN_IF_ERROR(CheckMatrix(w, rows, cols, what));
   if (H == nullptr) return Invalid(what, "null Hessian");
   for (int64_t i = 0; i < cols * cols; ++i) {
     if (!std::isfinite(H[i])) {
-      return Invalid(what, absl::StrCat("Hessian entry [", i / cols, ", ", i % cols,
-                                        "] is not finite"));
+      return Invalid(what,
+                     absl::StrCat("Hessian entry [", i / cols, ", ", i % cols, "] is not finite"));
     }
   }
 
@@ -318,8 +320,9 @@ absl::StatusOr<SparsityStats> CountSparsity(const Tensor& tensor) {
                                                    " tensor: repacked rows have no element order"));
   }
   SparsityStats st;
+  if (tensor.empty()) return st;
   st.elements = tensor.numel();
-  if (st.elements == 0 || tensor.empty()) return st;
+  if (st.elements == 0) return st;
   const int64_t cols = tensor.rank() == 0 ? 1 : tensor.dim(-1);
   const int64_t rows = st.elements / cols;
   if (IsBlockQuantized(dt) && cols % DTypeBlockElems(dt) != 0) {

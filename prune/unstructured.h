@@ -93,7 +93,7 @@ absl::Status PruneSparseGpt(float* w, int64_t rows, int64_t cols, const double* 
 // dimensions, columns the last one (the input dimension of a linear weight).
 struct SparsityStats {
   int64_t elements = 0;
-  int64_t zeros = 0;   // value == 0 (either sign) after conversion to f32
+  int64_t zeros = 0;    // value == 0 (either sign) after conversion to f32
   double fraction = 0;  // zeros / elements (0 for an empty tensor)
   bool nm_2_4 = false;  // cols % 4 == 0 and every 4-column group has <= 2 nonzeros
   bool nm_4_8 = false;  // cols % 8 == 0 and every 8-column group has <= 4 nonzeros
