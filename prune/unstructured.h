@@ -81,10 +81,12 @@ struct SparseGptOptions {
 
 // SparseGPT with H[cols, cols] = 2/n X^T X (symmetric; only read). Inputs
 // that never fire (H_jj == 0) get their column zeroed, as in the reference.
-// The column updates run in f32 (as the reference); H's factorisation runs
+// Inside a block the solver runs in f64; the lazy update of the later
+// columns is an f32 GEMM on the f32 weights (as the reference); H is factored
 // in f64. Errors naming `what`: invalid pattern or options, non-finite
 // weight or Hessian, a Hessian that is not positive definite after
-// dampening.
+// dampening. Memory besides w and H: cols x cols f64 (the factor) and f32
+// (its copy for the GEMM), and one block of rows x block_size.
 absl::Status PruneSparseGpt(float* w, int64_t rows, int64_t cols, const double* H,
                             const SparsityPattern& pattern, const SparseGptOptions& options,
                             const std::string& what);
