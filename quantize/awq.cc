@@ -140,15 +140,16 @@ absl::StatusOr<std::vector<float>> AwqSearchScales(const float* x, int64_t token
                                                    const QuantScheme& scheme,
                                                    const AwqOptions& opts, double* best_loss) {
   if (linears.empty()) return absl::InvalidArgumentError("AWQ scale search: no linear layer given");
-  const std::string what = linears.size() == 1 ? linears[0].name
-                                               : absl::StrCat(linears[0].name, " (and ",
-                                                              linears.size() - 1, " more)");
+  const std::string what =
+      linears.size() == 1 ? linears[0].name
+                          : absl::StrCat(linears[0].name, " (and ", linears.size() - 1, " more)");
   if (tokens <= 0 || cols <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": AWQ needs calibration activations, got [", tokens, ", ", cols, "]"));
   }
   if (opts.grid < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": AWQ grid must be >= 1, got ", opts.grid));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": AWQ grid must be >= 1, got ", opts.grid));
   }
   if (absl::Status s = CheckFinite(x, tokens, cols, what, "activation"); !s.ok()) return s;
   for (const LinearRef& l : linears) {
@@ -227,8 +228,7 @@ absl::Status AwqClip(float* w, int64_t rows, int64_t cols, const float* x, int64
   if (tokens <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": AWQ clipping needs activations"));
   }
-  if (opts.clip_grid < 1 || !(opts.max_shrink >= 0 && opts.max_shrink < 1) ||
-      opts.max_tokens < 1) {
+  if (opts.clip_grid < 1 || !(opts.max_shrink >= 0 && opts.max_shrink < 1) || opts.max_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         what, ": AWQ clip options need clip_grid >= 1, 0 <= max_shrink < 1, max_tokens >= 1"));
   }
@@ -303,7 +303,8 @@ absl::Status AwqClip(float* w, int64_t rows, int64_t cols, const float* x, int64
           out.assign(rb * ntok, 0.0f);
           cpu::Gemm(false, true, rb, ntok, g, 1.0f, d.data(), g, xk, g, 0.0f, out.data(), ntok);
           for (int64_t rr = 0; rr < rb; ++rr) {
-            for (int64_t t = 0; t < ntok; ++t) err[rr] += double(out[rr * ntok + t]) * out[rr * ntok + t];
+            for (int64_t t = 0; t < ntok; ++t)
+              err[rr] += double(out[rr * ntok + t]) * out[rr * ntok + t];
           }
         }
         for (int64_t rr = 0; rr < rb; ++rr) {

@@ -49,11 +49,11 @@ struct LinearRef {
 };
 
 struct AwqOptions {
-  int grid = 20;            // scale ratios a = 0, 1/grid, ..., (grid-1)/grid
-  bool duo_scaling = true;  // divide by w_mean^(1-a) as AutoAWQ does
-  int clip_grid = 20;       // AwqClip: shrink steps of 1/clip_grid
-  float max_shrink = 0.5f;  // AwqClip: shrink at most this fraction
-  int64_t max_tokens = 512; // AwqClip: tokens used (strided subsample)
+  int grid = 20;             // scale ratios a = 0, 1/grid, ..., (grid-1)/grid
+  bool duo_scaling = true;   // divide by w_mean^(1-a) as AutoAWQ does
+  int clip_grid = 20;        // AwqClip: shrink steps of 1/clip_grid
+  float max_shrink = 0.5f;   // AwqClip: shrink at most this fraction
+  int64_t max_tokens = 512;  // AwqClip: tokens used (strided subsample)
 };
 
 // Per-input-channel scales s [cols] for the linears sharing input x

@@ -171,17 +171,17 @@ std::vector<double> HessianAccumulator::Hessian() const {
 }
 
 absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64_t cols,
-                                             const HessianAccumulator& h,
-                                             const QuantScheme& scheme, const GptqOptions& opts,
-                                             const std::string& what, GptqStats* stats) {
+                                             const HessianAccumulator& h, const QuantScheme& scheme,
+                                             const GptqOptions& opts, const std::string& what,
+                                             GptqStats* stats) {
   if (absl::Status s = CheckSchemeFits(scheme, rows, cols, what); !s.ok()) return s;
   if (std::string at = FindNonFinite(w, rows, cols); !at.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": non-finite weight at ", at, "; refusing to quantize"));
   }
   if (h.cols() != cols) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": Hessian is for ", h.cols(),
-                                                   " input columns, the weight has ", cols));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": Hessian is for ", h.cols(), " input columns, the weight has ", cols));
   }
   if (h.samples() == 0) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -196,12 +196,14 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64
         absl::StrCat(what, ": GPTQ block size must be positive, got ", opts.block_size));
   }
   const int64_t n = cols;
-  std::vector<double> hess = h.Hessian();
+  // H = f * sum, read straight from the accumulator (no second n x n copy).
+  const std::vector<double>& sum = h.sum();
+  const double f = 2.0 / static_cast<double>(h.samples());
   for (int64_t k = 0; k < n * n; ++k) {
-    if (!std::isfinite(hess[k])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": the Hessian has a non-finite entry at (", k / n, ", ", k % n,
-          "): the calibration activations overflowed or were not finite"));
+    if (!std::isfinite(sum[k])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": the Hessian has a non-finite entry at (", k / n, ", ", k % n,
+                       "): the calibration activations overflowed or were not finite"));
     }
   }
 
@@ -215,39 +217,38 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64
   plan.group = grouped ? scheme.group_size : 0;
   plan.dynamic_groups = grouped && !opts.static_groups;
   plan.dead.assign(n, 0);
+  std::vector<double> diag(n);
   int64_t dead_columns = 0;
   for (int64_t j = 0; j < n; ++j) {
-    if (hess[j * n + j] == 0) {
+    diag[j] = f * sum[j * n + j];
+    if (diag[j] == 0) {  // the row and column are zero too (H is a Gram matrix)
       plan.dead[j] = 1;
-      hess[j * n + j] = 1;
+      diag[j] = 1;
       ++dead_columns;
     }
   }
   plan.perm.resize(n);
   std::iota(plan.perm.begin(), plan.perm.end(), 0);
   if (opts.act_order) {
-    std::stable_sort(plan.perm.begin(), plan.perm.end(), [&](int64_t a, int64_t b) {
-      return hess[a * n + a] > hess[b * n + b];
-    });
+    std::stable_sort(plan.perm.begin(), plan.perm.end(),
+                     [&](int64_t a, int64_t b) { return diag[a] > diag[b]; });
   }
   // H permuted to processing order, dampened, then U with U^T U = H^-1.
   plan.u.resize(n * n);
   double mean_diag = 0;
-  for (int64_t j = 0; j < n; ++j) mean_diag += hess[j * n + j];
+  for (int64_t j = 0; j < n; ++j) mean_diag += diag[j];
   mean_diag /= static_cast<double>(n);
   const double damp = opts.dampening * mean_diag;
   for (int64_t i = 0; i < n; ++i) {
-    const double* src = hess.data() + plan.perm[i] * n;
-    for (int64_t k = 0; k < n; ++k) plan.u[i * n + k] = src[plan.perm[k]];
-    plan.u[i * n + i] += damp;
+    const double* src = sum.data() + plan.perm[i] * n;
+    for (int64_t k = 0; k < n; ++k) plan.u[i * n + k] = f * src[plan.perm[k]];
+    plan.u[i * n + i] = diag[plan.perm[i]] + damp;
   }
-  hess = std::vector<double>();
   if (absl::Status s = cpu::UpperCholeskyOfInverse(plan.u.data(), n); !s.ok()) {
     const double next = opts.dampening > 0 ? opts.dampening * 10 : 0.01;
     return absl::FailedPreconditionError(absl::StrCat(
-        what, ": the GPTQ Hessian is not positive definite with dampening ", opts.dampening,
-        " (", s.message(), "); try a larger dampening, e.g. ", next,
-        ", or more calibration samples"));
+        what, ": the GPTQ Hessian is not positive definite with dampening ", opts.dampening, " (",
+        s.message(), "); try a larger dampening, e.g. ", next, ", or more calibration samples"));
   }
 
   QuantizedMatrix m = AllocateQuantized(scheme, rows, cols);

@@ -103,9 +103,9 @@ struct GptqStats {
 // not positive definite after dampening (the message says which dampening to
 // try next).
 absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64_t cols,
-                                             const HessianAccumulator& h,
-                                             const QuantScheme& scheme, const GptqOptions& opts,
-                                             const std::string& what, GptqStats* stats = nullptr);
+                                             const HessianAccumulator& h, const QuantScheme& scheme,
+                                             const GptqOptions& opts, const std::string& what,
+                                             GptqStats* stats = nullptr);
 
 }  // namespace retort::quant
 

@@ -94,8 +94,8 @@ int64_t CholeskyLowerImpl(double* a, int64_t n, double* bad_value) {
     const int64_t below = n - k1;
     ForEachTile(CeilDiv(below, kTile), [&](int64_t t) {
       const int64_t r0 = k1 + t * kTile, r1 = std::min(n, r0 + kTile);
-      cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, r1 - r0, kb,
-                  1.0, a + k0 * n + k0, n, a + r0 * n + k0, n);
+      cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, r1 - r0, kb, 1.0,
+                  a + k0 * n + k0, n, a + r0 * n + k0, n);
     });
     // Trailing update of the lower triangle: a22 -= L21 L21^T, by column tile.
     const int64_t tiles = CeilDiv(below, kTile);
@@ -110,8 +110,9 @@ int64_t CholeskyLowerImpl(double* a, int64_t n, double* bad_value) {
 }
 
 absl::Status NotPositiveDefinite(int64_t pivot, double value, int64_t n) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      "matrix [", n, " x ", n, "] is not positive definite: Cholesky pivot ", pivot, " is ", value));
+  return absl::FailedPreconditionError(absl::StrCat("matrix [", n, " x ", n,
+                                                    "] is not positive definite: Cholesky pivot ",
+                                                    pivot, " is ", value));
 }
 
 // In-place inverse of the unit block a[j0:j1, j0:j1] of a lower-triangular
@@ -144,9 +145,8 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
               trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-          int64_t ldc) {
+void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
   EnsureBlasSingleThreaded();
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
@@ -198,8 +198,8 @@ void InvertLowerTriangular(double* a, int64_t n) {
       // Rows are independent under a right solve.
       ForEachTile(CeilDiv(below, kTile), [&](int64_t t) {
         const int64_t r0 = j1 + t * kTile, r1 = std::min(n, r0 + kTile);
-        cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, r1 - r0,
-                    jb, -1.0, a + j0 * n + j0, n, a + r0 * n + j0, n);
+        cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, r1 - r0, jb,
+                    -1.0, a + j0 * n + j0, n, a + r0 * n + j0, n);
       });
     }
     InvertDiagonalBlock(a, n, j0, j1);
@@ -216,8 +216,8 @@ absl::Status CholeskyInverse(double* a, int64_t n) {
   ForEachTile(tiles, [&](int64_t t) {
     const int64_t j0 = t * kTile, j1 = std::min(n, j0 + kTile);
     // Rows p < j0 of Linv[:, j0:j1] are zero: start the sum at j0.
-    Gemm(true, false, n, j1 - j0, n - j0, 1.0, linv.data() + j0 * n, n,
-         linv.data() + j0 * n + j0, n, 0.0, a + j0, n);
+    Gemm(true, false, n, j1 - j0, n - j0, 1.0, linv.data() + j0 * n, n, linv.data() + j0 * n + j0,
+         n, 0.0, a + j0, n);
   });
   return absl::OkStatus();
 }

@@ -37,8 +37,8 @@ std::vector<double> RandomSpd(int64_t n, uint32_t seed, double eps = 0.1) {
   return a;
 }
 
-std::vector<double> MatMulRef(const std::vector<double>& a, const std::vector<double>& b,
-                              int64_t n, bool trans_a = false) {
+std::vector<double> MatMulRef(const std::vector<double>& a, const std::vector<double>& b, int64_t n,
+                              bool trans_a = false) {
   std::vector<double> c(n * n, 0.0);
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t p = 0; p < n; ++p) {

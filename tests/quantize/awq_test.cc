@@ -11,8 +11,8 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -95,10 +95,10 @@ TEST(AwqTest, ScalesMatchTorchReference) {
     const char* scheme;
     bool duo;
   };
-  for (const Case& c : {Case{"int4_g32_sym", "int4-g32", true},
-                        Case{"int4_g32_asym", "int4-g32-asym", true},
-                        Case{"int4_g32_sym_noduo", "int4-g32", false},
-                        Case{"int4_channel_asym", "int4-channel-asym", true}}) {
+  for (const Case& c :
+       {Case{"int4_g32_sym", "int4-g32", true}, Case{"int4_g32_asym", "int4-g32-asym", true},
+        Case{"int4_g32_sym_noduo", "int4-g32", false},
+        Case{"int4_channel_asym", "int4-channel-asym", true}}) {
     SCOPED_TRACE(c.name);
     AwqOptions opts;
     opts.duo_scaling = c.duo;
@@ -159,11 +159,10 @@ TEST(AwqTest, ClipMatchesTorchReference) {
     AwqOptions opts;
     opts.max_tokens = max_tokens;
     std::vector<float> got = w;
-    ASSERT_TRUE(AwqClip(got.data(), 48, f.cols, x.data(), f.tokens, Scheme("int4-g32-asym"),
-                        opts, "q_proj")
-                    .ok());
-    std::vector<float> want =
-        ToVector(*f.reader->Get(max_tokens == 100 ? "clip.w" : "clip16.w"));
+    ASSERT_TRUE(
+        AwqClip(got.data(), 48, f.cols, x.data(), f.tokens, Scheme("int4-g32-asym"), opts, "q_proj")
+            .ok());
+    std::vector<float> want = ToVector(*f.reader->Get(max_tokens == 100 ? "clip.w" : "clip16.w"));
     int64_t clipped = 0;
     for (size_t i = 0; i < want.size(); ++i) {
       ASSERT_FLOAT_EQ(got[i], want[i]) << i;
@@ -225,9 +224,9 @@ TEST(AwqTest, SameResultForAnyThreadCount) {
     ASSERT_TRUE(s.ok()) << s.status();
     scales[i] = *s;
     clipped[i] = f.w1;
-    ASSERT_TRUE(AwqClip(clipped[i].data(), 48, f.cols, f.x.data(), f.tokens,
-                        Scheme("int4-channel"), {})
-                    .ok());
+    ASSERT_TRUE(
+        AwqClip(clipped[i].data(), 48, f.cols, f.x.data(), f.tokens, Scheme("int4-channel"), {})
+            .ok());
   }
   SetNumThreads(2);
   EXPECT_EQ(scales[0], scales[1]);
@@ -290,10 +289,11 @@ TEST(AwqTest, Speed576Wide) {
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_TRUE(AwqClip(gate.data(), rows, cols, x.data(), tokens, Scheme("int4-g64"), {}).ok());
   auto t2 = std::chrono::steady_clock::now();
-  std::printf("AWQ 2 x [1536, 576] int4-g64, 512 tokens, %d threads: scale search %.3f s, "
-              "clip (one linear) %.3f s\n",
-              NumThreads(), std::chrono::duration<double>(t1 - t0).count(),
-              std::chrono::duration<double>(t2 - t1).count());
+  std::printf(
+      "AWQ 2 x [1536, 576] int4-g64, 512 tokens, %d threads: scale search %.3f s, "
+      "clip (one linear) %.3f s\n",
+      NumThreads(), std::chrono::duration<double>(t1 - t0).count(),
+      std::chrono::duration<double>(t2 - t1).count());
   EXPECT_LT(std::chrono::duration<double>(t2 - t0).count(), 20.0);  // loose: shared machines
 }
 

@@ -115,8 +115,8 @@ TEST(GptqTest, MatchesTorchReference) {
       opts.static_groups = c.static_groups;
       opts.block_size = block;
       GptqStats stats;
-      absl::StatusOr<QuantizedMatrix> q = QuantizeGptq(f.w.data<float>(), f.rows, f.cols, h,
-                                                       Scheme(c.scheme), opts, "w", &stats);
+      absl::StatusOr<QuantizedMatrix> q =
+          QuantizeGptq(f.w.data<float>(), f.rows, f.cols, h, Scheme(c.scheme), opts, "w", &stats);
       ASSERT_TRUE(q.ok()) << q.status();
       ASSERT_TRUE(ValidateQuantizedMatrix(*q, "w").ok());
       std::vector<float> got = DequantizedValues(*q);
@@ -316,9 +316,10 @@ TEST(GptqTest, Speed1536x576) {
   ASSERT_TRUE(q.ok()) << q.status();
   const double hess_s = std::chrono::duration<double>(t1 - t0).count();
   const double gptq_s = std::chrono::duration<double>(t2 - t1).count();
-  std::printf("GPTQ 1536x576 int4-g64 act_order on %d threads: Hessian (%lld tokens) %.3f s, "
-              "quantize %.3f s\n",
-              NumThreads(), static_cast<long long>(tokens), hess_s, gptq_s);
+  std::printf(
+      "GPTQ 1536x576 int4-g64 act_order on %d threads: Hessian (%lld tokens) %.3f s, "
+      "quantize %.3f s\n",
+      NumThreads(), static_cast<long long>(tokens), hess_s, gptq_s);
   EXPECT_LT(gptq_s, 3.0);  // loose: shared CI machines; the target is < 1 s
 }
 
