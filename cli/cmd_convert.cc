@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
+#include "cli/gguf_export.h"
 #include "cli/model_loading.h"
 #include "core/file.h"
 #include "core/status.h"
@@ -38,8 +39,10 @@ absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
   return j;
 }
 
-// Converts an f32/bf16/f16 tensor to `type` (a float type or a ggml block type).
-absl::StatusOr<Tensor> ConvertTensor(const Tensor& t, DType type) {
+// Converts an f32/bf16/f16 tensor to `type` (a float type or a ggml block
+// type, whose encoder weighs columns by `importance` when it is not empty).
+absl::StatusOr<Tensor> ConvertTensor(const Tensor& t, DType type,
+                                     const std::vector<float>& importance = {}) {
   if (t.dtype() == type) return t;
   Tensor f32 = t.dtype() == DType::kF32 ? t : t.To(DType::kF32);
   if (type == DType::kF32) return f32;
@@ -49,19 +52,21 @@ absl::StatusOr<Tensor> ConvertTensor(const Tensor& t, DType type) {
     const int64_t cols = rows.dim(-1);
     ASSIGN_OR_RETURN(rows, rows.Reshape({rows.numel() / cols, cols}));
   }
-  ASSIGN_OR_RETURN(Tensor q, ggml::QuantizeTensor(rows, type));
+  if (!importance.empty() && static_cast<int64_t>(importance.size()) != rows.dim(1)) {
+    return absl::InvalidArgumentError(absl::StrCat("importance matrix has ", importance.size(),
+                                                   " columns, the tensor ", rows.dim(1)));
+  }
+  ASSIGN_OR_RETURN(Tensor q, ggml::QuantizeTensor(rows, type,
+                                                  importance.empty() ? nullptr : importance.data()));
   return q.Reshape(t.shape());
 }
 
-struct ConvertStats {
-  int64_t tensors = 0;
-  int64_t params = 0;
-  uint64_t bytes = 0;
-};
+}  // namespace
 
 absl::StatusOr<ConvertStats> HfToGguf(const std::string& in, const std::string& out,
                                       GgufPreset preset, const std::string& pre,
-                                      const std::string& name, bool verbose) {
+                                      const std::string& name, bool verbose,
+                                      const ImportanceFor& importance) {
   ASSIGN_OR_RETURN(std::unique_ptr<HfDirectory> dir, HfDirectory::Open(in));
   // Loading checks every tensor's name, shape and dtype against config.json.
   ASSIGN_OR_RETURN(std::unique_ptr<Transformer> engine, Transformer::Load(*dir));
@@ -123,7 +128,9 @@ absl::StatusOr<ConvertStats> HfToGguf(const std::string& in, const std::string& 
       ASSIGN_OR_RETURN(t, PermuteQkRowsToGguf(t, is_q ? config.num_heads : config.num_kv_heads));
     }
     const DType type = GgufTensorType(preset, gguf_name, t.shape(), config);
-    auto converted = ConvertTensor(t, type);
+    std::vector<float> weights;
+    if (importance && IsBlockQuantized(type)) weights = importance(gguf_name);
+    auto converted = ConvertTensor(t, type, weights);
     if (!converted.ok()) {
       return absl::Status(converted.status().code(), absl::StrCat(in, ": tensor ", hf_name, ": ",
                                                                   converted.status().message()));
@@ -133,6 +140,8 @@ absl::StatusOr<ConvertStats> HfToGguf(const std::string& in, const std::string& 
   RETURN_IF_ERROR(writer.Write(out));
   return stats;
 }
+
+namespace {
 
 absl::StatusOr<ConvertStats> GgufToHf(const std::string& in, const std::string& out,
                                       const std::string& dtype_name) {

@@ -19,6 +19,8 @@ int RunConvert(const Args& args);
 int RunServe(const Args& args);
 int RunDistill(const Args& args);
 int RunTraces(const Args& args);
+int RunQuantize(const Args& args);
+int RunCalibrate(const Args& args);
 
 }  // namespace retort::cli
 

@@ -29,6 +29,10 @@ constexpr Entry kCommands[] = {
      retort::cli::RunDistill},
     {"traces", "import, export and summarise trace files (JSONL and token shards)",
      retort::cli::RunTraces},
+    {"quantize", "quantize a model: RTN/GPTQ/AWQ int4/int8/fp8 (compressed-tensors) or GGUF k-quants",
+     retort::cli::RunQuantize},
+    {"calibrate", "compute an importance matrix (llama.cpp imatrix) from calibration text",
+     retort::cli::RunCalibrate},
 };
 
 void PrintUsage(std::ostream& out) {

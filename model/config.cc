@@ -182,10 +182,8 @@ absl::StatusOr<ModelConfig> Parse(const json& j, const std::string& source) {
   c.arch = *arch;
   c.architecture_name = ArchClassName(c.arch);
 
-  if (r.Present("quantization_config")) {
-    return r.Error("quantization_config",
-                   "is set: quantized checkpoints must be dequantized first");
-  }
+  // quantization_config (compressed-tensors, GPTQ, AWQ, FP8) is read by
+  // Transformer::Load through formats/compressed_tensors.h, not here.
   ASSIGN_OR_RETURN(std::string act, r.String("hidden_act", "silu"));
   if (act != "silu" && act != "swish") {
     return r.Error("hidden_act", absl::StrCat("is \"", act, "\"; only silu (SwiGLU) is supported"));

@@ -9,6 +9,7 @@
 #include "core/convert.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "formats/compressed_tensors.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant_repack.h"
 #include "model/rope.h"
@@ -234,6 +235,35 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const HfDirectory
     return t;
   };
   std::unique_ptr<Transformer> model(new Transformer(config));
+  // Quantized checkpoints (compressed-tensors, GPTQ, AWQ, DeepSeek FP8):
+  // their linears stay quantized and run as stored.
+  ASSIGN_OR_RETURN(QuantizationConfig qc, ParseQuantizationConfig(dir.config(), config_path));
+  if (qc.kind != QuantizationConfig::Kind::kNone) {
+    TensorLookup raw = [&](const std::string& name) -> std::optional<Tensor> {
+      if (!dir.Has(name)) return std::nullopt;
+      auto t = dir.Get(name);
+      if (!t.ok()) return std::nullopt;
+      return *t;
+    };
+    std::vector<std::string> modules;
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      for (LinearSlot slot : kLinearSlots) {
+        modules.push_back(absl::StrCat("model.layers.", l, ".", LinearSlotName(slot)));
+      }
+    }
+    if (!config.tie_word_embeddings) modules.push_back("lm_head");
+    for (const std::string& module : modules) {
+      auto q = ReadQuantizedLinear(qc, module, raw);
+      if (!q.ok()) {
+        return absl::Status(q.status().code(),
+                            absl::StrCat(weights_where, ": ", q.status().message()));
+      }
+      if (q->has_value()) {
+        model->quantized_[module + ".weight"] =
+            std::make_shared<const QuantizedMatrix>(std::move(**q));
+      }
+    }
+  }
   RETURN_IF_ERROR(model->Build(lookup));
   return model;
 }

@@ -154,7 +154,6 @@ TEST(ModelConfigTest, RejectsBadConfigsWithOneLineNamingFileAndField) {
        {"yarn", "not supported"}},
       {"activation", {{"hidden_act", "gelu"}}, {"hidden_act", "gelu"}},
       {"odd head_dim", {{"head_dim", 15}}, {"head_dim (15)", "even"}},
-      {"quantized", {{"quantization_config", {{"quant_method", "gptq"}}}}, {"quantization_config"}},
       {"dtype", {{"dtype", "int8"}}, {"dtype", "int8"}},
   };
   for (const BadCase& bc : cases) {
