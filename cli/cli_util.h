@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "boost/program_options.hpp"
 
 namespace retort::cli {
@@ -38,6 +39,26 @@ int UsageError(const std::string& command, const std::string& message);
 
 // Comma-separated integers ("1,2, 3").
 absl::Status ParseIntList(const std::string& text, std::vector<int32_t>* out);
+
+// An output directory built under a temporary sibling name
+// (".OUT.partial-PID") and renamed to OUT by Commit(), so a failed command
+// leaves nothing at OUT; the destructor removes an uncommitted folder.
+class StagedDir {
+ public:
+  // Error when OUT exists and is not an empty directory.
+  static absl::StatusOr<StagedDir> Create(const std::string& out);
+  StagedDir(StagedDir&& o) noexcept;
+  StagedDir& operator=(StagedDir&&) = delete;
+  ~StagedDir();
+  // Where to write (the temporary folder; created by the writer).
+  const std::string& path() const { return tmp_; }
+  // Renames the temporary folder to OUT (replacing an empty directory there).
+  absl::Status Commit();
+
+ private:
+  StagedDir() = default;
+  std::string out_, tmp_;
+};
 
 }  // namespace retort::cli
 

@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/calibration_args.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "cli/gguf_export.h"
@@ -39,73 +40,6 @@ using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
-
-struct CalibArgs {
-  std::vector<std::string> files;
-  int64_t samples = 128;
-  int64_t seq_len = 512;
-};
-
-void AddCalibOptions(po::options_description& opts, CalibArgs& a) {
-  opts.add_options()(
-      "calib", po::value(&a.files)->multitoken(),
-      "calibration data: text files, trace/chat .jsonl files or trace shards (repeatable)")(
-      "calib-samples", po::value(&a.samples)->default_value(128), "calibration sequences")(
-      "calib-seq-len", po::value(&a.seq_len)->default_value(512), "tokens per sequence");
-}
-
-absl::StatusOr<std::vector<std::vector<int32_t>>> LoadSamples(const std::string& model_path,
-                                                              const Transformer& model,
-                                                              const CalibArgs& a) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(model_path));
-  ASSIGN_OR_RETURN(auto samples,
-                   LoadCalibrationSamples(a.files, *tok, model.config().vocab_size,
-                                          CalibrationOptions{a.samples, a.seq_len}));
-  std::cerr << absl::StrFormat("[calib] %d samples, %d tokens\n", samples.size(),
-                               CountTokens(samples));
-  return samples;
-}
-
-// Builds the output under a temporary sibling folder; Commit() renames it.
-class StagedDir {
- public:
-  static absl::StatusOr<StagedDir> Create(const std::string& out) {
-    std::error_code ec;
-    if (fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec))) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(out, " already exists (remove it or choose another OUT)"));
-    }
-    const fs::path parent = fs::absolute(out).parent_path();
-    fs::create_directories(parent, ec);
-    StagedDir d;
-    d.out_ = out;
-    d.tmp_ = (parent / absl::StrCat(".", fs::path(out).filename().string(), ".partial-",
-                                    ::getpid()))
-                 .string();
-    fs::remove_all(d.tmp_, ec);
-    return d;
-  }
-  StagedDir(StagedDir&& o) noexcept : out_(std::move(o.out_)), tmp_(std::move(o.tmp_)) {
-    o.tmp_.clear();
-  }
-  ~StagedDir() {
-    std::error_code ec;
-    if (!tmp_.empty()) fs::remove_all(tmp_, ec);
-  }
-  const std::string& path() const { return tmp_; }
-  absl::Status Commit() {
-    std::error_code ec;
-    fs::remove(out_, ec);  // an empty directory at OUT
-    fs::rename(tmp_, out_, ec);
-    if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp_, " to ", out_, ": ", ec.message()));
-    tmp_.clear();
-    return absl::OkStatus();
-  }
-
- private:
-  StagedDir() = default;
-  std::string out_, tmp_;
-};
 
 CtConfigSpec SpecFor(const quant::ModelQuantOptions& o) {
   CtConfigSpec spec;
@@ -285,7 +219,7 @@ int RunQuantize(const Args& args) {
   if (!model.ok()) return Fail(spec.name, model.status());
   std::vector<std::vector<int32_t>> samples;
   if (quant::NeedsCalibration(o)) {
-    auto s = LoadSamples(model_path, **model, calib);
+    auto s = LoadCalibration(model_path, **model, calib);
     if (!s.ok()) return Fail(spec.name, s.status());
     samples = std::move(*s);
   }
@@ -336,7 +270,7 @@ int RunCalibrate(const Args& args) {
   const auto t0 = Clock::now();
   auto model = LoadEngine(model_path);
   if (!model.ok()) return Fail(spec.name, model.status());
-  auto samples = LoadSamples(model_path, **model, calib);
+  auto samples = LoadCalibration(model_path, **model, calib);
   if (!samples.ok()) return Fail(spec.name, samples.status());
   auto m = quant::CollectImportance(**model, *samples, [&](int64_t done, int64_t total) {
     std::cerr << absl::StrFormat("\r[calibrate] layer %d/%d  %.1f s", done, total, Since(t0));

@@ -21,6 +21,7 @@ int RunDistill(const Args& args);
 int RunTraces(const Args& args);
 int RunQuantize(const Args& args);
 int RunCalibrate(const Args& args);
+int RunPrune(const Args& args);
 
 }  // namespace retort::cli
 

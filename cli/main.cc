@@ -33,6 +33,9 @@ constexpr Entry kCommands[] = {
      retort::cli::RunQuantize},
     {"calibrate", "compute an importance matrix (llama.cpp imatrix) from calibration text",
      retort::cli::RunCalibrate},
+    {"prune", "prune a model: magnitude/Wanda/SparseGPT sparsity and 2:4, or structured to a "
+              "smaller dense model",
+     retort::cli::RunPrune},
 };
 
 void PrintUsage(std::ostream& out) {

@@ -1,0 +1,612 @@
+// retort prune MODEL OUT --method magnitude|wanda|sparsegpt (--sparsity S | --pattern N:M)
+//                        [--calib FILE ...] [options]
+// retort prune MODEL OUT --structured (--target-params N | --num-layers L --num-heads H
+//                        --num-kv-heads K --intermediate-size I --hidden-size D) --calib FILE ...
+//
+// Unstructured / N:M (prune/unstructured.h): the decoder layers' linears are
+// pruned one layer at a time. Wanda and SparseGPT read statistics of each
+// linear's input on the calibration samples (Wanda: sum of x_j^2 per input
+// column; SparseGPT: H = 2/n X^T X), taken on the model whose earlier layers
+// are already pruned (LayerwiseRunner's sequential order), and the pruned
+// weights are installed in the output dtype before the next layer is
+// calibrated, so each layer sees what the written model computes. Embeddings,
+// norms and lm_head are untouched. The output is a dense HF directory whose
+// linears hold zeros.
+//
+// Structured (prune/structured.h): one calibration pass through the original
+// model collects Minitron-style importance (heads, MLP channels, hidden
+// channels, block influence), PlanStructuredPruning picks what to keep and
+// ApplyStructuredPlan writes a smaller dense model.
+//
+// Nothing is written until everything has succeeded: the output directory is
+// built under a temporary name beside OUT and renamed into place.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <optional>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/calibration_args.h"
+#include "cli/cli_util.h"
+#include "cli/commands.h"
+#include "cli/model_loading.h"
+#include "core/file.h"
+#include "core/process.h"
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "formats/hf_dir.h"
+#include "kernels/cpu/linalg.h"
+#include "model/calibration.h"
+#include "nlohmann/json.hpp"
+#include "prune/structured.h"
+#include "prune/unstructured.h"
+
+namespace retort::cli {
+namespace {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+enum class Method { kMagnitude, kWanda, kSparseGpt };
+
+const char* MethodName(Method m) {
+  switch (m) {
+    case Method::kMagnitude: return "magnitude";
+    case Method::kWanda: return "wanda";
+    case Method::kSparseGpt: return "sparsegpt";
+  }
+  return "?";
+}
+
+// The slot whose observed input a linear reads (q/k/v share kQ's, gate/up kGate's).
+LinearSlot InputSlot(LinearSlot s) {
+  switch (s) {
+    case LinearSlot::kK:
+    case LinearSlot::kV: return LinearSlot::kQ;
+    case LinearSlot::kUp: return LinearSlot::kGate;
+    default: return s;
+  }
+}
+
+void PrintLayerProgress(int64_t layer, int64_t num_layers, double secs, double total) {
+  const double eta = total / (layer + 1) * (num_layers - layer - 1);
+  std::cerr << absl::StrFormat(
+      "[prune] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s\n", layer + 1,
+      num_layers, secs, total, eta, HumanBytes(static_cast<double>(PeakRssBytes())));
+}
+
+// Pruning reads and rewrites float weights; a GGUF's quantized blocks would
+// be dequantized and re-rounded, which the user should choose explicitly.
+absl::Status CheckFloatWeights(const Transformer& model, const std::string& model_path) {
+  if (!model.QuantizedWeights().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        model_path, ": ", model.QuantizedWeights().begin()->first,
+        " is quantized; prune the original float weights instead"));
+  }
+  for (const auto& [name, t] : model.NamedWeights()) {
+    const DType d = t.dtype();
+    if (d != DType::kF32 && d != DType::kBF16 && d != DType::kF16) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          model_path, ": tensor ", name, " is stored as ", std::string(DTypeName(d)),
+          "; prune reads f32/bf16/f16 weights (for a GGUF: `retort convert MODEL.gguf DIR "
+          "--dtype bf16` first)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// --dtype: "auto" keeps the model's float dtype (bf16 for anything else).
+absl::StatusOr<DType> OutputDType(const std::string& name, const ModelConfig& config) {
+  if (absl::AsciiStrToLower(name) == "auto") {
+    const DType d = config.torch_dtype;
+    return d == DType::kF32 || d == DType::kF16 ? d : DType::kBF16;
+  }
+  return ParseWeightDType(name);
+}
+
+// "123456", "90M", "1.5B", "70%" (of `total`).
+absl::StatusOr<int64_t> ParseParamCount(const std::string& text, int64_t total) {
+  std::string t(absl::StripAsciiWhitespace(text));
+  double scale = 1;
+  bool percent = false;
+  if (!t.empty()) {
+    const char last = absl::ascii_toupper(t.back());
+    if (last == '%') percent = true;
+    if (last == 'K') scale = 1e3;
+    if (last == 'M') scale = 1e6;
+    if (last == 'B' || last == 'G') scale = 1e9;
+    if (percent || scale != 1) t.pop_back();
+  }
+  double v = 0;
+  if (t.empty() || !absl::SimpleAtod(t, &v) || !std::isfinite(v) || v <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--target-params \"", text, "\" is not a positive count (e.g. 90000000, 90M or 70%)"));
+  }
+  if (percent) {
+    if (v >= 100) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--target-params ", text, " must be below 100%"));
+    }
+    return static_cast<int64_t>(v / 100 * static_cast<double>(total));
+  }
+  return static_cast<int64_t>(v * scale);
+}
+
+struct LinearTotals {
+  int64_t elements = 0, zeros = 0;
+  bool nm_2_4 = true, nm_4_8 = true;
+  void Add(const prune::SparsityStats& s) {
+    elements += s.elements;
+    zeros += s.zeros;
+    nm_2_4 = nm_2_4 && s.nm_2_4;
+    nm_4_8 = nm_4_8 && s.nm_4_8;
+  }
+  double fraction() const { return elements > 0 ? static_cast<double>(zeros) / elements : 0; }
+};
+
+struct UnstructuredOptions {
+  Method method = Method::kMagnitude;
+  prune::SparsityPattern pattern;
+  prune::SparseGptOptions sparsegpt;
+  DType dtype = DType::kBF16;  // the pruned weights are installed in this dtype
+};
+
+// Per distinct linear input of a layer: what the method needs from it.
+struct InputStats {
+  int64_t cols = 0;
+  int64_t rows = 0;
+  std::vector<double> sq;    // Wanda: sum over tokens of x_j^2
+  std::vector<double> gram;  // SparseGPT: sum over tokens of x x^T [cols, cols]
+};
+
+// Checks every linear against the pattern before any work.
+absl::Status CheckPatternFits(const Transformer& model, const prune::SparsityPattern& pattern) {
+  const ModelConfig& c = model.config();
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    for (LinearSlot slot : kLinearSlots) {
+      const std::string name = LinearWeightName(l, slot);
+      const Tensor* t = model.FindWeight(name);
+      if (t == nullptr) return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
+      RETURN_IF_ERROR(prune::ValidateSparsityPattern(pattern, t->dim(1), name));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Prunes every decoder layer's linears in place (see the file comment).
+absl::StatusOr<LinearTotals> PruneLinears(Transformer& model,
+                                          const std::vector<std::vector<int32_t>>& samples,
+                                          const UnstructuredOptions& o) {
+  const auto t_start = Clock::now();
+  const ModelConfig& c = model.config();
+  const bool calibrate = o.method != Method::kMagnitude;
+  std::optional<LayerwiseRunner> runner;
+  if (calibrate) {
+    ASSIGN_OR_RETURN(LayerwiseRunner r, LayerwiseRunner::Start(model, samples));
+    runner.emplace(std::move(r));
+  }
+  LinearTotals totals;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const auto t_layer = Clock::now();
+    std::map<LinearSlot, InputStats> stats;
+    if (calibrate) {
+      LinearInputObserver observe = [&](LinearSlot slot, const float* x, int64_t rows,
+                                        int64_t cols) {
+        InputStats& s = stats[slot];
+        if (s.cols == 0) {
+          s.cols = cols;
+          if (o.method == Method::kWanda) s.sq.assign(cols, 0.0);
+          if (o.method == Method::kSparseGpt) s.gram.assign(cols * cols, 0.0);
+        }
+        s.rows += rows;
+        if (o.method == Method::kWanda) {
+          for (int64_t r = 0; r < rows; ++r) {
+            const float* row = x + r * cols;
+            for (int64_t j = 0; j < cols; ++j) s.sq[j] += static_cast<double>(row[j]) * row[j];
+          }
+        } else {
+          cpu::AccumulateGram(x, rows, cols, s.gram.data());
+        }
+      };
+      RETURN_IF_ERROR(runner->Observe(observe));
+      if (o.method == Method::kSparseGpt) {
+        for (auto& [slot, s] : stats) {
+          const double scale = 2.0 / static_cast<double>(std::max<int64_t>(s.rows, 1));
+          for (double& h : s.gram) h *= scale;
+        }
+      }
+    }
+    for (LinearSlot slot : kLinearSlots) {
+      const std::string name = LinearWeightName(l, slot);
+      const Tensor* stored = model.FindWeight(name);
+      if (stored == nullptr) return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
+      Tensor w = stored->To(DType::kF32);  // a private copy to prune in place
+      float* data = w.mutable_data<float>();
+      const int64_t rows = w.dim(0), cols = w.dim(1);
+      const InputStats* in = nullptr;
+      if (calibrate) {
+        auto it = stats.find(InputSlot(slot));
+        if (it == stats.end() || it->second.cols != cols) {
+          return absl::InternalError(absl::StrCat("no calibration statistics for ", name));
+        }
+        in = &it->second;
+      }
+      switch (o.method) {
+        case Method::kMagnitude:
+          RETURN_IF_ERROR(prune::PruneMagnitude(data, rows, cols, o.pattern, name));
+          break;
+        case Method::kWanda:
+          RETURN_IF_ERROR(prune::PruneWanda(data, rows, cols, in->sq.data(), o.pattern, name));
+          break;
+        case Method::kSparseGpt:
+          RETURN_IF_ERROR(prune::PruneSparseGpt(data, rows, cols, in->gram.data(), o.pattern,
+                                                o.sparsegpt, name));
+          break;
+      }
+      Tensor installed = o.dtype == DType::kF32 ? std::move(w) : w.To(o.dtype);
+      ASSIGN_OR_RETURN(prune::SparsityStats st, prune::CountSparsity(installed));
+      totals.Add(st);
+      RETURN_IF_ERROR(model.ReplaceWeight(name, installed));
+    }
+    stats.clear();
+    if (calibrate && l + 1 < c.num_layers) RETURN_IF_ERROR(runner->Advance().status());
+    PrintLayerProgress(l, c.num_layers, Since(t_layer), Since(t_start));
+  }
+  return totals;
+}
+
+// One pass of the calibration samples through the original model, feeding
+// every activation the structured importance needs.
+absl::StatusOr<prune::ModelImportance> CollectImportance(
+    const Transformer& model, const std::vector<std::vector<int32_t>>& samples) {
+  const auto t_start = Clock::now();
+  const ModelConfig& c = model.config();
+  prune::ImportanceCollector collector(c);
+  ASSIGN_OR_RETURN(LayerwiseRunner runner, LayerwiseRunner::Start(model, samples));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const auto t_layer = Clock::now();
+    absl::Status failed;  // the observer cannot return one
+    LinearInputObserver observe = [&](LinearSlot slot, const float* x, int64_t rows, int64_t) {
+      if (!failed.ok()) return;
+      switch (slot) {
+        case LinearSlot::kQ:
+        case LinearSlot::kGate: failed = collector.AddNormedHidden(x, rows); break;
+        case LinearSlot::kO: failed = collector.AddAttentionOutput(l, x, rows); break;
+        case LinearSlot::kDown: failed = collector.AddMlpActivation(l, x, rows); break;
+        default: break;
+      }
+    };
+    std::vector<std::vector<float>> inputs(runner.num_samples());
+    for (int64_t i = 0; i < runner.num_samples(); ++i) inputs[i] = runner.hidden(i);
+    RETURN_IF_ERROR(runner.Advance(&observe).status());
+    RETURN_IF_ERROR(failed);
+    for (int64_t i = 0; i < runner.num_samples(); ++i) {
+      const int64_t n = static_cast<int64_t>(inputs[i].size()) / c.hidden_size;
+      RETURN_IF_ERROR(collector.AddBlock(l, inputs[i].data(), runner.hidden(i).data(), n));
+    }
+    PrintLayerProgress(l, c.num_layers, Since(t_layer), Since(t_start));
+  }
+  return collector.Importance();
+}
+
+// Importance of the right sizes with no information, to check a target
+// (GQA grouping, sizes, budget) before the calibration pass.
+prune::ModelImportance EmptyImportance(const ModelConfig& c) {
+  prune::ModelImportance imp;
+  imp.layers.resize(c.num_layers);
+  for (auto& layer : imp.layers) {
+    layer.head.assign(c.num_heads, 0.0);
+    layer.mlp.assign(c.intermediate_size, 0.0);
+  }
+  imp.hidden.assign(c.hidden_size, 0.0);
+  return imp;
+}
+
+struct WriteStats {
+  int64_t params = 0;
+  uint64_t bytes = 0;
+};
+
+// config.json (torch_dtype = dtype), the weights in `dtype`, MODEL's tokenizer files.
+absl::StatusOr<WriteStats> WritePrunedModel(const std::string& model_path, ModelConfig config,
+                                            const std::vector<std::pair<std::string, Tensor>>& weights,
+                                            DType dtype, const std::string& dir) {
+  config.torch_dtype = dtype;
+  WriteStats stats;
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  tensors.reserve(weights.size());
+  for (const auto& [name, t] : weights) {
+    Tensor out = t.dtype() == dtype ? t : t.To(dtype);
+    stats.params += out.numel();
+    stats.bytes += out.nbytes();
+    tensors.emplace_back(name, std::move(out));
+  }
+  RETURN_IF_ERROR(WriteHfDirectory(dir, config.ToJson(), tensors));
+  ASSIGN_OR_RETURN(auto files, TokenizerFiles(model_path));
+  for (const auto& [name, contents] : files) {
+    RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / name).string(), contents));
+  }
+  return stats;
+}
+
+nlohmann::ordered_json ConfigSummary(const ModelConfig& c) {
+  return {{"num_layers", c.num_layers},
+          {"num_heads", c.num_heads},
+          {"num_kv_heads", c.num_kv_heads},
+          {"head_dim", c.head_dim},
+          {"intermediate_size", c.intermediate_size},
+          {"hidden_size", c.hidden_size}};
+}
+
+std::string ConfigLine(const ModelConfig& c) {
+  return absl::StrFormat("%d layers, hidden %d, intermediate %d, %d heads, %d kv heads",
+                         c.num_layers, c.hidden_size, c.intermediate_size, c.num_heads,
+                         c.num_kv_heads);
+}
+
+constexpr char kSummary[] =
+    "Prune a model. Unstructured or N:M (--method magnitude|wanda|sparsegpt with --sparsity 0.5 "
+    "or --pattern 2:4|4:8): zeros in the decoder layers' linears, layer by layer on calibration "
+    "data (wanda, sparsegpt), written as a dense HF directory. Structured (--structured with "
+    "--target-params or target dimensions): removes layers, attention heads (whole KV groups "
+    "where GQA needs it), MLP channels and hidden channels by activation importance, giving a "
+    "smaller dense HF model.\n\n"
+    "Recovering quality after structured pruning (Minitron's recipe: distill from the unpruned "
+    "model):\n"
+    "  retort prune BASE PRUNED --structured --target-params 50% --calib data.txt\n"
+    "  retort distill PRUNED --teacher BASE --kd-weight 1 --ce-weight 0 --data data.txt "
+    "--max-steps 500 -o RECOVERED\n"
+    "(the student is written to RECOVERED/final; the teacher must share the tokenizer, which a "
+    "pruned model does).";
+
+}  // namespace
+
+int RunPrune(const Args& args) {
+  CommandSpec spec{"prune",
+                   "MODEL OUT (--method M --sparsity S | --pattern N:M | --structured TARGET) "
+                   "[--calib FILE ...] [options]",
+                   kSummary};
+  po::options_description opts("options");
+  std::string model_path, out, method_name = "magnitude", sparsity_text, pattern_text,
+                              target_params_text, dtype_name = "auto";
+  CalibArgs calib;
+  prune::SparseGptOptions sgpt;
+  prune::StructuredTarget target;
+  bool structured = false, json = false;
+  int threads = 0;
+  opts.add_options()("model", po::value(&model_path)->required(), "HF directory (f32/bf16/f16)")(
+      "out", po::value(&out)->required(), "output HF directory")(
+      "method", po::value(&method_name)->default_value("magnitude"),
+      "unstructured criterion: magnitude, wanda or sparsegpt (the last two need --calib)")(
+      "sparsity", po::value(&sparsity_text), "fraction of each linear's weights to zero: 0.5 or 50%")(
+      "pattern", po::value(&pattern_text), "N:M sparsity: 2:4 or 4:8 (at most N nonzeros in "
+      "every M consecutive inputs)")(
+      "dampening", po::value(&sgpt.dampening)->default_value(0.01),
+      "SparseGPT: fraction of the mean Hessian diagonal added to it")(
+      "block-size", po::value(&sgpt.block_size)->default_value(128),
+      "SparseGPT: columns per mask block and lazy update")(
+      "structured", po::bool_switch(&structured),
+      "structured pruning to a smaller dense model (needs --calib)")(
+      "target-params", po::value(&target_params_text),
+      "structured: parameter budget (90000000, 90M, or 70% of the model); dimensions not given "
+      "below are chosen to fit it")(
+      "num-layers", po::value(&target.num_layers), "structured: decoder layers to keep")(
+      "num-heads", po::value(&target.num_heads), "structured: query heads to keep")(
+      "num-kv-heads", po::value(&target.num_kv_heads), "structured: key/value heads to keep")(
+      "intermediate-size", po::value(&target.intermediate_size),
+      "structured: MLP channels to keep")(
+      "hidden-size", po::value(&target.hidden_size), "structured: hidden channels to keep")(
+      "dtype", po::value(&dtype_name)->default_value("auto"),
+      "output weights: auto (the model's dtype; bf16 when it is not a float type), f32, bf16, f16")(
+      "json", po::bool_switch(&json), "print the result as one JSON object")(
+      "threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
+  AddCalibOptions(opts, calib);
+  po::positional_options_description pos;
+  pos.add("model", 1).add("out", 1);
+  po::variables_map vm;
+  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (threads > 0) SetNumThreads(threads);
+  const auto t0 = Clock::now();
+
+  // Everything that can be checked from the arguments alone.
+  const bool has_dims = target.num_layers != 0 || target.num_heads != 0 ||
+                        target.num_kv_heads != 0 || target.intermediate_size != 0 ||
+                        target.hidden_size != 0;
+  Method method = Method::kMagnitude;
+  prune::SparsityPattern pattern;
+  if (structured) {
+    if (!sparsity_text.empty() || !pattern_text.empty() || !vm["method"].defaulted()) {
+      return UsageError(spec.name,
+                        "--structured does not take --method/--sparsity/--pattern (run two "
+                        "prune commands to combine them)");
+    }
+    if (target_params_text.empty() && !has_dims) {
+      return UsageError(spec.name, "--structured needs --target-params N or target dimensions "
+                                   "(--num-layers, --num-heads, --num-kv-heads, "
+                                   "--intermediate-size, --hidden-size)");
+    }
+    if (target.num_layers < 0 || target.num_heads < 0 || target.num_kv_heads < 0 ||
+        target.intermediate_size < 0 || target.hidden_size < 0) {
+      return UsageError(spec.name, "structured target dimensions must be positive");
+    }
+    if (calib.files.empty()) {
+      return UsageError(spec.name, "--structured needs calibration data for importance: "
+                                   "--calib FILE");
+    }
+  } else {
+    if (!target_params_text.empty() || has_dims) {
+      return UsageError(spec.name, "--target-params and target dimensions need --structured");
+    }
+    if (method_name == "magnitude") {
+      method = Method::kMagnitude;
+    } else if (method_name == "wanda") {
+      method = Method::kWanda;
+    } else if (method_name == "sparsegpt") {
+      method = Method::kSparseGpt;
+    } else {
+      return UsageError(spec.name, absl::StrCat("--method \"", method_name,
+                                                "\": expected magnitude, wanda or sparsegpt"));
+    }
+    if (sparsity_text.empty() == pattern_text.empty()) {
+      return UsageError(spec.name, "give exactly one of --sparsity FRACTION or --pattern N:M "
+                                   "(or --structured)");
+    }
+    const std::string& text = sparsity_text.empty() ? pattern_text : sparsity_text;
+    auto p = prune::ParseSparsityPattern(text);
+    if (!p.ok()) return UsageError(spec.name, std::string(p.status().message()));
+    if (!sparsity_text.empty() && p->is_nm()) {
+      return UsageError(spec.name, absl::StrCat("--sparsity takes a fraction; for \"",
+                                                sparsity_text, "\" use --pattern"));
+    }
+    if (!pattern_text.empty() && !p->is_nm()) {
+      return UsageError(spec.name, absl::StrCat("--pattern takes N:M (2:4, 4:8); for \"",
+                                                pattern_text, "\" use --sparsity"));
+    }
+    pattern = *p;
+    if (method != Method::kMagnitude && calib.files.empty()) {
+      return UsageError(spec.name, absl::StrCat(MethodName(method),
+                                                " needs calibration data: --calib FILE"));
+    }
+    if (method == Method::kSparseGpt && (sgpt.dampening < 0 || sgpt.block_size < 1)) {
+      return UsageError(spec.name, "--dampening must be >= 0 and --block-size >= 1");
+    }
+  }
+  if (calib.samples < 1 || calib.seq_len < 2) {
+    return UsageError(spec.name, "--calib-samples must be >= 1 and --calib-seq-len >= 2");
+  }
+  {
+    std::error_code ec;
+    if (fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec))) {
+      return Fail(spec.name, absl::AlreadyExistsError(absl::StrCat(
+                                 out, " already exists (remove it or choose another OUT)")));
+    }
+  }
+
+  // Then what needs the model, before any long work.
+  auto model = LoadEngine(model_path);
+  if (!model.ok()) return Fail(spec.name, model.status());
+  Transformer& m = **model;
+  const ModelConfig config = m.config();
+  if (absl::Status s = CheckFloatWeights(m, model_path); !s.ok()) return Fail(spec.name, s);
+  auto dtype = OutputDType(dtype_name, config);
+  if (!dtype.ok()) return UsageError(spec.name, std::string(dtype.status().message()));
+  const int64_t params_before = config.ParameterCount();
+  if (structured) {
+    if (!target_params_text.empty()) {
+      auto n = ParseParamCount(target_params_text, params_before);
+      if (!n.ok()) return UsageError(spec.name, std::string(n.status().message()));
+      target.target_params = *n;
+    }
+    auto check = prune::PlanStructuredPruning(config, EmptyImportance(config), target);
+    if (!check.ok()) return Fail(spec.name, check.status());
+  } else {
+    if (absl::Status s = CheckPatternFits(m, pattern); !s.ok()) return Fail(spec.name, s);
+  }
+  std::vector<std::vector<int32_t>> samples;
+  if (!calib.files.empty() && (structured || method != Method::kMagnitude)) {
+    auto s = LoadCalibration(model_path, m, calib);
+    if (!s.ok()) return Fail(spec.name, s.status());
+    samples = std::move(*s);
+  }
+  auto staged = StagedDir::Create(out);
+  if (!staged.ok()) return Fail(spec.name, staged.status());
+
+  if (structured) {
+    std::cerr << absl::StrFormat("[prune] structured, importance over %d layers\n",
+                                 config.num_layers);
+    auto importance = CollectImportance(m, samples);
+    if (!importance.ok()) return Fail(spec.name, importance.status());
+    auto plan = prune::PlanStructuredPruning(config, *importance, target);
+    if (!plan.ok()) return Fail(spec.name, plan.status());
+    auto pruned = prune::ApplyStructuredPlan(config, m.NamedWeights(), *plan);
+    if (!pruned.ok()) return Fail(spec.name, pruned.status());
+    const ModelConfig& kept = pruned->first;
+    // The engine must run what is written (shares the tensors, copies nothing).
+    if (auto check = Transformer::FromNamedWeights(kept, pruned->second, "pruned model");
+        !check.ok()) {
+      return Fail(spec.name, check.status());
+    }
+    model->reset();  // the original weights are no longer needed
+    auto stats = WritePrunedModel(model_path, kept, pruned->second, *dtype, staged->path());
+    if (!stats.ok()) return Fail(spec.name, stats.status());
+    if (absl::Status s = staged->Commit(); !s.ok()) return Fail(spec.name, s);
+    const double secs = Since(t0);
+    const size_t rss = PeakRssBytes();
+    if (json) {
+      nlohmann::ordered_json j = {{"output", out},
+                                  {"method", "structured"},
+                                  {"config", ConfigSummary(kept)},
+                                  {"config_before", ConfigSummary(config)},
+                                  {"parameters", stats->params},
+                                  {"parameters_before", params_before},
+                                  {"bytes", stats->bytes},
+                                  {"dtype", std::string(DTypeName(*dtype))},
+                                  {"seconds", secs},
+                                  {"peak_rss_bytes", rss}};
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout << absl::StrFormat(
+          "wrote %s: structured pruning of %s\n  kept %s\n  parameters %s -> %s (%.1f%%), %s "
+          "%s; %.1f s, peak RSS %s\n",
+          out, ConfigLine(config), ConfigLine(kept), HumanCount(params_before),
+          HumanCount(stats->params), 100.0 * stats->params / std::max<int64_t>(params_before, 1),
+          HumanBytes(stats->bytes), std::string(DTypeName(*dtype)), secs,
+          HumanBytes(static_cast<double>(rss)));
+    }
+    return kExitOk;
+  }
+
+  UnstructuredOptions o;
+  o.method = method;
+  o.pattern = pattern;
+  o.sparsegpt = sgpt;
+  o.dtype = *dtype;
+  std::cerr << absl::StrFormat("[prune] %s %s, %d layers\n", MethodName(method), pattern.ToString(),
+                               config.num_layers);
+  auto totals = PruneLinears(m, samples, o);
+  if (!totals.ok()) return Fail(spec.name, totals.status());
+  auto stats = WritePrunedModel(model_path, config, m.NamedWeights(), *dtype, staged->path());
+  if (!stats.ok()) return Fail(spec.name, stats.status());
+  if (absl::Status s = staged->Commit(); !s.ok()) return Fail(spec.name, s);
+  const double secs = Since(t0);
+  const size_t rss = PeakRssBytes();
+  if (json) {
+    nlohmann::ordered_json j = {{"output", out},
+                                {"method", MethodName(method)},
+                                {"pattern", pattern.ToString()},
+                                {"linear_sparsity", totals->fraction()},
+                                {"linear_zeros", totals->zeros},
+                                {"linear_elements", totals->elements},
+                                {"nm_2_4", totals->nm_2_4},
+                                {"nm_4_8", totals->nm_4_8},
+                                {"parameters", stats->params},
+                                {"nonzero_parameters", stats->params - totals->zeros},
+                                {"bytes", stats->bytes},
+                                {"dtype", std::string(DTypeName(*dtype))},
+                                {"calibration_tokens", CountTokens(samples)},
+                                {"seconds", secs},
+                                {"peak_rss_bytes", rss}};
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << absl::StrFormat(
+        "wrote %s: %s %s, %.2f%% of linear weights zero (%d of %d)%s%s; %s parameters (%s "
+        "nonzero), %s %s; %.1f s, peak RSS %s\n",
+        out, MethodName(method), pattern.ToString(), 100 * totals->fraction(), totals->zeros,
+        totals->elements, totals->nm_2_4 ? ", 2:4 holds" : "", totals->nm_4_8 ? ", 4:8 holds" : "",
+        HumanCount(stats->params), HumanCount(stats->params - totals->zeros),
+        HumanBytes(stats->bytes), std::string(DTypeName(*dtype)), secs,
+        HumanBytes(static_cast<double>(rss)));
+  }
+  return kExitOk;
+}
+
+}  // namespace retort::cli
