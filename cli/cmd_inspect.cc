@@ -2,6 +2,7 @@
 #include <iostream>
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
@@ -12,6 +13,7 @@
 #include "model/config.h"
 #include "model/gguf_model.h"
 #include "model/transformer.h"
+#include "prune/unstructured.h"
 
 namespace retort::cli {
 namespace {
@@ -110,6 +112,37 @@ int InspectGguf(const std::string& name, const std::string& model, bool list_ten
   return kExitOk;
 }
 
+// Zeros in the decoder layers' linear weights (what `retort prune` writes),
+// and whether every linear keeps the 2:4 / 4:8 pattern.
+struct LinearSparsity {
+  int64_t elements = 0, zeros = 0;
+  bool nm_2_4 = true, nm_4_8 = true;
+  std::string error;  // why it could not be counted
+};
+
+LinearSparsity CountLinearSparsity(const HfDirectory& dir) {
+  LinearSparsity out;
+  for (const std::string& name : dir.TensorNames()) {
+    if (!absl::StartsWith(name, "model.layers.") || !absl::EndsWith(name, "_proj.weight")) continue;
+    auto t = dir.Get(name);
+    if (!t.ok()) {
+      out.error = std::string(t.status().message());
+      return out;
+    }
+    auto s = prune::CountSparsity(*t);
+    if (!s.ok()) {
+      out.error = absl::StrCat(name, ": ", std::string(s.status().message()));
+      return out;
+    }
+    out.elements += s->elements;
+    out.zeros += s->zeros;
+    out.nm_2_4 = out.nm_2_4 && s->nm_2_4;
+    out.nm_4_8 = out.nm_4_8 && s->nm_4_8;
+  }
+  if (out.elements == 0) out.nm_2_4 = out.nm_4_8 = false;
+  return out;
+}
+
 }  // namespace
 
 int RunInspect(const Args& args) {
@@ -150,6 +183,9 @@ int RunInspect(const Args& args) {
     tensors.push_back({{"name", name}, {"dtype", std::string(DTypeName(e->dtype))}, {"shape", e->shape}, {"bytes", bytes}});
   }
   auto tokenizer = LoadTokenizer(model);
+  const LinearSparsity sparsity = CountLinearSparsity(**dir);
+  const double zero_fraction =
+      sparsity.elements > 0 ? static_cast<double>(sparsity.zeros) / sparsity.elements : 0.0;
 
   const ModelConfig& c = *config;
   if (vm["json"].as<bool>()) {
@@ -172,6 +208,15 @@ int RunInspect(const Args& args) {
         {"parameters", tensor_params},
         {"bytes", tensor_bytes},
         {"tokenizer_vocab", tokenizer.ok() ? (*tokenizer)->vocab_size() : 0}};
+    if (sparsity.error.empty()) {
+      out["sparsity"] = {{"linear_elements", sparsity.elements},
+                         {"linear_zeros", sparsity.zeros},
+                         {"fraction", zero_fraction},
+                         {"nm_2_4", sparsity.nm_2_4},
+                         {"nm_4_8", sparsity.nm_4_8}};
+    } else {
+      out["sparsity"] = {{"error", sparsity.error}};
+    }
     if (vm["tensors"].as<bool>()) out["tensors"] = tensors;
     std::cout << out.dump(2) << "\n";
     return kExitOk;
@@ -197,6 +242,13 @@ int RunInspect(const Args& args) {
     std::cout << absl::StrFormat("  %s %s", dtype, HumanBytes(pb.second));
   }
   std::cout << "\n";
+  if (sparsity.error.empty()) {
+    std::cout << absl::StrFormat("sparsity       linear weights %.2f%% zero (%d of %d); 2:4 %s, 4:8 %s\n",
+                                 100 * zero_fraction, sparsity.zeros, sparsity.elements,
+                                 sparsity.nm_2_4 ? "holds" : "no", sparsity.nm_4_8 ? "holds" : "no");
+  } else {
+    std::cout << "sparsity       not counted (" << sparsity.error << ")\n";
+  }
   if (tokenizer.ok()) {
     std::cout << absl::StrFormat("tokenizer      vocab %d, bos %d, eos %d\n", (*tokenizer)->vocab_size(),
                                  (*tokenizer)->bos_id(), (*tokenizer)->eos_id());
