@@ -76,6 +76,21 @@ std::vector<std::string> ErrorLines(const std::string& err) {
   return out;
 }
 
+// `j` without null values, empty objects and the "observer" key (a
+// library default), recursively.
+nlohmann::json WithoutDefaults(const nlohmann::json& j) {
+  if (!j.is_object()) return j;
+  nlohmann::json out = nlohmann::json::object();
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.value().is_null() || (it.value().is_object() && it.value().empty()) ||
+        it.key() == "observer") {
+      continue;
+    }
+    out[it.key()] = WithoutDefaults(it.value());
+  }
+  return out;
+}
+
 // [rows, cols] of every decoder linear of a model's config.json.
 std::map<std::string, std::pair<int64_t, int64_t>> LinearShapes(const nlohmann::json& c) {
   const int64_t hidden = c["hidden_size"], inter = c["intermediate_size"],
@@ -530,6 +545,87 @@ TEST_F(QuantizeCliTest, GptqAndAwqBeatRtnAtInt4) {
   EXPECT_LT(kld["awq"], kld["rtn"]);
   EXPECT_LT(kld["int8"], 0.1 * kld["rtn"]);
   EXPECT_LT(kld["int8"], kld["gptq"]);
+}
+
+// Qwen2 (q/k/v biases) and Qwen3 (q/k RMS norms): the extra tensors stay
+// float and untouched, the linears load quantized, eval runs.
+TEST_F(QuantizeCliTest, QwenBiasesAndQkNormsStayFloat) {
+  for (const std::string family : {"qwen2", "qwen3"}) {
+    SCOPED_TRACE(family);
+    const std::string in = Path(family), out = Path(family + "-gptq");
+    CliRun r = Exec("init " + in + " --family " + family + " --size tiny --dtype bf16 --seed 4");
+    ASSERT_EQ(r.code, 0) << r.err;
+    r = Exec("quantize " + in + " " + out + " --scheme int4-g32 --method gptq" + kCalibTiny +
+             kThreads);
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::unique_ptr<SafetensorsReader> keep_in, keep_out;
+    const std::map<std::string, Tensor> src = ReadAll(in, &keep_in);
+    const std::map<std::string, Tensor> dst = ReadAll(out, &keep_out);
+    int extra = 0;
+    for (const auto& [name, t] : src) {
+      const bool bias = name.find(".bias") != std::string::npos;
+      const bool qk_norm =
+          name.find("q_norm") != std::string::npos || name.find("k_norm") != std::string::npos;
+      if (!bias && !qk_norm) continue;
+      ++extra;
+      auto it = dst.find(name);
+      ASSERT_NE(it, dst.end()) << name;
+      EXPECT_TRUE(SameBytes(it->second, t)) << name;
+    }
+    EXPECT_EQ(extra, family == "qwen2" ? 2 * 3 : 2 * 2);  // per layer: q/k/v biases; q/k norms
+    auto model = Transformer::Load(out);
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ((*model)->QuantizedWeights().size(), 14u);
+    const double kld = Kld(out, in);
+    EXPECT_TRUE(std::isfinite(kld) && kld >= 0 && kld < 0.2) << kld;
+  }
+}
+
+// GPTQ with --act-order: weight_g_idx per layer and actorder "group" in the
+// config (what compressed-tensors 0.12 wrote; tests/reference has the
+// library's config for it), loads and runs.
+TEST_F(QuantizeCliTest, GptqActOrderWritesGroupIndex) {
+  const std::string out = Path("act-order");
+  CliRun r = Exec("quantize " + Tiny() + " " + out +
+                  " --scheme int4-g32 --method gptq --act-order" + kCalibTiny + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json qc = ReadJson(out + "/config.json")["quantization_config"];
+  CtConfigSpec spec;
+  spec.value_type = DType::kI4;
+  spec.group_size = 32;
+  spec.act_order = true;
+  EXPECT_EQ(qc, CompressedTensorsConfig(spec)) << qc.dump(1);
+  EXPECT_EQ(qc["config_groups"]["group_0"]["weights"]["actorder"], "group");
+  const nlohmann::json lib =
+      ReadJson("tests/reference/compressed_tensors/quantization_configs.json");
+  // compressed-tensors 0.12.2 also wrote its defaults (observer "minmax",
+  // empty observer_kwargs, null block_structure) and had no
+  // moe_sparsity_config: equal once defaults and nulls are dropped.
+  EXPECT_EQ(WithoutDefaults(qc), WithoutDefaults(lib["int4_g32_actorder"]))
+      << "ours:\n"
+      << qc.dump(1) << "\nlibrary:\n"
+      << lib["int4_g32_actorder"].dump(1);
+  std::unique_ptr<SafetensorsReader> keep;
+  const std::map<std::string, Tensor> dst = ReadAll(out, &keep);
+  const auto shapes = LinearShapes(ReadJson(Tiny() + "/config.json"));
+  for (const auto& [module, rc] : shapes) {
+    auto it = dst.find(module + ".weight_g_idx");
+    ASSERT_NE(it, dst.end()) << module;
+    ASSERT_EQ(it->second.dtype(), DType::kI32) << module;
+    ASSERT_EQ(it->second.shape(), Shape({rc.second})) << module;
+    std::vector<int> per_group(rc.second / 32, 0);
+    for (int64_t c = 0; c < rc.second; ++c) {
+      const int32_t g = it->second.data<int32_t>()[c];
+      ASSERT_TRUE(g >= 0 && g < static_cast<int32_t>(per_group.size())) << module << " " << g;
+      ++per_group[g];
+    }
+    for (int n : per_group) EXPECT_EQ(n, 32) << module;
+  }
+  auto model = Transformer::Load(out);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->QuantizedWeights().size(), 14u);
+  const double kld = Kld(out, Tiny());
+  EXPECT_TRUE(std::isfinite(kld) && kld > 0 && kld < 0.2) << kld;
 }
 
 // ----------------------------------------------------------------- gguf --
