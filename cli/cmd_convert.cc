@@ -5,6 +5,8 @@
 // GGUF -> HF directory: weights dequantized to --dtype, q/k rows back in HF
 // order, config.json, tokenizer.json rebuilt from the GGUF vocabulary,
 // tokenizer_config.json with the chat template.
+// Quantized HF checkpoint -> plain HF directory (--to hf): compressed-tensors,
+// GPTQ, AWQ and DeepSeek-V3/R1 FP8 block weights dequantized to --dtype.
 // Memory: the input is memory-mapped; only the converted output is held (a
 // tensor already in the target type is written straight from the mapping).
 #include <chrono>
@@ -119,7 +121,13 @@ absl::StatusOr<ConvertStats> HfToGguf(const std::string& in, const std::string& 
     RETURN_IF_ERROR(add("rope_freqs.weight", f));
   }
   const bool permute = GgufArchName(config.arch) == std::string("llama");
-  for (const auto& [hf_name, tensor] : engine->NamedWeights()) {
+  // Quantized checkpoints (compressed-tensors, GPTQ, AWQ, FP8) give their
+  // linears dequantized to f32; the preset then decides their GGUF type.
+  std::vector<std::pair<std::string, Tensor>> weights = engine->NamedWeights();
+  for (const auto& [hf_name, q] : engine->QuantizedWeights()) {
+    weights.emplace_back(hf_name, Dequantize(*q));
+  }
+  for (const auto& [hf_name, tensor] : weights) {
     ASSIGN_OR_RETURN(std::string gguf_name, GgufTensorName(hf_name));
     Tensor t = tensor;
     const bool is_q = absl::StrContains(hf_name, "self_attn.q_proj.");
@@ -192,13 +200,53 @@ absl::StatusOr<ConvertStats> GgufToHf(const std::string& in, const std::string& 
   return stats;
 }
 
+// A quantized HF checkpoint (compressed-tensors, GPTQ, AWQ, DeepSeek-V3/R1
+// FP8 blocks) -> a plain HF directory with every weight in `dtype_name`
+// (auto: bf16), config.json without quantization_config, tokenizer files
+// copied. Quantized linears are dequantized one at a time.
+absl::StatusOr<ConvertStats> DequantizeHf(const std::string& in, const std::string& out,
+                                          const std::string& dtype_name) {
+  ASSIGN_OR_RETURN(std::unique_ptr<HfDirectory> dir, HfDirectory::Open(in));
+  ASSIGN_OR_RETURN(std::unique_ptr<Transformer> engine, Transformer::Load(*dir));
+  if (engine->QuantizedWeights().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        in, " is not a quantized checkpoint (no quantization_config); nothing to dequantize"));
+  }
+  DType dtype = DType::kBF16;
+  if (!dtype_name.empty() && dtype_name != "auto") {
+    ASSIGN_OR_RETURN(dtype, ParseWeightDType(dtype_name));
+  }
+  ModelConfig config = engine->config();
+  config.torch_dtype = dtype;
+  ConvertStats stats;
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  auto add = [&](const std::string& name, Tensor t) {
+    stats.tensors++;
+    stats.params += t.numel();
+    stats.bytes += t.nbytes();
+    tensors.emplace_back(name, std::move(t));
+  };
+  for (const auto& [name, t] : engine->NamedWeights()) add(name, t.dtype() == dtype ? t : t.To(dtype));
+  for (const auto& [name, q] : engine->QuantizedWeights()) add(name, Dequantize(*q, dtype));
+  RETURN_IF_ERROR(WriteHfDirectory(out, config.ToJson(), tensors));
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                        "generation_config.json", "chat_template.jinja"}) {
+    if (std::string p = dir->FilePath(f); !p.empty()) {
+      ASSIGN_OR_RETURN(std::string text, ReadFileToString(p));
+      RETURN_IF_ERROR(WriteFileAtomically((fs::path(out) / f).string(), text));
+    }
+  }
+  return stats;
+}
+
 }  // namespace
 
 int RunConvert(const Args& args) {
   CommandSpec spec{
       "convert", "IN OUT [--to gguf|hf] [--type TYPE] [--dtype DTYPE] [options]",
       "Convert an HF directory to a GGUF file (llama.cpp's names, layouts, metadata and "
-      "quantization presets) or a GGUF file to an HF directory (dequantized)."};
+      "quantization presets), a GGUF file to an HF directory (dequantized), or a quantized HF "
+      "checkpoint (compressed-tensors, GPTQ, AWQ, DeepSeek FP8 blocks) to a plain one (--to hf)."};
   po::options_description opts("options");
   std::string in, out, to, type = "f16", dtype = "auto", pre, name;
   int threads = 0;
@@ -229,9 +277,13 @@ int RunConvert(const Args& args) {
     if (!preset.ok()) return UsageError(spec.name, std::string(preset.status().message()));
     stats = HfToGguf(in, out, *preset, pre, name, vm["verbose"].as<bool>());
   } else if (to == "hf") {
-    if (!in_gguf)
-      return UsageError(spec.name, absl::StrCat(in, " is not a GGUF file (--to hf reads GGUF)"));
-    stats = GgufToHf(in, out, dtype);
+    if (in_gguf) {
+      stats = GgufToHf(in, out, dtype);
+    } else if (fs::is_directory(in, ec)) {
+      stats = DequantizeHf(in, out, dtype);
+    } else {
+      return UsageError(spec.name, absl::StrCat(in, " is neither a GGUF file nor a directory"));
+    }
   } else {
     return UsageError(spec.name, "--to must be gguf or hf");
   }

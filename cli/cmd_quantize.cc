@@ -170,6 +170,23 @@ int RunQuantize(const Args& args) {
     }
     auto preset = ParseGgufPreset(type);
     if (!preset.ok()) return UsageError(spec.name, std::string(preset.status().message()));
+    if (fs::exists(out, ec)) {
+      return Fail(spec.name, absl::AlreadyExistsError(absl::StrCat(
+                                 out, " already exists (remove it or choose another OUT)")));
+    }
+    if (!o.allow_requantize) {
+      auto dir = HfDirectory::Open(model_path);
+      if (!dir.ok()) return Fail(spec.name, dir.status());
+      const nlohmann::json& cfg = (*dir)->config();
+      if (cfg.contains("quantization_config") && !cfg["quantization_config"].is_null()) {
+        return Fail(spec.name,
+                    absl::FailedPreconditionError(absl::StrCat(
+                        model_path, " is already quantized (config.json has a quantization_config); "
+                                    "quantizing again compounds both errors. Pass "
+                                    "--allow-requantize to dequantize and requantize, or start "
+                                    "from the original weights")));
+      }
+    }
     std::optional<quant::ImportanceMatrix> im;
     if (!imatrix.empty()) {
       auto m = quant::ReadImportanceMatrix(imatrix);
