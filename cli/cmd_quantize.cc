@@ -56,6 +56,14 @@ CtConfigSpec SpecFor(const quant::ModelQuantOptions& o) {
   return spec;
 }
 
+// The float dtype of the written model (and of its scales): the model's own
+// when it is f16/f32, else bf16 (GGUF inputs, bf16 models).
+DType OutputDType(const ModelConfig& config) {
+  return config.torch_dtype == DType::kF16 || config.torch_dtype == DType::kF32
+             ? config.torch_dtype
+             : DType::kBF16;
+}
+
 struct WriteStats {
   int64_t params = 0;
   uint64_t bytes = 0;
@@ -68,9 +76,7 @@ absl::StatusOr<WriteStats> WriteCompressedTensors(const std::string& model_path,
                                                   const quant::ModelQuantReport& report,
                                                   const std::string& dir) {
   ModelConfig config = model.config();
-  const DType dtype = config.torch_dtype == DType::kF16 || config.torch_dtype == DType::kF32
-                          ? config.torch_dtype
-                          : DType::kBF16;
+  const DType dtype = OutputDType(config);
   config.torch_dtype = dtype;
   WriteStats stats;
   std::vector<std::pair<std::string, Tensor>> tensors;
@@ -86,10 +92,7 @@ absl::StatusOr<WriteStats> WriteCompressedTensors(const std::string& model_path,
     if (auto it = report.input_scales.find(module); it != report.input_scales.end()) {
       input_scale = it->second;
     }
-    ASSIGN_OR_RETURN(auto packed, PackCompressedTensors(module, *q, dtype == DType::kF32
-                                                                        ? DType::kF32
-                                                                        : dtype,
-                                                        input_scale));
+    ASSIGN_OR_RETURN(auto packed, PackCompressedTensors(module, *q, dtype, input_scale));
     stats.params += q->rows * q->cols;
     for (auto& p : packed) {
       stats.bytes += p.second.nbytes();
@@ -234,6 +237,9 @@ int RunQuantize(const Args& args) {
 
   auto model = LoadEngine(model_path);
   if (!model.ok()) return Fail(spec.name, model.status());
+  // Scales are chosen at the width they are stored at, so the file decodes
+  // to exactly what the method computed.
+  o.scheme.scale_dtype = OutputDType((*model)->config());
   std::vector<std::vector<int32_t>> samples;
   if (quant::NeedsCalibration(o)) {
     auto s = LoadCalibration(model_path, **model, calib);

@@ -144,7 +144,10 @@ absl::Status CheckSchemeFits(const QuantScheme& scheme, int64_t rows, int64_t co
   return absl::OkStatus();
 }
 
-QuantParams ComputeQuantParams(const QuantScheme& scheme, float lo, float hi) {
+namespace {
+
+// The scale rule in f32 (see the file comment).
+QuantParams ComputeQuantParamsF32(const QuantScheme& scheme, float lo, float hi) {
   lo = std::min(lo, 0.0f);
   hi = std::max(hi, 0.0f);
   QuantParams p;
@@ -166,6 +169,30 @@ QuantParams ComputeQuantParams(const QuantScheme& scheme, float lo, float hi) {
   p.zero = std::clamp(std::nearbyint(qmin - lo / p.scale), qmin, qmax);
   return p;
 }
+
+// The scale as stored at `t`'s width (never 0 or inf after rounding).
+float StoredScale(DType t, float s) {
+  float r = s;
+  if (t == DType::kBF16) r = BF16ToF32(F32ToBF16(s));
+  if (t == DType::kF16) r = F16ToF32(F32ToF16(s));
+  return r > 0 && std::isfinite(r) ? r : s;
+}
+
+}  // namespace
+
+QuantParams ComputeQuantParams(const QuantScheme& scheme, float lo, float hi) {
+  QuantParams p = ComputeQuantParamsF32(scheme, lo, hi);
+  if (scheme.scale_dtype == DType::kF32 || p.scale == 1.0f) return p;
+  const float stored = StoredScale(scheme.scale_dtype, p.scale);
+  if (stored == p.scale) return p;
+  p.scale = stored;
+  if (!scheme.is_fp8() && !scheme.symmetric) {
+    p.zero = std::clamp(std::nearbyint(scheme.qmin() - std::min(lo, 0.0f) / p.scale),
+                        scheme.qmin(), scheme.qmax());
+  }
+  return p;
+}
+
 
 float QuantizeValue(const QuantScheme& scheme, const QuantParams& p, float w) {
   const float x = w / p.scale;

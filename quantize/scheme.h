@@ -11,6 +11,9 @@
 //   fp8:            scale = absmax / fp8_max (448 for e4m3, 57344 for e5m2)
 //   q = clamp(round_half_even(w / scale) + zero, qmin, qmax); fp8: q = fp8(w / scale)
 // A group of zeros gets scale 1 (any scale represents it exactly).
+// Scales are rounded to `scale_dtype` (the width the checkpoint stores them
+// at; compressed-tensors keeps them in the model's bf16/f16) before any value
+// is chosen, so the file decodes to exactly the weights the method computed.
 #ifndef RETORT_QUANTIZE_SCHEME_H_
 #define RETORT_QUANTIZE_SCHEME_H_
 
@@ -29,6 +32,7 @@ struct QuantScheme {
   QuantGranularity granularity = QuantGranularity::kGroup;
   int64_t group_size = 128;  // kGroup: columns per group; kBlock: tile edge
   bool symmetric = true;     // fp8 is always symmetric
+  DType scale_dtype = DType::kF32;  // kF32, kBF16 or kF16: how scales are stored
 
   bool is_fp8() const { return value_type == DType::kF8E4M3 || value_type == DType::kF8E5M2; }
   // Integer range [qmin, qmax] (fp8: [-max, max]).
