@@ -22,9 +22,8 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> LoadCalibration(const std::str
                                                                   const Transformer& model,
                                                                   const CalibArgs& a) {
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(model_path));
-  ASSIGN_OR_RETURN(auto samples,
-                   LoadCalibrationSamples(a.files, *tok, model.config().vocab_size,
-                                          CalibrationOptions{a.samples, a.seq_len}));
+  ASSIGN_OR_RETURN(auto samples, LoadCalibrationSamples(a.files, *tok, model.config().vocab_size,
+                                                        CalibrationOptions{a.samples, a.seq_len}));
   std::cerr << absl::StrFormat("[calib] %d samples, %d tokens\n", samples.size(),
                                CountTokens(samples));
   return samples;

@@ -60,9 +60,12 @@ enum class Method { kMagnitude, kWanda, kSparseGpt };
 
 const char* MethodName(Method m) {
   switch (m) {
-    case Method::kMagnitude: return "magnitude";
-    case Method::kWanda: return "wanda";
-    case Method::kSparseGpt: return "sparsegpt";
+    case Method::kMagnitude:
+      return "magnitude";
+    case Method::kWanda:
+      return "wanda";
+    case Method::kSparseGpt:
+      return "sparsegpt";
   }
   return "?";
 }
@@ -71,9 +74,12 @@ const char* MethodName(Method m) {
 LinearSlot InputSlot(LinearSlot s) {
   switch (s) {
     case LinearSlot::kK:
-    case LinearSlot::kV: return LinearSlot::kQ;
-    case LinearSlot::kUp: return LinearSlot::kGate;
-    default: return s;
+    case LinearSlot::kV:
+      return LinearSlot::kQ;
+    case LinearSlot::kUp:
+      return LinearSlot::kGate;
+    default:
+      return s;
   }
 }
 
@@ -88,9 +94,9 @@ void PrintLayerProgress(int64_t layer, int64_t num_layers, double secs, double t
 // be dequantized and re-rounded, which the user should choose explicitly.
 absl::Status CheckFloatWeights(const Transformer& model, const std::string& model_path) {
   if (!model.QuantizedWeights().empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        model_path, ": ", model.QuantizedWeights().begin()->first,
-        " is quantized; prune the original float weights instead"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(model_path, ": ", model.QuantizedWeights().begin()->first,
+                     " is quantized; prune the original float weights instead"));
   }
   for (const auto& [name, t] : model.NamedWeights()) {
     const DType d = t.dtype();
@@ -228,7 +234,8 @@ absl::StatusOr<LinearTotals> PruneLinears(Transformer& model,
     for (LinearSlot slot : kLinearSlots) {
       const std::string name = LinearWeightName(l, slot);
       const Tensor* stored = model.FindWeight(name);
-      if (stored == nullptr) return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
+      if (stored == nullptr)
+        return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
       Tensor w = stored->To(DType::kF32);  // a private copy to prune in place
       float* data = w.mutable_data<float>();
       const int64_t rows = w.dim(0), cols = w.dim(1);
@@ -279,10 +286,17 @@ absl::StatusOr<prune::ModelImportance> CollectImportance(
       if (!failed.ok()) return;
       switch (slot) {
         case LinearSlot::kQ:
-        case LinearSlot::kGate: failed = collector.AddNormedHidden(x, rows); break;
-        case LinearSlot::kO: failed = collector.AddAttentionOutput(l, x, rows); break;
-        case LinearSlot::kDown: failed = collector.AddMlpActivation(l, x, rows); break;
-        default: break;
+        case LinearSlot::kGate:
+          failed = collector.AddNormedHidden(x, rows);
+          break;
+        case LinearSlot::kO:
+          failed = collector.AddAttentionOutput(l, x, rows);
+          break;
+        case LinearSlot::kDown:
+          failed = collector.AddMlpActivation(l, x, rows);
+          break;
+        default:
+          break;
       }
     };
     std::vector<std::vector<float>> inputs(runner.num_samples());
@@ -317,9 +331,10 @@ struct WriteStats {
 };
 
 // config.json (torch_dtype = dtype), the weights in `dtype`, MODEL's tokenizer files.
-absl::StatusOr<WriteStats> WritePrunedModel(const std::string& model_path, ModelConfig config,
-                                            const std::vector<std::pair<std::string, Tensor>>& weights,
-                                            DType dtype, const std::string& dir) {
+absl::StatusOr<WriteStats> WritePrunedModel(
+    const std::string& model_path, ModelConfig config,
+    const std::vector<std::pair<std::string, Tensor>>& weights, DType dtype,
+    const std::string& dir) {
   config.torch_dtype = dtype;
   WriteStats stats;
   std::vector<std::pair<std::string, Tensor>> tensors;
@@ -377,7 +392,7 @@ int RunPrune(const Args& args) {
                    kSummary};
   po::options_description opts("options");
   std::string model_path, out, method_name = "magnitude", sparsity_text, pattern_text,
-                              target_params_text, dtype_name = "auto";
+                               target_params_text, dtype_name = "auto";
   CalibArgs calib;
   prune::SparseGptOptions sgpt;
   prune::StructuredTarget target;
@@ -387,8 +402,10 @@ int RunPrune(const Args& args) {
       "out", po::value(&out)->required(), "output HF directory")(
       "method", po::value(&method_name)->default_value("magnitude"),
       "unstructured criterion: magnitude, wanda or sparsegpt (the last two need --calib)")(
-      "sparsity", po::value(&sparsity_text), "fraction of each linear's weights to zero: 0.5 or 50%")(
-      "pattern", po::value(&pattern_text), "N:M sparsity: 2:4 or 4:8 (at most N nonzeros in "
+      "sparsity", po::value(&sparsity_text),
+      "fraction of each linear's weights to zero: 0.5 or 50%")(
+      "pattern", po::value(&pattern_text),
+      "N:M sparsity: 2:4 or 4:8 (at most N nonzeros in "
       "every M consecutive inputs)")(
       "dampening", po::value(&sgpt.dampening)->default_value(0.01),
       "SparseGPT: fraction of the mean Hessian diagonal added to it")(
@@ -398,13 +415,13 @@ int RunPrune(const Args& args) {
       "structured pruning to a smaller dense model (needs --calib)")(
       "target-params", po::value(&target_params_text),
       "structured: parameter budget (90000000, 90M, or 70% of the model); dimensions not given "
-      "below are chosen to fit it")(
-      "num-layers", po::value(&target.num_layers), "structured: decoder layers to keep")(
+      "below are chosen to fit it")("num-layers", po::value(&target.num_layers),
+                                    "structured: decoder layers to keep")(
       "num-heads", po::value(&target.num_heads), "structured: query heads to keep")(
       "num-kv-heads", po::value(&target.num_kv_heads), "structured: key/value heads to keep")(
       "intermediate-size", po::value(&target.intermediate_size),
-      "structured: MLP channels to keep")(
-      "hidden-size", po::value(&target.hidden_size), "structured: hidden channels to keep")(
+      "structured: MLP channels to keep")("hidden-size", po::value(&target.hidden_size),
+                                          "structured: hidden channels to keep")(
       "dtype", po::value(&dtype_name)->default_value("auto"),
       "output weights: auto (the model's dtype; bf16 when it is not a float type), f32, bf16, f16")(
       "json", po::bool_switch(&json), "print the result as one JSON object")(
@@ -430,17 +447,19 @@ int RunPrune(const Args& args) {
                         "prune commands to combine them)");
     }
     if (target_params_text.empty() && !has_dims) {
-      return UsageError(spec.name, "--structured needs --target-params N or target dimensions "
-                                   "(--num-layers, --num-heads, --num-kv-heads, "
-                                   "--intermediate-size, --hidden-size)");
+      return UsageError(spec.name,
+                        "--structured needs --target-params N or target dimensions "
+                        "(--num-layers, --num-heads, --num-kv-heads, "
+                        "--intermediate-size, --hidden-size)");
     }
     if (target.num_layers < 0 || target.num_heads < 0 || target.num_kv_heads < 0 ||
         target.intermediate_size < 0 || target.hidden_size < 0) {
       return UsageError(spec.name, "structured target dimensions must be positive");
     }
     if (calib.files.empty()) {
-      return UsageError(spec.name, "--structured needs calibration data for importance: "
-                                   "--calib FILE");
+      return UsageError(spec.name,
+                        "--structured needs calibration data for importance: "
+                        "--calib FILE");
     }
   } else {
     if (!target_params_text.empty() || has_dims) {
@@ -457,8 +476,9 @@ int RunPrune(const Args& args) {
                                                 "\": expected magnitude, wanda or sparsegpt"));
     }
     if (sparsity_text.empty() == pattern_text.empty()) {
-      return UsageError(spec.name, "give exactly one of --sparsity FRACTION or --pattern N:M "
-                                   "(or --structured)");
+      return UsageError(spec.name,
+                        "give exactly one of --sparsity FRACTION or --pattern N:M "
+                        "(or --structured)");
     }
     const std::string& text = sparsity_text.empty() ? pattern_text : sparsity_text;
     auto p = prune::ParseSparsityPattern(text);
@@ -473,8 +493,8 @@ int RunPrune(const Args& args) {
     }
     pattern = *p;
     if (method != Method::kMagnitude && calib.files.empty()) {
-      return UsageError(spec.name, absl::StrCat(MethodName(method),
-                                                " needs calibration data: --calib FILE"));
+      return UsageError(spec.name,
+                        absl::StrCat(MethodName(method), " needs calibration data: --calib FILE"));
     }
     if (method == Method::kSparseGpt && (sgpt.dampening < 0 || sgpt.block_size < 1)) {
       return UsageError(spec.name, "--dampening must be >= 0 and --block-size >= 1");

@@ -21,9 +21,9 @@
 namespace retort {
 namespace {
 namespace fs = std::filesystem;
-using ::testing::HasSubstr;
 using testing::CliHarness;
 using testing::CliRun;
+using ::testing::HasSubstr;
 
 constexpr char kText[] = "/usr/share/common-licenses/GPL-3";
 constexpr char kCalib[] =
@@ -226,8 +226,8 @@ TEST_F(PruneCliTest, StructuredToATargetConfig) {
 
 TEST_F(PruneCliTest, StructuredToAParameterBudget) {
   const std::string out = Out("s_budget");
-  CliRun r = h_->Exec("prune " + Model() + " " + out + " --structured --target-params 60% " +
-                      kCalib);
+  CliRun r =
+      h_->Exec("prune " + Model() + " " + out + " --structured --target-params 60% " + kCalib);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("kept"));
   CliRun inspect = h_->Exec("inspect " + out + " --json");
@@ -239,6 +239,20 @@ TEST_F(PruneCliTest, StructuredToAParameterBudget) {
   EXPECT_GT(p1, static_cast<int64_t>(0.3 * p0));
   EXPECT_EQ(after["num_heads"].get<int64_t>() % after["num_kv_heads"].get<int64_t>(), 0);
   ExpectEvaluates(out);
+}
+
+// The recovery recipe of `retort prune --help` and the README: the pruned
+// model distills from the unpruned one (same tokenizer) and the result runs.
+TEST_F(PruneCliTest, StructuredThenDistillFromTheUnprunedModel) {
+  const std::string pruned = Out("recipe_pruned"), recovered = Out("recipe_recovered");
+  CliRun p = h_->Exec("prune " + Model() + " " + pruned +
+                      " --structured --target-params 50% " + kCalib);
+  ASSERT_EQ(p.code, 0) << p.err;
+  CliRun d = h_->Exec("distill " + pruned + " --teacher " + Model() +
+                      " --kd-weight 1 --ce-weight 0 --data " + kText +
+                      " --seq-len 64 --batch-rows 2 --max-steps 3 --threads 2 -q -o " + recovered);
+  ASSERT_EQ(d.code, 0) << d.err;
+  ExpectEvaluates(recovered + "/final");
 }
 
 TEST_F(PruneCliTest, BadInputIsOneLineAndWritesNothing) {
