@@ -3,20 +3,11 @@
 // retort prune MODEL OUT --structured (--target-params N | --num-layers L --num-heads H
 //                        --num-kv-heads K --intermediate-size I --hidden-size D) --calib FILE ...
 //
-// Unstructured / N:M (prune/unstructured.h): the decoder layers' linears are
-// pruned one layer at a time. Wanda and SparseGPT read statistics of each
-// linear's input on the calibration samples (Wanda: sum of x_j^2 per input
-// column; SparseGPT: H = 2/n X^T X), taken on the model whose earlier layers
-// are already pruned (LayerwiseRunner's sequential order), and the pruned
-// weights are installed in the output dtype before the next layer is
-// calibrated, so each layer sees what the written model computes. Embeddings,
-// norms and lm_head are untouched. The output is a dense HF directory whose
-// linears hold zeros.
-//
-// Structured (prune/structured.h): one calibration pass through the original
-// model collects Minitron-style importance (heads, MLP channels, hidden
-// channels, block influence), PlanStructuredPruning picks what to keep and
-// ApplyStructuredPlan writes a smaller dense model.
+// The passes are library functions (prune/model_pruner.h): unstructured /
+// N:M pruning layer by layer (PruneModel) and, for structured pruning, the
+// importance pass (CollectModelImportance) followed by PlanStructuredPruning
+// and ApplyStructuredPlan (prune/structured.h). This file parses, checks the
+// arguments, calls them and writes the result as a dense HF directory.
 //
 // Nothing is written until everything has succeeded: the output directory is
 // built under a temporary name beside OUT and renamed into place.
@@ -25,8 +16,6 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
-#include <map>
-#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -41,9 +30,9 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "formats/hf_dir.h"
-#include "kernels/cpu/linalg.h"
 #include "model/calibration.h"
 #include "nlohmann/json.hpp"
+#include "prune/model_pruner.h"
 #include "prune/structured.h"
 #include "prune/unstructured.h"
 
@@ -56,58 +45,11 @@ double Since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-enum class Method { kMagnitude, kWanda, kSparseGpt };
-
-const char* MethodName(Method m) {
-  switch (m) {
-    case Method::kMagnitude:
-      return "magnitude";
-    case Method::kWanda:
-      return "wanda";
-    case Method::kSparseGpt:
-      return "sparsegpt";
-  }
-  return "?";
-}
-
-// The slot whose observed input a linear reads (q/k/v share kQ's, gate/up kGate's).
-LinearSlot InputSlot(LinearSlot s) {
-  switch (s) {
-    case LinearSlot::kK:
-    case LinearSlot::kV:
-      return LinearSlot::kQ;
-    case LinearSlot::kUp:
-      return LinearSlot::kGate;
-    default:
-      return s;
-  }
-}
-
-void PrintLayerProgress(int64_t layer, int64_t num_layers, double secs, double total) {
-  const double eta = total / (layer + 1) * (num_layers - layer - 1);
+void PrintLayerProgress(const prune::LayerProgress& p) {
+  const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
   std::cerr << absl::StrFormat(
-      "[prune] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s\n", layer + 1,
-      num_layers, secs, total, eta, HumanBytes(static_cast<double>(PeakRssBytes())));
-}
-
-// Pruning reads and rewrites float weights; a GGUF's quantized blocks would
-// be dequantized and re-rounded, which the user should choose explicitly.
-absl::Status CheckFloatWeights(const Transformer& model, const std::string& model_path) {
-  if (!model.QuantizedWeights().empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(model_path, ": ", model.QuantizedWeights().begin()->first,
-                     " is quantized; prune the original float weights instead"));
-  }
-  for (const auto& [name, t] : model.NamedWeights()) {
-    const DType d = t.dtype();
-    if (d != DType::kF32 && d != DType::kBF16 && d != DType::kF16) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          model_path, ": tensor ", name, " is stored as ", std::string(DTypeName(d)),
-          "; prune reads f32/bf16/f16 weights (for a GGUF: `retort convert MODEL.gguf DIR "
-          "--dtype bf16` first)"));
-    }
-  }
-  return absl::OkStatus();
+      "[prune] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s\n", p.layer + 1,
+      p.num_layers, p.seconds, p.total_seconds, eta, HumanBytes(static_cast<double>(p.peak_rss)));
 }
 
 // --dtype: "auto" keeps the model's float dtype (bf16 for anything else).
@@ -145,184 +87,6 @@ absl::StatusOr<int64_t> ParseParamCount(const std::string& text, int64_t total) 
     return static_cast<int64_t>(v / 100 * static_cast<double>(total));
   }
   return static_cast<int64_t>(v * scale);
-}
-
-struct LinearTotals {
-  int64_t elements = 0, zeros = 0;
-  bool nm_2_4 = true, nm_4_8 = true;
-  void Add(const prune::SparsityStats& s) {
-    elements += s.elements;
-    zeros += s.zeros;
-    nm_2_4 = nm_2_4 && s.nm_2_4;
-    nm_4_8 = nm_4_8 && s.nm_4_8;
-  }
-  double fraction() const { return elements > 0 ? static_cast<double>(zeros) / elements : 0; }
-};
-
-struct UnstructuredOptions {
-  Method method = Method::kMagnitude;
-  prune::SparsityPattern pattern;
-  prune::SparseGptOptions sparsegpt;
-  DType dtype = DType::kBF16;  // the pruned weights are installed in this dtype
-};
-
-// Per distinct linear input of a layer: what the method needs from it.
-struct InputStats {
-  int64_t cols = 0;
-  int64_t rows = 0;
-  std::vector<double> sq;    // Wanda: sum over tokens of x_j^2
-  std::vector<double> gram;  // SparseGPT: sum over tokens of x x^T [cols, cols]
-};
-
-// Checks every linear against the pattern before any work.
-absl::Status CheckPatternFits(const Transformer& model, const prune::SparsityPattern& pattern) {
-  const ModelConfig& c = model.config();
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    for (LinearSlot slot : kLinearSlots) {
-      const std::string name = LinearWeightName(l, slot);
-      const Tensor* t = model.FindWeight(name);
-      if (t == nullptr) return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
-      RETURN_IF_ERROR(prune::ValidateSparsityPattern(pattern, t->dim(1), name));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Prunes every decoder layer's linears in place (see the file comment).
-absl::StatusOr<LinearTotals> PruneLinears(Transformer& model,
-                                          const std::vector<std::vector<int32_t>>& samples,
-                                          const UnstructuredOptions& o) {
-  const auto t_start = Clock::now();
-  const ModelConfig& c = model.config();
-  const bool calibrate = o.method != Method::kMagnitude;
-  std::optional<LayerwiseRunner> runner;
-  if (calibrate) {
-    ASSIGN_OR_RETURN(LayerwiseRunner r, LayerwiseRunner::Start(model, samples));
-    runner.emplace(std::move(r));
-  }
-  LinearTotals totals;
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const auto t_layer = Clock::now();
-    std::map<LinearSlot, InputStats> stats;
-    if (calibrate) {
-      LinearInputObserver observe = [&](LinearSlot slot, const float* x, int64_t rows,
-                                        int64_t cols) {
-        InputStats& s = stats[slot];
-        if (s.cols == 0) {
-          s.cols = cols;
-          if (o.method == Method::kWanda) s.sq.assign(cols, 0.0);
-          if (o.method == Method::kSparseGpt) s.gram.assign(cols * cols, 0.0);
-        }
-        s.rows += rows;
-        if (o.method == Method::kWanda) {
-          for (int64_t r = 0; r < rows; ++r) {
-            const float* row = x + r * cols;
-            for (int64_t j = 0; j < cols; ++j) s.sq[j] += static_cast<double>(row[j]) * row[j];
-          }
-        } else {
-          cpu::AccumulateGram(x, rows, cols, s.gram.data());
-        }
-      };
-      RETURN_IF_ERROR(runner->Observe(observe));
-      if (o.method == Method::kSparseGpt) {
-        for (auto& [slot, s] : stats) {
-          const double scale = 2.0 / static_cast<double>(std::max<int64_t>(s.rows, 1));
-          for (double& h : s.gram) h *= scale;
-        }
-      }
-    }
-    for (LinearSlot slot : kLinearSlots) {
-      const std::string name = LinearWeightName(l, slot);
-      const Tensor* stored = model.FindWeight(name);
-      if (stored == nullptr)
-        return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
-      Tensor w = stored->To(DType::kF32);  // a private copy to prune in place
-      float* data = w.mutable_data<float>();
-      const int64_t rows = w.dim(0), cols = w.dim(1);
-      const InputStats* in = nullptr;
-      if (calibrate) {
-        auto it = stats.find(InputSlot(slot));
-        if (it == stats.end() || it->second.cols != cols) {
-          return absl::InternalError(absl::StrCat("no calibration statistics for ", name));
-        }
-        in = &it->second;
-      }
-      switch (o.method) {
-        case Method::kMagnitude:
-          RETURN_IF_ERROR(prune::PruneMagnitude(data, rows, cols, o.pattern, name));
-          break;
-        case Method::kWanda:
-          RETURN_IF_ERROR(prune::PruneWanda(data, rows, cols, in->sq.data(), o.pattern, name));
-          break;
-        case Method::kSparseGpt:
-          RETURN_IF_ERROR(prune::PruneSparseGpt(data, rows, cols, in->gram.data(), o.pattern,
-                                                o.sparsegpt, name));
-          break;
-      }
-      Tensor installed = o.dtype == DType::kF32 ? std::move(w) : w.To(o.dtype);
-      ASSIGN_OR_RETURN(prune::SparsityStats st, prune::CountSparsity(installed));
-      totals.Add(st);
-      RETURN_IF_ERROR(model.ReplaceWeight(name, installed));
-    }
-    stats.clear();
-    if (calibrate && l + 1 < c.num_layers) RETURN_IF_ERROR(runner->Advance().status());
-    PrintLayerProgress(l, c.num_layers, Since(t_layer), Since(t_start));
-  }
-  return totals;
-}
-
-// One pass of the calibration samples through the original model, feeding
-// every activation the structured importance needs.
-absl::StatusOr<prune::ModelImportance> CollectImportance(
-    const Transformer& model, const std::vector<std::vector<int32_t>>& samples) {
-  const auto t_start = Clock::now();
-  const ModelConfig& c = model.config();
-  prune::ImportanceCollector collector(c);
-  ASSIGN_OR_RETURN(LayerwiseRunner runner, LayerwiseRunner::Start(model, samples));
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const auto t_layer = Clock::now();
-    absl::Status failed;  // the observer cannot return one
-    LinearInputObserver observe = [&](LinearSlot slot, const float* x, int64_t rows, int64_t) {
-      if (!failed.ok()) return;
-      switch (slot) {
-        case LinearSlot::kQ:
-        case LinearSlot::kGate:
-          failed = collector.AddNormedHidden(x, rows);
-          break;
-        case LinearSlot::kO:
-          failed = collector.AddAttentionOutput(l, x, rows);
-          break;
-        case LinearSlot::kDown:
-          failed = collector.AddMlpActivation(l, x, rows);
-          break;
-        default:
-          break;
-      }
-    };
-    std::vector<std::vector<float>> inputs(runner.num_samples());
-    for (int64_t i = 0; i < runner.num_samples(); ++i) inputs[i] = runner.hidden(i);
-    RETURN_IF_ERROR(runner.Advance(&observe).status());
-    RETURN_IF_ERROR(failed);
-    for (int64_t i = 0; i < runner.num_samples(); ++i) {
-      const int64_t n = static_cast<int64_t>(inputs[i].size()) / c.hidden_size;
-      RETURN_IF_ERROR(collector.AddBlock(l, inputs[i].data(), runner.hidden(i).data(), n));
-    }
-    PrintLayerProgress(l, c.num_layers, Since(t_layer), Since(t_start));
-  }
-  return collector.Importance();
-}
-
-// Importance of the right sizes with no information, to check a target
-// (GQA grouping, sizes, budget) before the calibration pass.
-prune::ModelImportance EmptyImportance(const ModelConfig& c) {
-  prune::ModelImportance imp;
-  imp.layers.resize(c.num_layers);
-  for (auto& layer : imp.layers) {
-    layer.head.assign(c.num_heads, 0.0);
-    layer.mlp.assign(c.intermediate_size, 0.0);
-  }
-  imp.hidden.assign(c.hidden_size, 0.0);
-  return imp;
 }
 
 struct WriteStats {
@@ -438,8 +202,7 @@ int RunPrune(const Args& args) {
   const bool has_dims = target.num_layers != 0 || target.num_heads != 0 ||
                         target.num_kv_heads != 0 || target.intermediate_size != 0 ||
                         target.hidden_size != 0;
-  Method method = Method::kMagnitude;
-  prune::SparsityPattern pattern;
+  prune::PruneOptions o;
   if (structured) {
     if (!sparsity_text.empty() || !pattern_text.empty() || !vm["method"].defaulted()) {
       return UsageError(spec.name,
@@ -465,16 +228,12 @@ int RunPrune(const Args& args) {
     if (!target_params_text.empty() || has_dims) {
       return UsageError(spec.name, "--target-params and target dimensions need --structured");
     }
-    if (method_name == "magnitude") {
-      method = Method::kMagnitude;
-    } else if (method_name == "wanda") {
-      method = Method::kWanda;
-    } else if (method_name == "sparsegpt") {
-      method = Method::kSparseGpt;
-    } else {
+    auto method = prune::ParsePruneMethod(method_name);
+    if (!method.ok()) {
       return UsageError(spec.name, absl::StrCat("--method \"", method_name,
                                                 "\": expected magnitude, wanda or sparsegpt"));
     }
+    o.method = *method;
     if (sparsity_text.empty() == pattern_text.empty()) {
       return UsageError(spec.name,
                         "give exactly one of --sparsity FRACTION or --pattern N:M "
@@ -491,12 +250,13 @@ int RunPrune(const Args& args) {
       return UsageError(spec.name, absl::StrCat("--pattern takes N:M (2:4, 4:8); for \"",
                                                 pattern_text, "\" use --sparsity"));
     }
-    pattern = *p;
-    if (method != Method::kMagnitude && calib.files.empty()) {
-      return UsageError(spec.name,
-                        absl::StrCat(MethodName(method), " needs calibration data: --calib FILE"));
+    o.pattern = *p;
+    o.sparsegpt = sgpt;
+    if (prune::NeedsCalibration(o) && calib.files.empty()) {
+      return UsageError(spec.name, absl::StrCat(prune::PruneMethodName(o.method),
+                                                " needs calibration data: --calib FILE"));
     }
-    if (method == Method::kSparseGpt && (sgpt.dampening < 0 || sgpt.block_size < 1)) {
+    if (o.method == prune::PruneMethod::kSparseGpt && (sgpt.dampening < 0 || sgpt.block_size < 1)) {
       return UsageError(spec.name, "--dampening must be >= 0 and --block-size >= 1");
     }
   }
@@ -516,9 +276,12 @@ int RunPrune(const Args& args) {
   if (!model.ok()) return Fail(spec.name, model.status());
   Transformer& m = **model;
   const ModelConfig config = m.config();
-  if (absl::Status s = CheckFloatWeights(m, model_path); !s.ok()) return Fail(spec.name, s);
+  if (absl::Status s = prune::CheckFloatWeights(m); !s.ok()) {
+    return Fail(spec.name, absl::Status(s.code(), absl::StrCat(model_path, ": ", s.message())));
+  }
   auto dtype = OutputDType(dtype_name, config);
   if (!dtype.ok()) return UsageError(spec.name, std::string(dtype.status().message()));
+  o.dtype = *dtype;
   const int64_t params_before = config.ParameterCount();
   if (structured) {
     if (!target_params_text.empty()) {
@@ -526,13 +289,14 @@ int RunPrune(const Args& args) {
       if (!n.ok()) return UsageError(spec.name, std::string(n.status().message()));
       target.target_params = *n;
     }
-    auto check = prune::PlanStructuredPruning(config, EmptyImportance(config), target);
-    if (!check.ok()) return Fail(spec.name, check.status());
+    if (absl::Status s = prune::CheckStructuredTarget(config, target); !s.ok()) {
+      return Fail(spec.name, s);
+    }
   } else {
-    if (absl::Status s = CheckPatternFits(m, pattern); !s.ok()) return Fail(spec.name, s);
+    if (absl::Status s = prune::CheckPruneOptions(m, o); !s.ok()) return Fail(spec.name, s);
   }
   std::vector<std::vector<int32_t>> samples;
-  if (!calib.files.empty() && (structured || method != Method::kMagnitude)) {
+  if (!calib.files.empty() && (structured || prune::NeedsCalibration(o))) {
     auto s = LoadCalibration(model_path, m, calib);
     if (!s.ok()) return Fail(spec.name, s.status());
     samples = std::move(*s);
@@ -543,7 +307,7 @@ int RunPrune(const Args& args) {
   if (structured) {
     std::cerr << absl::StrFormat("[prune] structured, importance over %d layers\n",
                                  config.num_layers);
-    auto importance = CollectImportance(m, samples);
+    auto importance = prune::CollectModelImportance(m, samples, PrintLayerProgress);
     if (!importance.ok()) return Fail(spec.name, importance.status());
     auto plan = prune::PlanStructuredPruning(config, *importance, target);
     if (!plan.ok()) return Fail(spec.name, plan.status());
@@ -585,15 +349,10 @@ int RunPrune(const Args& args) {
     return kExitOk;
   }
 
-  UnstructuredOptions o;
-  o.method = method;
-  o.pattern = pattern;
-  o.sparsegpt = sgpt;
-  o.dtype = *dtype;
-  std::cerr << absl::StrFormat("[prune] %s %s, %d layers\n", MethodName(method), pattern.ToString(),
-                               config.num_layers);
-  auto totals = PruneLinears(m, samples, o);
-  if (!totals.ok()) return Fail(spec.name, totals.status());
+  std::cerr << absl::StrFormat("[prune] %s %s, %d layers\n", prune::PruneMethodName(o.method),
+                               o.pattern.ToString(), config.num_layers);
+  auto report = prune::PruneModel(m, samples, o, PrintLayerProgress);
+  if (!report.ok()) return Fail(spec.name, report.status());
   auto stats = WritePrunedModel(model_path, config, m.NamedWeights(), *dtype, staged->path());
   if (!stats.ok()) return Fail(spec.name, stats.status());
   if (absl::Status s = staged->Commit(); !s.ok()) return Fail(spec.name, s);
@@ -601,15 +360,15 @@ int RunPrune(const Args& args) {
   const size_t rss = PeakRssBytes();
   if (json) {
     nlohmann::ordered_json j = {{"output", out},
-                                {"method", MethodName(method)},
-                                {"pattern", pattern.ToString()},
-                                {"linear_sparsity", totals->fraction()},
-                                {"linear_zeros", totals->zeros},
-                                {"linear_elements", totals->elements},
-                                {"nm_2_4", totals->nm_2_4},
-                                {"nm_4_8", totals->nm_4_8},
+                                {"method", prune::PruneMethodName(o.method)},
+                                {"pattern", o.pattern.ToString()},
+                                {"linear_sparsity", report->linear_sparsity()},
+                                {"linear_zeros", report->linear_zeros},
+                                {"linear_elements", report->linear_elements},
+                                {"nm_2_4", report->nm_2_4},
+                                {"nm_4_8", report->nm_4_8},
                                 {"parameters", stats->params},
-                                {"nonzero_parameters", stats->params - totals->zeros},
+                                {"nonzero_parameters", stats->params - report->linear_zeros},
                                 {"bytes", stats->bytes},
                                 {"dtype", std::string(DTypeName(*dtype))},
                                 {"calibration_tokens", CountTokens(samples)},
@@ -620,9 +379,10 @@ int RunPrune(const Args& args) {
     std::cout << absl::StrFormat(
         "wrote %s: %s %s, %.2f%% of linear weights zero (%d of %d)%s%s; %s parameters (%s "
         "nonzero), %s %s; %.1f s, peak RSS %s\n",
-        out, MethodName(method), pattern.ToString(), 100 * totals->fraction(), totals->zeros,
-        totals->elements, totals->nm_2_4 ? ", 2:4 holds" : "", totals->nm_4_8 ? ", 4:8 holds" : "",
-        HumanCount(stats->params), HumanCount(stats->params - totals->zeros),
+        out, prune::PruneMethodName(o.method), o.pattern.ToString(),
+        100 * report->linear_sparsity(), report->linear_zeros, report->linear_elements,
+        report->nm_2_4 ? ", 2:4 holds" : "", report->nm_4_8 ? ", 4:8 holds" : "",
+        HumanCount(stats->params), HumanCount(stats->params - report->linear_zeros),
         HumanBytes(stats->bytes), std::string(DTypeName(*dtype)), secs,
         HumanBytes(static_cast<double>(rss)));
   }
