@@ -45,7 +45,7 @@ double Since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-void PrintLayerProgress(const prune::LayerProgress& p) {
+void PrintLayerProgress(const LayerProgress& p) {
   const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
   std::cerr << absl::StrFormat(
       "[prune] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s\n", p.layer + 1,

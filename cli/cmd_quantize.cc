@@ -249,7 +249,7 @@ int RunQuantize(const Args& args) {
   std::cerr << absl::StrFormat("[quantize] %s %s, %d layers\n", o.scheme.Name(),
                                quant::QuantMethodName(o.method), (*model)->config().num_layers);
   auto report = quant::QuantizeModel(
-      **model, samples, o, [](const quant::LayerProgress& p) {
+      **model, samples, o, [](const LayerProgress& p) {
         const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
         std::cerr << absl::StrFormat(
             "[quantize] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s\n",

@@ -13,7 +13,9 @@
 #ifndef RETORT_MODEL_CALIBRATION_H_
 #define RETORT_MODEL_CALIBRATION_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -47,6 +49,17 @@ struct CalibrationOptions {
 absl::StatusOr<std::vector<std::vector<int32_t>>> LoadCalibrationSamples(
     const std::vector<std::string>& paths, const Tokenizer& tokenizer, int64_t vocab_size,
     const CalibrationOptions& options);
+
+// Progress of a layer-wise pass (quantization, pruning), reported after
+// each decoder layer.
+struct LayerProgress {
+  int64_t layer = 0;
+  int64_t num_layers = 0;
+  double seconds = 0;        // this layer
+  double total_seconds = 0;  // so far
+  size_t peak_rss = 0;       // bytes, the process so far
+};
+using LayerProgressFn = std::function<void(const LayerProgress&)>;
 
 // Total tokens of a sample set.
 int64_t CountTokens(const std::vector<std::vector<int32_t>>& samples);

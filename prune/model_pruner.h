@@ -34,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/dtype.h"
+#include "model/calibration.h"
 #include "model/config.h"
 #include "model/transformer.h"
 #include "prune/structured.h"
@@ -55,14 +56,7 @@ struct PruneOptions {
   DType dtype = DType::kBF16;
 };
 
-struct LayerProgress {
-  int64_t layer = 0;
-  int64_t num_layers = 0;
-  double seconds = 0;        // this layer
-  double total_seconds = 0;  // so far
-  size_t peak_rss = 0;       // bytes, the process so far
-};
-using ProgressFn = std::function<void(const LayerProgress&)>;
+using ProgressFn = LayerProgressFn;  // model/calibration.h
 
 struct PruneReport {
   // Over all pruned linears, counted on the installed (output dtype) weights.

@@ -132,7 +132,7 @@ int64_t MinCalibrationTokens(const ModelConfig& c, const ModelQuantOptions& opti
 
 absl::StatusOr<ModelQuantReport> QuantizeModel(
     Transformer& model, const std::vector<std::vector<int32_t>>& calibration,
-    const ModelQuantOptions& options, const std::function<void(const LayerProgress&)>& progress) {
+    const ModelQuantOptions& options, const LayerProgressFn& progress) {
   const auto t_start = Clock::now();
   const ModelConfig& c = model.config();
   const QuantScheme& scheme = options.scheme;

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/calibration.h"
 #include "model/transformer.h"
 #include "quantize/awq.h"
 #include "quantize/gptq.h"
@@ -67,14 +68,6 @@ struct ModelQuantOptions {
   bool allow_requantize = false;
 };
 
-struct LayerProgress {
-  int64_t layer = 0;
-  int64_t num_layers = 0;
-  double seconds = 0;        // this layer
-  double total_seconds = 0;  // so far
-  size_t peak_rss = 0;       // bytes, the process so far
-};
-
 struct ModelQuantReport {
   std::vector<double> layer_seconds;
   // Static fp8 input scales by module ("model.layers.0.self_attn.q_proj").
@@ -103,7 +96,7 @@ int64_t MinCalibrationTokens(const ModelConfig& config, const ModelQuantOptions&
 absl::StatusOr<ModelQuantReport> QuantizeModel(
     Transformer& model, const std::vector<std::vector<int32_t>>& calibration,
     const ModelQuantOptions& options,
-    const std::function<void(const LayerProgress&)>& progress = nullptr);
+    const LayerProgressFn& progress = nullptr);
 
 }  // namespace retort::quant
 
