@@ -172,6 +172,68 @@ absl::StatusOr<Tensor> DequantizeFp8BlockToBf16(const Tensor& weight,
                                                 const Tensor& weight_scale_inv,
                                                 const std::string& what);
 
+// --------------------------------------------------------------- sparsity --
+//
+// compressed-tensors' sparsity compressors store a pruned linear layer's
+// weight without its zeros (formats/compressed_tensors.md, "Sparse weights"):
+//   sparse-bitmask     <m>.shape (I64 [2]), <m>.compressed (the nonzero values
+//                      in row-major order, 1-D, the weight's dtype),
+//                      <m>.bitmask (U8 [rows, ceil(cols/8)], bit c%8 of byte
+//                      c/8 set where w[r, c] != 0), <m>.row_offsets (I64
+//                      [rows], index in compressed where row r starts)
+//   sparse-24-bitmask  <m>.shape (I64 [2, 1]), <m>.compressed ([rows, cols/2],
+//                      the two kept values of every group of 4, in order),
+//                      <m>.bitmask (as above, exactly 2 bits per group of 4)
+// Weights may be F32, F16, BF16 or F8_E4M3; -0.0 counts as zero (as in the
+// library, where -0.0 != 0 is false), so it comes back as +0.0. The byte
+// layout is checked against the library's output in
+// tests/reference/compressed_tensors/sparse_*.safetensors.
+
+// The sparse-bitmask tensors of `dense_weight` (rank 2) for module `module`.
+absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> PackSparseBitmask(
+    const std::string& module, const Tensor& dense_weight);
+
+// The dense weight of `module` from its sparse-bitmask tensors, as `dtype`
+// (values are converted from the stored dtype if it differs). Errors name the
+// tensor: missing, wrong rank or dtype, bitmask size that disagrees with
+// shape, set-bit count that disagrees with compressed, row_offsets that
+// disagree with the bitmask.
+absl::StatusOr<Tensor> UnpackSparseBitmask(const std::string& module, const TensorLookup& lookup,
+                                           DType dtype);
+
+// The sparse-24-bitmask tensors of a 2:4-sparse `dense_weight` (rank 2, cols
+// a multiple of 4). A group of 4 with more than 2 nonzeros is an error; one
+// with fewer keeps its nonzeros and then its first zeros (the library picks
+// those by torch.topk's unspecified tie order, so such bitmasks may differ
+// from the library's in which zeros are "kept"; the dense weight is the same).
+absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> PackSparse24Bitmask(
+    const std::string& module, const Tensor& dense_weight);
+
+// The dense weight of `module` from its sparse-24-bitmask tensors, as `dtype`.
+absl::StatusOr<Tensor> UnpackSparse24Bitmask(const std::string& module,
+                                             const TensorLookup& lookup, DType dtype);
+
+// The compressed-tensors format a sparsity structure is stored in:
+// "sparse-24-bitmask" for "2:4", "sparse-bitmask" for anything else
+// ("unstructured", "4:8", ...).
+const char* SparseFormatFor(const std::string& structure);
+
+// The "sparsity_config" object compressed-tensors writes for a pruned model:
+// {"format": SparseFormatFor(structure), "global_sparsity": global_sparsity,
+//  "ignore": ignore, "registry_requires_subclass": false,
+//  "sparsity_structure": structure, "targets": ["Linear"]}.
+// global_sparsity is the fraction (0..1) of zero weights.
+nlohmann::json SparsityConfig(const std::string& structure, double global_sparsity,
+                              const std::vector<std::string>& ignore);
+
+// The whole "quantization_config" object of a sparse-only (unquantized)
+// checkpoint, as the library's ModelCompressor.update_config writes it:
+// {"quant_method": "compressed-tensors", "sparsity_config": SparsityConfig(..),
+//  "transform_config": {}, "version": "0.12.2"} (the last release line with
+// the sparse compressors).
+nlohmann::json SparseQuantizationConfig(const std::string& structure, double global_sparsity,
+                                        const std::vector<std::string>& ignore);
+
 }  // namespace retort
 
 #endif  // RETORT_FORMATS_COMPRESSED_TENSORS_H_
