@@ -7,7 +7,10 @@
 // N:M pruning layer by layer (PruneModel) and, for structured pruning, the
 // importance pass (CollectModelImportance) followed by PlanStructuredPruning
 // and ApplyStructuredPlan (prune/structured.h). This file parses, checks the
-// arguments, calls them and writes the result as a dense HF directory.
+// arguments, calls them and writes the result as a dense HF directory, or with
+// --format sparse (unstructured / N:M only) with the decoder linears stored
+// without their zeros in compressed-tensors' sparse-bitmask layout
+// (sparse-24-bitmask for 2:4; formats/compressed_tensors.h).
 //
 // Nothing is written until everything has succeeded: the output directory is
 // built under a temporary name beside OUT and renamed into place.
@@ -16,6 +19,8 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <optional>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -29,8 +34,10 @@
 #include "core/process.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "formats/compressed_tensors.h"
 #include "formats/hf_dir.h"
 #include "model/calibration.h"
+#include "model/transformer.h"
 #include "nlohmann/json.hpp"
 #include "prune/model_pruner.h"
 #include "prune/structured.h"
@@ -90,26 +97,57 @@ absl::StatusOr<int64_t> ParseParamCount(const std::string& text, int64_t total) 
 }
 
 struct WriteStats {
-  int64_t params = 0;
-  uint64_t bytes = 0;
+  int64_t params = 0;   // dense parameter count
+  uint64_t bytes = 0;   // tensor bytes written
 };
 
-// config.json (torch_dtype = dtype), the weights in `dtype`, MODEL's tokenizer files.
+// --format sparse: the decoder linears are written in compressed-tensors'
+// sparse layout and config.json gets its "quantization_config".
+struct SparseExport {
+  std::string structure;  // "unstructured" or "N:M"
+  double global_sparsity = 0;
+};
+
+// config.json (torch_dtype = dtype), the weights in `dtype`, MODEL's tokenizer
+// files. With `sparse`, every decoder linear "model.layers.L.<slot>.weight" is
+// replaced by its compressed-tensors sparse tensors.
 absl::StatusOr<WriteStats> WritePrunedModel(
     const std::string& model_path, ModelConfig config,
     const std::vector<std::pair<std::string, Tensor>>& weights, DType dtype,
-    const std::string& dir) {
+    const std::string& dir, const SparseExport* sparse = nullptr) {
   config.torch_dtype = dtype;
+  std::set<std::string> sparse_names;
+  if (sparse != nullptr) {
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      for (LinearSlot slot : kLinearSlots) sparse_names.insert(LinearWeightName(l, slot));
+    }
+  }
+  const bool two_four = sparse != nullptr && sparse->structure == "2:4";
   WriteStats stats;
   std::vector<std::pair<std::string, Tensor>> tensors;
   tensors.reserve(weights.size());
   for (const auto& [name, t] : weights) {
     Tensor out = t.dtype() == dtype ? t : t.To(dtype);
     stats.params += out.numel();
-    stats.bytes += out.nbytes();
-    tensors.emplace_back(name, std::move(out));
+    if (sparse_names.count(name) == 0) {
+      stats.bytes += out.nbytes();
+      tensors.emplace_back(name, std::move(out));
+      continue;
+    }
+    const std::string module = name.substr(0, name.size() - std::string(".weight").size());
+    ASSIGN_OR_RETURN(auto packed, two_four ? PackSparse24Bitmask(module, out)
+                                           : PackSparseBitmask(module, out));
+    for (auto& [pname, pt] : packed) {
+      stats.bytes += pt.nbytes();
+      tensors.emplace_back(std::move(pname), std::move(pt));
+    }
   }
-  RETURN_IF_ERROR(WriteHfDirectory(dir, config.ToJson(), tensors));
+  nlohmann::json config_json = config.ToJson();
+  if (sparse != nullptr) {
+    config_json["quantization_config"] =
+        SparseQuantizationConfig(sparse->structure, sparse->global_sparsity, {"lm_head"});
+  }
+  RETURN_IF_ERROR(WriteHfDirectory(dir, config_json, tensors));
   ASSIGN_OR_RETURN(auto files, TokenizerFiles(model_path));
   for (const auto& [name, contents] : files) {
     RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / name).string(), contents));
@@ -156,7 +194,7 @@ int RunPrune(const Args& args) {
                    kSummary};
   po::options_description opts("options");
   std::string model_path, out, method_name = "magnitude", sparsity_text, pattern_text,
-                               target_params_text, dtype_name = "auto";
+                               target_params_text, dtype_name = "auto", format_name = "dense";
   CalibArgs calib;
   prune::SparseGptOptions sgpt;
   prune::StructuredTarget target;
@@ -188,6 +226,10 @@ int RunPrune(const Args& args) {
                                           "structured: hidden channels to keep")(
       "dtype", po::value(&dtype_name)->default_value("auto"),
       "output weights: auto (the model's dtype; bf16 when it is not a float type), f32, bf16, f16")(
+      "format", po::value(&format_name)->default_value("dense"),
+      "dense (zeros stored) or sparse: the decoder linears in compressed-tensors sparse-bitmask "
+      "(sparse-24-bitmask with --pattern 2:4) for vLLM-style loaders; retort itself does not "
+      "load sparse checkpoints")(
       "json", po::bool_switch(&json), "print the result as one JSON object")(
       "threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
   AddCalibOptions(opts, calib);
@@ -197,6 +239,16 @@ int RunPrune(const Args& args) {
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
   if (threads > 0) SetNumThreads(threads);
   const auto t0 = Clock::now();
+  const std::string format = absl::AsciiStrToLower(format_name);
+  if (format != "dense" && format != "sparse") {
+    return UsageError(spec.name,
+                      absl::StrCat("--format \"", format_name, "\": expected dense or sparse"));
+  }
+  if (format == "sparse" && structured) {
+    return UsageError(spec.name,
+                      "--format sparse is for unstructured or N:M pruning; --structured writes a "
+                      "smaller dense model");
+  }
 
   // Everything that can be checked from the arguments alone.
   const bool has_dims = target.num_layers != 0 || target.num_heads != 0 ||
@@ -353,7 +405,17 @@ int RunPrune(const Args& args) {
                                o.pattern.ToString(), config.num_layers);
   auto report = prune::PruneModel(m, samples, o, PrintLayerProgress);
   if (!report.ok()) return Fail(spec.name, report.status());
-  auto stats = WritePrunedModel(model_path, config, m.NamedWeights(), *dtype, staged->path());
+  std::optional<SparseExport> sparse;
+  if (format == "sparse") {
+    // compressed-tensors' global_sparsity: the fraction of all parameters that are zero.
+    sparse = SparseExport{o.pattern.is_nm() ? o.pattern.ToString() : "unstructured",
+                          static_cast<double>(report->linear_zeros) /
+                              static_cast<double>(std::max<int64_t>(params_before, 1))};
+  }
+  const std::string written_format =
+      sparse ? SparseFormatFor(sparse->structure) : std::string("dense");
+  auto stats = WritePrunedModel(model_path, config, m.NamedWeights(), *dtype, staged->path(),
+                                sparse ? &*sparse : nullptr);
   if (!stats.ok()) return Fail(spec.name, stats.status());
   if (absl::Status s = staged->Commit(); !s.ok()) return Fail(spec.name, s);
   const double secs = Since(t0);
@@ -362,6 +424,7 @@ int RunPrune(const Args& args) {
     nlohmann::ordered_json j = {{"output", out},
                                 {"method", prune::PruneMethodName(o.method)},
                                 {"pattern", o.pattern.ToString()},
+                                {"format", written_format},
                                 {"linear_sparsity", report->linear_sparsity()},
                                 {"linear_zeros", report->linear_zeros},
                                 {"linear_elements", report->linear_elements},
@@ -377,9 +440,10 @@ int RunPrune(const Args& args) {
     std::cout << j.dump() << "\n";
   } else {
     std::cout << absl::StrFormat(
-        "wrote %s: %s %s, %.2f%% of linear weights zero (%d of %d)%s%s; %s parameters (%s "
+        "wrote %s%s: %s %s, %.2f%% of linear weights zero (%d of %d)%s%s; %s parameters (%s "
         "nonzero), %s %s; %.1f s, peak RSS %s\n",
-        out, prune::PruneMethodName(o.method), o.pattern.ToString(),
+        out, sparse ? absl::StrCat(" (decoder linears ", written_format, ")") : std::string(),
+        prune::PruneMethodName(o.method), o.pattern.ToString(),
         100 * report->linear_sparsity(), report->linear_zeros, report->linear_elements,
         report->nm_2_4 ? ", 2:4 holds" : "", report->nm_4_8 ? ", 4:8 holds" : "",
         HumanCount(stats->params), HumanCount(stats->params - report->linear_zeros),

@@ -2,7 +2,8 @@
 // text (GPL-3) as calibration: every unstructured method at 50% and the N:M
 // patterns (sparsity counted independently from the written safetensors),
 // structured pruning to a target config and to a parameter budget, the
-// outputs loading in `retort eval`, `retort inspect`'s sparsity line, and
+// outputs loading in `retort eval`, `retort inspect`'s sparsity line,
+// --format sparse (compressed-tensors sparse-bitmask / sparse-24-bitmask), and
 // one-line errors that write nothing.
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,7 @@
 
 #include "cli_harness.h"
 #include "core/tensor.h"
+#include "formats/compressed_tensors.h"
 #include "formats/hf_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -253,6 +255,83 @@ TEST_F(PruneCliTest, StructuredThenDistillFromTheUnprunedModel) {
                       " --seq-len 64 --batch-rows 2 --max-steps 3 --threads 2 -q -o " + recovered);
   ASSERT_EQ(d.code, 0) << d.err;
   ExpectEvaluates(recovered + "/final");
+}
+
+// --format sparse writes the same model as the default dense output, with
+// every decoder linear in compressed-tensors' sparse layout and the config
+// block the library writes; everything else is the dense output's bytes.
+TEST_F(PruneCliTest, SparseFormatUnpacksToTheDenseOutput) {
+  struct Case {
+    std::string args, structure, format;
+    bool two_four;
+  };
+  for (const Case& c : {Case{"--sparsity 0.5", "unstructured", "sparse-bitmask", false},
+                        Case{"--pattern 2:4", "2:4", "sparse-24-bitmask", true}}) {
+    SCOPED_TRACE(c.args);
+    const std::string tag = c.two_four ? "24" : "50";
+    const std::string dense_out = Out("fmt_dense_" + tag), sparse_out = Out("fmt_sparse_" + tag);
+    CliRun d = h_->Exec("prune " + Model() + " " + dense_out + " --method magnitude " + c.args +
+                        " --json");
+    ASSERT_EQ(d.code, 0) << d.err;
+    CliRun r = h_->Exec("prune " + Model() + " " + sparse_out + " --method magnitude " + c.args +
+                        " --format sparse --json");
+    ASSERT_EQ(r.code, 0) << r.err;
+    nlohmann::json j = Json(r);
+    EXPECT_EQ(j["format"], c.format);
+    auto dense = HfDirectory::Open(dense_out);
+    auto sparse = HfDirectory::Open(sparse_out);
+    ASSERT_TRUE(dense.ok()) << dense.status();
+    ASSERT_TRUE(sparse.ok()) << sparse.status();
+
+    const nlohmann::json& q = (*sparse)->config()["quantization_config"];
+    const double global = j["linear_zeros"].get<double>() / j["parameters"].get<double>();
+    EXPECT_EQ(q, SparseQuantizationConfig(c.structure, global, {"lm_head"})) << q.dump();
+    EXPECT_EQ(q["sparsity_config"]["format"], c.format);
+    EXPECT_EQ(q["sparsity_config"]["targets"], nlohmann::json::array({"Linear"}));
+    EXPECT_FALSE((*dense)->config().contains("quantization_config"));
+
+    const HfDirectory& sd = **sparse;
+    TensorLookup lookup = [&sd](const std::string& name) -> std::optional<Tensor> {
+      if (!sd.Has(name)) return std::nullopt;
+      auto t = sd.Get(name);
+      if (!t.ok()) return std::nullopt;
+      return *t;
+    };
+    int linears = 0;
+    size_t expected_names = 0;
+    for (const std::string& name : (*dense)->TensorNames()) {
+      Tensor want = *(*dense)->Get(name);
+      if (!IsLinear(name)) {
+        ++expected_names;
+        ASSERT_TRUE(sd.Has(name)) << name;
+        Tensor got = *sd.Get(name);
+        ASSERT_EQ(got.dtype(), want.dtype()) << name;
+        ASSERT_EQ(got.nbytes(), want.nbytes()) << name;
+        EXPECT_EQ(0, std::memcmp(got.raw(), want.raw(), want.nbytes())) << name;
+        continue;
+      }
+      ++linears;
+      const std::string module = name.substr(0, name.size() - 7);
+      EXPECT_FALSE(sd.Has(name)) << name;
+      std::vector<std::string> parts = {"shape", "compressed", "bitmask"};
+      if (!c.two_four) parts.push_back("row_offsets");
+      for (const std::string& p : parts) EXPECT_TRUE(sd.Has(module + "." + p)) << module << p;
+      expected_names += parts.size();
+      auto got = c.two_four ? UnpackSparse24Bitmask(module, lookup, want.dtype())
+                            : UnpackSparseBitmask(module, lookup, want.dtype());
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(got->shape(), want.shape()) << name;
+      EXPECT_EQ(0, std::memcmp(got->raw(), want.raw(), want.nbytes())) << name;
+    }
+    EXPECT_EQ(linears, 4 * 7);
+    EXPECT_EQ(sd.TensorNames().size(), expected_names);
+    EXPECT_EQ(Json(d)["format"], "dense");
+    EXPECT_EQ(j["parameters"], Json(d)["parameters"]);
+    EXPECT_LT(j["bytes"].get<int64_t>(), Json(d)["bytes"].get<int64_t>());
+  }
+  ExpectRefused("--structured --target-params 50% --format sparse " + std::string(kCalib), 2,
+                "--format sparse");
+  ExpectRefused("--method magnitude --sparsity 0.5 --format packed", 2, "packed");
 }
 
 TEST_F(PruneCliTest, BadInputIsOneLineAndWritesNothing) {
