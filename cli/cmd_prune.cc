@@ -97,8 +97,8 @@ absl::StatusOr<int64_t> ParseParamCount(const std::string& text, int64_t total) 
 }
 
 struct WriteStats {
-  int64_t params = 0;   // dense parameter count
-  uint64_t bytes = 0;   // tensor bytes written
+  int64_t params = 0;  // dense parameter count
+  uint64_t bytes = 0;  // tensor bytes written
 };
 
 // --format sparse: the decoder linears are written in compressed-tensors'
@@ -113,8 +113,8 @@ struct SparseExport {
 // replaced by its compressed-tensors sparse tensors.
 absl::StatusOr<WriteStats> WritePrunedModel(
     const std::string& model_path, ModelConfig config,
-    const std::vector<std::pair<std::string, Tensor>>& weights, DType dtype,
-    const std::string& dir, const SparseExport* sparse = nullptr) {
+    const std::vector<std::pair<std::string, Tensor>>& weights, DType dtype, const std::string& dir,
+    const SparseExport* sparse = nullptr) {
   config.torch_dtype = dtype;
   std::set<std::string> sparse_names;
   if (sparse != nullptr) {
@@ -135,8 +135,8 @@ absl::StatusOr<WriteStats> WritePrunedModel(
       continue;
     }
     const std::string module = name.substr(0, name.size() - std::string(".weight").size());
-    ASSIGN_OR_RETURN(auto packed, two_four ? PackSparse24Bitmask(module, out)
-                                           : PackSparseBitmask(module, out));
+    ASSIGN_OR_RETURN(auto packed,
+                     two_four ? PackSparse24Bitmask(module, out) : PackSparseBitmask(module, out));
     for (auto& [pname, pt] : packed) {
       stats.bytes += pt.nbytes();
       tensors.emplace_back(std::move(pname), std::move(pt));
@@ -229,8 +229,8 @@ int RunPrune(const Args& args) {
       "format", po::value(&format_name)->default_value("dense"),
       "dense (zeros stored) or sparse: the decoder linears in compressed-tensors sparse-bitmask "
       "(sparse-24-bitmask with --pattern 2:4) for vLLM-style loaders; retort itself does not "
-      "load sparse checkpoints")(
-      "json", po::bool_switch(&json), "print the result as one JSON object")(
+      "load sparse checkpoints")("json", po::bool_switch(&json),
+                                 "print the result as one JSON object")(
       "threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
   AddCalibOptions(opts, calib);
   po::positional_options_description pos;
@@ -443,12 +443,11 @@ int RunPrune(const Args& args) {
         "wrote %s%s: %s %s, %.2f%% of linear weights zero (%d of %d)%s%s; %s parameters (%s "
         "nonzero), %s %s; %.1f s, peak RSS %s\n",
         out, sparse ? absl::StrCat(" (decoder linears ", written_format, ")") : std::string(),
-        prune::PruneMethodName(o.method), o.pattern.ToString(),
-        100 * report->linear_sparsity(), report->linear_zeros, report->linear_elements,
-        report->nm_2_4 ? ", 2:4 holds" : "", report->nm_4_8 ? ", 4:8 holds" : "",
-        HumanCount(stats->params), HumanCount(stats->params - report->linear_zeros),
-        HumanBytes(stats->bytes), std::string(DTypeName(*dtype)), secs,
-        HumanBytes(static_cast<double>(rss)));
+        prune::PruneMethodName(o.method), o.pattern.ToString(), 100 * report->linear_sparsity(),
+        report->linear_zeros, report->linear_elements, report->nm_2_4 ? ", 2:4 holds" : "",
+        report->nm_4_8 ? ", 4:8 holds" : "", HumanCount(stats->params),
+        HumanCount(stats->params - report->linear_zeros), HumanBytes(stats->bytes),
+        std::string(DTypeName(*dtype)), secs, HumanBytes(static_cast<double>(rss)));
   }
   return kExitOk;
 }

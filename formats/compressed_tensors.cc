@@ -1287,10 +1287,14 @@ bool IsZeroAt(const uint8_t* data, size_t elem_bytes, int64_t i) {
 
 absl::Status CheckDenseForSparse(const std::string& module, const Tensor& w) {
   if (w.rank() != 2 || w.dim(0) <= 0 || w.dim(1) <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(module, ".weight: sparse compression needs a non-empty 2-D weight, got ", ShapeString(w.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(module, ".weight: sparse compression needs a non-empty 2-D weight, got ",
+                     ShapeString(w.shape())));
   }
   if (!IsSparseValueType(w.dtype())) {
-    return absl::InvalidArgumentError(absl::StrCat(module, ".weight: sparse compression supports F32, F16, BF16 or F8_E4M3 weights, got ", std::string(DTypeName(w.dtype()))));
+    return absl::InvalidArgumentError(absl::StrCat(
+        module, ".weight: sparse compression supports F32, F16, BF16 or F8_E4M3 weights, got ",
+        std::string(DTypeName(w.dtype()))));
   }
   return absl::OkStatus();
 }
@@ -1335,7 +1339,8 @@ absl::StatusOr<std::array<int64_t, 2>> ReadSparseShape(const std::string& module
   ASSIGN_OR_RETURN(Tensor t, RequireSparseTensor(module, "shape", lookup));
   const std::string name = module + ".shape";
   if (t.numel() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": expected 2 elements (rows, cols), got shape ", ShapeString(t.shape())));
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": expected 2 elements (rows, cols), got shape ", ShapeString(t.shape())));
   }
   std::array<int64_t, 2> s;
   if (t.dtype() == DType::kI64) {
@@ -1343,10 +1348,12 @@ absl::StatusOr<std::array<int64_t, 2>> ReadSparseShape(const std::string& module
   } else if (t.dtype() == DType::kI32) {
     s = {t.data<int32_t>()[0], t.data<int32_t>()[1]};
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": expected I64, got ", std::string(DTypeName(t.dtype()))));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": expected I64, got ", std::string(DTypeName(t.dtype()))));
   }
   if (s[0] <= 0 || s[1] <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": dimensions must be positive, got [", s[0], ", ", s[1], "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": dimensions must be positive, got [", s[0], ", ", s[1], "]"));
   }
   return s;
 }
@@ -1359,10 +1366,13 @@ absl::StatusOr<std::vector<uint8_t>> ReadSparseBitmask(const std::string& module
   const std::string name = module + ".bitmask";
   const int64_t line = (cols + 7) / 8;
   if (t.dtype() != DType::kU8 && t.dtype() != DType::kI8) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": expected U8, got ", std::string(DTypeName(t.dtype()))));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": expected U8, got ", std::string(DTypeName(t.dtype()))));
   }
   if (t.rank() != 2 || t.dim(0) != rows || t.dim(1) != line) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": expected shape [", rows, ", ", line, "] for a [", rows, ", ", cols, "] weight, got ", ShapeString(t.shape())));
+    return absl::InvalidArgumentError(absl::StrCat(name, ": expected shape [", rows, ", ", line,
+                                                   "] for a [", rows, ", ", cols, "] weight, got ",
+                                                   ShapeString(t.shape())));
   }
   const auto* bits = static_cast<const uint8_t*>(t.raw());
   std::vector<uint8_t> keep(static_cast<size_t>(rows * cols));
@@ -1428,21 +1438,29 @@ absl::StatusOr<Tensor> UnpackSparseBitmask(const std::string& module, const Tens
   ASSIGN_OR_RETURN(std::vector<uint8_t> keep, ReadSparseBitmask(module, lookup, rows, cols));
   ASSIGN_OR_RETURN(Tensor values, RequireSparseTensor(module, "compressed", lookup));
   if (!IsSparseValueType(values.dtype()) || values.rank() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(module, ".compressed: expected a 1-D F32/F16/BF16/F8_E4M3 tensor, got ", std::string(DTypeName(values.dtype())), " ", ShapeString(values.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(module, ".compressed: expected a 1-D F32/F16/BF16/F8_E4M3 tensor, got ",
+                     std::string(DTypeName(values.dtype())), " ", ShapeString(values.shape())));
   }
   int64_t set = 0;
   for (uint8_t k : keep) set += k;
   if (set != values.numel()) {
-    return absl::InvalidArgumentError(absl::StrCat(module, ".compressed: has ", values.numel(), " values but ", module, ".bitmask marks ", set, " nonzeros"));
+    return absl::InvalidArgumentError(absl::StrCat(module, ".compressed: has ", values.numel(),
+                                                   " values but ", module, ".bitmask marks ", set,
+                                                   " nonzeros"));
   }
   ASSIGN_OR_RETURN(Tensor offsets, RequireSparseTensor(module, "row_offsets", lookup));
   if (offsets.dtype() != DType::kI64 || offsets.numel() != rows) {
-    return absl::InvalidArgumentError(absl::StrCat(module, ".row_offsets: expected I64 [", rows, "], got ", std::string(DTypeName(offsets.dtype())), " ", ShapeString(offsets.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(module, ".row_offsets: expected I64 [", rows, "], got ",
+                     std::string(DTypeName(offsets.dtype())), " ", ShapeString(offsets.shape())));
   }
   int64_t start = 0;
   for (int64_t r = 0; r < rows; ++r) {
     if (offsets.data<int64_t>()[r] != start) {
-      return absl::InvalidArgumentError(absl::StrCat(module, ".row_offsets[", r, "] = ", offsets.data<int64_t>()[r], " but the bitmask puts row ", r, " at ", start));
+      return absl::InvalidArgumentError(
+          absl::StrCat(module, ".row_offsets[", r, "] = ", offsets.data<int64_t>()[r],
+                       " but the bitmask puts row ", r, " at ", start));
     }
     for (int64_t c = 0; c < cols; ++c) start += keep[r * cols + c];
   }
@@ -1454,7 +1472,9 @@ absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> PackSparse24Bitmask(
   RETURN_IF_ERROR(CheckDenseForSparse(module, dense_weight));
   const int64_t rows = dense_weight.dim(0), cols = dense_weight.dim(1);
   if (cols % 4 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(module, ".weight: sparse-24-bitmask needs columns a multiple of 4, got ", ShapeString(dense_weight.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(module, ".weight: sparse-24-bitmask needs columns a multiple of 4, got ",
+                     ShapeString(dense_weight.shape())));
   }
   const size_t eb = DTypeBytes(dense_weight.dtype(), 1);
   const auto* data = static_cast<const uint8_t*>(dense_weight.raw());
@@ -1466,7 +1486,9 @@ absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> PackSparse24Bitmask(
       nonzero += keep[g + j];
     }
     if (nonzero > 2) {
-      return absl::InvalidArgumentError(absl::StrCat(module, ".weight: not 2:4 sparse: row ", g / cols, ", columns ", g % cols, "..", g % cols + 3, " hold ", nonzero, " nonzeros (at most 2 allowed)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(module, ".weight: not 2:4 sparse: row ", g / cols, ", columns ", g % cols,
+                       "..", g % cols + 3, " hold ", nonzero, " nonzeros (at most 2 allowed)"));
     }
     for (int j = 0; j < 4 && nonzero < 2; ++j) {
       if (!keep[g + j]) {
@@ -1487,23 +1509,28 @@ absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> PackSparse24Bitmask(
   return out;
 }
 
-absl::StatusOr<Tensor> UnpackSparse24Bitmask(const std::string& module,
-                                             const TensorLookup& lookup, DType dtype) {
+absl::StatusOr<Tensor> UnpackSparse24Bitmask(const std::string& module, const TensorLookup& lookup,
+                                             DType dtype) {
   ASSIGN_OR_RETURN(auto shape, ReadSparseShape(module, lookup));
   const int64_t rows = shape[0], cols = shape[1];
   if (cols % 4 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(module, ".shape: sparse-24-bitmask needs columns a multiple of 4, got ", cols));
+    return absl::InvalidArgumentError(absl::StrCat(
+        module, ".shape: sparse-24-bitmask needs columns a multiple of 4, got ", cols));
   }
   ASSIGN_OR_RETURN(std::vector<uint8_t> keep, ReadSparseBitmask(module, lookup, rows, cols));
   for (int64_t g = 0; g < rows * cols; g += 4) {
     const int set = keep[g] + keep[g + 1] + keep[g + 2] + keep[g + 3];
     if (set != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(module, ".bitmask: row ", g / cols, ", columns ", g % cols, "..", g % cols + 3, " mark ", set, " values (2:4 needs exactly 2)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(module, ".bitmask: row ", g / cols, ", columns ", g % cols, "..",
+                       g % cols + 3, " mark ", set, " values (2:4 needs exactly 2)"));
     }
   }
   ASSIGN_OR_RETURN(Tensor values, RequireSparseTensor(module, "compressed", lookup));
   if (!IsSparseValueType(values.dtype()) || values.numel() != rows * cols / 2) {
-    return absl::InvalidArgumentError(absl::StrCat(module, ".compressed: expected F32/F16/BF16/F8_E4M3 [", rows, ", ", cols / 2, "], got ", std::string(DTypeName(values.dtype())), " ", ShapeString(values.shape())));
+    return absl::InvalidArgumentError(absl::StrCat(
+        module, ".compressed: expected F32/F16/BF16/F8_E4M3 [", rows, ", ", cols / 2, "], got ",
+        std::string(DTypeName(values.dtype())), " ", ShapeString(values.shape())));
   }
   return ScatterKept(values, keep, {rows, cols}, dtype);
 }

@@ -210,8 +210,8 @@ absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> PackSparse24Bitmask(
     const std::string& module, const Tensor& dense_weight);
 
 // The dense weight of `module` from its sparse-24-bitmask tensors, as `dtype`.
-absl::StatusOr<Tensor> UnpackSparse24Bitmask(const std::string& module,
-                                             const TensorLookup& lookup, DType dtype);
+absl::StatusOr<Tensor> UnpackSparse24Bitmask(const std::string& module, const TensorLookup& lookup,
+                                             DType dtype);
 
 // The compressed-tensors format a sparsity structure is stored in:
 // "sparse-24-bitmask" for "2:4", "sparse-bitmask" for anything else
