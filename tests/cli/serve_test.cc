@@ -3,6 +3,7 @@
 // cpp-httplib, as an OpenAI client would.
 #include <signal.h>
 
+#include <chrono>
 #include <future>
 #include <string>
 #include <thread>
@@ -489,7 +490,13 @@ TEST_F(ServeTest, BadRequestsGetOpenAiErrors) {
 
 TEST_F(ServeTest, LogsOneLinePerRequest) {
   ASSERT_EQ(Post("/v1/completions", Completion({{"max_tokens", 2}})).first, 200);
-  std::string err = server_->Stderr();
+  // The line is written after the response is sent: give the server a moment.
+  std::string err;
+  for (int i = 0; i < 100; ++i) {
+    err = server_->Stderr();
+    if (err.find("prompt_tokens=5") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   EXPECT_NE(err.find("POST /v1/completions 200"), std::string::npos) << err;
   EXPECT_NE(err.find("prompt_tokens=5"), std::string::npos) << err;
 }
