@@ -224,6 +224,13 @@ TEST_F(PruneCliTest, StructuredToATargetConfig) {
   EXPECT_EQ(params, j["parameters"].get<int64_t>());
   EXPECT_FALSE((*dir)->Has("model.layers.3.mlp.down_proj.weight"));
   ExpectEvaluates(out);
+  // The smaller dense model converts to GGUF and that file runs too.
+  const std::string gguf = Out("s_config.gguf");
+  CliRun c = h_->Exec("convert " + out + " " + gguf + " --type f16");
+  ASSERT_EQ(c.code, 0) << c.err;
+  CliRun inspect = h_->Exec("inspect " + gguf);
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  ExpectEvaluates(gguf);
 }
 
 TEST_F(PruneCliTest, StructuredToAParameterBudget) {
