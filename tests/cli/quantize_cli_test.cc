@@ -318,7 +318,9 @@ TEST_P(QuantizeSweepTest, WritesCompressedTensorsThatLoadAndEvaluate) {
   EXPECT_THAT(r.out, HasSubstr("wrote " + out));
   EXPECT_THAT(r.out, HasSubstr("compressed-tensors"));
   EXPECT_THAT(r.err, HasSubstr("peak RSS"));
-  if (calibrated) EXPECT_THAT(r.err, HasSubstr("[calib] 8 samples"));
+  if (calibrated) {
+    EXPECT_THAT(r.err, HasSubstr("[calib] 8 samples"));
+  }
   ASSERT_TRUE(fs::is_directory(out));
   for (const char* f :
        {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
@@ -365,8 +367,12 @@ TEST_P(QuantizeSweepTest, WritesCompressedTensorsThatLoadAndEvaluate) {
                            : c.scheme == "fp8-block128" ? "block"
                            : c.scheme == "fp8-tensor"   ? "tensor"
                                                         : "channel");
-  if (c.int4()) EXPECT_EQ(w["group_size"], 32);
-  if (c.scheme == "fp8-block128") EXPECT_EQ(w["block_structure"], nlohmann::json({128, 128}));
+  if (c.int4()) {
+    EXPECT_EQ(w["group_size"], 32);
+  }
+  if (c.scheme == "fp8-block128") {
+    EXPECT_EQ(w["block_structure"], nlohmann::json({128, 128}));
+  }
   const nlohmann::json& ia = qc["config_groups"]["group_0"]["input_activations"];
   if (c.activations.empty()) {
     EXPECT_TRUE(ia.is_null());
