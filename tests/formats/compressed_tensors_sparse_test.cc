@@ -12,6 +12,7 @@
 #include "formats/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/formats/compressed_tensors_test_util.h"
 #include "tests/formats/test_util.h"
 
 namespace retort {
@@ -22,48 +23,15 @@ using json = nlohmann::json;
 
 const char kModule[] = "model.layers.0.self_attn.q_proj";
 
-std::string Fixture(const std::string& name) {
-  return testing_util::SourceDir() + "/tests/reference/compressed_tensors/" + name;
-}
+using testing_util::AsF32;
+using testing_util::LoadAll;
+using testing_util::MapLookup;
+using testing_util::OpenOrDie;
+using testing_util::ReadJson;
+using testing_util::SameBytes;
+using testing_util::ToMap;
 
-std::map<std::string, Tensor> LoadAll(const std::string& path) {
-  std::map<std::string, Tensor> out;
-  auto r = SafetensorsReader::Open(path);
-  EXPECT_TRUE(r.ok()) << r.status();
-  if (!r.ok()) return out;
-  for (const auto& e : (*r)->entries()) out[e.name] = (*(*r)->Get(e.name)).Clone();
-  return out;
-}
-
-TensorLookup MapLookup(const std::map<std::string, Tensor>& tensors) {
-  return [&tensors](const std::string& name) -> std::optional<Tensor> {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) return std::nullopt;
-    return it->second;
-  };
-}
-
-std::map<std::string, Tensor> ToMap(const std::vector<std::pair<std::string, Tensor>>& v) {
-  return std::map<std::string, Tensor>(v.begin(), v.end());
-}
-
-std::vector<float> AsF32(const Tensor& t) {
-  std::vector<float> v(t.numel());
-  ConvertToF32(t.dtype(), t.raw(), v.data(), t.numel());
-  return v;
-}
-
-bool SameBytes(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
-         std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
-json ReadJson(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return json::parse(ss.str());
-}
+std::string Fixture(const std::string& name) { return testing_util::CtFixture(name); }
 
 // Packs the fixture's dense weight and compares every tensor with the
 // library's; then unpacks the library's tensors back to the dense weight.

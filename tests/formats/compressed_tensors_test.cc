@@ -13,6 +13,7 @@
 #include "formats/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/formats/compressed_tensors_test_util.h"
 #include "tests/formats/test_util.h"
 
 namespace retort {
@@ -24,53 +25,15 @@ using json = nlohmann::json;
 const char kCtModule[] = "model.layers.0.self_attn.q_proj";
 const char kGptqModule[] = "model.layers.0.mlp.down_proj";
 
-std::string Fixture(const std::string& name) {
-  return testing_util::SourceDir() + "/tests/reference/compressed_tensors/" + name;
-}
+using testing_util::AsF32;
+using testing_util::LoadAll;
+using testing_util::MapLookup;
+using testing_util::OpenOrDie;
+using testing_util::ReadJson;
+using testing_util::SameBytes;
+using testing_util::ToMap;
 
-json ReadJson(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return json::parse(ss.str());
-}
-
-std::unique_ptr<SafetensorsReader> OpenOrDie(const std::string& path) {
-  auto r = SafetensorsReader::Open(path);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? std::move(*r) : nullptr;
-}
-
-std::map<std::string, Tensor> LoadAll(const std::string& path) {
-  std::map<std::string, Tensor> out;
-  auto r = OpenOrDie(path);
-  if (!r) return out;
-  for (const auto& e : r->entries()) out[e.name] = *r->Get(e.name);
-  return out;
-}
-
-TensorLookup MapLookup(const std::map<std::string, Tensor>& tensors) {
-  return [&tensors](const std::string& name) -> std::optional<Tensor> {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) return std::nullopt;
-    return it->second;
-  };
-}
-
-std::map<std::string, Tensor> ToMap(const std::vector<std::pair<std::string, Tensor>>& v) {
-  return std::map<std::string, Tensor>(v.begin(), v.end());
-}
-
-std::vector<float> AsF32(const Tensor& t) {
-  std::vector<float> v(t.numel());
-  ConvertToF32(t.dtype(), t.raw(), v.data(), t.numel());
-  return v;
-}
-
-bool SameBytes(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
-         std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
+std::string Fixture(const std::string& name) { return testing_util::CtFixture(name); }
 
 int ValueAt(const QuantizedMatrix& m, int64_t r, int64_t c) {
   if (m.value_type == DType::kI4) return UnpackI4(m.values.data<uint8_t>() + r * (m.cols / 2), c);
