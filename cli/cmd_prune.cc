@@ -48,9 +48,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-double Since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 void PrintLayerProgress(const LayerProgress& p) {
   const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
@@ -375,7 +372,7 @@ int RunPrune(const Args& args) {
     auto stats = WritePrunedModel(model_path, kept, pruned->second, *dtype, staged->path());
     if (!stats.ok()) return Fail(spec.name, stats.status());
     if (absl::Status s = staged->Commit(); !s.ok()) return Fail(spec.name, s);
-    const double secs = Since(t0);
+    const double secs = SecondsSince(t0);
     const size_t rss = PeakRssBytes();
     if (json) {
       nlohmann::ordered_json j = {{"output", out},
@@ -418,7 +415,7 @@ int RunPrune(const Args& args) {
                                 sparse ? &*sparse : nullptr);
   if (!stats.ok()) return Fail(spec.name, stats.status());
   if (absl::Status s = staged->Commit(); !s.ok()) return Fail(spec.name, s);
-  const double secs = Since(t0);
+  const double secs = SecondsSince(t0);
   const size_t rss = PeakRssBytes();
   if (json) {
     nlohmann::ordered_json j = {{"output", out},

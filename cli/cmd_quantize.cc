@@ -37,9 +37,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-double Since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 CtConfigSpec SpecFor(const quant::ModelQuantOptions& o) {
   CtConfigSpec spec;
@@ -204,7 +201,7 @@ int RunQuantize(const Args& args) {
         "wrote %s: %s (%s), %d tensors, %s parameters, %s (%.2f bits per weight) in %.1f s\n",
         out, GgufPresetName(*preset), im ? "with importance matrix" : "no importance matrix",
         stats->tensors, HumanCount(stats->params), HumanBytes(stats->bytes),
-        stats->params > 0 ? 8.0 * stats->bytes / stats->params : 0.0, Since(t0));
+        stats->params > 0 ? 8.0 * stats->bytes / stats->params : 0.0, SecondsSince(t0));
     return kExitOk;
   }
   if (to != "ct") return UsageError(spec.name, "--to must be ct or gguf");
@@ -296,14 +293,14 @@ int RunCalibrate(const Args& args) {
   auto samples = LoadCalibration(model_path, **model, calib);
   if (!samples.ok()) return Fail(spec.name, samples.status());
   auto m = quant::CollectImportance(**model, *samples, [&](int64_t done, int64_t total) {
-    std::cerr << absl::StrFormat("\r[calibrate] layer %d/%d  %.1f s", done, total, Since(t0));
+    std::cerr << absl::StrFormat("\r[calibrate] layer %d/%d  %.1f s", done, total, SecondsSince(t0));
     if (done == total) std::cerr << "\n";
   });
   if (!m.ok()) return Fail(spec.name, m.status());
   m->datasets = calib.files;
   if (absl::Status s = quant::WriteImportanceMatrix(*m, out); !s.ok()) return Fail(spec.name, s);
   std::cout << absl::StrFormat("wrote %s: %d weights, %d samples x %d tokens in %.1f s\n", out,
-                               m->entries.size(), m->chunk_count, m->chunk_size, Since(t0));
+                               m->entries.size(), m->chunk_count, m->chunk_size, SecondsSince(t0));
   return kExitOk;
 }
 

@@ -17,6 +17,7 @@
 #include "core/file.h"
 #include "distill/data.h"
 #include "model/sampler.h"
+#include "core/process.h"
 #include "core/status.h"
 #include "distill/generation.h"
 
@@ -27,9 +28,6 @@ namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
-double Since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 // splitmix64's output for state x (model/sampler.h advances a state in place).
 uint64_t Mix64(uint64_t x) { return SplitMix64(x); }
@@ -468,7 +466,7 @@ absl::Status EndpointTraceTeacher::Run(const std::vector<TraceWorkItem>& items,
       absl::StatusOr<ChatResponse> r = it->answer.get();
       TraceCompletion c;
       c.item = it->item;
-      c.time_s = Since(it->start);
+      c.time_s = SecondsSince(it->start);
       if (!r.ok()) {
         return absl::UnavailableError(absl::StrCat("prompt \"", c.item->prompt->id, "\" sample ",
                                                    c.item->sample, ": ", r.status().message()));
@@ -493,7 +491,7 @@ absl::Status EndpointTraceTeacher::Run(const std::vector<TraceWorkItem>& items,
       done.push_back(std::move(c));
       it = inflight.erase(it);
     }
-    if (!done.empty() || Since(last_report) > 1.0) {
+    if (!done.empty() || SecondsSince(last_report) > 1.0) {
       last_report = Clock::now();
       RETURN_IF_ERROR(on_done(std::move(done)));
     } else {
@@ -798,11 +796,11 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
 
   auto progress = [&](bool force) {
     if (!force &&
-        (options.progress_interval_s <= 0 || Since(last_progress) < options.progress_interval_s)) {
+        (options.progress_interval_s <= 0 || SecondsSince(last_progress) < options.progress_interval_s)) {
       return;
     }
     last_progress = Clock::now();
-    double secs = Since(start);
+    double secs = SecondsSince(start);
     double tps = teacher.generated_tokens() / std::max(secs, 1e-9);
     int64_t todo = static_cast<int64_t>(items.size()) - report.samples_generated;
     double per_sample = report.samples_generated > 0 ? secs / report.samples_generated : NAN;
@@ -907,7 +905,7 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
   if (!items.empty()) RETURN_IF_ERROR(teacher.Run(items, on_done));
   report.prompts_skipped = static_cast<int64_t>(skipped.size());
   report.generated_tokens = teacher.generated_tokens();
-  report.seconds = Since(start);
+  report.seconds = SecondsSince(start);
   progress(true);
 
   // The summary over every done sample of these prompts.

@@ -17,9 +17,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // The slot whose observed input a linear reads (q/k/v share kQ's, gate/up kGate's).
 LinearSlot InputSlot(LinearSlot s) {
@@ -207,11 +204,11 @@ absl::StatusOr<PruneReport> PruneModel(Transformer& model,
     stats.clear();
     // The next layer's inputs, through this layer as pruned.
     if (calibrate && l + 1 < c.num_layers) RETURN_IF_ERROR(runner->Advance().status());
-    const double secs = Since(t_layer);
+    const double secs = SecondsSince(t_layer);
     report.layer_seconds.push_back(secs);
-    if (progress) progress(LayerProgress{l, c.num_layers, secs, Since(t_start), PeakRssBytes()});
+    if (progress) progress(LayerProgress{l, c.num_layers, secs, SecondsSince(t_start), PeakRssBytes()});
   }
-  report.seconds = Since(t_start);
+  report.seconds = SecondsSince(t_start);
   report.peak_rss = PeakRssBytes();
   return report;
 }
@@ -256,7 +253,7 @@ absl::StatusOr<ModelImportance> CollectModelImportance(
       RETURN_IF_ERROR(collector.AddBlock(l, inputs[i].data(), runner.hidden(i).data(), n));
     }
     if (progress) {
-      progress(LayerProgress{l, c.num_layers, Since(t_layer), Since(t_start), PeakRssBytes()});
+      progress(LayerProgress{l, c.num_layers, SecondsSince(t_layer), SecondsSince(t_start), PeakRssBytes()});
     }
   }
   return collector.Importance();

@@ -16,9 +16,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // The slot whose observed input a linear reads (q/k/v share kQ's, gate/up kGate's).
 LinearSlot InputSlot(LinearSlot s) {
@@ -318,10 +315,10 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(
     // 5. The next layer's inputs, through this layer as quantized.
     if (calibrate && l + 1 < c.num_layers) RETURN_IF_ERROR(runner->Advance().status());
 
-    const double secs = Since(t_layer);
+    const double secs = SecondsSince(t_layer);
     report.layer_seconds.push_back(secs);
     if (progress) {
-      progress(LayerProgress{l, c.num_layers, secs, Since(t_start), PeakRssBytes()});
+      progress(LayerProgress{l, c.num_layers, secs, SecondsSince(t_start), PeakRssBytes()});
     }
   }
   if (lm_head) {
@@ -331,7 +328,7 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(
     RETURN_IF_ERROR(model.SetQuantizedWeight(
         "lm_head.weight", std::make_shared<const QuantizedMatrix>(std::move(q))));
   }
-  report.seconds = Since(t_start);
+  report.seconds = SecondsSince(t_start);
   report.peak_rss = PeakRssBytes();
   return report;
 }
