@@ -52,22 +52,33 @@ struct InputStats {
   float absmax = 0;  // static activation scale
 };
 
-absl::StatusOr<Tensor> F32Copy(const Transformer& model, const std::string& name,
-                               bool allow_requantize) {
+// Whether weight `name` can be quantized: present, not quantized already
+// (unless allow_requantize, for GGUF blocks), and fits the scheme.
+absl::Status CheckQuantizable(const Transformer& model, const std::string& name,
+                              const ModelQuantOptions& options) {
   if (model.QuantizedWeights().count(name) > 0) {
     return absl::FailedPreconditionError(absl::StrCat(
-        name, " is already quantized (",
+        "the model is already quantized (", name, " is ",
         model.QuantizedWeights().at(name)->Describe(),
         "); quantize the original weights instead"));
   }
   const Tensor* t = model.FindWeight(name);
   if (t == nullptr) return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
-  if (IsBlockQuantized(t->dtype()) && !allow_requantize) {
+  if (IsBlockQuantized(t->dtype()) && !options.allow_requantize) {
     return absl::FailedPreconditionError(absl::StrCat(
-        name, " is stored as ", std::string(DTypeName(t->dtype())),
-        " (already quantized); quantizing it again compounds both errors. Pass "
-        "--allow-requantize to dequantize and requantize it, or start from the original weights"));
+        "the model is already quantized (", name, " is stored as ",
+        std::string(DTypeName(t->dtype())),
+        "); quantizing again compounds both errors. Pass --allow-requantize to dequantize "
+        "and requantize, or start from the original weights"));
   }
+  return CheckSchemeFits(options.scheme, t->dim(0), t->dim(1), name);
+}
+
+// An f32 working copy of weight `name` (which CheckQuantizable accepted);
+// refuses non-finite weights.
+absl::StatusOr<Tensor> F32Copy(const Transformer& model, const std::string& name) {
+  const Tensor* t = model.FindWeight(name);
+  if (t == nullptr) return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
   Tensor f = t->To(DType::kF32);
   if (std::string at = FindNonFinite(f.data<float>(), f.dim(0), f.numel() / f.dim(0));
       !at.empty()) {
@@ -145,31 +156,11 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(
   // Everything that can be checked before any work.
   for (int64_t l = 0; l < c.num_layers; ++l) {
     for (LinearSlot slot : kLinearSlots) {
-      const std::string name = LinearWeightName(l, slot);
-      if (model.QuantizedWeights().count(name) > 0) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "the model is already quantized (", name, " is ",
-            model.QuantizedWeights().at(name)->Describe(),
-            "); quantize the original weights instead"));
-      }
-      const Tensor* t = model.FindWeight(name);
-      if (t == nullptr) return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
-      if (IsBlockQuantized(t->dtype()) && !options.allow_requantize) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "the model is already quantized (", name, " is stored as ",
-            std::string(DTypeName(t->dtype())),
-            "); quantizing again compounds both errors. Pass --allow-requantize to dequantize "
-            "and requantize, or start from the original weights"));
-      }
-      RETURN_IF_ERROR(CheckSchemeFits(scheme, t->dim(0), t->dim(1), name));
+      RETURN_IF_ERROR(CheckQuantizable(model, LinearWeightName(l, slot), options));
     }
   }
   const bool lm_head = options.quantize_lm_head && !c.tie_word_embeddings;
-  if (lm_head) {
-    const Tensor* t = model.FindWeight("lm_head.weight");
-    if (t == nullptr) return absl::NotFoundError("the model has no lm_head.weight");
-    RETURN_IF_ERROR(CheckSchemeFits(scheme, t->dim(0), t->dim(1), "lm_head.weight"));
-  }
+  if (lm_head) RETURN_IF_ERROR(CheckQuantizable(model, "lm_head.weight", options));
   ModelQuantReport report;
   const bool calibrate = NeedsCalibration(options);
   std::optional<LayerwiseRunner> runner;
@@ -223,7 +214,7 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(
     std::map<LinearSlot, WorkingLinear> work;
     for (LinearSlot slot : kLinearSlots) {
       const std::string name = LinearWeightName(l, slot);
-      ASSIGN_OR_RETURN(Tensor w, F32Copy(model, name, options.allow_requantize));
+      ASSIGN_OR_RETURN(Tensor w, F32Copy(model, name));
       work[slot] = WorkingLinear{name, std::move(w)};
     }
 
@@ -322,7 +313,7 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(
     }
   }
   if (lm_head) {
-    ASSIGN_OR_RETURN(Tensor w, F32Copy(model, "lm_head.weight", options.allow_requantize));
+    ASSIGN_OR_RETURN(Tensor w, F32Copy(model, "lm_head.weight"));
     ASSIGN_OR_RETURN(QuantizedMatrix q, QuantizeRtn(w.data<float>(), w.dim(0), w.dim(1), scheme,
                                                     "lm_head.weight"));
     RETURN_IF_ERROR(model.SetQuantizedWeight(
