@@ -229,12 +229,9 @@ absl::StatusOr<ConvertStats> DequantizeHf(const std::string& in, const std::stri
   for (const auto& [name, t] : engine->NamedWeights()) add(name, t.dtype() == dtype ? t : t.To(dtype));
   for (const auto& [name, q] : engine->QuantizedWeights()) add(name, Dequantize(*q, dtype));
   RETURN_IF_ERROR(WriteHfDirectory(out, config.ToJson(), tensors));
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "generation_config.json", "chat_template.jinja"}) {
-    if (std::string p = dir->FilePath(f); !p.empty()) {
-      ASSIGN_OR_RETURN(std::string text, ReadFileToString(p));
-      RETURN_IF_ERROR(WriteFileAtomically((fs::path(out) / f).string(), text));
-    }
+  ASSIGN_OR_RETURN(auto files, TokenizerFiles(in));
+  for (const auto& [name, contents] : files) {
+    RETURN_IF_ERROR(WriteFileAtomically((fs::path(out) / name).string(), contents));
   }
   return stats;
 }
