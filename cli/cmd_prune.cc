@@ -1,4 +1,4 @@
-// retort prune MODEL OUT --method magnitude|wanda|sparsegpt (--sparsity S | --pattern N:M)
+// retort prune MODEL OUT --method magnitude|wanda|sparsegpt (--sparsity S | --layer-sparsity SCHEDULE | --pattern N:M)
 //                        [--calib FILE ...] [options]
 // retort prune MODEL OUT --structured (--target-params N | --num-layers L --num-heads H
 //                        --num-kv-heads K --intermediate-size I --hidden-size D) --calib FILE ...
@@ -191,7 +191,7 @@ int RunPrune(const Args& args) {
                    kSummary};
   po::options_description opts("options");
   std::string model_path, out, method_name = "magnitude", sparsity_text, pattern_text,
-                               target_params_text, dtype_name = "auto", format_name = "dense";
+                               layer_sparsity_text, target_params_text, dtype_name = "auto", format_name = "dense";
   CalibArgs calib;
   prune::SparseGptOptions sgpt;
   prune::StructuredTarget target;
@@ -203,6 +203,9 @@ int RunPrune(const Args& args) {
       "unstructured criterion: magnitude, wanda or sparsegpt (the last two need --calib)")(
       "sparsity", po::value(&sparsity_text),
       "fraction of each linear's weights to zero: 0.5 or 50%")(
+      "layer-sparsity", po::value(&layer_sparsity_text),
+      "per-layer fractions instead of --sparsity: one per decoder layer (0.3,0.4,...) or ranges "
+      "covering every layer (0-9=0.4,10-29=0.6)")(
       "pattern", po::value(&pattern_text),
       "N:M sparsity: 2:4 or 4:8 (at most N nonzeros in "
       "every M consecutive inputs)")(
@@ -253,9 +256,11 @@ int RunPrune(const Args& args) {
                         target.hidden_size != 0;
   prune::PruneOptions o;
   if (structured) {
-    if (!sparsity_text.empty() || !pattern_text.empty() || !vm["method"].defaulted()) {
+    if (!sparsity_text.empty() || !pattern_text.empty() || !layer_sparsity_text.empty() ||
+        !vm["method"].defaulted()) {
       return UsageError(spec.name,
-                        "--structured does not take --method/--sparsity/--pattern (run two "
+                        "--structured does not take --method/--sparsity/--layer-sparsity/--pattern "
+                        "(run two "
                         "prune commands to combine them)");
     }
     if (target_params_text.empty() && !has_dims) {
@@ -283,12 +288,18 @@ int RunPrune(const Args& args) {
                                                 "\": expected magnitude, wanda or sparsegpt"));
     }
     o.method = *method;
-    if (sparsity_text.empty() == pattern_text.empty()) {
+    if (static_cast<int>(!sparsity_text.empty()) + static_cast<int>(!pattern_text.empty()) +
+            static_cast<int>(!layer_sparsity_text.empty()) !=
+        1) {
       return UsageError(spec.name,
-                        "give exactly one of --sparsity FRACTION or --pattern N:M "
-                        "(or --structured)");
+                        "give exactly one of --sparsity FRACTION, --layer-sparsity SCHEDULE or "
+                        "--pattern N:M (or --structured)");
     }
-    const std::string& text = sparsity_text.empty() ? pattern_text : sparsity_text;
+    // A schedule is parsed against the model's layer count once it is loaded;
+    // until then the pattern is unstructured.
+    const std::string& text =
+        !layer_sparsity_text.empty() ? std::string("0.5")
+                                     : (sparsity_text.empty() ? pattern_text : sparsity_text);
     auto p = prune::ParseSparsityPattern(text);
     if (!p.ok()) return UsageError(spec.name, std::string(p.status().message()));
     if (!sparsity_text.empty() && p->is_nm()) {
@@ -342,6 +353,11 @@ int RunPrune(const Args& args) {
       return Fail(spec.name, s);
     }
   } else {
+    if (!layer_sparsity_text.empty()) {
+      auto schedule = prune::ParseLayerSparsity(layer_sparsity_text, config.num_layers);
+      if (!schedule.ok()) return UsageError(spec.name, std::string(schedule.status().message()));
+      o.layer_sparsity = std::move(*schedule);
+    }
     if (absl::Status s = prune::CheckPruneOptions(m, o); !s.ok()) return Fail(spec.name, s);
   }
   std::vector<std::vector<int32_t>> samples;
@@ -399,7 +415,7 @@ int RunPrune(const Args& args) {
   }
 
   std::cerr << absl::StrFormat("[prune] %s %s, %d layers\n", prune::PruneMethodName(o.method),
-                               o.pattern.ToString(), config.num_layers);
+                               prune::DescribeSparsity(o), config.num_layers);
   auto report = prune::PruneModel(m, samples, o, PrintLayerProgress);
   if (!report.ok()) return Fail(spec.name, report.status());
   std::optional<SparseExport> sparse;
@@ -420,13 +436,14 @@ int RunPrune(const Args& args) {
   if (json) {
     nlohmann::ordered_json j = {{"output", out},
                                 {"method", prune::PruneMethodName(o.method)},
-                                {"pattern", o.pattern.ToString()},
+                                {"pattern", prune::DescribeSparsity(o)},
                                 {"format", written_format},
                                 {"linear_sparsity", report->linear_sparsity()},
                                 {"linear_zeros", report->linear_zeros},
                                 {"linear_elements", report->linear_elements},
                                 {"nm_2_4", report->nm_2_4},
                                 {"nm_4_8", report->nm_4_8},
+                                {"layer_sparsity", report->layer_sparsity},
                                 {"parameters", stats->params},
                                 {"nonzero_parameters", stats->params - report->linear_zeros},
                                 {"bytes", stats->bytes},
@@ -440,7 +457,7 @@ int RunPrune(const Args& args) {
         "wrote %s%s: %s %s, %.2f%% of linear weights zero (%d of %d)%s%s; %s parameters (%s "
         "nonzero), %s %s; %.1f s, peak RSS %s\n",
         out, sparse ? absl::StrCat(" (decoder linears ", written_format, ")") : std::string(),
-        prune::PruneMethodName(o.method), o.pattern.ToString(), 100 * report->linear_sparsity(),
+        prune::PruneMethodName(o.method), prune::DescribeSparsity(o), 100 * report->linear_sparsity(),
         report->linear_zeros, report->linear_elements, report->nm_2_4 ? ", 2:4 holds" : "",
         report->nm_4_8 ? ", 4:8 holds" : "", HumanCount(stats->params),
         HumanCount(stats->params - report->linear_zeros), HumanBytes(stats->bytes),

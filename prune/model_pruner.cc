@@ -6,7 +6,11 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/process.h"
 #include "core/status.h"
 #include "kernels/cpu/linalg.h"
@@ -96,6 +100,80 @@ const char* PruneMethodName(PruneMethod m) {
   return "?";
 }
 
+absl::StatusOr<std::vector<double>> ParseLayerSparsity(const std::string& text,
+                                                       int64_t num_layers) {
+  auto err = [&](const std::string& msg) {
+    return absl::InvalidArgumentError(absl::StrCat("layer sparsity \"", text, "\": ", msg));
+  };
+  auto fraction = [&](const std::string& item) -> absl::StatusOr<double> {
+    auto p = ParseSparsityPattern(item);
+    if (!p.ok()) return err(std::string(p.status().message()));
+    if (p->is_nm()) return err(absl::StrCat("\"", item, "\" is N:M; give fractions per layer"));
+    return p->sparsity;
+  };
+  if (num_layers < 1) return err("the model has no decoder layers");
+  std::vector<std::string> items = absl::StrSplit(text, ',');
+  std::vector<double> out;
+  if (text.find('=') == std::string::npos) {
+    if (static_cast<int64_t>(items.size()) != num_layers) {
+      return err(absl::StrCat(items.size(), " fractions for ", num_layers,
+                              " layers (give one per layer, or ranges such as 0-",
+                              num_layers - 1, "=0.5)"));
+    }
+    for (const std::string& item : items) {
+      ASSIGN_OR_RETURN(double v, fraction(std::string(absl::StripAsciiWhitespace(item))));
+      out.push_back(v);
+    }
+    return out;
+  }
+  out.assign(num_layers, -1.0);
+  for (const std::string& raw : items) {
+    const std::string item(absl::StripAsciiWhitespace(raw));
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      return err(absl::StrCat("\"", item, "\": expected LAYER=FRACTION or FIRST-LAST=FRACTION"));
+    }
+    const std::string range = item.substr(0, eq);
+    const size_t dash = range.find('-');
+    int64_t first = 0, last = 0;
+    if (!absl::SimpleAtoi(range.substr(0, dash), &first) ||
+        (dash != std::string::npos && !absl::SimpleAtoi(range.substr(dash + 1), &last))) {
+      return err(absl::StrCat("\"", range, "\" is not a layer or a FIRST-LAST range"));
+    }
+    if (dash == std::string::npos) last = first;
+    if (first < 0 || last < first || last >= num_layers) {
+      return err(absl::StrCat("layers ", range, " are outside 0-", num_layers - 1));
+    }
+    ASSIGN_OR_RETURN(double v, fraction(item.substr(eq + 1)));
+    for (int64_t l = first; l <= last; ++l) {
+      if (out[l] >= 0) return err(absl::StrCat("layer ", l, " is given twice"));
+      out[l] = v;
+    }
+  }
+  for (int64_t l = 0; l < num_layers; ++l) {
+    if (out[l] < 0) return err(absl::StrCat("layer ", l, " has no sparsity"));
+  }
+  return out;
+}
+
+SparsityPattern LayerPattern(const PruneOptions& options, int64_t layer) {
+  SparsityPattern p = options.pattern;
+  if (!options.layer_sparsity.empty() && layer >= 0 &&
+      layer < static_cast<int64_t>(options.layer_sparsity.size())) {
+    p.sparsity = options.layer_sparsity[layer];
+  }
+  return p;
+}
+
+std::string DescribeSparsity(const PruneOptions& options) {
+  const std::vector<double>& s = options.layer_sparsity;
+  if (s.empty()) return options.pattern.ToString();
+  double sum = 0;
+  for (double v : s) sum += v;
+  const auto [lo, hi] = std::minmax_element(s.begin(), s.end());
+  return absl::StrFormat("per-layer %.2f-%.2f (mean %.2f)", *lo, *hi, sum / s.size());
+}
+
 bool NeedsCalibration(const PruneOptions& options) {
   return options.method != PruneMethod::kMagnitude;
 }
@@ -128,12 +206,24 @@ absl::Status CheckPruneOptions(const Transformer& model, const PruneOptions& opt
                      std::string(DTypeName(options.dtype))));
   }
   const ModelConfig& c = model.config();
+  if (!options.layer_sparsity.empty()) {
+    if (options.pattern.is_nm()) {
+      return absl::InvalidArgumentError(
+          "a per-layer sparsity schedule is for unstructured pruning, not N:M");
+    }
+    if (static_cast<int64_t>(options.layer_sparsity.size()) != c.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("per-layer sparsity has ", options.layer_sparsity.size(),
+                       " entries; the model has ", c.num_layers, " decoder layers"));
+    }
+  }
   for (int64_t l = 0; l < c.num_layers; ++l) {
+    const SparsityPattern pattern = LayerPattern(options, l);
     for (LinearSlot slot : kLinearSlots) {
       const std::string name = LinearWeightName(l, slot);
       const Tensor* t = model.FindWeight(name);
       if (t == nullptr) return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
-      RETURN_IF_ERROR(ValidateSparsityPattern(options.pattern, t->dim(1), name));
+      RETURN_IF_ERROR(ValidateSparsityPattern(pattern, t->dim(1), name));
     }
   }
   return absl::OkStatus();
@@ -164,6 +254,8 @@ absl::StatusOr<PruneReport> PruneModel(Transformer& model,
     if (calibrate) {
       ASSIGN_OR_RETURN(stats, CollectInputStats(*runner, options.method));
     }
+    const SparsityPattern pattern = LayerPattern(options, l);
+    int64_t layer_elements = 0, layer_zeros = 0;
     for (LinearSlot slot : kLinearSlots) {
       const std::string name = LinearWeightName(l, slot);
       const Tensor* stored = model.FindWeight(name);
@@ -183,13 +275,13 @@ absl::StatusOr<PruneReport> PruneModel(Transformer& model,
       }
       switch (options.method) {
         case PruneMethod::kMagnitude:
-          RETURN_IF_ERROR(PruneMagnitude(data, rows, cols, options.pattern, name));
+          RETURN_IF_ERROR(PruneMagnitude(data, rows, cols, pattern, name));
           break;
         case PruneMethod::kWanda:
-          RETURN_IF_ERROR(PruneWanda(data, rows, cols, in->sq.data(), options.pattern, name));
+          RETURN_IF_ERROR(PruneWanda(data, rows, cols, in->sq.data(), pattern, name));
           break;
         case PruneMethod::kSparseGpt:
-          RETURN_IF_ERROR(PruneSparseGpt(data, rows, cols, in->gram.data(), options.pattern,
+          RETURN_IF_ERROR(PruneSparseGpt(data, rows, cols, in->gram.data(), pattern,
                                          options.sparsegpt, name));
           break;
       }
@@ -197,10 +289,14 @@ absl::StatusOr<PruneReport> PruneModel(Transformer& model,
       ASSIGN_OR_RETURN(SparsityStats st, CountSparsity(installed));
       report.linear_elements += st.elements;
       report.linear_zeros += st.zeros;
+      layer_elements += st.elements;
+      layer_zeros += st.zeros;
       report.nm_2_4 = report.nm_2_4 && st.nm_2_4;
       report.nm_4_8 = report.nm_4_8 && st.nm_4_8;
       RETURN_IF_ERROR(model.ReplaceWeight(name, installed));
     }
+    report.layer_sparsity.push_back(
+        layer_elements > 0 ? static_cast<double>(layer_zeros) / layer_elements : 0.0);
     stats.clear();
     // The next layer's inputs, through this layer as pruned.
     if (calibrate && l + 1 < c.num_layers) RETURN_IF_ERROR(runner->Advance().status());

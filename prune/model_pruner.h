@@ -50,6 +50,9 @@ const char* PruneMethodName(PruneMethod m);
 struct PruneOptions {
   PruneMethod method = PruneMethod::kMagnitude;
   SparsityPattern pattern;
+  // Per decoder layer target sparsity (unstructured only; one entry per
+  // layer, each in (0, 1)); empty: pattern.sparsity in every layer.
+  std::vector<double> layer_sparsity;
   SparseGptOptions sparsegpt;
   // The pruned linears are installed in this dtype (F32, BF16 or F16), the
   // one the caller writes, so later layers calibrate on the written weights.
@@ -58,12 +61,29 @@ struct PruneOptions {
 
 using ProgressFn = LayerProgressFn;  // model/calibration.h
 
+// Parses a per-layer sparsity schedule for a model of `num_layers` decoder
+// layers: either one fraction per layer ("0.3,0.4,0.5,0.6") or ranges that
+// cover every layer exactly once ("0-9=0.4,10-29=0.6", "0=0.3,1-29=0.55";
+// fractions as in ParseSparsityPattern, "50%" too). Errors name the item:
+// not a number, outside (0, 1), a layer out of range, given twice or missing,
+// a list of the wrong length.
+absl::StatusOr<std::vector<double>> ParseLayerSparsity(const std::string& text,
+                                                       int64_t num_layers);
+
+// The pattern layer `layer` is pruned to: pattern with the layer's own
+// sparsity when options.layer_sparsity is set.
+SparsityPattern LayerPattern(const PruneOptions& options, int64_t layer);
+
+// "0.5", "2:4", or "per-layer 0.30-0.70 (mean 0.50)".
+std::string DescribeSparsity(const PruneOptions& options);
+
 struct PruneReport {
   // Over all pruned linears, counted on the installed (output dtype) weights.
   int64_t linear_elements = 0;
   int64_t linear_zeros = 0;
   bool nm_2_4 = true;  // every pruned linear satisfies 2:4
   bool nm_4_8 = true;  // every pruned linear satisfies 4:8
+  std::vector<double> layer_sparsity;  // achieved, per decoder layer
   double linear_sparsity() const {
     return linear_elements > 0 ? static_cast<double>(linear_zeros) / linear_elements : 0;
   }
@@ -83,9 +103,10 @@ absl::Status CheckFloatWeights(const Transformer& model);
 
 // Every check PruneModel makes before any work, except the calibration set:
 // the options (SparseGPT dampening >= 0 and block size >= 1, a float output
-// dtype) and that every decoder linear exists and fits the pattern (sparsity
-// in (0, 1), M dividing its input width; ValidateSparsityPattern's errors
-// naming the tensor). Does not repeat CheckFloatWeights.
+// dtype) and that every decoder linear exists and fits its layer's pattern
+// (sparsity in (0, 1), M dividing its input width; ValidateSparsityPattern's
+// errors naming the tensor; a per-layer schedule has one entry per layer and
+// no N:M pattern). Does not repeat CheckFloatWeights.
 absl::Status CheckPruneOptions(const Transformer& model, const PruneOptions& options);
 
 // Prunes every decoder layer's linears of `model` in place (see the file

@@ -171,6 +171,24 @@ TEST_F(PruneCliTest, EveryMethodReachesHalfSparsityAndTheOutputRuns) {
   EXPECT_EQ(j["sparsity"]["nm_2_4"], false);
 }
 
+// A per-layer schedule: every layer reaches its own fraction, reported per
+// layer, and the output runs.
+TEST_F(PruneCliTest, PerLayerSparsitySchedule) {
+  for (const std::string method : {"magnitude", "sparsegpt"}) {
+    SCOPED_TRACE(method);
+    const std::string out = Out("layers_" + method);
+    CliRun r = h_->Exec("prune " + Model() + " " + out + " --method " + method +
+                        " --layer-sparsity 0=0.25,1-2=0.5,3=0.75 --json " + kCalib);
+    ASSERT_EQ(r.code, 0) << r.err;
+    nlohmann::json j = Json(r);
+    EXPECT_EQ(j["pattern"], "per-layer 0.25-0.75 (mean 0.50)");
+    EXPECT_EQ(j["layer_sparsity"], nlohmann::json({0.25, 0.5, 0.5, 0.75}));
+    EXPECT_EQ(j["linear_zeros"].get<int64_t>() * 2, j["linear_elements"].get<int64_t>());
+    EXPECT_THAT(r.err, HasSubstr("per-layer 0.25-0.75"));
+    ExpectEvaluates(out);
+  }
+}
+
 TEST_F(PruneCliTest, NMPatternsHoldInEveryGroup) {
   struct Case {
     std::string method, pattern;
@@ -349,6 +367,11 @@ TEST_F(PruneCliTest, BadInputIsOneLineAndWritesNothing) {
   ExpectRefused("--method magnitude --pattern 2:3", 1, "model.layers.0");  // 3 does not divide 64
   ExpectRefused("--method magnitude --sparsity 0.5 --pattern 2:4", 2, "exactly one");
   ExpectRefused("--method magnitude --sparsity 2:4", 2, "--pattern");
+  ExpectRefused("--method magnitude --sparsity 0.5 --layer-sparsity 0-3=0.5", 2, "exactly one");
+  ExpectRefused("--method magnitude --layer-sparsity 0.5,0.5", 2, "2 fractions for 4 layers");
+  ExpectRefused("--method magnitude --layer-sparsity 0-2=0.5", 2, "layer 3 has no sparsity");
+  ExpectRefused("--method magnitude --layer-sparsity 0-3=1.2", 2, "outside (0, 1)");
+  ExpectRefused("--structured --layer-sparsity 0-3=0.5 " + calib, 2, "--layer-sparsity");
   ExpectRefused("--method prune-harder --sparsity 0.5", 2, "prune-harder");
   ExpectRefused("--method wanda --sparsity 0.5", 2, "--calib");
   ExpectRefused("--method sparsegpt --pattern 2:4", 2, "--calib");

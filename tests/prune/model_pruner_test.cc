@@ -182,6 +182,85 @@ TEST(ModelPrunerTest, EveryMethodReachesTheTargetInEveryLinear) {
   }
 }
 
+TEST(ModelPrunerTest, ParsesPerLayerSchedules) {
+  auto list = ParseLayerSparsity("0.3, 0.4,50%", 3);
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_THAT(*list, ::testing::ElementsAre(0.3, 0.4, 0.5));
+  auto ranges = ParseLayerSparsity("0=0.2,1-3=0.6,4-5=0.7", 6);
+  ASSERT_TRUE(ranges.ok()) << ranges.status();
+  EXPECT_THAT(*ranges, ::testing::ElementsAre(0.2, 0.6, 0.6, 0.6, 0.7, 0.7));
+  struct Bad {
+    const char* text;
+    const char* message;
+  };
+  for (const Bad& b : {Bad{"0.3,0.4", "2 fractions for 3 layers"},
+                       Bad{"0.3,1.5,0.5", "outside (0, 1)"},
+                       Bad{"0.3,x,0.5", "expected a fraction"},
+                       Bad{"0.3,2:4,0.5", "is N:M"},
+                       Bad{"0-1=0.5", "layer 2 has no sparsity"},
+                       Bad{"0-2=0.5,1=0.4", "layer 1 is given twice"},
+                       Bad{"0-3=0.5", "outside 0-2"},
+                       Bad{"2-1=0.5", "outside 0-2"},
+                       Bad{"a-2=0.5", "not a layer"},
+                       Bad{"0-2=0.5,0.4", "expected LAYER=FRACTION"}}) {
+    auto r = ParseLayerSparsity(b.text, 3);
+    ASSERT_FALSE(r.ok()) << b.text;
+    EXPECT_THAT(r.status().message(), HasSubstr(b.message)) << b.text;
+    EXPECT_THAT(r.status().message(), HasSubstr(b.text));
+  }
+}
+
+// A per-layer schedule: each layer reaches its own target (exactly: the
+// widths divide), the report lists what each layer got, and the describe
+// line names the range.
+TEST(ModelPrunerTest, PerLayerSparsityReachesEachLayersTarget) {
+  const auto calib = Calibration();
+  for (PruneMethod method : kMethods) {
+    SCOPED_TRACE(PruneMethodName(method));
+    auto model = MakeModel();
+    const ModelConfig& c = model->config();
+    ASSERT_EQ(c.num_layers, 2);
+    PruneOptions o = Options(method, Unstructured(0.5));
+    o.layer_sparsity = {0.25, 0.75};
+    EXPECT_EQ(DescribeSparsity(o), "per-layer 0.25-0.75 (mean 0.50)");
+    auto report = PruneModel(*model, calib, o);
+    ASSERT_TRUE(report.ok()) << report.status();
+    ASSERT_EQ(report->layer_sparsity.size(), 2u);
+    for (int64_t l = 0; l < 2; ++l) {
+      EXPECT_DOUBLE_EQ(report->layer_sparsity[l], o.layer_sparsity[l]);
+      for (LinearSlot slot : kLinearSlots) {
+        const std::string name = LinearWeightName(l, slot);
+        auto st = CountSparsity(*model->FindWeight(name));
+        ASSERT_TRUE(st.ok()) << st.status();
+        EXPECT_DOUBLE_EQ(static_cast<double>(st->zeros) / st->elements, o.layer_sparsity[l])
+            << name;
+      }
+    }
+    EXPECT_DOUBLE_EQ(report->linear_sparsity(), 0.5);  // equal-sized layers
+  }
+}
+
+TEST(ModelPrunerTest, RefusesBadPerLayerSchedules) {
+  auto model = MakeModel();
+  const auto before = Bytes(*model);
+  PruneOptions wrong_size = Options(PruneMethod::kMagnitude, Unstructured(0.5));
+  wrong_size.layer_sparsity = {0.5, 0.5, 0.5};
+  auto r = PruneModel(*model, {}, wrong_size);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("3 entries; the model has 2 decoder layers"));
+  PruneOptions nm = Options(PruneMethod::kMagnitude, NM(2, 4));
+  nm.layer_sparsity = {0.5, 0.5};
+  r = PruneModel(*model, {}, nm);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("not N:M"));
+  PruneOptions outside = Options(PruneMethod::kMagnitude, Unstructured(0.5));
+  outside.layer_sparsity = {0.5, 1.0};
+  r = PruneModel(*model, {}, outside);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("model.layers.1."));
+  EXPECT_TRUE(Bytes(*model) == before);
+}
+
 // The pruned linears are installed in the output dtype, and the zeros are
 // counted on what is installed.
 TEST(ModelPrunerTest, InstallsTheOutputDType) {
