@@ -1,0 +1,331 @@
+#include "pipeline/recipe.h"
+
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/file.h"
+#include "core/status.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/json_util.h"
+#include "pipeline/sha256.h"
+
+namespace retort::pipeline {
+namespace {
+namespace fs = std::filesystem;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::TextFormat;
+
+// Collects the text-format parser's errors as "where:LINE:COL: message".
+class RecipeErrorCollector : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit RecipeErrorCollector(std::string where) : where_(std::move(where)) {}
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    if (!errors_.empty()) return;  // the first error is the useful one
+    errors_ = absl::StrCat(where_, ":", line + 1, ":", column + 1, ": ", message);
+  }
+  void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
+  const std::string& errors() const { return errors_; }
+
+ private:
+  std::string where_, errors_;
+};
+
+// Where stage `index` (and optionally one of its step's fields) was written:
+// "recipe.textproto:12" from the parse tree, "recipe.json: stage[3]" without one.
+class Locator {
+ public:
+  Locator(std::string where, const TextFormat::ParseInfoTree* tree)
+      : where_(std::move(where)), tree_(tree) {}
+
+  const std::string& where() const { return where_; }
+
+  std::string Stage(int index, const std::string& field = "") const {
+    const FieldDescriptor* stage_field = proto::Recipe::descriptor()->FindFieldByName("stage");
+    if (tree_ == nullptr) return absl::StrCat(where_, ": stage[", index, "]");
+    int line = tree_->GetLocation(stage_field, index).line;
+    if (!field.empty()) {
+      const TextFormat::ParseInfoTree* stage_tree = tree_->GetTreeForNested(stage_field, index);
+      if (stage_tree != nullptr) {
+        if (int l = FieldLine(stage_tree, proto::Stage::descriptor(), field); l >= 0) line = l;
+      }
+    }
+    return line >= 0 ? absl::StrCat(where_, ":", line + 1) : where_;
+  }
+
+ private:
+  // A field of the stage itself ("name") or of its step ("distill.student").
+  static int FieldLine(const TextFormat::ParseInfoTree* tree,
+                       const google::protobuf::Descriptor* descriptor, const std::string& path) {
+    const size_t dot = path.find('.');
+    const FieldDescriptor* f = descriptor->FindFieldByName(path.substr(0, dot));
+    if (f == nullptr) return -1;
+    const int index = f->is_repeated() ? 0 : -1;
+    if (dot == std::string::npos) return tree->GetLocation(f, index).line;
+    const TextFormat::ParseInfoTree* nested = tree->GetTreeForNested(f, index);
+    if (nested == nullptr || f->message_type() == nullptr) return tree->GetLocation(f, index).line;
+    const int line = FieldLine(nested, f->message_type(), path.substr(dot + 1));
+    return line >= 0 ? line : tree->GetLocation(f, index).line;
+  }
+
+  std::string where_;
+  const TextFormat::ParseInfoTree* tree_;
+};
+
+bool ValidStageName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
+// The step's required inputs, as (field, value) pairs to check for emptiness.
+std::vector<std::pair<std::string, bool>> RequiredFields(const proto::Stage& s) {
+  switch (s.step_case()) {
+    case proto::Stage::kGenerate:
+      return {{"generate.model", !s.generate().model().empty()},
+              {"generate.prompts", !s.generate().prompts().empty()}};
+    case proto::Stage::kDistill:
+      return {{"distill.student", !s.distill().student().empty()},
+              {"distill.data", s.distill().data_size() > 0}};
+    case proto::Stage::kPrune:
+      return {{"prune.model", !s.prune().model().empty()}};
+    case proto::Stage::kQuantize:
+      return {{"quantize.model", !s.quantize().model().empty()}};
+    case proto::Stage::kConvert:
+      return {{"convert.model", !s.convert().model().empty()}};
+    case proto::Stage::kEval:
+      return {{"eval.model", !s.eval().model().empty()},
+              {"eval.prompts", !s.eval().prompts().empty()}};
+    case proto::Stage::kInit:
+    case proto::Stage::STEP_NOT_SET:
+      return {};
+  }
+  return {};
+}
+
+absl::Status ValidateRecipe(const proto::Recipe& recipe, const Locator& at) {
+  if (recipe.stage_size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(at.where(), ": the recipe has no stage"));
+  }
+  std::map<std::string, int> index_of;
+  for (int i = 0; i < recipe.stage_size(); ++i) {
+    const proto::Stage& s = recipe.stage(i);
+    if (!ValidStageName(s.name())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          at.Stage(i, "name"), ": stage name \"", s.name(),
+          "\" is not valid: expected 1 to 64 characters of A-Z a-z 0-9 _ - (it names the stage's "
+          "folder)"));
+    }
+    if (auto [it, inserted] = index_of.emplace(s.name(), i); !inserted) {
+      return absl::InvalidArgumentError(absl::StrCat(at.Stage(i, "name"), ": stage name \"",
+                                                     s.name(), "\" is used twice (also stage ",
+                                                     it->second + 1, ")"));
+    }
+    if (s.step_case() == proto::Stage::STEP_NOT_SET) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          at.Stage(i), ": stage \"", s.name(),
+          "\" has no step: give one of generate, distill, prune, quantize, convert, eval, init"));
+    }
+    for (const auto& [field, present] : RequiredFields(s)) {
+      if (!present) {
+        return absl::InvalidArgumentError(absl::StrCat(at.Stage(i, StageKind(s)), ": stage \"",
+                                                       s.name(), "\" needs ", field));
+      }
+    }
+    for (const StageInput& in : StageInputs(s)) {
+      const std::string field_path = absl::StrCat(StageKind(s), ".", in.field);
+      absl::StatusOr<InputRef> ref = ParseInputRef(in.value);
+      if (!ref.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(at.Stage(i, field_path), ": stage \"",
+                                                       s.name(), "\" ", in.field, ": ",
+                                                       ref.status().message()));
+      }
+      if (!ref->is_stage) continue;
+      auto target = index_of.find(ref->stage);
+      if (target == index_of.end() || target->second >= i) {
+        bool later = target != index_of.end();
+        for (int j = i; j < recipe.stage_size(); ++j) later |= recipe.stage(j).name() == ref->stage;
+        return absl::InvalidArgumentError(absl::StrCat(
+            at.Stage(i, field_path), ": stage \"", s.name(), "\" ", in.field, " refers to @",
+            ref->stage,
+            later ? ", which does not run before it (a stage can only use earlier stages' outputs)"
+                  : ", which is not a stage of this recipe"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<proto::Recipe> ParseRecipe(const std::string& text, const std::string& where,
+                                          RecipeSyntax syntax) {
+  proto::Recipe recipe;
+  if (syntax == RecipeSyntax::kJson) {
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    auto status = google::protobuf::util::JsonStringToMessage(text, &recipe, options);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": not a valid recipe: ", std::string(status.message())));
+    }
+    RETURN_IF_ERROR(ValidateRecipe(recipe, Locator(where, nullptr)));
+    return recipe;
+  }
+  TextFormat::Parser parser;
+  RecipeErrorCollector errors(where);
+  TextFormat::ParseInfoTree tree;
+  parser.RecordErrorsTo(&errors);
+  parser.WriteLocationsTo(&tree);
+  if (!parser.ParseFromString(text, &recipe)) {
+    return absl::InvalidArgumentError(
+        errors.errors().empty() ? absl::StrCat(where, ": not a valid recipe") : errors.errors());
+  }
+  RETURN_IF_ERROR(ValidateRecipe(recipe, Locator(where, &tree)));
+  return recipe;
+}
+
+absl::StatusOr<LoadedRecipe> LoadRecipe(const std::string& path) {
+  LoadedRecipe r;
+  r.path = path;
+  ASSIGN_OR_RETURN(r.text, ReadFileToString(path));
+  r.syntax = absl::EndsWithIgnoreCase(path, ".json") ? RecipeSyntax::kJson : RecipeSyntax::kText;
+  ASSIGN_OR_RETURN(r.recipe, ParseRecipe(r.text, path, r.syntax));
+  r.sha256 = Sha256Hex(r.text);
+  std::error_code ec;
+  fs::path abs = fs::absolute(path, ec);
+  r.dir = (ec ? fs::path(path) : abs).parent_path().lexically_normal().string();
+  return r;
+}
+
+std::string StageKind(const proto::Stage& stage) {
+  switch (stage.step_case()) {
+    case proto::Stage::kGenerate:
+      return "generate";
+    case proto::Stage::kDistill:
+      return "distill";
+    case proto::Stage::kPrune:
+      return "prune";
+    case proto::Stage::kQuantize:
+      return "quantize";
+    case proto::Stage::kConvert:
+      return "convert";
+    case proto::Stage::kEval:
+      return "eval";
+    case proto::Stage::kInit:
+      return "init";
+    case proto::Stage::STEP_NOT_SET:
+      return "";
+  }
+  return "";
+}
+
+std::string StageLabel(const proto::Stage& stage) {
+  return stage.label().empty() ? stage.name() : stage.label();
+}
+
+std::string StageMainOutput(const proto::Stage& stage) {
+  switch (stage.step_case()) {
+    case proto::Stage::kGenerate:
+      return "traces.jsonl";
+    case proto::Stage::kConvert:
+      return stage.convert().to() == "hf" ? "final" : "out.gguf";
+    case proto::Stage::kEval:
+      return "result.json";
+    default:
+      return "final";
+  }
+}
+
+std::vector<StageInput> StageInputs(const proto::Stage& s) {
+  std::vector<StageInput> in;
+  auto add = [&](const char* field, const std::string& value) {
+    if (!value.empty()) in.push_back({field, value});
+  };
+  switch (s.step_case()) {
+    case proto::Stage::kGenerate:
+      add("model", s.generate().model());
+      add("prompts", s.generate().prompts());
+      break;
+    case proto::Stage::kDistill:
+      add("student", s.distill().student());
+      for (const std::string& d : s.distill().data()) add("data", d);
+      add("teacher", s.distill().teacher());
+      break;
+    case proto::Stage::kPrune:
+      add("model", s.prune().model());
+      for (const std::string& c : s.prune().calib()) add("calib", c);
+      break;
+    case proto::Stage::kQuantize:
+      add("model", s.quantize().model());
+      for (const std::string& c : s.quantize().calib()) add("calib", c);
+      break;
+    case proto::Stage::kConvert:
+      add("model", s.convert().model());
+      break;
+    case proto::Stage::kEval:
+      add("model", s.eval().model());
+      add("prompts", s.eval().prompts());
+      break;
+    case proto::Stage::kInit:
+      if (s.init().tokenizer() != "bytes") add("tokenizer", s.init().tokenizer());
+      break;
+    case proto::Stage::STEP_NOT_SET:
+      break;
+  }
+  return in;
+}
+
+absl::StatusOr<InputRef> ParseInputRef(const std::string& value) {
+  InputRef ref;
+  if (value.empty()) return absl::InvalidArgumentError("empty path");
+  if (value[0] != '@') {
+    ref.path = value;
+    return ref;
+  }
+  ref.is_stage = true;
+  const size_t slash = value.find('/');
+  ref.stage = value.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
+  if (slash != std::string::npos) ref.relative = value.substr(slash + 1);
+  if (ref.stage.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", value, "\": expected @STAGE or @STAGE/PATH after the @"));
+  }
+  fs::path rel(ref.relative);
+  for (const fs::path& part : rel) {
+    if (part == "..") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", value, "\": the path inside a stage's folder may not use .."));
+    }
+  }
+  if (rel.is_absolute()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", value, "\": the path after @", ref.stage, "/ must be relative"));
+  }
+  while (!ref.relative.empty() && ref.relative.back() == '/') ref.relative.pop_back();
+  return ref;
+}
+
+nlohmann::ordered_json StageSettingsJson(const proto::Stage& stage) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string text;
+  if (!google::protobuf::util::MessageToJsonString(stage, &text, options).ok()) return {};
+  return nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
+std::string RecipeToText(const proto::Recipe& recipe) {
+  std::string text;
+  TextFormat::PrintToString(recipe, &text);
+  return text;
+}
+
+}  // namespace retort::pipeline

@@ -1,0 +1,61 @@
+// RunRecipe: the engine of `retort run`. Runs a recipe's stages in order,
+// each as one `retort` command (executed by the caller's CommandRunner, so
+// this library does not depend on the CLI), into RUN_DIR/<stage>/, and
+// keeps RUN_DIR/manifest.json and RUN_DIR/<stage>/provenance.json current.
+//
+// Resume: a stage is skipped when its provenance.json records the same
+// fingerprint (settings + the SHA-256 of every input + the retort version)
+// and its recorded outputs still hash the same; otherwise it runs again, and
+// a later stage whose input changed runs again because its fingerprint
+// changed. A stage runs in RUN_DIR/.<stage>.partial and is renamed into
+// place only when it succeeded, so a crash never leaves a folder that looks
+// done. A bad recipe (or a missing input file) fails before RUN_DIR is
+// touched.
+#ifndef RETORT_PIPELINE_RUNNER_H_
+#define RETORT_PIPELINE_RUNNER_H_
+
+#include <functional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "pipeline/provenance.h"
+
+namespace retort::pipeline {
+
+// Runs `argv` ({"distill", ...}, no program name) to completion; the
+// command's output may be copied to `log_path`. Returns the command's error.
+using CommandRunner =
+    std::function<absl::Status(const std::vector<std::string>& argv, const std::string& log_path)>;
+
+struct RunOptions {
+  std::string recipe_path;
+  std::string run_dir;
+  std::string from;   // run this stage and the ones after it (earlier ones are left as they are)
+  std::string only;   // run only this stage
+  bool force = false;    // rerun the selected stages even when up to date
+  bool dry_run = false;  // print the plan; write nothing
+  int threads = 0;       // > 0: --threads for every command
+  std::string retort_version;  // for tests; empty: RetortVersion()
+  CommandRunner run_command;
+  std::ostream* progress = nullptr;  // one line per stage; null: quiet
+};
+
+struct RunSummary {
+  Manifest manifest;
+  int ran = 0, skipped = 0;
+};
+
+// REQUIRES: options.run_command set (unless dry_run).
+absl::StatusOr<RunSummary> RunRecipe(const RunOptions& options);
+
+// "0.1.0"; the fingerprints use it. RetortVersionString() adds the git
+// commit the binary was built from when known: "0.1.0 (git 1a2b3c4)".
+std::string RetortVersion();
+std::string RetortVersionString();
+
+}  // namespace retort::pipeline
+
+#endif  // RETORT_PIPELINE_RUNNER_H_
