@@ -45,7 +45,7 @@ struct DistillArgs {
   int64_t chunk_tokens = 0;
   uint64_t seed = 0;
   int threads = 0;
-  bool resume = false, quiet = false, all_turns = false;
+  bool resume = false, quiet = false, all_turns = false, answers_only = false;
 };
 
 std::string MB(size_t bytes) { return absl::StrFormat("%.1f MiB", bytes / 1048576.0); }
@@ -84,6 +84,7 @@ absl::Status Distill(const DistillArgs& a, const std::string& command_line) {
   dopt.eval_fraction = a.eval_fraction;
   dopt.student_vocab = student->config().vocab_size;
   dopt.chat.train_all_assistant_turns = a.all_turns;
+  dopt.chat.answers_only = a.answers_only;
   dopt.text.chunk_tokens = a.chunk_tokens;
   dopt.progress_every = progress ? 10000 : 0;
   ASSIGN_OR_RETURN(Dataset data, Dataset::Load(a.data, *tokenizer, tmpl.get(), dopt));
@@ -229,6 +230,9 @@ int RunDistill(const Args& args) {
       ("overlong", po::value(&a.overlong)->default_value("truncate"), "examples longer than --seq-len: truncate or split")
       ("text-chunk-tokens", po::value(&a.chunk_tokens)->default_value(0), "plain text: documents of this many tokens (0: paragraphs)")
       ("all-assistant-turns", po::bool_switch(&a.all_turns), "train every assistant turn, not only the last")
+      ("answers-only", po::bool_switch(&a.answers_only),
+       "drop the reasoning (reasoning_content and <think>...</think> blocks) from chat/trace "
+       "samples: train the answer alone (the baseline of a traces-vs-answers experiment)")
       ("eval-fraction", po::value(&a.eval_fraction)->default_value(0.05), "held-out share of the examples (by id hash)")
       ("eval-every", po::value(&a.eval_every)->default_value(0), "steps between held-out evaluations (0: at the end)")
       ("eval-batches", po::value(&a.eval_batches)->default_value(0), "micro-batches per evaluation (0: all)")

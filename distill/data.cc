@@ -100,8 +100,44 @@ void Append(const std::vector<int32_t>& ids, uint8_t mask, TrainExample* ex) {
   ex->loss_mask.insert(ex->loss_mask.end(), ids.size(), mask);
 }
 
+constexpr char kThinkTag[] = "<think>";
+constexpr char kThinkClose[] = "</think>";
+constexpr const char* kReasoningKeys[] = {"reasoning_content", "reasoning", "thinking"};
 
 }  // namespace
+
+std::string RemoveThinkBlocks(const std::string& text) {
+  const std::string open = kThinkTag, close = kThinkClose;
+  std::string s = text;
+  // A closing tag before any opening one: the reasoning began in the prompt.
+  const size_t first_open = s.find(open), first_close = s.find(close);
+  if (first_close != std::string::npos &&
+      (first_open == std::string::npos || first_close < first_open)) {
+    s.erase(0, first_close + close.size());
+  }
+  for (size_t at = s.find(open); at != std::string::npos; at = s.find(open, at)) {
+    const size_t end = s.find(close, at + open.size());
+    s.erase(at, end == std::string::npos ? std::string::npos : end + close.size() - at);
+  }
+  const size_t keep = s.find_first_not_of(" \t\r\n");
+  return keep == std::string::npos ? std::string() : s.substr(keep);
+}
+
+nlohmann::ordered_json WithoutReasoning(const nlohmann::ordered_json& messages) {
+  ojson out = messages;
+  if (!out.is_array()) return out;
+  for (ojson& m : out) {
+    if (!m.is_object()) continue;
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string() || role->get<std::string>() != "assistant") continue;
+    for (const char* key : kReasoningKeys) m.erase(key);
+    auto content = m.find("content");
+    if (content != m.end() && content->is_string()) {
+      *content = RemoveThinkBlocks(content->get<std::string>());
+    }
+  }
+  return out;
+}
 
 int64_t TrainExample::num_trained() const {
   int64_t n = 0;
@@ -140,8 +176,10 @@ absl::StatusOr<ChatExampleBuilder> ChatExampleBuilder::Create(const ChatTemplate
 }
 
 absl::StatusOr<ChatExampleBuilder::Texts> ChatExampleBuilder::RenderFinalTurn(
-    const ojson& messages, const std::string& where) const {
-  RETURN_IF_ERROR(CheckMessages(messages, where));
+    const ojson& original, const std::string& where) const {
+  RETURN_IF_ERROR(CheckMessages(original, where));
+  const ojson stripped = options_.answers_only ? WithoutReasoning(original) : ojson();
+  const ojson& messages = options_.answers_only ? stripped : original;
   const size_t last = messages.size() - 1;
   const ojson& final_turn = messages[last];
   if (final_turn["role"].get<std::string>() != "assistant") {
@@ -151,7 +189,7 @@ absl::StatusOr<ChatExampleBuilder::Texts> ChatExampleBuilder::RenderFinalTurn(
   }
   ASSIGN_OR_RETURN(std::string content, StringField(final_turn, "content", last, where));
   std::string reasoning;
-  for (const char* key : {"reasoning_content", "reasoning", "thinking"}) {
+  for (const char* key : kReasoningKeys) {
     ASSIGN_OR_RETURN(reasoning, StringField(final_turn, key, last, where));
     if (!reasoning.empty()) break;
   }
@@ -228,9 +266,12 @@ absl::Status ChatExampleBuilder::AppendEarlierTurns(const ojson& messages, const
   return absl::OkStatus();
 }
 
-absl::StatusOr<TrainExample> ChatExampleBuilder::Build(const ojson& messages, const std::string& id,
+absl::StatusOr<TrainExample> ChatExampleBuilder::Build(const ojson& original, const std::string& id,
                                                        const std::string& where) const {
-  ASSIGN_OR_RETURN(Texts t, RenderFinalTurn(messages, where));
+  ASSIGN_OR_RETURN(Texts t, RenderFinalTurn(original, where));
+  // (RenderFinalTurn checked the messages.)
+  const ojson stripped = options_.answers_only ? WithoutReasoning(original) : ojson();
+  const ojson& messages = options_.answers_only ? stripped : original;
   TrainExample ex;
   ex.id = id;
   std::string rendered;
@@ -591,6 +632,12 @@ absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths, con
       ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
       ASSIGN_OR_RETURN(examples, TextExamples(text, tokenizer, options.text, path));
     } else {
+      if (options.chat.answers_only) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path,
+                         ": answers-only training needs chat/trace JSONL (a token shard keeps the "
+                         "teacher's reasoning tokens as written); pass the traces.jsonl instead"));
+      }
       absl::StatusOr<std::vector<TrainExample>> shard =
           TraceShardExamples(
           path, options.student_vocab > 0 ? options.student_vocab : tokenizer.vocab_size(), options,

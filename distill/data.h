@@ -76,7 +76,26 @@ struct ChatExampleOptions {
   // reasoning when the template drops it), the final turn as below. Needs a
   // template whose renderings of successive prefixes extend each other.
   bool train_all_assistant_turns = false;
+  // true: every assistant message loses its reasoning before rendering (the
+  // reasoning_content / reasoning / thinking fields and the <think>...</think>
+  // blocks of its content, see WithoutReasoning), so the student learns to
+  // write the answer alone: the "answers only" baseline of a distillation
+  // experiment. A sample left with no answer is skipped ("empty completion").
+  bool answers_only = false;
 };
+
+// `text` without its <think>...</think> blocks: each block is removed with
+// its tags; an unclosed <think> removes everything after it; a </think>
+// before any <think> (a completion whose prompt opened the reasoning, as
+// R1-Distill's does) removes everything before it. Leading whitespace of what
+// is left is dropped.
+std::string RemoveThinkBlocks(const std::string& text);
+
+// A copy of `messages` (an OpenAI chat array) whose assistant messages carry
+// no reasoning: no reasoning_content / reasoning / thinking field and their
+// string content passed through RemoveThinkBlocks. Other messages, and
+// anything that is not an object with a string role, are copied unchanged.
+nlohmann::ordered_json WithoutReasoning(const nlohmann::ordered_json& messages);
 
 // Turns a chat (a JSON array of {"role", "content", "reasoning_content"?})
 // whose last message is the assistant's into a TrainExample.
@@ -197,6 +216,8 @@ struct DatasetOptions {
   // Token ids of every example must be below this (the student's embedding
   // rows); 0 = only shard ids are checked, against the tokenizer's vocab_size().
   int32_t student_vocab = 0;
+  // chat.answers_only (--answers-only) applies to chat/trace samples; token
+  // shards keep the teacher's tokens as written, so Load refuses them then.
   ChatExampleOptions chat;
   TextSplitOptions text;
   // Progress lines on stderr every this many lines/records (0 = quiet).

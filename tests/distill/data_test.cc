@@ -217,6 +217,85 @@ TEST(ChatExamplesTest, TrainAllAssistantTurns) {
   EXPECT_THAT(bad.status().message(), HasSubstr("train only the final assistant turn"));
 }
 
+TEST(AnswersOnlyTest, RemoveThinkBlocks) {
+  EXPECT_EQ(RemoveThinkBlocks("<think>\nadd them\n</think>\n\n4"), "4");
+  EXPECT_EQ(RemoveThinkBlocks("4"), "4");
+  EXPECT_EQ(RemoveThinkBlocks(""), "");
+  // Several blocks, text between them kept.
+  EXPECT_EQ(RemoveThinkBlocks("<think>a</think>x <think>b</think>y"), "x y");
+  // Unclosed: the rest is reasoning.
+  EXPECT_EQ(RemoveThinkBlocks("<think>\nstill thinking"), "");
+  EXPECT_EQ(RemoveThinkBlocks("5 <think>more"), "5 ");
+  // The prompt opened the reasoning (R1-Distill): everything up to </think> goes.
+  EXPECT_EQ(RemoveThinkBlocks("add them\n</think>\n\n4"), "4");
+  EXPECT_EQ(RemoveThinkBlocks("r\n</think>\n4 <think>x</think> 5"), "4  5");
+}
+
+TEST(AnswersOnlyTest, WithoutReasoningTouchesOnlyAssistantMessages) {
+  ojson m = ojson::array({{{"role", "system"}, {"content", "<think>keep</think>s"}},
+                          {{"role", "user"}, {"content", "<think>q</think>2+2?"}},
+                          {{"role", "assistant"},
+                           {"content", "<think>\nx\n</think>\n\n4"},
+                           {"reasoning_content", "r"},
+                           {"reasoning", "r2"},
+                           {"thinking", "r3"},
+                           {"name", "bot"}},
+                          {{"role", "assistant"}, {"content", nullptr}}});
+  ojson out = WithoutReasoning(m);
+  EXPECT_EQ(out[0], m[0]);
+  EXPECT_EQ(out[1], m[1]);
+  EXPECT_EQ(out[2], (ojson{{"role", "assistant"}, {"content", "4"}, {"name", "bot"}}));
+  EXPECT_EQ(out[3], m[3]);
+  EXPECT_EQ(WithoutReasoning(ojson("not an array")), ojson("not an array"));
+}
+
+// --answers-only: the same tokens as a chat that never had reasoning, for
+// reasoning given in a field or inline, in ChatML and in R1-Distill's template.
+TEST(AnswersOnlyTest, ExamplesEqualTheAnswerOnlyChat) {
+  const ojson& smol = CaseOf("smollm2", "single");
+  ChatTemplate smol_tmpl = TemplateFor(smol);
+  const ojson& r1 = CaseOf("r1_distill", "single");
+  ChatTemplate r1_tmpl = TemplateFor(r1);
+  struct Setup {
+    const ChatTemplate* tmpl;
+    const Tokenizer* tok;
+    std::string end_of_turn;
+  } setups[] = {{&smol_tmpl, &TokenizerNamed("smollm2"), "<|im_end|>\n"},
+                {&r1_tmpl, &TokenizerNamed("r1_distill_qwen"), "<｜end▁of▁sentence｜>"}};
+  const ojson plain = ojson::array(
+      {{{"role", "user"}, {"content", "2+2?"}}, {{"role", "assistant"}, {"content", "4"}}});
+  const ojson field = ojson::array(
+      {{{"role", "user"}, {"content", "2+2?"}},
+       {{"role", "assistant"}, {"content", "4"}, {"reasoning_content", "\nadd them\n"}}});
+  const ojson inline_think =
+      ojson::array({{{"role", "user"}, {"content", "2+2?"}},
+                    {{"role", "assistant"}, {"content", "<think>\nadd them\n</think>\n\n4"}}});
+  ChatExampleOptions answers;
+  answers.answers_only = true;
+  for (const Setup& s : setups) {
+    SCOPED_TRACE(s.end_of_turn);
+    auto with = ChatExampleBuilder::Create(s.tmpl, s.tok);
+    auto without = ChatExampleBuilder::Create(s.tmpl, s.tok, answers);
+    ASSERT_TRUE(with.ok() && without.ok());
+    auto want = with->Build(plain, "a", "x");
+    ASSERT_TRUE(want.ok()) << want.status();
+    for (const ojson& m : {field, inline_think, plain}) {
+      auto t = without->RenderFinalTurn(m, "x");
+      ASSERT_TRUE(t.ok()) << t.status();
+      EXPECT_EQ(t->completion, "4" + s.end_of_turn);
+      EXPECT_EQ(t->completion.find("add them"), std::string::npos);
+      auto ex = without->Build(m, "a", "x");
+      ASSERT_TRUE(ex.ok()) << ex.status();
+      EXPECT_EQ(ex->tokens, want->tokens);
+      EXPECT_EQ(ex->loss_mask, want->loss_mask);
+    }
+    // Without the option the reasoning is trained.
+    auto full = with->Build(field, "a", "x");
+    ASSERT_TRUE(full.ok());
+    EXPECT_GT(full->num_trained(), want->num_trained());
+  }
+}
+
 // ---- files, errors, split ------------------------------------------------------
 
 class TempDir {
@@ -332,6 +411,68 @@ TEST(DatasetTest, TraceDialectsAndVerdicts) {
   auto all = Dataset::Load({path}, tok, &tmpl, keep);
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(all->train().size(), 5u);
+}
+
+// --answers-only over a trace file as `retort generate` writes it: the
+// reasoning is gone, answer-less samples are skipped and counted, token
+// shards are refused by name.
+TEST(DatasetTest, AnswersOnlyTraces) {
+  const ojson& c = CaseOf("smollm2", "single");
+  ChatTemplate tmpl = TemplateFor(c);
+  const Tokenizer& tok = TokenizerNamed("smollm2");
+  TempDir dir;
+  auto line = [](const std::string& id, const std::string& reasoning, const std::string& content) {
+    ojson j = {
+        {"id", id},
+        {"sample", 0},
+        {"correct", true},
+        {"messages",
+         ojson::array(
+             {{{"role", "user"}, {"content", "What is 12 + 30?"}},
+              {{"role", "assistant"}, {"content", content}, {"reasoning_content", reasoning}}})}};
+    return j.dump() + "\n";
+  };
+  const std::string traces =
+      dir.Write("traces.jsonl", line("t1", "2+0+0=2, 1+3, c=0, r=2\n1+3+0=4, +, c=0, r=42", "42") +
+                                    line("t2", "only thinking", "") +
+                                    line("t3", "", "<think>\ninline\n</think>\n\n42"));
+  DatasetOptions options;
+  options.chat.answers_only = true;
+  auto ds = Dataset::Load({traces}, tok, &tmpl, options);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ(ds->train().size(), 2u);
+  EXPECT_EQ(ds->summary().skipped.at("empty completion"), 1);
+  const std::string answer_only = dir.Write(
+      "answers.jsonl",
+      ojson({{"id", "t1"},
+             {"messages", ojson::array({{{"role", "user"}, {"content", "What is 12 + 30?"}},
+                                        {{"role", "assistant"}, {"content", "42"}}})}})
+              .dump() +
+          "\n");
+  auto want = Dataset::Load({answer_only}, tok, &tmpl, DatasetOptions());
+  ASSERT_TRUE(want.ok()) << want.status();
+  for (const TrainExample& e : ds->train()) EXPECT_EQ(e.tokens, want->train()[0].tokens) << e.id;
+  // The same file with the reasoning trains more tokens.
+  auto with = Dataset::Load({traces}, tok, &tmpl, DatasetOptions());
+  ASSERT_TRUE(with.ok());
+  EXPECT_GT(with->summary().trained_tokens, 2 * ds->summary().trained_tokens);
+
+  TraceTokens record;
+  record.id = "s1";
+  record.prompt_ids = {1, 2};
+  record.completion_ids = {3, 4};
+  const std::string shard = dir.Write("tokens.shard", "");
+  {
+    auto w = TraceShardWriter::Open(shard, /*append=*/false);
+    ASSERT_TRUE(w.ok()) << w.status();
+    ASSERT_TRUE(w->Append(record).ok());
+    ASSERT_TRUE(w->Close().ok());
+  }
+  ASSERT_TRUE(Dataset::Load({shard}, tok, &tmpl, DatasetOptions()).ok());
+  auto refused = Dataset::Load({shard}, tok, &tmpl, options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr(shard));
+  EXPECT_THAT(refused.status().message(), HasSubstr("answers-only"));
 }
 
 TEST(DatasetTest, TokenShardsCarryTeacherTopK) {
