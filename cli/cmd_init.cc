@@ -78,7 +78,7 @@ int RunInit(const Args& args) {
   po::options_description opts("options");
   std::string out, family, size, tokenizer, dtype_name;
   uint64_t seed = 0;
-  int64_t layers = 0, context = 0;
+  SizeOverrides sizes;
   opts.add_options()("out", po::value(&out)->required(), "output directory")(
       "family", po::value(&family)->default_value("llama"), "llama, qwen2, qwen3 or mistral")(
       "size", po::value(&size)->default_value("tiny"),
@@ -87,8 +87,13 @@ int RunInit(const Args& args) {
       "\"bytes\" (built-in byte-level tokenizer with ChatML) or a tokenizer.json / model directory "
       "to copy; sets the vocabulary size")(
       "dtype", po::value(&dtype_name)->default_value("bf16"), "weight dtype: f32, bf16, f16")(
-      "layers", po::value(&layers), "override the preset's number of layers")(
-      "context", po::value(&context), "override max_position_embeddings")(
+      "hidden", po::value(&sizes.hidden), "override the preset's hidden size (head size = hidden / heads)")(
+      "layers", po::value(&sizes.layers), "override the preset's number of layers")(
+      "heads", po::value(&sizes.heads), "override the preset's attention heads")(
+      "kv-heads", po::value(&sizes.kv_heads),
+      "override the preset's key/value heads (default: the preset's if it divides --heads, else --heads)")(
+      "intermediate", po::value(&sizes.intermediate), "override the preset's MLP intermediate size")(
+      "context", po::value(&sizes.context), "override max_position_embeddings")(
       "seed", po::value(&seed)->default_value(0), "random seed")(
       "force", po::bool_switch(), "replace OUT_DIR if it is not empty");
   po::positional_options_description pos;
@@ -98,8 +103,7 @@ int RunInit(const Args& args) {
 
   auto config = PresetConfig(family, size);
   if (!config.ok()) return Fail(spec.name, config.status());
-  if (layers > 0) config->num_layers = layers;
-  if (context > 0) config->max_position_embeddings = context;
+  if (auto s = ApplySizeOverrides(sizes, &*config); !s.ok()) return Fail(spec.name, s);
   auto dtype = ParseWeightDType(dtype_name);
   if (!dtype.ok()) return Fail(spec.name, dtype.status());
   if (auto s = InitInto(out, *config, tokenizer, *dtype, seed, vm["force"].as<bool>()); !s.ok()) {

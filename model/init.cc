@@ -1,5 +1,7 @@
 #include "model/init.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/status.h"
@@ -82,6 +84,49 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& family, const std::s
   }
   RETURN_IF_ERROR(c.Validate(absl::StrCat("preset ", family, "/", size)));
   return c;
+}
+
+absl::Status ApplySizeOverrides(const SizeOverrides& o, ModelConfig* config) {
+  const std::pair<const char*, int64_t> given[] = {{"--hidden", o.hidden},
+                                                   {"--layers", o.layers},
+                                                   {"--heads", o.heads},
+                                                   {"--kv-heads", o.kv_heads},
+                                                   {"--intermediate", o.intermediate},
+                                                   {"--context", o.context}};
+  for (const auto& [name, value] : given) {
+    if (value < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be positive, got ", value));
+    }
+  }
+  ModelConfig c = *config;
+  if (o.hidden > 0) c.hidden_size = o.hidden;
+  if (o.layers > 0) c.num_layers = o.layers;
+  if (o.heads > 0) c.num_heads = o.heads;
+  if (o.intermediate > 0) c.intermediate_size = o.intermediate;
+  if (o.context > 0) c.max_position_embeddings = o.context;
+  if (o.kv_heads > 0) {
+    c.num_kv_heads = o.kv_heads;
+  } else if (c.num_heads % c.num_kv_heads != 0) {
+    c.num_kv_heads = c.num_heads;
+  }
+  if (o.hidden > 0 || o.heads > 0) {
+    if (c.hidden_size % c.num_heads != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--hidden ", c.hidden_size, " is not a multiple of --heads ", c.num_heads));
+    }
+    c.head_dim = c.hidden_size / c.num_heads;
+  }
+  if (c.num_heads % c.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--heads ", c.num_heads, " is not a multiple of --kv-heads ", c.num_kv_heads));
+  }
+  if (c.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("head size ", c.hidden_size, " / ", c.num_heads,
+                                                   " = ", c.head_dim, " must be even (RoPE)"));
+  }
+  RETURN_IF_ERROR(c.Validate("--hidden/--layers/--heads/--kv-heads/--intermediate/--context"));
+  *config = std::move(c);
+  return absl::OkStatus();
 }
 
 absl::Status InitModelDirectory(const ModelConfig& config, const std::string& dir, uint64_t seed,

@@ -27,6 +27,25 @@ std::vector<std::string> PresetSizes();
 // be trained with. Error naming the unknown family or size.
 absl::StatusOr<ModelConfig> PresetConfig(const std::string& family, const std::string& size);
 
+// Changes to a preset's shape (`retort init --hidden ...`); 0 = keep the
+// preset's value.
+struct SizeOverrides {
+  int64_t hidden = 0;        // hidden_size
+  int64_t layers = 0;        // num_hidden_layers
+  int64_t heads = 0;         // num_attention_heads
+  int64_t kv_heads = 0;      // num_key_value_heads
+  int64_t intermediate = 0;  // intermediate_size
+  int64_t context = 0;       // max_position_embeddings
+};
+
+// Applies `overrides` to *config. head_dim becomes hidden / heads whenever
+// hidden or heads is overridden; kv_heads, when not given, stays the
+// preset's if it still divides heads, else becomes heads (plain multi-head
+// attention). InvalidArgument naming the option when a value is negative,
+// hidden is not a multiple of heads, heads not a multiple of kv_heads, or the
+// head size is odd (RoPE); *config is unchanged then.
+absl::Status ApplySizeOverrides(const SizeOverrides& overrides, ModelConfig* config);
+
 // Random-initialises a model of `config` (see Transformer::RandomInit) with
 // weights in `dtype` and writes config.json + safetensors into `dir` (created
 // if missing; atomic files). Loadable by transformers' from_pretrained.

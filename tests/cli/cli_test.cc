@@ -227,6 +227,31 @@ TEST_F(CliTest, BadInputEmptyPromptAndTextFiles) {
                      "/nonexistent/p.txt");
 }
 
+TEST_F(CliTest, InitSizeOverrides) {
+  const std::string dir = (root_ / "shaped").string();
+  CliRun r = Exec("init " + dir +
+                  " --size tiny --hidden 96 --heads 3 --kv-heads 1 --layers 3 --intermediate 200 "
+                  "--context 256");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto text = ReadFileToString(dir + "/config.json");
+  ASSERT_TRUE(text.ok());
+  const nlohmann::json c = nlohmann::json::parse(*text);
+  EXPECT_EQ(c["hidden_size"], 96);
+  EXPECT_EQ(c["num_attention_heads"], 3);
+  EXPECT_EQ(c["num_key_value_heads"], 1);
+  EXPECT_EQ(c["head_dim"], 32);
+  EXPECT_EQ(c["num_hidden_layers"], 3);
+  EXPECT_EQ(c["intermediate_size"], 200);
+  EXPECT_EQ(c["max_position_embeddings"], 256);
+  // The model runs.
+  r = Exec("generate " + dir + " --prompt hi --max-tokens 3 --greedy");
+  EXPECT_EQ(r.code, 0) << r.err;
+  // An inconsistent shape is refused before anything is written.
+  ExpectOneLineError(Exec("init " + (root_ / "bad-shape").string() + " --hidden 100 --heads 3"),
+                     "--heads");
+  EXPECT_FALSE(fs::exists(root_ / "bad-shape"));
+}
+
 TEST_F(CliTest, BadInputNoPartialOutputs) {
   std::string out = (root_ / "partial.safetensors").string();
   CliRun r = Exec("eval " + (root_ / "tiny").string() + " --token-ids 1,2,99999 --dump-logits " + out);

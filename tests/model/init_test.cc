@@ -42,6 +42,74 @@ TEST(PresetConfigTest, UnknownFamilyOrSize) {
   EXPECT_THAT(std::string(b.status().message()), HasSubstr("7b"));
 }
 
+TEST(ApplySizeOverridesTest, ChangesTheShapeAndKeepsHeadDimConsistent) {
+  auto c = PresetConfig("llama", "tiny");  // hidden 64, 4 heads, 2 kv heads
+  ASSERT_TRUE(c.ok());
+  SizeOverrides o;
+  o.hidden = 192;
+  o.heads = 6;
+  o.layers = 3;
+  o.intermediate = 512;
+  o.context = 512;
+  ASSERT_TRUE(ApplySizeOverrides(o, &*c).ok());
+  EXPECT_EQ(c->hidden_size, 192);
+  EXPECT_EQ(c->num_heads, 6);
+  EXPECT_EQ(c->head_dim, 32);
+  EXPECT_EQ(c->num_kv_heads, 2);  // the preset's, still a divisor of 6
+  EXPECT_EQ(c->num_layers, 3);
+  EXPECT_EQ(c->intermediate_size, 512);
+  EXPECT_EQ(c->max_position_embeddings, 512);
+  EXPECT_TRUE(c->Validate().ok());
+
+  // kv heads that no longer divide the heads fall back to multi-head attention.
+  auto d = PresetConfig("llama", "tiny");
+  SizeOverrides mha;
+  mha.heads = 2;
+  mha.hidden = 128;
+  ASSERT_TRUE(ApplySizeOverrides(mha, &*d).ok());
+  EXPECT_EQ(d->num_kv_heads, 2);
+  EXPECT_EQ(d->head_dim, 64);
+  SizeOverrides odd_heads;
+  odd_heads.heads = 1;
+  odd_heads.hidden = 128;
+  ASSERT_TRUE(ApplySizeOverrides(odd_heads, &*d).ok());
+  EXPECT_EQ(d->num_kv_heads, 1);
+  EXPECT_EQ(d->head_dim, 128);
+
+  // Only what is given changes.
+  auto e = PresetConfig("qwen3", "tiny");
+  const ModelConfig before = *e;
+  ASSERT_TRUE(ApplySizeOverrides(SizeOverrides{}, &*e).ok());
+  EXPECT_EQ(e->ToJson(), before.ToJson());
+}
+
+TEST(ApplySizeOverridesTest, RefusesInconsistentShapesAndLeavesTheConfig) {
+  auto c = PresetConfig("llama", "tiny");
+  ASSERT_TRUE(c.ok());
+  const nlohmann::json before = c->ToJson();
+  auto refused = [&](SizeOverrides o, const char* what) {
+    absl::Status s = ApplySizeOverrides(o, &*c);
+    EXPECT_FALSE(s.ok()) << what;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(what));
+    EXPECT_EQ(c->ToJson(), before) << what;
+  };
+  SizeOverrides not_multiple;
+  not_multiple.hidden = 100;
+  not_multiple.heads = 3;
+  refused(not_multiple, "not a multiple of --heads");
+  SizeOverrides kv;
+  kv.heads = 4;
+  kv.kv_heads = 3;
+  refused(kv, "not a multiple of --kv-heads");
+  SizeOverrides odd;
+  odd.hidden = 60;
+  odd.heads = 4;  // head size 15
+  refused(odd, "must be even");
+  SizeOverrides negative;
+  negative.intermediate = -5;
+  refused(negative, "--intermediate");
+}
+
 TEST(InitModelDirectoryTest, WritesALoadableModel) {
   const std::string dir = ::testing::TempDir() + "/retort_init_" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
