@@ -22,6 +22,7 @@ int RunTraces(const Args& args);
 int RunQuantize(const Args& args);
 int RunCalibrate(const Args& args);
 int RunPrune(const Args& args);
+int RunRun(const Args& args);
 
 }  // namespace retort::cli
 

@@ -36,6 +36,9 @@ constexpr Entry kCommands[] = {
     {"prune", "prune a model: magnitude/Wanda/SparseGPT sparsity and 2:4, or structured to a "
               "smaller dense model",
      retort::cli::RunPrune},
+    {"run", "run a recipe (generate, distill, prune, quantize, convert, eval) with per-stage "
+            "resume and provenance",
+     retort::cli::RunRun},
 };
 
 void PrintUsage(std::ostream& out) {
