@@ -131,8 +131,8 @@ class OutputTee {
 // The subcommands a recipe stage can become.
 const std::map<std::string, int (*)(const Args&)>& StageCommands() {
   static const auto* commands = new std::map<std::string, int (*)(const Args&)>{
-      {"init", RunInit},         {"generate", RunGenerate}, {"distill", RunDistill},
-      {"prune", RunPrune},       {"quantize", RunQuantize}, {"convert", RunConvert}};
+      {"init", RunInit},   {"generate", RunGenerate}, {"distill", RunDistill},
+      {"prune", RunPrune}, {"quantize", RunQuantize}, {"convert", RunConvert}};
   return *commands;
 }
 
@@ -180,12 +180,15 @@ int RunRun(const Args& args) {
   po::options_description opts("options");
   opts.add_options()("recipe", po::value(&o.recipe_path)->required(),
                      "recipe file (.textproto, or .json)")(
-      "output,o", po::value(&o.run_dir)->required(), "run directory (created; resumed when it exists)")(
-      "from", po::value(&o.from), "run this stage and the later ones (earlier ones stay as they are)")(
+      "output,o", po::value(&o.run_dir)->required(),
+      "run directory (created; resumed when it exists)")(
+      "from", po::value(&o.from),
+      "run this stage and the later ones (earlier ones stay as they are)")(
       "only", po::value(&o.only), "run only this stage")(
       "force", po::bool_switch(&o.force), "rerun the selected stages even when up to date")(
       "threads", po::value(&o.threads)->default_value(0), "worker threads (0 = all cores)")(
-      "dry-run", po::bool_switch(&o.dry_run), "print each stage's command and state; write nothing");
+      "dry-run", po::bool_switch(&o.dry_run),
+      "print each stage's command and state; write nothing");
   po::positional_options_description pos;
   pos.add("recipe", 1);
   po::variables_map vm;

@@ -131,16 +131,22 @@ absl::StatusOr<uint64_t> ModelBytes(const std::string& path) {
 }
 
 Json StageRecord::ToJson() const {
-  Json j = {{"name", name},       {"kind", kind},          {"status", status},
-            {"fingerprint", fingerprint}, {"started", started}, {"seconds", seconds},
-            {"settings", settings}, {"inputs", FilesJson(inputs)},
-            {"outputs", FilesJson(outputs)}, {"metrics", metrics}, {"label", label}};
+  Json j = {{"name", name},
+            {"kind", kind},
+            {"status", status},
+            {"fingerprint", fingerprint},
+            {"started", started},
+            {"seconds", seconds},
+            {"settings", settings},
+            {"inputs", FilesJson(inputs)},
+            {"outputs", FilesJson(outputs)},
+            {"metrics", metrics},
+            {"label", label}};
   if (!error.empty()) j["error"] = error;
   return j;
 }
 
-absl::StatusOr<StageRecord> StageRecord::FromJson(const Json& j,
-                                                  const std::string& where) {
+absl::StatusOr<StageRecord> StageRecord::FromJson(const Json& j, const std::string& where) {
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(where, ": not an object"));
   StageRecord r;
   RETURN_IF_ERROR(Get(j, "name", where, &r.name));

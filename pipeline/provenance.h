@@ -30,7 +30,7 @@ absl::StatusOr<uint64_t> ModelBytes(const std::string& path);
 
 // One file or folder a stage read or wrote.
 struct FileRecord {
-  std::string path;    // relative to RUN_DIR, or absolute when outside it
+  std::string path;  // relative to RUN_DIR, or absolute when outside it
   std::string sha256;
   int64_t bytes = -1;  // outputs only (-1: not written)
 };

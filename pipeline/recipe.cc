@@ -136,8 +136,8 @@ absl::Status ValidateRecipe(const proto::Recipe& recipe, const Locator& at) {
     }
     for (const auto& [field, present] : RequiredFields(s)) {
       if (!present) {
-        return absl::InvalidArgumentError(absl::StrCat(at.Stage(i, StageKind(s)), ": stage \"",
-                                                       s.name(), "\" needs ", field));
+        return absl::InvalidArgumentError(
+            absl::StrCat(at.Stage(i, StageKind(s)), ": stage \"", s.name(), "\" needs ", field));
       }
     }
     for (const StageInput& in : StageInputs(s)) {

@@ -25,10 +25,10 @@ enum class RecipeSyntax { kText, kJson };
 // A parsed, validated recipe and where it came from.
 struct LoadedRecipe {
   proto::Recipe recipe;
-  std::string path;     // as given
-  std::string dir;      // folder that relative input paths start from
-  std::string text;     // the file's bytes
-  std::string sha256;   // of `text`
+  std::string path;    // as given
+  std::string dir;     // folder that relative input paths start from
+  std::string text;    // the file's bytes
+  std::string sha256;  // of `text`
   RecipeSyntax syntax = RecipeSyntax::kText;
 };
 

@@ -40,7 +40,7 @@ class Paths {
       return (p.is_absolute() ? p : fs::path(recipe_dir_) / p).lexically_normal().string();
     }
     auto it = main_output_.find(ref->stage);
-    const std::string rel = !ref->relative.empty()       ? ref->relative
+    const std::string rel = !ref->relative.empty()     ? ref->relative
                             : it != main_output_.end() ? it->second
                                                        : std::string();
     return (run_dir_ / ref->stage / rel).lexically_normal().string();
@@ -89,8 +89,8 @@ absl::StatusOr<std::vector<FileRecord>> HashInputs(const proto::Stage& stage, co
 bool OutputsIntact(const StageRecord& record, const Paths& paths) {
   if (record.outputs.empty()) return false;
   for (const FileRecord& out : record.outputs) {
-    const fs::path p = fs::path(out.path).is_absolute() ? fs::path(out.path)
-                                                         : paths.run_dir() / out.path;
+    const fs::path p =
+        fs::path(out.path).is_absolute() ? fs::path(out.path) : paths.run_dir() / out.path;
     absl::StatusOr<PathDigest> d = HashPath(p.string());
     if (!d.ok() || d->sha256 != out.sha256) return false;
   }
@@ -167,16 +167,15 @@ absl::Status Runner::Preflight() {
       const std::string path = paths_.Resolve(in.value);
       std::error_code ec;
       if (!fs::exists(path, ec)) {
-        return absl::NotFoundError(absl::StrCat(recipe_.path, ": stage \"", stages[i].name(),
-                                                "\" ", in.field, " ", in.value, ": ", path,
+        return absl::NotFoundError(absl::StrCat(recipe_.path, ": stage \"", stages[i].name(), "\" ",
+                                                in.field, " ", in.value, ": ", path,
                                                 " does not exist"));
       }
     }
   }
   std::error_code ec;
   if (fs::exists(paths_.run_dir(), ec) && !fs::is_directory(paths_.run_dir(), ec)) {
-    return absl::AlreadyExistsError(
-        absl::StrCat(o_.run_dir, ": exists and is not a directory"));
+    return absl::AlreadyExistsError(absl::StrCat(o_.run_dir, ": exists and is not a directory"));
   }
   return absl::OkStatus();
 }
@@ -206,11 +205,11 @@ void Runner::DryRun() {
       }
     }
     if (state != "up to date") will_run.insert(s.name());
-    absl::StatusOr<std::vector<std::string>> argv =
-        StageCommand(s, [&](const std::string& v) { return paths_.Resolve(v); },
-                     paths_.StageDir(s.name()).string(), o_.threads);
-    Progress(absl::StrFormat("%d/%d %s (%s): %s: %s", i + 1, stages.size(), s.name(),
-                             StageKind(s), state,
+    absl::StatusOr<std::vector<std::string>> argv = StageCommand(
+        s, [&](const std::string& v) { return paths_.Resolve(v); },
+        paths_.StageDir(s.name()).string(), o_.threads);
+    Progress(absl::StrFormat("%d/%d %s (%s): %s: %s", i + 1, stages.size(), s.name(), StageKind(s),
+                             state,
                              argv.ok() ? FormatArgv(*argv) : std::string(argv.status().message())));
   }
 }
@@ -301,8 +300,8 @@ absl::Status Runner::RunStage(int i) {
       if (absl::Status s = WriteProvenance(provenance_path, *old); !s.ok()) return fail(s);
       manifest_.stages.push_back(*old);
       ++summary_.skipped;
-      Progress(absl::StrFormat("%s: skipped (up to date, %.1f s when it ran)", where,
-                               old->seconds));
+      Progress(
+          absl::StrFormat("%s: skipped (up to date, %.1f s when it ran)", where, old->seconds));
       return WriteManifest();
     }
   }

@@ -33,8 +33,8 @@ using CommandRunner =
 struct RunOptions {
   std::string recipe_path;
   std::string run_dir;
-  std::string from;   // run this stage and the ones after it (earlier ones are left as they are)
-  std::string only;   // run only this stage
+  std::string from;      // run this stage and the ones after it (earlier ones are left as they are)
+  std::string only;      // run only this stage
   bool force = false;    // rerun the selected stages even when up to date
   bool dry_run = false;  // print the plan; write nothing
   int threads = 0;       // > 0: --threads for every command

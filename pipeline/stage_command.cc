@@ -278,7 +278,8 @@ absl::StatusOr<Json> StageMetrics(const proto::Stage& stage, const std::string& 
           CopyNumber(j, "loss", "final_loss", &m);
           CopyNumber(j, "step", "steps", &m);
           CopyNumber(j, "tokens_per_s", "tokens_per_s", &m);
-          if (auto t = j.find("tokens"); t != j.end() && t->is_number()) tokens += t->get<int64_t>();
+          if (auto t = j.find("tokens"); t != j.end() && t->is_number())
+            tokens += t->get<int64_t>();
         }
         CopyNumber(j, "eval_loss", "eval_loss", &m);
       }

@@ -13,32 +13,39 @@
 namespace retort {
 namespace {
 namespace fs = std::filesystem;
-using ::testing::HasSubstr;
-using ::testing::Not;
 using testing::CliHarness;
 using testing::CliRun;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 const char kRecipe[] = R"pb(# A small end-to-end recipe for the CLI test.
-name: "tiny-run"
-stage {
-  name: "init"
-  init { family: "llama" size: "tiny" seed: 1 dtype: "f32" }
-}
-stage {
-  name: "sft"
-  label: "student, SFT"
-  distill { student: "@init" data: "train.jsonl" max_steps: 3 seq_len: 64 batch_rows: 2 lr: 0.003 }
-  extra_args: "--quiet"
-}
-stage {
-  name: "gguf"
-  convert { model: "@sft" type: "f16" }
-}
-stage {
-  name: "eval_sft"
-  label: "student after SFT"
-  eval { model: "@sft" prompts: "heldout.jsonl" max_tokens: 6 }
-}
+                            name: "tiny-run"
+                            stage {
+                              name: "init"
+                              init { family: "llama" size: "tiny" seed: 1 dtype: "f32" }
+                            }
+                            stage {
+                              name: "sft"
+                              label: "student, SFT"
+                              distill {
+                                student: "@init"
+                                data: "train.jsonl"
+                                max_steps: 3
+                                seq_len: 64
+                                batch_rows: 2
+                                lr: 0.003
+                              }
+                              extra_args: "--quiet"
+                            }
+                            stage {
+                              name: "gguf"
+                              convert { model: "@sft" type: "f16" }
+                            }
+                            stage {
+                              name: "eval_sft"
+                              label: "student after SFT"
+                              eval { model: "@sft" prompts: "heldout.jsonl" max_tokens: 6 }
+                            }
 )pb";
 
 class RunCliTest : public ::testing::Test {
@@ -69,8 +76,8 @@ class RunCliTest : public ::testing::Test {
   }
   std::string Path(const std::string& rel) const { return (h_.root() / rel).string(); }
   CliRun Run(const std::string& extra = "") {
-    return h_.Exec("run " + Path("recipe.textproto") + " -o " + Path("run") +
-                   " --threads 2 " + extra);
+    return h_.Exec("run " + Path("recipe.textproto") + " -o " + Path("run") + " --threads 2 " +
+                   extra);
   }
   nlohmann::json Manifest() {
     return nlohmann::json::parse(ReadFileToString(Path("run/manifest.json")).value_or("null"));
@@ -98,10 +105,10 @@ TEST_F(RunCliTest, RunsSkipsAndRerunsWhatAnInputChangeAffects) {
 
   // The run directory contract.
   EXPECT_EQ(*ReadFileToString(Path("run/recipe.textproto")), kRecipe);
-  for (const char* f : {"init/final/config.json", "init/final/model.safetensors",
-                        "sft/final/model.safetensors", "sft/metrics.jsonl", "gguf/out.gguf",
-                        "eval_sft/result.json", "eval_sft/gen/summary.json",
-                        "sft/provenance.json", "sft/log.txt"}) {
+  for (const char* f :
+       {"init/final/config.json", "init/final/model.safetensors", "sft/final/model.safetensors",
+        "sft/metrics.jsonl", "gguf/out.gguf", "eval_sft/result.json", "eval_sft/gen/summary.json",
+        "sft/provenance.json", "sft/log.txt"}) {
     EXPECT_TRUE(fs::exists(Path("run/") + f)) << f;
   }
   nlohmann::json m = Manifest();
@@ -119,7 +126,8 @@ TEST_F(RunCliTest, RunsSkipsAndRerunsWhatAnInputChangeAffects) {
   EXPECT_EQ(nlohmann::json::parse(*ReadFileToString(Path("run/sft/provenance.json"))), sft);
   EXPECT_THAT(*ReadFileToString(Path("run/sft/log.txt")), HasSubstr("retort distill"));
 
-  nlohmann::json result = nlohmann::json::parse(*ReadFileToString(Path("run/eval_sft/result.json")));
+  nlohmann::json result =
+      nlohmann::json::parse(*ReadFileToString(Path("run/eval_sft/result.json")));
   EXPECT_EQ(result["total"], 5);
   EXPECT_GE(result["accuracy"].get<double>(), 0.0);
   EXPECT_LE(result["accuracy"].get<double>(), 1.0);
@@ -138,8 +146,10 @@ TEST_F(RunCliTest, RunsSkipsAndRerunsWhatAnInputChangeAffects) {
   // One more training example: the distill stage and everything after it
   // rerun, the init stage does not.
   std::string train = *ReadFileToString(Path("train.jsonl"));
-  Write("train.jsonl", train + R"({"messages":[{"role":"user","content":"7+8"},)"
-                               R"({"role":"assistant","content":"15"}]})" + "\n");
+  Write("train.jsonl", train +
+                           R"({"messages":[{"role":"user","content":"7+8"},)"
+                           R"({"role":"assistant","content":"15"}]})" +
+                           "\n");
   CliRun third = Run();
   ASSERT_EQ(third.code, 0) << third.err;
   EXPECT_THAT(Statuses(),
@@ -147,7 +157,8 @@ TEST_F(RunCliTest, RunsSkipsAndRerunsWhatAnInputChangeAffects) {
 }
 
 TEST_F(RunCliTest, BadRecipeFailsWithTheLineAndWritesNothing) {
-  Write("recipe.textproto", "name: \"bad\"\nstage {\n  name: \"init\"\n  init { sise: \"tiny\" }\n}\n");
+  Write("recipe.textproto",
+        "name: \"bad\"\nstage {\n  name: \"init\"\n  init { sise: \"tiny\" }\n}\n");
   CliRun r = Run();
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("retort run: error: "));

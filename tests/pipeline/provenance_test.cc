@@ -38,11 +38,11 @@ TEST(ProvenanceTest, StageRecordJsonHasTheContractFields) {
   Json j = SampleRecord().ToJson();
   std::vector<std::string> keys;
   for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
-  EXPECT_THAT(keys, ::testing::ElementsAre("name", "kind", "status", "fingerprint", "started",
-                                           "seconds", "settings", "inputs", "outputs", "metrics",
-                                           "label"));
-  EXPECT_EQ(j["inputs"][0].dump(), R"({"path":"generate/traces.jsonl","sha256":")" +
-                                       std::string(64, 'b') + R"("})");
+  EXPECT_THAT(keys,
+              ::testing::ElementsAre("name", "kind", "status", "fingerprint", "started", "seconds",
+                                     "settings", "inputs", "outputs", "metrics", "label"));
+  EXPECT_EQ(j["inputs"][0].dump(),
+            R"({"path":"generate/traces.jsonl","sha256":")" + std::string(64, 'b') + R"("})");
   EXPECT_EQ(j["outputs"][0]["bytes"], 3456789);
   StageRecord failed = SampleRecord();
   failed.status = "failed";
@@ -97,9 +97,17 @@ TEST(ProvenanceTest, ReadingRefusesMalformedFilesWithTheirName) {
 
 TEST(FingerprintTest, StableAndSensitiveToSettingsInputsAndVersion) {
   auto recipe = ParseRecipe(R"pb(
-    stage { name: "i" init {} }
-    stage { name: "d" label: "one" distill { student: "@i" data: "x.jsonl" lr: 0.001 } }
-  )pb", "r", RecipeSyntax::kText);
+                              stage {
+                                name: "i"
+                                init {}
+                              }
+                              stage {
+                                name: "d"
+                                label: "one"
+                                distill { student: "@i" data: "x.jsonl" lr: 0.001 }
+                              }
+                            )pb",
+                            "r", RecipeSyntax::kText);
   ASSERT_TRUE(recipe.ok()) << recipe.status();
   proto::Stage stage = recipe->stage(1);
   const std::vector<FileRecord> inputs = {{"i/final", std::string(64, '1'), -1},

@@ -13,34 +13,34 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 const char kGood[] = R"pb(
-name: "tiny"
-description: "init, distill, convert, eval"
-stage {
-  name: "init"
-  init { family: "llama" size: "tiny" seed: 3 }
-}
-stage {
-  name: "sft"
-  label: "student after SFT"
-  distill {
-    student: "@init"
-    data: "data/train.jsonl"
-    data: "@init/extra.jsonl"
-    max_steps: 4
-    lr: 0.0003
-    seq_len: 64
-    answers_only: true
+  name: "tiny"
+  description: "init, distill, convert, eval"
+  stage {
+    name: "init"
+    init { family: "llama" size: "tiny" seed: 3 }
   }
-  extra_args: "--quiet"
-}
-stage {
-  name: "gguf"
-  convert { model: "@sft" type: "q8_0" }
-}
-stage {
-  name: "eval-sft"
-  eval { model: "@sft" prompts: "/abs/heldout.jsonl" max_tokens: 32 }
-}
+  stage {
+    name: "sft"
+    label: "student after SFT"
+    distill {
+      student: "@init"
+      data: "data/train.jsonl"
+      data: "@init/extra.jsonl"
+      max_steps: 4
+      lr: 0.0003
+      seq_len: 64
+      answers_only: true
+    }
+    extra_args: "--quiet"
+  }
+  stage {
+    name: "gguf"
+    convert { model: "@sft" type: "q8_0" }
+  }
+  stage {
+    name: "eval-sft"
+    eval { model: "@sft" prompts: "/abs/heldout.jsonl" max_tokens: 32 }
+  }
 )pb";
 
 absl::StatusOr<proto::Recipe> Parse(const std::string& text) {
@@ -84,9 +84,9 @@ TEST(RecipeTest, ParsesJsonToTheSameMessage) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->SerializeAsString(), r->SerializeAsString());
 
-  absl::StatusOr<proto::Recipe> bad = ParseRecipe(
-      R"({"name": "x", "stage": [{"name": "a", "init": {"sise": "tiny"}}]})", "r.json",
-      RecipeSyntax::kJson);
+  absl::StatusOr<proto::Recipe> bad =
+      ParseRecipe(R"({"name": "x", "stage": [{"name": "a", "init": {"sise": "tiny"}}]})", "r.json",
+                  RecipeSyntax::kJson);
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("r.json"));
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("sise"));
@@ -198,14 +198,14 @@ TEST(StageCommandTest, BuildsEachCommandLine) {
                                  "--seed", "3"));
   auto sft = StageCommand(r->stage(1), resolve, "RUN/sft", 2);
   ASSERT_TRUE(sft.ok());
-  EXPECT_THAT(*sft, ElementsAre("distill", "<@init>", "--data", "<data/train.jsonl>",
-                                "<@init/extra.jsonl>", "--output", "RUN/sft", "--max-steps", "4",
-                                "--lr", "0.0003", "--seq-len", "64", "--answers-only",
-                                "--threads", "2", "--quiet"));
+  EXPECT_THAT(
+      *sft, ElementsAre("distill", "<@init>", "--data", "<data/train.jsonl>", "<@init/extra.jsonl>",
+                        "--output", "RUN/sft", "--max-steps", "4", "--lr", "0.0003", "--seq-len",
+                        "64", "--answers-only", "--threads", "2", "--quiet"));
   auto gguf = StageCommand(r->stage(2), resolve, "RUN/gguf", 0);
   ASSERT_TRUE(gguf.ok());
-  EXPECT_THAT(*gguf, ElementsAre("convert", "<@sft>", "RUN/gguf/out.gguf", "--to", "gguf",
-                                 "--type", "q8_0"));
+  EXPECT_THAT(*gguf, ElementsAre("convert", "<@sft>", "RUN/gguf/out.gguf", "--to", "gguf", "--type",
+                                 "q8_0"));
   auto eval = StageCommand(r->stage(3), resolve, "RUN/eval-sft", 0);
   ASSERT_TRUE(eval.ok());
   EXPECT_THAT(*eval, ElementsAre("generate", "<@sft>", "--prompts", "</abs/heldout.jsonl>",
@@ -215,24 +215,41 @@ TEST(StageCommandTest, BuildsEachCommandLine) {
 
 TEST(StageCommandTest, PruneQuantizeGenerate) {
   auto r = Parse(R"pb(
-    stage { name: "t" init {} }
-    stage { name: "g" generate { model: "@t" prompts: "p.jsonl" samples: 2 temperature: 0
-                                 max_batch: 32 keep: "correct" } }
-    stage { name: "p" prune { model: "@t" pattern: "2:4" calib: "c.txt" calib_samples: 8 } }
-    stage { name: "q" quantize { model: "@p" scheme: "int4-g32" method: "gptq" } }
+    stage {
+      name: "t"
+      init {}
+    }
+    stage {
+      name: "g"
+      generate {
+        model: "@t"
+        prompts: "p.jsonl"
+        samples: 2
+        temperature: 0
+        max_batch: 32
+        keep: "correct"
+      }
+    }
+    stage {
+      name: "p"
+      prune { model: "@t" pattern: "2:4" calib: "c.txt" calib_samples: 8 }
+    }
+    stage {
+      name: "q"
+      quantize { model: "@p" scheme: "int4-g32" method: "gptq" }
+    }
   )pb");
   ASSERT_TRUE(r.ok()) << r.status();
   InputResolver resolve = [](const std::string& v) { return v; };
   EXPECT_THAT(*StageCommand(r->stage(1), resolve, "R/g", 0),
-              ElementsAre("generate", "@t", "--prompts", "p.jsonl", "--output", "R/g",
-                          "--samples", "2", "--temperature", "0", "--keep", "correct",
-                          "--max-batch", "32"));
+              ElementsAre("generate", "@t", "--prompts", "p.jsonl", "--output", "R/g", "--samples",
+                          "2", "--temperature", "0", "--keep", "correct", "--max-batch", "32"));
   EXPECT_THAT(*StageCommand(r->stage(2), resolve, "R/p", 0),
               ElementsAre("prune", "@t", "R/p/final", "--pattern", "2:4", "--calib", "c.txt",
                           "--calib-samples", "8"));
-  EXPECT_THAT(*StageCommand(r->stage(3), resolve, "R/q", 0),
-              ElementsAre("quantize", "@p", "R/q/final", "--scheme", "int4-g32", "--method",
-                          "gptq"));
+  EXPECT_THAT(
+      *StageCommand(r->stage(3), resolve, "R/q", 0),
+      ElementsAre("quantize", "@p", "R/q/final", "--scheme", "int4-g32", "--method", "gptq"));
 }
 
 TEST(StageCommandTest, EvalResultFromGenerateSummary) {

@@ -25,15 +25,24 @@ using Json = nlohmann::json;
 
 // init -> sft (distill on data.jsonl) -> gguf (convert) -> eval.
 const char kRecipe[] = R"pb(
-name: "fake"
-stage { name: "init" init { size: "tiny" } }
-stage {
-  name: "sft"
-  label: "student, SFT"
-  distill { student: "@init" data: "data.jsonl" lr: 0.001 }
-}
-stage { name: "gguf" convert { model: "@sft" } }
-stage { name: "eval" eval { model: "@sft" prompts: "heldout.jsonl" } }
+  name: "fake"
+  stage {
+    name: "init"
+    init { size: "tiny" }
+  }
+  stage {
+    name: "sft"
+    label: "student, SFT"
+    distill { student: "@init" data: "data.jsonl" lr: 0.001 }
+  }
+  stage {
+    name: "gguf"
+    convert { model: "@sft" }
+  }
+  stage {
+    name: "eval"
+    eval { model: "@sft" prompts: "heldout.jsonl" }
+  }
 )pb";
 
 std::string Get(const std::vector<std::string>& argv, const std::string& flag) {
@@ -76,13 +85,13 @@ class FakeCommands {
       const fs::path out = Get(argv, "--output");
       fs::create_directories(out / "final");
       fs::create_directories(out / "checkpoint-0000004");
-      RETURN_IF_ERROR(WriteFileAtomically((out / "checkpoint-0000004/optimizer.bin").string(), "x"));
+      RETURN_IF_ERROR(
+          WriteFileAtomically((out / "checkpoint-0000004/optimizer.bin").string(), "x"));
       RETURN_IF_ERROR(WriteFileAtomically((out / "final/model.safetensors").string(), digest));
-      return WriteFileAtomically(
-          (out / "metrics.jsonl").string(),
-          "{\"step\":1,\"loss\":2.5,\"tokens\":100,\"tokens_per_s\":50}\n"
-          "{\"step\":2,\"loss\":1.5,\"tokens\":100,\"tokens_per_s\":60}\n"
-          "{\"step\":2,\"eval_loss\":1.75}\n");
+      return WriteFileAtomically((out / "metrics.jsonl").string(),
+                                 "{\"step\":1,\"loss\":2.5,\"tokens\":100,\"tokens_per_s\":50}\n"
+                                 "{\"step\":2,\"loss\":1.5,\"tokens\":100,\"tokens_per_s\":60}\n"
+                                 "{\"step\":2,\"eval_loss\":1.75}\n");
     }
     if (argv[0] == "generate") {
       const fs::path out = Get(argv, "--output");
@@ -216,8 +225,8 @@ TEST_F(RunnerTest, RunsEveryStageThenSkipsThemAll) {
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_TRUE(fake_.calls.empty());
   EXPECT_EQ(second->skipped, 4);
-  EXPECT_THAT(Statuses(), ElementsAre("init:skipped", "sft:skipped", "gguf:skipped",
-                                      "eval:skipped"));
+  EXPECT_THAT(Statuses(),
+              ElementsAre("init:skipped", "sft:skipped", "gguf:skipped", "eval:skipped"));
   EXPECT_THAT(progress_.str(), HasSubstr("2/4 sft: skipped (up to date"));
   // A skipped stage keeps the record of the run that made its outputs.
   EXPECT_EQ(ReadJson("run/manifest.json")["stages"][1]["started"], sft["started"]);
@@ -298,8 +307,9 @@ TEST_F(RunnerTest, FailingStageStopsTheRunAndLeavesNoFolder) {
 }
 
 TEST_F(RunnerTest, BadRecipeOrMissingInputFailsBeforeTouchingRunDir) {
-  WriteRecipe("stage { name: \"a\" distill { student: \"@b\" data: \"x\" } }\n"
-              "stage { name: \"b\" init {} }\n");
+  WriteRecipe(
+      "stage { name: \"a\" distill { student: \"@b\" data: \"x\" } }\n"
+      "stage { name: \"b\" init {} }\n");
   absl::StatusOr<RunSummary> r = Run();
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("r.textproto:1: stage \"a\""));
@@ -342,8 +352,7 @@ TEST_F(RunnerTest, FromAndOnlySelectStages) {
   EXPECT_THAT(Statuses(), ElementsAre("init:skipped", "sft:skipped", "gguf:done", "eval:done"));
   ASSERT_TRUE(Run("", "sft", /*force=*/true).ok());
   EXPECT_THAT(fake_.calls, ElementsAre("distill"));
-  EXPECT_THAT(Statuses(), ElementsAre("init:skipped", "sft:done", "gguf:skipped",
-                                      "eval:skipped"));
+  EXPECT_THAT(Statuses(), ElementsAre("init:skipped", "sft:done", "gguf:skipped", "eval:skipped"));
 }
 
 TEST_F(RunnerTest, OnlyALaterStageNeedsTheEarlierOutputs) {
