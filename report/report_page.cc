@@ -34,7 +34,13 @@ svg.chart { display: block; max-width: 100%; height: auto; margin: 8px 0; }
 .notes li { margin: 2px 0; }
 table.stages { border-collapse: collapse; width: 100%; font-size: 0.88em; }
 table.stages th, table.stages td { border: 1px solid #ddd; padding: 4px 6px; text-align: left;
-                                   vertical-align: top; overflow-wrap: anywhere; }
+                                   vertical-align: top; overflow-wrap: break-word; }
+table.stages td.metrics { font-size: 0.92em; }
+.metric { white-space: nowrap; }
+.table-wrap { overflow-x: auto; }
+table.stages td.label { min-width: 8em; max-width: 16em; }
+.notes h2 { margin-top: 0.5em; }
+td.nowrap { white-space: nowrap; }
 table.stages th { background: #f3f3f3; }
 td.num { text-align: right; white-space: nowrap; }
 .status-done { color: #1a7f37; }
@@ -42,7 +48,8 @@ td.num { text-align: right; white-space: nowrap; }
 .status-failed { color: #cf222e; font-weight: bold; }
 .status-other { color: #9a6700; }
 .empty { color: #888; font-style: italic; }
-details { margin: 6px 0; }
+details { margin: 6px 0 12px; }
+.stage-settings p, .stage-settings ul { margin: 4px 0; font-size: 0.9em; color: #444; }
 summary { cursor: pointer; }
 )css";
 
@@ -55,9 +62,8 @@ std::string StatusClass(const std::string& status) {
 
 // Metrics in a fixed order of interest, the rest alphabetically.
 std::vector<std::pair<std::string, double>> OrderedMetrics(const StageInfo& s) {
-  static const std::vector<std::string> kFirst = {"accuracy",    "correct",      "total",
-                                                  "final_loss",  "eval_loss",    "tokens_per_s",
-                                                  "model_bytes"};
+  static const std::vector<std::string> kFirst = {
+      "accuracy", "correct", "total", "final_loss", "eval_loss", "tokens_per_s", "model_bytes"};
   std::vector<std::pair<std::string, double>> out;
   for (const std::string& k : kFirst) {
     auto it = s.metrics.find(k);
@@ -71,7 +77,7 @@ std::vector<std::pair<std::string, double>> OrderedMetrics(const StageInfo& s) {
 
 std::string MetricValue(const std::string& key, double v) {
   if (key.find("bytes") != std::string::npos && std::isfinite(v)) {
-    return absl::StrCat(FormatBytes(v), " (", FormatNumber(v), ")");
+    return FormatBytes(v);
   }
   return FormatNumber(v);
 }
@@ -84,7 +90,8 @@ void Header(const RunInfo& run, std::string* out) {
     absl::StrAppend(out, "<dt>", E(key), "</dt><dd>", html, "</dd>\n");
   };
   fact("recipe", E(name));
-  if (!run.recipe_path.empty()) fact("recipe file", absl::StrCat("<code>", E(run.recipe_path), "</code>"));
+  if (!run.recipe_path.empty())
+    fact("recipe file", absl::StrCat("<code>", E(run.recipe_path), "</code>"));
   if (!run.recipe_sha256.empty()) {
     fact("recipe sha256", absl::StrCat("<code>", E(run.recipe_sha256), "</code>"));
   }
@@ -105,7 +112,8 @@ void Header(const RunInfo& run, std::string* out) {
 
 void Notes(const RunInfo& run, std::string* out) {
   if (run.notes.empty()) return;
-  absl::StrAppend(out, "<section id=\"notes\" class=\"notes\">\n<h2>Missing or incomplete</h2>\n<ul>\n");
+  absl::StrAppend(out,
+                  "<section id=\"notes\" class=\"notes\">\n<h2>Missing or incomplete</h2>\n<ul>\n");
   for (const std::string& n : run.notes) absl::StrAppend(out, "<li>", E(n), "</li>\n");
   absl::StrAppend(out, "</ul>\n</section>\n");
 }
@@ -113,21 +121,25 @@ void Notes(const RunInfo& run, std::string* out) {
 void LossSection(const RunInfo& run, std::string* out) {
   std::vector<Series> series;
   int color = 0;
+  bool any_eval = false;
   for (const StageInfo& s : run.stages) {
     if (!s.curves) continue;
     if (!s.curves->loss.empty()) {
       series.push_back({s.label, s.curves->steps, s.curves->loss, Series::Style::kLine, color});
     }
     if (!s.curves->eval_loss.empty()) {
-      series.push_back({absl::StrCat(s.label, " (eval loss)"), s.curves->eval_steps,
-                        s.curves->eval_loss, Series::Style::kPoints, color});
+      // Eval points share their stage's colour; one legend note explains the dots.
+      series.push_back({absl::StrCat(s.label, ": eval loss"), s.curves->eval_steps,
+                        s.curves->eval_loss, Series::Style::kPoints, color, false});
+      any_eval = true;
     }
     ++color;
   }
   absl::StrAppend(out, "<section id=\"loss\">\n<h2>Loss curves</h2>\n");
   if (series.empty()) {
-    absl::StrAppend(out, "<p class=\"empty\">No stage of this run has a metrics.jsonl with loss "
-                         "lines.</p>\n");
+    absl::StrAppend(out,
+                    "<p class=\"empty\">No stage of this run has a metrics.jsonl with loss "
+                    "lines.</p>\n");
   }
   ChartOptions o;
   o.id = "loss-chart";
@@ -137,6 +149,7 @@ void LossSection(const RunInfo& run, std::string* out) {
   o.width = kChartWidth;
   o.height = 380;
   o.margin_right = 260;
+  if (any_eval) o.legend_note = "dots: eval loss (stage colour)";
   absl::StrAppend(out, LineChart(o, series), "</section>\n");
 }
 
@@ -187,7 +200,8 @@ void TradeoffSection(const RunInfo& run, std::string* out) {
   }
   absl::StrAppend(out, "<section id=\"tradeoff\">\n<h2>Size / quality trade-off</h2>\n");
   if (points.empty()) {
-    absl::StrAppend(out, "<p class=\"empty\">No eval stage has both accuracy and model_bytes.</p>\n");
+    absl::StrAppend(out,
+                    "<p class=\"empty\">No eval stage has both accuracy and model_bytes.</p>\n");
   }
   ChartOptions o;
   o.id = "tradeoff-chart";
@@ -209,21 +223,26 @@ void StagesTable(const RunInfo& run, std::string* out) {
     return;
   }
   absl::StrAppend(out,
-                  "<table class=\"stages\">\n<thead><tr><th>name</th><th>label</th><th>kind</th>"
+                  "<div class=\"table-wrap\">\n<table "
+                  "class=\"stages\">\n<thead><tr><th>name</th><th>label</th><th>kind</th>"
                   "<th>status</th><th>seconds</th><th>metrics</th><th>outputs</th></tr></thead>\n"
                   "<tbody>\n");
   for (const StageInfo& s : run.stages) {
-    absl::StrAppend(out, "<tr class=\"stage\"><td><code>", E(s.name), "</code></td><td>",
-                    E(s.label), "</td><td>", E(s.kind), "</td><td class=\"",
-                    StatusClass(s.status), "\">", E(s.status.empty() ? "?" : s.status));
+    absl::StrAppend(out, "<tr class=\"stage\"><td><code>", E(s.name),
+                    "</code></td><td class=\"label\">", E(s.label), "</td><td class=\"nowrap\">",
+                    E(s.kind), "</td><td class=\"", StatusClass(s.status), " nowrap\">",
+                    E(s.status.empty() ? "?" : s.status));
     if (!s.error.empty()) absl::StrAppend(out, "<br><small>", E(s.error), "</small>");
-    absl::StrAppend(out, "</td><td class=\"num\">",
-                    s.seconds ? E(FormatNumber(*s.seconds, 4)) : "", "</td><td>");
+    absl::StrAppend(out, "</td><td class=\"num\">", s.seconds ? E(FormatNumber(*s.seconds, 4)) : "",
+                    "</td><td class=\"metrics\">");
     std::vector<std::string> metrics;
     for (const auto& [k, v] : OrderedMetrics(s)) {
-      metrics.push_back(absl::StrCat(E(k), " = ", E(MetricValue(k, v))));
+      metrics.push_back(
+          absl::StrCat("<span class=\"metric\">", E(k), " = ", E(MetricValue(k, v)), "</span>"));
     }
-    if (!s.model.empty()) metrics.push_back(absl::StrCat("model = ", E(s.model)));
+    if (!s.model.empty()) {
+      metrics.push_back(absl::StrCat("<span class=\"metric\">model = ", E(s.model), "</span>"));
+    }
     absl::StrAppend(out, absl::StrJoin(metrics, "<br>"), "</td><td>");
     std::vector<std::string> outputs;
     for (const StageFile& f : s.outputs) {
@@ -232,16 +251,18 @@ void StagesTable(const RunInfo& run, std::string* out) {
     }
     absl::StrAppend(out, absl::StrJoin(outputs, "<br>"), "</td></tr>\n");
   }
-  absl::StrAppend(out, "</tbody>\n</table>\n</section>\n");
+  absl::StrAppend(out, "</tbody>\n</table>\n</div>\n</section>\n");
 }
 
 void ConfigSection(const RunInfo& run, std::string* out) {
-  absl::StrAppend(out, "<section id=\"config\">\n<h2>Configuration</h2>\n<h3>recipe.textproto</h3>\n");
+  absl::StrAppend(out,
+                  "<section id=\"config\">\n<h2>Configuration</h2>\n<h3>recipe.textproto</h3>\n");
   if (run.recipe_text) {
     absl::StrAppend(out, "<pre class=\"recipe\">", E(*run.recipe_text), "</pre>\n");
   } else {
-    absl::StrAppend(out, "<p class=\"empty\">recipe.textproto is missing from the run "
-                         "directory.</p>\n");
+    absl::StrAppend(out,
+                    "<p class=\"empty\">recipe.textproto is missing from the run "
+                    "directory.</p>\n");
   }
   absl::StrAppend(out, "<h3>Stage settings</h3>\n");
   for (const StageInfo& s : run.stages) {
@@ -253,9 +274,10 @@ void ConfigSection(const RunInfo& run, std::string* out) {
     if (!s.inputs.empty()) {
       absl::StrAppend(out, "<p>inputs:</p>\n<ul>\n");
       for (const StageFile& f : s.inputs) {
-        absl::StrAppend(out, "<li><code>", E(f.path), "</code>",
-                        f.sha256.empty() ? "" : absl::StrCat(" <small>sha256 ", E(f.sha256), "</small>"),
-                        "</li>\n");
+        absl::StrAppend(
+            out, "<li><code>", E(f.path), "</code>",
+            f.sha256.empty() ? "" : absl::StrCat(" <small>sha256 ", E(f.sha256), "</small>"),
+            "</li>\n");
       }
       absl::StrAppend(out, "</ul>\n");
     }
@@ -301,8 +323,8 @@ absl::StatusOr<ReportResult> WriteReport(const std::string& run_dir, const std::
   const std::string html = BuildReportPage(run);
   absl::Status written = WriteFileAtomically(result.path, html);
   if (!written.ok()) {
-    return absl::Status(written.code(),
-                        absl::StrCat("writing the report to ", result.path, ": ", written.message()));
+    return absl::Status(written.code(), absl::StrCat("writing the report to ", result.path, ": ",
+                                                     written.message()));
   }
   result.bytes = html.size();
   result.notes = std::move(run.notes);

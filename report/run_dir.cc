@@ -69,8 +69,7 @@ bool SafeFolderName(const std::string& name) {
          name.find('\\') == std::string::npos && name.find('\0') == std::string::npos;
 }
 
-void ReadCurves(const std::string& path, const StageInfo& stage, RunInfo* run,
-                StageInfo* out) {
+void ReadCurves(const std::string& path, const StageInfo& stage, RunInfo* run, StageInfo* out) {
   std::error_code ec;
   if (!fs::exists(path, ec)) {
     if (stage.is_distill()) {
@@ -198,20 +197,21 @@ double RunInfo::TotalSeconds() const {
 absl::StatusOr<RunInfo> LoadRunDir(const std::string& run_dir) {
   std::error_code ec;
   if (!fs::is_directory(run_dir, ec)) {
-    return absl::NotFoundError(absl::StrCat(run_dir, " is not a directory (expected a RUN_DIR "
-                                                     "written by retort run)"));
+    return absl::NotFoundError(absl::StrCat(run_dir,
+                                            " is not a directory (expected a RUN_DIR "
+                                            "written by retort run)"));
   }
   const std::string manifest = (fs::path(run_dir) / "manifest.json").string();
   if (!fs::exists(manifest, ec)) {
-    return absl::NotFoundError(absl::StrCat(
-        "no manifest.json in ", run_dir, " (expected ", manifest,
-        ", written by retort run; is this a run directory?)"));
+    return absl::NotFoundError(absl::StrCat("no manifest.json in ", run_dir, " (expected ",
+                                            manifest,
+                                            ", written by retort run; is this a run directory?)"));
   }
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(manifest));
   const Json j = ParseJson(text);
   if (!j.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(manifest, " is not a JSON object (a partial write, or not a retort manifest)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        manifest, " is not a JSON object (a partial write, or not a retort manifest)"));
   }
   RunInfo run;
   run.run_dir = run_dir;
@@ -234,7 +234,8 @@ absl::StatusOr<RunInfo> LoadRunDir(const std::string& run_dir) {
     if (recipe.ok()) {
       run.recipe_text = *std::move(recipe);
     } else {
-      run.notes.push_back(absl::StrCat("cannot read ", recipe_file, ": ", recipe.status().message()));
+      run.notes.push_back(
+          absl::StrCat("cannot read ", recipe_file, ": ", recipe.status().message()));
     }
   } else {
     run.notes.push_back(absl::StrCat("no recipe.textproto in ", run_dir));

@@ -33,30 +33,40 @@ std::string Px(double v) { return absl::StrFormat("%.1f", v); }
 
 std::string Esc(const std::string& s) { return EscapeHtml(s); }
 
-size_t CharsThatFit(double px) { return px <= kCharWidthPx ? 1 : static_cast<size_t>(px / kCharWidthPx); }
+size_t CharsThatFit(double px) {
+  return px <= kCharWidthPx ? 1 : static_cast<size_t>(px / kCharWidthPx);
+}
 
 std::string TickLabel(double v, TickFormat format) {
   if (std::fabs(v) < 1e-12) v = 0;  // -0 and rounding residue print as 0
-  if (format == TickFormat::kBytes) return FormatBytes(v);
+  if (format == TickFormat::kBytes) {
+    // Tick values are round numbers: "2 MB", "500 kB", "10 MB".
+    static constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB"};
+    int unit = 0;
+    while (std::fabs(v) >= 1000 && unit < 4) {
+      v /= 1000;
+      ++unit;
+    }
+    return absl::StrCat(FormatNumber(v, 3), " ", kUnits[unit]);
+  }
   return FormatNumber(v, 4);
 }
 
 bool Finite(double v) { return std::isfinite(v); }
 
 std::string SvgOpen(const ChartOptions& o, const std::string& kind) {
-  std::string out = absl::StrCat(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart ", kind, "\"",
-      o.id.empty() ? "" : absl::StrCat(" id=\"", Esc(o.id), "\""), " width=\"", o.width,
-      "\" height=\"", o.height, "\" viewBox=\"0 0 ", o.width, " ", o.height,
-      "\" role=\"img\" aria-label=\"", Esc(o.title), "\">\n");
+  std::string out =
+      absl::StrCat("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart ", kind, "\"",
+                   o.id.empty() ? "" : absl::StrCat(" id=\"", Esc(o.id), "\""), " width=\"",
+                   o.width, "\" height=\"", o.height, "\" viewBox=\"0 0 ", o.width, " ", o.height,
+                   "\" role=\"img\" aria-label=\"", Esc(o.title), "\">\n");
   absl::StrAppend(&out, "<title>", Esc(o.title), "</title>\n");
   absl::StrAppend(&out, "<rect class=\"background\" x=\"0\" y=\"0\" width=\"", o.width,
                   "\" height=\"", o.height, "\" fill=\"#ffffff\"/>\n");
   if (!o.title.empty()) {
     absl::StrAppend(&out, "<text class=\"chart-title\" x=\"", Px(o.width / 2.0),
                     "\" y=\"20\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">",
-                    Esc(TruncateText(o.title, CharsThatFit(o.width * 0.9) * 10 / 12)),
-                    "</text>\n");
+                    Esc(TruncateText(o.title, CharsThatFit(o.width * 0.9) * 10 / 12)), "</text>\n");
   }
   return out;
 }
@@ -85,9 +95,9 @@ void XAxis(const Scale& scale, const std::vector<double>& ticks, const Frame& f,
                     "\" text-anchor=\"middle\">", Esc(TickLabel(t, fmt)), "</text>\n");
   }
   if (!label.empty()) {
-    absl::StrAppend(out, "<text class=\"axis-label\" x=\"", Px((f.left + f.right) / 2),
-                    "\" y=\"", Px(f.bottom + 38), "\" text-anchor=\"middle\" font-size=\"12\">",
-                    Esc(label), "</text>\n");
+    absl::StrAppend(out, "<text class=\"axis-label\" x=\"", Px((f.left + f.right) / 2), "\" y=\"",
+                    Px(f.bottom + 38), "\" text-anchor=\"middle\" font-size=\"12\">", Esc(label),
+                    "</text>\n");
   }
   absl::StrAppend(out, "</g>\n");
 }
@@ -100,15 +110,15 @@ void YAxis(const Scale& scale, const std::vector<double>& ticks, const Frame& f,
     const std::string y = Px(scale.Map(t));
     absl::StrAppend(out, "<line class=\"grid\" x1=\"", Px(f.left - 4), "\" y1=\"", y, "\" x2=\"",
                     Px(f.right), "\" y2=\"", y, "\" stroke=\"#e3e3e3\"/>\n");
-    absl::StrAppend(out, "<text class=\"tick\" x=\"", Px(f.left - 7), "\" y=\"", Px(scale.Map(t) + 4),
-                    "\" text-anchor=\"end\">", Esc(TickLabel(t, TickFormat::kNumber)),
-                    "</text>\n");
+    absl::StrAppend(out, "<text class=\"tick\" x=\"", Px(f.left - 7), "\" y=\"",
+                    Px(scale.Map(t) + 4), "\" text-anchor=\"end\">",
+                    Esc(TickLabel(t, TickFormat::kNumber)), "</text>\n");
   }
   if (!label.empty()) {
     const double cy = (f.top + f.bottom) / 2;
     absl::StrAppend(out, "<text class=\"axis-label\" x=\"14\" y=\"", Px(cy),
-                    "\" text-anchor=\"middle\" font-size=\"12\" transform=\"rotate(-90 14 ",
-                    Px(cy), ")\">", Esc(label), "</text>\n");
+                    "\" text-anchor=\"middle\" font-size=\"12\" transform=\"rotate(-90 14 ", Px(cy),
+                    ")\">", Esc(label), "</text>\n");
   }
   absl::StrAppend(out, "</g>\n");
 }
@@ -198,8 +208,10 @@ std::vector<double> LinearTicks(double lo, double hi, int target) {
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   const double norm = raw / mag;
   // Thresholds at the geometric means of 1, 2, 5, 10 pick the nearest step.
-  const double step =
-      mag * (norm >= std::sqrt(50.0) ? 10 : norm >= std::sqrt(10.0) ? 5 : norm >= std::sqrt(2.0) ? 2 : 1);
+  const double step = mag * (norm >= std::sqrt(50.0)   ? 10
+                             : norm >= std::sqrt(10.0) ? 5
+                             : norm >= std::sqrt(2.0)  ? 2
+                                                       : 1);
   const double first = std::floor(lo / step + 1e-9);
   const double last = std::ceil(hi / step - 1e-9);
   std::vector<double> ticks;
@@ -227,14 +239,15 @@ std::vector<double> LogTicks(double lo, double hi) {
 
 bool WantsLogScale(const std::vector<double>& values) {
   double lo, hi;
-  if (!Range(values, [](double v) { return Finite(v) && v > 0; }, &lo, &hi)) return false;
+  if (!Range(
+          values, [](double v) { return Finite(v) && v > 0; }, &lo, &hi))
+    return false;
   return hi > 10 * lo;
 }
 
 std::string PaletteColor(int i) {
-  static constexpr const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
-                                             "#9467bd", "#8c564b", "#e377c2", "#17becf",
-                                             "#7f7f7f", "#bcbd22"};
+  static constexpr const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                                             "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"};
   constexpr int n = sizeof(kPalette) / sizeof(kPalette[0]);
   return kPalette[((i % n) + n) % n];
 }
@@ -280,10 +293,9 @@ std::string LineChart(const ChartOptions& o, const std::vector<Series>& series) 
           if (!points.empty()) points += ' ';
           absl::StrAppend(&points, Px(px), ",", Px(py));
         }
-        absl::StrAppend(&out, "<polyline class=\"series\" points=\"", points,
-                        "\" fill=\"none\" stroke=\"", color,
-                        "\" stroke-width=\"1.8\" stroke-linejoin=\"round\">", title,
-                        "</polyline>\n");
+        absl::StrAppend(
+            &out, "<polyline class=\"series\" points=\"", points, "\" fill=\"none\" stroke=\"",
+            color, "\" stroke-width=\"1.8\" stroke-linejoin=\"round\">", title, "</polyline>\n");
       } else {
         absl::StrAppend(&out, "<g class=\"points\" fill=\"", color, "\">\n");
         for (const auto& [px, py] : pts) {
@@ -294,26 +306,33 @@ std::string LineChart(const ChartOptions& o, const std::vector<Series>& series) 
       }
     }
   }
-  // Legend in the right margin, one row per series.
+  // Legend in the right margin, one row per series shown there.
   const double legend_width = o.width - f.right - 16;
-  if (legend_width >= 40 && !series.empty()) {
+  if (legend_width >= 40) {
     absl::StrAppend(&out, "<g class=\"legend\" font-size=\"12\">\n");
+    const double x = f.right + 12;
+    double y = f.top + 8;
     for (size_t si = 0; si < series.size(); ++si) {
       const Series& s = series[si];
+      if (!s.in_legend) continue;
       const std::string color = PaletteColor(s.color >= 0 ? s.color : static_cast<int>(si));
-      const double y = f.top + 8 + 18 * static_cast<double>(si);
-      const double x = f.right + 12;
       if (s.style == Series::Style::kLine) {
         absl::StrAppend(&out, "<line class=\"legend-swatch\" x1=\"", Px(x), "\" y1=\"", Px(y),
                         "\" x2=\"", Px(x + 18), "\" y2=\"", Px(y), "\" stroke=\"", color,
                         "\" stroke-width=\"2.5\"/>\n");
       } else {
-        absl::StrAppend(&out, "<circle class=\"legend-swatch\" cx=\"", Px(x + 9), "\" cy=\"",
-                        Px(y), "\" r=\"3.5\" fill=\"", color, "\"/>\n");
+        absl::StrAppend(&out, "<circle class=\"legend-swatch\" cx=\"", Px(x + 9), "\" cy=\"", Px(y),
+                        "\" r=\"3.5\" fill=\"", color, "\"/>\n");
       }
-      absl::StrAppend(&out, "<text class=\"legend-label\" x=\"", Px(x + 24), "\" y=\"",
-                      Px(y + 4), "\">", Esc(TruncateText(s.label, CharsThatFit(legend_width - 24))),
-                      "<title>", Esc(s.label), "</title></text>\n");
+      absl::StrAppend(&out, "<text class=\"legend-label\" x=\"", Px(x + 24), "\" y=\"", Px(y + 4),
+                      "\">", Esc(TruncateText(s.label, CharsThatFit(legend_width - 24))), "<title>",
+                      Esc(s.label), "</title></text>\n");
+      y += 18;
+    }
+    if (!o.legend_note.empty()) {
+      absl::StrAppend(&out, "<text class=\"legend-note\" x=\"", Px(x), "\" y=\"", Px(y + 8),
+                      "\" fill=\"#666666\">",
+                      Esc(TruncateText(o.legend_note, CharsThatFit(legend_width))), "</text>\n");
     }
     absl::StrAppend(&out, "</g>\n");
   }
@@ -360,8 +379,8 @@ std::string BarChart(const ChartOptions& o, const std::vector<Bar>& bars) {
     const double x0 = std::min(zero, end), w = std::fabs(end - zero);
     const std::string color = PaletteColor(static_cast<int>(i));
     absl::StrAppend(&out, "<rect class=\"bar\" x=\"", Px(x0), "\" y=\"", Px(top), "\" width=\"",
-                    Px(w), "\" height=\"", Px(h), "\" fill=\"", color, "\"><title>",
-                    Esc(b.label), ": ", Esc(FormatNumber(b.value)), "</title></rect>\n");
+                    Px(w), "\" height=\"", Px(h), "\" fill=\"", color, "\"><title>", Esc(b.label),
+                    ": ", Esc(FormatNumber(b.value)), "</title></rect>\n");
     // The value sits after the bar's end, or inside it when the bar reaches the frame.
     const bool inside = end > f.right - 48;
     absl::StrAppend(&out, "<text class=\"bar-value\" x=\"", Px(inside ? end - 4 : end + 4),
@@ -410,9 +429,8 @@ std::string ScatterChart(const ChartOptions& o, const std::vector<LabelledPoint>
     // Labels go right of their point, or left of it in the right part of the plot.
     const bool left = px > f.left + f.width() * 0.6;
     const double room = left ? px - f.left - 10 : f.right - px - 10;
-    absl::StrAppend(&out, "<text class=\"point-label\" x=\"", Px(left ? px - 8 : px + 8),
-                    "\" y=\"", Px(py - 7), "\" font-size=\"11\"",
-                    left ? " text-anchor=\"end\"" : "", ">",
+    absl::StrAppend(&out, "<text class=\"point-label\" x=\"", Px(left ? px - 8 : px + 8), "\" y=\"",
+                    Px(py - 7), "\" font-size=\"11\"", left ? " text-anchor=\"end\"" : "", ">",
                     Esc(TruncateText(p.label, CharsThatFit(std::max(room, 60.0)))), "</text>\n");
   }
   absl::StrAppend(&out, "</svg>\n");

@@ -67,11 +67,15 @@ struct ChartOptions {
   double margin_bottom = 52;
   bool log_x = false;
   TickFormat x_format = TickFormat::kNumber;
-  // Optional fixed y domain (both set and lo < hi): used as is, no nicening.
+  // Optional fixed value domain (fixed_y and y_min < y_max): the y axis, or
+  // the value axis of a bar chart, spans at least [y_min, y_max] and is not
+  // widened to nice ticks.
   double y_min = 0, y_max = 0;
   bool fixed_y = false;
   // The id attribute of the <svg> (empty: none).
   std::string id;
+  // LineChart: a last, grey legend row (e.g. "dots: eval loss").
+  std::string legend_note;
 };
 
 // One line (or set of markers) of a line chart.
@@ -82,6 +86,8 @@ struct Series {
   Style style = Style::kLine;
   // Index into the palette; -1 picks the series' position.
   int color = -1;
+  // False: no legend row (e.g. eval points drawn in their training line's colour).
+  bool in_legend = true;
 };
 
 // Lines as <polyline class="series">, a line with a single drawable point and

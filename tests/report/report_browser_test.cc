@@ -74,7 +74,8 @@ class ReportBrowserTest : public ::testing::Test {
     const std::string cmd = "timeout 120 " + chromium_ +
                             " --headless --no-sandbox --disable-gpu --no-first-run"
                             " --disable-dev-shm-usage --enable-logging=stderr --v=0"
-                            " --user-data-dir=" + profile.string() + " " + args + " 'file://" +
+                            " --user-data-dir=" +
+                            profile.string() + " " + args + " 'file://" +
                             fs::absolute(page).string() + "' >" + out.string() + " 2>" +
                             err.string();
     const int status = std::system(cmd.c_str());
@@ -114,6 +115,24 @@ std::vector<std::string> PageErrors(const std::string& log) {
     }
   }
   return out;
+}
+
+// The error check above must see errors when there are some: a page with a
+// script error and a load its CSP blocks.
+TEST_F(ReportBrowserTest, PageErrorsAreSeen) {
+  const fs::path page = harness_.root() / "broken.html";
+  ASSERT_TRUE(
+      WriteFileAtomically(page.string(),
+                          "<!DOCTYPE html><html><head><meta http-equiv=\"Content-Security-Policy\" "
+                          "content=\"default-src 'none'; script-src 'unsafe-inline'\"></head><body>"
+                          "<img src=\"http://192.0.2.1/x.png\"><script>no_such_function()</script>"
+                          "</body></html>")
+          .ok());
+  const BrowserRun r = Chromium("--dump-dom", page);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::vector<std::string> errors = PageErrors(r.err);
+  EXPECT_THAT(errors, ::testing::Contains(HasSubstr("no_such_function")));
+  EXPECT_THAT(errors, ::testing::Contains(HasSubstr("Content Security Policy")));
 }
 
 TEST_F(ReportBrowserTest, DumpDomHasTheChartsAndNoError) {
@@ -200,8 +219,8 @@ TEST_F(ReportBrowserTest, RenderedChartsHaveVisibleMarks) {
   const size_t end = r.out.find("</pre>", begin);
   std::string text = r.out.substr(begin + open.size(), end - begin - open.size());
   // Serialised text content escapes &, < and >; the JSON has none of them unescaped.
-  for (const auto& [from, to] : {std::pair<std::string, std::string>{"&lt;", "<"},
-                                 {"&gt;", ">"}, {"&amp;", "&"}}) {
+  for (const auto& [from, to] :
+       {std::pair<std::string, std::string>{"&lt;", "<"}, {"&gt;", ">"}, {"&amp;", "&"}}) {
     for (size_t p = text.find(from); p != std::string::npos; p = text.find(from, p + 1)) {
       text.replace(p, from.size(), to);
     }

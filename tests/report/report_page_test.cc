@@ -99,7 +99,9 @@ TEST_F(ReportPageTest, AllSectionsAndCharts) {
   EXPECT_EQ(Count(loss, "<polyline class=\"series\""), testing::kFixtureDistillStages);
   EXPECT_EQ(Count(loss, "<circle class=\"point\""),
             testing::kFixtureDistillStages * testing::kFixtureEvalPointsPerStage);
-  EXPECT_THAT(loss, HasSubstr("student, answers only (eval loss)"));
+  EXPECT_THAT(loss, HasSubstr("<title>student, answers only: eval loss</title>"));
+  EXPECT_EQ(Count(loss, "class=\"legend-label\""), testing::kFixtureDistillStages);
+  EXPECT_THAT(loss, HasSubstr("dots: eval loss"));
 
   const std::string acc = Section(html, "accuracy");
   EXPECT_EQ(Count(acc, "<rect class=\"bar\""), testing::kFixtureEvalStages);
@@ -116,7 +118,7 @@ TEST_F(ReportPageTest, AllSectionsAndCharts) {
   EXPECT_EQ(Count(stages, "<tr class=\"stage\">"), 10);
   EXPECT_THAT(stages, HasSubstr("accuracy = 0.81"));
   EXPECT_THAT(stages, HasSubstr("3.46 MB"));
-  EXPECT_THAT(stages, HasSubstr("class=\"status-skipped\""));
+  EXPECT_THAT(stages, HasSubstr("class=\"status-skipped nowrap\""));
 
   const std::string config = Section(html, "config");
   EXPECT_THAT(config, HasSubstr("name: &quot;arith-r1-mini&quot;"));
@@ -150,9 +152,10 @@ TEST_F(ReportPageTest, PartialRunSaysWhatIsMissing) {
   const std::string html = Page(opt);
   const std::string notes = Section(html, "notes");
   ASSERT_FALSE(notes.empty());
-  EXPECT_THAT(notes, HasSubstr("stage &quot;eval_int4&quot; failed: quantize_int4/final: no such file"));
+  EXPECT_THAT(notes,
+              HasSubstr("stage &quot;eval_int4&quot; failed: quantize_int4/final: no such file"));
   EXPECT_THAT(notes, HasSubstr("distill stage &quot;distill_answers&quot; has no metrics.jsonl"));
-  EXPECT_THAT(html, HasSubstr("class=\"status-failed\""));
+  EXPECT_THAT(html, HasSubstr("class=\"status-failed nowrap\""));
   // One loss curve left; the failed eval stage has an n/a bar and no point.
   EXPECT_EQ(Count(Section(html, "loss"), "<polyline class=\"series\""), 1);
   EXPECT_EQ(Count(Section(html, "accuracy"), "<rect class=\"bar\""), 4);
@@ -195,7 +198,8 @@ TEST_F(ReportPageTest, DamagedFilesAreNotedNotFatal) {
   absl::StatusOr<RunInfo> run = LoadRunDir((root_ / "run").string());
   ASSERT_TRUE(run.ok()) << run.status();
   ASSERT_GE(run->notes.size(), 2u);
-  EXPECT_THAT(run->notes[0], HasSubstr("metrics.jsonl: 1 unreadable line skipped (first: line 23)"));
+  EXPECT_THAT(run->notes[0],
+              HasSubstr("metrics.jsonl: 1 unreadable line skipped (first: line 23)"));
   EXPECT_THAT(run->notes[1], HasSubstr("result.json is not a JSON object"));
   EXPECT_EQ(run->stages[2].curves->loss.size(), 20u);
 }

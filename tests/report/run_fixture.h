@@ -20,10 +20,10 @@ inline constexpr char kEvilLabel[] =
 inline constexpr char kEvilSetting[] = "</pre><script>alert(2)</script>";
 
 struct RunFixtureOptions {
-  bool evil_label = true;   // the traces student's label is kEvilLabel
-  bool failed_stage = false;  // eval_int4 failed (no result.json)
+  bool evil_label = true;           // the traces student's label is kEvilLabel
+  bool failed_stage = false;        // eval_int4 failed (no result.json)
   bool drop_metrics_jsonl = false;  // distill_answers has no metrics.jsonl
-  bool no_eval = false;       // the run has no eval stages
+  bool no_eval = false;             // the run has no eval stages
 };
 
 inline void WriteText(const std::filesystem::path& p, const std::string& text) {
@@ -45,8 +45,8 @@ inline void WriteRunFixture(const std::filesystem::path& dir, const RunFixtureOp
             "stage { name: \"distill_traces\" distill { steps: 20 lr: 0.001 } }\n"
             "# a comment with <b>markup</b> & an ampersand\n");
   Json stages = Json::array();
-  const auto stage = [](const std::string& name, const std::string& kind,
-                        const std::string& status, double seconds) {
+  const auto stage = [](const std::string& name, const std::string& kind, const std::string& status,
+                        double seconds) {
     return Json{{"name", name},
                 {"kind", kind},
                 {"status", status},
@@ -62,31 +62,35 @@ inline void WriteRunFixture(const std::filesystem::path& dir, const RunFixtureOp
   Json gen = stage("generate", "generate", "done", 41.5);
   gen["started"] = "2026-11-23T20:58:00Z";
   gen["settings"] = {{"teacher", "models/arith-teacher"}, {"samples", 4}, {"temperature", 0.6}};
-  gen["outputs"] = Json::array({{{"path", "generate/traces.jsonl"}, {"sha256", std::string(64, 'b')},
-                                 {"bytes", 45678}}});
+  gen["outputs"] = Json::array(
+      {{{"path", "generate/traces.jsonl"}, {"sha256", std::string(64, 'b')}, {"bytes", 45678}}});
   stages.push_back(gen);
   Json verify = stage("verify", "verify", "skipped", 0.2);
-  verify["inputs"] = Json::array({{{"path", "generate/traces.jsonl"}, {"sha256", std::string(64, 'b')}}});
+  verify["inputs"] =
+      Json::array({{{"path", "generate/traces.jsonl"}, {"sha256", std::string(64, 'b')}}});
   stages.push_back(verify);
 
   // Two distill stages with decaying loss curves and two eval points each.
   const char* distill_names[] = {"distill_traces", "distill_answers"};
   for (int d = 0; d < 2; ++d) {
     Json s = stage(distill_names[d], "distill", "done", 93.2 + d);
-    s["label"] = d == 0 ? (opt.evil_label ? std::string(kEvilLabel) : "student, distilled on traces")
-                        : std::string("student, answers only");
+    s["label"] = d == 0
+                     ? (opt.evil_label ? std::string(kEvilLabel) : "student, distilled on traces")
+                     : std::string("student, answers only");
     s["settings"] = {{"steps", 20}, {"lr", 0.001}, {"note", kEvilSetting}};
-    s["metrics"] = {{"final_loss", 0.4 + 0.3 * d}, {"eval_loss", 0.45 + 0.3 * d},
-                    {"tokens_per_s", 15000}};
+    s["metrics"] = {
+        {"final_loss", 0.4 + 0.3 * d}, {"eval_loss", 0.45 + 0.3 * d}, {"tokens_per_s", 15000}};
     s["outputs"] = Json::array({{{"path", std::string(distill_names[d]) + "/final"},
-                                 {"sha256", std::string(64, 'c')}, {"bytes", 3456789}}});
+                                 {"sha256", std::string(64, 'c')},
+                                 {"bytes", 3456789}}});
     stages.push_back(s);
     if (d == 1 && opt.drop_metrics_jsonl) continue;
     std::string lines;
     for (int step = 1; step <= 20; ++step) {
       const double loss = 2.5 * std::exp(-0.15 * step) + 0.3 + 0.3 * d;
-      lines += Json{{"step", step}, {"loss", loss}, {"lr", 0.001}, {"grad_norm", 1.0},
-                    {"tokens", 512 * step}, {"tokens_per_s", 15000.0}, {"elapsed_s", 0.5 * step}}
+      lines += Json{{"step", step},           {"loss", loss},         {"lr", 0.001},
+                    {"grad_norm", 1.0},       {"tokens", 512 * step}, {"tokens_per_s", 15000.0},
+                    {"elapsed_s", 0.5 * step}}
                    .dump() +
                "\n";
       if (step % 10 == 0) lines += Json{{"step", step}, {"eval_loss", loss + 0.05}}.dump() + "\n";
@@ -105,11 +109,12 @@ inline void WriteRunFixture(const std::filesystem::path& dir, const RunFixtureOp
       const char* model;
       double accuracy, bytes;
     };
-    const Eval evals[] = {{"eval_teacher", "teacher", "teacher", 0.97, 8.4e6},
-                          {"eval_traces", "student, traces", "distill_traces", 0.81, 3456789},
-                          {"eval_answers", "student, answers only", "distill_answers", 0.42, 3456789},
-                          {"eval_base", "student, before training", "init", 0.02, 3456789},
-                          {"eval_int4", "student, traces, INT4", "quantize_int4", 0.78, 987654}};
+    const Eval evals[] = {
+        {"eval_teacher", "teacher", "teacher", 0.97, 8.4e6},
+        {"eval_traces", "student, traces", "distill_traces", 0.81, 3456789},
+        {"eval_answers", "student, answers only", "distill_answers", 0.42, 3456789},
+        {"eval_base", "student, before training", "init", 0.02, 3456789},
+        {"eval_int4", "student, traces, INT4", "quantize_int4", 0.78, 987654}};
     for (const Eval& e : evals) {
       const bool failed = opt.failed_stage && std::string(e.name) == "eval_int4";
       Json s = stage(e.name, "eval", failed ? "failed" : "done", 12.0);
@@ -121,8 +126,8 @@ inline void WriteRunFixture(const std::filesystem::path& dir, const RunFixtureOp
         continue;
       }
       const Json result = {{"accuracy", e.accuracy}, {"correct", std::round(e.accuracy * 200)},
-                           {"total", 200}, {"tokens_per_s", 812.5}, {"model_bytes", e.bytes},
-                           {"model", e.model}};
+                           {"total", 200},           {"tokens_per_s", 812.5},
+                           {"model_bytes", e.bytes}, {"model", e.model}};
       // eval_int4 keeps its numbers in result.json only (the page must read it).
       if (std::string(e.name) != "eval_int4") s["metrics"] = result;
       s["metrics"].erase("model");
@@ -130,9 +135,10 @@ inline void WriteRunFixture(const std::filesystem::path& dir, const RunFixtureOp
       WriteText(dir / e.name / "result.json", result.dump());
     }
   }
-  const Json manifest = {{"recipe", {{"name", "arith-r1-mini"},
-                                     {"path", "recipes/arith.textproto"},
-                                     {"sha256", std::string(64, 'd')}}},
+  const Json manifest = {{"recipe",
+                          {{"name", "arith-r1-mini"},
+                           {"path", "recipes/arith.textproto"},
+                           {"sha256", std::string(64, 'd')}}},
                          {"retort_version", "0.1.0 (test)"},
                          {"stages", stages}};
   WriteText(dir / "manifest.json", manifest.dump(2));

@@ -109,8 +109,8 @@ TEST(LineChartTest, KnownCoordinatesAndTicks) {
 }
 
 TEST(LineChartTest, NonFiniteValuesAreSkipped) {
-  const std::string svg = LineChart(
-      Square(), {{"a", {0, 5, 7, kInf, 10, kNaN}, {0, 0.5, kNaN, 0.7, 1, 0.2}}});
+  const std::string svg =
+      LineChart(Square(), {{"a", {0, 5, 7, kInf, 10, kNaN}, {0, 0.5, kNaN, 0.7, 1, 0.2}}});
   EXPECT_THAT(svg, HasSubstr("points=\"50.0,250.0 200.0,150.0 350.0,50.0\""));
   EXPECT_THAT(svg, Not(HasSubstr("nan")));
   EXPECT_THAT(svg, Not(HasSubstr("inf")));
@@ -138,15 +138,28 @@ TEST(LineChartTest, PointSeriesAndLegend) {
   ChartOptions o = Square();
   o.width = 600;
   o.margin_right = 250;  // room for a legend
-  const std::string svg =
-      LineChart(o, {{"train", {1, 2, 3}, {3, 2, 1}},
-                    {"eval", {1, 3}, {2.5, 1.5}, Series::Style::kPoints, 0}});
+  const std::string svg = LineChart(o, {{"train", {1, 2, 3}, {3, 2, 1}},
+                                        {"eval", {1, 3}, {2.5, 1.5}, Series::Style::kPoints, 0}});
   EXPECT_EQ(Count(svg, "<polyline class=\"series\""), 1);
   EXPECT_EQ(Count(svg, "<circle class=\"point\""), 2);
   EXPECT_EQ(Count(svg, "class=\"legend-label\""), 2);
   // The points series asked for palette colour 0, the line's colour.
   // line stroke, points fill, and the two legend swatches
   EXPECT_EQ(Count(svg, PaletteColor(0)), 4);
+}
+
+TEST(LineChartTest, SeriesLeftOutOfTheLegendAndANote) {
+  ChartOptions o = Square();
+  o.width = 600;
+  o.margin_right = 250;
+  o.legend_note = "dots: <eval>";
+  Series eval{"eval", {1, 3}, {2.5, 1.5}, Series::Style::kPoints, 0};
+  eval.in_legend = false;
+  const std::string svg = LineChart(o, {{"train", {1, 2, 3}, {3, 2, 1}}, eval});
+  EXPECT_EQ(Count(svg, "<circle class=\"point\""), 2);
+  EXPECT_EQ(Count(svg, "class=\"legend-label\""), 1);
+  EXPECT_EQ(Count(svg, "class=\"legend-swatch\""), 1);
+  EXPECT_THAT(svg, HasSubstr(">dots: &lt;eval&gt;</text>"));
 }
 
 TEST(LineChartTest, LogXSkipsNonPositive) {
@@ -178,10 +191,10 @@ TEST(BarChartTest, KnownGeometry) {
   o.y_max = 1;
   const std::string svg = BarChart(o, {{"half", 0.5}, {"full", 1.0}});
   // Two bands of 100px; each bar is 60% of its band, starting 20% in.
-  EXPECT_THAT(svg,
-              HasSubstr("<rect class=\"bar\" x=\"50.0\" y=\"70.0\" width=\"150.0\" height=\"60.0\""));
-  EXPECT_THAT(svg,
-              HasSubstr("<rect class=\"bar\" x=\"50.0\" y=\"170.0\" width=\"300.0\" height=\"60.0\""));
+  EXPECT_THAT(
+      svg, HasSubstr("<rect class=\"bar\" x=\"50.0\" y=\"70.0\" width=\"150.0\" height=\"60.0\""));
+  EXPECT_THAT(
+      svg, HasSubstr("<rect class=\"bar\" x=\"50.0\" y=\"170.0\" width=\"300.0\" height=\"60.0\""));
   EXPECT_EQ(Count(svg, "<rect class=\"bar\""), 2);
   EXPECT_EQ(Count(svg, "class=\"bar-label\""), 2);
   EXPECT_EQ(Count(svg, "class=\"tick\""), 6);  // 0, 0.2, ..., 1
@@ -215,8 +228,9 @@ TEST(ScatterChartTest, LogAxisLabelsAndSkips) {
   EXPECT_EQ(Count(svg, "class=\"point-label\""), 2);
   EXPECT_THAT(svg, HasSubstr(">small</text>"));
   EXPECT_THAT(svg, HasSubstr(">big &lt;&amp;&gt;</text>"));
-  EXPECT_THAT(svg, HasSubstr(">1.00 MB</text>"));
-  EXPECT_THAT(svg, HasSubstr(">10.0 MB</text>"));
+  EXPECT_THAT(svg, HasSubstr(">1 MB</text>"));
+  EXPECT_THAT(svg, HasSubstr(">2 MB</text>"));
+  EXPECT_THAT(svg, HasSubstr(">10 MB</text>"));
   // 2e6 sits at log10(2) of the way across.
   EXPECT_THAT(svg, HasSubstr("x1=\"140.3\""));
 }
