@@ -23,6 +23,7 @@ int RunQuantize(const Args& args);
 int RunCalibrate(const Args& args);
 int RunPrune(const Args& args);
 int RunRun(const Args& args);
+int RunReport(const Args& args);
 
 }  // namespace retort::cli
 

