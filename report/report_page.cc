@@ -95,6 +95,10 @@ void Header(const RunInfo& run, std::string* out) {
   if (!run.recipe_sha256.empty()) {
     fact("recipe sha256", absl::StrCat("<code>", E(run.recipe_sha256), "</code>"));
   }
+  if (!run.status.empty()) {
+    fact("run status",
+         absl::StrCat("<span class=\"", StatusClass(run.status), "\">", E(run.status), "</span>"));
+  }
   const std::string start = run.StartTime();
   fact("run started", start.empty() ? "<span class=\"empty\">not recorded</span>" : E(start));
   fact("stage time", E(absl::StrCat(FormatSeconds(run.TotalSeconds()), " in ", run.stages.size(),
@@ -192,9 +196,11 @@ void AccuracySection(const RunInfo& run, std::string* out) {
 void TradeoffSection(const RunInfo& run, std::string* out) {
   std::vector<LabelledPoint> points;
   std::vector<double> sizes;
+  bool fractions = true;
   for (const StageInfo* s : EvalStages(run)) {
     std::optional<double> acc = s->Metric("accuracy"), bytes = s->Metric("model_bytes");
     if (!acc || !bytes) continue;
+    if (*acc < 0 || *acc > 1) fractions = false;
     points.push_back({s->label, *bytes, *acc});
     sizes.push_back(*bytes);
   }
@@ -213,6 +219,11 @@ void TradeoffSection(const RunInfo& run, std::string* out) {
   o.width = kChartWidth;
   o.height = 400;
   o.margin_right = 40;
+  if (fractions) {  // accuracy in [0, 1]: the whole range, as in the bar chart
+    o.fixed_y = true;
+    o.y_min = 0;
+    o.y_max = 1;
+  }
   absl::StrAppend(out, ScatterChart(o, points), "</section>\n");
 }
 

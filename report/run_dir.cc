@@ -226,6 +226,12 @@ absl::StatusOr<RunInfo> LoadRunDir(const std::string& run_dir) {
     }
   }
   run.retort_version = StringField(j, "retort_version");
+  run.status = StringField(j, "status");
+  if (run.status == "running") {
+    run.notes.push_back(
+        "the run has not finished (manifest.json says \"running\"): the page "
+        "shows the stages recorded so far");
+  }
   if (run.recipe_name.empty()) run.notes.push_back("manifest.json names no recipe");
 
   const std::string recipe_file = (fs::path(run_dir) / "recipe.textproto").string();

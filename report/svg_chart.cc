@@ -15,6 +15,24 @@ namespace {
 // cut labels so they stay inside their margin.
 constexpr double kCharWidthPx = 6.8;
 
+// Point labels (11px): the approximate width of a character and a line.
+constexpr double kLabelCharWidthPx = 6.2;
+constexpr double kLabelLineHeightPx = 13;
+
+// The box a point label covers: x from `x` to `x + w`, one line ending at baseline `y`.
+struct LabelBox {
+  double x, y, w;
+  bool Overlaps(const LabelBox& o) const {
+    return x < o.x + o.w && o.x < x + w && std::fabs(y - o.y) < kLabelLineHeightPx;
+  }
+};
+
+size_t CodePoints(const std::string& s) {
+  size_t n = 0;
+  for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
 struct Frame {
   double left, top, right, bottom;
   double width() const { return right - left; }
@@ -418,6 +436,7 @@ std::string ScatterChart(const ChartOptions& o, const std::vector<LabelledPoint>
   XAxis(x.scale, x.ticks, f, o.x_format, o.x_label, &out);
   YAxis(y.scale, y.ticks, f, o.y_label, &out);
   FrameRect(f, &out);
+  std::vector<LabelBox> placed;
   for (size_t i = 0; i < kept.size(); ++i) {
     const LabelledPoint& p = *kept[i];
     const double px = x.scale.Map(p.x), py = y.scale.Map(p.y);
@@ -429,9 +448,29 @@ std::string ScatterChart(const ChartOptions& o, const std::vector<LabelledPoint>
     // Labels go right of their point, or left of it in the right part of the plot.
     const bool left = px > f.left + f.width() * 0.6;
     const double room = left ? px - f.left - 10 : f.right - px - 10;
+    const std::string text = TruncateText(p.label, CharsThatFit(std::max(room, 60.0)));
+    const double w = kLabelCharWidthPx * static_cast<double>(CodePoints(text));
+    LabelBox box{left ? px - 8 - w : px + 8, 0, w};
+    // Points at (nearly) the same place would print their labels over each
+    // other: try a line up, a line down, two lines up, ... until the label is
+    // clear of those placed, staying off the title and the x tick labels.
+    const double y0 = py - 7;
+    double y = y0;
+    for (int k = 0; k < 16; ++k) {
+      const double candidate = y0 + kLabelLineHeightPx * ((k + 1) / 2) * (k % 2 == 1 ? -1 : 1);
+      if (candidate < 36 || candidate > f.bottom - 2) continue;
+      box.y = candidate;
+      if (std::none_of(placed.begin(), placed.end(),
+                       [&](const LabelBox& o) { return o.Overlaps(box); })) {
+        y = candidate;
+        break;
+      }
+    }
+    box.y = y;
+    placed.push_back(box);
     absl::StrAppend(&out, "<text class=\"point-label\" x=\"", Px(left ? px - 8 : px + 8), "\" y=\"",
-                    Px(py - 7), "\" font-size=\"11\"", left ? " text-anchor=\"end\"" : "", ">",
-                    Esc(TruncateText(p.label, CharsThatFit(std::max(room, 60.0)))), "</text>\n");
+                    Px(y), "\" font-size=\"11\"", left ? " text-anchor=\"end\"" : "", ">",
+                    Esc(text), "</text>\n");
   }
   absl::StrAppend(&out, "</svg>\n");
   return out;

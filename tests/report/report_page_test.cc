@@ -65,6 +65,7 @@ TEST_F(ReportPageTest, LoadsTheContract) {
   EXPECT_EQ(run->recipe_name, "arith-r1-mini");
   EXPECT_EQ(run->recipe_path, "recipes/arith.textproto");
   EXPECT_EQ(run->retort_version, "0.1.0 (test)");
+  EXPECT_EQ(run->status, "done");
   ASSERT_TRUE(run->recipe_text.has_value());
   ASSERT_EQ(run->stages.size(), 10u);
   EXPECT_EQ(run->StartTime(), "2026-11-23T20:58:00Z");
@@ -175,14 +176,17 @@ TEST_F(ReportPageTest, NoEvalStage) {
 
 TEST_F(ReportPageTest, ManifestOnlyRun) {
   // A run that has just started: a manifest with no stages, nothing else.
-  testing::WriteText(root_ / "run" / "manifest.json",
-                     R"({"recipe": {"name": "fresh"}, "retort_version": "0.1", "stages": []})");
+  testing::WriteText(
+      root_ / "run" / "manifest.json",
+      R"({"recipe": {"name": "fresh"}, "retort_version": "0.1", "status": "running", "stages": []})");
   absl::StatusOr<RunInfo> run = LoadRunDir((root_ / "run").string());
   ASSERT_TRUE(run.ok()) << run.status();
   const std::string html = BuildReportPage(*run);
   const std::string notes = Section(html, "notes");
   EXPECT_THAT(notes, HasSubstr("no recipe.textproto in"));
   EXPECT_THAT(notes, HasSubstr("manifest.json lists no stages yet"));
+  EXPECT_THAT(notes, HasSubstr("the run has not finished"));
+  EXPECT_THAT(html, HasSubstr("<span class=\"status-other\">running</span>"));
   EXPECT_EQ(Count(html, "class=\"no-data\""), 3);
   EXPECT_THAT(html, HasSubstr("recipe.textproto is missing"));
 }

@@ -243,6 +243,17 @@ TEST(ScatterChartTest, EmptyAndSinglePoint) {
   EXPECT_THAT(one, HasSubstr("cx=\"183.8\" cy=\"140.0\""));
 }
 
+TEST(ScatterChartTest, CoincidentPointsGetSeparateLabelLines) {
+  const std::string svg =
+      ScatterChart(Square(), {{"first", 1, 0.5}, {"second", 1, 0.5}, {"far away", 3, 1.0}});
+  // x 1..3 on 50..350 and y 0.5..1 on 250..50: both labels start at 58, the
+  // second a line (13px) over the first; the far label stays by its point.
+  EXPECT_THAT(svg, HasSubstr("x=\"58.0\" y=\"243.0\" font-size=\"11\">first<"));
+  EXPECT_THAT(svg, HasSubstr("x=\"58.0\" y=\"230.0\" font-size=\"11\">second<"));
+  EXPECT_THAT(svg,
+              HasSubstr("x=\"342.0\" y=\"43.0\" font-size=\"11\" text-anchor=\"end\">far away<"));
+}
+
 TEST(EscapeTest, HtmlSpecialsAndBadBytes) {
   EXPECT_EQ(EscapeHtml("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
   EXPECT_EQ(EscapeHtml("tab\tnl\n"), "tab\tnl\n");
