@@ -9,8 +9,8 @@
 // (one sentence each, naming the file or stage) so the page can say what is
 // missing. A RUN_DIR without a readable manifest.json is an error.
 //
-// The run directory contract is the one in the issue-8 design (see
-// report/README.md).
+// The run directory layout is the one `retort run` writes (pipeline/README.md);
+// what the page makes of it: report/README.md.
 #ifndef RETORT_REPORT_RUN_DIR_H_
 #define RETORT_REPORT_RUN_DIR_H_
 
