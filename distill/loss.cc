@@ -21,7 +21,6 @@
 //               +1 and the P/M terms of the student term).
 #include "distill/loss.h"
 
-#include <cblas.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -33,7 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
-#include "kernels/cpu/blas.h"
+#include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort {
@@ -604,9 +603,9 @@ void LogitsGemm(const float* a, int64_t r, int64_t k, const float* b, int64_t vo
   ParallelFor(blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t v0 = blk * kVocabBlock, nv = std::min(kVocabBlock, vocab - v0);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(r),
-                  static_cast<int>(nv), static_cast<int>(k), 1.f, a, static_cast<int>(k),
-                  b + v0 * k, static_cast<int>(k), 0.f, c + v0, static_cast<int>(vocab));
+      cpu::Sgemm(false, true, static_cast<int>(r), static_cast<int>(nv), static_cast<int>(k), 1.f,
+                 a, static_cast<int>(k), b + v0 * k, static_cast<int>(k), 0.f, c + v0,
+                 static_cast<int>(vocab));
     }
   });
 }
@@ -645,7 +644,6 @@ absl::StatusOr<LossResult> ComputeLoss(const float* h, int64_t n, int64_t d, con
                                        const TeacherSignal& teacher, const LossOptions& options,
                                        float grad_scale, float* dh, float* dw) {
   RETURN_IF_ERROR(Validate(n, d, vocab, h, w, targets, teacher, options));
-  cpu::EnsureBlasSingleThreaded();
 
   std::vector<int64_t> rows;
   rows.reserve(static_cast<size_t>(n));
@@ -723,10 +721,9 @@ absl::StatusOr<LossResult> ComputeLoss(const float* h, int64_t n, int64_t d, con
       ParallelFor(blocks, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t blk = b0; blk < b1; ++blk) {
           const int64_t k0 = blk * kDimBlock, nk = std::min(kDimBlock, d - k0);
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(r),
-                      static_cast<int>(nk), static_cast<int>(vocab), 1.f, g,
-                      static_cast<int>(vocab), w + k0, static_cast<int>(d), 0.f, dhbuf.data() + k0,
-                      static_cast<int>(d));
+          cpu::Sgemm(false, false, static_cast<int>(r), static_cast<int>(nk),
+                     static_cast<int>(vocab), 1.f, g, static_cast<int>(vocab), w + k0,
+                     static_cast<int>(d), 0.f, dhbuf.data() + k0, static_cast<int>(d));
         }
       });
       for (int64_t i = 0; i < r; ++i) {
@@ -738,10 +735,9 @@ absl::StatusOr<LossResult> ComputeLoss(const float* h, int64_t n, int64_t d, con
       ParallelFor(blocks, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t blk = b0; blk < b1; ++blk) {
           const int64_t v0 = blk * kVocabBlock, nv = std::min(kVocabBlock, vocab - v0);
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(nv),
-                      static_cast<int>(d), static_cast<int>(r), 1.f, g + v0,
-                      static_cast<int>(vocab), hbuf.data(), static_cast<int>(d), 1.f, dw + v0 * d,
-                      static_cast<int>(d));
+          cpu::Sgemm(true, false, static_cast<int>(nv), static_cast<int>(d), static_cast<int>(r),
+                     1.f, g + v0, static_cast<int>(vocab), hbuf.data(), static_cast<int>(d), 1.f,
+                     dw + v0 * d, static_cast<int>(d));
         }
       });
     }

@@ -5,7 +5,7 @@
 // ComputeLoss takes the student's final-normed hidden states h[n, d] and its
 // LM head W[vocab, d]. It walks the unmasked positions in chunks of up to
 // `row_chunk` rows (fewer when their logits would pass
-// `max_chunk_logits_bytes`): logits = h_chunk · W^T (cblas_sgemm over fixed blocks of
+// `max_chunk_logits_bytes`): logits = h_chunk · W^T (cpu::Sgemm over fixed blocks of
 // the vocabulary, split over the thread pool), one pass per row for the
 // softmax statistics, the loss and d(loss)/d(logits) written over the logits,
 // then dh = dlogits · W and dW += dlogits^T · h_chunk. Scratch memory is

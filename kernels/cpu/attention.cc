@@ -2,17 +2,15 @@
 // (the FlashAttention recurrence): for each (head, block of queries) we walk
 // the visible keys in blocks, keep a running row max m and normaliser l, and
 // rescale the f32 output accumulator when m grows. Memory is O(block^2) per
-// thread instead of O(n * context). Blocks of >= 8 queries use sgemm for
+// thread instead of O(n * context). Blocks of >= 8 queries use Sgemm for
 // Q·K^T and P·V; decode (one query) uses vectorised dot/axpy loops.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "core/thread_pool.h"
-#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -30,8 +28,8 @@ struct Scratch {
 void Scores(const float* q, int64_t ldq, int64_t rows, const float* k, int64_t kn, int64_t d,
             float scale, float* s) {
   if (rows >= kSgemmMinRows) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kn, d, scale, q, ldq, k, d, 0.f, s,
-                kn);
+    Sgemm(false, true, static_cast<int>(rows), static_cast<int>(kn), static_cast<int>(d), scale, q,
+          static_cast<int>(ldq), k, static_cast<int>(d), 0.f, s, static_cast<int>(kn));
     return;
   }
   for (int64_t i = 0; i < rows; ++i) {
@@ -42,8 +40,8 @@ void Scores(const float* q, int64_t ldq, int64_t rows, const float* k, int64_t k
 // O[rows, d] += P[rows, kn] · V[kn, d].
 void AccumulatePV(const float* p, int64_t rows, int64_t kn, const float* v, int64_t d, float* o) {
   if (rows >= kSgemmMinRows) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, kn, 1.f, p, kn, v, d, 1.f, o,
-                d);
+    Sgemm(false, false, static_cast<int>(rows), static_cast<int>(d), static_cast<int>(kn), 1.f, p,
+          static_cast<int>(kn), v, static_cast<int>(d), 1.f, o, static_cast<int>(d));
     return;
   }
   for (int64_t i = 0; i < rows; ++i) {
@@ -103,7 +101,6 @@ void AttendBlock(const float* q, int64_t ldq, int64_t rows, int64_t first_pos, c
 void Attention(const float* q, int64_t n, int64_t start_pos, const float* k, const float* v,
                int64_t kv_head_stride, const AttentionShape& shape, float scale, int64_t window,
                float* out) {
-  EnsureBlasSingleThreaded();
   const int64_t d = shape.head_dim;
   const int64_t group = shape.n_heads / shape.n_kv_heads;
   const int64_t ld = shape.n_heads * d;

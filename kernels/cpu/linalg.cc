@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/sgemm.h"
 
 namespace retort::cpu {
 namespace {
@@ -148,9 +149,8 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
-  EnsureBlasSingleThreaded();
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  Sgemm(trans_a, trans_b, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
+        static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
 }
 
 void AccumulateGram(const float* x, int64_t rows, int64_t cols, double* h) {

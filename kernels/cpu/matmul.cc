@@ -7,15 +7,13 @@
 //    Threads split the output rows.
 //  * GEMM (prefill): compute-bound. Threads split the output rows into blocks;
 //    each block of bf16/f16 rows is widened into a per-thread f32 scratch that
-//    fits in L2 and multiplied with a single-threaded cblas_sgemm. f32 weights
+//    fits in L2 and multiplied with a single-threaded Sgemm. f32 weights
 //    go to sgemm directly. The conversion costs O(n*k) per call against the
 //    O(m*n*k) product, so it vanishes for the m this path sees.
 // Block-quantized (GGUF) weights take quant_matmul.h's integer dots on the
 // GEMV path (the input quantized once per call to 8-bit blocks) and the same
 // dequantize-a-block-then-sgemm scheme on the GEMM path. QuantizedMatrix
 // weights (MatMulOutput::quant) go to quant_matrix_matmul.h's kernels.
-#include <cblas.h>
-
 #include <algorithm>
 #include <optional>
 #include <vector>
@@ -24,10 +22,10 @@
 #include "core/convert.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
-#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/quant_matrix_matmul.h"
+#include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -152,9 +150,8 @@ void GemmBlock(const float* x, int64_t m, int64_t k, const Tensor& w, const floa
     for (int64_t i = 0; i < m; ++i) std::copy(bias + r0, bias + r1, y + i * n + r0);
     beta = 1.f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(rows),
-              static_cast<int>(k), 1.f, x, static_cast<int>(k), wf, static_cast<int>(k), beta,
-              y + r0, static_cast<int>(n));
+  Sgemm(false, true, static_cast<int>(m), static_cast<int>(rows), static_cast<int>(k), 1.f, x,
+        static_cast<int>(k), wf, static_cast<int>(k), beta, y + r0, static_cast<int>(n));
 }
 
 absl::Status CheckWeight(const Tensor& w, int64_t k) {
@@ -278,7 +275,6 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
     return absl::OkStatus();
   }
 
-  EnsureBlasSingleThreaded();
   struct Block {
     size_t out;
     int64_t r0, r1;

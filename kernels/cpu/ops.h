@@ -36,7 +36,7 @@ bool IsSupportedWeightDType(DType t);
 // m (decode) runs a GEMV that streams each weight row once in its stored
 // dtype (block types: integer dots against the input quantized to 8 bits, as
 // llama.cpp); larger m converts blocks of weight rows to an f32 scratch and
-// multiplies them with cblas_sgemm.
+// multiplies them with Sgemm (sgemm.h).
 // `bias` may be null. y must not overlap x. Error for any other dtype/rank.
 absl::Status MatMul(const float* x, int64_t m, const Tensor& w, const float* bias, float* y);
 

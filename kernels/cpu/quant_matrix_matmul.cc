@@ -10,10 +10,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/convert.h"
-#include "kernels/cpu/blas.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/quant_matrix_kernels.h"
+#include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -206,9 +206,9 @@ void QuantMatrixGemmBlock(const float* x, int64_t m, const QuantizedMatrix& w, c
     for (int64_t i = 0; i < m; ++i) std::copy(bias + r0, bias + r1, y + i * ldy + r0);
     beta = 1.f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(rows),
-              static_cast<int>(k), 1.f, x, static_cast<int>(k), scratch.data(), static_cast<int>(k),
-              beta, y + r0, static_cast<int>(ldy));
+  Sgemm(false, true, static_cast<int>(m), static_cast<int>(rows), static_cast<int>(k), 1.f, x,
+        static_cast<int>(k), scratch.data(), static_cast<int>(k), beta, y + r0,
+        static_cast<int>(ldy));
 }
 
 absl::Status MatMul(const float* x, int64_t m, const QuantizedMatrix& w, const float* bias,

@@ -20,7 +20,7 @@
 //  * GEMM (prefill): compute-bound. Threads take blocks of weight rows;
 //    each block is dequantized into a per-thread f32 scratch (bit-identical
 //    to core's DequantizeRows) and multiplied with a single-threaded
-//    cblas_sgemm.
+//    Sgemm (sgemm.h).
 // g_idx (act-order) matrices and group/block sizes that are not a multiple of
 // 8 take a slower generic GEMV (each row dequantized with DequantizeRows into
 // a scratch row, then dotted); their GEMM path is the same as the others'.
@@ -87,8 +87,7 @@ class QuantMatrixGemv {
 
 // The GEMM path for weight rows [r0, r1): y[i * ldy + r] for i < m. Rows are
 // dequantized into `scratch` (resized as needed) and multiplied with one
-// single-threaded cblas_sgemm. REQUIRES: OpenBLAS single-threaded
-// (EnsureBlasSingleThreaded, blas.h) when called from several threads.
+// single-threaded Sgemm (sgemm.h); safe to call from several threads.
 void QuantMatrixGemmBlock(const float* x, int64_t m, const QuantizedMatrix& w, const float* bias,
                           float* y, int64_t ldy, int64_t r0, int64_t r1,
                           std::vector<float>& scratch);

@@ -130,6 +130,13 @@ void PackBPanel(bool trans_b, const float* b, int64_t ldb, int nr, int kc, float
 template <int R, int V>
 void MicroKernel(int kc, const float* ap, const float* bp, float* c, int64_t ldc, float alpha,
                  float beta, __mmask16 last_mask) {
+  // C's lines arrive while the k loop runs (the tile is read for beta != 0
+  // and written in any case; prefetchw fetches them ready for writing).
+#pragma GCC unroll 14
+  for (int r = 0; r < R; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_ET0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * V - 1), _MM_HINT_ET0);
+  }
   __m512 acc[R][V];
 #pragma GCC unroll 14
   for (int r = 0; r < R; ++r) {

@@ -7,7 +7,7 @@
 // decides which thread runs which piece, so the results are bit-identical
 // for any thread count.
 //
-// GEMMs: one single-threaded cblas_sgemm per fixed output tile (blas.h).
+// GEMMs: one single-threaded Sgemm (sgemm.h) per fixed output tile.
 // Reductions over rows (dweight of RMSNorm, SumSquares) go through per-block
 // partial sums reduced in block order.
 //
@@ -23,16 +23,14 @@
 // without n^2 memory or per-thread copies of dK/dV.
 #include "kernels/cpu/train_ops.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "core/thread_pool.h"
-#include "kernels/cpu/blas.h"
 #include "kernels/cpu/row_ops.h"
+#include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/simd.h"
 
 namespace retort::cpu {
@@ -41,7 +39,7 @@ namespace {
 // ----------------------------------------------------------------------------
 // Tiled GEMM: C[M, N] = alpha * op(A) · op(B) + beta * C, one sgemm per
 // kGemmTile x kGemmTile tile of C. The sgemms pack their own panels; at this
-// tile size the packing is ~1% of the multiply.
+// tile size the packing is a few % of the multiply.
 
 constexpr int64_t kGemmTile = 256;
 
@@ -77,16 +75,13 @@ void RunGemmTile(const Gemm& g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) 
   }
   const float* a = g.trans_a ? g.a + i0 : g.a + i0 * g.lda;
   const float* b = g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
-  cblas_sgemm(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans,
-              g.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(i1 - i0),
-              static_cast<int>(j1 - j0), static_cast<int>(g.k), g.alpha, a,
-              static_cast<int>(g.lda), b, static_cast<int>(g.ldb), beta, c,
-              static_cast<int>(g.ldc));
+  Sgemm(g.trans_a, g.trans_b, static_cast<int>(i1 - i0), static_cast<int>(j1 - j0),
+        static_cast<int>(g.k), g.alpha, a, static_cast<int>(g.lda), b, static_cast<int>(g.ldb),
+        beta, c, static_cast<int>(g.ldc));
 }
 
 void TiledGemm(const Gemm& g) {
   if (g.m <= 0 || g.n <= 0) return;
-  EnsureBlasSingleThreaded();
   const int64_t tm = (g.m + kGemmTile - 1) / kGemmTile;
   const int64_t tn = (g.n + kGemmTile - 1) / kGemmTile;
   ParallelFor(tm * tn, 1, [&](int64_t b, int64_t e) {
@@ -146,9 +141,8 @@ inline int64_t FirstVisibleKey(const int32_t* doc_start, int64_t window, int64_t
 // S[rows, kn] = alpha * A[rows, d] · B[kn, d]^T (row strides lda, ldb).
 void GemmABt(const float* a, int64_t lda, int64_t rows, const float* b, int64_t ldb, int64_t kn,
              int64_t d, float alpha, float* s) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
-              static_cast<int>(kn), static_cast<int>(d), alpha, a, static_cast<int>(lda), b,
-              static_cast<int>(ldb), 0.f, s, static_cast<int>(kn));
+  Sgemm(false, true, static_cast<int>(rows), static_cast<int>(kn), static_cast<int>(d), alpha, a,
+        static_cast<int>(lda), b, static_cast<int>(ldb), 0.f, s, static_cast<int>(kn));
 }
 
 struct FwdScratch {
@@ -194,9 +188,9 @@ void ForwardBlock(const float* q, int64_t ldq, const float* k, const float* v, i
       sc.m[i] = m_new;
     }
     // O[rows, d] += P[rows, kn] · V[kn, d].
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
-                static_cast<int>(d), static_cast<int>(kn), 1.f, s, static_cast<int>(kn),
-                v + kb * ldkv, static_cast<int>(ldkv), 1.f, o, static_cast<int>(d));
+    Sgemm(false, false, static_cast<int>(rows), static_cast<int>(d), static_cast<int>(kn), 1.f, s,
+          static_cast<int>(kn), v + kb * ldkv, static_cast<int>(ldkv), 1.f, o,
+          static_cast<int>(d));
   }
   for (int64_t i = 0; i < rows; ++i) {
     const float inv = sc.l[i] > 0.f ? 1.f / sc.l[i] : 0.f;
@@ -495,7 +489,6 @@ void AttentionForward(const float* q, const float* k, const float* v, const int3
                       int64_t n, const AttentionShape& shape, float scale, int64_t window,
                       float* out, float* lse) {
   if (n <= 0) return;
-  EnsureBlasSingleThreaded();
   const int64_t d = shape.head_dim;
   const int64_t group = shape.n_heads / shape.n_kv_heads;
   const int64_t ldq = shape.n_heads * d, ldkv = shape.n_kv_heads * d;
@@ -517,7 +510,6 @@ void AttentionBackward(const float* q, const float* k, const float* v, const int
                        const float* out, const float* lse, const float* dout, float* dq,
                        float* dk, float* dv) {
   if (n <= 0) return;
-  EnsureBlasSingleThreaded();
   const int64_t d = shape.head_dim, heads = shape.n_heads, kv_heads = shape.n_kv_heads;
   const int64_t group = heads / kv_heads;
   const int64_t ldq = heads * d, ldkv = kv_heads * d;
@@ -557,15 +549,13 @@ void AttentionBackward(const float* q, const float* k, const float* v, const int
           const int64_t q0 = qb * kBwdBlock, rows = std::min(kBwdBlock, n - q0);
           if (!BackwardTile(args, h, k + g * d, v + g * d, q0, rows, k0, kn, sc)) continue;
           // dV[kn, d] += P^T[kn, rows] · dO[rows, d]
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(kn),
-                      static_cast<int>(d), static_cast<int>(rows), 1.f, sc.p.data(),
-                      static_cast<int>(kn), dout + q0 * ldq + h * d, static_cast<int>(ldq), 1.f,
-                      dvt, static_cast<int>(ldkv));
+          Sgemm(true, false, static_cast<int>(kn), static_cast<int>(d), static_cast<int>(rows),
+                1.f, sc.p.data(), static_cast<int>(kn), dout + q0 * ldq + h * d,
+                static_cast<int>(ldq), 1.f, dvt, static_cast<int>(ldkv));
           // dK[kn, d] += scale * dS^T[kn, rows] · Q[rows, d]
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(kn),
-                      static_cast<int>(d), static_cast<int>(rows), scale, sc.dp.data(),
-                      static_cast<int>(kn), q + q0 * ldq + h * d, static_cast<int>(ldq), 1.f, dkt,
-                      static_cast<int>(ldkv));
+          Sgemm(true, false, static_cast<int>(kn), static_cast<int>(d), static_cast<int>(rows),
+                scale, sc.dp.data(), static_cast<int>(kn), q + q0 * ldq + h * d,
+                static_cast<int>(ldq), 1.f, dkt, static_cast<int>(ldkv));
         }
       }
     }
@@ -583,10 +573,9 @@ void AttentionBackward(const float* q, const float* k, const float* v, const int
         const int64_t k0 = kb * kBwdBlock, kn = std::min(kBwdBlock, n - k0);
         if (!BackwardTile(args, h, k + g * d, v + g * d, q0, rows, k0, kn, sc)) continue;
         // dQ[rows, d] += scale * dS[rows, kn] · K[kn, d]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
-                    static_cast<int>(d), static_cast<int>(kn), scale, sc.dp.data(),
-                    static_cast<int>(kn), k + k0 * ldkv + g * d, static_cast<int>(ldkv), 1.f, dqt,
-                    static_cast<int>(ldq));
+        Sgemm(false, false, static_cast<int>(rows), static_cast<int>(d), static_cast<int>(kn),
+              scale, sc.dp.data(), static_cast<int>(kn), k + k0 * ldkv + g * d,
+              static_cast<int>(ldkv), 1.f, dqt, static_cast<int>(ldq));
       }
     }
   });

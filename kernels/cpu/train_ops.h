@@ -6,7 +6,7 @@
 // buffers are row-major f32. Gradient outputs named d<param> ACCUMULATE
 // (+=) so micro-batches sum into one gradient; gradients of activations
 // (dx) are OVERWRITTEN unless said otherwise. Sums are accumulated in f32
-// (row reductions) and GEMMs go through cblas_sgemm (OpenBLAS, one thread,
+// (row reductions) and GEMMs go through Sgemm (sgemm.h, one thread each,
 // split over rows/columns by ParallelFor like the inference kernels).
 //
 // Like the inference kernels, these must be called from one thread at a time.
