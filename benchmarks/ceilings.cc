@@ -13,6 +13,7 @@
 
 #include "benchmark/benchmark.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu/sgemm.h"
 
 // Declared by OpenBLAS's cblas.h on Debian; repeated here (same signature)
 // for cblas.h variants that leave them out.
@@ -114,14 +115,52 @@ double MeasureSgemmGflops(int threads, int n, int repeats) {
   return 2.0 * n * n * static_cast<double>(n) / best / 1e9;
 }
 
+double MeasureRetortSgemmGflops(int threads, int n, int repeats) {
+  threads = std::max(1, threads);
+  n = std::max(1, n);
+  ScopedPoolThreads pool(threads);
+  const size_t elems = static_cast<size_t>(n) * n;
+  std::vector<float> a(elems), b(elems), c(elems);
+  for (size_t i = 0; i < elems; ++i) {
+    a[i] = static_cast<float>((i * 7) % 13) / 13.0f - 0.5f;
+    b[i] = static_cast<float>((i * 5) % 11) / 11.0f - 0.5f;
+  }
+  constexpr int kTile = 256;  // train_ops.cc's GEMM tile
+  const int tiles = (n + kTile - 1) / kTile;
+  auto gemm = [&] {
+    ParallelFor(static_cast<int64_t>(tiles) * tiles, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int i0 = static_cast<int>(t / tiles) * kTile, j0 = static_cast<int>(t % tiles) * kTile;
+        cpu::Sgemm(false, false, std::min(kTile, n - i0), std::min(kTile, n - j0), n, 1.0f,
+                   a.data() + static_cast<size_t>(i0) * n, n, b.data() + j0, n, 0.0f,
+                   c.data() + static_cast<size_t>(i0) * n + j0, n);
+      }
+    });
+  };
+  gemm();  // warm-up (pool threads start, per-thread packing buffers)
+  double best = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < std::max(1, repeats); ++r) {
+    double t0 = Now();
+    gemm();
+    best = std::min(best, Now() - t0);
+  }
+  benchmark::DoNotOptimize(c[elems / 2]);
+  return 2.0 * n * n * static_cast<double>(n) / best / 1e9;
+}
+
 Ceilings AddCeilingsToBenchmarkContext(int threads, size_t memcpy_bytes, int sgemm_n) {
   Ceilings c;
   c.threads = threads;
   c.memcpy_gbps = MeasureMemcpyGBps(threads, memcpy_bytes);
   c.sgemm_gflops = MeasureSgemmGflops(threads, sgemm_n);
+  c.retort_sgemm_gflops = MeasureRetortSgemmGflops(threads, sgemm_n);
   benchmark::AddCustomContext("ceiling_threads", std::to_string(threads));
   benchmark::AddCustomContext("ceiling_memcpy_gbps", std::to_string(c.memcpy_gbps));
   benchmark::AddCustomContext("ceiling_sgemm_gflops", std::to_string(c.sgemm_gflops));
+  benchmark::AddCustomContext("ceiling_retort_sgemm_gflops",
+                              std::to_string(c.retort_sgemm_gflops));
+  benchmark::AddCustomContext("ceiling_retort_sgemm_path",
+                              cpu::SgemmPathName(cpu::ActiveSgemmPath()));
   return c;
 }
 
