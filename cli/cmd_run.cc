@@ -21,6 +21,7 @@
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/thread_pool.h"
+#include "pipeline/results.h"
 #include "pipeline/runner.h"
 
 namespace retort::cli {
@@ -206,6 +207,9 @@ int RunRun(const Args& args) {
     return Fail(spec.name, summary.status());
   }
   if (!o.dry_run) {
+    if (const std::string table = pipeline::EvalTable(summary->manifest); !table.empty()) {
+      std::cout << "\n" << table << "\n";
+    }
     std::cout << o.run_dir << ": " << summary->ran << " stage(s) run, " << summary->skipped
               << " up to date; manifest " << o.run_dir << "/manifest.json\n";
   }
