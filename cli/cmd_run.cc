@@ -7,9 +7,14 @@
 // also copied to RUN_DIR/<stage>/log.txt; a failing command's own error line
 // becomes the stage's error in manifest.json.
 #include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -137,8 +142,54 @@ const std::map<std::string, int (*)(const Args&)>& StageCommands() {
   return *commands;
 }
 
+// A stage launched as its own process group ("mpirun -np K retort distill
+// ..."): "retort" becomes this binary; the output goes through the same tee
+// (the child inherits the redirected descriptors). Runs as root only with
+// OpenMPI's explicit consent flag, which mpirun otherwise demands.
+absl::Status RunLauncher(const std::vector<std::string>& argv, const std::string& log_path) {
+  std::error_code ec;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec) return absl::InternalError("cannot find the retort binary (/proc/self/exe)");
+  std::vector<std::string> command;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    command.push_back(argv[i] == "retort" ? self : argv[i]);
+    if (i == 0 && argv[0] == "mpirun" && ::geteuid() == 0) command.push_back("--allow-run-as-root");
+  }
+  std::vector<char*> cargv;
+  for (std::string& a : command) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  int status = 0;
+  std::string message;
+  {
+    absl::StatusOr<std::unique_ptr<OutputTee>> tee = OutputTee::Start(log_path);
+    if (!tee.ok()) return tee.status();
+    std::cerr << "[run]";
+    for (const std::string& a : argv) std::cerr << " " << a;
+    std::cerr << "\n";
+    std::cerr.flush();
+    pid_t pid = 0;
+    const int rc = ::posix_spawnp(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ);
+    if (rc != 0) {
+      (*tee)->Stop();
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot start ", argv[0], ": ", std::strerror(rc),
+                       argv[0] == "mpirun" ? " (install OpenMPI: scripts/setup.sh does)" : ""));
+    }
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    (*tee)->Stop();
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) message = (*tee)->ErrorMessage();
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
+  return absl::UnknownError(absl::StrCat(
+      argv[0], " exited with ",
+      WIFEXITED(status) ? absl::StrCat("code ", WEXITSTATUS(status)) : std::string("a signal"),
+      message.empty() ? "" : ": ", message));
+}
+
 absl::Status RunInProcess(const std::vector<std::string>& argv, const std::string& log_path) {
   if (argv.empty()) return absl::InvalidArgumentError("empty stage command");
+  if (argv[0] == "mpirun") return RunLauncher(argv, log_path);
   auto it = StageCommands().find(argv[0]);
   if (it == StageCommands().end()) {
     return absl::InvalidArgumentError(absl::StrCat("no stage command \"", argv[0], "\""));

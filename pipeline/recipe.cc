@@ -90,7 +90,8 @@ bool ValidStageName(const std::string& name) {
 std::vector<std::pair<std::string, bool>> RequiredFields(const proto::Stage& s) {
   switch (s.step_case()) {
     case proto::Stage::kGenerate:
-      return {{"generate.model", !s.generate().model().empty()},
+      return {{"generate.model (or generate.endpoint)",
+               !s.generate().model().empty() || !s.generate().endpoint().empty()},
               {"generate.prompts", !s.generate().prompts().empty()}};
     case proto::Stage::kDistill:
       return {{"distill.student", !s.distill().student().empty()},
@@ -139,6 +140,10 @@ absl::Status ValidateRecipe(const proto::Recipe& recipe, const Locator& at) {
         return absl::InvalidArgumentError(
             absl::StrCat(at.Stage(i, StageKind(s)), ": stage \"", s.name(), "\" needs ", field));
       }
+    }
+    if (s.has_distill() && s.distill().has_ranks() && s.distill().ranks() < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(at.Stage(i, "distill.ranks"), ": stage \"",
+                                                     s.name(), "\" ranks must be >= 1"));
     }
     for (const StageInput& in : StageInputs(s)) {
       const std::string field_path = absl::StrCat(StageKind(s), ".", in.field);

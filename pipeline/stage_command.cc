@@ -93,7 +93,7 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
     case proto::Stage::kGenerate: {
       const proto::Generate& g = stage.generate();
       Argv a("generate");
-      a.Positional(resolve(g.model()));
+      if (!g.model().empty()) a.Positional(resolve(g.model()));
       a.Text("--prompts", resolve(g.prompts()));
       a.Text("--output", stage_dir);
       a.Num("--samples", g.has_samples(), g.samples());
@@ -107,6 +107,10 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
       a.Num("--top-logprobs", g.has_top_logprobs(), g.top_logprobs());
       a.Text("--think-prefix", g.think_prefix());
       a.Flag("--no-shard", g.no_shard());
+      a.Text("--endpoint", g.endpoint());
+      a.Text("--model-name", g.model_name());
+      a.Text("--api-key-env", g.api_key_env());
+      a.Num("--concurrency", g.has_concurrency(), g.concurrency());
       a.Num("--threads", threads > 0, threads);
       args = std::move(a).Take();
       break;
@@ -141,6 +145,10 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
       a.Flag("--all-assistant-turns", d.all_assistant_turns());
       a.Num("--threads", threads > 0, threads);
       args = std::move(a).Take();
+      if (d.has_ranks() && d.ranks() > 1) {
+        // The runner starts "mpirun ... retort distill ..." as a process group.
+        args.insert(args.begin(), {"mpirun", "-np", Number(d.ranks()), "retort"});
+      }
       break;
     }
     case proto::Stage::kPrune: {

@@ -156,6 +156,36 @@ TEST_F(RunCliTest, RunsSkipsAndRerunsWhatAnInputChangeAffects) {
               ::testing::ElementsAre("init:skipped", "sft:done", "gguf:done", "eval_sft:done"));
 }
 
+// A distill stage with ranks: 2 runs as an mpirun process group of this
+// binary; its output is the same kind of model directory.
+TEST_F(RunCliTest, DistillStageWithRanksRunsUnderMpirun) {
+  Write("mpi.textproto", R"pb(
+    stage {
+      name: "init"
+      init { family: "llama" size: "tiny" seed: 1 }
+    }
+    stage {
+      name: "sft"
+      distill {
+        student: "@init"
+        data: "train.jsonl"
+        max_steps: 2
+        seq_len: 64
+        batch_rows: 1
+        ranks: 2
+      }
+    }
+  )pb");
+  CliRun r = h_.ExecWithPrefix("OMPI_MCA_rmaps_base_oversubscribe=1 ",
+                               "run " + Path("mpi.textproto") + " -o " + Path("mpi") +
+                                   " --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("[run] mpirun -np 2 retort distill"));
+  EXPECT_TRUE(fs::exists(Path("mpi/sft/final/config.json")));
+  // The trainer ran as two MPI ranks.
+  EXPECT_THAT(ReadFileToString(Path("mpi/sft/log.txt")).value_or(""), HasSubstr("mpi (2 ranks)"));
+}
+
 TEST_F(RunCliTest, BadRecipeFailsWithTheLineAndWritesNothing) {
   Write("recipe.textproto",
         "name: \"bad\"\nstage {\n  name: \"init\"\n  init { sise: \"tiny\" }\n}\n");

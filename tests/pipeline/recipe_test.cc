@@ -252,6 +252,39 @@ TEST(StageCommandTest, PruneQuantizeGenerate) {
       ElementsAre("quantize", "@p", "R/q/final", "--scheme", "int4-g32", "--method", "gptq"));
 }
 
+// The scale-out path: an endpoint teacher needs no model, and a distill
+// stage with ranks > 1 becomes an mpirun process group.
+TEST(StageCommandTest, EndpointTeacherAndMpiRanks) {
+  auto r = Parse(R"pb(
+    stage {
+      name: "g"
+      generate {
+        prompts: "p.jsonl"
+        endpoint: "http://gpu-host:8000/v1"
+        model_name: "deepseek-ai/DeepSeek-R1"
+        concurrency: 64
+      }
+    }
+    stage {
+      name: "d"
+      distill { student: "s" data: "@g" ranks: 2 }
+    }
+  )pb");
+  ASSERT_TRUE(r.ok()) << r.status();
+  InputResolver resolve = [](const std::string& v) { return v; };
+  EXPECT_THAT(*StageCommand(r->stage(0), resolve, "R/g", 0),
+              ElementsAre("generate", "--prompts", "p.jsonl", "--output", "R/g", "--endpoint",
+                          "http://gpu-host:8000/v1", "--model-name", "deepseek-ai/DeepSeek-R1",
+                          "--concurrency", "64"));
+  EXPECT_THAT(*StageCommand(r->stage(1), resolve, "R/d", 2),
+              ElementsAre("mpirun", "-np", "2", "retort", "distill", "s", "--data", "@g",
+                          "--output", "R/d", "--threads", "2"));
+  EXPECT_THAT(Error(R"pb(stage { name: "g" generate { prompts: "p.jsonl" } })pb"),
+              HasSubstr("needs generate.model (or generate.endpoint)"));
+  EXPECT_THAT(Error(R"pb(stage { name: "d" distill { student: "s" data: "x" ranks: 0 } })pb"),
+              HasSubstr("ranks must be >= 1"));
+}
+
 TEST(StageCommandTest, EvalResultFromGenerateSummary) {
   nlohmann::json summary = nlohmann::json::parse(R"({
       "prompts": 5, "samples": 5,
