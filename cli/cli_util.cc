@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -12,17 +13,84 @@
 
 namespace retort::cli {
 
-std::optional<int> ParseArgs(const CommandSpec& spec, const std::vector<std::string>& args,
+std::string DefaultModelPath() {
+  if (const char* env = std::getenv("RETORT_MODEL"); env != nullptr && *env != '\0') return env;
+  namespace fs = std::filesystem;
+  std::vector<fs::path> candidates;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    // build/cli/retort in a checkout; bin/retort next to share/ when installed.
+    candidates.push_back(exe.parent_path() / "../../models/arith-teacher");
+    candidates.push_back(exe.parent_path() / "../share/retort/models/arith-teacher");
+  }
+#ifdef RETORT_SOURCE_DIR_PATH
+  candidates.push_back(fs::path(RETORT_SOURCE_DIR_PATH) / "models/arith-teacher");
+#endif
+  for (const fs::path& c : candidates) {
+    if (fs::is_regular_file(c / "config.json", ec)) return fs::weakly_canonical(c, ec).string();
+  }
+  return "";
+}
+
+namespace {
+
+// For a command whose first positional is a model: `args` with the default
+// model put first when the user gave fewer positionals than the command takes
+// and no --MODEL flag. Unchanged when it cannot tell (the real parse reports).
+std::vector<std::string> WithDefaultModel(const CommandSpec& spec,
+                                          const std::vector<std::string>& args,
+                                          const po::options_description& options,
+                                          const po::positional_options_description& positional) {
+  if (!spec.default_model || positional.max_total_count() < 1) return args;
+  const std::string key = positional.name_for_position(0);
+  unsigned given = 0;
+  try {
+    po::parsed_options parsed =
+        po::command_line_parser(args).options(options).positional(positional).run();
+    for (const po::option& o : parsed.options) {
+      if (o.string_key == "help") return args;
+      if (o.position_key >= 0) {
+        ++given;
+      } else if (o.string_key == key) {
+        return args;  // given as --model
+      }
+    }
+  } catch (const po::error&) {
+    return args;
+  }
+  if (given >= positional.max_total_count()) return args;
+  const std::string model = DefaultModelPath();
+  if (model.empty()) return args;
+  const char* env = std::getenv("RETORT_MODEL");
+  std::cerr << "retort " << spec.name << ": no " << key << " given; using " << model
+            << (env != nullptr && *env != '\0' ? " ($RETORT_MODEL)\n"
+                                                : " (the bundled teacher; set RETORT_MODEL to change)\n");
+  std::vector<std::string> out;
+  out.reserve(args.size() + 1);
+  out.push_back(model);
+  out.insert(out.end(), args.begin(), args.end());
+  return out;
+}
+
+}  // namespace
+
+std::optional<int> ParseArgs(const CommandSpec& spec, const std::vector<std::string>& given_args,
                              po::options_description& options,
                              const po::positional_options_description& positional,
                              po::variables_map& vm) {
   options.add_options()("help,h", "show this help");
   try {
+    const std::vector<std::string> args = WithDefaultModel(spec, given_args, options, positional);
     po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
     if (vm.count("help")) {
       std::cout << "usage: retort " << spec.name << " " << spec.usage << "\n\n"
                 << spec.summary << "\n\n"
                 << options << "\n";
+      if (spec.default_model) {
+        std::cout << "Without a model argument the bundled teacher (models/arith-teacher) is "
+                     "used, or $RETORT_MODEL when set.\n";
+      }
       return kExitOk;
     }
     po::notify(vm);

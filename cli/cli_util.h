@@ -23,7 +23,17 @@ struct CommandSpec {
   std::string name;     // "generate"
   std::string usage;    // "MODEL [options]"
   std::string summary;  // one line for `retort --help`
+  // The command's first positional is a model (MODEL, STUDENT, IN): when it
+  // is not given, ParseArgs puts DefaultModelPath() in its place (a single
+  // positional of a MODEL OUT command is then OUT).
+  bool default_model = false;
 };
+
+// The model a command uses when none is given: $RETORT_MODEL when set, else
+// the bundled teacher (models/arith-teacher) beside the binary's source tree
+// (found from the executable, then from the source folder it was built
+// from). Empty when there is none.
+std::string DefaultModelPath();
 
 // Parses `args` (without the program and command names). Adds --help. Returns
 // an exit code when the command should stop (help printed, or a usage error

@@ -244,6 +244,7 @@ int RunConvert(const Args& args) {
       "Convert an HF directory to a GGUF file (llama.cpp's names, layouts, metadata and "
       "quantization presets), a GGUF file to an HF directory (dequantized), or a quantized HF "
       "checkpoint (compressed-tensors, GPTQ, AWQ, DeepSeek FP8 blocks) to a plain one (--to hf)."};
+  spec.default_model = true;
   po::options_description opts("options");
   std::string in, out, to, type = "f16", dtype = "auto", pre, name;
   int threads = 0;

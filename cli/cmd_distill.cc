@@ -196,6 +196,7 @@ absl::Status Distill(const DistillArgs& a, const std::string& command_line) {
 int RunDistill(const Args& args) {
   CommandSpec spec{"distill", "STUDENT --data FILE... --output DIR [options]",
                    "train a student on traces, chats or text (SFT and logit distillation)"};
+  spec.default_model = true;
   DistillArgs a;
   po::options_description opts("options");
   opts.add_options()

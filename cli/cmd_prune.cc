@@ -189,6 +189,7 @@ int RunPrune(const Args& args) {
                    "MODEL OUT (--method M --sparsity S | --pattern N:M | --structured TARGET) "
                    "[--calib FILE ...] [options]",
                    kSummary};
+  spec.default_model = true;
   po::options_description opts("options");
   std::string model_path, out, method_name = "magnitude", sparsity_text, pattern_text,
                                layer_sparsity_text, target_params_text, dtype_name = "auto", format_name = "dense";

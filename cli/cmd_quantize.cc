@@ -115,6 +115,7 @@ int RunQuantize(const Args& args) {
       "quantize", "MODEL OUT [--scheme S] [--method rtn|gptq|awq] [--calib FILE ...] [options]",
       "Quantize a model's linear layers (RTN, GPTQ, AWQ; int4/int8/fp8) into a compressed-tensors "
       "directory, or into GGUF k-quants weighted by an importance matrix."};
+  spec.default_model = true;
   po::options_description opts("options");
   std::string model_path, out, scheme_name = "int4-g128", method_name = "rtn", to, type, imatrix,
                                 activations = "none";
@@ -273,6 +274,7 @@ int RunCalibrate(const Args& args) {
   CommandSpec spec{"calibrate", "MODEL --calib FILE ... -o IMATRIX.gguf [options]",
                    "Compute an importance matrix (llama.cpp's GGUF imatrix format) for "
                    "`retort quantize --to gguf --imatrix`."};
+  spec.default_model = true;
   po::options_description opts("options");
   std::string model_path, out;
   CalibArgs calib;

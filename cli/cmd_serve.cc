@@ -1109,6 +1109,7 @@ int RunServe(const Args& args) {
   CommandSpec spec{"serve", "MODEL [options]",
                    "Serve MODEL over an OpenAI-compatible HTTP API (/v1/completions, "
                    "/v1/chat/completions, /v1/models)."};
+  spec.default_model = true;
   // SIGINT/SIGTERM only set a flag (any thread may take them: OpenBLAS starts
   // its threads before main, so a blocked mask cannot cover every thread);
   // the watcher thread below acts on it.

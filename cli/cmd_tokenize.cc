@@ -14,6 +14,7 @@ int RunTokenize(const Args& args) {
   CommandSpec spec{"tokenize", "MODEL (--text FILE | --string TEXT | --chat FILE|JSON) [options]",
                    "Print the token ids (and pieces) of a text or a chat rendered with the model's "
                    "chat template."};
+  spec.default_model = true;
   po::options_description opts("options");
   std::string model, text_file, inline_text, chat;
   opts.add_options()("model", po::value(&model)->required(), "model directory, .gguf file or tokenizer.json")(
