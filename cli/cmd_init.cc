@@ -94,6 +94,8 @@ int RunInit(const Args& args) {
       "override the preset's key/value heads (default: the preset's if it divides --heads, else --heads)")(
       "intermediate", po::value(&sizes.intermediate), "override the preset's MLP intermediate size")(
       "context", po::value(&sizes.context), "override max_position_embeddings")(
+      "rope-theta", po::value(&sizes.rope_theta),
+      "override the RoPE base (llama preset: 500000; 10000 suits short contexts)")(
       "seed", po::value(&seed)->default_value(0), "random seed")(
       "force", po::bool_switch(), "replace OUT_DIR if it is not empty");
   po::positional_options_description pos;

@@ -98,7 +98,12 @@ absl::Status ApplySizeOverrides(const SizeOverrides& o, ModelConfig* config) {
       return absl::InvalidArgumentError(absl::StrCat(name, " must be positive, got ", value));
     }
   }
+  if (o.rope_theta < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rope-theta must be positive, got ", o.rope_theta));
+  }
   ModelConfig c = *config;
+  if (o.rope_theta > 0) c.rope_theta = o.rope_theta;
   if (o.hidden > 0) c.hidden_size = o.hidden;
   if (o.layers > 0) c.num_layers = o.layers;
   if (o.heads > 0) c.num_heads = o.heads;

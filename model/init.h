@@ -36,6 +36,7 @@ struct SizeOverrides {
   int64_t kv_heads = 0;      // num_key_value_heads
   int64_t intermediate = 0;  // intermediate_size
   int64_t context = 0;       // max_position_embeddings
+  double rope_theta = 0;     // RoPE base (the presets use the family's: 500000 for llama)
 };
 
 // Applies `overrides` to *config. head_dim becomes hidden / heads whenever

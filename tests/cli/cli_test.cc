@@ -231,7 +231,7 @@ TEST_F(CliTest, InitSizeOverrides) {
   const std::string dir = (root_ / "shaped").string();
   CliRun r = Exec("init " + dir +
                   " --size tiny --hidden 96 --heads 3 --kv-heads 1 --layers 3 --intermediate 200 "
-                  "--context 256");
+                  "--context 256 --rope-theta 10000");
   ASSERT_EQ(r.code, 0) << r.err;
   auto text = ReadFileToString(dir + "/config.json");
   ASSERT_TRUE(text.ok());
@@ -243,6 +243,7 @@ TEST_F(CliTest, InitSizeOverrides) {
   EXPECT_EQ(c["num_hidden_layers"], 3);
   EXPECT_EQ(c["intermediate_size"], 200);
   EXPECT_EQ(c["max_position_embeddings"], 256);
+  EXPECT_EQ(c["rope_theta"], 10000.0);
   // The model runs.
   r = Exec("generate " + dir + " --prompt hi --max-tokens 3 --greedy");
   EXPECT_EQ(r.code, 0) << r.err;

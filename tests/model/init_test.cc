@@ -51,7 +51,9 @@ TEST(ApplySizeOverridesTest, ChangesTheShapeAndKeepsHeadDimConsistent) {
   o.layers = 3;
   o.intermediate = 512;
   o.context = 512;
+  o.rope_theta = 10000;
   ASSERT_TRUE(ApplySizeOverrides(o, &*c).ok());
+  EXPECT_EQ(c->rope_theta, 10000.0);
   EXPECT_EQ(c->hidden_size, 192);
   EXPECT_EQ(c->num_heads, 6);
   EXPECT_EQ(c->head_dim, 32);
@@ -108,6 +110,9 @@ TEST(ApplySizeOverridesTest, RefusesInconsistentShapesAndLeavesTheConfig) {
   SizeOverrides negative;
   negative.intermediate = -5;
   refused(negative, "--intermediate");
+  SizeOverrides theta;
+  theta.rope_theta = -1;
+  refused(theta, "--rope-theta");
 }
 
 TEST(InitModelDirectoryTest, WritesALoadableModel) {
