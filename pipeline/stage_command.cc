@@ -212,6 +212,7 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
       a.Flag("--no-shard", true);
       a.Num("--max-tokens", e.has_max_tokens(), e.max_tokens());
       a.Num("--max-batch", e.has_max_batch(), e.max_batch());
+      a.Text("--think-prefix", e.think_prefix());
       a.Num("--threads", threads > 0, threads);
       args = std::move(a).Take();
       break;
@@ -233,6 +234,7 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
       a.Num("--heads", i.has_heads(), i.heads());
       a.Num("--kv-heads", i.has_kv_heads(), i.kv_heads());
       a.Num("--intermediate", i.has_intermediate(), i.intermediate());
+      a.Num("--rope-theta", i.has_rope_theta(), i.rope_theta());
       args = std::move(a).Take();
       break;
     }

@@ -17,7 +17,7 @@ const char kGood[] = R"pb(
   description: "init, distill, convert, eval"
   stage {
     name: "init"
-    init { family: "llama" size: "tiny" seed: 3 }
+    init { family: "llama" size: "tiny" seed: 3 rope_theta: 10000 }
   }
   stage {
     name: "sft"
@@ -39,7 +39,7 @@ const char kGood[] = R"pb(
   }
   stage {
     name: "eval-sft"
-    eval { model: "@sft" prompts: "/abs/heldout.jsonl" max_tokens: 32 }
+    eval { model: "@sft" prompts: "/abs/heldout.jsonl" max_tokens: 32 think_prefix: "off" }
   }
 )pb";
 
@@ -195,7 +195,7 @@ TEST(StageCommandTest, BuildsEachCommandLine) {
   auto init = StageCommand(r->stage(0), resolve, "RUN/init", 0);
   ASSERT_TRUE(init.ok());
   EXPECT_THAT(*init, ElementsAre("init", "RUN/init/final", "--family", "llama", "--size", "tiny",
-                                 "--seed", "3"));
+                                 "--seed", "3", "--rope-theta", "10000"));
   auto sft = StageCommand(r->stage(1), resolve, "RUN/sft", 2);
   ASSERT_TRUE(sft.ok());
   EXPECT_THAT(
@@ -210,7 +210,8 @@ TEST(StageCommandTest, BuildsEachCommandLine) {
   ASSERT_TRUE(eval.ok());
   EXPECT_THAT(*eval, ElementsAre("generate", "<@sft>", "--prompts", "</abs/heldout.jsonl>",
                                  "--output", "RUN/eval-sft/gen", "--greedy", "--keep", "all",
-                                 "--verifier", "math", "--no-shard", "--max-tokens", "32"));
+                                 "--verifier", "math", "--no-shard", "--max-tokens", "32",
+                                 "--think-prefix", "off"));
 }
 
 TEST(StageCommandTest, PruneQuantizeGenerate) {
