@@ -38,8 +38,12 @@ namespace {
 // error message. One at a time per process.
 class OutputTee {
  public:
-  static absl::StatusOr<std::unique_ptr<OutputTee>> Start(const std::string& log_path) {
+  // `echo_stdout` false: the command's stdout goes to the log only (its
+  // stderr, progress and errors, still reaches the terminal).
+  static absl::StatusOr<std::unique_ptr<OutputTee>> Start(const std::string& log_path,
+                                                          bool echo_stdout) {
     std::unique_ptr<OutputTee> tee(new OutputTee());
+    tee->echo_stdout_ = echo_stdout;
     tee->log_fd_ = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (tee->log_fd_ < 0) {
       return absl::InternalError(absl::StrCat(log_path, ": cannot create the log"));
@@ -118,7 +122,7 @@ class OutputTee {
     char buf[4096];
     ssize_t n;
     while ((n = ::read(c.read_fd, buf, sizeof(buf))) > 0) {
-      WriteAll(c.saved_fd, buf, n);
+      if (c.fd != 1 || echo_stdout_) WriteAll(c.saved_fd, buf, n);
       std::lock_guard<std::mutex> lock(mu_);
       WriteAll(log_fd_, buf, n);
       if (c.fd == 2) {
@@ -129,10 +133,14 @@ class OutputTee {
   }
 
   int log_fd_ = -1;
+  bool echo_stdout_ = true;
   Channel channels_[2];
   std::mutex mu_;
   std::string stderr_tail_;
 };
+
+// `retort run --verbose`: the stages' stdout on the terminal too.
+bool g_echo_stdout = false;
 
 // The subcommands a recipe stage can become.
 const std::map<std::string, int (*)(const Args&)>& StageCommands() {
@@ -161,7 +169,7 @@ absl::Status RunLauncher(const std::vector<std::string>& argv, const std::string
   int status = 0;
   std::string message;
   {
-    absl::StatusOr<std::unique_ptr<OutputTee>> tee = OutputTee::Start(log_path);
+    absl::StatusOr<std::unique_ptr<OutputTee>> tee = OutputTee::Start(log_path, g_echo_stdout);
     if (!tee.ok()) return tee.status();
     std::cerr << "[run]";
     for (const std::string& a : argv) std::cerr << " " << a;
@@ -197,7 +205,7 @@ absl::Status RunInProcess(const std::vector<std::string>& argv, const std::strin
   int code;
   std::string message;
   {
-    absl::StatusOr<std::unique_ptr<OutputTee>> tee = OutputTee::Start(log_path);
+    absl::StatusOr<std::unique_ptr<OutputTee>> tee = OutputTee::Start(log_path, g_echo_stdout);
     if (!tee.ok()) return tee.status();
     std::cerr << "[run] retort";
     for (const std::string& a : argv) std::cerr << " " << a;
@@ -240,7 +248,9 @@ int RunRun(const Args& args) {
       "force", po::bool_switch(&o.force), "rerun the selected stages even when up to date")(
       "threads", po::value(&o.threads)->default_value(0), "worker threads (0 = all cores)")(
       "dry-run", po::bool_switch(&o.dry_run),
-      "print each stage's command and state; write nothing");
+      "print each stage's command and state; write nothing")(
+      "verbose,v", po::bool_switch(&g_echo_stdout),
+      "show each command's standard output too (always in RUN_DIR/<stage>/log.txt)");
   po::positional_options_description pos;
   pos.add("recipe", 1);
   po::variables_map vm;
