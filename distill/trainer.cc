@@ -173,7 +173,11 @@ absl::Status Trainer::SaveCheckpoint(int64_t step, const std::string& name) {
     const fs::path tmp = fs::path(options_.output_dir) / ("." + name + ".tmp");
     std::error_code ec;
     fs::remove_all(tmp, ec);
-    RETURN_IF_ERROR(WriteHfDirectory(tmp.string(), student_->config().ToJson(),
+    // config.json names the dtype the weights are written in (transformers
+    // loads torch_dtype "auto" from it), not the f32 the trainer holds.
+    ModelConfig saved = student_->config();
+    saved.torch_dtype = options_.save_dtype;
+    RETURN_IF_ERROR(WriteHfDirectory(tmp.string(), saved.ToJson(),
                                      student_->NamedWeights(options_.save_dtype)));
     for (const auto& [file, contents] : options_.extra_files) {
       RETURN_IF_ERROR(WriteFileAtomically((tmp / file).string(), contents));

@@ -92,6 +92,20 @@ TEST_F(DistillCliTest, TrainsAndSavesAnHfDirectoryThatTheOtherCommandsLoad) {
   const double before = perplexity(Model()), after = perplexity(out + "/final");
   EXPECT_GT(before, 100.0);
   EXPECT_LT(after, 0.5 * before);
+  auto config = [](const std::string& dir) {
+    return nlohmann::json::parse(ReadFileToString(dir + "/config.json").value_or("{}"));
+  };
+  EXPECT_EQ(config(out + "/final")["torch_dtype"], "float32");
+
+  // --save-dtype bf16: the config names the dtype the weights are stored in.
+  const std::string bf16 = Out("sft_bf16");
+  r = h_->Exec("distill " + Model() + " " + Common() + " --max-steps 2 --save-dtype bf16 -q -o " +
+               bf16);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(config(bf16 + "/final")["torch_dtype"], "bfloat16");
+  CliRun inspect = h_->Exec("inspect " + bf16 + "/final");
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  EXPECT_THAT(inspect.out, HasSubstr("BF16"));
 }
 
 TEST_F(DistillCliTest, TwoMpiRanksFollowOneRankWithTwiceTheAccumulation) {
