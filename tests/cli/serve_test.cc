@@ -612,7 +612,7 @@ TEST(ServeReasoningTest, ThinkPromptPutsTheAnswerInReasoningContent) {
 
 TEST(ServeUsageTest, RejectsBadFlags) {
   CliHarness h("serve_usage_test");
-  EXPECT_EQ(h.Exec("serve").code, 2);
+  EXPECT_EQ(h.Exec("serve --no-such-option").code, 2);
   EXPECT_EQ(h.Exec("serve /nonexistent --port 70000").code, 2);
   EXPECT_EQ(h.Exec("serve /nonexistent --reasoning-parser bogus").code, 2);
   CliRun r = h.Exec("serve /nonexistent/model --port 0");
