@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "serve_process.h"
 
 namespace retort {
 namespace {
@@ -75,9 +76,9 @@ class RunCliTest : public ::testing::Test {
     ASSERT_TRUE(WriteFileAtomically((h_.root() / rel).string(), text).ok());
   }
   std::string Path(const std::string& rel) const { return (h_.root() / rel).string(); }
-  CliRun Run(const std::string& extra = "") {
-    return h_.Exec("run " + Path("recipe.textproto") + " -o " + Path("run") + " --threads 2 " +
-                   extra);
+  CliRun Run(const std::string& extra = "", const std::string& recipe = "recipe.textproto",
+             const std::string& run_dir = "run") {
+    return h_.Exec("run " + Path(recipe) + " -o " + Path(run_dir) + " --threads 2 " + extra);
   }
   nlohmann::json Manifest() {
     return nlohmann::json::parse(ReadFileToString(Path("run/manifest.json")).value_or("null"));
@@ -184,6 +185,51 @@ TEST_F(RunCliTest, DistillStageWithRanksRunsUnderMpirun) {
   EXPECT_TRUE(fs::exists(Path("mpi/sft/final/config.json")));
   // The trainer ran as two MPI ranks.
   EXPECT_THAT(ReadFileToString(Path("mpi/sft/log.txt")).value_or(""), HasSubstr("mpi (2 ranks)"));
+}
+
+// The scale-out path in small: a generate stage whose teacher is an
+// OpenAI-compatible endpoint (here `retort serve` with the bundled teacher)
+// writes verified traces like a local one, and a rerun is up to date.
+TEST_F(RunCliTest, GenerateStageWithAnEndpointTeacher) {
+  const std::string teacher = std::string(RETORT_SOURCE_DIR_PATH) + "/models/arith-teacher";
+  testing::ServeProcess server;
+  std::string error;
+  ASSERT_TRUE(server.Start({teacher, "--threads", "1"}, Path("serve.err"), &error)) << error;
+  const std::string url = "http://" + server.host() + ":" + std::to_string(server.port()) + "/v1";
+  std::string prompts;
+  for (int i = 0; i < 4; ++i) {
+    const int a = 12345 + 1111 * i, b = 54321 + 2222 * i;
+    prompts += nlohmann::json({{"id", "p" + std::to_string(i)},
+                               {"prompt", "What is " + std::to_string(a) + " + " +
+                                              std::to_string(b) + "?"},
+                               {"answer", std::to_string(a + b)}})
+                   .dump() +
+               "\n";
+  }
+  Write("arith.jsonl", prompts);
+  Write("endpoint.textproto", R"pb(
+    stage {
+      name: "traces"
+      generate {
+        model: ")pb" + teacher + R"pb("
+        prompts: "arith.jsonl"
+        endpoint: ")pb" + url + R"pb("
+        temperature: 0
+        max_tokens: 400
+        verifier: "math"
+        keep: "all"
+      }
+    }
+  )pb");
+  CliRun r = Run("", "endpoint.textproto", "endpoint");
+  ASSERT_EQ(r.code, 0) << r.err << "\nserver: " << server.Stderr();
+  const nlohmann::json summary =
+      nlohmann::json::parse(ReadFileToString(Path("endpoint/traces/summary.json")).value_or("{}"));
+  EXPECT_EQ(summary["verification"]["samples"], 4) << summary.dump();
+  EXPECT_GE(summary["verification"]["correct"].get<int>(), 3) << summary.dump();  // 99.5% teacher
+  r = Run("", "endpoint.textproto", "endpoint");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("0 stage(s) run, 1 up to date"));
 }
 
 TEST_F(RunCliTest, BadRecipeFailsWithTheLineAndWritesNothing) {
