@@ -45,7 +45,8 @@ struct DistillArgs {
   int64_t chunk_tokens = 0;
   uint64_t seed = 0;
   int threads = 0;
-  bool resume = false, quiet = false, all_turns = false, answers_only = false;
+  bool resume = false, quiet = false, all_turns = false, answers_only = false,
+       keep_sparsity = false;
 };
 
 std::string MB(size_t bytes) { return absl::StrFormat("%.1f MiB", bytes / 1048576.0); }
@@ -125,6 +126,7 @@ absl::Status Distill(const DistillArgs& a, const std::string& command_line) {
   t.optimizer.eps = a.adam_eps;
   t.optimizer.weight_decay = a.weight_decay;
   t.decay_all = a.decay_all;
+  t.keep_sparsity = a.keep_sparsity;
   ASSIGN_OR_RETURN(t.schedule.kind, ParseLrSchedule(a.schedule));
   t.schedule.peak_lr = a.lr;
   t.schedule.min_lr = a.lr * a.min_lr_ratio;
@@ -234,6 +236,9 @@ int RunDistill(const Args& args) {
       ("answers-only", po::bool_switch(&a.answers_only),
        "drop the reasoning (reasoning_content and <think>...</think> blocks) from chat/trace "
        "samples: train the answer alone (the baseline of a traces-vs-answers experiment)")
+      ("keep-sparsity", po::bool_switch(&a.keep_sparsity),
+       "the zeros of the student's decoder linears stay zero (recovery after unstructured or "
+       "2:4 pruning keeps the pattern)")
       ("eval-fraction", po::value(&a.eval_fraction)->default_value(0.05), "held-out share of the examples (by id hash)")
       ("eval-every", po::value(&a.eval_every)->default_value(0), "steps between held-out evaluations (0: at the end)")
       ("eval-batches", po::value(&a.eval_batches)->default_value(0), "micro-batches per evaluation (0: all)")

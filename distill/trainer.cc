@@ -93,6 +93,26 @@ Trainer::Trainer(TrainModel* student, TrainModel* teacher, DataLoader* train, Da
       collective_(collective),
       options_(std::move(options)) {}
 
+void Trainer::RecordSparsity() {
+  sparse_zeros_.clear();
+  const float* base = student_->param_arena();
+  for (const TrainModel::Parameter& p : student_->parameters()) {
+    // The decoder linears: model.layers.N.{self_attn,mlp}.*_proj.weight.
+    if (p.name.rfind("model.layers.", 0) != 0 || p.name.size() < 12 ||
+        p.name.compare(p.name.size() - 12, 12, "_proj.weight") != 0) {
+      continue;
+    }
+    const int64_t offset = p.value - base;
+    for (int64_t i = 0; i < p.size; ++i) {
+      if (p.value[i] == 0.0f) sparse_zeros_.push_back(offset + i);
+    }
+  }
+}
+
+void Trainer::ApplySparsity(float* arena) {
+  for (int64_t i : sparse_zeros_) arena[i] = 0.0f;
+}
+
 int64_t Trainer::TotalSteps() const {
   if (options_.max_steps > 0) return options_.max_steps;
   const double per_step =
@@ -334,6 +354,13 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
                                             "; stopped without saving. Last good checkpoint: ",
                                             last.empty() ? std::string("none") : last, hint));
   };
+  if (options_.keep_sparsity) {
+    RecordSparsity();
+    if (rank0 && options_.progress) {
+      std::cerr << "keep-sparsity: " << sparse_zeros_.size()
+                << " zero entries of the decoder linears stay zero\n";
+    }
+  }
   std::vector<double> scalars(4);
   while (step < total) {
     const auto ts = Clock::now();
@@ -364,11 +391,13 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
       float* g = student_->grad_arena();
       for (int64_t i = 0, np = student_->num_parameters(); i < np; ++i) g[i] *= inv;
     }
+    ApplySparsity(student_->grad_arena());  // pruned entries take no part, in the norm either
     const double grad_norm = ClipGradNorm(student_->grad_arena(), student_->num_parameters(),
                                           options_.clip_grad_norm);
     if (!std::isfinite(grad_norm)) return non_finite("gradient norm", grad_norm, step + 1, "");
     const float lr = static_cast<float>(LearningRate(step, total, options_.schedule));
     optimizer_->Step(student_->param_arena(), student_->grad_arena(), lr);
+    ApplySparsity(student_->param_arena());  // exact zeros whatever AdamW's epsilon does
     ++step;
     run_tokens += static_cast<int64_t>(tokens);
     tokens_before_ += static_cast<int64_t>(tokens);

@@ -65,6 +65,11 @@ struct TrainerOptions {
   int64_t eval_batches = 0;  // micro-batches per evaluation; 0: the whole split
   DType save_dtype = DType::kF32;  // weights of the HF directories (f32 or bf16)
   bool resume = false;
+  // Sparse fine-tuning (recovery after unstructured / N:M pruning): the
+  // entries of the decoder linears that are zero when the run starts (or
+  // resumes) get no gradient and stay exactly zero, so the sparsity pattern
+  // (2:4 included) survives training.
+  bool keep_sparsity = false;
   bool progress = true;  // progress line on stderr (rank 0)
   // Files copied into every saved HF directory (tokenizer.json,
   // tokenizer_config.json, ...): name -> contents.
@@ -110,6 +115,10 @@ class Trainer {
   absl::Status SaveCheckpoint(int64_t step, const std::string& name);
   absl::Status LoadLatestCheckpoint(int64_t* step);
   absl::Status AppendMetrics(const std::string& json_line);
+  // keep_sparsity: records the zeros of the decoder linears (RecordSparsity)
+  // and zeroes their gradients / weights (ApplySparsity).
+  void RecordSparsity();
+  void ApplySparsity(float* arena);
   std::string LatestCheckpoint() const;
 
   TrainModel* student_;
@@ -121,6 +130,7 @@ class Trainer {
   std::optional<AdamW> optimizer_;
   std::function<void(int64_t, double)> on_step_;
   std::vector<float> hidden_, dhidden_, teacher_hidden_;
+  std::vector<int64_t> sparse_zeros_;  // arena offsets held at zero (keep_sparsity)
   double elapsed_before_ = 0;  // seconds of earlier runs (resume)
   double elapsed_at_save_ = 0;
   int64_t tokens_before_ = 0;

@@ -143,6 +143,7 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
       a.Text("--save-dtype", d.save_dtype());
       a.Text("--overlong", d.overlong());
       a.Flag("--all-assistant-turns", d.all_assistant_turns());
+      a.Flag("--keep-sparsity", d.keep_sparsity());
       a.Num("--threads", threads > 0, threads);
       args = std::move(a).Take();
       if (d.has_ranks() && d.ranks() > 1) {

@@ -285,6 +285,45 @@ TEST_F(PruneCliTest, StructuredThenDistillFromTheUnprunedModel) {
 // --format sparse writes the same model as the default dense output, with
 // every decoder linear in compressed-tensors' sparse layout and the config
 // block the library writes; everything else is the dense output's bytes.
+// Recovery after 2:4 pruning: with --keep-sparsity the distilled student
+// keeps every zero (2:4 still holds, same zero count) while its other
+// weights move; without it the pattern is lost.
+TEST_F(PruneCliTest, SparseRecoveryKeepsThePattern) {
+  const std::string pruned = Out("s24"), kept = Out("s24_kept"), lost = Out("s24_lost");
+  CliRun p = h_->Exec("prune " + Model() + " " + pruned + " --method wanda --pattern 2:4 " +
+                      kCalib);
+  ASSERT_EQ(p.code, 0) << p.err;
+  const std::string common = " --teacher " + Model() + " --kd-weight 1 --ce-weight 0 --data " +
+                             std::string(kText) +
+                             " --seq-len 64 --batch-rows 2 --max-steps 3 --lr 1e-2 --threads 2 ";
+  CliRun d = h_->Exec("distill " + pruned + common + "--keep-sparsity -o " + kept);
+  ASSERT_EQ(d.code, 0) << d.err;
+  EXPECT_THAT(d.err, HasSubstr("zero entries of the decoder linears stay zero"));
+  d = h_->Exec("distill " + pruned + common + "-q -o " + lost);
+  ASSERT_EQ(d.code, 0) << d.err;
+  auto sparsity = [&](const std::string& dir) {
+    CliRun r = h_->Exec("inspect " + dir + " --json");
+    EXPECT_EQ(r.code, 0) << r.err;
+    return Json(r)["sparsity"];
+  };
+  const nlohmann::json before = sparsity(pruned), after = sparsity(kept + "/final"),
+                       free = sparsity(lost + "/final");
+  EXPECT_EQ(after["nm_2_4"], true);
+  EXPECT_EQ(after["linear_zeros"], before["linear_zeros"]);
+  EXPECT_EQ(free["nm_2_4"], false);
+  EXPECT_LT(free["linear_zeros"].get<int64_t>(), before["linear_zeros"].get<int64_t>());
+  // The kept run did train: its weights differ from the pruned model's.
+  auto a = HfDirectory::Open(pruned), b = HfDirectory::Open(kept + "/final");
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::string name = "model.layers.0.mlp.up_proj.weight";
+  Tensor ta = (*a)->Get(name)->To(DType::kF32), tb = (*b)->Get(name)->To(DType::kF32);
+  ASSERT_EQ(ta.numel(), tb.numel());
+  int64_t moved = 0;
+  for (int64_t i = 0; i < ta.numel(); ++i) moved += ta.data<float>()[i] != tb.data<float>()[i];
+  EXPECT_GT(moved, ta.numel() / 4);
+  ExpectEvaluates(kept + "/final");
+}
+
 TEST_F(PruneCliTest, SparseFormatUnpacksToTheDenseOutput) {
   struct Case {
     std::string args, structure, format;
