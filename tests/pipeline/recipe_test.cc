@@ -268,7 +268,7 @@ TEST(StageCommandTest, EndpointTeacherAndMpiRanks) {
     }
     stage {
       name: "d"
-      distill { student: "s" data: "@g" ranks: 2 }
+      distill { student: "s" data: "@g" ranks: 2 keep_sparsity: true }
     }
   )pb");
   ASSERT_TRUE(r.ok()) << r.status();
@@ -279,7 +279,7 @@ TEST(StageCommandTest, EndpointTeacherAndMpiRanks) {
                           "--concurrency", "64"));
   EXPECT_THAT(*StageCommand(r->stage(1), resolve, "R/d", 2),
               ElementsAre("mpirun", "-np", "2", "retort", "distill", "s", "--data", "@g",
-                          "--output", "R/d", "--threads", "2"));
+                          "--output", "R/d", "--keep-sparsity", "--threads", "2"));
   EXPECT_THAT(Error(R"pb(stage { name: "g" generate { prompts: "p.jsonl" } })pb"),
               HasSubstr("needs generate.model (or generate.endpoint)"));
   EXPECT_THAT(Error(R"pb(stage { name: "d" distill { student: "s" data: "x" ranks: 0 } })pb"),
