@@ -127,6 +127,18 @@ std::string LinearWeightName(int64_t layer, LinearSlot slot) {
   return absl::StrCat("model.layers.", layer, ".", LinearSlotName(slot), ".weight");
 }
 
+LinearSlot InputSlot(LinearSlot slot) {
+  switch (slot) {
+    case LinearSlot::kK:
+    case LinearSlot::kV:
+      return LinearSlot::kQ;
+    case LinearSlot::kUp:
+      return LinearSlot::kGate;
+    default:
+      return slot;
+  }
+}
+
 // ---- construction ---------------------------------------------------------
 
 absl::Status Transformer::Build(const Lookup& lookup) {

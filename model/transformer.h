@@ -72,6 +72,9 @@ inline constexpr LinearSlot kLinearSlots[] = {LinearSlot::kQ,    LinearSlot::kK,
 const char* LinearSlotName(LinearSlot slot);
 // "model.layers.<layer>.<LinearSlotName>.weight".
 std::string LinearWeightName(int64_t layer, LinearSlot slot);
+// The slot under which a LinearInputObserver sees `slot`'s input (q/k/v
+// share kQ's, gate/up kGate's; o and down have their own).
+LinearSlot InputSlot(LinearSlot slot);
 
 // Sees the input of a layer's linears during Transformer::ForwardLayer: called
 // once per distinct input, with slot kQ for the normed hidden states q/k/v

@@ -21,20 +21,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-
-// The slot whose observed input a linear reads (q/k/v share kQ's, gate/up kGate's).
-LinearSlot InputSlot(LinearSlot s) {
-  switch (s) {
-    case LinearSlot::kK:
-    case LinearSlot::kV:
-      return LinearSlot::kQ;
-    case LinearSlot::kUp:
-      return LinearSlot::kGate;
-    default:
-      return s;
-  }
-}
-
 // f32/bf16/f16, what prune reads and installs (core's IsFloat also admits fp8).
 bool IsPrunableFloat(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; }
 

@@ -16,20 +16,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-
-// The slot whose observed input a linear reads (q/k/v share kQ's, gate/up kGate's).
-LinearSlot InputSlot(LinearSlot s) {
-  switch (s) {
-    case LinearSlot::kK:
-    case LinearSlot::kV:
-      return LinearSlot::kQ;
-    case LinearSlot::kUp:
-      return LinearSlot::kGate;
-    default:
-      return s;
-  }
-}
-
 std::string ModuleName(int64_t layer, LinearSlot slot) {
   return absl::StrCat("model.layers.", layer, ".", LinearSlotName(slot));
 }
