@@ -59,6 +59,35 @@ class ScopedBlasThreads {
   int previous_;
 };
 
+// Row-major n x n GEMM operands a, b (a fixed, non-trivial pattern) and c.
+struct SquareGemm {
+  explicit SquareGemm(int n) : n(n), a(Elems()), b(Elems()), c(Elems()) {
+    for (size_t i = 0; i < a.size(); ++i) {
+      a[i] = static_cast<float>((i * 7) % 13) / 13.0f - 0.5f;
+      b[i] = static_cast<float>((i * 5) % 11) / 11.0f - 0.5f;
+    }
+  }
+  size_t Elems() const { return static_cast<size_t>(n) * n; }
+
+  // GFLOP/s of `gemm` (c = a * b): one warm-up call (threads start, buffers
+  // are allocated), then the best of `repeats` timed calls.
+  template <typename Gemm>
+  double BestGflops(int repeats, Gemm&& gemm) {
+    gemm();
+    double best = std::numeric_limits<double>::infinity();
+    for (int r = 0; r < std::max(1, repeats); ++r) {
+      const double t0 = Now();
+      gemm();
+      best = std::min(best, Now() - t0);
+    }
+    benchmark::DoNotOptimize(c[c.size() / 2]);
+    return 2.0 * n * n * static_cast<double>(n) / best / 1e9;
+  }
+
+  int n;
+  std::vector<float> a, b, c;
+};
+
 }  // namespace
 
 void ParallelMemcpy(char* dst, const char* src, size_t bytes, int threads) {
@@ -94,58 +123,30 @@ double MeasureSgemmGflops(int threads, int n, int repeats) {
   threads = std::max(1, threads);
   n = std::max(1, n);
   ScopedBlasThreads blas(threads);
-  const size_t elems = static_cast<size_t>(n) * n;
-  std::vector<float> a(elems), b(elems), c(elems);
-  for (size_t i = 0; i < elems; ++i) {
-    a[i] = static_cast<float>((i * 7) % 13) / 13.0f - 0.5f;
-    b[i] = static_cast<float>((i * 5) % 11) / 11.0f - 0.5f;
-  }
-  auto gemm = [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-                0.0f, c.data(), n);
-  };
-  gemm();  // warm-up (OpenBLAS starts its threads and buffers)
-  double best = std::numeric_limits<double>::infinity();
-  for (int r = 0; r < std::max(1, repeats); ++r) {
-    double t0 = Now();
-    gemm();
-    best = std::min(best, Now() - t0);
-  }
-  benchmark::DoNotOptimize(c[elems / 2]);
-  return 2.0 * n * n * static_cast<double>(n) / best / 1e9;
+  SquareGemm g(n);
+  return g.BestGflops(repeats, [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, g.a.data(), n,
+                g.b.data(), n, 0.0f, g.c.data(), n);
+  });
 }
 
 double MeasureRetortSgemmGflops(int threads, int n, int repeats) {
   threads = std::max(1, threads);
   n = std::max(1, n);
   ScopedPoolThreads pool(threads);
-  const size_t elems = static_cast<size_t>(n) * n;
-  std::vector<float> a(elems), b(elems), c(elems);
-  for (size_t i = 0; i < elems; ++i) {
-    a[i] = static_cast<float>((i * 7) % 13) / 13.0f - 0.5f;
-    b[i] = static_cast<float>((i * 5) % 11) / 11.0f - 0.5f;
-  }
+  SquareGemm g(n);
   constexpr int kTile = 256;  // train_ops.cc's GEMM tile
   const int tiles = (n + kTile - 1) / kTile;
-  auto gemm = [&] {
+  return g.BestGflops(repeats, [&] {
     ParallelFor(static_cast<int64_t>(tiles) * tiles, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int i0 = static_cast<int>(t / tiles) * kTile, j0 = static_cast<int>(t % tiles) * kTile;
         cpu::Sgemm(false, false, std::min(kTile, n - i0), std::min(kTile, n - j0), n, 1.0f,
-                   a.data() + static_cast<size_t>(i0) * n, n, b.data() + j0, n, 0.0f,
-                   c.data() + static_cast<size_t>(i0) * n + j0, n);
+                   g.a.data() + static_cast<size_t>(i0) * n, n, g.b.data() + j0, n, 0.0f,
+                   g.c.data() + static_cast<size_t>(i0) * n + j0, n);
       }
     });
-  };
-  gemm();  // warm-up (pool threads start, per-thread packing buffers)
-  double best = std::numeric_limits<double>::infinity();
-  for (int r = 0; r < std::max(1, repeats); ++r) {
-    double t0 = Now();
-    gemm();
-    best = std::min(best, Now() - t0);
-  }
-  benchmark::DoNotOptimize(c[elems / 2]);
-  return 2.0 * n * n * static_cast<double>(n) / best / 1e9;
+  });
 }
 
 Ceilings AddCeilingsToBenchmarkContext(int threads, size_t memcpy_bytes, int sgemm_n) {
