@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -22,9 +23,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
+#include "core/status.h"
 #include "core/thread_pool.h"
 #include "pipeline/results.h"
 #include "pipeline/runner.h"
@@ -150,6 +153,27 @@ const std::map<std::string, int (*)(const Args&)>& StageCommands() {
   return *commands;
 }
 
+// What a command run under the tee ended with: its exit code (-1: killed by
+// a signal) and, when it failed, its own error line.
+struct TeedRun {
+  int code = kExitOk;
+  std::string message;
+};
+
+// Prints `echo` and runs `body` (which returns the command's exit code) with
+// fds 1 and 2 copied into `log_path` (stdout echoed only with --verbose).
+absl::StatusOr<TeedRun> RunTeed(const std::string& log_path, const std::string& echo,
+                                const std::function<absl::StatusOr<int>()>& body) {
+  ASSIGN_OR_RETURN(std::unique_ptr<OutputTee> tee, OutputTee::Start(log_path, g_echo_stdout));
+  std::cerr << echo << "\n";
+  absl::StatusOr<int> code = body();
+  tee->Stop();
+  if (!code.ok()) return code.status();
+  TeedRun run{*code, ""};
+  if (run.code != kExitOk) run.message = tee->ErrorMessage();
+  return run;
+}
+
 // A stage launched as its own process group ("mpirun -np K retort distill
 // ..."): "retort" becomes this binary; the output goes through the same tee
 // (the child inherits the redirected descriptors). Runs as root only with
@@ -166,33 +190,29 @@ absl::Status RunLauncher(const std::vector<std::string>& argv, const std::string
   std::vector<char*> cargv;
   for (std::string& a : command) cargv.push_back(a.data());
   cargv.push_back(nullptr);
-  int status = 0;
-  std::string message;
-  {
-    absl::StatusOr<std::unique_ptr<OutputTee>> tee = OutputTee::Start(log_path, g_echo_stdout);
-    if (!tee.ok()) return tee.status();
-    std::cerr << "[run]";
-    for (const std::string& a : argv) std::cerr << " " << a;
-    std::cerr << "\n";
-    std::cerr.flush();
-    pid_t pid = 0;
-    const int rc = ::posix_spawnp(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ);
-    if (rc != 0) {
-      (*tee)->Stop();
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot start ", argv[0], ": ", std::strerror(rc),
-                       argv[0] == "mpirun" ? " (install OpenMPI: scripts/setup.sh does)" : ""));
-    }
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    (*tee)->Stop();
-    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) message = (*tee)->ErrorMessage();
-  }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
+  ASSIGN_OR_RETURN(
+      TeedRun run, RunTeed(log_path, absl::StrCat("[run] ", absl::StrJoin(argv, " ")),
+                           [&]() -> absl::StatusOr<int> {
+                             std::cerr.flush();
+                             pid_t pid = 0;
+                             const int rc = ::posix_spawnp(&pid, cargv[0], nullptr, nullptr,
+                                                           cargv.data(), environ);
+                             if (rc != 0) {
+                               return absl::FailedPreconditionError(absl::StrCat(
+                                   "cannot start ", argv[0], ": ", std::strerror(rc),
+                                   argv[0] == "mpirun" ? " (install OpenMPI: scripts/setup.sh does)"
+                                                       : ""));
+                             }
+                             int status = 0;
+                             while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+                             }
+                             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+                           }));
+  if (run.code == kExitOk) return absl::OkStatus();
   return absl::UnknownError(absl::StrCat(
       argv[0], " exited with ",
-      WIFEXITED(status) ? absl::StrCat("code ", WEXITSTATUS(status)) : std::string("a signal"),
-      message.empty() ? "" : ": ", message));
+      run.code >= 0 ? absl::StrCat("code ", run.code) : std::string("a signal"),
+      run.message.empty() ? "" : ": ", run.message));
 }
 
 absl::Status RunInProcess(const std::vector<std::string>& argv, const std::string& log_path) {
@@ -202,18 +222,13 @@ absl::Status RunInProcess(const std::vector<std::string>& argv, const std::strin
   if (it == StageCommands().end()) {
     return absl::InvalidArgumentError(absl::StrCat("no stage command \"", argv[0], "\""));
   }
-  int code;
-  std::string message;
-  {
-    absl::StatusOr<std::unique_ptr<OutputTee>> tee = OutputTee::Start(log_path, g_echo_stdout);
-    if (!tee.ok()) return tee.status();
-    std::cerr << "[run] retort";
-    for (const std::string& a : argv) std::cerr << " " << a;
-    std::cerr << "\n";
-    code = it->second(Args(argv.begin() + 1, argv.end()));
-    (*tee)->Stop();
-    if (code != kExitOk) message = (*tee)->ErrorMessage();
-  }
+  ASSIGN_OR_RETURN(TeedRun run,
+                   RunTeed(log_path, absl::StrCat("[run] retort ", absl::StrJoin(argv, " ")),
+                           [&]() -> absl::StatusOr<int> {
+                             return it->second(Args(argv.begin() + 1, argv.end()));
+                           }));
+  const int code = run.code;
+  std::string message = std::move(run.message);
   if (code == kExitOk) return absl::OkStatus();
   if (message.empty()) message = absl::StrCat("exited with status ", code);
   // Usage errors print "retort CMD: MESSAGE" without ": error: ".
