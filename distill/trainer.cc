@@ -11,6 +11,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "core/tensor.h"
 #include "formats/hf_dir.h"
 #include "formats/safetensors.h"
+#include "model/transformer.h"
 #include "nlohmann/json.hpp"
 
 namespace retort {
@@ -95,13 +97,13 @@ Trainer::Trainer(TrainModel* student, TrainModel* teacher, DataLoader* train, Da
 
 void Trainer::RecordSparsity() {
   sparse_zeros_.clear();
+  std::set<std::string> linears;  // the decoder linears, what prune zeroes
+  for (int64_t l = 0; l < student_->config().num_layers; ++l) {
+    for (LinearSlot slot : kLinearSlots) linears.insert(LinearWeightName(l, slot));
+  }
   const float* base = student_->param_arena();
   for (const TrainModel::Parameter& p : student_->parameters()) {
-    // The decoder linears: model.layers.N.{self_attn,mlp}.*_proj.weight.
-    if (p.name.rfind("model.layers.", 0) != 0 || p.name.size() < 12 ||
-        p.name.compare(p.name.size() - 12, 12, "_proj.weight") != 0) {
-      continue;
-    }
+    if (linears.count(p.name) == 0) continue;
     const int64_t offset = p.value - base;
     for (int64_t i = 0; i < p.size; ++i) {
       if (p.value[i] == 0.0f) sparse_zeros_.push_back(offset + i);
