@@ -1,4 +1,5 @@
-// retort prune MODEL OUT --method magnitude|wanda|sparsegpt (--sparsity S | --layer-sparsity SCHEDULE | --pattern N:M)
+// retort prune MODEL OUT --method magnitude|wanda|sparsegpt
+//                        (--sparsity S | --layer-sparsity SCHEDULE | --pattern N:M)
 //                        [--calib FILE ...] [options]
 // retort prune MODEL OUT --structured (--target-params N | --num-layers L --num-heads H
 //                        --num-kv-heads K --intermediate-size I --hidden-size D) --calib FILE ...
@@ -192,7 +193,8 @@ int RunPrune(const Args& args) {
   spec.default_model = true;
   po::options_description opts("options");
   std::string model_path, out, method_name = "magnitude", sparsity_text, pattern_text,
-                               layer_sparsity_text, target_params_text, dtype_name = "auto", format_name = "dense";
+                               layer_sparsity_text, target_params_text, dtype_name = "auto",
+                               format_name = "dense";
   CalibArgs calib;
   prune::SparseGptOptions sgpt;
   prune::StructuredTarget target;
@@ -296,22 +298,22 @@ int RunPrune(const Args& args) {
                         "give exactly one of --sparsity FRACTION, --layer-sparsity SCHEDULE or "
                         "--pattern N:M (or --structured)");
     }
-    // A schedule is parsed against the model's layer count once it is loaded;
-    // until then the pattern is unstructured.
-    const std::string& text =
-        !layer_sparsity_text.empty() ? std::string("0.5")
-                                     : (sparsity_text.empty() ? pattern_text : sparsity_text);
-    auto p = prune::ParseSparsityPattern(text);
-    if (!p.ok()) return UsageError(spec.name, std::string(p.status().message()));
-    if (!sparsity_text.empty() && p->is_nm()) {
-      return UsageError(spec.name, absl::StrCat("--sparsity takes a fraction; for \"",
-                                                sparsity_text, "\" use --pattern"));
+    // --layer-sparsity leaves o.pattern unstructured; the schedule is parsed
+    // against the model's layer count once the model is loaded.
+    if (layer_sparsity_text.empty()) {
+      const std::string& text = sparsity_text.empty() ? pattern_text : sparsity_text;
+      auto p = prune::ParseSparsityPattern(text);
+      if (!p.ok()) return UsageError(spec.name, std::string(p.status().message()));
+      if (!sparsity_text.empty() && p->is_nm()) {
+        return UsageError(spec.name, absl::StrCat("--sparsity takes a fraction; for \"",
+                                                  sparsity_text, "\" use --pattern"));
+      }
+      if (!pattern_text.empty() && !p->is_nm()) {
+        return UsageError(spec.name, absl::StrCat("--pattern takes N:M (2:4, 4:8); for \"",
+                                                  pattern_text, "\" use --sparsity"));
+      }
+      o.pattern = *p;
     }
-    if (!pattern_text.empty() && !p->is_nm()) {
-      return UsageError(spec.name, absl::StrCat("--pattern takes N:M (2:4, 4:8); for \"",
-                                                pattern_text, "\" use --sparsity"));
-    }
-    o.pattern = *p;
     o.sparsegpt = sgpt;
     if (prune::NeedsCalibration(o) && calib.files.empty()) {
       return UsageError(spec.name, absl::StrCat(prune::PruneMethodName(o.method),
@@ -458,10 +460,11 @@ int RunPrune(const Args& args) {
         "wrote %s%s: %s %s, %.2f%% of linear weights zero (%d of %d)%s%s; %s parameters (%s "
         "nonzero), %s %s; %.1f s, peak RSS %s\n",
         out, sparse ? absl::StrCat(" (decoder linears ", written_format, ")") : std::string(),
-        prune::PruneMethodName(o.method), prune::DescribeSparsity(o), 100 * report->linear_sparsity(),
-        report->linear_zeros, report->linear_elements, report->nm_2_4 ? ", 2:4 holds" : "",
-        report->nm_4_8 ? ", 4:8 holds" : "", HumanCount(stats->params),
-        HumanCount(stats->params - report->linear_zeros), HumanBytes(stats->bytes),
+        prune::PruneMethodName(o.method), prune::DescribeSparsity(o),
+        100 * report->linear_sparsity(), report->linear_zeros, report->linear_elements,
+        report->nm_2_4 ? ", 2:4 holds" : "", report->nm_4_8 ? ", 4:8 holds" : "",
+        HumanCount(stats->params), HumanCount(stats->params - report->linear_zeros),
+        HumanBytes(stats->bytes),
         std::string(DTypeName(*dtype)), secs, HumanBytes(static_cast<double>(rss)));
   }
   return kExitOk;
