@@ -64,8 +64,9 @@ std::vector<std::string> WithDefaultModel(const CommandSpec& spec,
   if (model.empty()) return args;
   const char* env = std::getenv("RETORT_MODEL");
   std::cerr << "retort " << spec.name << ": no " << key << " given; using " << model
-            << (env != nullptr && *env != '\0' ? " ($RETORT_MODEL)\n"
-                                                : " (the bundled teacher; set RETORT_MODEL to change)\n");
+            << (env != nullptr && *env != '\0'
+                    ? " ($RETORT_MODEL)\n"
+                    : " (the bundled teacher; set RETORT_MODEL to change)\n");
   std::vector<std::string> out;
   out.reserve(args.size() + 1);
   out.push_back(model);

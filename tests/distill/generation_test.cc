@@ -34,7 +34,8 @@ std::unique_ptr<Transformer> PeakedTinyModel(DType dtype) {
   const int64_t hidden = m->config().hidden_size;
   Tensor norm = Tensor::Zeros(DType::kF32, {hidden});
   for (int64_t j = 0; j < hidden; ++j) norm.mutable_data<float>()[j] = 24.0f;
-  EXPECT_TRUE(m->ReplaceWeight("model.norm.weight", dtype == DType::kF32 ? norm : norm.To(dtype)).ok());
+  EXPECT_TRUE(
+      m->ReplaceWeight("model.norm.weight", dtype == DType::kF32 ? norm : norm.To(dtype)).ok());
   return m;
 }
 

@@ -26,7 +26,8 @@ TEST(ResultsTest, OneRowPerEvalStageInRecipeOrder) {
                             {"total", 200},
                             {"tokens_per_s", 1234.4},
                             {"model_bytes", 2500000}}));
-  m.stages.push_back(Stage("eval_a", "eval", "", {{"accuracy", 0.0}, {"correct", 0}, {"total", 200}}));
+  m.stages.push_back(
+      Stage("eval_a", "eval", "", {{"accuracy", 0.0}, {"correct", 0}, {"total", 200}}));
   m.stages.push_back(Stage("eval_failed", "eval", "never ran", nlohmann::ordered_json::object()));
   EXPECT_EQ(EvalTable(m),
             "| model | held-out accuracy | correct | size | decode tokens/s |\n"
