@@ -18,7 +18,7 @@ struct DTypeInfo {
 };
 
 // Block sizes are ggml's (and asserted against the structs in ggml_blocks.h).
-constexpr std::array<DTypeInfo, 30> kInfos = {{
+constexpr std::array<DTypeInfo, 28> kInfos = {{
     {DType::kF32, "F32", 32, 1, 4},        {DType::kF16, "F16", 16, 1, 2},
     {DType::kBF16, "BF16", 16, 1, 2},      {DType::kF8E4M3, "F8_E4M3", 8, 1, 1},
     {DType::kF8E5M2, "F8_E5M2", 8, 1, 1},  {DType::kI8, "I8", 8, 1, 1},
@@ -33,7 +33,6 @@ constexpr std::array<DTypeInfo, 30> kInfos = {{
     {DType::kQ2_K, "Q2_K", 0, 256, 84},    {DType::kQ3_K, "Q3_K", 0, 256, 110},
     {DType::kQ4_K, "Q4_K", 0, 256, 144},   {DType::kQ5_K, "Q5_K", 0, 256, 176},
     {DType::kQ6_K, "Q6_K", 0, 256, 210},   {DType::kQ8_K, "Q8_K", 0, 256, 292},
-    {DType::kQ4_0_R8, "Q4_0_R8", 0, 32, 18}, {DType::kQ8_0_R8, "Q8_0_R8", 0, 32, 34},
 }};
 
 const DTypeInfo& Info(DType t) { return kInfos[static_cast<size_t>(t)]; }
@@ -73,8 +72,7 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
 
 absl::StatusOr<DType> ParseAnyDType(std::string_view name) {
   for (const DTypeInfo& info : kInfos)
-    if (info.name == name && info.type != DType::kQ4_0_R8 && info.type != DType::kQ8_0_R8)
-      return info.type;
+    if (info.name == name) return info.type;
   return absl::InvalidArgumentError(absl::StrCat("unsupported dtype \"", std::string(name), "\""));
 }
 

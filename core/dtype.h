@@ -42,14 +42,6 @@ enum class DType : uint8_t {
   kQ5_K,
   kQ6_K,
   kQ8_K,
-  // Not a file type: Q4_0 weights repacked for the CPU GEMV (kernels/cpu/
-  // quant_repack.h), groups of 8 rows interleaved block by block. Same bytes
-  // per row-block as Q4_0 (18). DTypeName gives "Q4_0_R8"; ParseDType and
-  // ParseAnyDType refuse it.
-  kQ4_0_R8,
-  // Likewise Q8_0 repacked 8 rows at a time, bytes stored as w + 128. Same
-  // bytes per row-block as Q8_0 (34). "Q8_0_R8", not parsed either.
-  kQ8_0_R8,
 };
 
 // Bits per element (4 for kI4; 0 for block types, see BitsPerWeight).

@@ -3,6 +3,9 @@
 #ifndef RETORT_CORE_STATUS_H_
 #define RETORT_CORE_STATUS_H_
 
+#include <mutex>
+#include <utility>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -23,5 +26,29 @@
 
 #define ASSIGN_OR_RETURN(lhs, expr) \
   ASSIGN_OR_RETURN_IMPL_(RETORT_CONCAT_(retort_statusor_, __LINE__), lhs, expr)
+
+namespace retort {
+
+// The first error of work items that run in parallel (a ParallelFor body
+// cannot return one): each item calls Update with its status, the caller
+// returns status() after the loop. Thread-safe.
+class FirstError {
+ public:
+  void Update(absl::Status s) {
+    if (s.ok()) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (status_.ok()) status_ = std::move(s);
+  }
+  absl::Status status() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return status_;
+  }
+
+ private:
+  std::mutex mu_;
+  absl::Status status_;
+};
+
+}  // namespace retort
 
 #endif  // RETORT_CORE_STATUS_H_

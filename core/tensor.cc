@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -30,8 +31,39 @@ Tensor Tensor::Zeros(DType dtype, Shape shape) {
   return t;
 }
 
-Tensor Tensor::View(DType dtype, Shape shape, const void* data, std::shared_ptr<const void> owner) {
+const char* TensorLocationName(TensorLocation location) {
+  switch (location) {
+    case TensorLocation::kHost:
+      return "host";
+    case TensorLocation::kMapped:
+      return "mapped";
+    case TensorLocation::kDevice:
+      return "device";
+  }
+  return "?";
+}
+
+void Tensor::AbortOnDeviceAccess() const {
+  std::fprintf(stderr,
+               "retort: internal error: host access to the bytes of a %s %s tensor on %s "
+               "(copy it to the host with Backend::ToHost first)\n",
+               std::string(DTypeName(dtype_)).c_str(), ShapeString(shape_).c_str(),
+               DeviceName(device_).c_str());
+  std::abort();
+}
+
+Tensor Tensor::DeviceView(DType dtype, Shape shape, void* data, const Device& device,
+                          std::shared_ptr<const void> owner) {
+  Tensor t = View(dtype, std::move(shape), data, std::move(owner), TensorLocation::kDevice);
+  t.device_ = device;
+  if (device.is_cpu()) t.location_ = TensorLocation::kHost;
+  return t;
+}
+
+Tensor Tensor::View(DType dtype, Shape shape, const void* data, std::shared_ptr<const void> owner,
+                    TensorLocation location) {
   Tensor t;
+  t.location_ = location;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
   t.data_ = static_cast<char*>(const_cast<void*>(data));
@@ -59,7 +91,7 @@ Tensor Tensor::Rows(int64_t begin, int64_t end) const {
 
 Tensor Tensor::Clone() const {
   Tensor t = Zeros(dtype_, shape_);
-  if (nbytes()) std::memcpy(t.data_, data_, nbytes());
+  if (nbytes()) std::memcpy(t.data_, HostBytes(), nbytes());
   return t;
 }
 
@@ -70,7 +102,7 @@ Tensor Tensor::To(DType dtype) const {
     f32 = *this;
   } else {
     f32 = Zeros(DType::kF32, shape_);
-    ConvertToF32(dtype_, data_, f32.mutable_data<float>(), numel());
+    ConvertToF32(dtype_, HostBytes(), f32.mutable_data<float>(), numel());
   }
   if (dtype == DType::kF32) return f32;
   Tensor out = Zeros(dtype, shape_);

@@ -1,25 +1,38 @@
 #include "distill/optimizer.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numbers>
 
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
 #include "core/status.h"
-#include "core/thread_pool.h"
+#include "kernels/backend.h"
 
 namespace retort {
 namespace {
 
 constexpr char kMagic[8] = {'R', 'T', 'A', 'D', 'A', 'M', 'W', '1'};
 constexpr int64_t kHeaderBytes = 8 + 8 + 8 + 4 * 4;
-// Elements per parallel task (fixed, so per-block sums do not depend on the
-// number of threads).
-constexpr int64_t kBlock = 1 << 15;
+
+// The optimizer's ops take valid operands by construction (Create checked the
+// sizes and hyper-parameters), so a failure is the device's (Internal): the
+// public API has no status to carry it, and a training step must not go on
+// half-applied.
+void CheckOk(const absl::Status& s, const char* what) {
+  if (s.ok()) return;
+  std::fprintf(stderr, "retort: %s: %s\n", what, s.ToString().c_str());
+  std::abort();
+}
+
+template <typename T>
+T CheckOk(absl::StatusOr<T> s, const char* what) {
+  CheckOk(s.status(), what);
+  return *std::move(s);
+}
 
 template <typename T>
 void Put(std::string& out, T v) {
@@ -72,58 +85,18 @@ absl::StatusOr<AdamW> AdamW::Create(int64_t n, const AdamWOptions& options,
 
 void AdamW::Step(float* params, const float* grads, float lr) {
   ++step_;
-  const double b1 = options_.beta1, b2 = options_.beta2;
-  const double bc1 = 1 - std::pow(b1, static_cast<double>(step_));
-  const double bc2 = 1 - std::pow(b2, static_cast<double>(step_));
-  const float step_size = static_cast<float>(static_cast<double>(lr) / bc1);
-  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  const float w1 = static_cast<float>(1 - b1);
-  const float fb2 = options_.beta2, w2 = static_cast<float>(1 - b2);
-  const float eps = options_.eps;
-  const float decay = static_cast<float>(1 - static_cast<double>(lr) * options_.weight_decay);
-  float* m = m_.data();
-  float* v = v_.data();
+  Backend& backend = DefaultBackend();
   for (const ParamGroup& g : groups_) {
-    const bool decays = g.decay && options_.weight_decay != 0;
-    const int64_t blocks = (g.end - g.begin + kBlock - 1) / kBlock;
-    ParallelFor(blocks, 1, [&](int64_t b0, int64_t b1) {
-      const int64_t i0 = g.begin + b0 * kBlock, i1 = std::min(g.end, g.begin + b1 * kBlock);
-      // The order of operations of torch's single-tensor AdamW (lerp for m).
-      // Eight at a time with the very operations (and roundings) of the
-      // scalar loop below, so every element gets the same bits either way.
-      const __m256 v_decay = _mm256_set1_ps(decay), v_w1 = _mm256_set1_ps(w1);
-      const __m256 v_b2 = _mm256_set1_ps(fb2), v_w2 = _mm256_set1_ps(w2);
-      const __m256 v_bc2 = _mm256_set1_ps(bc2_sqrt), v_eps = _mm256_set1_ps(eps);
-      const __m256 v_step = _mm256_set1_ps(step_size);
-      int64_t i = i0;
-      for (; i + 8 <= i1; i += 8) {
-        __m256 p = _mm256_loadu_ps(params + i);
-        if (decays) p = _mm256_mul_ps(p, v_decay);
-        const __m256 gr = _mm256_loadu_ps(grads + i);
-        const __m256 m0 = _mm256_loadu_ps(m + i);
-        const __m256 mi = _mm256_fmadd_ps(_mm256_sub_ps(gr, m0), v_w1, m0);
-        const __m256 g2 = _mm256_mul_ps(_mm256_mul_ps(gr, v_w2), gr);
-        const __m256 vi = _mm256_fmadd_ps(_mm256_loadu_ps(v + i), v_b2, g2);
-        _mm256_storeu_ps(m + i, mi);
-        _mm256_storeu_ps(v + i, vi);
-        const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), v_bc2), v_eps);
-        p = _mm256_sub_ps(p, _mm256_div_ps(_mm256_mul_ps(mi, v_step), denom));
-        _mm256_storeu_ps(params + i, p);
-      }
-      for (; i < i1; ++i) {
-        float p = params[i];
-        if (decays) p *= decay;
-        const float gr = grads[i];
-        const float mi = std::fma(w1, gr - m[i], m[i]);
-        // Written as the fma the compiler contracted it to (before the vector
-        // loop existed), so the tail matches the vector lanes.
-        const float vi = std::fma(v[i], fb2, w2 * gr * gr);
-        m[i] = mi;
-        v[i] = vi;
-        const float denom = std::sqrt(vi) / bc2_sqrt + eps;
-        params[i] = p - (step_size * mi) / denom;
-      }
-    });
+    AdamWStepParams p;
+    p.lr = lr;
+    p.beta1 = options_.beta1;
+    p.beta2 = options_.beta2;
+    p.eps = options_.eps;
+    p.weight_decay = g.decay ? options_.weight_decay : 0.f;
+    p.step = step_;
+    CheckOk(backend.AdamWStep(params + g.begin, grads + g.begin, m_.data() + g.begin,
+                              v_.data() + g.begin, g.end - g.begin, p),
+            "AdamW::Step");
   }
 }
 
@@ -188,32 +161,11 @@ absl::Status AdamW::LoadState(const std::string& path) {
 }
 
 double ClipGradNorm(float* grads, int64_t n, double max_norm) {
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
-  ParallelFor(blocks, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
-      double s[4] = {0, 0, 0, 0};
-      int64_t i = i0;
-      for (; i + 4 <= i1; i += 4) {
-        for (int l = 0; l < 4; ++l) s[l] += static_cast<double>(grads[i + l]) * grads[i + l];
-      }
-      for (; i < i1; ++i) s[0] += static_cast<double>(grads[i]) * grads[i];
-      partial[b] = (s[0] + s[1]) + (s[2] + s[3]);
-    }
-  });
-  double sum = 0;
-  for (double p : partial) sum += p;
-  const double norm = std::sqrt(sum);
+  Backend& backend = DefaultBackend();
+  const double norm = std::sqrt(CheckOk(backend.SumSquares(grads, n), "ClipGradNorm"));
   if (!std::isfinite(norm) || max_norm <= 0) return norm;
   const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1) {
-    const float c = static_cast<float>(coef);
-    ParallelFor(blocks, 1, [&](int64_t b0, int64_t b1) {
-      const int64_t i1 = std::min(n, b1 * kBlock);
-      for (int64_t i = b0 * kBlock; i < i1; ++i) grads[i] *= c;
-    });
-  }
+  if (coef < 1) CheckOk(backend.Scale(grads, n, static_cast<float>(coef)), "ClipGradNorm");
   return norm;
 }
 

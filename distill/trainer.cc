@@ -22,6 +22,7 @@
 #include "core/tensor.h"
 #include "formats/hf_dir.h"
 #include "formats/safetensors.h"
+#include "kernels/backend.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
 
@@ -390,8 +391,8 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     }
     if (tokens > 0) {
       const float inv = static_cast<float>(1.0 / tokens);
-      float* g = student_->grad_arena();
-      for (int64_t i = 0, np = student_->num_parameters(); i < np; ++i) g[i] *= inv;
+      RETURN_IF_ERROR(
+          DefaultBackend().Scale(student_->grad_arena(), student_->num_parameters(), inv));
     }
     ApplySparsity(student_->grad_arena());  // pruned entries take no part, in the norm either
     const double grad_norm = ClipGradNorm(student_->grad_arena(), student_->num_parameters(),

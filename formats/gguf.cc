@@ -847,7 +847,7 @@ absl::StatusOr<Tensor> GgufReader::Get(const std::string& name) const {
   const size_t need =
       IsBlockQuantized(t->dtype) ? 4 : std::min<size_t>(8, DTypeBlockBytes(t->dtype));
   if (reinterpret_cast<uintptr_t>(p) % need == 0)
-    return Tensor::View(t->dtype, t->shape(), p, owner_);
+    return Tensor::View(t->dtype, t->shape(), p, owner_, TensorLocation::kMapped);
   Tensor copy = Tensor::Zeros(t->dtype, t->shape());
   if (t->nbytes) std::memcpy(copy.mutable_raw(), p, t->nbytes);
   return copy;

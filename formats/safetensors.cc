@@ -281,7 +281,7 @@ absl::StatusOr<Tensor> SafetensorsReader::Get(const std::string& name) const {
     if (e->end > e->begin) std::memcpy(t.mutable_raw(), p, e->end - e->begin);
     return t;
   }
-  return Tensor::View(e->dtype, e->shape, p, file_);
+  return Tensor::View(e->dtype, e->shape, p, file_, TensorLocation::kMapped);
 }
 
 absl::StatusOr<std::string> SafetensorsHeader(const std::vector<std::pair<std::string, Tensor>>& tensors,

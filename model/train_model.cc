@@ -9,8 +9,7 @@
 #include "core/convert.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
-#include "kernels/cpu/ops.h"
-#include "kernels/cpu/train_ops.h"
+#include "kernels/backend.h"
 #include "model/rope.h"
 
 namespace retort {
@@ -18,20 +17,6 @@ namespace {
 
 std::string LayerName(int64_t layer, const char* suffix) {
   return absl::StrCat("model.layers.", layer, ".", suffix);
-}
-
-// y = x * rstd[row] * weight: the output of an RMSNorm whose rstd the forward
-// kept, recomputed instead of stored.
-void ApplyRmsNorm(const float* x, const float* rstd, int64_t rows, int64_t dim, const float* weight,
-                  float* y) {
-  ParallelFor(rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float s = rstd[r];
-      const float* xr = x + r * dim;
-      float* yr = y + r * dim;
-      for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * s * weight[i];
-    }
-  });
 }
 
 }  // namespace
@@ -263,14 +248,22 @@ absl::Status TrainModel::Forward(const int32_t* tokens, const int32_t* positions
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, qdim = nh * hd, kvdim = nkv * hd;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  const cpu::AttentionShape shape{nh, nkv, hd};
+  const AttentionShape shape{nh, nkv, hd};
+  Backend& be = DefaultBackend();
+  // The parameter, gradient and activation arenas are host vectors: a backend
+  // whose memory is not the host's cannot take them as operands yet.
+  if (!be.memory_is_host()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "TrainModel: training on ", DeviceName(be.device()),
+        " is not supported yet (the training arenas live in host memory); use --device cpu"));
+  }
 
   tokens_.assign(tokens, tokens + n);
   doc_start_.assign(doc_start, doc_start + n);
   std::vector<int64_t> pos64(positions, positions + n);
   cos_.resize(n * half);
   sin_.resize(n * half);
-  cpu::RopeCosSin(inv_freq_.data(), half, pos64.data(), n, cos_.data(), sin_.data());
+  RETURN_IF_ERROR(be.RopeCosSin(inv_freq_.data(), half, pos64.data(), n, cos_.data(), sin_.data()));
 
   float* h = scratch_.data();  // [n, H] normed input of the projections
   float* tmp = h + n * H;      // [n, H] o_proj / down_proj output
@@ -280,40 +273,39 @@ absl::Status TrainModel::Forward(const int32_t* tokens, const int32_t* positions
   rstd_final_ = x_final_ + n * H;
   {  // Embedding lookup into layer 0's input (or the final norm's input).
     float* x0 = c.num_layers > 0 ? ActsOf(0).x_in : x_final_;
-    const float* table = W(embed_);
-    ParallelFor(n, 64, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i)
-        std::memcpy(x0 + i * H, table + static_cast<int64_t>(tokens[i]) * H, H * sizeof(float));
-    });
+    const Tensor table = Tensor::View(DType::kF32, {c.vocab_size, H}, W(embed_), nullptr);
+    ASSIGN_OR_RETURN(std::shared_ptr<const DeviceWeight> t,
+                     be.PrepareWeight(table, WeightUse::kEmbedding));
+    RETURN_IF_ERROR(be.Embedding(*t, tokens, n, x0));
   }
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerParams& L = layers_[l];
     const LayerActs a = ActsOf(l);
     // Attention block.
-    cpu::RmsNormForward(a.x_in, n, H, W(L.input_norm), eps, h, a.rstd_in);
-    cpu::LinearForward(h, n, H, W(L.q), qdim, W(L.q_bias), c.qk_norm ? a.q_pre : a.q);
-    cpu::LinearForward(h, n, H, W(L.k), kvdim, W(L.k_bias), c.qk_norm ? a.k_pre : a.k);
-    cpu::LinearForward(h, n, H, W(L.v), kvdim, W(L.v_bias), a.v);
+    RETURN_IF_ERROR(be.RmsNormForward(a.x_in, n, H, W(L.input_norm), eps, h, a.rstd_in));
+    RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.q), qdim, W(L.q_bias), c.qk_norm ? a.q_pre : a.q));
+    RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.k), kvdim, W(L.k_bias), c.qk_norm ? a.k_pre : a.k));
+    RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.v), kvdim, W(L.v_bias), a.v));
     if (c.qk_norm) {
-      cpu::RmsNormForward(a.q_pre, n * nh, hd, W(L.q_norm), eps, a.q, a.rstd_q);
-      cpu::RmsNormForward(a.k_pre, n * nkv, hd, W(L.k_norm), eps, a.k, a.rstd_k);
+      RETURN_IF_ERROR(be.RmsNormForward(a.q_pre, n * nh, hd, W(L.q_norm), eps, a.q, a.rstd_q));
+      RETURN_IF_ERROR(be.RmsNormForward(a.k_pre, n * nkv, hd, W(L.k_norm), eps, a.k, a.rstd_k));
     }
-    cpu::ApplyRope(a.q, n, nh, hd, qdim, cos_.data(), sin_.data());
-    cpu::ApplyRope(a.k, n, nkv, hd, kvdim, cos_.data(), sin_.data());
-    cpu::AttentionForward(a.q, a.k, a.v, doc_start, n, shape, scale, c.WindowOf(l), a.attn, a.lse);
-    cpu::LinearForward(a.attn, n, qdim, W(L.o), H, W(L.o_bias), tmp);
-    cpu::Add(a.x_in, tmp, n * H, a.x_mid);
+    RETURN_IF_ERROR(be.ApplyRope(a.q, n, nh, hd, qdim, cos_.data(), sin_.data()));
+    RETURN_IF_ERROR(be.ApplyRope(a.k, n, nkv, hd, kvdim, cos_.data(), sin_.data()));
+    RETURN_IF_ERROR(be.AttentionForward(a.q, a.k, a.v, doc_start, n, shape, scale, c.WindowOf(l), a.attn, a.lse));
+    RETURN_IF_ERROR(be.LinearForward(a.attn, n, qdim, W(L.o), H, W(L.o_bias), tmp));
+    RETURN_IF_ERROR(be.Add(a.x_in, tmp, n * H, a.x_mid));
     // MLP block (SwiGLU).
-    cpu::RmsNormForward(a.x_mid, n, H, W(L.post_norm), eps, h, a.rstd_mid);
-    cpu::LinearForward(h, n, H, W(L.gate), I, W(L.gate_bias), a.gate);
-    cpu::LinearForward(h, n, H, W(L.up), I, W(L.up_bias), a.up);
-    cpu::SiluMul(a.gate, a.up, n * I, act);
-    cpu::LinearForward(act, n, I, W(L.down), H, W(L.down_bias), tmp);
+    RETURN_IF_ERROR(be.RmsNormForward(a.x_mid, n, H, W(L.post_norm), eps, h, a.rstd_mid));
+    RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.gate), I, W(L.gate_bias), a.gate));
+    RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.up), I, W(L.up_bias), a.up));
+    RETURN_IF_ERROR(be.SiluMul(a.gate, a.up, n * I, act));
+    RETURN_IF_ERROR(be.LinearForward(act, n, I, W(L.down), H, W(L.down_bias), tmp));
     float* x_out = l + 1 < c.num_layers ? ActsOf(l + 1).x_in : x_final_;
-    cpu::Add(a.x_mid, tmp, n * H, x_out);
+    RETURN_IF_ERROR(be.Add(a.x_mid, tmp, n * H, x_out));
   }
-  cpu::RmsNormForward(x_final_, n, H, W(final_norm_), eps, hidden, rstd_final_);
+  RETURN_IF_ERROR(be.RmsNormForward(x_final_, n, H, W(final_norm_), eps, hidden, rstd_final_));
   return absl::OkStatus();
 }
 
@@ -329,7 +321,8 @@ absl::Status TrainModel::Backward(const float* dhidden) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, qdim = nh * hd, kvdim = nkv * hd;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  const cpu::AttentionShape shape{nh, nkv, hd};
+  const AttentionShape shape{nh, nkv, hd};
+  Backend& be = DefaultBackend();
 
   float* p = scratch_.data();
   auto take = [&](int64_t count) {
@@ -351,40 +344,40 @@ absl::Status TrainModel::Backward(const float* dhidden) {
   float* dgate = take(n * I);
   float* dup = take(n * I);
 
-  cpu::RmsNormBackward(x_final_, rstd_final_, n, H, W(final_norm_), dhidden, dres, G(final_norm_));
+  RETURN_IF_ERROR(be.RmsNormBackward(x_final_, rstd_final_, n, H, W(final_norm_), dhidden, dres, G(final_norm_), /*accumulate_dx=*/false));
   for (int64_t l = c.num_layers - 1; l >= 0; --l) {
     const LayerParams& L = layers_[l];
     const LayerActs a = ActsOf(l);
     // MLP block: x_out = x_mid + down(silu(gate(h)) * up(h)), h = norm(x_mid).
-    cpu::SiluMul(a.gate, a.up, n * I, act);
-    cpu::LinearBackward(act, n, I, W(L.down), H, dres, dact, G(L.down), G(L.down_bias));
-    cpu::SiluMulBackward(a.gate, a.up, dact, n * I, dgate, dup);
-    ApplyRmsNorm(a.x_mid, a.rstd_mid, n, H, W(L.post_norm), hbuf);
-    cpu::LinearBackward(hbuf, n, H, W(L.gate), I, dgate, dh, G(L.gate), G(L.gate_bias));
-    cpu::LinearBackward(hbuf, n, H, W(L.up), I, dup, dh, G(L.up), G(L.up_bias),
-                        /*accumulate_dx=*/true);
-    cpu::RmsNormBackward(a.x_mid, a.rstd_mid, n, H, W(L.post_norm), dh, dres, G(L.post_norm),
-                         /*accumulate_dx=*/true);
+    RETURN_IF_ERROR(be.SiluMul(a.gate, a.up, n * I, act));
+    RETURN_IF_ERROR(be.LinearBackward(act, n, I, W(L.down), H, dres, dact, G(L.down), G(L.down_bias), /*accumulate_dx=*/false));
+    RETURN_IF_ERROR(be.SiluMulBackward(a.gate, a.up, dact, n * I, dgate, dup));
+    RETURN_IF_ERROR(be.RmsNormApply(a.x_mid, a.rstd_mid, n, H, W(L.post_norm), hbuf));
+    RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.gate), I, dgate, dh, G(L.gate), G(L.gate_bias), /*accumulate_dx=*/false));
+    RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.up), I, dup, dh, G(L.up), G(L.up_bias),
+                        /*accumulate_dx=*/true));
+    RETURN_IF_ERROR(be.RmsNormBackward(a.x_mid, a.rstd_mid, n, H, W(L.post_norm), dh, dres, G(L.post_norm),
+                         /*accumulate_dx=*/true));
     // Attention block: x_mid = x_in + o(attention(rope(q), rope(k), v)), from h = norm(x_in).
-    cpu::LinearBackward(a.attn, n, qdim, W(L.o), H, dres, dattn, G(L.o), G(L.o_bias));
-    cpu::AttentionBackward(a.q, a.k, a.v, doc_start_.data(), n, shape, scale, c.WindowOf(l), a.attn,
-                           a.lse, dattn, dq, dk, dv);
-    cpu::ApplyRopeBackward(dq, n, nh, hd, qdim, cos_.data(), sin_.data());
-    cpu::ApplyRopeBackward(dk, n, nkv, hd, kvdim, cos_.data(), sin_.data());
+    RETURN_IF_ERROR(be.LinearBackward(a.attn, n, qdim, W(L.o), H, dres, dattn, G(L.o), G(L.o_bias), /*accumulate_dx=*/false));
+    RETURN_IF_ERROR(be.AttentionBackward(a.q, a.k, a.v, doc_start_.data(), n, shape, scale, c.WindowOf(l), a.attn,
+                           a.lse, dattn, dq, dk, dv));
+    RETURN_IF_ERROR(be.ApplyRopeBackward(dq, n, nh, hd, qdim, cos_.data(), sin_.data()));
+    RETURN_IF_ERROR(be.ApplyRopeBackward(dk, n, nkv, hd, kvdim, cos_.data(), sin_.data()));
     if (c.qk_norm) {
-      cpu::RmsNormBackward(a.q_pre, a.rstd_q, n * nh, hd, W(L.q_norm), dq, dq_pre, G(L.q_norm));
-      cpu::RmsNormBackward(a.k_pre, a.rstd_k, n * nkv, hd, W(L.k_norm), dk, dk_pre, G(L.k_norm));
+      RETURN_IF_ERROR(be.RmsNormBackward(a.q_pre, a.rstd_q, n * nh, hd, W(L.q_norm), dq, dq_pre, G(L.q_norm), /*accumulate_dx=*/false));
+      RETURN_IF_ERROR(be.RmsNormBackward(a.k_pre, a.rstd_k, n * nkv, hd, W(L.k_norm), dk, dk_pre, G(L.k_norm), /*accumulate_dx=*/false));
     }
-    ApplyRmsNorm(a.x_in, a.rstd_in, n, H, W(L.input_norm), hbuf);
-    cpu::LinearBackward(hbuf, n, H, W(L.q), qdim, dq_pre, dh, G(L.q), G(L.q_bias));
-    cpu::LinearBackward(hbuf, n, H, W(L.k), kvdim, dk_pre, dh, G(L.k), G(L.k_bias),
-                        /*accumulate_dx=*/true);
-    cpu::LinearBackward(hbuf, n, H, W(L.v), kvdim, dv, dh, G(L.v), G(L.v_bias),
-                        /*accumulate_dx=*/true);
-    cpu::RmsNormBackward(a.x_in, a.rstd_in, n, H, W(L.input_norm), dh, dres, G(L.input_norm),
-                         /*accumulate_dx=*/true);
+    RETURN_IF_ERROR(be.RmsNormApply(a.x_in, a.rstd_in, n, H, W(L.input_norm), hbuf));
+    RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.q), qdim, dq_pre, dh, G(L.q), G(L.q_bias), /*accumulate_dx=*/false));
+    RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.k), kvdim, dk_pre, dh, G(L.k), G(L.k_bias),
+                        /*accumulate_dx=*/true));
+    RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.v), kvdim, dv, dh, G(L.v), G(L.v_bias),
+                        /*accumulate_dx=*/true));
+    RETURN_IF_ERROR(be.RmsNormBackward(a.x_in, a.rstd_in, n, H, W(L.input_norm), dh, dres, G(L.input_norm),
+                         /*accumulate_dx=*/true));
   }
-  cpu::EmbeddingBackward(tokens_.data(), n, H, dres, G(embed_));
+  RETURN_IF_ERROR(be.EmbeddingBackward(tokens_.data(), n, H, dres, G(embed_)));
   n_ = 0;
   return absl::OkStatus();
 }

@@ -10,8 +10,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "formats/compressed_tensors.h"
-#include "kernels/cpu/ops.h"
-#include "kernels/cpu/quant_repack.h"
+#include "kernels/backend.h"
 #include "model/rope.h"
 
 namespace retort {
@@ -19,16 +18,10 @@ namespace {
 
 const float* OrNull(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
 
-// One output of a MatMulGroup; a quantized linear is multiplied as stored.
+// One output of a MatMulGroup: the linear's weight as the backend runs it.
 template <typename Linear>
-cpu::MatMulOutput Output(const Linear& w, const std::vector<float>& bias, float* y) {
-  return cpu::MatMulOutput{&w.w, OrNull(bias), y, w.quant.get()};
-}
-
-template <typename Linear>
-absl::Status MatMulLinear(const float* x, int64_t m, const Linear& w, const float* bias, float* y) {
-  if (w.quant) return cpu::MatMul(x, m, *w.quant, bias, y);
-  return cpu::MatMul(x, m, w.w, bias, y);
+MatMulOutput Output(const Linear& w, const std::vector<float>& bias, float* y) {
+  return MatMulOutput{w.dev.get(), OrNull(bias), y};
 }
 
 std::string LayerName(int64_t layer, const char* suffix) {
@@ -36,7 +29,7 @@ std::string LayerName(int64_t layer, const char* suffix) {
 }
 
 absl::Status CheckWeightDType(const std::string& where, const std::string& name, const Tensor& t) {
-  if (cpu::IsSupportedWeightDType(t.dtype())) return absl::OkStatus();
+  if (DefaultBackend().SupportsWeightDType(t.dtype())) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(where, ": tensor ", name, " has dtype ",
                                                  std::string(DTypeName(t.dtype())),
                                                  "; the engine reads F32, BF16, F16 or ggml block types"));
@@ -210,15 +203,25 @@ absl::Status Transformer::Build(const Lookup& lookup) {
   } else {
     RETURN_IF_ERROR(linear("lm_head.weight", {c.vocab_size, H}, lm_head_));
   }
-  // Forward's copies of the linear weights in the CPU kernels' fastest layout
-  // (Q4_0 / Q8_0 repacked 8 rows at a time); named_ keeps the stored tensors, and
-  // the embedding stays as stored (looked up by row).
+  // Every weight in the form the backend runs it (the CPU repacks some
+  // linears for its GEMV; a GPU would upload them); named_ keeps the stored
+  // tensors.
+  backend_ = &DefaultBackend();
+  auto prepare = [&](Linear& t) -> absl::Status {
+    if (t.quant) {
+      ASSIGN_OR_RETURN(t.dev, backend_->PrepareWeight(t.quant));
+    } else {
+      ASSIGN_OR_RETURN(t.dev, backend_->PrepareWeight(t.w, WeightUse::kLinear));
+    }
+    return absl::OkStatus();
+  };
   for (Layer& L : layers_) {
     for (Linear* t : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
-      if (!t->quant) t->w = cpu::PrepareWeightForCpu(t->w);
+      RETURN_IF_ERROR(prepare(*t));
     }
   }
-  if (!lm_head_.quant) lm_head_.w = cpu::PrepareWeightForCpu(lm_head_.w);
+  RETURN_IF_ERROR(prepare(lm_head_));
+  ASSIGN_OR_RETURN(embed_dev_, backend_->PrepareWeight(embed_, WeightUse::kEmbedding));
   inv_freq_ = RopeInvFreq(c);
   return absl::OkStatus();
 }
@@ -309,7 +312,7 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::FromNamedWeights(
 absl::StatusOr<std::unique_ptr<Transformer>> Transformer::RandomInit(const ModelConfig& config,
                                                                      uint64_t seed, DType dtype) {
   RETURN_IF_ERROR(config.Validate("RandomInit"));
-  if (!cpu::IsSupportedWeightDType(dtype)) {
+  if (!DefaultBackend().SupportsWeightDType(dtype)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "RandomInit: dtype ", std::string(DTypeName(dtype)), " is not one of F32, BF16, F16"));
   }
@@ -446,24 +449,33 @@ absl::Status Transformer::ForwardBatch(const std::vector<BatchSlot>& slots,
   return absl::OkStatus();
 }
 
-// Grows a forward workspace to n stacked rows of this model's shapes.
-void Transformer::FitWorkspace(const ModelConfig& c, int64_t n, KvCache::Workspace& ws) {
+// Grows a forward workspace to n stacked rows of this model's shapes, on
+// `be` (a workspace last used with another backend is reallocated).
+absl::Status Transformer::FitWorkspace(const ModelConfig& c, int64_t n, Backend& be,
+                                       KvCache::Workspace& ws) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t qdim = c.num_heads * hd, kvdim = c.num_kv_heads * hd;
-  auto fit = [](std::vector<float>& v, int64_t size) {
-    if (static_cast<int64_t>(v.size()) < size) v.resize(size);
+  auto fit = [&](Buffer& b, int64_t count, size_t elem) -> absl::Status {
+    const size_t bytes = static_cast<size_t>(count) * elem;
+    if (b.backend() == &be && b.size() >= bytes) return absl::OkStatus();
+    ASSIGN_OR_RETURN(b, be.Allocate(bytes));
+    return absl::OkStatus();
   };
-  fit(ws.x, n * H);
-  fit(ws.h, n * H);
-  fit(ws.q, n * qdim);
-  fit(ws.k, n * kvdim);
-  fit(ws.v, n * kvdim);
-  fit(ws.attn, n * qdim);
-  fit(ws.gate, n * I);
-  fit(ws.up, n * I);
-  fit(ws.cos, n * (hd / 2));
-  fit(ws.sin, n * (hd / 2));
-  ws.positions.resize(n);
+  RETURN_IF_ERROR(fit(ws.x, n * H, sizeof(float)));
+  RETURN_IF_ERROR(fit(ws.h, n * H, sizeof(float)));
+  RETURN_IF_ERROR(fit(ws.q, n * qdim, sizeof(float)));
+  RETURN_IF_ERROR(fit(ws.k, n * kvdim, sizeof(float)));
+  RETURN_IF_ERROR(fit(ws.v, n * kvdim, sizeof(float)));
+  RETURN_IF_ERROR(fit(ws.attn, n * qdim, sizeof(float)));
+  RETURN_IF_ERROR(fit(ws.gate, n * I, sizeof(float)));
+  RETURN_IF_ERROR(fit(ws.up, n * I, sizeof(float)));
+  RETURN_IF_ERROR(fit(ws.cos, n * (hd / 2), sizeof(float)));
+  RETURN_IF_ERROR(fit(ws.sin, n * (hd / 2), sizeof(float)));
+  RETURN_IF_ERROR(fit(ws.positions, n, sizeof(int64_t)));
+  RETURN_IF_ERROR(fit(ws.tokens, n, sizeof(int32_t)));
+  ws.host_positions.resize(n);
+  ws.host_tokens.resize(n);
+  return absl::OkStatus();
 }
 
 absl::Status Transformer::ForwardPieces(const std::vector<BatchPiece>& pieces) const {
@@ -480,51 +492,75 @@ absl::Status Transformer::ForwardPieces(const std::vector<BatchPiece>& pieces) c
   // Scratch for the stacked rows: one per thread (like the kernels' own), so
   // a const Transformer needs no mutable state.
   thread_local KvCache::Workspace ws;
-  thread_local std::vector<int32_t> tokens;
-  FitWorkspace(c, n, ws);
-  float* x = ws.x.data();
-  float* h = ws.h.data();
-  float* cos = ws.cos.data();
-  float* sin = ws.sin.data();
-  tokens.resize(n);
+  Backend& be = *backend_;
+  RETURN_IF_ERROR(FitWorkspace(c, n, be, ws));
+  float* x = ws.x.as<float>();
+  float* h = ws.h.as<float>();
+  float* cos = ws.cos.as<float>();
+  float* sin = ws.sin.as<float>();
   for (size_t p = 0; p < pieces.size(); ++p) {
     const int64_t pos0 = pieces[p].cache->position_;
     for (int64_t i = 0; i < pieces[p].n; ++i) {
-      ws.positions[row0[p] + i] = pos0 + i;
-      tokens[row0[p] + i] = pieces[p].tokens[i];
+      ws.host_positions[row0[p] + i] = pos0 + i;
+      ws.host_tokens[row0[p] + i] = pieces[p].tokens[i];
     }
   }
-  cpu::RopeCosSin(inv_freq_.data(), half, ws.positions.data(), n, cos, sin);
+  RETURN_IF_ERROR(be.CopyToDevice(ws.host_positions.data(), ws.positions.data(),
+                                  static_cast<size_t>(n) * sizeof(int64_t)));
+  RETURN_IF_ERROR(be.CopyToDevice(ws.host_tokens.data(), ws.tokens.data(),
+                                  static_cast<size_t>(n) * sizeof(int32_t)));
+  RETURN_IF_ERROR(be.RopeCosSin(inv_freq_.data(), half, ws.positions.as<int64_t>(), n, cos, sin));
 
-  RETURN_IF_ERROR(cpu::Embedding(embed_, tokens.data(), n, x));
+  RETURN_IF_ERROR(be.Embedding(*embed_dev_, ws.tokens.as<int32_t>(), n, x));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     RETURN_IF_ERROR(LayerStep(l, pieces, row0, n, ws, cos, sin, nullptr));
   }
   for (const BatchPiece& piece : pieces) piece.cache->position_ += piece.n;
 
+  // Logits go straight into the caller's (host) array when the backend's
+  // memory is the host's; otherwise through ws.logits and a copy back.
+  auto logits_out = [&](int64_t rows, float* host) -> absl::StatusOr<float*> {
+    if (be.memory_is_host()) return host;
+    const size_t bytes = static_cast<size_t>(rows * c.vocab_size) * sizeof(float);
+    if (ws.logits.backend() != &be || ws.logits.size() < bytes) {
+      ASSIGN_OR_RETURN(ws.logits, be.Allocate(bytes));
+    }
+    return ws.logits.as<float>();
+  };
+  auto copy_back = [&](int64_t rows, const float* dev, float* host) -> absl::Status {
+    if (dev == host) return absl::OkStatus();
+    return be.CopyToHost(dev, host, static_cast<size_t>(rows * c.vocab_size) * sizeof(float));
+  };
   // Every row of an all_logits piece (a single sequence, LogitsMode::kAll).
   for (size_t p = 0; p < pieces.size(); ++p) {
     if (pieces[p].logits == nullptr || !pieces[p].all_logits) continue;
     const int64_t r0 = row0[p], count = pieces[p].n;
-    cpu::RmsNorm(x + r0 * H, count, H, final_norm_.data(), eps, h + r0 * H);
-    RETURN_IF_ERROR(MatMulLinear(h + r0 * H, count, lm_head_, nullptr, pieces[p].logits));
+    RETURN_IF_ERROR(be.RmsNorm(x + r0 * H, count, H, final_norm_.data(), eps, h + r0 * H));
+    ASSIGN_OR_RETURN(float* out, logits_out(count, pieces[p].logits));
+    RETURN_IF_ERROR(be.MatMul(h + r0 * H, count, *lm_head_.dev, nullptr, out));
+    RETURN_IF_ERROR(copy_back(count, out, pieces[p].logits));
   }
   // lm_head over the last rows of the pieces that want logits, in one MatMul.
   std::vector<const BatchPiece*> wanted;
   for (size_t p = 0; p < pieces.size(); ++p) {
     if (pieces[p].logits == nullptr || pieces[p].all_logits) continue;
-    cpu::RmsNorm(x + (row0[p + 1] - 1) * H, 1, H, final_norm_.data(), eps,
-                 h + static_cast<int64_t>(wanted.size()) * H);
+    RETURN_IF_ERROR(be.RmsNorm(x + (row0[p + 1] - 1) * H, 1, H, final_norm_.data(), eps,
+                               h + static_cast<int64_t>(wanted.size()) * H));
     wanted.push_back(&pieces[p]);
   }
   if (wanted.empty()) return absl::OkStatus();
   const int64_t vocab = c.vocab_size, rows = static_cast<int64_t>(wanted.size());
-  if (rows == 1) return MatMulLinear(h, 1, lm_head_, nullptr, wanted[0]->logits);
-  thread_local std::vector<float> out;
-  if (static_cast<int64_t>(out.size()) < rows * vocab) out.resize(rows * vocab);
-  float* y = out.data();
-  RETURN_IF_ERROR(MatMulLinear(h, rows, lm_head_, nullptr, y));
-  for (int64_t r = 0; r < rows; ++r) std::copy_n(y + r * vocab, vocab, wanted[r]->logits);
+  if (rows == 1) {
+    ASSIGN_OR_RETURN(float* out, logits_out(1, wanted[0]->logits));
+    RETURN_IF_ERROR(be.MatMul(h, 1, *lm_head_.dev, nullptr, out));
+    return copy_back(1, out, wanted[0]->logits);
+  }
+  thread_local std::vector<float> host_out;
+  if (static_cast<int64_t>(host_out.size()) < rows * vocab) host_out.resize(rows * vocab);
+  ASSIGN_OR_RETURN(float* y, logits_out(rows, host_out.data()));
+  RETURN_IF_ERROR(be.MatMul(h, rows, *lm_head_.dev, nullptr, y));
+  RETURN_IF_ERROR(copy_back(rows, y, host_out.data()));
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(host_out.data() + r * vocab, vocab, wanted[r]->logits);
   return absl::OkStatus();
 }
 
@@ -538,56 +574,49 @@ absl::Status Transformer::LayerStep(int64_t l, const std::vector<BatchPiece>& pi
   const int64_t qdim = nh * hd, kvdim = nkv * hd;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  float* x = ws.x.data();
-  float* h = ws.h.data();
-  float* q = ws.q.data();
-  float* k = ws.k.data();
-  float* v = ws.v.data();
-  float* attn = ws.attn.data();
-  float* gate = ws.gate.data();
-  float* up = ws.up.data();
-  const cpu::AttentionShape shape{nh, nkv, hd};
+  float* x = ws.x.as<float>();
+  float* h = ws.h.as<float>();
+  float* q = ws.q.as<float>();
+  float* k = ws.k.as<float>();
+  float* v = ws.v.as<float>();
+  float* attn = ws.attn.as<float>();
+  float* gate = ws.gate.as<float>();
+  float* up = ws.up.as<float>();
+  const AttentionShape shape{nh, nkv, hd};
   const Layer& L = layers_[l];
+  Backend& be = *backend_;
   // Attention block: projections over all rows, attention per sequence.
-  cpu::RmsNorm(x, n, H, L.input_norm.data(), eps, h);
+  RETURN_IF_ERROR(be.RmsNorm(x, n, H, L.input_norm.data(), eps, h));
   if (observe) (*observe)(LinearSlot::kQ, h, n, H);
-  RETURN_IF_ERROR(cpu::MatMulGroup(
+  RETURN_IF_ERROR(be.MatMulGroup(
       h, n, H, {Output(L.q, L.q_bias, q), Output(L.k, L.k_bias, k), Output(L.v, L.v_bias, v)}));
   if (c.qk_norm) {
-    cpu::RmsNorm(q, n * nh, hd, L.q_norm.data(), eps, q);
-    cpu::RmsNorm(k, n * nkv, hd, L.k_norm.data(), eps, k);
+    RETURN_IF_ERROR(be.RmsNorm(q, n * nh, hd, L.q_norm.data(), eps, q));
+    RETURN_IF_ERROR(be.RmsNorm(k, n * nkv, hd, L.k_norm.data(), eps, k));
   }
-  cpu::ApplyRope(q, n, nh, hd, qdim, cos, sin);
-  cpu::ApplyRope(k, n, nkv, hd, kvdim, cos, sin);
+  RETURN_IF_ERROR(be.ApplyRope(q, n, nh, hd, qdim, cos, sin));
+  RETURN_IF_ERROR(be.ApplyRope(k, n, nkv, hd, kvdim, cos, sin));
   for (size_t p = 0; p < pieces.size(); ++p) {
     KvCache& cache = *pieces[p].cache;
     const int64_t pos0 = cache.position_, r0 = row0[p], count = pieces[p].n;
-    float* kc = cache.keys(l);
-    float* vc = cache.values(l);
-    const int64_t stride = cache.head_stride();
-    for (int64_t t = 0; t < count; ++t) {
-      const float* kr = k + (r0 + t) * kvdim;
-      const float* vr = v + (r0 + t) * kvdim;
-      for (int64_t g = 0; g < nkv; ++g) {
-        std::copy_n(kr + g * hd, hd, kc + g * stride + (pos0 + t) * hd);
-        std::copy_n(vr + g * hd, hd, vc + g * stride + (pos0 + t) * hd);
-      }
-    }
-    cpu::Attention(q + r0 * qdim, count, pos0, kc, vc, stride, shape, scale, c.WindowOf(l),
-                   attn + r0 * qdim);
+    const KvView kv{cache.keys(l), cache.values(l), cache.head_stride()};
+    RETURN_IF_ERROR(
+        be.AppendKv(k + r0 * kvdim, v + r0 * kvdim, count, nkv, hd, pos0, kv));
+    RETURN_IF_ERROR(be.Attention(q + r0 * qdim, count, pos0, kv, shape, scale, c.WindowOf(l),
+                                 attn + r0 * qdim));
   }
   if (observe) (*observe)(LinearSlot::kO, attn, n, qdim);
-  RETURN_IF_ERROR(MatMulLinear(attn, n, L.o, OrNull(L.o_bias), h));
-  cpu::Add(x, h, n * H, x);
+  RETURN_IF_ERROR(be.MatMul(attn, n, *L.o.dev, OrNull(L.o_bias), h));
+  RETURN_IF_ERROR(be.Add(x, h, n * H, x));
   // MLP block (SwiGLU).
-  cpu::RmsNorm(x, n, H, L.post_norm.data(), eps, h);
+  RETURN_IF_ERROR(be.RmsNorm(x, n, H, L.post_norm.data(), eps, h));
   if (observe) (*observe)(LinearSlot::kGate, h, n, H);
   RETURN_IF_ERROR(
-      cpu::MatMulGroup(h, n, H, {Output(L.gate, L.gate_bias, gate), Output(L.up, L.up_bias, up)}));
-  cpu::SiluMul(gate, up, n * I, gate);
+      be.MatMulGroup(h, n, H, {Output(L.gate, L.gate_bias, gate), Output(L.up, L.up_bias, up)}));
+  RETURN_IF_ERROR(be.SiluMul(gate, up, n * I, gate));
   if (observe) (*observe)(LinearSlot::kDown, gate, n, I);
-  RETURN_IF_ERROR(MatMulLinear(gate, n, L.down, OrNull(L.down_bias), h));
-  cpu::Add(x, h, n * H, x);
+  RETURN_IF_ERROR(be.MatMul(gate, n, *L.down.dev, OrNull(L.down_bias), h));
+  RETURN_IF_ERROR(be.Add(x, h, n * H, x));
   return absl::OkStatus();
 }
 
@@ -601,7 +630,7 @@ absl::Status Transformer::Embed(const int32_t* tokens, int64_t n, float* x) cons
                                                 config_.vocab_size, ")"));
     }
   }
-  return cpu::Embedding(embed_, tokens, n, x);
+  return backend_->Embedding(*embed_dev_, tokens, n, x);
 }
 
 absl::Status Transformer::ForwardLayer(int64_t layer, float* x, int64_t n, KvCache& scratch,
@@ -618,17 +647,20 @@ absl::Status Transformer::ForwardLayer(int64_t layer, float* x, int64_t n, KvCac
   scratch.Clear();
   RETURN_IF_ERROR(scratch.Reserve(n));
   thread_local KvCache::Workspace ws;
-  FitWorkspace(config_, n, ws);
-  for (int64_t i = 0; i < n; ++i) ws.positions[i] = i;
-  cpu::RopeCosSin(inv_freq_.data(), config_.head_dim / 2, ws.positions.data(), n, ws.cos.data(),
-                  ws.sin.data());
-  const int64_t H = config_.hidden_size;
-  std::copy_n(x, n * H, ws.x.data());
+  Backend& be = *backend_;
+  RETURN_IF_ERROR(FitWorkspace(config_, n, be, ws));
+  for (int64_t i = 0; i < n; ++i) ws.host_positions[i] = i;
+  RETURN_IF_ERROR(be.CopyToDevice(ws.host_positions.data(), ws.positions.data(),
+                                  static_cast<size_t>(n) * sizeof(int64_t)));
+  RETURN_IF_ERROR(be.RopeCosSin(inv_freq_.data(), config_.head_dim / 2,
+                                ws.positions.as<int64_t>(), n, ws.cos.as<float>(),
+                                ws.sin.as<float>()));
+  const size_t bytes = static_cast<size_t>(n * config_.hidden_size) * sizeof(float);
+  RETURN_IF_ERROR(be.CopyToDevice(x, ws.x.data(), bytes));
   const std::vector<BatchPiece> pieces = {BatchPiece{&scratch, nullptr, n, nullptr}};
-  RETURN_IF_ERROR(
-      LayerStep(layer, pieces, {0, n}, n, ws, ws.cos.data(), ws.sin.data(), observe));
-  std::copy_n(ws.x.data(), n * H, x);
-  return absl::OkStatus();
+  RETURN_IF_ERROR(LayerStep(layer, pieces, {0, n}, n, ws, ws.cos.as<float>(), ws.sin.as<float>(),
+                            observe));
+  return be.CopyToHost(ws.x.data(), x, bytes);
 }
 
 const Tensor* Transformer::FindWeight(const std::string& name) const {

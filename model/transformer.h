@@ -1,5 +1,6 @@
 // Transformer: the forward pass of a Llama-family decoder (Llama, Mistral,
-// Qwen2, Qwen3) on the CPU kernels.
+// Qwen2, Qwen3) on a kernels/backend.h Backend (the default backend when the
+// model is built: the CPU unless --device chose another).
 //
 //   x = embed(tokens)
 //   per layer:  h = RMSNorm(x); q,k,v = h·W^T (+bias); [Qwen3: RMSNorm(q), RMSNorm(k) per head]
@@ -23,7 +24,7 @@
 // decoding faster), RoPE uses each row's own position, attention runs per
 // sequence against its own cache. A sequence's logits equal what Forward
 // gives it alone up to f32 rounding: the matrix kernels pick their path by
-// the total row count (ops.h: GEMV for few rows, sgemm for more), and the
+// the total row count (GEMV for few rows, GEMM for more), and the
 // paths sum in different orders (f32/bf16/f16 weights: ~1e-6 relative). For
 // ggml block weights the GEMV path dots 8-bit-quantized activations (as
 // llama.cpp) while sgemm multiplies the f32 activations, so rows that cross
@@ -43,6 +44,7 @@
 #include "core/quant_matrix.h"
 #include "core/tensor.h"
 #include "formats/hf_dir.h"
+#include "kernels/backend.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 
@@ -79,7 +81,9 @@ LinearSlot InputSlot(LinearSlot slot);
 // Sees the input of a layer's linears during Transformer::ForwardLayer: called
 // once per distinct input, with slot kQ for the normed hidden states q/k/v
 // share, kO for the attention output, kGate for the normed hidden states
-// gate/up share, kDown for silu(gate) * up. x is [rows, cols], row-major.
+// gate/up share, kDown for silu(gate) * up. x is [rows, cols], row-major, in
+// the memory of the model's backend (host memory on the CPU; elsewhere pass
+// it to that backend's ops, such as AccumulateGram, or copy it with CopyToHost).
 using LinearInputObserver =
     std::function<void(LinearSlot slot, const float* x, int64_t rows, int64_t cols)>;
 
@@ -116,7 +120,9 @@ class Transformer {
   size_t WeightBytes() const;
 
   // A cache sized for this model; max_tokens <= 0: max_position_embeddings.
-  KvCache NewCache(int64_t max_tokens = 0) const { return KvCache(config_, max_tokens); }
+  KvCache NewCache(int64_t max_tokens = 0) const {
+    return KvCache(config_, max_tokens, backend_);
+  }
 
   // Runs tokens[0..n) at positions cache.position() .. +n-1 and appends them
   // to the cache. Writes logits per `mode`: kLast -> logits[vocab],
@@ -168,11 +174,13 @@ class Transformer {
   const Tensor* FindWeight(const std::string& name) const;
 
  private:
-  // A linear layer's weight: a dense Tensor [out, in] in its stored dtype (or
-  // a CPU repacking of it), or a QuantizedMatrix when `quant` is set.
+  // A linear layer's weight: a dense Tensor [out, in] in its stored dtype, or
+  // a QuantizedMatrix when `quant` is set; `dev` is the form the backend
+  // runs (Backend::PrepareWeight).
   struct Linear {
     Tensor w;
     std::shared_ptr<const QuantizedMatrix> quant;
+    std::shared_ptr<const DeviceWeight> dev;
   };
   struct Layer {
     Linear q, k, v, o, gate, up, down;
@@ -205,13 +213,16 @@ class Transformer {
                          const std::vector<int64_t>& row0, int64_t n, KvCache::Workspace& ws,
                          const float* cos, const float* sin,
                          const LinearInputObserver* observe) const;
-  // Grows a forward workspace to n stacked rows of the config's shapes.
-  static void FitWorkspace(const ModelConfig& c, int64_t n, KvCache::Workspace& ws);
+  // Grows a forward workspace to n stacked rows of the config's shapes on `be`.
+  static absl::Status FitWorkspace(const ModelConfig& c, int64_t n, Backend& be,
+                                   KvCache::Workspace& ws);
   // Rebuilds the layers from named_ and quantized_ (after a replacement).
   absl::Status Rebuild();
 
   ModelConfig config_;
+  Backend* backend_ = nullptr;  // the device the forward runs on (set by Build)
   Tensor embed_;
+  std::shared_ptr<const DeviceWeight> embed_dev_;
   Linear lm_head_;
   std::vector<float> final_norm_;
   std::vector<Layer> layers_;

@@ -13,7 +13,7 @@
 #include "absl/strings/strip.h"
 #include "core/process.h"
 #include "core/status.h"
-#include "kernels/cpu/linalg.h"
+#include "kernels/backend.h"
 #include "model/calibration.h"
 
 namespace retort::prune {
@@ -37,6 +37,8 @@ struct InputStats {
 absl::StatusOr<std::map<LinearSlot, InputStats>> CollectInputStats(LayerwiseRunner& runner,
                                                                    PruneMethod method) {
   std::map<LinearSlot, InputStats> stats;
+  Backend& be = DefaultBackend();
+  absl::Status error;  // the first backend error (observers cannot return one)
   LinearInputObserver observe = [&](LinearSlot slot, const float* x, int64_t rows, int64_t cols) {
     InputStats& s = stats[slot];
     if (s.cols == 0) {
@@ -45,16 +47,13 @@ absl::StatusOr<std::map<LinearSlot, InputStats>> CollectInputStats(LayerwiseRunn
       if (method == PruneMethod::kSparseGpt) s.gram.assign(cols * cols, 0.0);
     }
     s.rows += rows;
-    if (method == PruneMethod::kWanda) {
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* row = x + r * cols;
-        for (int64_t j = 0; j < cols; ++j) s.sq[j] += static_cast<double>(row[j]) * row[j];
-      }
-    } else {
-      cpu::AccumulateGram(x, rows, cols, s.gram.data());
-    }
+    absl::Status st = method == PruneMethod::kWanda
+                          ? be.AccumulateColumnSquares(x, rows, cols, s.sq.data())
+                          : be.AccumulateGram(x, rows, cols, s.gram.data());
+    if (error.ok()) error = st;
   };
   RETURN_IF_ERROR(runner.Observe(observe));
+  RETURN_IF_ERROR(error);
   if (method == PruneMethod::kSparseGpt) {
     for (auto& [slot, s] : stats) {
       const double scale = 2.0 / static_cast<double>(std::max<int64_t>(s.rows, 1));

@@ -10,7 +10,7 @@
 #include "core/convert.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
-#include "kernels/cpu/linalg.h"
+#include "kernels/backend.h"
 
 namespace retort::prune {
 namespace {
@@ -240,7 +240,8 @@ absl::Status PruneSparseGpt(float* w, int64_t rows, int64_t cols, const double* 
 
   // U: upper Cholesky factor of H^-1 (H^-1 = U^T U); row i of U is what the
   // GPTQ/SparseGPT solver uses to spread column i's error over columns > i.
-  absl::Status fact = cpu::UpperCholeskyOfInverse(h.data(), cols);
+  Backend& be = DefaultBackend();
+  absl::Status fact = be.UpperCholeskyOfInverse(h.data(), cols);
   if (!fact.ok()) {
     return Invalid(what, absl::StrCat("Hessian (", cols, "x", cols,
                                       ") is not positive definite after dampening ",
@@ -304,10 +305,12 @@ absl::Status PruneSparseGpt(float* w, int64_t rows, int64_t cols, const double* 
     // Lazy update of the columns after the block: W[:, i2:] -= Err1 · U[i1:i2, i2:].
     const int64_t rest = cols - i2;
     if (rest > 0) {
+      FirstError error;
       ParallelFor(rows, 64, [&](int64_t begin, int64_t end) {
-        cpu::Gemm(false, false, end - begin, rest, count, -1.0f, &err1[begin * count], count,
-                  &uf[i1 * cols + i2], cols, 1.0f, w + begin * cols + i2, cols);
+        error.Update(be.Gemm(false, false, end - begin, rest, count, -1.0f, &err1[begin * count],
+                             count, &uf[i1 * cols + i2], cols, 1.0f, w + begin * cols + i2, cols));
       });
+      RETURN_IF_ERROR(error.status());
     }
   }
   return absl::OkStatus();
@@ -315,10 +318,6 @@ absl::Status PruneSparseGpt(float* w, int64_t rows, int64_t cols, const double* 
 
 absl::StatusOr<SparsityStats> CountSparsity(const Tensor& tensor) {
   const DType dt = tensor.dtype();
-  if (dt == DType::kQ4_0_R8 || dt == DType::kQ8_0_R8) {
-    return absl::InvalidArgumentError(absl::StrCat("sparsity of a ", std::string(DTypeName(dt)),
-                                                   " tensor: repacked rows have no element order"));
-  }
   SparsityStats st;
   if (tensor.empty()) return st;
   st.elements = tensor.numel();

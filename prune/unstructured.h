@@ -101,8 +101,7 @@ struct SparsityStats {
   bool nm_4_8 = false;  // cols % 8 == 0 and every 8-column group has <= 4 nonzeros
 };
 
-// Error for dtypes without an element-wise meaning (the CPU-repacked
-// Q4_0_R8/Q8_0_R8) or block types whose rows are not whole blocks.
+// Error for block types whose rows are not whole blocks.
 absl::StatusOr<SparsityStats> CountSparsity(const Tensor& tensor);
 
 }  // namespace retort::prune

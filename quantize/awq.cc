@@ -6,8 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/quant_matrix.h"
+#include "core/status.h"
 #include "core/thread_pool.h"
-#include "kernels/cpu/linalg.h"
+#include "kernels/backend.h"
 
 namespace retort::quant {
 namespace {
@@ -39,12 +40,16 @@ class OutputErrorMeter {
       : x_(x), tokens_(tokens), cols_(cols), use_gram_(tokens > cols) {
     if (use_gram_) {
       std::vector<double> g(cols * cols, 0.0);
-      cpu::AccumulateGram(x, tokens, cols, g.data());
+      error_.Update(DefaultBackend().AccumulateGram(x, tokens, cols, g.data()));
       gram_.assign(g.begin(), g.end());
     }
   }
 
+  // The first backend error of the constructor or of any Error() call.
+  absl::Status status() const { return error_.status(); }
+
   double Error(const float* d, int64_t rows) const {
+    Backend& be = DefaultBackend();
     const int64_t tiles = CeilDiv(rows, kRowTile);
     std::vector<double> partial(tiles, 0.0);
     ParallelFor(tiles, 1, [&](int64_t t0, int64_t t1) {
@@ -54,13 +59,13 @@ class OutputErrorMeter {
         double sum = 0;
         if (use_gram_) {
           buf.assign(rb * cols_, 0.0f);
-          cpu::Gemm(false, false, rb, cols_, cols_, 1.0f, d + r0 * cols_, cols_, gram_.data(),
-                    cols_, 0.0f, buf.data(), cols_);
+          error_.Update(be.Gemm(false, false, rb, cols_, cols_, 1.0f, d + r0 * cols_, cols_,
+                                gram_.data(), cols_, 0.0f, buf.data(), cols_));
           for (int64_t i = 0; i < rb * cols_; ++i) sum += double(buf[i]) * d[r0 * cols_ + i];
         } else {
           buf.assign(tokens_ * rb, 0.0f);
-          cpu::Gemm(false, true, tokens_, rb, cols_, 1.0f, x_, cols_, d + r0 * cols_, cols_, 0.0f,
-                    buf.data(), rb);
+          error_.Update(be.Gemm(false, true, tokens_, rb, cols_, 1.0f, x_, cols_, d + r0 * cols_,
+                                cols_, 0.0f, buf.data(), rb));
           for (float v : buf) sum += double(v) * v;
         }
         partial[t] = sum;
@@ -76,6 +81,7 @@ class OutputErrorMeter {
   int64_t tokens_, cols_;
   bool use_gram_;
   std::vector<float> gram_;
+  mutable FirstError error_;
 };
 
 absl::Status CheckFinite(const float* v, int64_t rows, int64_t cols, const std::string& what,
@@ -213,6 +219,7 @@ absl::StatusOr<std::vector<float>> AwqSearchScales(const float* x, int64_t token
       best = s;
     }
   }
+  RETURN_IF_ERROR(meter.status());
   if (best_loss != nullptr) *best_loss = best_err;
   return best;
 }
@@ -242,6 +249,8 @@ absl::Status AwqClip(float* w, int64_t rows, int64_t cols, const float* x, int64
   const bool use_gram = g < ntok;
   // Per group: its columns of the sampled tokens [ntok, g] or their Gram [g, g].
   std::vector<float> xg(groups * (use_gram ? g * g : ntok * g), 0.0f);
+  Backend& be = DefaultBackend();
+  FirstError error;
   ParallelFor(groups, 1, [&](int64_t k0, int64_t k1) {
     std::vector<float> cols_k(ntok * g);
     for (int64_t k = k0; k < k1; ++k) {
@@ -249,8 +258,8 @@ absl::Status AwqClip(float* w, int64_t rows, int64_t cols, const float* x, int64
         std::copy_n(x + t * step * cols + k * g, g, cols_k.data() + t * g);
       }
       if (use_gram) {
-        cpu::Gemm(true, false, g, g, ntok, 1.0f, cols_k.data(), g, cols_k.data(), g, 0.0f,
-                  xg.data() + k * g * g, g);
+        error.Update(be.Gemm(true, false, g, g, ntok, 1.0f, cols_k.data(), g, cols_k.data(), g,
+                             0.0f, xg.data() + k * g * g, g));
       } else {
         std::copy(cols_k.begin(), cols_k.end(), xg.begin() + k * ntok * g);
       }
@@ -295,13 +304,15 @@ absl::Status AwqClip(float* w, int64_t rows, int64_t cols, const float* x, int64
         std::vector<double> err(rb, 0.0);
         if (use_gram) {
           out.assign(rb * g, 0.0f);
-          cpu::Gemm(false, false, rb, g, g, 1.0f, d.data(), g, xk, g, 0.0f, out.data(), g);
+          error.Update(
+              be.Gemm(false, false, rb, g, g, 1.0f, d.data(), g, xk, g, 0.0f, out.data(), g));
           for (int64_t rr = 0; rr < rb; ++rr) {
             for (int64_t c = 0; c < g; ++c) err[rr] += double(out[rr * g + c]) * d[rr * g + c];
           }
         } else {
           out.assign(rb * ntok, 0.0f);
-          cpu::Gemm(false, true, rb, ntok, g, 1.0f, d.data(), g, xk, g, 0.0f, out.data(), ntok);
+          error.Update(be.Gemm(false, true, rb, ntok, g, 1.0f, d.data(), g, xk, g, 0.0f,
+                               out.data(), ntok));
           for (int64_t rr = 0; rr < rb; ++rr) {
             for (int64_t t = 0; t < ntok; ++t)
               err[rr] += double(out[rr * ntok + t]) * out[rr * ntok + t];
@@ -320,7 +331,7 @@ absl::Status AwqClip(float* w, int64_t rows, int64_t cols, const float* x, int64
       }
     }
   });
-  return absl::OkStatus();
+  return error.status();
 }
 
 }  // namespace retort::quant

@@ -6,8 +6,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/status.h"
 #include "core/thread_pool.h"
-#include "kernels/cpu/linalg.h"
+#include "kernels/backend.h"
 
 namespace retort::quant {
 namespace {
@@ -49,7 +50,10 @@ QuantParams RangeParams(const GptqPlan& plan, int64_t r0, int64_t r1, int64_t c0
 }
 
 // GPTQ on rows [r0, r1); returns the chunk's loss.
-double QuantizeRowChunk(const GptqPlan& plan, int64_t r0, int64_t r1, QuantizedMatrix& m) {
+// Backend errors go to `error`.
+double QuantizeRowChunk(const GptqPlan& plan, int64_t r0, int64_t r1, QuantizedMatrix& m,
+                        FirstError& error) {
+  Backend& be = DefaultBackend();
   const int64_t n = plan.cols, nrows = r1 - r0, bs = plan.block_size;
   const QuantScheme& scheme = plan.scheme;
   const double* u = plan.u.data();
@@ -102,8 +106,8 @@ double QuantizeRowChunk(const GptqPlan& plan, int64_t r0, int64_t r1, QuantizedM
             std::copy_n(wc.data() + rr * n + i2, past, pending.data() + rr * past);
           }
           if (i > i1) {
-            cpu::Gemm(false, false, nrows, past, i - i1, -1.0, err.data(), bs, u + i1 * n + i2, n,
-                      1.0, pending.data(), past);
+            error.Update(be.Gemm(false, false, nrows, past, i - i1, -1.0, err.data(), bs,
+                                 u + i1 * n + i2, n, 1.0, pending.data(), past));
           }
         }
         for (int64_t rr = 0; rr < nrows; ++rr) {
@@ -138,8 +142,8 @@ double QuantizeRowChunk(const GptqPlan& plan, int64_t r0, int64_t r1, QuantizedM
       }
     }
     if (i2 < n) {
-      cpu::Gemm(false, false, nrows, n - i2, nb, -1.0, err.data(), bs, u + i1 * n + i2, n, 1.0,
-                wc.data() + i2, n);
+      error.Update(be.Gemm(false, false, nrows, n - i2, nb, -1.0, err.data(), bs, u + i1 * n + i2,
+                           n, 1.0, wc.data() + i2, n));
     }
   }
   return loss;
@@ -152,7 +156,8 @@ HessianAccumulator::HessianAccumulator(int64_t cols)
 
 void HessianAccumulator::Add(const float* x, int64_t rows) {
   if (rows <= 0) return;
-  cpu::AccumulateGram(x, rows, cols_, sum_.data());
+  absl::Status s = DefaultBackend().AccumulateGram(x, rows, cols_, sum_.data());
+  if (!s.ok() && status_.ok()) status_ = s;
   samples_ += rows;
 }
 
@@ -183,6 +188,7 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": Hessian is for ", h.cols(), " input columns, the weight has ", cols));
   }
+  RETURN_IF_ERROR(h.status());
   if (h.samples() == 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         what, ": the Hessian has no calibration samples (no activations reached this layer)"));
@@ -244,7 +250,7 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64
     for (int64_t k = 0; k < n; ++k) plan.u[i * n + k] = f * src[plan.perm[k]];
     plan.u[i * n + i] = diag[plan.perm[i]] + damp;
   }
-  if (absl::Status s = cpu::UpperCholeskyOfInverse(plan.u.data(), n); !s.ok()) {
+  if (absl::Status s = DefaultBackend().UpperCholeskyOfInverse(plan.u.data(), n); !s.ok()) {
     const double next = opts.dampening > 0 ? opts.dampening * 10 : 0.01;
     return absl::FailedPreconditionError(absl::StrCat(
         what, ": the GPTQ Hessian is not positive definite with dampening ", opts.dampening, " (",
@@ -294,11 +300,14 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64
 
   const int64_t chunks = CeilDiv(rows, kRowChunk);
   std::vector<double> losses(chunks, 0.0);
+  FirstError error;
   ParallelFor(chunks, 1, [&](int64_t a, int64_t b) {
     for (int64_t k = a; k < b; ++k) {
-      losses[k] = QuantizeRowChunk(plan, k * kRowChunk, std::min(rows, (k + 1) * kRowChunk), m);
+      losses[k] =
+          QuantizeRowChunk(plan, k * kRowChunk, std::min(rows, (k + 1) * kRowChunk), m, error);
     }
   });
+  RETURN_IF_ERROR(error.status());
   if (stats != nullptr) {
     stats->loss = std::accumulate(losses.begin(), losses.end(), 0.0);
     stats->dead_columns = dead_columns;

@@ -56,8 +56,11 @@ class HessianAccumulator {
  public:
   explicit HessianAccumulator(int64_t cols);
 
-  // x: [rows, cols] row-major activations entering the layer.
+  // x: [rows, cols] row-major activations entering the layer. A backend
+  // error is kept (status()) and returned by QuantizeGptq.
   void Add(const float* x, int64_t rows);
+  // The first error of an Add (OK on the CPU, which cannot fail).
+  const absl::Status& status() const { return status_; }
   // Adds another accumulator's rows (e.g. from another process or shard).
   // REQUIRES: other.cols() == cols().
   void Merge(const HessianAccumulator& other);
@@ -73,6 +76,7 @@ class HessianAccumulator {
   int64_t cols_;
   int64_t samples_ = 0;
   std::vector<double> sum_;
+  absl::Status status_;
 };
 
 struct GptqOptions {

@@ -170,6 +170,16 @@ void AccumulateGram(const float* x, int64_t rows, int64_t cols, float* h) {
   MirrorUpperToLower(h, cols);
 }
 
+void AccumulateColumnSquares(const float* x, int64_t rows, int64_t cols, double* sq) {
+  // Columns are split over the pool; each column's sum runs over the rows in order.
+  ParallelFor(cols, 256, [&](int64_t c0, int64_t c1) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = x + r * cols;
+      for (int64_t j = c0; j < c1; ++j) sq[j] += static_cast<double>(row[j]) * row[j];
+    }
+  });
+}
+
 absl::Status CholeskyLower(double* a, int64_t n) {
   double bad_value = 0;
   if (int64_t bad = CholeskyLowerImpl(a, n, &bad_value); bad >= 0) {

@@ -28,6 +28,10 @@ namespace retort::cpu {
 void AccumulateGram(const float* x, int64_t rows, int64_t cols, double* h);
 void AccumulateGram(const float* x, int64_t rows, int64_t cols, float* h);
 
+// sq[j] += sum over rows r of x[r, j]^2 (f64 products and sums, rows in
+// order: the same bits for any thread count).
+void AccumulateColumnSquares(const float* x, int64_t rows, int64_t cols, double* sq);
+
 // In place: the lower Cholesky factor L of SPD a (a = L L^T) in the lower
 // triangle, zeros above the diagonal. Only the lower triangle of a is read.
 // Error (FailedPrecondition) when a is not numerically positive definite:

@@ -130,13 +130,13 @@ int64_t GemmBlockRows(int64_t k) {
 }
 
 // y[:, r0:r1] = x · w[r0:r1]^T (+ bias) with one single-threaded sgemm.
-void GemmBlock(const float* x, int64_t m, int64_t k, const Tensor& w, const float* bias, float* y,
-               int64_t r0, int64_t r1, std::vector<float>& scratch) {
+void GemmBlock(const float* x, int64_t m, int64_t k, const Tensor& w, WeightLayout layout,
+               const float* bias, float* y, int64_t r0, int64_t r1, std::vector<float>& scratch) {
   const int64_t n = w.dim(0), rows = r1 - r0;
   const float* wf;
   if (IsBlockQuantized(w.dtype())) {
     scratch.resize(static_cast<size_t>(rows * k));
-    DequantizeRows(w.dtype(), w.raw(), k, r0, rows, scratch.data());
+    DequantizeRows(w.dtype(), layout, w.raw(), k, r0, rows, scratch.data());
     wf = scratch.data();
   } else if (w.dtype() == DType::kF32) {
     wf = w.data<float>() + r0 * k;
@@ -154,7 +154,7 @@ void GemmBlock(const float* x, int64_t m, int64_t k, const Tensor& w, const floa
         static_cast<int>(k), wf, static_cast<int>(k), beta, y + r0, static_cast<int>(n));
 }
 
-absl::Status CheckWeight(const Tensor& w, int64_t k) {
+absl::Status CheckWeight(const Tensor& w, WeightLayout layout, int64_t k) {
   if (w.rank() != 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("MatMul: weight must be rank 2, got shape ", ShapeString(w.shape())));
@@ -171,6 +171,11 @@ absl::Status CheckWeight(const Tensor& w, int64_t k) {
     return absl::InvalidArgumentError(
         absl::StrCat("MatMul: ", std::string(DTypeName(w.dtype())), " weight rows of ", k,
                      " elements are not whole blocks of ", DTypeBlockElems(w.dtype())));
+  }
+  if (!IsValidWeightLayout(w.dtype(), layout, w.dim(0), k)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MatMul: a ", std::string(DTypeName(w.dtype())), " ", ShapeString(w.shape()),
+                     " weight cannot be in the 8-row repacked layout"));
   }
   return absl::OkStatus();
 }
@@ -204,7 +209,7 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
                          const std::vector<MatMulOutput>& outs) {
   for (const MatMulOutput& o : outs) {
     RETURN_IF_ERROR(o.quant != nullptr ? CheckQuantizedMatrixLayout(*o.quant, k)
-                                       : CheckWeight(*o.w, k));
+                                       : CheckWeight(*o.w, o.layout, k));
   }
   if (m <= 0 || outs.empty()) return absl::OkStatus();
   auto rows_of = [](const MatMulOutput& o) { return o.quant ? o.quant->rows : o.w->dim(0); };
@@ -252,7 +257,7 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
     const int64_t grain =
         std::max<int64_t>(8, (64 * 1024) / std::max<int64_t>(bytes_per_row, 1)) / 8 * 8;
     // Split in whole units of 8 rows: the kernels that work on groups of 8
-    // (kQ4_0_R8) or 4 rows then never see a group cut between threads.
+    // (the kR8 layout) or 4 rows then never see a group cut between threads.
     constexpr int64_t kUnit = 8;
     ParallelFor((total + kUnit - 1) / kUnit, grain / kUnit, [&](int64_t ub, int64_t ue) {
       const int64_t b = ub * kUnit, e = std::min(total, ue * kUnit);
@@ -265,8 +270,9 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
           continue;
         }
         if (act[i] != nullptr) {
-          QuantGemvRows(outs[i].w->dtype(), outs[i].w->raw(), k, act[i], act_row_bytes[i], m,
-                        outs[i].bias, outs[i].y, outs[i].w->dim(0), lo - start[i], hi - start[i]);
+          QuantGemvRows(outs[i].w->dtype(), outs[i].layout, outs[i].w->raw(), k, act[i],
+                        act_row_bytes[i], m, outs[i].bias, outs[i].y, outs[i].w->dim(0),
+                        lo - start[i], hi - start[i]);
           continue;
         }
         GemvDispatch(x, m, k, *outs[i].w, outs[i].bias, outs[i].y, lo - start[i], hi - start[i]);
@@ -295,15 +301,20 @@ absl::Status MatMulGroup(const float* x, int64_t m, int64_t k,
         QuantMatrixGemmBlock(x, m, *o.quant, o.bias, o.y, o.quant->rows, bl.r0, bl.r1, scratch);
         continue;
       }
-      GemmBlock(x, m, k, *o.w, o.bias, o.y, bl.r0, bl.r1, scratch);
+      GemmBlock(x, m, k, *o.w, o.layout, o.bias, o.y, bl.r0, bl.r1, scratch);
     }
   });
   return absl::OkStatus();
 }
 
 absl::Status MatMul(const float* x, int64_t m, const Tensor& w, const float* bias, float* y) {
-  if (w.rank() != 2) return CheckWeight(w, 0);
-  return MatMulGroup(x, m, w.dim(1), {MatMulOutput{&w, bias, y}});
+  return MatMul(x, m, w, WeightLayout::kRowMajor, bias, y);
+}
+
+absl::Status MatMul(const float* x, int64_t m, const Tensor& w, WeightLayout layout,
+                    const float* bias, float* y) {
+  if (w.rank() != 2) return CheckWeight(w, layout, 0);
+  return MatMulGroup(x, m, w.dim(1), {MatMulOutput{&w, bias, y, nullptr, layout}});
 }
 
 }  // namespace retort::cpu

@@ -50,6 +50,19 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
   });
 }
 
+void AppendKv(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int64_t head_dim,
+              int64_t start_pos, float* kc, float* vc, int64_t kv_head_stride) {
+  const int64_t kvdim = n_kv_heads * head_dim;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* kr = k + t * kvdim;
+    const float* vr = v + t * kvdim;
+    for (int64_t g = 0; g < n_kv_heads; ++g) {
+      std::copy_n(kr + g * head_dim, head_dim, kc + g * kv_head_stride + (start_pos + t) * head_dim);
+      std::copy_n(vr + g * head_dim, head_dim, vc + g * kv_head_stride + (start_pos + t) * head_dim);
+    }
+  }
+}
+
 void Add(const float* a, const float* b, int64_t n, float* out) {
   ForRows(n / 1024 + 1, 1024, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo * 1024, end = std::min(n, hi * 1024); i < end; ++i) out[i] = a[i] + b[i];

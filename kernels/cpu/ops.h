@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "kernels/cpu/quant_matmul.h"         // WeightLayout
 #include "kernels/cpu/quant_matrix_matmul.h"  // MatMul with a QuantizedMatrix
 
 namespace retort::cpu {
@@ -39,15 +40,21 @@ bool IsSupportedWeightDType(DType t);
 // multiplies them with Sgemm (sgemm.h).
 // `bias` may be null. y must not overlap x. Error for any other dtype/rank.
 absl::Status MatMul(const float* x, int64_t m, const Tensor& w, const float* bias, float* y);
+// The same for `w` in the given layout (kR8: a Q4_0 / Q8_0 weight repacked
+// by PrepareWeightForCpu, quant_repack.h). Error for a layout `w` cannot have.
+absl::Status MatMul(const float* x, int64_t m, const Tensor& w, WeightLayout layout,
+                    const float* bias, float* y);
 
-// One output of MatMulGroup: y[m, w.dim(0)] = x · w^T (+ bias), or, when
-// `quant` is set, y[m, quant->rows] = x · quant^T (+ bias) and `w` is ignored
-// (may be null): a QuantizedMatrix weight (quant_matrix_matmul.h).
+// One output of MatMulGroup: y[m, w.dim(0)] = x · w^T (+ bias), `w` in
+// `layout`, or, when `quant` is set, y[m, quant->rows] = x · quant^T
+// (+ bias) and `w` is ignored (may be null): a QuantizedMatrix weight
+// (quant_matrix_matmul.h).
 struct MatMulOutput {
   const Tensor* w;
   const float* bias;  // may be null
   float* y;
   const QuantizedMatrix* quant = nullptr;
+  WeightLayout layout = WeightLayout::kRowMajor;
 };
 // Several MatMuls sharing the input x[m, k] in one parallel pass (q/k/v, or
 // gate/up), so a decode step pays one thread-pool dispatch, not three.
@@ -102,6 +109,13 @@ struct AttentionShape {
   int64_t n_kv_heads = 0;  // REQUIRES: divides n_heads
   int64_t head_dim = 0;
 };
+
+// Writes n new positions of keys k[n, n_kv_heads * head_dim] (values v
+// likewise) into a cache laid out as Attention reads it, at positions
+// start_pos .. start_pos + n - 1: kv head h of position p at
+// kc + h * kv_head_stride + p * head_dim.
+void AppendKv(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int64_t head_dim,
+              int64_t start_pos, float* kc, float* vc, int64_t kv_head_stride);
 
 // q: [n, n_heads * head_dim], the queries of positions start_pos .. start_pos+n-1.
 // k, v: the cache; keys of kv head h, position p at k + h * kv_head_stride + p * head_dim

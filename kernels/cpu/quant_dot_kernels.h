@@ -45,7 +45,7 @@ struct Act32 {
 };
 
 // One input row quantized to Q8_0, for the 8-row interleaved Q4_0 layout
-// (kQ4_0_R8, quant_repack.h): per block, d as f32 and -8 * sum(q) (the
+// (WeightLayout::kR8, quant_repack.h): per block, d as f32 and -8 * sum(q) (the
 // offset term, the same for every weight row).
 struct ActR8 {
   const ggml::BlockQ8_0* blocks;
@@ -56,7 +56,7 @@ struct ActR8 {
 // The VNNI build of GemvRowsQ4_0R8 (quant_dot_vnni.cc).
 void GemvRowsQ4_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
                         const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1);
-// The same for kQ8_0_R8; there ActR8::off is -128 * sum(q).
+// The same for Q8_0 in the kR8 layout; there ActR8::off is -128 * sum(q).
 void GemvRowsQ8_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
                         const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1);
 
@@ -253,7 +253,7 @@ void GemvRows32ByType(DType wt, const char* w, size_t row_bytes, int64_t nb, con
 }
 
 // ---------------------------------------------------------------------------
-// kQ4_0_R8: 8 weight rows interleaved. A group of 8 rows is nb blocks of 144
+// Q4_0, kR8 layout: 8 weight rows interleaved. A group of 8 rows is nb blocks of 144
 // bytes: the 8 rows' f16 scales (16 bytes), then 4 chunks of 32 bytes; chunk
 // t holds, for row r = 0..7, bytes 4t..4t+3 of that row's Q4_0 nibbles (low
 // nibbles: elements 4t..4t+3, high nibbles: elements 16+4t..16+4t+3). So one
@@ -290,7 +290,7 @@ struct Avx2R8 {
   }
 };
 
-// kQ8_0_R8: as kQ4_0_R8 but each block is the 8 f16 scales (16 bytes) then 8
+// Q8_0, kR8 layout: as Q4_0's but each block is the 8 f16 scales (16 bytes) then 8
 // chunks of 32 bytes; chunk t holds, for row r = 0..7, bytes 4t..4t+3 of
 // that row's Q8_0 qs, each stored as the unsigned byte w + 128 (so vpdpbusd
 // takes it directly; the -128 * sum(a) correction is ActR8::off).
@@ -319,7 +319,7 @@ struct Avx2Q8R8 {
 
 // y[i * ldy + r] for rows r in [r0, r1): whole groups of 8 computed, only
 // the rows in range written (so any split of the rows gives the same bits).
-// Isa gives the block size (kQ4_0_R8 or kQ8_0_R8) and the integer dot.
+// Isa gives the block size (Q4_0's or Q8_0's kR8 layout) and the integer dot.
 template <typename Isa>
 void GemvRowsR8(const char* w, int64_t nb, const ActR8* acts, int64_t m, const float* bias,
                 float* y, int64_t ldy, int64_t r0, int64_t r1) {

@@ -561,15 +561,16 @@ void GemvRows32(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act
   }
 }
 
-// kQ4_0_R8 / kQ8_0_R8: per input row, the Q8_0 scales as f32 and the offset
-// term (-8 or -128) * sum(q) per block.
+// Q4_0 / Q8_0 in the kR8 layout: per input row, the Q8_0 scales as f32 and
+// the offset term (-8 or -128) * sum(q) per block.
 struct ActR8Scratch {
   std::vector<float> d;
   std::vector<int32_t> off;
   std::vector<quant_internal::ActR8> acts;
 };
 
-// kQ4_0_R8 and kQ8_0_R8 (`q8`): the offset term is -8 or -128 times sum(q).
+// Q4_0 and Q8_0 (`q8`) in the kR8 layout: the offset term is -8 or -128
+// times sum(q).
 void GemvR8(bool q8, const char* w, int64_t k, const char* act, size_t act_row_bytes, int64_t m,
             const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
   const int32_t offset = q8 ? -128 : -8;
@@ -619,6 +620,12 @@ void GemvLoop(DotFn dot, const char* w, size_t row_bytes, int64_t k, const char*
 
 }  // namespace
 
+bool IsValidWeightLayout(DType wt, WeightLayout layout, int64_t rows, int64_t k) {
+  if (layout == WeightLayout::kRowMajor) return true;
+  return (wt == DType::kQ4_0 || wt == DType::kQ8_0) && rows % quant_internal::kR8Rows == 0 &&
+         k % 32 == 0;
+}
+
 bool IsQuantizedWeightDType(DType w) {
   switch (w) {
     case DType::kQ4_0:
@@ -631,8 +638,6 @@ bool IsQuantizedWeightDType(DType w) {
     case DType::kQ4_K:
     case DType::kQ5_K:
     case DType::kQ6_K:
-    case DType::kQ4_0_R8:
-    case DType::kQ8_0_R8:
       return true;
     default:
       return false;
@@ -644,8 +649,6 @@ DType QuantDotActivationType(DType w) {
     case DType::kQ4_0:
     case DType::kQ5_0:
     case DType::kQ8_0:
-    case DType::kQ4_0_R8:
-    case DType::kQ8_0_R8:
       return DType::kQ8_0;
     case DType::kQ4_1:
     case DType::kQ5_1:
@@ -725,13 +728,14 @@ float QuantDotReference(DType wt, const void* w, const void* a, int64_t n) {
   return DotReference(wt, w, a, n);
 }
 
-void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t act_row_bytes,
-                   int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+void QuantGemvRows(DType wt, WeightLayout layout, const void* w, int64_t k, const void* act,
+                   size_t act_row_bytes, int64_t m, const float* bias, float* y, int64_t ldy,
+                   int64_t r0, int64_t r1) {
   const char* wc = static_cast<const char*>(w);
   const char* ac = static_cast<const char*>(act);
+  if (layout == WeightLayout::kR8)
+    return GemvR8(wt == DType::kQ8_0, wc, k, ac, act_row_bytes, m, bias, y, ldy, r0, r1);
   const size_t rb = DTypeBytes(wt, k);
-  if (wt == DType::kQ4_0_R8 || wt == DType::kQ8_0_R8)
-    return GemvR8(wt == DType::kQ8_0_R8, wc, k, ac, act_row_bytes, m, bias, y, ldy, r0, r1);
   if (Is32BlockType(wt)) {
     thread_local Act32Scratch scratch;
     const Act32* acts = PrepareAct32(wt, ac, act_row_bytes, m, k / 32, scratch);
@@ -753,9 +757,12 @@ void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t a
   }
 }
 
-void DequantizeRows(DType wt, const void* w, int64_t k, int64_t r0, int64_t rows, float* dst) {
-  if (wt == DType::kQ4_0_R8) return DequantizeRowsQ4_0R8(w, k, r0, rows, dst);
-  if (wt == DType::kQ8_0_R8) return DequantizeRowsQ8_0R8(w, k, r0, rows, dst);
+void DequantizeRows(DType wt, WeightLayout layout, const void* w, int64_t k, int64_t r0,
+                    int64_t rows, float* dst) {
+  if (layout == WeightLayout::kR8) {
+    return wt == DType::kQ8_0 ? DequantizeRowsQ8_0R8(w, k, r0, rows, dst)
+                              : DequantizeRowsQ4_0R8(w, k, r0, rows, dst);
+  }
   const char* src = static_cast<const char*>(w) + r0 * DTypeBytes(wt, k);
   ggml::DequantizeRow(wt, src, dst, rows * k);
 }

@@ -11,9 +11,9 @@
 //   weights Q4_0, Q5_0, Q8_0   with activations Q8_0 (32 per block, f16 d)
 //   weights Q4_1, Q5_1        with activations Q8_1 (adds s = d * sum(q), for the m term)
 //   weights Q4_K, Q5_K, Q6_K  with activations Q8_K (256 per block, f32 d, 16-element sums)
-//   kQ4_0_R8, kQ8_0_R8 (Q4_0 / Q8_0 repacked 8 rows at a time,
-//     quant_repack.h) with Q8_0, 8 rows per integer dot; QuantDot /
-//     QuantDotReference do not take them
+//   Q4_0, Q8_0 in the kR8 layout (repacked 8 rows at a time, quant_repack.h)
+//     with Q8_0, 8 rows per integer dot; QuantDot / QuantDotReference do not
+//     take them
 // Other block types (Q2_K, Q3_K) take a generic path: the input stays f32 and
 // each weight row is dequantized into a small per-thread scratch, then dotted.
 //
@@ -39,6 +39,21 @@ namespace retort::cpu {
 // m = 8 and 16 the integer dots run 1.2-8x the GFLOP/s of dequantize+sgemm
 // for every type; at m = 64 sgemm wins for Q4_0.)
 inline constexpr int64_t kQuantGemvMaxRows = 16;
+
+// How a block-quantized weight's bytes are arranged. The dtype of a weight
+// is always its stored (file) type; the layout is the CPU kernels' own
+// business, never seen above kernels/cpu (the Backend's DeviceWeight hides
+// it):
+//   kRowMajor: as stored, row r at r * DTypeBytes(wt, k).
+//   kR8: a Q4_0 or Q8_0 matrix repacked 8 rows at a time by
+//     PrepareWeightForCpu (quant_repack.h; layouts in quant_dot_kernels.h).
+//     Same bytes in all as the stored matrix, but rows are not contiguous.
+//     REQUIRES: dtype kQ4_0 or kQ8_0, rows % 8 == 0, k % 32 == 0.
+enum class WeightLayout : uint8_t { kRowMajor, kR8 };
+
+// True if `layout` can hold a [rows, k] weight of type `wt` (kRowMajor:
+// always; kR8: the REQUIRES above).
+bool IsValidWeightLayout(DType wt, WeightLayout layout, int64_t rows, int64_t k);
 
 // Block types MatMul accepts as weights.
 bool IsQuantizedWeightDType(DType w);
@@ -68,10 +83,12 @@ float QuantDotReference(DType wt, const void* w, const void* a, int64_t n);
 
 // y[i * ldy + r] = dot(x_i, w[r]) (+ bias[r]) for rows r in [r0, r1) and the
 // m input rows, whose activations `act` (row i at act + i * act_row_bytes)
-// were made by QuantizeActivationRow. Weight row r starts at
-// w + r * DTypeBytes(wt, k). Streams each weight row once.
-void QuantGemvRows(DType wt, const void* w, int64_t k, const void* act, size_t act_row_bytes,
-                   int64_t m, const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1);
+// were made by QuantizeActivationRow. With layout kRowMajor weight row r
+// starts at w + r * DTypeBytes(wt, k); with kR8, w is the repacked matrix
+// (REQUIRES: IsValidWeightLayout). Streams each weight row once.
+void QuantGemvRows(DType wt, WeightLayout layout, const void* w, int64_t k, const void* act,
+                   size_t act_row_bytes, int64_t m, const float* bias, float* y, int64_t ldy,
+                   int64_t r0, int64_t r1);
 
 // Which build of the integer dots of the 32-element blocks (Q4_0, Q4_1,
 // Q5_0, Q5_1, Q8_0) runs. Both give the same bits (quant_dot_kernels.h).
@@ -88,9 +105,11 @@ QuantDotPath ActiveQuantDotPath();
 bool SetQuantDotPath(QuantDotPath path);
 const char* QuantDotPathName(QuantDotPath path);
 
-// dst[0, rows * k) = weight rows [r0, r0 + rows) dequantized to f32
-// (vectorised for the common types; ggml::DequantizeRow for the rest).
-void DequantizeRows(DType wt, const void* w, int64_t k, int64_t r0, int64_t rows, float* dst);
+// dst[0, rows * k) = weight rows [r0, r0 + rows) of `w` (in `layout`)
+// dequantized to f32 (vectorised for the common types; ggml::DequantizeRow
+// for the rest).
+void DequantizeRows(DType wt, WeightLayout layout, const void* w, int64_t k, int64_t r0,
+                    int64_t rows, float* dst);
 
 }  // namespace retort::cpu
 

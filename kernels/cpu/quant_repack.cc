@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "core/ggml_blocks.h"
 #include "kernels/cpu/quant_dot_kernels.h"
@@ -23,9 +24,8 @@ inline int Load4(const uint8_t* p) {
 }  // namespace
 
 bool CanRepackForCpu(const Tensor& w) {
-  return w.rank() == 2 && (w.dtype() == DType::kQ4_0 || w.dtype() == DType::kQ8_0) &&
-         w.dim(0) % kR8Rows == 0 &&
-         w.dim(1) % 32 == 0 && w.dim(0) > 0 && w.dim(1) > 0;
+  return w.rank() == 2 && w.dim(0) > 0 && w.dim(1) > 0 &&
+         IsValidWeightLayout(w.dtype(), WeightLayout::kR8, w.dim(0), w.dim(1));
 }
 
 void RepackQ4_0ToR8(const void* src, int64_t n, int64_t k, void* dst) {
@@ -44,18 +44,18 @@ void RepackQ4_0ToR8(const void* src, int64_t n, int64_t k, void* dst) {
   }
 }
 
-Tensor PrepareWeightForCpu(const Tensor& w) {
+PreparedWeight PrepareWeightForCpu(const Tensor& w) {
   const char* off = std::getenv("RETORT_NO_REPACK");
-  if (off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0) return w;
-  if (!CanRepackForCpu(w)) return w;
+  if (off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0) return {w};
+  if (!CanRepackForCpu(w)) return {w};
+  // Same dtype and bytes as `w`; only the arrangement (the layout) differs.
+  Tensor out = Tensor::Zeros(w.dtype(), w.shape());
   if (w.dtype() == DType::kQ8_0) {
-    Tensor out = Tensor::Zeros(DType::kQ8_0_R8, w.shape());
     RepackQ8_0ToR8(w.raw(), w.dim(0), w.dim(1), out.mutable_raw());
-    return out;
+  } else {
+    RepackQ4_0ToR8(w.raw(), w.dim(0), w.dim(1), out.mutable_raw());
   }
-  Tensor out = Tensor::Zeros(DType::kQ4_0_R8, w.shape());
-  RepackQ4_0ToR8(w.raw(), w.dim(0), w.dim(1), out.mutable_raw());
-  return out;
+  return {std::move(out), WeightLayout::kR8};
 }
 
 void RepackQ8_0ToR8(const void* src, int64_t n, int64_t k, void* dst) {

@@ -348,6 +348,18 @@ void RmsNormForward(const float* x, int64_t rows, int64_t dim, const float* weig
   });
 }
 
+void RmsNormApply(const float* x, const float* rstd, int64_t rows, int64_t dim,
+                  const float* weight, float* y) {
+  ParallelFor(rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float s = rstd[r];
+      const float* xr = x + r * dim;
+      float* yr = y + r * dim;
+      for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * s * weight[i];
+    }
+  });
+}
+
 void RmsNormBackward(const float* x, const float* rstd, int64_t rows, int64_t dim,
                      const float* weight, const float* dy, float* dx, float* dweight,
                      bool accumulate_dx) {

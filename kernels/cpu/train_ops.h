@@ -49,6 +49,11 @@ void LinearBackward(const float* x, int64_t m, int64_t k, const float* w, int64_
 void RmsNormForward(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,
                     float* y, float* rstd);
 
+// y = x * rstd[row] * weight: the output of an RMSNorm whose rstd the forward
+// kept, recomputed instead of stored (the backward's use).
+void RmsNormApply(const float* x, const float* rstd, int64_t rows, int64_t dim,
+                  const float* weight, float* y);
+
 // dx[rows, dim] (overwritten, or added with accumulate_dx), dweight[dim] +=.
 // `rstd` from RmsNormForward. dweight may be null. dx may be dy itself
 // (in place) when accumulate_dx is false.

@@ -9,7 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "core/convert.h"
-#include "kernels/cpu/ops.h"
+#include "kernels/backend.h"
 #include "model/init.h"
 #include "model/transformer.h"
 #include "quantize/scheme.h"
@@ -56,8 +56,13 @@ std::vector<float> HeadLogits(const Transformer& m, const std::vector<float>& hi
   EXPECT_NE(head, nullptr);
   std::vector<float> w(H), h(hidden.size()), logits(n * c.vocab_size);
   ConvertToF32(norm->dtype(), norm->raw(), w.data(), H);
-  cpu::RmsNorm(hidden.data(), n, H, w.data(), static_cast<float>(c.rms_norm_eps), h.data());
-  EXPECT_TRUE(cpu::MatMul(h.data(), n, *head, nullptr, logits.data()).ok());
+  Backend& be = DefaultBackend();
+  EXPECT_TRUE(
+      be.RmsNorm(hidden.data(), n, H, w.data(), static_cast<float>(c.rms_norm_eps), h.data()).ok());
+  absl::StatusOr<std::shared_ptr<const DeviceWeight>> dw =
+      be.PrepareWeight(*head, WeightUse::kLinear);
+  EXPECT_TRUE(dw.ok());
+  EXPECT_TRUE(be.MatMul(h.data(), n, **dw, nullptr, logits.data()).ok());
   return logits;
 }
 

@@ -468,13 +468,13 @@ TEST(CountSparsityTest, CountsAndPatterns) {
   EXPECT_EQ(st->elements, 0);
 }
 
-TEST(CountSparsityTest, RejectsRepackedAndPartialBlocks) {
-  Tensor r8 = Tensor::Zeros(DType::kQ8_0_R8, {8, 32});
-  EXPECT_FALSE(CountSparsity(r8).ok());
+TEST(CountSparsityTest, CountsWholeBlocksAndRejectsPartialOnes) {
   Tensor q = Tensor::Zeros(DType::kQ8_0, {2, 64});
   auto st = CountSparsity(q);
   ASSERT_TRUE(st.ok()) << st.status();
   EXPECT_EQ(st->zeros, 128);
+  // Rows of 48 elements: 1.5 blocks each (3 whole blocks in all).
+  EXPECT_FALSE(CountSparsity(Tensor::Zeros(DType::kQ8_0, {2, 48})).ok());
 }
 
 }  // namespace
