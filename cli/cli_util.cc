@@ -7,9 +7,14 @@
 #include <filesystem>
 #include <iostream>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/ascii.h"
+#include "absl/strings/strip.h"
+#include "core/device.h"
+#include "core/status.h"
+#include "kernels/backend.h"
 
 namespace retort::cli {
 
@@ -38,10 +43,13 @@ namespace {
 // For a command whose first positional is a model: `args` with the default
 // model put first when the user gave fewer positionals than the command takes
 // and no --MODEL flag. Unchanged when it cannot tell (the real parse reports).
+// `note` gets the line that says so (printed by the caller once the
+// command's options, --device included, are accepted).
 std::vector<std::string> WithDefaultModel(const CommandSpec& spec,
                                           const std::vector<std::string>& args,
                                           const po::options_description& options,
-                                          const po::positional_options_description& positional) {
+                                          const po::positional_options_description& positional,
+                                          std::string* note) {
   if (!spec.default_model || positional.max_total_count() < 1) return args;
   const std::string key = positional.name_for_position(0);
   unsigned given = 0;
@@ -63,10 +71,10 @@ std::vector<std::string> WithDefaultModel(const CommandSpec& spec,
   const std::string model = DefaultModelPath();
   if (model.empty()) return args;
   const char* env = std::getenv("RETORT_MODEL");
-  std::cerr << "retort " << spec.name << ": no " << key << " given; using " << model
-            << (env != nullptr && *env != '\0'
-                    ? " ($RETORT_MODEL)\n"
-                    : " (the bundled teacher; set RETORT_MODEL to change)\n");
+  *note = absl::StrCat("retort ", spec.name, ": no ", key, " given; using ", model,
+                       env != nullptr && *env != '\0'
+                           ? " ($RETORT_MODEL)\n"
+                           : " (the bundled teacher; set RETORT_MODEL to change)\n");
   std::vector<std::string> out;
   out.reserve(args.size() + 1);
   out.push_back(model);
@@ -80,9 +88,12 @@ std::optional<int> ParseArgs(const CommandSpec& spec, const std::vector<std::str
                              po::options_description& options,
                              const po::positional_options_description& positional,
                              po::variables_map& vm) {
+  if (spec.device) AddDeviceOption(options);
   options.add_options()("help,h", "show this help");
+  std::string note;
   try {
-    const std::vector<std::string> args = WithDefaultModel(spec, given_args, options, positional);
+    const std::vector<std::string> args =
+        WithDefaultModel(spec, given_args, options, positional, &note);
     po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
     if (vm.count("help")) {
       std::cout << "usage: retort " << spec.name << " " << spec.usage << "\n\n"
@@ -96,9 +107,48 @@ std::optional<int> ParseArgs(const CommandSpec& spec, const std::vector<std::str
     }
     po::notify(vm);
   } catch (const po::error& e) {
+    std::cerr << note;
     return UsageError(spec.name, e.what());
   }
+  // A device this binary cannot use is the command's only line of output.
+  if (spec.device) {
+    if (auto exit = SelectDevice(spec.name, vm["device"].as<std::string>())) return exit;
+  }
+  std::cerr << note;
   return std::nullopt;
+}
+
+void AddDeviceOption(po::options_description& options) {
+  options.add_options()("device", po::value<std::string>()->default_value("cpu"),
+                        "device to run on: cpu, cuda or cuda:N");
+}
+
+absl::StatusOr<Device> UsableDevice(const std::string& text) {
+  ASSIGN_OR_RETURN(Device device, ParseDevice(text));
+  if (absl::StatusOr<Backend*> b = GetBackend(device); !b.ok()) {
+    // The backend's message may start with the device's name: the caller
+    // names the device itself.
+    absl::string_view msg = b.status().message();
+    absl::ConsumePrefix(&msg, absl::StrCat(DeviceName(device), ": "));
+    return absl::Status(b.status().code(), msg);
+  }
+  return device;
+}
+
+std::optional<int> SelectDevice(const std::string& command, const std::string& text) {
+  if (absl::StatusOr<Device> parsed = ParseDevice(text); !parsed.ok()) {
+    // ParseDevice's message names the value and the spellings it accepts
+    // ("device 'x' is not one of: ..."): said of the flag.
+    const std::string msg(parsed.status().message());
+    return Fail(command, absl::Status(parsed.status().code(),
+                                      absl::StartsWith(msg, "device ")
+                                          ? absl::StrCat("--", msg)
+                                          : absl::StrCat("--device ", text, ": ", msg)));
+  }
+  absl::StatusOr<Device> device = UsableDevice(text);
+  absl::Status s = device.ok() ? SetDefaultDevice(*device) : device.status();
+  if (s.ok()) return std::nullopt;
+  return Fail(command, absl::Status(s.code(), absl::StrCat("--device ", text, ": ", s.message())));
 }
 
 int Fail(const std::string& command, const absl::Status& status) {

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "boost/program_options.hpp"
+#include "core/device.h"
 
 namespace retort::cli {
 
@@ -27,6 +28,10 @@ struct CommandSpec {
   // is not given, ParseArgs puts DefaultModelPath() in its place (a single
   // positional of a MODEL OUT command is then OUT).
   bool default_model = false;
+  // The command runs a model: ParseArgs adds --device (AddDeviceOption) and,
+  // once the options parse, selects that device (SelectDevice) before the
+  // command opens a model or writes anything.
+  bool device = false;
 };
 
 // The model a command uses when none is given: $RETORT_MODEL when set, else
@@ -35,13 +40,31 @@ struct CommandSpec {
 // from). Empty when there is none.
 std::string DefaultModelPath();
 
-// Parses `args` (without the program and command names). Adds --help. Returns
-// an exit code when the command should stop (help printed, or a usage error
-// printed to stderr), std::nullopt when `vm` is ready to use.
+// Parses `args` (without the program and command names). Adds --help (and
+// --device when spec.device, then selects it). Returns an exit code when the
+// command should stop (help printed, a usage error printed to stderr, or an
+// unusable --device: kExitFailure), std::nullopt when `vm` is ready to use.
 std::optional<int> ParseArgs(const CommandSpec& spec, const std::vector<std::string>& args,
                              po::options_description& options,
                              const po::positional_options_description& positional,
                              po::variables_map& vm);
+
+// `--device` (default "cpu"): where the command's model runs (cpu, cuda or
+// cuda:N; core/device.h).
+void AddDeviceOption(po::options_description& options);
+
+// The device `text` names ("cpu", "cuda", "cuda:N") when this binary can run
+// on it; else one error line (which the caller prefixes with the device) for
+// a wrong spelling, a backend that is not compiled in, or a device that does
+// not exist.
+absl::StatusOr<Device> UsableDevice(const std::string& text);
+
+// Parses a --device value and makes it the device model code runs on
+// (kernels/backend.h SetDefaultDevice). When the spelling is wrong, or this
+// binary has no backend for it, or there is no such device, prints one line
+// ("retort NAME: error: --device cuda:1: ...") and returns kExitFailure;
+// std::nullopt when the device is selected.
+std::optional<int> SelectDevice(const std::string& command, const std::string& device);
 
 // Prints "retort NAME: error: MESSAGE" on one line and returns kExitFailure.
 int Fail(const std::string& command, const absl::Status& status);

@@ -199,6 +199,7 @@ int RunDistill(const Args& args) {
   CommandSpec spec{"distill", "STUDENT --data FILE... --output DIR [options]",
                    "train a student on traces, chats or text (SFT and logit distillation)"};
   spec.default_model = true;
+  spec.device = true;
   DistillArgs a;
   po::options_description opts("options");
   opts.add_options()

@@ -133,6 +133,7 @@ int RunEval(const Args& args) {
       "percentiles, Δp, same top p). Or the raw f32 logits of every position (safetensors: "
       "\"logits\" [n, vocab], \"token_ids\" [n])."};
   spec.default_model = true;
+  spec.device = true;
   po::options_description opts("options");
   std::string model, ppl_file, text_file, token_ids, dump, reference, windows;
   int64_t context = 0, stride = 0, max_tokens = 0, ubatch = 0;

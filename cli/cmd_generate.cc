@@ -79,6 +79,7 @@ int RunGenerateTraces(const Args& args) {
       "(rejection sampling); without, no verifier and --keep all. A prompt longer than the "
       "model's context is skipped (counted in summary.json as prompts_skipped)."};
   spec.default_model = !HasFlag(args, "--endpoint");  // an endpoint is the teacher
+  spec.device = true;
   po::options_description opts("options");
   std::string model, prompts_path, output, verifier_spec, keep_name, think_name = "auto";
   std::string endpoint, model_name, api_key_env = "OPENAI_API_KEY";
@@ -262,6 +263,7 @@ int RunGenerate(const Args& args) {
                    "For verified reasoning traces over a prompts file (resumable, teacher "
                    "log-probs, --endpoint teachers) see `retort generate --prompts FILE --help`."};
   spec.default_model = true;
+  spec.device = true;
   po::options_description opts("options");
   std::string model, prompt, prompt_file, chat;
   int64_t max_tokens = 256;

@@ -191,6 +191,7 @@ int RunPrune(const Args& args) {
                    "[--calib FILE ...] [options]",
                    kSummary};
   spec.default_model = true;
+  spec.device = true;
   po::options_description opts("options");
   std::string model_path, out, method_name = "magnitude", sparsity_text, pattern_text,
                                layer_sparsity_text, target_params_text, dtype_name = "auto",

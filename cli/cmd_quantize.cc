@@ -116,6 +116,7 @@ int RunQuantize(const Args& args) {
       "Quantize a model's linear layers (RTN, GPTQ, AWQ; int4/int8/fp8) into a compressed-tensors "
       "directory, or into GGUF k-quants weighted by an importance matrix."};
   spec.default_model = true;
+  spec.device = true;
   po::options_description opts("options");
   std::string model_path, out, scheme_name = "int4-g128", method_name = "rtn", to, type, imatrix,
                                 activations = "none";
@@ -275,6 +276,7 @@ int RunCalibrate(const Args& args) {
                    "Compute an importance matrix (llama.cpp's GGUF imatrix format) for "
                    "`retort quantize --to gguf --imatrix`."};
   spec.default_model = true;
+  spec.device = true;
   po::options_description opts("options");
   std::string model_path, out;
   CalibArgs calib;

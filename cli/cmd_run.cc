@@ -273,6 +273,7 @@ int RunRun(const Args& args) {
   if (o.threads < 0) return UsageError(spec.name, "--threads must be >= 0");
   if (o.threads > 0) SetNumThreads(o.threads);
   o.run_command = RunInProcess;
+  o.check_device = [](const std::string& device) { return UsableDevice(device).status(); };
   o.progress = &std::cerr;
   absl::StatusOr<pipeline::RunSummary> summary = pipeline::RunRecipe(o);
   if (!summary.ok()) {

@@ -1110,6 +1110,7 @@ int RunServe(const Args& args) {
                    "Serve MODEL over an OpenAI-compatible HTTP API (/v1/completions, "
                    "/v1/chat/completions, /v1/models)."};
   spec.default_model = true;
+  spec.device = true;
   // SIGINT/SIGTERM only set a flag (any thread may take them: OpenBLAS starts
   // its threads before main, so a blocked mask cannot cover every thread);
   // the watcher thread below acts on it.

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/device.h"
 #include "core/file.h"
 #include "core/status.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -45,6 +46,15 @@ class Locator {
       : where_(std::move(where)), tree_(tree) {}
 
   const std::string& where() const { return where_; }
+
+  // A field of the recipe itself ("device"): "recipe.textproto:3", or the
+  // file name alone without a parse tree.
+  std::string Field(const std::string& name) const {
+    const FieldDescriptor* f = proto::Recipe::descriptor()->FindFieldByName(name);
+    if (tree_ == nullptr || f == nullptr) return where_;
+    const int line = tree_->GetLocation(f, f->is_repeated() ? 0 : -1).line;
+    return line >= 0 ? absl::StrCat(where_, ":", line + 1) : where_;
+  }
 
   std::string Stage(int index, const std::string& field = "") const {
     const FieldDescriptor* stage_field = proto::Recipe::descriptor()->FindFieldByName("stage");
@@ -116,6 +126,13 @@ absl::Status ValidateRecipe(const proto::Recipe& recipe, const Locator& at) {
   if (recipe.stage_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(at.where(), ": the recipe has no stage"));
   }
+  if (!recipe.device().empty()) {
+    // ParseDevice's message names the value ("device 'x' is not one of: ...").
+    if (absl::StatusOr<Device> d = ParseDevice(recipe.device()); !d.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(at.Field("device"), ": ", d.status().message()));
+    }
+  }
   std::map<std::string, int> index_of;
   for (int i = 0; i < recipe.stage_size(); ++i) {
     const proto::Stage& s = recipe.stage(i);
@@ -139,6 +156,17 @@ absl::Status ValidateRecipe(const proto::Recipe& recipe, const Locator& at) {
       if (!present) {
         return absl::InvalidArgumentError(
             absl::StrCat(at.Stage(i, StageKind(s)), ": stage \"", s.name(), "\" needs ", field));
+      }
+    }
+    if (!s.device().empty()) {
+      if (!StageTakesDevice(s)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at.Stage(i, "device"), ": stage \"", s.name(), "\" (", StageKind(s),
+                         ") has no device: init and convert stages run on the CPU"));
+      }
+      if (absl::StatusOr<Device> d = ParseDevice(s.device()); !d.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(at.Stage(i, "device"), ": stage \"",
+                                                       s.name(), "\" ", d.status().message()));
       }
     }
     if (s.has_distill() && s.distill().has_ranks() && s.distill().ranks() < 1) {
@@ -319,12 +347,43 @@ absl::StatusOr<InputRef> ParseInputRef(const std::string& value) {
   return ref;
 }
 
-nlohmann::ordered_json StageSettingsJson(const proto::Stage& stage) {
+bool StageTakesDevice(const proto::Stage& stage) {
+  switch (stage.step_case()) {
+    case proto::Stage::kGenerate:
+    case proto::Stage::kDistill:
+    case proto::Stage::kPrune:
+    case proto::Stage::kQuantize:
+    case proto::Stage::kEval:
+      return true;
+    case proto::Stage::kConvert:
+    case proto::Stage::kInit:
+    case proto::Stage::STEP_NOT_SET:
+      return false;
+  }
+  return false;
+}
+
+std::string StageDevice(const proto::Recipe& recipe, const proto::Stage& stage) {
+  if (!StageTakesDevice(stage)) return "cpu";
+  const std::string& text = !stage.device().empty() ? stage.device() : recipe.device();
+  if (text.empty()) return "cpu";
+  absl::StatusOr<Device> d = ParseDevice(text);
+  return d.ok() ? DeviceName(*d) : text;
+}
+
+nlohmann::ordered_json StageSettingsJson(const proto::Stage& stage, const std::string& device) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   std::string text;
   if (!google::protobuf::util::MessageToJsonString(stage, &text, options).ok()) return {};
-  return nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+  nlohmann::ordered_json j =
+      nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return j;
+  // The device the stage runs on, however the recipe says it; none for the
+  // CPU, so a recipe that names it hashes as one that leaves it out.
+  j.erase("device");
+  if (!device.empty() && device != "cpu") j["device"] = device;
+  return j;
 }
 
 std::string RecipeToText(const proto::Recipe& recipe) {

@@ -72,9 +72,21 @@ struct InputRef {
 // or a relative part that is absolute or climbs out with "..".
 absl::StatusOr<InputRef> ParseInputRef(const std::string& value);
 
+// True for the stages whose command runs a model and takes --device:
+// generate, distill, prune, quantize, eval.
+bool StageTakesDevice(const proto::Stage& stage);
+
+// The device `stage` runs on, in DeviceName's spelling ("cpu", "cuda:0"):
+// its own `device`, else the recipe's, else "cpu"; always "cpu" for stages
+// that take none (init, convert). REQUIRES: a validated recipe.
+std::string StageDevice(const proto::Recipe& recipe, const proto::Stage& stage);
+
 // The stage as JSON (protobuf's JSON mapping with the .proto field names;
-// unset fields left out): the "settings" of its provenance record.
-nlohmann::ordered_json StageSettingsJson(const proto::Stage& stage);
+// unset fields left out): the "settings" of its provenance record. `device`
+// (StageDevice) replaces the stage's own "device" field, and enters only
+// when it is not "cpu": a stage on the CPU hashes as it did before recipes
+// had devices, one on a GPU differently (its results differ by rounding).
+nlohmann::ordered_json StageSettingsJson(const proto::Stage& stage, const std::string& device);
 
 // The recipe in protobuf text format (what RUN_DIR/recipe.textproto holds
 // for a JSON recipe).

@@ -173,6 +173,24 @@ absl::Status Runner::Preflight() {
       }
     }
   }
+  // So must the devices the selected stages run on.
+  if (o_.check_device) {
+    std::set<std::string> checked;
+    for (int i = first_; i <= last_; ++i) {
+      const proto::Stage& s = stages[i];
+      const std::string device = StageDevice(recipe_.recipe, s);
+      if (device == "cpu") continue;
+      // Named as the recipe spells it: the stage's field, or the recipe's.
+      const bool own = !s.device().empty();
+      const std::string field =
+          own ? absl::StrCat("stage \"", s.name(), "\" device \"", s.device(), "\"")
+              : absl::StrCat("device \"", recipe_.recipe.device(), "\"");
+      if (!checked.insert(field).second) continue;
+      if (absl::Status st = o_.check_device(device); !st.ok()) {
+        return absl::Status(st.code(), absl::StrCat(recipe_.path, ": ", field, ": ", st.message()));
+      }
+    }
+  }
   std::error_code ec;
   if (fs::exists(paths_.run_dir(), ec) && !fs::is_directory(paths_.run_dir(), ec)) {
     return absl::AlreadyExistsError(absl::StrCat(o_.run_dir, ": exists and is not a directory"));
@@ -199,7 +217,9 @@ void Runner::DryRun() {
       absl::StatusOr<StageRecord> old =
           ReadProvenance((paths_.StageDir(s.name()) / kProvenance).string());
       if (!o_.force && inputs.ok() && old.ok() &&
-          old->fingerprint == StageFingerprint(version_, StageSettingsJson(s), *inputs) &&
+          old->fingerprint == StageFingerprint(version_,
+                                               StageSettingsJson(s, StageDevice(recipe_.recipe, s)),
+                                               *inputs) &&
           OutputsIntact(*old, paths_)) {
         state = "up to date";
       }
@@ -207,7 +227,7 @@ void Runner::DryRun() {
     if (state != "up to date") will_run.insert(s.name());
     absl::StatusOr<std::vector<std::string>> argv = StageCommand(
         s, [&](const std::string& v) { return paths_.Resolve(v); },
-        paths_.StageDir(s.name()).string(), o_.threads);
+        paths_.StageDir(s.name()).string(), o_.threads, StageDevice(recipe_.recipe, s));
     Progress(absl::StrFormat("%d/%d %s (%s): %s: %s", i + 1, stages.size(), s.name(), StageKind(s),
                              state,
                              argv.ok() ? FormatArgv(*argv) : std::string(argv.status().message())));
@@ -217,7 +237,8 @@ void Runner::DryRun() {
 absl::Status Runner::Execute(const proto::Stage& stage, const std::string& dir,
                              StageRecord* record) {
   const InputResolver resolve = [&](const std::string& v) { return paths_.Resolve(v); };
-  ASSIGN_OR_RETURN(std::vector<std::string> argv, StageCommand(stage, resolve, dir, o_.threads));
+  ASSIGN_OR_RETURN(std::vector<std::string> argv, StageCommand(stage, resolve, dir, o_.threads,
+                                                               StageDevice(recipe_.recipe, stage)));
   RETURN_IF_ERROR(o_.run_command(argv, (fs::path(dir) / kLog).string()));
   std::error_code ec;
   if (stage.has_eval()) {
@@ -268,7 +289,7 @@ absl::Status Runner::RunStage(int i) {
   record.name = stage.name();
   record.kind = StageKind(stage);
   record.label = StageLabel(stage);
-  record.settings = StageSettingsJson(stage);
+  record.settings = StageSettingsJson(stage, StageDevice(recipe_.recipe, stage));
   record.started = UtcNow();
   const auto t0 = std::chrono::steady_clock::now();
   auto fail = [&](const absl::Status& s) {

@@ -9,8 +9,8 @@
 // a later stage whose input changed runs again because its fingerprint
 // changed. A stage runs in RUN_DIR/.<stage>.partial and is renamed into
 // place only when it succeeded, so a crash never leaves a folder that looks
-// done. A bad recipe (or a missing input file) fails before RUN_DIR is
-// touched.
+// done. A bad recipe (or a missing input file, or a device that cannot be
+// used) fails before RUN_DIR is touched.
 #ifndef RETORT_PIPELINE_RUNNER_H_
 #define RETORT_PIPELINE_RUNNER_H_
 
@@ -30,6 +30,10 @@ namespace retort::pipeline {
 using CommandRunner =
     std::function<absl::Status(const std::vector<std::string>& argv, const std::string& log_path)>;
 
+// Whether this process can run on `device` ("cuda:0"; never called for
+// "cpu"): the error (one line) when it cannot.
+using DeviceChecker = std::function<absl::Status(const std::string& device)>;
+
 struct RunOptions {
   std::string recipe_path;
   std::string run_dir;
@@ -40,6 +44,10 @@ struct RunOptions {
   int threads = 0;       // > 0: --threads for every command
   std::string retort_version;  // for tests; empty: RetortVersion()
   CommandRunner run_command;
+  // Checks every device the selected stages run on before anything is
+  // written (the CLI asks kernels/backend.h); null: not checked here, a
+  // stage's command then refuses its device itself.
+  DeviceChecker check_device;
   std::ostream* progress = nullptr;  // one line per stage; null: quiet
 };
 

@@ -86,8 +86,11 @@ void CopyNumber(const nlohmann::json& from, const char* key, const char* as, Jso
 
 absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
                                                       const InputResolver& resolve,
-                                                      const std::string& stage_dir, int threads) {
+                                                      const std::string& stage_dir, int threads,
+                                                      const std::string& device) {
   const std::string out = (fs::path(stage_dir) / StageMainOutput(stage)).string();
+  // The CPU is every command's default: its command lines stay as they were.
+  const std::string device_flag = StageTakesDevice(stage) && device != "cpu" ? device : "";
   std::vector<std::string> args;
   switch (stage.step_case()) {
     case proto::Stage::kGenerate: {
@@ -112,6 +115,7 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
       a.Text("--api-key-env", g.api_key_env());
       a.Num("--concurrency", g.has_concurrency(), g.concurrency());
       a.Num("--threads", threads > 0, threads);
+      a.Text("--device", device_flag);
       args = std::move(a).Take();
       break;
     }
@@ -145,6 +149,7 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
       a.Flag("--all-assistant-turns", d.all_assistant_turns());
       a.Flag("--keep-sparsity", d.keep_sparsity());
       a.Num("--threads", threads > 0, threads);
+      a.Text("--device", device_flag);
       args = std::move(a).Take();
       if (d.has_ranks() && d.ranks() > 1) {
         // The runner starts "mpirun ... retort distill ..." as a process group.
@@ -172,6 +177,7 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
       a.Num("--calib-seq-len", p.has_calib_seq_len(), p.calib_seq_len());
       a.Text("--dtype", p.dtype());
       a.Num("--threads", threads > 0, threads);
+      a.Text("--device", device_flag);
       args = std::move(a).Take();
       break;
     }
@@ -186,6 +192,7 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
       a.Num("--calib-samples", q.has_calib_samples(), q.calib_samples());
       a.Num("--calib-seq-len", q.has_calib_seq_len(), q.calib_seq_len());
       a.Num("--threads", threads > 0, threads);
+      a.Text("--device", device_flag);
       args = std::move(a).Take();
       break;
     }
@@ -215,6 +222,7 @@ absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
       a.Num("--max-batch", e.has_max_batch(), e.max_batch());
       a.Text("--think-prefix", e.think_prefix());
       a.Num("--threads", threads > 0, threads);
+      a.Text("--device", device_flag);
       args = std::move(a).Take();
       break;
     }

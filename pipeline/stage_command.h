@@ -23,10 +23,12 @@ using InputResolver = std::function<std::string(const std::string& value)>;
 // ...}) that runs `stage` with its outputs in `stage_dir` (main output per
 // StageMainOutput; an eval stage generates into `stage_dir`/gen). Typed
 // settings come first, then the stage's extra_args verbatim. `threads` > 0
-// adds --threads to commands that take it.
+// adds --threads to commands that take it; `device` (StageDevice) other
+// than "cpu" adds --device to those that take it (StageTakesDevice).
 absl::StatusOr<std::vector<std::string>> StageCommand(const proto::Stage& stage,
                                                       const InputResolver& resolve,
-                                                      const std::string& stage_dir, int threads);
+                                                      const std::string& stage_dir, int threads,
+                                                      const std::string& device);
 
 // result.json of an eval stage from `retort generate`'s summary.json:
 // {"accuracy","correct","total","tokens_per_s","model_bytes","model"}.

@@ -112,33 +112,33 @@ TEST(FingerprintTest, StableAndSensitiveToSettingsInputsAndVersion) {
   proto::Stage stage = recipe->stage(1);
   const std::vector<FileRecord> inputs = {{"i/final", std::string(64, '1'), -1},
                                           {"/x.jsonl", std::string(64, '2'), -1}};
-  const std::string base = StageFingerprint("0.1.0", StageSettingsJson(stage), inputs);
+  const std::string base = StageFingerprint("0.1.0", StageSettingsJson(stage, "cpu"), inputs);
   EXPECT_TRUE(std::regex_match(base, std::regex("[0-9a-f]{64}")));
-  EXPECT_EQ(StageFingerprint("0.1.0", StageSettingsJson(stage), inputs), base);
+  EXPECT_EQ(StageFingerprint("0.1.0", StageSettingsJson(stage, "cpu"), inputs), base);
 
   // The label is only a name for tables: it does not make a stage stale.
   proto::Stage relabeled = stage;
   relabeled.set_label("two");
-  EXPECT_EQ(StageFingerprint("0.1.0", StageSettingsJson(relabeled), inputs), base);
+  EXPECT_EQ(StageFingerprint("0.1.0", StageSettingsJson(relabeled, "cpu"), inputs), base);
 
   proto::Stage other_lr = stage;
   other_lr.mutable_distill()->set_lr(0.002f);
-  EXPECT_NE(StageFingerprint("0.1.0", StageSettingsJson(other_lr), inputs), base);
+  EXPECT_NE(StageFingerprint("0.1.0", StageSettingsJson(other_lr, "cpu"), inputs), base);
   proto::Stage explicit_default = stage;
   explicit_default.mutable_distill()->set_max_steps(0);  // set, even to 0, is a setting
-  EXPECT_NE(StageFingerprint("0.1.0", StageSettingsJson(explicit_default), inputs), base);
+  EXPECT_NE(StageFingerprint("0.1.0", StageSettingsJson(explicit_default, "cpu"), inputs), base);
   proto::Stage extra = stage;
   extra.add_extra_args("--quiet");
-  EXPECT_NE(StageFingerprint("0.1.0", StageSettingsJson(extra), inputs), base);
+  EXPECT_NE(StageFingerprint("0.1.0", StageSettingsJson(extra, "cpu"), inputs), base);
 
   std::vector<FileRecord> changed = inputs;
   changed[1].sha256[5] = '3';
-  EXPECT_NE(StageFingerprint("0.1.0", StageSettingsJson(stage), changed), base);
+  EXPECT_NE(StageFingerprint("0.1.0", StageSettingsJson(stage, "cpu"), changed), base);
   // Where an input lives is not part of it; what it holds is.
   std::vector<FileRecord> moved = inputs;
   moved[1].path = "/elsewhere/x.jsonl";
-  EXPECT_EQ(StageFingerprint("0.1.0", StageSettingsJson(stage), moved), base);
-  EXPECT_NE(StageFingerprint("0.2.0", StageSettingsJson(stage), inputs), base);
+  EXPECT_EQ(StageFingerprint("0.1.0", StageSettingsJson(stage, "cpu"), moved), base);
+  EXPECT_NE(StageFingerprint("0.2.0", StageSettingsJson(stage, "cpu"), inputs), base);
 }
 
 TEST(ProvenanceTest, UtcNowIsIso8601) {

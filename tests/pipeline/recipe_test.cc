@@ -178,35 +178,35 @@ TEST(RecipeTest, StageInputsListEveryPathField) {
 TEST(RecipeTest, SettingsJsonUsesProtoNamesAndOmitsUnsetFields) {
   absl::StatusOr<proto::Recipe> r = Parse(kGood);
   ASSERT_TRUE(r.ok());
-  nlohmann::ordered_json s = StageSettingsJson(r->stage(1));
+  nlohmann::ordered_json s = StageSettingsJson(r->stage(1), "cpu");
   EXPECT_EQ(s["name"], "sft");
   EXPECT_EQ(s["label"], "student after SFT");
   EXPECT_EQ(s["distill"]["max_steps"], 4);
   EXPECT_EQ(s["distill"]["answers_only"], true);
   EXPECT_FALSE(s["distill"].contains("epochs"));
   EXPECT_EQ(s["extra_args"], nlohmann::ordered_json::array({"--quiet"}));
-  EXPECT_EQ(s.dump(), StageSettingsJson(r->stage(1)).dump());  // deterministic
+  EXPECT_EQ(s.dump(), StageSettingsJson(r->stage(1), "cpu").dump());  // deterministic
 }
 
 TEST(StageCommandTest, BuildsEachCommandLine) {
   absl::StatusOr<proto::Recipe> r = Parse(kGood);
   ASSERT_TRUE(r.ok());
   InputResolver resolve = [](const std::string& v) { return "<" + v + ">"; };
-  auto init = StageCommand(r->stage(0), resolve, "RUN/init", 0);
+  auto init = StageCommand(r->stage(0), resolve, "RUN/init", 0, "cpu");
   ASSERT_TRUE(init.ok());
   EXPECT_THAT(*init, ElementsAre("init", "RUN/init/final", "--family", "llama", "--size", "tiny",
                                  "--seed", "3", "--rope-theta", "10000"));
-  auto sft = StageCommand(r->stage(1), resolve, "RUN/sft", 2);
+  auto sft = StageCommand(r->stage(1), resolve, "RUN/sft", 2, "cpu");
   ASSERT_TRUE(sft.ok());
   EXPECT_THAT(
       *sft, ElementsAre("distill", "<@init>", "--data", "<data/train.jsonl>", "<@init/extra.jsonl>",
                         "--output", "RUN/sft", "--max-steps", "4", "--lr", "0.0003", "--seq-len",
                         "64", "--answers-only", "--threads", "2", "--quiet"));
-  auto gguf = StageCommand(r->stage(2), resolve, "RUN/gguf", 0);
+  auto gguf = StageCommand(r->stage(2), resolve, "RUN/gguf", 0, "cpu");
   ASSERT_TRUE(gguf.ok());
   EXPECT_THAT(*gguf, ElementsAre("convert", "<@sft>", "RUN/gguf/out.gguf", "--to", "gguf", "--type",
                                  "q8_0"));
-  auto eval = StageCommand(r->stage(3), resolve, "RUN/eval-sft", 0);
+  auto eval = StageCommand(r->stage(3), resolve, "RUN/eval-sft", 0, "cpu");
   ASSERT_TRUE(eval.ok());
   EXPECT_THAT(*eval, ElementsAre("generate", "<@sft>", "--prompts", "</abs/heldout.jsonl>",
                                  "--output", "RUN/eval-sft/gen", "--greedy", "--keep", "all",
@@ -242,14 +242,14 @@ TEST(StageCommandTest, PruneQuantizeGenerate) {
   )pb");
   ASSERT_TRUE(r.ok()) << r.status();
   InputResolver resolve = [](const std::string& v) { return v; };
-  EXPECT_THAT(*StageCommand(r->stage(1), resolve, "R/g", 0),
+  EXPECT_THAT(*StageCommand(r->stage(1), resolve, "R/g", 0, "cpu"),
               ElementsAre("generate", "@t", "--prompts", "p.jsonl", "--output", "R/g", "--samples",
                           "2", "--temperature", "0", "--keep", "correct", "--max-batch", "32"));
-  EXPECT_THAT(*StageCommand(r->stage(2), resolve, "R/p", 0),
+  EXPECT_THAT(*StageCommand(r->stage(2), resolve, "R/p", 0, "cpu"),
               ElementsAre("prune", "@t", "R/p/final", "--pattern", "2:4", "--calib", "c.txt",
                           "--calib-samples", "8"));
   EXPECT_THAT(
-      *StageCommand(r->stage(3), resolve, "R/q", 0),
+      *StageCommand(r->stage(3), resolve, "R/q", 0, "cpu"),
       ElementsAre("quantize", "@p", "R/q/final", "--scheme", "int4-g32", "--method", "gptq"));
 }
 
@@ -273,17 +273,159 @@ TEST(StageCommandTest, EndpointTeacherAndMpiRanks) {
   )pb");
   ASSERT_TRUE(r.ok()) << r.status();
   InputResolver resolve = [](const std::string& v) { return v; };
-  EXPECT_THAT(*StageCommand(r->stage(0), resolve, "R/g", 0),
+  EXPECT_THAT(*StageCommand(r->stage(0), resolve, "R/g", 0, "cpu"),
               ElementsAre("generate", "--prompts", "p.jsonl", "--output", "R/g", "--endpoint",
                           "http://gpu-host:8000/v1", "--model-name", "deepseek-ai/DeepSeek-R1",
                           "--concurrency", "64"));
-  EXPECT_THAT(*StageCommand(r->stage(1), resolve, "R/d", 2),
+  EXPECT_THAT(*StageCommand(r->stage(1), resolve, "R/d", 2, "cpu"),
               ElementsAre("mpirun", "-np", "2", "retort", "distill", "s", "--data", "@g",
                           "--output", "R/d", "--keep-sparsity", "--threads", "2"));
   EXPECT_THAT(Error(R"pb(stage { name: "g" generate { prompts: "p.jsonl" } })pb"),
               HasSubstr("needs generate.model (or generate.endpoint)"));
   EXPECT_THAT(Error(R"pb(stage { name: "d" distill { student: "s" data: "x" ranks: 0 } })pb"),
               HasSubstr("ranks must be >= 1"));
+}
+
+// `device`: the recipe's, a stage's own instead, spelled as ParseDevice
+// reads it; only the stages that run a model take one.
+TEST(RecipeTest, DevicesOfTheRecipeAndItsStages) {
+  auto r = Parse(R"pb(
+    device: "cuda"
+    stage {
+      name: "t"
+      init {}
+    }
+    stage {
+      name: "g"
+      device: "cpu"
+      generate { model: "@t" prompts: "p.jsonl" }
+    }
+    stage {
+      name: "d"
+      device: "cuda:2"
+      distill { student: "@t" data: "@g" }
+    }
+    stage {
+      name: "c"
+      convert { model: "@d" }
+    }
+    stage {
+      name: "e"
+      eval { model: "@d" prompts: "p.jsonl" }
+    }
+  )pb");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(StageDevice(*r, r->stage(0)), "cpu");  // init: always the CPU
+  EXPECT_EQ(StageDevice(*r, r->stage(1)), "cpu");
+  EXPECT_EQ(StageDevice(*r, r->stage(2)), "cuda:2");
+  EXPECT_EQ(StageDevice(*r, r->stage(3)), "cpu");     // convert
+  EXPECT_EQ(StageDevice(*r, r->stage(4)), "cuda:0");  // the recipe's "cuda"
+  proto::Recipe plain = *r;
+  plain.clear_device();
+  EXPECT_EQ(StageDevice(plain, plain.stage(4)), "cpu");
+
+  // Wrong spellings: the line of the field, the value, what is accepted.
+  EXPECT_EQ(Error("name: \"x\"\ndevice: \"gpu\"\nstage { name: \"i\" init {} }\n"),
+            "r.textproto:2: device 'gpu' is not one of: cpu, cuda, cuda:N (N the GPU's index)");
+  EXPECT_EQ(Error("stage { name: \"i\" init {} }\nstage {\n name: \"q\"\n device: \"cuda:x\"\n"
+                  " quantize { model: \"@i\" }\n}\n"),
+            "r.textproto:4: stage \"q\" device 'cuda:x' is not one of: cpu, cuda, cuda:N (N the "
+            "GPU's index)");
+  EXPECT_THAT(Error("device: \"CUDA\" stage { name: \"i\" init {} }"), HasSubstr("'CUDA'"));
+  EXPECT_THAT(Error("stage { name: \"i\" init {} } stage { name: \"g\" device: \"cuda:-1\" "
+                    "generate { model: \"@i\" prompts: \"p\" } }"),
+              HasSubstr("stage \"g\" device 'cuda:-1' is not one of"));
+  // init and convert run on the CPU: a device there is a mistake.
+  EXPECT_EQ(Error("stage {\n name: \"i\"\n device: \"cuda\"\n init {}\n}\n"),
+            "r.textproto:3: stage \"i\" (init) has no device: init and convert stages run on "
+            "the CPU");
+  EXPECT_THAT(Error("stage { name: \"c\" device: \"cpu\" convert { model: \"m\" } }"),
+              HasSubstr("stage \"c\" (convert) has no device"));
+  // JSON recipes too.
+  absl::StatusOr<proto::Recipe> bad = ParseRecipe(
+      R"({"device": "tpu", "stage": [{"name": "i", "init": {}}]})", "r.json", RecipeSyntax::kJson);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(),
+            "r.json: device 'tpu' is not one of: cpu, cuda, cuda:N (N the GPU's index)");
+}
+
+TEST(StageCommandTest, DeviceBecomesTheFlagOfCommandsThatRunAModel) {
+  absl::StatusOr<proto::Recipe> r = Parse(kGood);
+  ASSERT_TRUE(r.ok());
+  InputResolver resolve = [](const std::string& v) { return v; };
+  // distill, eval: --device after the typed settings, before extra_args.
+  EXPECT_THAT(
+      *StageCommand(r->stage(1), resolve, "R/sft", 2, "cuda:1"),
+      ElementsAre("distill", "@init", "--data", "data/train.jsonl", "@init/extra.jsonl", "--output",
+                  "R/sft", "--max-steps", "4", "--lr", "0.0003", "--seq-len", "64",
+                  "--answers-only", "--threads", "2", "--device", "cuda:1", "--quiet"));
+  auto eval = *StageCommand(r->stage(3), resolve, "R/e", 0, "cuda:0");
+  EXPECT_THAT(std::vector<std::string>(eval.end() - 2, eval.end()),
+              ElementsAre("--device", "cuda:0"));
+  // init and convert take none.
+  EXPECT_EQ(*StageCommand(r->stage(0), resolve, "R/i", 0, "cuda:0"),
+            *StageCommand(r->stage(0), resolve, "R/i", 0, "cpu"));
+  EXPECT_EQ(*StageCommand(r->stage(2), resolve, "R/c", 0, "cuda:0"),
+            *StageCommand(r->stage(2), resolve, "R/c", 0, "cpu"));
+  // The CPU is the commands' default: no flag, the command line of old.
+  for (int i = 0; i < r->stage_size(); ++i) {
+    const absl::StatusOr<std::vector<std::string>> argv =
+        StageCommand(r->stage(i), resolve, "R/x", 0, "cpu");
+    ASSERT_TRUE(argv.ok());
+    EXPECT_THAT(*argv, ::testing::Not(::testing::Contains("--device"))) << i;
+  }
+  auto more = Parse(R"pb(
+    stage {
+      name: "t"
+      init {}
+    }
+    stage {
+      name: "g"
+      generate { model: "@t" prompts: "p" }
+    }
+    stage {
+      name: "p"
+      prune { model: "@t" }
+    }
+    stage {
+      name: "q"
+      quantize { model: "@t" }
+    }
+    stage {
+      name: "d"
+      distill { student: "s" data: "@g" ranks: 2 }
+    }
+  )pb");
+  ASSERT_TRUE(more.ok()) << more.status();
+  EXPECT_THAT(
+      *StageCommand(more->stage(1), resolve, "R/g", 0, "cuda:0"),
+      ElementsAre("generate", "@t", "--prompts", "p", "--output", "R/g", "--device", "cuda:0"));
+  EXPECT_THAT(*StageCommand(more->stage(2), resolve, "R/p", 0, "cuda:0"),
+              ElementsAre("prune", "@t", "R/p/final", "--device", "cuda:0"));
+  EXPECT_THAT(*StageCommand(more->stage(3), resolve, "R/q", 0, "cuda:3"),
+              ElementsAre("quantize", "@t", "R/q/final", "--device", "cuda:3"));
+  EXPECT_THAT(*StageCommand(more->stage(4), resolve, "R/d", 0, "cuda:0"),
+              ElementsAre("mpirun", "-np", "2", "retort", "distill", "s", "--data", "@g",
+                          "--output", "R/d", "--device", "cuda:0"));
+}
+
+// Settings (and so fingerprints) carry the device a stage runs on, and only
+// when it is not the CPU: naming "cpu" leaves a stage as it hashed before.
+TEST(RecipeTest, SettingsJsonCarriesANonCpuDevice) {
+  absl::StatusOr<proto::Recipe> r = Parse(kGood);
+  ASSERT_TRUE(r.ok());
+  proto::Stage named_cpu = r->stage(1);
+  named_cpu.set_device("cpu");
+  EXPECT_EQ(StageSettingsJson(named_cpu, "cpu").dump(),
+            StageSettingsJson(r->stage(1), "cpu").dump());
+  EXPECT_FALSE(StageSettingsJson(named_cpu, "cpu").contains("device"));
+  proto::Stage named_gpu = r->stage(1);
+  named_gpu.set_device("cuda");
+  nlohmann::ordered_json s = StageSettingsJson(named_gpu, "cuda:0");
+  EXPECT_EQ(s["device"], "cuda:0");
+  // The stage's own spelling gives way to the device it runs on.
+  EXPECT_EQ(s.dump(), StageSettingsJson(r->stage(1), "cuda:0").dump());
+  EXPECT_NE(s.dump(), StageSettingsJson(r->stage(1), "cuda:1").dump());
 }
 
 TEST(StageCommandTest, EvalResultFromGenerateSummary) {

@@ -147,6 +147,7 @@ class RunnerTest : public ::testing::Test {
     o.run_command = [this](const std::vector<std::string>& argv, const std::string& log) {
       return fake_.Run(argv, log);
     };
+    o.check_device = check_device_;
     return RunRecipe(o);
   }
 
@@ -165,6 +166,7 @@ class RunnerTest : public ::testing::Test {
   fs::path root_;
   FakeCommands fake_;
   std::ostringstream progress_;
+  DeviceChecker check_device_;
 };
 
 TEST_F(RunnerTest, RunsEveryStageThenSkipsThemAll) {
@@ -360,6 +362,97 @@ TEST_F(RunnerTest, OnlyALaterStageNeedsTheEarlierOutputs) {
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("@sft"));
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("has that stage run?"));
+}
+
+// The recipe's device reaches the commands that run a model as --device;
+// a device this process cannot use stops the run before RUN_DIR exists.
+TEST_F(RunnerTest, DeviceThatCannotBeUsedFailsBeforeAnyStageRuns) {
+  std::vector<std::string> asked;
+  check_device_ = [&](const std::string& device) {
+    asked.push_back(device);
+    return absl::FailedPreconditionError(
+        "this retort was built without a cuda backend (compiled backends: cpu)");
+  };
+  std::string text = kRecipe;
+  text.replace(text.find("name: \"fake\""), 12, "name: \"fake\"\n  device: \"cuda\"");
+  WriteRecipe(text);
+  absl::StatusOr<RunSummary> r = Run();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(std::string(r.status().message()),
+            (root_ / "recipes/r.textproto").string() +
+                ": device \"cuda\": this retort was built without a cuda backend (compiled "
+                "backends: cpu)");
+  EXPECT_THAT(asked, ElementsAre("cuda:0"));  // once, in DeviceName's spelling
+  EXPECT_TRUE(fake_.calls.empty());
+  EXPECT_FALSE(fs::exists(run_dir()));
+  // A dry run is refused the same way.
+  EXPECT_FALSE(Run("", "", false, /*dry_run=*/true).ok());
+
+  // A stage's own device is named as the stage's; init and convert stages
+  // run on the CPU whatever the recipe says, so --only those asks nothing.
+  text = kRecipe;
+  text.replace(text.find("label: \"student, SFT\""), 21,
+               "label: \"student, SFT\" device: \"cuda:1\"");
+  WriteRecipe(text);
+  asked.clear();
+  r = Run();
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("r.textproto: stage \"sft\" device \"cuda:1\": this retort was built"));
+  EXPECT_THAT(asked, ElementsAre("cuda:1"));
+  asked.clear();
+  ASSERT_TRUE(Run("", "init").ok());
+  EXPECT_TRUE(asked.empty());
+  EXPECT_THAT(fake_.calls, ElementsAre("init"));
+}
+
+TEST_F(RunnerTest, CpuDeviceKeepsRunsUpToDateAndAGpuReruns) {
+  std::vector<std::string> asked;
+  check_device_ = [&](const std::string& device) {
+    asked.push_back(device);
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(Run().ok());
+  const Json before = ReadJson("run/manifest.json");
+  // Naming the CPU, for the recipe or a stage, changes no command and no
+  // fingerprint: everything is up to date.
+  std::string text = kRecipe;
+  text.replace(text.find("name: \"fake\""), 12, "name: \"fake\"\n  device: \"cpu\"");
+  text.replace(text.find("label: \"student, SFT\""), 21, "label: \"student, SFT\" device: \"cpu\"");
+  WriteRecipe(text);
+  ASSERT_TRUE(Run().ok());
+  EXPECT_TRUE(fake_.calls.empty());
+  EXPECT_TRUE(asked.empty());
+  const Json after = ReadJson("run/manifest.json");
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(after["stages"][i]["fingerprint"], before["stages"][i]["fingerprint"]) << i;
+    EXPECT_EQ(after["stages"][i]["settings"], before["stages"][i]["settings"]) << i;
+  }
+
+  // A GPU: the stages that run a model get --device and rerun (convert
+  // reruns only because its input changed); init stays up to date.
+  text = kRecipe;
+  text.replace(text.find("name: \"fake\""), 12, "name: \"fake\"\n  device: \"cuda\"");
+  WriteRecipe(text);
+  ASSERT_TRUE(Run().ok());
+  EXPECT_THAT(asked, ElementsAre("cuda:0"));
+  EXPECT_THAT(fake_.calls, ElementsAre("distill", "convert", "generate"));
+  const std::string sft_log = *ReadFileToString(run_dir() + "/sft/log.txt");
+  EXPECT_THAT(sft_log, HasSubstr(" --device cuda:0"));
+  EXPECT_THAT(*ReadFileToString(run_dir() + "/eval/log.txt"), HasSubstr(" --device cuda:0"));
+  EXPECT_THAT(*ReadFileToString(run_dir() + "/gguf/log.txt"),
+              ::testing::Not(HasSubstr("--device")));
+  const Json gpu = ReadJson("run/manifest.json");
+  EXPECT_EQ(gpu["stages"][1]["settings"]["device"], "cuda:0");
+  EXPECT_FALSE(gpu["stages"][2]["settings"].contains("device"));
+  EXPECT_NE(gpu["stages"][1]["fingerprint"], before["stages"][1]["fingerprint"]);
+  EXPECT_EQ(gpu["stages"][0]["fingerprint"], before["stages"][0]["fingerprint"]);
+
+  // "cuda" and "cuda:0" are one device: still up to date.
+  text.replace(text.find("device: \"cuda\""), 14, "device: \"cuda:0\"");
+  WriteRecipe(text);
+  ASSERT_TRUE(Run().ok());
+  EXPECT_TRUE(fake_.calls.empty());
 }
 
 }  // namespace
