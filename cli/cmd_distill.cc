@@ -19,7 +19,7 @@
 #include "core/process.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
-#include "distill/collective.h"
+#include "kernels/collective.h"
 #include "distill/data.h"
 #include "distill/trainer.h"
 #include "model/train_model.h"

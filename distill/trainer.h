@@ -34,7 +34,7 @@
 
 #include "absl/status/status.h"
 #include "core/dtype.h"
-#include "distill/collective.h"
+#include "kernels/collective.h"
 #include "distill/data.h"
 #include "distill/loss.h"
 #include "distill/optimizer.h"

@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "core/file.h"
-#include "distill/collective.h"
+#include "kernels/collective.h"
 #include "distill/data.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

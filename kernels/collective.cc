@@ -1,4 +1,4 @@
-#include "distill/collective.h"
+#include "kernels/collective.h"
 
 #include <cstdlib>
 #include <limits>

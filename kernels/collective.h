@@ -1,4 +1,5 @@
-// Collective: how data-parallel training ranks talk to each other.
+// Collective: how data-parallel training ranks talk to each other — the
+// all-reduce of the backend interface (kernels/backend.h, kernels/README.md).
 //
 // A trainer holds one Collective and calls AllReduceSum on its flat gradient
 // arena once per optimizer step (plus a few scalars: token counts, losses).
@@ -11,8 +12,8 @@
 // so the trainer does not change.
 //
 // Thread-safety: called from the training thread only.
-#ifndef RETORT_DISTILL_COLLECTIVE_H_
-#define RETORT_DISTILL_COLLECTIVE_H_
+#ifndef RETORT_KERNELS_COLLECTIVE_H_
+#define RETORT_KERNELS_COLLECTIVE_H_
 
 #include <cstdint>
 #include <memory>
@@ -52,4 +53,4 @@ absl::StatusOr<std::unique_ptr<Collective>> NewDefaultCollective();
 
 }  // namespace retort
 
-#endif  // RETORT_DISTILL_COLLECTIVE_H_
+#endif  // RETORT_KERNELS_COLLECTIVE_H_
