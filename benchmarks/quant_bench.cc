@@ -240,8 +240,8 @@ int Main(int argc, char** argv) {
                 for (int64_t i = 0; i < m; ++i)
                   cpu::QuantizeActivationRow(at, x.data() + i * s.k, act.data() + i * arb, s.k);
                 ParallelFor(s.n, 16, [&](int64_t b, int64_t e) {
-                  cpu::QuantGemvRows(t, cpu::WeightLayout::kRowMajor, w.raw(), s.k, act.data(),
-                                     arb, m, nullptr, y.data(), s.n, b, e);
+                  cpu::QuantGemvRows(t, cpu::WeightLayout::kRowMajor, w.raw(), s.k, act.data(), arb,
+                                     m, nullptr, y.data(), s.n, b, e);
                 });
               },
               seconds);

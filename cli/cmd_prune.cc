@@ -49,7 +49,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-
 void PrintLayerProgress(const LayerProgress& p) {
   const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
   std::cerr << absl::StrFormat(
@@ -209,10 +208,9 @@ int RunPrune(const Args& args) {
       "fraction of each linear's weights to zero: 0.5 or 50%")(
       "layer-sparsity", po::value(&layer_sparsity_text),
       "per-layer fractions instead of --sparsity: one per decoder layer (0.3,0.4,...) or ranges "
-      "covering every layer (0-9=0.4,10-29=0.6)")(
-      "pattern", po::value(&pattern_text),
-      "N:M sparsity: 2:4 or 4:8 (at most N nonzeros in "
-      "every M consecutive inputs)")(
+      "covering every layer (0-9=0.4,10-29=0.6)")("pattern", po::value(&pattern_text),
+                                                  "N:M sparsity: 2:4 or 4:8 (at most N nonzeros in "
+                                                  "every M consecutive inputs)")(
       "dampening", po::value(&sgpt.dampening)->default_value(0.01),
       "SparseGPT: fraction of the mean Hessian diagonal added to it")(
       "block-size", po::value(&sgpt.block_size)->default_value(128),
@@ -465,8 +463,8 @@ int RunPrune(const Args& args) {
         100 * report->linear_sparsity(), report->linear_zeros, report->linear_elements,
         report->nm_2_4 ? ", 2:4 holds" : "", report->nm_4_8 ? ", 4:8 holds" : "",
         HumanCount(stats->params), HumanCount(stats->params - report->linear_zeros),
-        HumanBytes(stats->bytes),
-        std::string(DTypeName(*dtype)), secs, HumanBytes(static_cast<double>(rss)));
+        HumanBytes(stats->bytes), std::string(DTypeName(*dtype)), secs,
+        HumanBytes(static_cast<double>(rss)));
   }
   return kExitOk;
 }

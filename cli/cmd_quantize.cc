@@ -37,7 +37,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-
 CtConfigSpec SpecFor(const quant::ModelQuantOptions& o) {
   CtConfigSpec spec;
   spec.value_type = o.scheme.value_type;
@@ -46,19 +45,19 @@ CtConfigSpec SpecFor(const quant::ModelQuantOptions& o) {
   spec.symmetric = o.scheme.symmetric;
   spec.act_order = o.method == quant::QuantMethod::kGptq && o.gptq.act_order &&
                    o.scheme.granularity == QuantGranularity::kGroup && !o.gptq.static_groups;
-  spec.activations = o.activations == quant::ActivationScales::kDynamic ? ActivationQuant::kDynamic
+  spec.activations = o.activations == quant::ActivationScales::kDynamic  ? ActivationQuant::kDynamic
                      : o.activations == quant::ActivationScales::kStatic ? ActivationQuant::kStatic
                                                                          : ActivationQuant::kNone;
-  spec.ignore = o.quantize_lm_head ? std::vector<std::string>{} : std::vector<std::string>{"lm_head"};
+  spec.ignore =
+      o.quantize_lm_head ? std::vector<std::string>{} : std::vector<std::string>{"lm_head"};
   return spec;
 }
 
 // The float dtype of the written model (and of its scales): the model's own
 // when it is f16/f32, else bf16 (GGUF inputs, bf16 models).
 DType OutputDType(const ModelConfig& config) {
-  return config.torch_dtype == DType::kF16 || config.torch_dtype == DType::kF32
-             ? config.torch_dtype
-             : DType::kBF16;
+  return config.torch_dtype == DType::kF16 || config.torch_dtype == DType::kF32 ? config.torch_dtype
+                                                                                : DType::kBF16;
 }
 
 struct WriteStats {
@@ -119,7 +118,7 @@ int RunQuantize(const Args& args) {
   spec.device = true;
   po::options_description opts("options");
   std::string model_path, out, scheme_name = "int4-g128", method_name = "rtn", to, type, imatrix,
-                                activations = "none";
+                               activations = "none";
   CalibArgs calib;
   quant::ModelQuantOptions o;
   int threads = 0;
@@ -128,7 +127,8 @@ int RunQuantize(const Args& args) {
       "scheme", po::value(&scheme_name)->default_value("int4-g128"),
       "int4-g32/g64/g128[-asym], int8-channel, fp8-channel, fp8-tensor, fp8-block128, ...")(
       "method", po::value(&method_name)->default_value("rtn"), "rtn, gptq or awq")(
-      "act-order", po::bool_switch(&o.gptq.act_order), "GPTQ: quantize columns by descending "
+      "act-order", po::bool_switch(&o.gptq.act_order),
+      "GPTQ: quantize columns by descending "
       "Hessian diagonal (writes g_idx)")(
       "static-groups", po::bool_switch(&o.gptq.static_groups),
       "GPTQ act-order with groups fixed before reordering (no g_idx)")(
@@ -162,13 +162,15 @@ int RunQuantize(const Args& args) {
 
   if (to == "gguf") {
     if (vm.count("method") && !vm["method"].defaulted()) {
-      return UsageError(spec.name, "--method applies to compressed-tensors output; GGUF k-quants "
-                                   "use --type and optionally --imatrix");
+      return UsageError(spec.name,
+                        "--method applies to compressed-tensors output; GGUF k-quants "
+                        "use --type and optionally --imatrix");
     }
     std::error_code ec;
     if (!fs::is_directory(model_path, ec)) {
-      return UsageError(spec.name, "--to gguf reads an HF directory (convert a GGUF with "
-                                   "`retort convert MODEL.gguf DIR --to hf` first)");
+      return UsageError(spec.name,
+                        "--to gguf reads an HF directory (convert a GGUF with "
+                        "`retort convert MODEL.gguf DIR --to hf` first)");
     }
     auto preset = ParseGgufPreset(type);
     if (!preset.ok()) return UsageError(spec.name, std::string(preset.status().message()));
@@ -181,12 +183,12 @@ int RunQuantize(const Args& args) {
       if (!dir.ok()) return Fail(spec.name, dir.status());
       const nlohmann::json& cfg = (*dir)->config();
       if (cfg.contains("quantization_config") && !cfg["quantization_config"].is_null()) {
-        return Fail(spec.name,
-                    absl::FailedPreconditionError(absl::StrCat(
-                        model_path, " is already quantized (config.json has a quantization_config); "
-                                    "quantizing again compounds both errors. Pass "
-                                    "--allow-requantize to dequantize and requantize, or start "
-                                    "from the original weights")));
+        return Fail(spec.name, absl::FailedPreconditionError(absl::StrCat(
+                                   model_path,
+                                   " is already quantized (config.json has a quantization_config); "
+                                   "quantizing again compounds both errors. Pass "
+                                   "--allow-requantize to dequantize and requantize, or start "
+                                   "from the original weights")));
       }
     }
     std::optional<quant::ImportanceMatrix> im;
@@ -200,8 +202,8 @@ int RunQuantize(const Args& args) {
     auto stats = HfToGguf(model_path, out, *preset, "", "", false, importance);
     if (!stats.ok()) return Fail(spec.name, stats.status());
     std::cout << absl::StrFormat(
-        "wrote %s: %s (%s), %d tensors, %s parameters, %s (%.2f bits per weight) in %.1f s\n",
-        out, GgufPresetName(*preset), im ? "with importance matrix" : "no importance matrix",
+        "wrote %s: %s (%s), %d tensors, %s parameters, %s (%.2f bits per weight) in %.1f s\n", out,
+        GgufPresetName(*preset), im ? "with importance matrix" : "no importance matrix",
         stats->tensors, HumanCount(stats->params), HumanBytes(stats->bytes),
         stats->params > 0 ? 8.0 * stats->bytes / stats->params : 0.0, SecondsSince(t0));
     return kExitOk;
@@ -247,14 +249,12 @@ int RunQuantize(const Args& args) {
   }
   std::cerr << absl::StrFormat("[quantize] %s %s, %d layers\n", o.scheme.Name(),
                                quant::QuantMethodName(o.method), (*model)->config().num_layers);
-  auto report = quant::QuantizeModel(
-      **model, samples, o, [](const LayerProgress& p) {
-        const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
-        std::cerr << absl::StrFormat(
-            "[quantize] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s\n",
-            p.layer + 1, p.num_layers, p.seconds, p.total_seconds, eta,
-            HumanBytes(static_cast<double>(p.peak_rss)));
-      });
+  auto report = quant::QuantizeModel(**model, samples, o, [](const LayerProgress& p) {
+    const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
+    std::cerr << absl::StrFormat(
+        "[quantize] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s\n", p.layer + 1,
+        p.num_layers, p.seconds, p.total_seconds, eta, HumanBytes(static_cast<double>(p.peak_rss)));
+  });
   if (!report.ok()) return Fail(spec.name, report.status());
   auto stats = WriteCompressedTensors(model_path, **model, o, *report, staged->path());
   if (!stats.ok()) return Fail(spec.name, stats.status());
@@ -297,7 +297,8 @@ int RunCalibrate(const Args& args) {
   auto samples = LoadCalibration(model_path, **model, calib);
   if (!samples.ok()) return Fail(spec.name, samples.status());
   auto m = quant::CollectImportance(**model, *samples, [&](int64_t done, int64_t total) {
-    std::cerr << absl::StrFormat("\r[calibrate] layer %d/%d  %.1f s", done, total, SecondsSince(t0));
+    std::cerr << absl::StrFormat("\r[calibrate] layer %d/%d  %.1f s", done, total,
+                                 SecondsSince(t0));
     if (done == total) std::cerr << "\n";
   });
   if (!m.ok()) return Fail(spec.name, m.status());

@@ -191,28 +191,27 @@ absl::Status RunLauncher(const std::vector<std::string>& argv, const std::string
   for (std::string& a : command) cargv.push_back(a.data());
   cargv.push_back(nullptr);
   ASSIGN_OR_RETURN(
-      TeedRun run, RunTeed(log_path, absl::StrCat("[run] ", absl::StrJoin(argv, " ")),
-                           [&]() -> absl::StatusOr<int> {
-                             std::cerr.flush();
-                             pid_t pid = 0;
-                             const int rc = ::posix_spawnp(&pid, cargv[0], nullptr, nullptr,
-                                                           cargv.data(), environ);
-                             if (rc != 0) {
-                               return absl::FailedPreconditionError(absl::StrCat(
-                                   "cannot start ", argv[0], ": ", std::strerror(rc),
-                                   argv[0] == "mpirun" ? " (install OpenMPI: scripts/setup.sh does)"
-                                                       : ""));
-                             }
-                             int status = 0;
-                             while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-                             }
-                             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-                           }));
+      TeedRun run,
+      RunTeed(
+          log_path, absl::StrCat("[run] ", absl::StrJoin(argv, " ")), [&]() -> absl::StatusOr<int> {
+            std::cerr.flush();
+            pid_t pid = 0;
+            const int rc = ::posix_spawnp(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ);
+            if (rc != 0) {
+              return absl::FailedPreconditionError(absl::StrCat(
+                  "cannot start ", argv[0], ": ", std::strerror(rc),
+                  argv[0] == "mpirun" ? " (install OpenMPI: scripts/setup.sh does)" : ""));
+            }
+            int status = 0;
+            while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+            }
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+          }));
   if (run.code == kExitOk) return absl::OkStatus();
-  return absl::UnknownError(absl::StrCat(
-      argv[0], " exited with ",
-      run.code >= 0 ? absl::StrCat("code ", run.code) : std::string("a signal"),
-      run.message.empty() ? "" : ": ", run.message));
+  return absl::UnknownError(
+      absl::StrCat(argv[0], " exited with ",
+                   run.code >= 0 ? absl::StrCat("code ", run.code) : std::string("a signal"),
+                   run.message.empty() ? "" : ": ", run.message));
 }
 
 absl::Status RunInProcess(const std::vector<std::string>& argv, const std::string& log_path) {

@@ -13,9 +13,9 @@
 #define RETORT_CONCAT_INNER_(a, b) a##b
 #define RETORT_CONCAT_(a, b) RETORT_CONCAT_INNER_(a, b)
 
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    ::absl::Status retort_status_ = (expr);    \
+#define RETURN_IF_ERROR(expr)                        \
+  do {                                               \
+    ::absl::Status retort_status_ = (expr);          \
     if (!retort_status_.ok()) return retort_status_; \
   } while (0)
 

@@ -69,9 +69,13 @@ class Tensor {
   const void* raw() const { return HostBytes(); }
   void* mutable_raw() { return HostBytes(); }
   template <typename T>
-  const T* data() const { return static_cast<const T*>(static_cast<const void*>(HostBytes())); }
+  const T* data() const {
+    return static_cast<const T*>(static_cast<const void*>(HostBytes()));
+  }
   template <typename T>
-  T* mutable_data() { return static_cast<T*>(static_cast<void*>(HostBytes())); }
+  T* mutable_data() {
+    return static_cast<T*>(static_cast<void*>(HostBytes()));
+  }
   // The address of the bytes on device(), for kernels of that device.
   void* device_data() const { return data_; }
 

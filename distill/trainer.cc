@@ -1,6 +1,7 @@
 #include "distill/trainer.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,7 +14,6 @@
 #include <map>
 #include <set>
 #include <sstream>
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -118,14 +118,12 @@ void Trainer::ApplySparsity(float* arena) {
 
 int64_t Trainer::TotalSteps() const {
   if (options_.max_steps > 0) return options_.max_steps;
-  const double per_step =
-      static_cast<double>(options_.grad_accum) * collective_->world_size();
+  const double per_step = static_cast<double>(options_.grad_accum) * collective_->world_size();
   const double batches = static_cast<double>(train_->BatchesInEpoch(0)) * options_.epochs;
   return std::max<int64_t>(1, static_cast<int64_t>(std::floor(batches / per_step)));
 }
 
-absl::StatusOr<Trainer::StepStats> Trainer::RunMicroBatch(const PackedBatch& batch,
-                                                          bool backward) {
+absl::StatusOr<Trainer::StepStats> Trainer::RunMicroBatch(const PackedBatch& batch, bool backward) {
   const ModelConfig& c = student_->config();
   const int64_t n = static_cast<int64_t>(batch.tokens.size());
   const int64_t d = c.hidden_size;
@@ -148,8 +146,8 @@ absl::StatusOr<Trainer::StepStats> Trainer::RunMicroBatch(const PackedBatch& bat
   }
   ASSIGN_OR_RETURN(LossResult r,
                    ComputeLoss(hidden_.data(), n, d, student_->lm_head(), c.vocab_size,
-                               batch.targets.data(), teacher, options_.loss, 1.0f,
-                               dhidden_.data(), backward ? student_->lm_head_grad() : nullptr));
+                               batch.targets.data(), teacher, options_.loss, 1.0f, dhidden_.data(),
+                               backward ? student_->lm_head_grad() : nullptr));
   if (backward) RETURN_IF_ERROR(student_->Backward(dhidden_.data()));
   StepStats s;
   s.loss_sum = r.loss_sum;
@@ -164,8 +162,8 @@ absl::StatusOr<double> Trainer::Evaluate() {
   const DataPosition saved = eval_->position();
   RETURN_IF_ERROR(eval_->Seek(DataPosition{}));
   double sums[2] = {0, 0};
-  const int64_t limit = options_.eval_batches > 0 ? options_.eval_batches
-                                                  : std::numeric_limits<int64_t>::max();
+  const int64_t limit =
+      options_.eval_batches > 0 ? options_.eval_batches : std::numeric_limits<int64_t>::max();
   PackedBatch batch;
   for (int64_t i = 0; i < limit; ++i) {
     if (!eval_->Next(&batch)) break;
@@ -227,7 +225,8 @@ absl::Status Trainer::SaveCheckpoint(int64_t step, const std::string& name) {
     }
     fs::remove_all(out, ec);
     fs::rename(tmp, out, ec);
-    if (ec) return absl::InternalError(absl::StrCat(out.string(), ": rename failed: ", ec.message()));
+    if (ec)
+      return absl::InternalError(absl::StrCat(out.string(), ": rename failed: ", ec.message()));
     if (is_checkpoint && options_.keep_checkpoints > 0) {
       auto all = ListCheckpoints(options_.output_dir);
       while (static_cast<int>(all.size()) > options_.keep_checkpoints) {
@@ -250,7 +249,8 @@ absl::Status Trainer::LoadLatestCheckpoint(int64_t* step) {
     *step = 0;
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(std::string text, ReadFileToString((fs::path(dir) / "trainer_state.json").string()));
+  ASSIGN_OR_RETURN(std::string text,
+                   ReadFileToString((fs::path(dir) / "trainer_state.json").string()));
   nlohmann::json ts;
   try {
     ts = nlohmann::json::parse(text);
@@ -265,10 +265,9 @@ absl::Status Trainer::LoadLatestCheckpoint(int64_t* step) {
                        " parameters, the student has ", student_->num_parameters()));
     }
     if (ts.value("world_size", 1) != collective_->world_size()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(dir, ": checkpoint was written by ", ts.value("world_size", 1),
-                       " ranks; resume with the same number (", collective_->world_size(),
-                       " now)"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, ": checkpoint was written by ", ts.value("world_size", 1),
+          " ranks; resume with the same number (", collective_->world_size(), " now)"));
     }
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(absl::StrCat(dir, "/trainer_state.json: ", e.what()));
@@ -395,8 +394,8 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
           DefaultBackend().Scale(student_->grad_arena(), student_->num_parameters(), inv));
     }
     ApplySparsity(student_->grad_arena());  // pruned entries take no part, in the norm either
-    const double grad_norm = ClipGradNorm(student_->grad_arena(), student_->num_parameters(),
-                                          options_.clip_grad_norm);
+    const double grad_norm =
+        ClipGradNorm(student_->grad_arena(), student_->num_parameters(), options_.clip_grad_norm);
     if (!std::isfinite(grad_norm)) return non_finite("gradient norm", grad_norm, step + 1, "");
     const float lr = static_cast<float>(LearningRate(step, total, options_.schedule));
     optimizer_->Step(student_->param_arena(), student_->grad_arena(), lr);
@@ -462,7 +461,8 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     if (stop > 0 && !last_step) {
       summary.interrupted = true;
       if (options_.progress && rank0) {
-        std::fprintf(stderr, "\ninterrupted at step %lld: checkpoint saved in %s; continue with --resume\n",
+        std::fprintf(stderr,
+                     "\ninterrupted at step %lld: checkpoint saved in %s; continue with --resume\n",
                      static_cast<long long>(step), summary.final_dir.c_str());
       }
       break;

@@ -34,10 +34,10 @@
 
 #include "absl/status/status.h"
 #include "core/dtype.h"
-#include "kernels/collective.h"
 #include "distill/data.h"
 #include "distill/loss.h"
 #include "distill/optimizer.h"
+#include "kernels/collective.h"
 #include "model/train_model.h"
 
 namespace retort {
@@ -61,8 +61,8 @@ struct TrainerOptions {
 
   int64_t save_every = 0;  // steps between checkpoints; 0: only at the end
   int keep_checkpoints = 2;
-  int64_t eval_every = 0;    // steps between evaluations; 0: only at the end
-  int64_t eval_batches = 0;  // micro-batches per evaluation; 0: the whole split
+  int64_t eval_every = 0;          // steps between evaluations; 0: only at the end
+  int64_t eval_batches = 0;        // micro-batches per evaluation; 0: the whole split
   DType save_dtype = DType::kF32;  // weights of the HF directories (f32 or bf16)
   bool resume = false;
   // Sparse fine-tuning (recovery after unstructured / N:M pruning): the
@@ -81,14 +81,14 @@ struct TrainerOptions {
 
 // What a finished (or interrupted) run reports.
 struct TrainerSummary {
-  int64_t steps = 0;        // optimizer steps done in total (incl. before resume)
-  int64_t tokens = 0;       // target tokens trained on in this process's run
-  double seconds = 0;       // wall time of this run
-  double last_loss = 0;     // mean loss per target token of the last step
-  double first_loss = 0;    // of the first step of this run
-  double eval_loss = -1;    // last evaluation (-1: none)
+  int64_t steps = 0;      // optimizer steps done in total (incl. before resume)
+  int64_t tokens = 0;     // target tokens trained on in this process's run
+  double seconds = 0;     // wall time of this run
+  double last_loss = 0;   // mean loss per target token of the last step
+  double first_loss = 0;  // of the first step of this run
+  double eval_loss = -1;  // last evaluation (-1: none)
   bool interrupted = false;
-  std::string final_dir;    // the last directory written
+  std::string final_dir;  // the last directory written
 };
 
 class Trainer {
@@ -131,7 +131,7 @@ class Trainer {
   std::function<void(int64_t, double)> on_step_;
   std::vector<float> hidden_, dhidden_, teacher_hidden_;
   std::vector<int64_t> sparse_zeros_;  // arena offsets held at zero (keep_sparsity)
-  double elapsed_before_ = 0;  // seconds of earlier runs (resume)
+  double elapsed_before_ = 0;          // seconds of earlier runs (resume)
   double elapsed_at_save_ = 0;
   int64_t tokens_before_ = 0;
 };

@@ -44,9 +44,7 @@ class MpiCollective : public Collective {
   }
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
-  absl::Status AllReduceSum(float* data, int64_t n) override {
-    return Reduce(data, n, MPI_FLOAT);
-  }
+  absl::Status AllReduceSum(float* data, int64_t n) override { return Reduce(data, n, MPI_FLOAT); }
   absl::Status AllReduceSum(double* data, int64_t n) override {
     return Reduce(data, n, MPI_DOUBLE);
   }

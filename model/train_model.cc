@@ -284,8 +284,10 @@ absl::Status TrainModel::Forward(const int32_t* tokens, const int32_t* positions
     const LayerActs a = ActsOf(l);
     // Attention block.
     RETURN_IF_ERROR(be.RmsNormForward(a.x_in, n, H, W(L.input_norm), eps, h, a.rstd_in));
-    RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.q), qdim, W(L.q_bias), c.qk_norm ? a.q_pre : a.q));
-    RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.k), kvdim, W(L.k_bias), c.qk_norm ? a.k_pre : a.k));
+    RETURN_IF_ERROR(
+        be.LinearForward(h, n, H, W(L.q), qdim, W(L.q_bias), c.qk_norm ? a.q_pre : a.q));
+    RETURN_IF_ERROR(
+        be.LinearForward(h, n, H, W(L.k), kvdim, W(L.k_bias), c.qk_norm ? a.k_pre : a.k));
     RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.v), kvdim, W(L.v_bias), a.v));
     if (c.qk_norm) {
       RETURN_IF_ERROR(be.RmsNormForward(a.q_pre, n * nh, hd, W(L.q_norm), eps, a.q, a.rstd_q));
@@ -293,7 +295,8 @@ absl::Status TrainModel::Forward(const int32_t* tokens, const int32_t* positions
     }
     RETURN_IF_ERROR(be.ApplyRope(a.q, n, nh, hd, qdim, cos_.data(), sin_.data()));
     RETURN_IF_ERROR(be.ApplyRope(a.k, n, nkv, hd, kvdim, cos_.data(), sin_.data()));
-    RETURN_IF_ERROR(be.AttentionForward(a.q, a.k, a.v, doc_start, n, shape, scale, c.WindowOf(l), a.attn, a.lse));
+    RETURN_IF_ERROR(be.AttentionForward(a.q, a.k, a.v, doc_start, n, shape, scale, c.WindowOf(l),
+                                        a.attn, a.lse));
     RETURN_IF_ERROR(be.LinearForward(a.attn, n, qdim, W(L.o), H, W(L.o_bias), tmp));
     RETURN_IF_ERROR(be.Add(a.x_in, tmp, n * H, a.x_mid));
     // MLP block (SwiGLU).
@@ -344,38 +347,47 @@ absl::Status TrainModel::Backward(const float* dhidden) {
   float* dgate = take(n * I);
   float* dup = take(n * I);
 
-  RETURN_IF_ERROR(be.RmsNormBackward(x_final_, rstd_final_, n, H, W(final_norm_), dhidden, dres, G(final_norm_), /*accumulate_dx=*/false));
+  RETURN_IF_ERROR(be.RmsNormBackward(x_final_, rstd_final_, n, H, W(final_norm_), dhidden, dres,
+                                     G(final_norm_), /*accumulate_dx=*/false));
   for (int64_t l = c.num_layers - 1; l >= 0; --l) {
     const LayerParams& L = layers_[l];
     const LayerActs a = ActsOf(l);
     // MLP block: x_out = x_mid + down(silu(gate(h)) * up(h)), h = norm(x_mid).
     RETURN_IF_ERROR(be.SiluMul(a.gate, a.up, n * I, act));
-    RETURN_IF_ERROR(be.LinearBackward(act, n, I, W(L.down), H, dres, dact, G(L.down), G(L.down_bias), /*accumulate_dx=*/false));
+    RETURN_IF_ERROR(be.LinearBackward(act, n, I, W(L.down), H, dres, dact, G(L.down),
+                                      G(L.down_bias), /*accumulate_dx=*/false));
     RETURN_IF_ERROR(be.SiluMulBackward(a.gate, a.up, dact, n * I, dgate, dup));
     RETURN_IF_ERROR(be.RmsNormApply(a.x_mid, a.rstd_mid, n, H, W(L.post_norm), hbuf));
-    RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.gate), I, dgate, dh, G(L.gate), G(L.gate_bias), /*accumulate_dx=*/false));
+    RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.gate), I, dgate, dh, G(L.gate),
+                                      G(L.gate_bias), /*accumulate_dx=*/false));
     RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.up), I, dup, dh, G(L.up), G(L.up_bias),
-                        /*accumulate_dx=*/true));
-    RETURN_IF_ERROR(be.RmsNormBackward(a.x_mid, a.rstd_mid, n, H, W(L.post_norm), dh, dres, G(L.post_norm),
-                         /*accumulate_dx=*/true));
+                                      /*accumulate_dx=*/true));
+    RETURN_IF_ERROR(be.RmsNormBackward(a.x_mid, a.rstd_mid, n, H, W(L.post_norm), dh, dres,
+                                       G(L.post_norm),
+                                       /*accumulate_dx=*/true));
     // Attention block: x_mid = x_in + o(attention(rope(q), rope(k), v)), from h = norm(x_in).
-    RETURN_IF_ERROR(be.LinearBackward(a.attn, n, qdim, W(L.o), H, dres, dattn, G(L.o), G(L.o_bias), /*accumulate_dx=*/false));
-    RETURN_IF_ERROR(be.AttentionBackward(a.q, a.k, a.v, doc_start_.data(), n, shape, scale, c.WindowOf(l), a.attn,
-                           a.lse, dattn, dq, dk, dv));
+    RETURN_IF_ERROR(be.LinearBackward(a.attn, n, qdim, W(L.o), H, dres, dattn, G(L.o), G(L.o_bias),
+                                      /*accumulate_dx=*/false));
+    RETURN_IF_ERROR(be.AttentionBackward(a.q, a.k, a.v, doc_start_.data(), n, shape, scale,
+                                         c.WindowOf(l), a.attn, a.lse, dattn, dq, dk, dv));
     RETURN_IF_ERROR(be.ApplyRopeBackward(dq, n, nh, hd, qdim, cos_.data(), sin_.data()));
     RETURN_IF_ERROR(be.ApplyRopeBackward(dk, n, nkv, hd, kvdim, cos_.data(), sin_.data()));
     if (c.qk_norm) {
-      RETURN_IF_ERROR(be.RmsNormBackward(a.q_pre, a.rstd_q, n * nh, hd, W(L.q_norm), dq, dq_pre, G(L.q_norm), /*accumulate_dx=*/false));
-      RETURN_IF_ERROR(be.RmsNormBackward(a.k_pre, a.rstd_k, n * nkv, hd, W(L.k_norm), dk, dk_pre, G(L.k_norm), /*accumulate_dx=*/false));
+      RETURN_IF_ERROR(be.RmsNormBackward(a.q_pre, a.rstd_q, n * nh, hd, W(L.q_norm), dq, dq_pre,
+                                         G(L.q_norm), /*accumulate_dx=*/false));
+      RETURN_IF_ERROR(be.RmsNormBackward(a.k_pre, a.rstd_k, n * nkv, hd, W(L.k_norm), dk, dk_pre,
+                                         G(L.k_norm), /*accumulate_dx=*/false));
     }
     RETURN_IF_ERROR(be.RmsNormApply(a.x_in, a.rstd_in, n, H, W(L.input_norm), hbuf));
-    RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.q), qdim, dq_pre, dh, G(L.q), G(L.q_bias), /*accumulate_dx=*/false));
+    RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.q), qdim, dq_pre, dh, G(L.q), G(L.q_bias),
+                                      /*accumulate_dx=*/false));
     RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.k), kvdim, dk_pre, dh, G(L.k), G(L.k_bias),
-                        /*accumulate_dx=*/true));
+                                      /*accumulate_dx=*/true));
     RETURN_IF_ERROR(be.LinearBackward(hbuf, n, H, W(L.v), kvdim, dv, dh, G(L.v), G(L.v_bias),
-                        /*accumulate_dx=*/true));
-    RETURN_IF_ERROR(be.RmsNormBackward(a.x_in, a.rstd_in, n, H, W(L.input_norm), dh, dres, G(L.input_norm),
-                         /*accumulate_dx=*/true));
+                                      /*accumulate_dx=*/true));
+    RETURN_IF_ERROR(be.RmsNormBackward(a.x_in, a.rstd_in, n, H, W(L.input_norm), dh, dres,
+                                       G(L.input_norm),
+                                       /*accumulate_dx=*/true));
   }
   RETURN_IF_ERROR(be.EmbeddingBackward(tokens_.data(), n, H, dres, G(embed_)));
   n_ = 0;

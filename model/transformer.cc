@@ -30,9 +30,9 @@ std::string LayerName(int64_t layer, const char* suffix) {
 
 absl::Status CheckWeightDType(const std::string& where, const std::string& name, const Tensor& t) {
   if (DefaultBackend().SupportsWeightDType(t.dtype())) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(where, ": tensor ", name, " has dtype ",
-                                                 std::string(DTypeName(t.dtype())),
-                                                 "; the engine reads F32, BF16, F16 or ggml block types"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ": tensor ", name, " has dtype ", std::string(DTypeName(t.dtype())),
+                   "; the engine reads F32, BF16, F16 or ggml block types"));
 }
 
 absl::Status CheckShape(const std::string& where, const std::string& name, const Shape& actual,
@@ -382,8 +382,7 @@ absl::Status Transformer::ForwardChunk(const int32_t* tokens, int64_t n, KvCache
                                    mode == LogitsMode::kAll}});
 }
 
-absl::Status Transformer::ForwardBatch(const std::vector<BatchSlot>& slots,
-                                       float* logits) const {
+absl::Status Transformer::ForwardBatch(const std::vector<BatchSlot>& slots, float* logits) const {
   // Check everything before touching any cache, so an error leaves all as they were.
   const int64_t vocab = config_.vocab_size;
   for (size_t s = 0; s < slots.size(); ++s) {
@@ -400,8 +399,8 @@ absl::Status Transformer::ForwardBatch(const std::vector<BatchSlot>& slots,
     const KvCache& cache = *slot.cache;
     if (cache.num_layers_ != config_.num_layers || cache.num_kv_heads_ != config_.num_kv_heads ||
         cache.head_dim_ != config_.head_dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "ForwardBatch: the KV cache of slot ", s, " was made for a different model shape"));
+      return absl::InvalidArgumentError(absl::StrCat("ForwardBatch: the KV cache of slot ", s,
+                                                     " was made for a different model shape"));
     }
     if (slot.n < 1 || slot.tokens == nullptr) {
       return absl::InvalidArgumentError(
@@ -560,7 +559,8 @@ absl::Status Transformer::ForwardPieces(const std::vector<BatchPiece>& pieces) c
   ASSIGN_OR_RETURN(float* y, logits_out(rows, host_out.data()));
   RETURN_IF_ERROR(be.MatMul(h, rows, *lm_head_.dev, nullptr, y));
   RETURN_IF_ERROR(copy_back(rows, y, host_out.data()));
-  for (int64_t r = 0; r < rows; ++r) std::copy_n(host_out.data() + r * vocab, vocab, wanted[r]->logits);
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy_n(host_out.data() + r * vocab, vocab, wanted[r]->logits);
   return absl::OkStatus();
 }
 
@@ -600,8 +600,7 @@ absl::Status Transformer::LayerStep(int64_t l, const std::vector<BatchPiece>& pi
     KvCache& cache = *pieces[p].cache;
     const int64_t pos0 = cache.position_, r0 = row0[p], count = pieces[p].n;
     const KvView kv{cache.keys(l), cache.values(l), cache.head_stride()};
-    RETURN_IF_ERROR(
-        be.AppendKv(k + r0 * kvdim, v + r0 * kvdim, count, nkv, hd, pos0, kv));
+    RETURN_IF_ERROR(be.AppendKv(k + r0 * kvdim, v + r0 * kvdim, count, nkv, hd, pos0, kv));
     RETURN_IF_ERROR(be.Attention(q + r0 * qdim, count, pos0, kv, shape, scale, c.WindowOf(l),
                                  attn + r0 * qdim));
   }
@@ -652,14 +651,13 @@ absl::Status Transformer::ForwardLayer(int64_t layer, float* x, int64_t n, KvCac
   for (int64_t i = 0; i < n; ++i) ws.host_positions[i] = i;
   RETURN_IF_ERROR(be.CopyToDevice(ws.host_positions.data(), ws.positions.data(),
                                   static_cast<size_t>(n) * sizeof(int64_t)));
-  RETURN_IF_ERROR(be.RopeCosSin(inv_freq_.data(), config_.head_dim / 2,
-                                ws.positions.as<int64_t>(), n, ws.cos.as<float>(),
-                                ws.sin.as<float>()));
+  RETURN_IF_ERROR(be.RopeCosSin(inv_freq_.data(), config_.head_dim / 2, ws.positions.as<int64_t>(),
+                                n, ws.cos.as<float>(), ws.sin.as<float>()));
   const size_t bytes = static_cast<size_t>(n * config_.hidden_size) * sizeof(float);
   RETURN_IF_ERROR(be.CopyToDevice(x, ws.x.data(), bytes));
   const std::vector<BatchPiece> pieces = {BatchPiece{&scratch, nullptr, n, nullptr}};
-  RETURN_IF_ERROR(LayerStep(layer, pieces, {0, n}, n, ws, ws.cos.as<float>(), ws.sin.as<float>(),
-                            observe));
+  RETURN_IF_ERROR(
+      LayerStep(layer, pieces, {0, n}, n, ws, ws.cos.as<float>(), ws.sin.as<float>(), observe));
   return be.CopyToHost(ws.x.data(), x, bytes);
 }
 
@@ -723,9 +721,9 @@ absl::Status Transformer::SetQuantizedWeight(const std::string& name,
     return absl::NotFoundError(absl::StrCat("SetQuantizedWeight: the model has no weight ", name));
   }
   if (expected != Shape{q->rows, q->cols}) {
-    return absl::InvalidArgumentError(absl::StrCat("SetQuantizedWeight: ", name, " is ",
-                                                   ShapeString(expected), ", the quantized matrix [",
-                                                   q->rows, ", ", q->cols, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetQuantizedWeight: ", name, " is ", ShapeString(expected),
+                     ", the quantized matrix [", q->rows, ", ", q->cols, "]"));
   }
   std::erase_if(named_, [&](const auto& e) { return e.first == name; });
   quantized_[name] = std::move(q);

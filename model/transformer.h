@@ -67,8 +67,8 @@ struct BatchSlot {
 
 // The linear layers of a decoder layer.
 enum class LinearSlot { kQ, kK, kV, kO, kGate, kUp, kDown };
-inline constexpr LinearSlot kLinearSlots[] = {LinearSlot::kQ,    LinearSlot::kK,  LinearSlot::kV,
-                                              LinearSlot::kO,    LinearSlot::kGate, LinearSlot::kUp,
+inline constexpr LinearSlot kLinearSlots[] = {LinearSlot::kQ,   LinearSlot::kK,    LinearSlot::kV,
+                                              LinearSlot::kO,   LinearSlot::kGate, LinearSlot::kUp,
                                               LinearSlot::kDown};
 // The HF module name inside a layer: "self_attn.q_proj", ..., "mlp.down_proj".
 const char* LinearSlotName(LinearSlot slot);
@@ -120,9 +120,7 @@ class Transformer {
   size_t WeightBytes() const;
 
   // A cache sized for this model; max_tokens <= 0: max_position_embeddings.
-  KvCache NewCache(int64_t max_tokens = 0) const {
-    return KvCache(config_, max_tokens, backend_);
-  }
+  KvCache NewCache(int64_t max_tokens = 0) const { return KvCache(config_, max_tokens, backend_); }
 
   // Runs tokens[0..n) at positions cache.position() .. +n-1 and appends them
   // to the cache. Writes logits per `mode`: kLast -> logits[vocab],

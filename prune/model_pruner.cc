@@ -102,8 +102,8 @@ absl::StatusOr<std::vector<double>> ParseLayerSparsity(const std::string& text,
   if (text.find('=') == std::string::npos) {
     if (static_cast<int64_t>(items.size()) != num_layers) {
       return err(absl::StrCat(items.size(), " fractions for ", num_layers,
-                              " layers (give one per layer, or ranges such as 0-",
-                              num_layers - 1, "=0.5)"));
+                              " layers (give one per layer, or ranges such as 0-", num_layers - 1,
+                              "=0.5)"));
     }
     for (const std::string& item : items) {
       ASSIGN_OR_RETURN(double v, fraction(std::string(absl::StripAsciiWhitespace(item))));
@@ -266,8 +266,8 @@ absl::StatusOr<PruneReport> PruneModel(Transformer& model,
           RETURN_IF_ERROR(PruneWanda(data, rows, cols, in->sq.data(), pattern, name));
           break;
         case PruneMethod::kSparseGpt:
-          RETURN_IF_ERROR(PruneSparseGpt(data, rows, cols, in->gram.data(), pattern,
-                                         options.sparsegpt, name));
+          RETURN_IF_ERROR(
+              PruneSparseGpt(data, rows, cols, in->gram.data(), pattern, options.sparsegpt, name));
           break;
       }
       Tensor installed = options.dtype == DType::kF32 ? std::move(w) : w.To(options.dtype);
@@ -287,7 +287,8 @@ absl::StatusOr<PruneReport> PruneModel(Transformer& model,
     if (calibrate && l + 1 < c.num_layers) RETURN_IF_ERROR(runner->Advance().status());
     const double secs = SecondsSince(t_layer);
     report.layer_seconds.push_back(secs);
-    if (progress) progress(LayerProgress{l, c.num_layers, secs, SecondsSince(t_start), PeakRssBytes()});
+    if (progress)
+      progress(LayerProgress{l, c.num_layers, secs, SecondsSince(t_start), PeakRssBytes()});
   }
   report.seconds = SecondsSince(t_start);
   report.peak_rss = PeakRssBytes();
@@ -334,7 +335,8 @@ absl::StatusOr<ModelImportance> CollectModelImportance(
       RETURN_IF_ERROR(collector.AddBlock(l, inputs[i].data(), runner.hidden(i).data(), n));
     }
     if (progress) {
-      progress(LayerProgress{l, c.num_layers, SecondsSince(t_layer), SecondsSince(t_start), PeakRssBytes()});
+      progress(LayerProgress{l, c.num_layers, SecondsSince(t_layer), SecondsSince(t_start),
+                             PeakRssBytes()});
     }
   }
   return collector.Importance();

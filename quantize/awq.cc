@@ -311,8 +311,8 @@ absl::Status AwqClip(float* w, int64_t rows, int64_t cols, const float* x, int64
           }
         } else {
           out.assign(rb * ntok, 0.0f);
-          error.Update(be.Gemm(false, true, rb, ntok, g, 1.0f, d.data(), g, xk, g, 0.0f,
-                               out.data(), ntok));
+          error.Update(
+              be.Gemm(false, true, rb, ntok, g, 1.0f, d.data(), g, xk, g, 0.0f, out.data(), ntok));
           for (int64_t rr = 0; rr < rb; ++rr) {
             for (int64_t t = 0; t < ntok; ++t)
               err[rr] += double(out[rr * ntok + t]) * out[rr * ntok + t];

@@ -55,8 +55,8 @@ absl::Status UpperCholeskyOfInverse(double* a, int64_t n);
 
 // c = alpha * op(a) * op(b) + beta * c, row-major, op(a) [m, k], op(b)
 // [k, n], op transposing when trans_a / trans_b. One single-threaded call
-// (f64: OpenBLAS cblas_dgemm; f32: Sgemm, sgemm.h): for callers that split their own work over the thread pool (the
-// tiles then give the same bits whatever the thread count).
+// (f64: OpenBLAS cblas_dgemm; f32: Sgemm, sgemm.h): for callers that split their own work over the
+// thread pool (the tiles then give the same bits whatever the thread count).
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
           const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c,
           int64_t ldc);

@@ -57,8 +57,10 @@ void AppendKv(const float* k, const float* v, int64_t n, int64_t n_kv_heads, int
     const float* kr = k + t * kvdim;
     const float* vr = v + t * kvdim;
     for (int64_t g = 0; g < n_kv_heads; ++g) {
-      std::copy_n(kr + g * head_dim, head_dim, kc + g * kv_head_stride + (start_pos + t) * head_dim);
-      std::copy_n(vr + g * head_dim, head_dim, vc + g * kv_head_stride + (start_pos + t) * head_dim);
+      std::copy_n(kr + g * head_dim, head_dim,
+                  kc + g * kv_head_stride + (start_pos + t) * head_dim);
+      std::copy_n(vr + g * head_dim, head_dim,
+                  vc + g * kv_head_stride + (start_pos + t) * head_dim);
     }
   }
 }

@@ -83,7 +83,8 @@ void Add(const float* a, const float* b, int64_t n, float* out);
 void Softmax(float* x, int64_t rows, int64_t cols);
 
 // out[i, :] = table[ids[i], :] converted to f32. table: [vocab, dim] in
-// F32/BF16/F16 or a weight block type (rows dequantized). Error (naming the id) for an id outside [0, vocab).
+// F32/BF16/F16 or a weight block type (rows dequantized). Error (naming the id) for an id outside
+// [0, vocab).
 absl::Status Embedding(const Tensor& table, const int32_t* ids, int64_t n, float* out);
 
 // ----------------------------------------------------------------------------

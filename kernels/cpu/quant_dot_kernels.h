@@ -54,11 +54,11 @@ struct ActR8 {
 };
 
 // The VNNI build of GemvRowsQ4_0R8 (quant_dot_vnni.cc).
-void GemvRowsQ4_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
-                        const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1);
+void GemvRowsQ4_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m, const float* bias,
+                        float* y, int64_t ldy, int64_t r0, int64_t r1);
 // The same for Q8_0 in the kR8 layout; there ActR8::off is -128 * sum(q).
-void GemvRowsQ8_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
-                        const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1);
+void GemvRowsQ8_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m, const float* bias,
+                        float* y, int64_t ldy, int64_t r0, int64_t r1);
 
 // The VNNI build of GemvRows32 (quant_dot_vnni.cc). REQUIRES: the CPU has
 // AVX-512 F/BW/VL/VNNI; wt one of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
@@ -309,8 +309,8 @@ struct Avx2Q8R8 {
 #pragma GCC unroll 8
     for (int t = 0; t < 8; ++t) {
       const __m256i w = _mm256_xor_si256(Load256(qs + 32 * t), flip);
-      const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w),
-                                             _mm256_sign_epi8(Bcast4(a + 4 * t), w));
+      const __m256i p =
+          _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(Bcast4(a + 4 * t), w));
       s[t & 1] = _mm256_add_epi32(s[t & 1], SumPairs16(p));
     }
     return _mm256_add_epi32(s[0], s[1]);

@@ -94,9 +94,9 @@ void DequantizeRowsQ8_0R8(const void* w, int64_t k, int64_t r0, int64_t rows, fl
             _mm_setr_epi32(Load4(q), Load4(q + 32), Load4(q + 64), Load4(q + 96)), flip);
         float* o = dst + 32 * b + 16 * half;
         _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), dv));
-        _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-                                                  _mm_srli_si128(v, 8))),
-                                              dv));
+        _mm256_storeu_ps(
+            o + 8,
+            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v, 8))), dv));
       }
     }
   }

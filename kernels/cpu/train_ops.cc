@@ -189,8 +189,7 @@ void ForwardBlock(const float* q, int64_t ldq, const float* k, const float* v, i
     }
     // O[rows, d] += P[rows, kn] · V[kn, d].
     Sgemm(false, false, static_cast<int>(rows), static_cast<int>(d), static_cast<int>(kn), 1.f, s,
-          static_cast<int>(kn), v + kb * ldkv, static_cast<int>(ldkv), 1.f, o,
-          static_cast<int>(d));
+          static_cast<int>(kn), v + kb * ldkv, static_cast<int>(ldkv), 1.f, o, static_cast<int>(d));
   }
   for (int64_t i = 0; i < rows; ++i) {
     const float inv = sc.l[i] > 0.f ? 1.f / sc.l[i] : 0.f;
@@ -232,8 +231,7 @@ bool BackwardTile(const BwdArgs& a, int64_t h, const float* kh, const float* vh,
     const int64_t pos = q0 + i;
     float* pi = p + i * kn;
     float* dpi = dp + i * kn;
-    const int64_t lo =
-        std::clamp<int64_t>(FirstVisibleKey(a.doc_start, a.window, pos) - k0, 0, kn);
+    const int64_t lo = std::clamp<int64_t>(FirstVisibleKey(a.doc_start, a.window, pos) - k0, 0, kn);
     const int64_t hi = std::clamp<int64_t>(pos + 1 - k0, 0, kn);
     if (hi <= lo || lse[i] == -INFINITY) {
       std::fill(pi, pi + kn, 0.f);
@@ -263,8 +261,7 @@ bool BackwardTile(const BwdArgs& a, int64_t h, const float* kh, const float* vh,
 // The range of keys query block [q0, q0 + rows) may see: [lo, q0 + rows).
 int64_t BlockFirstKey(const int32_t* doc_start, int64_t window, int64_t q0, int64_t rows) {
   int64_t lo = q0;
-  for (int64_t i = 0; i < rows; ++i)
-    lo = std::min(lo, FirstVisibleKey(doc_start, window, q0 + i));
+  for (int64_t i = 0; i < rows; ++i) lo = std::min(lo, FirstVisibleKey(doc_start, window, q0 + i));
   return lo;
 }
 
@@ -348,8 +345,8 @@ void RmsNormForward(const float* x, int64_t rows, int64_t dim, const float* weig
   });
 }
 
-void RmsNormApply(const float* x, const float* rstd, int64_t rows, int64_t dim,
-                  const float* weight, float* y) {
+void RmsNormApply(const float* x, const float* rstd, int64_t rows, int64_t dim, const float* weight,
+                  float* y) {
   ParallelFor(rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float s = rstd[r];
@@ -391,8 +388,8 @@ void RmsNormBackward(const float* x, const float* rstd, int64_t rows, int64_t di
           if (accumulate_dx) g = _mm256_add_ps(g, _mm256_loadu_ps(dxr + i));
           _mm256_storeu_ps(dxr + i, g);
           if (pw != nullptr) {
-            _mm256_storeu_ps(pw + i, _mm256_fmadd_ps(_mm256_mul_ps(dyv, xv), rs8,
-                                                     _mm256_loadu_ps(pw + i)));
+            _mm256_storeu_ps(pw + i,
+                             _mm256_fmadd_ps(_mm256_mul_ps(dyv, xv), rs8, _mm256_loadu_ps(pw + i)));
           }
         }
         for (; i < dim; ++i) {
@@ -423,8 +420,8 @@ void RmsNormBackward(const float* x, const float* rstd, int64_t rows, int64_t di
 // ----------------------------------------------------------------------------
 // SwiGLU.
 
-void SiluMulBackward(const float* gate, const float* up, const float* dout, int64_t n,
-                     float* dgate, float* dup) {
+void SiluMulBackward(const float* gate, const float* up, const float* dout, int64_t n, float* dgate,
+                     float* dup) {
   // s = sigmoid(g): d(g s u)/dg = u s (1 + g (1 - s)), d/du = g s.
   constexpr int64_t kChunk = 1024;
   ForRows((n + kChunk - 1) / kChunk, kChunk, [&](int64_t b, int64_t e) {
@@ -434,8 +431,8 @@ void SiluMulBackward(const float* gate, const float* up, const float* dout, int6
     for (; i + 8 <= end; i += 8) {
       const __m256 g = _mm256_loadu_ps(gate + i), u = _mm256_loadu_ps(up + i);
       const __m256 d = _mm256_loadu_ps(dout + i);
-      const __m256 s = _mm256_div_ps(
-          one, _mm256_add_ps(one, simd::Exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+      const __m256 s =
+          _mm256_div_ps(one, _mm256_add_ps(one, simd::Exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
       const __m256 gs = _mm256_mul_ps(g, s);
       _mm256_storeu_ps(dup + i, _mm256_mul_ps(d, gs));
       // 1 + g (1 - s) = 1 + g - g s
@@ -455,8 +452,8 @@ void SiluMulBackward(const float* gate, const float* up, const float* dout, int6
 // ----------------------------------------------------------------------------
 // RoPE.
 
-void ApplyRopeBackward(float* dx, int64_t n, int64_t n_heads, int64_t head_dim,
-                       int64_t row_stride, const float* cos, const float* sin) {
+void ApplyRopeBackward(float* dx, int64_t n, int64_t n_heads, int64_t head_dim, int64_t row_stride,
+                       const float* cos, const float* sin) {
   // Forward: (a, b) -> (a c - b s, b c + a s). Its transpose, the rotation by
   // -angle: (da, db) = (dy1 c + dy2 s, dy2 c - dy1 s).
   RotateHalves</*kInverse=*/true>(dx, n, n_heads, head_dim, row_stride, cos, sin,
@@ -519,8 +516,8 @@ void AttentionForward(const float* q, const float* k, const float* v, const int3
 
 void AttentionBackward(const float* q, const float* k, const float* v, const int32_t* doc_start,
                        int64_t n, const AttentionShape& shape, float scale, int64_t window,
-                       const float* out, const float* lse, const float* dout, float* dq,
-                       float* dk, float* dv) {
+                       const float* out, const float* lse, const float* dout, float* dq, float* dk,
+                       float* dv) {
   if (n <= 0) return;
   const int64_t d = shape.head_dim, heads = shape.n_heads, kv_heads = shape.n_kv_heads;
   const int64_t group = heads / kv_heads;
@@ -561,9 +558,9 @@ void AttentionBackward(const float* q, const float* k, const float* v, const int
           const int64_t q0 = qb * kBwdBlock, rows = std::min(kBwdBlock, n - q0);
           if (!BackwardTile(args, h, k + g * d, v + g * d, q0, rows, k0, kn, sc)) continue;
           // dV[kn, d] += P^T[kn, rows] · dO[rows, d]
-          Sgemm(true, false, static_cast<int>(kn), static_cast<int>(d), static_cast<int>(rows),
-                1.f, sc.p.data(), static_cast<int>(kn), dout + q0 * ldq + h * d,
-                static_cast<int>(ldq), 1.f, dvt, static_cast<int>(ldkv));
+          Sgemm(true, false, static_cast<int>(kn), static_cast<int>(d), static_cast<int>(rows), 1.f,
+                sc.p.data(), static_cast<int>(kn), dout + q0 * ldq + h * d, static_cast<int>(ldq),
+                1.f, dvt, static_cast<int>(ldkv));
           // dK[kn, d] += scale * dS^T[kn, rows] · Q[rows, d]
           Sgemm(true, false, static_cast<int>(kn), static_cast<int>(d), static_cast<int>(rows),
                 scale, sc.dp.data(), static_cast<int>(kn), q + q0 * ldq + h * d,

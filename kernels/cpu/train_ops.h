@@ -51,8 +51,8 @@ void RmsNormForward(const float* x, int64_t rows, int64_t dim, const float* weig
 
 // y = x * rstd[row] * weight: the output of an RMSNorm whose rstd the forward
 // kept, recomputed instead of stored (the backward's use).
-void RmsNormApply(const float* x, const float* rstd, int64_t rows, int64_t dim,
-                  const float* weight, float* y);
+void RmsNormApply(const float* x, const float* rstd, int64_t rows, int64_t dim, const float* weight,
+                  float* y);
 
 // dx[rows, dim] (overwritten, or added with accumulate_dx), dweight[dim] +=.
 // `rstd` from RmsNormForward. dweight may be null. dx may be dy itself
@@ -64,14 +64,14 @@ void RmsNormBackward(const float* x, const float* rstd, int64_t rows, int64_t di
 // ----------------------------------------------------------------------------
 // SwiGLU: out = silu(gate) * up.
 // dgate, dup overwritten from dout (all n elements).
-void SiluMulBackward(const float* gate, const float* up, const float* dout, int64_t n,
-                     float* dgate, float* dup);
+void SiluMulBackward(const float* gate, const float* up, const float* dout, int64_t n, float* dgate,
+                     float* dup);
 
 // ----------------------------------------------------------------------------
 // RoPE backward: the rotation is orthogonal, so the gradient is the inverse
 // rotation (angle -> -angle) applied in place to dx, same layout as ApplyRope.
-void ApplyRopeBackward(float* dx, int64_t n, int64_t n_heads, int64_t head_dim,
-                       int64_t row_stride, const float* cos, const float* sin);
+void ApplyRopeBackward(float* dx, int64_t n, int64_t n_heads, int64_t head_dim, int64_t row_stride,
+                       const float* cos, const float* sin);
 
 // ----------------------------------------------------------------------------
 // Embedding backward: dtable[ids[i], :] += dout[i, :] (f32 table gradient
@@ -105,8 +105,8 @@ void AttentionForward(const float* q, const float* k, const float* v, const int3
 // the same rows.
 void AttentionBackward(const float* q, const float* k, const float* v, const int32_t* doc_start,
                        int64_t n, const AttentionShape& shape, float scale, int64_t window,
-                       const float* out, const float* lse, const float* dout, float* dq,
-                       float* dk, float* dv);
+                       const float* out, const float* lse, const float* dout, float* dq, float* dk,
+                       float* dv);
 
 // ----------------------------------------------------------------------------
 // Reductions for the optimizer.

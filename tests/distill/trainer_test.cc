@@ -7,10 +7,10 @@
 #include <fstream>
 
 #include "core/file.h"
-#include "kernels/collective.h"
 #include "distill/data.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/collective.h"
 #include "model/init.h"
 #include "model/tokenizer_bytes.h"
 #include "model/train_model.h"
@@ -137,7 +137,8 @@ TEST_F(TrainerTest, HeldOutLossFallsAndTheSavedModelLoadsWithTheSameLogits) {
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j < v; ++j) {
       double z = 0;
-      for (int64_t k = 0; k < d; ++k) z += double(hidden[i * d + k]) * r.model->lm_head()[j * d + k];
+      for (int64_t k = 0; k < d; ++k)
+        z += double(hidden[i * d + k]) * r.model->lm_head()[j * d + k];
       max_err = std::max(max_err, std::abs(z - (*logits)[i * v + j]));
     }
   }

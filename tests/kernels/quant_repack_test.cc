@@ -27,9 +27,9 @@
 #include "core/thread_pool.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
-#include "tests/kernels/quant_test_util.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant_matmul.h"
+#include "tests/kernels/quant_test_util.h"
 #include "tests/kernels/test_util.h"
 
 namespace retort::cpu {

@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/convert.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "core/convert.h"
 #include "kernels/backend.h"
 #include "model/init.h"
 #include "model/transformer.h"
@@ -50,8 +50,8 @@ std::vector<float> HeadLogits(const Transformer& m, const std::vector<float>& hi
   const ModelConfig& c = m.config();
   const int64_t H = c.hidden_size, n = static_cast<int64_t>(hidden.size()) / H;
   const Tensor* norm = m.FindWeight("model.norm.weight");
-  const Tensor* head = m.FindWeight(c.tie_word_embeddings ? "model.embed_tokens.weight"
-                                                           : "lm_head.weight");
+  const Tensor* head =
+      m.FindWeight(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   EXPECT_NE(norm, nullptr);
   EXPECT_NE(head, nullptr);
   std::vector<float> w(H), h(hidden.size()), logits(n * c.vocab_size);
@@ -97,8 +97,8 @@ INSTANTIATE_TEST_SUITE_P(Families, LayerwiseFamilies,
 TEST(Layerwise, ObserverSeesEachLinearInputOnce) {
   auto model = Tiny("qwen2");
   const ModelConfig& c = model->config();
-  auto runner = LayerwiseRunner::Start(
-      *model, {Tokens(9, c.vocab_size, 1), Tokens(5, c.vocab_size, 2)});
+  auto runner =
+      LayerwiseRunner::Start(*model, {Tokens(9, c.vocab_size, 1), Tokens(5, c.vocab_size, 2)});
   ASSERT_TRUE(runner.ok()) << runner.status();
   std::map<LinearSlot, std::pair<int64_t, int64_t>> seen;  // rows summed, cols
   ASSERT_TRUE(runner
@@ -186,10 +186,10 @@ TEST(Layerwise, SetQuantizedWeightMatchesDequantizedModel) {
   const std::string q0 = LinearWeightName(0, LinearSlot::kQ);
   ASSERT_TRUE(model->ReplaceWeight(q0, *(*ref)->FindWeight(q0)).ok());
   EXPECT_EQ(model->QuantizedWeights().count(q0), 0u);
-  EXPECT_THAT(model->SetQuantizedWeight("model.norm.weight",
-                                        std::make_shared<const QuantizedMatrix>())
-                  .message(),
-              HasSubstr("not a linear"));
+  EXPECT_THAT(
+      model->SetQuantizedWeight("model.norm.weight", std::make_shared<const QuantizedMatrix>())
+          .message(),
+      HasSubstr("not a linear"));
 }
 
 std::unique_ptr<Tokenizer> SmolTokenizer() {
@@ -203,8 +203,7 @@ std::unique_ptr<Tokenizer> SmolTokenizer() {
 class CalibrationFiles : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("retort_calib_" + std::to_string(::getpid()));
+    dir_ = std::filesystem::temp_directory_path() / ("retort_calib_" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }

@@ -208,10 +208,10 @@ TEST(StageCommandTest, BuildsEachCommandLine) {
                                  "q8_0"));
   auto eval = StageCommand(r->stage(3), resolve, "RUN/eval-sft", 0, "cpu");
   ASSERT_TRUE(eval.ok());
-  EXPECT_THAT(*eval, ElementsAre("generate", "<@sft>", "--prompts", "</abs/heldout.jsonl>",
-                                 "--output", "RUN/eval-sft/gen", "--greedy", "--keep", "all",
-                                 "--verifier", "math", "--no-shard", "--max-tokens", "32",
-                                 "--think-prefix", "off"));
+  EXPECT_THAT(*eval,
+              ElementsAre("generate", "<@sft>", "--prompts", "</abs/heldout.jsonl>", "--output",
+                          "RUN/eval-sft/gen", "--greedy", "--keep", "all", "--verifier", "math",
+                          "--no-shard", "--max-tokens", "32", "--think-prefix", "off"));
 }
 
 TEST(StageCommandTest, PruneQuantizeGenerate) {
@@ -280,9 +280,15 @@ TEST(StageCommandTest, EndpointTeacherAndMpiRanks) {
   EXPECT_THAT(*StageCommand(r->stage(1), resolve, "R/d", 2, "cpu"),
               ElementsAre("mpirun", "-np", "2", "retort", "distill", "s", "--data", "@g",
                           "--output", "R/d", "--keep-sparsity", "--threads", "2"));
-  EXPECT_THAT(Error(R"pb(stage { name: "g" generate { prompts: "p.jsonl" } })pb"),
+  EXPECT_THAT(Error(R"pb(stage {
+                           name: "g"
+                           generate { prompts: "p.jsonl" }
+                         })pb"),
               HasSubstr("needs generate.model (or generate.endpoint)"));
-  EXPECT_THAT(Error(R"pb(stage { name: "d" distill { student: "s" data: "x" ranks: 0 } })pb"),
+  EXPECT_THAT(Error(R"pb(stage {
+                           name: "d"
+                           distill { student: "s" data: "x" ranks: 0 }
+                         })pb"),
               HasSubstr("ranks must be >= 1"));
 }
 
