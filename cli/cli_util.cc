@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/device.h"
+#include "core/progress.h"
 #include "core/status.h"
 #include "kernels/backend.h"
 
@@ -84,7 +85,20 @@ std::vector<std::string> WithDefaultModel(const CommandSpec& spec,
 
 }  // namespace
 
+const CommandIo& StdIo() {
+  static const CommandIo* io = new CommandIo{&std::cout, &std::cerr, &StderrProgress(), nullptr};
+  return *io;
+}
+
 std::optional<int> ParseArgs(const CommandSpec& spec, const std::vector<std::string>& given_args,
+                             po::options_description& options,
+                             const po::positional_options_description& positional,
+                             po::variables_map& vm) {
+  return ParseArgs(StdIo(), spec, given_args, options, positional, vm);
+}
+
+std::optional<int> ParseArgs(const CommandIo& io, const CommandSpec& spec,
+                             const std::vector<std::string>& given_args,
                              po::options_description& options,
                              const po::positional_options_description& positional,
                              po::variables_map& vm) {
@@ -96,25 +110,25 @@ std::optional<int> ParseArgs(const CommandSpec& spec, const std::vector<std::str
         WithDefaultModel(spec, given_args, options, positional, &note);
     po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
     if (vm.count("help")) {
-      std::cout << "usage: retort " << spec.name << " " << spec.usage << "\n\n"
+      *io.out << "usage: retort " << spec.name << " " << spec.usage << "\n\n"
                 << spec.summary << "\n\n"
                 << options << "\n";
       if (spec.default_model) {
-        std::cout << "Without a model argument the bundled teacher (models/arith-teacher) is "
+        *io.out << "Without a model argument the bundled teacher (models/arith-teacher) is "
                      "used, or $RETORT_MODEL when set.\n";
       }
       return kExitOk;
     }
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << note;
-    return UsageError(spec.name, e.what());
+    *io.err << note;
+    return UsageError(io, spec.name, e.what());
   }
   // A device this binary cannot use is the command's only line of output.
   if (spec.device) {
-    if (auto exit = SelectDevice(spec.name, vm["device"].as<std::string>())) return exit;
+    if (auto exit = SelectDevice(io, spec.name, vm["device"].as<std::string>())) return exit;
   }
-  std::cerr << note;
+  *io.err << note;
   return std::nullopt;
 }
 
@@ -136,11 +150,16 @@ absl::StatusOr<Device> UsableDevice(const std::string& text) {
 }
 
 std::optional<int> SelectDevice(const std::string& command, const std::string& text) {
+  return SelectDevice(StdIo(), command, text);
+}
+
+std::optional<int> SelectDevice(const CommandIo& io, const std::string& command,
+                                const std::string& text) {
   if (absl::StatusOr<Device> parsed = ParseDevice(text); !parsed.ok()) {
     // ParseDevice's message names the value and the spellings it accepts
     // ("device 'x' is not one of: ..."): said of the flag.
     const std::string msg(parsed.status().message());
-    return Fail(command, absl::Status(parsed.status().code(),
+    return Fail(io, command, absl::Status(parsed.status().code(),
                                       absl::StartsWith(msg, "device ")
                                           ? absl::StrCat("--", msg)
                                           : absl::StrCat("--device ", text, ": ", msg)));
@@ -148,20 +167,32 @@ std::optional<int> SelectDevice(const std::string& command, const std::string& t
   absl::StatusOr<Device> device = UsableDevice(text);
   absl::Status s = device.ok() ? SetDefaultDevice(*device) : device.status();
   if (s.ok()) return std::nullopt;
-  return Fail(command, absl::Status(s.code(), absl::StrCat("--device ", text, ": ", s.message())));
+  return Fail(io, command,
+              absl::Status(s.code(), absl::StrCat("--device ", text, ": ", s.message())));
 }
 
 int Fail(const std::string& command, const absl::Status& status) {
+  return Fail(StdIo(), command, status);
+}
+
+int Fail(const CommandIo& io, const std::string& command, const absl::Status& status) {
+  if (IsOptionError(status)) return UsageError(io, command, std::string(status.message()));
   std::string msg(status.message());
   for (char& c : msg)
     if (c == '\n') c = ' ';
-  std::cerr << "retort " << command << ": error: " << msg << "\n";
+  *io.err << "retort " << command << ": error: " << msg << "\n";
+  if (io.error) *io.error = absl::Status(status.code(), msg);
   return kExitFailure;
 }
 
 int UsageError(const std::string& command, const std::string& message) {
-  std::cerr << "retort " << command << ": " << message << " (see retort " << command
-            << " --help)\n";
+  return UsageError(StdIo(), command, message);
+}
+
+int UsageError(const CommandIo& io, const std::string& command, const std::string& message) {
+  *io.err << "retort " << command << ": " << message << " (see retort " << command
+          << " --help)\n";
+  if (io.error) *io.error = absl::InvalidArgumentError(message);
   return kExitUsage;
 }
 
@@ -177,44 +208,6 @@ absl::Status ParseIntList(const std::string& text, std::vector<int32_t>* out) {
     out->push_back(v);
   }
   if (out->empty()) return absl::InvalidArgumentError("empty token id list");
-  return absl::OkStatus();
-}
-
-absl::StatusOr<StagedDir> StagedDir::Create(const std::string& out) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec))) {
-    return absl::AlreadyExistsError(
-        absl::StrCat(out, " already exists (remove it or choose another OUT)"));
-  }
-  const fs::path parent = fs::absolute(out).parent_path();
-  fs::create_directories(parent, ec);
-  StagedDir d;
-  d.out_ = out;
-  d.tmp_ = (parent / absl::StrCat(".", fs::path(out).filename().string(), ".partial-", ::getpid()))
-               .string();
-  fs::remove_all(d.tmp_, ec);
-  return d;
-}
-
-StagedDir::StagedDir(StagedDir&& o) noexcept : out_(std::move(o.out_)), tmp_(std::move(o.tmp_)) {
-  o.tmp_.clear();
-}
-
-StagedDir::~StagedDir() {
-  std::error_code ec;
-  if (!tmp_.empty()) std::filesystem::remove_all(tmp_, ec);
-}
-
-absl::Status StagedDir::Commit() {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::remove(out_, ec);  // an empty directory at OUT
-  fs::rename(tmp_, out_, ec);
-  if (ec) {
-    return absl::InternalError(absl::StrCat("renaming ", tmp_, " to ", out_, ": ", ec.message()));
-  }
-  tmp_.clear();
   return absl::OkStatus();
 }
 

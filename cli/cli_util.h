@@ -4,6 +4,7 @@
 #define RETORT_CLI_CLI_UTIL_H_
 
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,8 @@
 #include "absl/status/statusor.h"
 #include "boost/program_options.hpp"
 #include "core/device.h"
+#include "core/file.h"
+#include "core/progress.h"
 
 namespace retort::cli {
 
@@ -19,6 +22,18 @@ namespace po = boost::program_options;
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
+
+// Where a command writes: its results (stdout), its messages and errors
+// (stderr) and its jobs' progress. `retort` itself uses the process's
+// streams (StdIo); `retort run` gives each stage streams into its log, and
+// `error` receives the stage's failure (the message Fail/UsageError print).
+struct CommandIo {
+  std::ostream* out;
+  std::ostream* err;
+  ProgressSink* progress;
+  absl::Status* error = nullptr;
+};
+const CommandIo& StdIo();
 
 struct CommandSpec {
   std::string name;     // "generate"
@@ -48,6 +63,11 @@ std::optional<int> ParseArgs(const CommandSpec& spec, const std::vector<std::str
                              po::options_description& options,
                              const po::positional_options_description& positional,
                              po::variables_map& vm);
+std::optional<int> ParseArgs(const CommandIo& io, const CommandSpec& spec,
+                             const std::vector<std::string>& args,
+                             po::options_description& options,
+                             const po::positional_options_description& positional,
+                             po::variables_map& vm);
 
 // `--device` (default "cpu"): where the command's model runs (cpu, cuda or
 // cuda:N; core/device.h).
@@ -65,33 +85,19 @@ absl::StatusOr<Device> UsableDevice(const std::string& text);
 // ("retort NAME: error: --device cuda:1: ...") and returns kExitFailure;
 // std::nullopt when the device is selected.
 std::optional<int> SelectDevice(const std::string& command, const std::string& device);
+std::optional<int> SelectDevice(const CommandIo& io, const std::string& command,
+                                const std::string& device);
 
 // Prints "retort NAME: error: MESSAGE" on one line and returns kExitFailure.
+// (An OptionError status is printed as a usage error.) The CommandIo forms
+// write to io.err and record the error in io.error.
 int Fail(const std::string& command, const absl::Status& status);
 int UsageError(const std::string& command, const std::string& message);
+int Fail(const CommandIo& io, const std::string& command, const absl::Status& status);
+int UsageError(const CommandIo& io, const std::string& command, const std::string& message);
 
 // Comma-separated integers ("1,2, 3").
 absl::Status ParseIntList(const std::string& text, std::vector<int32_t>* out);
-
-// An output directory built under a temporary sibling name
-// (".OUT.partial-PID") and renamed to OUT by Commit(), so a failed command
-// leaves nothing at OUT; the destructor removes an uncommitted folder.
-class StagedDir {
- public:
-  // Error when OUT exists and is not an empty directory.
-  static absl::StatusOr<StagedDir> Create(const std::string& out);
-  StagedDir(StagedDir&& o) noexcept;
-  StagedDir& operator=(StagedDir&&) = delete;
-  ~StagedDir();
-  // Where to write (the temporary folder; created by the writer).
-  const std::string& path() const { return tmp_; }
-  // Renames the temporary folder to OUT (replacing an empty directory there).
-  absl::Status Commit();
-
- private:
-  StagedDir() = default;
-  std::string out_, tmp_;
-};
 
 }  // namespace retort::cli
 

@@ -15,7 +15,8 @@
 #include "absl/strings/str_join.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "cli/model_loading.h"
+#include "model/model_files.h"
+#include "core/progress.h"
 #include "core/process.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
@@ -56,7 +57,7 @@ absl::StatusOr<std::unique_ptr<TrainModel>> LoadTrainModel(const std::string& pa
   return TrainModel::FromTransformer(*engine);
 }
 
-absl::Status Distill(const DistillArgs& a, const std::string& command_line) {
+absl::Status Distill(const DistillArgs& a, const std::string& command_line, const CommandIo& io) {
   ASSIGN_OR_RETURN(std::unique_ptr<Collective> collective, NewDefaultCollective());
   const bool rank0 = collective->rank() == 0;
   const bool progress = !a.quiet && rank0;
@@ -87,6 +88,7 @@ absl::Status Distill(const DistillArgs& a, const std::string& command_line) {
   dopt.chat.answers_only = a.answers_only;
   dopt.text.chunk_tokens = a.chunk_tokens;
   dopt.progress_every = progress ? 10000 : 0;
+  dopt.sink = io.progress;
   ASSIGN_OR_RETURN(Dataset data, Dataset::Load(a.data, *tokenizer, tmpl.get(), dopt));
   PackingOptions popt;
   popt.seq_len = a.seq_len;
@@ -154,6 +156,7 @@ absl::Status Distill(const DistillArgs& a, const std::string& command_line) {
   ASSIGN_OR_RETURN(t.save_dtype, ParseWeightDType(a.save_dtype));
   t.resume = a.resume;
   t.progress = progress;
+  t.sink = io.progress;
   ASSIGN_OR_RETURN(t.extra_files, TokenizerFiles(a.student));
   t.run_description = command_line;
 
@@ -162,7 +165,7 @@ absl::Status Distill(const DistillArgs& a, const std::string& command_line) {
     DataSummary summary = data.summary();
     summary.Merge(train->packing_summary());
     const ModelConfig& c = student->config();
-    std::cerr << "student: " << a.student << " (" << HumanCount(student->num_parameters())
+    *io.err << "student: " << a.student << " (" << HumanCount(student->num_parameters())
               << " parameters, " << c.num_layers << " layers, vocab " << c.vocab_size << ")\n"
               << (teacher ? absl::StrCat("teacher: ", a.teacher, " (online, ",
                                          HumanCount(teacher->num_parameters()), " parameters)\n")
@@ -179,7 +182,7 @@ absl::Status Distill(const DistillArgs& a, const std::string& command_line) {
   InstallTrainerSignalHandlers();
   ASSIGN_OR_RETURN(TrainerSummary s, trainer.Run());
   if (progress) {
-    std::cerr << absl::StrFormat(
+    *io.err << absl::StrFormat(
         "%s after %lld steps: loss %.4f (first step %.4f)%s; %lld tokens in %.1f s (%.0f tok/s); "
         "peak RSS %s; model in %s\n",
         s.interrupted ? "interrupted" : "done", static_cast<long long>(s.steps), s.last_loss,
@@ -194,7 +197,7 @@ absl::Status Distill(const DistillArgs& a, const std::string& command_line) {
 
 }  // namespace
 
-int RunDistill(const Args& args) {
+int RunDistill(const Args& args, const CommandIo& io) {
   CommandSpec spec{"distill", "STUDENT --data FILE... --output DIR [options]",
                    "train a student on traces, chats or text (SFT and logit distillation)"};
   spec.default_model = true;
@@ -270,7 +273,7 @@ int RunDistill(const Args& args) {
   po::positional_options_description pos;
   pos.add("student", 1);
   po::variables_map vm;
-  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) return *exit;
   if (a.threads > 0) {
     SetNumThreads(a.threads);
   } else if (LaunchedByMpiRunner()) {
@@ -281,9 +284,9 @@ int RunDistill(const Args& args) {
   }
   std::string command_line = "retort distill";
   for (const std::string& s : args) absl::StrAppend(&command_line, " ", s);
-  if (absl::Status s = Distill(a, command_line); !s.ok()) {
+  if (absl::Status s = Distill(a, command_line, io); !s.ok()) {
     if (absl::IsCancelled(s)) return 130;
-    return Fail(spec.name, s);
+    return Fail(io, spec.name, s);
   }
   return kExitOk;
 }

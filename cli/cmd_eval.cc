@@ -10,7 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "cli/model_loading.h"
+#include "model/model_files.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "eval/kl_divergence.h"

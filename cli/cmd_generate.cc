@@ -13,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "cli/model_loading.h"
+#include "model/model_files.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "distill/endpoint.h"
@@ -68,7 +68,7 @@ bool HasFlag(const Args& args, const std::string& flag) {
 
 // `retort generate --prompts`: see distill/trace_job.h for the folder layout,
 // the commit protocol and the seeds.
-int RunGenerateTraces(const Args& args) {
+int RunGenerateTraces(const Args& args, const CommandIo& io) {
   CommandSpec spec{
       "generate", "[MODEL] --prompts PROMPTS.jsonl --output DIR [--endpoint URL] [options]",
       "Generate N verified reasoning traces per prompt into DIR (traces.jsonl, tokens.shard, "
@@ -119,46 +119,46 @@ int RunGenerateTraces(const Args& args) {
   po::positional_options_description pos;
   pos.add("model", 1);
   po::variables_map vm;
-  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) return *exit;
   if (vm["greedy"].as<bool>()) so.temperature = 0;
-  if (model.empty() && endpoint.empty()) return UsageError(spec.name, "give MODEL or --endpoint");
-  if (so.samples < 1) return UsageError(spec.name, "--samples must be at least 1");
-  if (so.max_tokens < 1) return UsageError(spec.name, "--max-tokens must be at least 1");
-  if (so.top_logprobs < 0) return UsageError(spec.name, "--top-logprobs must be >= 0");
-  if (max_batch < 1) return UsageError(spec.name, "--max-batch must be at least 1");
-  if (concurrency < 1) return UsageError(spec.name, "--concurrency must be at least 1");
+  if (model.empty() && endpoint.empty()) return UsageError(io, spec.name, "give MODEL or --endpoint");
+  if (so.samples < 1) return UsageError(io, spec.name, "--samples must be at least 1");
+  if (so.max_tokens < 1) return UsageError(io, spec.name, "--max-tokens must be at least 1");
+  if (so.top_logprobs < 0) return UsageError(io, spec.name, "--top-logprobs must be >= 0");
+  if (max_batch < 1) return UsageError(io, spec.name, "--max-batch must be at least 1");
+  if (concurrency < 1) return UsageError(io, spec.name, "--concurrency must be at least 1");
   SamplerOptions check;
   check.temperature = so.temperature;
   check.top_p = so.top_p;
-  if (auto s = ValidateSamplerOptions(check); !s.ok()) return Fail(spec.name, s);
+  if (auto s = ValidateSamplerOptions(check); !s.ok()) return Fail(io, spec.name, s);
   absl::StatusOr<ThinkPrefix> think = ParseThinkPrefix(think_name);
-  if (!think.ok()) return Fail(spec.name, think.status());
+  if (!think.ok()) return Fail(io, spec.name, think.status());
   if (threads > 0) SetNumThreads(threads);
   const bool write_shard = !vm["no-shard"].as<bool>();
   if (!write_shard && so.top_logprobs > 0) {
-    return UsageError(spec.name, "--top-logprobs needs tokens.shard (drop --no-shard)");
+    return UsageError(io, spec.name, "--top-logprobs needs tokens.shard (drop --no-shard)");
   }
 
   absl::StatusOr<std::vector<TracePrompt>> prompts = ReadTracePrompts(prompts_path);
-  if (!prompts.ok()) return Fail(spec.name, prompts.status());
+  if (!prompts.ok()) return Fail(io, spec.name, prompts.status());
   const bool any_answer = std::any_of(prompts->begin(), prompts->end(),
                                       [](const TracePrompt& p) { return p.answer.has_value(); });
   if (verifier_spec.empty()) verifier_spec = any_answer ? "math" : "none";
   std::unique_ptr<Verifier> verifier;
   if (verifier_spec != "none") {
     absl::StatusOr<std::unique_ptr<Verifier>> v = MakeVerifier(verifier_spec);
-    if (!v.ok()) return Fail(spec.name, v.status());
+    if (!v.ok()) return Fail(io, spec.name, v.status());
     verifier = *std::move(v);
   }
   if (keep_name.empty()) keep_name = verifier && any_answer ? "correct" : "all";
   KeepPolicy keep;
   if (keep_name == "correct") {
     keep = KeepPolicy::kCorrect;
-    if (!verifier) return UsageError(spec.name, "--keep correct needs a --verifier");
+    if (!verifier) return UsageError(io, spec.name, "--keep correct needs a --verifier");
   } else if (keep_name == "all") {
     keep = KeepPolicy::kAll;
   } else {
-    return UsageError(spec.name, "--keep must be correct or all");
+    return UsageError(io, spec.name, "--keep must be correct or all");
   }
 
   // The teacher.
@@ -170,11 +170,11 @@ int RunGenerateTraces(const Args& args) {
   std::string teacher_name;
   if (!model.empty()) {
     auto t = LoadTokenizer(model);
-    if (!t.ok()) return Fail(spec.name, t.status());
+    if (!t.ok()) return Fail(io, spec.name, t.status());
     tokenizer = *std::move(t);
     auto c = LoadChatTemplate(model);
     if (!c.ok()) {
-      return Fail(spec.name, absl::Status(c.status().code(),
+      return Fail(io, spec.name, absl::Status(c.status().code(),
                                           absl::StrCat("a trace job renders prompts with the "
                                                        "teacher's chat template: ",
                                                        c.status().message())));
@@ -191,18 +191,18 @@ int RunGenerateTraces(const Args& args) {
     // Create() wants a model name; without --model-name ask the server.
     eo.model = model_name.empty() ? "unknown" : model_name;
     auto c = EndpointClient::Create(eo);
-    if (!c.ok()) return Fail(spec.name, c.status());
+    if (!c.ok()) return Fail(io, spec.name, c.status());
     client = *std::move(c);
     if (model_name.empty()) {
       auto models = client->ListModels();
-      if (!models.ok()) return Fail(spec.name, models.status());
+      if (!models.ok()) return Fail(io, spec.name, models.status());
       if (models->empty()) {
-        return Fail(spec.name, absl::FailedPreconditionError(
+        return Fail(io, spec.name, absl::FailedPreconditionError(
                                    absl::StrCat(endpoint, " serves no models; pass --model-name")));
       }
       eo.model = models->front();
       auto again = EndpointClient::Create(eo);
-      if (!again.ok()) return Fail(spec.name, again.status());
+      if (!again.ok()) return Fail(io, spec.name, again.status());
       client = *std::move(again);
     }
     teacher_name = eo.model;
@@ -213,7 +213,7 @@ int RunGenerateTraces(const Args& args) {
     teacher = std::make_unique<EndpointTraceTeacher>(*client, so, to);
   } else {
     auto e = LoadEngine(model);
-    if (!e.ok()) return Fail(spec.name, e.status());
+    if (!e.ok()) return Fail(io, spec.name, e.status());
     engine = *std::move(e);
     LocalTeacherOptions lo;
     lo.max_batch = max_batch;
@@ -226,37 +226,38 @@ int RunGenerateTraces(const Args& args) {
                                               teacher_name, write_shard, prompts_path);
   job["think_prefix"] = endpoint.empty() ? think_name : "server";
   auto out = TraceOutputDir::Open(output, job, write_shard);
-  if (!out.ok()) return Fail(spec.name, out.status());
+  if (!out.ok()) return Fail(io, spec.name, out.status());
   TraceJobOptions jo;
+  jo.progress = io.progress;
   jo.sampling = so;
   jo.keep = keep;
   jo.verifier = verifier.get();
   jo.teacher_name = teacher_name;
-  std::cerr << absl::StrFormat(
+  *io.err << absl::StrFormat(
       "[generate] %d prompts x %d samples, teacher %s, temperature %g, top-p %g, max %d tokens, "
       "verifier %s, keep %s -> %s\n",
       prompts->size(), so.samples, teacher_name, so.temperature, so.top_p, so.max_tokens,
       verifier ? verifier->Describe() : "none", keep_name, output);
   absl::StatusOr<TraceJobReport> report = RunTraceJob(*prompts, *teacher, **out, jo);
-  if (!report.ok()) return Fail(spec.name, report.status());
-  if (auto s = (*out)->Close(); !s.ok()) return Fail(spec.name, s);
+  if (!report.ok()) return Fail(io, spec.name, report.status());
+  if (auto s = (*out)->Close(); !s.ok()) return Fail(io, spec.name, s);
   const nlohmann::ordered_json& sum = report->summary;
-  std::cout << absl::StrFormat(
+  *io.out << absl::StrFormat(
       "%d prompts (%d skipped), %d samples: %d kept, %d rejected; %d tokens generated in %.1f s "
       "(%.1f tok/s)\n",
       report->prompts, report->prompts_skipped, sum["samples"].get<int64_t>(),
       sum["kept"].get<int64_t>(), sum["rejected"].get<int64_t>(), report->generated_tokens,
       report->seconds, report->generated_tokens / std::max(report->seconds, 1e-9));
-  if (!sum["verification"].is_null()) std::cout << FormatVerificationSummary(sum["verification"]);
-  std::cout << "wrote " << output << "/traces.jsonl" << (write_shard ? ", tokens.shard" : "")
+  if (!sum["verification"].is_null()) *io.out << FormatVerificationSummary(sum["verification"]);
+  *io.out << "wrote " << output << "/traces.jsonl" << (write_shard ? ", tokens.shard" : "")
             << ", summary.json\n";
   return kExitOk;
 }
 
 }  // namespace
 
-int RunGenerate(const Args& args) {
-  if (HasFlag(args, "--prompts") || HasFlag(args, "--endpoint")) return RunGenerateTraces(args);
+int RunGenerate(const Args& args, const CommandIo& io) {
+  if (HasFlag(args, "--prompts") || HasFlag(args, "--endpoint")) return RunGenerateTraces(args, io);
   CommandSpec spec{"generate",
                    "MODEL (--prompt TEXT | --prompt-file FILE | --chat FILE|JSON) [options]",
                    "Generate a continuation, streaming the text to stdout; speeds go to stderr.\n"
@@ -292,27 +293,27 @@ int RunGenerate(const Args& args) {
   po::positional_options_description pos;
   pos.add("model", 1);
   po::variables_map vm;
-  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) return *exit;
   int sources = vm.count("prompt") + !prompt_file.empty() + !chat.empty();
   if (sources != 1)
-    return UsageError(spec.name, "give exactly one of --prompt, --prompt-file, --chat");
-  if (max_tokens < 1) return UsageError(spec.name, "--max-tokens must be at least 1");
+    return UsageError(io, spec.name, "give exactly one of --prompt, --prompt-file, --chat");
+  if (max_tokens < 1) return UsageError(io, spec.name, "--max-tokens must be at least 1");
   if (vm["greedy"].as<bool>()) so.temperature = 0;
-  if (auto s = ValidateSamplerOptions(so); !s.ok()) return Fail(spec.name, s);
+  if (auto s = ValidateSamplerOptions(so); !s.ok()) return Fail(io, spec.name, s);
   if (threads > 0) SetNumThreads(threads);
 
   auto tokenizer = LoadTokenizer(model);
-  if (!tokenizer.ok()) return Fail(spec.name, tokenizer.status());
+  if (!tokenizer.ok()) return Fail(io, spec.name, tokenizer.status());
   TextSource source{prompt, vm.count("prompt") > 0,         prompt_file,
                     chat,   /*add_generation_prompt=*/true, !vm["no-special"].as<bool>()};
   auto tokenized = TokenizeSource(model, **tokenizer, source, "prompt");
-  if (!tokenized.ok()) return Fail(spec.name, tokenized.status());
+  if (!tokenized.ok()) return Fail(io, spec.name, tokenized.status());
   std::vector<int32_t> ids = *std::move(tokenized);
   if (ids.empty())
-    return Fail(spec.name, absl::InvalidArgumentError("the prompt is empty (no tokens)"));
+    return Fail(io, spec.name, absl::InvalidArgumentError("the prompt is empty (no tokens)"));
 
   auto engine = LoadEngine(model);
-  if (!engine.ok()) return Fail(spec.name, engine.status());
+  if (!engine.ok()) return Fail(io, spec.name, engine.status());
   const ModelConfig& config = (*engine)->config();
   std::set<int32_t> stop;
   for (int64_t e : config.eos_token_ids) stop.insert(static_cast<int32_t>(e));
@@ -322,7 +323,7 @@ int RunGenerate(const Args& args) {
   int64_t budget = std::min<int64_t>(
       max_tokens, config.max_position_embeddings - static_cast<int64_t>(ids.size()));
   if (budget < 1) {
-    return Fail(spec.name, absl::InvalidArgumentError(absl::StrFormat(
+    return Fail(io, spec.name, absl::InvalidArgumentError(absl::StrFormat(
                                "the prompt has %d tokens, the model's context is %d", ids.size(),
                                config.max_position_embeddings)));
   }
@@ -330,18 +331,18 @@ int RunGenerate(const Args& args) {
   std::vector<float> logits(config.vocab_size);
   Sampler sampler(so);
   bool json = vm["json"].as<bool>();
-  TextStream stream(**tokenizer, std::cout);
+  TextStream stream(**tokenizer, *io.out);
 
   auto t0 = Clock::now();
   if (auto s = (*engine)->Forward(ids.data(), ids.size(), cache, logits.data()); !s.ok())
-    return Fail(spec.name, s);
+    return Fail(io, spec.name, s);
   auto t1 = Clock::now();
   std::vector<int32_t> history = ids, generated;
   std::string finish = "length";
   for (int64_t i = 0; i < budget; ++i) {
     int32_t next = sampler.Sample(logits.data(), config.vocab_size, history);
     if (next < 0)
-      return Fail(spec.name,
+      return Fail(io, spec.name,
                   absl::InternalError("no token can be sampled (all logits NaN or -inf)"));
     if (stop.count(next)) {
       finish = "stop";
@@ -352,7 +353,7 @@ int RunGenerate(const Args& args) {
     if (!json) stream.Push(next);
     if (i + 1 == budget) break;
     if (auto s = (*engine)->Forward(&next, 1, cache, logits.data()); !s.ok())
-      return Fail(spec.name, s);
+      return Fail(io, spec.name, s);
   }
   auto t2 = Clock::now();
   double prefill_s = Seconds(t0, t1), decode_s = Seconds(t1, t2);
@@ -371,10 +372,10 @@ int RunGenerate(const Args& args) {
                           {"decode_seconds", decode_s},
                           {"prefill_tokens_per_second", prefill_tps},
                           {"decode_tokens_per_second", decode_tps}};
-    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    *io.out << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     stream.Finish();
-    std::cerr << absl::StrFormat(
+    *io.err << absl::StrFormat(
         "[prompt %d tokens, prefill %.1f tok/s | generated %d tokens, decode %.1f tok/s | finish: "
         "%s]\n",
         ids.size(), prefill_tps, generated.size(), decode_tps, finish);

@@ -8,7 +8,8 @@
 #include "absl/strings/str_join.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "cli/model_loading.h"
+#include "model/model_files.h"
+#include "core/progress.h"
 #include "core/file.h"
 #include "core/status.h"
 #include "model/init.h"
@@ -71,7 +72,7 @@ absl::Status InitInto(const std::string& out, ModelConfig config, const std::str
 
 }  // namespace
 
-int RunInit(const Args& args) {
+int RunInit(const Args& args, const CommandIo& io) {
   CommandSpec spec{"init", "OUT_DIR --family FAMILY --size SIZE [options]",
                    "Write a randomly initialised model (config.json, model.safetensors, tokenizer) "
                    "as a Hugging Face directory."};
@@ -101,18 +102,18 @@ int RunInit(const Args& args) {
   po::positional_options_description pos;
   pos.add("out", 1);
   po::variables_map vm;
-  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) return *exit;
 
   auto config = PresetConfig(family, size);
-  if (!config.ok()) return Fail(spec.name, config.status());
-  if (auto s = ApplySizeOverrides(sizes, &*config); !s.ok()) return Fail(spec.name, s);
+  if (!config.ok()) return Fail(io, spec.name, config.status());
+  if (auto s = ApplySizeOverrides(sizes, &*config); !s.ok()) return Fail(io, spec.name, s);
   auto dtype = ParseWeightDType(dtype_name);
-  if (!dtype.ok()) return Fail(spec.name, dtype.status());
+  if (!dtype.ok()) return Fail(io, spec.name, dtype.status());
   if (auto s = InitInto(out, *config, tokenizer, *dtype, seed, vm["force"].as<bool>()); !s.ok()) {
-    return Fail(spec.name, s);
+    return Fail(io, spec.name, s);
   }
   auto written = ModelConfig::FromJson(nlohmann::json::parse(*ReadFileToString(out + "/config.json")), out);
-  std::cout << "wrote " << out << ": " << ArchClassName(config->arch) << ", "
+  *io.out << "wrote " << out << ": " << ArchClassName(config->arch) << ", "
             << HumanCount(written.ok() ? written->ParameterCount() : config->ParameterCount())
             << " parameters, " << DTypeName(*dtype) << ", vocab "
             << (written.ok() ? written->vocab_size : config->vocab_size) << "\n";

@@ -17,155 +17,23 @@
 // built under a temporary name beside OUT and renamed into place.
 #include <algorithm>
 #include <chrono>
-#include <cmath>
-#include <filesystem>
 #include <iostream>
-#include <optional>
-#include <set>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/calibration_args.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "cli/model_loading.h"
-#include "core/file.h"
 #include "core/process.h"
-#include "core/status.h"
+#include "core/progress.h"
 #include "core/thread_pool.h"
-#include "formats/compressed_tensors.h"
-#include "formats/hf_dir.h"
-#include "model/calibration.h"
-#include "model/transformer.h"
 #include "nlohmann/json.hpp"
-#include "prune/model_pruner.h"
-#include "prune/structured.h"
-#include "prune/unstructured.h"
+#include "prune/prune_job.h"
 
 namespace retort::cli {
 namespace {
-namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-void PrintLayerProgress(const LayerProgress& p) {
-  const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
-  std::cerr << absl::StrFormat(
-      "[prune] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s\n", p.layer + 1,
-      p.num_layers, p.seconds, p.total_seconds, eta, HumanBytes(static_cast<double>(p.peak_rss)));
-}
-
-// --dtype: "auto" keeps the model's float dtype (bf16 for anything else).
-absl::StatusOr<DType> OutputDType(const std::string& name, const ModelConfig& config) {
-  if (absl::AsciiStrToLower(name) == "auto") {
-    const DType d = config.torch_dtype;
-    return d == DType::kF32 || d == DType::kF16 ? d : DType::kBF16;
-  }
-  return ParseWeightDType(name);
-}
-
-// "123456", "90M", "1.5B", "70%" (of `total`).
-absl::StatusOr<int64_t> ParseParamCount(const std::string& text, int64_t total) {
-  std::string t(absl::StripAsciiWhitespace(text));
-  double scale = 1;
-  bool percent = false;
-  if (!t.empty()) {
-    const char last = absl::ascii_toupper(t.back());
-    if (last == '%') percent = true;
-    if (last == 'K') scale = 1e3;
-    if (last == 'M') scale = 1e6;
-    if (last == 'B' || last == 'G') scale = 1e9;
-    if (percent || scale != 1) t.pop_back();
-  }
-  double v = 0;
-  if (t.empty() || !absl::SimpleAtod(t, &v) || !std::isfinite(v) || v <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--target-params \"", text, "\" is not a positive count (e.g. 90000000, 90M or 70%)"));
-  }
-  if (percent) {
-    if (v >= 100) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--target-params ", text, " must be below 100%"));
-    }
-    return static_cast<int64_t>(v / 100 * static_cast<double>(total));
-  }
-  return static_cast<int64_t>(v * scale);
-}
-
-struct WriteStats {
-  int64_t params = 0;  // dense parameter count
-  uint64_t bytes = 0;  // tensor bytes written
-};
-
-// --format sparse: the decoder linears are written in compressed-tensors'
-// sparse layout and config.json gets its "quantization_config".
-struct SparseExport {
-  std::string structure;  // "unstructured" or "N:M"
-  double global_sparsity = 0;
-};
-
-// config.json (torch_dtype = dtype), the weights in `dtype`, MODEL's tokenizer
-// files. With `sparse`, every decoder linear "model.layers.L.<slot>.weight" is
-// replaced by its compressed-tensors sparse tensors.
-absl::StatusOr<WriteStats> WritePrunedModel(
-    const std::string& model_path, ModelConfig config,
-    const std::vector<std::pair<std::string, Tensor>>& weights, DType dtype, const std::string& dir,
-    const SparseExport* sparse = nullptr) {
-  config.torch_dtype = dtype;
-  std::set<std::string> sparse_names;
-  if (sparse != nullptr) {
-    for (int64_t l = 0; l < config.num_layers; ++l) {
-      for (LinearSlot slot : kLinearSlots) sparse_names.insert(LinearWeightName(l, slot));
-    }
-  }
-  const bool two_four = sparse != nullptr && sparse->structure == "2:4";
-  WriteStats stats;
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  tensors.reserve(weights.size());
-  for (const auto& [name, t] : weights) {
-    Tensor out = t.dtype() == dtype ? t : t.To(dtype);
-    stats.params += out.numel();
-    if (sparse_names.count(name) == 0) {
-      stats.bytes += out.nbytes();
-      tensors.emplace_back(name, std::move(out));
-      continue;
-    }
-    const std::string module = name.substr(0, name.size() - std::string(".weight").size());
-    ASSIGN_OR_RETURN(auto packed,
-                     two_four ? PackSparse24Bitmask(module, out) : PackSparseBitmask(module, out));
-    for (auto& [pname, pt] : packed) {
-      stats.bytes += pt.nbytes();
-      tensors.emplace_back(std::move(pname), std::move(pt));
-    }
-  }
-  nlohmann::json config_json = config.ToJson();
-  if (sparse != nullptr) {
-    config_json["quantization_config"] =
-        SparseQuantizationConfig(sparse->structure, sparse->global_sparsity, {"lm_head"});
-  }
-  RETURN_IF_ERROR(WriteHfDirectory(dir, config_json, tensors));
-  ASSIGN_OR_RETURN(auto files, TokenizerFiles(model_path));
-  for (const auto& [name, contents] : files) {
-    RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / name).string(), contents));
-  }
-  return stats;
-}
-
-nlohmann::ordered_json ConfigSummary(const ModelConfig& c) {
-  return {{"num_layers", c.num_layers},
-          {"num_heads", c.num_heads},
-          {"num_kv_heads", c.num_kv_heads},
-          {"head_dim", c.head_dim},
-          {"intermediate_size", c.intermediate_size},
-          {"hidden_size", c.hidden_size}};
-}
-
-std::string ConfigLine(const ModelConfig& c) {
-  return absl::StrFormat("%d layers, hidden %d, intermediate %d, %d heads, %d kv heads",
-                         c.num_layers, c.hidden_size, c.intermediate_size, c.num_heads,
-                         c.num_kv_heads);
-}
 
 constexpr char kSummary[] =
     "Prune a model. Unstructured or N:M (--method magnitude|wanda|sparsegpt with --sparsity 0.5 "
@@ -184,7 +52,7 @@ constexpr char kSummary[] =
 
 }  // namespace
 
-int RunPrune(const Args& args) {
+int RunPrune(const Args& args, const CommandIo& io) {
   CommandSpec spec{"prune",
                    "MODEL OUT (--method M --sparsity S | --pattern N:M | --structured TARGET) "
                    "[--calib FILE ...] [options]",
@@ -195,9 +63,10 @@ int RunPrune(const Args& args) {
   std::string model_path, out, method_name = "magnitude", sparsity_text, pattern_text,
                                layer_sparsity_text, target_params_text, dtype_name = "auto",
                                format_name = "dense";
-  CalibArgs calib;
+  prune::PruneJobOptions job;
+  CalibrationFiles& calib = job.calib;
   prune::SparseGptOptions sgpt;
-  prune::StructuredTarget target;
+  prune::StructuredTarget& target = job.target;
   bool structured = false, json = false;
   int threads = 0;
   opts.add_options()("model", po::value(&model_path)->required(), "HF directory (f32/bf16/f16)")(
@@ -238,7 +107,7 @@ int RunPrune(const Args& args) {
   po::positional_options_description pos;
   pos.add("model", 1).add("out", 1);
   po::variables_map vm;
-  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) return *exit;
   if (threads > 0) SetNumThreads(threads);
   const auto t0 = Clock::now();
   const std::string format = absl::AsciiStrToLower(format_name);
@@ -256,7 +125,7 @@ int RunPrune(const Args& args) {
   const bool has_dims = target.num_layers != 0 || target.num_heads != 0 ||
                         target.num_kv_heads != 0 || target.intermediate_size != 0 ||
                         target.hidden_size != 0;
-  prune::PruneOptions o;
+  prune::PruneOptions& o = job.unstructured;
   if (structured) {
     if (!sparsity_text.empty() || !pattern_text.empty() || !layer_sparsity_text.empty() ||
         !vm["method"].defaulted()) {
@@ -273,7 +142,7 @@ int RunPrune(const Args& args) {
     }
     if (target.num_layers < 0 || target.num_heads < 0 || target.num_kv_heads < 0 ||
         target.intermediate_size < 0 || target.hidden_size < 0) {
-      return UsageError(spec.name, "structured target dimensions must be positive");
+      return UsageError(io, spec.name, "structured target dimensions must be positive");
     }
     if (calib.files.empty()) {
       return UsageError(spec.name,
@@ -282,11 +151,11 @@ int RunPrune(const Args& args) {
     }
   } else {
     if (!target_params_text.empty() || has_dims) {
-      return UsageError(spec.name, "--target-params and target dimensions need --structured");
+      return UsageError(io, spec.name, "--target-params and target dimensions need --structured");
     }
     auto method = prune::ParsePruneMethod(method_name);
     if (!method.ok()) {
-      return UsageError(spec.name, absl::StrCat("--method \"", method_name,
+      return UsageError(io, spec.name, absl::StrCat("--method \"", method_name,
                                                 "\": expected magnitude, wanda or sparsegpt"));
     }
     o.method = *method;
@@ -302,169 +171,96 @@ int RunPrune(const Args& args) {
     if (layer_sparsity_text.empty()) {
       const std::string& text = sparsity_text.empty() ? pattern_text : sparsity_text;
       auto p = prune::ParseSparsityPattern(text);
-      if (!p.ok()) return UsageError(spec.name, std::string(p.status().message()));
+      if (!p.ok()) return UsageError(io, spec.name, std::string(p.status().message()));
       if (!sparsity_text.empty() && p->is_nm()) {
-        return UsageError(spec.name, absl::StrCat("--sparsity takes a fraction; for \"",
+        return UsageError(io, spec.name, absl::StrCat("--sparsity takes a fraction; for \"",
                                                   sparsity_text, "\" use --pattern"));
       }
       if (!pattern_text.empty() && !p->is_nm()) {
-        return UsageError(spec.name, absl::StrCat("--pattern takes N:M (2:4, 4:8); for \"",
+        return UsageError(io, spec.name, absl::StrCat("--pattern takes N:M (2:4, 4:8); for \"",
                                                   pattern_text, "\" use --sparsity"));
       }
       o.pattern = *p;
     }
     o.sparsegpt = sgpt;
     if (prune::NeedsCalibration(o) && calib.files.empty()) {
-      return UsageError(spec.name, absl::StrCat(prune::PruneMethodName(o.method),
+      return UsageError(io, spec.name, absl::StrCat(prune::PruneMethodName(o.method),
                                                 " needs calibration data: --calib FILE"));
     }
     if (o.method == prune::PruneMethod::kSparseGpt && (sgpt.dampening < 0 || sgpt.block_size < 1)) {
-      return UsageError(spec.name, "--dampening must be >= 0 and --block-size >= 1");
+      return UsageError(io, spec.name, "--dampening must be >= 0 and --block-size >= 1");
     }
   }
-  if (calib.samples < 1 || calib.seq_len < 2) {
-    return UsageError(spec.name, "--calib-samples must be >= 1 and --calib-seq-len >= 2");
+  if (calib.options.samples < 1 || calib.options.seq_len < 2) {
+    return UsageError(io, spec.name, "--calib-samples must be >= 1 and --calib-seq-len >= 2");
   }
-  {
-    std::error_code ec;
-    if (fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec))) {
-      return Fail(spec.name, absl::AlreadyExistsError(absl::StrCat(
-                                 out, " already exists (remove it or choose another OUT)")));
-    }
-  }
-
-  // Then what needs the model, before any long work.
-  auto model = LoadEngine(model_path);
-  if (!model.ok()) return Fail(spec.name, model.status());
-  Transformer& m = **model;
-  const ModelConfig config = m.config();
-  if (absl::Status s = prune::CheckFloatWeights(m); !s.ok()) {
-    return Fail(spec.name, absl::Status(s.code(), absl::StrCat(model_path, ": ", s.message())));
-  }
-  auto dtype = OutputDType(dtype_name, config);
-  if (!dtype.ok()) return UsageError(spec.name, std::string(dtype.status().message()));
-  o.dtype = *dtype;
-  const int64_t params_before = config.ParameterCount();
+  job.model_path = model_path;
+  job.out = out;
+  job.structured = structured;
+  job.layer_sparsity = layer_sparsity_text;
+  job.target_params = target_params_text;
+  job.dtype = dtype_name;
+  job.sparse_format = format == "sparse";
+  auto r = prune::PruneModelToDirectory(job, *io.progress);
+  if (!r.ok()) return Fail(io, spec.name, r.status());
+  const double secs = SecondsSince(t0);
+  const size_t rss = PeakRssBytes();
+  const std::string dtype(DTypeName(r->dtype));
   if (structured) {
-    if (!target_params_text.empty()) {
-      auto n = ParseParamCount(target_params_text, params_before);
-      if (!n.ok()) return UsageError(spec.name, std::string(n.status().message()));
-      target.target_params = *n;
-    }
-    if (absl::Status s = prune::CheckStructuredTarget(config, target); !s.ok()) {
-      return Fail(spec.name, s);
-    }
-  } else {
-    if (!layer_sparsity_text.empty()) {
-      auto schedule = prune::ParseLayerSparsity(layer_sparsity_text, config.num_layers);
-      if (!schedule.ok()) return UsageError(spec.name, std::string(schedule.status().message()));
-      o.layer_sparsity = std::move(*schedule);
-    }
-    if (absl::Status s = prune::CheckPruneOptions(m, o); !s.ok()) return Fail(spec.name, s);
-  }
-  std::vector<std::vector<int32_t>> samples;
-  if (!calib.files.empty() && (structured || prune::NeedsCalibration(o))) {
-    auto s = LoadCalibration(model_path, m, calib);
-    if (!s.ok()) return Fail(spec.name, s.status());
-    samples = std::move(*s);
-  }
-  auto staged = StagedDir::Create(out);
-  if (!staged.ok()) return Fail(spec.name, staged.status());
-
-  if (structured) {
-    std::cerr << absl::StrFormat("[prune] structured, importance over %d layers\n",
-                                 config.num_layers);
-    auto importance = prune::CollectModelImportance(m, samples, PrintLayerProgress);
-    if (!importance.ok()) return Fail(spec.name, importance.status());
-    auto plan = prune::PlanStructuredPruning(config, *importance, target);
-    if (!plan.ok()) return Fail(spec.name, plan.status());
-    auto pruned = prune::ApplyStructuredPlan(config, m.NamedWeights(), *plan);
-    if (!pruned.ok()) return Fail(spec.name, pruned.status());
-    const ModelConfig& kept = pruned->first;
-    // The engine must run what is written (shares the tensors, copies nothing).
-    if (auto check = Transformer::FromNamedWeights(kept, pruned->second, "pruned model");
-        !check.ok()) {
-      return Fail(spec.name, check.status());
-    }
-    model->reset();  // the original weights are no longer needed
-    auto stats = WritePrunedModel(model_path, kept, pruned->second, *dtype, staged->path());
-    if (!stats.ok()) return Fail(spec.name, stats.status());
-    if (absl::Status s = staged->Commit(); !s.ok()) return Fail(spec.name, s);
-    const double secs = SecondsSince(t0);
-    const size_t rss = PeakRssBytes();
     if (json) {
       nlohmann::ordered_json j = {{"output", out},
                                   {"method", "structured"},
-                                  {"config", ConfigSummary(kept)},
-                                  {"config_before", ConfigSummary(config)},
-                                  {"parameters", stats->params},
-                                  {"parameters_before", params_before},
-                                  {"bytes", stats->bytes},
-                                  {"dtype", std::string(DTypeName(*dtype))},
+                                  {"config", prune::ConfigSummary(r->config)},
+                                  {"config_before", prune::ConfigSummary(r->config_before)},
+                                  {"parameters", r->params},
+                                  {"parameters_before", r->params_before},
+                                  {"bytes", r->bytes},
+                                  {"dtype", dtype},
                                   {"seconds", secs},
                                   {"peak_rss_bytes", rss}};
-      std::cout << j.dump() << "\n";
+      *io.out << j.dump() << "\n";
     } else {
-      std::cout << absl::StrFormat(
+      *io.out << absl::StrFormat(
           "wrote %s: structured pruning of %s\n  kept %s\n  parameters %s -> %s (%.1f%%), %s "
           "%s; %.1f s, peak RSS %s\n",
-          out, ConfigLine(config), ConfigLine(kept), HumanCount(params_before),
-          HumanCount(stats->params), 100.0 * stats->params / std::max<int64_t>(params_before, 1),
-          HumanBytes(stats->bytes), std::string(DTypeName(*dtype)), secs,
-          HumanBytes(static_cast<double>(rss)));
+          out, prune::ConfigLine(r->config_before), prune::ConfigLine(r->config),
+          HumanCount(r->params_before), HumanCount(r->params),
+          100.0 * r->params / std::max<int64_t>(r->params_before, 1), HumanBytes(r->bytes), dtype,
+          secs, HumanBytes(static_cast<double>(rss)));
     }
     return kExitOk;
   }
-
-  std::cerr << absl::StrFormat("[prune] %s %s, %d layers\n", prune::PruneMethodName(o.method),
-                               prune::DescribeSparsity(o), config.num_layers);
-  auto report = prune::PruneModel(m, samples, o, PrintLayerProgress);
-  if (!report.ok()) return Fail(spec.name, report.status());
-  std::optional<SparseExport> sparse;
-  if (format == "sparse") {
-    // compressed-tensors' global_sparsity: the fraction of all parameters that are zero.
-    sparse = SparseExport{o.pattern.is_nm() ? o.pattern.ToString() : "unstructured",
-                          static_cast<double>(report->linear_zeros) /
-                              static_cast<double>(std::max<int64_t>(params_before, 1))};
-  }
-  const std::string written_format =
-      sparse ? SparseFormatFor(sparse->structure) : std::string("dense");
-  auto stats = WritePrunedModel(model_path, config, m.NamedWeights(), *dtype, staged->path(),
-                                sparse ? &*sparse : nullptr);
-  if (!stats.ok()) return Fail(spec.name, stats.status());
-  if (absl::Status s = staged->Commit(); !s.ok()) return Fail(spec.name, s);
-  const double secs = SecondsSince(t0);
-  const size_t rss = PeakRssBytes();
+  const prune::PruneReport& report = r->report;
+  const bool sparse = r->format != "dense";
   if (json) {
     nlohmann::ordered_json j = {{"output", out},
-                                {"method", prune::PruneMethodName(o.method)},
-                                {"pattern", prune::DescribeSparsity(o)},
-                                {"format", written_format},
-                                {"linear_sparsity", report->linear_sparsity()},
-                                {"linear_zeros", report->linear_zeros},
-                                {"linear_elements", report->linear_elements},
-                                {"nm_2_4", report->nm_2_4},
-                                {"nm_4_8", report->nm_4_8},
-                                {"layer_sparsity", report->layer_sparsity},
-                                {"parameters", stats->params},
-                                {"nonzero_parameters", stats->params - report->linear_zeros},
-                                {"bytes", stats->bytes},
-                                {"dtype", std::string(DTypeName(*dtype))},
-                                {"calibration_tokens", CountTokens(samples)},
+                                {"method", prune::PruneMethodName(r->applied.method)},
+                                {"pattern", prune::DescribeSparsity(r->applied)},
+                                {"format", r->format},
+                                {"linear_sparsity", report.linear_sparsity()},
+                                {"linear_zeros", report.linear_zeros},
+                                {"linear_elements", report.linear_elements},
+                                {"nm_2_4", report.nm_2_4},
+                                {"nm_4_8", report.nm_4_8},
+                                {"layer_sparsity", report.layer_sparsity},
+                                {"parameters", r->params},
+                                {"nonzero_parameters", r->params - report.linear_zeros},
+                                {"bytes", r->bytes},
+                                {"dtype", dtype},
+                                {"calibration_tokens", r->calibration_tokens},
                                 {"seconds", secs},
                                 {"peak_rss_bytes", rss}};
-    std::cout << j.dump() << "\n";
+    *io.out << j.dump() << "\n";
   } else {
-    std::cout << absl::StrFormat(
+    *io.out << absl::StrFormat(
         "wrote %s%s: %s %s, %.2f%% of linear weights zero (%d of %d)%s%s; %s parameters (%s "
         "nonzero), %s %s; %.1f s, peak RSS %s\n",
-        out, sparse ? absl::StrCat(" (decoder linears ", written_format, ")") : std::string(),
-        prune::PruneMethodName(o.method), prune::DescribeSparsity(o),
-        100 * report->linear_sparsity(), report->linear_zeros, report->linear_elements,
-        report->nm_2_4 ? ", 2:4 holds" : "", report->nm_4_8 ? ", 4:8 holds" : "",
-        HumanCount(stats->params), HumanCount(stats->params - report->linear_zeros),
-        HumanBytes(stats->bytes), std::string(DTypeName(*dtype)), secs,
-        HumanBytes(static_cast<double>(rss)));
+        out, sparse ? absl::StrCat(" (decoder linears ", r->format, ")") : std::string(),
+        prune::PruneMethodName(r->applied.method), prune::DescribeSparsity(r->applied),
+        100 * report.linear_sparsity(), report.linear_zeros, report.linear_elements,
+        report.nm_2_4 ? ", 2:4 holds" : "", report.nm_4_8 ? ", 4:8 holds" : "",
+        HumanCount(r->params), HumanCount(r->params - report.linear_zeros), HumanBytes(r->bytes),
+        dtype, secs, HumanBytes(static_cast<double>(rss)));
   }
   return kExitOk;
 }

@@ -20,96 +20,15 @@
 #include "cli/calibration_args.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "cli/gguf_export.h"
-#include "cli/model_loading.h"
-#include "core/file.h"
 #include "core/process.h"
-#include "core/status.h"
+#include "core/progress.h"
 #include "core/thread_pool.h"
-#include "formats/compressed_tensors.h"
-#include "formats/hf_dir.h"
-#include "model/calibration.h"
-#include "quantize/imatrix.h"
-#include "quantize/model_quantizer.h"
+#include "quantize/quantize_job.h"
 
 namespace retort::cli {
-namespace {
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
-CtConfigSpec SpecFor(const quant::ModelQuantOptions& o) {
-  CtConfigSpec spec;
-  spec.value_type = o.scheme.value_type;
-  spec.granularity = o.scheme.granularity;
-  spec.group_size = o.scheme.group_size;
-  spec.symmetric = o.scheme.symmetric;
-  spec.act_order = o.method == quant::QuantMethod::kGptq && o.gptq.act_order &&
-                   o.scheme.granularity == QuantGranularity::kGroup && !o.gptq.static_groups;
-  spec.activations = o.activations == quant::ActivationScales::kDynamic  ? ActivationQuant::kDynamic
-                     : o.activations == quant::ActivationScales::kStatic ? ActivationQuant::kStatic
-                                                                         : ActivationQuant::kNone;
-  spec.ignore =
-      o.quantize_lm_head ? std::vector<std::string>{} : std::vector<std::string>{"lm_head"};
-  return spec;
-}
-
-// The float dtype of the written model (and of its scales): the model's own
-// when it is f16/f32, else bf16 (GGUF inputs, bf16 models).
-DType OutputDType(const ModelConfig& config) {
-  return config.torch_dtype == DType::kF16 || config.torch_dtype == DType::kF32 ? config.torch_dtype
-                                                                                : DType::kBF16;
-}
-
-struct WriteStats {
-  int64_t params = 0;
-  uint64_t bytes = 0;
-};
-
-// Writes the quantized model as a compressed-tensors HF directory.
-absl::StatusOr<WriteStats> WriteCompressedTensors(const std::string& model_path,
-                                                  const Transformer& model,
-                                                  const quant::ModelQuantOptions& options,
-                                                  const quant::ModelQuantReport& report,
-                                                  const std::string& dir) {
-  ModelConfig config = model.config();
-  const DType dtype = OutputDType(config);
-  config.torch_dtype = dtype;
-  WriteStats stats;
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const auto& [name, t] : model.NamedWeights()) {
-    Tensor out = t.dtype() == dtype ? t : t.To(dtype);
-    stats.params += out.numel();
-    stats.bytes += out.nbytes();
-    tensors.emplace_back(name, std::move(out));
-  }
-  for (const auto& [name, q] : model.QuantizedWeights()) {
-    const std::string module = name.substr(0, name.size() - std::string(".weight").size());
-    std::optional<float> input_scale;
-    if (auto it = report.input_scales.find(module); it != report.input_scales.end()) {
-      input_scale = it->second;
-    }
-    ASSIGN_OR_RETURN(auto packed, PackCompressedTensors(module, *q, dtype, input_scale));
-    stats.params += q->rows * q->cols;
-    for (auto& p : packed) {
-      stats.bytes += p.second.nbytes();
-      tensors.push_back(std::move(p));
-    }
-  }
-  nlohmann::json json = config.ToJson();
-  const CtConfigSpec spec = SpecFor(options);
-  RETURN_IF_ERROR(ValidateCtConfigSpec(spec));
-  json["quantization_config"] = CompressedTensorsConfig(spec);
-  RETURN_IF_ERROR(WriteHfDirectory(dir, json, tensors));
-  ASSIGN_OR_RETURN(auto files, TokenizerFiles(model_path));
-  for (const auto& [name, contents] : files) {
-    RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / name).string(), contents));
-  }
-  return stats;
-}
-
-}  // namespace
-
-int RunQuantize(const Args& args) {
+int RunQuantize(const Args& args, const CommandIo& io) {
   CommandSpec spec{
       "quantize", "MODEL OUT [--scheme S] [--method rtn|gptq|awq] [--calib FILE ...] [options]",
       "Quantize a model's linear layers (RTN, GPTQ, AWQ; int4/int8/fp8) into a compressed-tensors "
@@ -119,8 +38,9 @@ int RunQuantize(const Args& args) {
   po::options_description opts("options");
   std::string model_path, out, scheme_name = "int4-g128", method_name = "rtn", to, type, imatrix,
                                activations = "none";
-  CalibArgs calib;
-  quant::ModelQuantOptions o;
+  quant::QuantizeJobOptions job;
+  quant::ModelQuantOptions& o = job.quant;
+  CalibrationFiles& calib = job.calib;
   int threads = 0;
   opts.add_options()("model", po::value(&model_path)->required(), "HF directory or .gguf file")(
       "out", po::value(&out)->required(), "output HF directory (compressed-tensors) or .gguf file")(
@@ -155,10 +75,9 @@ int RunQuantize(const Args& args) {
   po::positional_options_description pos;
   pos.add("model", 1).add("out", 1);
   po::variables_map vm;
-  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) return *exit;
   if (threads > 0) SetNumThreads(threads);
   if (to.empty()) to = absl::EndsWith(out, ".gguf") ? "gguf" : "ct";
-  const auto t0 = Clock::now();
 
   if (to == "gguf") {
     if (vm.count("method") && !vm["method"].defaulted()) {
@@ -173,49 +92,29 @@ int RunQuantize(const Args& args) {
                         "`retort convert MODEL.gguf DIR --to hf` first)");
     }
     auto preset = ParseGgufPreset(type);
-    if (!preset.ok()) return UsageError(spec.name, std::string(preset.status().message()));
-    if (fs::exists(out, ec)) {
-      return Fail(spec.name, absl::AlreadyExistsError(absl::StrCat(
-                                 out, " already exists (remove it or choose another OUT)")));
-    }
-    if (!o.allow_requantize) {
-      auto dir = HfDirectory::Open(model_path);
-      if (!dir.ok()) return Fail(spec.name, dir.status());
-      const nlohmann::json& cfg = (*dir)->config();
-      if (cfg.contains("quantization_config") && !cfg["quantization_config"].is_null()) {
-        return Fail(spec.name, absl::FailedPreconditionError(absl::StrCat(
-                                   model_path,
-                                   " is already quantized (config.json has a quantization_config); "
-                                   "quantizing again compounds both errors. Pass "
-                                   "--allow-requantize to dequantize and requantize, or start "
-                                   "from the original weights")));
-      }
-    }
-    std::optional<quant::ImportanceMatrix> im;
-    if (!imatrix.empty()) {
-      auto m = quant::ReadImportanceMatrix(imatrix);
-      if (!m.ok()) return Fail(spec.name, m.status());
-      im = std::move(*m);
-    }
-    ImportanceFor importance = nullptr;
-    if (im) importance = [&](const std::string& name) { return im->Importance(name); };
-    auto stats = HfToGguf(model_path, out, *preset, "", "", false, importance);
-    if (!stats.ok()) return Fail(spec.name, stats.status());
-    std::cout << absl::StrFormat(
+    if (!preset.ok()) return UsageError(io, spec.name, std::string(preset.status().message()));
+    job.model_path = model_path;
+    job.out = out;
+    job.to_gguf = true;
+    job.preset = *preset;
+    job.imatrix = imatrix;
+    auto r = quant::QuantizeToDirectory(job, *io.progress);
+    if (!r.ok()) return Fail(io, spec.name, r.status());
+    *io.out << absl::StrFormat(
         "wrote %s: %s (%s), %d tensors, %s parameters, %s (%.2f bits per weight) in %.1f s\n", out,
-        GgufPresetName(*preset), im ? "with importance matrix" : "no importance matrix",
-        stats->tensors, HumanCount(stats->params), HumanBytes(stats->bytes),
-        stats->params > 0 ? 8.0 * stats->bytes / stats->params : 0.0, SecondsSince(t0));
+        GgufPresetName(*preset), r->with_imatrix ? "with importance matrix" : "no importance matrix",
+        r->tensors, HumanCount(r->params), HumanBytes(r->bytes),
+        r->params > 0 ? 8.0 * r->bytes / r->params : 0.0, r->seconds);
     return kExitOk;
   }
-  if (to != "ct") return UsageError(spec.name, "--to must be ct or gguf");
-  if (!imatrix.empty()) return UsageError(spec.name, "--imatrix is for --to gguf");
+  if (to != "ct") return UsageError(io, spec.name, "--to must be ct or gguf");
+  if (!imatrix.empty()) return UsageError(io, spec.name, "--imatrix is for --to gguf");
 
   auto scheme = quant::ParseQuantScheme(scheme_name);
-  if (!scheme.ok()) return UsageError(spec.name, std::string(scheme.status().message()));
+  if (!scheme.ok()) return UsageError(io, spec.name, std::string(scheme.status().message()));
   o.scheme = *scheme;
   auto method = quant::ParseQuantMethod(method_name);
-  if (!method.ok()) return UsageError(spec.name, std::string(method.status().message()));
+  if (!method.ok()) return UsageError(io, spec.name, std::string(method.status().message()));
   o.method = *method;
   if (activations == "none") {
     o.activations = quant::ActivationScales::kNone;
@@ -224,54 +123,29 @@ int RunQuantize(const Args& args) {
   } else if (activations == "static") {
     o.activations = quant::ActivationScales::kStatic;
   } else {
-    return UsageError(spec.name, "--activations must be none, dynamic or static");
+    return UsageError(io, spec.name, "--activations must be none, dynamic or static");
   }
   if (o.scheme.value_type == DType::kF8E5M2) {
-    return UsageError(spec.name, "compressed-tensors stores fp8 weights as e4m3; use fp8-*");
+    return UsageError(io, spec.name, "compressed-tensors stores fp8 weights as e4m3; use fp8-*");
   }
   if (quant::NeedsCalibration(o) && calib.files.empty()) {
-    return UsageError(spec.name, absl::StrCat(quant::QuantMethodName(o.method),
+    return UsageError(io, spec.name, absl::StrCat(quant::QuantMethodName(o.method),
                                               " needs calibration data: --calib FILE"));
   }
-  auto staged = StagedDir::Create(out);
-  if (!staged.ok()) return Fail(spec.name, staged.status());
-
-  auto model = LoadEngine(model_path);
-  if (!model.ok()) return Fail(spec.name, model.status());
-  // Scales are chosen at the width they are stored at, so the file decodes
-  // to exactly what the method computed.
-  o.scheme.scale_dtype = OutputDType((*model)->config());
-  std::vector<std::vector<int32_t>> samples;
-  if (quant::NeedsCalibration(o)) {
-    auto s = LoadCalibration(model_path, **model, calib);
-    if (!s.ok()) return Fail(spec.name, s.status());
-    samples = std::move(*s);
-  }
-  std::cerr << absl::StrFormat("[quantize] %s %s, %d layers\n", o.scheme.Name(),
-                               quant::QuantMethodName(o.method), (*model)->config().num_layers);
-  auto report = quant::QuantizeModel(**model, samples, o, [](const LayerProgress& p) {
-    const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
-    std::cerr << absl::StrFormat(
-        "[quantize] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s\n", p.layer + 1,
-        p.num_layers, p.seconds, p.total_seconds, eta, HumanBytes(static_cast<double>(p.peak_rss)));
-  });
-  if (!report.ok()) return Fail(spec.name, report.status());
-  auto stats = WriteCompressedTensors(model_path, **model, o, *report, staged->path());
-  if (!stats.ok()) return Fail(spec.name, stats.status());
-  if (absl::Status s = staged->Commit(); !s.ok()) return Fail(spec.name, s);
-  double mean_layer = 0;
-  for (double s : report->layer_seconds) mean_layer += s;
-  if (!report->layer_seconds.empty()) mean_layer /= report->layer_seconds.size();
-  std::cout << absl::StrFormat(
+  job.model_path = model_path;
+  job.out = out;
+  auto r = quant::QuantizeToDirectory(job, *io.progress);
+  if (!r.ok()) return Fail(io, spec.name, r.status());
+  *io.out << absl::StrFormat(
       "wrote %s: %s %s (compressed-tensors), %s parameters, %s (%.2f bits per weight); "
       "quantized in %.1f s (%.2f s per layer), peak RSS %s\n",
-      out, o.scheme.Name(), quant::QuantMethodName(o.method), HumanCount(stats->params),
-      HumanBytes(stats->bytes), stats->params > 0 ? 8.0 * stats->bytes / stats->params : 0.0,
-      report->seconds, mean_layer, HumanBytes(static_cast<double>(PeakRssBytes())));
+      out, o.scheme.Name(), quant::QuantMethodName(o.method), HumanCount(r->params),
+      HumanBytes(r->bytes), r->params > 0 ? 8.0 * r->bytes / r->params : 0.0, r->seconds,
+      r->mean_layer_seconds, HumanBytes(static_cast<double>(PeakRssBytes())));
   return kExitOk;
 }
 
-int RunCalibrate(const Args& args) {
+int RunCalibrate(const Args& args, const CommandIo& io) {
   CommandSpec spec{"calibrate", "MODEL --calib FILE ... -o IMATRIX.gguf [options]",
                    "Compute an importance matrix (llama.cpp's GGUF imatrix format) for "
                    "`retort quantize --to gguf --imatrix`."};
@@ -279,7 +153,7 @@ int RunCalibrate(const Args& args) {
   spec.device = true;
   po::options_description opts("options");
   std::string model_path, out;
-  CalibArgs calib;
+  CalibrationFiles calib;
   int threads = 0;
   opts.add_options()("model", po::value(&model_path)->required(), "HF directory or .gguf file")(
       "output,o", po::value(&out)->required(), "imatrix file to write (.gguf)")(
@@ -288,24 +162,13 @@ int RunCalibrate(const Args& args) {
   po::positional_options_description pos;
   pos.add("model", 1);
   po::variables_map vm;
-  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) return *exit;
   if (threads > 0) SetNumThreads(threads);
-  if (calib.files.empty()) return UsageError(spec.name, "give calibration data: --calib FILE");
-  const auto t0 = Clock::now();
-  auto model = LoadEngine(model_path);
-  if (!model.ok()) return Fail(spec.name, model.status());
-  auto samples = LoadCalibration(model_path, **model, calib);
-  if (!samples.ok()) return Fail(spec.name, samples.status());
-  auto m = quant::CollectImportance(**model, *samples, [&](int64_t done, int64_t total) {
-    std::cerr << absl::StrFormat("\r[calibrate] layer %d/%d  %.1f s", done, total,
-                                 SecondsSince(t0));
-    if (done == total) std::cerr << "\n";
-  });
-  if (!m.ok()) return Fail(spec.name, m.status());
-  m->datasets = calib.files;
-  if (absl::Status s = quant::WriteImportanceMatrix(*m, out); !s.ok()) return Fail(spec.name, s);
-  std::cout << absl::StrFormat("wrote %s: %d weights, %d samples x %d tokens in %.1f s\n", out,
-                               m->entries.size(), m->chunk_count, m->chunk_size, SecondsSince(t0));
+  if (calib.files.empty()) return UsageError(io, spec.name, "give calibration data: --calib FILE");
+  auto r = quant::CalibrateImportance(model_path, calib, out, *io.progress);
+  if (!r.ok()) return Fail(io, spec.name, r.status());
+  *io.out << absl::StrFormat("wrote %s: %d weights, %d samples x %d tokens in %.1f s\n", out,
+                               r->weights, r->chunks, r->chunk_size, r->seconds);
   return kExitOk;
 }
 

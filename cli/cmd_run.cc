@@ -3,10 +3,13 @@
 //
 // Runs a recipe (formats/proto/recipe.proto; example: recipes/arith.textproto)
 // through pipeline/runner.h. Each stage's command runs in this process
-// through the Run* functions of cli/commands.h, with its stdout and stderr
-// also copied to RUN_DIR/<stage>/log.txt; a failing command's own error line
-// becomes the stage's error in manifest.json.
+// through the Run* functions of cli/commands.h with a CommandIo whose
+// streams and progress sink write RUN_DIR/<stage>/log.txt and the terminal;
+// the command's own error becomes the stage's error in manifest.json. Only
+// a multi-rank stage ("mpirun -np K retort distill ...") is a child process,
+// its output read from pipes.
 #include <fcntl.h>
+#include <poll.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,11 +18,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <iostream>
 #include <map>
-#include <mutex>
-#include <thread>
+#include <streambuf>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -27,6 +28,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
+#include "core/progress.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "pipeline/results.h"
@@ -35,150 +37,102 @@
 namespace retort::cli {
 namespace {
 
-// While alive, whatever is written to file descriptors 1 and 2 (by this
-// process's iostreams, stdio or anything else) still reaches the terminal
-// and is also appended to a log file; the end of stderr is kept for the
-// error message. One at a time per process.
-class OutputTee {
+// An output stream's buffer that writes to the stage's log file and, when
+// `echo` is set, to a terminal stream too.
+class LogBuf : public std::streambuf {
  public:
-  // `echo_stdout` false: the command's stdout goes to the log only (its
-  // stderr, progress and errors, still reaches the terminal).
-  static absl::StatusOr<std::unique_ptr<OutputTee>> Start(const std::string& log_path,
-                                                          bool echo_stdout) {
-    std::unique_ptr<OutputTee> tee(new OutputTee());
-    tee->echo_stdout_ = echo_stdout;
-    tee->log_fd_ = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (tee->log_fd_ < 0) {
-      return absl::InternalError(absl::StrCat(log_path, ": cannot create the log"));
-    }
-    FlushAll();
-    for (int i = 0; i < 2; ++i) {
-      Channel& c = tee->channels_[i];
-      c.fd = i + 1;
-      int p[2];
-      if (::pipe(p) != 0) return absl::InternalError("cannot create a pipe for the stage log");
-      c.read_fd = p[0];
-      c.saved_fd = ::dup(c.fd);
-      ::dup2(p[1], c.fd);
-      ::close(p[1]);
-      c.reader = std::thread([t = tee.get(), &c] { t->Pump(c); });
-    }
-    return tee;
+  LogBuf(std::FILE* log, std::streambuf* echo) : log_(log), echo_(echo) {}
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+    const char ch = traits_type::to_char_type(c);
+    return xsputn(&ch, 1) == 1 ? c : traits_type::eof();
   }
-
-  ~OutputTee() { Stop(); }
-
-  // Puts fds 1 and 2 back and waits until everything written is copied.
-  void Stop() {
-    FlushAll();
-    for (Channel& c : channels_) {
-      if (c.saved_fd < 0) continue;
-      ::dup2(c.saved_fd, c.fd);  // closes the pipe's last write end: the reader sees EOF
-      if (c.reader.joinable()) c.reader.join();
-      ::close(c.saved_fd);
-      ::close(c.read_fd);
-      c.saved_fd = -1;
-    }
-    if (log_fd_ >= 0) ::close(log_fd_);
-    log_fd_ = -1;
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    std::fwrite(s, 1, static_cast<size_t>(n), log_);
+    if (echo_ != nullptr) echo_->sputn(s, n);
+    return n;
   }
-
-  // The command's own error message: the text after ": error: " on the last
-  // stderr line that has it, else the last non-empty stderr line.
-  // REQUIRES: Stop() called.
-  std::string ErrorMessage() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::string last, error;
-    for (absl::string_view line : absl::StrSplit(stderr_tail_, '\n', absl::SkipWhitespace())) {
-      last = std::string(line);
-      if (size_t at = line.find(": error: "); at != absl::string_view::npos) {
-        error = std::string(line.substr(at + 9));
-      }
-    }
-    return error.empty() ? last : error;
+  int sync() override {
+    std::fflush(log_);
+    if (echo_ != nullptr) echo_->pubsync();
+    return 0;
   }
 
  private:
-  struct Channel {
-    int fd = -1, read_fd = -1, saved_fd = -1;
-    std::thread reader;
-  };
+  std::FILE* log_;
+  std::streambuf* echo_;
+};
 
-  OutputTee() = default;
-
-  static void FlushAll() {
-    std::cout.flush();
-    std::cerr.flush();
-    std::fflush(nullptr);
+// RUN_DIR/<stage>/log.txt and what the terminal shows of a stage: its
+// messages, errors and progress always, its results (stdout) with --verbose.
+class StageLog {
+ public:
+  static absl::StatusOr<std::unique_ptr<StageLog>> Open(const std::string& path,
+                                                        bool echo_stdout) {
+    std::FILE* f = std::fopen(path.c_str(), "we");
+    if (f == nullptr) return absl::InternalError(absl::StrCat(path, ": cannot create the log"));
+    return std::unique_ptr<StageLog>(new StageLog(f, echo_stdout));
+  }
+  ~StageLog() {
+    out_.flush();
+    err_.flush();
+    std::fclose(log_);
   }
 
-  static void WriteAll(int fd, const char* p, ssize_t n) {
-    while (n > 0) {
-      ssize_t w = ::write(fd, p, n);
-      if (w <= 0) return;
-      p += w;
-      n -= w;
-    }
-  }
+  CommandIo io() { return CommandIo{&out_, &err_, &progress_, &error_}; }
+  std::ostream& err() { return err_; }
+  const absl::Status& error() const { return error_; }
 
-  void Pump(Channel& c) {
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(c.read_fd, buf, sizeof(buf))) > 0) {
-      if (c.fd != 1 || echo_stdout_) WriteAll(c.saved_fd, buf, n);
-      std::lock_guard<std::mutex> lock(mu_);
-      WriteAll(log_fd_, buf, n);
-      if (c.fd == 2) {
-        stderr_tail_.append(buf, n);
-        if (stderr_tail_.size() > 16384) stderr_tail_.erase(0, stderr_tail_.size() - 8192);
-      }
-    }
-  }
+ private:
+  StageLog(std::FILE* log, bool echo_stdout)
+      : log_(log),
+        out_buf_(log, echo_stdout ? std::cout.rdbuf() : nullptr),
+        err_buf_(log, std::cerr.rdbuf()),
+        out_(&out_buf_),
+        err_(&err_buf_),
+        log_progress_(log, /*redraw=*/false),
+        progress_({&log_progress_, &StderrProgress()}) {}
 
-  int log_fd_ = -1;
-  bool echo_stdout_ = true;
-  Channel channels_[2];
-  std::mutex mu_;
-  std::string stderr_tail_;
+  std::FILE* log_;
+  LogBuf out_buf_, err_buf_;
+  std::ostream out_, err_;
+  StreamProgress log_progress_;
+  TeeProgress progress_;
+  absl::Status error_;
 };
 
 // `retort run --verbose`: the stages' stdout on the terminal too.
 bool g_echo_stdout = false;
 
 // The subcommands a recipe stage can become.
-const std::map<std::string, int (*)(const Args&)>& StageCommands() {
-  static const auto* commands = new std::map<std::string, int (*)(const Args&)>{
+using StageCommandFn = int (*)(const Args&, const CommandIo&);
+const std::map<std::string, StageCommandFn>& StageCommands() {
+  static const auto* commands = new std::map<std::string, StageCommandFn>{
       {"init", RunInit},   {"generate", RunGenerate}, {"distill", RunDistill},
       {"prune", RunPrune}, {"quantize", RunQuantize}, {"convert", RunConvert}};
   return *commands;
 }
 
-// What a command run under the tee ended with: its exit code (-1: killed by
-// a signal) and, when it failed, its own error line.
-struct TeedRun {
-  int code = kExitOk;
-  std::string message;
-};
-
-// Prints `echo` and runs `body` (which returns the command's exit code) with
-// fds 1 and 2 copied into `log_path` (stdout echoed only with --verbose).
-absl::StatusOr<TeedRun> RunTeed(const std::string& log_path, const std::string& echo,
-                                const std::function<absl::StatusOr<int>()>& body) {
-  ASSIGN_OR_RETURN(std::unique_ptr<OutputTee> tee, OutputTee::Start(log_path, g_echo_stdout));
-  std::cerr << echo << "\n";
-  absl::StatusOr<int> code = body();
-  tee->Stop();
-  if (!code.ok()) return code.status();
-  TeedRun run{*code, ""};
-  if (run.code != kExitOk) run.message = tee->ErrorMessage();
-  return run;
+// A child's own error line: the text after ": error: " on the last line of
+// its stderr that has it, else its last non-empty line.
+std::string ChildErrorMessage(const std::string& stderr_tail) {
+  std::string last, error;
+  for (absl::string_view line : absl::StrSplit(stderr_tail, '\n', absl::SkipWhitespace())) {
+    last = std::string(line);
+    if (size_t at = line.find(": error: "); at != absl::string_view::npos) {
+      error = std::string(line.substr(at + 9));
+    }
+  }
+  return error.empty() ? last : error;
 }
 
 // A stage launched as its own process group ("mpirun -np K retort distill
-// ..."): "retort" becomes this binary; the output goes through the same tee
-// (the child inherits the redirected descriptors). Runs as root only with
-// OpenMPI's explicit consent flag, which mpirun otherwise demands.
-absl::Status RunLauncher(const std::vector<std::string>& argv, const std::string& log_path) {
+// ..."): "retort" becomes this binary; the child's stdout and stderr come
+// back through pipes into the stage log. Runs as root only with OpenMPI's
+// explicit consent flag, which mpirun otherwise demands.
+absl::Status RunLauncher(const std::vector<std::string>& argv, StageLog& log) {
   std::error_code ec;
   const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   if (ec) return absl::InternalError("cannot find the retort binary (/proc/self/exe)");
@@ -190,51 +144,81 @@ absl::Status RunLauncher(const std::vector<std::string>& argv, const std::string
   std::vector<char*> cargv;
   for (std::string& a : command) cargv.push_back(a.data());
   cargv.push_back(nullptr);
-  ASSIGN_OR_RETURN(
-      TeedRun run,
-      RunTeed(
-          log_path, absl::StrCat("[run] ", absl::StrJoin(argv, " ")), [&]() -> absl::StatusOr<int> {
-            std::cerr.flush();
-            pid_t pid = 0;
-            const int rc = ::posix_spawnp(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ);
-            if (rc != 0) {
-              return absl::FailedPreconditionError(absl::StrCat(
-                  "cannot start ", argv[0], ": ", std::strerror(rc),
-                  argv[0] == "mpirun" ? " (install OpenMPI: scripts/setup.sh does)" : ""));
-            }
-            int status = 0;
-            while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-            }
-            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-          }));
-  if (run.code == kExitOk) return absl::OkStatus();
+  int out_pipe[2], err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    return absl::InternalError("cannot create a pipe for the stage log");
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
+  pid_t pid = 0;
+  const int rc = ::posix_spawnp(&pid, cargv[0], &actions, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  std::string stderr_tail;
+  if (rc == 0) {
+    CommandIo io = log.io();
+    pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+    int open = 2;
+    char buf[4096];
+    while (open > 0) {
+      if (::poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      for (int i = 0; i < 2; ++i) {
+        if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+        const ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+        if (n <= 0) {
+          fds[i].fd = -1;
+          --open;
+          continue;
+        }
+        std::ostream& to = i == 0 ? *io.out : *io.err;
+        to.write(buf, n);
+        to.flush();
+        if (i == 1) {
+          stderr_tail.append(buf, n);
+          if (stderr_tail.size() > 16384) stderr_tail.erase(0, stderr_tail.size() - 8192);
+        }
+      }
+    }
+  }
+  ::close(out_pipe[0]);
+  ::close(err_pipe[0]);
+  if (rc != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot start ", argv[0], ": ", std::strerror(rc),
+                     argv[0] == "mpirun" ? " (install OpenMPI: scripts/setup.sh does)" : ""));
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  if (code == kExitOk) return absl::OkStatus();
+  const std::string message = ChildErrorMessage(stderr_tail);
   return absl::UnknownError(
       absl::StrCat(argv[0], " exited with ",
-                   run.code >= 0 ? absl::StrCat("code ", run.code) : std::string("a signal"),
-                   run.message.empty() ? "" : ": ", run.message));
+                   code >= 0 ? absl::StrCat("code ", code) : std::string("a signal"),
+                   message.empty() ? "" : ": ", message));
 }
 
-absl::Status RunInProcess(const std::vector<std::string>& argv, const std::string& log_path) {
+absl::Status RunStage(const std::vector<std::string>& argv, const std::string& log_path) {
   if (argv.empty()) return absl::InvalidArgumentError("empty stage command");
-  if (argv[0] == "mpirun") return RunLauncher(argv, log_path);
+  ASSIGN_OR_RETURN(std::unique_ptr<StageLog> log, StageLog::Open(log_path, g_echo_stdout));
+  log->err() << "[run] " << (argv[0] == "mpirun" ? "" : "retort ") << absl::StrJoin(argv, " ")
+             << std::endl;
+  if (argv[0] == "mpirun") return RunLauncher(argv, *log);
   auto it = StageCommands().find(argv[0]);
   if (it == StageCommands().end()) {
     return absl::InvalidArgumentError(absl::StrCat("no stage command \"", argv[0], "\""));
   }
-  ASSIGN_OR_RETURN(TeedRun run,
-                   RunTeed(log_path, absl::StrCat("[run] retort ", absl::StrJoin(argv, " ")),
-                           [&]() -> absl::StatusOr<int> {
-                             return it->second(Args(argv.begin() + 1, argv.end()));
-                           }));
-  const int code = run.code;
-  std::string message = std::move(run.message);
+  const int code = it->second(Args(argv.begin() + 1, argv.end()), log->io());
   if (code == kExitOk) return absl::OkStatus();
-  if (message.empty()) message = absl::StrCat("exited with status ", code);
-  // Usage errors print "retort CMD: MESSAGE" without ": error: ".
-  if (const std::string prefix = absl::StrCat("retort ", argv[0], ": ");
-      absl::StartsWith(message, prefix)) {
-    message = message.substr(prefix.size());
-  }
+  std::string message(log->error().message());
+  if (message.empty()) message = code == 130 ? "interrupted" : absl::StrCat("exited with status ", code);
   const std::string text = absl::StrCat("retort ", argv[0], ": ", message);
   if (code == 130) return absl::CancelledError(text);
   return code == kExitUsage ? absl::InvalidArgumentError(text) : absl::UnknownError(text);
@@ -271,7 +255,7 @@ int RunRun(const Args& args) {
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
   if (o.threads < 0) return UsageError(spec.name, "--threads must be >= 0");
   if (o.threads > 0) SetNumThreads(o.threads);
-  o.run_command = RunInProcess;
+  o.run_command = RunStage;
   o.check_device = [](const std::string& device) { return UsableDevice(device).status(); };
   o.progress = &std::cerr;
   absl::StatusOr<pipeline::RunSummary> summary = pipeline::RunRecipe(o);

@@ -4,7 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "cli/model_loading.h"
+#include "model/model_files.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 

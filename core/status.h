@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
@@ -48,6 +49,19 @@ class FirstError {
   std::mutex mu_;
   absl::Status status_;
 };
+
+// An error in an option's value that a library job finds once it has the
+// model ("--target-params 120%", a --layer-sparsity schedule for the wrong
+// layer count): InvalidArgument, marked so the CLI reports it as a usage
+// error (exit code 2) like the ones it finds while parsing.
+inline absl::Status OptionError(absl::string_view message) {
+  absl::Status s = absl::InvalidArgumentError(message);
+  s.SetPayload("retort/option-error", absl::Cord());
+  return s;
+}
+inline bool IsOptionError(const absl::Status& s) {
+  return s.GetPayload("retort/option-error").has_value();
+}
 
 }  // namespace retort
 

@@ -510,8 +510,8 @@ absl::StatusOr<std::vector<TrainExample>> ChatJsonlExamples(const std::string& p
       }
     });
     if (options.progress_every > 0) {
-      std::fprintf(stderr, "%s: %lld of %zu samples tokenized\n", path.c_str(),
-                   static_cast<long long>(e), jobs.size());
+      (options.sink ? *options.sink : StderrProgress())
+          .Line(absl::StrFormat("%s: %d of %d samples tokenized", path, e, jobs.size()));
     }
   }
   std::vector<TrainExample> out;
@@ -581,7 +581,8 @@ absl::StatusOr<std::vector<TrainExample>> TraceShardExamples(const std::string& 
     if (!more) break;
     ++n;
     if (options.progress_every > 0 && n % options.progress_every == 0) {
-      std::fprintf(stderr, "%s: %lld records\n", path.c_str(), static_cast<long long>(n));
+      (options.sink ? *options.sink : StderrProgress())
+          .Line(absl::StrFormat("%s: %d records", path, n));
     }
     if (record.completion_ids.empty()) {
       summary->skipped["empty completion"] += 1;

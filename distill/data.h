@@ -39,6 +39,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/progress.h"
 #include "formats/traces.h"
 #include "model/chat_template.h"
 #include "model/sampler.h"
@@ -220,8 +221,10 @@ struct DatasetOptions {
   // shards keep the teacher's tokens as written, so Load refuses them then.
   ChatExampleOptions chat;
   TextSplitOptions text;
-  // Progress lines on stderr every this many lines/records (0 = quiet).
+  // A progress line every this many lines/records (0 = quiet), to `sink`
+  // (null: StderrProgress()).
   int64_t progress_every = 0;
+  ProgressSink* sink = nullptr;
 };
 
 // All examples of a set of files, tokenized once, split into train and

@@ -105,12 +105,6 @@ std::string DoneLine(const TraceDoneEntry& e) {
   return Dump(j);
 }
 
-std::string Hms(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  int64_t s = static_cast<int64_t>(seconds + 0.5);
-  return absl::StrFormat("%d:%02d:%02d", s / 3600, (s / 60) % 60, s % 60);
-}
-
 }  // namespace
 
 // ------------------------------------------------------------------ prompts
@@ -758,7 +752,8 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
                                            const TraceJobOptions& options) {
   const auto start = Clock::now();
   const int64_t n = std::max<int64_t>(1, options.sampling.samples);
-  auto log = options.log ? options.log : [](const std::string& s) { std::cerr << s << "\n"; };
+  ProgressSink& sink = options.progress ? *options.progress : StderrProgress();
+  auto log = [&sink](const std::string& s) { sink.Line(s); };
   TraceJobReport report;
   report.prompts = static_cast<int64_t>(prompts.size());
   report.samples_total = report.prompts * n;
@@ -808,8 +803,8 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
         "[generate] prompts %d/%d done | samples %d/%d (kept %d, rejected %d) | %.1f tok/s | "
         "elapsed %s | ETA %s",
         prompts_done, report.prompts, report.samples_resumed + report.samples_generated,
-        report.samples_total, report.samples_kept, report.samples_rejected, tps, Hms(secs),
-        Hms(per_sample * std::max<int64_t>(0, todo))));
+        report.samples_total, report.samples_kept, report.samples_rejected, tps, HumanDuration(secs),
+        HumanDuration(per_sample * std::max<int64_t>(0, todo))));
   };
 
   auto on_done = [&](std::vector<TraceCompletion>&& group) -> absl::Status {

@@ -55,6 +55,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/progress.h"
 #include "distill/endpoint.h"
 #include "distill/verify.h"
 #include "formats/traces.h"
@@ -293,7 +294,7 @@ struct TraceJobOptions {
   std::string teacher_name;            // written into each sample's "model"
   // Progress line on stderr every this many seconds (<= 0: never).
   double progress_interval_s = 2.0;
-  std::function<void(const std::string&)> log;  // progress sink (default: stderr)
+  ProgressSink* progress = nullptr;  // log and progress lines; null: StderrProgress()
 };
 
 // Counts of one run (this process) and the summary over all done samples.

@@ -47,13 +47,6 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-std::string FormatDuration(double s) {
-  if (!std::isfinite(s) || s < 0) return "--:--";
-  const int64_t t = static_cast<int64_t>(s + 0.5);
-  if (t >= 3600) return absl::StrFormat("%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
-  return absl::StrFormat("%02d:%02d", t / 60, t % 60);
-}
-
 std::string CheckpointName(int64_t step) { return absl::StrFormat("checkpoint-%07d", step); }
 
 // Checkpoints in `dir`, by step (complete ones only: written under a
@@ -297,8 +290,7 @@ absl::Status Trainer::LoadLatestCheckpoint(int64_t* step) {
     RETURN_IF_ERROR(WriteFileAtomically(mpath, kept));
   }
   if (options_.progress && collective_->rank() == 0) {
-    std::fprintf(stderr, "resuming from %s (step %lld)\n", dir.c_str(),
-                 static_cast<long long>(*step));
+    Sink().Line(absl::StrFormat("resuming from %s (step %d)", dir, *step));
   }
   return absl::OkStatus();
 }
@@ -345,7 +337,6 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
 
   TrainerSummary summary;
   const bool rank0 = collective_->rank() == 0;
-  const bool tty = isatty(STDERR_FILENO);
   const auto t0 = Clock::now();
   int64_t run_tokens = 0, run_steps = 0;  // of this process (not before a resume)
   PackedBatch batch;
@@ -359,8 +350,8 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
   if (options_.keep_sparsity) {
     RecordSparsity();
     if (rank0 && options_.progress) {
-      std::cerr << "keep-sparsity: " << sparse_zeros_.size()
-                << " zero entries of the decoder linears stay zero\n";
+      Sink().Line(absl::StrCat("keep-sparsity: ", sparse_zeros_.size(),
+                               " zero entries of the decoder linears stay zero"));
     }
   }
   std::vector<double> scalars(4);
@@ -427,11 +418,9 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     if (on_step_) on_step_(step, loss);
     if (options_.progress && rank0) {
       const double per_step = elapsed / static_cast<double>(run_steps + 1);
-      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %s tok/s | ETA %s%s",
-                   tty ? "\r" : "", static_cast<long long>(step), static_cast<long long>(total),
-                   loss, lr, absl::StrFormat("%.0f", tok_s).c_str(),
-                   FormatDuration(per_step * (total - step)).c_str(), tty ? "   " : "\n");
-      std::fflush(stderr);
+      Sink().Status(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | %.0f tok/s | ETA %s", step,
+                                    total, loss, lr, tok_s,
+                                    HumanDuration(per_step * (total - step))));
     }
     ++run_steps;
 
@@ -448,8 +437,7 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
         m["eval_loss"] = el;
         RETURN_IF_ERROR(AppendMetrics(m.dump()));
         if (options_.progress && rank0) {
-          std::fprintf(stderr, "%seval at step %lld: loss %.4f\n", tty ? "\n" : "",
-                       static_cast<long long>(step), el);
+          Sink().Line(absl::StrFormat("eval at step %d: loss %.4f", step, el));
         }
       }
     }
@@ -461,9 +449,9 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     if (stop > 0 && !last_step) {
       summary.interrupted = true;
       if (options_.progress && rank0) {
-        std::fprintf(stderr,
-                     "\ninterrupted at step %lld: checkpoint saved in %s; continue with --resume\n",
-                     static_cast<long long>(step), summary.final_dir.c_str());
+        Sink().Line(absl::StrFormat(
+            "interrupted at step %d: checkpoint saved in %s; continue with --resume", step,
+            summary.final_dir));
       }
       break;
     }
@@ -471,7 +459,7 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
   if (!summary.interrupted) {
     RETURN_IF_ERROR(SaveCheckpoint(step, "final"));
     summary.final_dir = (fs::path(options_.output_dir) / "final").string();
-    if (options_.progress && rank0) std::fprintf(stderr, "%s", tty ? "\n" : "");
+    if (options_.progress && rank0) Sink().EndStatus();
   }
   summary.tokens = run_tokens;
   summary.seconds = Seconds(t0, Clock::now());

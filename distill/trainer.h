@@ -34,6 +34,7 @@
 
 #include "absl/status/status.h"
 #include "core/dtype.h"
+#include "core/progress.h"
 #include "distill/data.h"
 #include "distill/loss.h"
 #include "distill/optimizer.h"
@@ -70,7 +71,8 @@ struct TrainerOptions {
   // resumes) get no gradient and stay exactly zero, so the sparsity pattern
   // (2:4 included) survives training.
   bool keep_sparsity = false;
-  bool progress = true;  // progress line on stderr (rank 0)
+  bool progress = true;  // progress status and log lines (rank 0)
+  ProgressSink* sink = nullptr;  // where they go; null: StderrProgress()
   // Files copied into every saved HF directory (tokenizer.json,
   // tokenizer_config.json, ...): name -> contents.
   std::vector<std::pair<std::string, std::string>> extra_files;
@@ -107,6 +109,7 @@ class Trainer {
   void set_step_callback(std::function<void(int64_t, double)> fn) { on_step_ = std::move(fn); }
 
  private:
+  ProgressSink& Sink() const { return options_.sink ? *options_.sink : StderrProgress(); }
   struct StepStats {
     double loss_sum = 0, ce_sum = 0, kd_sum = 0, tokens = 0;
   };

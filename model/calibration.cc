@@ -1,5 +1,8 @@
 #include "model/calibration.h"
 
+#include "model/model_files.h"
+#include "absl/strings/str_format.h"
+
 #include <cmath>
 #include <fstream>
 
@@ -185,6 +188,17 @@ absl::StatusOr<double> LayerwiseRunner::Advance(const LinearInputObserver* obser
   RETURN_IF_ERROR(RunLayer(true, observe, &cos_sum));
   ++layer_;
   return cos_sum / static_cast<double>(tokens_);
+}
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> LoadModelCalibration(
+    const std::string& model_path, int64_t vocab_size, const CalibrationFiles& calib,
+    ProgressSink& progress) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(model_path));
+  ASSIGN_OR_RETURN(auto samples,
+                   LoadCalibrationSamples(calib.files, *tok, vocab_size, calib.options));
+  progress.Line(
+      absl::StrFormat("[calib] %d samples, %d tokens", samples.size(), CountTokens(samples)));
+  return samples;
 }
 
 }  // namespace retort

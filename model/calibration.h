@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/progress.h"
 #include "model/kv_cache.h"
 #include "model/tokenizer.h"
 #include "model/transformer.h"
@@ -60,6 +61,20 @@ struct LayerProgress {
   size_t peak_rss = 0;       // bytes, the process so far
 };
 using LayerProgressFn = std::function<void(const LayerProgress&)>;
+
+// Calibration text for the passes that look at activations (quantize,
+// calibrate, prune), as a user names it.
+struct CalibrationFiles {
+  std::vector<std::string> files;  // text, trace/chat .jsonl or trace shards
+  CalibrationOptions options;
+};
+
+// Tokenizes calib.files with MODEL's own tokenizer (model_files.h) into at
+// most calib.options.samples sequences of calib.options.seq_len tokens below
+// `vocab_size`; logs "[calib] N samples, T tokens". Errors name the file.
+absl::StatusOr<std::vector<std::vector<int32_t>>> LoadModelCalibration(
+    const std::string& model_path, int64_t vocab_size, const CalibrationFiles& calib,
+    ProgressSink& progress);
 
 // Total tokens of a sample set.
 int64_t CountTokens(const std::vector<std::vector<int32_t>>& samples);

@@ -304,7 +304,7 @@ TEST_F(TraceJobTest, RunsVerifiesKeepsCorrectAndResumes) {
   o.sampling.seed = 5;
   o.keep = KeepPolicy::kCorrect;
   o.verifier = verifier->get();
-  o.log = [](const std::string&) {};
+  o.progress = &NullProgress();
   const std::string dir = (root_ / "job").string();
   auto params = TraceJobParams(o.sampling, o.keep, "math", "scripted", true, "prompts.jsonl");
 

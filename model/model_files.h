@@ -1,8 +1,8 @@
-// Opening what a user names as MODEL on the command line: a Hugging Face
+// Opening what a user names as MODEL (CLI, recipes, serve): a Hugging Face
 // directory (config.json + safetensors + tokenizer.json) or a GGUF file
 // (weights, tokenizer and chat template in one file). Errors name the path.
-#ifndef RETORT_CLI_MODEL_LOADING_H_
-#define RETORT_CLI_MODEL_LOADING_H_
+#ifndef RETORT_MODEL_MODEL_FILES_H_
+#define RETORT_MODEL_MODEL_FILES_H_
 
 #include <memory>
 #include <string>
@@ -16,7 +16,7 @@
 #include "model/tokenizer.h"
 #include "model/transformer.h"
 
-namespace retort::cli {
+namespace retort {
 
 // Loads MODEL/tokenizer.json (or MODEL itself when it is a tokenizer.json
 // file) and the special tokens of MODEL/tokenizer_config.json when present;
@@ -70,10 +70,6 @@ absl::StatusOr<std::vector<int32_t>> TokenizeSource(const std::string& model_pat
 // Parses "f32", "bf16", "f16" (any case).
 absl::StatusOr<DType> ParseWeightDType(const std::string& name);
 
-// "1.23 M", "456.7 MB"-style numbers for people.
-std::string HumanCount(double n);
-std::string HumanBytes(double bytes);
+}  // namespace retort
 
-}  // namespace retort::cli
-
-#endif  // RETORT_CLI_MODEL_LOADING_H_
+#endif  // RETORT_MODEL_MODEL_FILES_H_

@@ -1,4 +1,4 @@
-#include "cli/model_loading.h"
+#include "model/model_files.h"
 
 #include <filesystem>
 
@@ -11,7 +11,7 @@
 #include "model/chat_template.h"
 #include "model/gguf_model.h"
 
-namespace retort::cli {
+namespace retort {
 namespace fs = std::filesystem;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_path) {
@@ -167,18 +167,4 @@ absl::StatusOr<DType> ParseWeightDType(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat("unsupported weight dtype \"", name, "\" (use f32, bf16 or f16)"));
 }
 
-std::string HumanCount(double n) {
-  if (n >= 1e9) return absl::StrFormat("%.2fB", n / 1e9);
-  if (n >= 1e6) return absl::StrFormat("%.2fM", n / 1e6);
-  if (n >= 1e3) return absl::StrFormat("%.1fK", n / 1e3);
-  return absl::StrFormat("%.0f", n);
-}
-
-std::string HumanBytes(double b) {
-  if (b >= 1 << 30) return absl::StrFormat("%.2f GiB", b / (1 << 30));
-  if (b >= 1 << 20) return absl::StrFormat("%.1f MiB", b / (1 << 20));
-  if (b >= 1 << 10) return absl::StrFormat("%.1f KiB", b / (1 << 10));
-  return absl::StrFormat("%.0f B", b);
-}
-
-}  // namespace retort::cli
+}  // namespace retort
