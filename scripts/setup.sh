@@ -10,7 +10,7 @@ RETORT_DEBIAN_PACKAGES=(
   build-essential cmake pkg-config python3 python3-venv
   libabsl-dev libprotobuf-dev protobuf-compiler libboost-program-options-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libpcre2-dev
-  nlohmann-json3-dev libzstd-dev libcpp-httplib-dev libutf8proc-dev
+  nlohmann-json3-dev libzstd-dev libcpp-httplib-dev libutf8proc-dev libssl-dev
   libopenmpi-dev openmpi-bin
   chromium  # headless browser for tests/report (retort report's page must render)
 )
