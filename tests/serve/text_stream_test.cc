@@ -49,6 +49,14 @@ TextStreamOptions Stops(std::vector<std::string> stop) {
   return o;
 }
 
+// Chat's options: the auto reasoning parser.
+TextStreamOptions Chat(bool starts_in_reasoning, std::vector<std::string> stop = {}) {
+  TextStreamOptions o = Stops(std::move(stop));
+  o.reasoning = Mode::kAuto;
+  o.starts_in_reasoning = starts_in_reasoning;
+  return o;
+}
+
 TEST(TextStreamTest, PlainTextPassesThrough) {
   auto tok = MakeByteTokenizer();
   TextStream s(*tok, {});
@@ -129,9 +137,7 @@ TEST(TextStreamTest, StopStringMatchesAcrossAMultiByteCharacter) {
 
 TEST(TextStreamTest, ReasoningIsSplitOff) {
   auto tok = MakeByteTokenizer();
-  TextStreamOptions o;
-  o.reasoning = Mode::kAuto;
-  TextStream s(*tok, o);
+  TextStream s(*tok, Chat(/*starts_in_reasoning=*/false));
   std::vector<int32_t> ids = {retort::testing::kThinkId,    'h', 'm',
                               retort::testing::kEndThinkId, 'o', 'k'};
   Fed r = Feed(s, ids);
@@ -143,11 +149,7 @@ TEST(TextStreamTest, ReasoningIsSplitOff) {
 
 TEST(TextStreamTest, StopInsideReasoningEndsTheGeneration) {
   auto tok = MakeByteTokenizer();
-  TextStreamOptions o;
-  o.stop = {"STOP"};
-  o.reasoning = Mode::kAuto;
-  o.starts_in_reasoning = true;
-  TextStream s(*tok, o);
+  TextStream s(*tok, Chat(/*starts_in_reasoning=*/true, {"STOP"}));
   Fed r = Feed(s, ByteIds("plan STOP</think>answer"));
   EXPECT_TRUE(r.stopped_early);
   EXPECT_EQ(r.reasoning, "plan ");
@@ -157,9 +159,7 @@ TEST(TextStreamTest, StopInsideReasoningEndsTheGeneration) {
 
 TEST(TextStreamTest, ReasoningTailIsHeldUntilFinish) {
   auto tok = MakeByteTokenizer();
-  TextStreamOptions o;
-  o.reasoning = Mode::kAuto;
-  TextStream s(*tok, o);
+  TextStream s(*tok, Chat(/*starts_in_reasoning=*/false));
   for (int32_t id : ByteIds("hi<thi")) s.Push(id);
   TextDelta ready = s.TakeReady();
   EXPECT_EQ(ready.text, "hi<thi");
