@@ -19,6 +19,7 @@
 #include "distill/endpoint.h"
 #include "distill/trace_job.h"
 #include "distill/verify.h"
+#include "model/detokenizer.h"
 #include "model/sampler.h"
 #include "model/transformer.h"
 
@@ -30,33 +31,22 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// Streams decoded text: decoding the whole continuation each step and
-// printing the new suffix keeps multi-byte characters split across tokens
-// intact; a trailing U+FFFD (an incomplete character) is held back.
+// Streams decoded text to `out` as it becomes final (model/detokenizer.h):
+// a character split across tokens is printed once it is whole, and all that
+// is printed is exactly the decoded continuation.
 class TextStream {
  public:
-  TextStream(const Tokenizer& tok, std::ostream& out) : tok_(tok), out_(out) {}
+  TextStream(const Tokenizer& tok, std::ostream& out)
+      : decoder_(tok, /*skip_special_tokens=*/true), out_(out) {}
   void Push(int32_t id) {
-    ids_.push_back(id);
-    std::string text = tok_.Decode(ids_, /*skip_special_tokens=*/true);
-    static const std::string kReplacement = "\xEF\xBF\xBD";
-    if (text.size() >= 3 && text.compare(text.size() - 3, 3, kReplacement) == 0) return;
-    if (text.size() > printed_) {
-      out_ << text.substr(printed_) << std::flush;
-      printed_ = text.size();
-    }
+    const std::string text = decoder_.Push(id);
+    if (!text.empty()) out_ << text << std::flush;
   }
-  void Finish() {
-    std::string text = tok_.Decode(ids_, true);
-    if (text.size() > printed_) out_ << text.substr(printed_);
-    out_ << "\n" << std::flush;
-  }
+  void Finish() { out_ << decoder_.Finish() << "\n" << std::flush; }
 
  private:
-  const Tokenizer& tok_;
+  IncrementalDecoder decoder_;
   std::ostream& out_;
-  std::vector<int32_t> ids_;
-  size_t printed_ = 0;
 };
 
 bool HasFlag(const Args& args, const std::string& flag) {
