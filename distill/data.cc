@@ -14,8 +14,9 @@
 #include "core/file.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "formats/json_fields.h"
 #include "formats/traces.h"
-#include "model/unicode.h"
+#include "formats/utf8.h"
 
 namespace retort {
 namespace {
@@ -25,18 +26,6 @@ using ojson = nlohmann::ordered_json;
 // A content no template produces by itself: what follows it in a rendered
 // assistant turn is the template's end-of-turn text.
 constexpr char kSentinel[] = "RETORTSENTINELASSISTANTCONTENT";
-
-// Byte offset of the first ill-formed UTF-8 sequence, or npos.
-size_t FirstInvalidUtf8(std::string_view s) {
-  size_t i = 0;
-  char32_t cp;
-  while (i < s.size()) {
-    const int len = DecodeUtf8Char(s, i, &cp);
-    if (len == 0) return i;
-    i += len;
-  }
-  return std::string::npos;
-}
 
 std::string StripNewlines(const std::string& s, bool leading, bool trailing) {
   size_t b = 0, e = s.size();
@@ -53,16 +42,14 @@ std::string StripNewlines(const std::string& s, bool leading, bool trailing) {
 // with another type.
 absl::StatusOr<std::string> StringField(const ojson& message, const char* key, size_t index,
                                         const std::string& where) {
-  auto it = message.find(key);
-  if (it == message.end() || it->is_null()) return std::string();
-  if (!it->is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": messages[", index, "].", key,
-                                                   " must be a string, got ", it->type_name()));
-  }
-  std::string s = it->get<std::string>();
-  if (size_t bad = FirstInvalidUtf8(s); bad != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": messages[", index, "].", key,
-                                                   " is not valid UTF-8 (byte ", bad, ")"));
+  const JsonFields fields(where, JsonFields::Shown::kType);
+  const std::string field = absl::StrCat("messages[", index, "].", key);
+  const ojson* value = JsonFields::Find(message, key);
+  if (value == nullptr) return std::string();
+  ASSIGN_OR_RETURN(std::string s, fields.String(*value, field));
+  if (const int64_t bad = FirstInvalidUtf8(s); bad >= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": ", field, " is not valid UTF-8 (byte ", bad, ")"));
   }
   return s;
 }
@@ -312,7 +299,7 @@ absl::StatusOr<std::vector<TrainExample>> TextExamples(const std::string& text,
                                                        const Tokenizer& tokenizer,
                                                        const TextSplitOptions& options,
                                                        const std::string& source) {
-  if (size_t bad = FirstInvalidUtf8(text); bad != std::string::npos) {
+  if (const int64_t bad = FirstInvalidUtf8(text); bad >= 0) {
     const int64_t line = std::count(text.begin(), text.begin() + bad, '\n') + 1;
     return absl::InvalidArgumentError(
         absl::StrCat(source, ":", line, ": not valid UTF-8 (byte offset ", bad, ")"));

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -117,32 +118,20 @@ class JsonFields {
   absl::StatusOr<std::string> String(const Json& obj, const std::string& path,
                                      const std::string& key,
                                      std::optional<std::string> fallback) const {
-    const Json* v = Find(obj, key);
-    if (v == nullptr) {
-      if (fallback.has_value()) return *std::move(fallback);
-      return Bad(Join(path, key), "missing (expected a string)");
-    }
-    return String(*v, Join(path, key));
+    return Member<std::string>(obj, path, key, std::move(fallback), "a string",
+                               [&](const Json& v, const std::string& f) { return String(v, f); });
   }
   template <typename Json>
   absl::StatusOr<int64_t> Int(const Json& obj, const std::string& path, const std::string& key,
                               std::optional<int64_t> fallback) const {
-    const Json* v = Find(obj, key);
-    if (v == nullptr) {
-      if (fallback.has_value()) return *fallback;
-      return Bad(Join(path, key), "missing (expected an integer)");
-    }
-    return Int(*v, Join(path, key));
+    return Member<int64_t>(obj, path, key, fallback, "an integer",
+                           [&](const Json& v, const std::string& f) { return Int(v, f); });
   }
   template <typename Json>
   absl::StatusOr<double> Number(const Json& obj, const std::string& path, const std::string& key,
                                 std::optional<double> fallback) const {
-    const Json* v = Find(obj, key);
-    if (v == nullptr) {
-      if (fallback.has_value()) return *fallback;
-      return Bad(Join(path, key), "missing (expected a number)");
-    }
-    return Number(*v, Join(path, key));
+    return Member<double>(obj, path, key, fallback, "a number",
+                          [&](const Json& v, const std::string& f) { return Number(v, f); });
   }
   template <typename Json>
   absl::StatusOr<bool> Bool(const Json& obj, const std::string& path, const std::string& key,
@@ -161,6 +150,19 @@ class JsonFields {
   }
 
  private:
+  // The member `key` read by `get`, or `fallback` when absent (an error
+  // naming `what` when there is none).
+  template <typename T, typename Json, typename Get>
+  absl::StatusOr<T> Member(const Json& obj, const std::string& path, const std::string& key,
+                           std::optional<T> fallback, const char* what, const Get& get) const {
+    const Json* v = Find(obj, key);
+    if (v == nullptr) {
+      if (fallback.has_value()) return *std::move(fallback);
+      return Bad(Join(path, key), "missing (expected ", what, ")");
+    }
+    return get(*v, Join(path, key));
+  }
+
   std::string source_;
   Shown shown_;
 };

@@ -223,11 +223,7 @@ absl::StatusOr<std::vector<TraceSample>> ParseLine(std::string_view line, int64_
     if (base.answer) break;
   }
   if (j.contains("correct") && !j["correct"].is_null()) {
-    if (!j["correct"].is_boolean()) {
-      return ref.Bad("correct",
-                     absl::StrCat("expected true/false, got ", JsonFields::TypeName(j["correct"])));
-    }
-    base.correct = j["correct"].get<bool>();
+    ASSIGN_OR_RETURN(base.correct, ref.Bool(j["correct"], "correct"));
   }
   if (j.contains("finish_reason") && !j["finish_reason"].is_null()) {
     ASSIGN_OR_RETURN(base.finish_reason, ref.String(j["finish_reason"], "finish_reason"));
@@ -239,11 +235,7 @@ absl::StatusOr<std::vector<TraceSample>> ParseLine(std::string_view line, int64_
     if (*dst < 0) return ref.Bad(key, absl::StrCat("expected >= 0, got ", *dst));
   }
   if (j.contains("time_s")) {
-    if (!j["time_s"].is_number()) {
-      return ref.Bad("time_s",
-                     absl::StrCat("expected a number, got ", JsonFields::TypeName(j["time_s"])));
-    }
-    base.time_s = j["time_s"].get<double>();
+    ASSIGN_OR_RETURN(base.time_s, ref.Number(j["time_s"], "time_s"));
   }
   if (j.contains("verifier") && !j["verifier"].is_null()) {
     ASSIGN_OR_RETURN(base.verifier, ref.String(j["verifier"], "verifier"));
