@@ -105,7 +105,7 @@ std::string Upper(const std::string& s) {
     for (char c : s) out.push_back((c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) : c);
     return out;
   }
-  for (char32_t c : DecodeUtf8(s)) {
+  for (char32_t c : DecodeUtf8Lossy(s)) {
     if (c == 0xdf) {
       out += "SS";
     } else {
@@ -122,15 +122,15 @@ std::string Lower(const std::string& s) {
     for (char c : s) out.push_back((c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c);
     return out;
   }
-  for (char32_t c : DecodeUtf8(s)) AppendUtf8(ToLower(c), &out);
+  for (char32_t c : DecodeUtf8Lossy(s)) AppendUtf8(ToLower(c), &out);
   return out;
 }
 
 // Python str.strip / lstrip / rstrip. `chars` null: whitespace.
 std::string Strip(const std::string& s, const std::string* chars, bool left, bool right) {
-  std::u32string cps = DecodeUtf8(s);
+  std::u32string cps = DecodeUtf8Lossy(s);
   std::u32string set;
-  if (chars) set = DecodeUtf8(*chars);
+  if (chars) set = DecodeUtf8Lossy(*chars);
   auto strip_me = [&](char32_t c) {
     return chars ? set.find(c) != std::u32string::npos : IsPyWhitespace(c);
   };
@@ -145,7 +145,7 @@ std::string Strip(const std::string& s, const std::string* chars, bool left, boo
 }
 
 std::vector<std::string> SplitWhitespace(const std::string& s, int64_t maxsplit) {
-  std::u32string cps = DecodeUtf8(s);
+  std::u32string cps = DecodeUtf8Lossy(s);
   std::vector<std::string> out;
   size_t i = 0;
   const size_t n = cps.size();
@@ -197,7 +197,7 @@ std::vector<std::string> RSplitSep(const std::string& s, const std::string& sep,
 std::string Replace(const std::string& s, const std::string& from, const std::string& to,
                     int64_t count) {
   if (from.empty()) {
-    std::u32string cps = DecodeUtf8(s);
+    std::u32string cps = DecodeUtf8Lossy(s);
     std::string out;
     int64_t done = 0;
     for (size_t i = 0; i <= cps.size(); ++i) {
@@ -225,13 +225,13 @@ std::string Replace(const std::string& s, const std::string& from, const std::st
 }
 
 std::string Capitalize(const std::string& s) {
-  std::u32string cps = DecodeUtf8(s);
+  std::u32string cps = DecodeUtf8Lossy(s);
   for (size_t i = 0; i < cps.size(); ++i) cps[i] = i == 0 ? ToUpper(cps[i]) : ToLower(cps[i]);
   return EncodeUtf8(cps);
 }
 
 std::string Title(const std::string& s) {
-  std::u32string cps = DecodeUtf8(s);
+  std::u32string cps = DecodeUtf8Lossy(s);
   bool prev_cased = false;
   for (char32_t& c : cps) {
     bool cased = IsCased(c);
@@ -241,12 +241,7 @@ std::string Title(const std::string& s) {
   return EncodeUtf8(cps);
 }
 
-int64_t CodepointLength(const std::string& s) {
-  if (IsAscii(s)) return static_cast<int64_t>(s.size());
-  int64_t n = 0;
-  for (char c : s) n += (static_cast<unsigned char>(c) & 0xc0) != 0x80;
-  return n;
-}
+int64_t CodepointLength(const std::string& s) { return static_cast<int64_t>(Utf8Length(s)); }
 
 // ---- argument helpers ----
 
@@ -301,7 +296,7 @@ absl::StatusOr<ValueList> Iterate(const Value& v) {
     }
     case Value::Type::kString: {
       ValueList chars;
-      std::u32string cps = DecodeUtf8(v.as_string());
+      std::u32string cps = DecodeUtf8Lossy(v.as_string());
       for (char32_t c : cps) {
         std::string s;
         AppendUtf8(c, &s);
@@ -371,7 +366,7 @@ absl::StatusOr<Value> GetItem(const Value& obj, const Value& key) {
         }
         return items[static_cast<size_t>(i)];
       }
-      std::u32string cps = DecodeUtf8(obj.as_string());
+      std::u32string cps = DecodeUtf8Lossy(obj.as_string());
       int64_t n = static_cast<int64_t>(cps.size());
       if (i < 0) i += n;
       if (i < 0 || i >= n)
@@ -465,7 +460,7 @@ absl::StatusOr<Value> Slice(const Value& obj, const Value& start_v, const Value&
   if (obj.is_list()) {
     n = static_cast<int64_t>(obj.as_list().size());
   } else if (obj.is_string()) {
-    cps = DecodeUtf8(obj.as_string());
+    cps = DecodeUtf8Lossy(obj.as_string());
     n = static_cast<int64_t>(cps.size());
   } else {
     return Value::Undefined(absl::StrCat("'", obj.TypeName(), "' object is not subscriptable"));
@@ -1489,7 +1484,7 @@ class Interpreter {
     }
     if (name == "isdigit" || name == "isnumeric" || name == "isdecimal" || name == "isalpha" ||
         name == "isalnum" || name == "isspace" || name == "isupper" || name == "islower") {
-      std::u32string cps = DecodeUtf8(s);
+      std::u32string cps = DecodeUtf8Lossy(s);
       if (cps.empty()) return Value::Bool(false);
       bool any_cased = false;
       for (char32_t c : cps) {
@@ -1739,7 +1734,7 @@ class Interpreter {
     }
     if (name == "reverse") {
       if (v.is_string()) {
-        std::u32string cps = DecodeUtf8(v.as_string());
+        std::u32string cps = DecodeUtf8Lossy(v.as_string());
         std::reverse(cps.begin(), cps.end());
         return Value::String(EncodeUtf8(cps));
       }
@@ -1962,7 +1957,7 @@ class Interpreter {
       return Value::String(std::move(out));
     }
     if (name == "wordcount") {
-      std::u32string cps = DecodeUtf8(v.Str());
+      std::u32string cps = DecodeUtf8Lossy(v.Str());
       int64_t words = 0;
       bool in_word = false;
       for (char32_t c : cps) {

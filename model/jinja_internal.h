@@ -1,5 +1,5 @@
 // Internals of the Jinja interpreter shared by its .cc files: the syntax tree
-// the parser builds and the interpreter walks, and UTF-8 helpers. Not part of
+// the parser builds and the interpreter walks. Not part of
 // the public API (see jinja.h).
 #ifndef RETORT_MODEL_JINJA_INTERNAL_H_
 #define RETORT_MODEL_JINJA_INTERNAL_H_
@@ -10,14 +10,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/utf8.h"
 #include "model/jinja.h"
 
 namespace retort::jinja {
-
-std::u32string DecodeUtf8(const std::string& s);  // invalid bytes become U+FFFD
-std::string EncodeUtf8(const std::u32string& s);
-void AppendUtf8(char32_t c, std::string* out);
-bool IsAscii(const std::string& s);
 
 enum class ExprKind {
   kLiteral,  // value
