@@ -21,8 +21,8 @@
 // comparisons (chained), + - * / // % ** ~. Python methods of str (strip,
 // split, startswith, replace, ...), dict (get, keys, values, items).
 // Unicode-aware where Python is (length, indexing and slicing count code
-// points); upper()/lower()/title() map Latin, Greek, Cyrillic, Armenian and
-// fullwidth letters (other scripts pass through unchanged).
+// points); case mappings and the is*() predicates use Unicode's tables
+// (utf8proc), as Python's str does (jinja_pystr.h lists the few differences).
 //
 // Bad templates never crash or hang: parse errors carry a line number,
 // evaluation is bounded in steps, call depth and output size.

@@ -6,8 +6,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "core/utf8.h"
 #include "model/jinja.h"
-#include "model/jinja_internal.h"
+#include "model/jinja_pystr.h"
 
 namespace retort::jinja {
 namespace {
@@ -23,38 +24,6 @@ const ValueList& EmptyList() {
 ValueDict& EmptyDict() {
   static ValueDict* empty = new ValueDict();
   return *empty;
-}
-
-// Python's repr() of a str: single quotes unless the text has a single quote
-// and no double quote; escapes for backslash, the quote, control characters.
-std::string ReprString(const std::string& s) {
-  bool has_single = s.find('\'') != std::string::npos;
-  bool has_double = s.find('"') != std::string::npos;
-  char quote = (has_single && !has_double) ? '"' : '\'';
-  std::string out(1, quote);
-  std::u32string cps = DecodeUtf8Lossy(s);
-  for (char32_t c : cps) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == static_cast<char32_t>(quote)) {
-      out += '\\';
-      out += quote;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0xa0) || c == 0xad) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned>(c));
-      out += buf;
-    } else {
-      AppendUtf8(c, &out);
-    }
-  }
-  out += quote;
-  return out;
 }
 
 template <typename J>

@@ -1,8 +1,8 @@
-// Internals of the Jinja interpreter shared by its .cc files: the syntax tree
-// the parser builds and the interpreter walks. Not part of
-// the public API (see jinja.h).
-#ifndef RETORT_MODEL_JINJA_INTERNAL_H_
-#define RETORT_MODEL_JINJA_INTERNAL_H_
+// The syntax tree of a Jinja template: what jinja_parser.cc builds and the
+// interpreter walks. Internal to the Jinja engine, not part of the public API
+// (see jinja.h).
+#ifndef RETORT_MODEL_JINJA_AST_H_
+#define RETORT_MODEL_JINJA_AST_H_
 
 #include <memory>
 #include <string>
@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/utf8.h"
 #include "model/jinja.h"
 
 namespace retort::jinja {
@@ -93,4 +92,4 @@ absl::StatusOr<std::shared_ptr<const Program>> ParseProgram(const std::string& s
 
 }  // namespace retort::jinja
 
-#endif  // RETORT_MODEL_JINJA_INTERNAL_H_
+#endif  // RETORT_MODEL_JINJA_AST_H_
