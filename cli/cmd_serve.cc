@@ -61,7 +61,7 @@
 #include "httplib.h"
 #include "model/sampler.h"
 #include "model/transformer.h"
-#include "model/unicode.h"
+#include "text/unicode.h"
 
 namespace retort::cli {
 namespace {

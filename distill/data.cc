@@ -15,7 +15,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "formats/traces.h"
-#include "model/unicode.h"
+#include "text/unicode.h"
 
 namespace retort {
 namespace {

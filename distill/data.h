@@ -40,10 +40,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "formats/traces.h"
-#include "model/chat_template.h"
 #include "model/sampler.h"
-#include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace retort {
 
