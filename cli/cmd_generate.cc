@@ -19,7 +19,7 @@
 #include "distill/endpoint.h"
 #include "distill/trace_job.h"
 #include "distill/verify.h"
-#include "model/detokenizer.h"
+#include "text/detokenizer.h"
 #include "model/sampler.h"
 #include "model/transformer.h"
 
@@ -31,7 +31,7 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// Streams decoded text to `out` as it becomes final (model/detokenizer.h):
+// Streams decoded text to `out` as it becomes final (text/detokenizer.h):
 // a character split across tokens is printed once it is whole, and all that
 // is printed is exactly the decoded continuation.
 class TextStream {

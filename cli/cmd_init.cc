@@ -12,7 +12,7 @@
 #include "core/file.h"
 #include "core/status.h"
 #include "model/init.h"
-#include "model/tokenizer_bytes.h"
+#include "text/tokenizer_bytes.h"
 
 namespace retort::cli {
 namespace {

@@ -2,14 +2,14 @@
 
 #include <filesystem>
 
-#include "absl/strings/str_cat.h"
-#include "core/file.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/file.h"
 #include "core/status.h"
 #include "formats/gguf.h"
-#include "model/chat_template.h"
 #include "model/gguf_model.h"
+#include "text/chat_template.h"
 
 namespace retort::cli {
 namespace fs = std::filesystem;

@@ -10,11 +10,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "nlohmann/json.hpp"
 #include "core/dtype.h"
-#include "model/chat_template.h"
-#include "model/tokenizer.h"
 #include "model/transformer.h"
+#include "nlohmann/json.hpp"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace retort::cli {
 

@@ -16,7 +16,7 @@
 #include "core/thread_pool.h"
 #include "formats/json_fields.h"
 #include "formats/traces.h"
-#include "formats/utf8.h"
+#include "core/utf8.h"
 
 namespace retort {
 namespace {
@@ -47,7 +47,7 @@ absl::StatusOr<std::string> StringField(const ojson& message, const char* key, s
   const ojson* value = JsonFields::Find(message, key);
   if (value == nullptr) return std::string();
   ASSIGN_OR_RETURN(std::string s, fields.String(*value, field));
-  if (const int64_t bad = FirstInvalidUtf8(s); bad >= 0) {
+  if (const size_t bad = ValidUtf8Prefix(s); bad < s.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": ", field, " is not valid UTF-8 (byte ", bad, ")"));
   }
@@ -299,7 +299,7 @@ absl::StatusOr<std::vector<TrainExample>> TextExamples(const std::string& text,
                                                        const Tokenizer& tokenizer,
                                                        const TextSplitOptions& options,
                                                        const std::string& source) {
-  if (const int64_t bad = FirstInvalidUtf8(text); bad >= 0) {
+  if (const size_t bad = ValidUtf8Prefix(text); bad < text.size()) {
     const int64_t line = std::count(text.begin(), text.begin() + bad, '\n') + 1;
     return absl::InvalidArgumentError(
         absl::StrCat(source, ":", line, ": not valid UTF-8 (byte offset ", bad, ")"));

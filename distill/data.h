@@ -41,10 +41,10 @@
 #include "absl/status/statusor.h"
 #include "formats/reasoning.h"
 #include "formats/traces.h"
-#include "model/chat_template.h"
 #include "model/sampler.h"
-#include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace retort {
 

@@ -15,15 +15,6 @@
 namespace retort {
 namespace {
 
-// Length of the longest suffix of `text` that is a proper prefix of `tag`
-// (text that may become the tag once more arrives).
-size_t PartialTagSuffix(std::string_view text, std::string_view tag) {
-  for (size_t n = std::min(text.size(), tag.size() - 1); n > 0; --n) {
-    if (text.substr(text.size() - n) == tag.substr(0, n)) return n;
-  }
-  return 0;
-}
-
 std::string Str(std::string_view s) { return std::string(s.data(), s.size()); }
 
 }  // namespace
@@ -76,7 +67,7 @@ ReasoningSplitter::Delta ReasoningSplitter::Push(std::string_view text) {
     const std::string_view tag = state_ == State::kContent ? kReasoningOpenTag : kReasoningCloseTag;
     size_t at = pending_.find(tag.data(), 0, tag.size());
     if (at == std::string::npos) {
-      size_t keep = PartialTagSuffix(pending_, tag);
+      size_t keep = PartialSuffixLength(pending_, tag);
       Emit(std::string_view(pending_).substr(0, pending_.size() - keep), &out);
       pending_.erase(0, pending_.size() - keep);
       break;

@@ -1,5 +1,7 @@
 #include "formats/reasoning.h"
 
+#include <algorithm>
+
 #include <cctype>
 #include <string>
 
@@ -43,6 +45,14 @@ std::string JoinReasoning(std::string_view reasoning, std::string_view answer) {
   std::string out(kReasoningPrefix);
   out.append(reasoning).append("\n").append(kReasoningCloseTag).append("\n\n").append(answer);
   return out;
+}
+
+size_t PartialSuffixLength(std::string_view text, std::string_view s) {
+  if (s.empty()) return 0;
+  for (size_t n = std::min(text.size(), s.size() - 1); n > 0; --n) {
+    if (text.substr(text.size() - n) == s.substr(0, n)) return n;
+  }
+  return 0;
 }
 
 bool EndsInsideReasoning(std::string_view prompt) {

@@ -42,6 +42,11 @@ std::string JoinReasoning(std::string_view reasoning, std::string_view answer);
 // </think>.
 bool EndsInsideReasoning(std::string_view prompt);
 
+// Length of the longest suffix of `text` that is a proper prefix of `s`:
+// streamed text that may still grow into a tag or a stop string, and so is
+// held back until more arrives.
+size_t PartialSuffixLength(std::string_view text, std::string_view s);
+
 // `text` without its <think>...</think> blocks: each block is removed with
 // its tags; an unclosed <think> removes everything after it; a </think>
 // before any <think> (a completion whose prompt opened the reasoning, as

@@ -8,7 +8,7 @@
 #include "core/file.h"
 #include "core/status.h"
 #include "formats/json_fields.h"
-#include "formats/utf8.h"
+#include "core/utf8.h"
 
 namespace retort {
 namespace {
@@ -187,7 +187,7 @@ absl::StatusOr<std::vector<TraceSample>> ParseLine(std::string_view line, int64_
                                                    const std::string& path, bool all_generations) {
   const JsonFields ref(absl::StrCat(path, ":", line_no), JsonFields::Shown::kType);
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  if (const int64_t bad = FirstInvalidUtf8(line); bad >= 0) {
+  if (const size_t bad = ValidUtf8Prefix(line); bad < line.size()) {
     return ref.Bad("", absl::StrCat("invalid UTF-8 at byte ", bad, " of the line"));
   }
   if (Trim(line).empty()) return ref.Bad("", "empty line, expected a JSON object");

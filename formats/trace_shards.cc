@@ -13,7 +13,7 @@
 #include "core/file.h"
 #include "core/status.h"
 #include "formats/proto/trace.pb.h"
-#include "formats/utf8.h"
+#include "core/utf8.h"
 #include "formats/varint.h"
 
 namespace retort {
@@ -102,7 +102,7 @@ absl::Status TraceShardWriter::Append(const TraceTokens& r) {
                        absl::StrCat("expected ", completion, " sampled log-probs (or none), got ",
                                     r.sampled_logprobs.size()));
   }
-  if (const int64_t bad = FirstInvalidUtf8(r.id); bad >= 0) {
+  if (const size_t bad = ValidUtf8Prefix(r.id); bad < r.id.size()) {
     return RecordError(r, absl::StrCat("id is not UTF-8 (byte ", bad, ")"));
   }
   proto::TraceTokens msg;

@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "model/chat_template.h"
+#include "text/chat_template.h"
 #include "model/sampler.h"
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 #include "serve/text_util.h"
 
 namespace retort::serve {

@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "model/unicode.h"
+#include "text/unicode.h"
 
 namespace retort::serve {
 namespace {

@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 #include "serve/openai_request.h"
 #include "serve/scheduler.h"
 #include "serve/text_stream.h"

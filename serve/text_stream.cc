@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "core/utf8.h"
+#include "formats/reasoning.h"
 #include "serve/text_util.h"
 
 namespace retort::serve {
@@ -22,7 +24,7 @@ bool TextStream::Push(int32_t id) {
 bool TextStream::Append(const std::string& t) {
   const size_t from = text_.size();
   text_ += t;
-  chars_ += CountCodePoints(t);
+  chars_ += Utf8Length(t);
   // Only a match that ends in the new text is new.
   size_t cut = std::string::npos;
   for (const std::string& s : stop_) {

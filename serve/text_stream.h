@@ -2,7 +2,7 @@
 // sees, as the tokens arrive.
 //
 // Three stages, in order:
-//   1. decoding (model/detokenizer.h), incremental and UTF-8 safe: a token
+//   1. decoding (text/detokenizer.h), incremental and UTF-8 safe: a token
 //      group whose bytes end inside a character waits for the next token,
 //      up to 4 tokens, then its broken bytes become U+FFFD;
 //   2. stop strings: the text is cut before the earliest match, and a
@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "distill/endpoint.h"
-#include "model/detokenizer.h"
-#include "model/tokenizer.h"
+#include "text/detokenizer.h"
+#include "text/tokenizer.h"
 
 namespace retort::serve {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 #include "nlohmann/json.hpp"
 
 namespace retort::serve {
@@ -19,17 +19,6 @@ using Json = nlohmann::ordered_json;
 // One line of JSON; invalid UTF-8 in strings becomes U+FFFD instead of
 // throwing.
 std::string DumpJson(const Json& j);
-
-// Code points in UTF-8 text (continuation bytes are not counted).
-size_t CountCodePoints(std::string_view s);
-
-// Length of the longest suffix of `text` that is a proper prefix of `s`
-// (text that may still grow into `s`).
-size_t PartialSuffixLength(std::string_view text, std::string_view s);
-
-// True if `rendered` (a chat prompt) ends with "<think>", trailing white
-// space aside: the answer then opens inside the reasoning.
-bool EndsInsideReasoning(std::string_view rendered);
 
 // The raw bytes a token stands for (byte-level pieces mapped back through the
 // GPT-2 table; added tokens as written).

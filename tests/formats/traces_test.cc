@@ -14,9 +14,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/gguf_model.h"
-#include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "tests/formats/test_util.h"
+#include "text/tokenizer.h"
 
 namespace retort {
 namespace {

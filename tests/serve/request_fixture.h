@@ -1,4 +1,4 @@
-// A RequestContext over the byte tokenizer (tests/model/byte_tokenizer.h)
+// A RequestContext over the byte tokenizer (tests/text/byte_tokenizer.h)
 // and a ChatML template, shared by the serve/ tests.
 #ifndef RETORT_TESTS_SERVE_REQUEST_FIXTURE_H_
 #define RETORT_TESTS_SERVE_REQUEST_FIXTURE_H_
@@ -7,9 +7,9 @@
 #include <optional>
 #include <string>
 
-#include "model/chat_template.h"
+#include "text/chat_template.h"
 #include "serve/openai_request.h"
-#include "tests/model/byte_tokenizer.h"
+#include "tests/text/byte_tokenizer.h"
 
 namespace retort::serve::testing {
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "tests/model/byte_tokenizer.h"
+#include "tests/text/byte_tokenizer.h"
 
 namespace retort::serve {
 namespace {

@@ -1,4 +1,4 @@
-#include "model/pretokenizer.h"
+#include "text/pretokenizer.h"
 
 #include <algorithm>
 #include <functional>
@@ -99,10 +99,7 @@ void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>
       start = e;
     } else {
       // Empty match: step over one character.
-      start = b + 1;
-      while (start < text.size() && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) {
-        ++start;
-      }
+      start = NextUtf8CharStart(text, b);
     }
   }
 }

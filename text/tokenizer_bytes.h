@@ -3,8 +3,8 @@
 // real tokenizer is named, so every command works offline. The files are
 // ordinary tokenizer.json / tokenizer_config.json that the `tokenizers`
 // library and transformers load as well.
-#ifndef RETORT_MODEL_TOKENIZER_BYTES_H_
-#define RETORT_MODEL_TOKENIZER_BYTES_H_
+#ifndef RETORT_TEXT_TOKENIZER_BYTES_H_
+#define RETORT_TEXT_TOKENIZER_BYTES_H_
 
 #include <string>
 #include <vector>
@@ -27,4 +27,4 @@ nlohmann::json ByteTokenizerConfigJson();
 
 }  // namespace retort
 
-#endif  // RETORT_MODEL_TOKENIZER_BYTES_H_
+#endif  // RETORT_TEXT_TOKENIZER_BYTES_H_

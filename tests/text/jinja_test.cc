@@ -2,7 +2,7 @@
 // the jinja2 environment transformers compiles chat templates in (see
 // tests/reference/chat_templates/make_fixtures.py); the rest pins down error
 // handling: line numbers, limits, hostile input.
-#include "model/jinja.h"
+#include "text/jinja.h"
 
 #include <ctime>
 #include <iomanip>

@@ -18,8 +18,8 @@
 // splits text exactly as the model's tokenizer.json does.
 //
 // Objects are immutable after construction and safe to use from many threads.
-#ifndef RETORT_MODEL_PRETOKENIZER_H_
-#define RETORT_MODEL_PRETOKENIZER_H_
+#ifndef RETORT_TEXT_PRETOKENIZER_H_
+#define RETORT_TEXT_PRETOKENIZER_H_
 
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "model/unicode.h"
+#include "text/unicode.h"
 
 namespace retort {
 
@@ -122,4 +122,4 @@ class PreTokenizer {
 
 }  // namespace retort
 
-#endif  // RETORT_MODEL_PRETOKENIZER_H_
+#endif  // RETORT_TEXT_PRETOKENIZER_H_

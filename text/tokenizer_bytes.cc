@@ -1,8 +1,8 @@
-#include "model/tokenizer_bytes.h"
+#include "text/tokenizer_bytes.h"
 
 #include <cstdint>
 
-#include "model/unicode.h"
+#include "text/unicode.h"
 
 namespace retort {
 
@@ -20,7 +20,10 @@ nlohmann::json ByteTokenizerJson() {
                      {"normalized", false},
                      {"special", true}});
   }
-  json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  json byte_level = {{"type", "ByteLevel"},
+                     {"add_prefix_space", false},
+                     {"trim_offsets", true},
+                     {"use_regex", true}};
   return {{"version", "1.0"},
           {"truncation", nullptr},
           {"padding", nullptr},
@@ -51,8 +54,10 @@ nlohmann::json ByteTokenizerConfigJson() {
           {"model_max_length", 8192},
           {"clean_up_tokenization_spaces", false},
           {"chat_template",
-           "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-           "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"}};
+           "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+           "message['content'] + "
+           "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ "
+           "'<|im_start|>assistant\\n' }}{% endif %}"}};
 }
 
 }  // namespace retort

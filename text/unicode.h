@@ -1,4 +1,5 @@
-// UTF-8 and Unicode helpers for the tokenizer.
+// Unicode helpers for the tokenizer. The UTF-8 codec itself (DecodeUtf8Char,
+// AppendUtf8, IsValidUtf8, Utf8Lossy, ...) is core/utf8.h, included here.
 //
 // Byte-level BPE vocabularies (GPT-2 and everything after it) store tokens as
 // strings of "byte characters": each of the 256 byte values is mapped to a
@@ -11,32 +12,17 @@
 // decomposed text (e.g. "e" + U+0301).
 //
 // All functions are thread-safe.
-#ifndef RETORT_MODEL_UNICODE_H_
-#define RETORT_MODEL_UNICODE_H_
+#ifndef RETORT_TEXT_UNICODE_H_
+#define RETORT_TEXT_UNICODE_H_
 
 #include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "core/utf8.h"
+
 namespace retort {
-
-// Decodes one UTF-8 character starting at s[i]; returns its byte length
-// (1..4), or 0 if the bytes there are not a well-formed UTF-8 sequence.
-// Writes the code point to *cp when non-zero is returned.
-int DecodeUtf8Char(std::string_view s, size_t i, char32_t* cp);
-
-// Appends the UTF-8 encoding of cp (which must be a valid scalar value).
-void AppendUtf8(char32_t cp, std::string* out);
-
-// True if s is well-formed UTF-8 (no surrogates, no overlongs).
-bool IsValidUtf8(std::string_view s);
-
-// Returns s with every ill-formed subsequence replaced by U+FFFD, using the
-// "maximal subpart" rule of Unicode (the rule of Rust's String::from_utf8_lossy
-// and Python's errors="replace"), so decoded text matches the reference
-// tokenizers byte for byte.
-std::string Utf8Lossy(std::string_view s);
 
 // The GPT-2 byte <-> character table. ByteToUnicode(b) is the UTF-8 encoding
 // of the character standing for byte b.
@@ -56,4 +42,4 @@ std::string Lowercase(std::string_view s);
 
 }  // namespace retort
 
-#endif  // RETORT_MODEL_UNICODE_H_
+#endif  // RETORT_TEXT_UNICODE_H_

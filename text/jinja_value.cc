@@ -6,8 +6,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "model/jinja.h"
-#include "model/jinja_internal.h"
+#include "core/utf8.h"
+#include "text/jinja.h"
+#include "text/jinja_pystr.h"
 
 namespace retort::jinja {
 namespace {
@@ -23,38 +24,6 @@ const ValueList& EmptyList() {
 ValueDict& EmptyDict() {
   static ValueDict* empty = new ValueDict();
   return *empty;
-}
-
-// Python's repr() of a str: single quotes unless the text has a single quote
-// and no double quote; escapes for backslash, the quote, control characters.
-std::string ReprString(const std::string& s) {
-  bool has_single = s.find('\'') != std::string::npos;
-  bool has_double = s.find('"') != std::string::npos;
-  char quote = (has_single && !has_double) ? '"' : '\'';
-  std::string out(1, quote);
-  std::u32string cps = DecodeUtf8(s);
-  for (char32_t c : cps) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == static_cast<char32_t>(quote)) {
-      out += '\\';
-      out += quote;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0xa0) || c == 0xad) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned>(c));
-      out += buf;
-    } else {
-      AppendUtf8(c, &out);
-    }
-  }
-  out += quote;
-  return out;
 }
 
 template <typename J>
@@ -96,7 +65,7 @@ Value FromJsonImpl(const J& j) {
 
 void AppendJsonString(const std::string& s, bool ensure_ascii, std::string* out) {
   out->push_back('"');
-  std::u32string cps = DecodeUtf8(s);
+  std::u32string cps = DecodeUtf8Lossy(s);
   char buf[16];
   for (char32_t c : cps) {
     switch (c) {
@@ -235,81 +204,6 @@ struct JsonWriter {
 };
 
 }  // namespace
-
-// ---- UTF-8 helpers (jinja_internal.h) ----
-
-std::u32string DecodeUtf8(const std::string& s) {
-  std::u32string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      out.push_back(c);
-      ++i;
-      continue;
-    }
-    int len = 0;
-    char32_t cp = 0;
-    if ((c & 0xe0) == 0xc0) {
-      len = 2;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      len = 3;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      len = 4;
-      cp = c & 0x07;
-    }
-    bool ok = len > 0 && i + len <= n;
-    for (int k = 1; ok && k < len; ++k) {
-      unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) ok = false;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    if (!ok) {
-      out.push_back(0xfffd);
-      ++i;
-      continue;
-    }
-    out.push_back(cp);
-    i += len;
-  }
-  return out;
-}
-
-void AppendUtf8(char32_t c, std::string* out) {
-  if (c < 0x80) {
-    out->push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    out->push_back(static_cast<char>(0xc0 | (c >> 6)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3f)));
-  } else if (c < 0x10000) {
-    out->push_back(static_cast<char>(0xe0 | (c >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3f)));
-  } else {
-    out->push_back(static_cast<char>(0xf0 | (c >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3f)));
-  }
-}
-
-std::string EncodeUtf8(const std::u32string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char32_t c : s) AppendUtf8(c, &out);
-  return out;
-}
-
-bool IsAscii(const std::string& s) {
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) >= 0x80) return false;
-  }
-  return true;
-}
 
 // ---- Value ----
 

@@ -1,14 +1,14 @@
 // IncrementalDecoder: what it returns, pushed token by token, adds up to
 // Tokenizer::Decode of the whole sequence, and characters cut across tokens
 // come out whole.
-#include "model/detokenizer.h"
+#include "text/detokenizer.h"
 
 #include <random>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "tests/model/byte_tokenizer.h"
+#include "tests/text/byte_tokenizer.h"
 
 namespace retort {
 namespace {

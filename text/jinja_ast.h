@@ -1,8 +1,8 @@
-// Internals of the Jinja interpreter shared by its .cc files: the syntax tree
-// the parser builds and the interpreter walks, and UTF-8 helpers. Not part of
-// the public API (see jinja.h).
-#ifndef RETORT_MODEL_JINJA_INTERNAL_H_
-#define RETORT_MODEL_JINJA_INTERNAL_H_
+// The syntax tree of a Jinja template: what jinja_parser.cc builds and the
+// interpreter walks. Internal to the Jinja engine, not part of the public API
+// (see jinja.h).
+#ifndef RETORT_TEXT_JINJA_AST_H_
+#define RETORT_TEXT_JINJA_AST_H_
 
 #include <memory>
 #include <string>
@@ -10,14 +10,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "model/jinja.h"
+#include "text/jinja.h"
 
 namespace retort::jinja {
-
-std::u32string DecodeUtf8(const std::string& s);  // invalid bytes become U+FFFD
-std::string EncodeUtf8(const std::u32string& s);
-void AppendUtf8(char32_t c, std::string* out);
-bool IsAscii(const std::string& s);
 
 enum class ExprKind {
   kLiteral,  // value
@@ -97,4 +92,4 @@ absl::StatusOr<std::shared_ptr<const Program>> ParseProgram(const std::string& s
 
 }  // namespace retort::jinja
 
-#endif  // RETORT_MODEL_JINJA_INTERNAL_H_
+#endif  // RETORT_TEXT_JINJA_AST_H_

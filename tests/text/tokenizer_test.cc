@@ -3,7 +3,7 @@
 // produced by the Hugging Face `tokenizers` library on a multi-script corpus
 // (tests/reference/tokenizers/make_fixtures.py), plus the GGUF-parts path,
 // double-BOS handling, bad files and speed.
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -20,8 +20,8 @@
 #include <thread>
 
 #include "core/file.h"
-#include "model/unicode.h"
 #include "tests/fixture_util.h"
+#include "text/unicode.h"
 
 namespace retort {
 namespace {

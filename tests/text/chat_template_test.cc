@@ -1,7 +1,7 @@
 // Renders real chat templates (tests/reference/chat_templates/*.jinja) over
 // the conversations in fixtures.json and compares with what transformers'
 // apply_chat_template produced for the same inputs.
-#include "model/chat_template.h"
+#include "text/chat_template.h"
 
 #include <ctime>
 #include <filesystem>

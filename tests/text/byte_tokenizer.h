@@ -10,8 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "model/tokenizer.h"
-#include "model/unicode.h"
+#include "text/tokenizer.h"
+#include "text/unicode.h"
 #include "nlohmann/json.hpp"
 
 namespace retort::testing {

@@ -19,8 +19,8 @@
 // Thread-safety: a Tokenizer is immutable after loading except for an
 // internal word cache guarded by a mutex; all const methods may be called from
 // many threads at once.
-#ifndef RETORT_MODEL_TOKENIZER_H_
-#define RETORT_MODEL_TOKENIZER_H_
+#ifndef RETORT_TEXT_TOKENIZER_H_
+#define RETORT_TEXT_TOKENIZER_H_
 
 #include <cstdint>
 #include <memory>
@@ -32,7 +32,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "model/pretokenizer.h"
+#include "text/pretokenizer.h"
 
 namespace retort {
 
@@ -181,4 +181,4 @@ class Tokenizer {
 
 }  // namespace retort
 
-#endif  // RETORT_MODEL_TOKENIZER_H_
+#endif  // RETORT_TEXT_TOKENIZER_H_

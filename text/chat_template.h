@@ -20,8 +20,8 @@
 //
 // Thread-safety: Render is const and may be called from several threads;
 // SetFixedNow / SetSpecialTokens must not race with it.
-#ifndef RETORT_MODEL_CHAT_TEMPLATE_H_
-#define RETORT_MODEL_CHAT_TEMPLATE_H_
+#ifndef RETORT_TEXT_CHAT_TEMPLATE_H_
+#define RETORT_TEXT_CHAT_TEMPLATE_H_
 
 #include <ctime>
 #include <optional>
@@ -29,8 +29,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "model/jinja.h"
 #include "nlohmann/json.hpp"
+#include "text/jinja.h"
 
 namespace retort {
 
@@ -82,4 +82,4 @@ class ChatTemplate {
 
 }  // namespace retort
 
-#endif  // RETORT_MODEL_CHAT_TEMPLATE_H_
+#endif  // RETORT_TEXT_CHAT_TEMPLATE_H_

@@ -1,4 +1,4 @@
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <algorithm>
 #include <cctype>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
 #include "core/status.h"
-#include "model/unicode.h"
+#include "text/unicode.h"
 
 namespace retort {
 namespace {
@@ -49,10 +49,8 @@ bool IsWordChar(char32_t c) {
 // The code point ending just before byte offset i (0 if none).
 char32_t CharBefore(std::string_view s, size_t i) {
   if (i == 0) return 0;
-  size_t b = i - 1;
-  while (b > 0 && (static_cast<unsigned char>(s[b]) & 0xC0) == 0x80) --b;
   char32_t cp = 0;
-  return DecodeUtf8Char(s, b, &cp) > 0 ? cp : 0;
+  return DecodeUtf8Char(s, PrevUtf8CharStart(s, i), &cp) > 0 ? cp : 0;
 }
 
 }  // namespace
@@ -97,9 +95,7 @@ struct Tokenizer::AddedMatcher {
           while (b > from) {
             const char32_t c = CharBefore(text, b);
             if (c == 0 || !IsWhitespace(c)) break;
-            size_t p = b - 1;
-            while (p > from && (static_cast<unsigned char>(text[p]) & 0xC0) == 0x80) --p;
-            b = p;
+            b = std::max(PrevUtf8CharStart(text, b), from);
           }
         }
         if (t->rstrip) {

@@ -15,14 +15,14 @@
 // become U+FFFD), so a stream of invalid bytes cannot stall the output.
 //
 // Not thread-safe; one per generated sequence. The tokenizer must outlive it.
-#ifndef RETORT_MODEL_DETOKENIZER_H_
-#define RETORT_MODEL_DETOKENIZER_H_
+#ifndef RETORT_TEXT_DETOKENIZER_H_
+#define RETORT_TEXT_DETOKENIZER_H_
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "model/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace retort {
 
@@ -54,4 +54,4 @@ class IncrementalDecoder {
 
 }  // namespace retort
 
-#endif  // RETORT_MODEL_DETOKENIZER_H_
+#endif  // RETORT_TEXT_DETOKENIZER_H_

@@ -21,16 +21,16 @@
 // comparisons (chained), + - * / // % ** ~. Python methods of str (strip,
 // split, startswith, replace, ...), dict (get, keys, values, items).
 // Unicode-aware where Python is (length, indexing and slicing count code
-// points); upper()/lower()/title() map Latin, Greek, Cyrillic, Armenian and
-// fullwidth letters (other scripts pass through unchanged).
+// points); case mappings and the is*() predicates use Unicode's tables
+// (utf8proc), as Python's str does (jinja_pystr.h lists the few differences).
 //
 // Bad templates never crash or hang: parse errors carry a line number,
 // evaluation is bounded in steps, call depth and output size.
 //
 // Thread-safety: a parsed Template is immutable; Render may be called from
 // several threads at once.
-#ifndef RETORT_MODEL_JINJA_H_
-#define RETORT_MODEL_JINJA_H_
+#ifndef RETORT_TEXT_JINJA_H_
+#define RETORT_TEXT_JINJA_H_
 
 #include <cstdint>
 #include <ctime>
@@ -201,4 +201,4 @@ std::string PythonFloatRepr(double d);
 
 }  // namespace retort::jinja
 
-#endif  // RETORT_MODEL_JINJA_H_
+#endif  // RETORT_TEXT_JINJA_H_
