@@ -6,7 +6,7 @@
 #include <ctime>
 #include <exception>
 
-include "absl/strings/str_cat.h"
+#include "absl/strings/str_cat.h"
 #include "formats/reasoning.h"
 #include "absl/strings/str_format.h"
 
