@@ -125,8 +125,8 @@ double MeasureSgemmGflops(int threads, int n, int repeats) {
   ScopedBlasThreads blas(threads);
   SquareGemm g(n);
   return g.BestGflops(repeats, [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, g.a.data(), n,
-                g.b.data(), n, 0.0f, g.c.data(), n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, g.a.data(), n, g.b.data(),
+                n, 0.0f, g.c.data(), n);
   });
 }
 
@@ -140,7 +140,8 @@ double MeasureRetortSgemmGflops(int threads, int n, int repeats) {
   return g.BestGflops(repeats, [&] {
     ParallelFor(static_cast<int64_t>(tiles) * tiles, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        const int i0 = static_cast<int>(t / tiles) * kTile, j0 = static_cast<int>(t % tiles) * kTile;
+        const int i0 = static_cast<int>(t / tiles) * kTile,
+                  j0 = static_cast<int>(t % tiles) * kTile;
         cpu::Sgemm(false, false, std::min(kTile, n - i0), std::min(kTile, n - j0), n, 1.0f,
                    g.a.data() + static_cast<size_t>(i0) * n, n, g.b.data() + j0, n, 0.0f,
                    g.c.data() + static_cast<size_t>(i0) * n + j0, n);
@@ -158,8 +159,7 @@ Ceilings AddCeilingsToBenchmarkContext(int threads, size_t memcpy_bytes, int sge
   benchmark::AddCustomContext("ceiling_threads", std::to_string(threads));
   benchmark::AddCustomContext("ceiling_memcpy_gbps", std::to_string(c.memcpy_gbps));
   benchmark::AddCustomContext("ceiling_sgemm_gflops", std::to_string(c.sgemm_gflops));
-  benchmark::AddCustomContext("ceiling_retort_sgemm_gflops",
-                              std::to_string(c.retort_sgemm_gflops));
+  benchmark::AddCustomContext("ceiling_retort_sgemm_gflops", std::to_string(c.retort_sgemm_gflops));
   benchmark::AddCustomContext("ceiling_retort_sgemm_path",
                               cpu::SgemmPathName(cpu::ActiveSgemmPath()));
   return c;

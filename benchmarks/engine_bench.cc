@@ -21,45 +21,36 @@
 #include <iostream>
 #include <string>
 
+#include "benchmarks/bench_flags.h"
+#include "benchmarks/bench_model.h"
+#include "benchmarks/bench_output.h"
 #include "benchmarks/ceilings.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
-#include "benchmarks/bench_model.h"
-#include "quantize/gguf_quants.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
+#include "quantize/gguf_quants.h"
 
 namespace retort {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-struct Flags {
+struct Flags : BenchModelFlags {
   int threads = 2;
-  std::string family = "llama", size = "100m", dtype = "bf16", out, model;
+  std::string out;
   int64_t prompt = 512, decode = 64;
   int repeats = 3;
 };
 
 Flags ParseFlags(int argc, char** argv) {
   Flags f;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i], v = argv[i + 1];
-    if (k == "--threads") f.threads = std::atoi(v.c_str());
-    else if (k == "--family") f.family = v;
-    else if (k == "--size") f.size = v;
-    else if (k == "--dtype") f.dtype = v;
-    else if (k == "--prompt") f.prompt = std::atoll(v.c_str());
-    else if (k == "--decode") f.decode = std::atoll(v.c_str());
-    else if (k == "--repeats") f.repeats = std::atoi(v.c_str());
-    else if (k == "--out") f.out = v;
-    else if (k == "--model") f.model = v;
-    else {
-      std::cerr << "engine_bench: unknown flag " << k << "\n";
-      std::exit(2);
-    }
-  }
+  BenchArgs args("engine_bench");
+  args.AddThreads(&f.threads);
+  args.AddOut(&f.out);
+  AddBenchModelFlags(args, &f);
+  args.Add()("prompt", po::value(&f.prompt)->default_value(f.prompt), "prefill tokens")(
+      "decode", po::value(&f.decode)->default_value(f.decode), "decoded tokens")(
+      "repeats", po::value(&f.repeats)->default_value(f.repeats), "timed repeats (best kept)");
+  args.Parse(&argc, argv, UnknownFlags::kError);
   return f;
 }
 
@@ -94,14 +85,16 @@ int Main(int argc, char** argv) {
   int64_t matmul_params = layer_params * c.num_layers;
 
   std::vector<int32_t> tokens(flags.prompt);
-  for (int64_t i = 0; i < flags.prompt; ++i) tokens[i] = static_cast<int32_t>((i * 7919) % c.vocab_size);
+  for (int64_t i = 0; i < flags.prompt; ++i)
+    tokens[i] = static_cast<int32_t>((i * 7919) % c.vocab_size);
   std::vector<float> logits(c.vocab_size);
 
   double best_prefill = 1e30;
   for (int r = 0; r < flags.repeats; ++r) {
     KvCache cache = (*model)->NewCache(flags.prompt + 1);
     auto t = Clock::now();
-    auto s = (*model)->Forward(tokens.data(), flags.prompt, cache, logits.data(), LogitsMode::kLast);
+    auto s =
+        (*model)->Forward(tokens.data(), flags.prompt, cache, logits.data(), LogitsMode::kLast);
     best_prefill = std::min(best_prefill, Since(t));
     if (!s.ok()) {
       std::cerr << s << "\n";
@@ -135,12 +128,17 @@ int Main(int argc, char** argv) {
 
   // The kernels alone, on the shapes of one layer: GEMM at m = prompt, GEMV at m = 1.
   nlohmann::ordered_json gemm = nlohmann::ordered_json::array();
-  struct Shape2 { const char* name; int64_t n, k; };
-  for (const Shape2& sh : {Shape2{"qkv", q_dim + 2 * kv_dim, c.hidden_size}, Shape2{"o", c.hidden_size, q_dim},
-                           Shape2{"gate_up", 2 * c.intermediate_size, c.hidden_size},
-                           Shape2{"down", c.hidden_size, c.intermediate_size}}) {
+  struct Shape2 {
+    const char* name;
+    int64_t n, k;
+  };
+  for (const Shape2& sh :
+       {Shape2{"qkv", q_dim + 2 * kv_dim, c.hidden_size}, Shape2{"o", c.hidden_size, q_dim},
+        Shape2{"gate_up", 2 * c.intermediate_size, c.hidden_size},
+        Shape2{"down", c.hidden_size, c.intermediate_size}}) {
     Tensor w = Tensor::Zeros(DType::kF32, {sh.n, sh.k});
-    for (int64_t i = 0; i < w.numel(); ++i) w.mutable_data<float>()[i] = static_cast<float>((i * 37) % 101) * 1e-3f;
+    for (int64_t i = 0; i < w.numel(); ++i)
+      w.mutable_data<float>()[i] = static_cast<float>((i * 37) % 101) * 1e-3f;
     if (IsBlockQuantized(dtype)) {
       if (sh.k % DTypeBlockElems(dtype) != 0) continue;  // e.g. k-quants on 576-wide rows
       auto q = ggml::QuantizeTensor(w, dtype);
@@ -159,8 +157,9 @@ int Main(int argc, char** argv) {
         best = std::min(best, Since(t));
       }
       double gflops = 2.0 * m * sh.n * sh.k / best / 1e9;
-      nlohmann::ordered_json row = {{"layer", sh.name}, {"m", m}, {"n", sh.n}, {"k", sh.k},
-                                    {"dtype", flags.dtype}, {"gflops", gflops}};
+      nlohmann::ordered_json row = {
+          {"layer", sh.name},     {"m", m},          {"n", sh.n}, {"k", sh.k},
+          {"dtype", flags.dtype}, {"gflops", gflops}};
       if (m == 1) {
         double gbps = static_cast<double>(w.nbytes()) / best / 1e9;
         row["weight_gbps"] = gbps;
@@ -172,20 +171,33 @@ int Main(int argc, char** argv) {
     }
   }
 
-  nlohmann::ordered_json out = {
-      {"model", {{"family", flags.family}, {"size", flags.size}, {"dtype", flags.dtype},
-                 {"parameters", c.ParameterCount()}, {"weight_bytes", weight_bytes}}},
-      {"threads", flags.threads},
-      {"ceilings", {{"memcpy_copy_gbps", ceil.memcpy_gbps},
-                    {"memory_bandwidth_gbps", bandwidth / 1e9},
-                    {"sgemm_gflops", ceil.sgemm_gflops}}},
-      {"prefill", {{"tokens", flags.prompt}, {"seconds", best_prefill}, {"tokens_per_second", n / best_prefill},
-                   {"gflops", prefill_gflops}, {"fraction_of_sgemm_peak", prefill_gflops / ceil.sgemm_gflops}}},
-      {"decode", {{"tokens", flags.decode}, {"context", ctx}, {"tokens_per_second", decode_tps},
-                  {"bytes_per_token", bytes_per_token}, {"roofline_tokens_per_second", roofline_tps},
-                  {"fraction_of_roofline", decode_tps / roofline_tps},
-                  {"fraction_of_copy_rate_roofline", decode_tps / (ceil.memcpy_gbps * 1e9 / bytes_per_token)}}},
-      {"matmul", gemm}};
+  nlohmann::ordered_json out = {{"model",
+                                 {{"family", flags.family},
+                                  {"size", flags.size},
+                                  {"dtype", flags.dtype},
+                                  {"parameters", c.ParameterCount()},
+                                  {"weight_bytes", weight_bytes}}},
+                                {"threads", flags.threads},
+                                {"ceilings",
+                                 {{"memcpy_copy_gbps", ceil.memcpy_gbps},
+                                  {"memory_bandwidth_gbps", bandwidth / 1e9},
+                                  {"sgemm_gflops", ceil.sgemm_gflops}}},
+                                {"prefill",
+                                 {{"tokens", flags.prompt},
+                                  {"seconds", best_prefill},
+                                  {"tokens_per_second", n / best_prefill},
+                                  {"gflops", prefill_gflops},
+                                  {"fraction_of_sgemm_peak", prefill_gflops / ceil.sgemm_gflops}}},
+                                {"decode",
+                                 {{"tokens", flags.decode},
+                                  {"context", ctx},
+                                  {"tokens_per_second", decode_tps},
+                                  {"bytes_per_token", bytes_per_token},
+                                  {"roofline_tokens_per_second", roofline_tps},
+                                  {"fraction_of_roofline", decode_tps / roofline_tps},
+                                  {"fraction_of_copy_rate_roofline",
+                                   decode_tps / (ceil.memcpy_gbps * 1e9 / bytes_per_token)}}},
+                                {"matmul", gemm}};
   EmitBenchJson(out, flags.out);
   return 0;
 }

@@ -20,19 +20,16 @@
 #include <sstream>
 #include <string>
 
+#include "benchmarks/bench_flags.h"
+#include "benchmarks/bench_model.h"
+#include "benchmarks/bench_output.h"
 #include "core/thread_pool.h"
 #include "distill/generation.h"
-#include "benchmarks/bench_model.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
 
 namespace retort {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double Since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 // User + system CPU seconds of this process, all threads.
 double CpuSeconds() {
@@ -41,9 +38,9 @@ double CpuSeconds() {
   return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-struct Flags {
+struct Flags : BenchModelFlags {
   int threads = 2;
-  std::string family = "llama", size = "100m", dtype = "bf16", out, model;
+  std::string out;
   std::vector<int64_t> batches = {1, 8, 32};
   int64_t prompt = 64, new_tokens = 64;
   int top_k = 5;
@@ -51,40 +48,17 @@ struct Flags {
 
 Flags ParseFlags(int argc, char** argv) {
   Flags f;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i], v = argv[i + 1];
-    if (k == "--threads")
-      f.threads = std::atoi(v.c_str());
-    else if (k == "--family")
-      f.family = v;
-    else if (k == "--size")
-      f.size = v;
-    else if (k == "--dtype")
-      f.dtype = v;
-    else if (k == "--prompt")
-      f.prompt = std::atoll(v.c_str());
-    else if (k == "--new")
-      f.new_tokens = std::atoll(v.c_str());
-    else if (k == "--top-k")
-      f.top_k = std::atoi(v.c_str());
-    else if (k == "--out")
-      f.out = v;
-    else if (k == "--model")
-      f.model = v;
-    else if (k == "--batches") {
-      f.batches.clear();
-      std::stringstream ss(v);
-      for (std::string item; std::getline(ss, item, ',');)
-        f.batches.push_back(std::atoll(item.c_str()));
-    } else {
-      std::cerr << "generation_bench: unknown flag " << k << "\n";
-      std::exit(2);
-    }
-  }
-  if (argc % 2 == 0) {
-    std::cerr << "generation_bench: flag " << argv[argc - 1] << " has no value\n";
-    std::exit(2);
-  }
+  std::string batches;
+  BenchArgs args("generation_bench");
+  args.AddThreads(&f.threads);
+  args.AddOut(&f.out);
+  AddBenchModelFlags(args, &f);
+  args.Add()("batches", po::value(&batches)->default_value("1,8,32"), "batch sizes (slots)")(
+      "prompt", po::value(&f.prompt)->default_value(f.prompt), "prompt tokens per request")(
+      "new", po::value(&f.new_tokens)->default_value(f.new_tokens), "generated tokens per request")(
+      "top-k", po::value(&f.top_k)->default_value(f.top_k), "log-probs recorded per token");
+  args.Parse(&argc, argv, UnknownFlags::kError);
+  f.batches = args.IntList("batches", batches, 1, 1 << 20);
   return f;
 }
 

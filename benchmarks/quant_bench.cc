@@ -28,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_flags.h"
+#include "benchmarks/bench_output.h"
 #include "benchmarks/ceilings.h"
 #include "core/convert.h"
 #include "core/ggml_blocks.h"
@@ -38,11 +40,6 @@
 
 namespace retort {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double Since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 struct Shape {
   const char* name;
@@ -124,26 +121,17 @@ int Main(int argc, char** argv) {
   int threads = 2, rounds = 3;
   bool gemv_only = false;
   double seconds = 0.3;
-  std::string out_path, types_flag;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i], v = argv[i + 1];
-    if (k == "--threads")
-      threads = std::atoi(v.c_str());
-    else if (k == "--seconds")
-      seconds = std::atof(v.c_str());
-    else if (k == "--types")
-      types_flag = v;
-    else if (k == "--rounds")
-      rounds = std::max(1, std::atoi(v.c_str()));
-    else if (k == "--gemv_only")
-      gemv_only = v == "1" || v == "true";
-    else if (k == "--out")
-      out_path = v;
-    else {
-      std::cerr << "quant_bench: unknown flag " << k << "\n";
-      return 2;
-    }
-  }
+  std::string out_path, types_flag, gemv_only_flag;
+  BenchArgs args("quant_bench");
+  args.AddThreads(&threads);
+  args.AddOut(&out_path);
+  args.Add()("seconds", po::value(&seconds)->default_value(seconds), "time per measurement")(
+      "rounds", po::value(&rounds)->default_value(rounds), "alternating rounds (best kept)")(
+      "gemv_only", po::value(&gemv_only_flag), "1 or true: only m = 1")(
+      "types", po::value(&types_flag), "weight types (default: bf16 and every ggml type)");
+  args.Parse(&argc, argv, UnknownFlags::kError);
+  rounds = std::max(1, rounds);
+  gemv_only = gemv_only_flag == "1" || gemv_only_flag == "true";
   std::vector<DType> types;
   if (types_flag.empty()) {
     types = {DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1,
@@ -252,8 +240,7 @@ int Main(int argc, char** argv) {
     }
   }
   js << "\n  ]\n}\n";
-  std::cout << js.str();
-  if (!out_path.empty()) std::ofstream(out_path) << js.str();
+  EmitBenchText(js.str(), out_path);
   return 0;
 }
 

@@ -17,7 +17,7 @@
 // weight_bytes. The memcpy and sgemm ceilings of the same run are in the
 // JSON context (ceiling_memcpy_gbps, ceiling_sgemm_gflops).
 //
-//   quant_matrix_bench [--threads=N] [--smoke] [benchmark flags]
+//   quant_matrix_bench [--threads N] [--smoke] [benchmark flags]
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -30,6 +30,7 @@
 
 #include "benchmark/benchmark.h"
 #include "benchmarks/bench_flags.h"
+#include "benchmarks/bench_output.h"
 #include "benchmarks/ceilings.h"
 #include "core/convert.h"
 #include "core/quant_matrix.h"
@@ -219,7 +220,7 @@ void Register(Format f, const ShapeSpec& s, size_t cold_bytes, double min_time) 
 
 int main(int argc, char** argv) {
   using namespace retort;
-  BenchFlags flags = ParseBenchFlags(&argc, argv);
+  BenchFlags flags = ParseBenchFlags("quant_matrix_bench", &argc, argv);
   SetNumThreads(flags.threads);
   benchmark::AddCustomContext("retort_threads", std::to_string(flags.threads));
   if (!flags.smoke) AddCeilingsToBenchmarkContext(flags.threads, size_t{256} << 20, 1024);
@@ -233,9 +234,5 @@ int main(int argc, char** argv) {
   if (flags.smoke) shapes = {{"64x256", 64, 256}};
   for (const ShapeSpec& s : shapes)
     for (Format f : kFormats) Register(f, s, cold_bytes, min_time);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return RunGoogleBenchmarks(&argc, argv);
 }

@@ -3,8 +3,9 @@
 // OpenBLAS sgemm GFLOP/s. Output is Google Benchmark's (use
 // --benchmark_format=json); each entry carries a GBps or GFLOPS counter.
 //
-//   roofline_bench [--threads=N] [--memcpy_mb=256] [--gemm_sizes=1024,2048]
+//   roofline_bench [--threads N] [--memcpy_mb 256] [--gemm_sizes 1024,2048]
 //                  [--smoke] [benchmark flags]
+// (each flag also as --name=value)
 #include <cblas.h>
 
 #include <cstdio>
@@ -15,6 +16,7 @@
 
 #include "benchmark/benchmark.h"
 #include "benchmarks/bench_flags.h"
+#include "benchmarks/bench_output.h"
 #include "benchmarks/ceilings.h"
 #include "core/thread_pool.h"
 
@@ -69,46 +71,27 @@ void RegisterSgemm(int n, int threads, double min_time) {
       ->MinTime(min_time);
 }
 
-std::vector<int> ParseSizes(const std::string& text) {
-  std::vector<int> sizes;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    size_t comma = text.find(',', pos);
-    std::string part =
-        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    char* end = nullptr;
-    long v = std::strtol(part.c_str(), &end, 10);
-    if (part.empty() || *end != '\0' || v < 1 || v > 65536) {
-      std::fprintf(stderr, "bad --gemm_sizes element \"%s\": expected a positive integer\n",
-                   part.c_str());
-      std::exit(2);
-    }
-    sizes.push_back(static_cast<int>(v));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return sizes;
-}
-
 }  // namespace
 }  // namespace retort
 
 int main(int argc, char** argv) {
   using namespace retort;
-  BenchFlags flags = ParseBenchFlags(&argc, argv, {"memcpy_mb", "gemm_sizes"});
-  size_t memcpy_mb = flags.smoke ? 4 : 256;
-  std::vector<int> gemm_sizes = flags.smoke ? std::vector<int>{64} : std::vector<int>{1024, 2048};
-  for (const auto& [name, value] : flags.extra) {
-    if (name == "memcpy_mb") {
-      memcpy_mb = std::strtoull(value.c_str(), nullptr, 10);
-      if (memcpy_mb == 0) {
-        std::fprintf(stderr, "bad --memcpy_mb=%s: expected a positive integer\n", value.c_str());
-        return 2;
-      }
-    } else if (name == "gemm_sizes") {
-      gemm_sizes = ParseSizes(value);
-    }
-  }
+  BenchFlags flags;
+  int64_t memcpy_mb = 0;
+  std::string gemm_sizes_text;
+  BenchArgs args("roofline_bench");
+  args.AddThreads(&flags.threads);
+  args.AddSmoke(&flags.smoke);
+  args.Add()("memcpy_mb", po::value(&memcpy_mb), "memcpy buffer MiB (default 256; smoke 4)")(
+      "gemm_sizes", po::value(&gemm_sizes_text),
+      "sgemm n x n x n sizes (default 1024,2048; smoke 64)");
+  args.Parse(&argc, argv, UnknownFlags::kKeepForGoogleBenchmark);
+  if (!args.Given("memcpy_mb")) memcpy_mb = flags.smoke ? 4 : 256;
+  if (memcpy_mb < 1)
+    args.Fail("bad --memcpy_mb=" + std::to_string(memcpy_mb) + ": expected a positive integer");
+  std::vector<int64_t> gemm_sizes =
+      flags.smoke ? std::vector<int64_t>{64} : std::vector<int64_t>{1024, 2048};
+  if (args.Given("gemm_sizes")) gemm_sizes = args.IntList("gemm_sizes", gemm_sizes_text, 1, 65536);
   SetNumThreads(flags.threads);
   openblas_set_num_threads(flags.threads);
   benchmark::AddCustomContext("retort_threads", std::to_string(flags.threads));
@@ -116,11 +99,7 @@ int main(int argc, char** argv) {
   // context keys are checked; real runs report the timed entries below.
   if (flags.smoke) AddCeilingsToBenchmarkContext(flags.threads, size_t{4} << 20, 64);
   const double min_time = flags.smoke ? 0.01 : 0.5;
-  RegisterMemcpy(memcpy_mb << 20, flags.threads, min_time);
-  for (int n : gemm_sizes) RegisterSgemm(n, flags.threads, min_time);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  RegisterMemcpy(static_cast<size_t>(memcpy_mb) << 20, flags.threads, min_time);
+  for (int64_t n : gemm_sizes) RegisterSgemm(static_cast<int>(n), flags.threads, min_time);
+  return RunGoogleBenchmarks(&argc, argv);
 }

@@ -7,6 +7,7 @@
 
 #include "benchmark/benchmark.h"
 #include "benchmarks/bench_flags.h"
+#include "benchmarks/bench_output.h"
 #include "model/sampler.h"
 
 namespace retort {
@@ -43,7 +44,7 @@ void Register(const std::string& name, SamplerOptions o, int64_t vocab) {
 
 int main(int argc, char** argv) {
   using namespace retort;
-  BenchFlags flags = ParseBenchFlags(&argc, argv);
+  BenchFlags flags = ParseBenchFlags("sampler_bench", &argc, argv);
   const int64_t vocab = flags.smoke ? 1000 : 151936;
   Register("greedy", {0.f, 0, 1.f, 0.f, 1.f, 1}, vocab);
   Register("temperature", {0.8f, 0, 1.f, 0.f, 1.f, 1}, vocab);
@@ -51,9 +52,5 @@ int main(int argc, char** argv) {
   Register("top_p0.95", {0.6f, 0, 0.95f, 0.f, 1.f, 1}, vocab);
   Register("top_k20_top_p0.95", {0.6f, 20, 0.95f, 0.f, 1.f, 1}, vocab);
   Register("min_p0.05_penalty1.1", {1.f, 0, 1.f, 0.05f, 1.1f, 1}, vocab);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return RunGoogleBenchmarks(&argc, argv);
 }

@@ -22,6 +22,7 @@
 
 #include "benchmark/benchmark.h"
 #include "benchmarks/bench_flags.h"
+#include "benchmarks/bench_output.h"
 #include "kernels/cpu/sgemm.h"
 
 namespace retort {
@@ -56,8 +57,8 @@ void Register(const std::string& group, Impl impl, bool ta, bool tb, int m, int 
             cpu::Sgemm(ta, tb, m, n, k, 1.f, a.data(), lda, b.data(), ldb, 0.f, c.data(), n);
           } else {
             cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                        tb ? CblasTrans : CblasNoTrans, m, n, k, 1.f, a.data(), lda, b.data(),
-                        ldb, 0.f, c.data(), n);
+                        tb ? CblasTrans : CblasNoTrans, m, n, k, 1.f, a.data(), lda, b.data(), ldb,
+                        0.f, c.data(), n);
           }
           benchmark::DoNotOptimize(c.data());
           benchmark::ClobberMemory();
@@ -81,7 +82,7 @@ void RegisterBoth(const std::string& group, bool ta, bool tb, int m, int n, int 
 
 int main(int argc, char** argv) {
   using namespace retort;
-  BenchFlags flags = ParseBenchFlags(&argc, argv);
+  BenchFlags flags = ParseBenchFlags("sgemm_bench", &argc, argv);
   openblas_set_num_threads(1);
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
   benchmark::AddCustomContext("openblas_coretype", coretype ? coretype : "(unset)");
@@ -104,9 +105,5 @@ int main(int argc, char** argv) {
     }
     for (int s : {512, 1024}) RegisterBoth("square", false, false, s, s, s, min_time);
   }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return RunGoogleBenchmarks(&argc, argv);
 }

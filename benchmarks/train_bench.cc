@@ -32,6 +32,8 @@
 // CPUs without AVX-512 or with RETORT_NO_AVX512 set) and OpenBLAS's kernel set
 // (blas_core): OPENBLAS_CORETYPE in the environment pins it; the OpenBLAS
 // peak uses it, and the training does only on the openblas path.
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -43,10 +45,9 @@
 #include <string>
 #include <vector>
 
-#include <time.h>
-
+#include "benchmarks/bench_flags.h"
+#include "benchmarks/bench_output.h"
 #include "benchmarks/ceilings.h"
-#include "benchmarks/bench_model.h"
 #include "core/process.h"
 #include "core/thread_pool.h"
 #include "distill/loss.h"
@@ -59,8 +60,6 @@
 namespace retort {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 struct Flags {
   std::string preset = "30m", family = "llama", out;
   int64_t seq = 256, rows = 4, row_chunk = 0;  // 0: LossOptions' default
@@ -69,37 +68,25 @@ struct Flags {
 
 Flags ParseFlags(int argc, char** argv) {
   Flags f;
-  for (int i = 1; i < argc; i += 2) {
-    const std::string k = argv[i];
-    if (i + 1 >= argc) {
-      std::cerr << "train_bench: flag " << k << " needs a value\n";
-      std::exit(2);
-    }
-    const std::string v = argv[i + 1];
-    if (k == "--preset") f.preset = v;
-    else if (k == "--family") f.family = v;
-    else if (k == "--seq") f.seq = std::atoll(v.c_str());
-    else if (k == "--rows") f.rows = std::atoll(v.c_str());
-    else if (k == "--threads") f.threads = std::atoi(v.c_str());
-    else if (k == "--steps") f.steps = std::atoi(v.c_str());
-    else if (k == "--warmup") f.warmup = std::atoi(v.c_str());
-    else if (k == "--row-chunk") f.row_chunk = std::atoll(v.c_str());
-    else if (k == "--out") f.out = v;
-    else {
-      std::cerr << "train_bench: unknown flag " << k
-                << " (--preset --family --seq --rows --threads --steps --warmup --row-chunk --out)\n";
-      std::exit(2);
-    }
-  }
-  if (f.seq < 2 || f.rows < 1 || f.threads < 1 || f.steps < 1 || f.warmup < 0 ||
-      f.row_chunk < 0) {
-    std::cerr << "train_bench: need --seq >= 2, --rows >= 1, --threads >= 1, --steps >= 1, "
-                 "--warmup >= 0, --row-chunk >= 0\n";
-    std::exit(2);
+  BenchArgs args("train_bench");
+  args.AddThreads(&f.threads);
+  args.Add()("preset", po::value(&f.preset)->default_value(f.preset), "preset size")(
+      "family", po::value(&f.family)->default_value(f.family), "preset family")(
+      "seq", po::value(&f.seq)->default_value(f.seq), "tokens per document")(
+      "rows", po::value(&f.rows)->default_value(f.rows), "documents per step")(
+      "steps", po::value(&f.steps)->default_value(f.steps), "timed steps")(
+      "warmup", po::value(&f.warmup)->default_value(f.warmup), "untimed steps first")(
+      "row-chunk", po::value(&f.row_chunk)->default_value(f.row_chunk),
+      "loss row chunk (0: LossOptions' default)");
+  args.AddOut(&f.out);
+  args.Parse(&argc, argv, UnknownFlags::kError);
+  if (f.seq < 2 || f.rows < 1 || f.steps < 1 || f.warmup < 0 || f.row_chunk < 0) {
+    args.Fail(
+        "need --seq >= 2, --rows >= 1, --threads >= 1, --steps >= 1, --warmup >= 0, "
+        "--row-chunk >= 0");
   }
   return f;
 }
-
 
 // OpenBLAS's name for its kernel set ("Haswell", "SkylakeX", ...); weak, so
 // another BLAS gives "".
@@ -128,12 +115,6 @@ double ProcessCpuSeconds() {
   timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 double Mean(const std::vector<double>& v) {
@@ -217,8 +198,8 @@ int Main(int argc, char** argv) {
     model.ZeroGrads();
     const auto t1 = Clock::now();
     const double cpu1 = ProcessCpuSeconds();
-    absl::Status status = model.Forward(tokens.data(), positions.data(), doc_start.data(), n,
-                                        hidden.data());
+    absl::Status status =
+        model.Forward(tokens.data(), positions.data(), doc_start.data(), n, hidden.data());
     const auto t2 = Clock::now();
     const double cpu2 = ProcessCpuSeconds();
     absl::StatusOr<LossResult> loss =
@@ -292,8 +273,8 @@ int Main(int argc, char** argv) {
   const double gflops_attn = (flops_6n + attn_flops) / step_mean / 1e9;
 
   const size_t state_bytes = sizeof(float) * 4 * static_cast<size_t>(model.num_parameters());
-  const int64_t loss_scratch = LossScratchBytes(n, d, c.vocab_size, targets.data(),
-                                                TeacherSignal::None(), loss_options);
+  const int64_t loss_scratch =
+      LossScratchBytes(n, d, c.vocab_size, targets.data(), TeacherSignal::None(), loss_options);
 
   nlohmann::ordered_json breakdown;
   struct Phase {

@@ -8,7 +8,7 @@
 //   attention_bwd 10*P*d*heads (the five products of the FlashAttention-2
 //   backward; this kernel computes seven, recomputing S and dP for dQ).
 //
-//   train_ops_bench [--threads=N] [--tokens=512] [--smoke] [benchmark flags]
+//   train_ops_bench [--threads N] [--tokens 512] [--smoke] [benchmark flags]
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +18,7 @@
 
 #include "benchmark/benchmark.h"
 #include "benchmarks/bench_flags.h"
+#include "benchmarks/bench_output.h"
 #include "benchmarks/ceilings.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/train_ops.h"
@@ -34,8 +35,8 @@ std::vector<float> Random(int64_t n, uint32_t seed) {
 }
 
 void RegisterLinear(const char* name, int64_t m, int64_t k, int64_t n, double min_time) {
-  const std::string base = std::string(name) + "/m" + std::to_string(m) + "_k" +
-                           std::to_string(k) + "_n" + std::to_string(n);
+  const std::string base = std::string(name) + "/m" + std::to_string(m) + "_k" + std::to_string(k) +
+                           "_n" + std::to_string(n);
   benchmark::RegisterBenchmark(
       ("linear_fwd/" + base).c_str(),
       [=](benchmark::State& state) {
@@ -138,17 +139,16 @@ void RegisterAttention(int64_t n, int64_t heads, int64_t kv_heads, int64_t d, in
 
 int main(int argc, char** argv) {
   using namespace retort;
-  BenchFlags flags = ParseBenchFlags(&argc, argv, {"tokens"});
-  int64_t tokens = flags.smoke ? 70 : 512;
-  for (const auto& [name, value] : flags.extra) {
-    if (name == "tokens") {
-      tokens = std::strtoll(value.c_str(), nullptr, 10);
-      if (tokens <= 0) {
-        std::fprintf(stderr, "bad --tokens=%s: expected a positive integer\n", value.c_str());
-        return 2;
-      }
-    }
-  }
+  BenchFlags flags;
+  int64_t tokens = 0;
+  BenchArgs args("train_ops_bench");
+  args.AddThreads(&flags.threads);
+  args.AddSmoke(&flags.smoke);
+  args.Add()("tokens", po::value(&tokens), "tokens of the packed sequence (default 512; smoke 70)");
+  args.Parse(&argc, argv, UnknownFlags::kKeepForGoogleBenchmark);
+  if (!args.Given("tokens")) tokens = flags.smoke ? 70 : 512;
+  if (tokens <= 0)
+    args.Fail("bad --tokens=" + std::to_string(tokens) + ": expected a positive integer");
   SetNumThreads(flags.threads);
   benchmark::AddCustomContext("retort_threads", std::to_string(flags.threads));
   if (!flags.smoke) AddCeilingsToBenchmarkContext(flags.threads, size_t{64} << 20, 1024);
@@ -158,9 +158,5 @@ int main(int argc, char** argv) {
   RegisterLinear("attn_q", tokens, 576, 576, min_time);
   RegisterAttention(tokens, 9, 3, 64, 1, min_time);
   RegisterAttention(tokens, 9, 3, 64, 4, min_time);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return RunGoogleBenchmarks(&argc, argv);
 }

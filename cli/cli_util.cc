@@ -111,11 +111,11 @@ std::optional<int> ParseArgs(const CommandIo& io, const CommandSpec& spec,
     po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
     if (vm.count("help")) {
       *io.out << "usage: retort " << spec.name << " " << spec.usage << "\n\n"
-                << spec.summary << "\n\n"
-                << options << "\n";
+              << spec.summary << "\n\n"
+              << options << "\n";
       if (spec.default_model) {
         *io.out << "Without a model argument the bundled teacher (models/arith-teacher) is "
-                     "used, or $RETORT_MODEL when set.\n";
+                   "used, or $RETORT_MODEL when set.\n";
       }
       return kExitOk;
     }
@@ -159,10 +159,11 @@ std::optional<int> SelectDevice(const CommandIo& io, const std::string& command,
     // ParseDevice's message names the value and the spellings it accepts
     // ("device 'x' is not one of: ..."): said of the flag.
     const std::string msg(parsed.status().message());
-    return Fail(io, command, absl::Status(parsed.status().code(),
-                                      absl::StartsWith(msg, "device ")
-                                          ? absl::StrCat("--", msg)
-                                          : absl::StrCat("--device ", text, ": ", msg)));
+    return Fail(
+        io, command,
+        absl::Status(parsed.status().code(), absl::StartsWith(msg, "device ")
+                                                 ? absl::StrCat("--", msg)
+                                                 : absl::StrCat("--device ", text, ": ", msg)));
   }
   absl::StatusOr<Device> device = UsableDevice(text);
   absl::Status s = device.ok() ? SetDefaultDevice(*device) : device.status();
@@ -190,8 +191,7 @@ int UsageError(const std::string& command, const std::string& message) {
 }
 
 int UsageError(const CommandIo& io, const std::string& command, const std::string& message) {
-  *io.err << "retort " << command << ": " << message << " (see retort " << command
-          << " --help)\n";
+  *io.err << "retort " << command << ": " << message << " (see retort " << command << " --help)\n";
   if (io.error) *io.error = absl::InvalidArgumentError(message);
   return kExitUsage;
 }

@@ -64,8 +64,7 @@ std::optional<int> ParseArgs(const CommandSpec& spec, const std::vector<std::str
                              const po::positional_options_description& positional,
                              po::variables_map& vm);
 std::optional<int> ParseArgs(const CommandIo& io, const CommandSpec& spec,
-                             const std::vector<std::string>& args,
-                             po::options_description& options,
+                             const std::vector<std::string>& args, po::options_description& options,
                              const po::positional_options_description& positional,
                              po::variables_map& vm);
 

@@ -15,14 +15,14 @@
 #include "absl/strings/str_join.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "model/model_files.h"
-#include "core/progress.h"
 #include "core/process.h"
+#include "core/progress.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "distill/data.h"
 #include "distill/trainer.h"
 #include "kernels/collective.h"
+#include "model/model_files.h"
 #include "model/train_model.h"
 
 namespace retort::cli {
@@ -166,18 +166,17 @@ absl::Status Distill(const DistillArgs& a, const std::string& command_line, cons
     summary.Merge(train->packing_summary());
     const ModelConfig& c = student->config();
     *io.err << "student: " << a.student << " (" << HumanCount(student->num_parameters())
-              << " parameters, " << c.num_layers << " layers, vocab " << c.vocab_size << ")\n"
-              << (teacher ? absl::StrCat("teacher: ", a.teacher, " (online, ",
-                                         HumanCount(teacher->num_parameters()), " parameters)\n")
-                          : std::string())
-              << summary.ToString() << "\n"
-              << "ranks: " << collective->Describe() << ", threads per rank: " << NumThreads()
-              << "\n"
-              << "steps: " << trainer.TotalSteps() << " of " << a.grad_accum << " x "
-              << collective->world_size() << " micro-batches of " << a.rows << " x " << a.seq_len
-              << " tokens\n"
-              << "memory: weights+grads+adam " << MB(student->num_parameters() * 16ull)
-              << ", activations " << MB(student->ActivationBytes(a.rows * a.seq_len)) << "\n";
+            << " parameters, " << c.num_layers << " layers, vocab " << c.vocab_size << ")\n"
+            << (teacher ? absl::StrCat("teacher: ", a.teacher, " (online, ",
+                                       HumanCount(teacher->num_parameters()), " parameters)\n")
+                        : std::string())
+            << summary.ToString() << "\n"
+            << "ranks: " << collective->Describe() << ", threads per rank: " << NumThreads() << "\n"
+            << "steps: " << trainer.TotalSteps() << " of " << a.grad_accum << " x "
+            << collective->world_size() << " micro-batches of " << a.rows << " x " << a.seq_len
+            << " tokens\n"
+            << "memory: weights+grads+adam " << MB(student->num_parameters() * 16ull)
+            << ", activations " << MB(student->ActivationBytes(a.rows * a.seq_len)) << "\n";
   }
   InstallTrainerSignalHandlers();
   ASSIGN_OR_RETURN(TrainerSummary s, trainer.Run());

@@ -10,12 +10,12 @@
 #include "absl/strings/str_format.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "model/model_files.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "eval/kl_divergence.h"
 #include "eval/perplexity.h"
 #include "formats/safetensors.h"
+#include "model/model_files.h"
 #include "model/transformer.h"
 
 namespace retort::cli {

@@ -13,14 +13,15 @@
 #include "absl/strings/str_format.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "model/model_files.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "distill/endpoint.h"
 #include "distill/trace_job.h"
 #include "distill/verify.h"
+#include "model/model_files.h"
 #include "model/sampler.h"
 #include "model/transformer.h"
+#include "text/detokenizer.h"
 
 namespace retort::cli {
 namespace {
@@ -30,33 +31,22 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// Streams decoded text: decoding the whole continuation each step and
-// printing the new suffix keeps multi-byte characters split across tokens
-// intact; a trailing U+FFFD (an incomplete character) is held back.
+// Streams decoded text to `out` as it becomes final (text/detokenizer.h):
+// a character split across tokens is printed once it is whole, and all that
+// is printed is exactly the decoded continuation.
 class TextStream {
  public:
-  TextStream(const Tokenizer& tok, std::ostream& out) : tok_(tok), out_(out) {}
+  TextStream(const Tokenizer& tok, std::ostream& out)
+      : decoder_(tok, /*skip_special_tokens=*/true), out_(out) {}
   void Push(int32_t id) {
-    ids_.push_back(id);
-    std::string text = tok_.Decode(ids_, /*skip_special_tokens=*/true);
-    static const std::string kReplacement = "\xEF\xBF\xBD";
-    if (text.size() >= 3 && text.compare(text.size() - 3, 3, kReplacement) == 0) return;
-    if (text.size() > printed_) {
-      out_ << text.substr(printed_) << std::flush;
-      printed_ = text.size();
-    }
+    const std::string text = decoder_.Push(id);
+    if (!text.empty()) out_ << text << std::flush;
   }
-  void Finish() {
-    std::string text = tok_.Decode(ids_, true);
-    if (text.size() > printed_) out_ << text.substr(printed_);
-    out_ << "\n" << std::flush;
-  }
+  void Finish() { out_ << decoder_.Finish() << "\n" << std::flush; }
 
  private:
-  const Tokenizer& tok_;
+  IncrementalDecoder decoder_;
   std::ostream& out_;
-  std::vector<int32_t> ids_;
-  size_t printed_ = 0;
 };
 
 bool HasFlag(const Args& args, const std::string& flag) {
@@ -121,7 +111,8 @@ int RunGenerateTraces(const Args& args, const CommandIo& io) {
   po::variables_map vm;
   if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) return *exit;
   if (vm["greedy"].as<bool>()) so.temperature = 0;
-  if (model.empty() && endpoint.empty()) return UsageError(io, spec.name, "give MODEL or --endpoint");
+  if (model.empty() && endpoint.empty())
+    return UsageError(io, spec.name, "give MODEL or --endpoint");
   if (so.samples < 1) return UsageError(io, spec.name, "--samples must be at least 1");
   if (so.max_tokens < 1) return UsageError(io, spec.name, "--max-tokens must be at least 1");
   if (so.top_logprobs < 0) return UsageError(io, spec.name, "--top-logprobs must be >= 0");
@@ -174,8 +165,9 @@ int RunGenerateTraces(const Args& args, const CommandIo& io) {
     tokenizer = *std::move(t);
     auto c = LoadChatTemplate(model);
     if (!c.ok()) {
-      return Fail(io, spec.name, absl::Status(c.status().code(),
-                                          absl::StrCat("a trace job renders prompts with the "
+      return Fail(
+          io, spec.name,
+          absl::Status(c.status().code(), absl::StrCat("a trace job renders prompts with the "
                                                        "teacher's chat template: ",
                                                        c.status().message())));
     }
@@ -197,8 +189,9 @@ int RunGenerateTraces(const Args& args, const CommandIo& io) {
       auto models = client->ListModels();
       if (!models.ok()) return Fail(io, spec.name, models.status());
       if (models->empty()) {
-        return Fail(io, spec.name, absl::FailedPreconditionError(
-                                   absl::StrCat(endpoint, " serves no models; pass --model-name")));
+        return Fail(io, spec.name,
+                    absl::FailedPreconditionError(
+                        absl::StrCat(endpoint, " serves no models; pass --model-name")));
       }
       eo.model = models->front();
       auto again = EndpointClient::Create(eo);
@@ -250,7 +243,7 @@ int RunGenerateTraces(const Args& args, const CommandIo& io) {
       report->seconds, report->generated_tokens / std::max(report->seconds, 1e-9));
   if (!sum["verification"].is_null()) *io.out << FormatVerificationSummary(sum["verification"]);
   *io.out << "wrote " << output << "/traces.jsonl" << (write_shard ? ", tokens.shard" : "")
-            << ", summary.json\n";
+          << ", summary.json\n";
   return kExitOk;
 }
 
@@ -323,9 +316,10 @@ int RunGenerate(const Args& args, const CommandIo& io) {
   int64_t budget = std::min<int64_t>(
       max_tokens, config.max_position_embeddings - static_cast<int64_t>(ids.size()));
   if (budget < 1) {
-    return Fail(io, spec.name, absl::InvalidArgumentError(absl::StrFormat(
-                               "the prompt has %d tokens, the model's context is %d", ids.size(),
-                               config.max_position_embeddings)));
+    return Fail(io, spec.name,
+                absl::InvalidArgumentError(
+                    absl::StrFormat("the prompt has %d tokens, the model's context is %d",
+                                    ids.size(), config.max_position_embeddings)));
   }
   KvCache cache = (*engine)->NewCache(static_cast<int64_t>(ids.size()) + budget);
   std::vector<float> logits(config.vocab_size);

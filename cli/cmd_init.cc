@@ -8,12 +8,13 @@
 #include "absl/strings/str_join.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "model/model_files.h"
-#include "core/progress.h"
 #include "core/file.h"
+#include "core/progress.h"
+#include "core/staged_directory.h"
 #include "core/status.h"
 #include "model/init.h"
-#include "model/tokenizer_bytes.h"
+#include "model/model_files.h"
+#include "text/tokenizer_bytes.h"
 
 namespace retort::cli {
 namespace {
@@ -25,9 +26,11 @@ absl::Status InitInto(const std::string& out, ModelConfig config, const std::str
                       DType dtype, uint64_t seed, bool force) {
   std::error_code ec;
   if (fs::exists(out, ec)) {
-    if (!fs::is_directory(out, ec)) return absl::AlreadyExistsError(absl::StrCat(out, ": exists and is not a directory"));
+    if (!fs::is_directory(out, ec))
+      return absl::AlreadyExistsError(absl::StrCat(out, ": exists and is not a directory"));
     if (!fs::is_empty(out, ec) && !force) {
-      return absl::AlreadyExistsError(absl::StrCat(out, ": directory is not empty (use --force to replace it)"));
+      return absl::AlreadyExistsError(
+          absl::StrCat(out, ": directory is not empty (use --force to replace it)"));
     }
   }
   std::string tokenizer_json, tokenizer_config;
@@ -36,11 +39,14 @@ absl::Status InitInto(const std::string& out, ModelConfig config, const std::str
     tokenizer_config = ByteTokenizerConfigJson().dump(2, ' ', false);
   } else {
     ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(tokenizer_src));
-    fs::path dir = fs::is_directory(tokenizer_src, ec) ? fs::path(tokenizer_src) : fs::path(tokenizer_src).parent_path();
-    std::string json_path = fs::is_directory(tokenizer_src, ec) ? (dir / "tokenizer.json").string() : tokenizer_src;
+    fs::path dir = fs::is_directory(tokenizer_src, ec) ? fs::path(tokenizer_src)
+                                                       : fs::path(tokenizer_src).parent_path();
+    std::string json_path =
+        fs::is_directory(tokenizer_src, ec) ? (dir / "tokenizer.json").string() : tokenizer_src;
     ASSIGN_OR_RETURN(tokenizer_json, ReadFileToString(json_path));
     if (fs::exists(dir / "tokenizer_config.json", ec)) {
-      ASSIGN_OR_RETURN(tokenizer_config, ReadFileToString((dir / "tokenizer_config.json").string()));
+      ASSIGN_OR_RETURN(tokenizer_config,
+                       ReadFileToString((dir / "tokenizer_config.json").string()));
     }
     config.vocab_size = tok->vocab_size();
     config.bos_token_id = tok->bos_id();
@@ -54,20 +60,15 @@ absl::Status InitInto(const std::string& out, ModelConfig config, const std::str
   }
   RETURN_IF_ERROR(config.Validate("--family/--size"));
 
-  std::string tmp = absl::StrCat(out, ".tmp-init-", ::getpid());
-  fs::remove_all(tmp, ec);
-  absl::Status status = InitModelDirectory(config, tmp, seed, dtype);
-  if (status.ok()) status = WriteFileAtomically((fs::path(tmp) / "tokenizer.json").string(), tokenizer_json);
-  if (status.ok() && !tokenizer_config.empty()) {
-    status = WriteFileAtomically((fs::path(tmp) / "tokenizer_config.json").string(), tokenizer_config);
+  ASSIGN_OR_RETURN(StagedDirectory staged, StagedDirectory::Create(out));
+  const fs::path tmp = staged.path();
+  RETURN_IF_ERROR(InitModelDirectory(config, tmp.string(), seed, dtype));
+  RETURN_IF_ERROR(WriteFileAtomically((tmp / "tokenizer.json").string(), tokenizer_json));
+  if (!tokenizer_config.empty()) {
+    RETURN_IF_ERROR(
+        WriteFileAtomically((tmp / "tokenizer_config.json").string(), tokenizer_config));
   }
-  if (status.ok()) {
-    fs::remove_all(out, ec);
-    fs::rename(tmp, out, ec);
-    if (ec) status = absl::InternalError(absl::StrCat(out, ": cannot move the new model into place: ", ec.message()));
-  }
-  if (!status.ok()) fs::remove_all(tmp, ec);
-  return status;
+  return staged.Commit();
 }
 
 }  // namespace
@@ -86,14 +87,16 @@ int RunInit(const Args& args, const CommandIo& io) {
       absl::StrCat("size preset: ", absl::StrJoin(PresetSizes(), ", ")).c_str())(
       "tokenizer", po::value(&tokenizer)->default_value("bytes"),
       "\"bytes\" (built-in byte-level tokenizer with ChatML) or a tokenizer.json / model directory "
-      "to copy; sets the vocabulary size")(
-      "dtype", po::value(&dtype_name)->default_value("bf16"), "weight dtype: f32, bf16, f16")(
-      "hidden", po::value(&sizes.hidden), "override the preset's hidden size (head size = hidden / heads)")(
+      "to copy; sets the vocabulary size")("dtype", po::value(&dtype_name)->default_value("bf16"),
+                                           "weight dtype: f32, bf16, f16")(
+      "hidden", po::value(&sizes.hidden),
+      "override the preset's hidden size (head size = hidden / heads)")(
       "layers", po::value(&sizes.layers), "override the preset's number of layers")(
       "heads", po::value(&sizes.heads), "override the preset's attention heads")(
       "kv-heads", po::value(&sizes.kv_heads),
-      "override the preset's key/value heads (default: the preset's if it divides --heads, else --heads)")(
-      "intermediate", po::value(&sizes.intermediate), "override the preset's MLP intermediate size")(
+      "override the preset's key/value heads (default: the preset's if it divides --heads, else "
+      "--heads)")("intermediate", po::value(&sizes.intermediate),
+                  "override the preset's MLP intermediate size")(
       "context", po::value(&sizes.context), "override max_position_embeddings")(
       "rope-theta", po::value(&sizes.rope_theta),
       "override the RoPE base (llama preset: 500000; 10000 suits short contexts)")(
@@ -112,11 +115,12 @@ int RunInit(const Args& args, const CommandIo& io) {
   if (auto s = InitInto(out, *config, tokenizer, *dtype, seed, vm["force"].as<bool>()); !s.ok()) {
     return Fail(io, spec.name, s);
   }
-  auto written = ModelConfig::FromJson(nlohmann::json::parse(*ReadFileToString(out + "/config.json")), out);
+  auto written =
+      ModelConfig::FromJson(nlohmann::json::parse(*ReadFileToString(out + "/config.json")), out);
   *io.out << "wrote " << out << ": " << ArchClassName(config->arch) << ", "
-            << HumanCount(written.ok() ? written->ParameterCount() : config->ParameterCount())
-            << " parameters, " << DTypeName(*dtype) << ", vocab "
-            << (written.ok() ? written->vocab_size : config->vocab_size) << "\n";
+          << HumanCount(written.ok() ? written->ParameterCount() : config->ParameterCount())
+          << " parameters, " << DTypeName(*dtype) << ", vocab "
+          << (written.ok() ? written->vocab_size : config->vocab_size) << "\n";
   return kExitOk;
 }
 

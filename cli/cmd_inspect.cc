@@ -6,13 +6,13 @@
 #include "absl/strings/str_format.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "model/model_files.h"
 #include "core/progress.h"
 #include "core/status.h"
 #include "formats/gguf.h"
 #include "formats/hf_dir.h"
 #include "model/config.h"
 #include "model/gguf_model.h"
+#include "model/model_files.h"
 #include "model/transformer.h"
 #include "prune/unstructured.h"
 
@@ -21,9 +21,12 @@ namespace {
 
 const char* RopeScalingName(RopeScaling::Type t) {
   switch (t) {
-    case RopeScaling::Type::kNone: return "none";
-    case RopeScaling::Type::kLinear: return "linear";
-    case RopeScaling::Type::kLlama3: return "llama3";
+    case RopeScaling::Type::kNone:
+      return "none";
+    case RopeScaling::Type::kLinear:
+      return "linear";
+    case RopeScaling::Type::kLlama3:
+      return "llama3";
   }
   return "?";
 }
@@ -55,7 +58,10 @@ int InspectGguf(const std::string& name, const std::string& model, bool list_ten
     tt.tensors++;
     tt.params += n;
     tt.bytes += t.nbytes;
-    tensors.push_back({{"name", t.name}, {"type", type}, {"shape", t.shape()}, {"bytes", t.nbytes},
+    tensors.push_back({{"name", t.name},
+                       {"type", type},
+                       {"shape", t.shape()},
+                       {"bytes", t.nbytes},
                        {"bits_per_weight", n > 0 ? 8.0 * t.nbytes / n : 0.0}});
   }
   const double bpw = params > 0 ? 8.0 * bytes / params : 0.0;
@@ -64,20 +70,24 @@ int InspectGguf(const std::string& name, const std::string& model, bool list_ten
     for (const auto& [key, value] : r.metadata()) meta[key] = value.DebugString(8);
     nlohmann::ordered_json types = nlohmann::ordered_json::object();
     for (const auto& [type, tt] : by_type) {
-      types[type] = {{"tensors", tt.tensors}, {"parameters", tt.params}, {"bytes", tt.bytes},
+      types[type] = {{"tensors", tt.tensors},
+                     {"parameters", tt.params},
+                     {"bytes", tt.bytes},
                      {"bits_per_weight", tt.params > 0 ? 8.0 * tt.bytes / tt.params : 0.0}};
     }
-    nlohmann::ordered_json out = {{"model", model},   {"format", "gguf"},        {"version", r.version()},
-                                  {"alignment", r.alignment()}, {"metadata", meta}, {"parameters", params},
-                                  {"bytes", bytes},   {"bits_per_weight", bpw}, {"types", types},
-                                  {"runs", loadable.ok()}};
+    nlohmann::ordered_json out = {{"model", model},         {"format", "gguf"},
+                                  {"version", r.version()}, {"alignment", r.alignment()},
+                                  {"metadata", meta},       {"parameters", params},
+                                  {"bytes", bytes},         {"bits_per_weight", bpw},
+                                  {"types", types},         {"runs", loadable.ok()}};
     if (!loadable.ok()) out["not_runnable"] = std::string(loadable.message());
     if (list_tensors) out["tensors"] = tensors;
     std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return kExitOk;
   }
-  std::cout << absl::StrFormat("model          %s (GGUF v%d, alignment %d, %d tensors, %d metadata keys)\n",
-                               model, r.version(), r.alignment(), r.tensors().size(), r.metadata().size());
+  std::cout << absl::StrFormat(
+      "model          %s (GGUF v%d, alignment %d, %d tensors, %d metadata keys)\n", model,
+      r.version(), r.alignment(), r.tensors().size(), r.metadata().size());
   std::cout << "metadata\n";
   for (const auto& [key, value] : r.metadata()) {
     std::cout << absl::StrFormat("  %-44s %s\n", key, value.DebugString(8));
@@ -85,29 +95,34 @@ int InspectGguf(const std::string& name, const std::string& model, bool list_ten
   if (loadable.ok()) {
     auto config = ModelConfigFromGguf(r);
     const ModelConfig& c = *config;
-    std::cout << absl::StrFormat("architecture   %s (%s)\n", ArchClassName(c.arch), GgufArchName(c.arch));
-    std::cout << absl::StrFormat("layers         %d   hidden %d   intermediate %d\n", c.num_layers, c.hidden_size,
-                                 c.intermediate_size);
-    std::cout << absl::StrFormat("attention      %d heads, %d kv heads, head_dim %d%s%s\n", c.num_heads,
-                                 c.num_kv_heads, c.head_dim, c.attention_bias ? ", qkv bias" : "",
-                                 c.qk_norm ? ", q/k norm" : "");
+    std::cout << absl::StrFormat("architecture   %s (%s)\n", ArchClassName(c.arch),
+                                 GgufArchName(c.arch));
+    std::cout << absl::StrFormat("layers         %d   hidden %d   intermediate %d\n", c.num_layers,
+                                 c.hidden_size, c.intermediate_size);
+    std::cout << absl::StrFormat(
+        "attention      %d heads, %d kv heads, head_dim %d%s%s\n", c.num_heads, c.num_kv_heads,
+        c.head_dim, c.attention_bias ? ", qkv bias" : "", c.qk_norm ? ", q/k norm" : "");
     std::cout << absl::StrFormat("rope           theta %g, scaling %s, context %d\n", c.rope_theta,
                                  RopeScalingName(c.rope_scaling.type), c.max_position_embeddings);
-    std::cout << absl::StrFormat("vocab          %d%s\n", c.vocab_size, c.tie_word_embeddings ? ", tied embeddings" : "");
+    std::cout << absl::StrFormat("vocab          %d%s\n", c.vocab_size,
+                                 c.tie_word_embeddings ? ", tied embeddings" : "");
   } else {
     std::cout << "engine         cannot run this file: " << loadable.message() << "\n";
   }
   std::cout << absl::StrFormat("parameters     %s (%d)\n", HumanCount(params), params);
-  std::cout << absl::StrFormat("weights        %s, %.3f bits per weight overall\n", HumanBytes(bytes), bpw);
+  std::cout << absl::StrFormat("weights        %s, %.3f bits per weight overall\n",
+                               HumanBytes(bytes), bpw);
   for (const auto& [type, tt] : by_type) {
-    std::cout << absl::StrFormat("  %-6s %4d tensors %12d params %11s  %.3f bpw\n", type, tt.tensors, tt.params,
-                                 HumanBytes(tt.bytes), tt.params > 0 ? 8.0 * tt.bytes / tt.params : 0.0);
+    std::cout << absl::StrFormat("  %-6s %4d tensors %12d params %11s  %.3f bpw\n", type,
+                                 tt.tensors, tt.params, HumanBytes(tt.bytes),
+                                 tt.params > 0 ? 8.0 * tt.bytes / tt.params : 0.0);
   }
   if (list_tensors) {
     for (const auto& t : tensors) {
-      std::cout << absl::StrFormat("  %-36s %-5s %-16s %10s %7.3f bpw\n", t["name"].get<std::string>(),
-                                   t["type"].get<std::string>(), nlohmann::json(t["shape"]).dump(),
-                                   HumanBytes(t["bytes"].get<double>()), t["bits_per_weight"].get<double>());
+      std::cout << absl::StrFormat(
+          "  %-36s %-5s %-16s %10s %7.3f bpw\n", t["name"].get<std::string>(),
+          t["type"].get<std::string>(), nlohmann::json(t["shape"]).dump(),
+          HumanBytes(t["bytes"].get<double>()), t["bits_per_weight"].get<double>());
     }
   }
   return kExitOk;
@@ -159,7 +174,8 @@ int RunInspect(const Args& args) {
   pos.add("model", 1);
   po::variables_map vm;
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
-  if (IsGgufFile(model)) return InspectGguf(spec.name, model, vm["tensors"].as<bool>(), vm["json"].as<bool>());
+  if (IsGgufFile(model))
+    return InspectGguf(spec.name, model, vm["tensors"].as<bool>(), vm["json"].as<bool>());
 
   auto dir = HfDirectory::Open(model);
   if (!dir.ok()) return Fail(spec.name, dir.status());
@@ -182,7 +198,10 @@ int RunInspect(const Args& args) {
     auto& slot = by_dtype[std::string(DTypeName(e->dtype))];
     slot.first += n;
     slot.second += bytes;
-    tensors.push_back({{"name", name}, {"dtype", std::string(DTypeName(e->dtype))}, {"shape", e->shape}, {"bytes", bytes}});
+    tensors.push_back({{"name", name},
+                       {"dtype", std::string(DTypeName(e->dtype))},
+                       {"shape", e->shape},
+                       {"bytes", bytes}});
   }
   auto tokenizer = LoadTokenizer(model);
   const LinearSparsity sparsity = CountLinearSparsity(**dir);
@@ -225,11 +244,12 @@ int RunInspect(const Args& args) {
   }
   std::cout << absl::StrFormat("model          %s\n", model);
   std::cout << absl::StrFormat("architecture   %s\n", ArchClassName(c.arch));
-  std::cout << absl::StrFormat("layers         %d   hidden %d   intermediate %d\n", c.num_layers, c.hidden_size,
-                               c.intermediate_size);
-  std::cout << absl::StrFormat("attention      %d heads, %d kv heads (GQA %dx), head_dim %d%s%s\n", c.num_heads,
-                               c.num_kv_heads, c.num_heads / c.num_kv_heads, c.head_dim,
-                               c.attention_bias ? ", qkv bias" : "", c.qk_norm ? ", q/k norm" : "");
+  std::cout << absl::StrFormat("layers         %d   hidden %d   intermediate %d\n", c.num_layers,
+                               c.hidden_size, c.intermediate_size);
+  std::cout << absl::StrFormat("attention      %d heads, %d kv heads (GQA %dx), head_dim %d%s%s\n",
+                               c.num_heads, c.num_kv_heads, c.num_heads / c.num_kv_heads,
+                               c.head_dim, c.attention_bias ? ", qkv bias" : "",
+                               c.qk_norm ? ", q/k norm" : "");
   std::cout << absl::StrFormat("rope           theta %g, scaling %s%s, context %d\n", c.rope_theta,
                                RopeScalingName(c.rope_scaling.type),
                                c.rope_scaling.type == RopeScaling::Type::kNone
@@ -238,22 +258,26 @@ int RunInspect(const Args& args) {
                                c.max_position_embeddings);
   std::cout << absl::StrFormat("vocab          %d%s\n", c.vocab_size,
                                c.tie_word_embeddings ? ", tied embeddings" : "");
-  std::cout << absl::StrFormat("parameters     %s (%d)\n", HumanCount(tensor_params), tensor_params);
-  std::cout << absl::StrFormat("weights        %s in %d tensors:", HumanBytes(tensor_bytes), tensors.size());
+  std::cout << absl::StrFormat("parameters     %s (%d)\n", HumanCount(tensor_params),
+                               tensor_params);
+  std::cout << absl::StrFormat("weights        %s in %d tensors:", HumanBytes(tensor_bytes),
+                               tensors.size());
   for (const auto& [dtype, pb] : by_dtype) {
     std::cout << absl::StrFormat("  %s %s", dtype, HumanBytes(pb.second));
   }
   std::cout << "\n";
   if (sparsity.error.empty()) {
-    std::cout << absl::StrFormat("sparsity       linear weights %.2f%% zero (%d of %d); 2:4 %s, 4:8 %s\n",
-                                 100 * zero_fraction, sparsity.zeros, sparsity.elements,
-                                 sparsity.nm_2_4 ? "holds" : "no", sparsity.nm_4_8 ? "holds" : "no");
+    std::cout << absl::StrFormat(
+        "sparsity       linear weights %.2f%% zero (%d of %d); 2:4 %s, 4:8 %s\n",
+        100 * zero_fraction, sparsity.zeros, sparsity.elements, sparsity.nm_2_4 ? "holds" : "no",
+        sparsity.nm_4_8 ? "holds" : "no");
   } else {
     std::cout << "sparsity       not counted (" << sparsity.error << ")\n";
   }
   if (tokenizer.ok()) {
-    std::cout << absl::StrFormat("tokenizer      vocab %d, bos %d, eos %d\n", (*tokenizer)->vocab_size(),
-                                 (*tokenizer)->bos_id(), (*tokenizer)->eos_id());
+    std::cout << absl::StrFormat("tokenizer      vocab %d, bos %d, eos %d\n",
+                                 (*tokenizer)->vocab_size(), (*tokenizer)->bos_id(),
+                                 (*tokenizer)->eos_id());
   } else {
     std::cout << "tokenizer      none (" << tokenizer.status().message() << ")\n";
   }
@@ -261,7 +285,8 @@ int RunInspect(const Args& args) {
     for (const auto& t : tensors) {
       std::string shape = nlohmann::json(t["shape"]).dump();
       std::cout << absl::StrFormat("  %-52s %-8s %-16s %s\n", t["name"].get<std::string>(),
-                                   t["dtype"].get<std::string>(), shape, HumanBytes(t["bytes"].get<double>()));
+                                   t["dtype"].get<std::string>(), shape,
+                                   HumanBytes(t["bytes"].get<double>()));
     }
   }
   return kExitOk;

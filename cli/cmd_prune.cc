@@ -155,8 +155,9 @@ int RunPrune(const Args& args, const CommandIo& io) {
     }
     auto method = prune::ParsePruneMethod(method_name);
     if (!method.ok()) {
-      return UsageError(io, spec.name, absl::StrCat("--method \"", method_name,
-                                                "\": expected magnitude, wanda or sparsegpt"));
+      return UsageError(
+          io, spec.name,
+          absl::StrCat("--method \"", method_name, "\": expected magnitude, wanda or sparsegpt"));
     }
     o.method = *method;
     if (static_cast<int>(!sparsity_text.empty()) + static_cast<int>(!pattern_text.empty()) +
@@ -173,19 +174,22 @@ int RunPrune(const Args& args, const CommandIo& io) {
       auto p = prune::ParseSparsityPattern(text);
       if (!p.ok()) return UsageError(io, spec.name, std::string(p.status().message()));
       if (!sparsity_text.empty() && p->is_nm()) {
-        return UsageError(io, spec.name, absl::StrCat("--sparsity takes a fraction; for \"",
-                                                  sparsity_text, "\" use --pattern"));
+        return UsageError(
+            io, spec.name,
+            absl::StrCat("--sparsity takes a fraction; for \"", sparsity_text, "\" use --pattern"));
       }
       if (!pattern_text.empty() && !p->is_nm()) {
-        return UsageError(io, spec.name, absl::StrCat("--pattern takes N:M (2:4, 4:8); for \"",
-                                                  pattern_text, "\" use --sparsity"));
+        return UsageError(io, spec.name,
+                          absl::StrCat("--pattern takes N:M (2:4, 4:8); for \"", pattern_text,
+                                       "\" use --sparsity"));
       }
       o.pattern = *p;
     }
     o.sparsegpt = sgpt;
     if (prune::NeedsCalibration(o) && calib.files.empty()) {
-      return UsageError(io, spec.name, absl::StrCat(prune::PruneMethodName(o.method),
-                                                " needs calibration data: --calib FILE"));
+      return UsageError(
+          io, spec.name,
+          absl::StrCat(prune::PruneMethodName(o.method), " needs calibration data: --calib FILE"));
     }
     if (o.method == prune::PruneMethod::kSparseGpt && (sgpt.dampening < 0 || sgpt.block_size < 1)) {
       return UsageError(io, spec.name, "--dampening must be >= 0 and --block-size >= 1");

@@ -102,8 +102,9 @@ int RunQuantize(const Args& args, const CommandIo& io) {
     if (!r.ok()) return Fail(io, spec.name, r.status());
     *io.out << absl::StrFormat(
         "wrote %s: %s (%s), %d tensors, %s parameters, %s (%.2f bits per weight) in %.1f s\n", out,
-        GgufPresetName(*preset), r->with_imatrix ? "with importance matrix" : "no importance matrix",
-        r->tensors, HumanCount(r->params), HumanBytes(r->bytes),
+        GgufPresetName(*preset),
+        r->with_imatrix ? "with importance matrix" : "no importance matrix", r->tensors,
+        HumanCount(r->params), HumanBytes(r->bytes),
         r->params > 0 ? 8.0 * r->bytes / r->params : 0.0, r->seconds);
     return kExitOk;
   }
@@ -129,8 +130,9 @@ int RunQuantize(const Args& args, const CommandIo& io) {
     return UsageError(io, spec.name, "compressed-tensors stores fp8 weights as e4m3; use fp8-*");
   }
   if (quant::NeedsCalibration(o) && calib.files.empty()) {
-    return UsageError(io, spec.name, absl::StrCat(quant::QuantMethodName(o.method),
-                                              " needs calibration data: --calib FILE"));
+    return UsageError(
+        io, spec.name,
+        absl::StrCat(quant::QuantMethodName(o.method), " needs calibration data: --calib FILE"));
   }
   job.model_path = model_path;
   job.out = out;
@@ -168,7 +170,7 @@ int RunCalibrate(const Args& args, const CommandIo& io) {
   auto r = quant::CalibrateImportance(model_path, calib, out, *io.progress);
   if (!r.ok()) return Fail(io, spec.name, r.status());
   *io.out << absl::StrFormat("wrote %s: %d weights, %d samples x %d tokens in %.1f s\n", out,
-                               r->weights, r->chunks, r->chunk_size, r->seconds);
+                             r->weights, r->chunks, r->chunk_size, r->seconds);
   return kExitOk;
 }
 

@@ -69,8 +69,7 @@ class LogBuf : public std::streambuf {
 // messages, errors and progress always, its results (stdout) with --verbose.
 class StageLog {
  public:
-  static absl::StatusOr<std::unique_ptr<StageLog>> Open(const std::string& path,
-                                                        bool echo_stdout) {
+  static absl::StatusOr<std::unique_ptr<StageLog>> Open(const std::string& path, bool echo_stdout) {
     std::FILE* f = std::fopen(path.c_str(), "we");
     if (f == nullptr) return absl::InternalError(absl::StrCat(path, ": cannot create the log"));
     return std::unique_ptr<StageLog>(new StageLog(f, echo_stdout));
@@ -199,10 +198,9 @@ absl::Status RunLauncher(const std::vector<std::string>& argv, StageLog& log) {
   const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   if (code == kExitOk) return absl::OkStatus();
   const std::string message = ChildErrorMessage(stderr_tail);
-  return absl::UnknownError(
-      absl::StrCat(argv[0], " exited with ",
-                   code >= 0 ? absl::StrCat("code ", code) : std::string("a signal"),
-                   message.empty() ? "" : ": ", message));
+  return absl::UnknownError(absl::StrCat(
+      argv[0], " exited with ", code >= 0 ? absl::StrCat("code ", code) : std::string("a signal"),
+      message.empty() ? "" : ": ", message));
 }
 
 absl::Status RunStage(const std::vector<std::string>& argv, const std::string& log_path) {
@@ -218,7 +216,8 @@ absl::Status RunStage(const std::vector<std::string>& argv, const std::string& l
   const int code = it->second(Args(argv.begin() + 1, argv.end()), log->io());
   if (code == kExitOk) return absl::OkStatus();
   std::string message(log->error().message());
-  if (message.empty()) message = code == 130 ? "interrupted" : absl::StrCat("exited with status ", code);
+  if (message.empty())
+    message = code == 130 ? "interrupted" : absl::StrCat("exited with status ", code);
   const std::string text = absl::StrCat("retort ", argv[0], ": ", message);
   if (code == 130) return absl::CancelledError(text);
   return code == kExitUsage ? absl::InvalidArgumentError(text) : absl::UnknownError(text);

@@ -4,8 +4,8 @@
 #include "absl/strings/str_cat.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "model/model_files.h"
 #include "core/status.h"
+#include "model/model_files.h"
 #include "nlohmann/json.hpp"
 
 namespace retort::cli {
@@ -17,9 +17,10 @@ int RunTokenize(const Args& args) {
   spec.default_model = true;
   po::options_description opts("options");
   std::string model, text_file, inline_text, chat;
-  opts.add_options()("model", po::value(&model)->required(), "model directory, .gguf file or tokenizer.json")(
+  opts.add_options()("model", po::value(&model)->required(),
+                     "model directory, .gguf file or tokenizer.json")(
       "text", po::value(&text_file), "text file to tokenize")("string", po::value(&inline_text),
-                                                                 "text given on the command line")(
+                                                              "text given on the command line")(
       "chat", po::value(&chat), "chat messages: a JSON file or inline JSON")(
       "add-generation-prompt", po::bool_switch(), "with --chat: open the assistant turn")(
       "no-special", po::bool_switch(), "do not add the tokenizer's special tokens (BOS)")(
@@ -34,8 +35,12 @@ int RunTokenize(const Args& args) {
 
   auto tokenizer = LoadTokenizer(model);
   if (!tokenizer.ok()) return Fail(spec.name, tokenizer.status());
-  TextSource source{inline_text, vm.count("string") > 0, text_file, chat,
-                    vm["add-generation-prompt"].as<bool>(), !vm["no-special"].as<bool>()};
+  TextSource source{inline_text,
+                    vm.count("string") > 0,
+                    text_file,
+                    chat,
+                    vm["add-generation-prompt"].as<bool>(),
+                    !vm["no-special"].as<bool>()};
   auto tokenized = TokenizeSource(model, **tokenizer, source, "text");
   if (!tokenized.ok()) return Fail(spec.name, tokenized.status());
   std::vector<int32_t> ids = *std::move(tokenized);
@@ -52,7 +57,8 @@ int RunTokenize(const Args& args) {
   }
   for (int32_t id : ids) {
     nlohmann::json piece = (*tokenizer)->Decode({id}, false);
-    std::cout << id << "\t" << piece.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    std::cout << id << "\t" << piece.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+              << "\n";
   }
   std::cerr << ids.size() << " tokens\n";
   return kExitOk;

@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "cli/commands.h"
 #include "cli/cli_util.h"
+#include "cli/commands.h"
 
 namespace {
 
@@ -18,7 +18,8 @@ struct Entry {
 constexpr Entry kCommands[] = {
     {"init", "write a randomly initialised model of a given family and size (HF directory)",
      retort::cli::RunInit},
-    {"inspect", "show a model's architecture, parameter count and tensors", retort::cli::RunInspect},
+    {"inspect", "show a model's architecture, parameter count and tensors",
+     retort::cli::RunInspect},
     {"tokenize", "turn text or a chat into token ids", retort::cli::RunTokenize},
     {"generate", "generate text from a prompt or a chat", retort::cli::RunGenerate},
     {"eval", "perplexity of a model on a text, or dump its logits", retort::cli::RunEval},
@@ -29,15 +30,18 @@ constexpr Entry kCommands[] = {
      retort::cli::RunDistill},
     {"traces", "import, export and summarise trace files (JSONL and token shards)",
      retort::cli::RunTraces},
-    {"quantize", "quantize a model: RTN/GPTQ/AWQ int4/int8/fp8 (compressed-tensors) or GGUF k-quants",
+    {"quantize",
+     "quantize a model: RTN/GPTQ/AWQ int4/int8/fp8 (compressed-tensors) or GGUF k-quants",
      retort::cli::RunQuantize},
     {"calibrate", "compute an importance matrix (llama.cpp imatrix) from calibration text",
      retort::cli::RunCalibrate},
-    {"prune", "prune a model: magnitude/Wanda/SparseGPT sparsity and 2:4, or structured to a "
-              "smaller dense model",
+    {"prune",
+     "prune a model: magnitude/Wanda/SparseGPT sparsity and 2:4, or structured to a "
+     "smaller dense model",
      retort::cli::RunPrune},
-    {"run", "run a recipe (generate, distill, prune, quantize, convert, eval) with per-stage "
-            "resume and provenance",
+    {"run",
+     "run a recipe (generate, distill, prune, quantize, convert, eval) with per-stage "
+     "resume and provenance",
      retort::cli::RunRun},
     {"report", "write one self-contained HTML page about a `retort run` directory",
      retort::cli::RunReport},

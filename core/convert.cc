@@ -1,13 +1,13 @@
 #include "core/convert.h"
 
-#include "core/ggml_blocks.h"
-
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <string>
-#include <cmath>
 #include <limits>
+#include <string>
+
+#include "core/ggml_blocks.h"
 
 namespace retort {
 namespace {
@@ -45,7 +45,8 @@ float Decode(MiniFloat m, uint32_t bits) {
   uint32_t exp_max = (1u << m.exp_bits) - 1;
   double v;
   if (m.has_inf && exp == exp_max) {
-    v = man == 0 ? std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
+    v = man == 0 ? std::numeric_limits<double>::infinity()
+                 : std::numeric_limits<double>::quiet_NaN();
   } else if (!m.has_inf && exp == exp_max && man == (1u << m.man_bits) - 1) {
     v = std::numeric_limits<double>::quiet_NaN();
   } else if (exp == 0) {
@@ -67,7 +68,8 @@ uint32_t Encode(MiniFloat m, float f) {
   double a = std::fabs(static_cast<double>(f));
   const double max_finite = MaxFinite(m);
   const uint32_t inf_bits = ((1u << m.exp_bits) - 1) << m.man_bits;
-  if (std::isinf(a)) return sign | (m.has_inf ? inf_bits : Encode(m, static_cast<float>(max_finite)));
+  if (std::isinf(a))
+    return sign | (m.has_inf ? inf_bits : Encode(m, static_cast<float>(max_finite)));
   if (a == 0) return sign;
   const int min_exp = 1 - Bias(m);
   int e;
@@ -76,7 +78,8 @@ uint32_t Encode(MiniFloat m, float f) {
   if (e < min_exp) e = min_exp;
   double quantum = std::ldexp(1.0, e - m.man_bits);
   double r = std::nearbyint(a / quantum) * quantum;
-  if (r > max_finite) return sign | (m.has_inf ? inf_bits : Encode(m, static_cast<float>(max_finite)));
+  if (r > max_finite)
+    return sign | (m.has_inf ? inf_bits : Encode(m, static_cast<float>(max_finite)));
   if (r == 0) return sign;
   std::frexp(r, &e);
   e -= 1;
@@ -154,11 +157,11 @@ void ConvertToF32(DType type, const void* src, float* dst, int64_t n) {
       for (int64_t i = 0; i < n; ++i) dst[i] = UnpackI4(s, i);
       return;
     }
-#define RETORT_INT_CASE(DT, T)                              \
-  case DT: {                                                \
-    const auto* s = static_cast<const T*>(src);             \
+#define RETORT_INT_CASE(DT, T)                                         \
+  case DT: {                                                           \
+    const auto* s = static_cast<const T*>(src);                        \
     for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]); \
-    return;                                                 \
+    return;                                                            \
   }
       RETORT_INT_CASE(DType::kI8, int8_t)
       RETORT_INT_CASE(DType::kU8, uint8_t)
@@ -215,11 +218,11 @@ void ConvertFromF32(DType type, const float* src, void* dst, int64_t n) {
       for (int64_t i = 0; i < n; ++i) d[i] = src[i];
       return;
     }
-#define RETORT_INT_CASE(DT, T)                                           \
-  case DT: {                                                             \
-    auto* d = static_cast<T*>(dst);                                      \
-    for (int64_t i = 0; i < n; ++i) d[i] = SaturateRound<T>(src[i]);     \
-    return;                                                              \
+#define RETORT_INT_CASE(DT, T)                                       \
+  case DT: {                                                         \
+    auto* d = static_cast<T*>(dst);                                  \
+    for (int64_t i = 0; i < n; ++i) d[i] = SaturateRound<T>(src[i]); \
+    return;                                                          \
   }
       RETORT_INT_CASE(DType::kI8, int8_t)
       RETORT_INT_CASE(DType::kU8, uint8_t)

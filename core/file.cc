@@ -7,7 +7,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -88,7 +87,8 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     struct stat st;
-    if (::stat(path.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+    if (::stat(path.c_str(), &st) != 0)
+      return absl::NotFoundError(absl::StrCat(path, ": no such file"));
     return absl::PermissionDeniedError(absl::StrCat(path, ": cannot read"));
   }
   std::ostringstream ss;
@@ -101,44 +101,6 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   if (!f.ok()) return f.status();
   if (auto s = (*f)->Write(contents); !s.ok()) return s;
   return (*f)->Commit();
-}
-
-absl::StatusOr<StagedDir> StagedDir::Create(const std::string& out) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec))) {
-    return absl::AlreadyExistsError(
-        absl::StrCat(out, " already exists (remove it or choose another OUT)"));
-  }
-  const fs::path parent = fs::absolute(out).parent_path();
-  fs::create_directories(parent, ec);
-  StagedDir d;
-  d.out_ = out;
-  d.tmp_ = (parent / absl::StrCat(".", fs::path(out).filename().string(), ".partial-", ::getpid()))
-               .string();
-  fs::remove_all(d.tmp_, ec);
-  return d;
-}
-
-StagedDir::StagedDir(StagedDir&& o) noexcept : out_(std::move(o.out_)), tmp_(std::move(o.tmp_)) {
-  o.tmp_.clear();
-}
-
-StagedDir::~StagedDir() {
-  std::error_code ec;
-  if (!tmp_.empty()) std::filesystem::remove_all(tmp_, ec);
-}
-
-absl::Status StagedDir::Commit() {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::remove(out_, ec);  // an empty directory at OUT
-  fs::rename(tmp_, out_, ec);
-  if (ec) {
-    return absl::InternalError(absl::StrCat("renaming ", tmp_, " to ", out_, ": ", ec.message()));
-  }
-  tmp_.clear();
-  return absl::OkStatus();
 }
 
 }  // namespace retort

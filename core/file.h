@@ -59,26 +59,6 @@ class AtomicFile {
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
 
-// An output directory built under a temporary sibling name
-// (".OUT.partial-PID") and renamed to OUT by Commit(), so a failed command
-// leaves nothing at OUT; the destructor removes an uncommitted folder.
-class StagedDir {
- public:
-  // Error when OUT exists and is not an empty directory.
-  static absl::StatusOr<StagedDir> Create(const std::string& out);
-  StagedDir(StagedDir&& o) noexcept;
-  StagedDir& operator=(StagedDir&&) = delete;
-  ~StagedDir();
-  // Where to write (the temporary folder; created by the writer).
-  const std::string& path() const { return tmp_; }
-  // Renames the temporary folder to OUT (replacing an empty directory there).
-  absl::Status Commit();
-
- private:
-  StagedDir() = default;
-  std::string out_, tmp_;
-};
-
 }  // namespace retort
 
 #endif  // RETORT_CORE_FILE_H_

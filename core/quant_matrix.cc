@@ -114,8 +114,8 @@ absl::Status ValidateQuantizedMatrix(const QuantizedMatrix& m, const std::string
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", parts...));
   };
   if (m.rows <= 0 || m.cols <= 0) return bad("empty quantized matrix [", m.rows, ", ", m.cols, "]");
-  if (m.value_type != DType::kI4 && m.value_type != DType::kI8 &&
-      m.value_type != DType::kF8E4M3 && m.value_type != DType::kF8E5M2) {
+  if (m.value_type != DType::kI4 && m.value_type != DType::kI8 && m.value_type != DType::kF8E4M3 &&
+      m.value_type != DType::kF8E5M2) {
     return bad("quantized values of type ", TypeName(m.value_type),
                " (expected I4, I8, F8_E4M3 or F8_E5M2)");
   }
@@ -233,9 +233,8 @@ void DequantizeRows(const QuantizedMatrix& m, int64_t r0, int64_t r1, float* out
 Tensor Dequantize(const QuantizedMatrix& m, DType dtype) {
   Tensor f32 = Tensor::Zeros(DType::kF32, {m.rows, m.cols});
   float* out = f32.mutable_data<float>();
-  ParallelFor(m.rows, std::max<int64_t>(1, 65536 / m.cols), [&](int64_t r0, int64_t r1) {
-    DequantizeRows(m, r0, r1, out + r0 * m.cols);
-  });
+  ParallelFor(m.rows, std::max<int64_t>(1, 65536 / m.cols),
+              [&](int64_t r0, int64_t r1) { DequantizeRows(m, r0, r1, out + r0 * m.cols); });
   return dtype == DType::kF32 ? f32 : f32.To(dtype);
 }
 

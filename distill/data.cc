@@ -14,8 +14,9 @@
 #include "core/file.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "core/utf8.h"
+#include "formats/json_fields.h"
 #include "formats/traces.h"
-#include "model/unicode.h"
 
 namespace retort {
 namespace {
@@ -25,19 +26,6 @@ using ojson = nlohmann::ordered_json;
 // A content no template produces by itself: what follows it in a rendered
 // assistant turn is the template's end-of-turn text.
 constexpr char kSentinel[] = "RETORTSENTINELASSISTANTCONTENT";
-constexpr char kThinkOpen[] = "<think>\n";
-
-// Byte offset of the first ill-formed UTF-8 sequence, or npos.
-size_t FirstInvalidUtf8(std::string_view s) {
-  size_t i = 0;
-  char32_t cp;
-  while (i < s.size()) {
-    const int len = DecodeUtf8Char(s, i, &cp);
-    if (len == 0) return i;
-    i += len;
-  }
-  return std::string::npos;
-}
 
 std::string StripNewlines(const std::string& s, bool leading, bool trailing) {
   size_t b = 0, e = s.size();
@@ -54,16 +42,14 @@ std::string StripNewlines(const std::string& s, bool leading, bool trailing) {
 // with another type.
 absl::StatusOr<std::string> StringField(const ojson& message, const char* key, size_t index,
                                         const std::string& where) {
-  auto it = message.find(key);
-  if (it == message.end() || it->is_null()) return std::string();
-  if (!it->is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": messages[", index, "].", key,
-                                                   " must be a string, got ", it->type_name()));
-  }
-  std::string s = it->get<std::string>();
-  if (size_t bad = FirstInvalidUtf8(s); bad != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": messages[", index, "].", key,
-                                                   " is not valid UTF-8 (byte ", bad, ")"));
+  const JsonFields fields(where, JsonFields::Shown::kType);
+  const std::string field = absl::StrCat("messages[", index, "].", key);
+  const ojson* value = JsonFields::Find(message, key);
+  if (value == nullptr) return std::string();
+  ASSIGN_OR_RETURN(std::string s, fields.String(*value, field));
+  if (const size_t bad = ValidUtf8Prefix(s); bad < s.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": ", field, " is not valid UTF-8 (byte ", bad, ")"));
   }
   return s;
 }
@@ -76,12 +62,13 @@ absl::Status CheckMessages(const ojson& messages, const std::string& where) {
   for (size_t i = 0; i < messages.size(); ++i) {
     const ojson& m = messages[i];
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": messages[", i, "] has no string \"role\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": messages[", i, "] has no string \"role\""));
     }
     auto c = m.find("content");
     if (c != m.end() && !c->is_null() && !c->is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": messages[", i,
-                                                     "].content must be a string, got ", c->type_name()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": messages[", i, "].content must be a string, got ", c->type_name()));
     }
   }
   return absl::OkStatus();
@@ -100,28 +87,9 @@ void Append(const std::vector<int32_t>& ids, uint8_t mask, TrainExample* ex) {
   ex->loss_mask.insert(ex->loss_mask.end(), ids.size(), mask);
 }
 
-constexpr char kThinkTag[] = "<think>";
-constexpr char kThinkClose[] = "</think>";
 constexpr const char* kReasoningKeys[] = {"reasoning_content", "reasoning", "thinking"};
 
 }  // namespace
-
-std::string RemoveThinkBlocks(const std::string& text) {
-  const std::string open = kThinkTag, close = kThinkClose;
-  std::string s = text;
-  // A closing tag before any opening one: the reasoning began in the prompt.
-  const size_t first_open = s.find(open), first_close = s.find(close);
-  if (first_close != std::string::npos &&
-      (first_open == std::string::npos || first_close < first_open)) {
-    s.erase(0, first_close + close.size());
-  }
-  for (size_t at = s.find(open); at != std::string::npos; at = s.find(open, at)) {
-    const size_t end = s.find(close, at + open.size());
-    s.erase(at, end == std::string::npos ? std::string::npos : end + close.size() - at);
-  }
-  const size_t keep = s.find_first_not_of(" \t\r\n");
-  return keep == std::string::npos ? std::string() : s.substr(keep);
-}
 
 nlohmann::ordered_json WithoutReasoning(const nlohmann::ordered_json& messages) {
   ojson out = messages;
@@ -194,12 +162,14 @@ absl::StatusOr<ChatExampleBuilder::Texts> ChatExampleBuilder::RenderFinalTurn(
     if (!reasoning.empty()) break;
   }
   reasoning = StripNewlines(reasoning, true, true);
-  if (absl::StripAsciiWhitespace(content).empty() && absl::StripAsciiWhitespace(reasoning).empty()) {
+  if (absl::StripAsciiWhitespace(content).empty() &&
+      absl::StripAsciiWhitespace(reasoning).empty()) {
     return absl::FailedPreconditionError(absl::StrCat(where, ": empty completion"));
   }
 
   Texts t;
-  absl::StatusOr<std::string> prompt = tmpl_->Render(Slice(messages, last), /*add_generation_prompt=*/true);
+  absl::StatusOr<std::string> prompt =
+      tmpl_->Render(Slice(messages, last), /*add_generation_prompt=*/true);
   if (!prompt.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": chat template (prompt): ", prompt.status().message()));
@@ -221,14 +191,14 @@ absl::StatusOr<ChatExampleBuilder::Texts> ChatExampleBuilder::RenderFinalTurn(
   // 2. Constructed.
   if (!t.from_template) {
     if (!reasoning.empty()) {
-      t.completion = absl::StrCat(kThinkOpen, reasoning, "\n</think>\n\n",
-                                  StripNewlines(content, true, false), end_of_turn_);
+      t.completion = JoinReasoning(reasoning, StripNewlines(content, true, false)) + end_of_turn_;
     } else {
       t.completion = content + end_of_turn_;
     }
   }
-  if (absl::EndsWith(t.prompt, kThinkOpen) && absl::StartsWith(t.completion, kThinkOpen)) {
-    t.completion.erase(0, sizeof(kThinkOpen) - 1);
+  const std::string think_open(kReasoningPrefix);
+  if (absl::EndsWith(t.prompt, think_open) && absl::StartsWith(t.completion, think_open)) {
+    t.completion.erase(0, think_open.size());
   }
   return t;
 }
@@ -239,7 +209,8 @@ absl::Status ChatExampleBuilder::AppendEarlierTurns(const ojson& messages, const
   auto render = [&](size_t n, bool gen) -> absl::StatusOr<std::string> {
     absl::StatusOr<std::string> s = tmpl_->Render(Slice(messages, n), gen);
     if (!s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": chat template: ", s.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": chat template: ", s.status().message()));
     }
     return s;
   };
@@ -253,7 +224,8 @@ absl::Status ChatExampleBuilder::AppendEarlierTurns(const ojson& messages, const
     if (messages[k]["role"].get<std::string>() != "assistant") continue;
     ASSIGN_OR_RETURN(std::string prompt, render(k, true));
     ASSIGN_OR_RETURN(std::string full, render(k + 1, false));
-    if (!absl::StartsWith(prompt, *rendered) || !absl::StartsWith(full, prompt)) return not_prefix(k);
+    if (!absl::StartsWith(prompt, *rendered) || !absl::StartsWith(full, prompt))
+      return not_prefix(k);
     EncodeOptions first;
     first.avoid_double_bos = true;
     EncodeOptions plain;
@@ -278,9 +250,10 @@ absl::StatusOr<TrainExample> ChatExampleBuilder::Build(const ojson& original, co
   if (options_.train_all_assistant_turns) {
     RETURN_IF_ERROR(AppendEarlierTurns(messages, where, &ex, &rendered));
     if (!absl::StartsWith(t.prompt, rendered)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": the chat template's generation prompt for the final turn does not extend "
-                 "its rendering of the earlier turns; train only the final assistant turn"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where,
+                       ": the chat template's generation prompt for the final turn does not extend "
+                       "its rendering of the earlier turns; train only the final assistant turn"));
     }
   }
   EncodeOptions prompt_options;
@@ -326,7 +299,7 @@ absl::StatusOr<std::vector<TrainExample>> TextExamples(const std::string& text,
                                                        const Tokenizer& tokenizer,
                                                        const TextSplitOptions& options,
                                                        const std::string& source) {
-  if (size_t bad = FirstInvalidUtf8(text); bad != std::string::npos) {
+  if (const size_t bad = ValidUtf8Prefix(text); bad < text.size()) {
     const int64_t line = std::count(text.begin(), text.begin() + bad, '\n') + 1;
     return absl::InvalidArgumentError(
         absl::StrCat(source, ":", line, ": not valid UTF-8 (byte offset ", bad, ")"));
@@ -399,7 +372,8 @@ void DataSummary::Merge(const DataSummary& o) {
 
 std::string DataSummary::ToString() const {
   std::string s = absl::StrFormat(
-      "data: %d files, %d examples (%d train, %d held out), %d tokens, %d trained, %d with teacher top-k\n",
+      "data: %d files, %d examples (%d train, %d held out), %d tokens, %d trained, %d with teacher "
+      "top-k\n",
       files, examples, train_examples, eval_examples, tokens, trained_tokens, teacher_examples);
   int64_t total_skipped = 0;
   for (const auto& [k, v] : skipped) total_skipped += v;
@@ -521,7 +495,8 @@ absl::StatusOr<std::vector<TrainExample>> ChatJsonlExamples(const std::string& p
         // Counted, not fatal: the reason is the text after "file:line: ".
         std::string reason(built[i].status().message());
         reason = reason.substr(std::min(reason.size(), jobs[i].where.size() + 2));
-        if (reason.rfind("last message is not", 0) == 0) reason = "last message is not the assistant's";
+        if (reason.rfind("last message is not", 0) == 0)
+          reason = "last message is not the assistant's";
         summary->skipped[reason] += 1;
         continue;
       }
@@ -605,8 +580,9 @@ bool StartsWithZstdMagic(const std::string& path) {
 }
 }  // namespace
 
-absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths, const Tokenizer& tokenizer,
-                                      const ChatTemplate* tmpl, const DatasetOptions& options) {
+absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths,
+                                      const Tokenizer& tokenizer, const ChatTemplate* tmpl,
+                                      const DatasetOptions& options) {
   if (!(options.eval_fraction >= 0 && options.eval_fraction < 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("eval fraction must be in [0, 1), got ", options.eval_fraction));
@@ -619,10 +595,11 @@ absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths, con
     if (ext == ".jsonl" || ext == ".json") {
       if (builder == nullptr) {
         if (tmpl == nullptr) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(path, ": chat samples need the student's chat template, and none was given"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              path, ": chat samples need the student's chat template, and none was given"));
         }
-        ASSIGN_OR_RETURN(ChatExampleBuilder b, ChatExampleBuilder::Create(tmpl, &tokenizer, options.chat));
+        ASSIGN_OR_RETURN(ChatExampleBuilder b,
+                         ChatExampleBuilder::Create(tmpl, &tokenizer, options.chat));
         builder = std::make_unique<ChatExampleBuilder>(std::move(b));
       }
       ASSIGN_OR_RETURN(examples, ChatJsonlExamples(path, *builder, options, &ds.summary_));
@@ -639,8 +616,7 @@ absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths, con
                          ": answers-only training needs chat/trace JSONL (a token shard keeps the "
                          "teacher's reasoning tokens as written); pass the traces.jsonl instead"));
       }
-      absl::StatusOr<std::vector<TrainExample>> shard =
-          TraceShardExamples(
+      absl::StatusOr<std::vector<TrainExample>> shard = TraceShardExamples(
           path, options.student_vocab > 0 ? options.student_vocab : tokenizer.vocab_size(), options,
           &ds.summary_);
       if (!shard.ok()) {
@@ -672,8 +648,8 @@ absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths, con
     for (TrainExample& ex : examples) ds.Add(std::move(ex), options.eval_fraction);
   }
   if (ds.summary_.examples == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("no training examples in the data files\n",
-                                                   ds.summary_.ToString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("no training examples in the data files\n", ds.summary_.ToString()));
   }
   return ds;
 }
@@ -711,22 +687,24 @@ absl::StatusOr<DataPosition> DataPosition::FromJson(const nlohmann::json& j) {
 DataLoader::DataLoader(const std::vector<TrainExample>* examples, const PackingOptions& options)
     : examples_(examples), options_(options) {}
 
-absl::StatusOr<std::unique_ptr<DataLoader>> DataLoader::Create(const std::vector<TrainExample>* examples,
-                                                               const PackingOptions& options) {
+absl::StatusOr<std::unique_ptr<DataLoader>> DataLoader::Create(
+    const std::vector<TrainExample>* examples, const PackingOptions& options) {
   if (examples == nullptr) return absl::InvalidArgumentError("DataLoader: no examples");
   if (options.seq_len < 2 || options.seq_len > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError(absl::StrCat("seq_len must be in [2, 2^31), got ", options.seq_len));
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_len must be in [2, 2^31), got ", options.seq_len));
   }
   if (options.rows_per_batch < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("rows_per_batch must be >= 1, got ", options.rows_per_batch));
   }
   if (options.seq_len * options.rows_per_batch > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError("seq_len * rows_per_batch must fit in int32 (doc_start indices)");
+    return absl::InvalidArgumentError(
+        "seq_len * rows_per_batch must fit in int32 (doc_start indices)");
   }
   if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
-    return absl::InvalidArgumentError(absl::StrCat("rank ", options.rank, " outside world of size ",
-                                                   options.world_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", options.rank, " outside world of size ", options.world_size));
   }
   if (examples->size() > std::numeric_limits<uint32_t>::max()) {
     return absl::InvalidArgumentError("DataLoader: more than 2^32 - 1 examples");
@@ -743,15 +721,16 @@ absl::StatusOr<std::unique_ptr<DataLoader>> DataLoader::Create(const std::vector
     }
     if (ex.has_teacher()) {
       if (dl->top_k_ != 0 && dl->top_k_ != ex.top_k) {
-        return absl::InvalidArgumentError(absl::StrCat("example ", ex.id, ": teacher top_k ", ex.top_k,
-                                                       " differs from other examples' ", dl->top_k_));
+        return absl::InvalidArgumentError(absl::StrCat("example ", ex.id, ": teacher top_k ",
+                                                       ex.top_k, " differs from other examples' ",
+                                                       dl->top_k_));
       }
       dl->top_k_ = ex.top_k;
       const size_t want = ex.tokens.size() * static_cast<size_t>(ex.top_k);
       if (ex.topk_ids.size() != want || ex.topk_logprobs.size() != want) {
-        return absl::InvalidArgumentError(absl::StrCat("example ", ex.id, ": teacher top-k arrays have ",
-                                                       ex.topk_ids.size(), "/", ex.topk_logprobs.size(),
-                                                       " entries, expected tokens * top_k = ", want));
+        return absl::InvalidArgumentError(
+            absl::StrCat("example ", ex.id, ": teacher top-k arrays have ", ex.topk_ids.size(), "/",
+                         ex.topk_logprobs.size(), " entries, expected tokens * top_k = ", want));
       }
     }
     // A piece trains something when some token after its first is masked 1
@@ -790,9 +769,9 @@ absl::StatusOr<std::unique_ptr<DataLoader>> DataLoader::Create(const std::vector
   bool any = false;
   for (const auto& p : dl->example_pieces_) any |= !p.empty();
   if (!any) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "DataLoader: none of the ", examples->size(), " examples has a trained token within seq_len ",
-        L));
+    return absl::InvalidArgumentError(absl::StrCat("DataLoader: none of the ", examples->size(),
+                                                   " examples has a trained token within seq_len ",
+                                                   L));
   }
   return dl;
 }
@@ -803,7 +782,8 @@ const DataLoader::EpochLayout& DataLoader::Layout(uint64_t epoch) {
     if (l.epoch == key) return l;
   }
   // Replace the entry that is not the current position's epoch.
-  EpochLayout& l = layouts_[0].epoch == (options_.shuffle ? position_.epoch : 0) ? layouts_[1] : layouts_[0];
+  EpochLayout& l =
+      layouts_[0].epoch == (options_.shuffle ? position_.epoch : 0) ? layouts_[1] : layouts_[0];
   l = EpochLayout();
   l.epoch = key;
   std::vector<uint32_t> order;
@@ -858,9 +838,9 @@ absl::Status DataLoader::Seek(const DataPosition& position) {
   }
   const uint64_t batches = Layout(position.epoch).batches;
   if (position.cursor > batches || (options_.repeat && position.cursor == batches)) {
-    return absl::InvalidArgumentError(absl::StrCat("data position cursor ", position.cursor,
-                                                   " past the ", batches, " batches of epoch ",
-                                                   position.epoch, " (different data or options?)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("data position cursor ", position.cursor, " past the ", batches,
+                     " batches of epoch ", position.epoch, " (different data or options?)"));
   }
   position_ = position;
   return absl::OkStatus();
@@ -922,7 +902,8 @@ void DataLoader::Fill(const EpochLayout& layout, uint64_t batch_index, PackedBat
               b->has_teacher[at] = 1;
               ++b->num_teacher_targets;
               std::copy_n(ex.topk_ids.begin() + (t + 1) * K, K, b->topk_ids.begin() + at * K);
-              std::copy_n(ex.topk_logprobs.begin() + (t + 1) * K, K, b->topk_logprobs.begin() + at * K);
+              std::copy_n(ex.topk_logprobs.begin() + (t + 1) * K, K,
+                          b->topk_logprobs.begin() + at * K);
             }
           }
         }

@@ -40,11 +40,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/progress.h"
+#include "formats/reasoning.h"
 #include "formats/traces.h"
-#include "model/chat_template.h"
 #include "model/sampler.h"
-#include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace retort {
 
@@ -85,12 +86,7 @@ struct ChatExampleOptions {
   bool answers_only = false;
 };
 
-// `text` without its <think>...</think> blocks: each block is removed with
-// its tags; an unclosed <think> removes everything after it; a </think>
-// before any <think> (a completion whose prompt opened the reasoning, as
-// R1-Distill's does) removes everything before it. Leading whitespace of what
-// is left is dropped.
-std::string RemoveThinkBlocks(const std::string& text);
+// RemoveThinkBlocks (formats/reasoning.h) strips reasoning from one text.
 
 // A copy of `messages` (an OpenAI chat array) whose assistant messages carry
 // no reasoning: no reasoning_content / reasoning / thinking field and their
@@ -187,7 +183,7 @@ bool IsHeldOut(const std::string& id, double eval_fraction);
 // What loading and packing did, for the trainer to print.
 struct DataSummary {
   int64_t files = 0;
-  int64_t examples = 0;        // kept (train + eval)
+  int64_t examples = 0;  // kept (train + eval)
   int64_t train_examples = 0;
   int64_t eval_examples = 0;
   int64_t tokens = 0;          // in kept examples
@@ -197,10 +193,10 @@ struct DataSummary {
   // "last message is not the assistant's", ...).
   std::map<std::string, int64_t> skipped;
   // Filled by the DataLoader (depend on seq_len).
-  int64_t truncated_examples = 0;  // examples cut to seq_len
-  int64_t truncated_tokens = 0;    // tokens cut off
-  int64_t split_examples = 0;      // examples split into several documents
-  int64_t dropped_untrainable = 0; // pieces with no trained token left (prompt >= seq_len)
+  int64_t truncated_examples = 0;   // examples cut to seq_len
+  int64_t truncated_tokens = 0;     // tokens cut off
+  int64_t split_examples = 0;       // examples split into several documents
+  int64_t dropped_untrainable = 0;  // pieces with no trained token left (prompt >= seq_len)
 
   void Merge(const DataSummary& other);
   // Multi-line, human readable.

@@ -8,23 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "formats/reasoning.h"
 #include "httplib.h"
 #include "model/sampler.h"
 
 namespace retort {
 namespace {
-
-constexpr std::string_view kOpenTag = "<think>";
-constexpr std::string_view kCloseTag = "</think>";
-
-// Length of the longest suffix of `text` that is a proper prefix of `tag`
-// (text that may become the tag once more arrives).
-size_t PartialTagSuffix(std::string_view text, std::string_view tag) {
-  for (size_t n = std::min(text.size(), tag.size() - 1); n > 0; --n) {
-    if (text.substr(text.size() - n) == tag.substr(0, n)) return n;
-  }
-  return 0;
-}
 
 std::string Str(std::string_view s) { return std::string(s.data(), s.size()); }
 
@@ -67,17 +56,18 @@ ReasoningSplitter::Delta ReasoningSplitter::Push(std::string_view text) {
     }
     if (strip_open_tag_) {
       // Wait until we know whether the output opens with "<think>".
-      if (pending_.size() < kOpenTag.size() && kOpenTag.substr(0, pending_.size()) == pending_)
+      if (pending_.size() < kReasoningOpenTag.size() &&
+          kReasoningOpenTag.substr(0, pending_.size()) == pending_)
         break;
-      if (std::string_view(pending_).substr(0, kOpenTag.size()) == kOpenTag)
-        pending_.erase(0, kOpenTag.size());
+      if (std::string_view(pending_).substr(0, kReasoningOpenTag.size()) == kReasoningOpenTag)
+        pending_.erase(0, kReasoningOpenTag.size());
       strip_open_tag_ = false;
       continue;
     }
-    const std::string_view tag = state_ == State::kContent ? kOpenTag : kCloseTag;
+    const std::string_view tag = state_ == State::kContent ? kReasoningOpenTag : kReasoningCloseTag;
     size_t at = pending_.find(tag.data(), 0, tag.size());
     if (at == std::string::npos) {
-      size_t keep = PartialTagSuffix(pending_, tag);
+      size_t keep = PartialSuffixLength(pending_, tag);
       Emit(std::string_view(pending_).substr(0, pending_.size() - keep), &out);
       pending_.erase(0, pending_.size() - keep);
       break;
@@ -441,7 +431,7 @@ absl::StatusOr<ChatResponse> EndpointClient::ParseChatResponse(const std::string
       }
     }
     if (!has_reasoning && options_.split_think_tags &&
-        choice.content.find(Str(kCloseTag)) != std::string::npos) {
+        choice.content.find(Str(kReasoningCloseTag)) != std::string::npos) {
       ReasoningSplitter::Delta d =
           ReasoningSplitter::Split(choice.content, ReasoningSplitter::Mode::kDeepSeekR1, true);
       choice.reasoning_content = d.reasoning;

@@ -15,11 +15,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file.h"
-#include "distill/data.h"
-#include "model/sampler.h"
 #include "core/process.h"
 #include "core/status.h"
+#include "distill/data.h"
 #include "distill/generation.h"
+#include "model/sampler.h"
 
 namespace retort {
 namespace {
@@ -27,7 +27,6 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
-
 
 // splitmix64's output for state x (model/sampler.h advances a state in place).
 uint64_t Mix64(uint64_t x) { return SplitMix64(x); }
@@ -206,17 +205,12 @@ absl::StatusOr<RenderedPrompt> RenderTracePrompt(const ChatTemplate& chat_templa
   RenderedPrompt out;
   ASSIGN_OR_RETURN(out.text,
                    chat_template.Render(messages, /*add_generation_prompt=*/true, Json::object()));
-  std::string trimmed = out.text;
-  while (!trimmed.empty() && std::isspace(static_cast<unsigned char>(trimmed.back())))
-    trimmed.pop_back();
-  const std::string kOpen = "<think>";
-  if (trimmed.size() >= kOpen.size() &&
-      trimmed.compare(trimmed.size() - kOpen.size(), kOpen.size(), kOpen) == 0) {
+  if (EndsInsideReasoning(out.text)) {
     out.starts_in_reasoning = true;
   } else if (think == ThinkPrefix::kOn ||
              (think == ThinkPrefix::kAuto &&
-              chat_template.source().find(kOpen) != std::string::npos)) {
-    out.text += "<think>\n";
+              chat_template.source().find(kReasoningOpenTag) != std::string::npos)) {
+    out.text += kReasoningPrefix;
     out.starts_in_reasoning = true;
   }
   EncodeOptions enc;
@@ -316,7 +310,8 @@ absl::Status LocalTraceTeacher::Run(const std::vector<TraceWorkItem>& items,
           text_ids.pop_back();
         }
         std::string text = tokenizer_.Decode(text_ids, /*skip_special_tokens=*/true);
-        ThinkSplit split = SplitThink(rp->starts_in_reasoning ? "<think>\n" + text : text);
+        ThinkSplit split =
+            SplitThink(rp->starts_in_reasoning ? std::string(kReasoningPrefix) + text : text);
         c.reasoning = split.reasoning;
         c.content = split.found ? split.answer : Trim(text);
         c.has_tokens = true;
@@ -790,8 +785,8 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
   const bool verify_any = options.verifier != nullptr;
 
   auto progress = [&](bool force) {
-    if (!force &&
-        (options.progress_interval_s <= 0 || SecondsSince(last_progress) < options.progress_interval_s)) {
+    if (!force && (options.progress_interval_s <= 0 ||
+                   SecondsSince(last_progress) < options.progress_interval_s)) {
       return;
     }
     last_progress = Clock::now();
@@ -803,8 +798,8 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
         "[generate] prompts %d/%d done | samples %d/%d (kept %d, rejected %d) | %.1f tok/s | "
         "elapsed %s | ETA %s",
         prompts_done, report.prompts, report.samples_resumed + report.samples_generated,
-        report.samples_total, report.samples_kept, report.samples_rejected, tps, HumanDuration(secs),
-        HumanDuration(per_sample * std::max<int64_t>(0, todo))));
+        report.samples_total, report.samples_kept, report.samples_rejected, tps,
+        HumanDuration(secs), HumanDuration(per_sample * std::max<int64_t>(0, todo))));
   };
 
   auto on_done = [&](std::vector<TraceCompletion>&& group) -> absl::Status {

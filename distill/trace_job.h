@@ -59,11 +59,11 @@
 #include "distill/endpoint.h"
 #include "distill/verify.h"
 #include "formats/traces.h"
-#include "model/chat_template.h"
 #include "model/sampler.h"
-#include "model/tokenizer.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace retort {
 

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file.h"
+#include "core/staged_directory.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "formats/hf_dir.h"
@@ -184,9 +185,10 @@ absl::Status Trainer::SaveCheckpoint(int64_t step, const std::string& name) {
   RETURN_IF_ERROR(collective_->Barrier());
   if (collective_->rank() == 0) {
     const fs::path out = fs::path(options_.output_dir) / name;
-    const fs::path tmp = fs::path(options_.output_dir) / ("." + name + ".tmp");
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
+    StagedDirectory::Options staging;
+    staging.temp_path = (fs::path(options_.output_dir) / ("." + name + ".tmp")).string();
+    ASSIGN_OR_RETURN(StagedDirectory staged, StagedDirectory::Create(out.string(), staging));
+    const fs::path tmp = staged.path();
     // config.json names the dtype the weights are written in (transformers
     // loads torch_dtype "auto" from it), not the f32 the trainer holds.
     ModelConfig saved = student_->config();
@@ -216,10 +218,8 @@ absl::Status Trainer::SaveCheckpoint(int64_t step, const std::string& name) {
       RETURN_IF_ERROR(
           WriteFileAtomically((tmp / "trainer_state.json").string(), ts.dump(2) + "\n"));
     }
-    fs::remove_all(out, ec);
-    fs::rename(tmp, out, ec);
-    if (ec)
-      return absl::InternalError(absl::StrCat(out.string(), ": rename failed: ", ec.message()));
+    RETURN_IF_ERROR(staged.Commit());
+    std::error_code ec;
     if (is_checkpoint && options_.keep_checkpoints > 0) {
       auto all = ListCheckpoints(options_.output_dir);
       while (static_cast<int>(all.size()) > options_.keep_checkpoints) {

@@ -71,7 +71,7 @@ struct TrainerOptions {
   // resumes) get no gradient and stay exactly zero, so the sparsity pattern
   // (2:4 included) survives training.
   bool keep_sparsity = false;
-  bool progress = true;  // progress status and log lines (rank 0)
+  bool progress = true;          // progress status and log lines (rank 0)
   ProgressSink* sink = nullptr;  // where they go; null: StderrProgress()
   // Files copied into every saved HF directory (tokenizer.json,
   // tokenizer_config.json, ...): name -> contents.

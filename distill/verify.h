@@ -29,7 +29,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "nlohmann/json.hpp"
+#include "distill/math_answer.h"
+#include "distill/verify_stats.h"
 
 namespace retort {
 
@@ -169,80 +170,6 @@ struct VerifierOptions {
 // Errors: unknown spec, empty regex/command, bad regex, unbalanced quotes.
 absl::StatusOr<std::unique_ptr<Verifier>> MakeVerifier(const std::string& spec,
                                                        const VerifierOptions& options = {});
-
-// --- Math answer helpers, exposed for tests and for the trace file. ---
-
-// Content of the last \boxed{...} / \fbox{...} in `text` (without the braces),
-// or nullopt when there is none or its braces never close.
-std::optional<std::string> ExtractLastBoxed(const std::string& text);
-
-// The last number-like span in `text`: an integer (thousands separators ok),
-// decimal, scientific (1e3), fraction a/b or \frac{a}{b}, with its sign and a
-// trailing %. nullopt when the text has no digit.
-std::optional<std::string> ExtractLastNumber(const std::string& text);
-
-// The reference's answer: after the last "####", else the last \boxed{},
-// else the trimmed reference.
-std::string ExtractReferenceAnswer(const std::string& reference);
-
-// Canonical form of an answer for comparison: LaTeX wrappers ($...$, \(...\),
-// \[...\], \text{}, \mathrm{}, \mathbf{}, \left, \right, spacing commands)
-// removed, \dfrac/\tfrac -> \frac, \frac12 -> \frac{1}{2}, \sqrt2 ->
-// \sqrt{2}, unicode minus -> '-', whitespace removed, trailing '.' dropped,
-// a leading "x=" dropped, trailing units / % / degrees dropped.
-std::string NormalizeMathAnswer(const std::string& answer);
-
-// A number parsed from a normalised answer. When `exact`, the value is
-// numerator/denominator (denominator > 0, reduced); `value` always holds the
-// nearest double.
-struct MathNumber {
-  bool exact = false;
-  int64_t numerator = 0;
-  int64_t denominator = 1;
-  double value = 0.0;
-};
-
-// Parses a normalised answer as a number: [sign] integer | decimal | 1.5e-3 |
-// a/b | \frac{A}{B} (A, B numbers themselves) | A\times10^{B}. nullopt when
-// the whole string is not one number.
-std::optional<MathNumber> ParseMathNumber(const std::string& normalized);
-
-// Whether two parsed numbers are equal (exact rational comparison when both
-// are exact, else relative tolerance 1e-6).
-bool MathNumbersEqual(const MathNumber& a, const MathNumber& b);
-
-// --- Statistics over verified samples. ---
-
-// One prompt's verification counts: `n` samples, `correct` of them verified.
-struct PromptStats {
-  std::string id;
-  int n = 0;
-  int correct = 0;
-};
-
-// Unbiased pass@k estimator (Chen et al. 2021, "Evaluating Large Language
-// Models Trained on Code"): 1 - C(n-c, k) / C(n, k), computed as the stable
-// product 1 - prod_{i=n-c+1..n} (1 - k/i). Equals 1 when n - c < k.
-// Errors: k < 1, c < 0, c > n, or n < k (the estimator needs n >= k).
-absl::StatusOr<double> PassAtK(int n, int c, int k);
-
-// Summary of a generation run as JSON:
-//   {"prompts": P, "samples": N, "correct": C,
-//    "accuracy": C/N (mean over samples),
-//    "prompt_accuracy": mean over prompts of c/n (prompts with n > 0),
-//    "pass@k": {"1": ..., "4": ...}   mean over prompts with n >= k,
-//    "pass@k_prompts": {"1": P1, "4": P4}  how many prompts each mean is over,
-//    "per_prompt": [{"id", "n", "correct", "accuracy"}, ...]}
-// A pass@k with no eligible prompt is null. k = 1 is always included.
-// Errors: a k < 1, or a prompt with n < 0 or correct outside [0, n].
-absl::StatusOr<nlohmann::ordered_json> SummarizeVerification(
-    const std::vector<PromptStats>& prompts, const std::vector<int>& ks);
-
-// A short human-readable rendering of SummarizeVerification's JSON: totals,
-// one line per pass@k, then up to `max_prompt_rows` per-prompt rows (the
-// worst prompts first, the rest counted).
-std::string FormatVerificationSummary(const nlohmann::ordered_json& summary,
-                                      int max_prompt_rows = 20);
 
 }  // namespace retort
 

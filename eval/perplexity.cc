@@ -17,8 +17,8 @@ double NegativeLogLikelihood(const float* logits, int64_t vocab, int32_t target)
   return std::log(sum) + max - static_cast<double>(logits[target]);
 }
 
-absl::StatusOr<PerplexityResult> ComputePerplexity(const std::vector<int32_t>& tokens, int64_t vocab,
-                                                   const WindowLogitsFn& logits_fn,
+absl::StatusOr<PerplexityResult> ComputePerplexity(const std::vector<int32_t>& tokens,
+                                                   int64_t vocab, const WindowLogitsFn& logits_fn,
                                                    const PerplexityOptions& options) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n < 2) {
@@ -29,13 +29,13 @@ absl::StatusOr<PerplexityResult> ComputePerplexity(const std::vector<int32_t>& t
   // Windows must overlap by at least one token, or the first token of each
   // window after the first would never be predicted.
   if (options.stride < 1 || options.stride >= options.context) {
-    return absl::InvalidArgumentError(absl::StrCat("stride must be in [1, context-1=",
-                                                   options.context - 1, "], got ", options.stride));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "stride must be in [1, context-1=", options.context - 1, "], got ", options.stride));
   }
   for (int64_t i = 0; i < n; ++i) {
     if (tokens[i] < 0 || tokens[i] >= vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token id ", tokens[i], " at position ", i, " is outside the vocabulary (", vocab, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at position ", i,
+                                                     " is outside the vocabulary (", vocab, ")"));
     }
   }
   int64_t total_windows = 0;

@@ -30,16 +30,16 @@ struct PerplexityOptions {
 
 struct PerplexityResult {
   double perplexity = 0;
-  double mean_nll = 0;          // nats per scored token
-  int64_t tokens_scored = 0;    // n - 1 for n tokens
-  int64_t tokens_evaluated = 0; // tokens passed through the model (windows overlap)
+  double mean_nll = 0;           // nats per scored token
+  int64_t tokens_scored = 0;     // n - 1 for n tokens
+  int64_t tokens_evaluated = 0;  // tokens passed through the model (windows overlap)
   int64_t windows = 0;
   double seconds = 0;
 };
 
 // REQUIRES: tokens.size() >= 2.
-absl::StatusOr<PerplexityResult> ComputePerplexity(const std::vector<int32_t>& tokens, int64_t vocab,
-                                                   const WindowLogitsFn& logits_fn,
+absl::StatusOr<PerplexityResult> ComputePerplexity(const std::vector<int32_t>& tokens,
+                                                   int64_t vocab, const WindowLogitsFn& logits_fn,
                                                    const PerplexityOptions& options);
 
 // -log softmax(logits)[target], accumulated in f64.

@@ -49,13 +49,15 @@ absl::StatusOr<json> ReadJsonObject(const std::string& path) {
     j = json::parse(text);
   } catch (const json::exception& e) {
     std::string what = e.what();
-    if (size_t p = what.find("] "); what.rfind("[json.exception", 0) == 0 && p != std::string::npos) {
+    if (size_t p = what.find("] ");
+        what.rfind("[json.exception", 0) == 0 && p != std::string::npos) {
       what = what.substr(p + 2);
     }
     return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", Printable(what)));
   }
   if (!j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": expected a JSON object, got ", j.type_name()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected a JSON object, got ", j.type_name()));
   }
   return j;
 }
@@ -70,7 +72,8 @@ bool IsSafeRelativePath(const std::string& name) {
 }
 
 std::string ShardName(size_t i, size_t n) {
-  return absl::StrFormat("model-%05d-of-%05d.safetensors", static_cast<int>(i + 1), static_cast<int>(n));
+  return absl::StrFormat("model-%05d-of-%05d.safetensors", static_cast<int>(i + 1),
+                         static_cast<int>(n));
 }
 
 // "model-00001-of-00003.safetensors" and the like.
@@ -80,23 +83,26 @@ bool LooksLikeShard(const std::string& name) {
       if (name[i] < '0' || name[i] > '9') return false;
     return true;
   };
-  return name.size() == 32 && absl::StartsWith(name, "model-") && digits(6) && name.compare(11, 4, "-of-") == 0 &&
-         digits(15) && absl::EndsWith(name, ".safetensors");
+  return name.size() == 32 && absl::StartsWith(name, "model-") && digits(6) &&
+         name.compare(11, 4, "-of-") == 0 && digits(15) && absl::EndsWith(name, ".safetensors");
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HfDirectory>> HfDirectory::Open(const std::string& dir) {
   struct stat st;
-  if (::stat(dir.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(dir, ": no such directory"));
+  if (::stat(dir.c_str(), &st) != 0)
+    return absl::NotFoundError(absl::StrCat(dir, ": no such directory"));
   if (!S_ISDIR(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat(dir, ": not a directory (expected a Hugging Face model folder)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, ": not a directory (expected a Hugging Face model folder)"));
   }
   std::unique_ptr<HfDirectory> d(new HfDirectory());
   d->dir_ = dir;
   const std::string config_path = Join(dir, kHfConfigFile);
   if (!IsRegularFile(config_path)) {
-    return absl::NotFoundError(absl::StrCat(config_path, ": no such file (a model folder needs config.json)"));
+    return absl::NotFoundError(
+        absl::StrCat(config_path, ": no such file (a model folder needs config.json)"));
   }
   ASSIGN_OR_RETURN(d->config_, ReadJsonObject(config_path));
   RETURN_IF_ERROR(d->OpenWeights());
@@ -117,17 +123,19 @@ absl::Status HfDirectory::OpenWeights() {
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     std::error_code file_ec;
     const std::string name = entry.path().filename().string();
-    if (absl::EndsWith(name, ".safetensors") && entry.is_regular_file(file_ec)) found.push_back(name);
+    if (absl::EndsWith(name, ".safetensors") && entry.is_regular_file(file_ec))
+      found.push_back(name);
   }
   if (ec) return absl::InternalError(absl::StrCat(dir_, ": cannot list directory: ", ec.message()));
   if (found.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat(dir_, ": no model.safetensors, model.safetensors.index.json or other *.safetensors file"));
+    return absl::NotFoundError(absl::StrCat(
+        dir_, ": no model.safetensors, model.safetensors.index.json or other *.safetensors file"));
   }
   if (found.size() > 1) {
     std::sort(found.begin(), found.end());
-    return absl::InvalidArgumentError(absl::StrCat(dir_, ": ", found.size(), " *.safetensors files (", found[0], ", ",
-                                                   found[1], ", ...) but no model.safetensors.index.json to join them"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir_, ": ", found.size(), " *.safetensors files (", found[0], ", ", found[1],
+                     ", ...) but no model.safetensors.index.json to join them"));
   }
   ASSIGN_OR_RETURN(const SafetensorsReader* r, OpenShard(found[0]));
   for (const SafetensorsEntry& e : r->entries()) tensors_[e.name] = r;
@@ -137,29 +145,33 @@ absl::Status HfDirectory::OpenWeights() {
 absl::Status HfDirectory::OpenIndex(const std::string& index_path) {
   ASSIGN_OR_RETURN(json index, ReadJsonObject(index_path));
   auto wm = index.find("weight_map");
-  if (wm == index.end()) return absl::InvalidArgumentError(absl::StrCat(index_path, ": missing \"weight_map\""));
+  if (wm == index.end())
+    return absl::InvalidArgumentError(absl::StrCat(index_path, ": missing \"weight_map\""));
   if (!wm->is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(index_path, ": \"weight_map\" must be an object, got ", wm->type_name()));
   }
   for (const auto& [name, file] : wm->items()) {
     if (!file.is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map entry for tensor ", Quoted(name),
-                                                     " must be a file name string, got ", file.type_name()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path, ": weight_map entry for tensor ", Quoted(name),
+                       " must be a file name string, got ", file.type_name()));
     }
     const std::string& shard = file.get_ref<const std::string&>();
     if (!IsSafeRelativePath(shard)) {
-      return absl::InvalidArgumentError(absl::StrCat(index_path, ": shard ", Quoted(shard), " for tensor ",
-                                                     Quoted(name), " is not a file inside the model folder"));
+      return absl::InvalidArgumentError(absl::StrCat(index_path, ": shard ", Quoted(shard),
+                                                     " for tensor ", Quoted(name),
+                                                     " is not a file inside the model folder"));
     }
     if (!readers_.count(shard) && !IsRegularFile(Join(dir_, shard))) {
-      return absl::NotFoundError(absl::StrCat(index_path, ": shard ", Quoted(shard), " (for tensor ", Quoted(name),
-                                              ") does not exist"));
+      return absl::NotFoundError(absl::StrCat(index_path, ": shard ", Quoted(shard),
+                                              " (for tensor ", Quoted(name), ") does not exist"));
     }
     ASSIGN_OR_RETURN(const SafetensorsReader* r, OpenShard(shard));
     if (!r->Has(name)) {
-      return absl::NotFoundError(absl::StrCat(index_path, ": tensor ", Quoted(name), " is mapped to ", Quoted(shard),
-                                              ", but ", r->path(), " has no such tensor"));
+      return absl::NotFoundError(absl::StrCat(index_path, ": tensor ", Quoted(name),
+                                              " is mapped to ", Quoted(shard), ", but ", r->path(),
+                                              " has no such tensor"));
     }
     tensors_[name] = r;
   }
@@ -169,7 +181,8 @@ absl::Status HfDirectory::OpenIndex(const std::string& index_path) {
 absl::StatusOr<const SafetensorsReader*> HfDirectory::OpenShard(const std::string& filename) {
   auto it = readers_.find(filename);
   if (it != readers_.end()) return it->second.get();
-  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsReader> r, SafetensorsReader::Open(Join(dir_, filename)));
+  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsReader> r,
+                   SafetensorsReader::Open(Join(dir_, filename)));
   const SafetensorsReader* p = r.get();
   readers_[filename] = std::move(r);
   return p;
@@ -207,11 +220,13 @@ absl::StatusOr<Tensor> HfDirectory::Get(const std::string& name) const {
   return it->second->Get(name);
 }
 
-absl::StatusOr<Tensor> HfDirectory::GetWithShape(const std::string& name, const Shape& expected) const {
+absl::StatusOr<Tensor> HfDirectory::GetWithShape(const std::string& name,
+                                                 const Shape& expected) const {
   ASSIGN_OR_RETURN(Tensor t, Get(name));
   if (t.shape() != expected) {
     return absl::InvalidArgumentError(absl::StrCat(FileOf(name), ": tensor ", name, " has shape ",
-                                                   ShapeString(t.shape()), ", expected ", ShapeString(expected)));
+                                                   ShapeString(t.shape()), ", expected ",
+                                                   ShapeString(expected)));
   }
   return t;
 }
@@ -226,20 +241,22 @@ absl::Status WriteHfDirectory(const std::string& dir, const nlohmann::json& conf
                               const HfWriteOptions& options) {
   // Validate everything before touching the disk.
   if (!config.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Join(dir, kHfConfigFile), ": config must be a JSON object, got ", config.type_name()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        Join(dir, kHfConfigFile), ": config must be a JSON object, got ", config.type_name()));
   }
   std::string config_text;
   try {
     config_text = config.dump(2) + "\n";
   } catch (const json::exception&) {
-    return absl::InvalidArgumentError(absl::StrCat(Join(dir, kHfConfigFile), ": config holds invalid UTF-8"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(Join(dir, kHfConfigFile), ": config holds invalid UTF-8"));
   }
   {
     std::set<std::string> names;
     for (const auto& [name, t] : tensors) {
       if (!names.insert(name).second) {
-        return absl::InvalidArgumentError(absl::StrCat(dir, ": duplicate tensor name ", Quoted(name)));
+        return absl::InvalidArgumentError(
+            absl::StrCat(dir, ": duplicate tensor name ", Quoted(name)));
       }
     }
   }
@@ -259,12 +276,14 @@ absl::Status WriteHfDirectory(const std::string& dir, const nlohmann::json& conf
   }
   const bool sharded = shards.size() > 1;
   std::vector<std::string> files;
-  for (size_t i = 0; i < shards.size(); ++i) files.push_back(sharded ? ShardName(i, shards.size()) : kHfSingleWeightsFile);
+  for (size_t i = 0; i < shards.size(); ++i)
+    files.push_back(sharded ? ShardName(i, shards.size()) : kHfSingleWeightsFile);
   const std::map<std::string, std::string> metadata = {{"format", "pt"}};
   for (size_t i = 0; i < shards.size(); ++i) {
     auto header = SafetensorsHeader(shards[i], metadata);
     if (!header.ok()) {
-      return absl::Status(header.status().code(), absl::StrCat(Join(dir, files[i]), ": ", header.status().message()));
+      return absl::Status(header.status().code(),
+                          absl::StrCat(Join(dir, files[i]), ": ", header.status().message()));
     }
   }
   std::string index_text;
@@ -280,7 +299,8 @@ absl::Status WriteHfDirectory(const std::string& dir, const nlohmann::json& conf
 
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot create directory: ", ec.message()));
+  if (ec)
+    return absl::InternalError(absl::StrCat(dir, ": cannot create directory: ", ec.message()));
 
   std::vector<std::string> written;
   auto fail = [&](const absl::Status& s) {
@@ -288,13 +308,16 @@ absl::Status WriteHfDirectory(const std::string& dir, const nlohmann::json& conf
     return s;
   };
   for (size_t i = 0; i < shards.size(); ++i) {
-    if (absl::Status s = WriteSafetensors(Join(dir, files[i]), shards[i], metadata); !s.ok()) return fail(s);
+    if (absl::Status s = WriteSafetensors(Join(dir, files[i]), shards[i], metadata); !s.ok())
+      return fail(s);
     written.push_back(files[i]);
   }
   if (sharded) {
-    if (absl::Status s = WriteFileAtomically(Join(dir, kHfIndexFile), index_text); !s.ok()) return fail(s);
+    if (absl::Status s = WriteFileAtomically(Join(dir, kHfIndexFile), index_text); !s.ok())
+      return fail(s);
   }
-  if (absl::Status s = WriteFileAtomically(Join(dir, kHfConfigFile), config_text); !s.ok()) return fail(s);
+  if (absl::Status s = WriteFileAtomically(Join(dir, kHfConfigFile), config_text); !s.ok())
+    return fail(s);
 
   // Remove weights of an earlier save that loaders could pick up instead.
   const std::set<std::string> keep(files.begin(), files.end());

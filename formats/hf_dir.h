@@ -41,7 +41,7 @@ class HfDirectory {
 
   const std::string& dir() const { return dir_; }
   const nlohmann::json& config() const { return config_; }  // parsed config.json (an object)
-  std::vector<std::string> TensorNames() const;              // sorted
+  std::vector<std::string> TensorNames() const;             // sorted
   bool Has(const std::string& name) const { return tensors_.count(name) > 0; }
   // NotFound naming dir + tensor when missing.
   absl::StatusOr<Tensor> Get(const std::string& name) const;

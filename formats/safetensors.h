@@ -97,13 +97,15 @@ absl::Status ParseSafetensorsHeader(const std::string& path, const uint8_t* data
 // orders tensors by descending dtype alignment, then name.
 absl::Status WriteSafetensors(const std::string& path,
                               const std::vector<std::pair<std::string, Tensor>>& tensors,
-                              const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+                              const std::map<std::string, std::string>& metadata = {
+                                  {"format", "pt"}});
 
 // The exact header (length prefix excluded, padding included) that
 // WriteSafetensors would write; error for invalid input. Exposed so callers
 // can size files before writing them.
-absl::StatusOr<std::string> SafetensorsHeader(const std::vector<std::pair<std::string, Tensor>>& tensors,
-                                              const std::map<std::string, std::string>& metadata);
+absl::StatusOr<std::string> SafetensorsHeader(
+    const std::vector<std::pair<std::string, Tensor>>& tensors,
+    const std::map<std::string, std::string>& metadata);
 
 }  // namespace retort
 

@@ -1,16 +1,15 @@
 #include "model/calibration.h"
 
-#include "model/model_files.h"
-#include "absl/strings/str_format.h"
-
 #include <cmath>
 #include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "core/file.h"
 #include "core/status.h"
 #include "formats/traces.h"
+#include "model/model_files.h"
 
 namespace retort {
 namespace {
@@ -51,8 +50,8 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> LoadCalibrationSamples(
     const std::vector<std::string>& paths, const Tokenizer& tokenizer, int64_t vocab_size,
     const CalibrationOptions& options) {
   if (options.samples < 1 || options.seq_len < 2) {
-    return absl::InvalidArgumentError(absl::StrCat("calibration: ", options.samples,
-                                                   " samples of ", options.seq_len,
+    return absl::InvalidArgumentError(absl::StrCat("calibration: ", options.samples, " samples of ",
+                                                   options.seq_len,
                                                    " tokens (need >= 1 sample of >= 2 tokens)"));
   }
   if (paths.empty()) return absl::InvalidArgumentError("calibration: no data files given");
@@ -122,10 +121,10 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> LoadCalibrationSamples(
     }
   }
   if (out.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "calibration: no usable samples in ", paths.front(),
-        (paths.size() > 1 ? " and the other files" : ""), " (records need >= ", kMinRecordTokens,
-        " tokens)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("calibration: no usable samples in ", paths.front(),
+                     (paths.size() > 1 ? " and the other files" : ""),
+                     " (records need >= ", kMinRecordTokens, " tokens)"));
   }
   return out;
 }

@@ -22,8 +22,8 @@
 #include "absl/status/statusor.h"
 #include "core/progress.h"
 #include "model/kv_cache.h"
-#include "model/tokenizer.h"
 #include "model/transformer.h"
+#include "text/tokenizer.h"
 
 namespace retort {
 

@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/status.h"
-#include "model/pretokenizer.h"
+#include "text/pretokenizer.h"
 
 namespace retort {
 namespace {

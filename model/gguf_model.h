@@ -30,9 +30,9 @@
 #include "core/tensor.h"
 #include "formats/gguf.h"
 #include "model/config.h"
-#include "model/tokenizer.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
+#include "text/tokenizer.h"
 
 namespace retort {
 

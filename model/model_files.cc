@@ -2,21 +2,22 @@
 
 #include <filesystem>
 
-#include "absl/strings/str_cat.h"
-#include "core/file.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/file.h"
 #include "core/status.h"
 #include "formats/gguf.h"
-#include "model/chat_template.h"
 #include "model/gguf_model.h"
+#include "text/chat_template.h"
 
 namespace retort {
 namespace fs = std::filesystem;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_path) {
   std::error_code ec;
-  if (!fs::exists(model_path, ec)) return absl::NotFoundError(absl::StrCat(model_path, ": no such file or directory"));
+  if (!fs::exists(model_path, ec))
+    return absl::NotFoundError(absl::StrCat(model_path, ": no such file or directory"));
   if (fs::is_regular_file(model_path, ec) && IsGgufFile(model_path)) {
     ASSIGN_OR_RETURN(std::unique_ptr<GgufReader> reader, GgufReader::Open(model_path));
     ASSIGN_OR_RETURN(TokenizerParts parts, TokenizerPartsFromGguf(*reader));
@@ -32,7 +33,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
   if (fs::is_directory(model_path, ec)) {
     json_path = (fs::path(model_path) / "tokenizer.json").string();
     if (!fs::exists(json_path, ec)) {
-      return absl::NotFoundError(absl::StrCat(model_path, ": no tokenizer.json in the model directory"));
+      return absl::NotFoundError(
+          absl::StrCat(model_path, ": no tokenizer.json in the model directory"));
     }
     config_path = (fs::path(model_path) / "tokenizer_config.json").string();
   }
@@ -45,13 +47,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
 
 absl::StatusOr<std::unique_ptr<Transformer>> LoadEngine(const std::string& model_path) {
   std::error_code ec;
-  if (fs::is_regular_file(model_path, ec) && IsGgufFile(model_path)) return LoadGgufTransformer(model_path);
+  if (fs::is_regular_file(model_path, ec) && IsGgufFile(model_path))
+    return LoadGgufTransformer(model_path);
   return Transformer::Load(model_path);
 }
 
 absl::StatusOr<std::string> ReadTextFile(const std::string& path, const std::string& what) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  if (text.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", what, " file is empty"));
+  if (text.empty())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", what, " file is empty"));
   return text;
 }
 
@@ -65,7 +69,8 @@ absl::StatusOr<nlohmann::json> ReadChat(const std::string& file_or_json) {
     source = file_or_json;
   }
   nlohmann::json chat = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (chat.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": chat is not valid JSON"));
+  if (chat.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": chat is not valid JSON"));
   if (chat.is_object() && chat.contains("messages")) chat = chat["messages"];
   if (!chat.is_array() || chat.empty()) {
     return absl::InvalidArgumentError(
@@ -74,7 +79,8 @@ absl::StatusOr<nlohmann::json> ReadChat(const std::string& file_or_json) {
   for (size_t i = 0; i < chat.size(); ++i) {
     const auto& m = chat[i];
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": message ", i, " has no string \"role\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": message ", i, " has no string \"role\""));
     }
   }
   return chat;
@@ -85,13 +91,16 @@ absl::StatusOr<ChatTemplate> LoadChatTemplate(const std::string& model_path) {
   if (fs::is_regular_file(model_path, ec) && IsGgufFile(model_path)) {
     ASSIGN_OR_RETURN(std::unique_ptr<GgufReader> reader, GgufReader::Open(model_path));
     if (reader->Find("tokenizer.chat_template") == nullptr) {
-      return absl::NotFoundError(absl::StrCat(model_path, ": no tokenizer.chat_template in the GGUF metadata"));
+      return absl::NotFoundError(
+          absl::StrCat(model_path, ": no tokenizer.chat_template in the GGUF metadata"));
     }
     ASSIGN_OR_RETURN(std::string source, reader->GetString("tokenizer.chat_template"));
     ASSIGN_OR_RETURN(ChatTemplate tmpl, ChatTemplate::Parse(source));
     ASSIGN_OR_RETURN(TokenizerParts parts, TokenizerPartsFromGguf(*reader));
     nlohmann::ordered_json special = nlohmann::ordered_json::object();
-    auto piece = [&](int32_t id) { return id >= 0 && id < static_cast<int32_t>(parts.tokens.size()); };
+    auto piece = [&](int32_t id) {
+      return id >= 0 && id < static_cast<int32_t>(parts.tokens.size());
+    };
     if (piece(parts.bos_id)) special["bos_token"] = parts.tokens[parts.bos_id];
     if (piece(parts.eos_id)) special["eos_token"] = parts.tokens[parts.eos_id];
     tmpl.SetSpecialTokens(special);
@@ -99,8 +108,8 @@ absl::StatusOr<ChatTemplate> LoadChatTemplate(const std::string& model_path) {
   }
   fs::path config = fs::path(model_path) / "tokenizer_config.json";
   if (!fs::is_directory(model_path, ec) || !fs::exists(config, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat(model_path, ": no tokenizer_config.json with a chat_template in the model directory"));
+    return absl::NotFoundError(absl::StrCat(
+        model_path, ": no tokenizer_config.json with a chat_template in the model directory"));
   }
   return ChatTemplate::FromTokenizerConfig(config.string());
 }
@@ -145,8 +154,10 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> TokenizerFiles(
   return files;
 }
 
-absl::StatusOr<std::vector<int32_t>> TokenizeSource(const std::string& model_path, const Tokenizer& tokenizer,
-                                                    const TextSource& source, const std::string& what) {
+absl::StatusOr<std::vector<int32_t>> TokenizeSource(const std::string& model_path,
+                                                    const Tokenizer& tokenizer,
+                                                    const TextSource& source,
+                                                    const std::string& what) {
   std::string text = source.inline_text;
   EncodeOptions enc;
   enc.add_special_tokens = source.add_special_tokens;
@@ -164,7 +175,8 @@ absl::StatusOr<DType> ParseWeightDType(const std::string& name) {
   if (n == "f32" || n == "float32") return DType::kF32;
   if (n == "bf16" || n == "bfloat16") return DType::kBF16;
   if (n == "f16" || n == "float16") return DType::kF16;
-  return absl::InvalidArgumentError(absl::StrCat("unsupported weight dtype \"", name, "\" (use f32, bf16 or f16)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported weight dtype \"", name, "\" (use f32, bf16 or f16)"));
 }
 
 }  // namespace retort

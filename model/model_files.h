@@ -10,11 +10,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "nlohmann/json.hpp"
 #include "core/dtype.h"
-#include "model/chat_template.h"
-#include "model/tokenizer.h"
 #include "model/transformer.h"
+#include "nlohmann/json.hpp"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace retort {
 
@@ -64,8 +64,10 @@ struct TextSource {
 
 // Reads / renders the text and tokenizes it. A rendered chat never gets a
 // second BOS from the tokenizer when its template already wrote one.
-absl::StatusOr<std::vector<int32_t>> TokenizeSource(const std::string& model_path, const Tokenizer& tokenizer,
-                                                    const TextSource& source, const std::string& what);
+absl::StatusOr<std::vector<int32_t>> TokenizeSource(const std::string& model_path,
+                                                    const Tokenizer& tokenizer,
+                                                    const TextSource& source,
+                                                    const std::string& what);
 
 // Parses "f32", "bf16", "f16" (any case).
 absl::StatusOr<DType> ParseWeightDType(const std::string& name);

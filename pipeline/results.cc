@@ -23,12 +23,11 @@ std::string EvalTable(const Manifest& manifest) {
     const double total = Number(s.metrics, "total", 0);
     const double bytes = Number(s.metrics, "model_bytes");
     const double speed = Number(s.metrics, "tokens_per_s");
-    absl::StrAppend(&rows,
-                    absl::StrFormat("| %s | %.1f%% | %.0f/%.0f | %s | %s |\n",
-                                    s.label.empty() ? s.name : s.label, 100 * accuracy, correct,
-                                    total,
-                                    bytes > 0 ? absl::StrFormat("%.2f MB", bytes / 1e6) : "-",
-                                    speed > 0 ? absl::StrFormat("%.0f", speed) : "-"));
+    absl::StrAppend(
+        &rows, absl::StrFormat("| %s | %.1f%% | %.0f/%.0f | %s | %s |\n",
+                               s.label.empty() ? s.name : s.label, 100 * accuracy, correct, total,
+                               bytes > 0 ? absl::StrFormat("%.2f MB", bytes / 1e6) : "-",
+                               speed > 0 ? absl::StrFormat("%.0f", speed) : "-"));
   }
   if (rows.empty()) return "";
   return absl::StrCat(

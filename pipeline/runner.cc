@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/file.h"
+#include "core/staged_directory.h"
 #include "core/status.h"
 #include "pipeline/recipe.h"
 #include "pipeline/stage_command.h"
@@ -329,29 +330,17 @@ absl::Status Runner::RunStage(int i) {
 
   Progress(absl::StrFormat("%s (%s): running", where, record.kind));
   const fs::path partial = paths_.PartialDir(stage.name());
-  std::error_code ec;
-  fs::remove_all(partial, ec);
-  fs::create_directories(partial, ec);
-  if (ec) {
-    return fail(absl::InternalError(
-        absl::StrCat(partial.string(), ": cannot create the folder: ", ec.message())));
-  }
+  absl::StatusOr<StagedDirectory> staged =
+      StagedDirectory::Create(stage_dir.string(), {.temp_path = partial.string()});
+  if (!staged.ok()) return fail(staged.status());
   absl::Status status = Execute(stage, partial.string(), &record);
   record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (status.ok()) {
     record.status = "done";
     status = WriteProvenance((partial / kProvenance).string(), record);
   }
-  if (status.ok()) {
-    fs::remove_all(stage_dir, ec);
-    fs::rename(partial, stage_dir, ec);
-    if (ec) {
-      status = absl::InternalError(absl::StrCat("cannot move ", partial.string(), " to ",
-                                                stage_dir.string(), ": ", ec.message()));
-    }
-  }
+  if (status.ok()) status = staged->Commit();
   if (!status.ok()) {
-    fs::remove_all(partial, ec);
     record.outputs.clear();
     record.metrics = Json::object();
     return fail(status);

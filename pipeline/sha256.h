@@ -1,6 +1,9 @@
 // SHA-256 (FIPS 180-4) for the provenance of `retort run`: fingerprints of
 // stage settings and content hashes of the files and folders a stage reads
 // and writes. Incremental: Update() any number of times, then HexDigest().
+// The compression runs in OpenSSL's libcrypto (EVP), which uses the CPU's
+// SHA extensions where there are any: hashing a model folder is disk-bound,
+// not hash-bound.
 // Thread-safety: one Sha256 per thread; the free functions are reentrant.
 #ifndef RETORT_PIPELINE_SHA256_H_
 #define RETORT_PIPELINE_SHA256_H_
@@ -8,16 +11,23 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
+
+// OpenSSL's EVP_MD_CTX, declared here so that callers need no OpenSSL headers.
+struct evp_md_ctx_st;
 
 namespace retort::pipeline {
 
 class Sha256 {
  public:
   Sha256();
+  Sha256(Sha256&&) noexcept = default;
+  Sha256& operator=(Sha256&&) noexcept = default;
+  ~Sha256();
   void Update(const void* data, size_t n);
   void Update(std::string_view s) { Update(s.data(), s.size()); }
   // The digest of everything passed to Update(). REQUIRES: called once.
@@ -26,11 +36,10 @@ class Sha256 {
   std::string HexDigest();
 
  private:
-  void Compress(const uint8_t* block);
-  std::array<uint32_t, 8> h_;
-  std::array<uint8_t, 64> buffer_;
-  size_t buffered_ = 0;
-  uint64_t total_bytes_ = 0;
+  struct FreeContext {
+    void operator()(evp_md_ctx_st* ctx) const;
+  };
+  std::unique_ptr<evp_md_ctx_st, FreeContext> ctx_;
 };
 
 // Lowercase hex SHA-256 of `data`.

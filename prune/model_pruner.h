@@ -67,8 +67,7 @@ using ProgressFn = LayerProgressFn;  // model/calibration.h
 // fractions as in ParseSparsityPattern, "50%" too). Errors name the item:
 // not a number, outside (0, 1), a layer out of range, given twice or missing,
 // a list of the wrong length.
-absl::StatusOr<std::vector<double>> ParseLayerSparsity(const std::string& text,
-                                                       int64_t num_layers);
+absl::StatusOr<std::vector<double>> ParseLayerSparsity(const std::string& text, int64_t num_layers);
 
 // The pattern layer `layer` is pruned to: pattern with the layer's own
 // sparsity when options.layer_sparsity is set.
@@ -81,8 +80,8 @@ struct PruneReport {
   // Over all pruned linears, counted on the installed (output dtype) weights.
   int64_t linear_elements = 0;
   int64_t linear_zeros = 0;
-  bool nm_2_4 = true;  // every pruned linear satisfies 2:4
-  bool nm_4_8 = true;  // every pruned linear satisfies 4:8
+  bool nm_2_4 = true;                  // every pruned linear satisfies 2:4
+  bool nm_4_8 = true;                  // every pruned linear satisfies 4:8
   std::vector<double> layer_sparsity;  // achieved, per decoder layer
   double linear_sparsity() const {
     return linear_elements > 0 ? static_cast<double>(linear_zeros) / linear_elements : 0;

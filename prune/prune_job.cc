@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file.h"
+#include "core/staged_directory.h"
 #include "core/status.h"
 #include "formats/compressed_tensors.h"
 #include "formats/hf_dir.h"
@@ -46,8 +47,8 @@ absl::StatusOr<int64_t> ParseParamCount(const std::string& text, int64_t total) 
   }
   double v = 0;
   if (t.empty() || !absl::SimpleAtod(t, &v) || !std::isfinite(v) || v <= 0) {
-    return OptionError(absl::StrCat(
-        "--target-params \"", text, "\" is not a positive count (e.g. 90000000, 90M or 70%)"));
+    return OptionError(absl::StrCat("--target-params \"", text,
+                                    "\" is not a positive count (e.g. 90000000, 90M or 70%)"));
   }
   if (percent) {
     if (v >= 100) {
@@ -134,16 +135,15 @@ std::string ConfigLine(const ModelConfig& c) {
                          c.num_kv_heads);
 }
 
-
 absl::StatusOr<PruneJobResult> PruneModelToDirectory(const PruneJobOptions& o,
                                                      ProgressSink& progress) {
   PruneOptions po = o.unstructured;
   auto log_layer = [&progress](const LayerProgress& p) {
     const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
-    progress.Line(absl::StrFormat(
-        "[prune] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s", p.layer + 1,
-        p.num_layers, p.seconds, p.total_seconds, eta,
-        HumanBytes(static_cast<double>(p.peak_rss))));
+    progress.Line(
+        absl::StrFormat("[prune] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s",
+                        p.layer + 1, p.num_layers, p.seconds, p.total_seconds, eta,
+                        HumanBytes(static_cast<double>(p.peak_rss))));
   };
   {
     std::error_code ec;
@@ -183,11 +183,13 @@ absl::StatusOr<PruneJobResult> PruneModelToDirectory(const PruneJobOptions& o,
   }
   std::vector<std::vector<int32_t>> samples;
   if (!o.calib.files.empty() && (o.structured || NeedsCalibration(po))) {
-    ASSIGN_OR_RETURN(samples, LoadModelCalibration(o.model_path, config.vocab_size, o.calib,
-                                                   progress));
+    ASSIGN_OR_RETURN(samples,
+                     LoadModelCalibration(o.model_path, config.vocab_size, o.calib, progress));
   }
   r.calibration_tokens = CountTokens(samples);
-  ASSIGN_OR_RETURN(StagedDir staged, StagedDir::Create(o.out));
+  ASSIGN_OR_RETURN(
+      StagedDirectory staged,
+      StagedDirectory::Create(o.out, {.replace_existing = false, .must_be_new = true}));
 
   if (o.structured) {
     progress.Line(
@@ -221,9 +223,9 @@ absl::StatusOr<PruneJobResult> PruneModelToDirectory(const PruneJobOptions& o,
     r.format = SparseFormatFor(sparse->structure);
   }
   r.config = config;
-  ASSIGN_OR_RETURN(WriteStats stats, WritePrunedModel(o.model_path, config, m.NamedWeights(),
-                                                      r.dtype, staged.path(),
-                                                      sparse ? &*sparse : nullptr));
+  ASSIGN_OR_RETURN(WriteStats stats,
+                   WritePrunedModel(o.model_path, config, m.NamedWeights(), r.dtype, staged.path(),
+                                    sparse ? &*sparse : nullptr));
   RETURN_IF_ERROR(staged.Commit());
   r.params = stats.params;
   r.bytes = stats.bytes;

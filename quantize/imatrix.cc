@@ -51,8 +51,7 @@ absl::StatusOr<ImportanceMatrix> CollectImportance(
   const int64_t layers = model.config().num_layers;
   for (int64_t l = 0; l < layers; ++l) {
     std::map<LinearSlot, ImportanceMatrix::Entry> sums;
-    LinearInputObserver observe = [&](LinearSlot slot, const float* x, int64_t rows,
-                                      int64_t cols) {
+    LinearInputObserver observe = [&](LinearSlot slot, const float* x, int64_t rows, int64_t cols) {
       ImportanceMatrix::Entry& e = sums[slot];
       e.sum2.resize(cols, 0.0);
       for (int64_t r = 0; r < rows; ++r) {
@@ -84,7 +83,8 @@ absl::Status WriteImportanceMatrix(const ImportanceMatrix& m, const std::string&
   for (const auto& [name, e] : m.entries) {
     const int64_t cols = static_cast<int64_t>(e.sum2.size());
     Tensor sum2 = Tensor::Zeros(DType::kF32, {1, cols});
-    for (int64_t j = 0; j < cols; ++j) sum2.mutable_data<float>()[j] = static_cast<float>(e.sum2[j]);
+    for (int64_t j = 0; j < cols; ++j)
+      sum2.mutable_data<float>()[j] = static_cast<float>(e.sum2[j]);
     Tensor count = Tensor::Zeros(DType::kF32, {1, 1});
     count.mutable_data<float>()[0] = static_cast<float>(e.count);
     RETURN_IF_ERROR(writer.AddTensor(name + kSum2, sum2));
@@ -97,9 +97,10 @@ absl::StatusOr<ImportanceMatrix> ReadImportanceMatrix(const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<GgufReader> reader, GgufReader::Open(path));
   auto type = reader->GetString("general.type");
   if (!type.ok() || *type != "imatrix") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": not an importance matrix (general.type is not \"imatrix\"; the legacy .dat "
-              "format is not read: convert it with llama-imatrix --output-format gguf)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path,
+                     ": not an importance matrix (general.type is not \"imatrix\"; the legacy .dat "
+                     "format is not read: convert it with llama-imatrix --output-format gguf)"));
   }
   ImportanceMatrix m;
   if (reader->Find("imatrix.datasets") != nullptr) {
@@ -125,9 +126,9 @@ absl::StatusOr<ImportanceMatrix> ReadImportanceMatrix(const std::string& path) {
           absl::StrCat(path, ": ", name, ": in_sum2 and counts must be F32"));
     }
     if (counts->numel() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": ", name, " has ", counts->numel(),
-          " counts (a mixture-of-experts imatrix); dense models have one"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ", name, " has ", counts->numel(),
+                       " counts (a mixture-of-experts imatrix); dense models have one"));
     }
     ImportanceMatrix::Entry e;
     e.count = counts->data<float>()[0];

@@ -42,8 +42,8 @@ absl::StatusOr<Tensor> ConvertTensor(const Tensor& t, DType type,
     return absl::InvalidArgumentError(absl::StrCat("importance matrix has ", importance.size(),
                                                    " columns, the tensor ", rows.dim(1)));
   }
-  ASSIGN_OR_RETURN(Tensor q, ggml::QuantizeTensor(rows, type,
-                                                  importance.empty() ? nullptr : importance.data()));
+  ASSIGN_OR_RETURN(
+      Tensor q, ggml::QuantizeTensor(rows, type, importance.empty() ? nullptr : importance.data()));
   return q.Reshape(t.shape());
 }
 
@@ -207,7 +207,8 @@ absl::StatusOr<ConvertStats> DequantizeHf(const std::string& in, const std::stri
     stats.bytes += t.nbytes();
     tensors.emplace_back(name, std::move(t));
   };
-  for (const auto& [name, t] : engine->NamedWeights()) add(name, t.dtype() == dtype ? t : t.To(dtype));
+  for (const auto& [name, t] : engine->NamedWeights())
+    add(name, t.dtype() == dtype ? t : t.To(dtype));
   for (const auto& [name, q] : engine->QuantizedWeights()) add(name, Dequantize(*q, dtype));
   RETURN_IF_ERROR(WriteHfDirectory(out, config.ToJson(), tensors));
   ASSIGN_OR_RETURN(auto files, TokenizerFiles(in));

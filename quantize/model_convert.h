@@ -40,9 +40,9 @@ struct ConvertOptions {
   ConvertTarget to = ConvertTarget::kGguf;
   // To GGUF:
   GgufPreset preset = GgufPreset::kF16;
-  std::string pre;   // tokenizer.ggml.pre (empty: recognised from tokenizer.json)
-  std::string name;  // general.name (empty: the input folder's name)
-  bool verbose = false;  // a log line per tensor
+  std::string pre;           // tokenizer.ggml.pre (empty: recognised from tokenizer.json)
+  std::string name;          // general.name (empty: the input folder's name)
+  bool verbose = false;      // a log line per tensor
   ImportanceFor importance;  // block types weighted by it where it knows the tensor
   // To HF: the weights' dtype (f32, bf16, f16; "auto": the GGUF's float type
   // throughout, else bf16).

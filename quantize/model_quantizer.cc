@@ -45,8 +45,7 @@ absl::Status CheckQuantizable(const Transformer& model, const std::string& name,
   if (model.QuantizedWeights().count(name) > 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the model is already quantized (", name, " is ",
-        model.QuantizedWeights().at(name)->Describe(),
-        "); quantize the original weights instead"));
+        model.QuantizedWeights().at(name)->Describe(), "); quantize the original weights instead"));
   }
   const Tensor* t = model.FindWeight(name);
   if (t == nullptr) return absl::NotFoundError(absl::StrCat("the model has no weight ", name));
@@ -87,8 +86,8 @@ struct AwqMapping {
   std::vector<LinearSlot> linears;
   LinearSlot input;
   // The op before: a norm weight, or a linear whose output rows carry 1/s.
-  std::string prev_norm;                     // non-empty: norm weight name
-  std::optional<LinearSlot> prev_linear;     // else: this linear's rows (and bias)
+  std::string prev_norm;                  // non-empty: norm weight name
+  std::optional<LinearSlot> prev_linear;  // else: this linear's rows (and bias)
 };
 
 }  // namespace
@@ -124,9 +123,10 @@ int64_t MinCalibrationTokens(const ModelConfig& c, const ModelQuantOptions& opti
   return std::max({c.hidden_size, c.num_heads * c.head_dim, c.intermediate_size});
 }
 
-absl::StatusOr<ModelQuantReport> QuantizeModel(
-    Transformer& model, const std::vector<std::vector<int32_t>>& calibration,
-    const ModelQuantOptions& options, const LayerProgressFn& progress) {
+absl::StatusOr<ModelQuantReport> QuantizeModel(Transformer& model,
+                                               const std::vector<std::vector<int32_t>>& calibration,
+                                               const ModelQuantOptions& options,
+                                               const LayerProgressFn& progress) {
   const auto t_start = Clock::now();
   const ModelConfig& c = model.config();
   const QuantScheme& scheme = options.scheme;
@@ -155,8 +155,8 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(
     const int64_t need = MinCalibrationTokens(c, options);
     if (tokens < need) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "calibration set too small: ", tokens, " tokens in ", calibration.size(),
-          " samples; ", QuantMethodName(options.method), " on this model needs at least ", need,
+          "calibration set too small: ", tokens, " tokens in ", calibration.size(), " samples; ",
+          QuantMethodName(options.method), " on this model needs at least ", need,
           " (the widest linear input) - give more data or raise --calib-samples/--calib-seq-len"));
     }
     ASSIGN_OR_RETURN(LayerwiseRunner r, LayerwiseRunner::Start(model, calibration));
@@ -225,7 +225,8 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(
         const int64_t cols = in.cols;
         const int64_t tokens = static_cast<int64_t>(in.rows.size()) / cols;
         std::vector<LinearRef> refs;
-        for (LinearSlot s : m.linears) refs.push_back({work[s].data(), work[s].rows(), work[s].name});
+        for (LinearSlot s : m.linears)
+          refs.push_back({work[s].data(), work[s].rows(), work[s].name});
         double loss = 0;
         ASSIGN_OR_RETURN(std::vector<float> s, AwqSearchScales(in.rows.data(), tokens, cols, refs,
                                                                scheme, options.awq, &loss));
@@ -271,17 +272,16 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(
       QuantizedMatrix q;
       if (options.method == QuantMethod::kGptq) {
         GptqStats gs;
-        ASSIGN_OR_RETURN(q, QuantizeGptq(wl.data(), wl.rows(), wl.cols(),
-                                         *stats[InputSlot(slot)].hessian, scheme, options.gptq,
-                                         wl.name, &gs));
+        ASSIGN_OR_RETURN(
+            q, QuantizeGptq(wl.data(), wl.rows(), wl.cols(), *stats[InputSlot(slot)].hessian,
+                            scheme, options.gptq, wl.name, &gs));
         report.method_error += gs.loss;
       } else {
         ASSIGN_OR_RETURN(q, QuantizeRtn(wl.data(), wl.rows(), wl.cols(), scheme, wl.name));
       }
       if (options.activations == ActivationScales::kStatic) {
         const float absmax = stats[InputSlot(slot)].absmax;
-        report.input_scales[ModuleName(l, slot)] =
-            absmax > 0 ? absmax / scheme.qmax() : 1.0f;
+        report.input_scales[ModuleName(l, slot)] = absmax > 0 ? absmax / scheme.qmax() : 1.0f;
       }
       RETURN_IF_ERROR(
           model.SetQuantizedWeight(wl.name, std::make_shared<const QuantizedMatrix>(std::move(q))));
@@ -300,8 +300,8 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(
   }
   if (lm_head) {
     ASSIGN_OR_RETURN(Tensor w, F32Copy(model, "lm_head.weight"));
-    ASSIGN_OR_RETURN(QuantizedMatrix q, QuantizeRtn(w.data<float>(), w.dim(0), w.dim(1), scheme,
-                                                    "lm_head.weight"));
+    ASSIGN_OR_RETURN(QuantizedMatrix q,
+                     QuantizeRtn(w.data<float>(), w.dim(0), w.dim(1), scheme, "lm_head.weight"));
     RETURN_IF_ERROR(model.SetQuantizedWeight(
         "lm_head.weight", std::make_shared<const QuantizedMatrix>(std::move(q))));
   }

@@ -93,10 +93,10 @@ int64_t MinCalibrationTokens(const ModelConfig& config, const ModelQuantOptions&
 // allow_requantize), that there are enough calibration tokens; a non-finite
 // weight is an error naming the tensor. On error the model may be partly
 // quantized: callers discard it (nothing is written).
-absl::StatusOr<ModelQuantReport> QuantizeModel(
-    Transformer& model, const std::vector<std::vector<int32_t>>& calibration,
-    const ModelQuantOptions& options,
-    const LayerProgressFn& progress = nullptr);
+absl::StatusOr<ModelQuantReport> QuantizeModel(Transformer& model,
+                                               const std::vector<std::vector<int32_t>>& calibration,
+                                               const ModelQuantOptions& options,
+                                               const LayerProgressFn& progress = nullptr);
 
 }  // namespace retort::quant
 

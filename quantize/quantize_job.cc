@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "core/file.h"
 #include "core/process.h"
+#include "core/staged_directory.h"
 #include "core/status.h"
 #include "formats/compressed_tensors.h"
 #include "formats/hf_dir.h"
@@ -30,7 +31,7 @@ CtConfigSpec SpecFor(const ModelQuantOptions& o) {
                    o.scheme.granularity == QuantGranularity::kGroup && !o.gptq.static_groups;
   spec.activations = o.activations == ActivationScales::kDynamic  ? ActivationQuant::kDynamic
                      : o.activations == ActivationScales::kStatic ? ActivationQuant::kStatic
-                                                                         : ActivationQuant::kNone;
+                                                                  : ActivationQuant::kNone;
   spec.ignore =
       o.quantize_lm_head ? std::vector<std::string>{} : std::vector<std::string>{"lm_head"};
   return spec;
@@ -133,7 +134,9 @@ absl::StatusOr<QuantizeJobResult> QuantizeToGguf(const QuantizeJobOptions& o,
 absl::StatusOr<QuantizeJobResult> QuantizeToDirectory(const QuantizeJobOptions& o,
                                                       ProgressSink& progress) {
   if (o.to_gguf) return QuantizeToGguf(o, progress);
-  ASSIGN_OR_RETURN(StagedDir staged, StagedDir::Create(o.out));
+  ASSIGN_OR_RETURN(
+      StagedDirectory staged,
+      StagedDirectory::Create(o.out, {.replace_existing = false, .must_be_new = true}));
   ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model, LoadEngine(o.model_path));
   ModelQuantOptions q = o.quant;
   // Scales are chosen at the width they are stored at, so the file decodes
@@ -141,20 +144,19 @@ absl::StatusOr<QuantizeJobResult> QuantizeToDirectory(const QuantizeJobOptions& 
   q.scheme.scale_dtype = OutputDType(model->config());
   std::vector<std::vector<int32_t>> samples;
   if (NeedsCalibration(q)) {
-    ASSIGN_OR_RETURN(samples, LoadModelCalibration(o.model_path, model->config().vocab_size,
-                                                   o.calib, progress));
+    ASSIGN_OR_RETURN(
+        samples, LoadModelCalibration(o.model_path, model->config().vocab_size, o.calib, progress));
   }
   progress.Line(absl::StrFormat("[quantize] %s %s, %d layers", q.scheme.Name(),
                                 QuantMethodName(q.method), model->config().num_layers));
-  ASSIGN_OR_RETURN(ModelQuantReport report,
-                   QuantizeModel(*model, samples, q, [&](const LayerProgress& p) {
-                     const double eta =
-                         p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
-                     progress.Line(absl::StrFormat(
-                         "[quantize] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s",
-                         p.layer + 1, p.num_layers, p.seconds, p.total_seconds, eta,
-                         HumanBytes(static_cast<double>(p.peak_rss))));
-                   }));
+  ASSIGN_OR_RETURN(
+      ModelQuantReport report, QuantizeModel(*model, samples, q, [&](const LayerProgress& p) {
+        const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);
+        progress.Line(absl::StrFormat(
+            "[quantize] layer %d/%d  %.2f s  (%.1f s so far, ETA %.0f s)  peak RSS %s", p.layer + 1,
+            p.num_layers, p.seconds, p.total_seconds, eta,
+            HumanBytes(static_cast<double>(p.peak_rss))));
+      }));
   ASSIGN_OR_RETURN(WriteStats stats,
                    WriteCompressedTensors(o.model_path, *model, q, report, staged.path()));
   RETURN_IF_ERROR(staged.Commit());
@@ -173,14 +175,14 @@ absl::StatusOr<CalibrateResult> CalibrateImportance(const std::string& model_pat
                                                     ProgressSink& progress) {
   const auto t0 = Clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model, LoadEngine(model_path));
-  ASSIGN_OR_RETURN(auto samples, LoadModelCalibration(model_path, model->config().vocab_size,
-                                                      calib, progress));
-  ASSIGN_OR_RETURN(ImportanceMatrix m,
-                   CollectImportance(*model, samples, [&](int64_t done, int64_t total) {
-                     progress.Status(absl::StrFormat("[calibrate] layer %d/%d  %.1f s", done,
-                                                     total, SecondsSince(t0)));
-                     if (done == total) progress.EndStatus();
-                   }));
+  ASSIGN_OR_RETURN(auto samples,
+                   LoadModelCalibration(model_path, model->config().vocab_size, calib, progress));
+  ASSIGN_OR_RETURN(
+      ImportanceMatrix m, CollectImportance(*model, samples, [&](int64_t done, int64_t total) {
+        progress.Status(
+            absl::StrFormat("[calibrate] layer %d/%d  %.1f s", done, total, SecondsSince(t0)));
+        if (done == total) progress.EndStatus();
+      }));
   m.datasets = calib.files;
   RETURN_IF_ERROR(WriteImportanceMatrix(m, out));
   return CalibrateResult{static_cast<int64_t>(m.entries.size()), m.chunk_count, m.chunk_size,

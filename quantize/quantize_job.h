@@ -37,8 +37,8 @@ struct QuantizeJobOptions {
 struct QuantizeJobResult {
   int64_t params = 0;
   uint64_t bytes = 0;
-  int64_t tensors = 0;      // GGUF output
-  double seconds = 0;       // the quantization (compressed-tensors) or the whole job (GGUF)
+  int64_t tensors = 0;  // GGUF output
+  double seconds = 0;   // the quantization (compressed-tensors) or the whole job (GGUF)
   double mean_layer_seconds = 0;
   bool with_imatrix = false;
 };
@@ -55,8 +55,7 @@ struct CalibrateResult {
 // to `out` (.gguf).
 absl::StatusOr<CalibrateResult> CalibrateImportance(const std::string& model_path,
                                                     const CalibrationFiles& calib,
-                                                    const std::string& out,
-                                                    ProgressSink& progress);
+                                                    const std::string& out, ProgressSink& progress);
 
 }  // namespace retort::quant
 

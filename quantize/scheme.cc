@@ -41,8 +41,8 @@ float QuantScheme::qmax() const {
 }
 
 std::string QuantScheme::Name() const {
-  std::string s = value_type == DType::kI4   ? "int4"
-                  : value_type == DType::kI8 ? "int8"
+  std::string s = value_type == DType::kI4       ? "int4"
+                  : value_type == DType::kI8     ? "int8"
                   : value_type == DType::kF8E4M3 ? "fp8"
                                                  : "fp8-e5m2";
   switch (granularity) {
@@ -129,17 +129,17 @@ absl::StatusOr<QuantScheme> ParseQuantScheme(std::string_view name_view) {
 absl::Status CheckSchemeFits(const QuantScheme& scheme, int64_t rows, int64_t cols,
                              const std::string& what) {
   if (rows <= 0 || cols <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": empty weight [", rows, ", ", cols, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": empty weight [", rows, ", ", cols, "]"));
   }
   if (scheme.value_type == DType::kI4 && cols % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": ", cols, " input columns is odd; int4 packs two values per byte"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", cols, " input columns is odd; int4 packs two values per byte"));
   }
   if (scheme.granularity == QuantGranularity::kGroup && cols % scheme.group_size != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        what, ": ", cols, " input columns are not a multiple of the group size ",
-        scheme.group_size, " (", scheme.Name(), "); pick a group size that divides ", cols,
-        " or per-channel scales"));
+        what, ": ", cols, " input columns are not a multiple of the group size ", scheme.group_size,
+        " (", scheme.Name(), "); pick a group size that divides ", cols, " or per-channel scales"));
   }
   return absl::OkStatus();
 }
@@ -187,12 +187,11 @@ QuantParams ComputeQuantParams(const QuantScheme& scheme, float lo, float hi) {
   if (stored == p.scale) return p;
   p.scale = stored;
   if (!scheme.is_fp8() && !scheme.symmetric) {
-    p.zero = std::clamp(std::nearbyint(scheme.qmin() - std::min(lo, 0.0f) / p.scale),
-                        scheme.qmin(), scheme.qmax());
+    p.zero = std::clamp(std::nearbyint(scheme.qmin() - std::min(lo, 0.0f) / p.scale), scheme.qmin(),
+                        scheme.qmax());
   }
   return p;
 }
-
 
 float QuantizeValue(const QuantScheme& scheme, const QuantParams& p, float w) {
   const float x = w / p.scale;
@@ -289,7 +288,8 @@ absl::StatusOr<QuantizedMatrix> QuantizeRtn(const float* w, int64_t rows, int64_
   };
   auto store = [&](const QuantParams& p, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
     for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t c = c0; c < c1; ++c) StoreValue(m, r, c, QuantizeValue(scheme, p, w[r * cols + c]));
+      for (int64_t c = c0; c < c1; ++c)
+        StoreValue(m, r, c, QuantizeValue(scheme, p, w[r * cols + c]));
     }
   };
   switch (scheme.granularity) {

@@ -30,8 +30,8 @@ namespace retort::quant {
 struct QuantScheme {
   DType value_type = DType::kI4;  // kI4, kI8, kF8E4M3, kF8E5M2
   QuantGranularity granularity = QuantGranularity::kGroup;
-  int64_t group_size = 128;  // kGroup: columns per group; kBlock: tile edge
-  bool symmetric = true;     // fp8 is always symmetric
+  int64_t group_size = 128;         // kGroup: columns per group; kBlock: tile edge
+  bool symmetric = true;            // fp8 is always symmetric
   DType scale_dtype = DType::kF32;  // kF32, kBF16 or kF16: how scales are stored
 
   bool is_fp8() const { return value_type == DType::kF8E4M3 || value_type == DType::kF8E5M2; }

@@ -11,6 +11,8 @@ RETORT_DEBIAN_PACKAGES=(
   libabsl-dev libprotobuf-dev protobuf-compiler libboost-program-options-dev
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libpcre2-dev
   nlohmann-json3-dev libzstd-dev libcpp-httplib-dev libutf8proc-dev
+  libssl-dev
+  clang-format  # tests: format_check (scripts/check-format)
   libopenmpi-dev openmpi-bin
   chromium  # headless browser for tests/report (retort report's page must render)
 )

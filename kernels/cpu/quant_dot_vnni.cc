@@ -62,13 +62,13 @@ struct VnniQ8R8 {
 
 }  // namespace
 
-void GemvRowsQ4_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
-                        const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+void GemvRowsQ4_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m, const float* bias,
+                        float* y, int64_t ldy, int64_t r0, int64_t r1) {
   GemvRowsR8<VnniR8>(w, nb, acts, m, bias, y, ldy, r0, r1);
 }
 
-void GemvRowsQ8_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m,
-                        const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
+void GemvRowsQ8_0R8Vnni(const char* w, int64_t nb, const ActR8* acts, int64_t m, const float* bias,
+                        float* y, int64_t ldy, int64_t r0, int64_t r1) {
   GemvRowsR8<VnniQ8R8>(w, nb, acts, m, bias, y, ldy, r0, r1);
 }
 

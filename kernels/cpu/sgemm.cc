@@ -80,9 +80,7 @@ void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
 
 SgemmPath ActiveSgemmPath() { return ActivePath().load(); }
 
-bool SgemmPathSupported(SgemmPath path) {
-  return path == SgemmPath::kOpenBlas || CpuHasAvx512();
-}
+bool SgemmPathSupported(SgemmPath path) { return path == SgemmPath::kOpenBlas || CpuHasAvx512(); }
 
 bool SetSgemmPath(SgemmPath path) {
   if (!SgemmPathSupported(path)) return false;

@@ -72,8 +72,8 @@ inline void Transpose16x16(__m512 r[16]) {
 // src + r * ld) as columns: dst[p * dst_stride + r] = src[r * ld + p] for
 // p < kc, r < 16 (rows >= `rows` read as zero); each dst row is written
 // under `store_mask`.
-void PackTransposed16(const float* src, int64_t ld, int rows, int kc, float* dst,
-                      int dst_stride, __mmask16 store_mask) {
+void PackTransposed16(const float* src, int64_t ld, int rows, int kc, float* dst, int dst_stride,
+                      __mmask16 store_mask) {
   for (int p0 = 0; p0 < kc; p0 += 16) {
     const int np = Min(16, kc - p0);
     const __mmask16 load_mask = LowLanes(np);
@@ -182,8 +182,8 @@ constexpr MicroKernelFn kKernelPair[2] = {&MicroKernel<R, 1>, &MicroKernel<R, 2>
 
 // kKernels[r - 1][v - 1]: the micro-kernel for r rows and v vectors.
 constexpr const MicroKernelFn* kKernels[kMR] = {
-    kKernelPair<1>, kKernelPair<2>,  kKernelPair<3>,  kKernelPair<4>,  kKernelPair<5>,
-    kKernelPair<6>, kKernelPair<7>,  kKernelPair<8>,  kKernelPair<9>,  kKernelPair<10>,
+    kKernelPair<1>,  kKernelPair<2>,  kKernelPair<3>,  kKernelPair<4>, kKernelPair<5>,
+    kKernelPair<6>,  kKernelPair<7>,  kKernelPair<8>,  kKernelPair<9>, kKernelPair<10>,
     kKernelPair<11>, kKernelPair<12>, kKernelPair<13>, kKernelPair<14>};
 
 }  // namespace

@@ -1,6 +1,6 @@
-#include "kernels/cuda/device.h"
-
 #include <cuda_runtime.h>
+
+#include "kernels/cuda/device.h"
 
 namespace retort::cuda {
 

@@ -8,11 +8,11 @@
 #include <string>
 
 #include "core/file.h"
-#include "tests/cli/cli_harness.h"
 #include "formats/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/cli/cli_harness.h"
 
 namespace retort {
 namespace {
@@ -27,7 +27,8 @@ class CliTest : public ::testing::Test {
     harness_ = new testing::CliHarness("retort_cli_test");
     root_ = harness_->root();
     // One small model shared by the tests (f32 so logits are exact).
-    CliRun r = Exec("init " + (root_ / "tiny").string() + " --family llama --size tiny --dtype f32 --seed 7");
+    CliRun r = Exec("init " + (root_ / "tiny").string() +
+                    " --family llama --size tiny --dtype f32 --seed 7");
     ASSERT_EQ(r.code, 0) << r.err;
   }
   static void TearDownTestSuite() {
@@ -85,9 +86,10 @@ TEST_F(CliTest, InitInspectGenerateEndToEnd) {
   EXPECT_EQ(j["vocab_size"], 259);
   EXPECT_GT(j["parameters"].get<int64_t>(), 0);
 
-  std::string gen = "generate " + (root_ / "tiny").string() + " --prompt 'The answer is' --max-tokens 12 --json";
+  std::string gen =
+      "generate " + (root_ / "tiny").string() + " --prompt 'The answer is' --max-tokens 12 --json";
   CliRun a = Exec(gen + " --seed 3"), b = Exec(gen + " --seed 3"), g1 = Exec(gen + " --greedy"),
-      g2 = Exec(gen + " --greedy");
+         g2 = Exec(gen + " --greedy");
   ASSERT_EQ(a.code, 0) << a.err;
   auto ja = nlohmann::json::parse(a.out), jb = nlohmann::json::parse(b.out);
   EXPECT_EQ(ja["token_ids"], jb["token_ids"]) << "same seed, same tokens";
@@ -96,7 +98,8 @@ TEST_F(CliTest, InitInspectGenerateEndToEnd) {
   EXPECT_EQ(nlohmann::json::parse(g1.out)["token_ids"], nlohmann::json::parse(g2.out)["token_ids"]);
 
   // Streaming mode prints the text and the speeds line.
-  CliRun s = Exec("generate " + (root_ / "tiny").string() + " --chat '[{\"role\":\"user\",\"content\":\"hi\"}]' --max-tokens 5");
+  CliRun s = Exec("generate " + (root_ / "tiny").string() +
+                  " --chat '[{\"role\":\"user\",\"content\":\"hi\"}]' --max-tokens 5");
   ASSERT_EQ(s.code, 0) << s.err;
   EXPECT_THAT(s.err, HasSubstr("decode"));
   EXPECT_THAT(s.err, HasSubstr("tok/s"));
@@ -108,8 +111,9 @@ TEST_F(CliTest, TokenizeTextAndChat) {
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["ids"], nlohmann::json::parse("[104, 195, 169, 108, 108, 111, 10]"));  // UTF-8 bytes
-  CliRun c = Exec("tokenize " + (root_ / "tiny").string() +
-               " --chat '[{\"role\":\"user\",\"content\":\"hi\"}]' --add-generation-prompt --count");
+  CliRun c =
+      Exec("tokenize " + (root_ / "tiny").string() +
+           " --chat '[{\"role\":\"user\",\"content\":\"hi\"}]' --add-generation-prompt --count");
   ASSERT_EQ(c.code, 0) << c.err;
   EXPECT_EQ(c.out, "21\n");
 }
@@ -123,7 +127,8 @@ TEST_F(CliTest, DumpLogitsMatchesTransformers) {
     Tensor tokens = *(*expected)->Get("tokens");
     Tensor want = *(*expected)->Get("logits");
     std::string ids;
-    for (int64_t i = 0; i < tokens.numel(); ++i) ids += (i ? "," : "") + std::to_string(tokens.data<int32_t>()[i]);
+    for (int64_t i = 0; i < tokens.numel(); ++i)
+      ids += (i ? "," : "") + std::to_string(tokens.data<int32_t>()[i]);
     std::string out = (root_ / (std::string(family) + ".logits.safetensors")).string();
     CliRun r = Exec("eval " + dir + " --token-ids " + ids + " --dump-logits " + out);
     ASSERT_EQ(r.code, 0) << r.err;
@@ -141,8 +146,10 @@ TEST_F(CliTest, DumpLogitsMatchesTransformers) {
 
 TEST_F(CliTest, PerplexityOnRealText) {
   // Any text works for a byte-level model; use one that ships with the test.
-  std::string text = Write("ppl.txt", std::string(3000, 'a') + "the quick brown fox jumps over the lazy dog\n");
-  CliRun r = Exec("eval " + (root_ / "tiny").string() + " --perplexity " + text + " --context 256 --json");
+  std::string text =
+      Write("ppl.txt", std::string(3000, 'a') + "the quick brown fox jumps over the lazy dog\n");
+  CliRun r =
+      Exec("eval " + (root_ / "tiny").string() + " --perplexity " + text + " --context 256 --json");
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_GT(j["perplexity"].get<double>(), 1.0);
@@ -170,7 +177,8 @@ TEST_F(CliTest, BadInputHeaderLiesAboutSizes) {
   int64_t v = std::stoll(header.substr(comma + 1, end - comma - 1));
   std::string fixed = header.substr(0, comma + 1) + std::to_string(v + 4) + header.substr(end);
   fixed.resize(n, ' ');  // same header length: sizes are the only lie
-  std::ofstream(m + "/model.safetensors", std::ios::binary) << bytes.substr(0, 8) << fixed << bytes.substr(8 + n);
+  std::ofstream(m + "/model.safetensors", std::ios::binary)
+      << bytes.substr(0, 8) << fixed << bytes.substr(8 + n);
   ExpectOneLineError(Exec("inspect " + m), "model.safetensors");
 }
 
@@ -206,7 +214,8 @@ TEST_F(CliTest, BadInputMissingAndMisShapedTensors) {
     if (name == dropped) t = *t.Reshape({t.dim(1), t.dim(0)});
   }
   ASSERT_TRUE(WriteSafetensors(bad + "/model.safetensors", reshaped).ok());
-  r = Exec("eval " + bad + " --token-ids 1,2,3 --dump-logits " + (root_ / "never.safetensors").string());
+  r = Exec("eval " + bad + " --token-ids 1,2,3 --dump-logits " +
+           (root_ / "never.safetensors").string());
   ExpectOneLineError(r, dropped);
   EXPECT_FALSE(fs::exists(root_ / "never.safetensors"));
 }
@@ -221,10 +230,13 @@ TEST_F(CliTest, BadInputTokenizerJson) {
 
 TEST_F(CliTest, BadInputEmptyPromptAndTextFiles) {
   std::string empty = Write("empty.txt", "");
-  ExpectOneLineError(Exec("generate " + (root_ / "tiny").string() + " --prompt-file " + empty), "empty.txt");
-  ExpectOneLineError(Exec("eval " + (root_ / "tiny").string() + " --perplexity " + empty), "empty.txt");
-  ExpectOneLineError(Exec("generate " + (root_ / "tiny").string() + " --prompt-file /nonexistent/p.txt"),
-                     "/nonexistent/p.txt");
+  ExpectOneLineError(Exec("generate " + (root_ / "tiny").string() + " --prompt-file " + empty),
+                     "empty.txt");
+  ExpectOneLineError(Exec("eval " + (root_ / "tiny").string() + " --perplexity " + empty),
+                     "empty.txt");
+  ExpectOneLineError(
+      Exec("generate " + (root_ / "tiny").string() + " --prompt-file /nonexistent/p.txt"),
+      "/nonexistent/p.txt");
 }
 
 TEST_F(CliTest, InitSizeOverrides) {
@@ -255,7 +267,8 @@ TEST_F(CliTest, InitSizeOverrides) {
 
 TEST_F(CliTest, BadInputNoPartialOutputs) {
   std::string out = (root_ / "partial.safetensors").string();
-  CliRun r = Exec("eval " + (root_ / "tiny").string() + " --token-ids 1,2,99999 --dump-logits " + out);
+  CliRun r =
+      Exec("eval " + (root_ / "tiny").string() + " --token-ids 1,2,99999 --dump-logits " + out);
   ExpectOneLineError(r, "99999");
   EXPECT_FALSE(fs::exists(out));
   // init refuses to overwrite, and leaves no temporary folder behind.
@@ -264,7 +277,8 @@ TEST_F(CliTest, BadInputNoPartialOutputs) {
   r = Exec("init " + (root_ / "fam").string() + " --family gpt2");
   ExpectOneLineError(r, "gpt2");
   EXPECT_FALSE(fs::exists(root_ / "fam"));
-  for (const auto& e : fs::directory_iterator(root_)) EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos);
+  for (const auto& e : fs::directory_iterator(root_))
+    EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos);
   ExpectOneLineError(Exec("inspect " + (root_ / "does-not-exist").string()), "does-not-exist");
 }
 

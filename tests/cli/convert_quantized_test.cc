@@ -30,8 +30,8 @@ class ConvertQuantizedTest : public ::testing::Test {
   std::string Base() {
     const std::string dir = (cli_.root() / "base").string();
     if (!fs::exists(dir)) {
-      auto r = cli_.Exec(
-          absl::StrCat("init ", dir, " --family llama --size 30m --layers 1 --seed 5"));
+      auto r =
+          cli_.Exec(absl::StrCat("init ", dir, " --family llama --size 30m --layers 1 --seed 5"));
       EXPECT_EQ(r.code, 0) << r.err;
     }
     return dir;

@@ -24,9 +24,9 @@ extern char** environ;
 namespace retort {
 namespace {
 namespace fs = std::filesystem;
-using ::testing::HasSubstr;
 using testing::CliHarness;
 using testing::CliRun;
+using ::testing::HasSubstr;
 
 constexpr char kText[] = "/usr/share/common-licenses/GPL-3";
 
@@ -70,14 +70,16 @@ CliHarness* DistillCliTest::h_ = nullptr;
 
 TEST_F(DistillCliTest, TrainsAndSavesAnHfDirectoryThatTheOtherCommandsLoad) {
   const std::string out = Out("sft");
-  CliRun r = h_->Exec("distill " + Model() + " " + Common() + " --max-steps 30 --eval-every 10 -o " + out);
+  CliRun r =
+      h_->Exec("distill " + Model() + " " + Common() + " --max-steps 30 --eval-every 10 -o " + out);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("tok/s"));
   EXPECT_THAT(r.err, HasSubstr("peak RSS"));
   const std::vector<double> losses = StepLosses(out);
   ASSERT_EQ(losses.size(), 30u);
   EXPECT_LT(losses.back(), losses.front() - 1.0);
-  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
+  for (const char* f :
+       {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
     EXPECT_TRUE(fs::exists(fs::path(out) / "final" / f)) << f;
   }
   EXPECT_TRUE(fs::exists(fs::path(out) / "run.json"));
@@ -110,14 +112,16 @@ TEST_F(DistillCliTest, TrainsAndSavesAnHfDirectoryThatTheOtherCommandsLoad) {
 
 TEST_F(DistillCliTest, TwoMpiRanksFollowOneRankWithTwiceTheAccumulation) {
   const std::string one = Out("rank1"), two = Out("rank2");
-  CliRun a = h_->Exec("distill " + Model() + " " + Common() + " --max-steps 6 --grad-accum 2 -q -o " + one);
+  CliRun a = h_->Exec("distill " + Model() + " " + Common() +
+                      " --max-steps 6 --grad-accum 2 -q -o " + one);
   ASSERT_EQ(a.code, 0) << a.err;
   // mpirun runs the same binary twice; as root OpenMPI needs its consent.
   const std::string mpirun =
-      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+      "OMPI_MCA_rmaps_base_oversubscribe=1 "
       "mpirun -np 2 ";
-  CliRun b = h_->ExecWithPrefix(mpirun, "distill " + Model() + " " + Common() +
-                                            " --max-steps 6 --grad-accum 1 -q -o " + two);
+  CliRun b = h_->ExecWithPrefix(
+      mpirun, "distill " + Model() + " " + Common() + " --max-steps 6 --grad-accum 1 -q -o " + two);
   ASSERT_EQ(b.code, 0) << b.err << b.out;
   auto ma = Metrics(one), mb = Metrics(two);
   ASSERT_EQ(ma.size(), mb.size());
@@ -136,9 +140,9 @@ TEST_F(DistillCliTest, TwoMpiRanksFollowOneRankWithTwiceTheAccumulation) {
 
 TEST_F(DistillCliTest, CtrlCSavesACheckpointAndResumeFinishesTheRun) {
   const std::string out = Out("interrupted");
-  std::vector<std::string> args = {h_->binary(), "distill", Model(), "--data", kText,
-                                   "--seq-len", "64", "--batch-rows", "1", "--threads", "1",
-                                   "--max-steps", "3000", "-q", "-o", out};
+  std::vector<std::string> args = {
+      h_->binary(), "distill",   Model(), "--data",      kText,  "--seq-len", "64", "--batch-rows",
+      "1",          "--threads", "1",     "--max-steps", "3000", "-q",        "-o", out};
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
@@ -165,8 +169,9 @@ TEST_F(DistillCliTest, CtrlCSavesACheckpointAndResumeFinishesTheRun) {
                           " --seq-len 64 --batch-rows 1 --threads 1 --max-steps 3000 -q -o " + out);
   EXPECT_NE(again.code, 0);
   EXPECT_THAT(again.err, HasSubstr("--resume"));
-  CliRun resumed = h_->Exec("distill " + Model() + " --data " + kText +
-                            " --seq-len 64 --batch-rows 1 --threads 1 --max-steps 3000 -q --resume -o " + out);
+  CliRun resumed =
+      h_->Exec("distill " + Model() + " --data " + kText +
+               " --seq-len 64 --batch-rows 1 --threads 1 --max-steps 3000 -q --resume -o " + out);
   ASSERT_EQ(resumed.code, 0) << resumed.err;
   EXPECT_TRUE(fs::exists(fs::path(out) / "final" / "model.safetensors"));
   EXPECT_EQ(StepLosses(out).size(), 3000u);
@@ -175,7 +180,9 @@ TEST_F(DistillCliTest, CtrlCSavesACheckpointAndResumeFinishesTheRun) {
 TEST_F(DistillCliTest, LogitDistillationFromAnOnlineTeacherAndFromTraceShards) {
   // Teacher: the student after some SFT.
   const std::string teacher_run = Out("teacher");
-  ASSERT_EQ(h_->Exec("distill " + Model() + " " + Common() + " --max-steps 40 -q -o " + teacher_run).code, 0);
+  ASSERT_EQ(
+      h_->Exec("distill " + Model() + " " + Common() + " --max-steps 40 -q -o " + teacher_run).code,
+      0);
   const std::string teacher = teacher_run + "/final";
 
   // Online: KL to the teacher only.
@@ -232,7 +239,8 @@ TEST_F(DistillCliTest, LogitDistillationFromAnOnlineTeacherAndFromTraceShards) {
   const std::string offline = Out("kd_offline");
   r = h_->Exec("distill " + Model() + " --data " + shard +
                " --seq-len 128 --batch-rows 2 --lr 3e-3 --threads 1 --eval-fraction 0"
-               " --ce-weight 0 --kd-weight 1 --max-steps 15 -o " + offline);
+               " --ce-weight 0 --kd-weight 1 --max-steps 15 -o " +
+               offline);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("24 with teacher top-k"));
   kd = StepLosses(offline);
@@ -246,11 +254,15 @@ TEST_F(DistillCliTest, BadInputGivesOneLineErrors) {
   } cases[] = {
       {Model() + " --data /nonexistent.txt -o " + Out("e1"), "/nonexistent.txt"},
       {Model() + " " + Common() + " --kd-weight 1 -o " + Out("e2"), "needs a teacher"},
-      {Model() + " --data " + kText + " --seq-len 100000 -o " + Out("e3"), "max_position_embeddings"},
+      {Model() + " --data " + kText + " --seq-len 100000 -o " + Out("e3"),
+       "max_position_embeddings"},
       {Model() + " " + Common() + " --schedule wobbly -o " + Out("e4"), "wobbly"},
       {Model() + " " + Common() + " --divergence kl2 -o " + Out("e5"), "kl2"},
-      {Model() + " --data " + std::string(kText) + " --seq-len 64 --lr 1e30 --clip-grad-norm 0 --save-every 1 --max-steps 5 "
-       "--schedule constant -o " + Out("e6"), "stopped without saving"},
+      {Model() + " --data " + std::string(kText) +
+           " --seq-len 64 --lr 1e30 --clip-grad-norm 0 --save-every 1 --max-steps 5 "
+           "--schedule constant -o " +
+           Out("e6"),
+       "stopped without saving"},
       {"/nonexistent-model " + Common() + " -o " + Out("e7"), "/nonexistent-model"},
   };
   for (const Case& c : cases) {

@@ -12,12 +12,12 @@
 #include <string>
 
 #include "core/file.h"
-#include "tests/cli/cli_harness.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/cli/cli_harness.h"
 
 namespace retort {
 namespace {

@@ -272,8 +272,8 @@ TEST_F(PruneCliTest, StructuredToAParameterBudget) {
 // model distills from the unpruned one (same tokenizer) and the result runs.
 TEST_F(PruneCliTest, StructuredThenDistillFromTheUnprunedModel) {
   const std::string pruned = Out("recipe_pruned"), recovered = Out("recipe_recovered");
-  CliRun p = h_->Exec("prune " + Model() + " " + pruned +
-                      " --structured --target-params 50% " + kCalib);
+  CliRun p =
+      h_->Exec("prune " + Model() + " " + pruned + " --structured --target-params 50% " + kCalib);
   ASSERT_EQ(p.code, 0) << p.err;
   CliRun d = h_->Exec("distill " + pruned + " --teacher " + Model() +
                       " --kd-weight 1 --ce-weight 0 --data " + kText +
@@ -290,8 +290,8 @@ TEST_F(PruneCliTest, StructuredThenDistillFromTheUnprunedModel) {
 // weights move; without it the pattern is lost.
 TEST_F(PruneCliTest, SparseRecoveryKeepsThePattern) {
   const std::string pruned = Out("s24"), kept = Out("s24_kept"), lost = Out("s24_lost");
-  CliRun p = h_->Exec("prune " + Model() + " " + pruned + " --method wanda --pattern 2:4 " +
-                      kCalib);
+  CliRun p =
+      h_->Exec("prune " + Model() + " " + pruned + " --method wanda --pattern 2:4 " + kCalib);
   ASSERT_EQ(p.code, 0) << p.err;
   const std::string common = " --teacher " + Model() + " --kd-weight 1 --ce-weight 0 --data " +
                              std::string(kText) +

@@ -177,9 +177,9 @@ TEST_F(RunCliTest, DistillStageWithRanksRunsUnderMpirun) {
       }
     }
   )pb");
-  CliRun r = h_.ExecWithPrefix("OMPI_MCA_rmaps_base_oversubscribe=1 ",
-                               "run " + Path("mpi.textproto") + " -o " + Path("mpi") +
-                                   " --threads 1");
+  CliRun r =
+      h_.ExecWithPrefix("OMPI_MCA_rmaps_base_oversubscribe=1 ",
+                        "run " + Path("mpi.textproto") + " -o " + Path("mpi") + " --threads 1");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("[run] mpirun -np 2 retort distill"));
   EXPECT_TRUE(fs::exists(Path("mpi/sft/final/config.json")));
@@ -199,14 +199,16 @@ TEST_F(RunCliTest, GenerateStageWithAnEndpointTeacher) {
   std::string prompts;
   for (int i = 0; i < 4; ++i) {
     const int a = 12345 + 1111 * i, b = 54321 + 2222 * i;
-    prompts += nlohmann::json({{"id", "p" + std::to_string(i)},
-                               {"prompt", "What is " + std::to_string(a) + " + " +
-                                              std::to_string(b) + "?"},
-                               {"answer", std::to_string(a + b)}})
+    prompts += nlohmann::json(
+                   {{"id", "p" + std::to_string(i)},
+                    {"prompt", "What is " + std::to_string(a) + " + " + std::to_string(b) + "?"},
+                    {"answer", std::to_string(a + b)}})
                    .dump() +
                "\n";
   }
   Write("arith.jsonl", prompts);
+  // The recipe stays laid out as a user writes it.
+  // clang-format off
   Write("endpoint.textproto", R"pb(
     stage {
       name: "traces"
@@ -221,6 +223,7 @@ TEST_F(RunCliTest, GenerateStageWithAnEndpointTeacher) {
       }
     }
   )pb");
+  // clang-format on
   CliRun r = Run("", "endpoint.textproto", "endpoint");
   ASSERT_EQ(r.code, 0) << r.err << "\nserver: " << server.Stderr();
   const nlohmann::json summary =

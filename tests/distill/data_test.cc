@@ -128,8 +128,8 @@ TEST(ChatExamplesTest, SmolLM2FromGgufMatches) {
   ASSERT_TRUE(source.ok()) << source.status();
   auto tmpl = ChatTemplate::Parse(*source);
   ASSERT_TRUE(tmpl.ok()) << tmpl.status();
-  tmpl->SetSpecialTokens({{"bos_token", parts->tokens[parts->bos_id]},
-                          {"eos_token", parts->tokens[parts->eos_id]}});
+  tmpl->SetSpecialTokens(
+      {{"bos_token", parts->tokens[parts->bos_id]}, {"eos_token", parts->tokens[parts->eos_id]}});
   int n = 0;
   for (const ojson& c : Fixtures()["cases"]) {
     if (c["setup"] != "smollm2") continue;
@@ -163,9 +163,9 @@ TEST(ChatExamplesTest, EndOfTurnAndThinkHandling) {
   EXPECT_EQ(rb->end_of_turn(), "<｜end▁of▁sentence｜>");
   // Reasoning written inline in the content (R1 trace style): the prompt's
   // "<think>\n" is not repeated.
-  ojson inline_think = ojson::array(
-      {{{"role", "user"}, {"content", "2+2?"}},
-       {{"role", "assistant"}, {"content", "<think>\nadd them\n</think>\n\n4"}}});
+  ojson inline_think =
+      ojson::array({{{"role", "user"}, {"content", "2+2?"}},
+                    {{"role", "assistant"}, {"content", "<think>\nadd them\n</think>\n\n4"}}});
   auto t = rb->RenderFinalTurn(inline_think, "x");
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_FALSE(t->from_template);
@@ -324,7 +324,8 @@ TEST(DatasetTest, JsonlSkipsCountedAndErrorsNameFileAndLine) {
       R"({"id": "p1", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})";
   const std::string empty =
       R"({"id": "p2", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]})";
-  const std::string prompt_only = R"({"id": "p3", "messages": [{"role": "user", "content": "hi"}]})";
+  const std::string prompt_only =
+      R"({"id": "p3", "messages": [{"role": "user", "content": "hi"}]})";
   const std::string path =
       dir.Write("ok.jsonl", good + "\n\n" + empty + "\n" + prompt_only + "\n" + good + "\n");
   DatasetOptions options;
@@ -381,14 +382,19 @@ TEST(DatasetTest, TraceDialectsAndVerdicts) {
   const std::string r = m[1]["reasoning_content"];
   const std::string a = m[1]["content"];
   const std::string inline_answer = "<think>\n" + r + "\n</think>\n\n" + a;
-  ojson trace = {{"id", "q1"}, {"sample", 0}, {"correct", true},
+  ojson trace = {{"id", "q1"},
+                 {"sample", 0},
+                 {"correct", true},
                  {"messages", ojson::array({{{"role", "user"}, {"content", q}},
                                             {{"role", "assistant"}, {"content", inline_answer}}})}};
   ojson sharegpt = {{"conversations", ojson::array({{{"from", "human"}, {"value", q}},
                                                     {{"from", "gpt"}, {"value", inline_answer}}})}};
-  ojson columns = {{"uuid", "q2"}, {"problem", q}, {"answer", "no"},
-                   {"generations", ojson::array({inline_answer, "<think>\nwrong\n</think>\n\nyes"})},
-                   {"correctness_math_verify", ojson::array({true, false})}};
+  ojson columns = {
+      {"uuid", "q2"},
+      {"problem", q},
+      {"answer", "no"},
+      {"generations", ojson::array({inline_answer, "<think>\nwrong\n</think>\n\nyes"})},
+      {"correctness_math_verify", ojson::array({true, false})}};
   ojson cut = trace;
   cut["id"] = "q3";
   cut["finish_reason"] = "length";
@@ -631,8 +637,8 @@ TEST(ShuffleTest, BitExactWithIndependentTranscription) {
   for (const auto& v : first["values"]) EXPECT_EQ(rng.Next(), std::stoull(v.get<std::string>()));
   int n = 0;
   for (const ojson& p : Fixtures()["permutations"]) {
-    std::vector<uint32_t> got =
-        EpochPermutation(p["n"].get<uint64_t>(), p["seed"].get<uint64_t>(), p["epoch"].get<uint64_t>());
+    std::vector<uint32_t> got = EpochPermutation(p["n"].get<uint64_t>(), p["seed"].get<uint64_t>(),
+                                                 p["epoch"].get<uint64_t>());
     EXPECT_EQ(got, p["perm"].get<std::vector<uint32_t>>()) << p["n"] << " " << p["seed"];
     ++n;
   }

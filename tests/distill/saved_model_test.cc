@@ -14,7 +14,8 @@ TEST(SavedModelTest, DistilledDirectoryGivesTransformersLogits) {
   const std::string dir = "tests/reference/trained/qwen2_tiny_sft";
   auto engine = Transformer::Load(dir);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  auto fixture = SafetensorsReader::Open("tests/reference/trained/qwen2_tiny_sft_logits.safetensors");
+  auto fixture =
+      SafetensorsReader::Open("tests/reference/trained/qwen2_tiny_sft_logits.safetensors");
   ASSERT_TRUE(fixture.ok()) << fixture.status();
   auto ids = (*fixture)->Get("token_ids");
   auto want = (*fixture)->Get("logits");

@@ -12,10 +12,10 @@
 #include "gtest/gtest.h"
 #include "kernels/collective.h"
 #include "model/init.h"
-#include "model/tokenizer_bytes.h"
 #include "model/train_model.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
+#include "text/tokenizer_bytes.h"
 
 namespace retort {
 namespace {

@@ -26,14 +26,21 @@ Tensor Formula(DType dtype, Shape shape) {
   return f.To(dtype);
 }
 
-std::string Bytes(const Tensor& t) { return std::string(static_cast<const char*>(t.raw()), t.nbytes()); }
-
-nlohmann::json TinyConfig() {
-  return {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", 4},
-          {"num_hidden_layers", 1},                 {"vocab_size", 6},        {"torch_dtype", "bfloat16"}};
+std::string Bytes(const Tensor& t) {
+  return std::string(static_cast<const char*>(t.raw()), t.nbytes());
 }
 
-void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& prefix, const std::string& needle) {
+nlohmann::json TinyConfig() {
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"hidden_size", 4},
+          {"num_hidden_layers", 1},
+          {"vocab_size", 6},
+          {"torch_dtype", "bfloat16"}};
+}
+
+void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string& prefix,
+                 const std::string& needle) {
   ASSERT_FALSE(s.ok());
   const std::string msg(s.message());
   EXPECT_EQ(s.code(), code) << msg;
@@ -50,7 +57,8 @@ TEST(HfDirectoryTest, ReadsPythonShardedFolder) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ((*d)->dir(), dir);
   EXPECT_EQ((*d)->config()["model_type"], "llama");
-  EXPECT_THAT((*d)->TensorNames(), ElementsAre("lm_head.weight", "model.embed_tokens.weight", "model.norm.weight"));
+  EXPECT_THAT((*d)->TensorNames(),
+              ElementsAre("lm_head.weight", "model.embed_tokens.weight", "model.norm.weight"));
   EXPECT_TRUE((*d)->Has("model.norm.weight"));
   EXPECT_FALSE((*d)->Has("model.layers.0.mlp.up_proj.weight"));
   EXPECT_EQ((*d)->FileOf("lm_head.weight"), dir + "/model-00002-of-00002.safetensors");
@@ -65,12 +73,15 @@ TEST(HfDirectoryTest, ReadsPythonShardedFolder) {
   EXPECT_EQ(norm->data<float>()[0], -2.5f);
   EXPECT_EQ(norm->data<float>()[1], 1.0f);
 
-  ExpectError((*d)->GetWithShape("model.norm.weight", {5}).status(), absl::StatusCode::kInvalidArgument,
-              dir + "/model-00001-of-00002.safetensors: ",
+  ExpectError((*d)->GetWithShape("model.norm.weight", {5}).status(),
+              absl::StatusCode::kInvalidArgument, dir + "/model-00001-of-00002.safetensors: ",
               "tensor model.norm.weight has shape [4], expected [5]");
   EXPECT_EQ(std::string((*d)->GetWithShape("lm_head.weight", {4, 6}).status().message()),
-            dir + "/model-00002-of-00002.safetensors: tensor lm_head.weight has shape [6, 4], expected [4, 6]");
-  ExpectError((*d)->Get("nope.weight").status(), absl::StatusCode::kNotFound, dir + ": ", "nope.weight");
+            dir +
+                "/model-00002-of-00002.safetensors: tensor lm_head.weight has shape [6, 4], "
+                "expected [4, 6]");
+  ExpectError((*d)->Get("nope.weight").status(), absl::StatusCode::kNotFound, dir + ": ",
+              "nope.weight");
 
   EXPECT_EQ((*d)->FilePath("config.json"), dir + "/config.json");
   EXPECT_EQ((*d)->FilePath("tokenizer.json"), "");
@@ -86,8 +97,9 @@ TEST(HfDirectoryTest, ShardedWriteIsByteIdenticalToPythonFolder) {
       {"lm_head.weight", Formula(DType::kBF16, {6, 4})},
   };
   ASSERT_TRUE(WriteHfDirectory(out.path(), TinyConfig(), tensors, {.max_shard_bytes = 64}).ok());
-  EXPECT_THAT(out.List(), ElementsAre("config.json", "model-00001-of-00002.safetensors",
-                                      "model-00002-of-00002.safetensors", "model.safetensors.index.json"));
+  EXPECT_THAT(out.List(),
+              ElementsAre("config.json", "model-00001-of-00002.safetensors",
+                          "model-00002-of-00002.safetensors", "model.safetensors.index.json"));
   for (const std::string& f : out.List()) {
     SCOPED_TRACE(f);
     EXPECT_EQ(ReadBytes(out.File(f)), ReadBytes(Fixture("hf_sharded/" + f)));
@@ -99,9 +111,11 @@ TEST(HfDirectoryTest, ShardedWriteIsByteIdenticalToPythonFolder) {
 TEST(HfDirectoryTest, ShardedWriteAndReopen) {
   ScratchDir out;
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (int i = 0; i < 7; ++i) tensors.emplace_back("layer." + std::to_string(i) + ".w", Formula(DType::kF32, {5, 3 + i}));
-  tensors.emplace_back("big", Formula(DType::kBF16, {100}));  // larger than the limit: a shard of its own
-  const std::string dir = out.File("model");  // created by the writer
+  for (int i = 0; i < 7; ++i)
+    tensors.emplace_back("layer." + std::to_string(i) + ".w", Formula(DType::kF32, {5, 3 + i}));
+  tensors.emplace_back("big",
+                       Formula(DType::kBF16, {100}));  // larger than the limit: a shard of its own
+  const std::string dir = out.File("model");           // created by the writer
   ASSERT_TRUE(WriteHfDirectory(dir, TinyConfig(), tensors, {.max_shard_bytes = 150}).ok());
 
   auto d = HfDirectory::Open(dir);
@@ -153,19 +167,21 @@ TEST(HfDirectoryTest, RewriteInOtherLayoutRemovesStaleWeights) {
                                                          {"c", Formula(DType::kF32, {8})}};
   WriteBytes(out.File("tokenizer.json"), "{}");
   ASSERT_TRUE(WriteHfDirectory(out.path(), TinyConfig(), tensors, {.max_shard_bytes = 32}).ok());
-  EXPECT_THAT(out.List(), ElementsAre("config.json", "model-00001-of-00003.safetensors",
-                                      "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
-                                      "model.safetensors.index.json", "tokenizer.json"));
+  EXPECT_THAT(out.List(),
+              ElementsAre("config.json", "model-00001-of-00003.safetensors",
+                          "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
+                          "model.safetensors.index.json", "tokenizer.json"));
   ASSERT_TRUE(WriteHfDirectory(out.path(), TinyConfig(), tensors, {.max_shard_bytes = 64}).ok());
   EXPECT_THAT(out.List(), ElementsAre("config.json", "model-00001-of-00002.safetensors",
-                                      "model-00002-of-00002.safetensors", "model.safetensors.index.json",
-                                      "tokenizer.json"));
+                                      "model-00002-of-00002.safetensors",
+                                      "model.safetensors.index.json", "tokenizer.json"));
   ASSERT_TRUE(WriteHfDirectory(out.path(), TinyConfig(), tensors).ok());
   EXPECT_THAT(out.List(), ElementsAre("config.json", "model.safetensors", "tokenizer.json"));
   ASSERT_TRUE(WriteHfDirectory(out.path(), TinyConfig(), tensors, {.max_shard_bytes = 32}).ok());
-  EXPECT_THAT(out.List(), ElementsAre("config.json", "model-00001-of-00003.safetensors",
-                                      "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
-                                      "model.safetensors.index.json", "tokenizer.json"));
+  EXPECT_THAT(out.List(),
+              ElementsAre("config.json", "model-00001-of-00003.safetensors",
+                          "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
+                          "model.safetensors.index.json", "tokenizer.json"));
   auto d = HfDirectory::Open(out.path());
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ((*d)->FilePath("tokenizer.json"), out.File("tokenizer.json"));
@@ -175,19 +191,23 @@ TEST(HfDirectoryTest, WriterRefusesDuplicateNamesAndWritesNothing) {
   ScratchDir out;
   const std::string dir = out.File("model");
   Tensor w = Formula(DType::kF32, {2});
-  ExpectError(WriteHfDirectory(dir, TinyConfig(), {{"w", w}, {"v", w}, {"w", w}}, {.max_shard_bytes = 8}),
-              absl::StatusCode::kInvalidArgument, dir + ": ", "duplicate tensor name \"w\"");
+  ExpectError(
+      WriteHfDirectory(dir, TinyConfig(), {{"w", w}, {"v", w}, {"w", w}}, {.max_shard_bytes = 8}),
+      absl::StatusCode::kInvalidArgument, dir + ": ", "duplicate tensor name \"w\"");
   EXPECT_FALSE(fs::exists(dir));
 }
 
 TEST(HfDirectoryTest, WriterRefusesBadTensorAndWritesNothing) {
   ScratchDir out;
   Tensor w = Formula(DType::kF32, {2});
-  ExpectError(WriteHfDirectory(out.path(), TinyConfig(), {{"w", w}, {"v", Tensor()}}, {.max_shard_bytes = 8}),
-              absl::StatusCode::kInvalidArgument, out.File("model-00002-of-00002.safetensors") + ": ", "has no data");
+  ExpectError(WriteHfDirectory(out.path(), TinyConfig(), {{"w", w}, {"v", Tensor()}},
+                               {.max_shard_bytes = 8}),
+              absl::StatusCode::kInvalidArgument,
+              out.File("model-00002-of-00002.safetensors") + ": ", "has no data");
   EXPECT_TRUE(out.List().empty());
-  ExpectError(WriteHfDirectory(out.path(), nlohmann::json::array(), {{"w", w}}), absl::StatusCode::kInvalidArgument,
-              out.File("config.json") + ": ", "must be a JSON object");
+  ExpectError(WriteHfDirectory(out.path(), nlohmann::json::array(), {{"w", w}}),
+              absl::StatusCode::kInvalidArgument, out.File("config.json") + ": ",
+              "must be a JSON object");
   EXPECT_TRUE(out.List().empty());
 }
 
@@ -196,35 +216,41 @@ TEST(HfDirectoryTest, WriterRefusesBadTensorAndWritesNothing) {
 class HfDirectoryBadInputTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(WriteHfDirectory(dir_.path(), TinyConfig(),
-                                 {{"a", Formula(DType::kF32, {4})}, {"b", Formula(DType::kF32, {4})}},
-                                 {.max_shard_bytes = 16})
-                    .ok());
+    ASSERT_TRUE(
+        WriteHfDirectory(dir_.path(), TinyConfig(),
+                         {{"a", Formula(DType::kF32, {4})}, {"b", Formula(DType::kF32, {4})}},
+                         {.max_shard_bytes = 16})
+            .ok());
   }
   std::string Index() const { return dir_.File("model.safetensors.index.json"); }
   absl::Status OpenStatus() const { return HfDirectory::Open(dir_.path()).status(); }
   ScratchDir dir_;
 };
 
-TEST_F(HfDirectoryBadInputTest, ValidToStartWith) { EXPECT_TRUE(OpenStatus().ok()) << OpenStatus(); }
+TEST_F(HfDirectoryBadInputTest, ValidToStartWith) {
+  EXPECT_TRUE(OpenStatus().ok()) << OpenStatus();
+}
 
 TEST_F(HfDirectoryBadInputTest, MissingFolder) {
-  ExpectError(HfDirectory::Open(dir_.File("absent")).status(), absl::StatusCode::kNotFound, dir_.File("absent") + ": ",
-              "no such directory");
+  ExpectError(HfDirectory::Open(dir_.File("absent")).status(), absl::StatusCode::kNotFound,
+              dir_.File("absent") + ": ", "no such directory");
 }
 
 TEST_F(HfDirectoryBadInputTest, FileInsteadOfFolder) {
-  ExpectError(HfDirectory::Open(Index()).status(), absl::StatusCode::kInvalidArgument, Index() + ": ", "not a directory");
+  ExpectError(HfDirectory::Open(Index()).status(), absl::StatusCode::kInvalidArgument,
+              Index() + ": ", "not a directory");
 }
 
 TEST_F(HfDirectoryBadInputTest, MissingConfig) {
   fs::remove(dir_.File("config.json"));
-  ExpectError(OpenStatus(), absl::StatusCode::kNotFound, dir_.File("config.json") + ": ", "no such file");
+  ExpectError(OpenStatus(), absl::StatusCode::kNotFound, dir_.File("config.json") + ": ",
+              "no such file");
 }
 
 TEST_F(HfDirectoryBadInputTest, ConfigNotJson) {
   WriteBytes(dir_.File("config.json"), "{\"model_type\": \"llama\",");
-  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, dir_.File("config.json") + ": ", "not valid JSON");
+  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, dir_.File("config.json") + ": ",
+              "not valid JSON");
 }
 
 TEST_F(HfDirectoryBadInputTest, ConfigNotAnObject) {
@@ -240,7 +266,9 @@ TEST_F(HfDirectoryBadInputTest, IndexPointsAtMissingShard) {
 }
 
 TEST_F(HfDirectoryBadInputTest, IndexNamesTensorMissingFromShard) {
-  WriteBytes(Index(), R"({"metadata": {"total_size": 32}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+  WriteBytes(
+      Index(),
+      R"({"metadata": {"total_size": 32}, "weight_map": {"a": "model-00001-of-00002.safetensors",
     "b": "model-00002-of-00002.safetensors", "c": "model-00002-of-00002.safetensors"}})");
   ExpectError(OpenStatus(), absl::StatusCode::kNotFound, Index() + ": ",
               "tensor \"c\" is mapped to \"model-00002-of-00002.safetensors\", but " +
@@ -254,18 +282,23 @@ TEST_F(HfDirectoryBadInputTest, IndexNotJson) {
 
 TEST_F(HfDirectoryBadInputTest, IndexWithoutWeightMap) {
   WriteBytes(Index(), R"({"metadata": {"total_size": 32}})");
-  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, Index() + ": ", "missing \"weight_map\"");
+  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, Index() + ": ",
+              "missing \"weight_map\"");
   WriteBytes(Index(), R"({"weight_map": ["a"]})");
-  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, Index() + ": ", "\"weight_map\" must be an object");
+  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, Index() + ": ",
+              "\"weight_map\" must be an object");
   WriteBytes(Index(), R"({"weight_map": {"a": 1}})");
-  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, Index() + ": ", "must be a file name string");
+  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, Index() + ": ",
+              "must be a file name string");
 }
 
 TEST_F(HfDirectoryBadInputTest, IndexShardOutsideFolder) {
   WriteBytes(Index(), R"({"weight_map": {"a": "../model-00001-of-00002.safetensors"}})");
-  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, Index() + ": ", "not a file inside the model folder");
+  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, Index() + ": ",
+              "not a file inside the model folder");
   WriteBytes(Index(), R"({"weight_map": {"a": "/etc/passwd"}})");
-  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, Index() + ": ", "not a file inside the model folder");
+  ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, Index() + ": ",
+              "not a file inside the model folder");
 }
 
 TEST_F(HfDirectoryBadInputTest, CorruptShardNamesTheShard) {
@@ -278,13 +311,15 @@ TEST_F(HfDirectoryBadInputTest, CorruptShardNamesTheShard) {
 TEST_F(HfDirectoryBadInputTest, NoWeights) {
   for (const std::string& f : dir_.List())
     if (f != "config.json") fs::remove(dir_.File(f));
-  ExpectError(OpenStatus(), absl::StatusCode::kNotFound, dir_.path() + ": ", "no model.safetensors");
+  ExpectError(OpenStatus(), absl::StatusCode::kNotFound, dir_.path() + ": ",
+              "no model.safetensors");
 }
 
 TEST_F(HfDirectoryBadInputTest, SeveralSafetensorsWithoutIndex) {
   fs::remove(Index());
   ExpectError(OpenStatus(), absl::StatusCode::kInvalidArgument, dir_.path() + ": ",
-              "2 *.safetensors files (model-00001-of-00002.safetensors, model-00002-of-00002.safetensors, ...) but no "
+              "2 *.safetensors files (model-00001-of-00002.safetensors, "
+              "model-00002-of-00002.safetensors, ...) but no "
               "model.safetensors.index.json");
 }
 
@@ -301,8 +336,9 @@ TEST_F(HfDirectoryBadInputTest, SingleOddlyNamedSafetensorsIsAccepted) {
 TEST_F(HfDirectoryBadInputTest, MisShapedTensor) {
   auto d = HfDirectory::Open(dir_.path());
   ASSERT_TRUE(d.ok());
-  EXPECT_EQ(std::string((*d)->GetWithShape("b", {2, 2}).status().message()),
-            dir_.File("model-00002-of-00002.safetensors") + ": tensor b has shape [4], expected [2, 2]");
+  EXPECT_EQ(
+      std::string((*d)->GetWithShape("b", {2, 2}).status().message()),
+      dir_.File("model-00002-of-00002.safetensors") + ": tensor b has shape [4], expected [2, 2]");
 }
 
 }  // namespace

@@ -21,11 +21,14 @@ using ::retort::testing_util::WriteBytes;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-constexpr DType kAllDTypes[] = {DType::kF32, DType::kF16,  DType::kBF16, DType::kF8E4M3, DType::kF8E5M2, DType::kI8,
-                                DType::kI4,  DType::kU8,   DType::kI16,  DType::kU16,    DType::kI32,    DType::kU32,
-                                DType::kI64, DType::kU64,  DType::kF64,  DType::kBool};
+constexpr DType kAllDTypes[] = {DType::kF32,    DType::kF16, DType::kBF16, DType::kF8E4M3,
+                                DType::kF8E5M2, DType::kI8,  DType::kI4,   DType::kU8,
+                                DType::kI16,    DType::kU16, DType::kI32,  DType::kU32,
+                                DType::kI64,    DType::kU64, DType::kF64,  DType::kBool};
 
-std::string Bytes(const Tensor& t) { return std::string(static_cast<const char*>(t.raw()), t.nbytes()); }
+std::string Bytes(const Tensor& t) {
+  return std::string(static_cast<const char*>(t.raw()), t.nbytes());
+}
 
 Tensor RandomBytesTensor(DType dtype, Shape shape, std::mt19937* rng) {
   Tensor t = Tensor::Zeros(dtype, std::move(shape));
@@ -33,7 +36,8 @@ Tensor RandomBytesTensor(DType dtype, Shape shape, std::mt19937* rng) {
   for (size_t i = 0; i < t.nbytes(); ++i) p[i] = static_cast<uint8_t>((*rng)() & 0xff);
   if (dtype == DType::kBool)
     for (size_t i = 0; i < t.nbytes(); ++i) p[i] &= 1;
-  if (dtype == DType::kI4 && t.numel() % 2) p[t.nbytes() - 1] &= 0x0f;  // unused high nibble stays zero
+  if (dtype == DType::kI4 && t.numel() % 2)
+    p[t.nbytes() - 1] &= 0x0f;  // unused high nibble stays zero
   return t;
 }
 
@@ -46,7 +50,8 @@ TEST(SafetensorsRoundTripTest, EveryDType) {
   int i = 0;
   for (DType d : kAllDTypes) {
     Shape shape = (i % 3 == 0) ? Shape{3, 5} : (i % 3 == 1) ? Shape{7} : Shape{2, 1, 3};
-    tensors.emplace_back("t" + std::to_string(i++) + "_" + std::string(DTypeName(d)), RandomBytesTensor(d, shape, &rng));
+    tensors.emplace_back("t" + std::to_string(i++) + "_" + std::string(DTypeName(d)),
+                         RandomBytesTensor(d, shape, &rng));
   }
   const std::string path = dir.File("all.safetensors");
   ASSERT_TRUE(WriteSafetensors(path, tensors).ok());
@@ -76,7 +81,8 @@ TEST(SafetensorsRoundTripTest, MetadataEntriesAndLookups) {
   a.mutable_data<float>()[1] = 1.5f;
   Tensor s = Tensor::Zeros(DType::kBF16, {});
   Tensor e = Tensor::Zeros(DType::kF16, {0, 4});
-  std::map<std::string, std::string> meta = {{"format", "pt"}, {"quote\"d", "line\nbreak"}, {"ünï", "çødé"}};
+  std::map<std::string, std::string> meta = {
+      {"format", "pt"}, {"quote\"d", "line\nbreak"}, {"ünï", "çødé"}};
   const std::string path = dir.File("m.safetensors");
   ASSERT_TRUE(WriteSafetensors(path, {{"z", a}, {"scalar", s}, {"empty", e}}, meta).ok());
   auto r = SafetensorsReader::Open(path);
@@ -185,15 +191,28 @@ TEST(SafetensorsPythonTest, ReadsEveryDTypeExactly) {
     for (int64_t i = 0; i < t->numel(); ++i) {
       double got = 0;
       switch (t->dtype()) {
-        case DType::kF64: got = t->data<double>()[i]; break;
-        case DType::kI64: got = static_cast<double>(t->data<int64_t>()[i]); break;
-        case DType::kU64: got = static_cast<double>(t->data<uint64_t>()[i]); break;
-        case DType::kI32: got = t->data<int32_t>()[i]; break;
-        case DType::kU32: got = t->data<uint32_t>()[i]; break;
-        case DType::kBool: got = t->data<uint8_t>()[i] ? 1.0 : 0.0; break;
+        case DType::kF64:
+          got = t->data<double>()[i];
+          break;
+        case DType::kI64:
+          got = static_cast<double>(t->data<int64_t>()[i]);
+          break;
+        case DType::kU64:
+          got = static_cast<double>(t->data<uint64_t>()[i]);
+          break;
+        case DType::kI32:
+          got = t->data<int32_t>()[i];
+          break;
+        case DType::kU32:
+          got = t->data<uint32_t>()[i];
+          break;
+        case DType::kBool:
+          got = t->data<uint8_t>()[i] ? 1.0 : 0.0;
+          break;
         default: {
           float f;
-          ConvertToF32(t->dtype(), static_cast<const uint8_t*>(t->raw()) + DTypeBytes(t->dtype(), i), &f, 1);
+          ConvertToF32(t->dtype(),
+                       static_cast<const uint8_t*>(t->raw()) + DTypeBytes(t->dtype(), i), &f, 1);
           got = f;
         }
       }
@@ -201,7 +220,8 @@ TEST(SafetensorsPythonTest, ReadsEveryDTypeExactly) {
     }
   }
   // The fixture covers the narrow float types this test is most about.
-  for (const char* n : {"t_bf16", "t_f16", "t_f8_e4m3", "t_f8_e5m2"}) EXPECT_TRUE((*r)->Has(n)) << n;
+  for (const char* n : {"t_bf16", "t_f16", "t_f8_e4m3", "t_f8_e5m2"})
+    EXPECT_TRUE((*r)->Has(n)) << n;
 }
 
 TEST(SafetensorsPythonTest, ReadsFileWithoutMetadata) {
@@ -226,10 +246,18 @@ std::vector<std::pair<std::string, Tensor>> FormulaTensors() {
     Shape shape;
   };
   const std::vector<Spec> specs = {
-      {"ids", DType::kI64, {2, 2}},      {"scalar", DType::kF64, {}},        {"norm.weight", DType::kF32, {3}},
-      {"i32", DType::kI32, {1, 2}},      {"embed.weight", DType::kBF16, {4, 3}}, {"empty", DType::kF16, {0, 3}},
-      {"h", DType::kF16, {2, 2}},        {"u16", DType::kU16, {2}},          {"q.weight", DType::kF8E4M3, {2, 5}},
-      {"k.weight", DType::kF8E5M2, {3}}, {"small", DType::kI8, {3}},         {"mask", DType::kBool, {5}},
+      {"ids", DType::kI64, {2, 2}},
+      {"scalar", DType::kF64, {}},
+      {"norm.weight", DType::kF32, {3}},
+      {"i32", DType::kI32, {1, 2}},
+      {"embed.weight", DType::kBF16, {4, 3}},
+      {"empty", DType::kF16, {0, 3}},
+      {"h", DType::kF16, {2, 2}},
+      {"u16", DType::kU16, {2}},
+      {"q.weight", DType::kF8E4M3, {2, 5}},
+      {"k.weight", DType::kF8E5M2, {3}},
+      {"small", DType::kI8, {3}},
+      {"mask", DType::kBool, {5}},
   };
   std::vector<std::pair<std::string, Tensor>> out;
   for (const Spec& s : specs) {
@@ -237,15 +265,28 @@ std::vector<std::pair<std::string, Tensor>> FormulaTensors() {
     for (int64_t i = 0; i < t.numel(); ++i) {
       const double v = ((7 * i) % 11 - 5) / 2.0;  // exact in every float type
       switch (s.dtype) {
-        case DType::kI64: t.mutable_data<int64_t>()[i] = static_cast<int64_t>(v * 2); break;
-        case DType::kI32: t.mutable_data<int32_t>()[i] = static_cast<int32_t>(v * 2); break;
-        case DType::kI8: t.mutable_data<int8_t>()[i] = static_cast<int8_t>(v * 2); break;
-        case DType::kU16: t.mutable_data<uint16_t>()[i] = static_cast<uint16_t>(v * 2 + 5); break;
-        case DType::kBool: t.mutable_data<uint8_t>()[i] = v > 0; break;
-        case DType::kF64: t.mutable_data<double>()[i] = v; break;
+        case DType::kI64:
+          t.mutable_data<int64_t>()[i] = static_cast<int64_t>(v * 2);
+          break;
+        case DType::kI32:
+          t.mutable_data<int32_t>()[i] = static_cast<int32_t>(v * 2);
+          break;
+        case DType::kI8:
+          t.mutable_data<int8_t>()[i] = static_cast<int8_t>(v * 2);
+          break;
+        case DType::kU16:
+          t.mutable_data<uint16_t>()[i] = static_cast<uint16_t>(v * 2 + 5);
+          break;
+        case DType::kBool:
+          t.mutable_data<uint8_t>()[i] = v > 0;
+          break;
+        case DType::kF64:
+          t.mutable_data<double>()[i] = v;
+          break;
         default: {
           const float f = static_cast<float>(v);
-          ConvertFromF32(s.dtype, &f, static_cast<uint8_t*>(t.mutable_raw()) + DTypeBytes(s.dtype, i), 1);
+          ConvertFromF32(s.dtype, &f,
+                         static_cast<uint8_t*>(t.mutable_raw()) + DTypeBytes(s.dtype, i), 1);
         }
       }
     }
@@ -261,8 +302,9 @@ TEST(SafetensorsPythonTest, WriterOutputIsByteIdenticalToPython) {
   const std::string ours = ReadBytes(path), theirs = ReadBytes(Fixture("formula.safetensors"));
   ASSERT_FALSE(theirs.empty());
   EXPECT_EQ(ours.size(), theirs.size());
-  EXPECT_TRUE(ours == theirs) << "first difference at byte "
-                              << std::mismatch(ours.begin(), ours.end(), theirs.begin(), theirs.end()).first - ours.begin();
+  EXPECT_TRUE(ours == theirs)
+      << "first difference at byte "
+      << std::mismatch(ours.begin(), ours.end(), theirs.begin(), theirs.end()).first - ours.begin();
 }
 
 TEST(SafetensorsPythonTest, WriterWithoutMetadataIsByteIdenticalToPython) {
@@ -280,7 +322,8 @@ TEST(SafetensorsPythonTest, WriterWithoutMetadataIsByteIdenticalToPython) {
 
 class SafetensorsWriterTest : public ::testing::Test {
  protected:
-  void ExpectRefused(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& needle,
+  void ExpectRefused(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                     const std::string& needle,
                      const std::map<std::string, std::string>& meta = {{"format", "pt"}}) {
     const std::string path = dir_.File("out.safetensors");
     absl::Status s = WriteSafetensors(path, tensors, meta);
@@ -298,10 +341,16 @@ class SafetensorsWriterTest : public ::testing::Test {
 TEST_F(SafetensorsWriterTest, RefusesDuplicateNames) {
   ExpectRefused({{"w", t_}, {"x", t_}, {"w", t_}}, "duplicate tensor name \"w\"");
 }
-TEST_F(SafetensorsWriterTest, RefusesReservedName) { ExpectRefused({{"__metadata__", t_}}, "reserved"); }
+TEST_F(SafetensorsWriterTest, RefusesReservedName) {
+  ExpectRefused({{"__metadata__", t_}}, "reserved");
+}
 TEST_F(SafetensorsWriterTest, RefusesEmptyName) { ExpectRefused({{"", t_}}, "empty tensor name"); }
-TEST_F(SafetensorsWriterTest, RefusesTensorWithoutData) { ExpectRefused({{"w", Tensor()}}, "has no data"); }
-TEST_F(SafetensorsWriterTest, RefusesInvalidUtf8Name) { ExpectRefused({{"bad\xff", t_}}, "not valid UTF-8"); }
+TEST_F(SafetensorsWriterTest, RefusesTensorWithoutData) {
+  ExpectRefused({{"w", Tensor()}}, "has no data");
+}
+TEST_F(SafetensorsWriterTest, RefusesInvalidUtf8Name) {
+  ExpectRefused({{"bad\xff", t_}}, "not valid UTF-8");
+}
 TEST_F(SafetensorsWriterTest, RefusesInvalidUtf8Metadata) {
   ExpectRefused({{"w", t_}}, "metadata is not valid UTF-8", {{"k", "\xc3"}});
 }
@@ -327,7 +376,8 @@ TEST_F(SafetensorsWriterTest, MissingFolderIsAnErrorNamingThePath) {
 class SafetensorsBadInputTest : public ::testing::Test {
  protected:
   // Writes `bytes`, opens them and checks the error; returns its message.
-  std::string ExpectOpenError(const std::string& bytes, absl::StatusCode code, const std::string& needle) {
+  std::string ExpectOpenError(const std::string& bytes, absl::StatusCode code,
+                              const std::string& needle) {
     const std::string path = dir_.File("bad.safetensors");
     WriteBytes(path, bytes);
     auto r = SafetensorsReader::Open(path);
@@ -340,7 +390,8 @@ class SafetensorsBadInputTest : public ::testing::Test {
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
     return msg;
   }
-  std::string Entry(const std::string& dtype, const std::string& shape, const std::string& offsets) {
+  std::string Entry(const std::string& dtype, const std::string& shape,
+                    const std::string& offsets) {
     return "{\"dtype\":" + dtype + ",\"shape\":" + shape + ",\"data_offsets\":" + offsets + "}";
   }
   ScratchDir dir_;
@@ -352,11 +403,14 @@ TEST_F(SafetensorsBadInputTest, MissingFile) {
   auto r = SafetensorsReader::Open(dir_.File("absent.safetensors"));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(r.status().message()), StartsWith(dir_.File("absent.safetensors") + ": "));
+  EXPECT_THAT(std::string(r.status().message()),
+              StartsWith(dir_.File("absent.safetensors") + ": "));
 }
 
 TEST_F(SafetensorsBadInputTest, EmptyFile) { ExpectOpenError("", kLoss, "too short"); }
-TEST_F(SafetensorsBadInputTest, ShorterThanEightBytes) { ExpectOpenError(std::string("\x02\0\0\0", 4), kLoss, "4 bytes, too short"); }
+TEST_F(SafetensorsBadInputTest, ShorterThanEightBytes) {
+  ExpectOpenError(std::string("\x02\0\0\0", 4), kLoss, "4 bytes, too short");
+}
 
 TEST_F(SafetensorsBadInputTest, HeaderLengthOverLimit) {
   ExpectOpenError(testing_util::LittleEndian64(100'000'001) + "{}", kInvalid, "exceeds the limit");
@@ -365,83 +419,112 @@ TEST_F(SafetensorsBadInputTest, HeaderLengthHuge) {
   ExpectOpenError(testing_util::LittleEndian64(~0ull) + "{}", kInvalid, "exceeds the limit");
 }
 TEST_F(SafetensorsBadInputTest, HeaderLengthPastEndOfFile) {
-  ExpectOpenError(testing_util::LittleEndian64(64) + "{}", kLoss, "runs past the end of the 10-byte file");
+  ExpectOpenError(testing_util::LittleEndian64(64) + "{}", kLoss,
+                  "runs past the end of the 10-byte file");
 }
-TEST_F(SafetensorsBadInputTest, HeaderNotJson) { ExpectOpenError(RawSafetensors("{\"a\": nope}", ""), kInvalid, "not valid UTF-8 JSON"); }
-TEST_F(SafetensorsBadInputTest, HeaderTruncatedJson) { ExpectOpenError(RawSafetensors("{\"a\":{", ""), kInvalid, "not valid UTF-8 JSON"); }
+TEST_F(SafetensorsBadInputTest, HeaderNotJson) {
+  ExpectOpenError(RawSafetensors("{\"a\": nope}", ""), kInvalid, "not valid UTF-8 JSON");
+}
+TEST_F(SafetensorsBadInputTest, HeaderTruncatedJson) {
+  ExpectOpenError(RawSafetensors("{\"a\":{", ""), kInvalid, "not valid UTF-8 JSON");
+}
 TEST_F(SafetensorsBadInputTest, HeaderInvalidUtf8) {
   ExpectOpenError(RawSafetensors("{\"a\xff\":{}}", ""), kInvalid, "not valid UTF-8 JSON");
 }
 TEST_F(SafetensorsBadInputTest, HeaderWithNulPadding) {
-  ExpectOpenError(RawSafetensors(std::string("{}\0\0\0\0\0\0", 8), ""), kInvalid, "not valid UTF-8 JSON");
+  ExpectOpenError(RawSafetensors(std::string("{}\0\0\0\0\0\0", 8), ""), kInvalid,
+                  "not valid UTF-8 JSON");
 }
-TEST_F(SafetensorsBadInputTest, HeaderNotAnObject) { ExpectOpenError(RawSafetensors("[1, 2]  ", ""), kInvalid, "must be a JSON object, got array"); }
-TEST_F(SafetensorsBadInputTest, EntryNotAnObject) { ExpectOpenError(RawSafetensors("{\"a\":5}", ""), kInvalid, "tensor \"a\": expected an object"); }
+TEST_F(SafetensorsBadInputTest, HeaderNotAnObject) {
+  ExpectOpenError(RawSafetensors("[1, 2]  ", ""), kInvalid, "must be a JSON object, got array");
+}
+TEST_F(SafetensorsBadInputTest, EntryNotAnObject) {
+  ExpectOpenError(RawSafetensors("{\"a\":5}", ""), kInvalid, "tensor \"a\": expected an object");
+}
 TEST_F(SafetensorsBadInputTest, MissingDtype) {
-  ExpectOpenError(RawSafetensors("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", "abcd"), kInvalid, "tensor \"a\": missing \"dtype\"");
+  ExpectOpenError(RawSafetensors("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", "abcd"),
+                  kInvalid, "tensor \"a\": missing \"dtype\"");
 }
 TEST_F(SafetensorsBadInputTest, MissingShape) {
-  ExpectOpenError(RawSafetensors("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", "abcd"), kInvalid, "missing \"shape\"");
+  ExpectOpenError(RawSafetensors("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", "abcd"),
+                  kInvalid, "missing \"shape\"");
 }
 TEST_F(SafetensorsBadInputTest, MissingDataOffsets) {
-  ExpectOpenError(RawSafetensors("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", "abcd"), kInvalid, "missing \"data_offsets\"");
+  ExpectOpenError(RawSafetensors("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", "abcd"), kInvalid,
+                  "missing \"data_offsets\"");
 }
 TEST_F(SafetensorsBadInputTest, DtypeNotAString) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("32", "[1]", "[0,4]") + "}", "abcd"), kInvalid, "\"dtype\" must be a string");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("32", "[1]", "[0,4]") + "}", "abcd"), kInvalid,
+                  "\"dtype\" must be a string");
 }
 TEST_F(SafetensorsBadInputTest, UnknownDtype) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"C64\"", "[1]", "[0,8]") + "}", "abcdefgh"), kInvalid, "unknown dtype \"C64\"");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"C64\"", "[1]", "[0,8]") + "}", "abcdefgh"),
+                  kInvalid, "unknown dtype \"C64\"");
 }
 TEST_F(SafetensorsBadInputTest, ShapeNotAnArray) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "\"1\"", "[0,4]") + "}", "abcd"), kInvalid, "\"shape\" must be an array");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "\"1\"", "[0,4]") + "}", "abcd"),
+                  kInvalid, "\"shape\" must be an array");
 }
 TEST_F(SafetensorsBadInputTest, ShapeNotIntegers) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1.5]", "[0,4]") + "}", "abcd"), kInvalid, "non-negative integers");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1.5]", "[0,4]") + "}", "abcd"),
+                  kInvalid, "non-negative integers");
 }
 TEST_F(SafetensorsBadInputTest, NegativeShape) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[2,-1]", "[0,4]") + "}", "abcd"), kInvalid, "negative dimension -1");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[2,-1]", "[0,4]") + "}", "abcd"),
+                  kInvalid, "negative dimension -1");
 }
 TEST_F(SafetensorsBadInputTest, ShapeOverflows) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[4294967296,4294967296]", "[0,4]") + "}", "abcd"), kInvalid,
-                  "too many elements");
+  ExpectOpenError(
+      RawSafetensors("{\"a\":" + Entry("\"F32\"", "[4294967296,4294967296]", "[0,4]") + "}",
+                     "abcd"),
+      kInvalid, "too many elements");
 }
 TEST_F(SafetensorsBadInputTest, OffsetsWrongType) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[0]") + "}", "abcd"), kInvalid, "\"data_offsets\" must be [begin, end]");
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[-4,0]") + "}", "abcd"), kInvalid, "\"data_offsets\" must be [begin, end]");
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "{}") + "}", "abcd"), kInvalid, "\"data_offsets\" must be [begin, end]");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[0]") + "}", "abcd"),
+                  kInvalid, "\"data_offsets\" must be [begin, end]");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[-4,0]") + "}", "abcd"),
+                  kInvalid, "\"data_offsets\" must be [begin, end]");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "{}") + "}", "abcd"), kInvalid,
+                  "\"data_offsets\" must be [begin, end]");
 }
 TEST_F(SafetensorsBadInputTest, OffsetsEndBeforeBegin) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[0]", "[4,0]") + "}", "abcd"), kInvalid, "end before they begin");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[0]", "[4,0]") + "}", "abcd"),
+                  kInvalid, "end before they begin");
 }
 TEST_F(SafetensorsBadInputTest, SizeDisagreesWithShape) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[2]", "[0,4]") + "}", "abcd"), kInvalid,
-                  "hold 4 bytes, but F32 [2] needs 8");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[2]", "[0,4]") + "}", "abcd"),
+                  kInvalid, "hold 4 bytes, but F32 [2] needs 8");
 }
 TEST_F(SafetensorsBadInputTest, OffsetsDoNotStartAtZero) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[4,8]") + "}", "abcdefgh"), kInvalid, "gap in the data buffer: bytes [0, 4)");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[4,8]") + "}", "abcdefgh"),
+                  kInvalid, "gap in the data buffer: bytes [0, 4)");
 }
 TEST_F(SafetensorsBadInputTest, GapBetweenTensors) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[0,4]") + ",\"b\":" + Entry("\"F32\"", "[1]", "[8,12]") + "}",
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[0,4]") +
+                                     ",\"b\":" + Entry("\"F32\"", "[1]", "[8,12]") + "}",
                                  std::string(12, 'x')),
                   kInvalid, "gap in the data buffer: bytes [4, 8) before tensor \"b\"");
 }
 TEST_F(SafetensorsBadInputTest, OverlappingTensors) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[2]", "[0,8]") + ",\"b\":" + Entry("\"F32\"", "[1]", "[4,8]") + "}",
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[2]", "[0,8]") +
+                                     ",\"b\":" + Entry("\"F32\"", "[1]", "[4,8]") + "}",
                                  std::string(8, 'x')),
                   kInvalid, "overlaps tensor");
 }
 TEST_F(SafetensorsBadInputTest, TwoNamesSameBytes) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[0,4]") + ",\"b\":" + Entry("\"F32\"", "[1]", "[0,4]") + "}",
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[0,4]") +
+                                     ",\"b\":" + Entry("\"F32\"", "[1]", "[0,4]") + "}",
                                  std::string(4, 'x')),
                   kInvalid, "overlaps tensor");
 }
 TEST_F(SafetensorsBadInputTest, TrailingBytes) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[0,4]") + "}", "abcdEXTRA"), kInvalid,
-                  "5 trailing bytes after the last tensor");
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[0,4]") + "}", "abcdEXTRA"),
+                  kInvalid, "5 trailing bytes after the last tensor");
 }
 TEST_F(SafetensorsBadInputTest, TensorPastEndOfFile) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[4]", "[0,16]") + "}", "abcd"), kLoss,
-                  "tensor \"a\" ends at byte 16 of the data buffer, but the file holds only 4 data bytes");
+  ExpectOpenError(
+      RawSafetensors("{\"a\":" + Entry("\"F32\"", "[4]", "[0,16]") + "}", "abcd"), kLoss,
+      "tensor \"a\" ends at byte 16 of the data buffer, but the file holds only 4 data bytes");
 }
 TEST_F(SafetensorsBadInputTest, TruncatedValidFile) {
   const std::string good = ReadBytes(Fixture("formula.safetensors"));
@@ -449,21 +532,28 @@ TEST_F(SafetensorsBadInputTest, TruncatedValidFile) {
   ExpectOpenError(good.substr(0, 100), kLoss, "runs past the end");
 }
 TEST_F(SafetensorsBadInputTest, DuplicateNames) {
-  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[0,4]") + ",\"a\":" + Entry("\"F32\"", "[1]", "[4,8]") + "}",
+  ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F32\"", "[1]", "[0,4]") +
+                                     ",\"a\":" + Entry("\"F32\"", "[1]", "[4,8]") + "}",
                                  std::string(8, 'x')),
                   kInvalid, "duplicate key \"a\"");
 }
 TEST_F(SafetensorsBadInputTest, DuplicateFieldInEntry) {
-  ExpectOpenError(RawSafetensors("{\"a\":{\"dtype\":\"F32\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,4]}}", "abcd"),
-                  kInvalid, "duplicate key \"dtype\"");
+  ExpectOpenError(
+      RawSafetensors(
+          "{\"a\":{\"dtype\":\"F32\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+          "abcd"),
+      kInvalid, "duplicate key \"dtype\"");
 }
 TEST_F(SafetensorsBadInputTest, MetadataNotStrings) {
-  ExpectOpenError(RawSafetensors("{\"__metadata__\":{\"format\":1}}", ""), kInvalid, "\"__metadata__\" value for \"format\" must be a string");
-  ExpectOpenError(RawSafetensors("{\"__metadata__\":[]}", ""), kInvalid, "\"__metadata__\" must be an object");
+  ExpectOpenError(RawSafetensors("{\"__metadata__\":{\"format\":1}}", ""), kInvalid,
+                  "\"__metadata__\" value for \"format\" must be a string");
+  ExpectOpenError(RawSafetensors("{\"__metadata__\":[]}", ""), kInvalid,
+                  "\"__metadata__\" must be an object");
 }
 TEST_F(SafetensorsBadInputTest, ControlBytesInMessageAreMadePrintable) {
-  const std::string msg = ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F\\n32\"", "[1]", "[0,4]") + "}", "abcd"),
-                                          kInvalid, "unknown dtype \"F?32\"");
+  const std::string msg =
+      ExpectOpenError(RawSafetensors("{\"a\":" + Entry("\"F\\n32\"", "[1]", "[0,4]") + "}", "abcd"),
+                      kInvalid, "unknown dtype \"F?32\"");
 }
 TEST_F(SafetensorsBadInputTest, DirectoryInsteadOfFile) {
   auto r = SafetensorsReader::Open(dir_.path());
@@ -502,10 +592,12 @@ TEST(SafetensorsFuzzTest, TruncationsAndByteFlipsNeverCrash) {
         bytes.resize(rng() % bytes.size());
         break;
       case 1:  // flip bytes in the length prefix or header
-        for (int k = 0, n = 1 + rng() % 4; k < n; ++k) bytes[rng() % (8 + 300)] ^= static_cast<char>(1 + rng() % 255);
+        for (int k = 0, n = 1 + rng() % 4; k < n; ++k)
+          bytes[rng() % (8 + 300)] ^= static_cast<char>(1 + rng() % 255);
         break;
       case 2:  // flip bytes anywhere
-        for (int k = 0, n = 1 + rng() % 8; k < n; ++k) bytes[rng() % bytes.size()] ^= static_cast<char>(1 + rng() % 255);
+        for (int k = 0, n = 1 + rng() % 8; k < n; ++k)
+          bytes[rng() % bytes.size()] ^= static_cast<char>(1 + rng() % 255);
         break;
       case 3: {  // replace a digit in the header (offsets and shapes)
         std::vector<size_t> digits;
@@ -523,7 +615,8 @@ TEST(SafetensorsFuzzTest, TruncationsAndByteFlipsNeverCrash) {
       std::vector<SafetensorsEntry> entries;
       std::map<std::string, std::string> meta;
       uint64_t start = 0;
-      absl::Status s = ParseSafetensorsHeader("mem", copy.data(), copy.size(), &entries, &meta, &start);
+      absl::Status s =
+          ParseSafetensorsHeader("mem", copy.data(), copy.size(), &entries, &meta, &start);
       if (s.ok()) {
         for (const auto& e : entries) ASSERT_LE(start + e.end, copy.size());
       } else {

@@ -23,7 +23,8 @@ class ScratchDir {
   ScratchDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     path_ = std::filesystem::path(::testing::TempDir()) /
-            ("retort_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" + std::to_string(::getpid()));
+            ("retort_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
+             std::to_string(::getpid()));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
@@ -33,7 +34,8 @@ class ScratchDir {
   // Names of the entries in the folder, sorted.
   std::vector<std::string> List() const {
     std::vector<std::string> names;
-    for (const auto& e : std::filesystem::directory_iterator(path_)) names.push_back(e.path().filename().string());
+    for (const auto& e : std::filesystem::directory_iterator(path_))
+      names.push_back(e.path().filename().string());
     std::sort(names.begin(), names.end());
     return names;
   }
@@ -70,7 +72,9 @@ inline std::string SourceDir() {
   return d ? d : ".";
 }
 
-inline std::string Fixture(const std::string& name) { return SourceDir() + "/tests/reference/safetensors/" + name; }
+inline std::string Fixture(const std::string& name) {
+  return SourceDir() + "/tests/reference/safetensors/" + name;
+}
 
 }  // namespace retort::testing_util
 

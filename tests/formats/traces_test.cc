@@ -14,9 +14,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/gguf_model.h"
-#include "model/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "tests/formats/test_util.h"
+#include "text/tokenizer.h"
 
 namespace retort {
 namespace {
@@ -27,35 +27,6 @@ using testing_util::ScratchDir;
 using testing_util::SourceDir;
 using testing_util::WriteBytes;
 
-// ---- SplitThink ---------------------------------------------------------------
-
-TEST(SplitThinkTest, Forms) {
-  ThinkSplit s = SplitThink("<think>\nR\n</think>\n\nA");
-  EXPECT_TRUE(s.found);
-  EXPECT_EQ(s.reasoning, "R");
-  EXPECT_EQ(s.answer, "A");
-
-  s = SplitThink("step 1\nstep 2</think>answer");  // prompt ended in <think>
-  EXPECT_TRUE(s.found);
-  EXPECT_EQ(s.reasoning, "step 1\nstep 2");
-  EXPECT_EQ(s.answer, "answer");
-
-  s = SplitThink("<think>cut off mid");
-  EXPECT_TRUE(s.found);
-  EXPECT_EQ(s.reasoning, "cut off mid");
-  EXPECT_EQ(s.answer, "");
-
-  s = SplitThink("plain answer");
-  EXPECT_FALSE(s.found);
-  EXPECT_EQ(s.reasoning, "");
-  EXPECT_EQ(s.answer, "plain answer");
-
-  s = SplitThink("<think></think>");
-  EXPECT_TRUE(s.found);
-  EXPECT_EQ(s.reasoning, "");
-  EXPECT_EQ(s.answer, "");
-}
-
 // ---- JSONL ----------------------------------------------------------------------
 
 TraceSample FullSample() {
@@ -63,7 +34,8 @@ TraceSample FullSample() {
   s.id = "q-17";
   s.sample = 3;
   s.messages.push_back({"system", "Be exact.", "", nlohmann::ordered_json::object()});
-  s.messages.push_back({"user", "What is 2^10? \xE2\x88\x9A \xF0\x9F\x98\x80", "", nlohmann::ordered_json::object()});
+  s.messages.push_back({"user", "What is 2^10? \xE2\x88\x9A \xF0\x9F\x98\x80", "",
+                        nlohmann::ordered_json::object()});
   TraceMessage a{"assistant", "\\boxed{1024}", "2^10 = 1024.\n<think> is literal here",
                  nlohmann::ordered_json::object()};
   a.extra["name"] = "teacher";
@@ -227,22 +199,28 @@ TEST(TraceJsonlTest, ErrorsNameLineAndField) {
   ExpectError(R"([1,2])", {"expected a JSON object"});
   ExpectError("", {"empty line"});
   ExpectError(R"({"id":"a","sample":0})", {"messages: missing"});
-  ExpectError(R"({"id":"a","sample":"0","messages":[]})", {"sample: expected an integer, got string"});
+  ExpectError(R"({"id":"a","sample":"0","messages":[]})",
+              {"sample: expected an integer, got string"});
   ExpectError(R"({"id":["a"],"messages":[]})", {"id: expected a string, got array"});
-  ExpectError(R"({"messages":[{"role":"user","content":"x"},{"content":"y"}]})", {"messages[1].role: missing"});
+  ExpectError(R"({"messages":[{"role":"user","content":"x"},{"content":"y"}]})",
+              {"messages[1].role: missing"});
   ExpectError(R"({"messages":[{"role":"user"}]})", {"messages[0].content: missing"});
-  ExpectError(R"({"messages":[{"role":"user","content":5}]})", {"messages[0].content: expected a string"});
+  ExpectError(R"({"messages":[{"role":"user","content":5}]})",
+              {"messages[0].content: expected a string"});
   ExpectError(R"({"messages":{"role":"user"}})", {"messages: expected a list"});
   ExpectError(R"({"messages":[],"correct":"yes"})", {"correct: expected true/false"});
   ExpectError(R"({"messages":[],"prompt_tokens":-1})", {"prompt_tokens: expected >= 0"});
   ExpectError(R"({"messages":[],"time_s":"1s"})", {"time_s: expected a number"});
-  ExpectError(R"({"conversations":[{"from":"alien","value":"x"}]})", {"conversations[0].from: unknown speaker"});
+  ExpectError(R"({"conversations":[{"from":"alien","value":"x"}]})",
+              {"conversations[0].from: unknown speaker"});
   ExpectError(R"({"conversations":[{"from":"human"}]})", {"conversations[0].value: missing"});
   ExpectError(R"({"problem":"p","generations":["a",3]})", {"generations[1]: expected a string"});
-  // Non-UTF-8 bytes: the line and byte are named (byte 25 is a 0xC3 lead byte without continuation).
+  // Non-UTF-8 bytes: the line and byte are named (byte 25 is a 0xC3 lead byte without
+  // continuation).
   ExpectError("{\"messages\":[],\"answer\":\"\xC3(\"}", {"invalid UTF-8 at byte 25"});
-  ExpectError("{\"id\":\"\xED\xA0\x80\",\"messages\":[]}", {"invalid UTF-8 at byte 7"});  // surrogate
-  ExpectError("{\"id\":\"\xC0\xAF\",\"messages\":[]}", {"invalid UTF-8"});                 // overlong
+  ExpectError("{\"id\":\"\xED\xA0\x80\",\"messages\":[]}",
+              {"invalid UTF-8 at byte 7"});                                 // surrogate
+  ExpectError("{\"id\":\"\xC0\xAF\",\"messages\":[]}", {"invalid UTF-8"});  // overlong
 }
 
 TEST(TraceJsonlTest, ReadFileSkipsBlankLinesAndNamesBadLine) {
@@ -289,8 +267,8 @@ void RandomTopK(int64_t rows, int32_t k, int32_t vocab, uint32_t seed, std::vect
   }
 }
 
-void ExpectDecodesWithin(const std::vector<int32_t>& ids, const std::vector<float>& lps, int64_t rows,
-                         int32_t k, const TopKEncoding& enc) {
+void ExpectDecodesWithin(const std::vector<int32_t>& ids, const std::vector<float>& lps,
+                         int64_t rows, int32_t k, const TopKEncoding& enc) {
   absl::StatusOr<std::string> bytes = EncodeTopK(ids, lps, rows, k, enc);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   std::vector<int32_t> ids2;
@@ -404,11 +382,13 @@ TraceTokens MakeRecord(const std::string& id, int32_t sample, int64_t completion
   r.sample = sample;
   std::mt19937 rng(seed);
   for (int i = 0; i < 10; ++i) r.prompt_ids.push_back(static_cast<int32_t>(rng() % 49152));
-  for (int64_t i = 0; i < completion; ++i) r.completion_ids.push_back(static_cast<int32_t>(rng() % 49152));
+  for (int64_t i = 0; i < completion; ++i)
+    r.completion_ids.push_back(static_cast<int32_t>(rng() % 49152));
   r.top_k = k;
   RandomTopK(completion, k, 49152, seed, &r.topk_ids, &r.topk_logprobs);
   if (sampled) {
-    for (int64_t i = 0; i < completion; ++i) r.sampled_logprobs.push_back(-0.01f * static_cast<float>(i));
+    for (int64_t i = 0; i < completion; ++i)
+      r.sampled_logprobs.push_back(-0.01f * static_cast<float>(i));
   }
   return r;
 }
@@ -502,7 +482,8 @@ TEST(TraceShardTest, AppendRejectsInconsistentRecords) {
   EXPECT_THAT(std::string(w->Append(r).message()), HasSubstr("sampled log-probs"));
   r = MakeRecord("r", 0, 4, 3, 1, true);
   std::swap(r.topk_logprobs[0], r.topk_logprobs[2]);
-  EXPECT_THAT(std::string(w->Append(r).message()), HasSubstr("trace record \"r\" sample 0: top-k: row 0"));
+  EXPECT_THAT(std::string(w->Append(r).message()),
+              HasSubstr("trace record \"r\" sample 0: top-k: row 0"));
   r = MakeRecord("\xFF", 0, 4, 3, 1, true);
   EXPECT_THAT(std::string(w->Append(r).message()), HasSubstr("not UTF-8"));
   EXPECT_EQ(w->records_appended(), 0);
@@ -516,7 +497,8 @@ TEST(TraceShardTest, AppendRejectsInconsistentRecords) {
 TEST(TraceShardTest, TruncatedLastFrameAtEveryByte) {
   ScratchDir dir;
   const std::string path = dir.File("shard.bin");
-  const std::vector<TraceTokens> first = {MakeRecord("p", 0, 6, 4, 11, true), MakeRecord("p", 1, 3, 4, 12, false)};
+  const std::vector<TraceTokens> first = {MakeRecord("p", 0, 6, 4, 11, true),
+                                          MakeRecord("p", 1, 3, 4, 12, false)};
   const TraceTokens last = MakeRecord("q", 0, 5, 4, 13, true);
   {
     absl::StatusOr<TraceShardWriter> w = TraceShardWriter::Open(path, false);
@@ -675,8 +657,9 @@ TEST(TraceShardTest, RealSmolLm2TopK64BytesPerToken) {
         for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
         const double lse = mx + std::log(sum);
         std::iota(order.begin(), order.end(), 0);
-        std::partial_sort(order.begin(), order.begin() + kK, order.end(),
-                          [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+        std::partial_sort(
+            order.begin(), order.begin() + kK, order.end(),
+            [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
         for (int32_t i = 0; i < kK; ++i) {
           r.topk_ids.push_back(order[i]);
           r.topk_logprobs.push_back(static_cast<float>(row[order[i]] - lse));
@@ -706,11 +689,12 @@ TEST(TraceShardTest, RealSmolLm2TopK64BytesPerToken) {
   }
   absl::StatusOr<TraceShardStats> stats = ComputeTraceShardStats(path);
   ASSERT_TRUE(stats.ok());
-  std::printf("SmolLM2-135M top-%d, %lld tokens: %lld bytes on disk, %.1f bytes/token "
-              "(max |dlogprob| %.5f, within 4 nats of the top-1 %.5f, max |dp| %.5f)\n",
-              kK, static_cast<long long>(stats->completion_tokens),
-              static_cast<long long>(stats->file_bytes), stats->bytes_per_completion_token, worst_lp,
-              worst_head_lp, worst_p);
+  std::printf(
+      "SmolLM2-135M top-%d, %lld tokens: %lld bytes on disk, %.1f bytes/token "
+      "(max |dlogprob| %.5f, within 4 nats of the top-1 %.5f, max |dp| %.5f)\n",
+      kK, static_cast<long long>(stats->completion_tokens),
+      static_cast<long long>(stats->file_bytes), stats->bytes_per_completion_token, worst_lp,
+      worst_head_lp, worst_p);
   EXPECT_LE(stats->bytes_per_completion_token, 150.0);
   EXPECT_LE(worst_lp, TopKMaxLogprobError({}) + 1e-5);
   EXPECT_LE(worst_head_lp, 1.0 / 128 + 1e-5);

@@ -27,8 +27,8 @@
 #include "core/ggml_blocks.h"
 #include "core/thread_pool.h"
 #include "gtest/gtest.h"
-#include "tests/kernels/quant_test_util.h"
 #include "kernels/cpu/ops.h"
+#include "tests/kernels/quant_test_util.h"
 #include "tests/kernels/test_util.h"
 
 namespace retort::cpu {

@@ -14,7 +14,8 @@ namespace retort::testing {
 inline std::vector<cpu::QuantDotPath> SupportedPaths() {
   using cpu::QuantDotPath;
   std::vector<QuantDotPath> paths = {QuantDotPath::kAvx2};
-  if (cpu::QuantDotPathSupported(QuantDotPath::kAvx512Vnni)) paths.push_back(QuantDotPath::kAvx512Vnni);
+  if (cpu::QuantDotPathSupported(QuantDotPath::kAvx512Vnni))
+    paths.push_back(QuantDotPath::kAvx512Vnni);
   return paths;
 }
 

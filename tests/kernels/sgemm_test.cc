@@ -210,10 +210,16 @@ TEST(SgemmTest, AlphaBetaValues) {
     for (bool tb : kTrans) {
       for (float alpha : alphas) {
         for (float beta : betas) {
-          ASSERT_TRUE(Check({.ta = ta, .tb = tb, .m = 31, .n = 50, .k = 27, .alpha = alpha,
-                             .beta = beta, .pad_c = 2}));
-          ASSERT_TRUE(Check({.ta = ta, .tb = tb, .m = 20, .n = 40, .k = 280, .alpha = alpha,
-                             .beta = beta}));
+          ASSERT_TRUE(Check({.ta = ta,
+                             .tb = tb,
+                             .m = 31,
+                             .n = 50,
+                             .k = 27,
+                             .alpha = alpha,
+                             .beta = beta,
+                             .pad_c = 2}));
+          ASSERT_TRUE(Check(
+              {.ta = ta, .tb = tb, .m = 20, .n = 40, .k = 280, .alpha = alpha, .beta = beta}));
         }
       }
     }
@@ -225,10 +231,23 @@ TEST(SgemmTest, BetaZeroOverwritesNaN) {
   for (bool ta : kTrans) {
     for (bool tb : kTrans) {
       for (float alpha : {1.f, -2.f, 0.f}) {
-        ASSERT_TRUE(Check({.ta = ta, .tb = tb, .m = 33, .n = 35, .k = 300, .alpha = alpha,
-                           .beta = 0.f, .pad_c = 3, .nan_c = true}));
-        ASSERT_TRUE(Check({.ta = ta, .tb = tb, .m = 5, .n = 7, .k = 3, .alpha = alpha,
-                           .beta = 0.f, .nan_c = true}));
+        ASSERT_TRUE(Check({.ta = ta,
+                           .tb = tb,
+                           .m = 33,
+                           .n = 35,
+                           .k = 300,
+                           .alpha = alpha,
+                           .beta = 0.f,
+                           .pad_c = 3,
+                           .nan_c = true}));
+        ASSERT_TRUE(Check({.ta = ta,
+                           .tb = tb,
+                           .m = 5,
+                           .n = 7,
+                           .k = 3,
+                           .alpha = alpha,
+                           .beta = 0.f,
+                           .nan_c = true}));
       }
     }
   }
@@ -317,8 +336,12 @@ TEST(SgemmTest, TilesGiveTheSameBitsAsTheWhole) {
 TEST(SgemmTest, ConcurrentCallsMatchSequential) {
   std::vector<Case> cases;
   for (int i = 0; i < 4; ++i) {
-    cases.push_back({.ta = (i & 1) != 0, .tb = (i & 2) != 0, .m = 150 + i, .n = 530,
-                     .k = 270 + 9 * i, .beta = 1.f});
+    cases.push_back({.ta = (i & 1) != 0,
+                     .tb = (i & 2) != 0,
+                     .m = 150 + i,
+                     .n = 530,
+                     .k = 270 + 9 * i,
+                     .beta = 1.f});
   }
   std::vector<std::vector<float>> sequential, concurrent(cases.size());
   for (size_t i = 0; i < cases.size(); ++i) sequential.push_back(Result(cases[i], 11 + i));
@@ -338,8 +361,16 @@ TEST(SgemmTest, OpenBlasPath) {
   ASSERT_TRUE(SetSgemmPath(SgemmPath::kOpenBlas));
   for (bool ta : kTrans) {
     for (bool tb : kTrans) {
-      EXPECT_TRUE(Check({.ta = ta, .tb = tb, .m = 37, .n = 45, .k = 61, .alpha = 0.5f,
-                         .beta = 0.f, .pad_a = 2, .pad_c = 1, .nan_c = true}));
+      EXPECT_TRUE(Check({.ta = ta,
+                         .tb = tb,
+                         .m = 37,
+                         .n = 45,
+                         .k = 61,
+                         .alpha = 0.5f,
+                         .beta = 0.f,
+                         .pad_a = 2,
+                         .pad_c = 1,
+                         .nan_c = true}));
       EXPECT_TRUE(Check({.ta = ta, .tb = tb, .m = 9, .n = 21, .k = 0, .beta = 0.5f}));
     }
   }

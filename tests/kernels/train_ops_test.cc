@@ -151,19 +151,18 @@ TEST_P(LinearTest, BackwardMatchesF64AndFiniteDifferences) {
   // Finite differences of loss = sum(y * dy), on the gradients alone (without
   // the values the buffers started from).
   std::vector<float> dw_only(n * k, 0.f), db_only(n, 0.f);
-  LinearBackward(x.data(), m, k, w.data(), n, dy.data(), dx.data(), dw_only.data(),
-                 db_only.data());
+  LinearBackward(x.data(), m, k, w.data(), n, dy.data(), dx.data(), dw_only.data(), db_only.data());
   // Each f64 forward costs m*n*k: fewer probes on the large shape.
   const size_t samples = m * n * k > 1000000 ? 6 : 40;
   ExpectMatchesFiniteDifferences(
-      [&](const std::vector<double>& xv) { return Dot(LinearRef(xv, m, k, wd, n, &bd), dy); },
-      xd, dx, samples, "dx");
+      [&](const std::vector<double>& xv) { return Dot(LinearRef(xv, m, k, wd, n, &bd), dy); }, xd,
+      dx, samples, "dx");
   ExpectMatchesFiniteDifferences(
-      [&](const std::vector<double>& wv) { return Dot(LinearRef(xd, m, k, wv, n, &bd), dy); },
-      wd, dw_only, samples, "dw");
+      [&](const std::vector<double>& wv) { return Dot(LinearRef(xd, m, k, wv, n, &bd), dy); }, wd,
+      dw_only, samples, "dw");
   ExpectMatchesFiniteDifferences(
-      [&](const std::vector<double>& bv) { return Dot(LinearRef(xd, m, k, wd, n, &bv), dy); },
-      bd, db_only, samples, "dbias");
+      [&](const std::vector<double>& bv) { return Dot(LinearRef(xd, m, k, wd, n, &bv), dy); }, bd,
+      db_only, samples, "dbias");
 
   // accumulate_dx adds to what dx held.
   std::vector<float> dx_acc = dx0;
@@ -223,7 +222,8 @@ class RmsNormTest : public ::testing::TestWithParam<RmsCase> {};
 TEST_P(RmsNormTest, ForwardAndBackward) {
   const auto [rows, dim] = GetParam();
   const float eps = 1e-5f;
-  auto x = RandomVector(rows * dim, 1, 2.f), w = RandomVector(dim, 2), dy = RandomVector(rows * dim, 3);
+  auto x = RandomVector(rows * dim, 1, 2.f), w = RandomVector(dim, 2),
+       dy = RandomVector(rows * dim, 3);
   const auto xd = ToDouble(x), wd = ToDouble(w), dyd = ToDouble(dy);
   std::vector<float> y(rows * dim), rstd(rows);
   RmsNormForward(x.data(), rows, dim, w.data(), eps, y.data(), rstd.data());
@@ -253,8 +253,7 @@ TEST_P(RmsNormTest, ForwardAndBackward) {
   EXPECT_LT(RelErr(dw, dw_ref), kTol);
 
   std::vector<float> dw_only(dim, 0.f);
-  RmsNormBackward(x.data(), rstd.data(), rows, dim, w.data(), dy.data(), dx.data(),
-                  dw_only.data());
+  RmsNormBackward(x.data(), rstd.data(), rows, dim, w.data(), dy.data(), dx.data(), dw_only.data());
   ExpectMatchesFiniteDifferences(
       [&](const std::vector<double>& xv) { return Dot(RmsNormRef(xv, rows, dim, wd, eps), dy); },
       xd, dx, 60, "dx");
@@ -308,10 +307,10 @@ TEST(SiluMulBackwardTest, MatchesF64AndFiniteDifferences) {
     return s;
   };
   const auto gd = ToDouble(g), ud = ToDouble(u);
-  ExpectMatchesFiniteDifferences([&](const std::vector<double>& gv) { return fwd(gv, ud); }, gd,
-                                 dg, 200, "dgate");
-  ExpectMatchesFiniteDifferences([&](const std::vector<double>& uv) { return fwd(gd, uv); }, ud,
-                                 du, 200, "dup");
+  ExpectMatchesFiniteDifferences([&](const std::vector<double>& gv) { return fwd(gv, ud); }, gd, dg,
+                                 200, "dgate");
+  ExpectMatchesFiniteDifferences([&](const std::vector<double>& uv) { return fwd(gd, uv); }, ud, du,
+                                 200, "dup");
 }
 
 // ----------------------------------------------------------------------------
@@ -447,7 +446,8 @@ void AttnRef(const AttnProblem& p, const std::vector<double>& q, const std::vect
       for (int64_t j = 0; j <= i; ++j) {
         if (!p.Visible(i, j)) continue;
         const double pij = std::exp(s[j] - mx) / sum;
-        for (int64_t c = 0; c < d; ++c) (*out)[i * ldq + h * d + c] += pij * v[j * ldkv + g * d + c];
+        for (int64_t c = 0; c < d; ++c)
+          (*out)[i * ldq + h * d + c] += pij * v[j * ldkv + g * d + c];
       }
       if (lse) (*lse)[h * p.n + i] = mx + std::log(sum);
     }
@@ -515,7 +515,12 @@ class AttentionTrainTest : public ::testing::TestWithParam<AttnCase> {};
 
 TEST_P(AttentionTrainTest, ForwardAndBackwardMatchF64) {
   const AttnCase& c = GetParam();
-  AttnProblem p{c.n, c.heads, c.kv_heads, c.d, c.window, DocStarts(c.docs),
+  AttnProblem p{c.n,
+                c.heads,
+                c.kv_heads,
+                c.d,
+                c.window,
+                DocStarts(c.docs),
                 1.0 / std::sqrt(static_cast<double>(c.d))};
   ASSERT_EQ(static_cast<int64_t>(p.doc_start.size()), c.n);
   const AttentionShape shape{c.heads, c.kv_heads, c.d};
@@ -549,26 +554,25 @@ TEST_P(AttentionTrainTest, ForwardAndBackwardMatchF64) {
     AttnRef(p, qv, kv, vv, &o, nullptr);
     return Dot(o, dout);
   };
-  ExpectMatchesFiniteDifferences([&](const std::vector<double>& x) { return loss(x, kd, vd); },
-                                 qd, dq, c.fd_samples, "dq");
-  ExpectMatchesFiniteDifferences([&](const std::vector<double>& x) { return loss(qd, x, vd); },
-                                 kd, dk, c.fd_samples, "dk");
-  ExpectMatchesFiniteDifferences([&](const std::vector<double>& x) { return loss(qd, kd, x); },
-                                 vd, dv, c.fd_samples, "dv");
+  ExpectMatchesFiniteDifferences([&](const std::vector<double>& x) { return loss(x, kd, vd); }, qd,
+                                 dq, c.fd_samples, "dq");
+  ExpectMatchesFiniteDifferences([&](const std::vector<double>& x) { return loss(qd, x, vd); }, kd,
+                                 dk, c.fd_samples, "dk");
+  ExpectMatchesFiniteDifferences([&](const std::vector<double>& x) { return loss(qd, kd, x); }, vd,
+                                 dv, c.fd_samples, "dv");
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionTrainTest,
-    ::testing::Values(
-        AttnCase{1, 4, 2, 8, 0, {1}, 100},
-        AttnCase{37, 4, 2, 8, 0, {37}, 100},               // one block, GQA 2
-        AttnCase{37, 4, 1, 16, 0, {10, 1, 26}, 100},       // MQA, three documents
-        AttnCase{65, 2, 2, 16, 0, {65}, 40},               // MHA, one row past a block
-        AttnCase{150, 4, 2, 16, 0, {70, 80}, 30},          // documents across blocks
-        AttnCase{150, 4, 1, 8, 20, {150}, 30},             // sliding window
-        AttnCase{150, 4, 2, 8, 40, {30, 100, 20}, 30},     // window and documents
-        AttnCase{300, 2, 1, 16, 0, {300}, 12},             // several forward key blocks
-        AttnCase{300, 4, 2, 16, 100, {5, 290, 5}, 12}));   // window crossing blocks
+    ::testing::Values(AttnCase{1, 4, 2, 8, 0, {1}, 100},
+                      AttnCase{37, 4, 2, 8, 0, {37}, 100},            // one block, GQA 2
+                      AttnCase{37, 4, 1, 16, 0, {10, 1, 26}, 100},    // MQA, three documents
+                      AttnCase{65, 2, 2, 16, 0, {65}, 40},            // MHA, one row past a block
+                      AttnCase{150, 4, 2, 16, 0, {70, 80}, 30},       // documents across blocks
+                      AttnCase{150, 4, 1, 8, 20, {150}, 30},          // sliding window
+                      AttnCase{150, 4, 2, 8, 40, {30, 100, 20}, 30},  // window and documents
+                      AttnCase{300, 2, 1, 16, 0, {300}, 12},          // several forward key blocks
+                      AttnCase{300, 4, 2, 16, 100, {5, 290, 5}, 12}));  // window crossing blocks
 
 // ----------------------------------------------------------------------------
 // Determinism: the same bits on any number of threads.
@@ -599,7 +603,8 @@ AllOutputs RunEverything() {
   }
   {
     const int64_t rows = 700, dim = 200;
-    auto x = RandomVector(rows * dim, 7), w = RandomVector(dim, 8), dy = RandomVector(rows * dim, 9);
+    auto x = RandomVector(rows * dim, 7), w = RandomVector(dim, 8),
+         dy = RandomVector(rows * dim, 9);
     o.rms_y.resize(rows * dim);
     o.rms_rstd.resize(rows);
     RmsNormForward(x.data(), rows, dim, w.data(), 1e-6f, o.rms_y.data(), o.rms_rstd.data());

@@ -51,7 +51,8 @@ void Pack(const QuantizedMatrix& q, const std::string& module, Packing packing,
       for (int64_t r = 0; r < rows; ++r) qw[(c / 8) * rows + r] |= value(r, c) << (4 * (c % 8));
     }
     for (int64_t g = 0; g < groups; ++g) {
-      for (int64_t r = 0; r < rows; ++r) qz[g * (rows / 8) + r / 8] |= (zero(r, g) - 1) << (4 * (r % 8));
+      for (int64_t r = 0; r < rows; ++r)
+        qz[g * (rows / 8) + r / 8] |= (zero(r, g) - 1) << (4 * (r % 8));
     }
     out.emplace_back(module + ".qweight", qweight);
     out.emplace_back(module + ".qzeros", qzeros);
@@ -111,10 +112,10 @@ void CheckCheckpoint(Packing packing, const char* scheme_name, const nlohmann::j
   }
   nlohmann::json config = c->ToJson();
   config["quantization_config"] = qconfig;
-  const std::string dir = (fs::temp_directory_path() /
-                           ("retort_qckpt_" + std::to_string(::getpid()) + "_" +
-                            std::to_string(static_cast<int>(packing))))
-                              .string();
+  const std::string dir =
+      (fs::temp_directory_path() / ("retort_qckpt_" + std::to_string(::getpid()) + "_" +
+                                    std::to_string(static_cast<int>(packing))))
+          .string();
   ASSERT_TRUE(WriteHfDirectory(dir, config, packed).ok());
   auto loaded = Transformer::Load(dir);
   fs::remove_all(dir);
@@ -136,14 +137,20 @@ void CheckCheckpoint(Packing packing, const char* scheme_name, const nlohmann::j
 
 TEST(QuantizedCheckpoint, GptqV1LoadsQuantized) {
   CheckCheckpoint(Packing::kGptqV1, "int4-g32",
-                  {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 32},
-                   {"desc_act", false}, {"sym", true}});
+                  {{"quant_method", "gptq"},
+                   {"bits", 4},
+                   {"group_size", 32},
+                   {"desc_act", false},
+                   {"sym", true}});
 }
 
 TEST(QuantizedCheckpoint, AwqGemmLoadsQuantized) {
   CheckCheckpoint(Packing::kAwqGemm, "int4-g32-asym",
-                  {{"quant_method", "awq"}, {"bits", 4}, {"group_size", 32},
-                   {"zero_point", true}, {"version", "gemm"}});
+                  {{"quant_method", "awq"},
+                   {"bits", 4},
+                   {"group_size", 32},
+                   {"zero_point", true},
+                   {"version", "gemm"}});
 }
 
 }  // namespace

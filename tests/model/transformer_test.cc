@@ -5,10 +5,10 @@
 
 #include "core/convert.h"
 #include "core/file.h"
+#include "core/thread_pool.h"
 #include "formats/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "core/thread_pool.h"
 #include "model/init.h"
 
 namespace retort {

@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <filesystem>
 #include <string>
 
+#include "absl/strings/str_format.h"
 #include "core/file.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -38,6 +40,37 @@ TEST(Sha256Test, MatchesHashlibAroundPaddingBoundaries) {
   for (const auto& [length, hex] : Expected()["pattern_sha256"].items()) {
     EXPECT_EQ(Sha256Hex(Pattern(std::stoul(length))), hex.get<std::string>()) << length;
   }
+}
+
+TEST(Sha256Test, MatchesHashlibOnRepeatedTexts) {
+  for (const auto& c : Expected()["text_sha256"]) {
+    std::string text;
+    for (int i = 0; i < c["repeat"].get<int>(); ++i) text += c["text"].get<std::string>();
+    EXPECT_EQ(Sha256Hex(text), c["sha256"].get<std::string>())
+        << '"' << c["text"].get<std::string>() << "\" x " << c["repeat"];
+  }
+}
+
+TEST(Sha256Test, MillionBytesInUnevenPiecesMatchHashlib) {
+  const std::string data = Pattern(1000000);
+  Sha256 h;
+  // Pieces that straddle block boundaries in every phase, then the rest.
+  size_t at = 0;
+  for (size_t piece = 1; at + piece <= data.size(); at += piece, piece = piece * 3 % 4099 + 1) {
+    h.Update(data.data() + at, piece);
+  }
+  h.Update(data.data() + at, data.size() - at);
+  EXPECT_EQ(h.HexDigest(), Expected()["pattern_sha256"]["1000000"].get<std::string>());
+}
+
+TEST(Sha256Test, DigestIsTheHexDigestsBytes) {
+  Sha256 raw, hex;
+  raw.Update("abc");
+  hex.Update("abc");
+  const std::array<uint8_t, 32> d = raw.Digest();
+  std::string from_bytes;
+  for (uint8_t b : d) from_bytes += absl::StrFormat("%02x", b);
+  EXPECT_EQ(from_bytes, hex.HexDigest());
 }
 
 TEST(Sha256Test, IncrementalUpdatesInAnySplitGiveTheSameDigest) {
@@ -98,6 +131,15 @@ class ScratchDir : public ::testing::Test {
 };
 
 using HashPathScratchTest = ScratchDir;
+using Sha256FileTest = ScratchDir;
+
+TEST_F(Sha256FileTest, FileLongerThanTheReadBufferMatchesHashlib) {
+  const nlohmann::json c = Expected()["chunked_file"];
+  Write("big.bin", Pattern(c["bytes"].get<size_t>()));
+  auto h = Sha256File((dir_ / "big.bin").string());
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(*h, c["sha256"].get<std::string>());
+}
 
 TEST_F(HashPathScratchTest, FolderHashChangesWithContentsNamesAndNewFilesOnly) {
   Write("m/a.txt", "one");

@@ -193,16 +193,12 @@ TEST(ModelPrunerTest, ParsesPerLayerSchedules) {
     const char* text;
     const char* message;
   };
-  for (const Bad& b : {Bad{"0.3,0.4", "2 fractions for 3 layers"},
-                       Bad{"0.3,1.5,0.5", "outside (0, 1)"},
-                       Bad{"0.3,x,0.5", "expected a fraction"},
-                       Bad{"0.3,2:4,0.5", "is N:M"},
-                       Bad{"0-1=0.5", "layer 2 has no sparsity"},
-                       Bad{"0-2=0.5,1=0.4", "layer 1 is given twice"},
-                       Bad{"0-3=0.5", "outside 0-2"},
-                       Bad{"2-1=0.5", "outside 0-2"},
-                       Bad{"a-2=0.5", "not a layer"},
-                       Bad{"0-2=0.5,0.4", "expected LAYER=FRACTION"}}) {
+  for (const Bad& b :
+       {Bad{"0.3,0.4", "2 fractions for 3 layers"}, Bad{"0.3,1.5,0.5", "outside (0, 1)"},
+        Bad{"0.3,x,0.5", "expected a fraction"}, Bad{"0.3,2:4,0.5", "is N:M"},
+        Bad{"0-1=0.5", "layer 2 has no sparsity"}, Bad{"0-2=0.5,1=0.4", "layer 1 is given twice"},
+        Bad{"0-3=0.5", "outside 0-2"}, Bad{"2-1=0.5", "outside 0-2"}, Bad{"a-2=0.5", "not a layer"},
+        Bad{"0-2=0.5,0.4", "expected LAYER=FRACTION"}}) {
     auto r = ParseLayerSparsity(b.text, 3);
     ASSERT_FALSE(r.ok()) << b.text;
     EXPECT_THAT(r.status().message(), HasSubstr(b.message)) << b.text;

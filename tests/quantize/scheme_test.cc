@@ -24,9 +24,9 @@ std::vector<float> RandomWeights(int64_t rows, int64_t cols, uint32_t seed) {
 }
 
 TEST(Scheme, ParsesAndNamesRoundTrip) {
-  for (const char* name : {"int4-g128", "int4-g32-asym", "int8-channel", "int8-tensor",
-                           "fp8-channel", "fp8-tensor", "fp8-block128", "fp8-e5m2-channel",
-                           "int4-channel-asym", "int8-g64"}) {
+  for (const char* name :
+       {"int4-g128", "int4-g32-asym", "int8-channel", "int8-tensor", "fp8-channel", "fp8-tensor",
+        "fp8-block128", "fp8-e5m2-channel", "int4-channel-asym", "int8-g64"}) {
     auto s = ParseQuantScheme(name);
     ASSERT_TRUE(s.ok()) << name << ": " << s.status();
     EXPECT_EQ(s->Name(), name);
@@ -48,7 +48,8 @@ TEST(Scheme, ChecksShapes) {
   ASSERT_TRUE(s.ok());
   EXPECT_TRUE(CheckSchemeFits(*s, 8, 256, "w").ok());
   absl::Status st = CheckSchemeFits(*s, 576, 576, "model.layers.0.self_attn.q_proj.weight");
-  EXPECT_THAT(st.message(), HasSubstr("576 input columns are not a multiple of the group size 128"));
+  EXPECT_THAT(st.message(),
+              HasSubstr("576 input columns are not a multiple of the group size 128"));
   EXPECT_THAT(st.message(), HasSubstr("q_proj"));
   auto ch = ParseQuantScheme("int4-channel");
   EXPECT_THAT(CheckSchemeFits(*ch, 4, 7, "w").message(), HasSubstr("odd"));
@@ -149,7 +150,8 @@ TEST_P(Rtn, MatchesAnF64Loop) {
       // other way; allow one step there, else f32 rounding.
       const double diff = std::abs(got[r * c.cols + col] - want);
       EXPECT_TRUE(diff < 1e-6 || std::abs(diff - scale) < 1e-6)
-          << c.scheme << " (" << r << ", " << col << "): " << got[r * c.cols + col] << " vs " << want;
+          << c.scheme << " (" << r << ", " << col << "): " << got[r * c.cols + col] << " vs "
+          << want;
     }
   }
   SetNumThreads(1);
@@ -160,13 +162,13 @@ TEST_P(Rtn, MatchesAnF64Loop) {
   EXPECT_EQ(0, std::memcmp(q1->values.raw(), q3->values.raw(), q1->values.nbytes()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Schemes, Rtn,
-                         ::testing::Values(RtnCase{"int4-g32", 7, 64}, RtnCase{"int4-g32-asym", 7, 64},
-                                           RtnCase{"int4-channel-asym", 5, 40},
-                                           RtnCase{"int8-channel", 6, 48}, RtnCase{"int8-tensor", 6, 48},
-                                           RtnCase{"int8-g16-asym", 3, 48},
-                                           RtnCase{"fp8-channel", 5, 40}, RtnCase{"fp8-tensor", 5, 40},
-                                           RtnCase{"fp8-block16", 37, 40}));
+INSTANTIATE_TEST_SUITE_P(
+    Schemes, Rtn,
+    ::testing::Values(RtnCase{"int4-g32", 7, 64}, RtnCase{"int4-g32-asym", 7, 64},
+                      RtnCase{"int4-channel-asym", 5, 40}, RtnCase{"int8-channel", 6, 48},
+                      RtnCase{"int8-tensor", 6, 48}, RtnCase{"int8-g16-asym", 3, 48},
+                      RtnCase{"fp8-channel", 5, 40}, RtnCase{"fp8-tensor", 5, 40},
+                      RtnCase{"fp8-block16", 37, 40}));
 
 TEST(Rtn, RefusesNonFiniteWeightsAndShapes) {
   auto s = ParseQuantScheme("int4-g32");

@@ -3,7 +3,7 @@
 
 Writes fixtures.json: one case per (template, conversation, add_generation_prompt)
 with the exact string transformers produces, or the error it raises. The C++
-test (tests/model/chat_template_test.cc) renders the same inputs and compares.
+test (tests/text/chat_template_test.cc) renders the same inputs and compares.
 
 Time: templates that call strftime_now() see a frozen clock. transformers'
 strftime_now reads `datetime.now()` from transformers.utils.chat_template_utils,

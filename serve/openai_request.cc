@@ -1,0 +1,353 @@
+#include "serve/openai_request.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <ctime>
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "formats/reasoning.h"
+
+namespace retort::serve {
+
+ApiError BadField(const std::string& field, const std::string& expected) {
+  return ApiError{400, absl::StrCat("\"", field, "\": expected ", expected),
+                  "invalid_request_error", field, ""};
+}
+
+ApiError UnknownModel(const std::string& name, const std::string& served) {
+  return ApiError{
+      404,
+      absl::StrCat("The model `", name, "` does not exist (this server serves `", served, "`)"),
+      "invalid_request_error", "model", "model_not_found"};
+}
+
+namespace {
+
+// Typed access to optional request fields; null counts as absent.
+class Fields {
+ public:
+  explicit Fields(const Json& body) : body_(body) {}
+  const Json* Find(const char* key) const {
+    auto it = body_.find(key);
+    return it == body_.end() || it->is_null() ? nullptr : &*it;
+  }
+  std::optional<ApiError> Number(const char* key, double lo, double hi,
+                                 std::optional<double>* out) const {
+    const Json* v = Find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_number()) return BadField(key, absl::StrFormat("a number in [%g, %g]", lo, hi));
+    double d = v->get<double>();
+    if (!(d >= lo && d <= hi))
+      return BadField(key, absl::StrFormat("a number in [%g, %g], got %g", lo, hi, d));
+    *out = d;
+    return std::nullopt;
+  }
+  std::optional<ApiError> Int(const char* key, int64_t lo, int64_t hi,
+                              std::optional<int64_t>* out) const {
+    const Json* v = Find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_number_integer())
+      return BadField(key, absl::StrFormat("an integer in [%d, %d]", lo, hi));
+    int64_t i = v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)
+                    ? INT64_MAX
+                    : v->get<int64_t>();
+    if (i < lo || i > hi)
+      return BadField(key, absl::StrFormat("an integer in [%d, %d], got %d", lo, hi, i));
+    *out = i;
+    return std::nullopt;
+  }
+  std::optional<ApiError> Bool(const char* key, bool* out) const {
+    const Json* v = Find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_boolean()) return BadField(key, "true or false");
+    *out = v->get<bool>();
+    return std::nullopt;
+  }
+
+ private:
+  const Json& body_;
+};
+
+std::optional<ApiError> ParsePrompt(const Json& body, const RequestContext& ctx,
+                                    CompletionJob* job) {
+  auto it = body.find("prompt");
+  if (it == body.end() || it->is_null())
+    return ApiError{400, "\"prompt\" is required", "invalid_request_error", "prompt"};
+  const Json* prompt = &*it;
+  if (prompt->is_array() && prompt->size() == 1 &&
+      ((*prompt)[0].is_string() || (*prompt)[0].is_array())) {
+    prompt = &(*prompt)[0];
+  }
+  if (prompt->is_string()) {
+    job->prompt = ctx.tokenizer->Encode(prompt->get<std::string>(), /*add_special_tokens=*/true);
+    return std::nullopt;
+  }
+  if (prompt->is_array() && !prompt->empty() &&
+      std::all_of(prompt->begin(), prompt->end(),
+                  [](const Json& v) { return v.is_number_integer(); })) {
+    for (const Json& v : *prompt) {
+      int64_t id = v.get<int64_t>();
+      if (id < 0 || id >= ctx.vocab_size) {
+        return BadField("prompt", absl::StrCat("token ids in [0, ", ctx.vocab_size, "), got ", id));
+      }
+      job->prompt.push_back(static_cast<int32_t>(id));
+    }
+    return std::nullopt;
+  }
+  if (prompt->is_array() && prompt->size() > 1 &&
+      std::all_of(prompt->begin(), prompt->end(),
+                  [](const Json& v) { return v.is_string() || v.is_array(); })) {
+    return ApiError{400,
+                    "several prompts in one request are not supported: send one request per prompt",
+                    "invalid_request_error", "prompt"};
+  }
+  return BadField("prompt", "a string or a non-empty list of token ids");
+}
+
+std::optional<ApiError> ParseMessages(const Json& body, const RequestContext& ctx,
+                                      CompletionJob* job) {
+  auto it = body.find("messages");
+  if (it == body.end() || !it->is_array() || it->empty()) {
+    return BadField("messages", "a non-empty list of {\"role\", \"content\"} objects");
+  }
+  if (!ctx.chat_template) {
+    return ApiError{
+        400, absl::StrCat("model ", ctx.model_name, " has no chat template; use /v1/completions"),
+        "invalid_request_error", "messages"};
+  }
+  Json messages = Json::array();
+  for (size_t i = 0; i < it->size(); ++i) {
+    const Json& m = (*it)[i];
+    const std::string where = absl::StrCat("messages[", i, "]");
+    if (!m.is_object()) return BadField(where, "an object");
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string()) return BadField(where + ".role", "a string");
+    Json copy = m;
+    auto content = m.find("content");
+    if (content != m.end() && content->is_array()) {
+      // Content parts: only text can be rendered.
+      std::string text;
+      for (const Json& part : *content) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+            !part["text"].is_string()) {
+          return BadField(where + ".content",
+                          "a string or a list of {\"type\": \"text\", \"text\": ...} parts");
+        }
+        if (!text.empty()) text += "\n";
+        text += part["text"].get<std::string>();
+      }
+      copy["content"] = text;
+    } else if (content != m.end() && !content->is_string() && !content->is_null()) {
+      return BadField(where + ".content", "a string, a list of text parts or null");
+    } else if (content == m.end() && role->get<std::string>() != "assistant") {
+      return BadField(where + ".content", "a string");
+    }
+    messages.push_back(std::move(copy));
+  }
+  Json extra = Json::object();
+  if (const Json* kwargs = Fields(body).Find("chat_template_kwargs")) {
+    if (!kwargs->is_object()) return BadField("chat_template_kwargs", "an object");
+    extra = *kwargs;
+  }
+  if (const Json* tools = Fields(body).Find("tools")) {
+    if (!tools->is_array()) return BadField("tools", "a list");
+    extra["tools"] = *tools;
+  }
+  bool add_generation_prompt = true;
+  if (auto e = Fields(body).Bool("add_generation_prompt", &add_generation_prompt)) return e;
+  absl::StatusOr<std::string> text =
+      ctx.chat_template->Render(messages, add_generation_prompt, extra);
+  if (!text.ok()) {
+    return ApiError{400,
+                    absl::StrCat("the chat template could not render these messages: ",
+                                 text.status().message()),
+                    "invalid_request_error", "messages"};
+  }
+  EncodeOptions enc;
+  enc.add_special_tokens = true;
+  enc.avoid_double_bos = true;
+  job->prompt = ctx.tokenizer->Encode(*text, enc);
+  job->starts_in_reasoning = EndsInsideReasoning(*text);
+  return std::nullopt;
+}
+
+// Validates the body and fills `job`; an error to send otherwise.
+std::optional<ApiError> ParseJob(const Json& body, const RequestContext& ctx, CompletionJob* job) {
+  Fields f(body);
+  if (const Json* model = f.Find("model")) {
+    if (!model->is_string()) return BadField("model", "a string");
+    if (model->get<std::string>() != ctx.model_name)
+      return UnknownModel(model->get<std::string>(), ctx.model_name);
+  }
+  // Refused OpenAI features (better a clear 400 than a silently different answer).
+  bool echo = false;
+  if (auto e = f.Bool("echo", &echo)) return e;
+  if (echo) return ApiError{400, "\"echo\" is not supported", "invalid_request_error", "echo"};
+  std::optional<int64_t> best_of;
+  if (auto e = f.Int("best_of", 1, kMaxChoices, &best_of)) return e;
+  if (best_of && *best_of > 1)
+    return ApiError{400, "\"best_of\" > 1 is not supported", "invalid_request_error", "best_of"};
+  if (f.Find("suffix"))
+    return ApiError{400, "\"suffix\" is not supported", "invalid_request_error", "suffix"};
+  if (const Json* bias = f.Find("logit_bias"); bias && !(bias->is_object() && bias->empty())) {
+    return ApiError{400, "\"logit_bias\" is not supported", "invalid_request_error", "logit_bias"};
+  }
+  for (const char* key : {"frequency_penalty", "presence_penalty"}) {
+    std::optional<double> v;
+    if (auto e = f.Number(key, -2, 2, &v)) return e;
+    if (v && *v != 0) {
+      return ApiError{400, absl::StrCat("\"", key, "\" is not supported (use repetition_penalty)"),
+                      "invalid_request_error", key};
+    }
+  }
+
+  std::optional<int64_t> n;
+  if (auto e = f.Int("n", 1, kMaxChoices, &n)) return e;
+  job->n = static_cast<int>(n.value_or(1));
+
+  // Sampling.
+  std::optional<double> temperature, top_p, min_p, repetition_penalty;
+  std::optional<int64_t> top_k, seed;
+  if (auto e = f.Number("temperature", 0, 100, &temperature)) return e;
+  if (auto e = f.Number("top_p", 0, 1, &top_p)) return e;
+  if (top_p && *top_p <= 0) return BadField("top_p", "a number in (0, 1]");
+  if (auto e = f.Number("min_p", 0, 1, &min_p)) return e;
+  if (auto e = f.Number("repetition_penalty", 1e-6, 100, &repetition_penalty)) return e;
+  if (auto e = f.Int("top_k", -1, INT32_MAX, &top_k)) return e;
+  if (auto e = f.Int("seed", INT64_MIN, INT64_MAX, &seed)) return e;
+  job->sampler.temperature = static_cast<float>(temperature.value_or(1.0));
+  job->sampler.top_p = static_cast<float>(top_p.value_or(1.0));
+  job->sampler.min_p = static_cast<float>(min_p.value_or(0.0));
+  job->sampler.repetition_penalty = static_cast<float>(repetition_penalty.value_or(1.0));
+  job->sampler.top_k = static_cast<int>(std::max<int64_t>(0, top_k.value_or(0)));
+  job->seeded = seed.has_value();
+  job->sampler.seed = static_cast<uint64_t>(seed.value_or(0));
+  if (absl::Status s = ValidateSamplerOptions(job->sampler); !s.ok())
+    return ApiError{400, std::string(s.message())};
+
+  // Stops.
+  if (const Json* stop = f.Find("stop")) {
+    if (stop->is_string()) {
+      job->stop.push_back(stop->get<std::string>());
+    } else if (stop->is_array() && stop->size() <= kMaxStopStrings) {
+      for (const Json& s : *stop) {
+        if (!s.is_string()) return BadField("stop", "a string or a list of strings");
+        job->stop.push_back(s.get<std::string>());
+      }
+    } else {
+      return BadField("stop",
+                      absl::StrCat("a string or a list of at most ", kMaxStopStrings, " strings"));
+    }
+    for (const std::string& s : job->stop) {
+      if (s.empty()) return BadField("stop", "non-empty strings");
+    }
+  }
+  bool ignore_eos = false;
+  if (auto e = f.Bool("ignore_eos", &ignore_eos)) return e;
+  if (!ignore_eos) job->stop_ids.assign(ctx.eos_ids.begin(), ctx.eos_ids.end());
+  if (const Json* ids = f.Find("stop_token_ids")) {
+    if (!ids->is_array()) return BadField("stop_token_ids", "a list of token ids");
+    for (const Json& id : *ids) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= ctx.vocab_size) {
+        return BadField("stop_token_ids", absl::StrCat("token ids in [0, ", ctx.vocab_size, ")"));
+      }
+      job->stop_ids.push_back(id.get<int32_t>());
+    }
+  }
+
+  // Output options.
+  if (auto e = f.Bool("stream", &job->stream)) return e;
+  if (const Json* so = f.Find("stream_options")) {
+    if (!so->is_object()) return BadField("stream_options", "an object");
+    if (auto e = Fields(*so).Bool("include_usage", &job->include_usage)) return e;
+  }
+  if (auto e = f.Bool("return_token_ids", &job->return_token_ids)) return e;
+  if (job->chat) {
+    bool logprobs = false;
+    std::optional<int64_t> top;
+    if (auto e = f.Bool("logprobs", &logprobs)) return e;
+    if (auto e = f.Int("top_logprobs", 0, kMaxTopLogprobs, &top)) return e;
+    if (top && !logprobs)
+      return ApiError{400, "\"top_logprobs\" requires \"logprobs\": true", "invalid_request_error",
+                      "top_logprobs"};
+    if (logprobs) job->top_logprobs = static_cast<int>(top.value_or(0));
+  } else {
+    std::optional<int64_t> logprobs;
+    if (auto e = f.Int("logprobs", 0, kMaxTopLogprobs, &logprobs)) return e;
+    if (logprobs) job->top_logprobs = static_cast<int>(*logprobs);
+  }
+
+  // The prompt.
+  std::optional<ApiError> prompt_error =
+      job->chat ? ParseMessages(body, ctx, job) : ParsePrompt(body, ctx, job);
+  if (prompt_error) return prompt_error;
+  const int64_t n_prompt = static_cast<int64_t>(job->prompt.size());
+  const int64_t context = ctx.context_length;
+  if (n_prompt == 0)
+    return ApiError{400, "the prompt is empty (no tokens)", "invalid_request_error",
+                    job->chat ? "messages" : "prompt"};
+  if (n_prompt >= context) {
+    return ApiError{
+        400,
+        absl::StrFormat(
+            "the prompt has %d tokens; this model's maximum context length is %d tokens", n_prompt,
+            context),
+        "invalid_request_error", job->chat ? "messages" : "prompt"};
+  }
+
+  // Length.
+  std::optional<int64_t> max_tokens;
+  const char* max_key = "max_tokens";
+  if (job->chat && f.Find("max_completion_tokens")) max_key = "max_completion_tokens";
+  if (auto e = f.Int(max_key, 1, INT64_MAX, &max_tokens)) return e;
+  const int64_t limit = ctx.max_tokens_limit;
+  if (max_tokens) {
+    if (*max_tokens > limit) {
+      return ApiError{400,
+                      absl::StrFormat("\"%s\" is %d; this server allows at most %d", max_key,
+                                      *max_tokens, limit),
+                      "invalid_request_error", max_key};
+    }
+    if (n_prompt + *max_tokens > context) {
+      return ApiError{400,
+                      absl::StrFormat("This model's maximum context length is %d tokens. "
+                                      "However, you requested %d tokens "
+                                      "(%d in the prompt, %d in the completion).",
+                                      context, n_prompt + *max_tokens, n_prompt, *max_tokens),
+                      "invalid_request_error", max_key};
+    }
+    job->max_tokens = *max_tokens;
+  } else {
+    // OpenAI's legacy default for completions is 16; chat runs to the end of the context.
+    job->max_tokens =
+        std::min(job->chat ? limit : std::min<int64_t>(16, limit), context - n_prompt);
+  }
+
+  static std::atomic<uint64_t> counter{0};
+  job->created = std::time(nullptr);
+  job->id = absl::StrFormat("%s-%x%06x", job->chat ? "chatcmpl" : "cmpl", job->created,
+                            counter.fetch_add(1) & 0xFFFFFF);
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<ApiError> ParseCompletionRequest(const std::string& text, bool chat,
+                                               const RequestContext& context, CompletionJob* job) {
+  Json body = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) return ApiError{400, "the request body is not valid JSON"};
+  if (!body.is_object()) return ApiError{400, "the request body must be a JSON object"};
+  *job = CompletionJob{};
+  job->chat = chat;
+  try {
+    return ParseJob(body, context, job);
+  } catch (const std::exception& e) {
+    // A body shape the checks did not foresee (nlohmann throws on it).
+    return ApiError{500, absl::StrCat("internal error: ", e.what()), "internal_error"};
+  }
+}
+
+}  // namespace retort::serve

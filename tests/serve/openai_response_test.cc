@@ -1,0 +1,108 @@
+// The response JSON, compared as the exact text clients receive.
+#include "serve/openai_response.h"
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/serve/request_fixture.h"
+
+namespace retort::serve {
+namespace {
+
+CompletionJob Job(bool chat) {
+  CompletionJob job;
+  job.chat = chat;
+  job.id = chat ? "chatcmpl-1" : "cmpl-1";
+  job.created = 100;
+  job.prompt = {1, 2, 3};
+  return job;
+}
+
+TEST(OpenAiResponseTest, ErrorJson) {
+  EXPECT_EQ(
+      DumpJson(ErrorJson(ApiError{400, "bad"})),
+      R"({"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}})");
+  EXPECT_EQ(DumpJson(ErrorJson(UnknownModel("x", "m"))),
+            R"j({"error":{"message":"The model `x` does not exist (this server serves `m`)",)j"
+            R"("type":"invalid_request_error","param":"model","code":"model_not_found"}})");
+}
+
+TEST(OpenAiResponseTest, ModelsAndUsage) {
+  Json card = ModelCardJson("m", 5, 64);
+  EXPECT_EQ(DumpJson(ModelListJson(card)),
+            R"({"object":"list","data":[{"id":"m","object":"model","created":5,)"
+            R"("owned_by":"retort","max_model_len":64}]})");
+  EXPECT_EQ(DumpJson(UsageJson(Job(false), 4)),
+            R"({"prompt_tokens":3,"completion_tokens":4,"total_tokens":7})");
+}
+
+TEST(OpenAiResponseTest, NonStreamedChoices) {
+  testing::RequestFixture f;
+  ChoiceResult r;
+  r.text = "<think>x</think>hi";
+  r.reasoning = "x";
+  r.content = "hi";
+  r.saw_reasoning = true;
+  r.tokens = {{'h', -0.5f, {}}, {'i', -std::numeric_limits<float>::infinity(), {}}};
+  r.offsets = {0, 1};
+  r.finish_reason = "stop";
+  CompletionJob chat = Job(true);
+  EXPECT_EQ(DumpJson(ChoiceJson(chat, *f.tokenizer, 0, r)),
+            R"({"index":0,"message":{"role":"assistant","content":"hi","reasoning_content":"x"},)"
+            R"("logprobs":null,"finish_reason":"stop"})");
+  chat.top_logprobs = 0;
+  chat.return_token_ids = true;
+  EXPECT_EQ(DumpJson(ChoiceJson(chat, *f.tokenizer, 1, r)),
+            R"({"index":1,"message":{"role":"assistant","content":"hi","reasoning_content":"x"},)"
+            R"("logprobs":{"content":[)"
+            R"({"token":"h","logprob":-0.5,"bytes":[104],"token_id":104,"top_logprobs":[]},)"
+            R"({"token":"i","logprob":-9999.0,"bytes":[105],"token_id":105,"top_logprobs":[]}]},)"
+            R"("finish_reason":"stop","token_ids":[104,105]})");
+  CompletionJob legacy = Job(false);
+  legacy.top_logprobs = 1;
+  r.tokens[0].top = {{'j', -2.0f}};
+  EXPECT_EQ(DumpJson(ChoiceJson(legacy, *f.tokenizer, 0, r)),
+            R"({"index":0,"text":"<think>x</think>hi","logprobs":{"tokens":["h","i"],)"
+            R"("token_logprobs":[-0.5,-9999.0],"top_logprobs":[{"h":-0.5,"j":-2.0},{"i":-9999.0}],)"
+            R"("text_offset":[0,1],"token_ids":[104,105]},"finish_reason":"stop"})");
+  EXPECT_EQ(DumpJson(CompletionJson(legacy, "m", Json::array(), 2)),
+            R"({"id":"cmpl-1","object":"text_completion","created":100,"model":"m","choices":[],)"
+            R"("usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}})");
+}
+
+TEST(OpenAiResponseTest, StreamedChunks) {
+  CompletionJob chat = Job(true);
+  EXPECT_EQ(SseEvent(ChunkJson(chat, "m", RoleChoiceJson(0))),
+            "data: "
+            R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":100,"model":"m",)"
+            R"("choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,)"
+            R"("finish_reason":null}]})"
+            "\n\n");
+  // A delta carries content unless it only has reasoning.
+  EXPECT_EQ(
+      DumpJson(TextChoiceJson(chat, 0, TextDelta{"<think>r", "r", ""}, nullptr)),
+      R"({"index":0,"delta":{"reasoning_content":"r"},"logprobs":null,"finish_reason":null})");
+  EXPECT_EQ(DumpJson(TextChoiceJson(chat, 0, TextDelta{}, nullptr)),
+            R"({"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":null})");
+  EXPECT_EQ(DumpJson(TextChoiceJson(Job(false), 2, TextDelta{"ab", "", "ab"}, nullptr)),
+            R"({"index":2,"text":"ab","logprobs":null,"finish_reason":null})");
+  EXPECT_EQ(DumpJson(ReasoningTailChoiceJson(0, TextDelta{"", "", "<thi"})),
+            R"({"index":0,"delta":{"content":"<thi"},"logprobs":null,"finish_reason":null})");
+  ChoiceResult r;
+  r.finish_reason = "length";
+  r.tokens = {{7, 0, {}}};
+  chat.return_token_ids = true;
+  EXPECT_EQ(DumpJson(FinishChoiceJson(chat, 0, r)),
+            R"({"index":0,"delta":{},"logprobs":null,"finish_reason":"length","token_ids":[7]})");
+  EXPECT_EQ(DumpJson(FinishChoiceJson(Job(false), 0, r)),
+            R"({"index":0,"text":"","logprobs":null,"finish_reason":"length"})");
+  EXPECT_EQ(DumpJson(UsageChunkJson(Job(false), "m", 1)),
+            R"({"id":"cmpl-1","object":"text_completion","created":100,"model":"m","choices":[],)"
+            R"("usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}})");
+  EXPECT_EQ(kSseDone, "data: [DONE]\n\n");
+}
+
+}  // namespace
+}  // namespace retort::serve

@@ -1,0 +1,246 @@
+// ApiServer over a scripted Generator: whole answers and SSE streams as the
+// routes send them, without sockets (tests/cli/serve_test.cc covers HTTP).
+#include "serve/server.h"
+
+#include <algorithm>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/serve/request_fixture.h"
+
+namespace retort::serve {
+namespace {
+
+using retort::testing::ByteIds;
+using retort::testing::kEndThinkId;
+using retort::testing::kThinkId;
+
+// Emits a fixed token script with finish reasons as BatchedGenerator gives
+// them: "stop" on a stop id (not reported), "length", "cancelled".
+class ScriptedGenerator : public Generator {
+ public:
+  explicit ScriptedGenerator(std::vector<int32_t> script) : script_(std::move(script)) {}
+  absl::StatusOr<std::string> Generate(const SequenceRequest& request,
+                                       const TokenCallback& on_token) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      seeds_.push_back(request.sampler.seed);
+    }
+    for (int64_t i = 0; i < static_cast<int64_t>(script_.size()); ++i) {
+      if (i == request.max_new_tokens) return std::string("length");
+      const int32_t id = script_[i];
+      for (int32_t s : request.stop_ids) {
+        if (s == id) return std::string("stop");
+      }
+      GeneratedToken t{id, -0.25f, {}};
+      for (int k = 0; k < request.top_logprobs; ++k) t.top.emplace_back(id, -0.25f);
+      if (!on_token(t)) return std::string("cancelled");
+    }
+    return std::string("length");
+  }
+  std::vector<uint64_t> seeds() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seeds_;
+  }
+
+ private:
+  std::vector<int32_t> script_;
+  std::mutex mu_;
+  std::vector<uint64_t> seeds_;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.max_position_embeddings = 64;
+    config_.vocab_size = 300;
+    config_.eos_token_ids = {retort::testing::kEndId};
+    options_.model_name = testing::kModel;
+    options_.max_tokens_limit = 48;
+  }
+  std::unique_ptr<ApiServer> Server(Generator& g) {
+    return std::make_unique<ApiServer>(options_, *f_.tokenizer, &*f_.chat_template, config_, g);
+  }
+  static Json Completion(Json extra) {
+    Json body = {{"prompt", "Hi"}, {"max_tokens", 20}};
+    for (auto& [k, v] : extra.items()) body[k] = v;
+    return body;
+  }
+  static Json Chat(Json extra) {
+    // The rendered prompt is 52 tokens of the 64 in the context.
+    Json body = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 10}};
+    for (auto& [k, v] : extra.items()) body[k] = v;
+    return body;
+  }
+  // The parsed chunks of a stream; `done` says it ended with [DONE].
+  std::vector<Json> StreamChunks(ApiServer& api, const Json& body, bool chat, bool* done,
+                                 int fail_after = -1) {
+    CompletionJob job;
+    EXPECT_FALSE(api.Parse(body.dump(), chat, &job));
+    std::vector<std::string> events;
+    api.Stream(
+        job,
+        [&](std::string_view bytes) {
+          if (fail_after >= 0 && static_cast<int>(events.size()) >= fail_after) return false;
+          events.emplace_back(bytes);
+          return true;
+        },
+        [&] { return fail_after < 0; });
+    *done = !events.empty() && events.back() == kSseDone;
+    std::vector<Json> chunks;
+    for (const std::string& e : events) {
+      if (e == kSseDone) continue;
+      EXPECT_EQ(e.rfind("data: ", 0), 0u) << e;
+      EXPECT_EQ(e.substr(e.size() - 2), "\n\n") << e;
+      chunks.push_back(Json::parse(e.substr(6)));
+    }
+    return chunks;
+  }
+  Json Answer(ApiServer& api, const Json& body, bool chat) {
+    CompletionJob job;
+    EXPECT_FALSE(api.Parse(body.dump(), chat, &job));
+    Json answer;
+    EXPECT_FALSE(api.Complete(job, &answer));
+    return answer;
+  }
+
+  testing::RequestFixture f_;
+  ModelConfig config_;
+  ServeOptions options_;
+};
+
+TEST_F(ServerTest, CompletionRunsToLengthOrStop) {
+  ScriptedGenerator g(ByteIds("hello world"));
+  auto api = Server(g);
+  Json a = Answer(*api, Completion({{"max_tokens", 5}}), false);
+  EXPECT_EQ(a["object"], "text_completion");
+  EXPECT_EQ(a["model"], testing::kModel);
+  EXPECT_EQ(a["choices"][0]["text"], "hello");
+  EXPECT_EQ(a["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(a["usage"]["completion_tokens"], 5);
+  EXPECT_EQ(a["usage"]["prompt_tokens"], 2);
+
+  ScriptedGenerator eos({'o', 'k', retort::testing::kEndId, 'x'});
+  auto api2 = Server(eos);
+  a = Answer(*api2, Completion(Json::object()), false);
+  EXPECT_EQ(a["choices"][0]["text"], "ok");
+  EXPECT_EQ(a["choices"][0]["finish_reason"], "stop");
+}
+
+TEST_F(ServerTest, StopStringEndsWithStop) {
+  ScriptedGenerator g(ByteIds("one. two. three."));
+  auto api = Server(g);
+  Json a = Answer(*api, Completion({{"stop", ". t"}}), false);
+  EXPECT_EQ(a["choices"][0]["text"], "one");
+  EXPECT_EQ(a["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(a["usage"]["completion_tokens"], 6);  // "one. t" was generated
+}
+
+TEST_F(ServerTest, SeededChoicesUseSeedPlusIndex) {
+  ScriptedGenerator g(ByteIds("abc"));
+  auto api = Server(g);
+  Json a = Answer(*api, Completion({{"n", 3}, {"seed", 40}}), false);
+  ASSERT_EQ(a["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(a["choices"][i]["index"], i);
+  std::vector<uint64_t> seeds = g.seeds();
+  std::sort(seeds.begin(), seeds.end());
+  EXPECT_EQ(seeds, (std::vector<uint64_t>{40, 41, 42}));
+}
+
+TEST_F(ServerTest, ChatSplitsReasoning) {
+  std::vector<int32_t> script = {kThinkId, 'm', 'm', kEndThinkId, 'o', 'k'};
+  ScriptedGenerator g(script);
+  auto api = Server(g);
+  Json a = Answer(*api, Chat(Json::object()), true);
+  EXPECT_EQ(a["object"], "chat.completion");
+  EXPECT_EQ(a["choices"][0]["message"]["content"], "ok");
+  EXPECT_EQ(a["choices"][0]["message"]["reasoning_content"], "mm");
+  options_.reasoning = ReasoningSplitter::Mode::kNone;
+  auto plain = Server(g);
+  a = Answer(*plain, Chat(Json::object()), true);
+  EXPECT_EQ(a["choices"][0]["message"]["content"], "<think>mm</think>ok");
+  EXPECT_FALSE(a["choices"][0]["message"].contains("reasoning_content"));
+}
+
+TEST_F(ServerTest, ChatStreamMatchesTheWholeAnswer) {
+  std::vector<int32_t> script = {'o', 'k', kThinkId, 'm', 0xC3, 0xA9, '<', '/', 't'};
+  ScriptedGenerator g(script);
+  auto api = Server(g);
+  Json whole = Answer(*api, Chat({{"stream_options", nullptr}}), true);
+  bool done = false;
+  std::vector<Json> chunks = StreamChunks(
+      *api, Chat({{"stream", true}, {"stream_options", {{"include_usage", true}}}}), true, &done);
+  ASSERT_TRUE(done);
+  ASSERT_GE(chunks.size(), 4u);
+  EXPECT_EQ(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+  std::string reasoning, content;
+  for (size_t i = 1; i + 2 < chunks.size(); ++i) {
+    const Json& delta = chunks[i]["choices"][0]["delta"];
+    EXPECT_EQ(chunks[i]["object"], "chat.completion.chunk");
+    reasoning += delta.value("reasoning_content", "");
+    content += delta.value("content", "");
+  }
+  EXPECT_EQ(reasoning, whole["choices"][0]["message"]["reasoning_content"]);
+  EXPECT_EQ(content, whole["choices"][0]["message"]["content"]);
+  EXPECT_EQ(content, "ok");
+  EXPECT_EQ(reasoning, "m\xC3\xA9</t");
+  // The split held "</t" back until the end: it comes as its own chunk.
+  EXPECT_EQ(chunks[chunks.size() - 3]["choices"][0]["delta"], (Json{{"reasoning_content", "</t"}}));
+  const Json& last = chunks[chunks.size() - 2]["choices"][0];
+  EXPECT_EQ(last["finish_reason"], "length");
+  EXPECT_EQ(last["delta"], Json::object());
+  EXPECT_EQ(chunks.back()["choices"], Json::array());
+  EXPECT_EQ(chunks.back()["usage"]["completion_tokens"], 9);
+}
+
+TEST_F(ServerTest, CompletionStreamHoldsBackAStopPrefix) {
+  ScriptedGenerator g(ByteIds("abXYcdXYZe"));
+  auto api = Server(g);
+  bool done = false;
+  std::vector<Json> chunks = StreamChunks(
+      *api, Completion({{"stream", true}, {"stop", "XYZ"}, {"logprobs", 0}}), false, &done);
+  ASSERT_TRUE(done);
+  std::vector<std::string> texts;
+  size_t logprob_tokens = 0;
+  for (const Json& c : chunks) {
+    texts.push_back(c["choices"][0]["text"]);
+    const Json& lp = c["choices"][0]["logprobs"];
+    if (!lp.is_null()) {
+      logprob_tokens += lp["tokens"].size();
+      for (const Json& off : lp["text_offset"]) EXPECT_EQ(off, 0);
+    }
+  }
+  // Every token's log-prob is sent once, with the text it released (none
+  // while "XY" may still grow into "XYZ").
+  EXPECT_EQ(texts, (std::vector<std::string>{"a", "b", "", "", "XYc", "d", "", "", "", ""}));
+  EXPECT_EQ(logprob_tokens, 9u);
+  EXPECT_EQ(chunks.back()["choices"][0]["finish_reason"], "stop");
+}
+
+TEST_F(ServerTest, ClientGoneEndsTheStream) {
+  ScriptedGenerator g(ByteIds("abcdefgh"));
+  auto api = Server(g);
+  bool done = true;
+  std::vector<Json> chunks = StreamChunks(*api, Completion({{"stream", true}}), false, &done, 3);
+  EXPECT_FALSE(done);
+  EXPECT_EQ(chunks.size(), 3u);
+  EXPECT_EQ(api->in_flight(), 0);
+}
+
+TEST_F(ServerTest, ParseErrorsComeFromTheRequestParser) {
+  ScriptedGenerator g({});
+  auto api = Server(g);
+  CompletionJob job;
+  std::optional<ApiError> e = api->Parse(R"({"prompt": "x", "model": "other"})", false, &job);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 404);
+  // max_tokens_limit 0 means the whole context.
+  options_.max_tokens_limit = 0;
+  auto wide = Server(g);
+  EXPECT_FALSE(wide->Parse(Completion({{"max_tokens", 60}}).dump(), false, &job));
+}
+
+}  // namespace
+}  // namespace retort::serve

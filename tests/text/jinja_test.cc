@@ -1,0 +1,237 @@
+// Jinja interpreter tests. jinja_cases.json holds small templates rendered by
+// the jinja2 environment transformers compiles chat templates in (see
+// tests/reference/chat_templates/make_fixtures.py); the rest pins down error
+// handling: line numbers, limits, hostile input.
+#include "text/jinja.h"
+
+#include <ctime>
+#include <iomanip>
+#include <random>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "core/file.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace retort::jinja {
+namespace {
+
+using ::testing::HasSubstr;
+
+absl::StatusOr<std::string> Render(const std::string& src, const ValueDict& ctx = {},
+                                   const RenderOptions& opts = RenderOptions()) {
+  absl::StatusOr<Template> t = Template::Parse(src);
+  if (!t.ok()) return t.status();
+  return t->Render(ctx, opts);
+}
+
+std::tm FixedNow(const std::string& s) {
+  std::tm tm{};
+  std::istringstream in(s);
+  in >> std::get_time(&tm, "%Y-%m-%d %H:%M:%S");
+  std::tm copy = tm;
+  timegm(&copy);
+  tm.tm_wday = copy.tm_wday;
+  tm.tm_yday = copy.tm_yday;
+  return tm;
+}
+
+TEST(JinjaTest, MatchesJinja2OnSnippets) {
+  absl::StatusOr<std::string> text =
+      ReadFileToString("tests/reference/chat_templates/jinja_cases.json");
+  ASSERT_TRUE(text.ok()) << text.status();
+  nlohmann::ordered_json doc = nlohmann::ordered_json::parse(*text);
+  ValueDict ctx = Value::FromJson(doc["context"]).as_dict();
+  RenderOptions opts;
+  opts.fixed_now = FixedNow(doc["fixed_now"].get<std::string>());
+  int n = 0;
+  for (const auto& c : doc["cases"]) {
+    const std::string src = c["template"].get<std::string>();
+    SCOPED_TRACE(src);
+    absl::StatusOr<std::string> out = Render(src, ctx, opts);
+    if (c.contains("error")) {
+      const std::string err = c["error"].get<std::string>();
+      EXPECT_FALSE(out.ok()) << "expected " << err << ", got: " << (out.ok() ? *out : "");
+      if (!out.ok() &&
+          (absl::StartsWith(err, "UndefinedError: ") || absl::StartsWith(err, "TemplateError: "))) {
+        EXPECT_THAT(std::string(out.status().message()), HasSubstr(err.substr(err.find(": ") + 2)));
+      }
+    } else {
+      ASSERT_TRUE(out.ok()) << out.status();
+      EXPECT_EQ(*out, c["expected"].get<std::string>());
+    }
+    ++n;
+  }
+  EXPECT_GE(n, 80);
+}
+
+TEST(JinjaTest, ParseErrorsNameTheLine) {
+  struct Case {
+    const char* src;
+    const char* line;
+  } cases[] = {
+      {"{% if x %}\nno end", "line 2"},
+      {"a\nb\n{{ 1 + }}", "line 3"},
+      {"{% for x in y %}\n{% endif %}", "line 2"},
+      {"\n\n{{ 'unterminated }}", "line 3"},
+      {"{# never closed", "line 1"},
+      {"{% set %}", "line 1"},
+      {"x\n{% unknown_tag %}", "line 2"},
+      {"{{ a ]] }}", "line 1"},
+      {"{% break %}", "line 1"},
+      {"{{ f(a=1, 2) }}", "line 1"},
+      {"{% macro m( %}{% endmacro %}", "line 1"},
+      {"{{ x", "line 1"},
+      {"{% raw %}abc", "line 1"},
+      {"{{ 'a' $ 'b' }}", "line 1"},
+      {"{{ 99999999999999999999 }}", "line 1"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.src);
+    absl::StatusOr<Template> t = Template::Parse(c.src);
+    ASSERT_FALSE(t.ok());
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(t.status().message()), HasSubstr(c.line));
+  }
+}
+
+TEST(JinjaTest, RuntimeErrorsNameTheLine) {
+  absl::StatusOr<std::string> out = Render("a\n\n{{ raise_exception('boom') }}");
+  ASSERT_FALSE(out.ok());
+  EXPECT_THAT(std::string(out.status().message()), HasSubstr("line 3"));
+  EXPECT_TRUE(absl::EndsWith(out.status().message(), "boom"));
+}
+
+TEST(JinjaTest, RunawayTemplatesHitLimits) {
+  RenderOptions opts;
+  opts.max_steps = 100000;
+  absl::StatusOr<std::string> loops =
+      Render("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+             {}, opts);
+  ASSERT_FALSE(loops.ok());
+  EXPECT_THAT(std::string(loops.status().message()), HasSubstr("steps"));
+
+  absl::StatusOr<std::string> recursion =
+      Render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
+  ASSERT_FALSE(recursion.ok());
+  EXPECT_THAT(std::string(recursion.status().message()), HasSubstr("nested"));
+
+  RenderOptions small;
+  small.max_output_bytes = 1000;
+  absl::StatusOr<std::string> big =
+      Render("{% for i in range(100) %}{{ 'x' * 100 }}{% endfor %}", {}, small);
+  ASSERT_FALSE(big.ok());
+  EXPECT_THAT(std::string(big.status().message()), HasSubstr("output"));
+
+  absl::StatusOr<std::string> huge = Render("{{ 'x' * 1000000000 }}");
+  EXPECT_FALSE(huge.ok());
+  absl::StatusOr<std::string> range = Render("{{ range(1000000000000)|length }}");
+  EXPECT_FALSE(range.ok());
+}
+
+TEST(JinjaTest, DeepNestingIsAnErrorNotACrash) {
+  std::string deep_expr = "{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}";
+  EXPECT_FALSE(Template::Parse(deep_expr).ok());
+  std::string deep_not = "{{ " + std::string(0, ' ');
+  for (int i = 0; i < 5000; ++i) deep_not += "not ";
+  deep_not += "1 }}";
+  EXPECT_FALSE(Template::Parse(deep_not).ok());
+  std::string deep_if;
+  for (int i = 0; i < 5000; ++i) deep_if += "{% if true %}";
+  EXPECT_FALSE(Template::Parse(deep_if).ok());
+  std::string deep_list = "{{ " + std::string(5000, '[') + std::string(5000, ']') + " }}";
+  EXPECT_FALSE(Template::Parse(deep_list).ok());
+  std::string long_chain = "{{ x";
+  for (int i = 0; i < 5000; ++i) long_chain += "|trim";
+  long_chain += " }}";
+  EXPECT_FALSE(Template::Parse(long_chain).ok());
+  std::string long_sum = "{{ 1";
+  for (int i = 0; i < 5000; ++i) long_sum += " + 1";
+  long_sum += " }}";
+  EXPECT_FALSE(Template::Parse(long_sum).ok());
+  std::string ok_sum = "{{ 1";
+  for (int i = 0; i < 150; ++i) ok_sum += " + 1";
+  ok_sum += " }}";
+  absl::StatusOr<std::string> sum = Render(ok_sum);
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(*sum, "151");
+  // Deep blocks inside deep macro recursion: an error, never a stack overflow.
+  std::string blocks = "{% macro f(n) %}";
+  for (int i = 0; i < 90; ++i) blocks += "{% if true %}";
+  blocks += "{{ f(n + 1) }}";
+  for (int i = 0; i < 90; ++i) blocks += "{% endif %}";
+  blocks += "{% endmacro %}{{ f(0) }}";
+  absl::StatusOr<std::string> nested = Render(blocks);
+  ASSERT_FALSE(nested.ok());
+  EXPECT_THAT(std::string(nested.status().message()), HasSubstr("nested"));
+}
+
+TEST(JinjaTest, RandomInputNeverCrashes) {
+  const std::string alphabet = "{}%#-+ ()[]|.,:'\"\\\nabxif elsendorsetin12~*/=<>!";
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<size_t> pick(0, alphabet.size() - 1);
+  std::uniform_int_distribution<int> len(1, 60);
+  ValueDict ctx;
+  ctx.Set("x", Value::String("v"));
+  ctx.Set("a", Value::List({Value::Int(1), Value::Int(2)}));
+  RenderOptions opts;
+  opts.max_steps = 10000;
+  int parsed = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string src;
+    int n = len(rng);
+    for (int k = 0; k < n; ++k) src.push_back(alphabet[pick(rng)]);
+    absl::StatusOr<Template> t = Template::Parse(src);
+    if (!t.ok()) continue;
+    ++parsed;
+    (void)t->Render(ctx, opts);
+  }
+  EXPECT_GT(parsed, 100);
+}
+
+TEST(JinjaTest, PythonFloatRepr) {
+  EXPECT_EQ(PythonFloatRepr(1.0), "1.0");
+  EXPECT_EQ(PythonFloatRepr(0.1), "0.1");
+  EXPECT_EQ(PythonFloatRepr(-0.0), "-0.0");
+  EXPECT_EQ(PythonFloatRepr(1e16), "1e+16");
+  EXPECT_EQ(PythonFloatRepr(123456789012345678.0), "1.2345678901234568e+17");
+  EXPECT_EQ(PythonFloatRepr(1e-5), "1e-05");
+  EXPECT_EQ(PythonFloatRepr(0.00012), "0.00012");
+  EXPECT_EQ(PythonFloatRepr(1.5e300), "1.5e+300");
+  EXPECT_EQ(PythonFloatRepr(5e-324), "5e-324");
+  EXPECT_EQ(PythonFloatRepr(1.0 / 0.0), "inf");
+}
+
+TEST(JinjaTest, JsonKeepsKeyOrderAndUnicode) {
+  nlohmann::ordered_json j =
+      nlohmann::ordered_json::parse(R"({"z": 1, "a": {"é": [true, null, 1.5]}})");
+  absl::StatusOr<std::string> s = ToJson(Value::FromJson(j));
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(*s, "{\"z\": 1, \"a\": {\"é\": [true, null, 1.5]}}");
+  EXPECT_FALSE(ToJson(Value::Undefined()).ok());
+}
+
+TEST(JinjaTest, NamespaceRejectsUnderscoreNames) {
+  EXPECT_FALSE(Render("{% set ns = namespace(_x=1) %}").ok());
+  EXPECT_FALSE(Render("{% set ns = namespace() %}{% set ns._y = 1 %}").ok());
+}
+
+TEST(JinjaTest, GenerationTagRendersItsBody) {
+  absl::StatusOr<std::string> out = Render("a{% generation %}b{% endgeneration %}c");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "abc");
+}
+
+TEST(JinjaTest, StrftimeNowUsesLocalTimeByDefault) {
+  absl::StatusOr<std::string> out = Render("{{ strftime_now('%Y') }}");
+  ASSERT_TRUE(out.ok());
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  EXPECT_EQ(*out, std::to_string(tm.tm_year + 1900));
+}
+
+}  // namespace
+}  // namespace retort::jinja
