@@ -16,7 +16,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "distill/endpoint.h"
-#include "distill/trace_job.h"
+#include "distill/generate_traces.h"
 #include "distill/verify.h"
 #include "model/model_files.h"
 #include "model/sampler.h"
@@ -130,110 +130,25 @@ int RunGenerateTraces(const Args& args, const CommandIo& io) {
     return UsageError(io, spec.name, "--top-logprobs needs tokens.shard (drop --no-shard)");
   }
 
-  absl::StatusOr<std::vector<TracePrompt>> prompts = ReadTracePrompts(prompts_path);
-  if (!prompts.ok()) return Fail(io, spec.name, prompts.status());
-  const bool any_answer = std::any_of(prompts->begin(), prompts->end(),
-                                      [](const TracePrompt& p) { return p.answer.has_value(); });
-  if (verifier_spec.empty()) verifier_spec = any_answer ? "math" : "none";
-  std::unique_ptr<Verifier> verifier;
-  if (verifier_spec != "none") {
-    absl::StatusOr<std::unique_ptr<Verifier>> v = MakeVerifier(verifier_spec);
-    if (!v.ok()) return Fail(io, spec.name, v.status());
-    verifier = *std::move(v);
-  }
-  if (keep_name.empty()) keep_name = verifier && any_answer ? "correct" : "all";
-  KeepPolicy keep;
-  if (keep_name == "correct") {
-    keep = KeepPolicy::kCorrect;
-    if (!verifier) return UsageError(io, spec.name, "--keep correct needs a --verifier");
-  } else if (keep_name == "all") {
-    keep = KeepPolicy::kAll;
-  } else {
-    return UsageError(io, spec.name, "--keep must be correct or all");
-  }
-
-  // The teacher.
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::optional<ChatTemplate> chat_template;
-  std::unique_ptr<Transformer> engine;
-  std::unique_ptr<EndpointClient> client;
-  std::unique_ptr<TraceTeacher> teacher;
-  std::string teacher_name;
-  if (!model.empty()) {
-    auto t = LoadTokenizer(model);
-    if (!t.ok()) return Fail(io, spec.name, t.status());
-    tokenizer = *std::move(t);
-    auto c = LoadChatTemplate(model);
-    if (!c.ok()) {
-      return Fail(
-          io, spec.name,
-          absl::Status(c.status().code(), absl::StrCat("a trace job renders prompts with the "
-                                                       "teacher's chat template: ",
-                                                       c.status().message())));
-    }
-    chat_template = *std::move(c);
-  }
-  if (!endpoint.empty()) {
-    EndpointOptions eo;
-    eo.base_url = endpoint;
-    eo.api_key_env = api_key_env;
-    eo.max_in_flight = concurrency;
-    eo.max_retries = retries;
-    eo.request_timeout_s = timeout;
-    // Create() wants a model name; without --model-name ask the server.
-    eo.model = model_name.empty() ? "unknown" : model_name;
-    auto c = EndpointClient::Create(eo);
-    if (!c.ok()) return Fail(io, spec.name, c.status());
-    client = *std::move(c);
-    if (model_name.empty()) {
-      auto models = client->ListModels();
-      if (!models.ok()) return Fail(io, spec.name, models.status());
-      if (models->empty()) {
-        return Fail(io, spec.name,
-                    absl::FailedPreconditionError(
-                        absl::StrCat(endpoint, " serves no models; pass --model-name")));
-      }
-      eo.model = models->front();
-      auto again = EndpointClient::Create(eo);
-      if (!again.ok()) return Fail(io, spec.name, again.status());
-      client = *std::move(again);
-    }
-    teacher_name = eo.model;
-    EndpointTeacherOptions to;
-    to.want_tokens = write_shard;
-    to.tokenizer = tokenizer.get();
-    to.chat_template = chat_template ? &*chat_template : nullptr;
-    teacher = std::make_unique<EndpointTraceTeacher>(*client, so, to);
-  } else {
-    auto e = LoadEngine(model);
-    if (!e.ok()) return Fail(io, spec.name, e.status());
-    engine = *std::move(e);
-    LocalTeacherOptions lo;
-    lo.max_batch = max_batch;
-    lo.think = *think;
-    teacher = std::make_unique<LocalTraceTeacher>(*engine, *tokenizer, *chat_template, so, lo);
-    teacher_name = model;
-  }
-
-  nlohmann::ordered_json job = TraceJobParams(so, keep, verifier ? verifier->Describe() : "none",
-                                              teacher_name, write_shard, prompts_path);
-  job["think_prefix"] = endpoint.empty() ? think_name : "server";
-  auto out = TraceOutputDir::Open(output, job, write_shard);
-  if (!out.ok()) return Fail(io, spec.name, out.status());
-  TraceJobOptions jo;
-  jo.progress = io.progress;
-  jo.sampling = so;
-  jo.keep = keep;
-  jo.verifier = verifier.get();
-  jo.teacher_name = teacher_name;
-  *io.err << absl::StrFormat(
-      "[generate] %d prompts x %d samples, teacher %s, temperature %g, top-p %g, max %d tokens, "
-      "verifier %s, keep %s -> %s\n",
-      prompts->size(), so.samples, teacher_name, so.temperature, so.top_p, so.max_tokens,
-      verifier ? verifier->Describe() : "none", keep_name, output);
-  absl::StatusOr<TraceJobReport> report = RunTraceJob(*prompts, *teacher, **out, jo);
+  GenerateTracesOptions job;
+  job.model = model;
+  job.prompts_path = prompts_path;
+  job.output = output;
+  job.sampling = so;
+  job.verifier = verifier_spec;
+  job.keep = keep_name;
+  job.think = *think;
+  job.think_name = think_name;
+  job.write_shard = write_shard;
+  job.max_batch = max_batch;
+  job.endpoint = endpoint;
+  job.model_name = model_name;
+  job.api_key_env = api_key_env;
+  job.concurrency = concurrency;
+  job.retries = retries;
+  job.timeout_s = timeout;
+  absl::StatusOr<TraceJobReport> report = GenerateTraces(job, *io.progress);
   if (!report.ok()) return Fail(io, spec.name, report.status());
-  if (auto s = (*out)->Close(); !s.ok()) return Fail(io, spec.name, s);
   const nlohmann::ordered_json& sum = report->summary;
   *io.out << absl::StrFormat(
       "%d prompts (%d skipped), %d samples: %d kept, %d rejected; %d tokens generated in %.1f s "

@@ -14,7 +14,7 @@
 #include "model/gguf_model.h"
 #include "model/model_files.h"
 #include "model/transformer.h"
-#include "prune/unstructured.h"
+#include "prune/prune_job.h"
 
 namespace retort::cli {
 namespace {
@@ -128,37 +128,6 @@ int InspectGguf(const std::string& name, const std::string& model, bool list_ten
   return kExitOk;
 }
 
-// Zeros in the decoder layers' linear weights (what `retort prune` writes),
-// and whether every linear keeps the 2:4 / 4:8 pattern.
-struct LinearSparsity {
-  int64_t elements = 0, zeros = 0;
-  bool nm_2_4 = true, nm_4_8 = true;
-  std::string error;  // why it could not be counted
-};
-
-LinearSparsity CountLinearSparsity(const HfDirectory& dir) {
-  LinearSparsity out;
-  for (const std::string& name : dir.TensorNames()) {
-    if (!absl::StartsWith(name, "model.layers.") || !absl::EndsWith(name, "_proj.weight")) continue;
-    auto t = dir.Get(name);
-    if (!t.ok()) {
-      out.error = std::string(t.status().message());
-      return out;
-    }
-    auto s = prune::CountSparsity(*t);
-    if (!s.ok()) {
-      out.error = absl::StrCat(name, ": ", std::string(s.status().message()));
-      return out;
-    }
-    out.elements += s->elements;
-    out.zeros += s->zeros;
-    out.nm_2_4 = out.nm_2_4 && s->nm_2_4;
-    out.nm_4_8 = out.nm_4_8 && s->nm_4_8;
-  }
-  if (out.elements == 0) out.nm_2_4 = out.nm_4_8 = false;
-  return out;
-}
-
 }  // namespace
 
 int RunInspect(const Args& args) {
@@ -204,7 +173,7 @@ int RunInspect(const Args& args) {
                        {"bytes", bytes}});
   }
   auto tokenizer = LoadTokenizer(model);
-  const LinearSparsity sparsity = CountLinearSparsity(**dir);
+  const prune::LinearSparsity sparsity = prune::CountLinearSparsity(**dir);
   const double zero_fraction =
       sparsity.elements > 0 ? static_cast<double>(sparsity.zeros) / sparsity.elements : 0.0;
 

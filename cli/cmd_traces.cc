@@ -25,6 +25,7 @@
 #include "core/file.h"
 #include "core/status.h"
 #include "distill/trace_files.h"
+#include "distill/verify.h"
 
 namespace retort::cli {
 namespace {

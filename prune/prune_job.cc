@@ -7,6 +7,7 @@
 #include <set>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -230,6 +231,29 @@ absl::StatusOr<PruneJobResult> PruneModelToDirectory(const PruneJobOptions& o,
   r.params = stats.params;
   r.bytes = stats.bytes;
   return r;
+}
+
+LinearSparsity CountLinearSparsity(const HfDirectory& dir) {
+  LinearSparsity out;
+  for (const std::string& name : dir.TensorNames()) {
+    if (!absl::StartsWith(name, "model.layers.") || !absl::EndsWith(name, "_proj.weight")) continue;
+    auto t = dir.Get(name);
+    if (!t.ok()) {
+      out.error = std::string(t.status().message());
+      return out;
+    }
+    auto s = CountSparsity(*t);
+    if (!s.ok()) {
+      out.error = absl::StrCat(name, ": ", std::string(s.status().message()));
+      return out;
+    }
+    out.elements += s->elements;
+    out.zeros += s->zeros;
+    out.nm_2_4 = out.nm_2_4 && s->nm_2_4;
+    out.nm_4_8 = out.nm_4_8 && s->nm_4_8;
+  }
+  if (out.elements == 0) out.nm_2_4 = out.nm_4_8 = false;
+  return out;
 }
 
 }  // namespace retort::prune

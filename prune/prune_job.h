@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/progress.h"
+#include "formats/hf_dir.h"
 #include "model/calibration.h"
 #include "model/config.h"
 #include "nlohmann/json.hpp"
@@ -49,6 +50,16 @@ struct PruneJobResult {
 
 absl::StatusOr<PruneJobResult> PruneModelToDirectory(const PruneJobOptions& options,
                                                      ProgressSink& progress);
+
+// Zeros in the decoder layers' linear weights (what PruneModelToDirectory writes),
+// and whether every linear keeps the 2:4 / 4:8 pattern.
+struct LinearSparsity {
+  int64_t elements = 0, zeros = 0;
+  bool nm_2_4 = true, nm_4_8 = true;
+  std::string error;  // why it could not be counted
+};
+
+LinearSparsity CountLinearSparsity(const HfDirectory& dir);
 
 // "N layers, hidden H, intermediate I, A heads, K kv heads" and its JSON.
 std::string ConfigLine(const ModelConfig& c);
