@@ -196,6 +196,25 @@ int UsageError(const CommandIo& io, const std::string& command, const std::strin
   return kExitUsage;
 }
 
+int RunJobCommand(const CommandIo& io, const CommandSpec& spec, pipeline::JobCommand& job,
+                  const std::vector<std::string>& args) {
+  po::options_description options("options");
+  job.AddOptions(options, /*command_line=*/true);
+  po::positional_options_description positional;
+  for (const std::string& name : job.Positionals()) positional.add(name.c_str(), 1);
+  po::variables_map vm;
+  if (auto exit = ParseArgs(io, spec, args, options, positional, vm)) return *exit;
+  std::string invocation = absl::StrCat("retort ", spec.name);
+  for (const std::string& a : args) absl::StrAppend(&invocation, " ", a);
+  const absl::Status s = job.Run(vm, {io.out, io.err, io.progress, invocation});
+  if (s.ok()) return kExitOk;
+  if (absl::IsCancelled(s)) {
+    if (io.error) *io.error = s;
+    return 130;
+  }
+  return Fail(io, spec.name, s);
+}
+
 absl::Status ParseIntList(const std::string& text, std::vector<int32_t>* out) {
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     part = absl::StripAsciiWhitespace(part);

@@ -14,6 +14,7 @@
 #include "core/device.h"
 #include "core/file.h"
 #include "core/progress.h"
+#include "pipeline/stage_job.h"
 
 namespace retort::cli {
 
@@ -94,6 +95,12 @@ int Fail(const std::string& command, const absl::Status& status);
 int UsageError(const std::string& command, const std::string& message);
 int Fail(const CommandIo& io, const std::string& command, const absl::Status& status);
 int UsageError(const CommandIo& io, const std::string& command, const std::string& message);
+
+// A command that is a typed job (pipeline/stage_job.h): parses `args` with
+// the job's options, runs it and prints its error. Exit codes as above; 130
+// when the job was interrupted (it has said so and kept what it can resume).
+int RunJobCommand(const CommandIo& io, const CommandSpec& spec, pipeline::JobCommand& job,
+                  const std::vector<std::string>& args);
 
 // Comma-separated integers ("1,2, 3").
 absl::Status ParseIntList(const std::string& text, std::vector<int32_t>* out);

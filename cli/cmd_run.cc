@@ -2,12 +2,11 @@
 //                             [--threads N] [--dry-run]
 //
 // Runs a recipe (formats/proto/recipe.proto; example: recipes/arith.textproto)
-// through pipeline/runner.h. Each stage's command runs in this process
-// through the Run* functions of cli/commands.h with a CommandIo whose
-// streams and progress sink write RUN_DIR/<stage>/log.txt and the terminal;
-// the command's own error becomes the stage's error in manifest.json. Only
-// a multi-rank stage ("mpirun -np K retort distill ...") is a child process,
-// its output read from pipes.
+// through pipeline/runner.h. Each stage's typed job (pipeline/stage_job.h)
+// runs in this process with streams and a progress sink that write
+// RUN_DIR/<stage>/log.txt and the terminal; the job's error becomes the
+// stage's error in manifest.json. Only a multi-rank stage is a child process
+// ("mpirun -np K retort stage-job FILE"), its output read from pipes.
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
@@ -19,7 +18,6 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
-#include <map>
 #include <streambuf>
 
 #include "absl/strings/match.h"
@@ -31,8 +29,11 @@
 #include "core/progress.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "kernels/backend.h"
+#include "pipeline/recipe.h"
 #include "pipeline/results.h"
 #include "pipeline/runner.h"
+#include "pipeline/stage_job.h"
 
 namespace retort::cli {
 namespace {
@@ -104,15 +105,6 @@ class StageLog {
 
 // `retort run --verbose`: the stages' stdout on the terminal too.
 bool g_echo_stdout = false;
-
-// The subcommands a recipe stage can become.
-using StageCommandFn = int (*)(const Args&, const CommandIo&);
-const std::map<std::string, StageCommandFn>& StageCommands() {
-  static const auto* commands = new std::map<std::string, StageCommandFn>{
-      {"init", RunInit},   {"generate", RunGenerate}, {"distill", RunDistill},
-      {"prune", RunPrune}, {"quantize", RunQuantize}, {"convert", RunConvert}};
-  return *commands;
-}
 
 // A child's own error line: the text after ": error: " on the last line of
 // its stderr that has it, else its last non-empty line.
@@ -203,27 +195,65 @@ absl::Status RunLauncher(const std::vector<std::string>& argv, StageLog& log) {
       message.empty() ? "" : ": ", message));
 }
 
-absl::Status RunStage(const std::vector<std::string>& argv, const std::string& log_path) {
-  if (argv.empty()) return absl::InvalidArgumentError("empty stage command");
+// A stage's job with its log: in this process, or as `mpirun` ranks of
+// `retort stage-job FILE` for a multi-rank distill stage.
+absl::Status RunStage(const proto::Stage& stage, const pipeline::StageContext& context,
+                      const std::string& log_path) {
   ASSIGN_OR_RETURN(std::unique_ptr<StageLog> log, StageLog::Open(log_path, g_echo_stdout));
-  log->err() << "[run] " << (argv[0] == "mpirun" ? "" : "retort ") << absl::StrJoin(argv, " ")
-             << std::endl;
-  if (argv[0] == "mpirun") return RunLauncher(argv, *log);
-  auto it = StageCommands().find(argv[0]);
-  if (it == StageCommands().end()) {
-    return absl::InvalidArgumentError(absl::StrCat("no stage command \"", argv[0], "\""));
+  const std::string command = pipeline::StageCommandName(stage);
+  log->err() << "[run] retort " << command << " "
+             << pipeline::StageSettingsJson(stage, context.device).dump() << std::endl;
+  const std::string job_file = context.dir + ".job.json";
+  ASSIGN_OR_RETURN(std::vector<std::string> launcher,
+                   pipeline::StageLauncher(stage, context, job_file));
+  if (!launcher.empty()) {
+    log->err() << "[run] " << absl::StrJoin(launcher, " ") << std::endl;
+    absl::Status s = RunLauncher(launcher, *log);
+    std::error_code ec;
+    std::filesystem::remove(job_file, ec);
+    return s;
   }
-  const int code = it->second(Args(argv.begin() + 1, argv.end()), log->io());
-  if (code == kExitOk) return absl::OkStatus();
-  std::string message(log->error().message());
-  if (message.empty())
-    message = code == 130 ? "interrupted" : absl::StrCat("exited with status ", code);
-  const std::string text = absl::StrCat("retort ", argv[0], ": ", message);
-  if (code == 130) return absl::CancelledError(text);
-  return code == kExitUsage ? absl::InvalidArgumentError(text) : absl::UnknownError(text);
+  if (context.device != "cpu") {
+    absl::StatusOr<Device> device = UsableDevice(context.device);
+    RETURN_IF_ERROR(device.ok() ? SetDefaultDevice(*device) : device.status());
+  }
+  const CommandIo io = log->io();
+  absl::Status s = pipeline::RunStageJob(
+      stage, context,
+      {io.out, io.err, io.progress, absl::StrCat("retort run: stage ", stage.name())});
+  if (s.ok()) return s;
+  if (!absl::IsCancelled(s)) *io.err << "retort " << command << ": error: " << s.message() << "\n";
+  return absl::Status(s.code(), absl::StrCat("retort ", command, ": ", s.message()));
 }
 
 }  // namespace
+
+int RunStageJobCommand(const Args& args) {
+  CommandSpec spec{"stage-job", "FILE",
+                   "Run one recipe stage written by `retort run` (a rank of a multi-rank stage)."};
+  std::string file;
+  po::options_description opts("options");
+  opts.add_options()("file", po::value(&file)->required(), "stage job file");
+  po::positional_options_description pos;
+  pos.add("file", 1);
+  po::variables_map vm;
+  if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  absl::StatusOr<std::pair<proto::Stage, pipeline::StageContext>> job =
+      pipeline::ReadStageJobFile(file);
+  if (!job.ok()) return Fail(spec.name, job.status());
+  const auto& [stage, context] = *job;
+  const std::string command = pipeline::StageCommandName(stage);
+  if (context.device != "cpu") {
+    if (auto exit = SelectDevice(command, context.device)) return *exit;
+  }
+  const CommandIo& io = StdIo();
+  absl::Status s = pipeline::RunStageJob(
+      stage, context,
+      {io.out, io.err, io.progress, absl::StrCat("retort run: stage ", stage.name())});
+  if (s.ok()) return kExitOk;
+  if (absl::IsCancelled(s)) return 130;
+  return Fail(command, s);
+}
 
 int RunRun(const Args& args) {
   CommandSpec spec{
@@ -254,7 +284,7 @@ int RunRun(const Args& args) {
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
   if (o.threads < 0) return UsageError(spec.name, "--threads must be >= 0");
   if (o.threads > 0) SetNumThreads(o.threads);
-  o.run_command = RunStage;
+  o.run_stage = RunStage;
   o.check_device = [](const std::string& device) { return UsableDevice(device).status(); };
   o.progress = &std::cerr;
   absl::StatusOr<pipeline::RunSummary> summary = pipeline::RunRecipe(o);

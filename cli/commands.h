@@ -33,6 +33,8 @@ inline int RunCalibrate(const Args& args) { return RunCalibrate(args, StdIo()); 
 int RunPrune(const Args& args, const CommandIo& io);
 inline int RunPrune(const Args& args) { return RunPrune(args, StdIo()); }
 int RunRun(const Args& args);
+// `retort stage-job FILE`: one rank of a multi-rank `retort run` stage.
+int RunStageJobCommand(const Args& args);
 int RunReport(const Args& args);
 
 }  // namespace retort::cli

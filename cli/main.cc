@@ -69,6 +69,9 @@ int main(int argc, char** argv) {
   for (const Entry& e : kCommands) {
     if (name == e.name) return e.run(retort::cli::Args(argv + 2, argv + argc));
   }
+  // Not listed: the ranks of a multi-rank recipe stage (`retort run`).
+  if (name == "stage-job")
+    return retort::cli::RunStageJobCommand(retort::cli::Args(argv + 2, argv + argc));
   std::cerr << "retort: unknown command \"" << name << "\"\n";
   PrintUsage(std::cerr);
   return retort::cli::kExitUsage;

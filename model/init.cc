@@ -1,12 +1,17 @@
 #include "model/init.h"
 
+#include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/file.h"
+#include "core/staged_directory.h"
 #include "core/status.h"
 #include "formats/hf_dir.h"
+#include "model/model_files.h"
 #include "model/transformer.h"
+#include "text/tokenizer_bytes.h"
 
 namespace retort {
 namespace {
@@ -138,6 +143,57 @@ absl::Status InitModelDirectory(const ModelConfig& config, const std::string& di
   ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model,
                    Transformer::RandomInit(config, seed, dtype));
   return WriteHfDirectory(dir, model->config().ToJson(), model->NamedWeights());
+}
+
+absl::Status WriteInitialModel(const std::string& out, ModelConfig config,
+                               const std::string& tokenizer_src, DType dtype, uint64_t seed,
+                               bool force) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(out, ec)) {
+    if (!fs::is_directory(out, ec))
+      return absl::AlreadyExistsError(absl::StrCat(out, ": exists and is not a directory"));
+    if (!fs::is_empty(out, ec) && !force) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(out, ": directory is not empty (use --force to replace it)"));
+    }
+  }
+  std::string tokenizer_json, tokenizer_config;
+  if (tokenizer_src == "bytes") {
+    tokenizer_json = ByteTokenizerJson().dump(2, ' ', false);
+    tokenizer_config = ByteTokenizerConfigJson().dump(2, ' ', false);
+  } else {
+    ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(tokenizer_src));
+    fs::path dir = fs::is_directory(tokenizer_src, ec) ? fs::path(tokenizer_src)
+                                                       : fs::path(tokenizer_src).parent_path();
+    std::string json_path =
+        fs::is_directory(tokenizer_src, ec) ? (dir / "tokenizer.json").string() : tokenizer_src;
+    ASSIGN_OR_RETURN(tokenizer_json, ReadFileToString(json_path));
+    if (fs::exists(dir / "tokenizer_config.json", ec)) {
+      ASSIGN_OR_RETURN(tokenizer_config,
+                       ReadFileToString((dir / "tokenizer_config.json").string()));
+    }
+    config.vocab_size = tok->vocab_size();
+    config.bos_token_id = tok->bos_id();
+    config.eos_token_ids.clear();
+    if (tok->eos_id() >= 0) config.eos_token_ids.push_back(tok->eos_id());
+  }
+  if (tokenizer_src == "bytes") {
+    config.vocab_size = kByteTokenizerVocab;
+    config.bos_token_id = -1;
+    config.eos_token_ids = {258};  // <|im_end|>
+  }
+  RETURN_IF_ERROR(config.Validate("--family/--size"));
+
+  ASSIGN_OR_RETURN(StagedDirectory staged, StagedDirectory::Create(out));
+  const fs::path tmp = staged.path();
+  RETURN_IF_ERROR(InitModelDirectory(config, tmp.string(), seed, dtype));
+  RETURN_IF_ERROR(WriteFileAtomically((tmp / "tokenizer.json").string(), tokenizer_json));
+  if (!tokenizer_config.empty()) {
+    RETURN_IF_ERROR(
+        WriteFileAtomically((tmp / "tokenizer_config.json").string(), tokenizer_config));
+  }
+  return staged.Commit();
 }
 
 }  // namespace retort

@@ -53,6 +53,16 @@ absl::Status ApplySizeOverrides(const SizeOverrides& overrides, ModelConfig* con
 absl::Status InitModelDirectory(const ModelConfig& config, const std::string& dir, uint64_t seed,
                                 DType dtype);
 
+// `retort init`: a model of `config` initialised with `seed`, in `dtype`,
+// with a tokenizer ("bytes": the built-in byte-level one with ChatML; else a
+// tokenizer.json or model directory whose tokenizer files are copied and
+// whose vocabulary and BOS/EOS ids the config takes), written to `out` under a
+// temporary name and renamed into place. `out` may exist only as an empty
+// folder, unless `force`.
+absl::Status WriteInitialModel(const std::string& out, ModelConfig config,
+                               const std::string& tokenizer_src, DType dtype, uint64_t seed,
+                               bool force);
+
 }  // namespace retort
 
 #endif  // RETORT_MODEL_INIT_H_

@@ -278,43 +278,67 @@ std::string StageMainOutput(const proto::Stage& stage) {
   }
 }
 
-std::vector<StageInput> StageInputs(const proto::Stage& s) {
-  std::vector<StageInput> in;
-  auto add = [&](const char* field, const std::string& value) {
-    if (!value.empty()) in.push_back({field, value});
+namespace {
+
+// Calls `fn` with each input field of the stage that is set.
+void ForEachStageInput(proto::Stage* s,
+                       const std::function<void(const char* field, std::string* value)>& fn) {
+  auto visit = [&](const char* field, std::string* value) {
+    if (!value->empty()) fn(field, value);
   };
-  switch (s.step_case()) {
+  auto visit_all = [&](const char* field, google::protobuf::RepeatedPtrField<std::string>* values) {
+    for (std::string& v : *values) visit(field, &v);
+  };
+  switch (s->step_case()) {
     case proto::Stage::kGenerate:
-      add("model", s.generate().model());
-      add("prompts", s.generate().prompts());
+      visit("model", s->mutable_generate()->mutable_model());
+      visit("prompts", s->mutable_generate()->mutable_prompts());
       break;
     case proto::Stage::kDistill:
-      add("student", s.distill().student());
-      for (const std::string& d : s.distill().data()) add("data", d);
-      add("teacher", s.distill().teacher());
+      visit("student", s->mutable_distill()->mutable_student());
+      visit_all("data", s->mutable_distill()->mutable_data());
+      visit("teacher", s->mutable_distill()->mutable_teacher());
       break;
     case proto::Stage::kPrune:
-      add("model", s.prune().model());
-      for (const std::string& c : s.prune().calib()) add("calib", c);
+      visit("model", s->mutable_prune()->mutable_model());
+      visit_all("calib", s->mutable_prune()->mutable_calib());
       break;
     case proto::Stage::kQuantize:
-      add("model", s.quantize().model());
-      for (const std::string& c : s.quantize().calib()) add("calib", c);
+      visit("model", s->mutable_quantize()->mutable_model());
+      visit_all("calib", s->mutable_quantize()->mutable_calib());
       break;
     case proto::Stage::kConvert:
-      add("model", s.convert().model());
+      visit("model", s->mutable_convert()->mutable_model());
       break;
     case proto::Stage::kEval:
-      add("model", s.eval().model());
-      add("prompts", s.eval().prompts());
+      visit("model", s->mutable_eval()->mutable_model());
+      visit("prompts", s->mutable_eval()->mutable_prompts());
       break;
     case proto::Stage::kInit:
-      if (s.init().tokenizer() != "bytes") add("tokenizer", s.init().tokenizer());
+      if (s->init().tokenizer() != "bytes")
+        visit("tokenizer", s->mutable_init()->mutable_tokenizer());
       break;
     case proto::Stage::STEP_NOT_SET:
       break;
   }
+}
+
+}  // namespace
+
+std::vector<StageInput> StageInputs(const proto::Stage& stage) {
+  std::vector<StageInput> in;
+  proto::Stage copy = stage;
+  ForEachStageInput(&copy, [&](const char* field, std::string* value) {
+    in.push_back({field, *value});
+  });
   return in;
+}
+
+proto::Stage ResolveStageInputs(const proto::Stage& stage,
+                                const std::function<std::string(const std::string&)>& resolve) {
+  proto::Stage resolved = stage;
+  ForEachStageInput(&resolved, [&](const char*, std::string* value) { *value = resolve(*value); });
+  return resolved;
 }
 
 absl::StatusOr<InputRef> ParseInputRef(const std::string& value) {

@@ -10,6 +10,7 @@
 #ifndef RETORT_PIPELINE_RECIPE_H_
 #define RETORT_PIPELINE_RECIPE_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,10 @@ struct StageInput {
 // Every input field that names a file, folder or stage output (empty ones
 // left out), in field order.
 std::vector<StageInput> StageInputs(const proto::Stage& stage);
+
+// `stage` with each of its inputs replaced by `resolve`'s path for it.
+proto::Stage ResolveStageInputs(const proto::Stage& stage,
+                                const std::function<std::string(const std::string&)>& resolve);
 
 // An input value split into its parts.
 struct InputRef {

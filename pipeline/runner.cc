@@ -13,7 +13,8 @@
 #include "core/staged_directory.h"
 #include "core/status.h"
 #include "pipeline/recipe.h"
-#include "pipeline/stage_command.h"
+#include "pipeline/stage_job.h"
+#include "pipeline/stage_metrics.h"
 
 namespace retort::pipeline {
 namespace {
@@ -96,15 +97,6 @@ bool OutputsIntact(const StageRecord& record, const Paths& paths) {
     if (!d.ok() || d->sha256 != out.sha256) return false;
   }
   return true;
-}
-
-std::string FormatArgv(const std::vector<std::string>& argv) {
-  std::vector<std::string> quoted;
-  for (const std::string& a : argv) {
-    const bool plain = !a.empty() && a.find_first_of(" \t\n'\"\\$*?") == std::string::npos;
-    quoted.push_back(plain ? a : absl::StrCat("'", a, "'"));
-  }
-  return absl::StrCat("retort ", absl::StrJoin(quoted, " "));
 }
 
 class Runner {
@@ -226,21 +218,18 @@ void Runner::DryRun() {
       }
     }
     if (state != "up to date") will_run.insert(s.name());
-    absl::StatusOr<std::vector<std::string>> argv = StageCommand(
-        s, [&](const std::string& v) { return paths_.Resolve(v); },
-        paths_.StageDir(s.name()).string(), o_.threads, StageDevice(recipe_.recipe, s));
-    Progress(absl::StrFormat("%d/%d %s (%s): %s: %s", i + 1, stages.size(), s.name(), StageKind(s),
-                             state,
-                             argv.ok() ? FormatArgv(*argv) : std::string(argv.status().message())));
+    Progress(absl::StrFormat("%d/%d %s (%s): %s: retort %s %s", i + 1, stages.size(), s.name(),
+                             StageKind(s), state, StageCommandName(s),
+                             StageSettingsJson(s, StageDevice(recipe_.recipe, s)).dump()));
   }
 }
 
 absl::Status Runner::Execute(const proto::Stage& stage, const std::string& dir,
                              StageRecord* record) {
-  const InputResolver resolve = [&](const std::string& v) { return paths_.Resolve(v); };
-  ASSIGN_OR_RETURN(std::vector<std::string> argv, StageCommand(stage, resolve, dir, o_.threads,
-                                                               StageDevice(recipe_.recipe, stage)));
-  RETURN_IF_ERROR(o_.run_command(argv, (fs::path(dir) / kLog).string()));
+  const auto resolve = [&](const std::string& v) { return paths_.Resolve(v); };
+  const StageContext context{dir, o_.threads, StageDevice(recipe_.recipe, stage)};
+  RETURN_IF_ERROR(
+      o_.run_stage(ResolveStageInputs(stage, resolve), context, (fs::path(dir) / kLog).string()));
   std::error_code ec;
   if (stage.has_eval()) {
     const std::string summary_path = (fs::path(dir) / "gen" / "summary.json").string();
@@ -395,8 +384,8 @@ absl::StatusOr<RunSummary> Runner::Run() {
 
 absl::StatusOr<RunSummary> RunRecipe(const RunOptions& options) {
   ASSIGN_OR_RETURN(LoadedRecipe recipe, LoadRecipe(options.recipe_path));
-  if (!options.dry_run && !options.run_command) {
-    return absl::InvalidArgumentError("RunRecipe: no command runner");
+  if (!options.dry_run && !options.run_stage) {
+    return absl::InvalidArgumentError("RunRecipe: no stage runner");
   }
   Runner runner(options, std::move(recipe));
   return runner.Run();

@@ -1,6 +1,7 @@
 // RunRecipe: the engine of `retort run`. Runs a recipe's stages in order,
-// each as one `retort` command (executed by the caller's CommandRunner, so
-// this library does not depend on the CLI), into RUN_DIR/<stage>/, and
+// each as its typed job (pipeline/stage_job.h; executed through the caller's
+// StageRunner, which opens the stage's log and selects its device), into
+// RUN_DIR/<stage>/, and
 // keeps RUN_DIR/manifest.json and RUN_DIR/<stage>/provenance.json current.
 //
 // Resume: a stage is skipped when its provenance.json records the same
@@ -22,13 +23,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "pipeline/provenance.h"
+#include "pipeline/stage_job.h"
 
 namespace retort::pipeline {
 
-// Runs `argv` ({"distill", ...}, no program name) to completion; the
-// command's output may be copied to `log_path`. Returns the command's error.
-using CommandRunner =
-    std::function<absl::Status(const std::vector<std::string>& argv, const std::string& log_path)>;
+// Runs `stage` (its inputs resolved to paths) in `context` to completion
+// (usually RunStageJob, or a launcher for a multi-rank stage), its log written
+// to `log_path`. Returns the job's error.
+using StageRunner = std::function<absl::Status(
+    const proto::Stage& stage, const StageContext& context, const std::string& log_path)>;
 
 // Whether this process can run on `device` ("cuda:0"; never called for
 // "cpu"): the error (one line) when it cannot.
@@ -41,9 +44,9 @@ struct RunOptions {
   std::string only;      // run only this stage
   bool force = false;    // rerun the selected stages even when up to date
   bool dry_run = false;  // print the plan; write nothing
-  int threads = 0;       // > 0: --threads for every command
+  int threads = 0;       // > 0: the worker threads of every stage
   std::string retort_version;  // for tests; empty: RetortVersion()
-  CommandRunner run_command;
+  StageRunner run_stage;
   // Checks every device the selected stages run on before anything is
   // written (the CLI asks kernels/backend.h); null: not checked here, a
   // stage's command then refuses its device itself.
@@ -56,7 +59,7 @@ struct RunSummary {
   int ran = 0, skipped = 0;
 };
 
-// REQUIRES: options.run_command set (unless dry_run).
+// REQUIRES: options.run_stage set (unless dry_run).
 absl::StatusOr<RunSummary> RunRecipe(const RunOptions& options);
 
 // "0.1.0"; the fingerprints use it. RetortVersionString() adds the git

@@ -158,7 +158,8 @@ TEST_F(RunCliTest, RunsSkipsAndRerunsWhatAnInputChangeAffects) {
 }
 
 // A distill stage with ranks: 2 runs as an mpirun process group of this
-// binary; its output is the same kind of model directory.
+// binary (`retort stage-job`, reading the stage from a file beside its
+// folder); its output is the same kind of model directory.
 TEST_F(RunCliTest, DistillStageWithRanksRunsUnderMpirun) {
   Write("mpi.textproto", R"pb(
     stage {
@@ -181,8 +182,9 @@ TEST_F(RunCliTest, DistillStageWithRanksRunsUnderMpirun) {
       h_.ExecWithPrefix("OMPI_MCA_rmaps_base_oversubscribe=1 ",
                         "run " + Path("mpi.textproto") + " -o " + Path("mpi") + " --threads 1");
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_THAT(r.err, HasSubstr("[run] mpirun -np 2 retort distill"));
+  EXPECT_THAT(r.err, HasSubstr("[run] mpirun -np 2 retort stage-job "));
   EXPECT_TRUE(fs::exists(Path("mpi/sft/final/config.json")));
+  EXPECT_FALSE(fs::exists(Path("mpi/.sft.partial.job.json")));  // removed once the ranks are done
   // The trainer ran as two MPI ranks.
   EXPECT_THAT(ReadFileToString(Path("mpi/sft/log.txt")).value_or(""), HasSubstr("mpi (2 ranks)"));
 }
@@ -277,8 +279,8 @@ TEST_F(RunCliTest, FailingStageStopsWithTheCommandsMessage) {
 TEST_F(RunCliTest, DryRunPrintsTheCommands) {
   CliRun r = Run("--dry-run");
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_THAT(r.err, HasSubstr("1/4 init (init): would run: retort init "));
-  EXPECT_THAT(r.err, HasSubstr("--max-steps 3 --lr 0.003 --seq-len 64 --batch-rows 2"));
+  EXPECT_THAT(r.err, HasSubstr("1/4 init (init): would run: retort init {"));
+  EXPECT_THAT(r.err, HasSubstr("\"max_steps\":3,\"lr\":0.003,\"seq_len\":64,\"batch_rows\":2"));
   EXPECT_THAT(r.err, HasSubstr("4/4 eval_sft (eval): would run (after sft): retort generate"));
   EXPECT_FALSE(fs::exists(Path("run")));
 }

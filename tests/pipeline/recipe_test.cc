@@ -4,7 +4,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "pipeline/stage_command.h"
+#include "pipeline/stage_metrics.h"
 
 namespace retort::pipeline {
 namespace {
@@ -188,98 +188,36 @@ TEST(RecipeTest, SettingsJsonUsesProtoNamesAndOmitsUnsetFields) {
   EXPECT_EQ(s.dump(), StageSettingsJson(r->stage(1), "cpu").dump());  // deterministic
 }
 
-TEST(StageCommandTest, BuildsEachCommandLine) {
+TEST(StageInputsTest, ResolvesEveryInputAndNothingElse) {
   absl::StatusOr<proto::Recipe> r = Parse(kGood);
   ASSERT_TRUE(r.ok());
-  InputResolver resolve = [](const std::string& v) { return "<" + v + ">"; };
-  auto init = StageCommand(r->stage(0), resolve, "RUN/init", 0, "cpu");
+  auto resolve = [](const std::string& v) { return "<" + v + ">"; };
+  const proto::Stage sft = ResolveStageInputs(r->stage(1), resolve);
+  EXPECT_EQ(sft.distill().student(), "<@init>");
+  EXPECT_THAT(sft.distill().data(), ElementsAre("<data/train.jsonl>", "<@init/extra.jsonl>"));
+  EXPECT_EQ(sft.distill().teacher(), "");  // not given: stays empty
+  EXPECT_EQ(sft.distill().max_steps(), 4);
+  EXPECT_THAT(sft.extra_args(), ElementsAre("--quiet"));
+  const proto::Stage eval = ResolveStageInputs(r->stage(3), resolve);
+  EXPECT_EQ(eval.eval().model(), "<@sft>");
+  EXPECT_EQ(eval.eval().prompts(), "</abs/heldout.jsonl>");
+  // The built-in byte tokenizer is not a file.
+  auto init = Parse(R"pb(stage {
+                           name: "i"
+                           init { tokenizer: "bytes" }
+                         })pb");
   ASSERT_TRUE(init.ok());
-  EXPECT_THAT(*init, ElementsAre("init", "RUN/init/final", "--family", "llama", "--size", "tiny",
-                                 "--seed", "3", "--rope-theta", "10000"));
-  auto sft = StageCommand(r->stage(1), resolve, "RUN/sft", 2, "cpu");
-  ASSERT_TRUE(sft.ok());
-  EXPECT_THAT(
-      *sft, ElementsAre("distill", "<@init>", "--data", "<data/train.jsonl>", "<@init/extra.jsonl>",
-                        "--output", "RUN/sft", "--max-steps", "4", "--lr", "0.0003", "--seq-len",
-                        "64", "--answers-only", "--threads", "2", "--quiet"));
-  auto gguf = StageCommand(r->stage(2), resolve, "RUN/gguf", 0, "cpu");
-  ASSERT_TRUE(gguf.ok());
-  EXPECT_THAT(*gguf, ElementsAre("convert", "<@sft>", "RUN/gguf/out.gguf", "--to", "gguf", "--type",
-                                 "q8_0"));
-  auto eval = StageCommand(r->stage(3), resolve, "RUN/eval-sft", 0, "cpu");
-  ASSERT_TRUE(eval.ok());
-  EXPECT_THAT(*eval,
-              ElementsAre("generate", "<@sft>", "--prompts", "</abs/heldout.jsonl>", "--output",
-                          "RUN/eval-sft/gen", "--greedy", "--keep", "all", "--verifier", "math",
-                          "--no-shard", "--max-tokens", "32", "--think-prefix", "off"));
+  EXPECT_EQ(ResolveStageInputs(init->stage(0), resolve).init().tokenizer(), "bytes");
+  auto copied = Parse(R"pb(stage {
+                             name: "i"
+                             init { tokenizer: "tok.json" }
+                           })pb");
+  ASSERT_TRUE(copied.ok());
+  EXPECT_EQ(ResolveStageInputs(copied->stage(0), resolve).init().tokenizer(), "<tok.json>");
 }
 
-TEST(StageCommandTest, PruneQuantizeGenerate) {
-  auto r = Parse(R"pb(
-    stage {
-      name: "t"
-      init {}
-    }
-    stage {
-      name: "g"
-      generate {
-        model: "@t"
-        prompts: "p.jsonl"
-        samples: 2
-        temperature: 0
-        max_batch: 32
-        keep: "correct"
-      }
-    }
-    stage {
-      name: "p"
-      prune { model: "@t" pattern: "2:4" calib: "c.txt" calib_samples: 8 }
-    }
-    stage {
-      name: "q"
-      quantize { model: "@p" scheme: "int4-g32" method: "gptq" }
-    }
-  )pb");
-  ASSERT_TRUE(r.ok()) << r.status();
-  InputResolver resolve = [](const std::string& v) { return v; };
-  EXPECT_THAT(*StageCommand(r->stage(1), resolve, "R/g", 0, "cpu"),
-              ElementsAre("generate", "@t", "--prompts", "p.jsonl", "--output", "R/g", "--samples",
-                          "2", "--temperature", "0", "--keep", "correct", "--max-batch", "32"));
-  EXPECT_THAT(*StageCommand(r->stage(2), resolve, "R/p", 0, "cpu"),
-              ElementsAre("prune", "@t", "R/p/final", "--pattern", "2:4", "--calib", "c.txt",
-                          "--calib-samples", "8"));
-  EXPECT_THAT(
-      *StageCommand(r->stage(3), resolve, "R/q", 0, "cpu"),
-      ElementsAre("quantize", "@p", "R/q/final", "--scheme", "int4-g32", "--method", "gptq"));
-}
-
-// The scale-out path: an endpoint teacher needs no model, and a distill
-// stage with ranks > 1 becomes an mpirun process group.
-TEST(StageCommandTest, EndpointTeacherAndMpiRanks) {
-  auto r = Parse(R"pb(
-    stage {
-      name: "g"
-      generate {
-        prompts: "p.jsonl"
-        endpoint: "http://gpu-host:8000/v1"
-        model_name: "deepseek-ai/DeepSeek-R1"
-        concurrency: 64
-      }
-    }
-    stage {
-      name: "d"
-      distill { student: "s" data: "@g" ranks: 2 keep_sparsity: true }
-    }
-  )pb");
-  ASSERT_TRUE(r.ok()) << r.status();
-  InputResolver resolve = [](const std::string& v) { return v; };
-  EXPECT_THAT(*StageCommand(r->stage(0), resolve, "R/g", 0, "cpu"),
-              ElementsAre("generate", "--prompts", "p.jsonl", "--output", "R/g", "--endpoint",
-                          "http://gpu-host:8000/v1", "--model-name", "deepseek-ai/DeepSeek-R1",
-                          "--concurrency", "64"));
-  EXPECT_THAT(*StageCommand(r->stage(1), resolve, "R/d", 2, "cpu"),
-              ElementsAre("mpirun", "-np", "2", "retort", "distill", "s", "--data", "@g",
-                          "--output", "R/d", "--keep-sparsity", "--threads", "2"));
+// An endpoint teacher needs no model; ranks must be positive.
+TEST(RecipeTest, EndpointTeacherAndRanks) {
   EXPECT_THAT(Error(R"pb(stage {
                            name: "g"
                            generate { prompts: "p.jsonl" }
@@ -355,66 +293,6 @@ TEST(RecipeTest, DevicesOfTheRecipeAndItsStages) {
             "r.json: device 'tpu' is not one of: cpu, cuda, cuda:N (N the GPU's index)");
 }
 
-TEST(StageCommandTest, DeviceBecomesTheFlagOfCommandsThatRunAModel) {
-  absl::StatusOr<proto::Recipe> r = Parse(kGood);
-  ASSERT_TRUE(r.ok());
-  InputResolver resolve = [](const std::string& v) { return v; };
-  // distill, eval: --device after the typed settings, before extra_args.
-  EXPECT_THAT(
-      *StageCommand(r->stage(1), resolve, "R/sft", 2, "cuda:1"),
-      ElementsAre("distill", "@init", "--data", "data/train.jsonl", "@init/extra.jsonl", "--output",
-                  "R/sft", "--max-steps", "4", "--lr", "0.0003", "--seq-len", "64",
-                  "--answers-only", "--threads", "2", "--device", "cuda:1", "--quiet"));
-  auto eval = *StageCommand(r->stage(3), resolve, "R/e", 0, "cuda:0");
-  EXPECT_THAT(std::vector<std::string>(eval.end() - 2, eval.end()),
-              ElementsAre("--device", "cuda:0"));
-  // init and convert take none.
-  EXPECT_EQ(*StageCommand(r->stage(0), resolve, "R/i", 0, "cuda:0"),
-            *StageCommand(r->stage(0), resolve, "R/i", 0, "cpu"));
-  EXPECT_EQ(*StageCommand(r->stage(2), resolve, "R/c", 0, "cuda:0"),
-            *StageCommand(r->stage(2), resolve, "R/c", 0, "cpu"));
-  // The CPU is the commands' default: no flag, the command line of old.
-  for (int i = 0; i < r->stage_size(); ++i) {
-    const absl::StatusOr<std::vector<std::string>> argv =
-        StageCommand(r->stage(i), resolve, "R/x", 0, "cpu");
-    ASSERT_TRUE(argv.ok());
-    EXPECT_THAT(*argv, ::testing::Not(::testing::Contains("--device"))) << i;
-  }
-  auto more = Parse(R"pb(
-    stage {
-      name: "t"
-      init {}
-    }
-    stage {
-      name: "g"
-      generate { model: "@t" prompts: "p" }
-    }
-    stage {
-      name: "p"
-      prune { model: "@t" }
-    }
-    stage {
-      name: "q"
-      quantize { model: "@t" }
-    }
-    stage {
-      name: "d"
-      distill { student: "s" data: "@g" ranks: 2 }
-    }
-  )pb");
-  ASSERT_TRUE(more.ok()) << more.status();
-  EXPECT_THAT(
-      *StageCommand(more->stage(1), resolve, "R/g", 0, "cuda:0"),
-      ElementsAre("generate", "@t", "--prompts", "p", "--output", "R/g", "--device", "cuda:0"));
-  EXPECT_THAT(*StageCommand(more->stage(2), resolve, "R/p", 0, "cuda:0"),
-              ElementsAre("prune", "@t", "R/p/final", "--device", "cuda:0"));
-  EXPECT_THAT(*StageCommand(more->stage(3), resolve, "R/q", 0, "cuda:3"),
-              ElementsAre("quantize", "@t", "R/q/final", "--device", "cuda:3"));
-  EXPECT_THAT(*StageCommand(more->stage(4), resolve, "R/d", 0, "cuda:0"),
-              ElementsAre("mpirun", "-np", "2", "retort", "distill", "s", "--data", "@g",
-                          "--output", "R/d", "--device", "cuda:0"));
-}
-
 // Settings (and so fingerprints) carry the device a stage runs on, and only
 // when it is not the CPU: naming "cpu" leaves a stage as it hashed before.
 TEST(RecipeTest, SettingsJsonCarriesANonCpuDevice) {
@@ -434,7 +312,7 @@ TEST(RecipeTest, SettingsJsonCarriesANonCpuDevice) {
   EXPECT_NE(s.dump(), StageSettingsJson(r->stage(1), "cuda:1").dump());
 }
 
-TEST(StageCommandTest, EvalResultFromGenerateSummary) {
+TEST(StageMetricsTest, EvalResultFromGenerateSummary) {
   nlohmann::json summary = nlohmann::json::parse(R"({
       "prompts": 5, "samples": 5,
       "verification": {"samples": 5, "correct": 4, "accuracy": 0.8},

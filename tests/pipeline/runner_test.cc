@@ -14,7 +14,9 @@
 #include "core/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "pipeline/recipe.h"
 #include "pipeline/sha256.h"
+#include "pipeline/stage_job.h"
 
 namespace retort::pipeline {
 namespace {
@@ -45,62 +47,48 @@ const char kRecipe[] = R"pb(
   }
 )pb";
 
-std::string Get(const std::vector<std::string>& argv, const std::string& flag) {
-  for (size_t i = 0; i + 1 < argv.size(); ++i) {
-    if (argv[i] == flag) return argv[i + 1];
-  }
-  return "";
-}
-
-// Stands in for the `retort` commands: writes what each would, as a
-// deterministic function of its inputs' bytes and its settings.
+// Stands in for the stages' jobs: writes what each would, as a deterministic
+// function of its inputs' bytes and its settings.
 class FakeCommands {
  public:
-  absl::Status Run(const std::vector<std::string>& argv, const std::string& log_path) {
-    calls.push_back(argv[0]);
-    RETURN_IF_ERROR(WriteFileAtomically(log_path, absl::StrJoin(argv, " ") + "\n"));
-    for (const std::string& a : argv) {
-      if (a == "--fail") return absl::UnknownError(absl::StrCat("retort ", argv[0], ": boom"));
+  absl::Status Run(const proto::Stage& stage, const StageContext& context,
+                   const std::string& log_path) {
+    const std::string command = StageCommandName(stage);
+    calls.push_back(command);
+    RETURN_IF_ERROR(WriteFileAtomically(
+        log_path, absl::StrCat("device ", context.device, "\n", stage.ShortDebugString(), "\n")));
+    for (const std::string& a : stage.extra_args()) {
+      if (a == "--fail") return absl::UnknownError(absl::StrCat("retort ", command, ": boom"));
     }
-    // Everything but the output location decides the bytes written.
-    std::string key;
-    for (size_t i = 0; i < argv.size(); ++i) {
-      if (argv[i] == "--output") {
-        ++i;
-        continue;
-      }
-      if (argv[i].find(".partial") != std::string::npos) continue;
-      key += fs::exists(argv[i]) ? HashOf(argv[i]) : argv[i];
+    // The inputs' bytes and the settings decide the bytes written.
+    const proto::Stage keyed = ResolveStageInputs(
+        stage, [](const std::string& path) { return fs::exists(path) ? HashOf(path) : path; });
+    const std::string digest = Sha256Hex(context.device + keyed.SerializeAsString());
+    const fs::path dir = context.dir;
+    if (stage.has_init()) {
+      fs::create_directories(dir / "final");
+      return WriteFileAtomically((dir / "final/model.safetensors").string(), digest);
     }
-    const std::string digest = Sha256Hex(key);
-    if (argv[0] == "init" || argv[0] == "convert") {
-      const fs::path out = argv[1 + (argv[0] == "convert")];
-      if (argv[0] == "init") {
-        fs::create_directories(out);
-        return WriteFileAtomically((out / "model.safetensors").string(), digest);
-      }
-      return WriteFileAtomically(out.string(), digest);
-    }
-    if (argv[0] == "distill") {
-      const fs::path out = Get(argv, "--output");
-      fs::create_directories(out / "final");
-      fs::create_directories(out / "checkpoint-0000004");
+    if (stage.has_convert()) return WriteFileAtomically((dir / "out.gguf").string(), digest);
+    if (stage.has_distill()) {
+      fs::create_directories(dir / "final");
+      fs::create_directories(dir / "checkpoint-0000004");
       RETURN_IF_ERROR(
-          WriteFileAtomically((out / "checkpoint-0000004/optimizer.bin").string(), "x"));
-      RETURN_IF_ERROR(WriteFileAtomically((out / "final/model.safetensors").string(), digest));
-      return WriteFileAtomically((out / "metrics.jsonl").string(),
+          WriteFileAtomically((dir / "checkpoint-0000004/optimizer.bin").string(), "x"));
+      RETURN_IF_ERROR(WriteFileAtomically((dir / "final/model.safetensors").string(), digest));
+      return WriteFileAtomically((dir / "metrics.jsonl").string(),
                                  "{\"step\":1,\"loss\":2.5,\"tokens\":100,\"tokens_per_s\":50}\n"
                                  "{\"step\":2,\"loss\":1.5,\"tokens\":100,\"tokens_per_s\":60}\n"
                                  "{\"step\":2,\"eval_loss\":1.75}\n");
     }
-    if (argv[0] == "generate") {
-      const fs::path out = Get(argv, "--output");
+    if (stage.has_eval()) {
+      const fs::path out = dir / "gen";
       fs::create_directories(out);
       return WriteFileAtomically((out / "summary.json").string(), R"({"prompts": 5,
           "verification": {"samples": 5, "correct": 3, "accuracy": 0.6},
           "this_run": {"tokens_per_second": 100.0}})");
     }
-    return absl::InvalidArgumentError(absl::StrCat("fake: no command ", argv[0]));
+    return absl::InvalidArgumentError(absl::StrCat("fake: no command ", command));
   }
 
   static std::string HashOf(const std::string& path) {
@@ -144,9 +132,8 @@ class RunnerTest : public ::testing::Test {
     o.dry_run = dry_run;
     o.retort_version = "test";
     o.progress = &progress_;
-    o.run_command = [this](const std::vector<std::string>& argv, const std::string& log) {
-      return fake_.Run(argv, log);
-    };
+    o.run_stage = [this](const proto::Stage& stage, const StageContext& context,
+                         const std::string& log) { return fake_.Run(stage, context, log); };
     o.check_device = check_device_;
     return RunRecipe(o);
   }
@@ -429,7 +416,7 @@ TEST_F(RunnerTest, CpuDeviceKeepsRunsUpToDateAndAGpuReruns) {
     EXPECT_EQ(after["stages"][i]["settings"], before["stages"][i]["settings"]) << i;
   }
 
-  // A GPU: the stages that run a model get --device and rerun (convert
+  // A GPU: the stages that run a model run on it and rerun (convert
   // reruns only because its input changed); init stays up to date.
   text = kRecipe;
   text.replace(text.find("name: \"fake\""), 12, "name: \"fake\"\n  device: \"cuda\"");
@@ -438,10 +425,9 @@ TEST_F(RunnerTest, CpuDeviceKeepsRunsUpToDateAndAGpuReruns) {
   EXPECT_THAT(asked, ElementsAre("cuda:0"));
   EXPECT_THAT(fake_.calls, ElementsAre("distill", "convert", "generate"));
   const std::string sft_log = *ReadFileToString(run_dir() + "/sft/log.txt");
-  EXPECT_THAT(sft_log, HasSubstr(" --device cuda:0"));
-  EXPECT_THAT(*ReadFileToString(run_dir() + "/eval/log.txt"), HasSubstr(" --device cuda:0"));
-  EXPECT_THAT(*ReadFileToString(run_dir() + "/gguf/log.txt"),
-              ::testing::Not(HasSubstr("--device")));
+  EXPECT_THAT(sft_log, HasSubstr("device cuda:0"));
+  EXPECT_THAT(*ReadFileToString(run_dir() + "/eval/log.txt"), HasSubstr("device cuda:0"));
+  EXPECT_THAT(*ReadFileToString(run_dir() + "/gguf/log.txt"), ::testing::Not(HasSubstr("cuda")));
   const Json gpu = ReadJson("run/manifest.json");
   EXPECT_EQ(gpu["stages"][1]["settings"]["device"], "cuda:0");
   EXPECT_FALSE(gpu["stages"][2]["settings"].contains("device"));

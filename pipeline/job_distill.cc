@@ -1,0 +1,152 @@
+// `retort distill` as a JobCommand (stage_job.h) over distill/train_student.h.
+#include <cstdlib>
+#include <thread>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "distill/train_student.h"
+#include "kernels/collective.h"
+#include "pipeline/stage_fields.h"
+#include "pipeline/stage_job.h"
+
+namespace retort::pipeline {
+namespace {
+
+class DistillJob : public JobCommand {
+ public:
+  void AddOptions(po::options_description& opts, bool command_line) override {
+    TrainStudentOptions& a = a_;
+    auto student = po::value(&a.student);
+    auto data = po::value(&a.data)->multitoken();
+    auto output = po::value(&a.output);
+    if (command_line) {
+      student->required();
+      data->required();
+      output->required();
+    }
+    opts.add_options()(
+        "student", student,
+        "student model: HF directory (e.g. from `retort init`) or GGUF (dequantized to f32)")(
+        "data", data,
+        "training files: *.jsonl (chats/traces: OpenAI messages, ShareGPT, open-r1, retort "
+        "traces), *.txt (plain text), trace shards (token ids + teacher top-k)")(
+        "output,o", output, "output directory (checkpoints, final/, metrics.jsonl)")(
+        "teacher", po::value(&a.teacher), "online teacher for logit distillation (same tokenizer)")(
+        "seq-len", po::value(&a.seq_len)->default_value(512), "tokens per packed row")(
+        "batch-rows", po::value(&a.rows)->default_value(4), "rows per micro-batch")(
+        "grad-accum", po::value(&a.grad_accum)->default_value(1),
+        "micro-batches per optimizer step (per rank)")(
+        "max-steps", po::value(&a.max_steps)->default_value(0), "optimizer steps (0: --epochs)")(
+        "epochs", po::value(&a.epochs)->default_value(1), "passes over the training split")(
+        "lr", po::value(&a.lr)->default_value(3e-4f), "peak learning rate")(
+        "min-lr-ratio", po::value(&a.min_lr_ratio)->default_value(0.1f),
+        "final lr / peak lr (cosine, linear)")(
+        "warmup-steps", po::value(&a.warmup_steps)->default_value(0), "linear warmup steps")(
+        "schedule", po::value(&a.schedule)->default_value("cosine"), "cosine, linear or constant")(
+        "weight-decay", po::value(&a.weight_decay)->default_value(0.0f),
+        "AdamW decoupled weight decay")("decay-all", po::bool_switch(&a.decay_all),
+                                        "also decay norms, biases and embeddings")(
+        "adam-beta1", po::value(&a.beta1)->default_value(0.9f), "AdamW beta1")(
+        "adam-beta2", po::value(&a.beta2)->default_value(0.95f), "AdamW beta2")(
+        "adam-eps", po::value(&a.adam_eps)->default_value(1e-8f), "AdamW epsilon")(
+        "clip-grad-norm", po::value(&a.clip)->default_value(1.0f),
+        "global gradient norm clip (0: off)")("ce-weight",
+                                              po::value(&a.ce_weight)->default_value(1.0f),
+                                              "weight of the cross-entropy loss")(
+        "kd-weight", po::value(&a.kd_weight)->default_value(0.0f),
+        "weight of the distillation loss")(
+        "divergence", po::value(&a.divergence)->default_value("forward_kl"),
+        "forward_kl, reverse_kl or jsd")("jsd-beta", po::value(&a.jsd_beta)->default_value(0.5f),
+                                         "teacher weight of the JSD mixture")(
+        "temperature", po::value(&a.temperature)->default_value(1.0f), "distillation temperature")(
+        "topk-tail", po::value(&a.topk_tail)->default_value("bucket"),
+        "offline top-k tail: bucket or renormalize")(
+        "overlong", po::value(&a.overlong)->default_value("truncate"),
+        "examples longer than --seq-len: truncate or split")(
+        "text-chunk-tokens", po::value(&a.chunk_tokens)->default_value(0),
+        "plain text: documents of this many tokens (0: paragraphs)")(
+        "all-assistant-turns", po::bool_switch(&a.all_turns),
+        "train every assistant turn, not only the last")(
+        "answers-only", po::bool_switch(&a.answers_only),
+        "drop the reasoning (reasoning_content and <think>...</think> blocks) from chat/trace "
+        "samples: train the answer alone (the baseline of a traces-vs-answers experiment)")(
+        "keep-sparsity", po::bool_switch(&a.keep_sparsity),
+        "the zeros of the student's decoder linears stay zero (recovery after unstructured or "
+        "2:4 pruning keeps the pattern)")("eval-fraction",
+                                          po::value(&a.eval_fraction)->default_value(0.05),
+                                          "held-out share of the examples (by id hash)")(
+        "eval-every", po::value(&a.eval_every)->default_value(0),
+        "steps between held-out evaluations (0: at the end)")(
+        "eval-batches", po::value(&a.eval_batches)->default_value(0),
+        "micro-batches per evaluation (0: all)")("save-every",
+                                                 po::value(&a.save_every)->default_value(0),
+                                                 "steps between checkpoints (0: at the end)")(
+        "keep-checkpoints", po::value(&a.keep_checkpoints)->default_value(2),
+        "checkpoints kept (oldest removed)")("save-dtype",
+                                             po::value(&a.save_dtype)->default_value("f32"),
+                                             "dtype of saved weights: f32, bf16, f16")(
+        "resume", po::bool_switch(&a.resume), "continue from the newest checkpoint in --output")(
+        "seed", po::value(&a.seed)->default_value(0), "data order seed")(
+        "threads", po::value(&a.threads)->default_value(0),
+        "worker threads per rank (0 = all cores / ranks)")("quiet,q", po::bool_switch(&a.quiet),
+                                                           "no progress output");
+  }
+  std::vector<std::string> Positionals() const override { return {"student"}; }
+
+  absl::Status FromStage(const proto::Stage& stage, const StageContext& context,
+                         const po::variables_map& vm) override {
+    const proto::Distill& d = stage.distill();
+    TrainStudentOptions& a = a_;
+    StageFields f(vm);
+    f.Text("student", d.student(), &a.student);
+    f.List("data", d.data(), &a.data);
+    f.Fixed("output", context.dir, &a.output);
+    f.Text("teacher", d.teacher(), &a.teacher);
+    f.Num("max-steps", d.has_max_steps(), d.max_steps(), &a.max_steps);
+    f.Num("epochs", d.has_epochs(), d.epochs(), &a.epochs);
+    f.Num("lr", d.has_lr(), d.lr(), &a.lr);
+    f.Num("seq-len", d.has_seq_len(), d.seq_len(), &a.seq_len);
+    f.Num("batch-rows", d.has_batch_rows(), d.batch_rows(), &a.rows);
+    f.Num("grad-accum", d.has_grad_accum(), d.grad_accum(), &a.grad_accum);
+    f.Num("warmup-steps", d.has_warmup_steps(), d.warmup_steps(), &a.warmup_steps);
+    f.Text("schedule", d.schedule(), &a.schedule);
+    f.Num("min-lr-ratio", d.has_min_lr_ratio(), d.min_lr_ratio(), &a.min_lr_ratio);
+    f.Num("weight-decay", d.has_weight_decay(), d.weight_decay(), &a.weight_decay);
+    f.Num("seed", d.has_seed(), d.seed(), &a.seed);
+    f.Flag("answers-only", d.answers_only(), &a.answers_only);
+    f.Num("ce-weight", d.has_ce_weight(), d.ce_weight(), &a.ce_weight);
+    f.Num("kd-weight", d.has_kd_weight(), d.kd_weight(), &a.kd_weight);
+    f.Text("divergence", d.divergence(), &a.divergence);
+    f.Num("temperature", d.has_temperature(), d.temperature(), &a.temperature);
+    f.Num("eval-fraction", d.has_eval_fraction(), d.eval_fraction(), &a.eval_fraction);
+    f.Num("eval-every", d.has_eval_every(), d.eval_every(), &a.eval_every);
+    f.Text("save-dtype", d.save_dtype(), &a.save_dtype);
+    f.Text("overlong", d.overlong(), &a.overlong);
+    f.Flag("all-assistant-turns", d.all_assistant_turns(), &a.all_turns);
+    f.Flag("keep-sparsity", d.keep_sparsity(), &a.keep_sparsity);
+    f.Num("threads", context.threads > 0, context.threads, &a.threads);
+    return f.status();
+  }
+
+  absl::Status Run(const po::variables_map&, const JobIo& io) override {
+    if (a_.threads > 0) {
+      SetNumThreads(a_.threads);
+    } else if (LaunchedByMpiRunner()) {
+      // Ranks share the machine's cores.
+      const char* size = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+      const int local = size != nullptr ? std::max(1, std::atoi(size)) : 1;
+      SetNumThreads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local));
+    }
+    a_.command_line = io.invocation;
+    return TrainStudent(a_, *io.progress);
+  }
+
+ private:
+  TrainStudentOptions a_;
+};
+
+}  // namespace
+
+std::unique_ptr<JobCommand> NewDistillJob() { return std::make_unique<DistillJob>(); }
+
+}  // namespace retort::pipeline

@@ -1,0 +1,112 @@
+#include "pipeline/stage_job.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/file.h"
+#include "core/status.h"
+#include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
+
+namespace retort::pipeline {
+namespace {
+
+absl::StatusOr<std::unique_ptr<JobCommand>> NewStageJob(const proto::Stage& stage) {
+  switch (stage.step_case()) {
+    case proto::Stage::kInit:
+      return NewInitJob();
+    case proto::Stage::kGenerate:
+    case proto::Stage::kEval:
+      return NewGenerateTracesJob();
+    case proto::Stage::kDistill:
+      return NewDistillJob();
+    case proto::Stage::kPrune:
+      return NewPruneJob();
+    case proto::Stage::kQuantize:
+      return NewQuantizeJob();
+    case proto::Stage::kConvert:
+      return NewConvertJob();
+    case proto::Stage::STEP_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("stage \"", stage.name(), "\" has no step"));
+}
+
+}  // namespace
+
+std::string StageCommandName(const proto::Stage& stage) {
+  switch (stage.step_case()) {
+    case proto::Stage::kInit:
+      return "init";
+    case proto::Stage::kGenerate:
+    case proto::Stage::kEval:
+      return "generate";
+    case proto::Stage::kDistill:
+      return "distill";
+    case proto::Stage::kPrune:
+      return "prune";
+    case proto::Stage::kQuantize:
+      return "quantize";
+    case proto::Stage::kConvert:
+      return "convert";
+    case proto::Stage::STEP_NOT_SET:
+      break;
+  }
+  return "";
+}
+
+absl::Status RunStageJob(const proto::Stage& stage, const StageContext& context, const JobIo& io) {
+  ASSIGN_OR_RETURN(std::unique_ptr<JobCommand> job, NewStageJob(stage));
+  po::options_description options;
+  job->AddOptions(options, /*command_line=*/false);
+  po::variables_map vm;
+  try {
+    const std::vector<std::string> extra(stage.extra_args().begin(), stage.extra_args().end());
+    po::store(po::command_line_parser(extra).options(options).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return OptionError(absl::StrCat("extra_args: ", e.what()));
+  }
+  RETURN_IF_ERROR(job->FromStage(stage, context, vm));
+  return job->Run(vm, io);
+}
+
+absl::StatusOr<std::vector<std::string>> StageLauncher(const proto::Stage& stage,
+                                                       const StageContext& context,
+                                                       const std::string& job_file) {
+  if (!stage.has_distill() || !stage.distill().has_ranks() || stage.distill().ranks() <= 1) {
+    return std::vector<std::string>{};
+  }
+  google::protobuf::util::JsonPrintOptions print;
+  print.preserve_proto_field_names = true;
+  std::string stage_json;
+  if (!google::protobuf::util::MessageToJsonString(stage, &stage_json, print).ok()) {
+    return absl::InternalError("cannot write the stage as JSON");
+  }
+  nlohmann::json j = {{"stage", nlohmann::json::parse(stage_json)},
+                      {"dir", context.dir},
+                      {"threads", context.threads},
+                      {"device", context.device}};
+  RETURN_IF_ERROR(WriteFileAtomically(job_file, j.dump(2) + "\n"));
+  return std::vector<std::string>{"mpirun", "-np",       absl::StrCat(stage.distill().ranks()),
+                                  "retort", "stage-job", job_file};
+}
+
+absl::StatusOr<std::pair<proto::Stage, StageContext>> ReadStageJobFile(
+    const std::string& job_file) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(job_file));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  auto bad = [&] { return absl::DataLossError(absl::StrCat(job_file, ": not a stage job file")); };
+  if (!j.is_object() || !j.contains("stage") || !j["dir"].is_string() ||
+      !j["threads"].is_number_integer() || !j["device"].is_string()) {
+    return bad();
+  }
+  std::pair<proto::Stage, StageContext> out;
+  if (!google::protobuf::util::JsonStringToMessage(j["stage"].dump(), &out.first).ok()) {
+    return bad();
+  }
+  out.second.dir = j["dir"].get<std::string>();
+  out.second.threads = j["threads"].get<int>();
+  out.second.device = j["device"].get<std::string>();
+  return out;
+}
+
+}  // namespace retort::pipeline

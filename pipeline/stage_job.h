@@ -1,0 +1,109 @@
+// The `retort` commands a recipe stage can run (init, generate --prompts,
+// distill, prune, quantize, convert; an eval stage is a greedy generate), as
+// objects: each declares its options once, bound to its typed settings, and
+// runs its library job (quantize/quantize_job.h, prune/prune_job.h,
+// distill/train_student.h, ...). The CLI parses a command line with those
+// options (cli/cmd_*.cc); `retort run` parses a stage's extra_args with the
+// same options, sets the recipe's typed fields on top and calls the same job
+// in its own process: nothing is turned into a command line and parsed
+// again. Only a multi-rank distill stage runs as child processes
+// (`mpirun -np K retort stage-job FILE`), each of which reads the stage back
+// from FILE and runs it through RunStageJob.
+#ifndef RETORT_PIPELINE_STAGE_JOB_H_
+#define RETORT_PIPELINE_STAGE_JOB_H_
+
+#include <memory>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "boost/program_options.hpp"
+#include "core/progress.h"
+#include "formats/proto/recipe.pb.h"
+#include "model/calibration.h"
+
+namespace retort::pipeline {
+
+namespace po = boost::program_options;
+
+// Where a job writes: its results (the lines a command prints on stdout), its
+// notes and warnings, and its progress.
+struct JobIo {
+  std::ostream* out;
+  std::ostream* err;
+  ProgressSink* progress;
+  // How the job was asked for ("retort distill STUDENT --data ..."), recorded
+  // where a job keeps its provenance (distill's run.json).
+  std::string invocation;
+};
+
+// Where a stage's job runs: the folder it writes into, the worker threads
+// (> 0 overrides the command's default) and the device ("cpu", "cuda:0"; the
+// caller selects it before the job runs). The stage itself comes with every
+// input resolved to a path (pipeline/recipe.h ResolveStageInputs).
+struct StageContext {
+  std::string dir;
+  int threads = 0;
+  std::string device = "cpu";
+};
+
+class JobCommand {
+ public:
+  virtual ~JobCommand() = default;
+
+  // The command's options, bound to this object's settings. `command_line`:
+  // the options that are positional or required on a command line are
+  // marked so (a recipe stage gives them as typed fields instead).
+  virtual void AddOptions(po::options_description& options, bool command_line) = 0;
+  // The positional options of the command line, in order ("model", "out").
+  virtual std::vector<std::string> Positionals() const = 0;
+
+  // Sets the settings a recipe stage gives as typed fields and its output
+  // folder. `vm` holds the stage's extra_args: a setting given both ways is
+  // an error. REQUIRES: `stage` is of this command's kind.
+  virtual absl::Status FromStage(const proto::Stage& stage, const StageContext& context,
+                                 const po::variables_map& vm) = 0;
+
+  // Checks the settings (an OptionError for a usage error: the CLI exits 2)
+  // and runs the job. Cancelled when interrupted.
+  virtual absl::Status Run(const po::variables_map& vm, const JobIo& io) = 0;
+};
+
+// The commands, one object per run.
+std::unique_ptr<JobCommand> NewInitJob();
+std::unique_ptr<JobCommand> NewGenerateTracesJob();
+std::unique_ptr<JobCommand> NewDistillJob();
+std::unique_ptr<JobCommand> NewPruneJob();
+std::unique_ptr<JobCommand> NewQuantizeJob();
+std::unique_ptr<JobCommand> NewConvertJob();
+
+// The calibration options of the commands that look at activations
+// (quantize, calibrate, prune): --calib FILE..., --calib-samples,
+// --calib-seq-len.
+void AddCalibOptions(po::options_description& options, CalibrationFiles& files);
+
+// The command a stage runs ("distill"; "generate" for an eval stage).
+std::string StageCommandName(const proto::Stage& stage);
+
+// Runs a resolved stage's job in this process: its extra_args parsed with the
+// command's options, the typed fields on top, the job into `context.dir`.
+// Errors are the job's own (the caller names the stage and the command).
+// A distill stage with ranks > 1 is not run here: see StageLauncher.
+absl::Status RunStageJob(const proto::Stage& stage, const StageContext& context, const JobIo& io);
+
+// For a distill stage with ranks > 1: the child command line
+// ({"mpirun", "-np", "K", "retort", "stage-job", FILE}) after writing the
+// resolved stage and its context to FILE (beside the stage folder); empty for
+// every other stage. `retort stage-job FILE` reads it back with
+// ReadStageJobFile and runs it through RunStageJob on each rank.
+absl::StatusOr<std::vector<std::string>> StageLauncher(const proto::Stage& stage,
+                                                       const StageContext& context,
+                                                       const std::string& job_file);
+absl::StatusOr<std::pair<proto::Stage, StageContext>> ReadStageJobFile(const std::string& job_file);
+
+}  // namespace retort::pipeline
+
+#endif  // RETORT_PIPELINE_STAGE_JOB_H_
