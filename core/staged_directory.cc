@@ -46,7 +46,7 @@ absl::StatusOr<StagedDirectory> StagedDirectory::Create(const std::string& desti
                      : (parent / absl::StrCat(".", fs::path(destination).filename().string(),
                                               ".partial-", ::getpid()))
                            .string();
-  fs::remove_all(d.temp_path_, ec);
+  if (!options.keep_contents) fs::remove_all(d.temp_path_, ec);
   fs::create_directories(d.temp_path_, ec);
   if (ec) {
     const std::string tmp = std::move(d.temp_path_);
@@ -59,13 +59,14 @@ absl::StatusOr<StagedDirectory> StagedDirectory::Create(const std::string& desti
 StagedDirectory::StagedDirectory(StagedDirectory&& other) noexcept
     : destination_(std::move(other.destination_)),
       temp_path_(std::move(other.temp_path_)),
-      replace_existing_(other.replace_existing_) {
+      replace_existing_(other.replace_existing_),
+      keep_(other.keep_) {
   other.temp_path_.clear();
 }
 
 StagedDirectory::~StagedDirectory() {
   std::error_code ec;
-  if (!temp_path_.empty()) fs::remove_all(temp_path_, ec);
+  if (!temp_path_.empty() && !keep_) fs::remove_all(temp_path_, ec);
 }
 
 absl::Status StagedDirectory::Commit() {

@@ -33,6 +33,9 @@ class StagedDirectory {
     // folder ("OUT already exists (remove it or choose another OUT)"), before
     // any work: what a command writing a new model wants.
     bool must_be_new = false;
+    // Create() keeps what the temporary folder already holds (the state an
+    // interrupted job left to resume from) instead of emptying it.
+    bool keep_contents = false;
   };
 
   // Creates the (emptied) temporary folder and the destination's parent.
@@ -56,10 +59,15 @@ class StagedDirectory {
   // not half-replaced by it.
   absl::Status Commit();
 
+  // Leaves the temporary folder where it is when this object goes (an
+  // interrupted job's resumable state). REQUIRES: not committed.
+  void Keep() { keep_ = true; }
+
  private:
   StagedDirectory() = default;
   std::string destination_, temp_path_;
   bool replace_existing_ = true;
+  bool keep_ = false;
 };
 
 }  // namespace retort

@@ -125,6 +125,7 @@ class DistillJob : public JobCommand {
     f.Flag("all-assistant-turns", d.all_assistant_turns(), &a.all_turns);
     f.Flag("keep-sparsity", d.keep_sparsity(), &a.keep_sparsity);
     f.Num("threads", context.threads > 0, context.threads, &a.threads);
+    if (context.resume) a.resume = true;
     return f.status();
   }
 

@@ -121,7 +121,8 @@ class Runner {
   // Runs stage `i` (or finds it up to date); appends its record.
   absl::Status RunStage(int i);
   // The command, the eval summary and the metrics, in the partial folder.
-  absl::Status Execute(const proto::Stage& stage, const std::string& dir, StageRecord* record);
+  absl::Status Execute(const proto::Stage& stage, const std::string& dir, bool resume,
+                       StageRecord* record);
 
   const RunOptions& o_;
   LoadedRecipe recipe_;
@@ -224,10 +225,10 @@ void Runner::DryRun() {
   }
 }
 
-absl::Status Runner::Execute(const proto::Stage& stage, const std::string& dir,
+absl::Status Runner::Execute(const proto::Stage& stage, const std::string& dir, bool resume,
                              StageRecord* record) {
   const auto resolve = [&](const std::string& v) { return paths_.Resolve(v); };
-  const StageContext context{dir, o_.threads, StageDevice(recipe_.recipe, stage)};
+  const StageContext context{dir, o_.threads, StageDevice(recipe_.recipe, stage), resume};
   RETURN_IF_ERROR(
       o_.run_stage(ResolveStageInputs(stage, resolve), context, (fs::path(dir) / kLog).string()));
   std::error_code ec;
@@ -283,15 +284,20 @@ absl::Status Runner::RunStage(int i) {
   record.started = UtcNow();
   const auto t0 = std::chrono::steady_clock::now();
   auto fail = [&](const absl::Status& s) {
-    record.status = "failed";
-    record.error = std::string(s.message());
+    // An interrupted stage keeps its folder (a distill checkpoint, the
+    // traces so far): the next run resumes it.
+    const bool interrupted = absl::IsCancelled(s);
+    record.status = interrupted ? "interrupted" : "failed";
+    record.error = interrupted ? "interrupted; its folder is kept: run the same `retort run` "
+                                 "again to resume it"
+                               : std::string(s.message());
     record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     manifest_.stages.push_back(record);
-    manifest_.status = "failed";
+    manifest_.status = record.status;
     (void)WriteManifest();
-    Progress(absl::StrFormat("%s: failed after %.1f s", where, record.seconds));
-    return absl::Status(s.code(), absl::StrCat("stage \"", stage.name(), "\" (", record.kind,
-                                               ") failed: ", s.message()));
+    Progress(absl::StrFormat("%s: %s after %.1f s", where, record.status, record.seconds));
+    return absl::Status(s.code(), absl::StrCat("stage \"", stage.name(), "\" (", record.kind, ") ",
+                                               record.status, ": ", record.error));
   };
 
   absl::StatusOr<std::vector<FileRecord>> inputs = HashInputs(stage, paths_);
@@ -319,10 +325,21 @@ absl::Status Runner::RunStage(int i) {
 
   Progress(absl::StrFormat("%s (%s): running", where, record.kind));
   const fs::path partial = paths_.PartialDir(stage.name());
-  absl::StatusOr<StagedDirectory> staged =
-      StagedDirectory::Create(stage_dir.string(), {.temp_path = partial.string()});
+  // The fingerprint of an interrupted attempt, beside its folder: the same
+  // stage with the same inputs resumes from what that attempt left.
+  const std::string resume_marker = partial.string() + ".interrupted";
+  absl::StatusOr<std::string> interrupted = ReadFileToString(resume_marker);
+  const bool resume = !o_.force && interrupted.ok() && *interrupted == record.fingerprint;
+  std::error_code ec;
+  fs::remove(resume_marker, ec);
+  absl::StatusOr<StagedDirectory> staged = StagedDirectory::Create(
+      stage_dir.string(), {.temp_path = partial.string(), .keep_contents = resume});
   if (!staged.ok()) return fail(staged.status());
-  absl::Status status = Execute(stage, partial.string(), &record);
+  if (resume) Progress(absl::StrFormat("%s: resuming the interrupted run", where));
+  absl::Status status = Execute(stage, partial.string(), resume, &record);
+  if (absl::IsCancelled(status) && WriteFileAtomically(resume_marker, record.fingerprint).ok()) {
+    staged->Keep();
+  }
   record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (status.ok()) {
     record.status = "done";

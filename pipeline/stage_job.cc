@@ -84,7 +84,8 @@ absl::StatusOr<std::vector<std::string>> StageLauncher(const proto::Stage& stage
   nlohmann::json j = {{"stage", nlohmann::json::parse(stage_json)},
                       {"dir", context.dir},
                       {"threads", context.threads},
-                      {"device", context.device}};
+                      {"device", context.device},
+                      {"resume", context.resume}};
   RETURN_IF_ERROR(WriteFileAtomically(job_file, j.dump(2) + "\n"));
   return std::vector<std::string>{"mpirun", "-np",       absl::StrCat(stage.distill().ranks()),
                                   "retort", "stage-job", job_file};
@@ -106,6 +107,7 @@ absl::StatusOr<std::pair<proto::Stage, StageContext>> ReadStageJobFile(
   out.second.dir = j["dir"].get<std::string>();
   out.second.threads = j["threads"].get<int>();
   out.second.device = j["device"].get<std::string>();
+  out.second.resume = j.value("resume", false);
   return out;
 }
 

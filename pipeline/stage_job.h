@@ -41,13 +41,17 @@ struct JobIo {
 };
 
 // Where a stage's job runs: the folder it writes into, the worker threads
-// (> 0 overrides the command's default) and the device ("cpu", "cuda:0"; the
-// caller selects it before the job runs). The stage itself comes with every
-// input resolved to a path (pipeline/recipe.h ResolveStageInputs).
+// (> 0 overrides the command's default), the device ("cpu", "cuda:0"; the
+// caller selects it before the job runs), and whether the folder holds what
+// an interrupted attempt of the same stage left (a distill stage resumes from
+// its newest checkpoint; a generate stage resumes in any case). The stage
+// itself comes with every input resolved to a path (pipeline/recipe.h
+// ResolveStageInputs).
 struct StageContext {
   std::string dir;
   int threads = 0;
   std::string device = "cpu";
+  bool resume = false;
 };
 
 class JobCommand {

@@ -1,8 +1,15 @@
 // `retort run RECIPE` end to end on a tiny model: init -> distill -> convert
 // -> eval; a second run skips everything; a changed data file reruns only
 // the stages that depend on it; bad recipes and failing stages fail cleanly.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "cli_harness.h"
 #include "core/file.h"
@@ -274,6 +281,62 @@ TEST_F(RunCliTest, FailingStageStopsWithTheCommandsMessage) {
   EXPECT_EQ(m["status"], "failed");
   EXPECT_EQ(m["stages"][1]["status"], "failed");
   EXPECT_THAT(m["stages"][1]["error"].get<std::string>(), HasSubstr("exceeds the student's"));
+}
+
+// Ctrl-C while a distill stage trains: the stage keeps its folder (the
+// checkpoint the trainer saved) and is recorded as interrupted; the same
+// command again resumes it from that checkpoint instead of step 1.
+TEST_F(RunCliTest, CtrlCKeepsTheStageCheckpointAndTheRerunResumesIt) {
+  Write("long.textproto", R"pb(
+    stage {
+      name: "init"
+      init { family: "llama" size: "tiny" seed: 1 dtype: "f32" }
+    }
+    stage {
+      name: "sft"
+      distill { student: "@init" data: "train.jsonl" max_steps: 600 seq_len: 64 batch_rows: 1 }
+    }
+  )pb");
+  std::vector<std::string> args = {h_.binary(), "run", Path("long.textproto"), "-o", Path("long"),
+                                   "--threads", "1"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+  auto steps = [&](const std::string& metrics) {
+    const std::string text = ReadFileToString(metrics).value_or("");
+    return std::count(text.begin(), text.end(), '\n');
+  };
+  const std::string partial_metrics = Path("long/.sft.partial/metrics.jsonl");
+  for (int i = 0; i < 1200 && steps(partial_metrics) < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GE(steps(partial_metrics), 3) << "the stage did not start training";
+  kill(pid, SIGINT);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  bool checkpoint = false;
+  for (const auto& e : fs::directory_iterator(Path("long/.sft.partial"))) {
+    checkpoint |= e.path().filename().string().rfind("checkpoint-", 0) == 0;
+  }
+  EXPECT_TRUE(checkpoint) << "the interrupted stage's checkpoint is gone";
+  EXPECT_FALSE(fs::exists(Path("long/sft")));
+  const nlohmann::json m =
+      nlohmann::json::parse(ReadFileToString(Path("long/manifest.json")).value_or("null"));
+  EXPECT_EQ(m["status"], "interrupted");
+  EXPECT_EQ(m["stages"][1]["status"], "interrupted");
+  EXPECT_THAT(m["stages"][1]["error"].get<std::string>(), HasSubstr("run the same"));
+
+  CliRun again = h_.Exec("run " + Path("long.textproto") + " -o " + Path("long") + " --threads 1");
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_THAT(again.err, HasSubstr("2/2 sft: resuming the interrupted run"));
+  EXPECT_THAT(ReadFileToString(Path("long/sft/log.txt")).value_or(""), HasSubstr("resuming from "));
+  EXPECT_TRUE(fs::exists(Path("long/sft/final/config.json")));
+  EXPECT_FALSE(fs::exists(Path("long/.sft.partial")));
+  EXPECT_FALSE(fs::exists(Path("long/.sft.partial.interrupted")));
 }
 
 TEST_F(RunCliTest, DryRunPrintsTheCommands) {

@@ -51,6 +51,32 @@ TEST_F(StagedDirectoryTest, DroppedWithoutCommitLeavesNothing) {
   EXPECT_FALSE(fs::exists(out));
 }
 
+// An interrupted job keeps its temporary folder; the next Create with
+// keep_contents resumes from it, a plain Create starts empty.
+TEST_F(StagedDirectoryTest, KeptForResumeThenReused) {
+  const std::string out = (root_ / "stage").string();
+  const std::string tmp = (root_ / ".stage.partial").string();
+  {
+    auto staged = StagedDirectory::Create(out, {.temp_path = tmp});
+    ASSERT_TRUE(staged.ok());
+    ASSERT_TRUE(WriteFileAtomically(tmp + "/checkpoint.bin", "state").ok());
+    staged->Keep();
+  }
+  EXPECT_EQ(*ReadFileToString(tmp + "/checkpoint.bin"), "state");
+  EXPECT_FALSE(fs::exists(out));
+  {
+    auto staged = StagedDirectory::Create(out, {.temp_path = tmp, .keep_contents = true});
+    ASSERT_TRUE(staged.ok());
+    EXPECT_EQ(*ReadFileToString(tmp + "/checkpoint.bin"), "state");
+  }
+  EXPECT_FALSE(fs::exists(tmp));  // not kept this time
+  ASSERT_TRUE(fs::create_directories(tmp));
+  ASSERT_TRUE(WriteFileAtomically(tmp + "/stale.bin", "x").ok());
+  auto fresh = StagedDirectory::Create(out, {.temp_path = tmp});
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_TRUE(fs::is_empty(tmp));
+}
+
 TEST_F(StagedDirectoryTest, ReplacesOrKeepsExisting) {
   const std::string out = (root_ / "ckpt").string();
   fs::create_directories(out);
