@@ -8,7 +8,9 @@
 #include "core/file.h"
 #include "core/staged_directory.h"
 #include "core/status.h"
+#include "formats/gguf.h"
 #include "formats/hf_dir.h"
+#include "model/gguf_model.h"
 #include "model/model_files.h"
 #include "model/transformer.h"
 #include "text/tokenizer_bytes.h"
@@ -164,6 +166,25 @@ absl::Status WriteInitialModel(const std::string& out, ModelConfig config,
     tokenizer_config = ByteTokenizerConfigJson().dump(2, ' ', false);
   } else {
     ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(tokenizer_src));
+    config.vocab_size = tok->vocab_size();
+    config.bos_token_id = tok->bos_id();
+    config.eos_token_ids.clear();
+    if (tok->eos_id() >= 0) config.eos_token_ids.push_back(tok->eos_id());
+  }
+  if (IsGgufFile(tokenizer_src)) {
+    // The GGUF's vocabulary as the tokenizer.json and tokenizer_config.json
+    // that `retort convert MODEL.gguf DIR` writes (never the GGUF's bytes).
+    ASSIGN_OR_RETURN(std::unique_ptr<GgufReader> reader, GgufReader::Open(tokenizer_src));
+    ASSIGN_OR_RETURN(TokenizerParts parts, TokenizerPartsFromGguf(*reader));
+    std::string chat_template;
+    if (reader->Find("tokenizer.chat_template") != nullptr) {
+      ASSIGN_OR_RETURN(chat_template, reader->GetString("tokenizer.chat_template"));
+    }
+    ASSIGN_OR_RETURN(nlohmann::ordered_json tok, HfTokenizerJsonFromParts(parts));
+    tokenizer_json = tok.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+    tokenizer_config = HfTokenizerConfigFromParts(parts, chat_template)
+                           .dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+  } else if (tokenizer_src != "bytes") {
     fs::path dir = fs::is_directory(tokenizer_src, ec) ? fs::path(tokenizer_src)
                                                        : fs::path(tokenizer_src).parent_path();
     std::string json_path =
@@ -173,10 +194,6 @@ absl::Status WriteInitialModel(const std::string& out, ModelConfig config,
       ASSIGN_OR_RETURN(tokenizer_config,
                        ReadFileToString((dir / "tokenizer_config.json").string()));
     }
-    config.vocab_size = tok->vocab_size();
-    config.bos_token_id = tok->bos_id();
-    config.eos_token_ids.clear();
-    if (tok->eos_id() >= 0) config.eos_token_ids.push_back(tok->eos_id());
   }
   if (tokenizer_src == "bytes") {
     config.vocab_size = kByteTokenizerVocab;

@@ -217,5 +217,31 @@ TEST_F(GgufCliTest, BadInputIsOneLineError) {
   EXPECT_THAT(r.err, HasSubstr("q3_k_xl"));
 }
 
+// `retort init --tokenizer MODEL.gguf` takes the GGUF's vocabulary as a
+// tokenizer.json (never the GGUF's bytes): the student tokenizes a chat as the
+// GGUF does, and its vocabulary is the GGUF's.
+TEST_F(GgufCliTest, InitTakesTheTokenizerOutOfAGguf) {
+  RequireRealModel();
+  const std::string out = Path("student-from-gguf");
+  CliRun init = Exec("init " + out + " --size tiny --tokenizer " + kSmolLM2);
+  ASSERT_EQ(init.code, 0) << init.err;
+  const std::string tok = ReadFileToString(out + "/tokenizer.json").value_or("");
+  ASSERT_LT(tok.size(), 20u << 20) << "tokenizer.json is not the GGUF's bytes";
+  const nlohmann::json tj = nlohmann::json::parse(tok, nullptr, false);
+  ASSERT_FALSE(tj.is_discarded());
+  EXPECT_EQ(tj["model"]["type"], "BPE");
+  const nlohmann::json config =
+      nlohmann::json::parse(ReadFileToString(out + "/config.json").value_or("null"));
+  EXPECT_EQ(config["vocab_size"], 49152);
+  const std::string chat =
+      " --chat '[{\"role\":\"user\",\"content\":\"What is 2+2? Ünïcode ok\"}]'"
+      " --add-generation-prompt --json";
+  CliRun a = Exec("tokenize " + std::string(kSmolLM2) + chat);
+  CliRun b = Exec("tokenize " + out + chat);
+  ASSERT_EQ(a.code, 0) << a.err;
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(nlohmann::json::parse(a.out)["ids"], nlohmann::json::parse(b.out)["ids"]);
+}
+
 }  // namespace
 }  // namespace retort
