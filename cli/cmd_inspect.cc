@@ -4,10 +4,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/progress.h"
 #include "core/status.h"
+#include "formats/compressed_tensors.h"
 #include "formats/gguf.h"
 #include "formats/hf_dir.h"
 #include "model/config.h"
@@ -128,6 +130,33 @@ int InspectGguf(const std::string& name, const std::string& model, bool list_ten
   return kExitOk;
 }
 
+// "int4, groups of 128, symmetric, act-order" for each weight scheme.
+std::string QuantizationSummary(const QuantizationConfig& qc) {
+  std::vector<std::string> parts;
+  for (const QuantSchemeSpec& g : qc.groups) {
+    std::string text = std::string(DTypeName(g.value_type));
+    switch (g.granularity) {
+      case QuantGranularity::kTensor:
+        absl::StrAppend(&text, ", per tensor");
+        break;
+      case QuantGranularity::kChannel:
+        absl::StrAppend(&text, ", per channel");
+        break;
+      case QuantGranularity::kGroup:
+        absl::StrAppend(&text, ", groups of ", g.group_size);
+        break;
+      case QuantGranularity::kBlock:
+        absl::StrAppend(&text, ", ", g.group_size, "x", g.group_size, " blocks");
+        break;
+    }
+    absl::StrAppend(&text, g.symmetric ? ", symmetric" : ", asymmetric");
+    if (g.act_order) absl::StrAppend(&text, ", act-order");
+    if (g.activations != ActivationQuant::kNone) absl::StrAppend(&text, ", activations quantized");
+    parts.push_back(text);
+  }
+  return parts.empty() ? std::string("no weight scheme") : absl::StrJoin(parts, "; ");
+}
+
 }  // namespace
 
 int RunInspect(const Args& args) {
@@ -172,6 +201,22 @@ int RunInspect(const Args& args) {
                        {"shape", e->shape},
                        {"bytes", bytes}});
   }
+  // A quantized checkpoint stores packed values, scales and zero points: the
+  // parameters are the model's logical weights (what the engine multiplies).
+  const std::map<std::string, std::shared_ptr<const QuantizedMatrix>>& quantized =
+      (*engine)->QuantizedWeights();
+  int64_t params = tensor_params;
+  if (!quantized.empty()) {
+    params = 0;
+    for (const auto& [name, w] : (*engine)->NamedWeights()) params += w.numel();
+    for (const auto& [name, q] : quantized) params += q->rows * q->cols;
+  }
+  absl::StatusOr<QuantizationConfig> qc =
+      ParseQuantizationConfig((*dir)->config(), (*dir)->FilePath("config.json"));
+  std::vector<std::string> float_linears;  // 2-D weights the engine keeps in float
+  for (const auto& [name, w] : (*engine)->NamedWeights()) {
+    if (w.shape().size() == 2) float_linears.push_back(name);
+  }
   auto tokenizer = LoadTokenizer(model);
   const prune::LinearSparsity sparsity = prune::CountLinearSparsity(**dir);
   const double zero_fraction =
@@ -195,8 +240,10 @@ int RunInspect(const Args& args) {
         {"tie_word_embeddings", c.tie_word_embeddings},
         {"attention_bias", c.attention_bias},
         {"qk_norm", c.qk_norm},
-        {"parameters", tensor_params},
+        {"parameters", params},
+        {"stored_elements", tensor_params},
         {"bytes", tensor_bytes},
+        {"bits_per_weight", params > 0 ? 8.0 * tensor_bytes / params : 0.0},
         {"tokenizer_vocab", tokenizer.ok() ? (*tokenizer)->vocab_size() : 0}};
     if (sparsity.error.empty()) {
       out["sparsity"] = {{"linear_elements", sparsity.elements},
@@ -206,6 +253,13 @@ int RunInspect(const Args& args) {
                          {"nm_4_8", sparsity.nm_4_8}};
     } else {
       out["sparsity"] = {{"error", sparsity.error}};
+    }
+    if (qc.ok() && qc->kind != QuantizationConfig::Kind::kNone) {
+      out["quantization"] = {{"method", qc->quant_method},
+                             {"format", qc->format},
+                             {"scheme", QuantizationSummary(*qc)},
+                             {"quantized_linears", quantized.size()},
+                             {"float_weights", float_linears}};
     }
     if (vm["tensors"].as<bool>()) out["tensors"] = tensors;
     std::cout << out.dump(2) << "\n";
@@ -227,15 +281,28 @@ int RunInspect(const Args& args) {
                                c.max_position_embeddings);
   std::cout << absl::StrFormat("vocab          %d%s\n", c.vocab_size,
                                c.tie_word_embeddings ? ", tied embeddings" : "");
-  std::cout << absl::StrFormat("parameters     %s (%d)\n", HumanCount(tensor_params),
-                               tensor_params);
+  std::cout << absl::StrFormat("parameters     %s (%d)\n", HumanCount(params), params);
   std::cout << absl::StrFormat("weights        %s in %d tensors:", HumanBytes(tensor_bytes),
                                tensors.size());
   for (const auto& [dtype, pb] : by_dtype) {
     std::cout << absl::StrFormat("  %s %s", dtype, HumanBytes(pb.second));
   }
-  std::cout << "\n";
-  if (sparsity.error.empty()) {
+  std::cout << absl::StrFormat(", %.2f bits per weight\n",
+                               params > 0 ? 8.0 * tensor_bytes / params : 0.0);
+  if (!qc.ok()) {
+    std::cout << "quantization   unreadable (" << qc.status().message() << ")\n";
+  } else if (qc->kind != QuantizationConfig::Kind::kNone) {
+    std::cout << absl::StrFormat("quantization   %s (%s): %s; %d linears quantized",
+                                 qc->quant_method, qc->format, QuantizationSummary(*qc),
+                                 quantized.size());
+    if (!float_linears.empty()) {
+      std::cout << "; kept in float: " << absl::StrJoin(float_linears, ", ");
+    }
+    std::cout << "\n";
+  }
+  if (sparsity.elements == 0 && !quantized.empty()) {
+    std::cout << "sparsity       not counted (the linears are quantized)\n";
+  } else if (sparsity.error.empty()) {
     std::cout << absl::StrFormat(
         "sparsity       linear weights %.2f%% zero (%d of %d); 2:4 %s, 4:8 %s\n",
         100 * zero_fraction, sparsity.zeros, sparsity.elements, sparsity.nm_2_4 ? "holds" : "no",

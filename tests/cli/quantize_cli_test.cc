@@ -632,6 +632,24 @@ TEST_F(QuantizeCliTest, GptqActOrderWritesGroupIndex) {
   EXPECT_EQ((*model)->QuantizedWeights().size(), 14u);
   const double kld = Kld(out, Tiny());
   EXPECT_TRUE(std::isfinite(kld) && kld > 0 && kld < 0.2) << kld;
+
+  // inspect counts the model's parameters, not the packed words, and says
+  // how it is quantized and what stays in float.
+  CliRun base = Exec("inspect " + Tiny() + " --json");
+  CliRun quant = Exec("inspect " + out + " --json");
+  ASSERT_EQ(base.code, 0) << base.err;
+  ASSERT_EQ(quant.code, 0) << quant.err;
+  const nlohmann::json b = nlohmann::json::parse(base.out), q = nlohmann::json::parse(quant.out);
+  EXPECT_EQ(q["parameters"], b["parameters"]);
+  EXPECT_LT(q["stored_elements"].get<int64_t>(), q["parameters"].get<int64_t>());
+  EXPECT_EQ(q["quantization"]["method"], "compressed-tensors");
+  EXPECT_EQ(q["quantization"]["quantized_linears"], 14);
+  EXPECT_THAT(q["quantization"]["scheme"].get<std::string>(), HasSubstr("groups of 32"));
+  EXPECT_THAT(q["quantization"]["scheme"].get<std::string>(), HasSubstr("act-order"));
+  EXPECT_FALSE(b.contains("quantization"));
+  CliRun text = Exec("inspect " + out);
+  EXPECT_THAT(text.out, HasSubstr("quantization   compressed-tensors (pack-quantized): I4, groups "
+                                  "of 32, symmetric, act-order; 14 linears quantized"));
 }
 
 // ----------------------------------------------------------------- gguf --
