@@ -160,55 +160,44 @@ absl::Status WriteInitialModel(const std::string& out, ModelConfig config,
           absl::StrCat(out, ": directory is not empty (use --force to replace it)"));
     }
   }
-  std::string tokenizer_json, tokenizer_config;
+  // The tokenizer files to write: the built-in byte tokenizer, a model
+  // directory's or a GGUF's (its vocabulary as tokenizer.json and
+  // tokenizer_config.json, never the GGUF's bytes), or a tokenizer.json with
+  // the tokenizer_config.json beside it.
+  std::vector<std::pair<std::string, std::string>> files;
   if (tokenizer_src == "bytes") {
-    tokenizer_json = ByteTokenizerJson().dump(2, ' ', false);
-    tokenizer_config = ByteTokenizerConfigJson().dump(2, ' ', false);
+    files = {{"tokenizer.json", ByteTokenizerJson().dump(2, ' ', false)},
+             {"tokenizer_config.json", ByteTokenizerConfigJson().dump(2, ' ', false)}};
+    config.vocab_size = kByteTokenizerVocab;
+    config.bos_token_id = -1;
+    config.eos_token_ids = {258};  // <|im_end|>
   } else {
     ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, LoadTokenizer(tokenizer_src));
     config.vocab_size = tok->vocab_size();
     config.bos_token_id = tok->bos_id();
     config.eos_token_ids.clear();
     if (tok->eos_id() >= 0) config.eos_token_ids.push_back(tok->eos_id());
-  }
-  if (IsGgufFile(tokenizer_src)) {
-    // The GGUF's vocabulary as the tokenizer.json and tokenizer_config.json
-    // that `retort convert MODEL.gguf DIR` writes (never the GGUF's bytes).
-    ASSIGN_OR_RETURN(std::unique_ptr<GgufReader> reader, GgufReader::Open(tokenizer_src));
-    ASSIGN_OR_RETURN(TokenizerParts parts, TokenizerPartsFromGguf(*reader));
-    std::string chat_template;
-    if (reader->Find("tokenizer.chat_template") != nullptr) {
-      ASSIGN_OR_RETURN(chat_template, reader->GetString("tokenizer.chat_template"));
+    if (fs::is_directory(tokenizer_src, ec) || IsGgufFile(tokenizer_src)) {
+      ASSIGN_OR_RETURN(files, TokenizerFiles(tokenizer_src));
+      // The tokenizer's files only: a new model has no generation defaults.
+      std::erase_if(files, [](const auto& f) { return f.first == "generation_config.json"; });
+    } else {
+      ASSIGN_OR_RETURN(std::string json, ReadFileToString(tokenizer_src));
+      files.emplace_back("tokenizer.json", std::move(json));
+      const fs::path beside = fs::path(tokenizer_src).parent_path() / "tokenizer_config.json";
+      if (fs::exists(beside, ec)) {
+        ASSIGN_OR_RETURN(std::string tc, ReadFileToString(beside.string()));
+        files.emplace_back("tokenizer_config.json", std::move(tc));
+      }
     }
-    ASSIGN_OR_RETURN(nlohmann::ordered_json tok, HfTokenizerJsonFromParts(parts));
-    tokenizer_json = tok.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
-    tokenizer_config = HfTokenizerConfigFromParts(parts, chat_template)
-                           .dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
-  } else if (tokenizer_src != "bytes") {
-    fs::path dir = fs::is_directory(tokenizer_src, ec) ? fs::path(tokenizer_src)
-                                                       : fs::path(tokenizer_src).parent_path();
-    std::string json_path =
-        fs::is_directory(tokenizer_src, ec) ? (dir / "tokenizer.json").string() : tokenizer_src;
-    ASSIGN_OR_RETURN(tokenizer_json, ReadFileToString(json_path));
-    if (fs::exists(dir / "tokenizer_config.json", ec)) {
-      ASSIGN_OR_RETURN(tokenizer_config,
-                       ReadFileToString((dir / "tokenizer_config.json").string()));
-    }
-  }
-  if (tokenizer_src == "bytes") {
-    config.vocab_size = kByteTokenizerVocab;
-    config.bos_token_id = -1;
-    config.eos_token_ids = {258};  // <|im_end|>
   }
   RETURN_IF_ERROR(config.Validate("--family/--size"));
 
   ASSIGN_OR_RETURN(StagedDirectory staged, StagedDirectory::Create(out));
   const fs::path tmp = staged.path();
   RETURN_IF_ERROR(InitModelDirectory(config, tmp.string(), seed, dtype));
-  RETURN_IF_ERROR(WriteFileAtomically((tmp / "tokenizer.json").string(), tokenizer_json));
-  if (!tokenizer_config.empty()) {
-    RETURN_IF_ERROR(
-        WriteFileAtomically((tmp / "tokenizer_config.json").string(), tokenizer_config));
+  for (const auto& [name, contents] : files) {
+    RETURN_IF_ERROR(WriteFileAtomically((tmp / name).string(), contents));
   }
   return staged.Commit();
 }

@@ -18,14 +18,9 @@ namespace fs = std::filesystem;
 class ConvertJob : public JobCommand {
  public:
   void AddOptions(po::options_description& opts, bool command_line) override {
-    auto in = po::value(&in_);
-    auto out = po::value(&out_);
-    if (command_line) {
-      in->required();
-      out->required();
-    }
-    opts.add_options()("in", in, "HF model directory or .gguf file")(
-        "out", out, "output .gguf file or HF directory")(
+    opts.add_options()("in", RequiredOnCommandLine(&in_, command_line),
+                       "HF model directory or .gguf file")(
+        "out", RequiredOnCommandLine(&out_, command_line), "output .gguf file or HF directory")(
         "to", po::value(&to_), "gguf or hf (default: the other format than IN)")(
         "type", po::value(&type_)->default_value("f16"),
         "GGUF tensor types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k")(

@@ -16,21 +16,14 @@ class DistillJob : public JobCommand {
  public:
   void AddOptions(po::options_description& opts, bool command_line) override {
     TrainStudentOptions& a = a_;
-    auto student = po::value(&a.student);
-    auto data = po::value(&a.data)->multitoken();
-    auto output = po::value(&a.output);
-    if (command_line) {
-      student->required();
-      data->required();
-      output->required();
-    }
     opts.add_options()(
-        "student", student,
+        "student", RequiredOnCommandLine(&a.student, command_line),
         "student model: HF directory (e.g. from `retort init`) or GGUF (dequantized to f32)")(
-        "data", data,
+        "data", RequiredOnCommandLine(&a.data, command_line)->multitoken(),
         "training files: *.jsonl (chats/traces: OpenAI messages, ShareGPT, open-r1, retort "
         "traces), *.txt (plain text), trace shards (token ids + teacher top-k)")(
-        "output,o", output, "output directory (checkpoints, final/, metrics.jsonl)")(
+        "output,o", RequiredOnCommandLine(&a.output, command_line),
+        "output directory (checkpoints, final/, metrics.jsonl)")(
         "teacher", po::value(&a.teacher), "online teacher for logit distillation (same tokenizer)")(
         "seq-len", po::value(&a.seq_len)->default_value(512), "tokens per packed row")(
         "batch-rows", po::value(&a.rows)->default_value(4), "rows per micro-batch")(

@@ -21,16 +21,11 @@ namespace fs = std::filesystem;
 class GenerateTracesJob : public JobCommand {
  public:
   void AddOptions(po::options_description& opts, bool command_line) override {
-    auto prompts = po::value(&prompts_path);
-    auto output = po::value(&this->output);
-    if (command_line) {
-      prompts->required();
-      output->required();
-    }
     opts.add_options()("model", po::value(&model), "teacher: model directory or .gguf file")(
-        "prompts", prompts,
+        "prompts", RequiredOnCommandLine(&prompts_path, command_line),
         "prompts JSONL: {\"id\", \"prompt\" | \"messages\", \"answer\"?} per line")(
-        "output,o", output, "output folder (resumed when it exists)")(
+        "output,o", RequiredOnCommandLine(&this->output, command_line),
+        "output folder (resumed when it exists)")(
         "samples,n", po::value(&so.samples)->default_value(1), "samples per prompt")(
         "temperature", po::value(&so.temperature)->default_value(0.6f, "0.6"), "0 = greedy")(
         "top-p", po::value(&so.top_p)->default_value(0.95f, "0.95"), "nucleus sampling mass")(

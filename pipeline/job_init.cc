@@ -18,9 +18,7 @@ namespace fs = std::filesystem;
 class InitJob : public JobCommand {
  public:
   void AddOptions(po::options_description& opts, bool command_line) override {
-    auto out = po::value(&out_);
-    if (command_line) out->required();
-    opts.add_options()("out", out, "output directory")(
+    opts.add_options()("out", RequiredOnCommandLine(&out_, command_line), "output directory")(
         "family", po::value(&family_)->default_value("llama"), "llama, qwen2, qwen3 or mistral")(
         "size", po::value(&size_)->default_value("tiny"),
         absl::StrCat("size preset: ", absl::StrJoin(PresetSizes(), ", ")).c_str())(

@@ -26,15 +26,10 @@ using Clock = std::chrono::steady_clock;
 class PruneJob : public JobCommand {
  public:
   void AddOptions(po::options_description& opts, bool command_line) override {
-    auto model = po::value(&model_path);
-    auto out = po::value(&this->out);
-    if (command_line) {
-      model->required();
-      out->required();
-    }
     prune::StructuredTarget& target = job.target;
-    opts.add_options()("model", model, "HF directory (f32/bf16/f16)")("out", out,
-                                                                      "output HF directory")(
+    opts.add_options()("model", RequiredOnCommandLine(&model_path, command_line),
+                       "HF directory (f32/bf16/f16)")(
+        "out", RequiredOnCommandLine(&this->out, command_line), "output HF directory")(
         "method", po::value(&method_name)->default_value("magnitude"),
         "unstructured criterion: magnitude, wanda or sparsegpt (the last two need --calib)")(
         "sparsity", po::value(&sparsity_text),

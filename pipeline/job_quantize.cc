@@ -20,14 +20,10 @@ class QuantizeJob : public JobCommand {
  public:
   void AddOptions(po::options_description& opts, bool command_line) override {
     quant::ModelQuantOptions& o = job_.quant;
-    auto model = po::value(&model_path_);
-    auto out = po::value(&out_);
-    if (command_line) {
-      model->required();
-      out->required();
-    }
-    opts.add_options()("model", model, "HF directory or .gguf file")(
-        "out", out, "output HF directory (compressed-tensors) or .gguf file")(
+    opts.add_options()("model", RequiredOnCommandLine(&model_path_, command_line),
+                       "HF directory or .gguf file")(
+        "out", RequiredOnCommandLine(&out_, command_line),
+        "output HF directory (compressed-tensors) or .gguf file")(
         "scheme", po::value(&scheme_)->default_value("int4-g128"),
         "int4-g32/g64/g128[-asym], int8-channel, fp8-channel, fp8-tensor, fp8-block128, ...")(
         "method", po::value(&method_)->default_value("rtn"), "rtn, gptq or awq")(

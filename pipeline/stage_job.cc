@@ -5,6 +5,7 @@
 #include "core/status.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
+#include "pipeline/recipe.h"
 
 namespace retort::pipeline {
 namespace {
@@ -33,24 +34,7 @@ absl::StatusOr<std::unique_ptr<JobCommand>> NewStageJob(const proto::Stage& stag
 }  // namespace
 
 std::string StageCommandName(const proto::Stage& stage) {
-  switch (stage.step_case()) {
-    case proto::Stage::kInit:
-      return "init";
-    case proto::Stage::kGenerate:
-    case proto::Stage::kEval:
-      return "generate";
-    case proto::Stage::kDistill:
-      return "distill";
-    case proto::Stage::kPrune:
-      return "prune";
-    case proto::Stage::kQuantize:
-      return "quantize";
-    case proto::Stage::kConvert:
-      return "convert";
-    case proto::Stage::STEP_NOT_SET:
-      break;
-  }
-  return "";
+  return stage.has_eval() ? "generate" : StageKind(stage);
 }
 
 absl::Status RunStageJob(const proto::Stage& stage, const StageContext& context, const JobIo& io) {

@@ -76,6 +76,14 @@ class JobCommand {
   virtual absl::Status Run(const po::variables_map& vm, const JobIo& io) = 0;
 };
 
+// An option a command line must give (positional or required there) but a
+// recipe stage sets from its typed fields.
+template <typename T>
+po::typed_value<T>* RequiredOnCommandLine(T* value, bool command_line) {
+  po::typed_value<T>* v = po::value(value);
+  return command_line ? v->required() : v;
+}
+
 // The commands, one object per run.
 std::unique_ptr<JobCommand> NewInitJob();
 std::unique_ptr<JobCommand> NewGenerateTracesJob();
