@@ -267,28 +267,32 @@ absl::StatusOr<std::vector<std::string>> GgufValue::AsStringArray() const {
   return strings_;
 }
 
-absl::StatusOr<std::vector<int64_t>> GgufValue::AsIntArray() const {
-  if (type_ != GgufType::kArray || !IsIntegerType(elem_type_)) {
+namespace {
+// Every item of `v` converted by `as`, when `v` is an array whose element
+// type `elem_ok` accepts; else an error saying it expected `expected`.
+template <typename T>
+absl::StatusOr<std::vector<T>> ItemsAs(const GgufValue& v, bool elem_ok, const char* expected,
+                                       absl::StatusOr<T> (GgufValue::*as)() const) {
+  if (!v.is_array() || !elem_ok) {
     return absl::InvalidArgumentError(
-        absl::StrCat("has type ", TypeDescription(*this), ", expected an array of integers"));
+        absl::StrCat("has type ", TypeDescription(v), ", expected ", expected));
   }
-  std::vector<int64_t> out(size());
+  std::vector<T> out(v.size());
   for (size_t i = 0; i < out.size(); ++i) {
-    ASSIGN_OR_RETURN(out[i], Item(i).AsInt());
+    ASSIGN_OR_RETURN(out[i], (v.Item(i).*as)());
   }
   return out;
 }
+}  // namespace
+
+absl::StatusOr<std::vector<int64_t>> GgufValue::AsIntArray() const {
+  return ItemsAs<int64_t>(*this, IsIntegerType(elem_type_), "an array of integers",
+                          &GgufValue::AsInt);
+}
 
 absl::StatusOr<std::vector<double>> GgufValue::AsFloatArray() const {
-  if (type_ != GgufType::kArray || !(IsIntegerType(elem_type_) || IsFloatType(elem_type_))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("has type ", TypeDescription(*this), ", expected an array of numbers"));
-  }
-  std::vector<double> out(size());
-  for (size_t i = 0; i < out.size(); ++i) {
-    ASSIGN_OR_RETURN(out[i], Item(i).AsFloat());
-  }
-  return out;
+  return ItemsAs<double>(*this, IsIntegerType(elem_type_) || IsFloatType(elem_type_),
+                         "an array of numbers", &GgufValue::AsFloat);
 }
 
 std::string GgufValue::DebugString(size_t max_items) const {
