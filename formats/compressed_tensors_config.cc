@@ -227,6 +227,31 @@ absl::Status ParseCompressedTensors(const JsonFields& f, const json& q, const st
   return absl::OkStatus();
 }
 
+// GPTQ-style group_size (GPTQ, AWQ): -1 for one scale per output channel,
+// N > 0 for groups of N input columns. `key_path` names the key in errors.
+absl::Status SetGroupSize(const JsonFields& f, const std::string& key_path, int64_t group_size,
+                          QuantSchemeSpec& s) {
+  if (group_size == -1) {
+    s.granularity = QuantGranularity::kChannel;
+  } else if (group_size > 0) {
+    s.granularity = QuantGranularity::kGroup;
+    s.group_size = group_size;
+  } else {
+    return f.Bad(key_path, group_size, " (expected -1 or a positive size)");
+  }
+  return absl::OkStatus();
+}
+
+// The end of a GPTQ, AWQ or DeepSeek FP8 block: its one scheme applies to
+// every Linear except the modules_to_not_convert.
+absl::Status AddLinearScheme(const JsonFields& f, const json& q, const std::string& path,
+                             QuantSchemeSpec s, QuantizationConfig& qc) {
+  ASSIGN_OR_RETURN(qc.ignore, f.Strings(q, path, "modules_to_not_convert"));
+  qc.groups.push_back(std::move(s));
+  FillSummary(qc);
+  return absl::OkStatus();
+}
+
 absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& path,
                        QuantizationConfig& qc) {
   qc.kind = QuantizationConfig::Kind::kGptq;
@@ -236,14 +261,7 @@ absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& pa
   if (bits != 4 && bits != 8) return f.Bad(path + ".bits", bits, " (supported: 4, 8)");
   s.value_type = bits == 4 ? DType::kI4 : DType::kI8;
   ASSIGN_OR_RETURN(int64_t group_size, f.Int(q, path, "group_size", -1));
-  if (group_size == -1) {
-    s.granularity = QuantGranularity::kChannel;
-  } else if (group_size > 0) {
-    s.granularity = QuantGranularity::kGroup;
-    s.group_size = group_size;
-  } else {
-    return f.Bad(path + ".group_size", group_size, " (expected -1 or a positive size)");
-  }
+  RETURN_IF_ERROR(SetGroupSize(f, path + ".group_size", group_size, s));
   ASSIGN_OR_RETURN(s.act_order, f.Bool(q, path, "desc_act", false));
   ASSIGN_OR_RETURN(s.symmetric, f.Bool(q, path, "sym", true));
   // AutoGPTQ omits it (v1); GPTQModel writes checkpoint_format and/or format.
@@ -259,10 +277,7 @@ absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& pa
   }
   qc.format = fmt;
   s.format = fmt;
-  ASSIGN_OR_RETURN(qc.ignore, f.Strings(q, path, "modules_to_not_convert"));
-  qc.groups.push_back(std::move(s));
-  FillSummary(qc);
-  return absl::OkStatus();
+  return AddLinearScheme(f, q, path, std::move(s), qc);
 }
 
 absl::Status ParseAwq(const JsonFields& f, const json& q, const std::string& path,
@@ -276,14 +291,7 @@ absl::Status ParseAwq(const JsonFields& f, const json& q, const std::string& pat
   s.value_type = DType::kI4;
   const char* gs_key = JsonFields::Find(q, "group_size") != nullptr ? "group_size" : "q_group_size";
   ASSIGN_OR_RETURN(int64_t group_size, f.Int(q, path, gs_key, std::nullopt));
-  if (group_size == -1) {
-    s.granularity = QuantGranularity::kChannel;
-  } else if (group_size > 0) {
-    s.granularity = QuantGranularity::kGroup;
-    s.group_size = group_size;
-  } else {
-    return f.Bad(path + "." + gs_key, group_size, " (expected -1 or a positive size)");
-  }
+  RETURN_IF_ERROR(SetGroupSize(f, path + "." + gs_key, group_size, s));
   ASSIGN_OR_RETURN(bool zero_point, f.Bool(q, path, "zero_point", true));
   if (!zero_point)
     return f.Bad(path + ".zero_point", "false is not supported (AWQ gemm stores zeros)");
@@ -295,9 +303,7 @@ absl::Status ParseAwq(const JsonFields& f, const json& q, const std::string& pat
   }
   qc.format = version;
   s.format = version;
-  ASSIGN_OR_RETURN(qc.ignore, f.Strings(q, path, "modules_to_not_convert"));
-  qc.groups.push_back(std::move(s));
-  FillSummary(qc);
+  RETURN_IF_ERROR(AddLinearScheme(f, q, path, std::move(s), qc));
   qc.sym = false;
   return absl::OkStatus();
 }
@@ -337,10 +343,7 @@ absl::Status ParseFp8Block(const JsonFields& f, const json& q, const std::string
   } else {
     return f.Bad(path + ".activation_scheme", "\"", act, "\" (expected dynamic or static)");
   }
-  ASSIGN_OR_RETURN(qc.ignore, f.Strings(q, path, "modules_to_not_convert"));
-  qc.groups.push_back(std::move(s));
-  FillSummary(qc);
-  return absl::OkStatus();
+  return AddLinearScheme(f, q, path, std::move(s), qc);
 }
 
 // compressed-tensors' match of a target / ignore entry against a module name:
