@@ -242,10 +242,13 @@ absl::Status SetGroupSize(const JsonFields& f, const std::string& key_path, int6
   return absl::OkStatus();
 }
 
-// The end of a GPTQ, AWQ or DeepSeek FP8 block: its one scheme applies to
-// every Linear except the modules_to_not_convert.
+// The end of a GPTQ, AWQ or DeepSeek FP8 block: a config of `kind` whose
+// one scheme applies to every Linear except the modules_to_not_convert.
 absl::Status AddLinearScheme(const JsonFields& f, const json& q, const std::string& path,
-                             QuantSchemeSpec s, QuantizationConfig& qc) {
+                             QuantizationConfig::Kind kind, QuantSchemeSpec s,
+                             QuantizationConfig& qc) {
+  qc.kind = kind;
+  s.targets = {"Linear"};
   ASSIGN_OR_RETURN(qc.ignore, f.Strings(q, path, "modules_to_not_convert"));
   qc.groups.push_back(std::move(s));
   FillSummary(qc);
@@ -254,9 +257,7 @@ absl::Status AddLinearScheme(const JsonFields& f, const json& q, const std::stri
 
 absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& path,
                        QuantizationConfig& qc) {
-  qc.kind = QuantizationConfig::Kind::kGptq;
   QuantSchemeSpec s;
-  s.targets = {"Linear"};
   ASSIGN_OR_RETURN(int64_t bits, f.Int(q, path, "bits", std::nullopt));
   if (bits != 4 && bits != 8) return f.Bad(path + ".bits", bits, " (supported: 4, 8)");
   s.value_type = bits == 4 ? DType::kI4 : DType::kI8;
@@ -277,14 +278,12 @@ absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& pa
   }
   qc.format = fmt;
   s.format = fmt;
-  return AddLinearScheme(f, q, path, std::move(s), qc);
+  return AddLinearScheme(f, q, path, QuantizationConfig::Kind::kGptq, std::move(s), qc);
 }
 
 absl::Status ParseAwq(const JsonFields& f, const json& q, const std::string& path,
                       QuantizationConfig& qc) {
-  qc.kind = QuantizationConfig::Kind::kAwq;
   QuantSchemeSpec s;
-  s.targets = {"Linear"};
   const char* bits_key = JsonFields::Find(q, "bits") != nullptr ? "bits" : "w_bit";
   ASSIGN_OR_RETURN(int64_t bits, f.Int(q, path, bits_key, 4));
   if (bits != 4) return f.Bad(path + "." + bits_key, bits, " (AWQ gemm checkpoints are 4-bit)");
@@ -303,16 +302,14 @@ absl::Status ParseAwq(const JsonFields& f, const json& q, const std::string& pat
   }
   qc.format = version;
   s.format = version;
-  RETURN_IF_ERROR(AddLinearScheme(f, q, path, std::move(s), qc));
+  RETURN_IF_ERROR(AddLinearScheme(f, q, path, QuantizationConfig::Kind::kAwq, std::move(s), qc));
   qc.sym = false;
   return absl::OkStatus();
 }
 
 absl::Status ParseFp8Block(const JsonFields& f, const json& q, const std::string& path,
                            QuantizationConfig& qc) {
-  qc.kind = QuantizationConfig::Kind::kFp8Block;
   QuantSchemeSpec s;
-  s.targets = {"Linear"};
   ASSIGN_OR_RETURN(std::string fmt, f.String(q, path, "fmt", std::string("e4m3")));
   fmt = absl::AsciiStrToLower(fmt);
   if (fmt != "e4m3") return f.Bad(path + ".fmt", "\"", fmt, "\" is not supported (expected e4m3)");
@@ -343,7 +340,7 @@ absl::Status ParseFp8Block(const JsonFields& f, const json& q, const std::string
   } else {
     return f.Bad(path + ".activation_scheme", "\"", act, "\" (expected dynamic or static)");
   }
-  return AddLinearScheme(f, q, path, std::move(s), qc);
+  return AddLinearScheme(f, q, path, QuantizationConfig::Kind::kFp8Block, std::move(s), qc);
 }
 
 // compressed-tensors' match of a target / ignore entry against a module name:
