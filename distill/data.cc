@@ -286,17 +286,6 @@ absl::StatusOr<std::vector<TrainExample>> TraceShardExamples(const std::string& 
   return out;
 }
 
-namespace {
-// Trace shards are sequences of zstd frames (formats/traces.md).
-bool StartsWithZstdMagic(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  unsigned char magic[4] = {0, 0, 0, 0};
-  f.read(reinterpret_cast<char*>(magic), 4);
-  return f.gcount() == 4 && magic[0] == 0x28 && magic[1] == 0xB5 && magic[2] == 0x2F &&
-         magic[3] == 0xFD;
-}
-}  // namespace
-
 absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths,
                                       const Tokenizer& tokenizer, const ChatTemplate* tmpl,
                                       const DatasetOptions& options) {
@@ -320,7 +309,7 @@ absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths,
         builder = std::make_unique<ChatExampleBuilder>(std::move(b));
       }
       ASSIGN_OR_RETURN(examples, ChatJsonlExamples(path, *builder, options, &ds.summary_));
-    } else if (!StartsWithZstdMagic(path)) {
+    } else if (!StartsLikeTraceShard(path)) {
       // Anything that is not JSONL and not a (zstd-framed) trace shard is
       // plain text: .txt, .md, or extension-less files such as
       // /usr/share/common-licenses/GPL-3.
