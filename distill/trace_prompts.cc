@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "core/enum_names.h"
 #include "core/file.h"
 #include "core/status.h"
 #include "distill/data.h"
@@ -103,11 +104,9 @@ uint64_t TraceSampleSeed(uint64_t seed, const std::string& id, int64_t sample) {
 }
 
 absl::StatusOr<ThinkPrefix> ParseThinkPrefix(const std::string& name) {
-  if (name == "auto") return ThinkPrefix::kAuto;
-  if (name == "on") return ThinkPrefix::kOn;
-  if (name == "off") return ThinkPrefix::kOff;
-  return absl::InvalidArgumentError(
-      absl::StrCat("think prefix \"", name, "\": expected auto, on or off"));
+  static constexpr EnumName<ThinkPrefix> kThinkPrefixes[] = {
+      {"auto", ThinkPrefix::kAuto}, {"on", ThinkPrefix::kOn}, {"off", ThinkPrefix::kOff}};
+  return ParseEnumName(kThinkPrefixes, "think prefix", name);
 }
 
 absl::StatusOr<RenderedPrompt> RenderTracePrompt(const ChatTemplate& chat_template,
