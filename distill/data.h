@@ -25,9 +25,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/progress.h"
-#include "distill/chat_example.h"
-#include "distill/data_loader.h"
-#include "distill/train_example.h"
+#include "distill/chat_example.h"   // IWYU pragma: export
+#include "distill/data_loader.h"    // IWYU pragma: export
+#include "distill/train_example.h"  // IWYU pragma: export
 #include "formats/reasoning.h"
 #include "formats/traces.h"
 #include "model/sampler.h"

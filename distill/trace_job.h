@@ -17,9 +17,9 @@
 
 #include "absl/status/statusor.h"
 #include "core/progress.h"
-#include "distill/trace_output_dir.h"
-#include "distill/trace_prompts.h"
-#include "distill/trace_teachers.h"
+#include "distill/trace_output_dir.h"  // IWYU pragma: export
+#include "distill/trace_prompts.h"     // IWYU pragma: export
+#include "distill/trace_teachers.h"    // IWYU pragma: export
 #include "distill/verify.h"
 #include "nlohmann/json.hpp"
 

@@ -33,7 +33,7 @@
 #include "core/dtype.h"
 #include "core/file.h"
 #include "core/tensor.h"
-#include "formats/gguf_value.h"
+#include "formats/gguf_value.h"  // IWYU pragma: export
 
 namespace retort {
 
