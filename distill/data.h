@@ -1,151 +1,40 @@
-// The student's training data: examples (token ids + which of them are
-// trained + optional teacher top-k), the datasets they come from, and the
-// DataLoader that packs them into fixed-length micro-batches in a
-// reproducible, resumable, rank-split order.
+// The student's training data: the datasets examples come from, split into
+// train and held-out sets. This header also includes what it is made of:
+// distill/train_example.h (TrainExample, DataSummary), distill/chat_example.h
+// (chat samples through the student's chat template) and
+// distill/data_loader.h (packing into micro-batches).
 //
 // Where examples come from:
-//   * chat / trace samples (JSONL): rendered through the STUDENT's chat
-//     template. prompt = Render(messages before the final assistant turn,
-//     add_generation_prompt=true), tokenized with the tokenizer's BOS rules
-//     (a BOS the template already rendered is not doubled); completion = what
-//     the model must write, tokenized without added special tokens but with
-//     special tokens written in the text recognised. Mask 0 on the prompt,
-//     1 on the completion. See ChatExampleBuilder for how the completion
-//     text is found;
+//   * chat / trace samples (JSONL): ChatExampleBuilder (chat_example.h);
 //   * plain text (pretraining-style): documents split at blank lines or cut
 //     into fixed-size token chunks, every token trained;
 //   * token shards (offline KD, formats/traces.h): prompt_ids +
 //     completion_ids as stored, the teacher's top-k attached to the
 //     completion tokens; the teacher's tokenizer must be the student's.
 //
-// Teacher top-k alignment, everywhere in this file: the top-k row stored
-// for token t of an example is the teacher's distribution over token t
-// (computed from the tokens before it). In a PackedBatch, position i
-// predicts targets[i] = tokens[i + 1], so its top-k row is the example's
-// row for token i + 1.
-//
-// Thread-safety: ChatExampleBuilder::Build and the Dataset accessors are
-// const and may run on several threads; a DataLoader is used from one thread.
-// Dataset::Load / ChatJsonlExamples tokenize on the core thread pool
+// Thread-safety: the Dataset accessors are const and may run on several
+// threads. Dataset::Load / ChatJsonlExamples tokenize on the core thread pool
 // (ParallelFor), so call them from one thread at a time.
 #ifndef RETORT_DISTILL_DATA_H_
 #define RETORT_DISTILL_DATA_H_
 
 #include <cstdint>
-#include <map>
-#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/progress.h"
+#include "distill/chat_example.h"   // IWYU pragma: export
+#include "distill/data_loader.h"    // IWYU pragma: export
+#include "distill/train_example.h"  // IWYU pragma: export
 #include "formats/reasoning.h"
 #include "formats/traces.h"
 #include "model/sampler.h"
-#include "nlohmann/json.hpp"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
 namespace retort {
-
-// One training document.
-struct TrainExample {
-  // Stable identity: the sample's "id" (all samples of one prompt share it,
-  // so they land on the same side of the train/held-out split), or a hash of
-  // the content when the input has none.
-  std::string id;
-  std::vector<int32_t> tokens;
-  // 1 = token is a completion token the model learns to predict.
-  std::vector<uint8_t> loss_mask;
-  // Teacher top-k (0 = no teacher data): [tokens.size() * top_k] rows, row t
-  // = teacher's top-k over token t; meaningful only where loss_mask[t] == 1
-  // (elsewhere ids -1, log-probs 0).
-  int32_t top_k = 0;
-  std::vector<int32_t> topk_ids;
-  std::vector<float> topk_logprobs;
-
-  bool has_teacher() const { return top_k > 0; }
-  int64_t num_trained() const;
-};
-
-// ---- chat samples -------------------------------------------------------------
-
-struct ChatExampleOptions {
-  // false: only the final assistant turn is trained (the default; what
-  // reasoning SFT wants). true: every assistant turn is trained as the
-  // template renders it in the history (earlier turns without their
-  // reasoning when the template drops it), the final turn as below. Needs a
-  // template whose renderings of successive prefixes extend each other.
-  bool train_all_assistant_turns = false;
-  // true: every assistant message loses its reasoning before rendering (the
-  // reasoning_content / reasoning / thinking fields and the <think>...</think>
-  // blocks of its content, see WithoutReasoning), so the student learns to
-  // write the answer alone: the "answers only" baseline of a distillation
-  // experiment. A sample left with no answer is skipped ("empty completion").
-  bool answers_only = false;
-};
-
-// RemoveThinkBlocks (formats/reasoning.h) strips reasoning from one text.
-
-// A copy of `messages` (an OpenAI chat array) whose assistant messages carry
-// no reasoning: no reasoning_content / reasoning / thinking field and their
-// string content passed through RemoveThinkBlocks. Other messages, and
-// anything that is not an object with a string role, are copied unchanged.
-nlohmann::ordered_json WithoutReasoning(const nlohmann::ordered_json& messages);
-
-// Turns a chat (a JSON array of {"role", "content", "reasoning_content"?})
-// whose last message is the assistant's into a TrainExample.
-//
-// The completion text of the final assistant turn is, in this order:
-//   1. the template's own rendering of that turn, when rendering the whole
-//      conversation gives prompt + X and X contains the turn's reasoning (or
-//      it has none): templates that know reasoning_content (Qwen3) are
-//      followed exactly, empty <think></think> included;
-//   2. otherwise constructed: ("<think>\n" + reasoning + "\n</think>\n\n" +
-//      content, or content alone) + the template's end-of-turn text. The
-//      reasoning loses leading/trailing newlines and the content its leading
-//      ones (as Qwen3 renders them). The end-of-turn text is what follows a
-//      sentinel content in Render([user, assistant{sentinel}]) (e.g.
-//      "<|im_end|>\n" for ChatML, "<｜end▁of▁sentence｜>" for R1-Distill);
-//      the final turn is never rendered through the template's history
-//      path, which drops <think> in R1-style templates.
-// When the generation prompt ends with "<think>\n" (R1-Distill) and the
-// completion starts with it, the completion's copy is dropped.
-class ChatExampleBuilder {
- public:
-  // `tmpl` and `tokenizer` must outlive the builder. Fails when the
-  // template's end-of-turn text cannot be found.
-  static absl::StatusOr<ChatExampleBuilder> Create(const ChatTemplate* tmpl,
-                                                   const Tokenizer* tokenizer,
-                                                   ChatExampleOptions options = {});
-
-  // The rendered text pieces of the final turn (for tests and inspection).
-  struct Texts {
-    std::string prompt;
-    std::string completion;
-    bool from_template = false;  // case 1 above
-  };
-  // Errors (InvalidArgument) name `where` (e.g. "data.jsonl:12"): no messages,
-  // a message without string role/content, last message not the assistant's,
-  // an empty completion, non-UTF-8 text, a template error.
-  absl::StatusOr<Texts> RenderFinalTurn(const nlohmann::ordered_json& messages,
-                                        const std::string& where) const;
-  absl::StatusOr<TrainExample> Build(const nlohmann::ordered_json& messages, const std::string& id,
-                                     const std::string& where) const;
-
-  const std::string& end_of_turn() const { return end_of_turn_; }
-
- private:
-  ChatExampleBuilder() = default;
-  absl::Status AppendEarlierTurns(const nlohmann::ordered_json& messages, const std::string& where,
-                                  TrainExample* ex, std::string* rendered) const;
-
-  const ChatTemplate* tmpl_ = nullptr;
-  const Tokenizer* tokenizer_ = nullptr;
-  ChatExampleOptions options_;
-  std::string end_of_turn_;
-};
 
 // ---- plain text --------------------------------------------------------------
 
@@ -179,29 +68,6 @@ uint64_t StableHash64(const std::string& s);
 // Mix(StableHash64(id)) / 2^64 < eval_fraction, Mix = splitmix64's output
 // function (FNV-1a alone splits ids like "prompt-17" unevenly).
 bool IsHeldOut(const std::string& id, double eval_fraction);
-
-// What loading and packing did, for the trainer to print.
-struct DataSummary {
-  int64_t files = 0;
-  int64_t examples = 0;  // kept (train + eval)
-  int64_t train_examples = 0;
-  int64_t eval_examples = 0;
-  int64_t tokens = 0;          // in kept examples
-  int64_t trained_tokens = 0;  // loss_mask == 1
-  int64_t teacher_examples = 0;
-  // Reason -> count of samples not turned into examples ("empty completion",
-  // "last message is not the assistant's", ...).
-  std::map<std::string, int64_t> skipped;
-  // Filled by the DataLoader (depend on seq_len).
-  int64_t truncated_examples = 0;   // examples cut to seq_len
-  int64_t truncated_tokens = 0;     // tokens cut off
-  int64_t split_examples = 0;       // examples split into several documents
-  int64_t dropped_untrainable = 0;  // pieces with no trained token left (prompt >= seq_len)
-
-  void Merge(const DataSummary& other);
-  // Multi-line, human readable.
-  std::string ToString() const;
-};
 
 struct DatasetOptions {
   double eval_fraction = 0.0;  // in [0, 1)
@@ -274,157 +140,6 @@ absl::StatusOr<std::vector<TrainExample>> TraceShardExamples(const std::string& 
                                                              int32_t student_vocab,
                                                              const DatasetOptions& options,
                                                              DataSummary* summary);
-
-// ---- packing and loading -----------------------------------------------------
-
-// One micro-batch: `rows` rows of `seq_len` tokens, concatenated.
-struct PackedBatch {
-  int64_t seq_len = 0;
-  int64_t rows = 0;
-  std::vector<int32_t> tokens;     // [n], n = seq_len * rows
-  std::vector<int32_t> positions;  // restart at 0 at each document (and padding)
-  // Index (into the whole batch) of the first token of the token's document,
-  // as kernels/cpu/train_ops.h AttentionForward takes it. A document never
-  // crosses a row boundary; the padding at a row's end is a document of its own.
-  std::vector<int32_t> doc_start;
-  // Next-token label at each position; -1 where nothing is learned: the
-  // next token is a prompt token, padding, or the position is the last of
-  // its document.
-  std::vector<int32_t> targets;
-  int64_t num_targets = 0;  // positions with targets != -1
-  // Offline KD. top_k == 0 (vectors empty) when no example carries teacher
-  // data. Otherwise [n * top_k]; has_teacher[i] == 1 iff targets[i] != -1 and
-  // the example came with teacher data; then row i is the teacher's top-k
-  // for targets[i] (ids descending by log-prob as stored). Rows with
-  // has_teacher[i] == 0 hold ids -1 and log-probs 0: ignore them.
-  int32_t top_k = 0;
-  std::vector<int32_t> topk_ids;
-  std::vector<float> topk_logprobs;
-  std::vector<uint8_t> has_teacher;  // [n] (empty when top_k == 0)
-  int64_t num_teacher_targets = 0;
-  // Where the batch sits in the stream (see DataLoader).
-  uint64_t epoch = 0;
-  uint64_t index_in_epoch = 0;
-};
-
-enum class OverlongPolicy {
-  // Keep the first seq_len tokens (cuts the end of the completion); counted.
-  kTruncate,
-  // Cut into seq_len pieces, each its own document (positions restart);
-  // pieces with no trained token are dropped and counted.
-  kSplit,
-};
-
-struct PackingOptions {
-  int64_t seq_len = 2048;
-  int64_t rows_per_batch = 1;
-  OverlongPolicy overlong = OverlongPolicy::kTruncate;
-  int32_t pad_id = 0;  // token written into padding (masked: any id works)
-  uint64_t seed = 0;
-  // Train: shuffle each epoch and repeat forever. Eval: false, one pass in
-  // dataset order.
-  bool shuffle = true;
-  bool repeat = true;
-  // Data parallelism (see DataLoader).
-  int rank = 0;
-  int world_size = 1;
-};
-
-// Where a DataLoader stands: the next round starts at batch `cursor` of
-// epoch `epoch` (the global stream, identical on every rank).
-struct DataPosition {
-  uint64_t epoch = 0;
-  uint64_t cursor = 0;
-  bool operator==(const DataPosition& o) const { return epoch == o.epoch && cursor == o.cursor; }
-  nlohmann::json ToJson() const;
-  static absl::StatusOr<DataPosition> FromJson(const nlohmann::json& j);
-};
-
-// Shuffling uses model/sampler.h's Xoshiro256 (xoshiro256** seeded through
-// splitmix64), identical on every platform and standard library.
-
-// The order of `n` examples in `epoch`: a Fisher-Yates shuffle (i from n-1
-// down to 1, swap i with Below(i + 1)) driven by Xoshiro256(splitmix(seed)
-// ^ splitmix(epoch)). Same seed and epoch -> same permutation everywhere.
-std::vector<uint32_t> EpochPermutation(uint64_t n, uint64_t seed, uint64_t epoch);
-
-// Packs examples into micro-batches in a reproducible order.
-//
-// The global stream: epoch e lays out its examples in EpochPermutation(seed,
-// e) order (dataset order without shuffle), cuts overlong ones per
-// PackingOptions::overlong, and packs them greedily: a document goes into the
-// current row if it fits, else the row is closed (padded) and a new one
-// begins. Every rows_per_batch consecutive rows are one micro-batch (the
-// epoch's last micro-batch is filled up with all-padding rows). Batch b of
-// epoch e is followed by batch b+1, or batch 0 of epoch e+1.
-//
-// The rank rule: stream batches are numbered g = 0, 1, 2, ... across epochs;
-// rank r of W receives exactly the batches with g % W == r, in order. The
-// k-th Next() on rank r returns batch k*W + r. So one optimizer step with
-// accumulation A on W ranks consumes batches [s*A*W, (s+1)*A*W) -- the same
-// batches that W=1 with accumulation A*W consumes in step s.
-//
-// position() is the stream location of batch k*W after k calls (the start
-// of the next round), the same on every rank; Seek(position()) on a new
-// loader with the same dataset and options continues with identical batches.
-// With repeat=false the stream ends after epoch 0 and Next returns false
-// (ranks may then get one batch fewer than others).
-class DataLoader {
- public:
-  // `examples` must outlive the loader. Errors: seq_len < 2, rows_per_batch
-  // < 1, rank outside [0, world_size), no trainable example, examples whose
-  // top_k differ.
-  static absl::StatusOr<std::unique_ptr<DataLoader>> Create(
-      const std::vector<TrainExample>* examples, const PackingOptions& options);
-
-  // Fills *batch with this rank's next micro-batch; false at the end of a
-  // non-repeating stream.
-  bool Next(PackedBatch* batch);
-
-  DataPosition position() const { return position_; }
-  // REQUIRES: a position from position() of a loader over the same data and
-  // options (an epoch and a cursor within that epoch's batches).
-  absl::Status Seek(const DataPosition& position);
-
-  // Micro-batches in `epoch` (the same for every epoch without shuffle).
-  uint64_t BatchesInEpoch(uint64_t epoch);
-  // Truncation / split counts (depend on seq_len), merged by the caller into
-  // the dataset's summary.
-  const DataSummary& packing_summary() const { return packing_summary_; }
-  int32_t top_k() const { return top_k_; }
-
- private:
-  // A slice [begin, end) of an example's tokens packed as one document.
-  struct Piece {
-    uint32_t example;
-    uint32_t begin, end;
-  };
-  struct Row {
-    uint32_t first_piece, num_pieces;  // into EpochLayout::pieces
-  };
-  struct EpochLayout {
-    uint64_t epoch = ~uint64_t{0};
-    std::vector<Piece> pieces;  // in packing order
-    std::vector<Row> rows;
-    uint64_t batches = 0;
-  };
-
-  DataLoader(const std::vector<TrainExample>* examples, const PackingOptions& options);
-  const EpochLayout& Layout(uint64_t epoch);
-  // Moves *pos forward by n batches across epochs; false past the end of a
-  // non-repeating stream.
-  bool Advance(DataPosition* pos, uint64_t n);
-  void Fill(const EpochLayout& layout, uint64_t batch_index, PackedBatch* batch) const;
-
-  const std::vector<TrainExample>* examples_;
-  PackingOptions options_;
-  int32_t top_k_ = 0;
-  // Per example, its pieces under the overlong policy (empty = dropped).
-  std::vector<std::vector<Piece>> example_pieces_;
-  DataSummary packing_summary_;
-  EpochLayout layouts_[2];  // small cache: the current and the next epoch
-  DataPosition position_;
-};
 
 }  // namespace retort
 

@@ -5,9 +5,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <random>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/enum_names.h"
 #include "formats/reasoning.h"
 #include "httplib.h"
 #include "model/sampler.h"
@@ -22,11 +24,9 @@ std::string Str(std::string_view s) { return std::string(s.data(), s.size()); }
 // ---------------------------------------------------------------- reasoning
 
 absl::StatusOr<ReasoningSplitter::Mode> ReasoningSplitter::ParseMode(const std::string& name) {
-  if (name == "none") return Mode::kNone;
-  if (name == "auto") return Mode::kAuto;
-  if (name == "deepseek_r1") return Mode::kDeepSeekR1;
-  return absl::InvalidArgumentError(
-      absl::StrCat("reasoning parser \"", name, "\": expected none, auto or deepseek_r1"));
+  static constexpr EnumName<Mode> kModes[] = {
+      {"none", Mode::kNone}, {"auto", Mode::kAuto}, {"deepseek_r1", Mode::kDeepSeekR1}};
+  return ParseEnumName(kModes, "reasoning parser", name);
 }
 
 ReasoningSplitter::ReasoningSplitter(Mode mode, bool starts_in_reasoning)
@@ -274,25 +274,16 @@ std::string ServerMessage(const std::string& body) {
 }
 
 absl::Status StatusForHttp(int status, const std::string& message) {
-  switch (status) {
-    case 400:
-    case 413:
-    case 422:
-      return absl::InvalidArgumentError(message);
-    case 401:
-      return absl::UnauthenticatedError(message);
-    case 403:
-      return absl::PermissionDeniedError(message);
-    case 404:
-      return absl::NotFoundError(message);
-    case 408:
-      return absl::DeadlineExceededError(message);
-    case 429:
-      return absl::ResourceExhaustedError(message);
-    default:
-      if (status >= 500) return absl::UnavailableError(message);
-      return absl::UnknownError(message);
+  static constexpr std::pair<int, absl::StatusCode> kCodes[] = {
+      {400, absl::StatusCode::kInvalidArgument},  {413, absl::StatusCode::kInvalidArgument},
+      {422, absl::StatusCode::kInvalidArgument},  {401, absl::StatusCode::kUnauthenticated},
+      {403, absl::StatusCode::kPermissionDenied}, {404, absl::StatusCode::kNotFound},
+      {408, absl::StatusCode::kDeadlineExceeded}, {429, absl::StatusCode::kResourceExhausted}};
+  for (const auto& [http, code] : kCodes) {
+    if (http == status) return absl::Status(code, message);
   }
+  return absl::Status(status >= 500 ? absl::StatusCode::kUnavailable : absl::StatusCode::kUnknown,
+                      message);
 }
 
 bool Retryable(int status) { return status == 408 || status == 429 || status >= 500; }

@@ -8,6 +8,7 @@
 #include <numbers>
 
 #include "absl/strings/str_cat.h"
+#include "core/enum_names.h"
 #include "core/file.h"
 #include "core/status.h"
 #include "kernels/backend.h"
@@ -169,25 +170,18 @@ double ClipGradNorm(float* grads, int64_t n, double max_norm) {
   return norm;
 }
 
+constexpr EnumName<LrScheduleKind> kLrSchedules[] = {{"cosine", LrScheduleKind::kCosine},
+                                                     {"linear", LrScheduleKind::kLinear},
+                                                     {"constant", LrScheduleKind::kConstant}};
+
 absl::StatusOr<LrScheduleKind> ParseLrSchedule(const std::string& name) {
-  if (name == "cosine") return LrScheduleKind::kCosine;
-  if (name == "linear") return LrScheduleKind::kLinear;
-  if (name == "constant") return LrScheduleKind::kConstant;
+  if (std::optional<LrScheduleKind> kind = FindEnumByName(kLrSchedules, name)) return *kind;
   return absl::InvalidArgumentError(absl::StrCat("unknown learning-rate schedule \"", name,
-                                                 "\" (expected cosine, linear or constant)"));
+                                                 "\" (expected ", EnumNameChoices(kLrSchedules),
+                                                 ")"));
 }
 
-const char* LrScheduleName(LrScheduleKind kind) {
-  switch (kind) {
-    case LrScheduleKind::kCosine:
-      return "cosine";
-    case LrScheduleKind::kLinear:
-      return "linear";
-    case LrScheduleKind::kConstant:
-      return "constant";
-  }
-  return "?";
-}
+const char* LrScheduleName(LrScheduleKind kind) { return EnumValueName(kLrSchedules, kind); }
 
 double LearningRate(int64_t step, int64_t total_steps, const LrScheduleOptions& o) {
   step = std::max<int64_t>(step, 0);

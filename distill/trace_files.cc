@@ -28,25 +28,10 @@ Json Quantiles(std::vector<double> v) {
 
 }  // namespace
 
-// Every sample of a file in any dialect (open-r1 rows with several
-// generations give several).
+// ReadTraceJsonl reads every dialect ParseTraceLineSamples does, all
+// generations of an open-r1 row included.
 absl::StatusOr<std::vector<TraceSample>> ReadTraceSamplesAnyDialect(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  std::vector<TraceSample> out;
-  int64_t line_no = 0;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    std::string_view line(text.data() + pos, nl - pos);
-    pos = nl + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
-    ASSIGN_OR_RETURN(std::vector<TraceSample> samples, ParseTraceLineSamples(line, line_no, path));
-    for (TraceSample& s : samples) out.push_back(std::move(s));
-  }
-  return out;
+  return ReadTraceJsonl(path);
 }
 
 Json ExportTraceLine(const TraceSample& s, const std::string& format) {

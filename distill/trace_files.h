@@ -13,7 +13,9 @@
 namespace retort {
 
 // Every sample of a file in any dialect ParseTraceLineSamples reads (open-r1
-// rows with several generations give several); blank lines are skipped.
+// rows with several generations give several); blank lines are skipped. The
+// same as ReadTraceJsonl (formats/traces.h), under the name `retort traces`
+// knows it by.
 absl::StatusOr<std::vector<TraceSample>> ReadTraceSamplesAnyDialect(const std::string& path);
 
 // One line of another dialect: "openai" (messages), "sharegpt"

@@ -56,26 +56,10 @@ double LogSumExp(const float* logits, int64_t vocab, int64_t* argmax) {
 
 absl::StatusOr<std::vector<ScoredWindow>> PlanWindows(int64_t n,
                                                       const KlDivergenceOptions& options) {
-  std::vector<ScoredWindow> plan;
   if (options.scheme == WindowScheme::kStrided) {
-    if (n < 2)
-      return absl::InvalidArgumentError(
-          absl::StrCat("KL divergence needs at least 2 tokens, the text has ", n));
-    if (options.context < 2) return absl::InvalidArgumentError("context must be at least 2 tokens");
-    if (options.stride < 1 || options.stride >= options.context) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "stride must be in [1, context-1=", options.context - 1, "], got ", options.stride));
-    }
     // Same walk as ComputePerplexity: each target once, from the first window
     // that contains it with a predecessor.
-    int64_t prev_end = 0;
-    for (int64_t begin = 0;; begin += options.stride) {
-      const int64_t end = std::min(begin + options.context, n);
-      plan.push_back({begin, end - begin, std::max(prev_end, begin + 1)});
-      prev_end = end;
-      if (end == n) break;
-    }
-    return plan;
+    return PlanStridedWindows(n, options.context, options.stride, "KL divergence");
   }
   // llama-perplexity's chunks: logits of window positions context/2 ..
   // context-2 predict the tokens one later.
@@ -89,6 +73,7 @@ absl::StatusOr<std::vector<ScoredWindow>> PlanWindows(int64_t n,
         absl::StrCat("llama.cpp windows need at least one full window of ", options.context,
                      " tokens, the text has ", n));
   }
+  std::vector<ScoredWindow> plan;
   for (int64_t w = 0; w < windows; ++w) {
     const int64_t begin = w * options.context;
     plan.push_back({begin, options.context, begin + options.context / 2 + 1});

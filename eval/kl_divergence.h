@@ -60,16 +60,8 @@ struct KlDivergenceOptions {
   std::function<void(int64_t, int64_t, int64_t)> progress;
 };
 
-// One window of a plan: tokens [begin, begin+length) run as a fresh sequence,
-// targets at stream positions [first_target, begin+length) scored, each from
-// the logits of the position before it.
-struct ScoredWindow {
-  int64_t begin = 0;
-  int64_t length = 0;
-  int64_t first_target = 0;
-};
-
-// The windows `options` gives for a stream of n tokens; errors on a bad
+// The windows `options` gives for a stream of n tokens (kStrided:
+// PlanStridedWindows, eval/perplexity.h); errors on a bad
 // context/stride or too few tokens (kLlamaCpp needs at least one full window).
 absl::StatusOr<std::vector<ScoredWindow>> PlanWindows(int64_t n,
                                                       const KlDivergenceOptions& options);

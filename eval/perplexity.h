@@ -42,6 +42,23 @@ absl::StatusOr<PerplexityResult> ComputePerplexity(const std::vector<int32_t>& t
                                                    int64_t vocab, const WindowLogitsFn& logits_fn,
                                                    const PerplexityOptions& options);
 
+// One window of a plan: tokens [begin, begin+length) run as a fresh sequence,
+// targets at stream positions [first_target, begin+length) scored, each from
+// the logits of the position before it.
+struct ScoredWindow {
+  int64_t begin = 0;
+  int64_t length = 0;
+  int64_t first_target = 0;
+};
+
+// The strided windows above for a stream of n tokens: a window of `context`
+// tokens every `stride` tokens, the last one ending at the stream's end; each
+// scores the targets from the first one no earlier window scored (and never
+// the stream's first token). InvalidArgument for n < 2 ("<what> needs at
+// least 2 tokens, ..."), context < 2 or a stride outside [1, context-1].
+absl::StatusOr<std::vector<ScoredWindow>> PlanStridedWindows(int64_t n, int64_t context,
+                                                             int64_t stride, const char* what);
+
 // -log softmax(logits)[target], accumulated in f64.
 double NegativeLogLikelihood(const float* logits, int64_t vocab, int32_t target);
 

@@ -227,23 +227,42 @@ absl::Status ParseCompressedTensors(const JsonFields& f, const json& q, const st
   return absl::OkStatus();
 }
 
-absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& path,
-                       QuantizationConfig& qc) {
-  qc.kind = QuantizationConfig::Kind::kGptq;
-  QuantSchemeSpec s;
-  s.targets = {"Linear"};
-  ASSIGN_OR_RETURN(int64_t bits, f.Int(q, path, "bits", std::nullopt));
-  if (bits != 4 && bits != 8) return f.Bad(path + ".bits", bits, " (supported: 4, 8)");
-  s.value_type = bits == 4 ? DType::kI4 : DType::kI8;
-  ASSIGN_OR_RETURN(int64_t group_size, f.Int(q, path, "group_size", -1));
+// GPTQ-style group_size (GPTQ, AWQ): -1 for one scale per output channel,
+// N > 0 for groups of N input columns. `key_path` names the key in errors.
+absl::Status SetGroupSize(const JsonFields& f, const std::string& key_path, int64_t group_size,
+                          QuantSchemeSpec& s) {
   if (group_size == -1) {
     s.granularity = QuantGranularity::kChannel;
   } else if (group_size > 0) {
     s.granularity = QuantGranularity::kGroup;
     s.group_size = group_size;
   } else {
-    return f.Bad(path + ".group_size", group_size, " (expected -1 or a positive size)");
+    return f.Bad(key_path, group_size, " (expected -1 or a positive size)");
   }
+  return absl::OkStatus();
+}
+
+// The end of a GPTQ, AWQ or DeepSeek FP8 block: a config of `kind` whose
+// one scheme applies to every Linear except the modules_to_not_convert.
+absl::Status AddLinearScheme(const JsonFields& f, const json& q, const std::string& path,
+                             QuantizationConfig::Kind kind, QuantSchemeSpec s,
+                             QuantizationConfig& qc) {
+  qc.kind = kind;
+  s.targets = {"Linear"};
+  ASSIGN_OR_RETURN(qc.ignore, f.Strings(q, path, "modules_to_not_convert"));
+  qc.groups.push_back(std::move(s));
+  FillSummary(qc);
+  return absl::OkStatus();
+}
+
+absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& path,
+                       QuantizationConfig& qc) {
+  QuantSchemeSpec s;
+  ASSIGN_OR_RETURN(int64_t bits, f.Int(q, path, "bits", std::nullopt));
+  if (bits != 4 && bits != 8) return f.Bad(path + ".bits", bits, " (supported: 4, 8)");
+  s.value_type = bits == 4 ? DType::kI4 : DType::kI8;
+  ASSIGN_OR_RETURN(int64_t group_size, f.Int(q, path, "group_size", -1));
+  RETURN_IF_ERROR(SetGroupSize(f, path + ".group_size", group_size, s));
   ASSIGN_OR_RETURN(s.act_order, f.Bool(q, path, "desc_act", false));
   ASSIGN_OR_RETURN(s.symmetric, f.Bool(q, path, "sym", true));
   // AutoGPTQ omits it (v1); GPTQModel writes checkpoint_format and/or format.
@@ -259,31 +278,19 @@ absl::Status ParseGptq(const JsonFields& f, const json& q, const std::string& pa
   }
   qc.format = fmt;
   s.format = fmt;
-  ASSIGN_OR_RETURN(qc.ignore, f.Strings(q, path, "modules_to_not_convert"));
-  qc.groups.push_back(std::move(s));
-  FillSummary(qc);
-  return absl::OkStatus();
+  return AddLinearScheme(f, q, path, QuantizationConfig::Kind::kGptq, std::move(s), qc);
 }
 
 absl::Status ParseAwq(const JsonFields& f, const json& q, const std::string& path,
                       QuantizationConfig& qc) {
-  qc.kind = QuantizationConfig::Kind::kAwq;
   QuantSchemeSpec s;
-  s.targets = {"Linear"};
   const char* bits_key = JsonFields::Find(q, "bits") != nullptr ? "bits" : "w_bit";
   ASSIGN_OR_RETURN(int64_t bits, f.Int(q, path, bits_key, 4));
   if (bits != 4) return f.Bad(path + "." + bits_key, bits, " (AWQ gemm checkpoints are 4-bit)");
   s.value_type = DType::kI4;
   const char* gs_key = JsonFields::Find(q, "group_size") != nullptr ? "group_size" : "q_group_size";
   ASSIGN_OR_RETURN(int64_t group_size, f.Int(q, path, gs_key, std::nullopt));
-  if (group_size == -1) {
-    s.granularity = QuantGranularity::kChannel;
-  } else if (group_size > 0) {
-    s.granularity = QuantGranularity::kGroup;
-    s.group_size = group_size;
-  } else {
-    return f.Bad(path + "." + gs_key, group_size, " (expected -1 or a positive size)");
-  }
+  RETURN_IF_ERROR(SetGroupSize(f, path + "." + gs_key, group_size, s));
   ASSIGN_OR_RETURN(bool zero_point, f.Bool(q, path, "zero_point", true));
   if (!zero_point)
     return f.Bad(path + ".zero_point", "false is not supported (AWQ gemm stores zeros)");
@@ -295,18 +302,14 @@ absl::Status ParseAwq(const JsonFields& f, const json& q, const std::string& pat
   }
   qc.format = version;
   s.format = version;
-  ASSIGN_OR_RETURN(qc.ignore, f.Strings(q, path, "modules_to_not_convert"));
-  qc.groups.push_back(std::move(s));
-  FillSummary(qc);
+  RETURN_IF_ERROR(AddLinearScheme(f, q, path, QuantizationConfig::Kind::kAwq, std::move(s), qc));
   qc.sym = false;
   return absl::OkStatus();
 }
 
 absl::Status ParseFp8Block(const JsonFields& f, const json& q, const std::string& path,
                            QuantizationConfig& qc) {
-  qc.kind = QuantizationConfig::Kind::kFp8Block;
   QuantSchemeSpec s;
-  s.targets = {"Linear"};
   ASSIGN_OR_RETURN(std::string fmt, f.String(q, path, "fmt", std::string("e4m3")));
   fmt = absl::AsciiStrToLower(fmt);
   if (fmt != "e4m3") return f.Bad(path + ".fmt", "\"", fmt, "\" is not supported (expected e4m3)");
@@ -337,10 +340,7 @@ absl::Status ParseFp8Block(const JsonFields& f, const json& q, const std::string
   } else {
     return f.Bad(path + ".activation_scheme", "\"", act, "\" (expected dynamic or static)");
   }
-  ASSIGN_OR_RETURN(qc.ignore, f.Strings(q, path, "modules_to_not_convert"));
-  qc.groups.push_back(std::move(s));
-  FillSummary(qc);
-  return absl::OkStatus();
+  return AddLinearScheme(f, q, path, QuantizationConfig::Kind::kFp8Block, std::move(s), qc);
 }
 
 // compressed-tensors' match of a target / ignore entry against a module name:

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -283,6 +284,14 @@ absl::StatusOr<bool> TraceShardReader::Next(TraceTokens* record) {
   }
   ++records_read_;
   return true;
+}
+
+bool StartsLikeTraceShard(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  unsigned char head[4] = {0, 0, 0, 0};
+  f.read(reinterpret_cast<char*>(head), sizeof(head));
+  const uint32_t magic = head[0] | head[1] << 8 | head[2] << 16 | uint32_t{head[3]} << 24;
+  return f.gcount() == sizeof(head) && magic == ZSTD_MAGICNUMBER;
 }
 
 absl::StatusOr<TraceShardStats> ComputeTraceShardStats(const std::string& path) {

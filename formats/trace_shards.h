@@ -125,6 +125,11 @@ class TraceShardReader {
   absl::Status tail_status_;
 };
 
+// True when the file at `path` starts with the zstd frame magic (28 b5 2f fd),
+// as every shard does; false otherwise, a missing or unreadable file
+// included. How a data file is told apart from JSONL and plain text.
+bool StartsLikeTraceShard(const std::string& path);
+
 // What `retort traces stats` prints for a shard.
 struct TraceShardStats {
   int64_t records = 0;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "core/enum_names.h"
 #include "core/process.h"
 #include "core/status.h"
 #include "kernels/backend.h"
@@ -66,11 +67,10 @@ absl::StatusOr<std::map<LinearSlot, InputStats>> CollectInputStats(LayerwiseRunn
 }  // namespace
 
 absl::StatusOr<PruneMethod> ParsePruneMethod(const std::string& name) {
-  if (name == "magnitude") return PruneMethod::kMagnitude;
-  if (name == "wanda") return PruneMethod::kWanda;
-  if (name == "sparsegpt") return PruneMethod::kSparseGpt;
-  return absl::InvalidArgumentError(
-      absl::StrCat("pruning method \"", name, "\": expected magnitude, wanda or sparsegpt"));
+  static constexpr EnumName<PruneMethod> kPruneMethods[] = {{"magnitude", PruneMethod::kMagnitude},
+                                                            {"wanda", PruneMethod::kWanda},
+                                                            {"sparsegpt", PruneMethod::kSparseGpt}};
+  return ParseEnumName(kPruneMethods, "pruning method", name);
 }
 
 const char* PruneMethodName(PruneMethod m) {

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "core/enum_names.h"
 #include "core/process.h"
 #include "core/status.h"
 #include "model/calibration.h"
@@ -93,11 +94,11 @@ struct AwqMapping {
 }  // namespace
 
 absl::StatusOr<QuantMethod> ParseQuantMethod(const std::string& name) {
-  if (name == "rtn") return QuantMethod::kRtn;
-  if (name == "gptq") return QuantMethod::kGptq;
-  if (name == "awq") return QuantMethod::kAwq;
+  static constexpr EnumName<QuantMethod> kQuantMethods[] = {
+      {"rtn", QuantMethod::kRtn}, {"gptq", QuantMethod::kGptq}, {"awq", QuantMethod::kAwq}};
+  if (std::optional<QuantMethod> m = FindEnumByName(kQuantMethods, name)) return *m;
   return absl::InvalidArgumentError(
-      absl::StrCat("quantization method '", name, "': expected rtn, gptq or awq"));
+      absl::StrCat("quantization method '", name, "': expected ", EnumNameChoices(kQuantMethods)));
 }
 
 const char* QuantMethodName(QuantMethod m) {

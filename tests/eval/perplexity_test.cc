@@ -1,8 +1,10 @@
 #include "eval/perplexity.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -77,6 +79,36 @@ TEST(PerplexityTest, RejectsBadInput) {
   EXPECT_FALSE(ComputePerplexity({1, 2}, 5, std::ref(rec), opt).ok());
   opt.stride = opt.context;  // no overlap: window starts would go unscored
   EXPECT_FALSE(ComputePerplexity({1, 2}, 5, std::ref(rec), opt).ok());
+}
+
+TEST(PerplexityTest, StridedPlanScoresEachTargetOnceAndEndsAtTheEnd) {
+  for (int64_t n : {2, 9, 10, 11, 50}) {
+    for (int64_t stride : {1, 3, 9}) {
+      absl::StatusOr<std::vector<ScoredWindow>> plan = PlanStridedWindows(n, 10, stride, "test");
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      int64_t next_target = 1;
+      for (size_t i = 0; i < plan->size(); ++i) {
+        const ScoredWindow& w = (*plan)[i];
+        EXPECT_EQ(w.begin, static_cast<int64_t>(i) * stride);
+        EXPECT_EQ(w.length, std::min<int64_t>(10, n - w.begin));
+        EXPECT_EQ(w.first_target, next_target) << "n " << n << " stride " << stride;
+        next_target = w.begin + w.length;
+      }
+      EXPECT_EQ(next_target, n) << "n " << n << " stride " << stride;
+    }
+  }
+  // Two windows of 4 every 2 over 6 tokens: the second scores only 4 and 5.
+  absl::StatusOr<std::vector<ScoredWindow>> plan = PlanStridedWindows(6, 4, 2, "test");
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->size(), 2u);
+  EXPECT_EQ((*plan)[1].begin, 2);
+  EXPECT_EQ((*plan)[1].first_target, 4);
+
+  EXPECT_EQ(PlanStridedWindows(1, 10, 5, "KL divergence").status().message(),
+            "KL divergence needs at least 2 tokens, the text has 1");
+  EXPECT_FALSE(PlanStridedWindows(10, 1, 1, "test").ok());
+  EXPECT_FALSE(PlanStridedWindows(10, 10, 0, "test").ok());
+  EXPECT_FALSE(PlanStridedWindows(10, 10, 10, "test").ok());
 }
 
 }  // namespace

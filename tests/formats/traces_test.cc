@@ -611,6 +611,28 @@ TEST(TraceShardTest, OpenErrors) {
 // stored the way `retort generate` stores a sample: bytes on disk per token
 // must stay within the 150 bytes/token budget at K=64, ids exact, log-probs
 // within the documented error.
+TEST(TraceShardTest, StartsLikeTraceShardLooksAtTheZstdMagic) {
+  ScratchDir dir;
+  const std::string shard = dir.File("shard.bin");
+  {
+    absl::StatusOr<TraceShardWriter> w = TraceShardWriter::Open(shard, false);
+    ASSERT_TRUE(w.ok()) << w.status();
+    ASSERT_TRUE(w->Append(MakeRecord("a", 0, 5, 4, 1, true)).ok());
+    ASSERT_TRUE(w->Close().ok());
+  }
+  EXPECT_TRUE(StartsLikeTraceShard(shard));
+  WriteBytes(dir.File("magic_only.bin"), std::string("\x28\xb5\x2f\xfd", 4));
+  EXPECT_TRUE(StartsLikeTraceShard(dir.File("magic_only.bin")));
+  WriteBytes(dir.File("traces.jsonl"), "{\"id\": \"a\"}\n");
+  EXPECT_FALSE(StartsLikeTraceShard(dir.File("traces.jsonl")));
+  WriteBytes(dir.File("short.bin"), std::string("\x28\xb5\x2f", 3));
+  EXPECT_FALSE(StartsLikeTraceShard(dir.File("short.bin")));
+  WriteBytes(dir.File("swapped.bin"), std::string("\xfd\x2f\xb5\x28", 4));
+  EXPECT_FALSE(StartsLikeTraceShard(dir.File("swapped.bin")));
+  EXPECT_FALSE(StartsLikeTraceShard(dir.File("missing.bin")));
+  EXPECT_FALSE(StartsLikeTraceShard(dir.path()));  // a folder
+}
+
 TEST(TraceShardTest, RealSmolLm2TopK64BytesPerToken) {
   const std::string model_path = SourceDir() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   ASSERT_TRUE(std::filesystem::exists(model_path))

@@ -1,0 +1,60 @@
+#include "distill/train_example.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace retort {
+
+int64_t TrainExample::num_trained() const {
+  int64_t n = 0;
+  for (uint8_t m : loss_mask) n += m != 0;
+  return n;
+}
+
+void TrainExample::Append(const std::vector<int32_t>& ids, uint8_t mask) {
+  tokens.insert(tokens.end(), ids.begin(), ids.end());
+  loss_mask.insert(loss_mask.end(), ids.size(), mask);
+}
+
+void DataSummary::Merge(const DataSummary& o) {
+  files += o.files;
+  examples += o.examples;
+  train_examples += o.train_examples;
+  eval_examples += o.eval_examples;
+  tokens += o.tokens;
+  trained_tokens += o.trained_tokens;
+  teacher_examples += o.teacher_examples;
+  for (const auto& [k, v] : o.skipped) skipped[k] += v;
+  truncated_examples += o.truncated_examples;
+  truncated_tokens += o.truncated_tokens;
+  split_examples += o.split_examples;
+  dropped_untrainable += o.dropped_untrainable;
+}
+
+std::string DataSummary::ToString() const {
+  std::string s = absl::StrFormat(
+      "data: %d files, %d examples (%d train, %d held out), %d tokens, %d trained, %d with teacher "
+      "top-k\n",
+      files, examples, train_examples, eval_examples, tokens, trained_tokens, teacher_examples);
+  int64_t total_skipped = 0;
+  for (const auto& [k, v] : skipped) total_skipped += v;
+  if (total_skipped > 0) {
+    absl::StrAppend(&s, "skipped ", total_skipped, " samples:");
+    for (const auto& [k, v] : skipped) absl::StrAppend(&s, " ", k, " (", v, ")");
+    s += "\n";
+  }
+  if (truncated_examples > 0) {
+    absl::StrAppend(&s, "truncated ", truncated_examples, " examples longer than seq_len (",
+                    truncated_tokens, " tokens cut)\n");
+  }
+  if (split_examples > 0) {
+    absl::StrAppend(&s, "split ", split_examples, " examples longer than seq_len into pieces\n");
+  }
+  if (dropped_untrainable > 0) {
+    absl::StrAppend(&s, "dropped ", dropped_untrainable,
+                    " documents with no trained token within seq_len (prompt too long)\n");
+  }
+  return s;
+}
+
+}  // namespace retort
