@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "core/status.h"
 #include "text/pretokenizer.h"
+#include "text/tokenizer_json.h"
 
 namespace retort {
 namespace {
@@ -173,10 +174,7 @@ absl::StatusOr<std::pair<nlohmann::ordered_json, nlohmann::ordered_json>> PreTok
     const std::string& pre) {
   using oj = nlohmann::ordered_json;
   auto byte_level = [](bool use_regex) {
-    return oj{{"type", "ByteLevel"},
-              {"add_prefix_space", false},
-              {"trim_offsets", true},
-              {"use_regex", use_regex}};
+    return ByteLevelJson(/*add_prefix_space=*/false, /*trim_offsets=*/true, use_regex);
   };
   auto split = [&](const char* pattern) {
     return oj{{"type", "Sequence"},
@@ -637,68 +635,39 @@ absl::Status AddGgufModelMetadata(const ModelConfig& c, const HfTokenizerForGguf
 absl::StatusOr<nlohmann::ordered_json> HfTokenizerJsonFromParts(const TokenizerParts& p) {
   using oj = nlohmann::ordered_json;
   ASSIGN_OR_RETURN(auto pre, PreTokenizerJson(p.pre_tokenizer.empty() ? "gpt2" : p.pre_tokenizer));
-  const bool ignore_merges = p.pre_tokenizer == "llama-bpe" || p.pre_tokenizer == "llama3" ||
-                             p.pre_tokenizer == "llama-v3";
-  oj added = oj::array();
-  oj vocab = oj::object();
+  BpeTokenizerJson t;
+  t.normalizer = std::move(pre.second);
+  t.pre_tokenizer = std::move(pre.first);
+  t.ignore_merges = p.pre_tokenizer == "llama-bpe" || p.pre_tokenizer == "llama3" ||
+                    p.pre_tokenizer == "llama-v3";
   for (size_t id = 0; id < p.tokens.size(); ++id) {
     const int32_t type = p.token_types.empty() ? 1 : p.token_types[id];
     if (type == static_cast<int32_t>(GgufTokenType::kUnused)) continue;
     const std::string& piece = p.tokens[id];
     if (type == static_cast<int32_t>(GgufTokenType::kControl) ||
         type == static_cast<int32_t>(GgufTokenType::kUserDefined)) {
-      added.push_back(oj{{"id", id},
-                         {"content", piece},
-                         {"single_word", false},
-                         {"lstrip", false},
-                         {"rstrip", false},
-                         {"normalized", false},
-                         {"special", type == static_cast<int32_t>(GgufTokenType::kControl)}});
+      t.added_tokens.push_back(AddedTokenJson(
+          static_cast<int64_t>(id), piece, type == static_cast<int32_t>(GgufTokenType::kControl)));
     }
-    if (!vocab.contains(piece)) vocab[piece] = id;  // first occurrence wins, as in FromParts
+    if (!t.vocab.contains(piece)) t.vocab[piece] = id;  // first occurrence wins, as in FromParts
   }
-  oj post;
   if (p.add_bos && p.bos_id >= 0) {
     const std::string bos = p.tokens[p.bos_id];
-    post = oj{{"type", "TemplateProcessing"},
-              {"single", oj::array({oj{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
-                                    oj{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-              {"pair", oj::array({oj{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
-                                  oj{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                                  oj{{"SpecialToken", {{"id", bos}, {"type_id", 1}}}},
-                                  oj{{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
-              {"special_tokens", {{bos, {{"id", bos}, {"ids", {p.bos_id}}, {"tokens", {bos}}}}}}};
+    t.post_processor =
+        oj{{"type", "TemplateProcessing"},
+           {"single", oj::array({oj{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
+                                 oj{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+           {"pair", oj::array({oj{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
+                               oj{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                               oj{{"SpecialToken", {{"id", bos}, {"type_id", 1}}}},
+                               oj{{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
+           {"special_tokens", {{bos, {{"id", bos}, {"ids", {p.bos_id}}, {"tokens", {bos}}}}}}};
   } else {
-    post = oj{{"type", "ByteLevel"},
-              {"add_prefix_space", true},
-              {"trim_offsets", false},
-              {"use_regex", true}};
+    t.post_processor = ByteLevelJson(/*add_prefix_space=*/true, /*trim_offsets=*/false);
   }
-  oj merges = oj::array();
-  for (const std::string& m : p.merges) merges.push_back(m);
-  return oj{{"version", "1.0"},
-            {"truncation", nullptr},
-            {"padding", nullptr},
-            {"added_tokens", std::move(added)},
-            {"normalizer", pre.second},
-            {"pre_tokenizer", pre.first},
-            {"post_processor", std::move(post)},
-            {"decoder",
-             {{"type", "ByteLevel"},
-              {"add_prefix_space", true},
-              {"trim_offsets", true},
-              {"use_regex", true}}},
-            {"model",
-             {{"type", "BPE"},
-              {"dropout", nullptr},
-              {"unk_token", nullptr},
-              {"continuing_subword_prefix", nullptr},
-              {"end_of_word_suffix", nullptr},
-              {"fuse_unk", false},
-              {"byte_fallback", false},
-              {"ignore_merges", ignore_merges},
-              {"vocab", std::move(vocab)},
-              {"merges", std::move(merges)}}}};
+  t.decoder = ByteLevelJson(/*add_prefix_space=*/true, /*trim_offsets=*/true);
+  for (const std::string& m : p.merges) t.merges.push_back(m);
+  return TokenizerJson(std::move(t));
 }
 
 nlohmann::ordered_json HfTokenizerConfigFromParts(const TokenizerParts& p,
