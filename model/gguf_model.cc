@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -65,6 +66,30 @@ bool SplitLayer(const std::string& name, const std::string& prefix, int64_t* lay
   if (!absl::SimpleAtoi(digits, layer)) return false;
   *rest = name.substr(dot + 1);
   return true;
+}
+
+// One side of the name tables: its column and its per-layer prefix.
+struct TensorNaming {
+  const char* LayerTensorName::*name;
+  const char* layer_prefix;
+};
+constexpr TensorNaming kGgufNaming = {&LayerTensorName::gguf, "blk."};
+constexpr TensorNaming kHfNaming = {&LayerTensorName::hf, "model.layers."};
+
+// `name`, written in `from`'s naming, in `to`'s; nullopt when the tables lack it.
+std::optional<std::string> RenameTensor(const std::string& name, const TensorNaming& from,
+                                        const TensorNaming& to) {
+  for (const auto& n : kGlobalNames) {
+    if (name == n.*from.name) return std::string(n.*to.name);
+  }
+  int64_t layer;
+  std::string rest;
+  if (SplitLayer(name, from.layer_prefix, &layer, &rest)) {
+    for (const auto& n : kLayerNames) {
+      if (rest == n.*from.name) return absl::StrCat(to.layer_prefix, layer, ".", n.*to.name);
+    }
+  }
+  return std::nullopt;
 }
 
 absl::StatusOr<Tensor> MoveQkRows(const Tensor& w, int64_t n_heads, bool to_gguf) {
@@ -248,31 +273,13 @@ const char* GgufArchName(Arch arch) {
 }
 
 absl::StatusOr<std::string> HfTensorName(const std::string& gguf_name) {
-  for (const auto& n : kGlobalNames) {
-    if (gguf_name == n.gguf) return std::string(n.hf);
-  }
-  int64_t layer;
-  std::string rest;
-  if (SplitLayer(gguf_name, "blk.", &layer, &rest)) {
-    for (const auto& n : kLayerNames) {
-      if (rest == n.gguf) return absl::StrCat("model.layers.", layer, ".", n.hf);
-    }
-  }
+  if (auto hf = RenameTensor(gguf_name, kGgufNaming, kHfNaming)) return *std::move(hf);
   return absl::InvalidArgumentError(
       absl::StrCat("GGUF tensor ", gguf_name, " has no Hugging Face counterpart"));
 }
 
 absl::StatusOr<std::string> GgufTensorName(const std::string& hf_name) {
-  for (const auto& n : kGlobalNames) {
-    if (hf_name == n.hf) return std::string(n.gguf);
-  }
-  int64_t layer;
-  std::string rest;
-  if (SplitLayer(hf_name, "model.layers.", &layer, &rest)) {
-    for (const auto& n : kLayerNames) {
-      if (rest == n.hf) return absl::StrCat("blk.", layer, ".", n.gguf);
-    }
-  }
+  if (auto gguf = RenameTensor(hf_name, kHfNaming, kGgufNaming)) return *std::move(gguf);
   return absl::InvalidArgumentError(
       absl::StrCat("tensor ", hf_name, " has no GGUF name (not a Llama-family weight)"));
 }
