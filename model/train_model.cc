@@ -38,8 +38,7 @@ int64_t TrainModel::AddParam(const std::string& name, Shape shape, bool decay) {
 
 void TrainModel::Layout() {
   const ModelConfig& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
-  const int64_t qdim = c.num_heads * hd, kvdim = c.num_kv_heads * hd;
+  const int64_t H = c.hidden_size, hd = c.head_dim;
   params_.clear();
   values_.clear();
   std::vector<int64_t> offsets;
@@ -53,30 +52,35 @@ void TrainModel::Layout() {
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerParams& L = layers_[l];
     auto name = [&](const char* s) { return LayerName(l, s); };
+    struct Projection {
+      LinearSlot slot;
+      int64_t& weight;
+      int64_t& bias;
+    };
+    // The weights of `group` in order, then the biases the config gives them.
+    auto projections = [&](std::initializer_list<Projection> group) {
+      for (const Projection& p : group) {
+        p.weight = add(LinearWeightName(l, p.slot), LinearShape(c, p.slot), true);
+      }
+      for (const Projection& p : group) {
+        if (LinearHasBias(c, p.slot)) {
+          p.bias = add(LinearBiasName(l, p.slot), {LinearShape(c, p.slot)[0]}, false);
+        }
+      }
+    };
     L.input_norm = add(name("input_layernorm.weight"), {H}, false);
-    L.q = add(name("self_attn.q_proj.weight"), {qdim, H}, true);
-    L.k = add(name("self_attn.k_proj.weight"), {kvdim, H}, true);
-    L.v = add(name("self_attn.v_proj.weight"), {kvdim, H}, true);
-    if (c.attention_bias) {
-      L.q_bias = add(name("self_attn.q_proj.bias"), {qdim}, false);
-      L.k_bias = add(name("self_attn.k_proj.bias"), {kvdim}, false);
-      L.v_bias = add(name("self_attn.v_proj.bias"), {kvdim}, false);
-    }
-    L.o = add(name("self_attn.o_proj.weight"), {H, qdim}, true);
-    if (c.attention_out_bias) L.o_bias = add(name("self_attn.o_proj.bias"), {H}, false);
+    projections({{LinearSlot::kQ, L.q, L.q_bias},
+                 {LinearSlot::kK, L.k, L.k_bias},
+                 {LinearSlot::kV, L.v, L.v_bias}});
+    projections({{LinearSlot::kO, L.o, L.o_bias}});
     if (c.qk_norm) {
       L.q_norm = add(name("self_attn.q_norm.weight"), {hd}, false);
       L.k_norm = add(name("self_attn.k_norm.weight"), {hd}, false);
     }
     L.post_norm = add(name("post_attention_layernorm.weight"), {H}, false);
-    L.gate = add(name("mlp.gate_proj.weight"), {I, H}, true);
-    L.up = add(name("mlp.up_proj.weight"), {I, H}, true);
-    L.down = add(name("mlp.down_proj.weight"), {H, I}, true);
-    if (c.mlp_bias) {
-      L.gate_bias = add(name("mlp.gate_proj.bias"), {I}, false);
-      L.up_bias = add(name("mlp.up_proj.bias"), {I}, false);
-      L.down_bias = add(name("mlp.down_proj.bias"), {H}, false);
-    }
+    projections({{LinearSlot::kGate, L.gate, L.gate_bias},
+                 {LinearSlot::kUp, L.up, L.up_bias},
+                 {LinearSlot::kDown, L.down, L.down_bias}});
   }
   final_norm_ = add("model.norm.weight", {H}, false);
   lm_head_off_ = c.tie_word_embeddings ? embed_ : add("lm_head.weight", {c.vocab_size, H}, true);

@@ -74,6 +74,14 @@ inline constexpr LinearSlot kLinearSlots[] = {LinearSlot::kQ,   LinearSlot::kK, 
 const char* LinearSlotName(LinearSlot slot);
 // "model.layers.<layer>.<LinearSlotName>.weight".
 std::string LinearWeightName(int64_t layer, LinearSlot slot);
+// "model.layers.<layer>.<LinearSlotName>.bias".
+std::string LinearBiasName(int64_t layer, LinearSlot slot);
+// [out, in] of `slot`'s weight under `config`; its bias, when it has one, is
+// [out].
+Shape LinearShape(const ModelConfig& config, LinearSlot slot);
+// Whether `config` gives `slot` a bias: q, k and v with attention_bias, o with
+// attention_out_bias, gate, up and down with mlp_bias.
+bool LinearHasBias(const ModelConfig& config, LinearSlot slot);
 // The slot under which a LinearInputObserver sees `slot`'s input (q/k/v
 // share kQ's, gate/up kGate's; o and down have their own).
 LinearSlot InputSlot(LinearSlot slot);
