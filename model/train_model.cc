@@ -52,35 +52,25 @@ void TrainModel::Layout() {
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerParams& L = layers_[l];
     auto name = [&](const char* s) { return LayerName(l, s); };
-    struct Projection {
-      LinearSlot slot;
-      int64_t& weight;
-      int64_t& bias;
-    };
-    // The weights of `group` in order, then the biases the config gives them.
-    auto projections = [&](std::initializer_list<Projection> group) {
-      for (const Projection& p : group) {
-        p.weight = add(LinearWeightName(l, p.slot), LinearShape(c, p.slot), true);
-      }
-      for (const Projection& p : group) {
-        if (LinearHasBias(c, p.slot)) {
-          p.bias = add(LinearBiasName(l, p.slot), {LinearShape(c, p.slot)[0]}, false);
-        }
+    // By LinearSlot.
+    int64_t* const weights[] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+    int64_t* const biases[] = {&L.q_bias,    &L.k_bias,  &L.v_bias,   &L.o_bias,
+                               &L.gate_bias, &L.up_bias, &L.down_bias};
+    auto linears = [&](std::initializer_list<LinearSlot> slots) {
+      for (const LinearTensor& t : LinearTensors(c, l, slots)) {
+        const int i = static_cast<int>(t.slot);
+        *(t.is_bias ? biases : weights)[i] = add(t.name, t.shape, /*decay=*/!t.is_bias);
       }
     };
     L.input_norm = add(name("input_layernorm.weight"), {H}, false);
-    projections({{LinearSlot::kQ, L.q, L.q_bias},
-                 {LinearSlot::kK, L.k, L.k_bias},
-                 {LinearSlot::kV, L.v, L.v_bias}});
-    projections({{LinearSlot::kO, L.o, L.o_bias}});
+    linears({LinearSlot::kQ, LinearSlot::kK, LinearSlot::kV});
+    linears({LinearSlot::kO});
     if (c.qk_norm) {
       L.q_norm = add(name("self_attn.q_norm.weight"), {hd}, false);
       L.k_norm = add(name("self_attn.k_norm.weight"), {hd}, false);
     }
     L.post_norm = add(name("post_attention_layernorm.weight"), {H}, false);
-    projections({{LinearSlot::kGate, L.gate, L.gate_bias},
-                 {LinearSlot::kUp, L.up, L.up_bias},
-                 {LinearSlot::kDown, L.down, L.down_bias}});
+    linears({LinearSlot::kGate, LinearSlot::kUp, LinearSlot::kDown});
   }
   final_norm_ = add("model.norm.weight", {H}, false);
   lm_head_off_ = c.tie_word_embeddings ? embed_ : add("lm_head.weight", {c.vocab_size, H}, true);

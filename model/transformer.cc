@@ -160,6 +160,20 @@ bool LinearHasBias(const ModelConfig& c, LinearSlot slot) {
   return false;
 }
 
+std::vector<LinearTensor> LinearTensors(const ModelConfig& config, int64_t layer,
+                                        std::initializer_list<LinearSlot> slots) {
+  std::vector<LinearTensor> out;
+  for (LinearSlot s : slots) {
+    out.push_back({s, false, LinearWeightName(layer, s), LinearShape(config, s)});
+  }
+  for (LinearSlot s : slots) {
+    if (LinearHasBias(config, s)) {
+      out.push_back({s, true, LinearBiasName(layer, s), {LinearShape(config, s)[0]}});
+    }
+  }
+  return out;
+}
+
 LinearSlot InputSlot(LinearSlot slot) {
   switch (slot) {
     case LinearSlot::kK:
@@ -211,35 +225,26 @@ absl::Status Transformer::Build(const Lookup& lookup) {
   for (int64_t l = 0; l < c.num_layers; ++l) {
     Layer& L = layers_[l];
     auto name = [&](const char* s) { return LayerName(l, s); };
-    struct Projection {
-      LinearSlot slot;
-      Linear& w;
-      std::vector<float>& bias;
-    };
-    // The weights of `group` in order, then the biases the config gives them.
-    auto projections = [&](std::initializer_list<Projection> group) -> absl::Status {
-      for (const Projection& p : group) {
-        RETURN_IF_ERROR(linear(LinearWeightName(l, p.slot), LinearShape(c, p.slot), p.w));
-      }
-      for (const Projection& p : group) {
-        if (!LinearHasBias(c, p.slot)) continue;
-        RETURN_IF_ERROR(vec(LinearBiasName(l, p.slot), LinearShape(c, p.slot)[0], p.bias));
+    // By LinearSlot.
+    Linear* const weights[] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+    std::vector<float>* const biases[] = {&L.q_bias,    &L.k_bias,  &L.v_bias,   &L.o_bias,
+                                          &L.gate_bias, &L.up_bias, &L.down_bias};
+    auto linears = [&](std::initializer_list<LinearSlot> slots) -> absl::Status {
+      for (const LinearTensor& t : LinearTensors(c, l, slots)) {
+        const int i = static_cast<int>(t.slot);
+        RETURN_IF_ERROR(t.is_bias ? vec(t.name, t.shape[0], *biases[i])
+                                  : linear(t.name, t.shape, *weights[i]));
       }
       return absl::OkStatus();
     };
     RETURN_IF_ERROR(vec(name("input_layernorm.weight"), H, L.input_norm));
-    RETURN_IF_ERROR(projections({{LinearSlot::kQ, L.q, L.q_bias},
-                                 {LinearSlot::kK, L.k, L.k_bias},
-                                 {LinearSlot::kV, L.v, L.v_bias},
-                                 {LinearSlot::kO, L.o, L.o_bias}}));
+    RETURN_IF_ERROR(linears({LinearSlot::kQ, LinearSlot::kK, LinearSlot::kV, LinearSlot::kO}));
     if (c.qk_norm) {
       RETURN_IF_ERROR(vec(name("self_attn.q_norm.weight"), hd, L.q_norm));
       RETURN_IF_ERROR(vec(name("self_attn.k_norm.weight"), hd, L.k_norm));
     }
     RETURN_IF_ERROR(vec(name("post_attention_layernorm.weight"), H, L.post_norm));
-    RETURN_IF_ERROR(projections({{LinearSlot::kGate, L.gate, L.gate_bias},
-                                 {LinearSlot::kUp, L.up, L.up_bias},
-                                 {LinearSlot::kDown, L.down, L.down_bias}}));
+    RETURN_IF_ERROR(linears({LinearSlot::kGate, LinearSlot::kUp, LinearSlot::kDown}));
   }
   RETURN_IF_ERROR(vec("model.norm.weight", H, final_norm_));
   if (c.tie_word_embeddings) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <utility>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -105,6 +106,14 @@ void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>
 }
 
 namespace {
+// The tokenizer.json normalizer type of each normal form.
+constexpr std::pair<NormalForm, const char*> kNormalFormNames[] = {
+    {NormalForm::kNfc, "NFC"},
+    {NormalForm::kNfd, "NFD"},
+    {NormalForm::kNfkc, "NFKC"},
+    {NormalForm::kNfkd, "NFKD"},
+};
+
 using JsonStepFn = std::function<absl::Status(const nlohmann::json& step, const std::string& type)>;
 
 // Calls step(node, type) on each step of a tokenizer.json normalizer or
@@ -140,21 +149,18 @@ absl::StatusOr<Normalizer> Normalizer::FromJson(const nlohmann::json& j) {
   Normalizer n;
   if (j.is_null()) return n;
   auto add = [&](const nlohmann::json&, const std::string& type) -> absl::Status {
-    if (type == "NFC") {
-      n.AddNormalForm(NormalForm::kNfc);
-    } else if (type == "NFD") {
-      n.AddNormalForm(NormalForm::kNfd);
-    } else if (type == "NFKC") {
-      n.AddNormalForm(NormalForm::kNfkc);
-    } else if (type == "NFKD") {
-      n.AddNormalForm(NormalForm::kNfkd);
-    } else if (type == "Lowercase") {
-      n.AddLowercase();
-    } else {
+    for (const auto& [form, name] : kNormalFormNames) {
+      if (type == name) {
+        n.AddNormalForm(form);
+        return absl::OkStatus();
+      }
+    }
+    if (type != "Lowercase") {
       return absl::UnimplementedError(absl::StrCat(
           "normalizer type \"", type,
           "\" is not supported (supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase)"));
     }
+    n.AddLowercase();
     return absl::OkStatus();
   };
   RETURN_IF_ERROR(ForEachJsonStep(j, "normalizer", "normalizers", add));
@@ -176,19 +182,8 @@ std::string Normalizer::Describe() const {
       names.push_back("Lowercase");
       continue;
     }
-    switch (step.form) {
-      case NormalForm::kNfc:
-        names.push_back("NFC");
-        break;
-      case NormalForm::kNfd:
-        names.push_back("NFD");
-        break;
-      case NormalForm::kNfkc:
-        names.push_back("NFKC");
-        break;
-      case NormalForm::kNfkd:
-        names.push_back("NFKD");
-        break;
+    for (const auto& [form, name] : kNormalFormNames) {
+      if (step.form == form) names.push_back(name);
     }
   }
   return names.empty() ? "none" : absl::StrJoin(names, ",");

@@ -305,6 +305,18 @@ TEST(TransformerTest, LinearShapesAndBiases) {
   c.attention_out_bias = true;
   c.mlp_bias = true;
   for (LinearSlot s : kLinearSlots) EXPECT_TRUE(LinearHasBias(c, s)) << LinearSlotName(s);
+
+  c.mlp_bias = false;
+  std::vector<std::string> names;
+  for (const LinearTensor& t : LinearTensors(c, 2, {LinearSlot::kQ, LinearSlot::kO})) {
+    names.push_back(t.name);
+    EXPECT_EQ(t.shape, t.is_bias ? Shape{LinearShape(c, t.slot)[0]} : LinearShape(c, t.slot));
+  }
+  EXPECT_EQ(names,
+            (std::vector<std::string>{
+                "model.layers.2.self_attn.q_proj.weight", "model.layers.2.self_attn.o_proj.weight",
+                "model.layers.2.self_attn.q_proj.bias", "model.layers.2.self_attn.o_proj.bias"}));
+  EXPECT_EQ(LinearTensors(c, 0, {LinearSlot::kUp, LinearSlot::kDown}).size(), 2u);
 }
 
 TEST(TransformerTest, LayerWeightsInLoadOrderWithEveryBias) {

@@ -279,6 +279,12 @@ TEST(TokenizerTest, NormalizerAndPreTokenizerSequencesNestAndNameTheField) {
           {"type": "Sequence", "normalizers": [{"type": "Lowercase"}]}]})"));
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(n->Describe(), "NFC,Lowercase");
+  n = Normalizer::FromJson(json::parse(
+      R"({"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "NFKC"}, {"type": "NFKD"}]})"));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(n->Describe(), "NFD,NFKC,NFKD");
+  EXPECT_EQ(Normalizer::FromJson(json::parse(R"({"type": "nfc"})")).status().code(),
+            absl::StatusCode::kUnimplemented);
   absl::StatusOr<PreTokenizer> p = PreTokenizer::FromJson(json::parse(
       R"({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
           {"type": "Sequence", "pretokenizers": [{"type": "ByteLevel", "add_prefix_space": false}]}]})"));
