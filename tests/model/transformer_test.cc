@@ -283,19 +283,16 @@ TEST(TransformerTest, SameLogitsOnOneAndTwoThreads) {
 }
 
 TEST(TransformerTest, LinearShapesAndBiases) {
-  ModelConfig c;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 6;
-  EXPECT_EQ(LinearShape(c, LinearSlot::kQ), (Shape{24, 16}));
-  EXPECT_EQ(LinearShape(c, LinearSlot::kK), (Shape{12, 16}));
-  EXPECT_EQ(LinearShape(c, LinearSlot::kV), (Shape{12, 16}));
-  EXPECT_EQ(LinearShape(c, LinearSlot::kO), (Shape{16, 24}));
-  EXPECT_EQ(LinearShape(c, LinearSlot::kGate), (Shape{24, 16}));
-  EXPECT_EQ(LinearShape(c, LinearSlot::kUp), (Shape{24, 16}));
-  EXPECT_EQ(LinearShape(c, LinearSlot::kDown), (Shape{16, 24}));
+  auto preset = PresetConfig("llama", "tiny");  // hidden 64, I 128, 4 heads, 2 kv, head_dim 16
+  ASSERT_TRUE(preset.ok());
+  ModelConfig& c = *preset;
+  EXPECT_EQ(LinearShape(c, LinearSlot::kQ), (Shape{64, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kK), (Shape{32, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kV), (Shape{32, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kO), (Shape{64, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kGate), (Shape{128, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kUp), (Shape{128, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kDown), (Shape{64, 128}));
   EXPECT_EQ(LinearBiasName(3, LinearSlot::kGate), "model.layers.3.mlp.gate_proj.bias");
   for (LinearSlot s : kLinearSlots) EXPECT_FALSE(LinearHasBias(c, s)) << LinearSlotName(s);
   c.attention_bias = true;
