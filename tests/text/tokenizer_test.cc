@@ -415,6 +415,17 @@ TEST(UnicodeTest, LossyDecodingReplacesMaximalSubparts) {
     ASSERT_GT(DecodeUtf8Char(ByteToUnicodeTable()[b], 0, &cp), 0);
     EXPECT_EQ(UnicodeToByte(cp), b);
   }
+  // Code points below 256 that are not printable bytes, and those past the
+  // 68 stand-ins, are no byte.
+  EXPECT_EQ(UnicodeToByte('!'), '!');
+  EXPECT_EQ(UnicodeToByte(0xAE), 0xAE);
+  EXPECT_EQ(UnicodeToByte(' '), -1);
+  EXPECT_EQ(UnicodeToByte(0xAD), -1);
+  EXPECT_EQ(UnicodeToByte(0x7F), -1);
+  EXPECT_EQ(UnicodeToByte(256 + 68), -1);
+  int bytes = 0;
+  for (char32_t cp = 0; cp < 512; ++cp) bytes += UnicodeToByte(cp) >= 0;
+  EXPECT_EQ(bytes, 256);
 }
 
 // ---------------------------------------------------------------- bad files
