@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -16,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "core/status.h"
 #include "text/pretokenizer.h"
+#include "text/tokenizer_json.h"
 
 namespace retort {
 namespace {
@@ -64,6 +66,30 @@ bool SplitLayer(const std::string& name, const std::string& prefix, int64_t* lay
   if (!absl::SimpleAtoi(digits, layer)) return false;
   *rest = name.substr(dot + 1);
   return true;
+}
+
+// One side of the name tables: its column and its per-layer prefix.
+struct TensorNaming {
+  const char* LayerTensorName::*name;
+  const char* layer_prefix;
+};
+constexpr TensorNaming kGgufNaming = {&LayerTensorName::gguf, "blk."};
+constexpr TensorNaming kHfNaming = {&LayerTensorName::hf, "model.layers."};
+
+// `name`, written in `from`'s naming, in `to`'s; nullopt when the tables lack it.
+std::optional<std::string> RenameTensor(const std::string& name, const TensorNaming& from,
+                                        const TensorNaming& to) {
+  for (const auto& n : kGlobalNames) {
+    if (name == n.*from.name) return std::string(n.*to.name);
+  }
+  int64_t layer;
+  std::string rest;
+  if (SplitLayer(name, from.layer_prefix, &layer, &rest)) {
+    for (const auto& n : kLayerNames) {
+      if (rest == n.*from.name) return absl::StrCat(to.layer_prefix, layer, ".", n.*to.name);
+    }
+  }
+  return std::nullopt;
 }
 
 absl::StatusOr<Tensor> MoveQkRows(const Tensor& w, int64_t n_heads, bool to_gguf) {
@@ -173,10 +199,7 @@ absl::StatusOr<std::pair<nlohmann::ordered_json, nlohmann::ordered_json>> PreTok
     const std::string& pre) {
   using oj = nlohmann::ordered_json;
   auto byte_level = [](bool use_regex) {
-    return oj{{"type", "ByteLevel"},
-              {"add_prefix_space", false},
-              {"trim_offsets", true},
-              {"use_regex", use_regex}};
+    return ByteLevelJson(/*add_prefix_space=*/false, /*trim_offsets=*/true, use_regex);
   };
   auto split = [&](const char* pattern) {
     return oj{{"type", "Sequence"},
@@ -250,31 +273,13 @@ const char* GgufArchName(Arch arch) {
 }
 
 absl::StatusOr<std::string> HfTensorName(const std::string& gguf_name) {
-  for (const auto& n : kGlobalNames) {
-    if (gguf_name == n.gguf) return std::string(n.hf);
-  }
-  int64_t layer;
-  std::string rest;
-  if (SplitLayer(gguf_name, "blk.", &layer, &rest)) {
-    for (const auto& n : kLayerNames) {
-      if (rest == n.gguf) return absl::StrCat("model.layers.", layer, ".", n.hf);
-    }
-  }
+  if (auto hf = RenameTensor(gguf_name, kGgufNaming, kHfNaming)) return *std::move(hf);
   return absl::InvalidArgumentError(
       absl::StrCat("GGUF tensor ", gguf_name, " has no Hugging Face counterpart"));
 }
 
 absl::StatusOr<std::string> GgufTensorName(const std::string& hf_name) {
-  for (const auto& n : kGlobalNames) {
-    if (hf_name == n.hf) return std::string(n.gguf);
-  }
-  int64_t layer;
-  std::string rest;
-  if (SplitLayer(hf_name, "model.layers.", &layer, &rest)) {
-    for (const auto& n : kLayerNames) {
-      if (rest == n.hf) return absl::StrCat("blk.", layer, ".", n.gguf);
-    }
-  }
+  if (auto gguf = RenameTensor(hf_name, kHfNaming, kGgufNaming)) return *std::move(gguf);
   return absl::InvalidArgumentError(
       absl::StrCat("tensor ", hf_name, " has no GGUF name (not a Llama-family weight)"));
 }
@@ -637,68 +642,39 @@ absl::Status AddGgufModelMetadata(const ModelConfig& c, const HfTokenizerForGguf
 absl::StatusOr<nlohmann::ordered_json> HfTokenizerJsonFromParts(const TokenizerParts& p) {
   using oj = nlohmann::ordered_json;
   ASSIGN_OR_RETURN(auto pre, PreTokenizerJson(p.pre_tokenizer.empty() ? "gpt2" : p.pre_tokenizer));
-  const bool ignore_merges = p.pre_tokenizer == "llama-bpe" || p.pre_tokenizer == "llama3" ||
-                             p.pre_tokenizer == "llama-v3";
-  oj added = oj::array();
-  oj vocab = oj::object();
+  BpeTokenizerJson t;
+  t.normalizer = std::move(pre.second);
+  t.pre_tokenizer = std::move(pre.first);
+  t.ignore_merges = p.pre_tokenizer == "llama-bpe" || p.pre_tokenizer == "llama3" ||
+                    p.pre_tokenizer == "llama-v3";
   for (size_t id = 0; id < p.tokens.size(); ++id) {
     const int32_t type = p.token_types.empty() ? 1 : p.token_types[id];
     if (type == static_cast<int32_t>(GgufTokenType::kUnused)) continue;
     const std::string& piece = p.tokens[id];
     if (type == static_cast<int32_t>(GgufTokenType::kControl) ||
         type == static_cast<int32_t>(GgufTokenType::kUserDefined)) {
-      added.push_back(oj{{"id", id},
-                         {"content", piece},
-                         {"single_word", false},
-                         {"lstrip", false},
-                         {"rstrip", false},
-                         {"normalized", false},
-                         {"special", type == static_cast<int32_t>(GgufTokenType::kControl)}});
+      t.added_tokens.push_back(AddedTokenJson(
+          static_cast<int64_t>(id), piece, type == static_cast<int32_t>(GgufTokenType::kControl)));
     }
-    if (!vocab.contains(piece)) vocab[piece] = id;  // first occurrence wins, as in FromParts
+    if (!t.vocab.contains(piece)) t.vocab[piece] = id;  // first occurrence wins, as in FromParts
   }
-  oj post;
   if (p.add_bos && p.bos_id >= 0) {
     const std::string bos = p.tokens[p.bos_id];
-    post = oj{{"type", "TemplateProcessing"},
-              {"single", oj::array({oj{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
-                                    oj{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-              {"pair", oj::array({oj{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
-                                  oj{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                                  oj{{"SpecialToken", {{"id", bos}, {"type_id", 1}}}},
-                                  oj{{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
-              {"special_tokens", {{bos, {{"id", bos}, {"ids", {p.bos_id}}, {"tokens", {bos}}}}}}};
+    t.post_processor =
+        oj{{"type", "TemplateProcessing"},
+           {"single", oj::array({oj{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
+                                 oj{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+           {"pair", oj::array({oj{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
+                               oj{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                               oj{{"SpecialToken", {{"id", bos}, {"type_id", 1}}}},
+                               oj{{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
+           {"special_tokens", {{bos, {{"id", bos}, {"ids", {p.bos_id}}, {"tokens", {bos}}}}}}};
   } else {
-    post = oj{{"type", "ByteLevel"},
-              {"add_prefix_space", true},
-              {"trim_offsets", false},
-              {"use_regex", true}};
+    t.post_processor = ByteLevelJson(/*add_prefix_space=*/true, /*trim_offsets=*/false);
   }
-  oj merges = oj::array();
-  for (const std::string& m : p.merges) merges.push_back(m);
-  return oj{{"version", "1.0"},
-            {"truncation", nullptr},
-            {"padding", nullptr},
-            {"added_tokens", std::move(added)},
-            {"normalizer", pre.second},
-            {"pre_tokenizer", pre.first},
-            {"post_processor", std::move(post)},
-            {"decoder",
-             {{"type", "ByteLevel"},
-              {"add_prefix_space", true},
-              {"trim_offsets", true},
-              {"use_regex", true}}},
-            {"model",
-             {{"type", "BPE"},
-              {"dropout", nullptr},
-              {"unk_token", nullptr},
-              {"continuing_subword_prefix", nullptr},
-              {"end_of_word_suffix", nullptr},
-              {"fuse_unk", false},
-              {"byte_fallback", false},
-              {"ignore_merges", ignore_merges},
-              {"vocab", std::move(vocab)},
-              {"merges", std::move(merges)}}}};
+  t.decoder = ByteLevelJson(/*add_prefix_space=*/true, /*trim_offsets=*/true);
+  for (const std::string& m : p.merges) t.merges.push_back(m);
+  return TokenizerJson(std::move(t));
 }
 
 nlohmann::ordered_json HfTokenizerConfigFromParts(const TokenizerParts& p,

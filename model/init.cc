@@ -66,25 +66,18 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& family, const std::s
   c.max_position_embeddings = preset->max_positions;
   c.rms_norm_eps = 1e-6;
   c.tie_word_embeddings = true;
+  c.rope_theta = c.arch == Arch::kLlama ? 500000.0 : 1000000.0;
   switch (c.arch) {
     case Arch::kLlama:
-      c.rope_theta = 500000.0;
-      c.rms_norm_eps = 1e-5;
-      c.bos_token_id = 1;
-      c.eos_token_ids = {2};
-      break;
-    case Arch::kMistral:
-      c.rope_theta = 1000000.0;
+    case Arch::kMistral:  // the Llama vocabulary: <s> = 1, </s> = 2
       c.rms_norm_eps = 1e-5;
       c.bos_token_id = 1;
       c.eos_token_ids = {2};
       break;
     case Arch::kQwen2:
-      c.rope_theta = 1000000.0;
       c.attention_bias = true;
       break;
     case Arch::kQwen3:
-      c.rope_theta = 1000000.0;
       c.qk_norm = true;
       break;
   }

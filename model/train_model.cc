@@ -38,8 +38,7 @@ int64_t TrainModel::AddParam(const std::string& name, Shape shape, bool decay) {
 
 void TrainModel::Layout() {
   const ModelConfig& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
-  const int64_t qdim = c.num_heads * hd, kvdim = c.num_kv_heads * hd;
+  const int64_t H = c.hidden_size, hd = c.head_dim;
   params_.clear();
   values_.clear();
   std::vector<int64_t> offsets;
@@ -53,30 +52,25 @@ void TrainModel::Layout() {
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerParams& L = layers_[l];
     auto name = [&](const char* s) { return LayerName(l, s); };
+    // By LinearSlot.
+    int64_t* const weights[] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+    int64_t* const biases[] = {&L.q_bias,    &L.k_bias,  &L.v_bias,   &L.o_bias,
+                               &L.gate_bias, &L.up_bias, &L.down_bias};
+    auto linears = [&](std::initializer_list<LinearSlot> slots) {
+      for (const LinearTensor& t : LinearTensors(c, l, slots)) {
+        const int i = static_cast<int>(t.slot);
+        *(t.is_bias ? biases : weights)[i] = add(t.name, t.shape, /*decay=*/!t.is_bias);
+      }
+    };
     L.input_norm = add(name("input_layernorm.weight"), {H}, false);
-    L.q = add(name("self_attn.q_proj.weight"), {qdim, H}, true);
-    L.k = add(name("self_attn.k_proj.weight"), {kvdim, H}, true);
-    L.v = add(name("self_attn.v_proj.weight"), {kvdim, H}, true);
-    if (c.attention_bias) {
-      L.q_bias = add(name("self_attn.q_proj.bias"), {qdim}, false);
-      L.k_bias = add(name("self_attn.k_proj.bias"), {kvdim}, false);
-      L.v_bias = add(name("self_attn.v_proj.bias"), {kvdim}, false);
-    }
-    L.o = add(name("self_attn.o_proj.weight"), {H, qdim}, true);
-    if (c.attention_out_bias) L.o_bias = add(name("self_attn.o_proj.bias"), {H}, false);
+    linears({LinearSlot::kQ, LinearSlot::kK, LinearSlot::kV});
+    linears({LinearSlot::kO});
     if (c.qk_norm) {
       L.q_norm = add(name("self_attn.q_norm.weight"), {hd}, false);
       L.k_norm = add(name("self_attn.k_norm.weight"), {hd}, false);
     }
     L.post_norm = add(name("post_attention_layernorm.weight"), {H}, false);
-    L.gate = add(name("mlp.gate_proj.weight"), {I, H}, true);
-    L.up = add(name("mlp.up_proj.weight"), {I, H}, true);
-    L.down = add(name("mlp.down_proj.weight"), {H, I}, true);
-    if (c.mlp_bias) {
-      L.gate_bias = add(name("mlp.gate_proj.bias"), {I}, false);
-      L.up_bias = add(name("mlp.up_proj.bias"), {I}, false);
-      L.down_bias = add(name("mlp.down_proj.bias"), {H}, false);
-    }
+    linears({LinearSlot::kGate, LinearSlot::kUp, LinearSlot::kDown});
   }
   final_norm_ = add("model.norm.weight", {H}, false);
   lm_head_off_ = c.tie_word_embeddings ? embed_ : add("lm_head.weight", {c.vocab_size, H}, true);

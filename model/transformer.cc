@@ -120,6 +120,60 @@ std::string LinearWeightName(int64_t layer, LinearSlot slot) {
   return absl::StrCat("model.layers.", layer, ".", LinearSlotName(slot), ".weight");
 }
 
+std::string LinearBiasName(int64_t layer, LinearSlot slot) {
+  return absl::StrCat("model.layers.", layer, ".", LinearSlotName(slot), ".bias");
+}
+
+Shape LinearShape(const ModelConfig& c, LinearSlot slot) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  const int64_t qdim = c.num_heads * c.head_dim, kvdim = c.num_kv_heads * c.head_dim;
+  switch (slot) {
+    case LinearSlot::kQ:
+      return {qdim, H};
+    case LinearSlot::kK:
+    case LinearSlot::kV:
+      return {kvdim, H};
+    case LinearSlot::kO:
+      return {H, qdim};
+    case LinearSlot::kGate:
+    case LinearSlot::kUp:
+      return {I, H};
+    case LinearSlot::kDown:
+      return {H, I};
+  }
+  return {};
+}
+
+bool LinearHasBias(const ModelConfig& c, LinearSlot slot) {
+  switch (slot) {
+    case LinearSlot::kQ:
+    case LinearSlot::kK:
+    case LinearSlot::kV:
+      return c.attention_bias;
+    case LinearSlot::kO:
+      return c.attention_out_bias;
+    case LinearSlot::kGate:
+    case LinearSlot::kUp:
+    case LinearSlot::kDown:
+      return c.mlp_bias;
+  }
+  return false;
+}
+
+std::vector<LinearTensor> LinearTensors(const ModelConfig& config, int64_t layer,
+                                        std::initializer_list<LinearSlot> slots) {
+  std::vector<LinearTensor> out;
+  for (LinearSlot s : slots) {
+    out.push_back({s, false, LinearWeightName(layer, s), LinearShape(config, s)});
+  }
+  for (LinearSlot s : slots) {
+    if (LinearHasBias(config, s)) {
+      out.push_back({s, true, LinearBiasName(layer, s), {LinearShape(config, s)[0]}});
+    }
+  }
+  return out;
+}
+
 LinearSlot InputSlot(LinearSlot slot) {
   switch (slot) {
     case LinearSlot::kK:
@@ -136,8 +190,7 @@ LinearSlot InputSlot(LinearSlot slot) {
 
 absl::Status Transformer::Build(const Lookup& lookup) {
   const ModelConfig& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
-  const int64_t qdim = c.num_heads * hd, kvdim = c.num_kv_heads * hd;
+  const int64_t H = c.hidden_size, hd = c.head_dim;
   named_.clear();
   auto matrix = [&](const std::string& name, Shape shape, Tensor& out) -> absl::Status {
     ASSIGN_OR_RETURN(out, lookup(name, shape));
@@ -172,30 +225,26 @@ absl::Status Transformer::Build(const Lookup& lookup) {
   for (int64_t l = 0; l < c.num_layers; ++l) {
     Layer& L = layers_[l];
     auto name = [&](const char* s) { return LayerName(l, s); };
+    // By LinearSlot.
+    Linear* const weights[] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+    std::vector<float>* const biases[] = {&L.q_bias,    &L.k_bias,  &L.v_bias,   &L.o_bias,
+                                          &L.gate_bias, &L.up_bias, &L.down_bias};
+    auto linears = [&](std::initializer_list<LinearSlot> slots) -> absl::Status {
+      for (const LinearTensor& t : LinearTensors(c, l, slots)) {
+        const int i = static_cast<int>(t.slot);
+        RETURN_IF_ERROR(t.is_bias ? vec(t.name, t.shape[0], *biases[i])
+                                  : linear(t.name, t.shape, *weights[i]));
+      }
+      return absl::OkStatus();
+    };
     RETURN_IF_ERROR(vec(name("input_layernorm.weight"), H, L.input_norm));
-    RETURN_IF_ERROR(linear(name("self_attn.q_proj.weight"), {qdim, H}, L.q));
-    RETURN_IF_ERROR(linear(name("self_attn.k_proj.weight"), {kvdim, H}, L.k));
-    RETURN_IF_ERROR(linear(name("self_attn.v_proj.weight"), {kvdim, H}, L.v));
-    RETURN_IF_ERROR(linear(name("self_attn.o_proj.weight"), {H, qdim}, L.o));
-    if (c.attention_bias) {
-      RETURN_IF_ERROR(vec(name("self_attn.q_proj.bias"), qdim, L.q_bias));
-      RETURN_IF_ERROR(vec(name("self_attn.k_proj.bias"), kvdim, L.k_bias));
-      RETURN_IF_ERROR(vec(name("self_attn.v_proj.bias"), kvdim, L.v_bias));
-    }
-    if (c.attention_out_bias) RETURN_IF_ERROR(vec(name("self_attn.o_proj.bias"), H, L.o_bias));
+    RETURN_IF_ERROR(linears({LinearSlot::kQ, LinearSlot::kK, LinearSlot::kV, LinearSlot::kO}));
     if (c.qk_norm) {
       RETURN_IF_ERROR(vec(name("self_attn.q_norm.weight"), hd, L.q_norm));
       RETURN_IF_ERROR(vec(name("self_attn.k_norm.weight"), hd, L.k_norm));
     }
     RETURN_IF_ERROR(vec(name("post_attention_layernorm.weight"), H, L.post_norm));
-    RETURN_IF_ERROR(linear(name("mlp.gate_proj.weight"), {I, H}, L.gate));
-    RETURN_IF_ERROR(linear(name("mlp.up_proj.weight"), {I, H}, L.up));
-    RETURN_IF_ERROR(linear(name("mlp.down_proj.weight"), {H, I}, L.down));
-    if (c.mlp_bias) {
-      RETURN_IF_ERROR(vec(name("mlp.gate_proj.bias"), I, L.gate_bias));
-      RETURN_IF_ERROR(vec(name("mlp.up_proj.bias"), I, L.up_bias));
-      RETURN_IF_ERROR(vec(name("mlp.down_proj.bias"), H, L.down_bias));
-    }
+    RETURN_IF_ERROR(linears({LinearSlot::kGate, LinearSlot::kUp, LinearSlot::kDown}));
   }
   RETURN_IF_ERROR(vec("model.norm.weight", H, final_norm_));
   if (c.tie_word_embeddings) {

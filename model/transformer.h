@@ -34,6 +34,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
@@ -74,6 +75,26 @@ inline constexpr LinearSlot kLinearSlots[] = {LinearSlot::kQ,   LinearSlot::kK, 
 const char* LinearSlotName(LinearSlot slot);
 // "model.layers.<layer>.<LinearSlotName>.weight".
 std::string LinearWeightName(int64_t layer, LinearSlot slot);
+// "model.layers.<layer>.<LinearSlotName>.bias".
+std::string LinearBiasName(int64_t layer, LinearSlot slot);
+// [out, in] of `slot`'s weight under `config`; its bias, when it has one, is
+// [out].
+Shape LinearShape(const ModelConfig& config, LinearSlot slot);
+// Whether `config` gives `slot` a bias: q, k and v with attention_bias, o with
+// attention_out_bias, gate, up and down with mlp_bias.
+bool LinearHasBias(const ModelConfig& config, LinearSlot slot);
+// A layer linear's weight or bias as a checkpoint names and shapes it.
+struct LinearTensor {
+  LinearSlot slot;
+  bool is_bias;
+  std::string name;  // LinearWeightName or LinearBiasName
+  Shape shape;       // LinearShape, or [out] for the bias
+};
+// The tensors of the linears `slots` of layer `layer` in the order the model
+// loads and lays them out: each weight in turn, then the biases `config`
+// gives them.
+std::vector<LinearTensor> LinearTensors(const ModelConfig& config, int64_t layer,
+                                        std::initializer_list<LinearSlot> slots);
 // The slot under which a LinearInputObserver sees `slot`'s input (q/k/v
 // share kQ's, gate/up kGate's; o and down have their own).
 LinearSlot InputSlot(LinearSlot slot);

@@ -305,6 +305,13 @@ absl::StatusOr<Value> ItemsFilter(const std::string&, const Value& v, const Call
   return Value::List(std::move(out));
 }
 
+// What join and sum combine: the item, or its `attribute` (a dotted path)
+// when one is given as a string.
+absl::StatusOr<Value> ItemOrAttribute(const Value& item, const Value* attribute) {
+  if (attribute && attribute->is_string()) return AttrPath(item, attribute->as_string());
+  return item;
+}
+
 absl::StatusOr<Value> JoinFilter(const std::string&, const Value& v, const CallArgs& args,
                                  StepBudget&) {
   const Value* sep = Arg(args, 0, "d");
@@ -314,14 +321,10 @@ absl::StatusOr<Value> JoinFilter(const std::string&, const Value& v, const CallA
   std::string out;
   std::string d = sep && !sep->is_undefined() ? sep->Str() : std::string();
   for (size_t i = 0; i < items->size(); ++i) {
-    Value item = (*items)[i];
-    if (attribute && attribute->is_string()) {
-      absl::StatusOr<Value> a = AttrPath(item, attribute->as_string());
-      if (!a.ok()) return a;
-      item = *std::move(a);
-    }
+    absl::StatusOr<Value> item = ItemOrAttribute((*items)[i], attribute);
+    if (!item.ok()) return item;
     if (i > 0) out += d;
-    out += item.Str();
+    out += item->Str();
   }
   return Value::String(std::move(out));
 }
@@ -434,13 +437,9 @@ absl::StatusOr<Value> SumFilter(const std::string&, const Value& v, const CallAr
   if (!items.ok()) return items.status();
   Value total = start ? *start : Value::Int(0);
   for (const Value& item : *items) {
-    Value x = item;
-    if (attribute && attribute->is_string()) {
-      absl::StatusOr<Value> a = AttrPath(item, attribute->as_string());
-      if (!a.ok()) return a;
-      x = *std::move(a);
-    }
-    absl::StatusOr<Value> t = BinaryOp("+", total, x);
+    absl::StatusOr<Value> x = ItemOrAttribute(item, attribute);
+    if (!x.ok()) return x;
+    absl::StatusOr<Value> t = BinaryOp("+", total, *x);
     if (!t.ok()) return t;
     total = *std::move(t);
   }

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +19,17 @@ bool IsSpace(char c) {
 }
 bool IsNameStart(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
 bool IsNameChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+
+// How a tag may close, longest first, and what the lexer does with the white
+// space after it: `-` strips all of it; a block tag drops one newline
+// (trim_blocks) unless closed with `+%}`.
+struct TagEnd {
+  const char* text;
+  bool strip;
+  bool trim_newline;
+};
+constexpr TagEnd kVarEnds[] = {{"-}}", true, false}, {"}}", false, false}};
+constexpr TagEnd kBlockEnds[] = {{"-%}", true, true}, {"+%}", false, false}, {"%}", false, true}};
 
 // Decodes the body of a string literal the way Python's "unicode-escape"
 // codec does (which is what jinja2 uses); unknown escapes stay as written.
@@ -209,12 +221,7 @@ class Lexer {
   }
 
   void EmitText(std::string text, int line) {
-    if (text.empty()) return;
-    Token t;
-    t.type = TokType::kText;
-    t.text = std::move(text);
-    t.line = line;
-    tokens_.push_back(std::move(t));
+    if (!text.empty()) Emit(TokType::kText, std::move(text), line);
   }
 
   void Emit(TokType type, std::string text, int line) {
@@ -305,27 +312,12 @@ class Lexer {
                                        : "unexpected end of template, expected '%}'");
       }
       if (depth == 0) {
-        if (is_var) {
-          if (src_.compare(p, 3, "-}}") == 0) {
-            Emit(TokType::kVarEnd, "", line_);
-            return AfterTagEnd(p + 3, true, false);
-          }
-          if (src_.compare(p, 2, "}}") == 0) {
-            Emit(TokType::kVarEnd, "", line_);
-            return p + 2;
-          }
-        } else {
-          if (src_.compare(p, 3, "-%}") == 0) {
-            Emit(TokType::kBlockEnd, "", line_);
-            return AfterTagEnd(p + 3, true, true);
-          }
-          if (src_.compare(p, 3, "+%}") == 0) {
-            Emit(TokType::kBlockEnd, "", line_);
-            return p + 3;
-          }
-          if (src_.compare(p, 2, "%}") == 0) {
-            Emit(TokType::kBlockEnd, "", line_);
-            return AfterTagEnd(p + 2, false, true);
+        for (const TagEnd& end :
+             is_var ? std::span<const TagEnd>(kVarEnds) : std::span<const TagEnd>(kBlockEnds)) {
+          const size_t len = std::char_traits<char>::length(end.text);
+          if (src_.compare(p, len, end.text) == 0) {
+            Emit(is_var ? TokType::kVarEnd : TokType::kBlockEnd, "", line_);
+            return AfterTagEnd(p + len, end.strip, end.trim_newline);
           }
         }
       }

@@ -99,6 +99,17 @@ class Parser {
     return true;
   }
 
+  // A filter or test name: a name, or names joined by dots.
+  bool ExpectDottedName(std::string* out) {
+    if (!ExpectName(out)) return false;
+    while (IsOp(".") && Peek().type == TokType::kName) {
+      Advance();
+      *out += "." + Cur().text;
+      Advance();
+    }
+    return true;
+  }
+
   // Parses nodes until a block tag whose keyword is in `ends` (left
   // unconsumed after the `{%`; its name is stored in *end_tag) or the end of
   // input (an error when `ends` is not empty).
@@ -115,9 +126,7 @@ class Parser {
         break;
       }
       if (t.type == TokType::kText) {
-        auto node = std::make_unique<Node>();
-        node->kind = NodeKind::kText;
-        node->line = t.line;
+        std::unique_ptr<Node> node = MakeNode(NodeKind::kText, t.line);
         node->text = t.text;
         body->push_back(std::move(node));
         Advance();
@@ -132,9 +141,7 @@ class Parser {
           return FailB(Cur().line, absl::StrCat("expected '}}', got ", Describe(Cur())));
         }
         Advance();
-        auto node = std::make_unique<Node>();
-        node->kind = NodeKind::kOutput;
-        node->line = line;
+        std::unique_ptr<Node> node = MakeNode(NodeKind::kOutput, line);
         node->expr = std::move(e);
         body->push_back(std::move(node));
         continue;
@@ -161,6 +168,21 @@ class Parser {
     return status_.ok();
   }
 
+  // Parses a body that only `{% <end_tag> %}` closes, and that closing tag.
+  bool ParseBodyThrough(const char* end_tag, Body* body) {
+    std::string end;
+    if (!ParseBody({end_tag}, body, &end)) return false;
+    Advance();  // end_tag
+    return ExpectBlockEnd();
+  }
+
+  std::unique_ptr<Node> MakeNode(NodeKind kind, int line) {
+    auto node = std::make_unique<Node>();
+    node->kind = kind;
+    node->line = line;
+    return node;
+  }
+
   std::unique_ptr<Node> ParseStatement() {
     const Token& kw = Cur();
     const std::string word = kw.text;
@@ -173,31 +195,22 @@ class Parser {
     if (word == "break" || word == "continue") {
       if (loop_depth_ == 0) return Fail(line, absl::StrCat("'", word, "' outside of a loop"));
       Advance();
-      auto node = std::make_unique<Node>();
-      node->kind = word == "break" ? NodeKind::kBreak : NodeKind::kContinue;
-      node->line = line;
+      std::unique_ptr<Node> node =
+          MakeNode(word == "break" ? NodeKind::kBreak : NodeKind::kContinue, line);
       if (!ExpectBlockEnd()) return nullptr;
       return node;
     }
     if (word == "generation") {
       Advance();
-      auto node = std::make_unique<Node>();
-      node->kind = NodeKind::kScope;
-      node->line = line;
-      if (!ExpectBlockEnd()) return nullptr;
-      std::string end;
-      if (!ParseBody({"endgeneration"}, &node->body, &end)) return nullptr;
-      Advance();
-      if (!ExpectBlockEnd()) return nullptr;
+      std::unique_ptr<Node> node = MakeNode(NodeKind::kScope, line);
+      if (!ExpectBlockEnd() || !ParseBodyThrough("endgeneration", &node->body)) return nullptr;
       return node;
     }
     return Fail(line, absl::StrCat("unknown or unsupported tag '", word, "'"));
   }
 
   std::unique_ptr<Node> ParseIf() {
-    auto node = std::make_unique<Node>();
-    node->kind = NodeKind::kIf;
-    node->line = Cur().line;
+    std::unique_ptr<Node> node = MakeNode(NodeKind::kIf, Cur().line);
     Advance();  // if
     while (true) {
       ExprPtr cond = ParseTuple(true, false);
@@ -209,11 +222,10 @@ class Parser {
       Advance();  // keyword
       if (end == "elif") continue;
       if (end == "else") {
-        if (!ExpectBlockEnd()) return nullptr;
-        if (!ParseBody({"endif"}, &node->else_body, &end)) return nullptr;
-        Advance();
+        if (!ExpectBlockEnd() || !ParseBodyThrough("endif", &node->else_body)) return nullptr;
+      } else if (!ExpectBlockEnd()) {
+        return nullptr;
       }
-      if (!ExpectBlockEnd()) return nullptr;
       return node;
     }
   }
@@ -232,9 +244,7 @@ class Parser {
   }
 
   std::unique_ptr<Node> ParseFor() {
-    auto node = std::make_unique<Node>();
-    node->kind = NodeKind::kFor;
-    node->line = Cur().line;
+    std::unique_ptr<Node> node = MakeNode(NodeKind::kFor, Cur().line);
     Advance();  // for
     if (!ParseTargets(&node->targets)) return nullptr;
     if (!SkipName("in"))
@@ -254,18 +264,15 @@ class Parser {
     if (!ok) return nullptr;
     Advance();
     if (end == "else") {
-      if (!ExpectBlockEnd()) return nullptr;
-      if (!ParseBody({"endfor"}, &node->else_body, &end)) return nullptr;
-      Advance();
+      if (!ExpectBlockEnd() || !ParseBodyThrough("endfor", &node->else_body)) return nullptr;
+    } else if (!ExpectBlockEnd()) {
+      return nullptr;
     }
-    if (!ExpectBlockEnd()) return nullptr;
     return node;
   }
 
   std::unique_ptr<Node> ParseSet() {
-    auto node = std::make_unique<Node>();
-    node->kind = NodeKind::kSet;
-    node->line = Cur().line;
+    std::unique_ptr<Node> node = MakeNode(NodeKind::kSet, Cur().line);
     Advance();  // set
     std::string first;
     if (!ExpectName(&first)) return nullptr;
@@ -293,18 +300,12 @@ class Parser {
       node->expr = ParseFilterChain(nullptr);
       if (!node->expr) return nullptr;
     }
-    if (!ExpectBlockEnd()) return nullptr;
-    std::string end;
-    if (!ParseBody({"endset"}, &node->body, &end)) return nullptr;
-    Advance();
-    if (!ExpectBlockEnd()) return nullptr;
+    if (!ExpectBlockEnd() || !ParseBodyThrough("endset", &node->body)) return nullptr;
     return node;
   }
 
   std::unique_ptr<Node> ParseMacro() {
-    auto node = std::make_unique<Node>();
-    node->kind = NodeKind::kMacro;
-    node->line = Cur().line;
+    std::unique_ptr<Node> node = MakeNode(NodeKind::kMacro, Cur().line);
     Advance();  // macro
     if (!ExpectName(&node->name)) return nullptr;
     if (!ExpectOp("(")) return nullptr;
@@ -324,19 +325,14 @@ class Parser {
     if (!ExpectOp(")") || !ExpectBlockEnd()) return nullptr;
     int saved_loop_depth = loop_depth_;
     loop_depth_ = 0;
-    std::string end;
-    bool ok = ParseBody({"endmacro"}, &node->body, &end);
+    bool ok = ParseBodyThrough("endmacro", &node->body);
     loop_depth_ = saved_loop_depth;
     if (!ok) return nullptr;
-    Advance();
-    if (!ExpectBlockEnd()) return nullptr;
     return node;
   }
 
   std::unique_ptr<Node> ParseFilterBlock() {
-    auto node = std::make_unique<Node>();
-    node->kind = NodeKind::kFilterBlock;
-    node->line = Cur().line;
+    std::unique_ptr<Node> node = MakeNode(NodeKind::kFilterBlock, Cur().line);
     Advance();  // filter
     node->expr = ParseFilterCall(nullptr);
     if (!node->expr) return nullptr;
@@ -344,11 +340,7 @@ class Parser {
       node->expr = ParseFilterChain(std::move(node->expr));
       if (!node->expr) return nullptr;
     }
-    if (!ExpectBlockEnd()) return nullptr;
-    std::string end;
-    if (!ParseBody({"endfilter"}, &node->body, &end)) return nullptr;
-    Advance();
-    if (!ExpectBlockEnd()) return nullptr;
+    if (!ExpectBlockEnd() || !ParseBodyThrough("endfilter", &node->body)) return nullptr;
     return node;
   }
 
@@ -445,28 +437,31 @@ class Parser {
     return Finish(std::move(e));
   }
 
-  ExprPtr ParseOr() {
-    ExprPtr left = ParseAnd();
-    while (left && IsName("or")) {
+  // One level of left-associative binary operators, `operand (op operand)*`,
+  // where at_op() says whether the current token is one of the level's
+  // operators; the node is named after the operator's text.
+  template <typename Operand, typename AtOp>
+  ExprPtr ParseBinaryLevel(ExprKind kind, Operand operand, AtOp at_op) {
+    ExprPtr left = operand();
+    while (left && at_op()) {
+      std::string op = Cur().text;
       int line = Cur().line;
       Advance();
-      ExprPtr right = ParseAnd();
+      ExprPtr right = operand();
       if (!right) return nullptr;
-      left = Combine(ExprKind::kOr, "or", std::move(left), std::move(right), line);
+      left = Combine(kind, op, std::move(left), std::move(right), line);
     }
     return left;
   }
 
+  ExprPtr ParseOr() {
+    return ParseBinaryLevel(
+        ExprKind::kOr, [this] { return ParseAnd(); }, [this] { return IsName("or"); });
+  }
+
   ExprPtr ParseAnd() {
-    ExprPtr left = ParseNot();
-    while (left && IsName("and")) {
-      int line = Cur().line;
-      Advance();
-      ExprPtr right = ParseNot();
-      if (!right) return nullptr;
-      left = Combine(ExprKind::kAnd, "and", std::move(left), std::move(right), line);
-    }
-    return left;
+    return ParseBinaryLevel(
+        ExprKind::kAnd, [this] { return ParseNot(); }, [this] { return IsName("and"); });
   }
 
   ExprPtr ParseNot() {
@@ -519,53 +514,25 @@ class Parser {
   }
 
   ExprPtr ParseMath1() {
-    ExprPtr left = ParseConcat();
-    while (left && (IsOp("+") || IsOp("-"))) {
-      std::string op = Cur().text;
-      int line = Cur().line;
-      Advance();
-      ExprPtr right = ParseConcat();
-      if (!right) return nullptr;
-      left = Combine(ExprKind::kBinary, op, std::move(left), std::move(right), line);
-    }
-    return left;
+    return ParseBinaryLevel(
+        ExprKind::kBinary, [this] { return ParseConcat(); },
+        [this] { return IsOp("+") || IsOp("-"); });
   }
 
   ExprPtr ParseConcat() {
-    ExprPtr left = ParseMath2();
-    while (left && IsOp("~")) {
-      int line = Cur().line;
-      Advance();
-      ExprPtr right = ParseMath2();
-      if (!right) return nullptr;
-      left = Combine(ExprKind::kBinary, "~", std::move(left), std::move(right), line);
-    }
-    return left;
+    return ParseBinaryLevel(
+        ExprKind::kBinary, [this] { return ParseMath2(); }, [this] { return IsOp("~"); });
   }
 
   ExprPtr ParseMath2() {
-    ExprPtr left = ParsePow();
-    while (left && (IsOp("*") || IsOp("/") || IsOp("//") || IsOp("%"))) {
-      std::string op = Cur().text;
-      int line = Cur().line;
-      Advance();
-      ExprPtr right = ParsePow();
-      if (!right) return nullptr;
-      left = Combine(ExprKind::kBinary, op, std::move(left), std::move(right), line);
-    }
-    return left;
+    return ParseBinaryLevel(
+        ExprKind::kBinary, [this] { return ParsePow(); },
+        [this] { return IsOp("*") || IsOp("/") || IsOp("//") || IsOp("%"); });
   }
 
   ExprPtr ParsePow() {
-    ExprPtr left = ParseUnary(true);
-    while (left && IsOp("**")) {
-      int line = Cur().line;
-      Advance();
-      ExprPtr right = ParseUnary(true);
-      if (!right) return nullptr;
-      left = Combine(ExprKind::kBinary, "**", std::move(left), std::move(right), line);
-    }
-    return left;
+    return ParseBinaryLevel(
+        ExprKind::kBinary, [this] { return ParseUnary(true); }, [this] { return IsOp("**"); });
   }
 
   ExprPtr ParseUnary(bool with_filter) {
@@ -773,12 +740,7 @@ class Parser {
   ExprPtr ParseFilterCall(ExprPtr input) {
     int line = Cur().line;
     std::string name;
-    if (!ExpectName(&name)) return nullptr;
-    while (IsOp(".") && Peek().type == TokType::kName) {  // dotted filter names
-      Advance();
-      name += "." + Cur().text;
-      Advance();
-    }
+    if (!ExpectDottedName(&name)) return nullptr;
     ExprPtr e = MakeExpr(ExprKind::kFilter, line);
     e->name = name;
     e->args.push_back(std::move(input));
@@ -816,12 +778,7 @@ class Parser {
     Advance();  // is
     bool negated = SkipName("not");
     std::string name;
-    if (!ExpectName(&name)) return nullptr;
-    while (IsOp(".") && Peek().type == TokType::kName) {
-      Advance();
-      name += "." + Cur().text;
-      Advance();
-    }
+    if (!ExpectDottedName(&name)) return nullptr;
     ExprPtr e = MakeExpr(ExprKind::kTest, line);
     e->name = name;
     e->negated = negated;

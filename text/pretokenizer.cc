@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <utility>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -104,41 +105,65 @@ void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>
   }
 }
 
+namespace {
+// The tokenizer.json normalizer type of each normal form.
+constexpr std::pair<NormalForm, const char*> kNormalFormNames[] = {
+    {NormalForm::kNfc, "NFC"},
+    {NormalForm::kNfd, "NFD"},
+    {NormalForm::kNfkc, "NFKC"},
+    {NormalForm::kNfkd, "NFKD"},
+};
+
+using JsonStepFn = std::function<absl::Status(const nlohmann::json& step, const std::string& type)>;
+
+// Calls step(node, type) on each step of a tokenizer.json normalizer or
+// pre_tokenizer, in order: a {"type": "Sequence", <children>: [...]} is walked
+// into (at most 16 deep), and every node must be an object with a string
+// "type". `what` ("normalizer", "pre_tokenizer") and `children`
+// ("normalizers", "pretokenizers") name them in messages.
+absl::Status ForEachJsonStep(const nlohmann::json& node, const char* what, const char* children,
+                             const JsonStepFn& step, int depth = 0) {
+  if (depth > 16) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": Sequence nested too deeply"));
+  }
+  if (!node.is_object() || !node.contains("type") || !node["type"].is_string()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": expected an object with a string \"type\""));
+  }
+  const std::string type = node["type"].get<std::string>();
+  if (type != "Sequence") return step(node, type);
+  if (!node.contains(children) || !node[children].is_array()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " Sequence: missing array \"", children, "\""));
+  }
+  for (const auto& child : node[children]) {
+    RETURN_IF_ERROR(ForEachJsonStep(child, what, children, step, depth + 1));
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
 // ---------------------------------------------------------------- Normalizer
 
 absl::StatusOr<Normalizer> Normalizer::FromJson(const nlohmann::json& j) {
   Normalizer n;
   if (j.is_null()) return n;
-  std::function<absl::Status(const nlohmann::json&, int)> walk = [&](const nlohmann::json& node,
-                                                                     int depth) -> absl::Status {
-    if (depth > 16) return absl::InvalidArgumentError("normalizer: Sequence nested too deeply");
-    if (!node.is_object() || !node.contains("type") || !node["type"].is_string()) {
-      return absl::InvalidArgumentError("normalizer: expected an object with a string \"type\"");
-    }
-    const std::string type = node["type"].get<std::string>();
-    if (type == "Sequence") {
-      if (!node.contains("normalizers") || !node["normalizers"].is_array()) {
-        return absl::InvalidArgumentError("normalizer Sequence: missing array \"normalizers\"");
+  auto add = [&](const nlohmann::json&, const std::string& type) -> absl::Status {
+    for (const auto& [form, name] : kNormalFormNames) {
+      if (type == name) {
+        n.AddNormalForm(form);
+        return absl::OkStatus();
       }
-      for (const auto& child : node["normalizers"]) RETURN_IF_ERROR(walk(child, depth + 1));
-    } else if (type == "NFC") {
-      n.AddNormalForm(NormalForm::kNfc);
-    } else if (type == "NFD") {
-      n.AddNormalForm(NormalForm::kNfd);
-    } else if (type == "NFKC") {
-      n.AddNormalForm(NormalForm::kNfkc);
-    } else if (type == "NFKD") {
-      n.AddNormalForm(NormalForm::kNfkd);
-    } else if (type == "Lowercase") {
-      n.AddLowercase();
-    } else {
+    }
+    if (type != "Lowercase") {
       return absl::UnimplementedError(absl::StrCat(
           "normalizer type \"", type,
           "\" is not supported (supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase)"));
     }
+    n.AddLowercase();
     return absl::OkStatus();
   };
-  RETURN_IF_ERROR(walk(j, 0));
+  RETURN_IF_ERROR(ForEachJsonStep(j, "normalizer", "normalizers", add));
   return n;
 }
 
@@ -157,19 +182,8 @@ std::string Normalizer::Describe() const {
       names.push_back("Lowercase");
       continue;
     }
-    switch (step.form) {
-      case NormalForm::kNfc:
-        names.push_back("NFC");
-        break;
-      case NormalForm::kNfd:
-        names.push_back("NFD");
-        break;
-      case NormalForm::kNfkc:
-        names.push_back("NFKC");
-        break;
-      case NormalForm::kNfkd:
-        names.push_back("NFKD");
-        break;
+    for (const auto& [form, name] : kNormalFormNames) {
+      if (step.form == form) names.push_back(name);
     }
   }
   return names.empty() ? "none" : absl::StrJoin(names, ",");
@@ -223,19 +237,7 @@ bool GetBool(const nlohmann::json& j, const char* key, bool fallback) {
 }
 }  // namespace
 
-absl::Status PreTokenizer::AddJsonStep(const nlohmann::json& j, int depth) {
-  if (depth > 16) return absl::InvalidArgumentError("pre_tokenizer: Sequence nested too deeply");
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return absl::InvalidArgumentError("pre_tokenizer: expected an object with a string \"type\"");
-  }
-  const std::string type = j["type"].get<std::string>();
-  if (type == "Sequence") {
-    if (!j.contains("pretokenizers") || !j["pretokenizers"].is_array()) {
-      return absl::InvalidArgumentError("pre_tokenizer Sequence: missing array \"pretokenizers\"");
-    }
-    for (const auto& child : j["pretokenizers"]) RETURN_IF_ERROR(AddJsonStep(child, depth + 1));
-    return absl::OkStatus();
-  }
+absl::Status PreTokenizer::AddJsonStep(const nlohmann::json& j, const std::string& type) {
   if (type == "Split") {
     if (!j.contains("pattern") || !j["pattern"].is_object()) {
       return absl::InvalidArgumentError("pre_tokenizer Split: missing object \"pattern\"");
@@ -276,7 +278,10 @@ absl::Status PreTokenizer::AddJsonStep(const nlohmann::json& j, int depth) {
 absl::StatusOr<PreTokenizer> PreTokenizer::FromJson(const nlohmann::json& j) {
   PreTokenizer p;
   if (j.is_null()) return p;
-  RETURN_IF_ERROR(p.AddJsonStep(j, 0));
+  RETURN_IF_ERROR(ForEachJsonStep(j, "pre_tokenizer", "pretokenizers",
+                                  [&](const nlohmann::json& step, const std::string& type) {
+                                    return p.AddJsonStep(step, type);
+                                  }));
   return p;
 }
 

@@ -115,7 +115,8 @@ class PreTokenizer {
     SplitBehavior behavior = SplitBehavior::kIsolated;
     bool invert = false;
   };
-  absl::Status AddJsonStep(const nlohmann::json& j, int depth);
+  // Adds the step of one non-Sequence tokenizer.json pre_tokenizer node of `type`.
+  absl::Status AddJsonStep(const nlohmann::json& j, const std::string& type);
   std::vector<Step> steps_;
   bool byte_level_ = false;
 };

@@ -1,48 +1,24 @@
 #include "text/tokenizer_bytes.h"
 
 #include <cstdint>
+#include <utility>
 
+#include "text/tokenizer_json.h"
 #include "text/unicode.h"
 
 namespace retort {
 
 nlohmann::json ByteTokenizerJson() {
-  using json = nlohmann::json;
-  json vocab = json::object();
-  for (int b = 0; b < 256; ++b) vocab[ByteToUnicodeTable()[b]] = b;
-  json added = json::array();
+  BpeTokenizerJson t;
+  for (int b = 0; b < 256; ++b) t.vocab[ByteToUnicodeTable()[b]] = b;
   for (size_t i = 0; i < ByteTokenizerSpecials().size(); ++i) {
-    added.push_back({{"id", 256 + static_cast<int>(i)},
-                     {"content", ByteTokenizerSpecials()[i]},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
+    t.added_tokens.push_back(
+        AddedTokenJson(256 + static_cast<int>(i), ByteTokenizerSpecials()[i], /*special=*/true));
   }
-  json byte_level = {{"type", "ByteLevel"},
-                     {"add_prefix_space", false},
-                     {"trim_offsets", true},
-                     {"use_regex", true}};
-  return {{"version", "1.0"},
-          {"truncation", nullptr},
-          {"padding", nullptr},
-          {"added_tokens", added},
-          {"normalizer", nullptr},
-          {"pre_tokenizer", byte_level},
-          {"post_processor", byte_level},
-          {"decoder", byte_level},
-          {"model",
-           {{"type", "BPE"},
-            {"dropout", nullptr},
-            {"unk_token", nullptr},
-            {"continuing_subword_prefix", nullptr},
-            {"end_of_word_suffix", nullptr},
-            {"fuse_unk", false},
-            {"byte_fallback", false},
-            {"ignore_merges", false},
-            {"vocab", vocab},
-            {"merges", json::array()}}}};
+  t.pre_tokenizer = t.post_processor = t.decoder =
+      ByteLevelJson(/*add_prefix_space=*/false, /*trim_offsets=*/true);
+  // nlohmann::json: the file lists keys sorted, as it always has.
+  return TokenizerJson(std::move(t));
 }
 
 nlohmann::json ByteTokenizerConfigJson() {

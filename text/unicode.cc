@@ -33,10 +33,8 @@ const ByteTables& Tables() {
 const std::array<std::string, 256>& ByteToUnicodeTable() { return Tables().to_unicode; }
 
 int UnicodeToByte(char32_t cp) {
-  if (cp < 256) {
-    const bool printable =
-        (cp >= '!' && cp <= '~') || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF);
-    return printable ? static_cast<int>(cp) : -1;
+  if (cp < 256) {  // a printable byte stands for itself, the others for 256 + k
+    return Tables().code_point[cp] == cp ? static_cast<int>(cp) : -1;
   }
   if (cp >= 256 + 68) return -1;
   // Code point 256 + k stands for the k-th non-printable byte.

@@ -23,6 +23,25 @@ TEST(PresetConfigTest, EveryFamilyAndSizeIsValid) {
   EXPECT_TRUE(PresetConfig("qwen3", "tiny")->qk_norm);
 }
 
+TEST(PresetConfigTest, FamilyDefaults) {
+  struct Want {
+    const char* family;
+    double rope_theta, rms_norm_eps;
+    int64_t bos;
+    std::vector<int64_t> eos;
+  };
+  for (const Want& w : {Want{"llama", 500000.0, 1e-5, 1, {2}}, Want{"mistral", 1e6, 1e-5, 1, {2}},
+                        Want{"qwen2", 1e6, 1e-6, -1, {}}, Want{"qwen3", 1e6, 1e-6, -1, {}}}) {
+    SCOPED_TRACE(w.family);
+    auto c = PresetConfig(w.family, "tiny");
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->rope_theta, w.rope_theta);
+    EXPECT_EQ(c->rms_norm_eps, w.rms_norm_eps);
+    EXPECT_EQ(c->bos_token_id, w.bos);
+    EXPECT_EQ(c->eos_token_ids, w.eos);
+  }
+}
+
 TEST(PresetConfigTest, SizesMatchTheirNames) {
   const std::vector<std::pair<std::string, double>> nominal = {
       {"20m", 20e6}, {"30m", 30e6}, {"100m", 100e6}, {"350m", 350e6}, {"1b", 1e9}};

@@ -408,6 +408,38 @@ TEST(TrainModelTest, ArenaLayoutAndDecayFlags) {
   EXPECT_GT(model->ActivationBytes(64), model->ActivationBytes(32));
 }
 
+TEST(TrainModelTest, LayerParametersInArenaOrder) {
+  auto model = RandomModel(/*tied=*/false, 1);
+  ASSERT_NE(model, nullptr);
+  // H 16, I 24, head_dim 6, q 4 x 6, kv 2 x 6.
+  const std::vector<std::pair<std::string, Shape>> want = {
+      {"input_layernorm.weight", {16}},
+      {"self_attn.q_proj.weight", {24, 16}},
+      {"self_attn.k_proj.weight", {12, 16}},
+      {"self_attn.v_proj.weight", {12, 16}},
+      {"self_attn.q_proj.bias", {24}},
+      {"self_attn.k_proj.bias", {12}},
+      {"self_attn.v_proj.bias", {12}},
+      {"self_attn.o_proj.weight", {16, 24}},
+      {"self_attn.o_proj.bias", {16}},
+      {"self_attn.q_norm.weight", {6}},
+      {"self_attn.k_norm.weight", {6}},
+      {"post_attention_layernorm.weight", {16}},
+      {"mlp.gate_proj.weight", {24, 16}},
+      {"mlp.up_proj.weight", {24, 16}},
+      {"mlp.down_proj.weight", {16, 24}},
+      {"mlp.gate_proj.bias", {24}},
+      {"mlp.up_proj.bias", {24}},
+      {"mlp.down_proj.bias", {16}},
+  };
+  std::vector<std::pair<std::string, Shape>> layer1;
+  for (const TrainModel::Parameter& p : model->parameters()) {
+    const std::string prefix = "model.layers.1.";
+    if (p.name.rfind(prefix, 0) == 0) layer1.emplace_back(p.name.substr(prefix.size()), p.shape);
+  }
+  EXPECT_EQ(layer1, want);
+}
+
 TEST(TrainModelTest, FromBf16TransformerWidensExactly) {
   auto inference = Transformer::Load("tests/reference/models/llama_bf16");
   ASSERT_TRUE(inference.ok()) << inference.status();

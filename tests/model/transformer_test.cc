@@ -282,6 +282,69 @@ TEST(TransformerTest, SameLogitsOnOneAndTwoThreads) {
   EXPECT_EQ(*one, *two);
 }
 
+TEST(TransformerTest, LinearShapesAndBiases) {
+  auto preset = PresetConfig("llama", "tiny");  // hidden 64, I 128, 4 heads, 2 kv, head_dim 16
+  ASSERT_TRUE(preset.ok());
+  ModelConfig& c = *preset;
+  EXPECT_EQ(LinearShape(c, LinearSlot::kQ), (Shape{64, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kK), (Shape{32, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kV), (Shape{32, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kO), (Shape{64, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kGate), (Shape{128, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kUp), (Shape{128, 64}));
+  EXPECT_EQ(LinearShape(c, LinearSlot::kDown), (Shape{64, 128}));
+  EXPECT_EQ(LinearBiasName(3, LinearSlot::kGate), "model.layers.3.mlp.gate_proj.bias");
+  for (LinearSlot s : kLinearSlots) EXPECT_FALSE(LinearHasBias(c, s)) << LinearSlotName(s);
+  c.attention_bias = true;
+  EXPECT_TRUE(LinearHasBias(c, LinearSlot::kV));
+  EXPECT_FALSE(LinearHasBias(c, LinearSlot::kO));
+  EXPECT_FALSE(LinearHasBias(c, LinearSlot::kUp));
+  c.attention_out_bias = true;
+  c.mlp_bias = true;
+  for (LinearSlot s : kLinearSlots) EXPECT_TRUE(LinearHasBias(c, s)) << LinearSlotName(s);
+
+  c.mlp_bias = false;
+  std::vector<std::string> names;
+  for (const LinearTensor& t : LinearTensors(c, 2, {LinearSlot::kQ, LinearSlot::kO})) {
+    names.push_back(t.name);
+    EXPECT_EQ(t.shape, t.is_bias ? Shape{LinearShape(c, t.slot)[0]} : LinearShape(c, t.slot));
+  }
+  EXPECT_EQ(names,
+            (std::vector<std::string>{
+                "model.layers.2.self_attn.q_proj.weight", "model.layers.2.self_attn.o_proj.weight",
+                "model.layers.2.self_attn.q_proj.bias", "model.layers.2.self_attn.o_proj.bias"}));
+  EXPECT_EQ(LinearTensors(c, 0, {LinearSlot::kUp, LinearSlot::kDown}).size(), 2u);
+}
+
+TEST(TransformerTest, LayerWeightsInLoadOrderWithEveryBias) {
+  auto config = PresetConfig("qwen3", "tiny");
+  ASSERT_TRUE(config.ok());
+  config->attention_bias = config->attention_out_bias = config->mlp_bias = true;
+  auto model = Transformer::RandomInit(*config, 1, DType::kF32);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::vector<std::string> want = {
+      "input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+      "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
+      "self_attn.k_proj.bias",   "self_attn.v_proj.bias",   "self_attn.o_proj.bias",
+      "self_attn.q_norm.weight", "self_attn.k_norm.weight", "post_attention_layernorm.weight",
+      "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight",
+      "mlp.gate_proj.bias",      "mlp.up_proj.bias",        "mlp.down_proj.bias"};
+  std::vector<std::string> layer0;
+  for (const auto& [name, t] : (*model)->NamedWeights()) {
+    const std::string prefix = "model.layers.0.";
+    if (name.rfind(prefix, 0) != 0) continue;
+    layer0.push_back(name.substr(prefix.size()));
+    const std::string base = name.substr(0, name.rfind('.'));
+    for (LinearSlot s : kLinearSlots) {
+      if (base == prefix + LinearSlotName(s)) {
+        const Shape shape = LinearShape(*config, s);
+        EXPECT_EQ(t.shape(), name.ends_with(".bias") ? Shape{shape[0]} : shape) << name;
+      }
+    }
+  }
+  EXPECT_EQ(layer0, want);
+}
+
 TEST(RandomInitTest, DeterministicPerSeedAndDType) {
   auto config = PresetConfig("qwen2", "tiny");
   ASSERT_TRUE(config.ok());

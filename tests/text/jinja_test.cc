@@ -224,6 +224,45 @@ TEST(JinjaTest, GenerationTagRendersItsBody) {
   EXPECT_EQ(*out, "abc");
 }
 
+// Tag ends, block bodies up to their end tag, each left-associative operator
+// level and the item-or-attribute step of join and sum; the expected strings
+// are jinja2 3.1's (trim_blocks, lstrip_blocks, as transformers renders).
+TEST(JinjaTest, TagEndsBlockBodiesAndOperatorLevelsMatchJinja2) {
+  nlohmann::json items = nlohmann::json::parse(R"([{"n": 1, "a": {"b": "x"}},
+                                                   {"n": 2, "a": {"b": "y"}}])");
+  ValueDict ctx;
+  ctx.Set("items", Value::FromJson(items));
+  struct Case {
+    const char* src;
+    const char* expected;
+  } cases[] = {
+      {"a {{- 'b' -}} c{{ 'd' }} e", "abcd e"},
+      {"{% if true %}\nx{% endif %}|{% if true -%}\n  y{% endif %}|{% if true +%}\nz{% endif %}",
+       "x|y|\nz"},
+      {"{% set x | upper %}ab{% endset %}{{ x }}", "AB"},
+      {"{% macro m(a) %}<{{ a }}>{% endmacro %}{{ m(1) }}", "<1>"},
+      {"{% filter upper %}q{% endfilter %}", "Q"},
+      {"{% for i in [] %}{{ i }}{% else %}none{% endfor %}|{% if false %}t{% else %}f{% endif %}",
+       "none|f"},
+      {"{{ 10 - 2 - 3 }} {{ 2 ** 3 ** 2 }} {{ 7 // 2 * 3 % 4 }} {{ 'a' ~ 'b' ~ 'c' }} "
+       "{{ false or 0 or 'x' }} {{ 1 and 2 and 3 }}",
+       "5 64 1 abc x 3"},
+      {"{{ items|sum(attribute='n') }} {{ items|sum(attribute='n', start=10) }} "
+       "{{ items|join(',', attribute='a.b') }}",
+       "3 13 x,y"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.src);
+    absl::StatusOr<std::string> out = Render(c.src, ctx);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(*out, c.expected);
+  }
+  // An end tag that does not close the block, and a dotted filter name that
+  // names no filter.
+  EXPECT_FALSE(Render("{% filter upper %}q{% endfilter x %}").ok());
+  EXPECT_FALSE(Render("{{ 1|a.b }}").ok());
+}
+
 TEST(JinjaTest, StrftimeNowUsesLocalTimeByDefault) {
   absl::StatusOr<std::string> out = Render("{{ strftime_now('%Y') }}");
   ASSERT_TRUE(out.ok());

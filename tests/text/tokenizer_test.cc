@@ -270,6 +270,53 @@ TEST(TokenizerTest, PipelinesAreReadFromTheFiles) {
             1u);
 }
 
+// Normalizers and pre-tokenizers read nested Sequences the same way and name
+// their own field in every message.
+TEST(TokenizerTest, NormalizerAndPreTokenizerSequencesNestAndNameTheField) {
+  using json = nlohmann::json;
+  absl::StatusOr<Normalizer> n = Normalizer::FromJson(json::parse(
+      R"({"type": "Sequence", "normalizers": [{"type": "NFC"},
+          {"type": "Sequence", "normalizers": [{"type": "Lowercase"}]}]})"));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(n->Describe(), "NFC,Lowercase");
+  n = Normalizer::FromJson(json::parse(
+      R"({"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "NFKC"}, {"type": "NFKD"}]})"));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(n->Describe(), "NFD,NFKC,NFKD");
+  EXPECT_EQ(Normalizer::FromJson(json::parse(R"({"type": "nfc"})")).status().code(),
+            absl::StatusCode::kUnimplemented);
+  absl::StatusOr<PreTokenizer> p = PreTokenizer::FromJson(json::parse(
+      R"({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
+          {"type": "Sequence", "pretokenizers": [{"type": "ByteLevel", "add_prefix_space": false}]}]})"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::vector<std::string> words;
+  p->Split("ab 12", &words);
+  EXPECT_EQ(words, (std::vector<std::string>{"ab", " ", "1", "2"}));
+  EXPECT_TRUE(p->byte_level());
+
+  auto nested = [](const char* children, int levels) {
+    json j = {{"type", "NFC"}};
+    for (int i = 0; i < levels; ++i) j = {{"type", "Sequence"}, {children, json::array({j})}};
+    return j;
+  };
+  auto message = [](const absl::Status& s) { return std::string(s.message()); };
+  EXPECT_TRUE(Normalizer::FromJson(nested("normalizers", 16)).ok());
+  EXPECT_EQ(message(Normalizer::FromJson(nested("normalizers", 17)).status()),
+            "normalizer: Sequence nested too deeply");
+  EXPECT_EQ(message(PreTokenizer::FromJson(nested("pretokenizers", 17)).status()),
+            "pre_tokenizer: Sequence nested too deeply");
+  EXPECT_EQ(message(Normalizer::FromJson(json::parse(R"({"type": 1})")).status()),
+            "normalizer: expected an object with a string \"type\"");
+  EXPECT_EQ(message(PreTokenizer::FromJson(json::parse("[]")).status()),
+            "pre_tokenizer: expected an object with a string \"type\"");
+  EXPECT_EQ(message(Normalizer::FromJson(json::parse(R"({"type": "Sequence"})")).status()),
+            "normalizer Sequence: missing array \"normalizers\"");
+  EXPECT_EQ(
+      message(PreTokenizer::FromJson(json::parse(R"({"type": "Sequence", "pretokenizers": {}})"))
+                  .status()),
+      "pre_tokenizer Sequence: missing array \"pretokenizers\"");
+}
+
 TEST(TokenizerTest, FromFileReadsTokenizerJson) {
   const std::string path = ::testing::TempDir() + "/retort_smollm2_tokenizer.json";
   {
@@ -368,6 +415,17 @@ TEST(UnicodeTest, LossyDecodingReplacesMaximalSubparts) {
     ASSERT_GT(DecodeUtf8Char(ByteToUnicodeTable()[b], 0, &cp), 0);
     EXPECT_EQ(UnicodeToByte(cp), b);
   }
+  // Code points below 256 that are not printable bytes, and those past the
+  // 68 stand-ins, are no byte.
+  EXPECT_EQ(UnicodeToByte('!'), '!');
+  EXPECT_EQ(UnicodeToByte(0xAE), 0xAE);
+  EXPECT_EQ(UnicodeToByte(' '), -1);
+  EXPECT_EQ(UnicodeToByte(0xAD), -1);
+  EXPECT_EQ(UnicodeToByte(0x7F), -1);
+  EXPECT_EQ(UnicodeToByte(256 + 68), -1);
+  int bytes = 0;
+  for (char32_t cp = 0; cp < 512; ++cp) bytes += UnicodeToByte(cp) >= 0;
+  EXPECT_EQ(bytes, 256);
 }
 
 // ---------------------------------------------------------------- bad files
