@@ -14,14 +14,6 @@
 namespace retort {
 namespace {
 
-bool IsZstdFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  unsigned char magic[4] = {0, 0, 0, 0};
-  f.read(reinterpret_cast<char*>(magic), 4);
-  return f.gcount() == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f &&
-         magic[3] == 0xfd;
-}
-
 std::string SampleText(const TraceSample& sample) {
   std::string text;
   auto add = [&](const std::string& piece) {
@@ -72,7 +64,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> LoadCalibrationSamples(
         if (static_cast<int64_t>(ids.size()) < kMinRecordTokens) continue;
         out.push_back(truncate(std::move(ids)));
       }
-    } else if (IsZstdFile(path)) {
+    } else if (StartsLikeTraceShard(path)) {
       ASSIGN_OR_RETURN(TraceShardReader reader, TraceShardReader::Open(path));
       TraceTokens rec;
       while (!full()) {
