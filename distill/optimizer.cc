@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
+#include "core/named_values.h"
 #include "core/status.h"
 #include "kernels/backend.h"
 
@@ -169,25 +170,15 @@ double ClipGradNorm(float* grads, int64_t n, double max_norm) {
   return norm;
 }
 
+constexpr NamedValue<LrScheduleKind> kLrSchedules[] = {{LrScheduleKind::kCosine, "cosine"},
+                                                       {LrScheduleKind::kLinear, "linear"},
+                                                       {LrScheduleKind::kConstant, "constant"}};
+
 absl::StatusOr<LrScheduleKind> ParseLrSchedule(const std::string& name) {
-  if (name == "cosine") return LrScheduleKind::kCosine;
-  if (name == "linear") return LrScheduleKind::kLinear;
-  if (name == "constant") return LrScheduleKind::kConstant;
-  return absl::InvalidArgumentError(absl::StrCat("unknown learning-rate schedule \"", name,
-                                                 "\" (expected cosine, linear or constant)"));
+  return ParseNamedValue(kLrSchedules, name, "learning-rate schedule");
 }
 
-const char* LrScheduleName(LrScheduleKind kind) {
-  switch (kind) {
-    case LrScheduleKind::kCosine:
-      return "cosine";
-    case LrScheduleKind::kLinear:
-      return "linear";
-    case LrScheduleKind::kConstant:
-      return "constant";
-  }
-  return "?";
-}
+const char* LrScheduleName(LrScheduleKind kind) { return NameOfValue(kLrSchedules, kind); }
 
 double LearningRate(int64_t step, int64_t total_steps, const LrScheduleOptions& o) {
   step = std::max<int64_t>(step, 0);

@@ -700,25 +700,8 @@ absl::Status CheckInput(DType type, const float* x, int64_t n, const float* impo
 
 }  // namespace
 
-bool CanQuantize(DType type) {
-  switch (type) {
-    case DType::kQ4_0:
-    case DType::kQ4_1:
-    case DType::kQ5_0:
-    case DType::kQ5_1:
-    case DType::kQ8_0:
-    case DType::kQ8_1:
-    case DType::kQ2_K:
-    case DType::kQ3_K:
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-    case DType::kQ6_K:
-    case DType::kQ8_K:
-      return true;
-    default:
-      return false;
-  }
-}
+// Every ggml block type has an encoder below.
+bool CanQuantize(DType type) { return IsBlockQuantized(type); }
 
 absl::Status QuantizeRow(DType type, const float* x, int64_t n, void* out,
                          const float* importance) {

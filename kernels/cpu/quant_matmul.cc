@@ -626,22 +626,9 @@ bool IsValidWeightLayout(DType wt, WeightLayout layout, int64_t rows, int64_t k)
          k % 32 == 0;
 }
 
+// Q8_1 and Q8_K only ever hold activations (the right-hand side of the dots).
 bool IsQuantizedWeightDType(DType w) {
-  switch (w) {
-    case DType::kQ4_0:
-    case DType::kQ4_1:
-    case DType::kQ5_0:
-    case DType::kQ5_1:
-    case DType::kQ8_0:
-    case DType::kQ2_K:
-    case DType::kQ3_K:
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-    case DType::kQ6_K:
-      return true;
-    default:
-      return false;
-  }
+  return IsBlockQuantized(w) && w != DType::kQ8_1 && w != DType::kQ8_K;
 }
 
 DType QuantDotActivationType(DType w) {
