@@ -25,6 +25,7 @@
 
 #include "core/convert.h"
 #include "core/ggml_blocks.h"
+#include "kernels/cpu/kernel_path.h"
 #include "kernels/cpu/quant_dot_kernels.h"
 #include "kernels/cpu/quant_repack.h"
 #include "kernels/cpu/simd.h"
@@ -500,10 +501,8 @@ bool CpuHasVnni() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 }
 
-std::atomic<QuantDotPath>& ActivePath() {
-  static std::atomic<QuantDotPath> path{DefaultQuantDotPath()};
-  return path;
-}
+using Paths =
+    KernelPathChoice<QuantDotPath, QuantDotPath::kAvx2, QuantDotPath::kAvx512Vnni, CpuHasVnni>;
 
 // Per-thread scratch for the Act32 tables of up to m input rows.
 struct Act32Scratch {
@@ -553,7 +552,7 @@ const Act32* PrepareAct32(DType wt, const char* act, size_t act_row_bytes, int64
 
 void GemvRows32(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act32* acts, int64_t m,
                 const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
-  if (ActivePath().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni) {
+  if (Paths::Active().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni) {
     quant_internal::GemvRows32Vnni(wt, w, row_bytes, nb, acts, m, bias, y, ldy, r0, r1);
   } else {
     quant_internal::GemvRows32ByType<quant_internal::Avx2Dots>(wt, w, row_bytes, nb, acts, m, bias,
@@ -594,7 +593,7 @@ void GemvR8(bool q8, const char* w, int64_t k, const char* act, size_t act_row_b
     }
     sc.acts[i] = quant_internal::ActR8{a, d, off};
   }
-  const bool vnni = ActivePath().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni;
+  const bool vnni = Paths::Active().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni;
   const quant_internal::ActR8* acts = sc.acts.data();
   if (q8 && vnni) {
     quant_internal::GemvRowsQ8_0R8Vnni(w, nb, acts, m, bias, y, ldy, r0, r1);
@@ -664,23 +663,13 @@ void QuantizeActivationRow(DType act, const float* x, void* dst, int64_t n) {
   }
 }
 
-QuantDotPath DefaultQuantDotPath() {
-  const char* no = std::getenv("RETORT_NO_AVX512");
-  const bool forbidden = no != nullptr && no[0] != '\0' && std::strcmp(no, "0") != 0;
-  return !forbidden && CpuHasVnni() ? QuantDotPath::kAvx512Vnni : QuantDotPath::kAvx2;
-}
+QuantDotPath DefaultQuantDotPath() { return Paths::Default(); }
 
-bool QuantDotPathSupported(QuantDotPath path) {
-  return path == QuantDotPath::kAvx2 || CpuHasVnni();
-}
+bool QuantDotPathSupported(QuantDotPath path) { return Paths::Supported(path); }
 
-QuantDotPath ActiveQuantDotPath() { return ActivePath().load(); }
+QuantDotPath ActiveQuantDotPath() { return Paths::Active().load(); }
 
-bool SetQuantDotPath(QuantDotPath path) {
-  if (!QuantDotPathSupported(path)) return false;
-  ActivePath().store(path);
-  return true;
-}
+bool SetQuantDotPath(QuantDotPath path) { return Paths::Set(path); }
 
 const char* QuantDotPathName(QuantDotPath path) {
   return path == QuantDotPath::kAvx512Vnni ? "avx512vnni" : "avx2";
