@@ -57,7 +57,7 @@ Flags ParseFlags(int argc, char** argv) {
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
   DType dtype;
-  auto model = LoadBenchModel(flags.model, &flags.family, &flags.size, &flags.dtype, &dtype);
+  auto model = LoadBenchModel(&flags, &dtype);
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
     return 1;
@@ -171,12 +171,7 @@ int Main(int argc, char** argv) {
     }
   }
 
-  nlohmann::ordered_json out = {{"model",
-                                 {{"family", flags.family},
-                                  {"size", flags.size},
-                                  {"dtype", flags.dtype},
-                                  {"parameters", c.ParameterCount()},
-                                  {"weight_bytes", weight_bytes}}},
+  nlohmann::ordered_json out = {{"model", BenchModelJson(flags, c, weight_bytes)},
                                 {"threads", flags.threads},
                                 {"ceilings",
                                  {{"memcpy_copy_gbps", ceil.memcpy_gbps},

@@ -65,7 +65,7 @@ Flags ParseFlags(int argc, char** argv) {
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
   DType dtype;
-  auto model = LoadBenchModel(flags.model, &flags.family, &flags.size, &flags.dtype, &dtype);
+  auto model = LoadBenchModel(&flags, &dtype);
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
     return 1;
@@ -146,12 +146,7 @@ int Main(int argc, char** argv) {
     std::cerr << "batch " << batch << ": " << tps << " generated tok/s\n";
   }
 
-  nlohmann::ordered_json out = {{"model",
-                                 {{"family", flags.family},
-                                  {"size", flags.size},
-                                  {"dtype", flags.dtype},
-                                  {"parameters", c.ParameterCount()},
-                                  {"weight_bytes", (*model)->WeightBytes()}}},
+  nlohmann::ordered_json out = {{"model", BenchModelJson(flags, c, (*model)->WeightBytes())},
                                 {"threads", flags.threads},
                                 {"prompt", flags.prompt},
                                 {"new_tokens", flags.new_tokens},

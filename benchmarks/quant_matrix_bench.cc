@@ -192,27 +192,20 @@ void Register(Format f, const ShapeSpec& s, size_t cold_bytes, double min_time) 
       benchmark::DoNotOptimize(y.data());
       next = (next + 1) % ws.size();
     }
-    state.counters["weight_GBps"] =
-        benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-    state.counters["GFLOPS"] = benchmark::Counter(2.0 * m * s.rows * s.cols / 1e9,
-                                                  benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["weight_GBps"] = PerSecond(bytes / 1e9);
+    state.counters["GFLOPS"] = PerSecond(2.0 * m * s.rows * s.cols / 1e9);
     state.counters["weight_bytes"] = static_cast<double>(bytes);
   };
-  benchmark::RegisterBenchmark(("gemv_cold/" + base).c_str(),
-                               [=](benchmark::State& st) { run(st, 1, true); })
-      ->UseRealTime()
-      ->Unit(benchmark::kMicrosecond)
-      ->MinTime(min_time);
-  benchmark::RegisterBenchmark(("gemv_hot/" + base).c_str(),
-                               [=](benchmark::State& st) { run(st, 1, false); })
-      ->UseRealTime()
-      ->Unit(benchmark::kMicrosecond)
-      ->MinTime(min_time);
-  benchmark::RegisterBenchmark(("gemm64/" + base).c_str(),
-                               [=](benchmark::State& st) { run(st, 64, false); })
-      ->UseRealTime()
-      ->Unit(benchmark::kMicrosecond)
-      ->MinTime(min_time);
+  struct Case {
+    const char* name;
+    int64_t m;
+    bool cold;
+  };
+  for (const Case& c :
+       {Case{"gemv_cold/", 1, true}, Case{"gemv_hot/", 1, false}, Case{"gemm64/", 64, false}}) {
+    RegisterWallClockBenchmark(c.name + base, benchmark::kMicrosecond, min_time,
+                               [=](benchmark::State& st) { run(st, c.m, c.cold); });
+  }
 }
 
 }  // namespace
