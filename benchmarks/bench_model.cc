@@ -1,5 +1,8 @@
 #include "benchmarks/bench_model.h"
 
+#include <iostream>
+#include <utility>
+
 #include "model/gguf_model.h"
 #include "model/init.h"
 
@@ -14,7 +17,9 @@ void AddBenchModelFlags(BenchArgs& args, BenchModelFlags* flags) {
       "a real model (HF directory or .gguf file) instead of a preset");
 }
 
-absl::StatusOr<std::unique_ptr<Transformer>> LoadBenchModel(BenchModelFlags* flags, DType* dtype) {
+namespace {
+
+absl::StatusOr<std::unique_ptr<Transformer>> LoadModel(BenchModelFlags* flags, DType* dtype) {
   const std::string& model_path = flags->model;
   *dtype = flags->dtype == "f32" ? DType::kF32 : flags->dtype == "f16" ? DType::kF16 : DType::kBF16;
   if (model_path.empty()) {
@@ -32,6 +37,15 @@ absl::StatusOr<std::unique_ptr<Transformer>> LoadBenchModel(BenchModelFlags* fla
   flags->size = "";
   flags->dtype = std::string(DTypeName(*dtype));
   return model;
+}
+
+}  // namespace
+
+std::unique_ptr<Transformer> LoadBenchModel(BenchModelFlags* flags, DType* dtype) {
+  absl::StatusOr<std::unique_ptr<Transformer>> model = LoadModel(flags, dtype);
+  if (model.ok()) return std::move(*model);
+  std::cerr << model.status() << "\n";
+  return nullptr;
 }
 
 nlohmann::ordered_json BenchModelJson(const BenchModelFlags& flags, const ModelConfig& config,

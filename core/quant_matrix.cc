@@ -28,14 +28,9 @@ const char* QuantGranularityName(QuantGranularity g) {
 }
 
 std::string QuantLayoutName(QuantGranularity g, int64_t group_size) {
-  switch (g) {
-    case QuantGranularity::kGroup:
-      return absl::StrCat("g", group_size);
-    case QuantGranularity::kBlock:
-      return absl::StrCat("block", group_size);
-    default:
-      return QuantGranularityName(g);
-  }
+  if (g == QuantGranularity::kGroup) return absl::StrCat("g", group_size);
+  if (g == QuantGranularity::kBlock) return absl::StrCat("block", group_size);
+  return QuantGranularityName(g);
 }
 
 namespace {
