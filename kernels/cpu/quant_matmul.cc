@@ -214,73 +214,61 @@ inline void UnpackScalesMinsK4(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
   }
 }
 
+// The 32 weights of a legacy block as the integers its dot multiplies:
+// Q8_0's bytes; the nibbles (plus the fifth bit from qh for Q5_*), less 8 or
+// 16 for the symmetric Q4_0 / Q5_0.
+template <typename Block>
+void LegacyWeights(const Block& b, int* q) {
+  if constexpr (std::is_same_v<Block, BlockQ8_0>) {
+    for (int j = 0; j < 32; ++j) q[j] = b.qs[j];
+  } else {
+    constexpr bool kFiveBits = requires { b.qh; };
+    for (int j = 0; j < 16; ++j) {
+      q[j] = b.qs[j] & 0x0f;
+      q[j + 16] = b.qs[j] >> 4;
+    }
+    if constexpr (kFiveBits) {
+      const uint32_t qh = Load32(b.qh);
+      for (int j = 0; j < 32; ++j) q[j] |= ((qh >> j) & 1) << 4;
+    }
+    if constexpr (!requires { b.m; }) {
+      for (int j = 0; j < 32; ++j) q[j] -= kFiveBits ? 16 : 8;
+    }
+  }
+}
+
+// Q8_0 / Q4_0 / Q5_0 against Q8_0 activations, Q4_1 / Q5_1 (plus their min
+// times the activations' sum) against Q8_1.
+template <typename WBlock, typename ABlock>
+float DotLegacyReference(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const WBlock*>(wv);
+  const auto* a = static_cast<const ABlock*>(av);
+  float acc = 0.f;
+  int q[32];
+  for (int64_t b = 0; b < n / 32; ++b) {
+    LegacyWeights(w[b], q);
+    int s = 0;
+    for (int j = 0; j < 32; ++j) s += q[j] * a[b].qs[j];
+    float block = H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s);
+    if constexpr (requires { w[b].m; }) block += H2F(w[b].m) * H2F(a[b].s);
+    acc += block;
+  }
+  return acc;
+}
+
 float DotReference(DType wt, const void* wv, const void* av, int64_t n) {
   float acc = 0.f;
   switch (wt) {
-    case DType::kQ8_0: {
-      auto* w = static_cast<const BlockQ8_0*>(wv);
-      auto* a = static_cast<const BlockQ8_0*>(av);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        int s = 0;
-        for (int j = 0; j < 32; ++j) s += w[b].qs[j] * a[b].qs[j];
-        acc += H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s);
-      }
-      return acc;
-    }
-    case DType::kQ4_0: {
-      auto* w = static_cast<const BlockQ4_0*>(wv);
-      auto* a = static_cast<const BlockQ8_0*>(av);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        int s = 0;
-        for (int j = 0; j < 16; ++j) {
-          s += ((w[b].qs[j] & 0x0f) - 8) * a[b].qs[j];
-          s += ((w[b].qs[j] >> 4) - 8) * a[b].qs[j + 16];
-        }
-        acc += H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s);
-      }
-      return acc;
-    }
-    case DType::kQ4_1: {
-      auto* w = static_cast<const BlockQ4_1*>(wv);
-      auto* a = static_cast<const BlockQ8_1*>(av);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        int s = 0;
-        for (int j = 0; j < 16; ++j) {
-          s += (w[b].qs[j] & 0x0f) * a[b].qs[j];
-          s += (w[b].qs[j] >> 4) * a[b].qs[j + 16];
-        }
-        acc += H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s) + H2F(w[b].m) * H2F(a[b].s);
-      }
-      return acc;
-    }
-    case DType::kQ5_0: {
-      auto* w = static_cast<const BlockQ5_0*>(wv);
-      auto* a = static_cast<const BlockQ8_0*>(av);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        const uint32_t qh = Load32(w[b].qh);
-        int s = 0;
-        for (int j = 0; j < 16; ++j) {
-          s += (((w[b].qs[j] & 0x0f) | (((qh >> j) & 1) << 4)) - 16) * a[b].qs[j];
-          s += (((w[b].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16) * a[b].qs[j + 16];
-        }
-        acc += H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s);
-      }
-      return acc;
-    }
-    case DType::kQ5_1: {
-      auto* w = static_cast<const BlockQ5_1*>(wv);
-      auto* a = static_cast<const BlockQ8_1*>(av);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        const uint32_t qh = Load32(w[b].qh);
-        int s = 0;
-        for (int j = 0; j < 16; ++j) {
-          s += ((w[b].qs[j] & 0x0f) | (((qh >> j) & 1) << 4)) * a[b].qs[j];
-          s += ((w[b].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) * a[b].qs[j + 16];
-        }
-        acc += H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s) + H2F(w[b].m) * H2F(a[b].s);
-      }
-      return acc;
-    }
+    case DType::kQ8_0:
+      return DotLegacyReference<BlockQ8_0, BlockQ8_0>(wv, av, n);
+    case DType::kQ4_0:
+      return DotLegacyReference<BlockQ4_0, BlockQ8_0>(wv, av, n);
+    case DType::kQ4_1:
+      return DotLegacyReference<BlockQ4_1, BlockQ8_1>(wv, av, n);
+    case DType::kQ5_0:
+      return DotLegacyReference<BlockQ5_0, BlockQ8_0>(wv, av, n);
+    case DType::kQ5_1:
+      return DotLegacyReference<BlockQ5_1, BlockQ8_1>(wv, av, n);
     case DType::kQ4_K:
     case DType::kQ5_K: {
       const bool five = wt == DType::kQ5_K;
