@@ -33,6 +33,7 @@
 #include "benchmarks/bench_output.h"
 #include "benchmarks/ceilings.h"
 #include "core/convert.h"
+#include "core/named_values.h"
 #include "core/quant_matrix.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
@@ -50,28 +51,15 @@ enum class Format {
   kFp8Channel,
   kFp8Block128
 };
-constexpr Format kFormats[] = {Format::kBF16,         Format::kQ4_0,        Format::kInt4G128Sym,
-                               Format::kInt4G128Asym, Format::kInt8Channel, Format::kFp8Channel,
-                               Format::kFp8Block128};
+constexpr NamedValue<Format> kFormats[] = {{Format::kBF16, "bf16"},
+                                           {Format::kQ4_0, "q4_0"},
+                                           {Format::kInt4G128Sym, "int4_g128_sym"},
+                                           {Format::kInt4G128Asym, "int4_g128_asym"},
+                                           {Format::kInt8Channel, "int8_channel"},
+                                           {Format::kFp8Channel, "fp8_channel"},
+                                           {Format::kFp8Block128, "fp8_block128"}};
 
-const char* FormatName(Format f) {
-  switch (f) {
-    case Format::kBF16:
-      return "bf16";
-    case Format::kQ4_0:
-      return "q4_0";
-    case Format::kInt4G128Sym:
-      return "int4_g128_sym";
-    case Format::kInt4G128Asym:
-      return "int4_g128_asym";
-    case Format::kInt8Channel:
-      return "int8_channel";
-    case Format::kFp8Channel:
-      return "fp8_channel";
-    default:
-      return "fp8_block128";
-  }
-}
+const char* FormatName(Format f) { return NameOfValue(kFormats, f); }
 
 // One weight matrix of a format: a Tensor (bf16, q4_0) or a QuantizedMatrix.
 struct Weight {
@@ -226,6 +214,6 @@ int main(int argc, char** argv) {
                                    {"4096x4096", 4096, 4096}};
   if (flags.smoke) shapes = {{"64x256", 64, 256}};
   for (const ShapeSpec& s : shapes)
-    for (Format f : kFormats) Register(f, s, cold_bytes, min_time);
+    for (const NamedValue<Format>& f : kFormats) Register(f.value, s, cold_bytes, min_time);
   return RunGoogleBenchmarks(&argc, argv);
 }

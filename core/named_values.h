@@ -36,13 +36,13 @@ std::optional<E> FindNamedValue(const NamedValue<E> (&table)[N], std::string_vie
   return std::nullopt;
 }
 
-// The name of `value`; "?" for a value the table lacks.
+// The name of `value` (its first entry); `if_missing` for a value the table lacks.
 template <typename E, size_t N>
-const char* NameOfValue(const NamedValue<E> (&table)[N], E value) {
+const char* NameOfValue(const NamedValue<E> (&table)[N], E value, const char* if_missing = "?") {
   for (const NamedValue<E>& v : table) {
     if (v.value == value) return v.name;
   }
-  return "?";
+  return if_missing;
 }
 
 // The names in table order as a sentence lists them: "a", "a or b", "a, b or c".

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/convert.h"
+#include "core/named_values.h"
 #include "core/thread_pool.h"
 
 namespace retort {
@@ -13,19 +14,18 @@ namespace {
 std::string TypeName(DType t) { return std::string(DTypeName(t)); }
 }  // namespace
 
-const char* QuantGranularityName(QuantGranularity g) {
-  switch (g) {
-    case QuantGranularity::kTensor:
-      return "tensor";
-    case QuantGranularity::kChannel:
-      return "channel";
-    case QuantGranularity::kGroup:
-      return "group";
-    case QuantGranularity::kBlock:
-      return "block";
-  }
-  return "?";
-}
+constexpr NamedValue<QuantGranularity> kGranularities[] = {{QuantGranularity::kTensor, "tensor"},
+                                                           {QuantGranularity::kChannel, "channel"},
+                                                           {QuantGranularity::kGroup, "group"},
+                                                           {QuantGranularity::kBlock, "block"}};
+
+// Describe()'s names of the value types.
+constexpr NamedValue<DType> kValueTypeNames[] = {{DType::kI4, "int4"},
+                                                 {DType::kI8, "int8"},
+                                                 {DType::kF8E4M3, "fp8_e4m3"},
+                                                 {DType::kF8E5M2, "fp8_e5m2"}};
+
+const char* QuantGranularityName(QuantGranularity g) { return NameOfValue(kGranularities, g); }
 
 std::string QuantLayoutName(QuantGranularity g, int64_t group_size) {
   if (g == QuantGranularity::kGroup) return absl::StrCat("g", group_size);
@@ -91,23 +91,8 @@ double QuantizedMatrix::BitsPerWeight(int scale_bits) const {
 }
 
 std::string QuantizedMatrix::Describe() const {
-  std::string s;
-  switch (value_type) {
-    case DType::kI4:
-      s = "int4";
-      break;
-    case DType::kI8:
-      s = "int8";
-      break;
-    case DType::kF8E4M3:
-      s = "fp8_e4m3";
-      break;
-    case DType::kF8E5M2:
-      s = "fp8_e5m2";
-      break;
-    default:
-      s = TypeName(value_type);
-  }
+  const char* value_name = NameOfValue(kValueTypeNames, value_type, nullptr);
+  std::string s = value_name != nullptr ? value_name : TypeName(value_type);
   absl::StrAppend(&s, " ", QuantLayoutName(granularity, group_size));
   if (value_type == DType::kI4 || value_type == DType::kI8) {
     absl::StrAppend(&s, symmetric() ? " sym" : " asym");

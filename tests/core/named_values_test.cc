@@ -21,6 +21,7 @@ TEST(NamedValues, FindsEachNameExactly) {
 TEST(NamedValues, NamesEachValueAndMarksMissingOnes) {
   EXPECT_STREQ(NameOfValue(kFruits, Fruit::kPear), "pear");
   EXPECT_STREQ(NameOfValue(kFruits, Fruit::kFig), "?");
+  EXPECT_EQ(NameOfValue(kFruits, Fruit::kFig, nullptr), nullptr);
 }
 
 TEST(NamedValues, ListsNamesAsASentence) {
