@@ -42,7 +42,9 @@ absl::StatusOr<std::unique_ptr<Transformer>> LoadModel(BenchModelFlags* flags, D
 }  // namespace
 
 std::unique_ptr<Transformer> LoadBenchModel(BenchModelFlags* flags, DType* dtype) {
-  absl::StatusOr<std::unique_ptr<Transformer>> model = LoadModel(flags, dtype);
+  DType weight_dtype;
+  absl::StatusOr<std::unique_ptr<Transformer>> model = LoadModel(flags, &weight_dtype);
+  if (dtype != nullptr) *dtype = weight_dtype;
   if (model.ok()) return std::move(*model);
   std::cerr << model.status() << "\n";
   return nullptr;

@@ -29,9 +29,10 @@ void AddBenchModelFlags(BenchArgs& args, BenchModelFlags* flags);
 // random flags->family / flags->size preset with weights in flags->dtype
 // (f32, f16, otherwise bf16). For a loaded model, family becomes the path,
 // size "", and flags->dtype / *dtype the type of its largest layer weight
-// (what decode mostly streams); for a preset *dtype is the weight type.
-// Null, after printing the error on stderr, when the model cannot be had.
-std::unique_ptr<Transformer> LoadBenchModel(BenchModelFlags* flags, DType* dtype);
+// (what decode mostly streams); for a preset *dtype is the weight type
+// (`dtype` may be null). Null, after printing the error on stderr, when the
+// model cannot be had.
+std::unique_ptr<Transformer> LoadBenchModel(BenchModelFlags* flags, DType* dtype = nullptr);
 
 // The "model" object of the programs' JSON: family, size, dtype (as
 // LoadBenchModel left them), parameters and `weight_bytes`.

@@ -64,8 +64,7 @@ Flags ParseFlags(int argc, char** argv) {
 
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
-  DType dtype;
-  std::unique_ptr<Transformer> model = LoadBenchModel(&flags, &dtype);
+  std::unique_ptr<Transformer> model = LoadBenchModel(&flags);
   if (model == nullptr) return 1;
   SetNumThreads(flags.threads);
   const ModelConfig& c = model->config();
