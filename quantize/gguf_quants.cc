@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -126,8 +127,12 @@ inline float AbsMax(const float* x, int n) {
   return amax;
 }
 
+// QuantizeBlocks(x, importance, y, nb): nb blocks of y from x, one overload
+// per block struct (ggml_blocks.h's VisitBlockType picks it). The Q8 types
+// have no importance-weighted form and ignore `importance`.
+
 // std::round is round-half-away-from-zero, which is what gguf-py's np_roundf computes.
-void QuantizeQ8_0(const float* x, BlockQ8_0* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float*, BlockQ8_0* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += 32) {
     const float d = AbsMax(x, 32) / 127.f;
     const float id = InverseOrZero(d);
@@ -137,7 +142,7 @@ void QuantizeQ8_0(const float* x, BlockQ8_0* y, int64_t nb) {
 }
 
 // ggml's reference: as Q8_0, plus s = d * sum(q) for the Q4_1/Q5_1 dot products.
-void QuantizeQ8_1(const float* x, BlockQ8_1* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float*, BlockQ8_1* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += 32) {
     const float d = AbsMax(x, 32) / 127.f;
     const float id = InverseOrZero(d);
@@ -153,7 +158,7 @@ void QuantizeQ8_1(const float* x, BlockQ8_1* y, int64_t nb) {
 
 // ggml's reference: the largest-magnitude element maps to -127, d stays f32,
 // bsums are the sums of each 16 codes.
-void QuantizeQ8_K(const float* x, BlockQ8_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float*, BlockQ8_K* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
     const float max = SignedAbsMax(x, kQK_K);
     if (max == 0.f) {
@@ -421,15 +426,21 @@ void QuantizeLegacyWeighted(const float* x, const float* importance, int64_t n, 
   }
 }
 
-// Q4_0 / Q4_1 / Q5_0 / Q5_1 from n values.
 template <typename Block>
-void QuantizeLegacy(const float* x, const float* importance, int64_t n, Block* y) {
+constexpr bool kIsLegacyBlock =
+    std::is_same_v<Block, BlockQ4_0> || std::is_same_v<Block, BlockQ4_1> ||
+    std::is_same_v<Block, BlockQ5_0> || std::is_same_v<Block, BlockQ5_1>;
+
+// Q4_0 / Q4_1 / Q5_0 / Q5_1.
+template <typename Block>
+requires kIsLegacyBlock<Block>
+void QuantizeBlocks(const float* x, const float* importance, Block* y, int64_t nb) {
   if (importance) {
-    QuantizeLegacyWeighted(x, importance, n, y);
+    QuantizeLegacyWeighted(x, importance, nb * 32, y);
   } else if constexpr (kLegacyHasMin<Block>) {
-    QuantizeMinMax(x, y, n / 32);
+    QuantizeMinMax(x, y, nb);
   } else {
-    QuantizeSymmetric(x, y, n / 32);
+    QuantizeSymmetric(x, y, nb);
   }
 }
 
@@ -558,7 +569,7 @@ void QuantizeScaleMinSuperBlock(const float* x, const float* importance, int nma
   CodesAgainstScalesMins(x, 8, 32, nmax, F16ToF32(*d_out), F16ToF32(*dmin_out), ls, lm, L);
 }
 
-void QuantizeQ4_K(const float* x, const float* importance, BlockQ4_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float* importance, BlockQ4_K* y, int64_t nb) {
   uint8_t L[kQK_K];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
     QuantizeScaleMinSuperBlock(x, importance ? importance + i * kQK_K : nullptr, 15, L, &y[i].d,
@@ -570,7 +581,7 @@ void QuantizeQ4_K(const float* x, const float* importance, BlockQ4_K* y, int64_t
   }
 }
 
-void QuantizeQ5_K(const float* x, const float* importance, BlockQ5_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float* importance, BlockQ5_K* y, int64_t nb) {
   uint8_t L[kQK_K];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
     QuantizeScaleMinSuperBlock(x, importance ? importance + i * kQK_K : nullptr, 31, L, &y[i].d,
@@ -586,7 +597,7 @@ void QuantizeQ5_K(const float* x, const float* importance, BlockQ5_K* y, int64_t
   }
 }
 
-void QuantizeQ6_K(const float* x, const float* importance, BlockQ6_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float* importance, BlockQ6_K* y, int64_t nb) {
   uint8_t L[kQK_K];
   float scales[16];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
@@ -633,7 +644,7 @@ void Pack2Bit(const uint8_t* L, uint8_t* qs) {
     }
 }
 
-void QuantizeQ2_K(const float* x, const float* importance, BlockQ2_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float* importance, BlockQ2_K* y, int64_t nb) {
   uint8_t L[kQK_K], ls[16], lm[16];
   float scales[16], mins[16], w[16];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
@@ -656,7 +667,7 @@ void QuantizeQ2_K(const float* x, const float* importance, BlockQ2_K* y, int64_t
   }
 }
 
-void QuantizeQ3_K(const float* x, const float* importance, BlockQ3_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float* importance, BlockQ3_K* y, int64_t nb) {
   uint8_t L[kQK_K];
   int ls[16];
   float scales[16];
@@ -734,47 +745,9 @@ absl::Status QuantizeRow(DType type, const float* x, int64_t n, void* out,
         absl::StrCat("quantizing to ", std::string(DTypeName(type)), ": row of ", n,
                      " elements is not a positive multiple of the block size ", block));
   if (absl::Status s = CheckInput(type, x, n, importance); !s.ok()) return s;
-  const int64_t nb = n / block;
-  switch (type) {
-    case DType::kQ4_0:
-      QuantizeLegacy(x, importance, n, static_cast<BlockQ4_0*>(out));
-      break;
-    case DType::kQ4_1:
-      QuantizeLegacy(x, importance, n, static_cast<BlockQ4_1*>(out));
-      break;
-    case DType::kQ5_0:
-      QuantizeLegacy(x, importance, n, static_cast<BlockQ5_0*>(out));
-      break;
-    case DType::kQ5_1:
-      QuantizeLegacy(x, importance, n, static_cast<BlockQ5_1*>(out));
-      break;
-    case DType::kQ8_0:
-      QuantizeQ8_0(x, static_cast<BlockQ8_0*>(out), nb);
-      break;
-    case DType::kQ8_1:
-      QuantizeQ8_1(x, static_cast<BlockQ8_1*>(out), nb);
-      break;
-    case DType::kQ8_K:
-      QuantizeQ8_K(x, static_cast<BlockQ8_K*>(out), nb);
-      break;
-    case DType::kQ2_K:
-      QuantizeQ2_K(x, importance, static_cast<BlockQ2_K*>(out), nb);
-      break;
-    case DType::kQ3_K:
-      QuantizeQ3_K(x, importance, static_cast<BlockQ3_K*>(out), nb);
-      break;
-    case DType::kQ4_K:
-      QuantizeQ4_K(x, importance, static_cast<BlockQ4_K*>(out), nb);
-      break;
-    case DType::kQ5_K:
-      QuantizeQ5_K(x, importance, static_cast<BlockQ5_K*>(out), nb);
-      break;
-    case DType::kQ6_K:
-      QuantizeQ6_K(x, importance, static_cast<BlockQ6_K*>(out), nb);
-      break;
-    default:
-      break;
-  }
+  VisitBlockType(type, [&]<typename Block>(Block*) {
+    QuantizeBlocks(x, importance, static_cast<Block*>(out), n / block);
+  });
   return absl::OkStatus();
 }
 
