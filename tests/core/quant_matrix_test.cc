@@ -21,14 +21,16 @@ TEST(QuantMatrixTest, LayoutNames) {
 }
 
 QuantizedMatrix Int8Groups(int64_t rows, int64_t cols, int64_t group) {
-  QuantizedMatrix m;
-  m.rows = rows;
-  m.cols = cols;
-  m.value_type = DType::kI8;
-  m.granularity = QuantGranularity::kGroup;
-  m.group_size = group;
-  m.values = Tensor::Zeros(DType::kI8, {rows, cols});
-  m.scales = Tensor::Zeros(DType::kF32, QuantScaleShape(m.granularity, rows, cols, group));
+  QuantizedMatrix m{.rows = rows,
+                    .cols = cols,
+                    .value_type = DType::kI8,
+                    .granularity = QuantGranularity::kGroup,
+                    .group_size = group,
+                    .values = Tensor::Zeros(DType::kI8, {rows, cols}),
+                    .scales = Tensor::Zeros(
+                        DType::kF32, QuantScaleShape(QuantGranularity::kGroup, rows, cols, group)),
+                    .zero_points = Tensor(),  // symmetric
+                    .g_idx = Tensor()};
   for (int64_t i = 0; i < m.scales.numel(); ++i) m.scales.mutable_data<float>()[i] = 0.5f;
   return m;
 }
