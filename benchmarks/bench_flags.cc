@@ -74,6 +74,13 @@ void BenchArgs::Fail(const std::string& message) const {
   std::exit(2);
 }
 
+int64_t BenchArgs::PositiveOr(const std::string& name, int64_t value, int64_t fallback) const {
+  if (!Given(name)) value = fallback;
+  if (value < 1)
+    Fail("bad --" + name + "=" + std::to_string(value) + ": expected a positive integer");
+  return value;
+}
+
 std::vector<int64_t> BenchArgs::IntList(const std::string& flag, const std::string& text,
                                         int64_t min, int64_t max) const {
   std::vector<int64_t> values;

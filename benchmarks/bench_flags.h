@@ -57,6 +57,11 @@ class BenchArgs {
   // the program does not (a zero size, an empty list).
   [[noreturn]] void Fail(const std::string& message) const;
 
+  // The value of a size flag that must be positive: `fallback` when the
+  // command line did not give it; Fail()s ("bad --NAME=V: expected a positive
+  // integer") for a value below 1.
+  int64_t PositiveOr(const std::string& name, int64_t value, int64_t fallback) const;
+
   // `text` as comma-separated integers each in [min, max] ("1,8,32"); Fail()s
   // naming `flag` otherwise.
   std::vector<int64_t> IntList(const std::string& flag, const std::string& text, int64_t min,

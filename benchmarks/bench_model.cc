@@ -1,5 +1,8 @@
 #include "benchmarks/bench_model.h"
 
+#include <iostream>
+#include <utility>
+
 #include "model/gguf_model.h"
 #include "model/init.h"
 
@@ -14,12 +17,13 @@ void AddBenchModelFlags(BenchArgs& args, BenchModelFlags* flags) {
       "a real model (HF directory or .gguf file) instead of a preset");
 }
 
-absl::StatusOr<std::unique_ptr<Transformer>> LoadBenchModel(const std::string& model_path,
-                                                            std::string* family, std::string* size,
-                                                            std::string* dtype_name, DType* dtype) {
-  *dtype = *dtype_name == "f32" ? DType::kF32 : *dtype_name == "f16" ? DType::kF16 : DType::kBF16;
+namespace {
+
+absl::StatusOr<std::unique_ptr<Transformer>> LoadModel(BenchModelFlags* flags, DType* dtype) {
+  const std::string& model_path = flags->model;
+  *dtype = flags->dtype == "f32" ? DType::kF32 : flags->dtype == "f16" ? DType::kF16 : DType::kBF16;
   if (model_path.empty()) {
-    auto config = PresetConfig(*family, *size);
+    auto config = PresetConfig(flags->family, flags->size);
     if (!config.ok()) return config.status();
     return Transformer::RandomInit(*config, 1, *dtype);
   }
@@ -29,10 +33,30 @@ absl::StatusOr<std::unique_ptr<Transformer>> LoadBenchModel(const std::string& m
   for (const auto& [name, t] : (*model)->NamedWeights()) {
     if (name.find("mlp.down_proj.weight") != std::string::npos) *dtype = t.dtype();
   }
-  *family = model_path;
-  *size = "";
-  *dtype_name = std::string(DTypeName(*dtype));
+  flags->family = model_path;
+  flags->size = "";
+  flags->dtype = std::string(DTypeName(*dtype));
   return model;
+}
+
+}  // namespace
+
+std::unique_ptr<Transformer> LoadBenchModel(BenchModelFlags* flags, DType* dtype) {
+  DType weight_dtype;
+  absl::StatusOr<std::unique_ptr<Transformer>> model = LoadModel(flags, &weight_dtype);
+  if (dtype != nullptr) *dtype = weight_dtype;
+  if (model.ok()) return std::move(*model);
+  std::cerr << model.status() << "\n";
+  return nullptr;
+}
+
+nlohmann::ordered_json BenchModelJson(const BenchModelFlags& flags, const ModelConfig& config,
+                                      size_t weight_bytes) {
+  return {{"family", flags.family},
+          {"size", flags.size},
+          {"dtype", flags.dtype},
+          {"parameters", config.ParameterCount()},
+          {"weight_bytes", weight_bytes}};
 }
 
 }  // namespace retort

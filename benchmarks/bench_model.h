@@ -9,7 +9,9 @@
 #include "absl/status/statusor.h"
 #include "benchmarks/bench_flags.h"
 #include "core/dtype.h"
+#include "model/config.h"
 #include "model/transformer.h"
+#include "nlohmann/json.hpp"
 
 namespace retort {
 
@@ -23,14 +25,19 @@ struct BenchModelFlags {
 // (defaults: its current values).
 void AddBenchModelFlags(BenchArgs& args, BenchModelFlags* flags);
 
-// `model_path` (an HF directory or a .gguf file) when not empty, else a
-// random `family`/`size` preset with weights in `dtype_name` (f32, f16,
-// otherwise bf16). For a loaded model, `family` becomes the path, `size` "",
-// and `dtype_name` / *dtype the type of its largest layer weight (what decode
-// mostly streams); for a preset *dtype is the weight type.
-absl::StatusOr<std::unique_ptr<Transformer>> LoadBenchModel(const std::string& model_path,
-                                                            std::string* family, std::string* size,
-                                                            std::string* dtype_name, DType* dtype);
+// flags->model (an HF directory or a .gguf file) when not empty, else a
+// random flags->family / flags->size preset with weights in flags->dtype
+// (f32, f16, otherwise bf16). For a loaded model, family becomes the path,
+// size "", and flags->dtype / *dtype the type of its largest layer weight
+// (what decode mostly streams); for a preset *dtype is the weight type
+// (`dtype` may be null). Null, after printing the error on stderr, when the
+// model cannot be had.
+std::unique_ptr<Transformer> LoadBenchModel(BenchModelFlags* flags, DType* dtype = nullptr);
+
+// The "model" object of the programs' JSON: family, size, dtype (as
+// LoadBenchModel left them), parameters and `weight_bytes`.
+nlohmann::ordered_json BenchModelJson(const BenchModelFlags& flags, const ModelConfig& config,
+                                      size_t weight_bytes);
 
 }  // namespace retort
 

@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <sstream>
 
 #include "benchmark/benchmark.h"
@@ -55,6 +56,14 @@ int RunGoogleBenchmarks(int* argc, char** argv) {
 
 void EmitBenchJson(const nlohmann::json& out, const std::string& path) {
   EmitBenchText(out.dump(2) + "\n", path);
+}
+
+std::vector<float> RandomFloats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
 }
 
 }  // namespace retort

@@ -6,9 +6,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "benchmark/benchmark.h"
 #include "nlohmann/json.hpp"
 
 namespace retort {
@@ -38,6 +41,27 @@ void EmitBenchJson(const nlohmann::json& out, const std::string& path);
 // argv, then every registered benchmark. Returns main's exit code: 2 for a
 // flag nobody knows.
 int RunGoogleBenchmarks(int* argc, char** argv);
+
+// Registers fn(benchmark::State&) as `name`, timed by the wall clock (the
+// kernels run on a thread pool), reported in `unit`, each run for at least
+// min_time seconds.
+template <typename Fn>
+benchmark::internal::Benchmark* RegisterWallClockBenchmark(const std::string& name,
+                                                           benchmark::TimeUnit unit,
+                                                           double min_time, Fn&& fn) {
+  return benchmark::RegisterBenchmark(name.c_str(), std::forward<Fn>(fn))
+      ->UseRealTime()
+      ->Unit(unit)
+      ->MinTime(min_time);
+}
+
+// A counter of `per_iteration` (GFLOP, GB, ...) per second.
+inline benchmark::Counter PerSecond(double per_iteration) {
+  return benchmark::Counter(per_iteration, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// n floats uniform in [-1, 1) from std::mt19937(seed): kernel inputs.
+std::vector<float> RandomFloats(size_t n, uint32_t seed);
 
 }  // namespace retort
 

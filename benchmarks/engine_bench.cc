@@ -57,12 +57,9 @@ Flags ParseFlags(int argc, char** argv) {
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
   DType dtype;
-  auto model = LoadBenchModel(flags.model, &flags.family, &flags.size, &flags.dtype, &dtype);
-  if (!model.ok()) {
-    std::cerr << model.status() << "\n";
-    return 1;
-  }
-  const ModelConfig& c = (*model)->config();
+  std::unique_ptr<Transformer> model = LoadBenchModel(&flags, &dtype);
+  if (model == nullptr) return 1;
+  const ModelConfig& c = model->config();
 
   Ceilings ceil;
   ceil.threads = flags.threads;
@@ -72,9 +69,9 @@ int Main(int argc, char** argv) {
 
   // Bytes one decode step must stream: all weights except the embedding
   // table, which is read one row per token (unless tied, then it is lm_head).
-  size_t weight_bytes = (*model)->WeightBytes();
+  size_t weight_bytes = model->WeightBytes();
   size_t embed_bytes = DTypeBytes(dtype, c.vocab_size * c.hidden_size);
-  for (const auto& [name, t] : (*model)->NamedWeights()) {
+  for (const auto& [name, t] : model->NamedWeights()) {
     if (name == "model.embed_tokens.weight") embed_bytes = t.nbytes();
   }
   size_t streamed = c.tie_word_embeddings ? weight_bytes : weight_bytes - embed_bytes;
@@ -91,10 +88,9 @@ int Main(int argc, char** argv) {
 
   double best_prefill = 1e30;
   for (int r = 0; r < flags.repeats; ++r) {
-    KvCache cache = (*model)->NewCache(flags.prompt + 1);
+    KvCache cache = model->NewCache(flags.prompt + 1);
     auto t = Clock::now();
-    auto s =
-        (*model)->Forward(tokens.data(), flags.prompt, cache, logits.data(), LogitsMode::kLast);
+    auto s = model->Forward(tokens.data(), flags.prompt, cache, logits.data(), LogitsMode::kLast);
     best_prefill = std::min(best_prefill, Since(t));
     if (!s.ok()) {
       std::cerr << s << "\n";
@@ -110,12 +106,12 @@ int Main(int argc, char** argv) {
   const int64_t ctx = 64;
   double best_decode = 1e30;
   for (int r = 0; r < flags.repeats; ++r) {
-    KvCache cache = (*model)->NewCache(ctx + flags.decode + 1);
-    (void)(*model)->Forward(tokens.data(), ctx, cache, logits.data(), LogitsMode::kLast);
+    KvCache cache = model->NewCache(ctx + flags.decode + 1);
+    (void)model->Forward(tokens.data(), ctx, cache, logits.data(), LogitsMode::kLast);
     int32_t next = 1;
     auto t = Clock::now();
     for (int64_t i = 0; i < flags.decode; ++i) {
-      (void)(*model)->Forward(&next, 1, cache, logits.data(), LogitsMode::kLast);
+      (void)model->Forward(&next, 1, cache, logits.data(), LogitsMode::kLast);
       next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     }
     best_decode = std::min(best_decode, Since(t) / flags.decode);
@@ -171,12 +167,7 @@ int Main(int argc, char** argv) {
     }
   }
 
-  nlohmann::ordered_json out = {{"model",
-                                 {{"family", flags.family},
-                                  {"size", flags.size},
-                                  {"dtype", flags.dtype},
-                                  {"parameters", c.ParameterCount()},
-                                  {"weight_bytes", weight_bytes}}},
+  nlohmann::ordered_json out = {{"model", BenchModelJson(flags, c, weight_bytes)},
                                 {"threads", flags.threads},
                                 {"ceilings",
                                  {{"memcpy_copy_gbps", ceil.memcpy_gbps},

@@ -64,14 +64,10 @@ Flags ParseFlags(int argc, char** argv) {
 
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
-  DType dtype;
-  auto model = LoadBenchModel(flags.model, &flags.family, &flags.size, &flags.dtype, &dtype);
-  if (!model.ok()) {
-    std::cerr << model.status() << "\n";
-    return 1;
-  }
+  std::unique_ptr<Transformer> model = LoadBenchModel(&flags);
+  if (model == nullptr) return 1;
   SetNumThreads(flags.threads);
-  const ModelConfig& c = (*model)->config();
+  const ModelConfig& c = model->config();
 
   nlohmann::ordered_json runs = nlohmann::ordered_json::array();
   double batch1_tps = 0;
@@ -95,7 +91,7 @@ int Main(int argc, char** argv) {
     }
     GeneratorOptions options;
     options.max_batch = batch;
-    BatchGenerator gen(**model, options);
+    BatchGenerator gen(*model, options);
     auto t = Clock::now();
     const double cpu0 = CpuSeconds();
     std::vector<GenerationResult> results = gen.Generate(std::move(requests));
@@ -146,12 +142,7 @@ int Main(int argc, char** argv) {
     std::cerr << "batch " << batch << ": " << tps << " generated tok/s\n";
   }
 
-  nlohmann::ordered_json out = {{"model",
-                                 {{"family", flags.family},
-                                  {"size", flags.size},
-                                  {"dtype", flags.dtype},
-                                  {"parameters", c.ParameterCount()},
-                                  {"weight_bytes", (*model)->WeightBytes()}}},
+  nlohmann::ordered_json out = {{"model", BenchModelJson(flags, c, model->WeightBytes())},
                                 {"threads", flags.threads},
                                 {"prompt", flags.prompt},
                                 {"new_tokens", flags.new_tokens},

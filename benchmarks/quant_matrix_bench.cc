@@ -33,6 +33,7 @@
 #include "benchmarks/bench_output.h"
 #include "benchmarks/ceilings.h"
 #include "core/convert.h"
+#include "core/named_values.h"
 #include "core/quant_matrix.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
@@ -50,28 +51,15 @@ enum class Format {
   kFp8Channel,
   kFp8Block128
 };
-constexpr Format kFormats[] = {Format::kBF16,         Format::kQ4_0,        Format::kInt4G128Sym,
-                               Format::kInt4G128Asym, Format::kInt8Channel, Format::kFp8Channel,
-                               Format::kFp8Block128};
+constexpr NamedValue<Format> kFormats[] = {{Format::kBF16, "bf16"},
+                                           {Format::kQ4_0, "q4_0"},
+                                           {Format::kInt4G128Sym, "int4_g128_sym"},
+                                           {Format::kInt4G128Asym, "int4_g128_asym"},
+                                           {Format::kInt8Channel, "int8_channel"},
+                                           {Format::kFp8Channel, "fp8_channel"},
+                                           {Format::kFp8Block128, "fp8_block128"}};
 
-const char* FormatName(Format f) {
-  switch (f) {
-    case Format::kBF16:
-      return "bf16";
-    case Format::kQ4_0:
-      return "q4_0";
-    case Format::kInt4G128Sym:
-      return "int4_g128_sym";
-    case Format::kInt4G128Asym:
-      return "int4_g128_asym";
-    case Format::kInt8Channel:
-      return "int8_channel";
-    case Format::kFp8Channel:
-      return "fp8_channel";
-    default:
-      return "fp8_block128";
-  }
-}
+const char* FormatName(Format f) { return NameOfValue(kFormats, f); }
 
 // One weight matrix of a format: a Tensor (bf16, q4_0) or a QuantizedMatrix.
 struct Weight {
@@ -192,27 +180,20 @@ void Register(Format f, const ShapeSpec& s, size_t cold_bytes, double min_time) 
       benchmark::DoNotOptimize(y.data());
       next = (next + 1) % ws.size();
     }
-    state.counters["weight_GBps"] =
-        benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-    state.counters["GFLOPS"] = benchmark::Counter(2.0 * m * s.rows * s.cols / 1e9,
-                                                  benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["weight_GBps"] = PerSecond(bytes / 1e9);
+    state.counters["GFLOPS"] = PerSecond(2.0 * m * s.rows * s.cols / 1e9);
     state.counters["weight_bytes"] = static_cast<double>(bytes);
   };
-  benchmark::RegisterBenchmark(("gemv_cold/" + base).c_str(),
-                               [=](benchmark::State& st) { run(st, 1, true); })
-      ->UseRealTime()
-      ->Unit(benchmark::kMicrosecond)
-      ->MinTime(min_time);
-  benchmark::RegisterBenchmark(("gemv_hot/" + base).c_str(),
-                               [=](benchmark::State& st) { run(st, 1, false); })
-      ->UseRealTime()
-      ->Unit(benchmark::kMicrosecond)
-      ->MinTime(min_time);
-  benchmark::RegisterBenchmark(("gemm64/" + base).c_str(),
-                               [=](benchmark::State& st) { run(st, 64, false); })
-      ->UseRealTime()
-      ->Unit(benchmark::kMicrosecond)
-      ->MinTime(min_time);
+  struct Case {
+    const char* name;
+    int64_t m;
+    bool cold;
+  };
+  for (const Case& c :
+       {Case{"gemv_cold/", 1, true}, Case{"gemv_hot/", 1, false}, Case{"gemm64/", 64, false}}) {
+    RegisterWallClockBenchmark(c.name + base, benchmark::kMicrosecond, min_time,
+                               [=](benchmark::State& st) { run(st, c.m, c.cold); });
+  }
 }
 
 }  // namespace
@@ -233,6 +214,6 @@ int main(int argc, char** argv) {
                                    {"4096x4096", 4096, 4096}};
   if (flags.smoke) shapes = {{"64x256", 64, 256}};
   for (const ShapeSpec& s : shapes)
-    for (Format f : kFormats) Register(f, s, cold_bytes, min_time);
+    for (const NamedValue<Format>& f : kFormats) Register(f.value, s, cold_bytes, min_time);
   return RunGoogleBenchmarks(&argc, argv);
 }

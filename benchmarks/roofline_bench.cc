@@ -28,9 +28,8 @@ namespace {
 void RegisterMemcpy(size_t bytes, int threads, double min_time) {
   std::string name =
       "memcpy/" + std::to_string(bytes >> 20) + "MiB/threads:" + std::to_string(threads);
-  benchmark::RegisterBenchmark(
-      name.c_str(),
-      [bytes, threads](benchmark::State& state) {
+  RegisterWallClockBenchmark(
+      name, benchmark::kMillisecond, min_time, [bytes, threads](benchmark::State& state) {
         auto src = AlignedBuffer(bytes), dst = AlignedBuffer(bytes);
         std::memset(src.get(), 1, bytes);
         ParallelMemcpy(dst.get(), src.get(), bytes, threads);  // first touch
@@ -42,33 +41,24 @@ void RegisterMemcpy(size_t bytes, int threads, double min_time) {
         state.SetBytesProcessed(static_cast<int64_t>(copied));
         state.counters["GBps"] = benchmark::Counter(copied / 1e9, benchmark::Counter::kIsRate);
         state.counters["threads"] = threads;
-      })
-      ->UseRealTime()
-      ->Unit(benchmark::kMillisecond)
-      ->MinTime(min_time);
+      });
 }
 
 void RegisterSgemm(int n, int threads, double min_time) {
   std::string name = "sgemm/" + std::to_string(n) + "/threads:" + std::to_string(threads);
-  benchmark::RegisterBenchmark(name.c_str(),
-                               [n, threads](benchmark::State& state) {
-                                 const size_t elems = static_cast<size_t>(n) * n;
-                                 std::vector<float> a(elems, 0.5f), b(elems, 0.25f), c(elems);
-                                 for (size_t i = 0; i < elems; ++i)
-                                   a[i] = static_cast<float>(i % 17) / 17.0f - 0.5f;
-                                 for (auto _ : state) {
-                                   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n,
-                                               1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-                                   benchmark::DoNotOptimize(c.data());
-                                 }
-                                 state.counters["GFLOPS"] = benchmark::Counter(
-                                     2.0 * n * n * static_cast<double>(n) / 1e9,
-                                     benchmark::Counter::kIsIterationInvariantRate);
-                                 state.counters["threads"] = threads;
-                               })
-      ->UseRealTime()
-      ->Unit(benchmark::kMillisecond)
-      ->MinTime(min_time);
+  RegisterWallClockBenchmark(
+      name, benchmark::kMillisecond, min_time, [n, threads](benchmark::State& state) {
+        const size_t elems = static_cast<size_t>(n) * n;
+        std::vector<float> a(elems, 0.5f), b(elems, 0.25f), c(elems);
+        for (size_t i = 0; i < elems; ++i) a[i] = static_cast<float>(i % 17) / 17.0f - 0.5f;
+        for (auto _ : state) {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n,
+                      b.data(), n, 0.0f, c.data(), n);
+          benchmark::DoNotOptimize(c.data());
+        }
+        state.counters["GFLOPS"] = PerSecond(2.0 * n * n * static_cast<double>(n) / 1e9);
+        state.counters["threads"] = threads;
+      });
 }
 
 }  // namespace
@@ -86,9 +76,7 @@ int main(int argc, char** argv) {
       "gemm_sizes", po::value(&gemm_sizes_text),
       "sgemm n x n x n sizes (default 1024,2048; smoke 64)");
   args.Parse(&argc, argv, UnknownFlags::kKeepForGoogleBenchmark);
-  if (!args.Given("memcpy_mb")) memcpy_mb = flags.smoke ? 4 : 256;
-  if (memcpy_mb < 1)
-    args.Fail("bad --memcpy_mb=" + std::to_string(memcpy_mb) + ": expected a positive integer");
+  memcpy_mb = args.PositiveOr("memcpy_mb", memcpy_mb, flags.smoke ? 4 : 256);
   std::vector<int64_t> gemm_sizes =
       flags.smoke ? std::vector<int64_t>{64} : std::vector<int64_t>{1024, 2048};
   if (args.Given("gemm_sizes")) gemm_sizes = args.IntList("gemm_sizes", gemm_sizes_text, 1, 65536);

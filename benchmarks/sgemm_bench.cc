@@ -16,7 +16,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -28,14 +27,6 @@
 namespace retort {
 namespace {
 
-std::vector<float> Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
 enum class Impl { kOurs, kOpenBlas };
 
 void Register(const std::string& group, Impl impl, bool ta, bool tb, int m, int n, int k,
@@ -44,31 +35,24 @@ void Register(const std::string& group, Impl impl, bool ta, bool tb, int m, int 
   const std::string name = group + "/" + layout + "/m" + std::to_string(m) + "_n" +
                            std::to_string(n) + "_k" + std::to_string(k) + "/" +
                            (impl == Impl::kOurs ? "ours" : "openblas");
-  benchmark::RegisterBenchmark(
-      name.c_str(),
-      [=](benchmark::State& state) {
-        // Stored shapes: A [m, k] or [k, m]; B [k, n] or [n, k]; C [m, n].
-        const int lda = ta ? m : k, ldb = tb ? k : n;
-        auto a = Random(static_cast<size_t>(m) * k, 1);
-        auto b = Random(static_cast<size_t>(k) * n, 2);
-        std::vector<float> c(static_cast<size_t>(m) * n, 0.f);
-        for (auto _ : state) {
-          if (impl == Impl::kOurs) {
-            cpu::Sgemm(ta, tb, m, n, k, 1.f, a.data(), lda, b.data(), ldb, 0.f, c.data(), n);
-          } else {
-            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                        tb ? CblasTrans : CblasNoTrans, m, n, k, 1.f, a.data(), lda, b.data(), ldb,
-                        0.f, c.data(), n);
-          }
-          benchmark::DoNotOptimize(c.data());
-          benchmark::ClobberMemory();
-        }
-        state.counters["GFLOPS"] = benchmark::Counter(
-            2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-      })
-      ->UseRealTime()
-      ->Unit(benchmark::kMicrosecond)
-      ->MinTime(min_time);
+  RegisterWallClockBenchmark(name, benchmark::kMicrosecond, min_time, [=](benchmark::State& state) {
+    // Stored shapes: A [m, k] or [k, m]; B [k, n] or [n, k]; C [m, n].
+    const int lda = ta ? m : k, ldb = tb ? k : n;
+    auto a = RandomFloats(static_cast<size_t>(m) * k, 1);
+    auto b = RandomFloats(static_cast<size_t>(k) * n, 2);
+    std::vector<float> c(static_cast<size_t>(m) * n, 0.f);
+    for (auto _ : state) {
+      if (impl == Impl::kOurs) {
+        cpu::Sgemm(ta, tb, m, n, k, 1.f, a.data(), lda, b.data(), ldb, 0.f, c.data(), n);
+      } else {
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    m, n, k, 1.f, a.data(), lda, b.data(), ldb, 0.f, c.data(), n);
+      }
+      benchmark::DoNotOptimize(c.data());
+      benchmark::ClobberMemory();
+    }
+    state.counters["GFLOPS"] = PerSecond(2.0 * m * n * k / 1e9);
+  });
 }
 
 void RegisterBoth(const std::string& group, bool ta, bool tb, int m, int n, int k,

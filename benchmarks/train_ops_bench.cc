@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -26,48 +25,30 @@
 namespace retort {
 namespace {
 
-std::vector<float> Random(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
 void RegisterLinear(const char* name, int64_t m, int64_t k, int64_t n, double min_time) {
   const std::string base = std::string(name) + "/m" + std::to_string(m) + "_k" + std::to_string(k) +
                            "_n" + std::to_string(n);
-  benchmark::RegisterBenchmark(
-      ("linear_fwd/" + base).c_str(),
-      [=](benchmark::State& state) {
-        auto x = Random(m * k, 1), w = Random(n * k, 2);
-        std::vector<float> y(m * n);
-        for (auto _ : state) {
-          cpu::LinearForward(x.data(), m, k, w.data(), n, nullptr, y.data());
-          benchmark::DoNotOptimize(y.data());
-        }
-        state.counters["GFLOPS"] = benchmark::Counter(
-            2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-      })
-      ->UseRealTime()
-      ->Unit(benchmark::kMillisecond)
-      ->MinTime(min_time);
-  benchmark::RegisterBenchmark(
-      ("linear_bwd/" + base).c_str(),
-      [=](benchmark::State& state) {
-        auto x = Random(m * k, 1), w = Random(n * k, 2), dy = Random(m * n, 3);
+  RegisterWallClockBenchmark("linear_fwd/" + base, benchmark::kMillisecond, min_time,
+                             [=](benchmark::State& state) {
+                               auto x = RandomFloats(m * k, 1), w = RandomFloats(n * k, 2);
+                               std::vector<float> y(m * n);
+                               for (auto _ : state) {
+                                 cpu::LinearForward(x.data(), m, k, w.data(), n, nullptr, y.data());
+                                 benchmark::DoNotOptimize(y.data());
+                               }
+                               state.counters["GFLOPS"] = PerSecond(2.0 * m * n * k / 1e9);
+                             });
+  RegisterWallClockBenchmark(
+      "linear_bwd/" + base, benchmark::kMillisecond, min_time, [=](benchmark::State& state) {
+        auto x = RandomFloats(m * k, 1), w = RandomFloats(n * k, 2), dy = RandomFloats(m * n, 3);
         std::vector<float> dx(m * k), dw(n * k, 0.f);
         for (auto _ : state) {
           cpu::LinearBackward(x.data(), m, k, w.data(), n, dy.data(), dx.data(), dw.data(),
                               nullptr);
           benchmark::DoNotOptimize(dw.data());
         }
-        state.counters["GFLOPS"] = benchmark::Counter(
-            4.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-      })
-      ->UseRealTime()
-      ->Unit(benchmark::kMillisecond)
-      ->MinTime(min_time);
+        state.counters["GFLOPS"] = PerSecond(4.0 * m * n * k / 1e9);
+      });
 }
 
 void RegisterAttention(int64_t n, int64_t heads, int64_t kv_heads, int64_t d, int64_t docs,
@@ -81,10 +62,10 @@ void RegisterAttention(int64_t n, int64_t heads, int64_t kv_heads, int64_t d, in
       std::vector<int32_t> doc_start;
       double pairs = 0;  // visible (query, key) pairs
     } t;
-    t.q = Random(n * heads * d, 1);
-    t.k = Random(n * kv_heads * d, 2);
-    t.v = Random(n * kv_heads * d, 3);
-    t.dout = Random(n * heads * d, 4);
+    t.q = RandomFloats(n * heads * d, 1);
+    t.k = RandomFloats(n * kv_heads * d, 2);
+    t.v = RandomFloats(n * kv_heads * d, 3);
+    t.dout = RandomFloats(n * heads * d, 4);
     t.out.resize(t.q.size());
     t.lse.resize(heads * n);
     t.dq.resize(t.q.size());
@@ -99,24 +80,18 @@ void RegisterAttention(int64_t n, int64_t heads, int64_t kv_heads, int64_t d, in
   };
   const cpu::AttentionShape shape{heads, kv_heads, d};
   const float scale = 1.f / std::sqrt(static_cast<float>(d));
-  benchmark::RegisterBenchmark(
-      ("attention_fwd/" + base).c_str(),
-      [=](benchmark::State& state) {
+  RegisterWallClockBenchmark(
+      "attention_fwd/" + base, benchmark::kMillisecond, min_time, [=](benchmark::State& state) {
         auto t = setup();
         for (auto _ : state) {
           cpu::AttentionForward(t.q.data(), t.k.data(), t.v.data(), t.doc_start.data(), n, shape,
                                 scale, 0, t.out.data(), t.lse.data());
           benchmark::DoNotOptimize(t.out.data());
         }
-        state.counters["GFLOPS"] = benchmark::Counter(
-            4.0 * t.pairs * d * heads / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-      })
-      ->UseRealTime()
-      ->Unit(benchmark::kMillisecond)
-      ->MinTime(min_time);
-  benchmark::RegisterBenchmark(
-      ("attention_bwd/" + base).c_str(),
-      [=](benchmark::State& state) {
+        state.counters["GFLOPS"] = PerSecond(4.0 * t.pairs * d * heads / 1e9);
+      });
+  RegisterWallClockBenchmark(
+      "attention_bwd/" + base, benchmark::kMillisecond, min_time, [=](benchmark::State& state) {
         auto t = setup();
         cpu::AttentionForward(t.q.data(), t.k.data(), t.v.data(), t.doc_start.data(), n, shape,
                               scale, 0, t.out.data(), t.lse.data());
@@ -126,12 +101,8 @@ void RegisterAttention(int64_t n, int64_t heads, int64_t kv_heads, int64_t d, in
                                  t.dk.data(), t.dv.data());
           benchmark::DoNotOptimize(t.dq.data());
         }
-        state.counters["GFLOPS"] = benchmark::Counter(
-            10.0 * t.pairs * d * heads / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-      })
-      ->UseRealTime()
-      ->Unit(benchmark::kMillisecond)
-      ->MinTime(min_time);
+        state.counters["GFLOPS"] = PerSecond(10.0 * t.pairs * d * heads / 1e9);
+      });
 }
 
 }  // namespace
@@ -146,9 +117,7 @@ int main(int argc, char** argv) {
   args.AddSmoke(&flags.smoke);
   args.Add()("tokens", po::value(&tokens), "tokens of the packed sequence (default 512; smoke 70)");
   args.Parse(&argc, argv, UnknownFlags::kKeepForGoogleBenchmark);
-  if (!args.Given("tokens")) tokens = flags.smoke ? 70 : 512;
-  if (tokens <= 0)
-    args.Fail("bad --tokens=" + std::to_string(tokens) + ": expected a positive integer");
+  tokens = args.PositiveOr("tokens", tokens, flags.smoke ? 70 : 512);
   SetNumThreads(flags.threads);
   benchmark::AddCustomContext("retort_threads", std::to_string(flags.threads));
   if (!flags.smoke) AddCeilingsToBenchmarkContext(flags.threads, size_t{64} << 20, 1024);

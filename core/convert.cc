@@ -117,6 +117,36 @@ T SaturateRound(float f) {
   return static_cast<T>(r);
 }
 
+template <typename T>
+float Widen(T v) {
+  return static_cast<float>(v);
+}
+
+// dst[i] = decode(s[i]) over the n elements of src, stored as T.
+template <typename T, typename Decode>
+void DecodeEach(const void* src, float* dst, int64_t n, Decode decode) {
+  const auto* s = static_cast<const T*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = decode(s[i]);
+}
+
+// d[i] = encode(src[i]) over n elements stored as T at dst.
+template <typename T, typename Encode>
+void EncodeEach(const float* src, void* dst, int64_t n, Encode encode) {
+  auto* d = static_cast<T*>(dst);
+  for (int64_t i = 0; i < n; ++i) d[i] = encode(src[i]);
+}
+
+// The integer dtypes and the C type of one element: X(DType::kI8, int8_t) ...
+#define RETORT_INTEGER_DTYPES(X) \
+  X(DType::kI8, int8_t)          \
+  X(DType::kU8, uint8_t)         \
+  X(DType::kI16, int16_t)        \
+  X(DType::kU16, uint16_t)       \
+  X(DType::kI32, int32_t)        \
+  X(DType::kU32, uint32_t)       \
+  X(DType::kI64, int64_t)        \
+  X(DType::kU64, uint64_t)
+
 }  // namespace
 
 float F16ToF32(uint16_t h) { return GetTables().f16[h]; }
@@ -132,48 +162,27 @@ void ConvertToF32(DType type, const void* src, float* dst, int64_t n) {
       std::memcpy(dst, src, n * sizeof(float));
       return;
     case DType::kF16: {
-      const auto* s = static_cast<const uint16_t*>(src);
       const float* t = GetTables().f16.data();
-      for (int64_t i = 0; i < n; ++i) dst[i] = t[s[i]];
-      return;
+      return DecodeEach<uint16_t>(src, dst, n, [t](uint16_t h) { return t[h]; });
     }
-    case DType::kBF16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = BF16ToF32(s[i]);
-      return;
-    }
-    case DType::kF8E4M3: {
-      const auto* s = static_cast<const uint8_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = GetTables().e4m3[s[i]];
-      return;
-    }
-    case DType::kF8E5M2: {
-      const auto* s = static_cast<const uint8_t*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = GetTables().e5m2[s[i]];
-      return;
-    }
+    case DType::kBF16:
+      return DecodeEach<uint16_t>(src, dst, n, [](uint16_t b) { return BF16ToF32(b); });
+    case DType::kF8E4M3:
+      return DecodeEach<uint8_t>(src, dst, n, [](uint8_t b) { return GetTables().e4m3[b]; });
+    case DType::kF8E5M2:
+      return DecodeEach<uint8_t>(src, dst, n, [](uint8_t b) { return GetTables().e5m2[b]; });
     case DType::kI4: {
       const auto* s = static_cast<const uint8_t*>(src);
       for (int64_t i = 0; i < n; ++i) dst[i] = UnpackI4(s, i);
       return;
     }
-#define RETORT_INT_CASE(DT, T)                                         \
-  case DT: {                                                           \
-    const auto* s = static_cast<const T*>(src);                        \
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]); \
-    return;                                                            \
-  }
-      RETORT_INT_CASE(DType::kI8, int8_t)
-      RETORT_INT_CASE(DType::kU8, uint8_t)
-      RETORT_INT_CASE(DType::kI16, int16_t)
-      RETORT_INT_CASE(DType::kU16, uint16_t)
-      RETORT_INT_CASE(DType::kI32, int32_t)
-      RETORT_INT_CASE(DType::kU32, uint32_t)
-      RETORT_INT_CASE(DType::kI64, int64_t)
-      RETORT_INT_CASE(DType::kU64, uint64_t)
-      RETORT_INT_CASE(DType::kF64, double)
-      RETORT_INT_CASE(DType::kBool, uint8_t)
-#undef RETORT_INT_CASE
+#define RETORT_WIDEN_CASE(DT, T) \
+  case DT:                       \
+    return DecodeEach<T>(src, dst, n, Widen<T>);
+      RETORT_INTEGER_DTYPES(RETORT_WIDEN_CASE)
+      RETORT_WIDEN_CASE(DType::kF64, double)
+      RETORT_WIDEN_CASE(DType::kBool, uint8_t)
+#undef RETORT_WIDEN_CASE
     default:
       DequantizeBlocksToF32(type, src, dst, n);
       return;
@@ -185,26 +194,14 @@ void ConvertFromF32(DType type, const float* src, void* dst, int64_t n) {
     case DType::kF32:
       std::memcpy(dst, src, n * sizeof(float));
       return;
-    case DType::kF16: {
-      auto* d = static_cast<uint16_t*>(dst);
-      for (int64_t i = 0; i < n; ++i) d[i] = F32ToF16(src[i]);
-      return;
-    }
-    case DType::kBF16: {
-      auto* d = static_cast<uint16_t*>(dst);
-      for (int64_t i = 0; i < n; ++i) d[i] = F32ToBF16(src[i]);
-      return;
-    }
-    case DType::kF8E4M3: {
-      auto* d = static_cast<uint8_t*>(dst);
-      for (int64_t i = 0; i < n; ++i) d[i] = F32ToF8E4M3(src[i]);
-      return;
-    }
-    case DType::kF8E5M2: {
-      auto* d = static_cast<uint8_t*>(dst);
-      for (int64_t i = 0; i < n; ++i) d[i] = F32ToF8E5M2(src[i]);
-      return;
-    }
+    case DType::kF16:
+      return EncodeEach<uint16_t>(src, dst, n, [](float f) { return F32ToF16(f); });
+    case DType::kBF16:
+      return EncodeEach<uint16_t>(src, dst, n, [](float f) { return F32ToBF16(f); });
+    case DType::kF8E4M3:
+      return EncodeEach<uint8_t>(src, dst, n, [](float f) { return F32ToF8E4M3(f); });
+    case DType::kF8E5M2:
+      return EncodeEach<uint8_t>(src, dst, n, [](float f) { return F32ToF8E5M2(f); });
     case DType::kI4: {
       auto* d = static_cast<uint8_t*>(dst);
       for (int64_t i = 0; i < n; ++i) {
@@ -213,32 +210,16 @@ void ConvertFromF32(DType type, const float* src, void* dst, int64_t n) {
       }
       return;
     }
-    case DType::kF64: {
-      auto* d = static_cast<double*>(dst);
-      for (int64_t i = 0; i < n; ++i) d[i] = src[i];
-      return;
-    }
-#define RETORT_INT_CASE(DT, T)                                       \
-  case DT: {                                                         \
-    auto* d = static_cast<T*>(dst);                                  \
-    for (int64_t i = 0; i < n; ++i) d[i] = SaturateRound<T>(src[i]); \
-    return;                                                          \
-  }
-      RETORT_INT_CASE(DType::kI8, int8_t)
-      RETORT_INT_CASE(DType::kU8, uint8_t)
-      RETORT_INT_CASE(DType::kI16, int16_t)
-      RETORT_INT_CASE(DType::kU16, uint16_t)
-      RETORT_INT_CASE(DType::kI32, int32_t)
-      RETORT_INT_CASE(DType::kU32, uint32_t)
-      RETORT_INT_CASE(DType::kI64, int64_t)
-      RETORT_INT_CASE(DType::kU64, uint64_t)
-#undef RETORT_INT_CASE
-    case DType::kBool: {
-      // A bool byte is 0 or 1; like C++ and torch, NaN is true.
-      auto* d = static_cast<uint8_t*>(dst);
-      for (int64_t i = 0; i < n; ++i) d[i] = src[i] != 0.f ? 1 : 0;  // NaN != 0
-      return;
-    }
+    case DType::kF64:
+      return EncodeEach<double>(src, dst, n, [](float f) { return static_cast<double>(f); });
+#define RETORT_SATURATE_CASE(DT, T) \
+  case DT:                          \
+    return EncodeEach<T>(src, dst, n, SaturateRound<T>);
+      RETORT_INTEGER_DTYPES(RETORT_SATURATE_CASE)
+#undef RETORT_SATURATE_CASE
+    case DType::kBool:
+      // A bool byte is 0 or 1; like C++ and torch, NaN is true (NaN != 0).
+      return EncodeEach<uint8_t>(src, dst, n, [](float f) { return f != 0.f ? 1 : 0; });
     default:
       // Block types are encoded by quantize/ (they need a search); reaching
       // here is a programming error, and silent zeros would be worse than a stop.
@@ -247,5 +228,7 @@ void ConvertFromF32(DType type, const float* src, void* dst, int64_t n) {
       std::abort();
   }
 }
+
+#undef RETORT_INTEGER_DTYPES
 
 }  // namespace retort

@@ -2,18 +2,14 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/named_values.h"
 
 namespace retort {
 
-const char* DeviceKindName(DeviceKind kind) {
-  switch (kind) {
-    case DeviceKind::kCpu:
-      return "cpu";
-    case DeviceKind::kCuda:
-      return "cuda";
-  }
-  return "?";
-}
+constexpr NamedValue<DeviceKind> kDeviceKinds[] = {{DeviceKind::kCpu, "cpu"},
+                                                   {DeviceKind::kCuda, "cuda"}};
+
+const char* DeviceKindName(DeviceKind kind) { return NameOfValue(kDeviceKinds, kind); }
 
 std::string DeviceName(const Device& device) {
   if (device.is_cpu()) return "cpu";

@@ -8,7 +8,7 @@
 namespace retort::ggml {
 namespace {
 
-void DequantQ4_0(const BlockQ4_0* b, float* y, int64_t nb) {
+void DequantizeBlocks(const BlockQ4_0* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK4_0) {
     const float d = F16ToF32(b[i].d);
     for (int j = 0; j < kQK4_0 / 2; ++j) {
@@ -18,7 +18,7 @@ void DequantQ4_0(const BlockQ4_0* b, float* y, int64_t nb) {
   }
 }
 
-void DequantQ4_1(const BlockQ4_1* b, float* y, int64_t nb) {
+void DequantizeBlocks(const BlockQ4_1* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK4_1) {
     const float d = F16ToF32(b[i].d), m = F16ToF32(b[i].m);
     for (int j = 0; j < kQK4_1 / 2; ++j) {
@@ -35,7 +35,7 @@ uint32_t HighBits(const Block& b) {
   return qh;
 }
 
-void DequantQ5_0(const BlockQ5_0* b, float* y, int64_t nb) {
+void DequantizeBlocks(const BlockQ5_0* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK5_0) {
     const float d = F16ToF32(b[i].d);
     const uint32_t qh = HighBits(b[i]);
@@ -48,7 +48,7 @@ void DequantQ5_0(const BlockQ5_0* b, float* y, int64_t nb) {
   }
 }
 
-void DequantQ5_1(const BlockQ5_1* b, float* y, int64_t nb) {
+void DequantizeBlocks(const BlockQ5_1* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK5_1) {
     const float d = F16ToF32(b[i].d), m = F16ToF32(b[i].m);
     const uint32_t qh = HighBits(b[i]);
@@ -61,14 +61,14 @@ void DequantQ5_1(const BlockQ5_1* b, float* y, int64_t nb) {
   }
 }
 
-void DequantQ8_0(const BlockQ8_0* b, float* y, int64_t nb) {
+void DequantizeBlocks(const BlockQ8_0* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK8_0) {
     const float d = F16ToF32(b[i].d);
     for (int j = 0; j < kQK8_0; ++j) y[j] = b[i].qs[j] * d;
   }
 }
 
-void DequantQ8_1(const BlockQ8_1* b, float* y, int64_t nb) {
+void DequantizeBlocks(const BlockQ8_1* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK8_1) {
     const float d = F16ToF32(b[i].d);
     for (int j = 0; j < kQK8_1; ++j) y[j] = b[i].qs[j] * d;
@@ -77,7 +77,7 @@ void DequantQ8_1(const BlockQ8_1* b, float* y, int64_t nb) {
 
 // Q2_K: element 128*h + 32*s + l is bits 2s..2s+1 of qs[32*h + l]; sub-block
 // e/16 has scale d * (scales & 15) and min dmin * (scales >> 4).
-void DequantQ2_K(const BlockQ2_K* b, float* y, int64_t nb) {
+void DequantizeBlocks(const BlockQ2_K* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK_K) {
     const float d = F16ToF32(b[i].d), dmin = F16ToF32(b[i].dmin);
     for (int sb = 0; sb < kQK_K / 16; ++sb) {
@@ -102,7 +102,7 @@ int Q3KScale(const uint8_t* s, int k) {
 
 // Q3_K: low 2 bits as Q2_K; bit s of hmask[l] is the high bit of element
 // 32*s + l, and a clear bit subtracts 4.
-void DequantQ3_K(const BlockQ3_K* b, float* y, int64_t nb) {
+void DequantizeBlocks(const BlockQ3_K* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK_K) {
     const float d = F16ToF32(b[i].d);
     for (int sb = 0; sb < kQK_K / 16; ++sb) {
@@ -134,7 +134,8 @@ namespace {
 // Q4_K: sub-block 2c + s (32 elements) is nibble s of qs[32c .. 32c + 31].
 // Q5_K: the same, plus bit sb of qh[l] as bit 4 of element 32*sb + l.
 template <typename Block>
-void DequantQ4_KOrQ5_K(const Block* b, float* y, int64_t nb) {
+requires std::is_same_v<Block, BlockQ4_K> || std::is_same_v<Block, BlockQ5_K>
+void DequantizeBlocks(const Block* b, float* y, int64_t nb) {
   constexpr bool kHighBit = std::is_same_v<Block, BlockQ5_K>;
   for (int64_t i = 0; i < nb; ++i, y += kQK_K) {
     const float d = F16ToF32(b[i].d), dmin = F16ToF32(b[i].dmin);
@@ -156,7 +157,7 @@ void DequantQ4_KOrQ5_K(const Block* b, float* y, int64_t nb) {
 // Q6_K: in each half h of 128, element r takes its low 4 bits from nibble
 // r/64 of ql[64h + r%64] and its high 2 bits from bits 2*(r/32) of
 // qh[32h + r%32]; value q - 32 times d * scales[e/16].
-void DequantQ6_K(const BlockQ6_K* b, float* y, int64_t nb) {
+void DequantizeBlocks(const BlockQ6_K* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK_K) {
     const float d = F16ToF32(b[i].d);
     for (int sb = 0; sb < kQK_K / 16; ++sb) {
@@ -171,7 +172,7 @@ void DequantQ6_K(const BlockQ6_K* b, float* y, int64_t nb) {
   }
 }
 
-void DequantQ8_K(const BlockQ8_K* b, float* y, int64_t nb) {
+void DequantizeBlocks(const BlockQ8_K* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK_K) {
     const float d = b[i].d;
     for (int j = 0; j < kQK_K; ++j) y[j] = static_cast<float>(b[i].qs[j]) * d;
@@ -181,37 +182,11 @@ void DequantQ8_K(const BlockQ8_K* b, float* y, int64_t nb) {
 }  // namespace
 
 void DequantizeRow(DType type, const void* src, float* dst, int64_t n) {
-  const int64_t nb = n / DTypeBlockElems(type);
-  switch (type) {
-    case DType::kQ4_0:
-      return DequantQ4_0(static_cast<const BlockQ4_0*>(src), dst, nb);
-    case DType::kQ4_1:
-      return DequantQ4_1(static_cast<const BlockQ4_1*>(src), dst, nb);
-    case DType::kQ5_0:
-      return DequantQ5_0(static_cast<const BlockQ5_0*>(src), dst, nb);
-    case DType::kQ5_1:
-      return DequantQ5_1(static_cast<const BlockQ5_1*>(src), dst, nb);
-    case DType::kQ8_0:
-      return DequantQ8_0(static_cast<const BlockQ8_0*>(src), dst, nb);
-    case DType::kQ8_1:
-      return DequantQ8_1(static_cast<const BlockQ8_1*>(src), dst, nb);
-    case DType::kQ2_K:
-      return DequantQ2_K(static_cast<const BlockQ2_K*>(src), dst, nb);
-    case DType::kQ3_K:
-      return DequantQ3_K(static_cast<const BlockQ3_K*>(src), dst, nb);
-    case DType::kQ4_K:
-      return DequantQ4_KOrQ5_K(static_cast<const BlockQ4_K*>(src), dst, nb);
-    case DType::kQ5_K:
-      return DequantQ4_KOrQ5_K(static_cast<const BlockQ5_K*>(src), dst, nb);
-    case DType::kQ6_K:
-      return DequantQ6_K(static_cast<const BlockQ6_K*>(src), dst, nb);
-    case DType::kQ8_K:
-      return DequantQ8_K(static_cast<const BlockQ8_K*>(src), dst, nb);
-    default:
-      // Scalar types are not ggml blocks; ConvertToF32 handles them.
-      std::memset(dst, 0, n * sizeof(float));
-      return;
-  }
+  const bool block = VisitBlockType(type, [&]<typename Block>(Block*) {
+    DequantizeBlocks(static_cast<const Block*>(src), dst, n / DTypeBlockElems(type));
+  });
+  // Scalar types are not ggml blocks; ConvertToF32 handles them.
+  if (!block) std::memset(dst, 0, n * sizeof(float));
 }
 
 }  // namespace retort::ggml

@@ -9,6 +9,7 @@
 #define RETORT_CORE_GGML_BLOCKS_H_
 
 #include <cstdint>
+#include <tuple>
 
 #include "core/dtype.h"
 
@@ -113,6 +114,35 @@ static_assert(sizeof(BlockQ4_K) == 144);
 static_assert(sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210);
 static_assert(sizeof(BlockQ8_K) == 292);
+
+// Each ggml block type with the struct that stores it, for code that treats
+// every type alike (an encoder or decoder per struct, picked by overload).
+template <DType kType, typename B>
+struct BlockTypeOf {
+  static constexpr DType type = kType;
+  using Block = B;
+};
+using BlockTypes =
+    std::tuple<BlockTypeOf<DType::kQ4_0, BlockQ4_0>, BlockTypeOf<DType::kQ4_1, BlockQ4_1>,
+               BlockTypeOf<DType::kQ5_0, BlockQ5_0>, BlockTypeOf<DType::kQ5_1, BlockQ5_1>,
+               BlockTypeOf<DType::kQ8_0, BlockQ8_0>, BlockTypeOf<DType::kQ8_1, BlockQ8_1>,
+               BlockTypeOf<DType::kQ2_K, BlockQ2_K>, BlockTypeOf<DType::kQ3_K, BlockQ3_K>,
+               BlockTypeOf<DType::kQ4_K, BlockQ4_K>, BlockTypeOf<DType::kQ5_K, BlockQ5_K>,
+               BlockTypeOf<DType::kQ6_K, BlockQ6_K>, BlockTypeOf<DType::kQ8_K, BlockQ8_K>>;
+
+// Calls fn(static_cast<Block*>(nullptr)) with the struct of block type
+// `type`. Returns false, without calling fn, for a dtype that is no ggml
+// block type.
+template <typename Fn>
+bool VisitBlockType(DType type, Fn&& fn) {
+  return std::apply(
+      [&](auto... entry) {
+        return ((entry.type == type &&
+                 (fn(static_cast<typename decltype(entry)::Block*>(nullptr)), true)) ||
+                ...);
+      },
+      BlockTypes{});
+}
 
 }  // namespace retort::ggml
 

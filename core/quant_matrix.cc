@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/convert.h"
+#include "core/named_values.h"
 #include "core/thread_pool.h"
 
 namespace retort {
@@ -13,18 +14,41 @@ namespace {
 std::string TypeName(DType t) { return std::string(DTypeName(t)); }
 }  // namespace
 
-const char* QuantGranularityName(QuantGranularity g) {
+constexpr NamedValue<QuantGranularity> kGranularities[] = {{QuantGranularity::kTensor, "tensor"},
+                                                           {QuantGranularity::kChannel, "channel"},
+                                                           {QuantGranularity::kGroup, "group"},
+                                                           {QuantGranularity::kBlock, "block"}};
+
+// Describe()'s names of the value types.
+constexpr NamedValue<DType> kValueTypeNames[] = {{DType::kI4, "int4"},
+                                                 {DType::kI8, "int8"},
+                                                 {DType::kF8E4M3, "fp8_e4m3"},
+                                                 {DType::kF8E5M2, "fp8_e5m2"}};
+
+const char* QuantGranularityName(QuantGranularity g) { return NameOfValue(kGranularities, g); }
+
+std::string QuantLayoutName(QuantGranularity g, int64_t group_size) {
+  if (g == QuantGranularity::kGroup) return absl::StrCat("g", group_size);
+  if (g == QuantGranularity::kBlock) return absl::StrCat("block", group_size);
+  return QuantGranularityName(g);
+}
+
+namespace {
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+}  // namespace
+
+Shape QuantScaleShape(QuantGranularity g, int64_t rows, int64_t cols, int64_t group_size) {
   switch (g) {
     case QuantGranularity::kTensor:
-      return "tensor";
+      return {1, 1};
     case QuantGranularity::kChannel:
-      return "channel";
+      return {rows, 1};
     case QuantGranularity::kGroup:
-      return "group";
+      return {rows, CeilDiv(cols, group_size)};
     case QuantGranularity::kBlock:
-      return "block";
+      return {CeilDiv(rows, group_size), CeilDiv(cols, group_size)};
   }
-  return "?";
+  return {};
 }
 
 int64_t QuantizedMatrix::ScaleRow(int64_t r) const {
@@ -67,33 +91,9 @@ double QuantizedMatrix::BitsPerWeight(int scale_bits) const {
 }
 
 std::string QuantizedMatrix::Describe() const {
-  std::string s;
-  switch (value_type) {
-    case DType::kI4:
-      s = "int4";
-      break;
-    case DType::kI8:
-      s = "int8";
-      break;
-    case DType::kF8E4M3:
-      s = "fp8_e4m3";
-      break;
-    case DType::kF8E5M2:
-      s = "fp8_e5m2";
-      break;
-    default:
-      s = TypeName(value_type);
-  }
-  switch (granularity) {
-    case QuantGranularity::kGroup:
-      absl::StrAppend(&s, " g", group_size);
-      break;
-    case QuantGranularity::kBlock:
-      absl::StrAppend(&s, " block", group_size);
-      break;
-    default:
-      absl::StrAppend(&s, " ", QuantGranularityName(granularity));
-  }
+  const char* value_name = NameOfValue(kValueTypeNames, value_type, nullptr);
+  std::string s = value_name != nullptr ? value_name : TypeName(value_type);
+  absl::StrAppend(&s, " ", QuantLayoutName(granularity, group_size));
   if (value_type == DType::kI4 || value_type == DType::kI8) {
     absl::StrAppend(&s, symmetric() ? " sym" : " asym");
   }
@@ -105,14 +105,10 @@ namespace {
 
 bool IsIntValue(DType t) { return t == DType::kI4 || t == DType::kI8; }
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-}  // namespace
-
-absl::Status ValidateQuantizedMatrix(const QuantizedMatrix& m, const std::string& what) {
-  auto bad = [&](auto&&... parts) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": ", parts...));
-  };
+// ValidateQuantizedMatrix's checks in order, the scans of the entries only
+// when `scan`; messages without the matrix's name.
+absl::Status CheckQuantizedMatrix(const QuantizedMatrix& m, bool scan) {
+  auto bad = [&](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (m.rows <= 0 || m.cols <= 0) return bad("empty quantized matrix [", m.rows, ", ", m.cols, "]");
   if (m.value_type != DType::kI4 && m.value_type != DType::kI8 && m.value_type != DType::kF8E4M3 &&
       m.value_type != DType::kF8E5M2) {
@@ -126,39 +122,28 @@ absl::Status ValidateQuantizedMatrix(const QuantizedMatrix& m, const std::string
     return bad("values are ", TypeName(m.values.dtype()), " ", ShapeString(m.values.shape()),
                ", expected ", TypeName(m.value_type), " [", m.rows, ", ", m.cols, "]");
   }
-  Shape scale_shape;
-  switch (m.granularity) {
-    case QuantGranularity::kTensor:
-      scale_shape = {1, 1};
-      break;
-    case QuantGranularity::kChannel:
-      scale_shape = {m.rows, 1};
-      break;
-    case QuantGranularity::kGroup:
-      if (m.group_size <= 0) return bad("group size ", m.group_size, " must be positive");
-      if (m.g_idx.empty()) {
-        scale_shape = {m.rows, CeilDiv(m.cols, m.group_size)};
-      } else {
-        if (m.g_idx.dtype() != DType::kI32 || m.g_idx.shape() != Shape{m.cols}) {
-          return bad("g_idx is ", TypeName(m.g_idx.dtype()), " ", ShapeString(m.g_idx.shape()),
-                     ", expected I32 [", m.cols, "]");
-        }
-        if (m.scales.rank() != 2 || m.scales.dim(0) != m.rows) {
-          return bad("scales ", ShapeString(m.scales.shape()), " do not have ", m.rows, " rows");
-        }
-        scale_shape = {m.rows, m.scales.dim(1)};
-        const int32_t* g = m.g_idx.data<int32_t>();
-        for (int64_t c = 0; c < m.cols; ++c) {
-          if (g[c] < 0 || g[c] >= scale_shape[1]) {
-            return bad("g_idx[", c, "] = ", g[c], " is outside the ", scale_shape[1], " groups");
-          }
-        }
+  if (m.granularity == QuantGranularity::kGroup && m.group_size <= 0) {
+    return bad("group size ", m.group_size, " must be positive");
+  }
+  if (m.granularity == QuantGranularity::kBlock && m.group_size <= 0) {
+    return bad("block size ", m.group_size, " must be positive");
+  }
+  Shape scale_shape = QuantScaleShape(m.granularity, m.rows, m.cols, m.group_size);
+  if (m.granularity == QuantGranularity::kGroup && !m.g_idx.empty()) {
+    if (m.g_idx.dtype() != DType::kI32 || m.g_idx.shape() != Shape{m.cols}) {
+      return bad("g_idx is ", TypeName(m.g_idx.dtype()), " ", ShapeString(m.g_idx.shape()),
+                 ", expected I32 [", m.cols, "]");
+    }
+    if (m.scales.rank() != 2 || m.scales.dim(0) != m.rows) {
+      return bad("scales ", ShapeString(m.scales.shape()), " do not have ", m.rows, " rows");
+    }
+    scale_shape = {m.rows, m.scales.dim(1)};
+    const int32_t* g = m.g_idx.data<int32_t>();
+    for (int64_t c = 0; scan && c < m.cols; ++c) {
+      if (g[c] < 0 || g[c] >= scale_shape[1]) {
+        return bad("g_idx[", c, "] = ", g[c], " is outside the ", scale_shape[1], " groups");
       }
-      break;
-    case QuantGranularity::kBlock:
-      if (m.group_size <= 0) return bad("block size ", m.group_size, " must be positive");
-      scale_shape = {CeilDiv(m.rows, m.group_size), CeilDiv(m.cols, m.group_size)};
-      break;
+    }
   }
   if (m.granularity != QuantGranularity::kGroup && !m.g_idx.empty()) {
     return bad("g_idx is only meaningful with group scales");
@@ -168,7 +153,7 @@ absl::Status ValidateQuantizedMatrix(const QuantizedMatrix& m, const std::string
                ", expected F32 ", ShapeString(scale_shape));
   }
   const float* s = m.scales.data<float>();
-  for (int64_t i = 0; i < m.scales.numel(); ++i) {
+  for (int64_t i = 0; scan && i < m.scales.numel(); ++i) {
     if (!std::isfinite(s[i]) || s[i] <= 0) {
       return bad("scale ", i, " is ", s[i], " (scales must be finite and positive)");
     }
@@ -182,14 +167,14 @@ absl::Status ValidateQuantizedMatrix(const QuantizedMatrix& m, const std::string
       return bad("zero points are ", TypeName(m.zero_points.dtype()), " ",
                  ShapeString(m.zero_points.shape()), ", expected I8 ", ShapeString(scale_shape));
     }
-    if (m.value_type == DType::kI4) {
+    if (scan && m.value_type == DType::kI4) {
       const int8_t* z = m.zero_points.data<int8_t>();
       for (int64_t i = 0; i < m.zero_points.numel(); ++i) {
         if (z[i] < -8 || z[i] > 7) return bad("int4 zero point ", i, " is ", int{z[i]});
       }
     }
   }
-  if (m.value_type == DType::kF8E4M3 || m.value_type == DType::kF8E5M2) {
+  if (scan && (m.value_type == DType::kF8E4M3 || m.value_type == DType::kF8E5M2)) {
     const uint8_t* v = m.values.data<uint8_t>();
     const int64_t n = m.rows * m.cols;
     for (int64_t i = 0; i < n; ++i) {
@@ -198,6 +183,18 @@ absl::Status ValidateQuantizedMatrix(const QuantizedMatrix& m, const std::string
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateQuantizedMatrix(const QuantizedMatrix& m, const std::string& what) {
+  absl::Status s = CheckQuantizedMatrix(m, /*scan=*/true);
+  if (s.ok()) return s;
+  return absl::InvalidArgumentError(absl::StrCat(what, ": ", s.message()));
+}
+
+absl::Status CheckQuantizedMatrixShapes(const QuantizedMatrix& m) {
+  return CheckQuantizedMatrix(m, /*scan=*/false);
 }
 
 void DequantizeRows(const QuantizedMatrix& m, int64_t r0, int64_t r1, float* out) {

@@ -44,6 +44,12 @@ enum class QuantGranularity { kTensor, kChannel, kGroup, kBlock };
 
 // "tensor", "channel", "group", "block".
 const char* QuantGranularityName(QuantGranularity g);
+// The layout as the scheme names spell it: "tensor", "channel", "g128", "block128".
+std::string QuantLayoutName(QuantGranularity g, int64_t group_size);
+
+// The shape of the scales of a [rows, cols] matrix (without g_idx), from
+// the table above. REQUIRES: group_size > 0 for kGroup and kBlock.
+Shape QuantScaleShape(QuantGranularity g, int64_t rows, int64_t cols, int64_t group_size);
 
 struct QuantizedMatrix {
   int64_t rows = 0;
@@ -74,6 +80,11 @@ struct QuantizedMatrix {
 // for kI4; every scale finite and > 0; zero points in the value range; g_idx
 // entries inside the scales). Errors name `what` (e.g. the tensor name).
 absl::Status ValidateQuantizedMatrix(const QuantizedMatrix& m, const std::string& what);
+
+// The part of ValidateQuantizedMatrix that reads no entries, cheap enough to
+// run on every multiply: the value type, the dtypes and shapes of values,
+// scales, zero points and g_idx. Messages do not name the matrix.
+absl::Status CheckQuantizedMatrixShapes(const QuantizedMatrix& m);
 
 // w[r, c] for rows [r0, r1) into out[(r - r0) * cols + c], computed in f32
 // exactly as the formula above (the reference every kernel is tested against).

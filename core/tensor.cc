@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/convert.h"
+#include "core/named_values.h"
 
 namespace retort {
 
@@ -33,16 +34,12 @@ Tensor Tensor::Zeros(DType dtype, Shape shape) {
   return t;
 }
 
+constexpr NamedValue<TensorLocation> kTensorLocations[] = {{TensorLocation::kHost, "host"},
+                                                           {TensorLocation::kMapped, "mapped"},
+                                                           {TensorLocation::kDevice, "device"}};
+
 const char* TensorLocationName(TensorLocation location) {
-  switch (location) {
-    case TensorLocation::kHost:
-      return "host";
-    case TensorLocation::kMapped:
-      return "mapped";
-    case TensorLocation::kDevice:
-      return "device";
-  }
-  return "?";
+  return NameOfValue(kTensorLocations, location);
 }
 
 void Tensor::AbortOnDeviceAccess() const {

@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/enum_names.h"
+#include "core/named_values.h"
 #include "formats/reasoning.h"
 #include "httplib.h"
 #include "model/sampler.h"
@@ -24,9 +24,11 @@ std::string Str(std::string_view s) { return std::string(s.data(), s.size()); }
 // ---------------------------------------------------------------- reasoning
 
 absl::StatusOr<ReasoningSplitter::Mode> ReasoningSplitter::ParseMode(const std::string& name) {
-  static constexpr EnumName<Mode> kModes[] = {
-      {"none", Mode::kNone}, {"auto", Mode::kAuto}, {"deepseek_r1", Mode::kDeepSeekR1}};
-  return ParseEnumName(kModes, "reasoning parser", name);
+  static constexpr NamedValue<Mode> kModes[] = {
+      {Mode::kNone, "none"}, {Mode::kAuto, "auto"}, {Mode::kDeepSeekR1, "deepseek_r1"}};
+  if (std::optional<Mode> m = FindNamedValue(kModes, name)) return *m;
+  return absl::InvalidArgumentError(
+      absl::StrCat("reasoning parser \"", name, "\": expected ", NamesOf(kModes)));
 }
 
 ReasoningSplitter::ReasoningSplitter(Mode mode, bool starts_in_reasoning)

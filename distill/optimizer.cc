@@ -8,8 +8,8 @@
 #include <numbers>
 
 #include "absl/strings/str_cat.h"
-#include "core/enum_names.h"
 #include "core/file.h"
+#include "core/named_values.h"
 #include "core/status.h"
 #include "kernels/backend.h"
 
@@ -170,18 +170,15 @@ double ClipGradNorm(float* grads, int64_t n, double max_norm) {
   return norm;
 }
 
-constexpr EnumName<LrScheduleKind> kLrSchedules[] = {{"cosine", LrScheduleKind::kCosine},
-                                                     {"linear", LrScheduleKind::kLinear},
-                                                     {"constant", LrScheduleKind::kConstant}};
+constexpr NamedValue<LrScheduleKind> kLrSchedules[] = {{LrScheduleKind::kCosine, "cosine"},
+                                                       {LrScheduleKind::kLinear, "linear"},
+                                                       {LrScheduleKind::kConstant, "constant"}};
 
 absl::StatusOr<LrScheduleKind> ParseLrSchedule(const std::string& name) {
-  if (std::optional<LrScheduleKind> kind = FindEnumByName(kLrSchedules, name)) return *kind;
-  return absl::InvalidArgumentError(absl::StrCat("unknown learning-rate schedule \"", name,
-                                                 "\" (expected ", EnumNameChoices(kLrSchedules),
-                                                 ")"));
+  return ParseNamedValue(kLrSchedules, name, "learning-rate schedule");
 }
 
-const char* LrScheduleName(LrScheduleKind kind) { return EnumValueName(kLrSchedules, kind); }
+const char* LrScheduleName(LrScheduleKind kind) { return NameOfValue(kLrSchedules, kind); }
 
 double LearningRate(int64_t step, int64_t total_steps, const LrScheduleOptions& o) {
   step = std::max<int64_t>(step, 0);

@@ -4,8 +4,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "core/enum_names.h"
 #include "core/file.h"
+#include "core/named_values.h"
 #include "core/status.h"
 #include "distill/data.h"
 #include "formats/reasoning.h"
@@ -104,9 +104,11 @@ uint64_t TraceSampleSeed(uint64_t seed, const std::string& id, int64_t sample) {
 }
 
 absl::StatusOr<ThinkPrefix> ParseThinkPrefix(const std::string& name) {
-  static constexpr EnumName<ThinkPrefix> kThinkPrefixes[] = {
-      {"auto", ThinkPrefix::kAuto}, {"on", ThinkPrefix::kOn}, {"off", ThinkPrefix::kOff}};
-  return ParseEnumName(kThinkPrefixes, "think prefix", name);
+  static constexpr NamedValue<ThinkPrefix> kThinkPrefixes[] = {
+      {ThinkPrefix::kAuto, "auto"}, {ThinkPrefix::kOn, "on"}, {ThinkPrefix::kOff, "off"}};
+  if (std::optional<ThinkPrefix> p = FindNamedValue(kThinkPrefixes, name)) return *p;
+  return absl::InvalidArgumentError(
+      absl::StrCat("think prefix \"", name, "\": expected ", NamesOf(kThinkPrefixes)));
 }
 
 absl::StatusOr<RenderedPrompt> RenderTracePrompt(const ChatTemplate& chat_template,

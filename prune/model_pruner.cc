@@ -11,7 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "core/enum_names.h"
+#include "core/named_values.h"
 #include "core/process.h"
 #include "core/status.h"
 #include "kernels/backend.h"
@@ -66,24 +66,17 @@ absl::StatusOr<std::map<LinearSlot, InputStats>> CollectInputStats(LayerwiseRunn
 
 }  // namespace
 
+constexpr NamedValue<PruneMethod> kPruneMethods[] = {{PruneMethod::kMagnitude, "magnitude"},
+                                                     {PruneMethod::kWanda, "wanda"},
+                                                     {PruneMethod::kSparseGpt, "sparsegpt"}};
+
 absl::StatusOr<PruneMethod> ParsePruneMethod(const std::string& name) {
-  static constexpr EnumName<PruneMethod> kPruneMethods[] = {{"magnitude", PruneMethod::kMagnitude},
-                                                            {"wanda", PruneMethod::kWanda},
-                                                            {"sparsegpt", PruneMethod::kSparseGpt}};
-  return ParseEnumName(kPruneMethods, "pruning method", name);
+  if (std::optional<PruneMethod> m = FindNamedValue(kPruneMethods, name)) return *m;
+  return absl::InvalidArgumentError(
+      absl::StrCat("pruning method \"", name, "\": expected ", NamesOf(kPruneMethods)));
 }
 
-const char* PruneMethodName(PruneMethod m) {
-  switch (m) {
-    case PruneMethod::kMagnitude:
-      return "magnitude";
-    case PruneMethod::kWanda:
-      return "wanda";
-    case PruneMethod::kSparseGpt:
-      return "sparsegpt";
-  }
-  return "?";
-}
+const char* PruneMethodName(PruneMethod m) { return NameOfValue(kPruneMethods, m); }
 
 absl::StatusOr<std::vector<double>> ParseLayerSparsity(const std::string& text,
                                                        int64_t num_layers) {

@@ -534,30 +534,27 @@ ApplyStructuredPlan(const ModelConfig& config,
       r.drop = !keep;
       rules[absl::StrCat("model.layers.", l, ".", suffix)] = r;
     };
+    // A linear [out, in] keeps rows `out_kept` and columns `in_kept`; its
+    // bias [out], when the config has one, the same rows.
+    auto add_linear = [&](const std::string& linear, int64_t out,
+                          const std::vector<int64_t>* out_kept, int64_t in,
+                          const std::vector<int64_t>* in_kept, bool bias) {
+      add(linear + ".weight", MakeRule({out, in}, out_kept, in_kept));
+      if (bias) add(linear + ".bias", MakeRule({out}, out_kept));
+    };
     add("input_layernorm.weight", MakeRule({H}, hid));
     add("post_attention_layernorm.weight", MakeRule({H}, hid));
-    add("self_attn.q_proj.weight", MakeRule({q_out, H}, q, hid));
-    add("self_attn.k_proj.weight", MakeRule({kv_out, H}, kv, hid));
-    add("self_attn.v_proj.weight", MakeRule({kv_out, H}, kv, hid));
-    add("self_attn.o_proj.weight", MakeRule({H, q_out}, hid, q));
-    if (config.attention_bias) {
-      add("self_attn.q_proj.bias", MakeRule({q_out}, q));
-      add("self_attn.k_proj.bias", MakeRule({kv_out}, kv));
-      add("self_attn.v_proj.bias", MakeRule({kv_out}, kv));
-    }
-    if (config.attention_out_bias) add("self_attn.o_proj.bias", MakeRule({H}, hid));
+    add_linear("self_attn.q_proj", q_out, q, H, hid, config.attention_bias);
+    add_linear("self_attn.k_proj", kv_out, kv, H, hid, config.attention_bias);
+    add_linear("self_attn.v_proj", kv_out, kv, H, hid, config.attention_bias);
+    add_linear("self_attn.o_proj", H, hid, q_out, q, config.attention_out_bias);
     if (config.qk_norm) {
       add("self_attn.q_norm.weight", MakeRule({hd}));
       add("self_attn.k_norm.weight", MakeRule({hd}));
     }
-    add("mlp.gate_proj.weight", MakeRule({I, H}, mr, hid));
-    add("mlp.up_proj.weight", MakeRule({I, H}, mr, hid));
-    add("mlp.down_proj.weight", MakeRule({H, I}, hid, mr));
-    if (config.mlp_bias) {
-      add("mlp.gate_proj.bias", MakeRule({I}, mr));
-      add("mlp.up_proj.bias", MakeRule({I}, mr));
-      add("mlp.down_proj.bias", MakeRule({H}, hid));
-    }
+    add_linear("mlp.gate_proj", I, mr, H, hid, config.mlp_bias);
+    add_linear("mlp.up_proj", I, mr, H, hid, config.mlp_bias);
+    add_linear("mlp.down_proj", H, hid, I, mr, config.mlp_bias);
   }
 
   std::map<std::string, int> seen;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -73,9 +74,22 @@ inline void PackHighBits(const uint8_t* q, uint8_t* qh) {
 
 inline float InverseOrZero(float d) { return d != 0.f ? 1.f / d : 0.f; }
 
+// The legacy layouts: 4 bits, or 5 with the fifth in qh; symmetric (Q4_0,
+// Q5_0) or with a min (Q4_1, Q5_1).
+template <typename Block>
+constexpr int kLegacyBits = requires(const Block& b) {
+  b.qh;
+}
+? 5 : 4;
+template <typename Block>
+constexpr bool kLegacyHasMin = requires(const Block& b) {
+  b.m;
+};
+
 // Q4_0 / Q5_0: symmetric, d = (signed value of largest magnitude) / -2^(bits-1).
-template <int kBits, typename Block>
+template <typename Block>
 void QuantizeSymmetric(const float* x, Block* y, int64_t nb) {
+  constexpr int kBits = kLegacyBits<Block>;
   constexpr int kHalf = 1 << (kBits - 1);
   uint8_t q[32];
   for (int64_t i = 0; i < nb; ++i, x += 32) {
@@ -88,8 +102,9 @@ void QuantizeSymmetric(const float* x, Block* y, int64_t nb) {
 }
 
 // Q4_1 / Q5_1: x = d * q + min over the block's [min, max].
-template <int kBits, typename Block>
+template <typename Block>
 void QuantizeMinMax(const float* x, Block* y, int64_t nb) {
+  constexpr int kBits = kLegacyBits<Block>;
   constexpr int kMaxCode = (1 << kBits) - 1;
   uint8_t q[32];
   float sub[32];
@@ -106,19 +121,18 @@ void QuantizeMinMax(const float* x, Block* y, int64_t nb) {
   }
 }
 
-void QuantizeQ4_0(const float* x, BlockQ4_0* y, int64_t nb) { QuantizeSymmetric<4>(x, y, nb); }
-void QuantizeQ4_1(const float* x, BlockQ4_1* y, int64_t nb) { QuantizeMinMax<4>(x, y, nb); }
-void QuantizeQ5_0(const float* x, BlockQ5_0* y, int64_t nb) { QuantizeSymmetric<5>(x, y, nb); }
-void QuantizeQ5_1(const float* x, BlockQ5_1* y, int64_t nb) { QuantizeMinMax<5>(x, y, nb); }
-
 inline float AbsMax(const float* x, int n) {
   float amax = 0.f;
   for (int j = 0; j < n; ++j) amax = std::max(amax, std::fabs(x[j]));
   return amax;
 }
 
+// QuantizeBlocks(x, importance, y, nb): nb blocks of y from x, one overload
+// per block struct (ggml_blocks.h's VisitBlockType picks it). The Q8 types
+// have no importance-weighted form and ignore `importance`.
+
 // std::round is round-half-away-from-zero, which is what gguf-py's np_roundf computes.
-void QuantizeQ8_0(const float* x, BlockQ8_0* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float*, BlockQ8_0* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += 32) {
     const float d = AbsMax(x, 32) / 127.f;
     const float id = InverseOrZero(d);
@@ -128,7 +142,7 @@ void QuantizeQ8_0(const float* x, BlockQ8_0* y, int64_t nb) {
 }
 
 // ggml's reference: as Q8_0, plus s = d * sum(q) for the Q4_1/Q5_1 dot products.
-void QuantizeQ8_1(const float* x, BlockQ8_1* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float*, BlockQ8_1* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += 32) {
     const float d = AbsMax(x, 32) / 127.f;
     const float id = InverseOrZero(d);
@@ -144,7 +158,7 @@ void QuantizeQ8_1(const float* x, BlockQ8_1* y, int64_t nb) {
 
 // ggml's reference: the largest-magnitude element maps to -127, d stays f32,
 // bsums are the sums of each 16 codes.
-void QuantizeQ8_K(const float* x, BlockQ8_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float*, BlockQ8_K* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
     const float max = SignedAbsMax(x, kQK_K);
     if (max == 0.f) {
@@ -230,16 +244,29 @@ float FitScaleMin(int n, int nmax, const float* x, const float* w, uint8_t* L, f
   return scale;
 }
 
-// Fits x ~ scale * (L - nmax) with L in [0, 2 nmax - 1], maximising the
-// weighted correlation sum(w x l)^2 / sum(w l^2) over 19 grids around
-// nmax / max|x|. w null: weights x^2. Returns the (signed) scale.
-float FitSymmetric(int n, int nmax, const float* x, uint8_t* L, const float* w) {
+// What the symmetric fits start from: the signed value of largest
+// magnitude, or 0 (with every code 0) for a group of zeros.
+inline float SignedAbsMaxOrZeroCodes(const float* x, int n, uint8_t* L) {
   const float max = SignedAbsMax(x, n);
   if (std::fabs(max) < kGroupMaxEps) {
     std::memset(L, 0, n);
     return 0.f;
   }
-  auto weight = [&](int i) { return w ? w[i] : x[i] * x[i]; };
+  return max;
+}
+
+// The weight of x[i] in the symmetric fits: w[i], or x[i]^2 when w is null.
+inline float WeightOrSquare(const float* w, const float* x, int i) {
+  return w ? w[i] : x[i] * x[i];
+}
+
+// Fits x ~ scale * (L - nmax) with L in [0, 2 nmax - 1], maximising the
+// weighted correlation sum(w x l)^2 / sum(w l^2) over 19 grids around
+// nmax / max|x|. w null: weights x^2. Returns the (signed) scale.
+float FitSymmetric(int n, int nmax, const float* x, uint8_t* L, const float* w) {
+  const float max = SignedAbsMaxOrZeroCodes(x, n, L);
+  if (max == 0.f) return 0.f;
+  auto weight = [&](int i) { return WeightOrSquare(w, x, i); };
   auto sums = [&](float iscale, float* sumlx, float* suml2) {
     float a = 0.f, b = 0.f;
     for (int i = 0; i < n; ++i) {
@@ -322,12 +349,9 @@ float FitPositive(int n, int nmax, const float* x, uint8_t* L, const float* w) {
 // max-magnitude grid, then coordinate-wise moves of single codes while they
 // raise sum(w x l)^2 / sum(w l^2). L gets l + nmax. w null: weights x^2.
 float FitSymmetricRefined(int n, int nmax, const float* x, uint8_t* L, const float* w) {
-  const float max = SignedAbsMax(x, n);
-  if (std::fabs(max) < kGroupMaxEps) {
-    std::memset(L, 0, n);
-    return 0.f;
-  }
-  auto weight = [&](int i) { return w ? w[i] : x[i] * x[i]; };
+  const float max = SignedAbsMaxOrZeroCodes(x, n, L);
+  if (max == 0.f) return 0.f;
+  auto weight = [&](int i) { return WeightOrSquare(w, x, i); };
   const float iscale = -nmax / max;
   int l[kQK_K];
   float sumlx = 0.f, suml2 = 0.f;
@@ -382,39 +406,130 @@ float MeanSquare(const float* x, int64_t n) {
 // Legacy types with importance (llama.cpp's *_impl): the codes and scale
 // come from a weighted search instead of the min/max rule.
 template <typename Block>
-void QuantizeSymmetricWeighted(const float* x, const float* importance, int64_t n, Block* y,
-                               int nmax) {
+void QuantizeLegacyWeighted(const float* x, const float* importance, int64_t n, Block* y) {
+  constexpr int kBits = kLegacyBits<Block>;
   const float sigma2 = MeanSquare(x, n);
   float w[32];
   uint8_t L[32];
   for (int64_t i = 0; i < n / 32; ++i, x += 32, importance += 32) {
     ImportanceWeights(x, importance, 32, sigma2, w);
-    const float d = FitSymmetric(32, nmax, x, L, w);
-    y[i].d = F32ToF16(d);
+    if constexpr (kLegacyHasMin<Block>) {
+      float neg_min;
+      const float d = FitScaleMin(32, (1 << kBits) - 1, x, w, L, &neg_min, -0.9f, 0.05f, 36, false);
+      y[i].d = F32ToF16(d);
+      y[i].m = F32ToF16(-neg_min);
+    } else {
+      y[i].d = F32ToF16(FitSymmetric(32, 1 << (kBits - 1), x, L, w));
+    }
     PackNibbles(L, y[i].qs);
-    if constexpr (sizeof(Block) == sizeof(BlockQ5_0)) PackHighBits(L, y[i].qh);
+    if constexpr (kBits == 5) PackHighBits(L, y[i].qh);
   }
 }
 
 template <typename Block>
-void QuantizeAffineWeighted(const float* x, const float* importance, int64_t n, Block* y,
-                            int nmax) {
-  const float sigma2 = MeanSquare(x, n);
-  float w[32];
-  uint8_t L[32];
-  for (int64_t i = 0; i < n / 32; ++i, x += 32, importance += 32) {
-    ImportanceWeights(x, importance, 32, sigma2, w);
-    float neg_min;
-    const float d = FitScaleMin(32, nmax, x, w, L, &neg_min, -0.9f, 0.05f, 36, false);
-    y[i].d = F32ToF16(d);
-    y[i].m = F32ToF16(-neg_min);
-    PackNibbles(L, y[i].qs);
-    if constexpr (sizeof(Block) == sizeof(BlockQ5_1)) PackHighBits(L, y[i].qh);
+constexpr bool kIsLegacyBlock =
+    std::is_same_v<Block, BlockQ4_0> || std::is_same_v<Block, BlockQ4_1> ||
+    std::is_same_v<Block, BlockQ5_0> || std::is_same_v<Block, BlockQ5_1>;
+
+// Q4_0 / Q4_1 / Q5_0 / Q5_1.
+template <typename Block>
+requires kIsLegacyBlock<Block>
+void QuantizeBlocks(const float* x, const float* importance, Block* y, int64_t nb) {
+  if (importance) {
+    QuantizeLegacyWeighted(x, importance, nb * 32, y);
+  } else if constexpr (kLegacyHasMin<Block>) {
+    QuantizeMinMax(x, y, nb);
+  } else {
+    QuantizeSymmetric(x, y, nb);
   }
 }
 
 // ---------------------------------------------------------------------------
 // k-quants.
+
+// llama.cpp's sigma2 for the k-quants' importance weights: 2 * mean(x^2)
+// over the super-block (an f32 sum in order).
+inline float SuperBlockSigma2(const float* x) {
+  float sum_x2 = 0.f;
+  for (int l = 0; l < kQK_K; ++l) sum_x2 += x[l] * x[l];
+  return 2.f * sum_x2 / kQK_K;
+}
+
+// Q2_K / Q4_K / Q5_K without importance: the n_sub sub-block scales and
+// mins (>= 0) as codes ls, lm in [0, levels] of the super-scales
+// *d = max scale / levels and *dmin = max min / levels.
+void CodeScalesMinsByMax(const float* scales, const float* mins, int n_sub, int levels, uint8_t* ls,
+                         uint8_t* lm, float* d, float* dmin) {
+  float max_scale = 0.f, max_min = 0.f;
+  for (int j = 0; j < n_sub; ++j) {
+    max_scale = std::max(max_scale, scales[j]);
+    max_min = std::max(max_min, mins[j]);
+  }
+  const float inv_scale = max_scale > 0.f ? levels / max_scale : 0.f;
+  const float inv_min = max_min > 0.f ? levels / max_min : 0.f;
+  for (int j = 0; j < n_sub; ++j) {
+    ls[j] = static_cast<uint8_t>(std::min(levels, NearestInt(inv_scale * scales[j])));
+    lm[j] = static_cast<uint8_t>(std::min(levels, NearestInt(inv_min * mins[j])));
+  }
+  *d = max_scale / levels;
+  *dmin = max_min / levels;
+}
+
+// Q2_K / Q4_K / Q5_K with importance: each of the n_sub sub-blocks of
+// sub_len values gets its weighted scale-and-min fit (codes L in [0, nmax]),
+// then the scales and the mins are fitted to codes ls, lm in [0, levels],
+// each weighted by its sub-block's total weight.
+void FitScalesMinsWeighted(const float* x, const float* importance, int n_sub, int sub_len,
+                           int nmax, int levels, uint8_t* L, uint8_t* ls, uint8_t* lm, float* d,
+                           float* dmin) {
+  const float sigma2 = SuperBlockSigma2(x);
+  float scales[16], mins[16], sw[16], w[32];
+  for (int j = 0; j < n_sub; ++j) {
+    ImportanceWeights(x + sub_len * j, importance + sub_len * j, sub_len, sigma2, w);
+    sw[j] = 0.f;
+    for (int l = 0; l < sub_len; ++l) sw[j] += w[l];
+    scales[j] = FitScaleMin(sub_len, nmax, x + sub_len * j, w, L + sub_len * j, &mins[j], -0.9f,
+                            0.05f, 36, false);
+  }
+  *d = FitPositive(n_sub, levels, scales, ls, sw);
+  *dmin = FitPositive(n_sub, levels, mins, lm, sw);
+}
+
+// The final codes L in [0, nmax] against the scales as stored: sub-block j
+// decodes as (d * ls[j]) * L - dmin * lm[j]; one whose scale is 0 keeps its
+// codes.
+void CodesAgainstScalesMins(const float* x, int n_sub, int sub_len, int nmax, float d, float dmin,
+                            const uint8_t* ls, const uint8_t* lm, uint8_t* L) {
+  for (int j = 0; j < n_sub; ++j) {
+    const float dl = d * ls[j];
+    if (dl == 0.f) continue;
+    const float dm = dmin * lm[j];
+    for (int l = 0; l < sub_len; ++l)
+      L[sub_len * j + l] =
+          static_cast<uint8_t>(std::clamp(NearestInt((x[sub_len * j + l] + dm) / dl), 0, nmax));
+  }
+}
+
+// Q3_K / Q6_K: each of the 16 sub-blocks of 16 fitted on its own by
+// fit(16, nmax, x, L, w) (FitSymmetric or FitSymmetricRefined), w null
+// without importance (else llama.cpp's weights). Returns the sub-block scale
+// of largest magnitude.
+float FitSymmetricSubBlocks(const float* x, const float* qw,
+                            float (*fit)(int, int, const float*, uint8_t*, const float*), int nmax,
+                            float* scales, uint8_t* L) {
+  const float sigma2 = qw ? SuperBlockSigma2(x) : 0.f;
+  float w[16];
+  float max_scale = 0.f, max_abs_scale = 0.f;
+  for (int j = 0; j < 16; ++j) {
+    if (qw) ImportanceWeights(x + 16 * j, qw + 16 * j, 16, sigma2, w);
+    scales[j] = fit(16, nmax, x + 16 * j, L + 16 * j, qw ? w : nullptr);
+    if (std::fabs(scales[j]) > max_abs_scale) {
+      max_abs_scale = std::fabs(scales[j]);
+      max_scale = scales[j];
+    }
+  }
+  return max_scale;
+}
 
 // Packs 6-bit scales and mins of 8 sub-blocks as UnpackKScaleMin reads them.
 void PackKScalesMins(const uint8_t* ls, const uint8_t* lm, uint8_t* s) {
@@ -429,11 +544,10 @@ void PackKScalesMins(const uint8_t* ls, const uint8_t* lm, uint8_t* s) {
 // as 6-bit multiples of the f16 super-scales d and dmin. Fills codes L (0..nmax).
 void QuantizeScaleMinSuperBlock(const float* x, const float* importance, int nmax, uint8_t* L,
                                 uint16_t* d_out, uint16_t* dmin_out, uint8_t* packed_scales) {
-  float scales[8], mins[8], sw[8], w[32];
+  float scales[8], mins[8], w[32];
   uint8_t ls[8], lm[8];
   float d, dmin;
   if (importance == nullptr) {
-    float max_scale = 0.f, max_min = 0.f;
     for (int j = 0; j < 8; ++j) {
       const float* xs = x + 32 * j;
       float sum_x2 = 0.f;
@@ -443,47 +557,19 @@ void QuantizeScaleMinSuperBlock(const float* x, const float* importance, int nma
       scales[j] = nmax == 15
                       ? FitScaleMin(32, 15, xs, w, L + 32 * j, &mins[j], -1.f, 0.1f, 20, false)
                       : FitScaleMin(32, 31, xs, w, L + 32 * j, &mins[j], -0.5f, 0.1f, 15, false);
-      max_scale = std::max(max_scale, scales[j]);
-      max_min = std::max(max_min, mins[j]);
     }
-    const float inv_scale = max_scale > 0.f ? 63.f / max_scale : 0.f;
-    const float inv_min = max_min > 0.f ? 63.f / max_min : 0.f;
-    for (int j = 0; j < 8; ++j) {
-      ls[j] = static_cast<uint8_t>(std::min(63, NearestInt(inv_scale * scales[j])));
-      lm[j] = static_cast<uint8_t>(std::min(63, NearestInt(inv_min * mins[j])));
-    }
-    d = max_scale / 63.f;
-    dmin = max_min / 63.f;
+    CodeScalesMinsByMax(scales, mins, 8, 63, ls, lm, &d, &dmin);
   } else {
-    float sum_x2 = 0.f;
-    for (int l = 0; l < kQK_K; ++l) sum_x2 += x[l] * x[l];
-    const float sigma2 = 2.f * sum_x2 / kQK_K;
-    for (int j = 0; j < 8; ++j) {
-      ImportanceWeights(x + 32 * j, importance + 32 * j, 32, sigma2, w);
-      sw[j] = 0.f;
-      for (int l = 0; l < 32; ++l) sw[j] += w[l];
-      scales[j] =
-          FitScaleMin(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], -0.9f, 0.05f, 36, false);
-    }
-    d = FitPositive(8, 63, scales, ls, sw);
-    dmin = FitPositive(8, 63, mins, lm, sw);
+    FitScalesMinsWeighted(x, importance, 8, 32, nmax, 63, L, ls, lm, &d, &dmin);
   }
   PackKScalesMins(ls, lm, packed_scales);
   *d_out = F32ToF16(d);
   *dmin_out = F32ToF16(dmin);
   // Final codes against the scales as stored (f16 super-scale times 6 bits).
-  const float df = F16ToF32(*d_out), dminf = F16ToF32(*dmin_out);
-  for (int j = 0; j < 8; ++j) {
-    const float dl = df * ls[j];
-    if (dl == 0.f) continue;
-    const float dm = dminf * lm[j];
-    for (int l = 0; l < 32; ++l)
-      L[32 * j + l] =
-          static_cast<uint8_t>(std::clamp(NearestInt((x[32 * j + l] + dm) / dl), 0, nmax));
-  }
+  CodesAgainstScalesMins(x, 8, 32, nmax, F16ToF32(*d_out), F16ToF32(*dmin_out), ls, lm, L);
 }
 
-void QuantizeQ4_K(const float* x, const float* importance, BlockQ4_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float* importance, BlockQ4_K* y, int64_t nb) {
   uint8_t L[kQK_K];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
     QuantizeScaleMinSuperBlock(x, importance ? importance + i * kQK_K : nullptr, 15, L, &y[i].d,
@@ -495,7 +581,7 @@ void QuantizeQ4_K(const float* x, const float* importance, BlockQ4_K* y, int64_t
   }
 }
 
-void QuantizeQ5_K(const float* x, const float* importance, BlockQ5_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float* importance, BlockQ5_K* y, int64_t nb) {
   uint8_t L[kQK_K];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
     QuantizeScaleMinSuperBlock(x, importance ? importance + i * kQK_K : nullptr, 31, L, &y[i].d,
@@ -511,26 +597,13 @@ void QuantizeQ5_K(const float* x, const float* importance, BlockQ5_K* y, int64_t
   }
 }
 
-void QuantizeQ6_K(const float* x, const float* importance, BlockQ6_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float* importance, BlockQ6_K* y, int64_t nb) {
   uint8_t L[kQK_K];
-  float scales[16], w[16];
+  float scales[16];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
     const float* qw = importance ? importance + i * kQK_K : nullptr;
-    float sigma2 = 0.f;
-    if (qw) {
-      for (int l = 0; l < kQK_K; ++l) sigma2 += x[l] * x[l];
-      sigma2 = 2.f * sigma2 / kQK_K;
-    }
-    float max_scale = 0.f, max_abs_scale = 0.f;
-    for (int j = 0; j < 16; ++j) {
-      if (qw) ImportanceWeights(x + 16 * j, qw + 16 * j, 16, sigma2, w);
-      scales[j] = FitSymmetric(16, 32, x + 16 * j, L + 16 * j, qw ? w : nullptr);
-      if (std::fabs(scales[j]) > max_abs_scale) {
-        max_abs_scale = std::fabs(scales[j]);
-        max_scale = scales[j];
-      }
-    }
-    if (max_abs_scale < kGroupMaxEps) {
+    const float max_scale = FitSymmetricSubBlocks(x, qw, FitSymmetric, 32, scales, L);
+    if (std::fabs(max_scale) < kGroupMaxEps) {
       std::memset(&y[i], 0, sizeof(BlockQ6_K));
       continue;
     }
@@ -571,78 +644,36 @@ void Pack2Bit(const uint8_t* L, uint8_t* qs) {
     }
 }
 
-void QuantizeQ2_K(const float* x, const float* importance, BlockQ2_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float* importance, BlockQ2_K* y, int64_t nb) {
   uint8_t L[kQK_K], ls[16], lm[16];
-  float scales[16], mins[16], sw[16], w[16];
+  float scales[16], mins[16], w[16];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
     const float* qw = importance ? importance + i * kQK_K : nullptr;
     float d, dmin;
     if (qw == nullptr) {
-      float max_scale = 0.f, max_min = 0.f;
       for (int j = 0; j < 16; ++j) {
         for (int l = 0; l < 16; ++l) w[l] = std::fabs(x[16 * j + l]);
         scales[j] = FitScaleMin(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, true);
-        max_scale = std::max(max_scale, scales[j]);
-        max_min = std::max(max_min, mins[j]);
       }
-      const float inv_scale = max_scale > 0.f ? 15.f / max_scale : 0.f;
-      const float inv_min = max_min > 0.f ? 15.f / max_min : 0.f;
-      for (int j = 0; j < 16; ++j) {
-        ls[j] = static_cast<uint8_t>(std::min(15, NearestInt(inv_scale * scales[j])));
-        lm[j] = static_cast<uint8_t>(std::min(15, NearestInt(inv_min * mins[j])));
-      }
-      d = max_scale / 15.f;
-      dmin = max_min / 15.f;
+      CodeScalesMinsByMax(scales, mins, 16, 15, ls, lm, &d, &dmin);
     } else {
-      float sigma2 = 0.f;
-      for (int l = 0; l < kQK_K; ++l) sigma2 += x[l] * x[l];
-      sigma2 = 2.f * sigma2 / kQK_K;
-      for (int j = 0; j < 16; ++j) {
-        ImportanceWeights(x + 16 * j, qw + 16 * j, 16, sigma2, w);
-        sw[j] = 0.f;
-        for (int l = 0; l < 16; ++l) sw[j] += w[l];
-        scales[j] =
-            FitScaleMin(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, false);
-      }
-      d = FitPositive(16, 15, scales, ls, sw);
-      dmin = FitPositive(16, 15, mins, lm, sw);
+      FitScalesMinsWeighted(x, qw, 16, 16, 3, 15, L, ls, lm, &d, &dmin);
     }
     for (int j = 0; j < 16; ++j) y[i].scales[j] = static_cast<uint8_t>(ls[j] | (lm[j] << 4));
     y[i].d = F32ToF16(d);
     y[i].dmin = F32ToF16(dmin);
-    const float df = F16ToF32(y[i].d), dminf = F16ToF32(y[i].dmin);
-    for (int j = 0; j < 16; ++j) {
-      const float dl = df * ls[j];
-      if (dl == 0.f) continue;
-      const float dm = dminf * lm[j];
-      for (int l = 0; l < 16; ++l)
-        L[16 * j + l] =
-            static_cast<uint8_t>(std::clamp(NearestInt((x[16 * j + l] + dm) / dl), 0, 3));
-    }
+    CodesAgainstScalesMins(x, 16, 16, 3, F16ToF32(y[i].d), F16ToF32(y[i].dmin), ls, lm, L);
     Pack2Bit(L, y[i].qs);
   }
 }
 
-void QuantizeQ3_K(const float* x, const float* importance, BlockQ3_K* y, int64_t nb) {
+void QuantizeBlocks(const float* x, const float* importance, BlockQ3_K* y, int64_t nb) {
   uint8_t L[kQK_K];
   int ls[16];
-  float scales[16], w[16];
+  float scales[16];
   for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
     const float* qw = importance ? importance + i * kQK_K : nullptr;
-    float sigma2 = 0.f;
-    if (qw) {
-      for (int l = 0; l < kQK_K; ++l) sigma2 += x[l] * x[l];
-      sigma2 = 2.f * sigma2 / kQK_K;
-    }
-    float max_scale = 0.f, amax = 0.f;
-    for (int j = 0; j < 16; ++j) {
-      if (qw) ImportanceWeights(x + 16 * j, qw + 16 * j, 16, sigma2, w);
-      scales[j] = FitSymmetricRefined(16, 4, x + 16 * j, L + 16 * j, qw ? w : nullptr);
-      if (std::fabs(scales[j]) > amax) {
-        amax = std::fabs(scales[j]);
-        max_scale = scales[j];
-      }
-    }
+    const float max_scale = FitSymmetricSubBlocks(x, qw, FitSymmetricRefined, 4, scales, L);
     std::memset(y[i].scales, 0, sizeof(y[i].scales));
     float df = 0.f;
     if (max_scale != 0.f) {
@@ -700,25 +731,8 @@ absl::Status CheckInput(DType type, const float* x, int64_t n, const float* impo
 
 }  // namespace
 
-bool CanQuantize(DType type) {
-  switch (type) {
-    case DType::kQ4_0:
-    case DType::kQ4_1:
-    case DType::kQ5_0:
-    case DType::kQ5_1:
-    case DType::kQ8_0:
-    case DType::kQ8_1:
-    case DType::kQ2_K:
-    case DType::kQ3_K:
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-    case DType::kQ6_K:
-    case DType::kQ8_K:
-      return true;
-    default:
-      return false;
-  }
-}
+// Every ggml block type has an encoder below.
+bool CanQuantize(DType type) { return IsBlockQuantized(type); }
 
 absl::Status QuantizeRow(DType type, const float* x, int64_t n, void* out,
                          const float* importance) {
@@ -731,63 +745,9 @@ absl::Status QuantizeRow(DType type, const float* x, int64_t n, void* out,
         absl::StrCat("quantizing to ", std::string(DTypeName(type)), ": row of ", n,
                      " elements is not a positive multiple of the block size ", block));
   if (absl::Status s = CheckInput(type, x, n, importance); !s.ok()) return s;
-  const int64_t nb = n / block;
-  switch (type) {
-    case DType::kQ4_0:
-      if (importance) {
-        QuantizeSymmetricWeighted(x, importance, n, static_cast<BlockQ4_0*>(out), 8);
-      } else {
-        QuantizeQ4_0(x, static_cast<BlockQ4_0*>(out), nb);
-      }
-      break;
-    case DType::kQ4_1:
-      if (importance) {
-        QuantizeAffineWeighted(x, importance, n, static_cast<BlockQ4_1*>(out), 15);
-      } else {
-        QuantizeQ4_1(x, static_cast<BlockQ4_1*>(out), nb);
-      }
-      break;
-    case DType::kQ5_0:
-      if (importance) {
-        QuantizeSymmetricWeighted(x, importance, n, static_cast<BlockQ5_0*>(out), 16);
-      } else {
-        QuantizeQ5_0(x, static_cast<BlockQ5_0*>(out), nb);
-      }
-      break;
-    case DType::kQ5_1:
-      if (importance) {
-        QuantizeAffineWeighted(x, importance, n, static_cast<BlockQ5_1*>(out), 31);
-      } else {
-        QuantizeQ5_1(x, static_cast<BlockQ5_1*>(out), nb);
-      }
-      break;
-    case DType::kQ8_0:
-      QuantizeQ8_0(x, static_cast<BlockQ8_0*>(out), nb);
-      break;
-    case DType::kQ8_1:
-      QuantizeQ8_1(x, static_cast<BlockQ8_1*>(out), nb);
-      break;
-    case DType::kQ8_K:
-      QuantizeQ8_K(x, static_cast<BlockQ8_K*>(out), nb);
-      break;
-    case DType::kQ2_K:
-      QuantizeQ2_K(x, importance, static_cast<BlockQ2_K*>(out), nb);
-      break;
-    case DType::kQ3_K:
-      QuantizeQ3_K(x, importance, static_cast<BlockQ3_K*>(out), nb);
-      break;
-    case DType::kQ4_K:
-      QuantizeQ4_K(x, importance, static_cast<BlockQ4_K*>(out), nb);
-      break;
-    case DType::kQ5_K:
-      QuantizeQ5_K(x, importance, static_cast<BlockQ5_K*>(out), nb);
-      break;
-    case DType::kQ6_K:
-      QuantizeQ6_K(x, importance, static_cast<BlockQ6_K*>(out), nb);
-      break;
-    default:
-      break;
-  }
+  VisitBlockType(type, [&]<typename Block>(Block*) {
+    QuantizeBlocks(x, importance, static_cast<Block*>(out), n / block);
+  });
   return absl::OkStatus();
 }
 

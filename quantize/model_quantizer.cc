@@ -7,7 +7,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "core/enum_names.h"
+#include "core/named_values.h"
 #include "core/process.h"
 #include "core/status.h"
 #include "model/calibration.h"
@@ -93,25 +93,16 @@ struct AwqMapping {
 
 }  // namespace
 
+constexpr NamedValue<QuantMethod> kQuantMethods[] = {
+    {QuantMethod::kRtn, "rtn"}, {QuantMethod::kGptq, "gptq"}, {QuantMethod::kAwq, "awq"}};
+
 absl::StatusOr<QuantMethod> ParseQuantMethod(const std::string& name) {
-  static constexpr EnumName<QuantMethod> kQuantMethods[] = {
-      {"rtn", QuantMethod::kRtn}, {"gptq", QuantMethod::kGptq}, {"awq", QuantMethod::kAwq}};
-  if (std::optional<QuantMethod> m = FindEnumByName(kQuantMethods, name)) return *m;
+  if (std::optional<QuantMethod> m = FindNamedValue(kQuantMethods, name)) return *m;
   return absl::InvalidArgumentError(
-      absl::StrCat("quantization method '", name, "': expected ", EnumNameChoices(kQuantMethods)));
+      absl::StrCat("quantization method '", name, "': expected ", NamesOf(kQuantMethods)));
 }
 
-const char* QuantMethodName(QuantMethod m) {
-  switch (m) {
-    case QuantMethod::kRtn:
-      return "rtn";
-    case QuantMethod::kGptq:
-      return "gptq";
-    case QuantMethod::kAwq:
-      return "awq";
-  }
-  return "?";
-}
+const char* QuantMethodName(QuantMethod m) { return NameOfValue(kQuantMethods, m); }
 
 bool NeedsCalibration(const ModelQuantOptions& options) {
   return options.method != QuantMethod::kRtn || options.activations == ActivationScales::kStatic;

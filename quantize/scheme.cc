@@ -45,20 +45,7 @@ std::string QuantScheme::Name() const {
                   : value_type == DType::kI8     ? "int8"
                   : value_type == DType::kF8E4M3 ? "fp8"
                                                  : "fp8-e5m2";
-  switch (granularity) {
-    case QuantGranularity::kTensor:
-      absl::StrAppend(&s, "-tensor");
-      break;
-    case QuantGranularity::kChannel:
-      absl::StrAppend(&s, "-channel");
-      break;
-    case QuantGranularity::kGroup:
-      absl::StrAppend(&s, "-g", group_size);
-      break;
-    case QuantGranularity::kBlock:
-      absl::StrAppend(&s, "-block", group_size);
-      break;
-  }
+  absl::StrAppend(&s, "-", QuantLayoutName(granularity, group_size));
   if (!is_fp8() && !symmetric) absl::StrAppend(&s, "-asym");
   return s;
 }
@@ -210,23 +197,10 @@ QuantizedMatrix AllocateQuantized(const QuantScheme& scheme, int64_t rows, int64
   m.cols = cols;
   m.value_type = scheme.value_type;
   m.granularity = scheme.granularity;
-  Shape scale_shape;
-  switch (scheme.granularity) {
-    case QuantGranularity::kTensor:
-      scale_shape = {1, 1};
-      break;
-    case QuantGranularity::kChannel:
-      scale_shape = {rows, 1};
-      break;
-    case QuantGranularity::kGroup:
-      m.group_size = scheme.group_size;
-      scale_shape = {rows, CeilDiv(cols, scheme.group_size)};
-      break;
-    case QuantGranularity::kBlock:
-      m.group_size = scheme.group_size;
-      scale_shape = {CeilDiv(rows, scheme.group_size), CeilDiv(cols, scheme.group_size)};
-      break;
-  }
+  const bool grouped = scheme.granularity == QuantGranularity::kGroup ||
+                       scheme.granularity == QuantGranularity::kBlock;
+  if (grouped) m.group_size = scheme.group_size;
+  const Shape scale_shape = QuantScaleShape(scheme.granularity, rows, cols, scheme.group_size);
   m.values = Tensor::Zeros(scheme.value_type, {rows, cols});
   m.scales = Tensor::Zeros(DType::kF32, scale_shape);
   std::fill_n(m.scales.mutable_data<float>(), m.scales.numel(), 1.0f);

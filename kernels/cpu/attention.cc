@@ -10,6 +10,7 @@
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/row_ops.h"
 #include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/simd.h"
 
@@ -19,10 +20,6 @@ namespace {
 constexpr int64_t kQueryBlock = 64;
 constexpr int64_t kKeyBlock = 256;
 constexpr int64_t kSgemmMinRows = 8;
-
-struct Scratch {
-  std::vector<float> s, o, m, l;
-};
 
 // S[rows, kn] = scale * Q[rows, d] · K[kn, d]^T.
 void Scores(const float* q, int64_t ldq, int64_t rows, const float* k, int64_t kn, int64_t d,
@@ -54,46 +51,24 @@ void AccumulatePV(const float* p, int64_t rows, int64_t kn, const float* v, int6
 
 void AttendBlock(const float* q, int64_t ldq, int64_t rows, int64_t first_pos, const float* k,
                  const float* v, int64_t d, float scale, int64_t window, float* out, int64_t ldo,
-                 Scratch& sc) {
+                 OnlineSoftmax& sc) {
   const int64_t last_pos = first_pos + rows - 1;  // last query's position
   const int64_t key_begin = window > 0 ? std::max<int64_t>(0, first_pos - window + 1) : 0;
   const int64_t key_end = last_pos + 1;
-  sc.s.resize(rows * kKeyBlock);
-  sc.o.assign(rows * d, 0.f);
-  sc.m.assign(rows, -INFINITY);
-  sc.l.assign(rows, 0.f);
-  float* s = sc.s.data();
-  float* o = sc.o.data();
+  sc.Begin(rows, kKeyBlock, d);
   for (int64_t kb = key_begin; kb < key_end; kb += kKeyBlock) {
     const int64_t kn = std::min(kKeyBlock, key_end - kb);
-    Scores(q, ldq, rows, k + kb * d, kn, d, scale, s);
+    Scores(q, ldq, rows, k + kb * d, kn, d, scale, sc.scores());
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t pos = first_pos + i;
-      float* si = s + i * kn;
       // Visible keys of this row within the block: [lo, hi).
       const int64_t lo = window > 0 ? std::clamp<int64_t>(pos - window + 1 - kb, 0, kn) : 0;
       const int64_t hi = std::clamp<int64_t>(pos + 1 - kb, 0, kn);
-      if (hi <= lo) {
-        std::fill(si, si + kn, 0.f);
-        continue;
-      }
-      const float m_new = std::max(sc.m[i], simd::RowMax(si + lo, hi - lo));
-      const float corr = std::exp(sc.m[i] - m_new);  // exp(-inf) = 0 on the first block
-      std::fill(si, si + lo, 0.f);
-      std::fill(si + hi, si + kn, 0.f);
-      const float sum = simd::ExpShiftedInPlace(si + lo, hi - lo, m_new);
-      if (corr != 1.f) {
-        for (int64_t c = 0; c < d; ++c) o[i * d + c] *= corr;
-      }
-      sc.l[i] = sc.l[i] * corr + sum;
-      sc.m[i] = m_new;
+      sc.FoldRow(i, kn, lo, hi);
     }
-    AccumulatePV(s, rows, kn, v + kb * d, d, o);
+    AccumulatePV(sc.scores(), rows, kn, v + kb * d, d, sc.output());
   }
-  for (int64_t i = 0; i < rows; ++i) {
-    const float inv = sc.l[i] > 0.f ? 1.f / sc.l[i] : 0.f;
-    for (int64_t c = 0; c < d; ++c) out[i * ldo + c] = o[i * d + c] * inv;
-  }
+  for (int64_t i = 0; i < rows; ++i) sc.WriteRow(i, out + i * ldo);
 }
 
 }  // namespace
@@ -107,7 +82,7 @@ void Attention(const float* q, int64_t n, int64_t start_pos, const float* k, con
   const int64_t q_blocks = (n + kQueryBlock - 1) / kQueryBlock;
   const int64_t tasks = shape.n_heads * q_blocks;
   ParallelFor(tasks, 1, [&](int64_t b, int64_t e) {
-    thread_local Scratch sc;
+    thread_local OnlineSoftmax sc;
     for (int64_t t = b; t < e; ++t) {
       // Later query blocks see more keys; interleave so chunks balance.
       const int64_t qb = t / shape.n_heads, h = t % shape.n_heads;

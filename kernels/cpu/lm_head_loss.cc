@@ -32,6 +32,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/named_values.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/sgemm.h"
@@ -50,18 +51,6 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 // exp of one float through the same polynomial as simd::Exp8, so a value
 // recomputed for one element equals the one summed by the vector loops.
 inline float Exp1(float x) { return _mm256_cvtss_f32(cpu::simd::Exp8(_mm256_set1_ps(x))); }
-
-float MaxOf(const float* x, int64_t n) {
-  int64_t i = 0;
-  __m256 mv = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, mv);
-  float m = lanes[0];
-  for (int l = 1; l < 8; ++l) m = std::max(m, lanes[l]);
-  for (; i < n; ++i) m = std::max(m, x[i]);
-  return m;
-}
 
 // out[i] = exp(x[i] * scale - shift) (x may equal out).
 void ShiftedExp(const float* x, int64_t n, float scale, float shift, float* out) {
@@ -192,7 +181,7 @@ struct StudentStats {
 
 StudentStats ComputeStudentStats(const float* z, const RowContext& ctx, bool need_t) {
   StudentStats s;
-  s.zmax = MaxOf(z, ctx.vocab);
+  s.zmax = cpu::simd::RowMax(z, ctx.vocab);
   const double s1 = SumShiftedExp(z, ctx.vocab, 1.f, s.zmax);
   s.log_s1 = std::log(s1);
   s.shift_t = s.zmax * ctx.inv_t;
@@ -232,7 +221,7 @@ void SoftmaxGradPass(float* z, const RowContext& ctx, const StudentStats& st, fl
 RowLoss CeRow(float* z, int32_t y, const RowContext& ctx) {
   RowLoss r;
   const float zy = z[y];
-  const float zmax = MaxOf(z, ctx.vocab);
+  const float zmax = cpu::simd::RowMax(z, ctx.vocab);
   ShiftedExp(z, ctx.vocab, 1.f, zmax, z);
   const double s = SumF64(z, ctx.vocab);
   r.ce = static_cast<double>(zmax) + std::log(s) - zy;
@@ -250,7 +239,7 @@ RowLoss DenseRow(float* z, float* t, int32_t y, const RowContext& ctx) {
   const float zy = z[y];
   const StudentStats st = ComputeStudentStats(z, ctx, true);
   r.ce = static_cast<double>(st.zmax) + st.log_s1 - zy;
-  const float tmax = MaxOf(t, V);
+  const float tmax = cpu::simd::RowMax(t, V);
   const float tshift = tmax * ctx.inv_t;
   const double log_tt = std::log(SumShiftedExp(t, V, ctx.inv_t, tshift));
   // Teacher log-probabilities at T, kept in t.
@@ -614,25 +603,15 @@ void LogitsGemm(const float* a, int64_t r, int64_t k, const float* b, int64_t vo
 
 }  // namespace
 
+constexpr NamedValue<KdDivergence> kKdDivergences[] = {{KdDivergence::kForwardKl, "forward_kl"},
+                                                       {KdDivergence::kReverseKl, "reverse_kl"},
+                                                       {KdDivergence::kJsd, "jsd"}};
+
 absl::StatusOr<KdDivergence> ParseKdDivergence(const std::string& name) {
-  if (name == "forward_kl") return KdDivergence::kForwardKl;
-  if (name == "reverse_kl") return KdDivergence::kReverseKl;
-  if (name == "jsd") return KdDivergence::kJsd;
-  return absl::InvalidArgumentError(absl::StrCat("unknown KD divergence \"", name,
-                                                 "\" (expected forward_kl, reverse_kl or jsd)"));
+  return ParseNamedValue(kKdDivergences, name, "KD divergence");
 }
 
-const char* KdDivergenceName(KdDivergence d) {
-  switch (d) {
-    case KdDivergence::kForwardKl:
-      return "forward_kl";
-    case KdDivergence::kReverseKl:
-      return "reverse_kl";
-    case KdDivergence::kJsd:
-      return "jsd";
-  }
-  return "?";
-}
+const char* KdDivergenceName(KdDivergence d) { return NameOfValue(kKdDivergences, d); }
 
 int64_t LossScratchBytes(int64_t n, int64_t d, int64_t vocab, const int32_t* targets,
                          const TeacherSignal& teacher, const LossOptions& options) {

@@ -105,21 +105,30 @@ inline __m256i LaneSums(__m256i a) {
 
 // The weight kinds: block layout, activation type, offset, and the 32
 // weights as unsigned bytes u = w + kOffset.
-struct KindQ4_0 {
-  using Block = ggml::BlockQ4_0;
-  using ABlock = ggml::BlockQ8_0;
-  static constexpr int kOffset = 8;
-  static __m256i Unsigned(const Block& b) { return UnpackNibbles16(b.qs); }
-};
-struct KindQ5_0 {
-  using Block = ggml::BlockQ5_0;
-  using ABlock = ggml::BlockQ8_0;
-  static constexpr int kOffset = 16;
+//
+// Q4_0 / Q4_1 / Q5_0 / Q5_1: nibbles in qs, and for the 5-bit types (the
+// blocks with a qh) the fifth bit of each weight in qh. The _0 types are
+// symmetric (offset 2^(bits-1), dotted with Q8_0), the _1 types carry a min
+// (offset 0, dotted with Q8_1 for its sum term).
+template <typename B, typename A, int kOff>
+struct NibbleKind {
+  using Block = B;
+  using ABlock = A;
+  static constexpr int kOffset = kOff;
   static __m256i Unsigned(const Block& b) {
-    return _mm256_or_si256(UnpackNibbles16(b.qs),
-                           _mm256_and_si256(BitsToBytes(Load32(b.qh)), _mm256_set1_epi8(0x10)));
+    if constexpr (requires { b.qh; }) {
+      return _mm256_or_si256(UnpackNibbles16(b.qs),
+                             _mm256_and_si256(BitsToBytes(Load32(b.qh)), _mm256_set1_epi8(0x10)));
+    } else {
+      return UnpackNibbles16(b.qs);
+    }
   }
 };
+using KindQ4_0 = NibbleKind<ggml::BlockQ4_0, ggml::BlockQ8_0, 8>;
+using KindQ5_0 = NibbleKind<ggml::BlockQ5_0, ggml::BlockQ8_0, 16>;
+using KindQ4_1 = NibbleKind<ggml::BlockQ4_1, ggml::BlockQ8_1, 0>;
+using KindQ5_1 = NibbleKind<ggml::BlockQ5_1, ggml::BlockQ8_1, 0>;
+
 struct KindQ8_0 {
   using Block = ggml::BlockQ8_0;
   using ABlock = ggml::BlockQ8_0;
@@ -127,21 +136,6 @@ struct KindQ8_0 {
   static __m256i Signed(const Block& b) { return Load256(b.qs); }
   static __m256i Unsigned(const Block& b) {
     return _mm256_xor_si256(Load256(b.qs), _mm256_set1_epi8(static_cast<char>(0x80)));
-  }
-};
-struct KindQ4_1 {
-  using Block = ggml::BlockQ4_1;
-  using ABlock = ggml::BlockQ8_1;
-  static constexpr int kOffset = 0;
-  static __m256i Unsigned(const Block& b) { return UnpackNibbles16(b.qs); }
-};
-struct KindQ5_1 {
-  using Block = ggml::BlockQ5_1;
-  using ABlock = ggml::BlockQ8_1;
-  static constexpr int kOffset = 0;
-  static __m256i Unsigned(const Block& b) {
-    return _mm256_or_si256(UnpackNibbles16(b.qs),
-                           _mm256_and_si256(BitsToBytes(Load32(b.qh)), _mm256_set1_epi8(0x10)));
   }
 };
 

@@ -25,6 +25,7 @@
 
 #include "core/convert.h"
 #include "core/ggml_blocks.h"
+#include "kernels/cpu/kernel_path.h"
 #include "kernels/cpu/quant_dot_kernels.h"
 #include "kernels/cpu/quant_repack.h"
 #include "kernels/cpu/simd.h"
@@ -213,73 +214,61 @@ inline void UnpackScalesMinsK4(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
   }
 }
 
+// The 32 weights of a legacy block as the integers its dot multiplies:
+// Q8_0's bytes; the nibbles (plus the fifth bit from qh for Q5_*), less 8 or
+// 16 for the symmetric Q4_0 / Q5_0.
+template <typename Block>
+void LegacyWeights(const Block& b, int* q) {
+  if constexpr (std::is_same_v<Block, BlockQ8_0>) {
+    for (int j = 0; j < 32; ++j) q[j] = b.qs[j];
+  } else {
+    constexpr bool kFiveBits = requires { b.qh; };
+    for (int j = 0; j < 16; ++j) {
+      q[j] = b.qs[j] & 0x0f;
+      q[j + 16] = b.qs[j] >> 4;
+    }
+    if constexpr (kFiveBits) {
+      const uint32_t qh = Load32(b.qh);
+      for (int j = 0; j < 32; ++j) q[j] |= ((qh >> j) & 1) << 4;
+    }
+    if constexpr (!requires { b.m; }) {
+      for (int j = 0; j < 32; ++j) q[j] -= kFiveBits ? 16 : 8;
+    }
+  }
+}
+
+// Q8_0 / Q4_0 / Q5_0 against Q8_0 activations, Q4_1 / Q5_1 (plus their min
+// times the activations' sum) against Q8_1.
+template <typename WBlock, typename ABlock>
+float DotLegacyReference(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const WBlock*>(wv);
+  const auto* a = static_cast<const ABlock*>(av);
+  float acc = 0.f;
+  int q[32];
+  for (int64_t b = 0; b < n / 32; ++b) {
+    LegacyWeights(w[b], q);
+    int s = 0;
+    for (int j = 0; j < 32; ++j) s += q[j] * a[b].qs[j];
+    float block = H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s);
+    if constexpr (requires { w[b].m; }) block += H2F(w[b].m) * H2F(a[b].s);
+    acc += block;
+  }
+  return acc;
+}
+
 float DotReference(DType wt, const void* wv, const void* av, int64_t n) {
   float acc = 0.f;
   switch (wt) {
-    case DType::kQ8_0: {
-      auto* w = static_cast<const BlockQ8_0*>(wv);
-      auto* a = static_cast<const BlockQ8_0*>(av);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        int s = 0;
-        for (int j = 0; j < 32; ++j) s += w[b].qs[j] * a[b].qs[j];
-        acc += H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s);
-      }
-      return acc;
-    }
-    case DType::kQ4_0: {
-      auto* w = static_cast<const BlockQ4_0*>(wv);
-      auto* a = static_cast<const BlockQ8_0*>(av);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        int s = 0;
-        for (int j = 0; j < 16; ++j) {
-          s += ((w[b].qs[j] & 0x0f) - 8) * a[b].qs[j];
-          s += ((w[b].qs[j] >> 4) - 8) * a[b].qs[j + 16];
-        }
-        acc += H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s);
-      }
-      return acc;
-    }
-    case DType::kQ4_1: {
-      auto* w = static_cast<const BlockQ4_1*>(wv);
-      auto* a = static_cast<const BlockQ8_1*>(av);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        int s = 0;
-        for (int j = 0; j < 16; ++j) {
-          s += (w[b].qs[j] & 0x0f) * a[b].qs[j];
-          s += (w[b].qs[j] >> 4) * a[b].qs[j + 16];
-        }
-        acc += H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s) + H2F(w[b].m) * H2F(a[b].s);
-      }
-      return acc;
-    }
-    case DType::kQ5_0: {
-      auto* w = static_cast<const BlockQ5_0*>(wv);
-      auto* a = static_cast<const BlockQ8_0*>(av);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        const uint32_t qh = Load32(w[b].qh);
-        int s = 0;
-        for (int j = 0; j < 16; ++j) {
-          s += (((w[b].qs[j] & 0x0f) | (((qh >> j) & 1) << 4)) - 16) * a[b].qs[j];
-          s += (((w[b].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16) * a[b].qs[j + 16];
-        }
-        acc += H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s);
-      }
-      return acc;
-    }
-    case DType::kQ5_1: {
-      auto* w = static_cast<const BlockQ5_1*>(wv);
-      auto* a = static_cast<const BlockQ8_1*>(av);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        const uint32_t qh = Load32(w[b].qh);
-        int s = 0;
-        for (int j = 0; j < 16; ++j) {
-          s += ((w[b].qs[j] & 0x0f) | (((qh >> j) & 1) << 4)) * a[b].qs[j];
-          s += ((w[b].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) * a[b].qs[j + 16];
-        }
-        acc += H2F(w[b].d) * H2F(a[b].d) * static_cast<float>(s) + H2F(w[b].m) * H2F(a[b].s);
-      }
-      return acc;
-    }
+    case DType::kQ8_0:
+      return DotLegacyReference<BlockQ8_0, BlockQ8_0>(wv, av, n);
+    case DType::kQ4_0:
+      return DotLegacyReference<BlockQ4_0, BlockQ8_0>(wv, av, n);
+    case DType::kQ4_1:
+      return DotLegacyReference<BlockQ4_1, BlockQ8_1>(wv, av, n);
+    case DType::kQ5_0:
+      return DotLegacyReference<BlockQ5_0, BlockQ8_0>(wv, av, n);
+    case DType::kQ5_1:
+      return DotLegacyReference<BlockQ5_1, BlockQ8_1>(wv, av, n);
     case DType::kQ4_K:
     case DType::kQ5_K: {
       const bool five = wt == DType::kQ5_K;
@@ -500,10 +489,8 @@ bool CpuHasVnni() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 }
 
-std::atomic<QuantDotPath>& ActivePath() {
-  static std::atomic<QuantDotPath> path{DefaultQuantDotPath()};
-  return path;
-}
+using Paths =
+    KernelPathChoice<QuantDotPath, QuantDotPath::kAvx2, QuantDotPath::kAvx512Vnni, CpuHasVnni>;
 
 // Per-thread scratch for the Act32 tables of up to m input rows.
 struct Act32Scratch {
@@ -553,7 +540,7 @@ const Act32* PrepareAct32(DType wt, const char* act, size_t act_row_bytes, int64
 
 void GemvRows32(DType wt, const char* w, size_t row_bytes, int64_t nb, const Act32* acts, int64_t m,
                 const float* bias, float* y, int64_t ldy, int64_t r0, int64_t r1) {
-  if (ActivePath().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni) {
+  if (Paths::Active().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni) {
     quant_internal::GemvRows32Vnni(wt, w, row_bytes, nb, acts, m, bias, y, ldy, r0, r1);
   } else {
     quant_internal::GemvRows32ByType<quant_internal::Avx2Dots>(wt, w, row_bytes, nb, acts, m, bias,
@@ -594,7 +581,7 @@ void GemvR8(bool q8, const char* w, int64_t k, const char* act, size_t act_row_b
     }
     sc.acts[i] = quant_internal::ActR8{a, d, off};
   }
-  const bool vnni = ActivePath().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni;
+  const bool vnni = Paths::Active().load(std::memory_order_relaxed) == QuantDotPath::kAvx512Vnni;
   const quant_internal::ActR8* acts = sc.acts.data();
   if (q8 && vnni) {
     quant_internal::GemvRowsQ8_0R8Vnni(w, nb, acts, m, bias, y, ldy, r0, r1);
@@ -626,22 +613,9 @@ bool IsValidWeightLayout(DType wt, WeightLayout layout, int64_t rows, int64_t k)
          k % 32 == 0;
 }
 
+// Q8_1 and Q8_K only ever hold activations (the right-hand side of the dots).
 bool IsQuantizedWeightDType(DType w) {
-  switch (w) {
-    case DType::kQ4_0:
-    case DType::kQ4_1:
-    case DType::kQ5_0:
-    case DType::kQ5_1:
-    case DType::kQ8_0:
-    case DType::kQ2_K:
-    case DType::kQ3_K:
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-    case DType::kQ6_K:
-      return true;
-    default:
-      return false;
-  }
+  return IsBlockQuantized(w) && w != DType::kQ8_1 && w != DType::kQ8_K;
 }
 
 DType QuantDotActivationType(DType w) {
@@ -677,23 +651,13 @@ void QuantizeActivationRow(DType act, const float* x, void* dst, int64_t n) {
   }
 }
 
-QuantDotPath DefaultQuantDotPath() {
-  const char* no = std::getenv("RETORT_NO_AVX512");
-  const bool forbidden = no != nullptr && no[0] != '\0' && std::strcmp(no, "0") != 0;
-  return !forbidden && CpuHasVnni() ? QuantDotPath::kAvx512Vnni : QuantDotPath::kAvx2;
-}
+QuantDotPath DefaultQuantDotPath() { return Paths::Default(); }
 
-bool QuantDotPathSupported(QuantDotPath path) {
-  return path == QuantDotPath::kAvx2 || CpuHasVnni();
-}
+bool QuantDotPathSupported(QuantDotPath path) { return Paths::Supported(path); }
 
-QuantDotPath ActiveQuantDotPath() { return ActivePath().load(); }
+QuantDotPath ActiveQuantDotPath() { return Paths::Active().load(); }
 
-bool SetQuantDotPath(QuantDotPath path) {
-  if (!QuantDotPathSupported(path)) return false;
-  ActivePath().store(path);
-  return true;
-}
+bool SetQuantDotPath(QuantDotPath path) { return Paths::Set(path); }
 
 const char* QuantDotPathName(QuantDotPath path) {
   return path == QuantDotPath::kAvx512Vnni ? "avx512vnni" : "avx2";

@@ -26,8 +26,6 @@ using qmm_internal::RowBytes;
 using qmm_internal::RowScales;
 using qmm_internal::ScalesOfRow;
 
-std::string TypeName(DType t) { return std::string(DTypeName(t)); }
-
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Any layout: each weight row dequantized into a scratch row, then dotted.
@@ -95,61 +93,8 @@ absl::Status CheckQuantizedMatrixLayout(const QuantizedMatrix& w, int64_t k) {
     return absl::InvalidArgumentError(absl::StrCat("MatMul: quantized weight ", w.Describe(), " [",
                                                    w.rows, ", ", w.cols, "]: ", parts...));
   };
-  if (w.rows <= 0 || w.cols <= 0) return bad("is empty");
-  if (w.cols != k) return bad("does not take inputs of width ", k);
-  if (w.value_type != DType::kI4 && w.value_type != DType::kI8 && w.value_type != DType::kF8E4M3 &&
-      w.value_type != DType::kF8E5M2) {
-    return bad("value type ", TypeName(w.value_type), " (expected I4, I8, F8_E4M3 or F8_E5M2)");
-  }
-  if (w.value_type == DType::kI4 && w.cols % 2 != 0) return bad("int4 rows need even columns");
-  if (w.values.dtype() != w.value_type || w.values.shape() != Shape{w.rows, w.cols}) {
-    return bad("values are ", TypeName(w.values.dtype()), " ", ShapeString(w.values.shape()));
-  }
-  Shape scale_shape;
-  switch (w.granularity) {
-    case QuantGranularity::kTensor:
-      scale_shape = {1, 1};
-      break;
-    case QuantGranularity::kChannel:
-      scale_shape = {w.rows, 1};
-      break;
-    case QuantGranularity::kGroup:
-      if (w.group_size <= 0) return bad("group size ", w.group_size);
-      if (!w.g_idx.empty()) {
-        if (w.g_idx.dtype() != DType::kI32 || w.g_idx.shape() != Shape{w.cols}) {
-          return bad("g_idx is ", TypeName(w.g_idx.dtype()), " ", ShapeString(w.g_idx.shape()),
-                     ", expected I32 [", w.cols, "]");
-        }
-        if (w.scales.rank() != 2) return bad("scales are not rank 2");
-        scale_shape = {w.rows, w.scales.dim(1)};
-      } else {
-        scale_shape = {w.rows, CeilDiv(w.cols, w.group_size)};
-      }
-      break;
-    case QuantGranularity::kBlock:
-      if (w.group_size <= 0) return bad("block size ", w.group_size);
-      scale_shape = {CeilDiv(w.rows, w.group_size), CeilDiv(w.cols, w.group_size)};
-      break;
-  }
-  if (w.granularity != QuantGranularity::kGroup && !w.g_idx.empty()) {
-    return bad("g_idx needs group scales");
-  }
-  if (w.scales.dtype() != DType::kF32 || w.scales.shape() != scale_shape) {
-    return bad("scales are ", TypeName(w.scales.dtype()), " ", ShapeString(w.scales.shape()),
-               ", expected F32 ", ShapeString(scale_shape));
-  }
-  if (!w.zero_points.empty()) {
-    if (w.value_type != DType::kI4 && w.value_type != DType::kI8) {
-      return bad("zero points need integer values");
-    }
-    if (w.granularity != QuantGranularity::kGroup && w.granularity != QuantGranularity::kChannel) {
-      return bad("zero points need channel or group scales");
-    }
-    if (w.zero_points.dtype() != DType::kI8 || w.zero_points.shape() != scale_shape) {
-      return bad("zero points are ", TypeName(w.zero_points.dtype()), " ",
-                 ShapeString(w.zero_points.shape()), ", expected I8 ", ShapeString(scale_shape));
-    }
-  }
+  if (w.rows > 0 && w.cols > 0 && w.cols != k) return bad("does not take inputs of width ", k);
+  if (absl::Status s = CheckQuantizedMatrixShapes(w); !s.ok()) return bad(s.message());
   return absl::OkStatus();
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/kernel_path.h"
 #include "kernels/cpu/sgemm_kernels.h"
 
 namespace retort::cpu {
@@ -16,16 +17,7 @@ namespace {
 
 bool CpuHasAvx512() { return __builtin_cpu_supports("avx512f"); }
 
-SgemmPath DefaultSgemmPath() {
-  const char* no = std::getenv("RETORT_NO_AVX512");
-  const bool forbidden = no != nullptr && no[0] != '\0' && std::strcmp(no, "0") != 0;
-  return !forbidden && CpuHasAvx512() ? SgemmPath::kAvx512 : SgemmPath::kOpenBlas;
-}
-
-std::atomic<SgemmPath>& ActivePath() {
-  static std::atomic<SgemmPath> path{DefaultSgemmPath()};
-  return path;
-}
+using Paths = KernelPathChoice<SgemmPath, SgemmPath::kOpenBlas, SgemmPath::kAvx512, CpuHasAvx512>;
 
 // The packing buffers of one thread, allocated on its first Sgemm and kept
 // until the thread ends (about 0.8 MiB).
@@ -67,7 +59,7 @@ void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
     ScaleC(m, n, beta, c, ldc);
     return;
   }
-  if (ActivePath().load(std::memory_order_relaxed) == SgemmPath::kAvx512) {
+  if (Paths::Active().load(std::memory_order_relaxed) == SgemmPath::kAvx512) {
     thread_local PackBuffers buffers;
     sgemm_internal::SgemmAvx512(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
                                 buffers.a, buffers.b);
@@ -78,15 +70,11 @@ void Sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
               trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-SgemmPath ActiveSgemmPath() { return ActivePath().load(); }
+SgemmPath ActiveSgemmPath() { return Paths::Active().load(); }
 
-bool SgemmPathSupported(SgemmPath path) { return path == SgemmPath::kOpenBlas || CpuHasAvx512(); }
+bool SgemmPathSupported(SgemmPath path) { return Paths::Supported(path); }
 
-bool SetSgemmPath(SgemmPath path) {
-  if (!SgemmPathSupported(path)) return false;
-  ActivePath().store(path);
-  return true;
-}
+bool SetSgemmPath(SgemmPath path) { return Paths::Set(path); }
 
 const char* SgemmPathName(SgemmPath path) {
   return path == SgemmPath::kAvx512 ? "avx512" : "openblas";

@@ -145,56 +145,33 @@ void GemmABt(const float* a, int64_t lda, int64_t rows, const float* b, int64_t 
         static_cast<int>(lda), b, static_cast<int>(ldb), 0.f, s, static_cast<int>(kn));
 }
 
-struct FwdScratch {
-  std::vector<float> s, o, m, l;
-};
-
 // One (head, query block) of the forward: out rows [q0, q0 + rows) of one
 // head, and their lse.
 void ForwardBlock(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv,
                   const int32_t* doc_start, int64_t q0, int64_t rows, int64_t d, float scale,
-                  int64_t window, float* out, float* lse, FwdScratch& sc) {
+                  int64_t window, float* out, float* lse, OnlineSoftmax& sc) {
   int64_t key_begin = q0;
   for (int64_t i = 0; i < rows; ++i)
     key_begin = std::min(key_begin, FirstVisibleKey(doc_start, window, q0 + i));
   const int64_t key_end = q0 + rows;
-  sc.s.resize(rows * kFwdKeyBlock);
-  sc.o.assign(rows * d, 0.f);
-  sc.m.assign(rows, -INFINITY);
-  sc.l.assign(rows, 0.f);
-  float* s = sc.s.data();
-  float* o = sc.o.data();
+  sc.Begin(rows, kFwdKeyBlock, d);
   for (int64_t kb = key_begin; kb < key_end; kb += kFwdKeyBlock) {
     const int64_t kn = std::min(kFwdKeyBlock, key_end - kb);
-    GemmABt(q, ldq, rows, k + kb * ldkv, ldkv, kn, d, scale, s);
+    GemmABt(q, ldq, rows, k + kb * ldkv, ldkv, kn, d, scale, sc.scores());
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t pos = q0 + i;
-      float* si = s + i * kn;
       const int64_t lo = std::clamp<int64_t>(FirstVisibleKey(doc_start, window, pos) - kb, 0, kn);
       const int64_t hi = std::clamp<int64_t>(pos + 1 - kb, 0, kn);
-      if (hi <= lo) {
-        std::fill(si, si + kn, 0.f);
-        continue;
-      }
-      const float m_new = std::max(sc.m[i], simd::RowMax(si + lo, hi - lo));
-      const float corr = std::exp(sc.m[i] - m_new);  // 0 on the row's first block
-      std::fill(si, si + lo, 0.f);
-      std::fill(si + hi, si + kn, 0.f);
-      const float sum = simd::ExpShiftedInPlace(si + lo, hi - lo, m_new);
-      if (corr != 1.f) {
-        for (int64_t c = 0; c < d; ++c) o[i * d + c] *= corr;
-      }
-      sc.l[i] = sc.l[i] * corr + sum;
-      sc.m[i] = m_new;
+      sc.FoldRow(i, kn, lo, hi);
     }
     // O[rows, d] += P[rows, kn] · V[kn, d].
-    Sgemm(false, false, static_cast<int>(rows), static_cast<int>(d), static_cast<int>(kn), 1.f, s,
-          static_cast<int>(kn), v + kb * ldkv, static_cast<int>(ldkv), 1.f, o, static_cast<int>(d));
+    Sgemm(false, false, static_cast<int>(rows), static_cast<int>(d), static_cast<int>(kn), 1.f,
+          sc.scores(), static_cast<int>(kn), v + kb * ldkv, static_cast<int>(ldkv), 1.f,
+          sc.output(), static_cast<int>(d));
   }
   for (int64_t i = 0; i < rows; ++i) {
-    const float inv = sc.l[i] > 0.f ? 1.f / sc.l[i] : 0.f;
-    for (int64_t c = 0; c < d; ++c) out[i * ldq + c] = o[i * d + c] * inv;
-    lse[i] = sc.l[i] > 0.f ? sc.m[i] + std::log(sc.l[i]) : -INFINITY;
+    sc.WriteRow(i, out + i * ldq);
+    lse[i] = sc.LogSumExp(i);
   }
 }
 
@@ -503,7 +480,7 @@ void AttentionForward(const float* q, const float* k, const float* v, const int3
   const int64_t ldq = shape.n_heads * d, ldkv = shape.n_kv_heads * d;
   const int64_t q_blocks = (n + kFwdQueryBlock - 1) / kFwdQueryBlock;
   ParallelFor(shape.n_heads * q_blocks, 1, [&](int64_t b, int64_t e) {
-    thread_local FwdScratch sc;
+    thread_local OnlineSoftmax sc;
     for (int64_t t = b; t < e; ++t) {
       // Later query blocks see more keys; interleaving heads balances chunks.
       const int64_t qb = t / shape.n_heads, h = t % shape.n_heads, g = h / group;

@@ -139,5 +139,23 @@ TEST(GgmlBlocksTest, KScaleMinUnpacking) {
   }
 }
 
+// The block-type table agrees with the dtype table: every block dtype, and
+// only those, has a struct, of the dtype's block size.
+TEST(GgmlBlocksTest, VisitBlockTypeGivesEachBlockDTypeItsStruct) {
+  int visited = 0;
+  for (int t = 0; t <= static_cast<int>(DType::kQ8_K); ++t) {
+    const DType type = static_cast<DType>(t);
+    size_t size = 0;
+    const bool block =
+        ggml::VisitBlockType(type, [&]<typename Block>(Block*) { size = sizeof(Block); });
+    EXPECT_EQ(block, IsBlockQuantized(type)) << DTypeName(type);
+    if (block) {
+      ++visited;
+      EXPECT_EQ(size, static_cast<size_t>(DTypeBlockBytes(type))) << DTypeName(type);
+    }
+  }
+  EXPECT_EQ(visited, 12);
+}
+
 }  // namespace
 }  // namespace retort
