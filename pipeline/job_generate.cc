@@ -21,38 +21,42 @@ namespace fs = std::filesystem;
 class GenerateTracesJob : public JobCommand {
  public:
   void AddOptions(po::options_description& opts, bool command_line) override {
-    opts.add_options()("model", po::value(&model), "teacher: model directory or .gguf file")(
-        "prompts", RequiredOnCommandLine(&prompts_path, command_line),
+    opts.add_options()("model", po::value(&job_.model), "teacher: model directory or .gguf file")(
+        "prompts", RequiredOnCommandLine(&job_.prompts_path, command_line),
         "prompts JSONL: {\"id\", \"prompt\" | \"messages\", \"answer\"?} per line")(
-        "output,o", RequiredOnCommandLine(&this->output, command_line),
+        "output,o", RequiredOnCommandLine(&job_.output, command_line),
         "output folder (resumed when it exists)")(
-        "samples,n", po::value(&so.samples)->default_value(1), "samples per prompt")(
-        "temperature", po::value(&so.temperature)->default_value(0.6f, "0.6"), "0 = greedy")(
-        "top-p", po::value(&so.top_p)->default_value(0.95f, "0.95"), "nucleus sampling mass")(
-        "max-tokens", po::value(&so.max_tokens)->default_value(1024), "tokens per sample at most")(
-        "seed", po::value(&so.seed)->default_value(0),
+        "samples,n", po::value(&job_.sampling.samples)->default_value(1), "samples per prompt")(
+        "temperature", po::value(&job_.sampling.temperature)->default_value(0.6f, "0.6"),
+        "0 = greedy")("top-p", po::value(&job_.sampling.top_p)->default_value(0.95f, "0.95"),
+                      "nucleus sampling mass")(
+        "max-tokens", po::value(&job_.sampling.max_tokens)->default_value(1024),
+        "tokens per sample at most")(
+        "seed", po::value(&job_.sampling.seed)->default_value(0),
         "base seed; sample i of prompt ID uses TraceSampleSeed(seed, ID, i)")(
         "greedy", po::bool_switch(&greedy), "same as --temperature 0")(
-        "top-logprobs", po::value(&so.top_logprobs)->default_value(0),
+        "top-logprobs", po::value(&job_.sampling.top_logprobs)->default_value(0),
         "store the teacher's top-K log-probs per generated token in tokens.shard")(
-        "verifier", po::value(&verifier_spec),
+        "verifier", po::value(&job_.verifier),
         "math | exact | exact-ci | regex:PATTERN | command:PROG ARGS | none "
         "(default: math when the prompts have answers)")(
-        "keep", po::value(&keep_name), "correct | all (default: correct when verifying, else all)")(
-        "think-prefix", po::value(&think_name)->default_value("auto"),
+        "keep", po::value(&job_.keep), "correct | all (default: correct when verifying, else all)")(
+        "think-prefix", po::value(&job_.think_name)->default_value("auto"),
         "open the assistant turn with <think>\\n: auto (templates that mention <think>) | on | "
         "off")("no-shard", po::bool_switch(&no_shard), "write no tokens.shard (JSONL only)")(
-        "max-batch", po::value(&max_batch)->default_value(8),
+        "max-batch", po::value(&job_.max_batch)->default_value(8),
         "sequences generated at once (local)")("threads", po::value(&threads)->default_value(0),
                                                "worker threads (0 = all cores)")(
-        "endpoint", po::value(&endpoint), "OpenAI-compatible base URL, e.g. http://host:8000/v1")(
-        "model-name", po::value(&model_name),
+        "endpoint", po::value(&job_.endpoint),
+        "OpenAI-compatible base URL, e.g. http://host:8000/v1")(
+        "model-name", po::value(&job_.model_name),
         "model name sent to the endpoint (default: its first)")(
-        "api-key-env", po::value(&api_key_env)->default_value("OPENAI_API_KEY"),
+        "api-key-env", po::value(&job_.api_key_env)->default_value("OPENAI_API_KEY"),
         "environment variable holding the endpoint's API key")(
-        "concurrency", po::value(&concurrency)->default_value(8), "endpoint requests in flight")(
-        "timeout", po::value(&timeout)->default_value(600), "seconds per endpoint request")(
-        "retries", po::value(&retries)->default_value(4), "endpoint retries per request");
+        "concurrency", po::value(&job_.concurrency)->default_value(8),
+        "endpoint requests in flight")("timeout", po::value(&job_.timeout_s)->default_value(600),
+                                       "seconds per endpoint request")(
+        "retries", po::value(&job_.retries)->default_value(4), "endpoint retries per request");
   }
   std::vector<std::string> Positionals() const override { return {"model"}; }
 
@@ -61,79 +65,64 @@ class GenerateTracesJob : public JobCommand {
     StageFields f(vm);
     if (stage.has_eval()) {
       const proto::Eval& e = stage.eval();
-      f.Text("model", e.model(), &model);
-      f.Text("prompts", e.prompts(), &prompts_path);
-      f.Fixed("output", (fs::path(context.dir) / "gen").string(), &output);
+      f.Text("model", e.model(), &job_.model);
+      f.Text("prompts", e.prompts(), &job_.prompts_path);
+      f.Fixed("output", (fs::path(context.dir) / "gen").string(), &job_.output);
       f.Fixed("greedy", true, &greedy);
-      f.Fixed("keep", std::string("all"), &keep_name);
-      f.Text("verifier", e.verifier().empty() ? "math" : e.verifier(), &verifier_spec);
+      f.Fixed("keep", std::string("all"), &job_.keep);
+      f.Text("verifier", e.verifier().empty() ? "math" : e.verifier(), &job_.verifier);
       f.Fixed("no-shard", true, &no_shard);
-      f.Num("max-tokens", e.has_max_tokens(), e.max_tokens(), &so.max_tokens);
-      f.Num("max-batch", e.has_max_batch(), e.max_batch(), &max_batch);
-      f.Text("think-prefix", e.think_prefix(), &think_name);
+      f.Num("max-tokens", e.has_max_tokens(), e.max_tokens(), &job_.sampling.max_tokens);
+      f.Num("max-batch", e.has_max_batch(), e.max_batch(), &job_.max_batch);
+      f.Text("think-prefix", e.think_prefix(), &job_.think_name);
     } else {
       const proto::Generate& g = stage.generate();
-      f.Text("model", g.model(), &model);
-      f.Text("prompts", g.prompts(), &prompts_path);
-      f.Fixed("output", context.dir, &output);
-      f.Num("samples", g.has_samples(), g.samples(), &so.samples);
-      f.Num("temperature", g.has_temperature(), g.temperature(), &so.temperature);
-      f.Num("top-p", g.has_top_p(), g.top_p(), &so.top_p);
-      f.Num("max-tokens", g.has_max_tokens(), g.max_tokens(), &so.max_tokens);
-      f.Num("seed", g.has_seed(), g.seed(), &so.seed);
-      f.Text("verifier", g.verifier(), &verifier_spec);
-      f.Text("keep", g.keep(), &keep_name);
-      f.Num("max-batch", g.has_max_batch(), g.max_batch(), &max_batch);
-      f.Num("top-logprobs", g.has_top_logprobs(), g.top_logprobs(), &so.top_logprobs);
-      f.Text("think-prefix", g.think_prefix(), &think_name);
+      f.Text("model", g.model(), &job_.model);
+      f.Text("prompts", g.prompts(), &job_.prompts_path);
+      f.Fixed("output", context.dir, &job_.output);
+      f.Num("samples", g.has_samples(), g.samples(), &job_.sampling.samples);
+      f.Num("temperature", g.has_temperature(), g.temperature(), &job_.sampling.temperature);
+      f.Num("top-p", g.has_top_p(), g.top_p(), &job_.sampling.top_p);
+      f.Num("max-tokens", g.has_max_tokens(), g.max_tokens(), &job_.sampling.max_tokens);
+      f.Num("seed", g.has_seed(), g.seed(), &job_.sampling.seed);
+      f.Text("verifier", g.verifier(), &job_.verifier);
+      f.Text("keep", g.keep(), &job_.keep);
+      f.Num("max-batch", g.has_max_batch(), g.max_batch(), &job_.max_batch);
+      f.Num("top-logprobs", g.has_top_logprobs(), g.top_logprobs(), &job_.sampling.top_logprobs);
+      f.Text("think-prefix", g.think_prefix(), &job_.think_name);
       f.Flag("no-shard", g.no_shard(), &no_shard);
-      f.Text("endpoint", g.endpoint(), &endpoint);
-      f.Text("model-name", g.model_name(), &model_name);
-      f.Text("api-key-env", g.api_key_env(), &api_key_env);
-      f.Num("concurrency", g.has_concurrency(), g.concurrency(), &concurrency);
+      f.Text("endpoint", g.endpoint(), &job_.endpoint);
+      f.Text("model-name", g.model_name(), &job_.model_name);
+      f.Text("api-key-env", g.api_key_env(), &job_.api_key_env);
+      f.Num("concurrency", g.has_concurrency(), g.concurrency(), &job_.concurrency);
     }
     f.Num("threads", context.threads > 0, context.threads, &threads);
     return f.status();
   }
 
   absl::Status Run(const po::variables_map&, const JobIo& io) override {
-    if (greedy) so.temperature = 0;
-    if (model.empty() && endpoint.empty()) return OptionError("give MODEL or --endpoint");
-    if (so.samples < 1) return OptionError("--samples must be at least 1");
-    if (so.max_tokens < 1) return OptionError("--max-tokens must be at least 1");
-    if (so.top_logprobs < 0) return OptionError("--top-logprobs must be >= 0");
-    if (max_batch < 1) return OptionError("--max-batch must be at least 1");
-    if (concurrency < 1) return OptionError("--concurrency must be at least 1");
+    if (greedy) job_.sampling.temperature = 0;
+    if (job_.model.empty() && job_.endpoint.empty()) return OptionError("give MODEL or --endpoint");
+    if (job_.sampling.samples < 1) return OptionError("--samples must be at least 1");
+    if (job_.sampling.max_tokens < 1) return OptionError("--max-tokens must be at least 1");
+    if (job_.sampling.top_logprobs < 0) return OptionError("--top-logprobs must be >= 0");
+    if (job_.max_batch < 1) return OptionError("--max-batch must be at least 1");
+    if (job_.concurrency < 1) return OptionError("--concurrency must be at least 1");
     SamplerOptions check;
-    check.temperature = so.temperature;
-    check.top_p = so.top_p;
+    check.temperature = job_.sampling.temperature;
+    check.top_p = job_.sampling.top_p;
     RETURN_IF_ERROR(ValidateSamplerOptions(check));
-    absl::StatusOr<ThinkPrefix> think = ParseThinkPrefix(think_name);
+    absl::StatusOr<ThinkPrefix> think = ParseThinkPrefix(job_.think_name);
     if (!think.ok()) return think.status();
     if (threads > 0) SetNumThreads(threads);
     const bool write_shard = !no_shard;
-    if (!write_shard && so.top_logprobs > 0) {
+    if (!write_shard && job_.sampling.top_logprobs > 0) {
       return OptionError("--top-logprobs needs tokens.shard (drop --no-shard)");
     }
 
-    GenerateTracesOptions job;
-    job.model = model;
-    job.prompts_path = prompts_path;
-    job.output = output;
-    job.sampling = so;
-    job.verifier = verifier_spec;
-    job.keep = keep_name;
-    job.think = *think;
-    job.think_name = think_name;
-    job.write_shard = write_shard;
-    job.max_batch = max_batch;
-    job.endpoint = endpoint;
-    job.model_name = model_name;
-    job.api_key_env = api_key_env;
-    job.concurrency = concurrency;
-    job.retries = retries;
-    job.timeout_s = timeout;
-    ASSIGN_OR_RETURN(TraceJobReport result, GenerateTraces(job, *io.progress));
+    job_.think = *think;
+    job_.write_shard = write_shard;
+    ASSIGN_OR_RETURN(TraceJobReport result, GenerateTraces(job_, *io.progress));
     const TraceJobReport* report = &result;
     const nlohmann::ordered_json& sum = report->summary;
     *io.out << absl::StrFormat(
@@ -143,18 +132,14 @@ class GenerateTracesJob : public JobCommand {
         sum["kept"].get<int64_t>(), sum["rejected"].get<int64_t>(), report->generated_tokens,
         report->seconds, report->generated_tokens / std::max(report->seconds, 1e-9));
     if (!sum["verification"].is_null()) *io.out << FormatVerificationSummary(sum["verification"]);
-    *io.out << "wrote " << output << "/traces.jsonl" << (write_shard ? ", tokens.shard" : "")
+    *io.out << "wrote " << job_.output << "/traces.jsonl" << (write_shard ? ", tokens.shard" : "")
             << ", summary.json\n";
     return absl::OkStatus();
   }
 
  private:
-  std::string model, prompts_path, output, verifier_spec, keep_name, think_name = "auto";
-  std::string endpoint, model_name, api_key_env = "OPENAI_API_KEY";
-  TraceSamplingOptions so;
-  int64_t max_batch = 8;
-  int threads = 0, concurrency = 8, retries = 4;
-  double timeout = 600;
+  GenerateTracesOptions job_;
+  int threads = 0;
   bool greedy = false, no_shard = false;
 };
 

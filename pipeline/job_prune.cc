@@ -27,14 +27,14 @@ class PruneJob : public JobCommand {
  public:
   void AddOptions(po::options_description& opts, bool command_line) override {
     prune::StructuredTarget& target = job.target;
-    opts.add_options()("model", RequiredOnCommandLine(&model_path, command_line),
+    opts.add_options()("model", RequiredOnCommandLine(&job.model_path, command_line),
                        "HF directory (f32/bf16/f16)")(
-        "out", RequiredOnCommandLine(&this->out, command_line), "output HF directory")(
+        "out", RequiredOnCommandLine(&job.out, command_line), "output HF directory")(
         "method", po::value(&method_name)->default_value("magnitude"),
         "unstructured criterion: magnitude, wanda or sparsegpt (the last two need --calib)")(
         "sparsity", po::value(&sparsity_text),
         "fraction of each linear's weights to zero: 0.5 or 50%")(
-        "layer-sparsity", po::value(&layer_sparsity_text),
+        "layer-sparsity", po::value(&job.layer_sparsity),
         "per-layer fractions instead of --sparsity: one per decoder layer (0.3,0.4,...) or ranges "
         "covering every layer (0-9=0.4,10-29=0.6)")(
         "pattern", po::value(&pattern_text),
@@ -44,9 +44,9 @@ class PruneJob : public JobCommand {
         "SparseGPT: fraction of the mean Hessian diagonal added to it")(
         "block-size", po::value(&sgpt.block_size)->default_value(128),
         "SparseGPT: columns per mask block and lazy update")(
-        "structured", po::bool_switch(&structured),
+        "structured", po::bool_switch(&job.structured),
         "structured pruning to a smaller dense model (needs --calib)")(
-        "target-params", po::value(&target_params_text),
+        "target-params", po::value(&job.target_params),
         "structured: parameter budget (90000000, 90M, or 70% of the model); dimensions not given "
         "below are chosen to fit it")("num-layers", po::value(&target.num_layers),
                                       "structured: decoder layers to keep")(
@@ -55,7 +55,7 @@ class PruneJob : public JobCommand {
         "intermediate-size", po::value(&target.intermediate_size),
         "structured: MLP channels to keep")("hidden-size", po::value(&target.hidden_size),
                                             "structured: hidden channels to keep")(
-        "dtype", po::value(&dtype_name)->default_value("auto"),
+        "dtype", po::value(&job.dtype)->default_value("auto"),
         "output weights: auto (the model's dtype; bf16 when it is not a float type), f32, bf16, "
         "f16")(
         "format", po::value(&format_name)->default_value("dense"),
@@ -73,14 +73,14 @@ class PruneJob : public JobCommand {
     const proto::Prune& p = stage.prune();
     prune::StructuredTarget& target = job.target;
     StageFields f(vm);
-    f.Text("model", p.model(), &model_path);
-    f.Fixed("out", (fs::path(context.dir) / StageMainOutput(stage)).string(), &out);
+    f.Text("model", p.model(), &job.model_path);
+    f.Fixed("out", (fs::path(context.dir) / StageMainOutput(stage)).string(), &job.out);
     f.Text("method", p.method(), &method_name);
     method_in_stage = !p.method().empty();
     f.Text("sparsity", p.has_sparsity() ? absl::StrCat(p.sparsity()) : "", &sparsity_text);
     f.Text("pattern", p.pattern(), &pattern_text);
-    f.Flag("structured", p.structured(), &structured);
-    f.Text("target-params", p.target_params(), &target_params_text);
+    f.Flag("structured", p.structured(), &job.structured);
+    f.Text("target-params", p.target_params(), &job.target_params);
     f.Num("num-layers", p.has_num_layers(), p.num_layers(), &target.num_layers);
     f.Num("num-heads", p.has_num_heads(), p.num_heads(), &target.num_heads);
     f.Num("num-kv-heads", p.has_num_kv_heads(), p.num_kv_heads(), &target.num_kv_heads);
@@ -90,7 +90,7 @@ class PruneJob : public JobCommand {
     f.List("calib", p.calib(), &job.calib.files);
     f.Num("calib-samples", p.has_calib_samples(), p.calib_samples(), &job.calib.options.samples);
     f.Num("calib-seq-len", p.has_calib_seq_len(), p.calib_seq_len(), &job.calib.options.seq_len);
-    f.Text("dtype", p.dtype(), &dtype_name);
+    f.Text("dtype", p.dtype(), &job.dtype);
     f.Num("threads", context.threads > 0, context.threads, &threads);
     return f.status();
   }
@@ -104,7 +104,7 @@ class PruneJob : public JobCommand {
     if (format != "dense" && format != "sparse") {
       return OptionError(absl::StrCat("--format \"", format_name, "\": expected dense or sparse"));
     }
-    if (format == "sparse" && structured) {
+    if (format == "sparse" && job.structured) {
       return OptionError(
           "--format sparse is for unstructured or N:M pruning; --structured writes a "
           "smaller dense model");
@@ -115,15 +115,15 @@ class PruneJob : public JobCommand {
                           target.num_kv_heads != 0 || target.intermediate_size != 0 ||
                           target.hidden_size != 0;
     prune::PruneOptions& o = job.unstructured;
-    if (structured) {
-      if (!sparsity_text.empty() || !pattern_text.empty() || !layer_sparsity_text.empty() ||
+    if (job.structured) {
+      if (!sparsity_text.empty() || !pattern_text.empty() || !job.layer_sparsity.empty() ||
           MethodGiven(vm)) {
         return OptionError(
             "--structured does not take --method/--sparsity/--layer-sparsity/--pattern "
             "(run two "
             "prune commands to combine them)");
       }
-      if (target_params_text.empty() && !has_dims) {
+      if (job.target_params.empty() && !has_dims) {
         return OptionError(
             "--structured needs --target-params N or target dimensions "
             "(--num-layers, --num-heads, --num-kv-heads, "
@@ -139,7 +139,7 @@ class PruneJob : public JobCommand {
             "--calib FILE");
       }
     } else {
-      if (!target_params_text.empty() || has_dims) {
+      if (!job.target_params.empty() || has_dims) {
         return OptionError("--target-params and target dimensions need --structured");
       }
       auto method = prune::ParsePruneMethod(method_name);
@@ -149,7 +149,7 @@ class PruneJob : public JobCommand {
       }
       o.method = *method;
       if (static_cast<int>(!sparsity_text.empty()) + static_cast<int>(!pattern_text.empty()) +
-              static_cast<int>(!layer_sparsity_text.empty()) !=
+              static_cast<int>(!job.layer_sparsity.empty()) !=
           1) {
         return OptionError(
             "give exactly one of --sparsity FRACTION, --layer-sparsity SCHEDULE or "
@@ -157,7 +157,7 @@ class PruneJob : public JobCommand {
       }
       // --layer-sparsity leaves o.pattern unstructured; the schedule is parsed
       // against the model's layer count once the model is loaded.
-      if (layer_sparsity_text.empty()) {
+      if (job.layer_sparsity.empty()) {
         const std::string& text = sparsity_text.empty() ? pattern_text : sparsity_text;
         auto p = prune::ParseSparsityPattern(text);
         if (!p.ok()) return OptionError(p.status().message());
@@ -184,21 +184,15 @@ class PruneJob : public JobCommand {
     if (calib.options.samples < 1 || calib.options.seq_len < 2) {
       return OptionError("--calib-samples must be >= 1 and --calib-seq-len >= 2");
     }
-    job.model_path = model_path;
-    job.out = out;
-    job.structured = structured;
-    job.layer_sparsity = layer_sparsity_text;
-    job.target_params = target_params_text;
-    job.dtype = dtype_name;
     job.sparse_format = format == "sparse";
     ASSIGN_OR_RETURN(prune::PruneJobResult result, prune::PruneModelToDirectory(job, *io.progress));
     const prune::PruneJobResult* r = &result;
     const double secs = SecondsSince(t0);
     const size_t rss = PeakRssBytes();
     const std::string dtype(DTypeName(r->dtype));
-    if (structured) {
+    if (job.structured) {
       if (json) {
-        nlohmann::ordered_json j = {{"output", out},
+        nlohmann::ordered_json j = {{"output", job.out},
                                     {"method", "structured"},
                                     {"config", prune::ConfigSummary(r->config)},
                                     {"config_before", prune::ConfigSummary(r->config_before)},
@@ -213,7 +207,7 @@ class PruneJob : public JobCommand {
         *io.out << absl::StrFormat(
             "wrote %s: structured pruning of %s\n  kept %s\n  parameters %s -> %s (%.1f%%), %s "
             "%s; %.1f s, peak RSS %s\n",
-            out, prune::ConfigLine(r->config_before), prune::ConfigLine(r->config),
+            job.out, prune::ConfigLine(r->config_before), prune::ConfigLine(r->config),
             HumanCount(r->params_before), HumanCount(r->params),
             100.0 * r->params / std::max<int64_t>(r->params_before, 1), HumanBytes(r->bytes), dtype,
             secs, HumanBytes(static_cast<double>(rss)));
@@ -223,7 +217,7 @@ class PruneJob : public JobCommand {
     const prune::PruneReport& report = r->report;
     const bool sparse = r->format != "dense";
     if (json) {
-      nlohmann::ordered_json j = {{"output", out},
+      nlohmann::ordered_json j = {{"output", job.out},
                                   {"method", prune::PruneMethodName(r->applied.method)},
                                   {"pattern", prune::DescribeSparsity(r->applied)},
                                   {"format", r->format},
@@ -245,7 +239,7 @@ class PruneJob : public JobCommand {
       *io.out << absl::StrFormat(
           "wrote %s%s: %s %s, %.2f%% of linear weights zero (%d of %d)%s%s; %s parameters (%s "
           "nonzero), %s %s; %.1f s, peak RSS %s\n",
-          out, sparse ? absl::StrCat(" (decoder linears ", r->format, ")") : std::string(),
+          job.out, sparse ? absl::StrCat(" (decoder linears ", r->format, ")") : std::string(),
           prune::PruneMethodName(r->applied.method), prune::DescribeSparsity(r->applied),
           100 * report.linear_sparsity(), report.linear_zeros, report.linear_elements,
           report.nm_2_4 ? ", 2:4 holds" : "", report.nm_4_8 ? ", 4:8 holds" : "",
@@ -261,11 +255,10 @@ class PruneJob : public JobCommand {
     return method_in_stage || (it != vm.end() && !it->second.defaulted());
   }
 
-  std::string model_path, out, method_name, sparsity_text, pattern_text, layer_sparsity_text,
-      target_params_text, dtype_name, format_name;
+  std::string method_name, sparsity_text, pattern_text, format_name;
   prune::PruneJobOptions job;
   prune::SparseGptOptions sgpt;
-  bool structured = false, json = false, method_in_stage = false;
+  bool json = false, method_in_stage = false;
   int threads = 0;
 };
 
