@@ -3,9 +3,12 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <regex>
+#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -16,6 +19,7 @@
 #include "core/progress.h"
 #include "core/status.h"
 #include "kernels/backend.h"
+#include "pipeline/runner.h"
 
 namespace retort::cli {
 
@@ -85,6 +89,41 @@ std::vector<std::string> WithDefaultModel(const CommandSpec& spec,
 
 }  // namespace
 
+std::string ShortestDefaults(const std::string& help) {
+  // Boost prints a float default with 9 digits, a double with 17:
+  // "(=0.000300000014)". Each becomes the shortest text that reads back as
+  // the same float (or double).
+  static const std::regex number(R"(\(=(-?[0-9]+\.[0-9]*(?:e[-+]?[0-9]+)?)\))");
+  std::string out;
+  auto last = help.cbegin();
+  for (std::sregex_iterator it(help.begin(), help.end(), number), end; it != end; ++it) {
+    const std::string text = (*it)[1].str();
+    const double d = std::strtod(text.c_str(), nullptr);
+    // Up to 9 significant digits: a float's default (it only has to read
+    // back as the same float); more: a double's.
+    int significant = 0;
+    for (char c : text.substr(0, text.find('e'))) {
+      if (c >= '1' && c <= '9') ++significant;
+      if (c == '0' && significant > 0) ++significant;
+    }
+    const bool is_float = significant <= 9;
+    std::string shortest = text;
+    for (int digits = 1; digits <= 17; ++digits) {
+      char buf[40];
+      std::snprintf(buf, sizeof buf, "%.*g", digits, d);
+      const double back = std::strtod(buf, nullptr);
+      if (is_float ? static_cast<float>(back) == static_cast<float>(d) : back == d) {
+        shortest = buf;
+        break;
+      }
+    }
+    out.append(last, (*it)[0].first).append("(=").append(shortest).append(")");
+    last = (*it)[0].second;
+  }
+  out.append(last, help.cend());
+  return out;
+}
+
 const CommandIo& StdIo() {
   static const CommandIo* io = new CommandIo{&std::cout, &std::cerr, &StderrProgress(), nullptr};
   return *io;
@@ -103,16 +142,22 @@ std::optional<int> ParseArgs(const CommandIo& io, const CommandSpec& spec,
                              const po::positional_options_description& positional,
                              po::variables_map& vm) {
   if (spec.device) AddDeviceOption(options);
-  options.add_options()("help,h", "show this help");
+  options.add_options()("help,h", "show this help")("version", "print retort's version and exit");
   std::string note;
   try {
     const std::vector<std::string> args =
         WithDefaultModel(spec, given_args, options, positional, &note);
     po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
+    if (vm.count("version")) {
+      *io.out << "retort " << pipeline::RetortVersion() << "\n";
+      return kExitOk;
+    }
     if (vm.count("help")) {
+      std::ostringstream text;
+      text << options;
       *io.out << "usage: retort " << spec.name << " " << spec.usage << "\n\n"
               << spec.summary << "\n\n"
-              << options << "\n";
+              << ShortestDefaults(text.str()) << "\n";
       if (spec.default_model) {
         *io.out << "Without a model argument the bundled teacher (models/arith-teacher) is "
                    "used, or $RETORT_MODEL when set.\n";
@@ -153,23 +198,25 @@ std::optional<int> SelectDevice(const std::string& command, const std::string& t
   return SelectDevice(StdIo(), command, text);
 }
 
-std::optional<int> SelectDevice(const CommandIo& io, const std::string& command,
-                                const std::string& text) {
+absl::Status UseDevice(const std::string& text) {
   if (absl::StatusOr<Device> parsed = ParseDevice(text); !parsed.ok()) {
     // ParseDevice's message names the value and the spellings it accepts
     // ("device 'x' is not one of: ..."): said of the flag.
     const std::string msg(parsed.status().message());
-    return Fail(
-        io, command,
-        absl::Status(parsed.status().code(), absl::StartsWith(msg, "device ")
-                                                 ? absl::StrCat("--", msg)
-                                                 : absl::StrCat("--device ", text, ": ", msg)));
+    return absl::Status(parsed.status().code(), absl::StartsWith(msg, "device ")
+                                                    ? absl::StrCat("--", msg)
+                                                    : absl::StrCat("--device ", text, ": ", msg));
   }
   absl::StatusOr<Device> device = UsableDevice(text);
   absl::Status s = device.ok() ? SetDefaultDevice(*device) : device.status();
-  if (s.ok()) return std::nullopt;
-  return Fail(io, command,
-              absl::Status(s.code(), absl::StrCat("--device ", text, ": ", s.message())));
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("--device ", text, ": ", s.message()));
+}
+
+std::optional<int> SelectDevice(const CommandIo& io, const std::string& command,
+                                const std::string& text) {
+  if (absl::Status s = UseDevice(text); !s.ok()) return Fail(io, command, s);
+  return std::nullopt;
 }
 
 int Fail(const std::string& command, const absl::Status& status) {

@@ -85,6 +85,12 @@ absl::StatusOr<Device> UsableDevice(const std::string& text);
 // ("retort NAME: error: --device cuda:1: ...") and returns kExitFailure;
 // std::nullopt when the device is selected.
 std::optional<int> SelectDevice(const std::string& command, const std::string& device);
+// Help text with each "(=0.000300000014)" default written as the shortest
+// number that reads back as the same float or double ("(=0.0003)").
+std::string ShortestDefaults(const std::string& help);
+
+// SelectDevice's work without the printing: the error reads "--device TEXT: ...".
+absl::Status UseDevice(const std::string& device);
 std::optional<int> SelectDevice(const CommandIo& io, const std::string& command,
                                 const std::string& device);
 

@@ -13,7 +13,7 @@ namespace retort::cli {
 int RunDistill(const Args& args, const CommandIo& io) {
   CommandSpec spec{"distill", "STUDENT --data FILE... --output DIR [options]",
                    "train a student on traces, chats or text (SFT and logit distillation)"};
-  spec.default_model = true;
+  // No default model: a missing STUDENT must not train the bundled teacher.
   spec.device = true;
   return RunJobCommand(io, spec, *pipeline::NewDistillJob(), args);
 }

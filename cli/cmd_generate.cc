@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <set>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,9 +16,6 @@
 #include "cli/commands.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
-#include "distill/endpoint.h"
-#include "distill/generate_traces.h"
-#include "distill/verify.h"
 #include "model/model_files.h"
 #include "model/sampler.h"
 #include "model/transformer.h"
@@ -62,6 +60,7 @@ int RunGenerateTraces(const Args& args, const CommandIo& io) {
   CommandSpec spec{
       "generate", "[MODEL] --prompts PROMPTS.jsonl --output DIR [--endpoint URL] [options]",
       "Generate N verified reasoning traces per prompt into DIR (traces.jsonl, tokens.shard, "
+      "rejected.jsonl, "
       "done.jsonl, summary.json). A rerun with the same DIR resumes: finished samples are never "
       "generated twice. The teacher is MODEL (our engine) or an OpenAI-compatible --endpoint "
       "(then MODEL, if given, supplies the tokenizer and chat template for the shard's prompt "
@@ -112,7 +111,17 @@ int RunGenerate(const Args& args, const CommandIo& io) {
   po::positional_options_description pos;
   pos.add("model", 1);
   po::variables_map vm;
-  if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) return *exit;
+  if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) {
+    if (*exit == kExitOk && vm.count("help")) {
+      // Trace mode's options too: one `generate --help` shows everything.
+      po::options_description trace("trace mode (with --prompts PROMPTS.jsonl --output DIR)");
+      pipeline::NewGenerateTracesJob()->AddOptions(trace, /*command_line=*/true);
+      std::ostringstream text;
+      text << trace;
+      *io.out << ShortestDefaults(text.str()) << "\n";
+    }
+    return *exit;
+  }
   int sources = vm.count("prompt") + !prompt_file.empty() + !chat.empty();
   if (sources != 1)
     return UsageError(io, spec.name, "give exactly one of --prompt, --prompt-file, --chat");

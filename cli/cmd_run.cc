@@ -195,14 +195,22 @@ absl::Status RunLauncher(const std::vector<std::string>& argv, StageLog& log) {
       message.empty() ? "" : ": ", message));
 }
 
+// A stage's job in this process, on its device.
+absl::Status RunStageHere(const proto::Stage& stage, const pipeline::StageContext& context,
+                          const CommandIo& io) {
+  if (context.device != "cpu") RETURN_IF_ERROR(UseDevice(context.device));
+  return pipeline::RunStageJob(
+      stage, context,
+      {io.out, io.err, io.progress, absl::StrCat("retort run: stage ", stage.name())});
+}
+
 // A stage's job with its log: in this process, or as `mpirun` ranks of
 // `retort stage-job FILE` for a multi-rank distill stage.
 absl::Status RunStage(const proto::Stage& stage, const pipeline::StageContext& context,
                       const std::string& log_path) {
   ASSIGN_OR_RETURN(std::unique_ptr<StageLog> log, StageLog::Open(log_path, g_echo_stdout));
   const std::string command = pipeline::StageCommandName(stage);
-  log->err() << "[run] retort " << command << " "
-             << pipeline::StageSettingsJson(stage, context.device).dump() << std::endl;
+  log->err() << "[run] " << pipeline::StageCommandLine(stage, context.device) << std::endl;
   const std::string job_file = context.dir + ".job.json";
   ASSIGN_OR_RETURN(std::vector<std::string> launcher,
                    pipeline::StageLauncher(stage, context, job_file));
@@ -213,14 +221,8 @@ absl::Status RunStage(const proto::Stage& stage, const pipeline::StageContext& c
     std::filesystem::remove(job_file, ec);
     return s;
   }
-  if (context.device != "cpu") {
-    absl::StatusOr<Device> device = UsableDevice(context.device);
-    RETURN_IF_ERROR(device.ok() ? SetDefaultDevice(*device) : device.status());
-  }
   const CommandIo io = log->io();
-  absl::Status s = pipeline::RunStageJob(
-      stage, context,
-      {io.out, io.err, io.progress, absl::StrCat("retort run: stage ", stage.name())});
+  absl::Status s = RunStageHere(stage, context, io);
   if (s.ok()) return s;
   if (!absl::IsCancelled(s)) *io.err << "retort " << command << ": error: " << s.message() << "\n";
   return absl::Status(s.code(), absl::StrCat("retort ", command, ": ", s.message()));
@@ -243,13 +245,7 @@ int RunStageJobCommand(const Args& args) {
   if (!job.ok()) return Fail(spec.name, job.status());
   const auto& [stage, context] = *job;
   const std::string command = pipeline::StageCommandName(stage);
-  if (context.device != "cpu") {
-    if (auto exit = SelectDevice(command, context.device)) return *exit;
-  }
-  const CommandIo& io = StdIo();
-  absl::Status s = pipeline::RunStageJob(
-      stage, context,
-      {io.out, io.err, io.progress, absl::StrCat("retort run: stage ", stage.name())});
+  absl::Status s = RunStageHere(stage, context, StdIo());
   if (s.ok()) return kExitOk;
   if (absl::IsCancelled(s)) return 130;
   return Fail(command, s);

@@ -6,6 +6,7 @@
 
 #include "cli/cli_util.h"
 #include "cli/commands.h"
+#include "pipeline/runner.h"
 
 namespace {
 
@@ -48,7 +49,8 @@ constexpr Entry kCommands[] = {
 };
 
 void PrintUsage(std::ostream& out) {
-  out << "usage: retort COMMAND [options]   (retort COMMAND --help for details)\n\ncommands:\n";
+  out << "usage: retort COMMAND [options]   (retort COMMAND --help for details; --version)\n\n"
+         "commands:\n";
   for (const Entry& e : kCommands) {
     out << "  " << e.name << std::string(12 - std::strlen(e.name), ' ') << e.summary << "\n";
   }
@@ -62,6 +64,10 @@ int main(int argc, char** argv) {
     return retort::cli::kExitUsage;
   }
   std::string name = argv[1];
+  if (name == "--version") {
+    std::cout << "retort " << retort::pipeline::RetortVersion() << "\n";
+    return retort::cli::kExitOk;
+  }
   if (name == "--help" || name == "-h" || name == "help") {
     PrintUsage(std::cout);
     return retort::cli::kExitOk;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 
@@ -40,8 +41,64 @@ void StreamProgress::EndStatusLocked() {
   status_open_ = false;
 }
 
+namespace {
+
+// stderr when it is not a terminal (a log file, a pipe): lines as they come,
+// but a status at most every kMinStatusSeconds (a long job must not write a
+// line per step: the demo wrote 3,400); a status held back is written before
+// the next line or EndStatus, so the last state always shows. No "\r".
+class ThrottledProgress : public ProgressSink {
+ public:
+  static constexpr double kMinStatusSeconds = 5.0;
+  explicit ThrottledProgress(std::FILE* out) : out_(out) {}
+  void Line(std::string_view text) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    FlushHeldLocked();
+    Write(text);
+  }
+  void Status(std::string_view text) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const double now = Now();
+    if (now - last_status_ < kMinStatusSeconds) {
+      held_.assign(text);
+      return;
+    }
+    held_.clear();
+    last_status_ = now;
+    Write(text);
+  }
+  void EndStatus() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    FlushHeldLocked();
+  }
+
+ private:
+  static double Now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  void Write(std::string_view text) {
+    std::fprintf(out_, "%.*s\n", static_cast<int>(text.size()), text.data());
+    std::fflush(out_);
+  }
+  void FlushHeldLocked() {
+    if (held_.empty()) return;
+    Write(held_);
+    held_.clear();
+    last_status_ = Now();
+  }
+  std::mutex mu_;
+  std::FILE* out_;
+  std::string held_;
+  double last_status_ = -1e30;
+};
+
+}  // namespace
+
 ProgressSink& StderrProgress() {
-  static auto* sink = new StreamProgress(stderr, ::isatty(STDERR_FILENO) != 0);
+  static ProgressSink* sink = ::isatty(STDERR_FILENO) != 0
+                                  ? static_cast<ProgressSink*>(new StreamProgress(stderr, true))
+                                  : new ThrottledProgress(stderr);
   return *sink;
 }
 

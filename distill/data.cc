@@ -13,6 +13,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "core/utf8.h"
+#include "formats/reasoning.h"
 #include "formats/traces.h"
 
 namespace retort {
@@ -260,6 +261,21 @@ absl::StatusOr<TrainExample> TraceTokensExample(const TraceTokens& record, int32
   return ex;
 }
 
+namespace {
+
+// Whether the prompt part of `ex` (the tokens before the first trained one)
+// ends inside an opened <think>; decodes its last few tokens only.
+bool PromptOpensReasoning(const TrainExample& ex, const Tokenizer& tokenizer) {
+  size_t end = 0;
+  while (end < ex.loss_mask.size() && ex.loss_mask[end] == 0) ++end;
+  const size_t begin = end > 16 ? end - 16 : 0;
+  const std::vector<int32_t> tail(ex.tokens.begin() + static_cast<std::ptrdiff_t>(begin),
+                                  ex.tokens.begin() + static_cast<std::ptrdiff_t>(end));
+  return EndsInsideReasoning(tokenizer.Decode(tail, /*skip_special_tokens=*/false));
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<TrainExample>> TraceShardExamples(const std::string& path,
                                                              int32_t student_vocab,
                                                              const DatasetOptions& options,
@@ -336,6 +352,10 @@ absl::StatusOr<Dataset> Dataset::Load(const std::vector<std::string>& paths,
                                          "text, or trace token shards)"));
       }
       examples = *std::move(shard);
+      for (const TrainExample& ex : examples) {
+        ++ds.summary_.shard_examples;
+        if (PromptOpensReasoning(ex, tokenizer)) ++ds.summary_.prompts_open_reasoning;
+      }
     }
     // Chat and text examples come from the tokenizer, whose vocabulary may be
     // larger than the student's embedding table; shards were checked above.

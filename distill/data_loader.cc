@@ -169,6 +169,22 @@ const DataLoader::EpochLayout& DataLoader::Layout(uint64_t epoch) {
 
 uint64_t DataLoader::BatchesInEpoch(uint64_t epoch) { return Layout(epoch).batches; }
 
+uint64_t DataLoader::ContentHash() const {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the bytes below
+  auto mix = [&h](const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  for (const TrainExample& e : *examples_) {
+    const uint64_t sizes[] = {e.id.size(), e.tokens.size(), e.loss_mask.size()};
+    mix(sizes, sizeof sizes);
+    mix(e.id.data(), e.id.size());
+    mix(e.tokens.data(), e.tokens.size() * sizeof(int32_t));
+    mix(e.loss_mask.data(), e.loss_mask.size());
+  }
+  return h;
+}
+
 bool DataLoader::Advance(DataPosition* pos, uint64_t n) {
   while (true) {
     const uint64_t batches = Layout(pos->epoch).batches;

@@ -131,6 +131,9 @@ class DataLoader {
   // Truncation / split counts (depend on seq_len), merged by the caller into
   // the dataset's summary.
   const DataSummary& packing_summary() const { return packing_summary_; }
+  // A hash of the examples (ids, tokens, loss masks): what a resumed run
+  // checks its data against.
+  uint64_t ContentHash() const;
   int32_t top_k() const { return top_k_; }
 
  private:

@@ -153,18 +153,26 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
       t.extra["seed"] = c.item->seed;
       if (!options.teacher_name.empty()) t.extra["model"] = options.teacher_name;
       const bool kept = options.keep == KeepPolicy::kAll || t.correct.value_or(false);
+      std::string rejected;
+      if (!kept) {
+        rejected = t.correct.has_value()              ? "wrong_answer"
+                   : t.extra.contains("verify_error") ? "verify_error"
+                                                      : "unverified";
+        t.extra["reject_reason"] = rejected;
+      }
 
       TraceOutputDir::Pending pd;
       pd.entry.id = p.id;
       pd.entry.sample = c.item->sample;
       pd.entry.kept = kept;
+      pd.entry.rejected = rejected;
+      pd.jsonl_line = TraceSampleToJsonLine(t);
       pd.entry.correct = t.correct;
       pd.entry.finish_reason = c.finish_reason;
       pd.entry.prompt_tokens = c.prompt_tokens;
       pd.entry.completion_tokens = c.completion_tokens;
       pd.entry.time_s = t.time_s;
       if (kept) {
-        pd.jsonl_line = TraceSampleToJsonLine(t);
         pd.tokens.id = p.id;
         pd.tokens.sample = static_cast<int32_t>(c.item->sample);
         pd.tokens.prompt_ids = std::move(c.prompt_ids);
@@ -198,13 +206,14 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
   std::map<std::string, const TracePrompt*> by_id;
   for (const TracePrompt& p : prompts) by_id[p.id] = &p;
   std::map<std::string, PromptStats> stats;
-  std::map<std::string, int64_t> finish;
+  std::map<std::string, int64_t> finish, rejected_why;
   std::vector<int64_t> lengths;
   int64_t done_samples = 0, kept = 0, rejected = 0;
   for (const TraceDoneEntry& e : out.done()) {
     if (!by_id.count(e.id)) continue;
     ++done_samples;
     (e.kept ? kept : rejected)++;
+    if (!e.kept) ++rejected_why[e.rejected.empty() ? "unknown" : e.rejected];
     ++finish[e.finish_reason.empty() ? "unknown" : e.finish_reason];
     lengths.push_back(e.completion_tokens);
     if (e.correct.has_value()) {
@@ -222,6 +231,19 @@ absl::StatusOr<TraceJobReport> RunTraceJob(const std::vector<TracePrompt>& promp
   summary["samples"] = done_samples;
   summary["kept"] = kept;
   summary["rejected"] = rejected;
+  summary["rejected_reasons"] = rejected_why;
+  summary["warnings"] = Json::array();
+  if (done_samples > 0 && kept == 0) {
+    std::string why;
+    for (const auto& [reason, count] : rejected_why)
+      absl::StrAppend(&why, ", ", count, " ", reason);
+    const std::string w = absl::StrFormat(
+        "warning: 0 of %d samples kept (--keep correct%s): traces.jsonl and tokens.shard are "
+        "empty; the rejected samples are in %s; use --keep all to train on them",
+        done_samples, why, out.Path("rejected.jsonl"));
+    log(w);
+    summary["warnings"].push_back(w);
+  }
   summary["verify_errors"] = report.verify_errors;
   summary["finish_reasons"] = finish;
   std::sort(lengths.begin(), lengths.end());

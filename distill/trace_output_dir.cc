@@ -60,6 +60,8 @@ absl::StatusOr<TraceDoneEntry> ParseDoneLine(const std::string& line) {
   e.id = j["id"].get<std::string>();
   e.sample = j["sample"].get<int64_t>();
   e.kept = j["kept"].get<bool>();
+  if (j.contains("reject_reason") && j["reject_reason"].is_string())
+    e.rejected = j["reject_reason"].get<std::string>();
   if (j.contains("correct") && j["correct"].is_boolean()) e.correct = j["correct"].get<bool>();
   if (j.contains("finish_reason") && j["finish_reason"].is_string())
     e.finish_reason = j["finish_reason"].get<std::string>();
@@ -73,12 +75,48 @@ absl::StatusOr<TraceDoneEntry> ParseDoneLine(const std::string& line) {
 
 std::string DoneLine(const TraceDoneEntry& e) {
   Json j = {{"id", e.id}, {"sample", e.sample}, {"kept", e.kept}};
+  if (!e.kept) j["reject_reason"] = e.rejected;
   j["correct"] = e.correct ? Json(*e.correct) : Json(nullptr);
   j["finish_reason"] = e.finish_reason;
   j["prompt_tokens"] = e.prompt_tokens;
   j["completion_tokens"] = e.completion_tokens;
   j["time_s"] = e.time_s;
   return Dump(j);
+}
+
+// Cuts the JSONL file at `path` back to the lines of `entries` (which must
+// match them line by line, by id and sample); returns the bytes cut.
+absl::StatusOr<int64_t> TrimJsonlTo(const std::string& path,
+                                    const std::vector<const TraceDoneEntry*>& entries,
+                                    const char* what) {
+  std::string text;
+  if (fs::exists(path)) {
+    ASSIGN_OR_RETURN(text, ReadFileToString(path));
+  }
+  size_t tail = 0;
+  const auto lines = CompleteLines(text, &tail);
+  if (lines.size() < entries.size()) {
+    return absl::DataLossError(absl::StrFormat(
+        "%s has %d complete lines but done.jsonl commits %d %s samples; the folder is damaged",
+        path, lines.size(), entries.size(), what));
+  }
+  for (size_t i = 0; i < entries.size(); ++i) {
+    Json j = Json::parse(lines[i].second, nullptr, false);
+    bool match = !j.is_discarded() && j.is_object() && j.value("id", "") == entries[i]->id &&
+                 j.contains("sample") && j["sample"].is_number_integer() &&
+                 j["sample"].get<int64_t>() == entries[i]->sample;
+    if (!match) {
+      return absl::DataLossError(absl::StrFormat(
+          "%s:%d is not sample %d of \"%s\" as done.jsonl says; the folder is damaged", path, i + 1,
+          entries[i]->sample, entries[i]->id));
+    }
+  }
+  const size_t keep = entries.empty() ? 0
+                                      : lines[entries.size() - 1].first +
+                                            lines[entries.size() - 1].second.size() + 1;
+  if (keep >= text.size()) return 0;
+  fs::resize_file(path, keep);
+  return static_cast<int64_t>(text.size() - keep);
 }
 
 }  // namespace
@@ -90,6 +128,11 @@ absl::Status TraceOutputDir::Close() {
   if (jsonl_) {
     if (std::fclose(jsonl_) != 0) s = absl::InternalError(Path("traces.jsonl") + ": close failed");
     jsonl_ = nullptr;
+  }
+  if (rejected_) {
+    if (std::fclose(rejected_) != 0)
+      s = absl::InternalError(Path("rejected.jsonl") + ": close failed");
+    rejected_ = nullptr;
   }
   if (done_log_) {
     if (std::fclose(done_log_) != 0) s = absl::InternalError(Path("done.jsonl") + ": close failed");
@@ -178,34 +221,18 @@ absl::Status TraceOutputDir::Recover(bool write_shard) {
   recovery_.done = static_cast<int64_t>(done_.size());
   recovery_.kept = static_cast<int64_t>(kept.size());
 
-  // 2. traces.jsonl: the kept samples' lines, in the same order.
-  const std::string jsonl_path = Path("traces.jsonl");
-  text.clear();
-  if (fs::exists(jsonl_path)) {
-    ASSIGN_OR_RETURN(text, ReadFileToString(jsonl_path));
-  }
-  lines = CompleteLines(text, &tail);
-  if (lines.size() < kept.size()) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s has %d complete lines but done.jsonl commits %d kept samples; the folder is damaged",
-        jsonl_path, lines.size(), kept.size()));
-  }
-  for (size_t i = 0; i < kept.size(); ++i) {
-    Json j = Json::parse(lines[i].second, nullptr, false);
-    bool match = !j.is_discarded() && j.is_object() && j.value("id", "") == kept[i]->id &&
-                 j.contains("sample") && j["sample"].is_number_integer() &&
-                 j["sample"].get<int64_t>() == kept[i]->sample;
-    if (!match) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s:%d is not sample %d of \"%s\" as done.jsonl says; the folder is damaged", jsonl_path,
-          i + 1, kept[i]->sample, kept[i]->id));
-    }
-  }
-  size_t jsonl_keep =
-      kept.empty() ? 0 : lines[kept.size() - 1].first + lines[kept.size() - 1].second.size() + 1;
-  if (jsonl_keep < text.size()) {
-    recovery_.jsonl_cut_bytes = static_cast<int64_t>(text.size() - jsonl_keep);
-    fs::resize_file(jsonl_path, jsonl_keep);
+  // 2. traces.jsonl and rejected.jsonl: the kept and the rejected samples'
+  // lines, in the same order. A folder from before rejected.jsonl existed
+  // (rejected samples done, no file) goes on without it.
+  const std::string jsonl_path = Path("traces.jsonl"), rejected_path = Path("rejected.jsonl");
+  ASSIGN_OR_RETURN(recovery_.jsonl_cut_bytes, TrimJsonlTo(jsonl_path, kept, "kept"));
+  std::vector<const TraceDoneEntry*> rejected;
+  for (const TraceDoneEntry& e : done_)
+    if (!e.kept) rejected.push_back(&e);
+  const bool legacy = !rejected.empty() && !fs::exists(rejected_path);
+  if (!legacy) {
+    ASSIGN_OR_RETURN(recovery_.rejected_cut_bytes,
+                     TrimJsonlTo(rejected_path, rejected, "rejected"));
   }
 
   // 3. tokens.shard: the kept samples' records, in the same order.
@@ -273,6 +300,11 @@ absl::Status TraceOutputDir::Recover(bool write_shard) {
 
   jsonl_ = std::fopen(jsonl_path.c_str(), "ab");
   if (!jsonl_) return absl::InternalError(absl::StrCat(jsonl_path, ": cannot open for append"));
+  if (!legacy) {
+    rejected_ = std::fopen(rejected_path.c_str(), "ab");
+    if (!rejected_)
+      return absl::InternalError(absl::StrCat(rejected_path, ": cannot open for append"));
+  }
   done_log_ = std::fopen(done_path.c_str(), "ab");
   if (!done_log_) return absl::InternalError(absl::StrCat(done_path, ": cannot open for append"));
   return absl::OkStatus();
@@ -289,19 +321,22 @@ absl::Status TraceOutputDir::Commit(std::vector<Pending> group) {
     }
     any_kept |= p.entry.kept;
   }
-  if (any_kept) {
-    if (shard_) {
-      for (const Pending& p : group) {
-        if (p.entry.kept) RETURN_IF_ERROR(shard_->Append(p.tokens));
-      }
-      RETURN_IF_ERROR(shard_->Commit());
+  if (any_kept && shard_) {
+    for (const Pending& p : group) {
+      if (p.entry.kept) RETURN_IF_ERROR(shard_->Append(p.tokens));
     }
+    RETURN_IF_ERROR(shard_->Commit());
+  }
+  for (const bool kept : {true, false}) {
+    std::FILE* f = kept ? jsonl_ : rejected_;
     std::string lines;
     for (const Pending& p : group) {
-      if (p.entry.kept) absl::StrAppend(&lines, p.jsonl_line, "\n");
+      if (p.entry.kept == kept) absl::StrAppend(&lines, p.jsonl_line, "\n");
     }
-    RETURN_IF_ERROR(WriteAll(jsonl_, lines, jsonl_path));
-    RETURN_IF_ERROR(FsyncFile(jsonl_, jsonl_path));
+    if (f == nullptr || lines.empty()) continue;
+    const std::string path = kept ? jsonl_path : Path("rejected.jsonl");
+    RETURN_IF_ERROR(WriteAll(f, lines, path));
+    RETURN_IF_ERROR(FsyncFile(f, path));
   }
   std::string done_lines;
   for (const Pending& p : group) absl::StrAppend(&done_lines, DoneLine(p.entry), "\n");

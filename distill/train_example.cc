@@ -29,6 +29,8 @@ void DataSummary::Merge(const DataSummary& o) {
   truncated_tokens += o.truncated_tokens;
   split_examples += o.split_examples;
   dropped_untrainable += o.dropped_untrainable;
+  prompts_open_reasoning += o.prompts_open_reasoning;
+  shard_examples += o.shard_examples;
 }
 
 std::string DataSummary::ToString() const {
@@ -53,6 +55,13 @@ std::string DataSummary::ToString() const {
   if (dropped_untrainable > 0) {
     absl::StrAppend(&s, "dropped ", dropped_untrainable,
                     " documents with no trained token within seq_len (prompt too long)\n");
+  }
+  if (prompts_open_reasoning > 0) {
+    absl::StrAppend(
+        &s, "note: ", prompts_open_reasoning, " of ", shard_examples,
+        " token-shard prompts end inside an opened <think> (the teacher's think prefix): the "
+        "student learns to reason after it; evaluate and serve it with think_prefix auto or on "
+        "(off gives it prompts it never saw, and scores near 0%)\n");
   }
   return s;
 }

@@ -58,6 +58,11 @@ struct DataSummary {
   int64_t truncated_tokens = 0;     // tokens cut off
   int64_t split_examples = 0;       // examples split into several documents
   int64_t dropped_untrainable = 0;  // pieces with no trained token left (prompt >= seq_len)
+  // Token-shard examples whose prompt ends inside an opened <think> (the
+  // teacher's think prefix): the student learns to reason after it, so it
+  // must be prompted the same way (think_prefix auto/on, not off).
+  int64_t prompts_open_reasoning = 0;
+  int64_t shard_examples = 0;
 
   void Merge(const DataSummary& other);
   // Multi-line, human readable.

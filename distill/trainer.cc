@@ -215,6 +215,7 @@ absl::Status Trainer::SaveCheckpoint(int64_t step, const std::string& name) {
       ts["elapsed_s"] = elapsed_at_save_;
       ts["num_parameters"] = np;
       ts["world_size"] = collective_->world_size();
+      ts["settings"] = ResumeSettings();
       RETURN_IF_ERROR(
           WriteFileAtomically((tmp / "trainer_state.json").string(), ts.dump(2) + "\n"));
     }
@@ -229,6 +230,46 @@ absl::Status Trainer::SaveCheckpoint(int64_t step, const std::string& name) {
     }
   }
   return collective_->Barrier();
+}
+
+nlohmann::json Trainer::ResumeSettings() {
+  if (data_hash_ == 0) data_hash_ = train_->ContentHash();
+  return {{"data", absl::StrFormat("%016x", data_hash_)},
+          {"batches_per_epoch", train_->BatchesInEpoch(0)},
+          {"steps", TotalSteps()},
+          {"lr", options_.schedule.peak_lr},
+          {"min_lr", options_.schedule.min_lr},
+          {"warmup_steps", options_.schedule.warmup_steps},
+          {"schedule", LrScheduleName(options_.schedule.kind)},
+          {"grad_accum", options_.grad_accum}};
+}
+
+absl::Status Trainer::CheckResumeSettings(const std::string& dir, const nlohmann::json& saved) {
+  const nlohmann::json now = ResumeSettings();
+  // Other data (or packing) makes the saved data position meaningless.
+  for (const char* key : {"data", "batches_per_epoch"}) {
+    if (saved.contains(key) && saved[key] != now[key]) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, ": the checkpoint was trained on other data (", key, " ", saved[key].dump(),
+          ", now ", now[key].dump(),
+          "): resume with the same --data and --seq-len/--batch-rows, or choose another "
+          "--output"));
+    }
+  }
+  // Other lengths and rates are allowed, and said loudly.
+  std::string changed;
+  for (auto it = now.begin(); it != now.end(); ++it) {
+    if (saved.contains(it.key()) && saved[it.key()] != it.value()) {
+      absl::StrAppend(&changed, changed.empty() ? "" : ", ", it.key(), " ", saved[it.key()].dump(),
+                      " -> ", it.value().dump());
+    }
+  }
+  if (!changed.empty() && collective_->rank() == 0) {
+    Sink().Line(absl::StrCat("warning: resuming ", dir, " with changed settings: ", changed,
+                             " (the run continues with the new values; the learning-rate "
+                             "schedule is recomputed over the new length)"));
+  }
+  return absl::OkStatus();
 }
 
 std::string Trainer::LatestCheckpoint() const {
@@ -248,6 +289,7 @@ absl::Status Trainer::LoadLatestCheckpoint(int64_t* step) {
   try {
     ts = nlohmann::json::parse(text);
     *step = ts.at("step").get<int64_t>();
+    if (ts.contains("settings")) RETURN_IF_ERROR(CheckResumeSettings(dir, ts["settings"]));
     ASSIGN_OR_RETURN(DataPosition pos, DataPosition::FromJson(ts.at("data_position")));
     RETURN_IF_ERROR(train_->Seek(pos));
     tokens_before_ = ts.value("tokens", int64_t{0});

@@ -40,6 +40,7 @@
 #include "distill/optimizer.h"
 #include "kernels/collective.h"
 #include "model/train_model.h"
+#include "nlohmann/json.hpp"
 
 namespace retort {
 
@@ -123,6 +124,12 @@ class Trainer {
   void RecordSparsity();
   void ApplySparsity(float* arena);
   std::string LatestCheckpoint() const;
+  // What a checkpoint records of the run and a resume compares: the data
+  // (hash, batches per epoch: other data is refused), the length and the
+  // learning-rate schedule (a change is allowed, with a warning line).
+  nlohmann::json ResumeSettings();
+  absl::Status CheckResumeSettings(const std::string& dir, const nlohmann::json& saved);
+  uint64_t data_hash_ = 0;
 
   TrainModel* student_;
   TrainModel* teacher_;

@@ -345,10 +345,13 @@ std::string TraceSampleToJsonLine(const TraceSample& s) {
   for (const TraceMessage& m : s.messages) {
     ojson mj = ojson::object();
     mj["role"] = m.role;
-    mj["content"] = m.content;
-    // Always present on assistant turns, so a reader never re-splits an
-    // answer that happens to contain a think tag.
-    if (m.role == "assistant" || !m.reasoning_content.empty()) {
+    // The reasoning goes inline, "<think>\nR\n</think>\n\nA", as in
+    // open-r1's datasets: every chat template renders it (most ignore a
+    // "reasoning_content" key, so TRL's SFTTrainer would learn the answers
+    // alone), and the reader splits it back.
+    mj["content"] =
+        m.role == "assistant" ? JoinReasoning(m.reasoning_content, m.content) : m.content;
+    if (m.role != "assistant" && !m.reasoning_content.empty()) {
       mj["reasoning_content"] = m.reasoning_content;
     }
     if (m.extra.is_object()) {

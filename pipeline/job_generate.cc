@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
@@ -131,9 +132,17 @@ class GenerateTracesJob : public JobCommand {
         report->prompts, report->prompts_skipped, sum["samples"].get<int64_t>(),
         sum["kept"].get<int64_t>(), sum["rejected"].get<int64_t>(), report->generated_tokens,
         report->seconds, report->generated_tokens / std::max(report->seconds, 1e-9));
+    if (sum["rejected"].get<int64_t>() > 0) {
+      std::string why;
+      for (const auto& [reason, count] : sum["rejected_reasons"].items()) {
+        absl::StrAppend(&why, why.empty() ? "" : ", ", count.get<int64_t>(), " ", reason);
+      }
+      *io.out << "rejected: " << why << " (kept in rejected.jsonl)\n";
+    }
     if (!sum["verification"].is_null()) *io.out << FormatVerificationSummary(sum["verification"]);
+    for (const auto& w : sum["warnings"]) *io.out << w.get<std::string>() << "\n";
     *io.out << "wrote " << job_.output << "/traces.jsonl" << (write_shard ? ", tokens.shard" : "")
-            << ", summary.json\n";
+            << ", rejected.jsonl, summary.json\n";
     return absl::OkStatus();
   }
 

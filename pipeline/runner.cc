@@ -219,9 +219,8 @@ void Runner::DryRun() {
       }
     }
     if (state != "up to date") will_run.insert(s.name());
-    Progress(absl::StrFormat("%d/%d %s (%s): %s: retort %s %s", i + 1, stages.size(), s.name(),
-                             StageKind(s), state, StageCommandName(s),
-                             StageSettingsJson(s, StageDevice(recipe_.recipe, s)).dump()));
+    Progress(absl::StrFormat("%d/%d %s (%s): %s: %s", i + 1, stages.size(), s.name(), StageKind(s),
+                             state, StageCommandLine(s, StageDevice(recipe_.recipe, s))));
   }
 }
 

@@ -37,6 +37,11 @@ std::string StageCommandName(const proto::Stage& stage) {
   return stage.has_eval() ? "generate" : StageKind(stage);
 }
 
+std::string StageCommandLine(const proto::Stage& stage, const std::string& device) {
+  return absl::StrCat("retort ", StageCommandName(stage), " ",
+                      StageSettingsJson(stage, device).dump());
+}
+
 absl::Status RunStageJob(const proto::Stage& stage, const StageContext& context, const JobIo& io) {
   ASSIGN_OR_RETURN(std::unique_ptr<JobCommand> job, NewStageJob(stage));
   po::options_description options;

@@ -99,6 +99,8 @@ void AddCalibOptions(po::options_description& options, CalibrationFiles& files);
 
 // The command a stage runs ("distill"; "generate" for an eval stage).
 std::string StageCommandName(const proto::Stage& stage);
+// How a stage's job reads in logs: "retort distill {settings JSON}".
+std::string StageCommandLine(const proto::Stage& stage, const std::string& device);
 
 // Runs a resolved stage's job in this process: its extra_args parsed with the
 // command's options, the typed fields on top, the job into `context.dir`.

@@ -61,18 +61,29 @@ absl::Status CheckIndices(const std::vector<int64_t>& v, int64_t bound, const st
 }
 
 // Sizes are rounded down to this multiple: 64 for large dimensions, 8 for
-// small ones (the GGUF/GEMM-friendly widths), 1 if the original is odd.
-int64_t Alignment(int64_t original) {
-  for (int64_t a : {64, 8}) {
-    if (original % a == 0 && a <= original / 4) return a;
+// small ones (the GGUF/GEMM-friendly widths), 1 if the original is odd; and
+// to a multiple of `step` as well (see HiddenStep), still at most a quarter of
+// the original where one exists.
+int64_t Alignment(int64_t original, int64_t step = 1) {
+  for (int64_t a : {int64_t{64}, int64_t{8}, int64_t{1}}) {
+    const int64_t m = std::lcm(a, step);
+    if (original % m == 0 && m <= original / 4) return m;
   }
-  return 1;
+  return original % step == 0 ? step : 1;
 }
 
-int64_t ScaledWidth(int64_t original, double r) {
-  const int64_t a = Alignment(original);
+int64_t ScaledWidth(int64_t original, double r, int64_t step = 1) {
+  const int64_t a = Alignment(original, step);
   const int64_t v = static_cast<int64_t>(std::floor(static_cast<double>(original) * r / a)) * a;
   return std::clamp<int64_t>(v, a, original);
+}
+
+// transformers' LlamaConfig (5.x) refuses a hidden_size that is not a
+// multiple of num_attention_heads, even with an explicit head_dim; Qwen2,
+// Qwen3 and Mistral configs accept any. The hidden width of a pruned model
+// keeps to this step so that transformers loads what we write.
+int64_t HiddenStep(const ModelConfig& config, int64_t heads) {
+  return config.arch == Arch::kLlama ? heads : 1;
 }
 
 }  // namespace
@@ -320,6 +331,7 @@ absl::StatusOr<StructuredPlan> PlanStructuredPruning(const ModelConfig& config,
   int64_t inter_t =
       target.intermediate_size > 0 ? target.intermediate_size : config.intermediate_size;
   int64_t hidden_t = target.hidden_size > 0 ? target.hidden_size : config.hidden_size;
+  const int64_t hidden_step = HiddenStep(config, heads_t);
   if (target.target_params > 0) {
     const bool free_inter = target.intermediate_size == 0, free_hidden = target.hidden_size == 0;
     const bool free_layers = target.num_layers == 0;
@@ -329,7 +341,7 @@ absl::StatusOr<StructuredPlan> PlanStructuredPruning(const ModelConfig& config,
       c.num_heads = heads_t;
       c.num_kv_heads = kv_t;
       c.intermediate_size = free_inter ? ScaledWidth(config.intermediate_size, r) : inter_t;
-      c.hidden_size = free_hidden ? ScaledWidth(config.hidden_size, r) : hidden_t;
+      c.hidden_size = free_hidden ? ScaledWidth(config.hidden_size, r, hidden_step) : hidden_t;
       return c.ParameterCount();
     };
     // Largest r in [0.5, 1] that fits (params grows with r); -1 if none.
@@ -366,7 +378,14 @@ absl::StatusOr<StructuredPlan> PlanStructuredPruning(const ModelConfig& config,
                        "intermediate_size/hidden_size explicitly for more)"));
     }
     if (free_inter) inter_t = ScaledWidth(config.intermediate_size, r);
-    if (free_hidden) hidden_t = ScaledWidth(config.hidden_size, r);
+    if (free_hidden) hidden_t = ScaledWidth(config.hidden_size, r, hidden_step);
+  }
+  if (hidden_t % hidden_step != 0) {
+    const int64_t below = hidden_t / hidden_step * hidden_step;
+    return Invalid(absl::StrCat(
+        "structured pruning target: hidden_size ", hidden_t, " is not a multiple of num_heads (",
+        heads_t, "), which transformers' LlamaConfig requires; use ",
+        below > 0 ? absl::StrCat(below, " or ") : "", below + hidden_step, " (or other heads)"));
   }
 
   StructuredPlan plan;

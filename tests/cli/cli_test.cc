@@ -75,6 +75,42 @@ TEST_F(CliTest, HelpOnEveryCommand) {
   }
   EXPECT_EQ(Exec("").code, 2);
   EXPECT_EQ(Exec("frobnicate").code, 2);
+}
+
+// The conventions every command shares: --version, help defaults as written
+// (no float noise), trace mode's options under `generate --help`.
+TEST_F(CliTest, VersionAndCleanHelpOnEveryCommand) {
+  const CliRun top = Exec("--version");
+  ASSERT_EQ(top.code, 0);
+  ASSERT_THAT(top.out, ::testing::StartsWith("retort "));
+  for (const char* cmd :
+       {"init", "inspect", "tokenize", "generate", "eval", "convert", "serve", "distill",
+        "traces export", "quantize", "calibrate", "prune", "run", "report"}) {
+    SCOPED_TRACE(cmd);
+    const CliRun v = Exec(std::string(cmd) + " --version");
+    EXPECT_EQ(v.code, 0) << v.err;
+    EXPECT_EQ(v.out, top.out);
+    const CliRun h = Exec(std::string(cmd) + " --help");
+    EXPECT_EQ(h.code, 0);
+    EXPECT_THAT(h.out, ::testing::Not(::testing::ContainsRegex("\\(=[-0-9.e]*0000[0-9]\\)")));
+    EXPECT_THAT(h.out, ::testing::Not(::testing::ContainsRegex("\\(=[-0-9.e]*9999[0-9]*\\)")));
+  }
+  const CliRun distill = Exec("distill --help");
+  EXPECT_THAT(distill.out, HasSubstr("--lr arg (=0.0003)"));
+  EXPECT_THAT(distill.out, HasSubstr("--adam-beta1 arg (=0.9)"));
+  EXPECT_THAT(distill.out, HasSubstr("--eval-fraction arg (=0.05)"));
+  const CliRun generate = Exec("generate --help");
+  EXPECT_THAT(generate.out, HasSubstr("trace mode (with --prompts PROMPTS.jsonl --output DIR)"));
+  EXPECT_THAT(generate.out, HasSubstr("--keep"));
+  EXPECT_THAT(generate.out, HasSubstr("--verifier"));
+}
+
+// `distill` trains the model it is given, never the bundled teacher by default.
+TEST_F(CliTest, DistillWithoutAStudentIsAUsageError) {
+  const CliRun r = Exec("distill --data x.txt -o " + (root_ / "no_student").string());
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("student"));
+  EXPECT_FALSE(fs::exists(root_ / "no_student"));
   EXPECT_EQ(Exec("generate " + (root_ / "tiny").string() + " --bogus-flag").code, 2);
 }
 

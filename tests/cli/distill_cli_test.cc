@@ -169,10 +169,22 @@ TEST_F(DistillCliTest, CtrlCSavesACheckpointAndResumeFinishesTheRun) {
                           " --seq-len 64 --batch-rows 1 --threads 1 --max-steps 3000 -q -o " + out);
   EXPECT_NE(again.code, 0);
   EXPECT_THAT(again.err, HasSubstr("--resume"));
-  CliRun resumed =
+  // Other data (here: other packing) would make the saved data position
+  // meaningless: refused, naming the checkpoint.
+  CliRun other =
       h_->Exec("distill " + Model() + " --data " + kText +
-               " --seq-len 64 --batch-rows 1 --threads 1 --max-steps 3000 -q --resume -o " + out);
+               " --seq-len 32 --batch-rows 1 --threads 1 --max-steps 3000 -q --resume -o " + out);
+  EXPECT_NE(other.code, 0);
+  EXPECT_THAT(other.err, HasSubstr("the checkpoint was trained on other data"));
+  EXPECT_THAT(other.err, HasSubstr(name));
+  // Another learning rate is allowed, and said loudly.
+  CliRun resumed = h_->Exec("distill " + Model() + " --data " + kText +
+                            " --seq-len 64 --batch-rows 1 --threads 1 --max-steps 3000 --lr 0.0005 "
+                            "-q --resume -o " +
+                            out);
   ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_THAT(resumed.err, HasSubstr("with changed settings: lr 0.0003"));
+  EXPECT_THAT(resumed.err, HasSubstr("-> 0.0005"));
   EXPECT_TRUE(fs::exists(fs::path(out) / "final" / "model.safetensors"));
   EXPECT_EQ(StepLosses(out).size(), 3000u);
 }

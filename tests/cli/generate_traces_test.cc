@@ -201,6 +201,27 @@ TEST_F(GenerateTracesTest, KillNineAndResumeEqualsUninterrupted) {
     }
   }
   EXPECT_EQ(done_keys.size(), 64u);
+  // Rejected samples are kept apart, with the reason, once each: kept and
+  // rejected together are exactly the done samples.
+  for (const std::string& dir : {ref, out}) {
+    std::set<Key> seen;
+    for (const char* file : {"/traces.jsonl", "/rejected.jsonl"}) {
+      std::ifstream in(dir + file);
+      std::string line;
+      while (std::getline(in, line)) {
+        json j = json::parse(line);
+        EXPECT_TRUE(seen.insert({j["id"], j["sample"].get<int64_t>()}).second) << line;
+        if (std::string(file) == "/rejected.jsonl") {
+          EXPECT_EQ(j["reject_reason"], "wrong_answer") << line;
+          EXPECT_EQ(j["correct"], false) << line;
+        } else {
+          EXPECT_FALSE(j.contains("reject_reason")) << line;
+        }
+      }
+    }
+    EXPECT_EQ(seen, done_keys) << dir;
+    EXPECT_EQ(CountLines(dir + "/rejected.jsonl"), 64 - kept) << dir;
+  }
 
   // Same kept samples with the same texts and verdicts.
   auto a = LoadTraces(ref), b = LoadTraces(out);
@@ -302,6 +323,18 @@ TEST_F(GenerateTracesTest, ImportExportStats) {
   // never exactly "3", so everything was rejected but remembered.
   EXPECT_EQ(CountLines(out + "/done.jsonl"), 32);
   EXPECT_EQ(CountLines(out + "/traces.jsonl"), 0);
+  EXPECT_EQ(CountLines(out + "/rejected.jsonl"), 32);
+  // ... and the run says so instead of leaving an empty file behind.
+  EXPECT_NE(r.out.find("warning: 0 of 32 samples kept (--keep correct, 32 wrong_answer)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("rejected: 32 wrong_answer (kept in rejected.jsonl)"), std::string::npos)
+      << r.out;
+  {
+    json summary = json::parse(ReadFileToString(out + "/summary.json").value());
+    EXPECT_EQ(summary["rejected_reasons"]["wrong_answer"], 32);
+    ASSERT_EQ(summary["warnings"].size(), 1u);
+  }
 
   const std::string all = (harness_->root() / "ies_all").string();
   r = harness_->Exec("generate " + tiny_ + " --prompts " + prompts_ + " --output " + all +

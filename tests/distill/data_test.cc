@@ -217,6 +217,42 @@ TEST(ChatExamplesTest, TrainAllAssistantTurns) {
   EXPECT_THAT(bad.status().message(), HasSubstr("train only the final assistant turn"));
 }
 
+// TRL's SFTTrainer renders a "messages" dataset with the tokenizer's chat
+// template: tests/reference/traces/make_trl_fixture.py ran TRL's own
+// maybe_apply_chat_template over trl_input.jsonl (loaded with datasets). Line
+// 1 is what we write today, the reasoning inline; line 2 the layout we wrote
+// before (reasoning_content), which SmolLM2's template drops, so TRL trained
+// on the answers alone. Checked: the writer writes line 1 exactly, and our
+// template engine renders both lines as TRL did.
+TEST(TrlDataTest, TracesKeepTheirReasoningUnderTrlsChatTemplating) {
+  const std::string dir = "tests/reference/traces/";
+  const std::string text = ReadOrDie(dir + "trl_input.jsonl");
+  std::vector<std::string> lines;
+  for (size_t pos = 0, nl; (nl = text.find('\n', pos)) != std::string::npos; pos = nl + 1)
+    lines.push_back(text.substr(pos, nl - pos));
+  ASSERT_EQ(lines.size(), 2u);
+  absl::StatusOr<TraceSample> old = ParseTraceLine(lines[1], 2, "trl_input.jsonl");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(TraceSampleToJsonLine(*old), lines[0]);
+
+  const ojson rendered = ojson::parse(ReadOrDie(dir + "trl_rendered.json"))["rendered"];
+  for (const std::string name : {"smollm2_instruct", "qwen3"}) {
+    SCOPED_TRACE(name);
+    absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse(ReadOrDie(kTemplates + name + ".jinja"));
+    ASSERT_TRUE(t.ok()) << t.status();
+    for (size_t i = 0; i < lines.size(); ++i) {
+      absl::StatusOr<std::string> ours =
+          t->Render(ojson::parse(lines[i])["messages"], /*add_generation_prompt=*/false);
+      ASSERT_TRUE(ours.ok()) << ours.status();
+      EXPECT_EQ(*ours, rendered[name][i].get<std::string>()) << "line " << i + 1;
+    }
+  }
+  const std::string reasoning = "7 + 5 = 12, write 2 carry 1";
+  EXPECT_THAT(rendered["smollm2_instruct"][0].get<std::string>(), HasSubstr(reasoning));
+  EXPECT_THAT(rendered["smollm2_instruct"][1].get<std::string>(),
+              ::testing::Not(HasSubstr(reasoning)));
+}
+
 TEST(AnswersOnlyTest, RemoveThinkBlocks) {
   EXPECT_EQ(RemoveThinkBlocks("<think>\nadd them\n</think>\n\n4"), "4");
   EXPECT_EQ(RemoveThinkBlocks("4"), "4");
@@ -479,6 +515,38 @@ TEST(DatasetTest, AnswersOnlyTraces) {
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(refused.status().message(), HasSubstr(shard));
   EXPECT_THAT(refused.status().message(), HasSubstr("answers-only"));
+}
+
+// A shard keeps the teacher's prompt as sent; one opened with "<think>\n"
+// (the teacher's think prefix) trains a student that must be prompted the
+// same way, and the data summary says so (issue: think_prefix "off" at eval
+// silently scored 0%).
+TEST(DatasetTest, ShardPromptsThatOpenTheReasoningAreNoted) {
+  const Tokenizer& tok = TokenizerNamed("smollm2");
+  TempDir dir;
+  const std::string path = dir.Write("opened.shard", "");
+  const std::string prompts[] = {
+      "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n<think>\n",
+      "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"};
+  {
+    auto w = TraceShardWriter::Open(path, /*append=*/false);
+    ASSERT_TRUE(w.ok()) << w.status();
+    for (int r = 0; r < 2; ++r) {
+      TraceTokens t;
+      t.id = "p" + std::to_string(r);
+      t.prompt_ids = tok.Encode(prompts[r], EncodeOptions());
+      t.completion_ids = tok.Encode("2</think>\n\n2", EncodeOptions());
+      ASSERT_TRUE(w->Append(t).ok());
+    }
+    ASSERT_TRUE(w->Close().ok());
+  }
+  auto ds = Dataset::Load({path}, tok, nullptr, DatasetOptions());
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  EXPECT_EQ(ds->summary().shard_examples, 2);
+  EXPECT_EQ(ds->summary().prompts_open_reasoning, 1);
+  EXPECT_THAT(ds->summary().ToString(),
+              HasSubstr("note: 1 of 2 token-shard prompts end inside an opened <think>"));
+  EXPECT_THAT(ds->summary().ToString(), HasSubstr("think_prefix auto or on"));
 }
 
 TEST(DatasetTest, TokenShardsCarryTeacherTopK) {

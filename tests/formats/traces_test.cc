@@ -87,6 +87,30 @@ TEST(TraceJsonlTest, NativeRoundTrip) {
   EXPECT_EQ(back->PromptText(), s.messages[1].content);
 }
 
+// The assistant turn carries its reasoning inline, as open-r1's datasets do,
+// so chat templates that ignore "reasoning_content" (most) still render it.
+TEST(TraceJsonlTest, ReasoningIsInlineInTheAssistantContent) {
+  const TraceSample s = FullSample();
+  const nlohmann::ordered_json j = nlohmann::ordered_json::parse(TraceSampleToJsonLine(s));
+  const nlohmann::ordered_json& a = j["messages"][2];
+  EXPECT_EQ(a["role"], "assistant");
+  EXPECT_EQ(a["content"],
+            "<think>\n2^10 = 1024.\n<think> is literal here\n</think>\n\n\\boxed{1024}");
+  EXPECT_FALSE(a.contains("reasoning_content"));
+  // An assistant turn without reasoning is the answer alone.
+  TraceSample plain = s;
+  plain.messages[2].reasoning_content.clear();
+  EXPECT_EQ(nlohmann::ordered_json::parse(TraceSampleToJsonLine(plain))["messages"][2]["content"],
+            "\\boxed{1024}");
+  // Lines written before (with "reasoning_content") still read the same.
+  nlohmann::ordered_json old = j;
+  old["messages"][2]["content"] = "\\boxed{1024}";
+  old["messages"][2]["reasoning_content"] = "2^10 = 1024.\n<think> is literal here";
+  absl::StatusOr<TraceSample> back = ParseTraceLine(old.dump(), 1, "old.jsonl");
+  ASSERT_TRUE(back.ok()) << back.status();
+  ExpectSameSample(s, *back);
+}
+
 TEST(TraceJsonlTest, OptionalFieldsOmittedAndDefaulted) {
   TraceSample s;
   s.id = "x";

@@ -240,20 +240,58 @@ TEST(PlanTest, GqaHeadsGroupsAndChannels) {
   t = StructuredTarget{};
   t.num_layers = 2;
   t.intermediate_size = 3;
-  t.hidden_size = 5;
+  t.hidden_size = 16;                  // a multiple of the 8 heads (LlamaConfig's rule)
   imp.layers[0].block_influence = 10;  // layer 0 matters most, then 3
   plan = PlanStructuredPruning(c, imp, t);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_THAT(plan->layers, ElementsAre(0, 3));
   EXPECT_THAT(plan->mlp[1], ElementsAre(c.intermediate_size - 3, c.intermediate_size - 2,
                                         c.intermediate_size - 1));
-  EXPECT_THAT(plan->hidden, ElementsAre(59, 60, 61, 62, 63));
+  EXPECT_EQ(plan->hidden.size(), 16u);
+  EXPECT_EQ(plan->hidden.front(), 48);
   auto pc = plan->PrunedConfig(c);
   ASSERT_TRUE(pc.ok());
   EXPECT_EQ(pc->num_layers, 2);
   EXPECT_EQ(pc->intermediate_size, 3);
-  EXPECT_EQ(pc->hidden_size, 5);
+  EXPECT_EQ(pc->hidden_size, 16);
   EXPECT_EQ(pc->head_dim, 8);
+}
+
+// transformers 5.x's LlamaConfig refuses hidden_size % num_attention_heads != 0
+// even with head_dim given ("hidden size (320) is not a multiple of the number
+// of attention heads (9)"): a Llama plan keeps to it, by rounding free widths
+// and refusing explicit ones; Qwen2 has no such rule.
+TEST(PlanTest, LlamaHiddenStaysAMultipleOfTheHeads) {
+  ModelConfig c = TinyConfig("llama");
+  c.hidden_size = 576;  // SmolLM2-135M's shape: 9 heads / 3 kv heads of 64
+  c.num_heads = 9;
+  c.num_kv_heads = 3;
+  c.head_dim = 64;
+  c.intermediate_size = 1536;
+  const int64_t full = c.ParameterCount();
+  ModelImportance imp = Ramp(c);
+  StructuredTarget t;
+  t.target_params = full * 60 / 100;
+  t.num_layers = c.num_layers;
+  auto plan = PlanStructuredPruning(c, imp, t);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  auto pc = plan->PrunedConfig(c);
+  ASSERT_TRUE(pc.ok()) << pc.status();
+  EXPECT_LT(pc->hidden_size, 576);
+  EXPECT_EQ(pc->hidden_size % 9, 0) << pc->hidden_size;
+  EXPECT_EQ(pc->hidden_size % 8, 0) << pc->hidden_size;
+  EXPECT_LE(pc->ParameterCount(), t.target_params);
+
+  t = StructuredTarget{};
+  t.hidden_size = 320;
+  auto bad = PlanStructuredPruning(c, imp, t);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(),
+              HasSubstr("hidden_size 320 is not a multiple of num_heads (9), which transformers' "
+                        "LlamaConfig requires; use 315 or 324"));
+
+  c.arch = Arch::kQwen2;
+  EXPECT_TRUE(PlanStructuredPruning(c, Ramp(c), t).ok());
 }
 
 TEST(PlanTest, TargetParamsRule) {
