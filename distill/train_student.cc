@@ -33,6 +33,7 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
 
   // The student and its tokenizer.
   ASSIGN_OR_RETURN(std::unique_ptr<TrainModel> student, LoadTrainModel(a.student));
+  student->SetActivationCheckpointing(a.gradient_checkpointing);
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(a.student));
   std::unique_ptr<ChatTemplate> tmpl;
   if (auto t = LoadChatTemplate(a.student); t.ok()) {
@@ -47,6 +48,8 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
           " tokens, the student ", student->config().vocab_size,
           ": logit distillation needs the same tokenizer"));
     }
+    teacher->SetActivationCheckpointing(true);  // forward only: nothing to keep
+    teacher->ReleaseGradients();
   }
 
   // Data.
@@ -146,7 +149,13 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
          << collective->world_size() << " micro-batches of " << a.rows << " x " << a.seq_len
          << " tokens\n"
          << "memory: weights+grads+adam " << MB(student->num_parameters() * 16ull)
-         << ", activations " << MB(student->ActivationBytes(a.rows * a.seq_len));
+         << ", activations " << MB(student->ActivationBytes(a.rows * a.seq_len))
+         << (a.gradient_checkpointing ? " (gradient checkpointing)"
+                                      : " (--gradient-checkpointing: less)")
+         << (teacher
+                 ? absl::StrCat("; teacher weights ", MB(teacher->num_parameters() * 4ull),
+                                ", activations ", MB(teacher->ActivationBytes(a.rows * a.seq_len)))
+                 : std::string());
     sink.Line(text.str());
   }
   InstallTrainerSignalHandlers();

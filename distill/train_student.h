@@ -36,6 +36,10 @@ struct TrainStudentOptions {
   int threads = 0;
   bool resume = false, quiet = false, all_turns = false, answers_only = false,
        keep_sparsity = false;
+  // Activation checkpointing of the student (TrainModel::SetActivationCheckpointing):
+  // less memory, one more forward pass per step. An online teacher always
+  // keeps only its layer inputs (it never runs backward).
+  bool gradient_checkpointing = false;
   std::string command_line;  // recorded in the output as run.json (provenance)
 };
 

@@ -151,7 +151,26 @@ int64_t TrainModel::LayerFloatsPerToken() const {
 }
 
 int64_t TrainModel::ActivationFloats(int64_t n) const {
-  return n * (LayerFloatsPerToken() * config_.num_layers + config_.hidden_size + 1);
+  const int64_t H = config_.hidden_size, L = config_.num_layers;
+  // Checkpointing: every layer's input, then one layer's buffers (reused).
+  const int64_t layers = checkpointing_ ? L * H + LayerFloatsPerToken() : L * LayerFloatsPerToken();
+  return n * (layers + H + 1);
+}
+
+void TrainModel::SetActivationCheckpointing(bool on) {
+  if (on == checkpointing_) return;
+  checkpointing_ = on;
+  n_ = 0;  // the saved state (if any) is in the other layout
+  capacity_ = 0;
+  acts_.clear();
+  acts_.shrink_to_fit();
+}
+
+void TrainModel::ReleaseGradients() {
+  grads_.clear();
+  grads_.shrink_to_fit();
+  for (Parameter& p : params_) p.grad = nullptr;
+  lm_head_grad_ = nullptr;
 }
 
 int64_t TrainModel::ScratchFloats(int64_t n) const {
@@ -178,12 +197,15 @@ void TrainModel::Reserve(int64_t n) {
 }
 
 // Buffers of the current n_ packed one after another: layer 0's, layer 1's,
-// ..., then the final norm's input and rstd.
+// ..., then the final norm's input and rstd. With checkpointing: the layer
+// inputs (x_in of layer 0, 1, ...), then one set of buffers every layer
+// shares (its x_in slot unused), then the final norm's input and rstd.
 TrainModel::LayerActs TrainModel::ActsOf(int64_t layer) {
   const ModelConfig& c = config_;
   const int64_t n = n_, H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, qdim = nh * hd, kvdim = nkv * hd;
-  float* p = acts_.data() + layer * n * LayerFloatsPerToken();
+  float* p = checkpointing_ ? acts_.data() + c.num_layers * n * H
+                            : acts_.data() + layer * n * LayerFloatsPerToken();
   auto take = [&](int64_t count) {
     float* r = p;
     p += count;
@@ -207,6 +229,7 @@ TrainModel::LayerActs TrainModel::ActsOf(int64_t layer) {
   a.lse = take(n * nh);
   a.gate = take(n * I);
   a.up = take(n * I);
+  if (checkpointing_) a.x_in = acts_.data() + layer * n * H;
   return a;
 }
 
@@ -238,11 +261,8 @@ absl::Status TrainModel::Forward(const int32_t* tokens, const int32_t* positions
   Reserve(n);
   n_ = n;
 
-  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim, half = hd / 2;
-  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, qdim = nh * hd, kvdim = nkv * hd;
+  const int64_t H = c.hidden_size, half = c.head_dim / 2;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  const AttentionShape shape{nh, nkv, hd};
   Backend& be = DefaultBackend();
   // The parameter, gradient and activation arenas are host vectors: a backend
   // whose memory is not the host's cannot take them as operands yet.
@@ -274,36 +294,46 @@ absl::Status TrainModel::Forward(const int32_t* tokens, const int32_t* positions
   }
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerParams& L = layers_[l];
-    const LayerActs a = ActsOf(l);
-    // Attention block.
-    RETURN_IF_ERROR(be.RmsNormForward(a.x_in, n, H, W(L.input_norm), eps, h, a.rstd_in));
-    RETURN_IF_ERROR(
-        be.LinearForward(h, n, H, W(L.q), qdim, W(L.q_bias), c.qk_norm ? a.q_pre : a.q));
-    RETURN_IF_ERROR(
-        be.LinearForward(h, n, H, W(L.k), kvdim, W(L.k_bias), c.qk_norm ? a.k_pre : a.k));
-    RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.v), kvdim, W(L.v_bias), a.v));
-    if (c.qk_norm) {
-      RETURN_IF_ERROR(be.RmsNormForward(a.q_pre, n * nh, hd, W(L.q_norm), eps, a.q, a.rstd_q));
-      RETURN_IF_ERROR(be.RmsNormForward(a.k_pre, n * nkv, hd, W(L.k_norm), eps, a.k, a.rstd_k));
-    }
-    RETURN_IF_ERROR(be.ApplyRope(a.q, n, nh, hd, qdim, cos_.data(), sin_.data()));
-    RETURN_IF_ERROR(be.ApplyRope(a.k, n, nkv, hd, kvdim, cos_.data(), sin_.data()));
-    RETURN_IF_ERROR(be.AttentionForward(a.q, a.k, a.v, doc_start, n, shape, scale, c.WindowOf(l),
-                                        a.attn, a.lse));
-    RETURN_IF_ERROR(be.LinearForward(a.attn, n, qdim, W(L.o), H, W(L.o_bias), tmp));
-    RETURN_IF_ERROR(be.Add(a.x_in, tmp, n * H, a.x_mid));
-    // MLP block (SwiGLU).
-    RETURN_IF_ERROR(be.RmsNormForward(a.x_mid, n, H, W(L.post_norm), eps, h, a.rstd_mid));
-    RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.gate), I, W(L.gate_bias), a.gate));
-    RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.up), I, W(L.up_bias), a.up));
-    RETURN_IF_ERROR(be.SiluMul(a.gate, a.up, n * I, act));
-    RETURN_IF_ERROR(be.LinearForward(act, n, I, W(L.down), H, W(L.down_bias), tmp));
     float* x_out = l + 1 < c.num_layers ? ActsOf(l + 1).x_in : x_final_;
-    RETURN_IF_ERROR(be.Add(a.x_mid, tmp, n * H, x_out));
+    RETURN_IF_ERROR(LayerForward(l, ActsOf(l), h, tmp, act, x_out));
   }
   RETURN_IF_ERROR(be.RmsNormForward(x_final_, n, H, W(final_norm_), eps, hidden, rstd_final_));
   return absl::OkStatus();
+}
+
+absl::Status TrainModel::LayerForward(int64_t l, const LayerActs& a, float* h, float* tmp,
+                                      float* act, float* x_out) {
+  const ModelConfig& c = config_;
+  const int64_t n = n_, H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, qdim = nh * hd, kvdim = nkv * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const AttentionShape shape{nh, nkv, hd};
+  Backend& be = DefaultBackend();
+  const LayerParams& L = layers_[l];
+  // Attention block.
+  RETURN_IF_ERROR(be.RmsNormForward(a.x_in, n, H, W(L.input_norm), eps, h, a.rstd_in));
+  RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.q), qdim, W(L.q_bias), c.qk_norm ? a.q_pre : a.q));
+  RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.k), kvdim, W(L.k_bias), c.qk_norm ? a.k_pre : a.k));
+  RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.v), kvdim, W(L.v_bias), a.v));
+  if (c.qk_norm) {
+    RETURN_IF_ERROR(be.RmsNormForward(a.q_pre, n * nh, hd, W(L.q_norm), eps, a.q, a.rstd_q));
+    RETURN_IF_ERROR(be.RmsNormForward(a.k_pre, n * nkv, hd, W(L.k_norm), eps, a.k, a.rstd_k));
+  }
+  RETURN_IF_ERROR(be.ApplyRope(a.q, n, nh, hd, qdim, cos_.data(), sin_.data()));
+  RETURN_IF_ERROR(be.ApplyRope(a.k, n, nkv, hd, kvdim, cos_.data(), sin_.data()));
+  RETURN_IF_ERROR(be.AttentionForward(a.q, a.k, a.v, doc_start_.data(), n, shape, scale,
+                                      c.WindowOf(l), a.attn, a.lse));
+  RETURN_IF_ERROR(be.LinearForward(a.attn, n, qdim, W(L.o), H, W(L.o_bias), tmp));
+  RETURN_IF_ERROR(be.Add(a.x_in, tmp, n * H, a.x_mid));
+  // MLP block (SwiGLU).
+  RETURN_IF_ERROR(be.RmsNormForward(a.x_mid, n, H, W(L.post_norm), eps, h, a.rstd_mid));
+  RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.gate), I, W(L.gate_bias), a.gate));
+  RETURN_IF_ERROR(be.LinearForward(h, n, H, W(L.up), I, W(L.up_bias), a.up));
+  if (x_out == nullptr) return absl::OkStatus();  // a recompute: Backward redoes the rest
+  RETURN_IF_ERROR(be.SiluMul(a.gate, a.up, n * I, act));
+  RETURN_IF_ERROR(be.LinearForward(act, n, I, W(L.down), H, W(L.down_bias), tmp));
+  return be.Add(a.x_mid, tmp, n * H, x_out);
 }
 
 // ---- backward ---------------------------------------------------------------
@@ -312,6 +342,10 @@ absl::Status TrainModel::Backward(const float* dhidden) {
   if (n_ <= 0) {
     return absl::FailedPreconditionError(
         "TrainModel::Backward: no Forward pending (call Forward before each Backward)");
+  }
+  if (grads_.empty()) {
+    return absl::FailedPreconditionError(
+        "TrainModel::Backward: the gradients were released (ReleaseGradients)");
   }
   const ModelConfig& c = config_;
   const int64_t n = n_;
@@ -346,6 +380,9 @@ absl::Status TrainModel::Backward(const float* dhidden) {
   for (int64_t l = c.num_layers - 1; l >= 0; --l) {
     const LayerParams& L = layers_[l];
     const LayerActs a = ActsOf(l);
+    // Checkpointing: this layer's activations again, from its saved input
+    // (hbuf, dh and act are free until the backward below writes them).
+    if (checkpointing_) RETURN_IF_ERROR(LayerForward(l, a, hbuf, dh, act, nullptr));
     // MLP block: x_out = x_mid + down(silu(gate(h)) * up(h)), h = norm(x_mid).
     RETURN_IF_ERROR(be.SiluMul(a.gate, a.up, n * I, act));
     RETURN_IF_ERROR(be.LinearBackward(act, n, I, W(L.down), H, dres, dact, G(L.down),

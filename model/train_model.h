@@ -104,8 +104,22 @@ class TrainModel {
   // The inference engine over an f32 copy of the current weights (evaluation).
   absl::StatusOr<std::unique_ptr<Transformer>> ToTransformer() const;
 
-  // Bytes of the activations and backward scratch a step of n tokens uses.
+  // Bytes of the activations and backward scratch a step of n tokens uses
+  // (in the current checkpointing mode).
   size_t ActivationBytes(int64_t n) const;
+
+  // Activation (gradient) checkpointing: Forward keeps only each layer's
+  // input; Backward recomputes a layer's activations from it, one layer at a
+  // time, just before back-propagating through it. The gradients are
+  // bit-identical (the same kernels on the same inputs); a step costs one
+  // more forward pass, and the activations shrink from every layer's
+  // buffers to one layer's plus the layer inputs. A model that only runs
+  // Forward (an online teacher) saves the memory at no cost.
+  void SetActivationCheckpointing(bool on);
+  bool activation_checkpointing() const { return checkpointing_; }
+  // Frees the gradient arena of a model that never runs Backward (an online
+  // teacher); Backward then fails.
+  void ReleaseGradients();
 
  private:
   // Offsets into the arenas (-1: absent).
@@ -145,6 +159,11 @@ class TrainModel {
   int64_t ScratchFloats(int64_t n) const;
   void Reserve(int64_t n);
   LayerActs ActsOf(int64_t layer);
+  // One decoder layer's forward from a.x_in into a's buffers; x_out (null:
+  // not written) gets the layer's output. h [n, H], tmp [n, H] and act
+  // [n, I] are scratch.
+  absl::Status LayerForward(int64_t layer, const LayerActs& a, float* h, float* tmp, float* act,
+                            float* x_out);
 
   ModelConfig config_;
   std::vector<float> values_, grads_;
@@ -156,6 +175,7 @@ class TrainModel {
   std::vector<float> inv_freq_;
 
   // State of the last Forward.
+  bool checkpointing_ = false;
   int64_t n_ = 0;         // tokens (0: no Forward pending a Backward)
   int64_t capacity_ = 0;  // tokens the arenas are sized for
   std::vector<float> acts_, scratch_;

@@ -39,6 +39,9 @@ class DistillJob : public JobCommand {
         "weight-decay", po::value(&a.weight_decay)->default_value(0.0f),
         "AdamW decoupled weight decay")("decay-all", po::bool_switch(&a.decay_all),
                                         "also decay norms, biases and embeddings")(
+        "gradient-checkpointing", po::bool_switch(&a.gradient_checkpointing),
+        "keep only each layer's input and recompute its activations in the backward pass: "
+        "much less memory, about a third more compute per step")(
         "adam-beta1", po::value(&a.beta1)->default_value(0.9f), "AdamW beta1")(
         "adam-beta2", po::value(&a.beta2)->default_value(0.95f), "AdamW beta2")(
         "adam-eps", po::value(&a.adam_eps)->default_value(1e-8f), "AdamW epsilon")(

@@ -138,6 +138,21 @@ TEST_F(DistillCliTest, TwoMpiRanksFollowOneRankWithTwiceTheAccumulation) {
   }
 }
 
+// --gradient-checkpointing recomputes activations in the backward pass: the
+// same losses bit for bit, and the memory plan says so.
+TEST_F(DistillCliTest, GradientCheckpointingTrainsTheSameSteps) {
+  const std::string plain = Out("ckpt_off"), ckpt = Out("ckpt_on");
+  CliRun a = h_->Exec("distill " + Model() + " " + Common() + " --max-steps 4 -o " + plain);
+  ASSERT_EQ(a.code, 0) << a.err;
+  CliRun b = h_->Exec("distill " + Model() + " " + Common() +
+                      " --max-steps 4 --gradient-checkpointing -o " + ckpt);
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_THAT(b.err, HasSubstr("(gradient checkpointing)"));
+  const std::vector<double> la = StepLosses(plain), lb = StepLosses(ckpt);
+  ASSERT_EQ(la.size(), 4u);
+  EXPECT_EQ(la, lb);
+}
+
 TEST_F(DistillCliTest, CtrlCSavesACheckpointAndResumeFinishesTheRun) {
   const std::string out = Out("interrupted");
   std::vector<std::string> args = {

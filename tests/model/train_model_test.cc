@@ -325,6 +325,55 @@ TEST(TrainModelTest, PackedEqualsSeparate) {
   }
 }
 
+// Activation checkpointing recomputes each layer from its saved input with
+// the same kernels: hidden states and gradients are bit-identical, with the
+// activation arena much smaller; a forward-only model (a teacher) may
+// release its gradients.
+TEST(TrainModelTest, ActivationCheckpointingIsBitIdentical) {
+  for (bool tied : {false, true}) {
+    SCOPED_TRACE(tied ? "tied" : "untied");
+    auto model = RandomModel(tied, 13);
+    ASSERT_NE(model, nullptr);
+    const int64_t H = model->config().hidden_size;
+    const Batch b = Packed({40, 9, 31}, model->config().vocab_size, 5);
+    const auto dhidden = RandomVector(b.n() * H, 6);
+    auto step = [&](std::vector<float>* hidden, std::vector<float>* grads) {
+      hidden->assign(b.n() * H, 0.f);
+      model->ZeroGrads();
+      ASSERT_TRUE(model
+                      ->Forward(b.tokens.data(), b.positions.data(), b.doc_start.data(), b.n(),
+                                hidden->data())
+                      .ok());
+      ASSERT_TRUE(model->Backward(dhidden.data()).ok());
+      grads->assign(model->grad_arena(), model->grad_arena() + model->num_parameters());
+    };
+    std::vector<float> h_full, g_full, h_ckpt, g_ckpt;
+    const size_t full_bytes = model->ActivationBytes(b.n());
+    step(&h_full, &g_full);
+    model->SetActivationCheckpointing(true);
+    EXPECT_TRUE(model->activation_checkpointing());
+    EXPECT_LT(model->ActivationBytes(b.n()), full_bytes);
+    step(&h_ckpt, &g_ckpt);
+    EXPECT_EQ(h_ckpt, h_full);
+    EXPECT_EQ(g_ckpt, g_full);
+    // Twice in a row (the shared layer buffers are reused) and back again.
+    step(&h_ckpt, &g_ckpt);
+    EXPECT_EQ(g_ckpt, g_full);
+    model->SetActivationCheckpointing(false);
+    step(&h_full, &g_full);
+    EXPECT_EQ(g_ckpt, g_full);
+
+    model->ReleaseGradients();
+    std::vector<float> hidden(b.n() * H);
+    ASSERT_TRUE(
+        model
+            ->Forward(b.tokens.data(), b.positions.data(), b.doc_start.data(), b.n(), hidden.data())
+            .ok());
+    EXPECT_EQ(hidden, h_full);
+    EXPECT_THAT(model->Backward(dhidden.data()).message(), HasSubstr("released"));
+  }
+}
+
 // ---- 4. NamedWeights / ToTransformer -----------------------------------------
 
 class RoundTripTest : public ::testing::TestWithParam<bool> {};
