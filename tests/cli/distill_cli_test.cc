@@ -153,6 +153,23 @@ TEST_F(DistillCliTest, GradientCheckpointingTrainsTheSameSteps) {
   EXPECT_EQ(la, lb);
 }
 
+// stderr that is not a terminal (here a pipe) gets a status line at most every
+// few seconds, the last state always, and no carriage returns.
+TEST_F(DistillCliTest, ProgressOffATerminalIsThrottled) {
+  CliRun r =
+      h_->Exec("distill " + Model() + " " + Common() + " --max-steps 60 -o " + Out("throttled"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(StepLosses(Out("throttled")).size(), 60u);
+  int status_lines = 0;
+  for (size_t pos = 0; (pos = r.err.find("step ", pos)) != std::string::npos; ++pos) {
+    if (pos == 0 || r.err[pos - 1] == '\n') ++status_lines;
+  }
+  EXPECT_GE(status_lines, 1) << r.err;
+  EXPECT_LE(status_lines, 6) << r.err;  // 60 steps in well under 25 s
+  EXPECT_THAT(r.err, HasSubstr("step 60/60"));
+  EXPECT_EQ(r.err.find('\r'), std::string::npos);
+}
+
 TEST_F(DistillCliTest, CtrlCSavesACheckpointAndResumeFinishesTheRun) {
   const std::string out = Out("interrupted");
   std::vector<std::string> args = {
