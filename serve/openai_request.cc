@@ -71,40 +71,83 @@ class Fields {
   const Json& body_;
 };
 
-std::optional<ApiError> ParsePrompt(const Json& body, const RequestContext& ctx,
-                                    CompletionJob* job) {
+// One prompt: a string (encoded with the tokenizer's special tokens, as
+// vLLM) or a non-empty list of token ids. `echo` keeps its text.
+std::optional<ApiError> AddPrompt(const Json& prompt, const RequestContext& ctx, bool echo,
+                                  CompletionJob* job) {
+  if (prompt.is_string()) {
+    const std::string text = prompt.get<std::string>();
+    job->prompts.push_back(ctx.tokenizer->Encode(text, /*add_special_tokens=*/true));
+    if (echo) job->prompt_texts.push_back(text);
+    return std::nullopt;
+  }
+  if (!prompt.is_array() || prompt.empty() ||
+      !std::all_of(prompt.begin(), prompt.end(),
+                   [](const Json& v) { return v.is_number_integer(); })) {
+    return BadField("prompt",
+                    "a string, a list of strings, a non-empty list of token ids or a list of them");
+  }
+  std::vector<int32_t> ids;
+  for (const Json& v : prompt) {
+    int64_t id = v.get<int64_t>();
+    if (id < 0 || id >= ctx.vocab_size) {
+      return BadField("prompt", absl::StrCat("token ids in [0, ", ctx.vocab_size, "), got ", id));
+    }
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  if (echo) job->prompt_texts.push_back(ctx.tokenizer->Decode(ids, /*skip_special_tokens=*/false));
+  job->prompts.push_back(std::move(ids));
+  return std::nullopt;
+}
+
+std::optional<ApiError> ParsePrompts(const Json& body, const RequestContext& ctx,
+                                     CompletionJob* job) {
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null())
     return ApiError{400, "\"prompt\" is required", "invalid_request_error", "prompt"};
-  const Json* prompt = &*it;
-  if (prompt->is_array() && prompt->size() == 1 &&
-      ((*prompt)[0].is_string() || (*prompt)[0].is_array())) {
-    prompt = &(*prompt)[0];
-  }
-  if (prompt->is_string()) {
-    job->prompt = ctx.tokenizer->Encode(prompt->get<std::string>(), /*add_special_tokens=*/true);
-    return std::nullopt;
-  }
-  if (prompt->is_array() && !prompt->empty() &&
-      std::all_of(prompt->begin(), prompt->end(),
-                  [](const Json& v) { return v.is_number_integer(); })) {
-    for (const Json& v : *prompt) {
-      int64_t id = v.get<int64_t>();
-      if (id < 0 || id >= ctx.vocab_size) {
-        return BadField("prompt", absl::StrCat("token ids in [0, ", ctx.vocab_size, "), got ", id));
-      }
-      job->prompt.push_back(static_cast<int32_t>(id));
-    }
-    return std::nullopt;
-  }
-  if (prompt->is_array() && prompt->size() > 1 &&
-      std::all_of(prompt->begin(), prompt->end(),
-                  [](const Json& v) { return v.is_string() || v.is_array(); })) {
+  const Json& prompt = *it;
+  const bool several =
+      prompt.is_array() && !prompt.empty() && (prompt[0].is_string() || prompt[0].is_array());
+  if (!several) return AddPrompt(prompt, ctx, job->echo, job);
+  if (static_cast<int64_t>(prompt.size()) * job->n > kMaxPrompts) {
     return ApiError{400,
-                    "several prompts in one request are not supported: send one request per prompt",
+                    absl::StrFormat("%d prompts x n = %d is %d choices; this server allows at most "
+                                    "%d in one request",
+                                    prompt.size(), job->n, prompt.size() * job->n, kMaxPrompts),
                     "invalid_request_error", "prompt"};
   }
-  return BadField("prompt", "a string or a non-empty list of token ids");
+  for (const Json& p : prompt) {
+    if (auto e = AddPrompt(p, ctx, job->echo, job)) return e;
+  }
+  return std::nullopt;
+}
+
+// A request for constrained output or tool calls is refused: answering it
+// with free text would look like success to the client. The neutral values
+// (no tools, tool_choice "none", response_format text) are accepted.
+std::optional<ApiError> RefuseStructuredOutput(const Json& body) {
+  auto refuse = [](const char* key, const std::string& why) {
+    return ApiError{400, absl::StrCat("\"", key, "\" is not supported: ", why),
+                    "invalid_request_error", key};
+  };
+  const char* kNoTools = "this server does no tool calling; send the request without tools";
+  Fields f(body);
+  if (const Json* format = f.Find("response_format");
+      format &&
+      !(format->is_object() && format->size() == 1 && format->value("type", "") == "text")) {
+    return refuse("response_format",
+                  "this server does no constrained decoding (only {\"type\": \"text\"})");
+  }
+  if (const Json* tools = f.Find("tools"); tools && !(tools->is_array() && tools->empty())) {
+    return refuse("tools", kNoTools);
+  }
+  if (const Json* choice = f.Find("tool_choice"); choice && *choice != "none") {
+    return refuse("tool_choice", kNoTools);
+  }
+  for (const char* key : {"functions", "function_call"}) {
+    if (f.Find(key)) return refuse(key, kNoTools);
+  }
+  return std::nullopt;
 }
 
 std::optional<ApiError> ParseMessages(const Json& body, const RequestContext& ctx,
@@ -152,10 +195,6 @@ std::optional<ApiError> ParseMessages(const Json& body, const RequestContext& ct
     if (!kwargs->is_object()) return BadField("chat_template_kwargs", "an object");
     extra = *kwargs;
   }
-  if (const Json* tools = Fields(body).Find("tools")) {
-    if (!tools->is_array()) return BadField("tools", "a list");
-    extra["tools"] = *tools;
-  }
   bool add_generation_prompt = true;
   if (auto e = Fields(body).Bool("add_generation_prompt", &add_generation_prompt)) return e;
   absl::StatusOr<std::string> text =
@@ -169,7 +208,7 @@ std::optional<ApiError> ParseMessages(const Json& body, const RequestContext& ct
   EncodeOptions enc;
   enc.add_special_tokens = true;
   enc.avoid_double_bos = true;
-  job->prompt = ctx.tokenizer->Encode(*text, enc);
+  job->prompts = {ctx.tokenizer->Encode(*text, enc)};
   job->starts_in_reasoning = EndsInsideReasoning(*text);
   return std::nullopt;
 }
@@ -183,9 +222,12 @@ std::optional<ApiError> ParseJob(const Json& body, const RequestContext& ctx, Co
       return UnknownModel(model->get<std::string>(), ctx.model_name);
   }
   // Refused OpenAI features (better a clear 400 than a silently different answer).
-  bool echo = false;
-  if (auto e = f.Bool("echo", &echo)) return e;
-  if (echo) return ApiError{400, "\"echo\" is not supported", "invalid_request_error", "echo"};
+  if (auto e = RefuseStructuredOutput(body)) return e;
+  if (auto e = f.Bool("echo", &job->echo)) return e;
+  if (job->echo && job->chat) {
+    return ApiError{400, "\"echo\" is only supported by /v1/completions", "invalid_request_error",
+                    "echo"};
+  }
   std::optional<int64_t> best_of;
   if (auto e = f.Int("best_of", 1, kMaxChoices, &best_of)) return e;
   if (best_of && *best_of > 1)
@@ -247,7 +289,10 @@ std::optional<ApiError> ParseJob(const Json& body, const RequestContext& ctx, Co
   }
   bool ignore_eos = false;
   if (auto e = f.Bool("ignore_eos", &ignore_eos)) return e;
-  if (!ignore_eos) job->stop_ids.assign(ctx.eos_ids.begin(), ctx.eos_ids.end());
+  if (!ignore_eos) {
+    job->stop_ids.assign(ctx.eos_ids.begin(), ctx.eos_ids.end());
+    job->silent_stop_id = ctx.eos_id;
+  }
   if (const Json* ids = f.Find("stop_token_ids")) {
     if (!ids->is_array()) return BadField("stop_token_ids", "a list of token ids");
     for (const Json& id : *ids) {
@@ -263,6 +308,10 @@ std::optional<ApiError> ParseJob(const Json& body, const RequestContext& ctx, Co
   if (const Json* so = f.Find("stream_options")) {
     if (!so->is_object()) return BadField("stream_options", "an object");
     if (auto e = Fields(*so).Bool("include_usage", &job->include_usage)) return e;
+  }
+  if (job->echo && job->stream) {
+    return ApiError{400, "\"echo\" with \"stream\" is not supported; send it without \"stream\"",
+                    "invalid_request_error", "echo"};
   }
   if (auto e = f.Bool("return_token_ids", &job->return_token_ids)) return e;
   if (job->chat) {
@@ -280,51 +329,57 @@ std::optional<ApiError> ParseJob(const Json& body, const RequestContext& ctx, Co
     if (logprobs) job->top_logprobs = static_cast<int>(*logprobs);
   }
 
-  // The prompt.
+  // The prompts.
   std::optional<ApiError> prompt_error =
-      job->chat ? ParseMessages(body, ctx, job) : ParsePrompt(body, ctx, job);
+      job->chat ? ParseMessages(body, ctx, job) : ParsePrompts(body, ctx, job);
   if (prompt_error) return prompt_error;
-  const int64_t n_prompt = static_cast<int64_t>(job->prompt.size());
-  const int64_t context = ctx.context_length;
-  if (n_prompt == 0)
-    return ApiError{400, "the prompt is empty (no tokens)", "invalid_request_error",
-                    job->chat ? "messages" : "prompt"};
-  if (n_prompt >= context) {
-    return ApiError{
-        400,
-        absl::StrFormat(
-            "the prompt has %d tokens; this model's maximum context length is %d tokens", n_prompt,
-            context),
-        "invalid_request_error", job->chat ? "messages" : "prompt"};
-  }
+  const char* prompt_key = job->chat ? "messages" : "prompt";
 
-  // Length.
+  // Length: 0 (with echo) scores the prompt and generates nothing.
   std::optional<int64_t> max_tokens;
   const char* max_key = "max_tokens";
   if (job->chat && f.Find("max_completion_tokens")) max_key = "max_completion_tokens";
-  if (auto e = f.Int(max_key, 1, INT64_MAX, &max_tokens)) return e;
+  if (auto e = f.Int(max_key, job->echo ? 0 : 1, INT64_MAX, &max_tokens)) return e;
   const int64_t limit = ctx.max_tokens_limit;
-  if (max_tokens) {
-    if (*max_tokens > limit) {
-      return ApiError{400,
-                      absl::StrFormat("\"%s\" is %d; this server allows at most %d", max_key,
-                                      *max_tokens, limit),
-                      "invalid_request_error", max_key};
+  if (max_tokens && *max_tokens > limit) {
+    return ApiError{
+        400,
+        absl::StrFormat("\"%s\" is %d; this server allows at most %d", max_key, *max_tokens, limit),
+        "invalid_request_error", max_key};
+  }
+  const bool score_only = max_tokens == 0;
+  const int64_t context = ctx.context_length;
+  int64_t longest = 0;
+  for (size_t i = 0; i < job->prompts.size(); ++i) {
+    const std::string name =
+        job->prompts.size() == 1 ? std::string("the prompt") : absl::StrCat("prompt ", i);
+    const int64_t n_prompt = static_cast<int64_t>(job->prompts[i].size());
+    if (n_prompt == 0) {
+      return ApiError{400, absl::StrCat(name, " is empty (no tokens)"), "invalid_request_error",
+                      prompt_key};
     }
-    if (n_prompt + *max_tokens > context) {
+    // Scoring alone may fill the context; generating needs room for a token.
+    if (n_prompt > context || (n_prompt == context && !score_only)) {
       return ApiError{400,
-                      absl::StrFormat("This model's maximum context length is %d tokens. "
+                      absl::StrFormat("%s has %d tokens; this model's maximum context length is %d "
+                                      "tokens",
+                                      name, n_prompt, context),
+                      "invalid_request_error", prompt_key};
+    }
+    if (max_tokens && n_prompt + *max_tokens > context) {
+      return ApiError{400,
+                      absl::StrFormat("%sThis model's maximum context length is %d tokens. "
                                       "However, you requested %d tokens "
                                       "(%d in the prompt, %d in the completion).",
-                                      context, n_prompt + *max_tokens, n_prompt, *max_tokens),
+                                      job->prompts.size() == 1 ? "" : name + ": ", context,
+                                      n_prompt + *max_tokens, n_prompt, *max_tokens),
                       "invalid_request_error", max_key};
     }
-    job->max_tokens = *max_tokens;
-  } else {
-    // OpenAI's legacy default for completions is 16; chat runs to the end of the context.
-    job->max_tokens =
-        std::min(job->chat ? limit : std::min<int64_t>(16, limit), context - n_prompt);
+    longest = std::max(longest, n_prompt);
   }
+  // OpenAI's legacy default for completions is 16; chat runs to the end of the context.
+  job->max_tokens = max_tokens.value_or(
+      std::min(job->chat ? limit : std::min<int64_t>(16, limit), context - longest));
 
   static std::atomic<uint64_t> counter{0};
   job->created = std::time(nullptr);
@@ -334,6 +389,12 @@ std::optional<ApiError> ParseJob(const Json& body, const RequestContext& ctx, Co
 }
 
 }  // namespace
+
+int64_t CompletionJob::prompt_tokens() const {
+  int64_t total = 0;
+  for (const std::vector<int32_t>& p : prompts) total += static_cast<int64_t>(p.size());
+  return total;
+}
 
 std::optional<ApiError> ParseCompletionRequest(const std::string& text, bool chat,
                                                const RequestContext& context, CompletionJob* job) {

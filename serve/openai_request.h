@@ -2,9 +2,19 @@
 // /v1/chat/completions body checked and turned into a CompletionJob, or the
 // OpenAI-style error to answer with (status, message, type, param, code).
 //
+// /v1/completions takes "prompt" as a string, a list of strings, a list of
+// token ids or a list of token-id lists: one choice per prompt and per n, in
+// that order (choice index = prompt * n + i, as vLLM). "echo": true puts the
+// prompt in front of each choice's text and, with "logprobs", the prompt
+// tokens' log-probs in front of the generated ones (the first token's are
+// null); "max_tokens": 0 then scores the prompt without generating (what
+// lm-evaluation-harness's log-likelihood requests need).
+//
 // What differs from OpenAI (refused with 400 rather than silently ignored):
-// echo, best_of > 1, suffix, logit_bias, non-zero frequency/presence
-// penalties, several prompts in one request. Extensions as in vLLM: top_k,
+// best_of > 1, suffix, logit_bias, non-zero frequency/presence penalties,
+// response_format other than {"type": "text"}, tools, tool_choice other than
+// "none", functions and function_call (no constrained decoding or tool-call
+// parsing), echo with stream, echo in chat. Extensions as in vLLM: top_k,
 // min_p, repetition_penalty, stop_token_ids, ignore_eos,
 // chat_template_kwargs, add_generation_prompt, return_token_ids.
 //
@@ -24,7 +34,8 @@
 
 namespace retort::serve {
 
-inline constexpr int kMaxChoices = 16;
+inline constexpr int kMaxChoices = 16;    // n
+inline constexpr int kMaxPrompts = 1024;  // prompts x n in one request
 inline constexpr int kMaxTopLogprobs = 20;
 inline constexpr int kMaxStopStrings = 16;
 
@@ -59,6 +70,9 @@ struct RequestContext {
   const Tokenizer* tokenizer = nullptr;
   const ChatTemplate* chat_template = nullptr;  // null: chat requests get 400
   std::vector<int32_t> eos_ids;                 // stop ids unless ignore_eos
+  // The tokenizer's EOS: stopping on it leaves stop_reason null, any other
+  // stop id is reported (vLLM's rule).
+  int32_t eos_id = -1;
 };
 
 // Everything one request needs to run, decided before anything is sent.
@@ -66,18 +80,26 @@ struct CompletionJob {
   bool chat = false;
   std::string id;  // "cmpl-..." / "chatcmpl-..."
   int64_t created = 0;
-  std::vector<int32_t> prompt;
+  std::vector<std::vector<int32_t>> prompts;  // chat: one
+  std::vector<std::string> prompt_texts;  // echo: each prompt as text, its choices start with it
   int n = 1;
-  int64_t max_tokens = 16;
+  int64_t max_tokens = 16;  // 0: echo only (score the prompt, generate nothing)
+  bool echo = false;
   SamplerOptions sampler;
-  bool seeded = false;  // choice i then samples with seed + i
+  bool seeded = false;  // choice i of a prompt then samples with seed + i
   std::vector<std::string> stop;
   std::vector<int32_t> stop_ids;
-  int top_logprobs = -1;  // < 0: none
+  int32_t silent_stop_id = -1;  // the EOS that ends without a stop_reason (-1 with ignore_eos)
+  int top_logprobs = -1;        // < 0: none
   bool stream = false;
   bool include_usage = false;
   bool return_token_ids = false;
   bool starts_in_reasoning = false;  // the rendered prompt ends with <think>
+
+  // Choices in the answer: prompts x n, choice c runs prompt c / n.
+  int choices() const { return static_cast<int>(prompts.size()) * n; }
+  const std::vector<int32_t>& prompt_of(int choice) const { return prompts[choice / n]; }
+  int64_t prompt_tokens() const;  // over all prompts (usage)
 };
 
 // Parses and checks a request body; fills `job` or returns the error.

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/utf8.h"
 #include "text/unicode.h"
 
 namespace retort::serve {
@@ -33,29 +34,64 @@ Json ChatLogprobs(const Tokenizer& tokenizer, const std::vector<GeneratedToken>&
   return {{"content", content}};
 }
 
-// The legacy completions format: parallel lists.
+// The legacy completions format: parallel lists, one entry per token.
+class LegacyLists {
+ public:
+  explicit LegacyLists(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+
+  // Token `id` at `offset` with its log-probs, or nulls (a prompt's first
+  // token) when `scored` is null. Returns the token's length in code points.
+  size_t Add(int32_t id, const GeneratedToken* scored, size_t offset) {
+    const std::string token = Utf8Lossy(TokenBytes(tokenizer_, id));
+    strings_.push_back(token);
+    offsets_.push_back(offset);
+    ids_.push_back(id);
+    if (scored == nullptr) {
+      logprobs_.push_back(nullptr);
+      tops_.push_back(nullptr);
+    } else {
+      logprobs_.push_back(Finite(scored->logprob));
+      Json top = Json::object();
+      top[token] = Finite(scored->logprob);
+      for (const auto& [top_id, lp] : scored->top) {
+        top[Utf8Lossy(TokenBytes(tokenizer_, top_id))] = Finite(lp);
+      }
+      tops_.push_back(std::move(top));
+    }
+    return Utf8Length(token);
+  }
+
+  Json Take() {
+    return {{"tokens", std::move(strings_)},
+            {"token_logprobs", std::move(logprobs_)},
+            {"top_logprobs", std::move(tops_)},
+            {"text_offset", std::move(offsets_)},
+            {"token_ids", std::move(ids_)}};
+  }
+
+ private:
+  const Tokenizer& tokenizer_;
+  Json strings_ = Json::array(), logprobs_ = Json::array(), tops_ = Json::array(),
+       offsets_ = Json::array(), ids_ = Json::array();
+};
+
 Json LegacyLogprobs(const Tokenizer& tokenizer, const std::vector<GeneratedToken>& tokens,
                     const std::vector<size_t>& offsets, size_t begin, size_t end) {
-  Json strings = Json::array(), lps = Json::array(), tops = Json::array(), offs = Json::array(),
-       ids = Json::array();
-  for (size_t i = begin; i < end; ++i) {
-    const std::string token = Utf8Lossy(TokenBytes(tokenizer, tokens[i].id));
-    strings.push_back(token);
-    lps.push_back(Finite(tokens[i].logprob));
-    Json top = Json::object();
-    top[token] = Finite(tokens[i].logprob);
-    for (const auto& [id, lp] : tokens[i].top) {
-      top[Utf8Lossy(TokenBytes(tokenizer, id))] = Finite(lp);
-    }
-    tops.push_back(std::move(top));
-    offs.push_back(offsets[i]);
-    ids.push_back(tokens[i].id);
+  LegacyLists lists(tokenizer);
+  for (size_t i = begin; i < end; ++i) lists.Add(tokens[i].id, &tokens[i], offsets[i]);
+  return lists.Take();
+}
+
+// Echo: the prompt's tokens, then the generated ones.
+Json EchoLogprobs(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
+                  const ChoiceResult& r) {
+  LegacyLists lists(tokenizer);
+  size_t offset = 0;
+  for (size_t t = 0; t < prompt.size(); ++t) {
+    offset += lists.Add(prompt[t], t == 0 ? nullptr : &r.prompt_scores[t - 1], offset);
   }
-  return {{"tokens", strings},
-          {"token_logprobs", lps},
-          {"top_logprobs", tops},
-          {"text_offset", offs},
-          {"token_ids", ids}};
+  for (const GeneratedToken& token : r.tokens) offset += lists.Add(token.id, &token, offset);
+  return lists.Take();
 }
 
 Json TokenIds(const std::vector<GeneratedToken>& tokens) {
@@ -84,7 +120,7 @@ Json ModelCardJson(const std::string& model_name, int64_t created, int64_t max_m
 Json ModelListJson(const Json& card) { return {{"object", "list"}, {"data", Json::array({card})}}; }
 
 Json UsageJson(const CompletionJob& job, int64_t completion_tokens) {
-  const int64_t p = static_cast<int64_t>(job.prompt.size());
+  const int64_t p = job.prompt_tokens();
   return {{"prompt_tokens", p},
           {"completion_tokens", completion_tokens},
           {"total_tokens", p + completion_tokens}};
@@ -105,12 +141,17 @@ Json ChoiceJson(const CompletionJob& job, const Tokenizer& tokenizer, int index,
     if (r.saw_reasoning) message["reasoning_content"] = r.reasoning;
     choice["message"] = std::move(message);
   } else {
-    choice["text"] = r.text;
+    choice["text"] = job.echo ? job.prompt_texts[index / job.n] + r.text : r.text;
   }
-  choice["logprobs"] = job.top_logprobs >= 0
-                           ? LogprobsJson(job, tokenizer, r.tokens, r.offsets, 0, r.tokens.size())
-                           : Json(nullptr);
+  if (job.top_logprobs < 0) {
+    choice["logprobs"] = nullptr;
+  } else if (job.echo) {
+    choice["logprobs"] = EchoLogprobs(tokenizer, job.prompt_of(index), r);
+  } else {
+    choice["logprobs"] = LogprobsJson(job, tokenizer, r.tokens, r.offsets, 0, r.tokens.size());
+  }
   choice["finish_reason"] = r.finish_reason;
+  choice["stop_reason"] = r.stop_reason;
   if (job.return_token_ids) choice["token_ids"] = TokenIds(r.tokens);
   return choice;
 }
@@ -162,6 +203,7 @@ Json TextChoiceJson(const CompletionJob& job, int index, const TextDelta& d, Jso
   }
   choice["logprobs"] = std::move(logprobs);
   choice["finish_reason"] = nullptr;
+  if (!job.chat) choice["stop_reason"] = nullptr;  // vLLM's completion chunks carry it
   return choice;
 }
 
@@ -181,6 +223,7 @@ Json FinishChoiceJson(const CompletionJob& job, int index, const ChoiceResult& r
   }
   last["logprobs"] = nullptr;
   last["finish_reason"] = result.finish_reason;
+  last["stop_reason"] = result.stop_reason;
   if (job.return_token_ids) last["token_ids"] = TokenIds(result.tokens);
   return last;
 }

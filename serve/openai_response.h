@@ -4,7 +4,12 @@
 //
 // Log-probs are the model's own (log-softmax of the raw logits, as vLLM
 // reports them); every entry also carries "token_id" (an extension), and a
-// non-finite log-prob is written as -9999.
+// non-finite log-prob is written as -9999. With echo, the legacy lists start
+// with the prompt's tokens (the first one's log-prob and top_logprobs null)
+// and text_offset counts the code points of the tokens before, as vLLM.
+//
+// stop_reason, as vLLM sets it: the stop string matched, or the stop token id
+// sampled (any but the tokenizer's EOS); null otherwise.
 //
 // All functions are pure and thread-safe.
 #ifndef RETORT_SERVE_OPENAI_RESPONSE_H_
@@ -23,7 +28,8 @@
 
 namespace retort::serve {
 
-// One generated choice.
+// One choice: what was generated and, with echo and logprobs, the prompt's
+// scores.
 struct ChoiceResult {
   std::string text;            // as generated, cut at a stop string
   std::string reasoning;       // chat: the text split by the reasoning parser
@@ -33,6 +39,9 @@ struct ChoiceResult {
   std::vector<GeneratedToken> tokens;
   std::vector<size_t> offsets;  // text_offset (code points) per token
   std::string finish_reason;    // "stop", "length", "abort"
+  Json stop_reason = nullptr;   // null, the stop string or the stop token id
+  // Echo with logprobs: the log-probs of prompt[1..n) (PromptLogprobs).
+  std::vector<GeneratedToken> prompt_scores;
 };
 
 // {"error": {"message", "type", "param", "code"}}.
@@ -53,7 +62,7 @@ Json LogprobsJson(const CompletionJob& job, const Tokenizer& tokenizer,
 
 // ---- non-streamed answers
 
-// One entry of "choices".
+// One entry of "choices" (`index` picks the prompt: CompletionJob::prompt_of).
 Json ChoiceJson(const CompletionJob& job, const Tokenizer& tokenizer, int index,
                 const ChoiceResult& result);
 // The whole answer.

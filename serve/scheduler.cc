@@ -4,9 +4,45 @@
 #include <chrono>
 #include <iostream>
 
+#include "core/status.h"
+
 namespace retort::serve {
 
-BatchedGenerator::BatchedGenerator(const Transformer& engine, int64_t max_batch) {
+absl::StatusOr<std::vector<GeneratedToken>> PromptLogprobs(const Transformer& engine,
+                                                           const std::vector<int32_t>& prompt,
+                                                           int top_logprobs) {
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  const int64_t vocab = engine.config().vocab_size;
+  std::vector<GeneratedToken> scored;
+  if (n < 2) return scored;
+  scored.reserve(n - 1);
+  KvCache cache = engine.NewCache(n);
+  const int64_t chunk = Transformer::kPrefillChunk;
+  std::vector<float> logits(std::min(n, chunk) * vocab);
+  std::vector<int32_t> top;
+  // The last token's logits score nothing: a last piece of that token alone
+  // is not run.
+  for (int64_t begin = 0; begin < n - 1; begin += chunk) {
+    const int64_t count = std::min(chunk, n - begin);
+    RETURN_IF_ERROR(
+        engine.Forward(prompt.data() + begin, count, cache, logits.data(), LogitsMode::kAll));
+    for (int64_t i = 0; i < count && begin + i + 1 < n; ++i) {
+      const float* row = logits.data() + i * vocab;
+      const double log_z = LogSumExp(row, vocab, 1.f);
+      auto logprob = [&](int32_t id) { return static_cast<float>(row[id] - log_z); };
+      const int32_t next = prompt[begin + i + 1];
+      GeneratedToken t{next, logprob(next), {}};
+      if (top_logprobs > 0) {
+        TopKIds(row, vocab, top_logprobs, &top);
+        for (int32_t id : top) t.top.emplace_back(id, logprob(id));
+      }
+      scored.push_back(std::move(t));
+    }
+  }
+  return scored;
+}
+
+BatchedGenerator::BatchedGenerator(const Transformer& engine, int64_t max_batch) : engine_(engine) {
   GeneratorOptions options;
   options.max_batch = max_batch;
   options.on_token = [this](const TokenEvent& e) {
@@ -30,23 +66,51 @@ BatchedGenerator::BatchedGenerator(const Transformer& engine, int64_t max_batch)
     w->cv.notify_one();
   };
   batch_ = std::make_unique<BatchGenerator>(engine, std::move(options));
-  loop_ = std::thread([this] {
-    // Run() returns an error after an engine failure (the running requests
-    // are finished with it); keep serving the next ones.
-    for (;;) {
-      absl::Status s = batch_->Run();
-      if (s.ok()) return;
-      std::cerr << "retort serve: generation step failed: " << s.message() << "\n";
-    }
-  });
+  loop_ = std::thread([this] { Loop(); });
 }
 
 BatchedGenerator::~BatchedGenerator() {
-  batch_->Close();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closing_ = true;
+  }
+  work_.notify_one();
   loop_.join();
 }
 
-absl::StatusOr<std::string> BatchedGenerator::Generate(const SequenceRequest& request,
+void BatchedGenerator::Loop() {
+  for (;;) {
+    std::vector<Scoring*> scorings;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_.wait(lock, [this] { return closing_ || !scorings_.empty() || batch_->Pending() > 0; });
+      if (closing_ && scorings_.empty() && batch_->Pending() == 0) return;
+      scorings.swap(scorings_);
+    }
+    for (Scoring* s : scorings) {
+      s->done.set_value(PromptLogprobs(engine_, *s->prompt, s->top_logprobs));
+    }
+    if (batch_->Pending() == 0) continue;
+    // An error is an engine failure: the running requests are finished with
+    // it; keep serving the next ones.
+    absl::Status s = batch_->Step();
+    if (!s.ok()) std::cerr << "retort serve: generation step failed: " << s.message() << "\n";
+  }
+}
+
+absl::StatusOr<std::vector<GeneratedToken>> BatchedGenerator::ScorePrompt(
+    const std::vector<int32_t>& prompt, int top_logprobs) {
+  Scoring s{&prompt, top_logprobs, {}};
+  std::future<absl::StatusOr<std::vector<GeneratedToken>>> done = s.done.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    scorings_.push_back(&s);
+  }
+  work_.notify_one();
+  return done.get();
+}
+
+absl::StatusOr<SequenceEnd> BatchedGenerator::Generate(const SequenceRequest& request,
                                                        const TokenCallback& on_token) {
   GenerationRequest r;
   r.prompt = request.prompt;
@@ -55,9 +119,14 @@ absl::StatusOr<std::string> BatchedGenerator::Generate(const SequenceRequest& re
   r.stop_token_ids = request.stop_ids;
   r.ignore_eos =
       true;  // request.stop_ids already holds the EOS ids unless the client said ignore_eos
-  r.include_stop_token = false;
+  // Kept so that the answer can name it (stop_reason); never handed on.
+  r.include_stop_token = true;
   r.top_logprobs = std::max(0, request.top_logprobs);
   const bool live = r.top_logprobs == 0;
+  auto is_stop = [&request](int32_t id) {
+    return std::find(request.stop_ids.begin(), request.stop_ids.end(), id) !=
+           request.stop_ids.end();
+  };
   auto w = std::make_shared<Waiter>();
   int64_t index;
   {
@@ -65,6 +134,7 @@ absl::StatusOr<std::string> BatchedGenerator::Generate(const SequenceRequest& re
     index = batch_->Submit(std::move(r));
     waiters_[index] = w;
   }
+  work_.notify_one();
   bool cancelled = false;
   size_t delivered = 0;
   for (;;) {
@@ -85,7 +155,7 @@ absl::StatusOr<std::string> BatchedGenerator::Generate(const SequenceRequest& re
       delivered = w->tokens.size();
     }
     for (const GeneratedToken& t : tokens) {
-      if (cancelled) break;
+      if (cancelled || is_stop(t.id)) break;  // a stop id is the last token
       if (!on_token(t)) {
         cancelled = true;
         batch_->Cancel(index);
@@ -95,8 +165,14 @@ absl::StatusOr<std::string> BatchedGenerator::Generate(const SequenceRequest& re
   }
   const GenerationResult& result = *w->result;
   if (!result.status.ok()) return result.status;
+  SequenceEnd end{result.finish_reason, -1};
+  size_t kept = result.tokens.size();
+  if (end.finish_reason == "stop" && kept > 0 && is_stop(result.tokens.back())) {
+    end.stop_id = result.tokens.back();
+    --kept;
+  }
   if (!live) {
-    for (size_t i = 0; i < result.tokens.size() && !cancelled; ++i) {
+    for (size_t i = 0; i < kept && !cancelled; ++i) {
       GeneratedToken t{result.tokens[i], result.logprobs[i], {}};
       for (int32_t k = 0; k < result.top_k; ++k) {
         t.top.emplace_back(result.topk_ids[i * result.top_k + k],
@@ -105,8 +181,8 @@ absl::StatusOr<std::string> BatchedGenerator::Generate(const SequenceRequest& re
       if (!on_token(t)) cancelled = true;
     }
   }
-  if (cancelled) return std::string("cancelled");
-  return result.finish_reason;  // "stop", "length" (or "cancelled")
+  if (cancelled) return SequenceEnd{"cancelled", -1};
+  return end;  // "stop", "length" (or "cancelled")
 }
 
 std::shared_ptr<BatchedGenerator::Waiter> BatchedGenerator::Find(int64_t index) {

@@ -4,7 +4,6 @@
 #include <chrono>
 #include <ctime>
 #include <exception>
-#include <future>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -14,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/status.h"
 
 namespace retort::serve {
 namespace {
@@ -52,6 +52,7 @@ RequestContext MakeContext(const ServeOptions& options, const Tokenizer& tokeniz
   for (int64_t e : config.eos_token_ids) eos.insert(static_cast<int32_t>(e));
   if (tokenizer.eos_id() >= 0) eos.insert(tokenizer.eos_id());
   c.eos_ids.assign(eos.begin(), eos.end());
+  c.eos_id = tokenizer.eos_id();
   return c;
 }
 
@@ -104,7 +105,7 @@ void ApiServer::HandleGenerate(const httplib::Request& req, httplib::Response& r
   try {
     auto job = std::make_shared<CompletionJob>();
     if (std::optional<ApiError> e = Parse(req.body, chat, job.get())) return SendError(res, *e);
-    t_log.prompt_tokens = static_cast<int64_t>(job->prompt.size());
+    t_log.prompt_tokens = job->prompt_tokens();
     if (!job->stream) {
       Json answer;
       if (std::optional<ApiError> e = Complete(*job, &answer)) return SendError(res, *e);
@@ -133,16 +134,25 @@ void ApiServer::HandleGenerate(const httplib::Request& req, httplib::Response& r
 absl::StatusOr<ChoiceResult> ApiServer::RunChoice(const CompletionJob& job, int index,
                                                   const TextCallback& on_text) {
   InFlight guard(in_flight_);
+  ChoiceResult result;
+  const std::vector<int32_t>& prompt = job.prompt_of(index);
+  if (job.echo && job.top_logprobs >= 0) {
+    ASSIGN_OR_RETURN(result.prompt_scores, generator_.ScorePrompt(prompt, job.top_logprobs));
+  }
+  if (job.max_tokens == 0) {  // echo alone: vLLM reports it as a length stop
+    result.finish_reason = "length";
+    return result;
+  }
   SequenceRequest request;
-  request.prompt = job.prompt;
+  request.prompt = prompt;
   request.max_new_tokens = job.max_tokens;
   request.sampler = job.sampler;
+  // Choice i of a prompt samples with seed + i, whatever else the request holds.
   request.sampler.seed =
-      job.seeded ? job.sampler.seed + static_cast<uint64_t>(index) : std::random_device{}();
+      job.seeded ? job.sampler.seed + static_cast<uint64_t>(index % job.n) : std::random_device{}();
   request.stop_ids = job.stop_ids;
   request.top_logprobs = job.top_logprobs;
   request.abort = &abort_;
-  ChoiceResult result;
   TextStreamOptions text_options;
   text_options.stop = job.stop;
   text_options.reasoning = job.chat ? options_.reasoning : ReasoningSplitter::Mode::kNone;
@@ -154,43 +164,61 @@ absl::StatusOr<ChoiceResult> ApiServer::RunChoice(const CompletionJob& job, int 
     return d;
   };
   bool client_gone = false;
-  absl::StatusOr<std::string> finish =
-      generator_.Generate(request, [&](const GeneratedToken& token) {
-        result.offsets.push_back(text.chars());
-        result.tokens.push_back(token);
-        const bool more = text.Push(token.id);
-        if (on_text && !on_text(keep(text.TakeReady()), &token)) {
-          client_gone = true;
-          return false;
-        }
-        return more && !abort_;
-      });
-  if (!finish.ok()) return finish.status();
+  absl::StatusOr<SequenceEnd> end = generator_.Generate(request, [&](const GeneratedToken& token) {
+    result.offsets.push_back(text.chars());
+    result.tokens.push_back(token);
+    const bool more = text.Push(token.id);
+    if (on_text && !on_text(keep(text.TakeReady()), &token)) {
+      client_gone = true;
+      return false;
+    }
+    return more && !abort_;
+  });
+  if (!end.ok()) return end.status();
   const bool hit_stop_string = text.stopped();
   TextDelta rest = keep(text.TakeRest());
   if (on_text && !client_gone && !rest.text.empty()) on_text(rest, nullptr);
   result.reasoning_tail = keep(text.FinishReasoning());
   result.saw_reasoning = text.saw_reasoning();
   result.text = text.text();
-  if (*finish == "cancelled") {
-    result.finish_reason = hit_stop_string && !client_gone ? "stop" : "abort";
+  if (hit_stop_string && !client_gone) {
+    result.finish_reason = "stop";
+    result.stop_reason = text.stop_string();
+  } else if (end->finish_reason == "cancelled") {
+    result.finish_reason = "abort";
   } else {
-    result.finish_reason = *finish;
+    result.finish_reason = end->finish_reason;
+    if (end->stop_id >= 0 && end->stop_id != job.silent_stop_id) result.stop_reason = end->stop_id;
   }
   return result;
 }
 
 std::optional<ApiError> ApiServer::Complete(const CompletionJob& job, Json* answer) {
+  const int total = job.choices();
+  std::vector<absl::StatusOr<ChoiceResult>> results(total, absl::UnknownError("not run"));
+  std::atomic<int> next{0};
+  auto work = [&] {
+    for (int i = next++; i < total; i = next++) {
+      try {
+        results[i] = RunChoice(job, i, nullptr);
+      } catch (const std::exception& e) {
+        results[i] = absl::InternalError(e.what());
+      }
+    }
+  };
+  // Choices that generate run side by side, so they share the batch; scoring
+  // alone runs one prompt after the other on the engine's thread anyway.
+  const int workers =
+      job.max_tokens == 0 ? 1 : std::min(total, std::max(kMaxChoices, options_.max_batch));
+  std::vector<std::thread> pool;
+  for (int w = 1; w < workers; ++w) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+
   Json choices = Json::array();
   int64_t completion_tokens = 0;
-  // The n choices are submitted together, so they share the batch.
-  std::vector<std::future<absl::StatusOr<ChoiceResult>>> extra;
-  for (int i = 1; i < job.n; ++i) {
-    extra.push_back(
-        std::async(std::launch::async, [this, &job, i] { return RunChoice(job, i, nullptr); }));
-  }
-  for (int i = 0; i < job.n; ++i) {
-    absl::StatusOr<ChoiceResult> r = i == 0 ? RunChoice(job, 0, nullptr) : extra[i - 1].get();
+  for (int i = 0; i < total; ++i) {
+    const absl::StatusOr<ChoiceResult>& r = results[i];
     if (!r.ok()) {
       return ApiError{500, absl::StrCat("generation failed: ", r.status().message()),
                       "internal_error"};
@@ -210,7 +238,7 @@ void ApiServer::Stream(const CompletionJob& job, const std::function<bool(std::s
     return write(SseEvent(ChunkJson(job, options_.model_name, std::move(choice))));
   };
   int64_t completion_tokens = 0;
-  for (int i = 0; i < job.n; ++i) {
+  for (int i = 0; i < job.choices(); ++i) {
     if (job.chat && !send(RoleChoiceJson(i))) return;
     size_t sent_tokens = 0;
     std::vector<GeneratedToken> seen;

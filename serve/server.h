@@ -5,9 +5,13 @@
 // "data: {...}\n\n" chunks ending in "data: [DONE]\n\n").
 //
 // What is supported, and how it differs from OpenAI:
-//   * n >= 1 (up to kMaxChoices = 16): without streaming the choices share
-//     the batch, streamed they come one after the other; with a seed, choice
-//     i uses seed + i, so results are reproducible either way.
+//   * n >= 1 (up to kMaxChoices = 16) and several prompts (choices in
+//     prompt-major order): without streaming the choices share the batch,
+//     streamed they come one after the other; with a seed, choice i of a
+//     prompt uses seed + i, so results are reproducible either way.
+//   * echo (prompt log-probs for evaluation harnesses): the prompt is scored
+//     by one forward pass on the generator's thread (serve/scheduler.h's
+//     PromptLogprobs, the logits of `retort eval --dump-logits`).
 //   * the refused fields and the extensions: serve/openai_request.h.
 //   * logprobs: serve/openai_response.h; return_token_ids: true adds the
 //     choice's "token_ids".

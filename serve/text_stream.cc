@@ -30,7 +30,10 @@ bool TextStream::Append(const std::string& t) {
   for (const std::string& s : stop_) {
     const size_t start = from >= s.size() ? from - s.size() + 1 : 0;
     const size_t at = text_.find(s, start);
-    if (at != std::string::npos) cut = std::min(cut, at);
+    if (at != std::string::npos && (cut == std::string::npos || at < cut)) {
+      cut = at;
+      stop_string_ = s;
+    }
   }
   if (cut == std::string::npos) return true;
   text_.resize(std::max(cut, sent_));

@@ -65,6 +65,8 @@ class TextStream {
   // All text so far, cut at a stop string.
   const std::string& text() const { return text_; }
   bool stopped() const { return stopped_; }
+  // The stop string that cut the text ("" if none did).
+  const std::string& stop_string() const { return stop_string_; }
   // True once any reasoning was seen (chat's message.reasoning_content).
   bool saw_reasoning() const { return splitter_.saw_reasoning(); }
 
@@ -76,6 +78,7 @@ class TextStream {
   const std::vector<std::string> stop_;
   ReasoningSplitter splitter_;
   std::string text_;
+  std::string stop_string_;
   size_t chars_ = 0;
   size_t sent_ = 0;
   bool stopped_ = false;

@@ -3,12 +3,15 @@
 // cpp-httplib, as an OpenAI client would.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <future>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "formats/safetensors.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
@@ -449,11 +452,12 @@ TEST_F(ServeTest, BadRequestsGetOpenAiErrors) {
   ExpectApiError(Post("/v1/completions", Completion({{"n", "two"}})), 400, "n");
   ExpectApiError(Post("/v1/completions", Completion({{"stop", 5}})), 400, "stop");
   ExpectApiError(Post("/v1/completions", Completion({{"logprobs", 21}})), 400, "logprobs");
-  ExpectApiError(Post("/v1/completions", Completion({{"prompt", {"a", "b"}}})), 400,
-                 "one request per prompt");
   ExpectApiError(Post("/v1/completions", Completion({{"prompt", {1, 99999}}})), 400, "token ids");
   ExpectApiError(Post("/v1/completions", Completion({{"prompt", ""}})), 400, "empty");
-  ExpectApiError(Post("/v1/completions", Completion({{"echo", true}})), 400, "echo");
+  ExpectApiError(Post("/v1/completions", Completion({{"echo", true}, {"stream", true}})), 400,
+                 "echo");
+  ExpectApiError(Post("/v1/completions", Completion({{"max_tokens", 0}, {"prompt", {"a", "b"}}})),
+                 400, "max_tokens");
   ExpectApiError(Post("/v1/completions", Completion({{"stream", "yes"}})), 400, "stream");
   ExpectApiError(Post("/v1/chat/completions", Chat({{"messages", "hi"}})), 400, "messages");
   ExpectApiError(Post("/v1/chat/completions", Chat({{"messages", json::array()}})), 400,
@@ -486,6 +490,133 @@ TEST_F(ServeTest, BadRequestsGetOpenAiErrors) {
   // The server is still fine after all that.
   auto ok = Post("/v1/completions", Completion({}));
   EXPECT_EQ(ok.first, 200);
+}
+
+// Structured output and tool calls are refused, not answered with free text.
+TEST_F(ServeTest, ResponseFormatAndToolsAre400) {
+  const json tools = {{{"type", "function"},
+                       {"function", {{"name", "add"}, {"parameters", {{"type", "object"}}}}}}};
+  for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
+    SCOPED_TRACE(path);
+    const bool chat = std::string(path) == "/v1/chat/completions";
+    auto body = [&](json extra) { return chat ? Chat(extra) : Completion(extra); };
+    auto r = Post(path, body({{"response_format", {{"type", "json_object"}}}}));
+    ExpectApiError(r, 400, "\"response_format\" is not supported");
+    EXPECT_EQ(r.second["error"]["param"], "response_format");
+    r = Post(path, body({{"tools", tools}}));
+    ExpectApiError(r, 400, "\"tools\" is not supported");
+    EXPECT_EQ(r.second["error"]["param"], "tools");
+    ExpectApiError(Post(path, body({{"tool_choice", "required"}})), 400, "tool_choice");
+    // The neutral values still work.
+    auto ok = Post(path, body({{"response_format", {{"type", "text"}}}, {"tool_choice", "none"}}));
+    EXPECT_EQ(ok.first, 200) << ok.second.dump();
+    EXPECT_TRUE(ok.second["choices"][0].contains("stop_reason"));
+  }
+}
+
+// The log-prob of token t under the logits at t - 1, from
+// `retort eval --token-ids --dump-logits` on the same tokens (f64), and
+// whether token t was the most likely there.
+struct DumpedScores {
+  std::vector<double> logprobs;
+  std::vector<bool> greedy;
+};
+DumpedScores ScoresFromEvalDump(CliHarness& harness, const std::string& model,
+                                const std::vector<int32_t>& ids) {
+  static int n = 0;
+  const std::string out =
+      (harness.root() / ("logits" + std::to_string(n++) + ".safetensors")).string();
+  std::string list;
+  for (int32_t id : ids) list += (list.empty() ? "" : ",") + std::to_string(id);
+  CliRun r = harness.Exec("eval " + model + " --token-ids " + list + " --dump-logits " + out);
+  EXPECT_EQ(r.code, 0) << r.err;
+  DumpedScores scores;
+  auto reader = SafetensorsReader::Open(out);
+  EXPECT_TRUE(reader.ok()) << reader.status();
+  if (!reader.ok()) return scores;
+  auto logits = (*reader)->Get("logits");
+  EXPECT_TRUE(logits.ok()) << logits.status();
+  if (!logits.ok() || logits->dim(0) != static_cast<int64_t>(ids.size())) return scores;
+  const int64_t vocab = logits->dim(1);
+  for (size_t t = 1; t < ids.size(); ++t) {
+    const float* row = logits->data<float>() + (t - 1) * vocab;
+    const float* top = std::max_element(row, row + vocab);
+    double sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - *top);
+    scores.logprobs.push_back(static_cast<double>(row[ids[t]]) - *top - std::log(sum));
+    scores.greedy.push_back(row[ids[t]] == *top);
+  }
+  return scores;
+}
+
+std::vector<int32_t> FirstIds(const json& ids, size_t n) {
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < n && i < ids.size(); ++i) out.push_back(ids[i].get<int32_t>());
+  return out;
+}
+
+// What lm-evaluation-harness's local-completions sends for a log-likelihood
+// task, and how its parse_logprobs reads the answer: the prompt log-probs
+// must be those of `retort eval --dump-logits`.
+TEST_F(ServeTest, LmEvalLoglikelihoodMatchesEvalDumpLogits) {
+  const std::vector<std::vector<int32_t>> prompts = {{72, 101, 108, 108, 111, 44, 32, 119},
+                                                     {84, 104, 101, 32, 99, 97, 116, 32, 115}};
+  // Token ids (tokenized_requests=True), score only and as lm-eval sends it
+  // (max_tokens 1: the last entry is the generated token, which it drops).
+  for (int max_tokens : {0, 1}) {
+    SCOPED_TRACE(max_tokens);
+    auto r = Post("/v1/completions", json{{"model", kModelName},
+                                          {"prompt", prompts},
+                                          {"temperature", 0},
+                                          {"max_tokens", max_tokens},
+                                          {"logprobs", 1},
+                                          {"seed", 1234},
+                                          {"echo", true}});
+    ASSERT_EQ(r.first, 200) << r.second.dump();
+    ASSERT_EQ(r.second["choices"].size(), 2u);
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      const json& choice = r.second["choices"][p];
+      EXPECT_EQ(choice["index"], p);
+      const json& lp = choice["logprobs"];
+      const size_t n = prompts[p].size();
+      ASSERT_EQ(lp["token_logprobs"].size(), n + max_tokens);
+      ASSERT_EQ(lp["top_logprobs"].size(), n + max_tokens);
+      EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+      EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+      EXPECT_EQ(FirstIds(lp["token_ids"], n), prompts[p]);
+      const DumpedScores dumped = ScoresFromEvalDump(*harness_, model_, prompts[p]);
+      ASSERT_EQ(dumped.logprobs.size(), n - 1);
+      for (size_t t = 1; t < n; ++t) {
+        EXPECT_NEAR(lp["token_logprobs"][t].get<double>(), dumped.logprobs[t - 1], 1e-4)
+            << "prompt " << p << " token " << t;
+        // lm-eval's is_greedy: the token's log-prob is the top one's.
+        double best = -1e30;
+        for (const auto& [token, v] : lp["top_logprobs"][t].items())
+          best = std::max(best, v.get<double>());
+        EXPECT_EQ(lp["token_logprobs"][t].get<double>() == best, dumped.greedy[t - 1]) << t;
+      }
+    }
+  }
+
+  // Text prompts (tokenized_requests=False): the server's tokens, scored the same.
+  auto r = Post("/v1/completions", json{{"model", kModelName},
+                                        {"prompt", {"Hello, w", "The cat s"}},
+                                        {"temperature", 0},
+                                        {"max_tokens", 1},
+                                        {"logprobs", 1},
+                                        {"echo", true}});
+  ASSERT_EQ(r.first, 200) << r.second.dump();
+  for (size_t p = 0; p < 2; ++p) {
+    const json& choice = r.second["choices"][p];
+    EXPECT_EQ(choice["text"].get<std::string>().rfind(p == 0 ? "Hello, w" : "The cat s", 0), 0u);
+    const json& lp = choice["logprobs"];
+    const std::vector<int32_t> ids = FirstIds(lp["token_ids"], lp["token_ids"].size() - 1);
+    const DumpedScores dumped = ScoresFromEvalDump(*harness_, model_, ids);
+    ASSERT_EQ(dumped.logprobs.size(), ids.size() - 1);
+    for (size_t t = 1; t < ids.size(); ++t) {
+      EXPECT_NEAR(lp["token_logprobs"][t].get<double>(), dumped.logprobs[t - 1], 1e-4);
+    }
+  }
 }
 
 TEST_F(ServeTest, LogsOneLinePerRequest) {

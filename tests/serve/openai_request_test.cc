@@ -47,12 +47,15 @@ TEST_F(OpenAiRequestTest, CompletionDefaults) {
   CompletionJob job;
   ASSERT_FALSE(Parse(Completion(Json::object()), false, &job));
   EXPECT_FALSE(job.chat);
-  EXPECT_EQ(job.prompt, retort::testing::ByteIds("Hi"));
+  EXPECT_EQ(job.prompts, std::vector<std::vector<int32_t>>{retort::testing::ByteIds("Hi")});
+  EXPECT_EQ(job.choices(), 1);
+  EXPECT_FALSE(job.echo);
   EXPECT_EQ(job.n, 1);
   EXPECT_EQ(job.max_tokens, 16);  // OpenAI's legacy default
   EXPECT_EQ(job.sampler.temperature, 1.0f);
   EXPECT_FALSE(job.seeded);
   EXPECT_EQ(job.stop_ids, std::vector<int32_t>{retort::testing::kEndId});
+  EXPECT_EQ(job.silent_stop_id, retort::testing::kEndId);
   EXPECT_EQ(job.top_logprobs, -1);
   EXPECT_EQ(job.id.rfind("cmpl-", 0), 0u) << job.id;
   EXPECT_GT(job.created, 0);
@@ -74,7 +77,7 @@ TEST_F(OpenAiRequestTest, CompletionFields) {
                                  {"stream_options", {{"include_usage", true}}},
                                  {"return_token_ids", true}}),
                      false, &job));
-  EXPECT_EQ(job.prompt, (std::vector<int32_t>{5, 6, 7}));
+  EXPECT_EQ(job.prompts, (std::vector<std::vector<int32_t>>{{5, 6, 7}}));
   EXPECT_EQ(job.n, 3);
   EXPECT_EQ(job.max_tokens, 10);
   EXPECT_EQ(job.sampler.temperature, 0.0f);
@@ -83,6 +86,7 @@ TEST_F(OpenAiRequestTest, CompletionFields) {
   EXPECT_EQ(job.sampler.seed, 9u);
   EXPECT_EQ(job.stop, (std::vector<std::string>{"a", "bc"}));
   EXPECT_EQ(job.stop_ids, std::vector<int32_t>{258});
+  EXPECT_EQ(job.silent_stop_id, -1);  // ignore_eos
   EXPECT_EQ(job.top_logprobs, 2);
   EXPECT_TRUE(job.stream);
   EXPECT_TRUE(job.include_usage);
@@ -94,14 +98,15 @@ TEST_F(OpenAiRequestTest, ChatRendersTheTemplate) {
   ASSERT_FALSE(Parse(Chat({{"max_completion_tokens", 5}, {"logprobs", true}}), true, &job));
   EXPECT_TRUE(job.chat);
   EXPECT_EQ(job.id.rfind("chatcmpl-", 0), 0u);
-  EXPECT_EQ(f_.tokenizer->Decode(job.prompt, false),
+  ASSERT_EQ(job.prompts.size(), 1u);
+  EXPECT_EQ(f_.tokenizer->Decode(job.prompts[0], false),
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_EQ(job.max_tokens, 5);
   EXPECT_EQ(job.top_logprobs, 0);
   EXPECT_FALSE(job.starts_in_reasoning);
   // Chat runs to the end of the context (or the server's limit).
   ASSERT_FALSE(Parse(Chat(Json::object()), true, &job));
-  EXPECT_EQ(job.max_tokens, std::min<int64_t>(48, 64 - static_cast<int64_t>(job.prompt.size())));
+  EXPECT_EQ(job.max_tokens, std::min<int64_t>(48, 64 - job.prompt_tokens()));
 }
 
 TEST_F(OpenAiRequestTest, ChatPromptEndingInThinkStartsInReasoning) {
@@ -116,7 +121,7 @@ TEST_F(OpenAiRequestTest, ChatContentParts) {
       {{"role", "user"},
        {"content", {{{"type", "text"}, {"text", "a"}}, {{"type", "text"}, {"text", "b"}}}}}};
   ASSERT_FALSE(Parse(Chat({{"messages", parts}}), true, &job));
-  EXPECT_NE(f_.tokenizer->Decode(job.prompt, false).find("user\na\nb<|im_end|>"),
+  EXPECT_NE(f_.tokenizer->Decode(job.prompts[0], false).find("user\na\nb<|im_end|>"),
             std::string::npos);
 }
 
@@ -152,8 +157,6 @@ TEST_F(OpenAiRequestTest, FieldErrorsNameTheField) {
               "a string or a list of at most 16 strings");
   ExpectError(Completion({{"stop", {""}}}), false, 400, "stop", "non-empty strings");
   ExpectError(Completion({{"logprobs", 21}}), false, 400, "logprobs", "[0, 20]");
-  ExpectError(Completion({{"prompt", {"a", "b"}}}), false, 400, "prompt",
-              "several prompts in one request are not supported: send one request per prompt");
   ExpectError(Completion({{"prompt", {1, 300}}}), false, 400, "prompt",
               "token ids in [0, 300), got 300");
   ExpectError(Completion({{"prompt", ""}}), false, 400, "prompt",
@@ -165,18 +168,111 @@ TEST_F(OpenAiRequestTest, FieldErrorsNameTheField) {
 }
 
 TEST_F(OpenAiRequestTest, RefusedFeatures) {
-  ExpectError(Completion({{"echo", true}}), false, 400, "echo", "\"echo\" is not supported");
   ExpectError(Completion({{"best_of", 2}}), false, 400, "best_of", "\"best_of\" > 1");
   ExpectError(Completion({{"suffix", "x"}}), false, 400, "suffix", "\"suffix\" is not supported");
   ExpectError(Completion({{"logit_bias", {{"5", 1}}}}), false, 400, "logit_bias", "not supported");
   ExpectError(Completion({{"presence_penalty", 0.5}}), false, 400, "presence_penalty",
               "(use repetition_penalty)");
   // Neutral values are accepted.
-  EXPECT_FALSE(Parse(Completion({{"echo", false},
-                                 {"best_of", 1},
-                                 {"logit_bias", Json::object()},
-                                 {"frequency_penalty", 0}}),
-                     false));
+  EXPECT_FALSE(
+      Parse(Completion({{"best_of", 1}, {"logit_bias", Json::object()}, {"frequency_penalty", 0}}),
+            false));
+}
+
+TEST_F(OpenAiRequestTest, StructuredOutputAndToolsAreRefused) {
+  for (bool chat : {false, true}) {
+    auto body = [&](Json extra) { return chat ? Chat(extra) : Completion(extra); };
+    ExpectError(body({{"response_format", {{"type", "json_object"}}}}), chat, 400,
+                "response_format",
+                "\"response_format\" is not supported: this server does no constrained decoding");
+    ExpectError(
+        body({{"response_format", {{"type", "json_schema"}, {"json_schema", {{"name", "x"}}}}}}),
+        chat, 400, "response_format", "not supported");
+    const Json tool = {{"type", "function"}, {"function", {{"name", "f"}}}};
+    ExpectError(body({{"tools", Json::array({tool})}}), chat, 400, "tools",
+                "\"tools\" is not supported: this server does no tool calling");
+    ExpectError(body({{"tools", "f"}}), chat, 400, "tools", "not supported");
+    ExpectError(body({{"tool_choice", "auto"}}), chat, 400, "tool_choice", "no tool calling");
+    ExpectError(body({{"functions", Json::array({{{"name", "f"}}})}}), chat, 400, "functions",
+                "no tool calling");
+    ExpectError(body({{"function_call", "auto"}}), chat, 400, "function_call", "no tool calling");
+    // The neutral values are accepted.
+    EXPECT_FALSE(Parse(body({{"response_format", {{"type", "text"}}},
+                             {"tools", Json::array()},
+                             {"tool_choice", "none"}}),
+                       chat));
+  }
+}
+
+TEST_F(OpenAiRequestTest, PromptListsGiveOneChoicePerPromptAndN) {
+  using retort::testing::ByteIds;
+  using Prompts = std::vector<std::vector<int32_t>>;
+  CompletionJob job;
+  ASSERT_FALSE(Parse(Completion({{"prompt", {"Hi", "cde"}}, {"n", 2}}), false, &job));
+  EXPECT_EQ(job.prompts, (Prompts{ByteIds("Hi"), ByteIds("cde")}));
+  EXPECT_EQ(job.choices(), 4);
+  EXPECT_EQ(job.prompt_of(1), ByteIds("Hi"));
+  EXPECT_EQ(job.prompt_of(2), ByteIds("cde"));
+  EXPECT_EQ(job.prompt_tokens(), 5);
+  EXPECT_TRUE(job.prompt_texts.empty());  // kept for echo only
+  // Token-id lists (lm-evaluation-harness's tokenized requests), one or several.
+  ASSERT_FALSE(Parse(Completion({{"prompt", {{5, 6, 7}, {8}}}}), false, &job));
+  EXPECT_EQ(job.prompts, (Prompts{{5, 6, 7}, {8}}));
+  ASSERT_FALSE(Parse(Completion({{"prompt", {{5, 6}}}}), false, &job));
+  EXPECT_EQ(job.prompts, (Prompts{{5, 6}}));
+  ASSERT_FALSE(Parse(Completion({{"prompt", {"Hi"}}}), false, &job));
+  EXPECT_EQ(job.prompts, (Prompts{ByteIds("Hi")}));
+
+  const std::string expected =
+      "a string, a list of strings, a non-empty list of token ids or a list of them";
+  ExpectError(Completion({{"prompt", Json::array()}}), false, 400, "prompt", expected);
+  ExpectError(Completion({{"prompt", {"a", 5}}}), false, 400, "prompt", expected);
+  ExpectError(Completion({{"prompt", {{1, 2}, Json::array()}}}), false, 400, "prompt", expected);
+  ExpectError(Completion({{"prompt", {{1, 2}, {3, 300}}}}), false, 400, "prompt",
+              "token ids in [0, 300), got 300");
+  ExpectError(Completion({{"prompt", {"ab", ""}}}), false, 400, "prompt",
+              "prompt 1 is empty (no tokens)");
+  ExpectError(Completion({{"prompt", {"ab", std::string(64, 'x')}}}), false, 400, "prompt",
+              "prompt 1 has 64 tokens; this model's maximum context length is 64 tokens");
+  ExpectError(Completion({{"prompt", {"ab", std::string(20, 'x')}}, {"max_tokens", 45}}), false,
+              400, "max_tokens", "prompt 1: This model's maximum context length is 64 tokens.");
+  ExpectError(Completion({{"prompt", Json(std::vector<std::string>(513, "a"))}, {"n", 2}}), false,
+              400, "prompt",
+              "513 prompts x n = 2 is 1026 choices; this server allows at most 1024");
+}
+
+TEST_F(OpenAiRequestTest, EchoKeepsThePromptTextAndMayScoreOnly) {
+  using retort::testing::ByteIds;
+  CompletionJob job;
+  // lm-evaluation-harness's log-likelihood request (it sends max_tokens 1; 0 scores only).
+  ASSERT_FALSE(Parse(Completion({{"prompt", {"Hi", "cde"}},
+                                 {"echo", true},
+                                 {"logprobs", 1},
+                                 {"max_tokens", 0},
+                                 {"temperature", 0}}),
+                     false, &job));
+  EXPECT_TRUE(job.echo);
+  EXPECT_EQ(job.max_tokens, 0);
+  EXPECT_EQ(job.top_logprobs, 1);
+  EXPECT_EQ(job.prompt_texts, (std::vector<std::string>{"Hi", "cde"}));
+  // Token ids are decoded for the text.
+  ASSERT_FALSE(Parse(Completion({{"prompt", ByteIds("ok")}, {"echo", true}, {"max_tokens", 1}}),
+                     false, &job));
+  EXPECT_EQ(job.prompt_texts, std::vector<std::string>{"ok"});
+  EXPECT_EQ(job.max_tokens, 1);
+  // Scoring alone may fill the context; generating needs room.
+  EXPECT_FALSE(Parse(
+      Completion({{"prompt", std::string(64, 'x')}, {"echo", true}, {"max_tokens", 0}}), false));
+  ExpectError(Completion({{"prompt", std::string(64, 'x')}, {"echo", true}}), false, 400, "prompt",
+              "the prompt has 64 tokens");
+  ExpectError(Completion({{"prompt", std::string(65, 'x')}, {"echo", true}, {"max_tokens", 0}}),
+              false, 400, "prompt", "the prompt has 65 tokens");
+  // max_tokens 0 means nothing without echo.
+  ExpectError(Completion({{"max_tokens", 0}}), false, 400, "max_tokens", "an integer in [1, ");
+  ExpectError(Completion({{"echo", true}, {"stream", true}}), false, 400, "echo",
+              "\"echo\" with \"stream\" is not supported");
+  ExpectError(Chat({{"echo", true}}), true, 400, "echo",
+              "\"echo\" is only supported by /v1/completions");
 }
 
 TEST_F(OpenAiRequestTest, ChatErrors) {

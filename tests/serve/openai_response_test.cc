@@ -16,7 +16,7 @@ CompletionJob Job(bool chat) {
   job.chat = chat;
   job.id = chat ? "chatcmpl-1" : "cmpl-1";
   job.created = 100;
-  job.prompt = {1, 2, 3};
+  job.prompts = {{1, 2, 3}};
   return job;
 }
 
@@ -51,7 +51,7 @@ TEST(OpenAiResponseTest, NonStreamedChoices) {
   CompletionJob chat = Job(true);
   EXPECT_EQ(DumpJson(ChoiceJson(chat, *f.tokenizer, 0, r)),
             R"({"index":0,"message":{"role":"assistant","content":"hi","reasoning_content":"x"},)"
-            R"("logprobs":null,"finish_reason":"stop"})");
+            R"("logprobs":null,"finish_reason":"stop","stop_reason":null})");
   chat.top_logprobs = 0;
   chat.return_token_ids = true;
   EXPECT_EQ(DumpJson(ChoiceJson(chat, *f.tokenizer, 1, r)),
@@ -59,17 +59,56 @@ TEST(OpenAiResponseTest, NonStreamedChoices) {
             R"("logprobs":{"content":[)"
             R"({"token":"h","logprob":-0.5,"bytes":[104],"token_id":104,"top_logprobs":[]},)"
             R"({"token":"i","logprob":-9999.0,"bytes":[105],"token_id":105,"top_logprobs":[]}]},)"
-            R"("finish_reason":"stop","token_ids":[104,105]})");
+            R"("finish_reason":"stop","stop_reason":null,"token_ids":[104,105]})");
   CompletionJob legacy = Job(false);
   legacy.top_logprobs = 1;
   r.tokens[0].top = {{'j', -2.0f}};
+  r.stop_reason = "</s>";
   EXPECT_EQ(DumpJson(ChoiceJson(legacy, *f.tokenizer, 0, r)),
             R"({"index":0,"text":"<think>x</think>hi","logprobs":{"tokens":["h","i"],)"
             R"("token_logprobs":[-0.5,-9999.0],"top_logprobs":[{"h":-0.5,"j":-2.0},{"i":-9999.0}],)"
-            R"("text_offset":[0,1],"token_ids":[104,105]},"finish_reason":"stop"})");
+            R"("text_offset":[0,1],"token_ids":[104,105]},"finish_reason":"stop",)"
+            R"("stop_reason":"</s>"})");
   EXPECT_EQ(DumpJson(CompletionJson(legacy, "m", Json::array(), 2)),
             R"({"id":"cmpl-1","object":"text_completion","created":100,"model":"m","choices":[],)"
             R"("usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}})");
+}
+
+// Echo: vLLM's legacy lists over prompt + completion, the first token's
+// log-prob and top_logprobs null, text_offset counting the tokens' code points.
+TEST(OpenAiResponseTest, EchoPutsThePromptFirst) {
+  testing::RequestFixture f;
+  CompletionJob job = Job(false);
+  job.prompts = {{'H', 'i'}, {0xC3, 0xA9, 'x'}};
+  job.prompt_texts = {"Hi", "\xC3\xA9x"};
+  job.echo = true;
+  job.top_logprobs = 1;
+  ChoiceResult r;
+  r.prompt_scores = {{'i', -1.5f, {{'j', -0.5f}}}};
+  r.tokens = {{'!', -0.25f, {{'!', -0.25f}}}};
+  r.text = "!";
+  r.finish_reason = "length";
+  EXPECT_EQ(DumpJson(ChoiceJson(job, *f.tokenizer, 0, r)),
+            R"({"index":0,"text":"Hi!","logprobs":{"tokens":["H","i","!"],)"
+            R"("token_logprobs":[null,-1.5,-0.25],"top_logprobs":[null,{"i":-1.5,"j":-0.5},)"
+            R"({"!":-0.25}],"text_offset":[0,1,2],"token_ids":[72,105,33]},)"
+            R"("finish_reason":"length","stop_reason":null})");
+  // Choice 1 runs prompt 1 (n = 1); nothing generated (max_tokens 0). A
+  // byte cut from its character is U+FFFD, one code point.
+  r.prompt_scores = {{0xA9, -1.0f, {}}, {'x', -2.0f, {}}};
+  r.tokens.clear();
+  r.text.clear();
+  job.top_logprobs = 0;
+  EXPECT_EQ(DumpJson(ChoiceJson(job, *f.tokenizer, 1, r)),
+            "{\"index\":1,\"text\":\"\xC3\xA9x\",\"logprobs\":{\"tokens\":[\"\xEF\xBF\xBD\","
+            "\"\xEF\xBF\xBD\",\"x\"],\"token_logprobs\":[null,-1.0,-2.0],\"top_logprobs\":[null,"
+            "{\"\xEF\xBF\xBD\":-1.0},{\"x\":-2.0}],\"text_offset\":[0,1,2],\"token_ids\":[195,169,"
+            "120]},\"finish_reason\":\"length\",\"stop_reason\":null}");
+  // Without logprobs, the text alone.
+  job.top_logprobs = -1;
+  EXPECT_EQ(
+      DumpJson(ChoiceJson(job, *f.tokenizer, 0, r)),
+      R"({"index":0,"text":"Hi","logprobs":null,"finish_reason":"length","stop_reason":null})");
 }
 
 TEST(OpenAiResponseTest, StreamedChunks) {
@@ -87,7 +126,7 @@ TEST(OpenAiResponseTest, StreamedChunks) {
   EXPECT_EQ(DumpJson(TextChoiceJson(chat, 0, TextDelta{}, nullptr)),
             R"({"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":null})");
   EXPECT_EQ(DumpJson(TextChoiceJson(Job(false), 2, TextDelta{"ab", "", "ab"}, nullptr)),
-            R"({"index":2,"text":"ab","logprobs":null,"finish_reason":null})");
+            R"({"index":2,"text":"ab","logprobs":null,"finish_reason":null,"stop_reason":null})");
   EXPECT_EQ(DumpJson(ReasoningTailChoiceJson(0, TextDelta{"", "", "<thi"})),
             R"({"index":0,"delta":{"content":"<thi"},"logprobs":null,"finish_reason":null})");
   ChoiceResult r;
@@ -95,9 +134,12 @@ TEST(OpenAiResponseTest, StreamedChunks) {
   r.tokens = {{7, 0, {}}};
   chat.return_token_ids = true;
   EXPECT_EQ(DumpJson(FinishChoiceJson(chat, 0, r)),
-            R"({"index":0,"delta":{},"logprobs":null,"finish_reason":"length","token_ids":[7]})");
+            R"({"index":0,"delta":{},"logprobs":null,"finish_reason":"length","stop_reason":null,)"
+            R"("token_ids":[7]})");
+  r.finish_reason = "stop";
+  r.stop_reason = 42;
   EXPECT_EQ(DumpJson(FinishChoiceJson(Job(false), 0, r)),
-            R"({"index":0,"text":"","logprobs":null,"finish_reason":"length"})");
+            R"({"index":0,"text":"","logprobs":null,"finish_reason":"stop","stop_reason":42})");
   EXPECT_EQ(DumpJson(UsageChunkJson(Job(false), "m", 1)),
             R"({"id":"cmpl-1","object":"text_completion","created":100,"model":"m","choices":[],)"
             R"("usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}})");

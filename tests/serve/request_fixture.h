@@ -31,6 +31,7 @@ struct RequestFixture {
     context.tokenizer = tokenizer.get();
     context.chat_template = chat_template ? &*chat_template : nullptr;
     context.eos_ids = {retort::testing::kEndId};
+    context.eos_id = retort::testing::kEndId;
   }
   std::unique_ptr<Tokenizer> tokenizer;
   std::optional<ChatTemplate> chat_template;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/file.h"
 #include "gtest/gtest.h"
 #include "tests/serve/request_fixture.h"
 
@@ -18,37 +19,56 @@ using retort::testing::kEndThinkId;
 using retort::testing::kThinkId;
 
 // Emits a fixed token script with finish reasons as BatchedGenerator gives
-// them: "stop" on a stop id (not reported), "length", "cancelled".
+// them: "stop" on a stop id (not reported, named in stop_id), "length",
+// "cancelled". Scores prompt token t at -t / 8, its top-K 'a', 'b', ... at
+// -(k + 1) / 16.
 class ScriptedGenerator : public Generator {
  public:
   explicit ScriptedGenerator(std::vector<int32_t> script) : script_(std::move(script)) {}
-  absl::StatusOr<std::string> Generate(const SequenceRequest& request,
+  absl::StatusOr<SequenceEnd> Generate(const SequenceRequest& request,
                                        const TokenCallback& on_token) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
       seeds_.push_back(request.sampler.seed);
     }
     for (int64_t i = 0; i < static_cast<int64_t>(script_.size()); ++i) {
-      if (i == request.max_new_tokens) return std::string("length");
+      if (i == request.max_new_tokens) return SequenceEnd{"length"};
       const int32_t id = script_[i];
       for (int32_t s : request.stop_ids) {
-        if (s == id) return std::string("stop");
+        if (s == id) return SequenceEnd{"stop", id};
       }
       GeneratedToken t{id, -0.25f, {}};
       for (int k = 0; k < request.top_logprobs; ++k) t.top.emplace_back(id, -0.25f);
-      if (!on_token(t)) return std::string("cancelled");
+      if (!on_token(t)) return SequenceEnd{"cancelled"};
     }
-    return std::string("length");
+    return SequenceEnd{"length"};
+  }
+  absl::StatusOr<std::vector<GeneratedToken>> ScorePrompt(const std::vector<int32_t>& prompt,
+                                                          int top_logprobs) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++scored_;
+    std::vector<GeneratedToken> out;
+    for (size_t t = 1; t < prompt.size(); ++t) {
+      GeneratedToken g{prompt[t], -0.125f * static_cast<float>(t), {}};
+      for (int k = 0; k < top_logprobs; ++k) g.top.emplace_back('a' + k, -0.0625f * (k + 1));
+      out.push_back(std::move(g));
+    }
+    return out;
   }
   std::vector<uint64_t> seeds() {
     std::lock_guard<std::mutex> lock(mu_);
     return seeds_;
+  }
+  int scored() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return scored_;
   }
 
  private:
   std::vector<int32_t> script_;
   std::mutex mu_;
   std::vector<uint64_t> seeds_;
+  int scored_ = 0;
 };
 
 class ServerTest : public ::testing::Test {
@@ -147,6 +167,107 @@ TEST_F(ServerTest, SeededChoicesUseSeedPlusIndex) {
   std::vector<uint64_t> seeds = g.seeds();
   std::sort(seeds.begin(), seeds.end());
   EXPECT_EQ(seeds, (std::vector<uint64_t>{40, 41, 42}));
+}
+
+TEST_F(ServerTest, SeveralPromptsGiveChoicesInPromptMajorOrder) {
+  ScriptedGenerator g(ByteIds("xyz"));
+  auto api = Server(g);
+  Json a = Answer(*api, Completion({{"prompt", {"a", "bc"}}, {"n", 2}, {"seed", 7}}), false);
+  ASSERT_EQ(a["choices"].size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(a["choices"][i]["index"], i);
+    EXPECT_EQ(a["choices"][i]["text"], "xyz");
+  }
+  std::vector<uint64_t> seeds = g.seeds();
+  std::sort(seeds.begin(), seeds.end());
+  EXPECT_EQ(seeds, (std::vector<uint64_t>{7, 7, 8, 8}));  // each prompt's choices: seed + i
+  EXPECT_EQ(a["usage"]["prompt_tokens"], 3);
+  EXPECT_EQ(a["usage"]["completion_tokens"], 12);
+}
+
+// lm-evaluation-harness's log-likelihood request: echo, logprobs 1, a list
+// of prompts, max_tokens 1 (what it sends) or 0 (score only).
+TEST_F(ServerTest, EchoReturnsThePromptLogprobs) {
+  ScriptedGenerator g(ByteIds("hello"));
+  auto api = Server(g);
+  for (int max_tokens : {0, 1}) {
+    SCOPED_TRACE(max_tokens);
+    Json a = Answer(*api,
+                    Completion({{"prompt", {"Hi", "cde"}},
+                                {"echo", true},
+                                {"logprobs", 1},
+                                {"max_tokens", max_tokens},
+                                {"temperature", 0}}),
+                    false);
+    ASSERT_EQ(a["choices"].size(), 2u);
+    const std::string gen = max_tokens ? "h" : "";
+    EXPECT_EQ(a["choices"][0]["text"], "Hi" + gen);
+    EXPECT_EQ(a["choices"][1]["text"], "cde" + gen);
+    EXPECT_EQ(a["choices"][1]["index"], 1);
+    EXPECT_EQ(a["choices"][1]["finish_reason"], "length");
+    EXPECT_TRUE(a["choices"][1]["stop_reason"].is_null());
+    const Json& lp = a["choices"][1]["logprobs"];
+    Json tokens = {"c", "d", "e"}, logprobs = {nullptr, -0.125, -0.25};
+    Json tops = {nullptr, {{"d", -0.125}, {"a", -0.0625}}, {{"e", -0.25}, {"a", -0.0625}}};
+    Json offsets = {0, 1, 2};
+    if (max_tokens) {
+      tokens.push_back("h");
+      logprobs.push_back(-0.25);
+      tops.push_back({{"h", -0.25}});
+      offsets.push_back(3);
+    }
+    EXPECT_EQ(lp["tokens"], tokens);
+    EXPECT_EQ(lp["token_logprobs"], logprobs);
+    EXPECT_EQ(lp["top_logprobs"], tops);
+    EXPECT_EQ(lp["text_offset"], offsets);
+    EXPECT_EQ(a["usage"]["prompt_tokens"], 5);
+    EXPECT_EQ(a["usage"]["completion_tokens"], 2 * max_tokens);
+  }
+  EXPECT_EQ(g.scored(), 4);
+  EXPECT_EQ(g.seeds().size(), 2u);  // only max_tokens 1 generated
+
+  // Echo without logprobs: the text, no scoring.
+  Json a = Answer(*api, Completion({{"echo", true}, {"max_tokens", 2}}), false);
+  EXPECT_EQ(a["choices"][0]["text"], "Hihe");
+  EXPECT_TRUE(a["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(g.scored(), 4);
+}
+
+// stop_reason as vLLM sets it: the stop string, a stop id other than the
+// tokenizer's EOS, else null.
+TEST_F(ServerTest, StopReasonNamesTheStringOrTheStopId) {
+  ScriptedGenerator words(ByteIds("one. two. three."));
+  auto api = Server(words);
+  Json a = Answer(*api, Completion({{"stop", {"xx", ". t"}}}), false);
+  EXPECT_EQ(a["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(a["choices"][0]["stop_reason"], ". t");
+  a = Answer(*api, Completion({{"max_tokens", 3}}), false);
+  EXPECT_EQ(a["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(a["choices"][0]["stop_reason"].is_null());
+  a = Answer(*api, Completion({{"stop_token_ids", {'.'}}}), false);
+  EXPECT_EQ(a["choices"][0]["text"], "one");
+  EXPECT_EQ(a["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(a["choices"][0]["stop_reason"], '.');
+  bool done = false;
+  std::vector<Json> chunks =
+      StreamChunks(*api, Completion({{"stream", true}, {"stop_token_ids", {'.'}}}), false, &done);
+  ASSERT_TRUE(done);
+  EXPECT_TRUE(chunks.front()["choices"][0]["stop_reason"].is_null());
+  EXPECT_EQ(chunks.back()["choices"][0]["stop_reason"], '.');
+
+  // The config's EOS: reported while the tokenizer names no EOS (vLLM adds
+  // such ids to stop_token_ids), null once it is the tokenizer's EOS.
+  ScriptedGenerator eos({'o', 'k', retort::testing::kEndId});
+  a = Answer(*Server(eos), Completion(Json::object()), false);
+  EXPECT_EQ(a["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(a["choices"][0]["stop_reason"], retort::testing::kEndId);
+  const std::string config = ::testing::TempDir() + "/server_test_tokenizer_config.json";
+  ASSERT_TRUE(WriteFileAtomically(config, R"({"eos_token": "<|end|>"})").ok());
+  ASSERT_TRUE(f_.tokenizer->LoadSpecialTokensFromConfig(config).ok());
+  ASSERT_EQ(f_.tokenizer->eos_id(), retort::testing::kEndId);
+  a = Answer(*Server(eos), Completion(Json::object()), false);
+  EXPECT_EQ(a["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(a["choices"][0]["stop_reason"].is_null());
 }
 
 TEST_F(ServerTest, ChatSplitsReasoning) {
