@@ -314,6 +314,34 @@ TEST_F(GenerateTracesTest, BadInputGivesOneLineErrors) {
   EXPECT_EQ(summary["samples"], 1);
 }
 
+// The bundled reasoning teacher's traces carry the reasoning inline in the
+// assistant content (the form every chat template renders, and so what TRL's
+// SFTTrainer trains on), never in a separate "reasoning_content" key.
+TEST_F(GenerateTracesTest, TracesCarryTheReasoningInline) {
+  const std::string teacher = std::string(RETORT_SOURCE_DIR_PATH) + "/models/arith-teacher";
+  const std::string prompts = (harness_->root() / "arith_prompts.jsonl").string();
+  ASSERT_TRUE(
+      WriteFileAtomically(
+          prompts,
+          json{{"id", "a"}, {"prompt", "What is 97657 + 24052?"}, {"answer", "121709"}}.dump() +
+              "\n")
+          .ok());
+  const std::string out = (harness_->root() / "arith_traces").string();
+  CliRun r = harness_->Exec("generate " + teacher + " --prompts " + prompts + " --output " + out +
+                            " --temperature 0 --max-tokens 400 --keep all");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string line = ReadFileToString(out + "/traces.jsonl").value();
+  const json j = json::parse(line);
+  const json& assistant = j["messages"].back();
+  EXPECT_EQ(assistant["role"], "assistant");
+  EXPECT_FALSE(assistant.contains("reasoning_content")) << line;
+  const std::string content = assistant["content"].get<std::string>();
+  EXPECT_EQ(content.rfind("<think>\n", 0), 0u) << content;
+  EXPECT_NE(content.find("\n</think>\n\n"), std::string::npos) << content;
+  EXPECT_NE(content.find("121709"), std::string::npos) << content;
+  EXPECT_EQ(j["correct"], true) << line;
+}
+
 TEST_F(GenerateTracesTest, ImportExportStats) {
   const std::string out = (harness_->root() / "ies").string();
   CliRun r = harness_->Exec("generate " + tiny_ + " --prompts " + prompts_ + " --output " + out +
