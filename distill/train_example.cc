@@ -17,20 +17,15 @@ void TrainExample::Append(const std::vector<int32_t>& ids, uint8_t mask) {
 }
 
 void DataSummary::Merge(const DataSummary& o) {
-  files += o.files;
-  examples += o.examples;
-  train_examples += o.train_examples;
-  eval_examples += o.eval_examples;
-  tokens += o.tokens;
-  trained_tokens += o.trained_tokens;
-  teacher_examples += o.teacher_examples;
+  using S = DataSummary;
+  for (int64_t S::*count :
+       {&S::files, &S::examples, &S::train_examples, &S::eval_examples, &S::tokens,
+        &S::trained_tokens, &S::teacher_examples, &S::truncated_examples, &S::truncated_tokens,
+        &S::split_examples, &S::dropped_untrainable, &S::prompts_open_reasoning,
+        &S::shard_examples}) {
+    this->*count += o.*count;
+  }
   for (const auto& [k, v] : o.skipped) skipped[k] += v;
-  truncated_examples += o.truncated_examples;
-  truncated_tokens += o.truncated_tokens;
-  split_examples += o.split_examples;
-  dropped_untrainable += o.dropped_untrainable;
-  prompts_open_reasoning += o.prompts_open_reasoning;
-  shard_examples += o.shard_examples;
 }
 
 std::string DataSummary::ToString() const {
