@@ -59,7 +59,11 @@ struct CtConfigSpec {
   QuantGranularity granularity = QuantGranularity::kGroup;
   int64_t group_size = 128;  // kGroup: columns per group; kBlock: tile edge
   bool symmetric = true;     // integer values only
-  bool act_order = false;    // kGroup int: layers carry weight_g_idx
+  bool act_order = false;    // kGroup int: layers carry weight_g_idx ("actorder": "group")
+  // GPTQ took the columns in activation order with groups fixed in natural
+  // order (llm-compressor's default, "actorder": "static"): the tensors are
+  // those of no act-order; the config says how they were made. Any strategy.
+  bool static_act_order = false;
   ActivationQuant activations = ActivationQuant::kNone;  // fp8 weights only
   std::vector<std::string> ignore = {"lm_head"};
 };

@@ -418,6 +418,9 @@ absl::Status ValidateCtConfigSpec(const CtConfigSpec& spec) {
   if (spec.act_order && (fp8 || spec.granularity != QuantGranularity::kGroup)) {
     return bad("act-order (weight_g_idx) needs int weights with group scales");
   }
+  if (spec.act_order && spec.static_act_order) {
+    return bad("act-order is either group (weight_g_idx) or static, not both");
+  }
   if (spec.activations != ActivationQuant::kNone && !fp8) {
     return bad("activation quantization is only written for fp8 weights");
   }
@@ -443,6 +446,7 @@ nlohmann::json CompressedTensorsConfig(const CtConfigSpec& spec) {
     weights["block_structure"] = json::array({spec.group_size, spec.group_size});
   }
   if (spec.act_order) weights["actorder"] = "group";
+  if (spec.static_act_order) weights["actorder"] = "static";
 
   json inputs = nullptr;
   if (spec.activations != ActivationQuant::kNone) {

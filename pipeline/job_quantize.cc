@@ -1,9 +1,11 @@
 // `retort quantize` as a JobCommand (stage_job.h) over quantize/quantize_job.h.
 #include <filesystem>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/process.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
@@ -24,14 +26,18 @@ class QuantizeJob : public JobCommand {
                        "HF directory or .gguf file")(
         "out", RequiredOnCommandLine(&out_, command_line),
         "output HF directory (compressed-tensors) or .gguf file")(
-        "scheme", po::value(&scheme_)->default_value("int4-g128"),
-        "int4-g32/g64/g128[-asym], int8-channel, fp8-channel, fp8-tensor, fp8-block128, ...")(
+        "scheme", po::value(&scheme_)->default_value(kDefaultScheme),
+        "int4-g32/g64/g128[-asym], int8-channel, fp8-channel, fp8-tensor, fp8-block128, ...; "
+        "or llm-compressor's W4A16, W4A16_ASYM, W8A16 (int8-g128), FP8 (fp8-tensor + static "
+        "activations), FP8_DYNAMIC (fp8-channel + dynamic), FP8_BLOCK. The default takes g64 or "
+        "g32 where 128 does not divide a layer")(
         "method", po::value(&method_)->default_value("rtn"), "rtn, gptq or awq")(
-        "act-order", po::bool_switch(&o.gptq.act_order),
-        "GPTQ: quantize columns by descending "
-        "Hessian diagonal (writes g_idx)")(
-        "static-groups", po::bool_switch(&o.gptq.static_groups),
-        "GPTQ act-order with groups fixed before reordering (no g_idx)")(
+        "actorder", po::value(&actorder_)->default_value("static"),
+        "GPTQ column order, as llm-compressor's actorder: static (by descending Hessian "
+        "diagonal, groups fixed in natural order, no g_idx; llm-compressor's default; alias "
+        "weight), group (groups formed in that order, writes g_idx; alias dynamic) or none")(
+        "act-order", po::bool_switch(&act_order_group_), "GPTQ: same as --actorder group")(
+        "static-groups", po::bool_switch(&static_groups_), "GPTQ: same as --actorder static")(
         "dampening", po::value(&o.gptq.dampening)->default_value(0.01),
         "GPTQ: fraction of the mean Hessian diagonal added to it")(
         "gptq-block", po::value(&o.gptq.block_size)->default_value(128), "GPTQ lazy-batch width")(
@@ -63,6 +69,7 @@ class QuantizeJob : public JobCommand {
     f.Text("model", q.model(), &model_path_);
     f.Fixed("out", (fs::path(context.dir) / StageMainOutput(stage)).string(), &out_);
     f.Text("scheme", q.scheme(), &scheme_);
+    scheme_given_ = !q.scheme().empty();
     f.Text("method", q.method(), &method_);
     method_in_stage_ = !q.method().empty();
     f.List("calib", q.calib(), &job_.calib.files);
@@ -81,9 +88,10 @@ class QuantizeJob : public JobCommand {
     if (to_ != "ct") return OptionError("--to must be ct or gguf");
     if (!imatrix_.empty()) return OptionError("--imatrix is for --to gguf");
     quant::ModelQuantOptions& o = job_.quant;
-    absl::StatusOr<quant::QuantScheme> scheme = quant::ParseQuantScheme(scheme_);
+    absl::StatusOr<quant::SchemeChoice> scheme = quant::ParseSchemeOrPreset(scheme_);
     if (!scheme.ok()) return OptionError(scheme.status().message());
-    o.scheme = *scheme;
+    o.scheme = scheme->scheme;
+    job_.fit_group_size = !scheme_given_ && Defaulted(vm, "scheme");
     absl::StatusOr<quant::QuantMethod> method = quant::ParseQuantMethod(method_);
     if (!method.ok()) return OptionError(method.status().message());
     o.method = *method;
@@ -96,24 +104,144 @@ class QuantizeJob : public JobCommand {
     } else {
       return OptionError("--activations must be none, dynamic or static");
     }
+    if (scheme->activations) {
+      if (!Defaulted(vm, "activations") && o.activations != *scheme->activations) {
+        return OptionError(absl::StrCat("--scheme ", scheme->preset, " sets the activations (",
+                                        ActivationsName(*scheme->activations), "); --activations ",
+                                        activations_, " contradicts it"));
+      }
+      o.activations = *scheme->activations;
+    }
+    RETURN_IF_ERROR(SetActOrder(vm, o));
     if (o.scheme.value_type == DType::kF8E5M2) {
       return OptionError("compressed-tensors stores fp8 weights as e4m3; use fp8-*");
     }
     if (quant::NeedsCalibration(o) && job_.calib.files.empty()) {
+      if (o.method == quant::QuantMethod::kRtn) {
+        return OptionError(
+            scheme->preset.empty()
+                ? "static activation scales need calibration data: --calib FILE (or "
+                  "--activations dynamic)"
+                : absl::StrCat("static activation scales (", scheme->preset,
+                               ") need calibration data: --calib FILE (or FP8_DYNAMIC)"));
+      }
       return OptionError(
           absl::StrCat(quant::QuantMethodName(o.method), " needs calibration data: --calib FILE"));
     }
+    if (!quant::NeedsCalibration(o) && !job_.calib.files.empty()) {
+      io.progress->Line(absl::StrCat("[quantize] ", quant::QuantMethodName(o.method),
+                                     " uses no calibration data: --calib is ignored (gptq and "
+                                     "awq use it)"));
+    }
     ASSIGN_OR_RETURN(quant::QuantizeJobResult r, quant::QuantizeToDirectory(job_, *io.progress));
+    std::string calibrated;
+    if (r.calib_samples > 0) {
+      calibrated =
+          absl::StrFormat("; calibrated on %d samples, %d tokens", r.calib_samples, r.calib_tokens);
+    }
     *io.out << absl::StrFormat(
-        "wrote %s: %s %s (compressed-tensors), %s parameters, %s (%.2f bits per weight); "
-        "quantized in %.1f s (%.2f s per layer), peak RSS %s\n",
-        out_, o.scheme.Name(), quant::QuantMethodName(o.method), HumanCount(r.params),
+        "wrote %s: %s%s %s%s (compressed-tensors), %s parameters, %s (%.2f bits per weight); "
+        "quantized in %.1f s (%.2f s per layer), peak RSS %s%s\n",
+        out_, r.scheme.Name(), scheme->preset.empty() ? "" : " (" + scheme->preset + ")",
+        quant::QuantMethodName(o.method), ActOrderNote(o), HumanCount(r.params),
         HumanBytes(r.bytes), r.params > 0 ? 8.0 * r.bytes / r.params : 0.0, r.seconds,
-        r.mean_layer_seconds, HumanBytes(static_cast<double>(PeakRssBytes())));
+        r.mean_layer_seconds, HumanBytes(static_cast<double>(PeakRssBytes())), calibrated);
+    *io.out << SizeLine(r) << "\n";
     return absl::OkStatus();
   }
 
  private:
+  static constexpr char kDefaultScheme[] = "int4-g128";
+
+  static bool Defaulted(const po::variables_map& vm, const char* option) {
+    auto it = vm.find(option);
+    return it == vm.end() || it->second.defaulted();
+  }
+
+  static const char* ActivationsName(quant::ActivationScales a) {
+    return a == quant::ActivationScales::kDynamic  ? "dynamic"
+           : a == quant::ActivationScales::kStatic ? "static"
+                                                   : "none";
+  }
+
+  // --actorder (or its switches --act-order, --static-groups) into
+  // GptqOptions.
+  absl::Status SetActOrder(const po::variables_map& vm, quant::ModelQuantOptions& o) {
+    const int given = !Defaulted(vm, "actorder") + act_order_group_ + static_groups_;
+    if (given > 1) {
+      return OptionError("give one of --actorder, --act-order and --static-groups");
+    }
+    if (given > 0 && o.method != quant::QuantMethod::kGptq) {
+      return OptionError("--actorder, --act-order and --static-groups apply to --method gptq");
+    }
+    std::string order = act_order_group_ ? "group" : static_groups_ ? "static" : actorder_;
+    if (order == "static" || order == "weight") {
+      o.gptq.act_order = true;
+      o.gptq.static_groups = true;
+    } else if (order == "group" || order == "dynamic") {
+      o.gptq.act_order = true;
+      o.gptq.static_groups = false;
+    } else if (order == "none") {
+      o.gptq.act_order = false;
+      o.gptq.static_groups = false;
+    } else {
+      return OptionError(
+          absl::StrCat("--actorder '", order, "': expected static (the default), group or none"));
+    }
+    return absl::OkStatus();
+  }
+
+  // ", act-order static" for GPTQ runs, else "".
+  static std::string ActOrderNote(const quant::ModelQuantOptions& o) {
+    if (o.method != quant::QuantMethod::kGptq) return "";
+    if (!o.gptq.act_order) return ", no act-order";
+    return o.gptq.static_groups || o.scheme.granularity != QuantGranularity::kGroup
+               ? ", act-order static"
+               : ", act-order group";
+  }
+
+  // Where the bytes of a compressed-tensors output go: why an "int4" model
+  // can be larger than a GGUF of the same weights.
+  static std::string SizeLine(const quant::QuantizeJobResult& r) {
+    auto part = [](const quant::SizePart& p) {
+      return absl::StrCat(HumanCount(static_cast<double>(p.params)), " = ",
+                          HumanBytes(static_cast<double>(p.bytes)));
+    };
+    std::string line = absl::StrFormat(
+        "size: linears %s as %s (%.2f bits per weight with scales)", part(r.quantized),
+        r.scheme.Name(),
+        r.quantized.params > 0 ? 8.0 * r.quantized.bytes / r.quantized.params : 0.0);
+    const std::string dtype = absl::AsciiStrToLower(std::string(DTypeName(r.float_dtype)));
+    std::vector<std::string> kept;
+    if (r.embeddings.params > 0) {
+      std::vector<std::string> notes;
+      if (r.tied_embeddings) notes.push_back("tied to the lm_head");
+      if (!r.input_embedding_type.empty()) {
+        notes.push_back(absl::StrCat(r.input_embedding_type, " = ",
+                                     HumanBytes(static_cast<double>(r.input_embedding_bytes)),
+                                     " in the input"));
+      }
+      kept.push_back(absl::StrCat("embeddings ", part(r.embeddings),
+                                  notes.empty() ? "" : " (" + absl::StrJoin(notes, "; ") + ")"));
+    }
+    if (r.lm_head.params > 0) {
+      kept.push_back(absl::StrCat("lm_head ", part(r.lm_head), " (--quantize-lm-head)"));
+    }
+    if (r.other_float.params > 0) {
+      kept.push_back(absl::StrCat("norms and biases ", part(r.other_float)));
+    }
+    if (!kept.empty()) {
+      absl::StrAppend(&line, "; left in ", dtype,
+                      ", as llm-compressor leaves them: ", absl::StrJoin(kept, ", "));
+    }
+    if (r.input_file_bytes > 0 && r.bytes > r.input_file_bytes) {
+      absl::StrAppend(&line, "; the input GGUF is smaller (",
+                      HumanBytes(static_cast<double>(r.input_file_bytes)),
+                      ") because it stores the embeddings quantized too");
+    }
+    return line;
+  }
+
   absl::Status RunGguf(const po::variables_map& vm, const JobIo& io) {
     if (auto it = vm.find("method");
         method_in_stage_ || (it != vm.end() && !it->second.defaulted())) {
@@ -141,8 +269,9 @@ class QuantizeJob : public JobCommand {
     return absl::OkStatus();
   }
 
-  std::string model_path_, out_, scheme_, method_, to_, type_, imatrix_, activations_;
-  bool method_in_stage_ = false;
+  std::string model_path_, out_, scheme_, method_, to_, type_, imatrix_, activations_, actorder_;
+  bool method_in_stage_ = false, scheme_given_ = false, act_order_group_ = false,
+       static_groups_ = false;
   int threads_ = 0;
   quant::QuantizeJobOptions job_;
 };

@@ -6,7 +6,11 @@
 #include <memory>
 #include <optional>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/named_values.h"
 #include "core/process.h"
 #include "core/status.h"
@@ -39,8 +43,9 @@ struct InputStats {
   float absmax = 0;  // static activation scale
 };
 
-// Whether weight `name` can be quantized: present, not quantized already
-// (unless allow_requantize, for GGUF blocks), and fits the scheme.
+// Whether weight `name` can be quantized: present and not quantized already
+// (unless allow_requantize, for GGUF blocks). CheckModelFitsScheme checks
+// its shape.
 absl::Status CheckQuantizable(const Transformer& model, const std::string& name,
                               const ModelQuantOptions& options) {
   if (model.QuantizedWeights().count(name) > 0) {
@@ -57,7 +62,7 @@ absl::Status CheckQuantizable(const Transformer& model, const std::string& name,
         "); quantizing again compounds both errors. Pass --allow-requantize to dequantize "
         "and requantize, or start from the original weights"));
   }
-  return CheckSchemeFits(options.scheme, t->dim(0), t->dim(1), name);
+  return absl::OkStatus();
 }
 
 // An f32 working copy of weight `name` (which CheckQuantizable accepted);
@@ -104,6 +109,174 @@ absl::StatusOr<QuantMethod> ParseQuantMethod(const std::string& name) {
 
 const char* QuantMethodName(QuantMethod m) { return NameOfValue(kQuantMethods, m); }
 
+namespace {
+
+// llm-compressor's preset names (compressed-tensors 0.18,
+// quantization/quant_scheme.py: PRESET_SCHEMES) as our schemes, or why not.
+struct QuantPreset {
+  const char* name;
+  const char* scheme;  // ours; nullptr: refused with `refusal`
+  ActivationScales activations;
+  const char* refusal;
+};
+
+constexpr char kIntActivations[] =
+    "integer activation quantization is not written yet (retort records activation scales for "
+    "fp8 weights only); use W8A16 for int8 weights alone or FP8_DYNAMIC for 8-bit weights and "
+    "activations";
+constexpr char kFp4NotYet[] =
+    "not yet: retort has no fp4/microscaled (e2m1, ue8m0) values; use W4A16 for 4-bit "
+    "weights or FP8_DYNAMIC";
+
+constexpr QuantPreset kQuantPresets[] = {
+    {"W4A16", "int4-g128", ActivationScales::kNone, nullptr},
+    {"W4A16_ASYM", "int4-g128-asym", ActivationScales::kNone, nullptr},
+    {"W8A16", "int8-g128", ActivationScales::kNone, nullptr},
+    {"FP8", "fp8-tensor", ActivationScales::kStatic, nullptr},
+    {"FP8_DYNAMIC", "fp8-channel", ActivationScales::kDynamic, nullptr},
+    {"FP8_BLOCK", "fp8-block128", ActivationScales::kDynamic, nullptr},
+    {"W8A8", nullptr, ActivationScales::kNone,
+     "int8-channel weights with dynamic per-token int8 activations: "},
+    {"INT8", nullptr, ActivationScales::kNone,
+     "int8-channel weights with dynamic per-token int8 activations (W8A8): "},
+    {"W4A8", nullptr, ActivationScales::kNone,
+     "int4-g128 weights with dynamic per-token int8 activations: "},
+    {"W4AFP8", nullptr, ActivationScales::kNone,
+     "int4-g128 weights with dynamic per-token fp8 activations: fp8 activations are written "
+     "for fp8 weights only; use W4A16 or FP8_DYNAMIC"},
+    {"NVFP4", nullptr, ActivationScales::kNone, "fp4 weights and activations, groups of 16: "},
+    {"NVFP4A16", nullptr, ActivationScales::kNone, "fp4 weights, groups of 16: "},
+    {"MXFP4", nullptr, ActivationScales::kNone, "mxfp4 weights and activations: "},
+    {"MXFP4A16", nullptr, ActivationScales::kNone, "mxfp4 weights: "},
+    {"MXFP8", nullptr, ActivationScales::kNone, "mxfp8 weights and activations: "},
+    {"MXFP8A16", nullptr, ActivationScales::kNone, "mxfp8 weights: "},
+    {"UNQUANTIZED", nullptr, ActivationScales::kNone,
+     "leaves every weight as it is: nothing to write"},
+};
+
+// The presets we produce, for messages: "W4A16, W4A16_ASYM, ...".
+std::string SupportedPresetNames() {
+  std::string out;
+  for (const QuantPreset& p : kQuantPresets) {
+    if (p.scheme == nullptr) continue;
+    absl::StrAppend(&out, out.empty() ? "" : ", ", p.name);
+  }
+  return out;
+}
+
+// Why a preset we do not produce is refused (the table's text, completed).
+std::string PresetRefusal(const QuantPreset& p) {
+  const std::string why = p.refusal;
+  if (absl::EndsWith(why, ": ")) {
+    const bool fp4 = absl::StrContains(why, "fp4") || absl::StrContains(why, "mxfp");
+    return absl::StrCat(why, fp4 ? kFp4NotYet : kIntActivations);
+  }
+  return why;
+}
+
+}  // namespace
+
+absl::StatusOr<SchemeChoice> ParseSchemeOrPreset(std::string_view name_view) {
+  const std::string name(name_view);
+  const std::string upper = absl::AsciiStrToUpper(name);
+  for (const QuantPreset& p : kQuantPresets) {
+    if (upper != p.name) continue;
+    if (p.scheme == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "quantization scheme '", name, "' (llm-compressor preset): ", PresetRefusal(p)));
+    }
+    ASSIGN_OR_RETURN(QuantScheme scheme, ParseQuantScheme(p.scheme));
+    return SchemeChoice{scheme, p.name, p.activations};
+  }
+  // compressed-tensors' other integer presets, W<bits>A<bits>.
+  int wbits = 0, abits = 0;
+  if (upper.size() >= 4 && upper[0] == 'W' && upper[2] == 'A' && absl::ascii_isdigit(upper[1]) &&
+      absl::SimpleAtoi(upper.substr(1, 1), &wbits) && absl::SimpleAtoi(upper.substr(3), &abits)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantization scheme '", name, "' (llm-compressor preset): ",
+                     wbits != 4 && wbits != 8 ? "retort writes 4- and 8-bit integer weights only"
+                                              : kIntActivations,
+                     "; presets retort writes: ", SupportedPresetNames()));
+  }
+  absl::StatusOr<QuantScheme> scheme = ParseQuantScheme(name);
+  if (!scheme.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        scheme.status().message(), "; or an llm-compressor preset: ", SupportedPresetNames()));
+  }
+  return SchemeChoice{*scheme, "", std::nullopt};
+}
+
+std::vector<LinearShape> QuantizedLinearShapes(const Transformer& model,
+                                               const ModelQuantOptions& options) {
+  const ModelConfig& c = model.config();
+  std::vector<std::string> names;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    for (LinearSlot slot : kLinearSlots) names.push_back(LinearWeightName(l, slot));
+  }
+  if (options.quantize_lm_head && !c.tie_word_embeddings) names.push_back("lm_head.weight");
+  std::vector<LinearShape> out;
+  for (const std::string& name : names) {
+    if (auto it = model.QuantizedWeights().find(name); it != model.QuantizedWeights().end()) {
+      out.push_back({name, it->second->rows, it->second->cols});
+    } else if (const Tensor* t = model.FindWeight(name); t != nullptr && t->rank() == 2) {
+      out.push_back({name, t->dim(0), t->dim(1)});
+    }
+  }
+  return out;
+}
+
+std::vector<QuantScheme> FittingSchemes(const Transformer& model,
+                                        const ModelQuantOptions& options) {
+  const std::vector<LinearShape> shapes = QuantizedLinearShapes(model, options);
+  auto fits = [&](const QuantScheme& s) {
+    for (const LinearShape& l : shapes) {
+      if (!CheckSchemeFits(s, l.rows, l.cols, l.name).ok()) return false;
+    }
+    return true;
+  };
+  std::vector<QuantScheme> out;
+  QuantScheme s = options.scheme;
+  if (s.granularity == QuantGranularity::kGroup) {
+    for (int64_t g : {128, 64, 32}) {
+      if (g > options.scheme.group_size) continue;
+      s.group_size = g;
+      if (fits(s)) out.push_back(s);
+    }
+  }
+  if (s.granularity == QuantGranularity::kGroup || s.granularity == QuantGranularity::kChannel) {
+    s.granularity = QuantGranularity::kChannel;
+    s.group_size = 0;
+    if (fits(s)) out.push_back(s);
+  }
+  return out;
+}
+
+absl::Status CheckModelQuantizable(const Transformer& model, const ModelQuantOptions& options) {
+  const ModelConfig& c = model.config();
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    for (LinearSlot slot : kLinearSlots) {
+      RETURN_IF_ERROR(CheckQuantizable(model, LinearWeightName(l, slot), options));
+    }
+  }
+  if (options.quantize_lm_head && !c.tie_word_embeddings) {
+    RETURN_IF_ERROR(CheckQuantizable(model, "lm_head.weight", options));
+  }
+  return CheckModelFitsScheme(model, options);
+}
+
+absl::Status CheckModelFitsScheme(const Transformer& model, const ModelQuantOptions& options) {
+  for (const LinearShape& l : QuantizedLinearShapes(model, options)) {
+    absl::Status s = CheckSchemeFits(options.scheme, l.rows, l.cols, l.name);
+    if (s.ok()) continue;
+    std::vector<std::string> names;
+    for (const QuantScheme& f : FittingSchemes(model, options)) names.push_back(f.Name());
+    if (names.empty()) return s;
+    return absl::InvalidArgumentError(absl::StrCat(
+        s.message(), "; schemes that fit every layer of this model: ", absl::StrJoin(names, ", ")));
+  }
+  return absl::OkStatus();
+}
+
 bool NeedsCalibration(const ModelQuantOptions& options) {
   return options.method != QuantMethod::kRtn || options.activations == ActivationScales::kStatic;
 }
@@ -131,14 +304,8 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(Transformer& model,
         "AWQ searches integer grids; use rtn or gptq for fp8 schemes");
   }
 
-  // Everything that can be checked before any work.
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    for (LinearSlot slot : kLinearSlots) {
-      RETURN_IF_ERROR(CheckQuantizable(model, LinearWeightName(l, slot), options));
-    }
-  }
+  RETURN_IF_ERROR(CheckModelQuantizable(model, options));
   const bool lm_head = options.quantize_lm_head && !c.tie_word_embeddings;
-  if (lm_head) RETURN_IF_ERROR(CheckQuantizable(model, "lm_head.weight", options));
   ModelQuantReport report;
   const bool calibrate = NeedsCalibration(options);
   std::optional<LayerwiseRunner> runner;

@@ -30,7 +30,9 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -80,6 +82,50 @@ struct ModelQuantReport {
   double method_error = 0;
 };
 
+// A --scheme value: one of ours (ParseQuantScheme's spelling) or one of
+// llm-compressor's preset names (compressed-tensors 0.18's PRESET_SCHEMES,
+// any case), which fixes the activation quantization too:
+//   W4A16        int4-g128, symmetric, weights only
+//   W4A16_ASYM   int4-g128-asym, weights only
+//   W8A16        int8-g128, symmetric, weights only (int8-channel before 0.18)
+//   FP8          fp8-tensor + static per-tensor fp8 activations (calibrated)
+//   FP8_DYNAMIC  fp8-channel + dynamic per-token fp8 activations
+//   FP8_BLOCK    fp8-block128 + dynamic per-token-group-of-128 activations
+// The others (W8A8/INT8 and W4A8: int8 activations; W4AFP8; NVFP4, MXFP4,
+// MXFP8: fp4/microscaled values; W2..W7: other widths) are refused with why.
+struct SchemeChoice {
+  QuantScheme scheme;
+  std::string preset;                           // the preset's name in upper case; empty for ours
+  std::optional<ActivationScales> activations;  // set by presets only
+};
+absl::StatusOr<SchemeChoice> ParseSchemeOrPreset(std::string_view name);
+
+// One weight QuantizeModel quantizes: its name and [rows, cols].
+struct LinearShape {
+  std::string name;
+  int64_t rows = 0, cols = 0;
+};
+// The weights QuantizeModel would quantize under `options` (the decoder
+// linears, and an untied lm_head with quantize_lm_head), with their shapes;
+// weights the model lacks are left out (QuantizeModel reports them).
+std::vector<LinearShape> QuantizedLinearShapes(const Transformer& model,
+                                               const ModelQuantOptions& options);
+
+// The schemes of options.scheme's value type and symmetry that fit every
+// weight of QuantizedLinearShapes, best first: groups of 128, 64 and 32 (the
+// sizes vLLM's int4/int8 kernels take) no larger than the scheme's group,
+// then channel scales. Empty when even channel scales do not fit.
+std::vector<QuantScheme> FittingSchemes(const Transformer& model, const ModelQuantOptions& options);
+
+// CheckSchemeFits for every weight of QuantizedLinearShapes, before any
+// work; the error names the first weight that does not fit and the schemes
+// that fit this model (FittingSchemes).
+absl::Status CheckModelFitsScheme(const Transformer& model, const ModelQuantOptions& options);
+
+// What QuantizeModel checks before any work: every weight is present, none
+// is quantized already (see allow_requantize), and CheckModelFitsScheme.
+absl::Status CheckModelQuantizable(const Transformer& model, const ModelQuantOptions& options);
+
 // Whether the method (and activation mode) needs calibration samples.
 bool NeedsCalibration(const ModelQuantOptions& options);
 // The least calibration tokens accepted for `model` (GPTQ/AWQ need at least
@@ -88,9 +134,8 @@ bool NeedsCalibration(const ModelQuantOptions& options);
 int64_t MinCalibrationTokens(const ModelConfig& config, const ModelQuantOptions& options);
 
 // Quantizes every linear of `model` in place. `calibration` may be empty
-// when NeedsCalibration is false. Checks up front that every linear fits
-// the scheme (CheckSchemeFits), that no weight is already quantized (see
-// allow_requantize), that there are enough calibration tokens; a non-finite
+// when NeedsCalibration is false. Checks up front CheckModelQuantizable and
+// that there are enough calibration tokens; a non-finite
 // weight is an error naming the tensor. On error the model may be partly
 // quantized: callers discard it (nothing is written).
 absl::StatusOr<ModelQuantReport> QuantizeModel(Transformer& model,

@@ -29,19 +29,47 @@ struct QuantizeJobOptions {
   std::string out;         // compressed-tensors directory, or .gguf file
   bool to_gguf = false;
   ModelQuantOptions quant;  // compressed-tensors output
+  // The scheme is a default, not the user's choice: where its group does not
+  // divide every layer, take the largest of 128/64/32 that does (or channel
+  // scales) and say so in one line, instead of refusing.
+  bool fit_group_size = false;
   CalibrationFiles calib;
   GgufPreset preset = GgufPreset::kQ4_K_M;  // GGUF output
   std::string imatrix;                      // GGUF output: importance matrix file
 };
 
+// Parameters and bytes of one part of the written model.
+struct SizePart {
+  int64_t params = 0;
+  uint64_t bytes = 0;
+};
+
 struct QuantizeJobResult {
   int64_t params = 0;
   uint64_t bytes = 0;
+  // compressed-tensors output: the scheme used (after fit_group_size), and
+  // where the bytes go: the quantized linears (values, scales, zero points,
+  // g_idx) and what stays float, as llm-compressor leaves it: the embeddings
+  // (also the lm_head when tied), an unquantized lm_head, norms and biases.
+  QuantScheme scheme;
+  DType float_dtype = DType::kBF16;
+  SizePart quantized, embeddings, lm_head, other_float;
+  bool tied_embeddings = false;
+  // A GGUF input: the embeddings' block type there (e.g. Q8_0) and bytes,
+  // and the file's size (0 for other inputs).
+  std::string input_embedding_type;
+  uint64_t input_embedding_bytes = 0, input_file_bytes = 0;
+  // Calibration actually used (0 when the method needs none).
+  int64_t calib_samples = 0, calib_tokens = 0;
   int64_t tensors = 0;  // GGUF output
   double seconds = 0;   // the quantization (compressed-tensors) or the whole job (GGUF)
   double mean_layer_seconds = 0;
   bool with_imatrix = false;
 };
+
+// The line to print when calibration used far less than was asked (under
+// half the samples or half the tokens of samples x seq_len), else empty.
+std::string CalibrationShortfall(const CalibrationOptions& asked, int64_t samples, int64_t tokens);
 
 absl::StatusOr<QuantizeJobResult> QuantizeToDirectory(const QuantizeJobOptions& options,
                                                       ProgressSink& progress);

@@ -27,6 +27,7 @@
 
 #include "cli_harness.h"
 #include "core/file.h"
+#include "core/progress.h"
 #include "core/quant_matrix.h"
 #include "formats/compressed_tensors.h"
 #include "formats/gguf.h"
@@ -43,6 +44,7 @@ namespace fs = std::filesystem;
 using testing::CliHarness;
 using testing::CliRun;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kText[] = "/usr/share/common-licenses/GPL-3";
 constexpr char kThreads[] = " --threads 2";
@@ -173,6 +175,8 @@ CtConfigSpec SpecOf(const Case& c) {
     ADD_FAILURE() << "no spec for " << c.scheme;
   }
   s.symmetric = !c.asym();
+  // GPTQ's default order, llm-compressor's: actorder "static" (no g_idx).
+  s.static_act_order = c.method == "gptq";
   s.activations = c.activations == "dynamic"  ? ActivationQuant::kDynamic
                   : c.activations == "static" ? ActivationQuant::kStatic
                                               : ActivationQuant::kNone;
@@ -347,9 +351,11 @@ TEST_P(QuantizeSweepTest, WritesCompressedTensorsThatLoadAndEvaluate) {
     const nlohmann::json lib =
         ReadJson("tests/reference/compressed_tensors/quantization_configs.json");
     ASSERT_TRUE(lib.contains(c.reference)) << c.reference;
-    EXPECT_EQ(qc, lib[c.reference]) << "ours:\n"
-                                    << qc.dump(1) << "\nlibrary:\n"
-                                    << lib[c.reference].dump(1);
+    nlohmann::json expected = lib[c.reference];
+    // llm-compressor's GPTQModifier records its default column order
+    // (resolve_quantization_config: actorder STATIC for every strategy).
+    if (c.method == "gptq") expected["config_groups"]["group_0"]["weights"]["actorder"] = "static";
+    EXPECT_EQ(qc, expected) << "ours:\n" << qc.dump(1) << "\nlibrary:\n" << expected.dump(1);
   }
   // The published field names, spelled out.
   EXPECT_EQ(qc["quant_method"], "compressed-tensors");
@@ -652,6 +658,280 @@ TEST_F(QuantizeCliTest, GptqActOrderWritesGroupIndex) {
                                   "of 32, symmetric, act-order; 14 linears quantized"));
 }
 
+// GPTQ without flags orders columns as llm-compressor's GPTQModifier does
+// by default (actorder "static": by descending Hessian diagonal, groups
+// fixed in natural order): the config says so, the tensors are those of no
+// act-order (no weight_g_idx), and the model loads and runs. --actorder none
+// records nothing.
+TEST_F(QuantizeCliTest, GptqDefaultsToStaticActOrder) {
+  const std::string out = Path("actorder-default"), none = Path("actorder-none");
+  CliRun r = Exec("quantize " + Tiny() + " " + out + " --scheme int4-g32 --method gptq" +
+                  kCalibTiny + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("int4-g32 gptq, act-order static (compressed-tensors)"));
+  nlohmann::json qc = ReadJson(out + "/config.json")["quantization_config"];
+  EXPECT_EQ(qc["config_groups"]["group_0"]["weights"]["actorder"], "static") << qc.dump(1);
+  CtConfigSpec spec;
+  spec.value_type = DType::kI4;
+  spec.group_size = 32;
+  spec.static_act_order = true;
+  EXPECT_EQ(qc, CompressedTensorsConfig(spec)) << qc.dump(1);
+  std::unique_ptr<SafetensorsReader> keep;
+  const std::map<std::string, Tensor> dst = ReadAll(out, &keep);
+  for (const auto& [name, t] : dst) {
+    EXPECT_EQ(name.find("g_idx"), std::string::npos) << name;
+  }
+  auto model = Transformer::Load(out);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->QuantizedWeights().size(), 14u);
+  const double kld = Kld(out, Tiny());
+  EXPECT_TRUE(std::isfinite(kld) && kld > 0 && kld < 0.2) << kld;
+
+  r = Exec("quantize " + Tiny() + " " + none + " --scheme int4-g32 --method gptq --actorder none" +
+           kCalibTiny + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("int4-g32 gptq, no act-order"));
+  qc = ReadJson(none + "/config.json")["quantization_config"];
+  EXPECT_FALSE(qc["config_groups"]["group_0"]["weights"].contains("actorder")) << qc.dump(1);
+  // The order changes which weights GPTQ rounds which way.
+  std::unique_ptr<SafetensorsReader> keep_none;
+  const std::map<std::string, Tensor> plain = ReadAll(none, &keep_none);
+  const std::string packed = "model.layers.0.mlp.down_proj.weight_packed";
+  ASSERT_TRUE(dst.count(packed) && plain.count(packed));
+  EXPECT_FALSE(SameBytes(dst.at(packed), plain.at(packed)));
+  fs::remove_all(out);
+  fs::remove_all(none);
+
+  // Only GPTQ has an order; one spelling at a time.
+  const std::string bad = Path("actorder-bad");
+  ExpectRefused(Exec("quantize " + Tiny() + " " + bad + " --scheme int4-g32 --actorder group"), 2,
+                bad, {"apply to --method gptq"});
+  ExpectRefused(Exec("quantize " + Tiny() + " " + bad +
+                     " --scheme int4-g32 --method gptq --actorder sideways" + kCalibTiny),
+                2, bad, {"--actorder 'sideways'", "static (the default), group or none"});
+  ExpectRefused(Exec("quantize " + Tiny() + " " + bad +
+                     " --scheme int4-g32 --method gptq --act-order --actorder none" + kCalibTiny),
+                2, bad, {"give one of --actorder, --act-order and --static-groups"});
+}
+
+// ------------------------------------------------------ default and presets --
+
+// The default scheme (int4-g128) on a model whose 64-wide layers take no
+// 128 groups: the largest of 128/64/32 that divides every layer, said in
+// one line; the same scheme asked for by name is refused with the schemes
+// that fit.
+TEST_F(QuantizeCliTest, DefaultSchemeFitsTheGroupToTheModel) {
+  const std::string out = Path("default-scheme");
+  CliRun r = Exec("quantize " + Tiny() + " " + out + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("[quantize] scheme int4-g128 (the default) does not fit: "
+                               "model.layers.0.self_attn.q_proj.weight has 64 input columns, not "
+                               "a multiple of 128; using int4-g64, the largest of groups "
+                               "128/64/32 that divides every layer"));
+  EXPECT_THAT(r.out, HasSubstr("wrote " + out + ": int4-g64 rtn (compressed-tensors)"));
+  const nlohmann::json w =
+      ReadJson(out + "/config.json")["quantization_config"]["config_groups"]["group_0"]["weights"];
+  EXPECT_EQ(w["group_size"], 64);
+  EXPECT_EQ(w["num_bits"], 4);
+  EXPECT_EQ(w["strategy"], "group");
+  auto model = Transformer::Load(out);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->QuantizedWeights().size(), 14u);
+  fs::remove_all(out);
+
+  // A default that fits is used as it is, without the note.
+  r = Exec("quantize " + Wide() + " " + out + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, Not(HasSubstr("does not fit")));
+  EXPECT_THAT(r.out, HasSubstr(": int4-g128 rtn"));
+  fs::remove_all(out);
+
+  // Asked for by name, it is refused before anything runs, with what fits.
+  for (const std::string scheme : {"int4-g128", "W4A16"}) {
+    ExpectRefused(Exec("quantize " + Tiny() + " " + out + " --scheme " + scheme + kThreads), 1, out,
+                  {"64 input columns are not a multiple of the group size 128",
+                   "schemes that fit every layer of this model: int4-g64, int4-g32, int4-channel"});
+  }
+  ExpectRefused(Exec("quantize " + Tiny() + " " + out + " --scheme W4A16_ASYM" + kThreads), 1, out,
+                {"int4-g64-asym, int4-g32-asym, int4-channel-asym"});
+}
+
+// llm-compressor's preset names (compressed-tensors 0.18 PRESET_SCHEMES), in
+// any case: each writes the quantization_config the library writes for it
+// (tests/reference where it has the scheme), and the model loads.
+TEST_F(QuantizeCliTest, LlmCompressorPresetNames) {
+  struct Preset {
+    std::string name, reference;
+    CtConfigSpec spec;
+    bool calibrated = false;
+    bool wide = false;  // groups of 128 need the 30m width
+  };
+  auto spec = [](DType t, QuantGranularity g, int64_t group, bool sym, ActivationQuant a) {
+    CtConfigSpec s;
+    s.value_type = t;
+    s.granularity = g;
+    s.group_size = group;
+    s.symmetric = sym;
+    s.activations = a;
+    return s;
+  };
+  const std::vector<Preset> presets = {
+      {"W4A16", "int4_g128_sym",
+       spec(DType::kI4, QuantGranularity::kGroup, 128, true, ActivationQuant::kNone), false, true},
+      {"w4a16_asym", "int4_g128_asym",
+       spec(DType::kI4, QuantGranularity::kGroup, 128, false, ActivationQuant::kNone), false, true},
+      {"W8A16", "", spec(DType::kI8, QuantGranularity::kGroup, 128, true, ActivationQuant::kNone),
+       false, true},
+      {"FP8", "fp8_tensor",
+       spec(DType::kF8E4M3, QuantGranularity::kTensor, 0, true, ActivationQuant::kStatic), true},
+      {"FP8_DYNAMIC", "fp8_channel",
+       spec(DType::kF8E4M3, QuantGranularity::kChannel, 0, true, ActivationQuant::kDynamic)},
+      {"FP8_BLOCK", "fp8_block128",
+       spec(DType::kF8E4M3, QuantGranularity::kBlock, 128, true, ActivationQuant::kDynamic)},
+  };
+  const nlohmann::json lib =
+      ReadJson("tests/reference/compressed_tensors/quantization_configs.json");
+  for (const Preset& p : presets) {
+    SCOPED_TRACE(p.name);
+    const std::string out = Path("preset-" + p.name);
+    CliRun r = Exec("quantize " + (p.wide ? Wide() : Tiny()) + " " + out + " --scheme " + p.name +
+                    (p.calibrated ? kCalibTiny : "") + kThreads);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const nlohmann::json qc = ReadJson(out + "/config.json")["quantization_config"];
+    EXPECT_EQ(qc, CompressedTensorsConfig(p.spec)) << qc.dump(1);
+    if (!p.reference.empty()) {
+      ASSERT_TRUE(lib.contains(p.reference));
+      EXPECT_EQ(qc, lib[p.reference]) << qc.dump(1);
+    }
+    auto model = Transformer::Load(out);
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ((*model)->QuantizedWeights().size(), p.wide ? 7u : 14u);
+    fs::remove_all(out);
+  }
+
+  const std::string out = Path("preset-refused");
+  // The presets retort cannot write yet say why, and what to use instead.
+  ExpectRefused(Exec("quantize " + Wide() + " " + out + " --scheme W8A8"), 2, out,
+                {"'W8A8' (llm-compressor preset)", "dynamic per-token int8 activations",
+                 "not written yet", "W8A16", "FP8_DYNAMIC"});
+  ExpectRefused(Exec("quantize " + Wide() + " " + out + " --scheme int8"), 2, out,
+                {"(W8A8)", "not written yet"});
+  ExpectRefused(Exec("quantize " + Wide() + " " + out + " --scheme W4A8"), 2, out,
+                {"int8 activations", "not written yet"});
+  ExpectRefused(Exec("quantize " + Wide() + " " + out + " --scheme W4AFP8"), 2, out,
+                {"fp8 activations are written for fp8 weights only"});
+  for (const std::string fp4 : {"NVFP4", "NVFP4A16", "MXFP4"}) {
+    ExpectRefused(Exec("quantize " + Wide() + " " + out + " --scheme " + fp4), 2, out,
+                  {"not yet", "W4A16"});
+  }
+  ExpectRefused(Exec("quantize " + Wide() + " " + out + " --scheme W3A16"), 2, out,
+                {"4- and 8-bit integer weights only", "W4A16, W4A16_ASYM, W8A16, FP8"});
+  ExpectRefused(Exec("quantize " + Wide() + " " + out + " --scheme UNQUANTIZED"), 2, out,
+                {"nothing to write"});
+  // A preset fixes the activations: static FP8 needs calibration data, and
+  // --activations may not contradict the preset.
+  ExpectRefused(Exec("quantize " + Wide() + " " + out + " --scheme FP8"), 2, out,
+                {"static activation scales (FP8) need calibration data", "FP8_DYNAMIC"});
+  ExpectRefused(
+      Exec("quantize " + Wide() + " " + out + " --scheme FP8_DYNAMIC --activations static"), 2, out,
+      {"--scheme FP8_DYNAMIC sets the activations (dynamic)"});
+  // Our own names are offered beside the presets.
+  ExpectRefused(Exec("quantize " + Wide() + " " + out + " --scheme W4A17"), 2, out, {"W4A17"});
+  ExpectRefused(Exec("quantize " + Wide() + " " + out + " --scheme int3-g32"), 2, out,
+                {"or an llm-compressor preset: W4A16, W4A16_ASYM, W8A16, FP8, FP8_DYNAMIC"});
+}
+
+// ---------------------------------------------------------- calibration --
+
+// Calibration far below what was asked (7 chat records for 128 samples of
+// 512 tokens) is said loudly, and the result line says what was used; data
+// that covers the request is not warned about.
+TEST_F(QuantizeCliTest, CalibrationShortfallIsWarned) {
+  const std::string chats = Path("seven-chats.jsonl");
+  std::string text;
+  for (int i = 0; i < 7; ++i) {
+    nlohmann::json rec;
+    rec["messages"] = nlohmann::json::array(
+        {{{"role", "user"},
+          {"content", "Question " + std::to_string(i) +
+                          ": how many apples are left when a basket of twelve apples loses "
+                          "five of them to a hungry horse and two more to the farmer's dog?"}},
+         {{"role", "assistant"},
+          {"content",
+           "Twelve minus five is seven, and seven minus two leaves five apples in "
+           "the basket, so the answer is five."}}});
+    text += rec.dump() + "\n";
+  }
+  ASSERT_TRUE(WriteFileAtomically(chats, text).ok());
+  const std::string out = Path("calib-short");
+  CliRun r = Exec("quantize " + Tiny() + " " + out + " --scheme int4-g32 --method gptq --calib " +
+                  chats + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("[calib] WARNING: calibrating on 7 of the 128 samples asked ("));
+  EXPECT_THAT(r.err, HasSubstr("of 65536 tokens): the calibration files hold too few samples"));
+  EXPECT_THAT(r.out, HasSubstr("; calibrated on 7 samples, "));
+  fs::remove_all(out);
+
+  // Enough data: no warning, and the counts in the result line.
+  r = Exec("quantize " + Tiny() + " " + out + " --scheme int4-g32 --method gptq" + kCalibTiny +
+           kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, Not(HasSubstr("WARNING")));
+  EXPECT_THAT(r.out, HasSubstr("; calibrated on 8 samples, 512 tokens"));
+  fs::remove_all(out);
+
+  // calibrate (importance matrices) warns the same way.
+  const std::string im = Path("short.imatrix.gguf");
+  r = Exec("calibrate " + Tiny() + " --calib " + chats + " -o " + im + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("[calib] WARNING: calibrating on 7 of the 128 samples asked"));
+  fs::remove(im);
+
+  // RTN takes no calibration: said, not silently dropped.
+  r = Exec("quantize " + Tiny() + " " + out + " --scheme int4-g32 --calib " + chats + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("rtn uses no calibration data: --calib is ignored"));
+  fs::remove_all(out);
+}
+
+// --------------------------------------------------------------- size --
+
+// The size line says where the bytes go: the quantized linears and what
+// stays float as llm-compressor leaves it (embeddings, an untied lm_head,
+// norms), and for a GGUF input what the embeddings took there.
+TEST_F(QuantizeCliTest, SizeLineExplainsWhatStaysFloat) {
+  const nlohmann::json c = ReadJson(Tiny() + "/config.json");
+  const int64_t vocab = c["vocab_size"], hidden = c["hidden_size"];
+  const std::string embed = HumanCount(static_cast<double>(vocab * hidden)) + " = " +
+                            HumanBytes(static_cast<double>(vocab * hidden * 2));
+  const std::string out = Path("size-line");
+  // Untied: the embeddings and the lm_head both stay bf16.
+  CliRun r = Exec("quantize " + Tiny() + " " + out + " --scheme int4-g32" + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("size: linears "));
+  EXPECT_THAT(r.out, HasSubstr(" as int4-g32 ("));
+  EXPECT_THAT(r.out, HasSubstr(" bits per weight with scales); left in bf16, "
+                               "as llm-compressor leaves them: embeddings " +
+                               embed + ", lm_head " + embed + " (--quantize-lm-head), norms"));
+  fs::remove_all(out);
+  // Tied: one copy, which is also the lm_head.
+  r = Exec("quantize " + Path("tiny-tied") + " " + out + " --scheme int4-g32" + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("embeddings " + embed + " (tied to the lm_head), norms"));
+  EXPECT_THAT(r.out, Not(HasSubstr("lm_head " + embed)));
+  fs::remove_all(out);
+  // From a GGUF: the embeddings were Q8_0 there.
+  const std::string gguf = Path("tiny-size-q8_0.gguf");
+  r = Exec("convert " + Path("tiny-tied") + " " + gguf + " --type q8_0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = Exec("quantize " + gguf + " " + out + " --scheme int4-g32 --allow-requantize" + kThreads);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("embeddings " + embed + " (tied to the lm_head; Q8_0 = "));
+  EXPECT_EQ(ReadJson(out + "/config.json")["torch_dtype"], "bfloat16");
+  fs::remove_all(out);
+  fs::remove(gguf);
+}
+
 // ----------------------------------------------------------------- gguf --
 
 TEST_F(QuantizeCliTest, CalibrateImatrixThenQuantizeToGgufKQuants) {
@@ -779,10 +1059,11 @@ TEST_F(QuantizeCliTest, GroupSizeThatDoesNotDivideTheWidth) {
   ExpectRefused(Exec("quantize " + Tiny() + " " + out + " --scheme int4-g128" + kThreads), 1, out,
                 {"model.layers.0.self_attn.q_proj.weight",
                  "64 input columns are not a multiple of the group size 128"});
-  // GPTQ checks before it calibrates.
-  ExpectRefused(Exec("quantize " + Tiny() + " " + out + " --scheme int8-g96 --method gptq" +
-                     kCalibTiny + kThreads),
-                1, out, {"not a multiple of the group size 96"});
+  // GPTQ checks before it reads calibration data.
+  const CliRun r = Exec("quantize " + Tiny() + " " + out + " --scheme int8-g96 --method gptq" +
+                        kCalibTiny + kThreads);
+  ExpectRefused(r, 1, out, {"not a multiple of the group size 96", "int8-g32, int8-channel"});
+  EXPECT_THAT(r.err, Not(HasSubstr("[calib]")));
 }
 
 TEST_F(QuantizeCliTest, NanWeightIsRefusedByEveryMethod) {
@@ -887,7 +1168,7 @@ TEST_F(QuantizeCliTest, CalibratingMethodsWithoutCalibrationData) {
                 {"awq needs calibration data"});
   ExpectRefused(
       Exec("quantize " + Tiny() + " " + out + " --scheme fp8-tensor --activations static"), 2, out,
-      {"needs calibration data"});
+      {"static activation scales need calibration data: --calib FILE (or --activations dynamic)"});
   CliRun r = Exec("calibrate " + Tiny() + " -o " + Path("im.gguf"));
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("--calib"));
