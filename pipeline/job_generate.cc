@@ -67,6 +67,7 @@ class GenerateTracesJob : public JobCommand {
 
   absl::Status FromStage(const proto::Stage& stage, const StageContext& context,
                          const po::variables_map& vm) override {
+    from_stage_ = true;
     StageFields f(vm);
     if (stage.has_eval()) {
       const proto::Eval& e = stage.eval();
@@ -107,8 +108,9 @@ class GenerateTracesJob : public JobCommand {
 
   absl::Status Run(const po::variables_map&, const JobIo& io) override {
     job_.output = out_.path();
-    {
-      // Resumed only when it is a traces folder: never written into another one.
+    if (!from_stage_) {
+      // OUT is resumed only when it is a traces folder: a command never
+      // writes into another one (a stage's folder is the runner's).
       std::error_code ec;
       if (fs::is_directory(job_.output, ec) && !fs::is_empty(job_.output, ec) &&
           !fs::exists(fs::path(job_.output) / "job.json", ec)) {
@@ -166,7 +168,7 @@ class GenerateTracesJob : public JobCommand {
   GenerateTracesOptions job_;
   OutputOption out_{OutputOption::Kind::kFolder, OutputOption::Existing::kResume};
   int threads = 0;
-  bool greedy = false, no_shard = false;
+  bool greedy = false, no_shard = false, from_stage_ = false;
 };
 
 }  // namespace

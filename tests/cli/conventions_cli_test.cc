@@ -36,7 +36,7 @@ constexpr char kRecipe[] =
            name: "sft"
            distill { student: "@init" data: "train.jsonl" max_steps: 2 seq_len: 32 batch_rows: 2 }
          }
-)pb";
+    )pb";
 
 enum class Out { kFolder, kFile, kStream };
 enum class Existing { kRefused, kResumed };
