@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -47,7 +48,8 @@ namespace {
 
 // For a command whose first positional is a model: `args` with the default
 // model put first when the user gave fewer positionals than the command takes
-// and no --MODEL flag. Unchanged when it cannot tell (the real parse reports).
+// and no --MODEL flag. A later positional given as a flag (-o OUT) counts as
+// given. Unchanged when it cannot tell (the real parse reports).
 // `note` gets the line that says so (printed by the caller once the
 // command's options, --device included, are accepted).
 std::vector<std::string> WithDefaultModel(const CommandSpec& spec,
@@ -67,6 +69,10 @@ std::vector<std::string> WithDefaultModel(const CommandSpec& spec,
         ++given;
       } else if (o.string_key == key) {
         return args;  // given as --model
+      } else {
+        for (unsigned i = 1; i < std::min(positional.max_total_count(), 8u); ++i) {
+          if (o.string_key == positional.name_for_position(i)) ++given;  // -o OUT
+        }
       }
     }
   } catch (const po::error&) {
@@ -251,6 +257,9 @@ int RunJobCommand(const CommandIo& io, const CommandSpec& spec, pipeline::JobCom
   for (const std::string& name : job.Positionals()) positional.add(name.c_str(), 1);
   po::variables_map vm;
   if (auto exit = ParseArgs(io, spec, args, options, positional, vm)) return *exit;
+  if (const pipeline::OutputOption* out = job.Output(); out != nullptr) {
+    if (absl::Status s = out->Check(); !s.ok()) return Fail(io, spec.name, s);
+  }
   std::string invocation = absl::StrCat("retort ", spec.name);
   for (const std::string& a : args) absl::StrAppend(&invocation, " ", a);
   const absl::Status s = job.Run(vm, {io.out, io.err, io.progress, invocation});

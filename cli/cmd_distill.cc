@@ -1,4 +1,4 @@
-// retort distill STUDENT --data FILE... --output DIR [options]
+// retort distill STUDENT OUT --data FILE... [--resume | --force] [options]
 //
 // Trains a student (HF directory, GGUF dequantized to f32, or the output of
 // `retort init`) on chat/trace JSONL, plain text or trace shards: SFT
@@ -11,8 +11,10 @@
 namespace retort::cli {
 
 int RunDistill(const Args& args, const CommandIo& io) {
-  CommandSpec spec{"distill", "STUDENT --data FILE... --output DIR [options]",
-                   "train a student on traces, chats or text (SFT and logit distillation)"};
+  CommandSpec spec{"distill", "STUDENT OUT --data FILE... [--resume | --force] [options]",
+                   "Train a student on traces, chats or text (SFT and logit distillation) into "
+                   "OUT (or -o OUT): checkpoints, final/, metrics.jsonl. An existing OUT is "
+                   "continued with --resume, started over with --force, refused otherwise."};
   // No default model: a missing STUDENT must not train the bundled teacher.
   spec.device = true;
   return RunJobCommand(io, spec, *pipeline::NewDistillJob(), args);

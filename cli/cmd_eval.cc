@@ -28,7 +28,9 @@ int RunEval(const Args& args) {
   spec.default_model = true;
   spec.device = true;
   po::options_description opts("options");
-  std::string model, ppl_file, text_file, token_ids, dump, reference, windows;
+  std::string model, ppl_file, text_file, token_ids, reference, windows;
+  pipeline::OutputOption dump_out(pipeline::OutputOption::Kind::kFile);
+  const std::string& dump = dump_out.path();
   int64_t context = 0, stride = 0, max_tokens = 0, ubatch = 0;
   int threads = 0;
   opts.add_options()("model", po::value(&model)->required(), "model directory or .gguf file")(
@@ -47,10 +49,11 @@ int RunEval(const Args& args) {
       "with --reference: tokens per forward call (0 = whole window); <= 16 rounds activations of "
       "quantized weights to 8 bits as llama.cpp does")(
       "token-ids", po::value(&token_ids), "comma-separated token ids for --dump-logits")(
-      "text", po::value(&text_file), "text file for --dump-logits")(
-      "dump-logits", po::value(&dump),
-      "write the logits of every position to this .safetensors file")(
-      "no-special", po::bool_switch(), "do not add the tokenizer's BOS")(
+      "text", po::value(&text_file), "text file for --dump-logits");
+  dump_out.AddOptions(opts, /*required=*/false,
+                      "write the logits of every position to this .safetensors file",
+                      "dump-logits");
+  opts.add_options()("no-special", po::bool_switch(), "do not add the tokenizer's BOS")(
       "threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)")(
       "json", po::bool_switch(), "print the result as JSON");
   po::positional_options_description pos;
@@ -68,6 +71,7 @@ int RunEval(const Args& args) {
   if (windows != "strided" && windows != "llama.cpp") {
     return UsageError(spec.name, "--windows must be strided or llama.cpp");
   }
+  if (auto s = dump_out.Check(); !s.ok()) return Fail(spec.name, s);
   if (threads > 0) SetNumThreads(threads);
 
   EvalJobOptions job;

@@ -1,6 +1,6 @@
 // retort generate MODEL (--prompt TEXT | --prompt-file FILE | --chat FILE|JSON)
 //   one continuation, streamed to stdout; or
-// retort generate [MODEL] --prompts PROMPTS.jsonl --output DIR [--endpoint URL]
+// retort generate [MODEL] --prompts PROMPTS.jsonl OUT [--endpoint URL]
 //   reasoning traces for a set of prompts (distill/trace_job.h): N samples per
 //   prompt, verified, resumable, with the teacher's top-k log-probs.
 #include <algorithm>
@@ -58,11 +58,12 @@ bool HasFlag(const Args& args, const std::string& flag) {
 // the commit protocol and the seeds.
 int RunGenerateTraces(const Args& args, const CommandIo& io) {
   CommandSpec spec{
-      "generate", "[MODEL] --prompts PROMPTS.jsonl --output DIR [--endpoint URL] [options]",
-      "Generate N verified reasoning traces per prompt into DIR (traces.jsonl, tokens.shard, "
-      "rejected.jsonl, "
-      "done.jsonl, summary.json). A rerun with the same DIR resumes: finished samples are never "
-      "generated twice. The teacher is MODEL (our engine) or an OpenAI-compatible --endpoint "
+      "generate", "[MODEL] --prompts PROMPTS.jsonl OUT [--endpoint URL] [options]",
+      "Generate N verified reasoning traces per prompt into OUT (or -o OUT: traces.jsonl, "
+      "tokens.shard, rejected.jsonl, done.jsonl, summary.json). A rerun with the same OUT "
+      "resumes: finished samples are never generated twice; an OUT that is not a traces folder, "
+      "or holds a job with other settings, is refused. With --endpoint and no MODEL, give -o "
+      "OUT. The teacher is MODEL (our engine) or an OpenAI-compatible --endpoint "
       "(then MODEL, if given, supplies the tokenizer and chat template for the shard's prompt "
       "ids).\n\nDefaults: with answers in the prompts, --verifier math and --keep correct "
       "(rejection sampling); without, no verifier and --keep all. A prompt longer than the "
@@ -114,7 +115,7 @@ int RunGenerate(const Args& args, const CommandIo& io) {
   if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) {
     if (*exit == kExitOk && vm.count("help")) {
       // Trace mode's options too: one `generate --help` shows everything.
-      po::options_description trace("trace mode (with --prompts PROMPTS.jsonl --output DIR)");
+      po::options_description trace("trace mode (with --prompts PROMPTS.jsonl OUT)");
       pipeline::NewGenerateTracesJob()->AddOptions(trace, /*command_line=*/true);
       std::ostringstream text;
       text << trace;

@@ -1,4 +1,4 @@
-// retort init OUT_DIR --family F --size S [--tokenizer bytes|PATH]
+// retort init OUT --family F --size S [--tokenizer bytes|PATH] [--force]
 
 #include "cli/cli_util.h"
 #include "cli/commands.h"
@@ -6,7 +6,7 @@
 namespace retort::cli {
 
 int RunInit(const Args& args, const CommandIo& io) {
-  CommandSpec spec{"init", "OUT_DIR --family FAMILY --size SIZE [options]",
+  CommandSpec spec{"init", "OUT --family FAMILY --size SIZE [--force] [options]",
                    "Write a randomly initialised model (config.json, model.safetensors, tokenizer) "
                    "as a Hugging Face directory."};
   return RunJobCommand(io, spec, *pipeline::NewInitJob(), args);

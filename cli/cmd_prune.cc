@@ -12,7 +12,8 @@
 namespace retort::cli {
 namespace {
 constexpr char kSummary[] =
-    "Prune a model. Unstructured or N:M (--method magnitude|wanda|sparsegpt with --sparsity 0.5 "
+    "Prune a model (an HF directory, or a GGUF whose quantized weights are dequantized to f32). "
+    "Unstructured or N:M (--method magnitude|wanda|sparsegpt with --sparsity 0.5 "
     "or --pattern 2:4|4:8): zeros in the decoder layers' linears, layer by layer on calibration "
     "data (wanda, sparsegpt), written as a dense HF directory. Structured (--structured with "
     "--target-params or target dimensions): removes layers, attention heads (whole KV groups "
@@ -21,8 +22,8 @@ constexpr char kSummary[] =
     "Recovering quality after structured pruning (Minitron's recipe: distill from the unpruned "
     "model):\n"
     "  retort prune BASE PRUNED --structured --target-params 50% --calib data.txt\n"
-    "  retort distill PRUNED --teacher BASE --kd-weight 1 --ce-weight 0 --data data.txt "
-    "--max-steps 500 -o RECOVERED\n"
+    "  retort distill PRUNED RECOVERED --teacher BASE --kd-weight 1 --ce-weight 0 --data "
+    "data.txt --max-steps 500\n"
     "(the student is written to RECOVERED/final; the teacher must share the tokenizer, which a "
     "pruned model does).";
 
@@ -31,7 +32,7 @@ constexpr char kSummary[] =
 int RunPrune(const Args& args, const CommandIo& io) {
   CommandSpec spec{"prune",
                    "MODEL OUT (--method M --sparsity S | --pattern N:M | --structured TARGET) "
-                   "[--calib FILE ...] [options]",
+                   "[--calib FILE ...] [--force] [options]",
                    kSummary};
   spec.default_model = true;
   spec.device = true;

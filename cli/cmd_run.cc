@@ -1,4 +1,4 @@
-// retort run RECIPE -o RUN_DIR [--from STAGE] [--only STAGE] [--force]
+// retort run RECIPE RUN_DIR [--from STAGE] [--only STAGE] [--force]
 //                             [--threads N] [--dry-run]
 //
 // Runs a recipe (formats/proto/recipe.proto; example: recipes/arith.textproto)
@@ -253,20 +253,22 @@ int RunStageJobCommand(const Args& args) {
 
 int RunRun(const Args& args) {
   CommandSpec spec{
-      "run", "RECIPE -o RUN_DIR [--from STAGE] [--only STAGE] [--force] [--threads N] [--dry-run]",
+      "run", "RECIPE RUN_DIR [--from STAGE] [--only STAGE] [--force] [--threads N] [--dry-run]",
       "Run a recipe's stages in order (formats/proto/recipe.proto: text format, or JSON for "
       "*.json), each into RUN_DIR/<stage>/, with RUN_DIR/manifest.json and a provenance.json per "
       "stage. A stage whose settings, input hashes and retort version match its provenance and "
       "whose outputs are intact is skipped; a changed input reruns the stages that depend on "
-      "it."};
+      "it. RUN_DIR (or -o RUN_DIR) is resumed when it exists; --force reruns stages, it never "
+      "removes RUN_DIR."};
   pipeline::RunOptions o;
   po::options_description opts("options");
+  pipeline::OutputOption run_dir(pipeline::OutputOption::Kind::kFolder,
+                                 pipeline::OutputOption::Existing::kResume);
   opts.add_options()("recipe", po::value(&o.recipe_path)->required(),
-                     "recipe file (.textproto, or .json)")(
-      "output,o", po::value(&o.run_dir)->required(),
-      "run directory (created; resumed when it exists)")(
-      "from", po::value(&o.from),
-      "run this stage and the later ones (earlier ones stay as they are)")(
+                     "recipe file (.textproto, or .json)");
+  run_dir.AddOptions(opts, /*required=*/true, "run directory (created when missing)");
+  opts.add_options()("from", po::value(&o.from),
+                     "run this stage and the later ones (earlier ones stay as they are)")(
       "only", po::value(&o.only), "run only this stage")(
       "force", po::bool_switch(&o.force), "rerun the selected stages even when up to date")(
       "threads", po::value(&o.threads)->default_value(0), "worker threads (0 = all cores)")(
@@ -275,9 +277,11 @@ int RunRun(const Args& args) {
       "verbose,v", po::bool_switch(&g_echo_stdout),
       "show each command's standard output too (always in RUN_DIR/<stage>/log.txt)");
   po::positional_options_description pos;
-  pos.add("recipe", 1);
+  pos.add("recipe", 1).add("output", 1);
   po::variables_map vm;
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (absl::Status s = run_dir.Check(); !s.ok()) return Fail(spec.name, s);
+  o.run_dir = run_dir.path();
   if (o.threads < 0) return UsageError(spec.name, "--threads must be >= 0");
   if (o.threads > 0) SetNumThreads(o.threads);
   o.run_stage = RunStage;

@@ -1,16 +1,17 @@
 // retort traces import|export|stats: trace files in and out of our JSONL
 // layout (formats/traces.h), and what a folder of traces holds.
 //
-//   import IN... --output OUT.jsonl    any dialect ParseTraceLineSamples reads
+//   import IN... OUT.jsonl             any dialect ParseTraceLineSamples reads
 //                                      (open-r1/native, OpenAI messages,
 //                                      ShareGPT, open-r1 columns) -> native lines
-//   export IN.jsonl --format openai|sharegpt|r1 --output OUT.jsonl
+//   export IN.jsonl OUT.jsonl --format openai|sharegpt|r1
 //                                      native -> another dialect; the reasoning
 //                                      goes back inside <think>...</think> in
 //                                      the assistant text
 //   stats DIR_OR_FILE...               counts, lengths, accuracy and pass@k,
 //                                      finish reasons; for shards records,
 //                                      tokens and bytes per generated token
+// OUT is also -o OUT, "-" for stdout; an existing OUT needs --force.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -37,19 +38,52 @@ std::string Dump(const Json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+// Writes `text` to OUT (atomically) or, for "-", to stdout; the summary line
+// goes to stdout, or to stderr when stdout carries the traces.
+int WriteTraces(const std::string& command, const pipeline::OutputOption& out,
+                const std::string& text, const std::string& summary) {
+  if (out.to_stdout()) {
+    std::cout << text << std::flush;
+    std::cerr << summary << "\n";
+    return kExitOk;
+  }
+  if (auto s = WriteFileAtomically(out.path(), text); !s.ok()) return Fail(command, s);
+  std::cout << summary << "\n";
+  return kExitOk;
+}
+
+// OUT may not be one of the inputs (it is read whole before it is written,
+// but a mistake that replaces an input is not what --force is for).
+absl::Status CheckNotAnInput(const std::string& out, const std::vector<std::string>& inputs) {
+  std::error_code ec;
+  for (const std::string& in : inputs) {
+    if (out != "-" && fs::equivalent(in, out, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(out, " is also an input; choose another OUT"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 int RunImport(const Args& args) {
-  CommandSpec spec{"traces import", "IN.jsonl... --output OUT.jsonl",
+  CommandSpec spec{"traces import", "IN.jsonl... OUT.jsonl (or -o OUT.jsonl) [--force]",
                    "Convert trace files in any dialect (open-r1, OpenAI messages, ShareGPT, "
-                   "open-r1 columns) to retort's JSONL."};
+                   "open-r1 columns) to retort's JSONL. Without -o the last argument is OUT."};
   po::options_description opts("options");
   std::vector<std::string> inputs;
-  std::string output;
-  opts.add_options()("input", po::value(&inputs)->multitoken()->required(), "input JSONL files")(
-      "output,o", po::value(&output)->required(), "output JSONL");
+  pipeline::OutputOption output(pipeline::OutputOption::Kind::kStream);
+  opts.add_options()("input", po::value(&inputs)->multitoken()->required(), "input JSONL files");
+  output.AddOptions(opts, /*required=*/false, "output JSONL");
   po::positional_options_description pos;
   pos.add("input", -1);
   po::variables_map vm;
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
+  if (output.path().empty()) {
+    if (inputs.size() < 2) return UsageError(spec.name, "give OUT: IN... OUT, or -o OUT");
+    output.path() = inputs.back();
+    inputs.pop_back();
+  }
+  if (auto s = output.Check(); !s.ok()) return Fail(spec.name, s);
+  if (auto s = CheckNotAnInput(output.path(), inputs); !s.ok()) return Fail(spec.name, s);
   std::string text;
   int64_t n = 0;
   for (const std::string& in : inputs) {
@@ -60,34 +94,38 @@ int RunImport(const Args& args) {
       ++n;
     }
   }
-  if (auto s = WriteFileAtomically(output, text); !s.ok()) return Fail(spec.name, s);
-  std::cout << absl::StrFormat("imported %d samples -> %s\n", n, output);
-  return kExitOk;
+  return WriteTraces(spec.name, output, text,
+                     absl::StrFormat("imported %d samples -> %s", n,
+                                     output.to_stdout() ? "stdout" : output.path()));
 }
 
 int RunExport(const Args& args) {
-  CommandSpec spec{"traces export", "IN.jsonl --format openai|sharegpt|r1 --output OUT.jsonl",
+  CommandSpec spec{"traces export",
+                   "IN.jsonl OUT.jsonl (or -o OUT.jsonl) --format openai|sharegpt|r1 [--force]",
                    "Write traces in another dialect (reasoning inside <think>...</think>)."};
   po::options_description opts("options");
-  std::string input, format, output;
+  std::string input, format;
+  pipeline::OutputOption output(pipeline::OutputOption::Kind::kStream);
   opts.add_options()("input", po::value(&input)->required(), "input JSONL")(
-      "format", po::value(&format)->required(), "openai | sharegpt | r1")(
-      "output,o", po::value(&output)->required(), "output JSONL");
+      "format", po::value(&format)->required(), "openai | sharegpt | r1");
+  output.AddOptions(opts, /*required=*/true, "output JSONL");
   po::positional_options_description pos;
-  pos.add("input", 1);
+  pos.add("input", 1).add("output", 1);
   po::variables_map vm;
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
   if (format != "openai" && format != "sharegpt" && format != "r1") {
     return UsageError(spec.name, "--format must be openai, sharegpt or r1");
   }
+  if (auto s = output.Check(); !s.ok()) return Fail(spec.name, s);
+  if (auto s = CheckNotAnInput(output.path(), {input}); !s.ok()) return Fail(spec.name, s);
   auto samples = ReadTraceSamplesAnyDialect(input);
   if (!samples.ok()) return Fail(spec.name, samples.status());
   std::string text;
   for (const TraceSample& s : *samples)
     absl::StrAppend(&text, Dump(ExportTraceLine(s, format)), "\n");
-  if (auto s = WriteFileAtomically(output, text); !s.ok()) return Fail(spec.name, s);
-  std::cout << absl::StrFormat("exported %d samples (%s) -> %s\n", samples->size(), format, output);
-  return kExitOk;
+  return WriteTraces(spec.name, output, text,
+                     absl::StrFormat("exported %d samples (%s) -> %s", samples->size(), format,
+                                     output.to_stdout() ? "stdout" : output.path()));
 }
 
 void PrintQuantiles(const char* name, const Json& q) {
@@ -172,8 +210,8 @@ int RunStats(const Args& args) {
 
 int RunTraces(const Args& args) {
   const std::string usage =
-      "usage: retort traces import IN... --output OUT.jsonl\n"
-      "       retort traces export IN.jsonl --format openai|sharegpt|r1 --output OUT.jsonl\n"
+      "usage: retort traces import IN... OUT.jsonl (or -o OUT.jsonl; - is stdout)\n"
+      "       retort traces export IN.jsonl OUT.jsonl --format openai|sharegpt|r1\n"
       "       retort traces stats DIR_OR_FILE... [--json]\n";
   if (args.empty()) {
     std::cerr << usage;

@@ -72,17 +72,31 @@ StagedDirectory::~StagedDirectory() {
 absl::Status StagedDirectory::Commit() {
   std::error_code ec;
   SyncDirectory(temp_path_);
-  if (replace_existing_) {
-    fs::remove_all(destination_, ec);
+  // What is replaced moves aside first and goes only once the new folder is
+  // in place: a failed rename puts it back, so the destination is never lost.
+  fs::path replaced;
+  if (replace_existing_ && fs::exists(fs::symlink_status(destination_, ec))) {
+    const fs::path dest(destination_);
+    replaced = fs::absolute(dest).parent_path() /
+               absl::StrCat(".", dest.filename().string(), ".replaced-", ::getpid());
+    fs::remove_all(replaced, ec);
+    fs::rename(destination_, replaced, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat(destination_, ": cannot move it aside to replace it: ", ec.message()));
+    }
   } else {
     fs::remove(destination_, ec);  // only an empty folder goes
   }
   fs::rename(temp_path_, destination_, ec);
   if (ec) {
+    std::error_code restore;
+    if (!replaced.empty()) fs::rename(replaced, destination_, restore);
     return absl::InternalError(
         absl::StrCat(destination_, ": cannot move ", temp_path_, " into place: ", ec.message()));
   }
   temp_path_.clear();
+  if (!replaced.empty()) fs::remove_all(replaced, ec);
   SyncDirectory(fs::absolute(destination_).parent_path());
   return absl::OkStatus();
 }

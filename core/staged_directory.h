@@ -25,9 +25,9 @@ class StagedDirectory {
     // The temporary folder; default "<parent>/.<name>.partial-<pid>". REQUIRES:
     // in the same parent as the destination.
     std::string temp_path;
-    // Commit() over an existing destination: true replaces it (its contents
-    // are removed first); false accepts only an empty folder there and fails
-    // otherwise.
+    // Commit() over an existing destination: true replaces it (it is moved
+    // aside, the new folder renamed into place, then the old one removed);
+    // false accepts only an empty folder there and fails otherwise.
     bool replace_existing = true;
     // Create() fails at once when the destination exists and is not an empty
     // folder ("OUT already exists (remove it or choose another OUT)"), before

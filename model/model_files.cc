@@ -1,11 +1,14 @@
 #include "model/model_files.h"
 
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/file.h"
+#include "core/quant_matrix.h"
 #include "core/status.h"
 #include "formats/gguf.h"
 #include "model/gguf_model.h"
@@ -50,6 +53,28 @@ absl::StatusOr<std::unique_ptr<Transformer>> LoadEngine(const std::string& model
   if (fs::is_regular_file(model_path, ec) && IsGgufFile(model_path))
     return LoadGgufTransformer(model_path);
   return Transformer::Load(model_path);
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> LoadFloatEngine(const std::string& model_path,
+                                                             std::string* dequantized) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Transformer> engine, LoadEngine(model_path));
+  auto is_float = [](DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; };
+  std::set<std::string> types;
+  for (const auto& [name, t] : engine->NamedWeights()) {
+    if (!is_float(t.dtype())) types.insert(std::string(DTypeName(t.dtype())));
+  }
+  if (!engine->QuantizedWeights().empty()) types.insert("quantized linears");
+  if (dequantized != nullptr) *dequantized = absl::StrJoin(types, ", ");
+  if (types.empty()) return engine;
+  std::vector<std::pair<std::string, Tensor>> weights;
+  weights.reserve(engine->NamedWeights().size() + engine->QuantizedWeights().size());
+  for (const auto& [name, t] : engine->NamedWeights()) {
+    weights.emplace_back(name, is_float(t.dtype()) ? t : t.To(DType::kF32));
+  }
+  for (const auto& [name, q] : engine->QuantizedWeights()) {
+    weights.emplace_back(name, Dequantize(*q, DType::kF32));
+  }
+  return Transformer::FromNamedWeights(engine->config(), weights, model_path);
 }
 
 absl::StatusOr<std::string> ReadTextFile(const std::string& path, const std::string& what) {

@@ -27,6 +27,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
 // quantized.
 absl::StatusOr<std::unique_ptr<Transformer>> LoadEngine(const std::string& model_path);
 
+// The engine for MODEL with every weight in a float type (f32, bf16, f16),
+// for passes that change weights (prune): weights stored in other types (a
+// GGUF's ggml blocks, a quantized checkpoint's linears) are dequantized to
+// f32, as `distill` reads a GGUF student. `dequantized`, when not null, gets
+// the stored types that were dequantized ("Q4_1, Q8_0"); empty when none.
+absl::StatusOr<std::unique_ptr<Transformer>> LoadFloatEngine(const std::string& model_path,
+                                                             std::string* dequantized);
+
 // Reads a whole text file; an empty file is an error naming it.
 absl::StatusOr<std::string> ReadTextFile(const std::string& path, const std::string& what);
 

@@ -21,10 +21,10 @@ class DistillJob : public JobCommand {
         "student model: HF directory (e.g. from `retort init`) or GGUF (dequantized to f32)")(
         "data", RequiredOnCommandLine(&a.data, command_line)->multitoken(),
         "training files: *.jsonl (chats/traces: OpenAI messages, ShareGPT, open-r1, retort "
-        "traces), *.txt (plain text), trace shards (token ids + teacher top-k)")(
-        "output,o", RequiredOnCommandLine(&a.output, command_line),
-        "output directory (checkpoints, final/, metrics.jsonl)")(
-        "teacher", po::value(&a.teacher), "online teacher for logit distillation (same tokenizer)")(
+        "traces), *.txt (plain text), trace shards (token ids + teacher top-k)");
+    out_.AddOptions(opts, command_line, "output directory (checkpoints, final/, metrics.jsonl)");
+    opts.add_options()("teacher", po::value(&a.teacher),
+                       "online teacher for logit distillation (same tokenizer)")(
         "seq-len", po::value(&a.seq_len)->default_value(512), "tokens per packed row")(
         "batch-rows", po::value(&a.rows)->default_value(4), "rows per micro-batch")(
         "grad-accum", po::value(&a.grad_accum)->default_value(1),
@@ -87,7 +87,8 @@ class DistillJob : public JobCommand {
         "worker threads per rank (0 = all cores / ranks)")("quiet,q", po::bool_switch(&a.quiet),
                                                            "no progress output");
   }
-  std::vector<std::string> Positionals() const override { return {"student"}; }
+  std::vector<std::string> Positionals() const override { return {"student", "output"}; }
+  const OutputOption* Output() const override { return &out_; }
 
   absl::Status FromStage(const proto::Stage& stage, const StageContext& context,
                          const po::variables_map& vm) override {
@@ -96,7 +97,7 @@ class DistillJob : public JobCommand {
     StageFields f(vm);
     f.Text("student", d.student(), &a.student);
     f.List("data", d.data(), &a.data);
-    f.Fixed("output", context.dir, &a.output);
+    f.Fixed("output", context.dir, &out_.path());
     f.Text("teacher", d.teacher(), &a.teacher);
     f.Num("max-steps", d.has_max_steps(), d.max_steps(), &a.max_steps);
     f.Num("epochs", d.has_epochs(), d.epochs(), &a.epochs);
@@ -135,11 +136,13 @@ class DistillJob : public JobCommand {
       SetNumThreads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local));
     }
     a_.command_line = io.invocation;
-    return TrainStudent(a_, *io.progress);
+    a_.output = out_.path();
+    return out_.RunReplacing([&] { return TrainStudent(a_, *io.progress); });
   }
 
  private:
   TrainStudentOptions a_;
+  OutputOption out_{OutputOption::Kind::kFolder, &a_.resume};
 };
 
 }  // namespace

@@ -24,10 +24,12 @@ class GenerateTracesJob : public JobCommand {
   void AddOptions(po::options_description& opts, bool command_line) override {
     opts.add_options()("model", po::value(&job_.model), "teacher: model directory or .gguf file")(
         "prompts", RequiredOnCommandLine(&job_.prompts_path, command_line),
-        "prompts JSONL: {\"id\", \"prompt\" | \"messages\", \"answer\"?} per line")(
-        "output,o", RequiredOnCommandLine(&job_.output, command_line),
-        "output folder (resumed when it exists)")(
-        "samples,n", po::value(&job_.sampling.samples)->default_value(1), "samples per prompt")(
+        "prompts JSONL: {\"id\", \"prompt\" | \"messages\", \"answer\"?} per line");
+    out_.AddOptions(opts, command_line,
+                    "output folder (a rerun with the same settings generates only what is "
+                    "missing)");
+    opts.add_options()("samples,n", po::value(&job_.sampling.samples)->default_value(1),
+                       "samples per prompt")(
         "temperature", po::value(&job_.sampling.temperature)->default_value(0.6f, "0.6"),
         "0 = greedy")("top-p", po::value(&job_.sampling.top_p)->default_value(0.95f, "0.95"),
                       "nucleus sampling mass")(
@@ -59,16 +61,19 @@ class GenerateTracesJob : public JobCommand {
                                        "seconds per endpoint request")(
         "retries", po::value(&job_.retries)->default_value(4), "endpoint retries per request");
   }
-  std::vector<std::string> Positionals() const override { return {"model"}; }
+  // With --endpoint and one positional, it is MODEL (the tokenizer): OUT is -o.
+  std::vector<std::string> Positionals() const override { return {"model", "output"}; }
+  const OutputOption* Output() const override { return &out_; }
 
   absl::Status FromStage(const proto::Stage& stage, const StageContext& context,
                          const po::variables_map& vm) override {
+    from_stage_ = true;
     StageFields f(vm);
     if (stage.has_eval()) {
       const proto::Eval& e = stage.eval();
       f.Text("model", e.model(), &job_.model);
       f.Text("prompts", e.prompts(), &job_.prompts_path);
-      f.Fixed("output", (fs::path(context.dir) / "gen").string(), &job_.output);
+      f.Fixed("output", (fs::path(context.dir) / "gen").string(), &out_.path());
       f.Fixed("greedy", true, &greedy);
       f.Fixed("keep", std::string("all"), &job_.keep);
       f.Text("verifier", e.verifier().empty() ? "math" : e.verifier(), &job_.verifier);
@@ -80,7 +85,7 @@ class GenerateTracesJob : public JobCommand {
       const proto::Generate& g = stage.generate();
       f.Text("model", g.model(), &job_.model);
       f.Text("prompts", g.prompts(), &job_.prompts_path);
-      f.Fixed("output", context.dir, &job_.output);
+      f.Fixed("output", context.dir, &out_.path());
       f.Num("samples", g.has_samples(), g.samples(), &job_.sampling.samples);
       f.Num("temperature", g.has_temperature(), g.temperature(), &job_.sampling.temperature);
       f.Num("top-p", g.has_top_p(), g.top_p(), &job_.sampling.top_p);
@@ -102,6 +107,19 @@ class GenerateTracesJob : public JobCommand {
   }
 
   absl::Status Run(const po::variables_map&, const JobIo& io) override {
+    job_.output = out_.path();
+    if (!from_stage_) {
+      // OUT is resumed only when it is a traces folder: a command never
+      // writes into another one (a stage's folder is the runner's).
+      std::error_code ec;
+      if (fs::is_directory(job_.output, ec) && !fs::is_empty(job_.output, ec) &&
+          !fs::exists(fs::path(job_.output) / "job.json", ec)) {
+        return absl::AlreadyExistsError(
+            absl::StrCat(job_.output,
+                         " already exists and is not a traces folder (no job.json); choose "
+                         "another OUT"));
+      }
+    }
     if (greedy) job_.sampling.temperature = 0;
     if (job_.model.empty() && job_.endpoint.empty()) return OptionError("give MODEL or --endpoint");
     if (job_.sampling.samples < 1) return OptionError("--samples must be at least 1");
@@ -148,8 +166,9 @@ class GenerateTracesJob : public JobCommand {
 
  private:
   GenerateTracesOptions job_;
+  OutputOption out_{OutputOption::Kind::kFolder, OutputOption::Existing::kResume};
   int threads = 0;
-  bool greedy = false, no_shard = false;
+  bool greedy = false, no_shard = false, from_stage_ = false;
 };
 
 }  // namespace

@@ -18,8 +18,9 @@ namespace fs = std::filesystem;
 class InitJob : public JobCommand {
  public:
   void AddOptions(po::options_description& opts, bool command_line) override {
-    opts.add_options()("out", RequiredOnCommandLine(&out_, command_line), "output directory")(
-        "family", po::value(&family_)->default_value("llama"), "llama, qwen2, qwen3 or mistral")(
+    out_.AddOptions(opts, command_line, "output directory (the model)");
+    opts.add_options()("family", po::value(&family_)->default_value("llama"),
+                       "llama, qwen2, qwen3 or mistral")(
         "size", po::value(&size_)->default_value("tiny"),
         absl::StrCat("size preset: ", absl::StrJoin(PresetSizes(), ", ")).c_str())(
         "tokenizer", po::value(&tokenizer_)->default_value("bytes"),
@@ -37,16 +38,16 @@ class InitJob : public JobCommand {
         "context", po::value(&sizes_.context), "override max_position_embeddings")(
         "rope-theta", po::value(&sizes_.rope_theta),
         "override the RoPE base (llama preset: 500000; 10000 suits short contexts)")(
-        "seed", po::value(&seed_)->default_value(0), "random seed")(
-        "force", po::bool_switch(&force_), "replace OUT_DIR if it is not empty");
+        "seed", po::value(&seed_)->default_value(0), "random seed");
   }
-  std::vector<std::string> Positionals() const override { return {"out"}; }
+  std::vector<std::string> Positionals() const override { return {"output"}; }
+  const OutputOption* Output() const override { return &out_; }
 
   absl::Status FromStage(const proto::Stage& stage, const StageContext& context,
                          const po::variables_map& vm) override {
     const proto::Init& i = stage.init();
     StageFields f(vm);
-    f.Fixed("out", (fs::path(context.dir) / StageMainOutput(stage)).string(), &out_);
+    f.Fixed("output", (fs::path(context.dir) / StageMainOutput(stage)).string(), &out_.path());
     f.Text("family", i.family(), &family_);
     f.Text("size", i.size(), &size_);
     f.Text("tokenizer", i.tokenizer(), &tokenizer_);
@@ -66,12 +67,13 @@ class InitJob : public JobCommand {
     ASSIGN_OR_RETURN(ModelConfig config, PresetConfig(family_, size_));
     RETURN_IF_ERROR(ApplySizeOverrides(sizes_, &config));
     ASSIGN_OR_RETURN(DType dtype, ParseWeightDType(dtype_));
-    RETURN_IF_ERROR(WriteInitialModel(out_, config, tokenizer_, dtype, seed_, force_));
+    const std::string& out = out_.path();
+    RETURN_IF_ERROR(WriteInitialModel(out, config, tokenizer_, dtype, seed_, out_.force()));
     auto written = ModelConfig::FromJson(
-        nlohmann::json::parse(ReadFileToString(out_ + "/config.json").value_or("null"), nullptr,
+        nlohmann::json::parse(ReadFileToString(out + "/config.json").value_or("null"), nullptr,
                               /*allow_exceptions=*/false),
-        out_);
-    *io.out << "wrote " << out_ << ": " << ArchClassName(config.arch) << ", "
+        out);
+    *io.out << "wrote " << out << ": " << ArchClassName(config.arch) << ", "
             << HumanCount(written.ok() ? written->ParameterCount() : config.ParameterCount())
             << " parameters, " << DTypeName(dtype) << ", vocab "
             << (written.ok() ? written->vocab_size : config.vocab_size) << "\n";
@@ -79,10 +81,10 @@ class InitJob : public JobCommand {
   }
 
  private:
-  std::string out_, family_, size_, tokenizer_, dtype_;
+  OutputOption out_{OutputOption::Kind::kFolder};
+  std::string family_, size_, tokenizer_, dtype_;
   uint64_t seed_ = 0;
   SizeOverrides sizes_;
-  bool force_ = false;
 };
 
 }  // namespace

@@ -28,8 +28,9 @@ class PruneJob : public JobCommand {
   void AddOptions(po::options_description& opts, bool command_line) override {
     prune::StructuredTarget& target = job.target;
     opts.add_options()("model", RequiredOnCommandLine(&job.model_path, command_line),
-                       "HF directory (f32/bf16/f16)")(
-        "out", RequiredOnCommandLine(&job.out, command_line), "output HF directory")(
+                       "HF directory or .gguf file (quantized weights are dequantized to f32)");
+    out.AddOptions(opts, command_line, "output HF directory");
+    opts.add_options()(
         "method", po::value(&method_name)->default_value("magnitude"),
         "unstructured criterion: magnitude, wanda or sparsegpt (the last two need --calib)")(
         "sparsity", po::value(&sparsity_text),
@@ -66,7 +67,8 @@ class PruneJob : public JobCommand {
         "threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
     AddCalibOptions(opts, job.calib);
   }
-  std::vector<std::string> Positionals() const override { return {"model", "out"}; }
+  std::vector<std::string> Positionals() const override { return {"model", "output"}; }
+  const OutputOption* Output() const override { return &out; }
 
   absl::Status FromStage(const proto::Stage& stage, const StageContext& context,
                          const po::variables_map& vm) override {
@@ -74,7 +76,7 @@ class PruneJob : public JobCommand {
     prune::StructuredTarget& target = job.target;
     StageFields f(vm);
     f.Text("model", p.model(), &job.model_path);
-    f.Fixed("out", (fs::path(context.dir) / StageMainOutput(stage)).string(), &job.out);
+    f.Fixed("output", (fs::path(context.dir) / StageMainOutput(stage)).string(), &out.path());
     f.Text("method", p.method(), &method_name);
     method_in_stage = !p.method().empty();
     f.Text("sparsity", p.has_sparsity() ? absl::StrCat(p.sparsity()) : "", &sparsity_text);
@@ -97,6 +99,8 @@ class PruneJob : public JobCommand {
 
   absl::Status Run(const po::variables_map& vm, const JobIo& io) override {
     if (threads > 0) SetNumThreads(threads);
+    job.out = out.path();
+    job.replace_existing = out.force();
     prune::StructuredTarget& target = job.target;
     CalibrationFiles& calib = job.calib;
     const auto t0 = Clock::now();
@@ -257,6 +261,7 @@ class PruneJob : public JobCommand {
 
   std::string method_name, sparsity_text, pattern_text, format_name;
   prune::PruneJobOptions job;
+  OutputOption out{OutputOption::Kind::kFolder};
   prune::SparseGptOptions sgpt;
   bool json = false, method_in_stage = false;
   int threads = 0;

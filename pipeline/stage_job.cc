@@ -1,5 +1,11 @@
 #include "pipeline/stage_job.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
 #include "core/status.h"
@@ -9,6 +15,7 @@
 
 namespace retort::pipeline {
 namespace {
+namespace fs = std::filesystem;
 
 absl::StatusOr<std::unique_ptr<JobCommand>> NewStageJob(const proto::Stage& stage) {
   switch (stage.step_case()) {
@@ -31,7 +38,88 @@ absl::StatusOr<std::unique_ptr<JobCommand>> NewStageJob(const proto::Stage& stag
   return absl::InvalidArgumentError(absl::StrCat("stage \"", stage.name(), "\" has no step"));
 }
 
+// A rank other than 0 of an mpirun group (OpenMPI, MPICH, PMIx).
+bool IsOtherMpiRank() {
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"}) {
+    const char* rank = std::getenv(v);
+    if (rank != nullptr) return std::string(rank) != "0";
+  }
+  return false;
+}
+
 }  // namespace
+
+void OutputOption::AddOptions(po::options_description& options, bool required,
+                              const std::string& help, const char* name) {
+  std::string text = help;
+  if (kind_ == Kind::kStream) absl::StrAppend(&text, "; - writes to stdout");
+  absl::StrAppend(&text, existing_ == Existing::kResume ? "; an existing OUT is resumed"
+                         : resume_ != nullptr
+                             ? "; an existing OUT is refused unless --force (start over) or "
+                               "--resume (continue its run)"
+                             : "; an existing OUT is refused unless --force");
+  po::typed_value<std::string>* value = po::value(&path_);
+  options.add_options()(name, required ? value->required() : value, text.c_str());
+  const std::string long_name(name, std::strcspn(name, ","));
+  flag_ = long_name == "output" ? "-o" : absl::StrCat("--", long_name);
+  if (existing_ == Existing::kRefuse) {
+    options.add_options()("force", po::bool_switch(&force_),
+                          "replace an existing OUT (the new one is written beside it, then "
+                          "renamed over it)");
+  }
+}
+
+absl::Status OutputOption::Check() const {
+  if (path_.empty()) return absl::OkStatus();
+  if (path_ == "-" && kind_ != Kind::kStream) {
+    const char* what = kind_ == Kind::kFolder ? "a folder"
+                       : kind_ == Kind::kFile ? "a binary file"
+                                              : "a model (a .gguf file or an HF directory)";
+    return OptionError(absl::StrCat(flag_, " -: OUT is ", what,
+                                    " here; stdout (-) takes only a text stream: give a path"));
+  }
+  if (existing_ == Existing::kResume || force_ || (resume_ != nullptr && *resume_) ||
+      IsOtherMpiRank()) {
+    return absl::OkStatus();
+  }
+  std::error_code ec;
+  const bool exists = fs::exists(fs::symlink_status(path_, ec));
+  if (exists && !(fs::is_directory(path_, ec) && fs::is_empty(path_, ec))) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(path_, " already exists (use --force to replace it",
+                     resume_ != nullptr ? ", or --resume to continue its run)" : ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OutputOption::RunReplacing(const std::function<absl::Status()>& job) const {
+  std::error_code ec;
+  const auto has_contents = [](const std::string& path) {
+    std::error_code e;
+    return fs::exists(fs::symlink_status(path, e)) &&
+           !(fs::is_directory(path, e) && fs::is_empty(path, e));
+  };
+  if (!force_ || (resume_ != nullptr && *resume_) || IsOtherMpiRank() || !has_contents(path_)) {
+    return job();
+  }
+  const fs::path out(path_);
+  const fs::path aside = fs::absolute(out).parent_path() /
+                         absl::StrCat(".", out.filename().string(), ".replaced-", ::getpid());
+  fs::remove_all(aside, ec);
+  fs::rename(out, aside, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat(path_, ": cannot move it aside to replace it: ", ec.message()));
+  }
+  const absl::Status status = job();
+  if (has_contents(path_)) {
+    fs::remove_all(aside, ec);
+  } else {
+    fs::remove(out, ec);
+    fs::rename(aside, out, ec);
+  }
+  return status;
+}
 
 std::string StageCommandName(const proto::Stage& stage) {
   return stage.has_eval() ? "generate" : StageKind(stage);

@@ -12,6 +12,7 @@
 #ifndef RETORT_PIPELINE_STAGE_JOB_H_
 #define RETORT_PIPELINE_STAGE_JOB_H_
 
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -54,6 +55,63 @@ struct StageContext {
   bool resume = false;
 };
 
+// OUT, what a command writes, with the conventions every command keeps: it
+// is the positional after the command's inputs and also -o/--output; an
+// existing OUT is refused unless --force, which replaces it only once the new
+// one is complete (written under a temporary name beside it, then renamed
+// over it); "-" is stdout where OUT is one text stream and refused elsewhere.
+// A resumable job's folder (generate --prompts, run) is continued instead.
+class OutputOption {
+ public:
+  enum class Kind {
+    kFolder,  // a folder (an HF directory, a training run)
+    kFile,    // one binary file (.safetensors, an imatrix)
+    kModel,   // a model: a .gguf file or an HF directory
+    kStream,  // one text stream (JSONL, HTML): "-" writes it to stdout
+  };
+  enum class Existing {
+    kRefuse,  // refused unless --force
+    kResume,  // continued: the job resumes what the folder holds (no --force)
+  };
+  explicit OutputOption(Kind kind, Existing existing = Existing::kRefuse)
+      : kind_(kind), existing_(existing) {}
+  // A folder refused unless --force, or continued when `*resume` (the job's
+  // --resume) is set.
+  OutputOption(Kind kind, const bool* resume)
+      : kind_(kind), existing_(Existing::kRefuse), resume_(resume) {}
+
+  // Adds "output,o" (or `name`, for a command whose OUT is an option of one
+  // of its modes: eval's --dump-logits) and, unless the folder is resumed,
+  // "force". Required when `required`. `help` says what OUT is; the rules
+  // are added to it.
+  void AddOptions(po::options_description& options, bool required, const std::string& help,
+                  const char* name = "output,o");
+
+  const std::string& path() const { return path_; }
+  std::string& path() { return path_; }
+  bool force() const { return force_; }
+  bool to_stdout() const { return kind_ == Kind::kStream && path_ == "-"; }
+
+  // The checks before any work, as one line: "-" where OUT is not a stream,
+  // and an existing OUT (anything but an empty folder) without --force. Only
+  // rank 0 of an mpirun group checks (the others write nothing there).
+  absl::Status Check() const;
+
+  // Runs `job`, which writes into OUT as it goes (a training run's
+  // checkpoints). With --force an existing OUT is moved aside first and
+  // removed once the job has written into the new OUT, or put back when the
+  // job wrote nothing there.
+  absl::Status RunReplacing(const std::function<absl::Status()>& job) const;
+
+ private:
+  Kind kind_;
+  Existing existing_;
+  const bool* resume_ = nullptr;
+  std::string flag_ = "-o";  // how OUT is given: "-o", "--dump-logits"
+  std::string path_;
+  bool force_ = false;
+};
+
 class JobCommand {
  public:
   virtual ~JobCommand() = default;
@@ -62,7 +120,7 @@ class JobCommand {
   // the options that are positional or required on a command line are
   // marked so (a recipe stage gives them as typed fields instead).
   virtual void AddOptions(po::options_description& options, bool command_line) = 0;
-  // The positional options of the command line, in order ("model", "out").
+  // The positional options of the command line, in order ("model", "output").
   virtual std::vector<std::string> Positionals() const = 0;
 
   // Sets the settings a recipe stage gives as typed fields and its output
@@ -74,6 +132,11 @@ class JobCommand {
   // Checks the settings (an OptionError for a usage error: the CLI exits 2)
   // and runs the job. Cancelled when interrupted.
   virtual absl::Status Run(const po::variables_map& vm, const JobIo& io) = 0;
+
+  // The command's OUT when it declares one with OutputOption: the CLI checks
+  // it (OutputOption::Check) before Run; a recipe stage's folders are the
+  // runner's. Null when the command checks its output itself.
+  virtual const OutputOption* Output() const { return nullptr; }
 };
 
 // An option a command line must give (positional or required there) but a

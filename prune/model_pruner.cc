@@ -164,10 +164,10 @@ absl::Status CheckFloatWeights(const Transformer& model) {
   }
   for (const auto& [name, t] : model.NamedWeights()) {
     if (!IsPrunableFloat(t.dtype())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "tensor ", name, " is stored as ", std::string(DTypeName(t.dtype())),
-          "; prune reads f32/bf16/f16 weights (for a GGUF: `retort convert MODEL.gguf DIR "
-          "--dtype bf16` first)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("tensor ", name, " is stored as ", std::string(DTypeName(t.dtype())),
+                       "; pruning reads f32/bf16/f16 weights (load the model with LoadFloatEngine, "
+                       "which dequantizes the others)"));
     }
   }
   return absl::OkStatus();

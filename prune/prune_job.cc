@@ -146,15 +146,21 @@ absl::StatusOr<PruneJobResult> PruneModelToDirectory(const PruneJobOptions& o,
                         p.layer + 1, p.num_layers, p.seconds, p.total_seconds, eta,
                         HumanBytes(static_cast<double>(p.peak_rss))));
   };
-  {
+  if (!o.replace_existing) {
     std::error_code ec;
     if (fs::exists(o.out, ec) && !(fs::is_directory(o.out, ec) && fs::is_empty(o.out, ec))) {
       return absl::AlreadyExistsError(
-          absl::StrCat(o.out, " already exists (remove it or choose another OUT)"));
+          absl::StrCat(o.out, " already exists (use --force to replace it)"));
     }
   }
-  // What needs the model, before any long work.
-  ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model, LoadEngine(o.model_path));
+  // What needs the model, before any long work. Weights stored quantized (a
+  // GGUF's blocks) are pruned from their f32 dequantization.
+  std::string dequantized;
+  ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model, LoadFloatEngine(o.model_path, &dequantized));
+  if (!dequantized.empty()) {
+    progress.Line(absl::StrCat("[prune] ", o.model_path, ": ", dequantized,
+                               " weights dequantized to f32 for pruning"));
+  }
   Transformer& m = *model;
   PruneJobResult r;
   r.config_before = m.config();
@@ -188,9 +194,10 @@ absl::StatusOr<PruneJobResult> PruneModelToDirectory(const PruneJobOptions& o,
                      LoadModelCalibration(o.model_path, config.vocab_size, o.calib, progress));
   }
   r.calibration_tokens = CountTokens(samples);
-  ASSIGN_OR_RETURN(
-      StagedDirectory staged,
-      StagedDirectory::Create(o.out, {.replace_existing = false, .must_be_new = true}));
+  ASSIGN_OR_RETURN(StagedDirectory staged,
+                   StagedDirectory::Create(o.out, {.temp_path = {},
+                                                   .replace_existing = o.replace_existing,
+                                                   .must_be_new = !o.replace_existing}));
 
   if (o.structured) {
     progress.Line(

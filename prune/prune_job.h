@@ -1,4 +1,5 @@
-// The job behind `retort prune`: opens MODEL, checks the options against it,
+// The job behind `retort prune`: opens MODEL (an HF directory, or a GGUF
+// whose quantized weights are dequantized to f32), checks the options against it,
 // prunes (unstructured / N:M layer by layer on calibration data, or
 // structured into a smaller dense model) and writes OUT (built under a
 // temporary name, renamed into place only when everything succeeded).
@@ -23,6 +24,7 @@ namespace retort::prune {
 
 struct PruneJobOptions {
   std::string model_path, out;
+  bool replace_existing = false;  // an existing OUT is replaced once the new one is written
   bool structured = false;
   // Unstructured / N:M: method, pattern, SparseGPT settings (the pattern is
   // ignored when layer_sparsity is given).

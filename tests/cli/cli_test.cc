@@ -100,7 +100,7 @@ TEST_F(CliTest, VersionAndCleanHelpOnEveryCommand) {
   EXPECT_THAT(distill.out, HasSubstr("--adam-beta1 arg (=0.9)"));
   EXPECT_THAT(distill.out, HasSubstr("--eval-fraction arg (=0.05)"));
   const CliRun generate = Exec("generate --help");
-  EXPECT_THAT(generate.out, HasSubstr("trace mode (with --prompts PROMPTS.jsonl --output DIR)"));
+  EXPECT_THAT(generate.out, HasSubstr("trace mode (with --prompts PROMPTS.jsonl OUT)"));
   EXPECT_THAT(generate.out, HasSubstr("--keep"));
   EXPECT_THAT(generate.out, HasSubstr("--verifier"));
 }
@@ -309,7 +309,7 @@ TEST_F(CliTest, BadInputNoPartialOutputs) {
   EXPECT_FALSE(fs::exists(out));
   // init refuses to overwrite, and leaves no temporary folder behind.
   r = Exec("init " + (root_ / "tiny").string() + " --size tiny");
-  ExpectOneLineError(r, "not empty");
+  ExpectOneLineError(r, "tiny already exists (use --force to replace it)");
   r = Exec("init " + (root_ / "fam").string() + " --family gpt2");
   ExpectOneLineError(r, "gpt2");
   EXPECT_FALSE(fs::exists(root_ / "fam"));
