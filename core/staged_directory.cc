@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/status.h"
 
 namespace retort {
 namespace {
@@ -23,6 +24,20 @@ void SyncDirectory(const fs::path& dir) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> MoveAside(const std::string& path) {
+  const fs::path p(path);
+  const fs::path aside = fs::absolute(p).parent_path() /
+                         absl::StrCat(".", p.filename().string(), ".replaced-", ::getpid());
+  std::error_code ec;
+  fs::remove_all(aside, ec);
+  fs::rename(p, aside, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat(path, ": cannot move it aside to replace it: ", ec.message()));
+  }
+  return aside.string();
+}
 
 absl::StatusOr<StagedDirectory> StagedDirectory::Create(const std::string& destination,
                                                         Options options) {
@@ -74,17 +89,9 @@ absl::Status StagedDirectory::Commit() {
   SyncDirectory(temp_path_);
   // What is replaced moves aside first and goes only once the new folder is
   // in place: a failed rename puts it back, so the destination is never lost.
-  fs::path replaced;
+  std::string replaced;
   if (replace_existing_ && fs::exists(fs::symlink_status(destination_, ec))) {
-    const fs::path dest(destination_);
-    replaced = fs::absolute(dest).parent_path() /
-               absl::StrCat(".", dest.filename().string(), ".replaced-", ::getpid());
-    fs::remove_all(replaced, ec);
-    fs::rename(destination_, replaced, ec);
-    if (ec) {
-      return absl::InternalError(
-          absl::StrCat(destination_, ": cannot move it aside to replace it: ", ec.message()));
-    }
+    ASSIGN_OR_RETURN(replaced, MoveAside(destination_));
   } else {
     fs::remove(destination_, ec);  // only an empty folder goes
   }

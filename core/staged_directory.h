@@ -70,6 +70,12 @@ class StagedDirectory {
   bool keep_ = false;
 };
 
+// Renames `path` to a hidden sibling (".NAME.replaced-PID", an older one of
+// that name removed first) and returns the sibling's path: what is being
+// replaced moves aside until its replacement is in place. Error: "PATH:
+// cannot move it aside to replace it: ...".
+absl::StatusOr<std::string> MoveAside(const std::string& path);
+
 }  // namespace retort
 
 #endif  // RETORT_CORE_STAGED_DIRECTORY_H_

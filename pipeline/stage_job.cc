@@ -1,13 +1,12 @@
 #include "pipeline/stage_job.h"
 
-#include <unistd.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
+#include "core/staged_directory.h"
 #include "core/status.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
@@ -102,21 +101,13 @@ absl::Status OutputOption::RunReplacing(const std::function<absl::Status()>& job
   if (!force_ || (resume_ != nullptr && *resume_) || IsOtherMpiRank() || !has_contents(path_)) {
     return job();
   }
-  const fs::path out(path_);
-  const fs::path aside = fs::absolute(out).parent_path() /
-                         absl::StrCat(".", out.filename().string(), ".replaced-", ::getpid());
-  fs::remove_all(aside, ec);
-  fs::rename(out, aside, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrCat(path_, ": cannot move it aside to replace it: ", ec.message()));
-  }
+  ASSIGN_OR_RETURN(const std::string aside, MoveAside(path_));
   const absl::Status status = job();
   if (has_contents(path_)) {
     fs::remove_all(aside, ec);
   } else {
-    fs::remove(out, ec);
-    fs::rename(aside, out, ec);
+    fs::remove(path_, ec);
+    fs::rename(aside, path_, ec);
   }
   return status;
 }
