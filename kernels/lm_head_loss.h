@@ -41,6 +41,16 @@
 //    KL. (The mixture formula itself tends to 0 at both ends; it is
 //    JSD_beta / beta that tends to KL(q || p) as beta -> 0 and
 //    JSD_beta / (1 - beta) that tends to KL(p || q) as beta -> 1.)
+//  * kSampledReverseKl: on-policy distillation's per-token estimator of
+//    KL(p || q) (Thinking Machines, "On-Policy Distillation", 2025): the
+//    targets are tokens the student itself sampled, and each row's value is
+//        k_i = log p(y_i) - log q(y_i)
+//    (kd_sum is their sum: an unbiased estimate of the reverse KL of the
+//    sampled sequences). Its gradient is the policy gradient with k_i as a
+//    detached per-token cost, i.e. of the surrogate  sum_i sg(k_i) log p(y_i):
+//        d/dz_i = kd_weight * k_i * (onehot(y_i) - softmax(z_i)).
+//    Needs temperature 1 and a teacher that gives log q(y_i): dense (the
+//    teacher's log_softmax at y_i) or token log-probs (below).
 //
 // Teacher signals (TeacherSignal):
 //  * none: CE only (kd_weight must be 0).
@@ -64,6 +74,9 @@
 //        ignored and gets no KD gradient.
 //    Teacher probabilities are floored at 1e-38 wherever their log is taken
 //    (reverse KL against a zero tail bucket would otherwise be infinite).
+//  * token log-probs (a teacher that scored the sampled tokens only, e.g. an
+//    endpoint's prompt_logprobs): logprobs[i] = log q(targets[i]), natural
+//    log, temperature 1; only kSampledReverseKl uses it.
 //
 // Numerics: max-subtracted exponentials in f32, sums over the vocabulary in
 // f64, per-row results reduced in row order. Results do not depend on the
@@ -83,9 +96,9 @@
 
 namespace retort {
 
-enum class KdDivergence { kForwardKl, kReverseKl, kJsd };
+enum class KdDivergence { kForwardKl, kReverseKl, kJsd, kSampledReverseKl };
 
-// "forward_kl" | "reverse_kl" | "jsd".
+// "forward_kl" | "reverse_kl" | "jsd" | "sampled_reverse_kl".
 absl::StatusOr<KdDivergence> ParseKdDivergence(const std::string& name);
 const char* KdDivergenceName(KdDivergence d);
 
@@ -113,7 +126,7 @@ struct LossOptions {
 
 // What the teacher provides for each position; pointers are borrowed.
 struct TeacherSignal {
-  enum class Kind { kNone, kDense, kTopK };
+  enum class Kind { kNone, kDense, kTopK, kTokenLogprobs };
   Kind kind = Kind::kNone;
 
   // kDense: hidden[n, dim], head[vocab, dim], row-major f32.
@@ -127,6 +140,9 @@ struct TeacherSignal {
   const int32_t* topk_ids = nullptr;
   const float* topk_logprobs = nullptr;
   int64_t k = 0;
+
+  // kTokenLogprobs: token_logprobs[n], log q(targets[i]) (masked rows unread).
+  const float* token_logprobs = nullptr;
 
   static TeacherSignal None() { return TeacherSignal(); }
   static TeacherSignal Dense(const float* hidden, int64_t dim, const float* head, int64_t vocab) {
@@ -144,6 +160,12 @@ struct TeacherSignal {
     t.topk_ids = ids;
     t.topk_logprobs = logprobs;
     t.k = k;
+    return t;
+  }
+  static TeacherSignal TokenLogprobs(const float* logprobs) {
+    TeacherSignal t;
+    t.kind = Kind::kTokenLogprobs;
+    t.token_logprobs = logprobs;
     return t;
   }
 };

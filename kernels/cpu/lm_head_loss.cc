@@ -146,6 +146,8 @@ double BucketDivergence(const Divergence& div, int64_t nb, const double* P, cons
       gbar = (1 - div.beta) * klp;
       break;
     }
+    case KdDivergence::kSampledReverseKl:  // per sampled token: CeRow, never here
+      break;
   }
   for (int64_t b = 0; b < nb; ++b) c[b] -= gbar;
   return D;
@@ -217,18 +219,31 @@ void SoftmaxGradPass(float* z, const RowContext& ctx, const StudentStats& st, fl
   }
 }
 
-// CE only.
-RowLoss CeRow(float* z, int32_t y, const RowContext& ctx) {
+// CE only; or, given the teacher's log q(y) (`teacher_lq`), CE plus the
+// sampled-token reverse KL k = log p(y) - log q(y), whose gradient
+// kd_coef * k * (onehot - p) folds into CE's (p - onehot) coefficient.
+RowLoss CeRow(float* z, int32_t y, const RowContext& ctx, const double* teacher_lq = nullptr) {
   RowLoss r;
   const float zy = z[y];
   const float zmax = cpu::simd::RowMax(z, ctx.vocab);
   ShiftedExp(z, ctx.vocab, 1.f, zmax, z);
   const double s = SumF64(z, ctx.vocab);
   r.ce = static_cast<double>(zmax) + std::log(s) - zy;
-  const float c = static_cast<float>(ctx.ce_coef / s);
+  double coef = ctx.ce_coef;
+  if (teacher_lq != nullptr) {
+    r.kd = -r.ce - std::max(*teacher_lq, kLogFloor);
+    coef -= ctx.kd_coef * r.kd;
+  }
+  const float c = static_cast<float>(coef / s);
   for (int64_t j = 0; j < ctx.vocab; ++j) z[j] *= c;
-  z[y] -= ctx.ce_coef;
+  z[y] -= static_cast<float>(coef);
   return r;
+}
+
+// log softmax(t)[y] of teacher logits t (left as they are).
+double TokenLogprob(const float* t, int32_t y, int64_t vocab) {
+  const float tmax = cpu::simd::RowMax(t, vocab);
+  return static_cast<double>(t[y]) - tmax - std::log(SumShiftedExp(t, vocab, 1.f, tmax));
 }
 
 // Dense teacher: z student logits (overwritten by the gradient), t teacher
@@ -345,6 +360,8 @@ RowLoss DenseRow(float* z, float* t, int32_t y, const RowContext& ctx) {
       r.kd = beta * klq + (1 - beta) * klp;
       break;
     }
+    case KdDivergence::kSampledReverseKl:  // per sampled token: CeRow, never here
+      break;
   }
   z[y] -= ctx.ce_coef;
   return r;
@@ -491,6 +508,14 @@ absl::Status Validate(int64_t n, int64_t d, int64_t vocab, const float* h, const
     }
   }
   if (o.kd_weight == 0) return absl::OkStatus();
+  const bool sampled = o.divergence == KdDivergence::kSampledReverseKl;
+  if (sampled && o.temperature != 1.f) {
+    return InvalidArg(absl::StrCat("sampled_reverse_kl needs temperature 1, got ", o.temperature));
+  }
+  if (sampled && t.kind != TeacherSignal::Kind::kDense &&
+      t.kind != TeacherSignal::Kind::kTokenLogprobs) {
+    return InvalidArg("sampled_reverse_kl needs a dense teacher or the teacher's token log-probs");
+  }
   switch (t.kind) {
     case TeacherSignal::Kind::kNone:
       return InvalidArg(
@@ -547,6 +572,19 @@ absl::Status Validate(int64_t n, int64_t d, int64_t vocab, const float* h, const
       }
       return absl::OkStatus();
     }
+    case TeacherSignal::Kind::kTokenLogprobs:
+      if (!sampled) {
+        return InvalidArg(absl::StrCat("token log-probs only serve sampled_reverse_kl, not ",
+                                       KdDivergenceName(o.divergence)));
+      }
+      if (n > 0 && t.token_logprobs == nullptr) return InvalidArg("token log-probs are null");
+      for (int64_t i = 0; i < n; ++i) {
+        if (targets[i] >= 0 && !(t.token_logprobs[i] <= 1e-3f)) {  // also rejects NaN
+          return InvalidArg(absl::StrCat("teacher token log-prob ", t.token_logprobs[i],
+                                         " at position ", i, " is not a log-probability (<= 0)"));
+        }
+      }
+      return absl::OkStatus();
   }
   return absl::OkStatus();
 }
@@ -605,7 +643,9 @@ void LogitsGemm(const float* a, int64_t r, int64_t k, const float* b, int64_t vo
 
 constexpr NamedValue<KdDivergence> kKdDivergences[] = {{KdDivergence::kForwardKl, "forward_kl"},
                                                        {KdDivergence::kReverseKl, "reverse_kl"},
-                                                       {KdDivergence::kJsd, "jsd"}};
+                                                       {KdDivergence::kJsd, "jsd"},
+                                                       {KdDivergence::kSampledReverseKl,
+                                                        "sampled_reverse_kl"}};
 
 absl::StatusOr<KdDivergence> ParseKdDivergence(const std::string& name) {
   return ParseNamedValue(kKdDivergences, name, "KD divergence");
@@ -641,6 +681,8 @@ absl::StatusOr<LossResult> LmHeadLoss(const float* h, int64_t n, int64_t d, cons
 
   const bool dense = UsesDenseTeacher(teacher, options);
   const bool topk = options.kd_weight > 0 && teacher.kind == TeacherSignal::Kind::kTopK;
+  const bool sampled =
+      options.kd_weight > 0 && options.divergence == KdDivergence::kSampledReverseKl;
   const int64_t td = dense ? teacher.dim : 0;
   const Scratch plan = PlanScratch(m, d, vocab, teacher, options, dh != nullptr);
   std::vector<float> hbuf(plan.hbuf), logits(plan.logits), thbuf(plan.thbuf), tlogits(plan.tlogits),
@@ -681,7 +723,11 @@ absl::StatusOr<LossResult> LmHeadLoss(const float* h, int64_t n, int64_t d, cons
         const int32_t y = targets[pos];
         float* z = logits.data() + i * vocab;
         RowLoss rl;
-        if (dense) {
+        if (sampled) {
+          const double lq = dense ? TokenLogprob(tlogits.data() + i * vocab, y, vocab)
+                                  : static_cast<double>(teacher.token_logprobs[pos]);
+          rl = CeRow(z, y, ctx, &lq);
+        } else if (dense) {
           rl = DenseRow(z, tlogits.data() + i * vocab, y, ctx);
         } else if (topk) {
           rl = TopKRow(z, y, teacher.topk_ids + pos * teacher.k,

@@ -109,6 +109,8 @@ double RefDivergence(const std::vector<double>& lq, const std::vector<double>& l
         if (p > 0) D += (1 - beta) * p * (lp[i] - lm);
         break;
       }
+      case KdDivergence::kSampledReverseKl:  // not a divergence over a distribution
+        break;
     }
   }
   return D;
@@ -290,9 +292,10 @@ TEST_F(FixtureTest, MatchesTorchAutograd) {
   const int64_t n = meta_["n"], d = meta_["d"], vocab = meta_["vocab"], td = meta_["teacher_dim"],
                 k = meta_["k"];
   const float grad_scale = meta_["grad_scale"];
-  const auto h = F32("h"), w = F32("w"), th = F32("th"), tw = F32("tw"), lp = F32("topk_logprobs");
+  const auto h = F32("h"), w = F32("w"), th = F32("th"), tw = F32("tw"), lp = F32("topk_logprobs"),
+             token_lp = F32("token_logprobs");
   const auto targets = I32("targets"), ids = I32("topk_ids");
-  ASSERT_EQ(meta_["cases"].size(), 13u);
+  ASSERT_EQ(meta_["cases"].size(), 16u);
   for (const auto& c : meta_["cases"]) {
     const std::string name = c["name"];
     SCOPED_TRACE(name);
@@ -309,6 +312,7 @@ TEST_F(FixtureTest, MatchesTorchAutograd) {
     TeacherSignal teacher;
     if (c["teacher"] == "dense") teacher = TeacherSignal::Dense(th.data(), td, tw.data(), vocab);
     if (c["teacher"] == "topk") teacher = TeacherSignal::TopK(ids.data(), lp.data(), k);
+    if (c["teacher"] == "tokens") teacher = TeacherSignal::TokenLogprobs(token_lp.data());
     std::vector<float> dh(n * d, 3.f), dw(vocab * d, 0.f);
     auto r = ComputeLoss(h.data(), n, d, w.data(), vocab, targets.data(), teacher, o, grad_scale,
                          dh.data(), dw.data());
@@ -705,6 +709,26 @@ TEST(LossTest, RejectsBadInputWithoutWriting) {
   EXPECT_THAT(call(p, p.Teacher(), bad).message(), HasSubstr("temperature"));
   EXPECT_FALSE(ParseKdDivergence("kl").ok());
   EXPECT_EQ(*ParseKdDivergence("reverse_kl"), KdDivergence::kReverseKl);
+
+  // The sampled-token reverse KL needs log q(y): a dense teacher or token
+  // log-probs, at temperature 1; token log-probs serve nothing else.
+  std::vector<float> token_lp(p.n, -1.f);
+  const TeacherSignal tokens = TeacherSignal::TokenLogprobs(token_lp.data());
+  LossOptions sampled = o;
+  sampled.divergence = KdDivergence::kSampledReverseKl;
+  EXPECT_THAT(call(p, p.Teacher(), sampled).message(),
+              HasSubstr("needs a dense teacher or the teacher's token log-probs"));
+  EXPECT_THAT(call(p, tokens, o).message(), HasSubstr("token log-probs only serve"));
+  bad = sampled;
+  bad.temperature = 2;
+  EXPECT_THAT(call(p, tokens, bad).message(), HasSubstr("needs temperature 1"));
+  for (int64_t i = 0; i < p.n; ++i) {
+    if (p.targets[i] >= 0) {
+      token_lp[i] = std::nanf("");
+      break;
+    }
+  }
+  EXPECT_THAT(call(p, tokens, sampled).message(), HasSubstr("is not a log-probability"));
 }
 
 }  // namespace

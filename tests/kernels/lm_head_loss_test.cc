@@ -174,7 +174,8 @@ TEST(LmHeadLossTest, SameBitsForAnyThreadCount) {
 }
 
 TEST(KdDivergenceTest, NamesRoundTrip) {
-  for (KdDivergence d : {KdDivergence::kForwardKl, KdDivergence::kReverseKl, KdDivergence::kJsd}) {
+  for (KdDivergence d : {KdDivergence::kForwardKl, KdDivergence::kReverseKl, KdDivergence::kJsd,
+                         KdDivergence::kSampledReverseKl}) {
     auto parsed = ParseKdDivergence(KdDivergenceName(d));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, d);

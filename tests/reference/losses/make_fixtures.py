@@ -7,7 +7,9 @@ offline top-k teacher taken from the same teacher logits. Every loss is
 computed with torch autograd in float64 from the float32-rounded inputs,
 following the conventions in distill/loss.h (CE at T=1, KD at T scaled by
 T^2, TRL's generalized JSD with beta=0/1 meaning forward/reverse KL, top-k
-tail bucket or renormalised top-k). grad_scale multiplies the gradients.
+tail bucket or renormalised top-k, and on-policy distillation's sampled-token
+reverse KL from a dense teacher or the teacher's token log-probs).
+grad_scale multiplies the gradients.
 
 Optimizer: torch.optim.AdamW on a flat f32 arena with a decay and a no-decay
 group over 5 steps; the learning-rate schedules of transformers; and
@@ -49,6 +51,12 @@ topk_lp = top_lp.to(torch.float32).clone()
 topk_ids[3, K - 1] = -1
 topk_lp[3, K - 1] = 0.0
 topk_ids[1, 0] = 10**6
+# The teacher's log-prob of each target (what an endpoint's prompt_logprobs
+# gives on-policy distillation); masked rows hold garbage (never read).
+token_lp = torch.full((N,), 5.0, dtype=torch.float32)
+for i in range(N):
+    if targets[i] >= 0:
+        token_lp[i] = float(tlogp[i, int(targets[i])])
 
 
 def divergence(logq, logp, kind, beta):
@@ -109,8 +117,22 @@ def compute(case):
                 logP = F.log_softmax(zs[i][idx] / T, -1)
                 logQ = F.log_softmax(lps / T, -1)
             kd = kd + divergence(logQ, logP, case["divergence"], case["jsd_beta"]) * T * T
+    surrogate = kd
+    if case["kd_weight"] > 0 and case["divergence"] == "sampled_reverse_kl":
+        # On-policy distillation's per-token estimator (targets = the
+        # student's own samples): k = log p(y) - log q(y) is the value, and
+        # the gradient is the policy gradient of sum sg(k) * log p(y).
+        logp_y = F.log_softmax(zs[mask], -1).gather(1, y[mask][:, None])[:, 0]
+        if teacher == "dense":
+            tzz = th32.double() @ tw32.double().T
+            logq_y = F.log_softmax(tzz[mask], -1).gather(1, y[mask][:, None])[:, 0]
+        else:  # "tokens"
+            logq_y = token_lp.double()[mask]
+        k = logp_y - logq_y
+        kd = k.sum()
+        surrogate = (k.detach() * logp_y).sum()
     loss = case["ce_weight"] * ce + case["kd_weight"] * kd
-    (loss * GRAD_SCALE).backward()
+    ((case["ce_weight"] * ce + case["kd_weight"] * surrogate) * GRAD_SCALE).backward()
     return loss.item(), ce.item(), float(kd.detach()), h.grad, w.grad
 
 
@@ -135,11 +157,14 @@ CASES = [
     case("topk_renorm_fkl_t2", "topk", 1.0, 1.0, "forward_kl", temperature=2.0, topk_tail="renormalize"),
     case("topk_renorm_jsd_t1", "topk", 1.0, 0.5, "jsd", jsd_beta=0.7, topk_tail="renormalize"),
     case("topk_renorm_rkl_t1", "topk", 1.0, 1.0, "reverse_kl", topk_tail="renormalize"),
+    case("dense_sampled", "dense", 0.0, 1.0, "sampled_reverse_kl"),
+    case("tokens_sampled", "tokens", 0.0, 1.0, "sampled_reverse_kl"),
+    case("tokens_sampled_ce", "tokens", 0.5, 2.0, "sampled_reverse_kl"),
 ]
 
 tensors = {
     "h": h32, "w": w32, "th": th32, "tw": tw32, "targets": targets,
-    "topk_ids": topk_ids, "topk_logprobs": topk_lp,
+    "topk_ids": topk_ids, "topk_logprobs": topk_lp, "token_logprobs": token_lp,
 }
 meta = {"n": N, "d": D, "vocab": V, "teacher_dim": TD, "k": K, "grad_scale": GRAD_SCALE,
         "cases": []}
