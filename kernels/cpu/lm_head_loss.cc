@@ -641,11 +641,11 @@ void LogitsGemm(const float* a, int64_t r, int64_t k, const float* b, int64_t vo
 
 }  // namespace
 
-constexpr NamedValue<KdDivergence> kKdDivergences[] = {{KdDivergence::kForwardKl, "forward_kl"},
-                                                       {KdDivergence::kReverseKl, "reverse_kl"},
-                                                       {KdDivergence::kJsd, "jsd"},
-                                                       {KdDivergence::kSampledReverseKl,
-                                                        "sampled_reverse_kl"}};
+constexpr NamedValue<KdDivergence> kKdDivergences[] = {
+    {KdDivergence::kForwardKl, "forward_kl"},
+    {KdDivergence::kReverseKl, "reverse_kl"},
+    {KdDivergence::kJsd, "jsd"},
+    {KdDivergence::kSampledReverseKl, "sampled_reverse_kl"}};
 
 absl::StatusOr<KdDivergence> ParseKdDivergence(const std::string& name) {
   return ParseNamedValue(kKdDivergences, name, "KD divergence");
