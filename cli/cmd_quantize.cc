@@ -1,6 +1,6 @@
 // retort quantize MODEL OUT [--scheme S] [--method rtn|gptq|awq] [--calib FILE ...]
-//                           [--to ct|gguf] [--type PRESET] [--imatrix FILE] [options]
-// retort calibrate MODEL --calib FILE ... -o imatrix.gguf
+//                           [--to ct|gguf] [--type PRESET] [--imatrix FILE] [--force] [options]
+// retort calibrate MODEL IMATRIX.gguf --calib FILE ... [--force] [options]
 //
 // `quantize` is a typed job (pipeline/job_quantize.cc over
 // quantize/quantize_job.h); `calibrate` writes llama.cpp's importance matrix.
@@ -23,7 +23,8 @@ namespace fs = std::filesystem;
 
 int RunQuantize(const Args& args, const CommandIo& io) {
   CommandSpec spec{
-      "quantize", "MODEL OUT [--scheme S] [--method rtn|gptq|awq] [--calib FILE ...] [options]",
+      "quantize",
+      "MODEL OUT [--scheme S] [--method rtn|gptq|awq] [--calib FILE ...] [--force] [options]",
       "Quantize a model's linear layers (RTN, GPTQ, AWQ; int4/int8/fp8) into a compressed-tensors "
       "directory, or into GGUF k-quants weighted by an importance matrix."};
   spec.default_model = true;
@@ -32,28 +33,31 @@ int RunQuantize(const Args& args, const CommandIo& io) {
 }
 
 int RunCalibrate(const Args& args, const CommandIo& io) {
-  CommandSpec spec{"calibrate", "MODEL --calib FILE ... -o IMATRIX.gguf [options]",
+  CommandSpec spec{"calibrate", "MODEL IMATRIX.gguf --calib FILE ... [--force] [options]",
                    "Compute an importance matrix (llama.cpp's GGUF imatrix format) for "
                    "`retort quantize --to gguf --imatrix`."};
   spec.default_model = true;
   spec.device = true;
   po::options_description opts("options");
-  std::string model_path, out;
+  std::string model_path;
+  pipeline::OutputOption out(pipeline::OutputOption::Kind::kFile);
   CalibrationFiles calib;
   int threads = 0;
-  opts.add_options()("model", po::value(&model_path)->required(), "HF directory or .gguf file")(
-      "output,o", po::value(&out)->required(), "imatrix file to write (.gguf)")(
-      "threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
+  opts.add_options()("model", po::value(&model_path)->required(), "HF directory or .gguf file");
+  out.AddOptions(opts, /*required=*/true, "imatrix file to write (.gguf)");
+  opts.add_options()("threads", po::value(&threads)->default_value(0),
+                     "worker threads (0 = all cores)");
   pipeline::AddCalibOptions(opts, calib);
   po::positional_options_description pos;
-  pos.add("model", 1);
+  pos.add("model", 1).add("output", 1);
   po::variables_map vm;
   if (auto exit = ParseArgs(io, spec, args, opts, pos, vm)) return *exit;
+  if (absl::Status s = out.Check(); !s.ok()) return Fail(io, spec.name, s);
   if (threads > 0) SetNumThreads(threads);
   if (calib.files.empty()) return UsageError(io, spec.name, "give calibration data: --calib FILE");
-  auto r = quant::CalibrateImportance(model_path, calib, out, *io.progress);
+  auto r = quant::CalibrateImportance(model_path, calib, out.path(), *io.progress);
   if (!r.ok()) return Fail(io, spec.name, r.status());
-  *io.out << absl::StrFormat("wrote %s: %d weights, %d samples x %d tokens in %.1f s\n", out,
+  *io.out << absl::StrFormat("wrote %s: %d weights, %d samples x %d tokens in %.1f s\n", out.path(),
                              r->weights, r->chunks, r->chunk_size, r->seconds);
   return kExitOk;
 }

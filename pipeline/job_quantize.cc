@@ -23,9 +23,9 @@ class QuantizeJob : public JobCommand {
   void AddOptions(po::options_description& opts, bool command_line) override {
     quant::ModelQuantOptions& o = job_.quant;
     opts.add_options()("model", RequiredOnCommandLine(&model_path_, command_line),
-                       "HF directory or .gguf file")(
-        "out", RequiredOnCommandLine(&out_, command_line),
-        "output HF directory (compressed-tensors) or .gguf file")(
+                       "HF directory or .gguf file");
+    out_.AddOptions(opts, command_line, "output HF directory (compressed-tensors) or .gguf file");
+    opts.add_options()(
         "scheme", po::value(&scheme_)->default_value(kDefaultScheme),
         "int4-g32/g64/g128[-asym], int8-channel, fp8-channel, fp8-tensor, fp8-block128, ...; "
         "or llm-compressor's W4A16, W4A16_ASYM, W8A16 (int8-g128), FP8 (fp8-tensor + static "
@@ -60,14 +60,15 @@ class QuantizeJob : public JobCommand {
         "threads", po::value(&threads_)->default_value(0), "worker threads (0 = all cores)");
     AddCalibOptions(opts, job_.calib);
   }
-  std::vector<std::string> Positionals() const override { return {"model", "out"}; }
+  std::vector<std::string> Positionals() const override { return {"model", "output"}; }
+  const OutputOption* Output() const override { return &out_; }
 
   absl::Status FromStage(const proto::Stage& stage, const StageContext& context,
                          const po::variables_map& vm) override {
     const proto::Quantize& q = stage.quantize();
     StageFields f(vm);
     f.Text("model", q.model(), &model_path_);
-    f.Fixed("out", (fs::path(context.dir) / StageMainOutput(stage)).string(), &out_);
+    f.Fixed("output", (fs::path(context.dir) / StageMainOutput(stage)).string(), &out_.path());
     f.Text("scheme", q.scheme(), &scheme_);
     scheme_given_ = !q.scheme().empty();
     f.Text("method", q.method(), &method_);
@@ -81,9 +82,11 @@ class QuantizeJob : public JobCommand {
 
   absl::Status Run(const po::variables_map& vm, const JobIo& io) override {
     if (threads_ > 0) SetNumThreads(threads_);
-    if (to_.empty()) to_ = absl::EndsWith(out_, ".gguf") ? "gguf" : "ct";
+    const std::string& out = out_.path();
+    if (to_.empty()) to_ = absl::EndsWith(out, ".gguf") ? "gguf" : "ct";
     job_.model_path = model_path_;
-    job_.out = out_;
+    job_.out = out;
+    job_.replace_existing = out_.force();
     if (to_ == "gguf") return RunGguf(vm, io);
     if (to_ != "ct") return OptionError("--to must be ct or gguf");
     if (!imatrix_.empty()) return OptionError("--imatrix is for --to gguf");
@@ -142,7 +145,7 @@ class QuantizeJob : public JobCommand {
     *io.out << absl::StrFormat(
         "wrote %s: %s%s %s%s (compressed-tensors), %s parameters, %s (%.2f bits per weight); "
         "quantized in %.1f s (%.2f s per layer), peak RSS %s%s\n",
-        out_, r.scheme.Name(), scheme->preset.empty() ? "" : " (" + scheme->preset + ")",
+        out, r.scheme.Name(), scheme->preset.empty() ? "" : " (" + scheme->preset + ")",
         quant::QuantMethodName(o.method), ActOrderNote(o), HumanCount(r.params),
         HumanBytes(r.bytes), r.params > 0 ? 8.0 * r.bytes / r.params : 0.0, r.seconds,
         r.mean_layer_seconds, HumanBytes(static_cast<double>(PeakRssBytes())), calibrated);
@@ -262,14 +265,16 @@ class QuantizeJob : public JobCommand {
     job_.imatrix = imatrix_;
     ASSIGN_OR_RETURN(quant::QuantizeJobResult r, quant::QuantizeToDirectory(job_, *io.progress));
     *io.out << absl::StrFormat(
-        "wrote %s: %s (%s), %d tensors, %s parameters, %s (%.2f bits per weight) in %.1f s\n", out_,
-        GgufPresetName(*preset), r.with_imatrix ? "with importance matrix" : "no importance matrix",
-        r.tensors, HumanCount(r.params), HumanBytes(r.bytes),
-        r.params > 0 ? 8.0 * r.bytes / r.params : 0.0, r.seconds);
+        "wrote %s: %s (%s), %d tensors, %s parameters, %s (%.2f bits per weight) in %.1f s\n",
+        out_.path(), GgufPresetName(*preset),
+        r.with_imatrix ? "with importance matrix" : "no importance matrix", r.tensors,
+        HumanCount(r.params), HumanBytes(r.bytes), r.params > 0 ? 8.0 * r.bytes / r.params : 0.0,
+        r.seconds);
     return absl::OkStatus();
   }
 
-  std::string model_path_, out_, scheme_, method_, to_, type_, imatrix_, activations_, actorder_;
+  std::string model_path_, scheme_, method_, to_, type_, imatrix_, activations_, actorder_;
+  OutputOption out_{OutputOption::Kind::kModel};
   bool method_in_stage_ = false, scheme_given_ = false, act_order_group_ = false,
        static_groups_ = false;
   int threads_ = 0;

@@ -142,14 +142,24 @@ absl::Status FitGroupSize(const Transformer& model, ModelQuantOptions& q, Progre
   return absl::OkStatus();
 }
 
+// An existing OUT is refused unless it is to be replaced (an empty folder is
+// filled by a compressed-tensors output; a .gguf is one file).
+absl::Status CheckOutput(const QuantizeJobOptions& o) {
+  if (o.replace_existing) return absl::OkStatus();
+  std::error_code ec;
+  if (fs::exists(o.out, ec) &&
+      (o.to_gguf || !(fs::is_directory(o.out, ec) && fs::is_empty(o.out, ec)))) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(o.out, " already exists (use --force to replace it)"));
+  }
+  return absl::OkStatus();
+}
+
+// The .gguf is written under a temporary name and renamed into place (over
+// an existing file when replace_existing) by its writer.
 absl::StatusOr<QuantizeJobResult> QuantizeToGguf(const QuantizeJobOptions& o,
                                                  ProgressSink& progress) {
   const auto t0 = Clock::now();
-  std::error_code ec;
-  if (fs::exists(o.out, ec)) {
-    return absl::AlreadyExistsError(
-        absl::StrCat(o.out, " already exists (remove it or choose another OUT)"));
-  }
   if (!o.quant.allow_requantize) {
     ASSIGN_OR_RETURN(auto dir, HfDirectory::Open(o.model_path));
     const nlohmann::json& cfg = dir->config();
@@ -195,10 +205,10 @@ std::string CalibrationShortfall(const CalibrationOptions& asked, int64_t sample
 
 absl::StatusOr<QuantizeJobResult> QuantizeToDirectory(const QuantizeJobOptions& o,
                                                       ProgressSink& progress) {
+  RETURN_IF_ERROR(CheckOutput(o));
   if (o.to_gguf) return QuantizeToGguf(o, progress);
-  ASSIGN_OR_RETURN(
-      StagedDirectory staged,
-      StagedDirectory::Create(o.out, {.replace_existing = false, .must_be_new = true}));
+  ASSIGN_OR_RETURN(StagedDirectory staged,
+                   StagedDirectory::Create(o.out, {.replace_existing = o.replace_existing}));
   ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model, LoadEngine(o.model_path));
   ModelQuantOptions q = o.quant;
   // Scales are chosen at the width they are stored at, so the file decodes

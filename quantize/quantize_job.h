@@ -25,8 +25,9 @@
 namespace retort::quant {
 
 struct QuantizeJobOptions {
-  std::string model_path;  // HF directory or .gguf (GGUF output: HF directory only)
-  std::string out;         // compressed-tensors directory, or .gguf file
+  std::string model_path;         // HF directory or .gguf (GGUF output: HF directory only)
+  std::string out;                // compressed-tensors directory, or .gguf file
+  bool replace_existing = false;  // an existing OUT is replaced once the new one is written
   bool to_gguf = false;
   ModelQuantOptions quant;  // compressed-tensors output
   // The scheme is a default, not the user's choice: where its group does not

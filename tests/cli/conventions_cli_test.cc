@@ -135,6 +135,17 @@ const std::vector<Command>& Commands() {
        Existing::kRefused, ""},
       {"prune", "prune {m} {OUT} --sparsity 0.5 --threads 1",
        "prune {m} -o {OUT} --sparsity 0.5 --threads 1", Out::kFolder, Existing::kRefused, ""},
+      {"quantize to compressed-tensors", "quantize {m} {OUT} --scheme int8-channel --threads 1",
+       "quantize {m} -o {OUT} --scheme int8-channel --threads 1", Out::kFolder, Existing::kRefused,
+       ""},
+      {"quantize to gguf", "quantize {m} {OUT} --type q8_0 --threads 1",
+       "quantize {m} --output {OUT} --type q8_0 --threads 1", Out::kFile, Existing::kRefused,
+       ".gguf"},
+      {"calibrate",
+       "calibrate {m} {OUT} --calib {text.txt} --calib-samples 4 --calib-seq-len 16 --threads 1",
+       "calibrate {m} -o {OUT} --calib {text.txt} --calib-samples 4 --calib-seq-len 16 "
+       "--threads 1",
+       Out::kFile, Existing::kRefused, ".gguf"},
       {"distill",
        "distill {m} {OUT} --data {text.txt} --max-steps 2 --seq-len 32 --batch-rows 2 --threads 1",
        "distill {m} -o {OUT} --data {text.txt} --max-steps 2 --seq-len 32 --batch-rows 2 "
