@@ -9,6 +9,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "distill/data.h"
+#include "distill/on_policy.h"
 #include "distill/trainer.h"
 #include "kernels/collective.h"
 #include "model/model_files.h"
@@ -22,6 +23,42 @@ std::string MB(size_t bytes) { return absl::StrFormat("%.1f MiB", bytes / 104857
 absl::StatusOr<std::unique_ptr<TrainModel>> LoadTrainModel(const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<Transformer> engine, LoadEngine(path));
   return TrainModel::FromTransformer(*engine);
+}
+
+// Logit distillation compares the two models id by id: the teacher's
+// vocabulary must be the student's, or the student's plus padding rows
+// (Qwen2.5: 152,064 vs 151,936), with the same token at every shared id.
+absl::Status CheckTeacherVocabulary(const TrainStudentOptions& a, const Tokenizer& student_tok,
+                                    int64_t student_vocab, int64_t teacher_vocab,
+                                    ProgressSink& sink, bool progress) {
+  if (teacher_vocab == student_vocab) return absl::OkStatus();
+  if (teacher_vocab < student_vocab) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--teacher ", a.teacher, " has a vocabulary of ", teacher_vocab, " tokens, the student ",
+        student_vocab, ": logit distillation needs the student's vocabulary in the teacher's"));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> teacher_tok, LoadTokenizer(a.teacher));
+  const int32_t shared = std::min(student_tok.vocab_size(), teacher_tok->vocab_size());
+  if (teacher_tok->vocab_size() > student_vocab && student_tok.vocab_size() <= student_vocab &&
+      teacher_tok->vocab_size() != student_tok.vocab_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--teacher ", a.teacher, "'s tokenizer has ", teacher_tok->vocab_size(),
+                     " tokens, more than the student's vocabulary of ", student_vocab,
+                     ": logit distillation needs the same tokenizer"));
+  }
+  for (int32_t id = 0; id < shared; ++id) {
+    if (student_tok.TokenText(id) != teacher_tok->TokenText(id)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--teacher ", a.teacher, "'s tokenizer differs from the student's at id ",
+                       id, ": logit distillation needs the same tokenizer"));
+    }
+  }
+  if (progress) {
+    sink.Line(absl::StrCat("teacher vocabulary ", teacher_vocab, " = the student's ", student_vocab,
+                           " + ", teacher_vocab - student_vocab,
+                           " padding rows (same tokenizer): compared over the student's ids"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -42,12 +79,8 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
   std::unique_ptr<TrainModel> teacher;
   if (!a.teacher.empty()) {
     ASSIGN_OR_RETURN(teacher, LoadTrainModel(a.teacher));
-    if (teacher->config().vocab_size != student->config().vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--teacher ", a.teacher, " has a vocabulary of ", teacher->config().vocab_size,
-          " tokens, the student ", student->config().vocab_size,
-          ": logit distillation needs the same tokenizer"));
-    }
+    RETURN_IF_ERROR(CheckTeacherVocabulary(a, *tokenizer, student->config().vocab_size,
+                                           teacher->config().vocab_size, sink, progress));
     teacher->SetActivationCheckpointing(true);  // forward only: nothing to keep
     teacher->ReleaseGradients();
   }
@@ -61,7 +94,18 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
   dopt.text.chunk_tokens = a.chunk_tokens;
   dopt.progress_every = progress ? 10000 : 0;
   dopt.sink = &sink;
-  ASSIGN_OR_RETURN(Dataset data, Dataset::Load(a.data, *tokenizer, tmpl.get(), dopt));
+  if (a.on_policy && teacher == nullptr) {
+    return absl::InvalidArgumentError(
+        "--on-policy needs --teacher MODEL: the teacher scores the student's samples");
+  }
+  if (a.data.empty() && !(a.on_policy && a.lambda >= 1)) {
+    return absl::InvalidArgumentError(
+        a.on_policy ? "--lambda below 1 takes off-policy batches from --data: give --data"
+                    : "no training data: give --data FILE...");
+  }
+  ASSIGN_OR_RETURN(Dataset data, a.data.empty()
+                                     ? absl::StatusOr<Dataset>(Dataset())
+                                     : Dataset::Load(a.data, *tokenizer, tmpl.get(), dopt));
   PackingOptions popt;
   popt.seq_len = a.seq_len;
   popt.rows_per_batch = a.rows;
@@ -80,7 +124,10 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
   popt.seed = a.seed;
   popt.rank = collective->rank();
   popt.world_size = collective->world_size();
-  ASSIGN_OR_RETURN(std::unique_ptr<DataLoader> train, DataLoader::Create(&data.train(), popt));
+  std::unique_ptr<DataLoader> train;
+  if (!a.data.empty()) {
+    ASSIGN_OR_RETURN(train, DataLoader::Create(&data.train(), popt));
+  }
   std::unique_ptr<DataLoader> eval;
   if (!data.eval().empty()) {
     PackingOptions eopt = popt;
@@ -116,7 +163,7 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
     return absl::InvalidArgumentError(
         absl::StrCat("--topk-tail: expected bucket or renormalize, got \"", a.topk_tail, "\""));
   }
-  if (a.kd_weight > 0 && teacher == nullptr && train->top_k() == 0) {
+  if (a.kd_weight > 0 && teacher == nullptr && (train == nullptr || train->top_k() == 0)) {
     return absl::InvalidArgumentError(
         "--kd-weight > 0 needs a teacher: --teacher MODEL, or trace shards with top-k log-probs "
         "in --data");
@@ -132,10 +179,38 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
   ASSIGN_OR_RETURN(t.extra_files, TokenizerFiles(a.student));
   t.run_description = a.command_line;
 
+  std::unique_ptr<OnPolicySampler> sampler;
+  if (a.on_policy) {
+    OnPolicyOptions o;
+    o.prompts = a.prompts;
+    o.prompts_per_batch = a.prompts_per_batch;
+    o.temperature = a.sample_temperature;
+    o.top_p = a.sample_top_p;
+    o.max_new_tokens = a.max_new_tokens;
+    o.lambda = a.lambda;
+    o.verifier = a.verifier;
+    ASSIGN_OR_RETURN(o.think, ParseThinkPrefix(a.think));
+    o.seed = a.seed;
+    ASSIGN_OR_RETURN(sampler,
+                     OnPolicySampler::Create(o, *tokenizer, tmpl.get(),
+                                             student->config().max_position_embeddings,
+                                             collective->rank(), collective->world_size()));
+    t.on_policy_loss.ce_weight = 0;
+    t.on_policy_loss.kd_weight = 1;
+    ASSIGN_OR_RETURN(t.on_policy_loss.divergence, ParseKdDivergence(a.on_policy_loss));
+    if (t.on_policy_loss.divergence == KdDivergence::kForwardKl) {
+      return absl::InvalidArgumentError(
+          "--on-policy-loss: expected sampled_reverse_kl, reverse_kl or jsd (forward KL is "
+          "what off-policy distillation on traces minimises)");
+    }
+    t.on_policy_loss.jsd_beta = a.jsd_beta;
+  }
+
   Trainer trainer(student.get(), teacher.get(), train.get(), eval.get(), collective.get(), t);
+  if (sampler != nullptr) trainer.set_on_policy(sampler.get());
   if (progress) {
     DataSummary summary = data.summary();
-    summary.Merge(train->packing_summary());
+    if (train) summary.Merge(train->packing_summary());
     const ModelConfig& c = student->config();
     std::ostringstream text;
     text << "student: " << a.student << " (" << HumanCount(student->num_parameters())
@@ -143,7 +218,14 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
          << (teacher ? absl::StrCat("teacher: ", a.teacher, " (online, ",
                                     HumanCount(teacher->num_parameters()), " parameters)\n")
                      : std::string())
-         << summary.ToString() << "\n"
+         << (train ? summary.ToString() + "\n" : std::string())
+         << (sampler ? absl::StrFormat(
+                           "on-policy: %d prompts from %s, %d per micro-batch, loss %s, lambda "
+                           "%g, sampling at temperature %g top-p %g, up to %d new tokens%s\n",
+                           sampler->num_prompts(), a.prompts, a.prompts_per_batch, a.on_policy_loss,
+                           a.lambda, a.sample_temperature, a.sample_top_p, a.max_new_tokens,
+                           a.verifier.empty() ? "" : ", verifier " + a.verifier)
+                     : std::string())
          << "ranks: " << collective->Describe() << ", threads per rank: " << NumThreads() << "\n"
          << "steps: " << trainer.TotalSteps() << " of " << a.grad_accum << " x "
          << collective->world_size() << " micro-batches of " << a.rows << " x " << a.seq_len

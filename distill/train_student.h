@@ -40,6 +40,16 @@ struct TrainStudentOptions {
   // less memory, one more forward pass per step. An online teacher always
   // keeps only its layer inputs (it never runs backward).
   bool gradient_checkpointing = false;
+  // On-policy distillation (distill/on_policy.h): with probability `lambda`
+  // a micro-batch is the student's own completions of `prompts_per_batch`
+  // prompts, scored by the --teacher and trained with `on_policy_loss`
+  // (sampled_reverse_kl, reverse_kl or jsd with jsd_beta); otherwise it comes
+  // from --data with the loss above. --data may be left out at lambda 1.
+  bool on_policy = false;
+  std::string prompts, on_policy_loss = "sampled_reverse_kl", verifier, think = "auto";
+  int64_t prompts_per_batch = 8, max_new_tokens = 256;
+  float sample_temperature = 1, sample_top_p = 1;
+  double lambda = 1;
   std::string command_line;  // recorded in the output as run.json (provenance)
 };
 

@@ -113,11 +113,19 @@ void Trainer::ApplySparsity(float* arena) {
 int64_t Trainer::TotalSteps() const {
   if (options_.max_steps > 0) return options_.max_steps;
   const double per_step = static_cast<double>(options_.grad_accum) * collective_->world_size();
+  if (train_ == nullptr) {  // on-policy only: epochs over the prompts
+    const double samples = static_cast<double>(on_policy_->num_prompts()) * options_.epochs;
+    return std::max<int64_t>(
+        1,
+        static_cast<int64_t>(std::ceil(
+            samples / (per_step * static_cast<double>(on_policy_->options().prompts_per_batch)))));
+  }
   const double batches = static_cast<double>(train_->BatchesInEpoch(0)) * options_.epochs;
   return std::max<int64_t>(1, static_cast<int64_t>(std::floor(batches / per_step)));
 }
 
-absl::StatusOr<Trainer::StepStats> Trainer::RunMicroBatch(const PackedBatch& batch, bool backward) {
+absl::StatusOr<Trainer::StepStats> Trainer::RunMicroBatch(const PackedBatch& batch, bool backward,
+                                                          const LossOptions& loss) {
   const ModelConfig& c = student_->config();
   const int64_t n = static_cast<int64_t>(batch.tokens.size());
   const int64_t d = c.hidden_size;
@@ -126,24 +134,29 @@ absl::StatusOr<Trainer::StepStats> Trainer::RunMicroBatch(const PackedBatch& bat
   RETURN_IF_ERROR(student_->Forward(batch.tokens.data(), batch.positions.data(),
                                     batch.doc_start.data(), n, hidden_.data()));
   TeacherSignal teacher;
-  if (teacher_ != nullptr && options_.loss.kd_weight > 0) {
+  StepStats s;
+  if (teacher_ != nullptr && loss.kd_weight > 0) {
+    const auto t0 = Clock::now();
     const int64_t td = teacher_->config().hidden_size;
     teacher_hidden_.resize(n * td);
     RETURN_IF_ERROR(teacher_->Forward(batch.tokens.data(), batch.positions.data(),
                                       batch.doc_start.data(), n, teacher_hidden_.data()));
+    // A teacher whose vocabulary is the student's plus padding rows (Qwen2.5:
+    // 152,064 vs 151,936; train_student checks the tokenizers) is read over
+    // the student's ids: the first rows of its row-major head.
     teacher = TeacherSignal::Dense(teacher_hidden_.data(), td, teacher_->lm_head(),
-                                   teacher_->config().vocab_size);
-  } else if (batch.top_k > 0 && options_.loss.kd_weight > 0) {
+                                   std::min(teacher_->config().vocab_size, c.vocab_size));
+    s.teacher_s = Seconds(t0, Clock::now());
+  } else if (batch.top_k > 0 && loss.kd_weight > 0) {
     // Rows without teacher data hold only empty slots (-1): their KD term is
     // zero (teacher and student both put all mass in the tail bucket).
     teacher = TeacherSignal::TopK(batch.topk_ids.data(), batch.topk_logprobs.data(), batch.top_k);
   }
   ASSIGN_OR_RETURN(LossResult r,
                    ComputeLoss(hidden_.data(), n, d, student_->lm_head(), c.vocab_size,
-                               batch.targets.data(), teacher, options_.loss, 1.0f, dhidden_.data(),
+                               batch.targets.data(), teacher, loss, 1.0f, dhidden_.data(),
                                backward ? student_->lm_head_grad() : nullptr));
   if (backward) RETURN_IF_ERROR(student_->Backward(dhidden_.data()));
-  StepStats s;
   s.loss_sum = r.loss_sum;
   s.ce_sum = r.ce_sum;
   s.kd_sum = r.kd_sum;
@@ -161,7 +174,7 @@ absl::StatusOr<double> Trainer::Evaluate() {
   PackedBatch batch;
   for (int64_t i = 0; i < limit; ++i) {
     if (!eval_->Next(&batch)) break;
-    ASSIGN_OR_RETURN(StepStats s, RunMicroBatch(batch, /*backward=*/false));
+    ASSIGN_OR_RETURN(StepStats s, RunMicroBatch(batch, /*backward=*/false, options_.loss));
     sums[0] += s.loss_sum;
     sums[1] += s.tokens;
   }
@@ -210,7 +223,12 @@ absl::Status Trainer::SaveCheckpoint(int64_t step, const std::string& name) {
       nlohmann::ordered_json ts;
       ts["step"] = step;
       ts["optimizer_step"] = optimizer_->step();
-      ts["data_position"] = train_->position().ToJson();
+      if (train_ != nullptr) ts["data_position"] = train_->position().ToJson();
+      if (on_policy_ != nullptr) {
+        ts["on_policy"] = {
+            {"next_sample", on_policy_->FirstSampleOfStep(step, options_.grad_accum)},
+            {"seed", on_policy_->options().seed}};
+      }
       ts["tokens"] = tokens_before_;
       ts["elapsed_s"] = elapsed_at_save_;
       ts["num_parameters"] = np;
@@ -233,27 +251,38 @@ absl::Status Trainer::SaveCheckpoint(int64_t step, const std::string& name) {
 }
 
 nlohmann::json Trainer::ResumeSettings() {
-  if (data_hash_ == 0) data_hash_ = train_->ContentHash();
-  return {{"data", absl::StrFormat("%016x", data_hash_)},
-          {"batches_per_epoch", train_->BatchesInEpoch(0)},
-          {"steps", TotalSteps()},
-          {"lr", options_.schedule.peak_lr},
-          {"min_lr", options_.schedule.min_lr},
-          {"warmup_steps", options_.schedule.warmup_steps},
-          {"schedule", LrScheduleName(options_.schedule.kind)},
-          {"grad_accum", options_.grad_accum}};
+  nlohmann::json j;
+  if (train_ != nullptr) {
+    if (data_hash_ == 0) data_hash_ = train_->ContentHash();
+    j["data"] = absl::StrFormat("%016x", data_hash_);
+    j["batches_per_epoch"] = train_->BatchesInEpoch(0);
+  }
+  if (on_policy_ != nullptr) {
+    const OnPolicyOptions& o = on_policy_->options();
+    j["prompts"] = absl::StrFormat("%016x", on_policy_->ContentHash());
+    j["prompts_per_batch"] = o.prompts_per_batch;
+    j["lambda"] = o.lambda;
+    j["on_policy_loss"] = KdDivergenceName(options_.on_policy_loss.divergence);
+  }
+  j["steps"] = TotalSteps();
+  j["lr"] = options_.schedule.peak_lr;
+  j["min_lr"] = options_.schedule.min_lr;
+  j["warmup_steps"] = options_.schedule.warmup_steps;
+  j["schedule"] = LrScheduleName(options_.schedule.kind);
+  j["grad_accum"] = options_.grad_accum;
+  return j;
 }
 
 absl::Status Trainer::CheckResumeSettings(const std::string& dir, const nlohmann::json& saved) {
   const nlohmann::json now = ResumeSettings();
   // Other data (or packing) makes the saved data position meaningless.
-  for (const char* key : {"data", "batches_per_epoch"}) {
+  for (const char* key : {"data", "batches_per_epoch", "prompts"}) {
     if (saved.contains(key) && saved[key] != now[key]) {
       return absl::FailedPreconditionError(absl::StrCat(
           dir, ": the checkpoint was trained on other data (", key, " ", saved[key].dump(),
           ", now ", now[key].dump(),
-          "): resume with the same --data and --seq-len/--batch-rows, or choose another "
-          "--output"));
+          "): resume with the same --data, --prompts and --seq-len/--batch-rows, or choose "
+          "another --output"));
     }
   }
   // Other lengths and rates are allowed, and said loudly.
@@ -290,8 +319,10 @@ absl::Status Trainer::LoadLatestCheckpoint(int64_t* step) {
     ts = nlohmann::json::parse(text);
     *step = ts.at("step").get<int64_t>();
     if (ts.contains("settings")) RETURN_IF_ERROR(CheckResumeSettings(dir, ts["settings"]));
-    ASSIGN_OR_RETURN(DataPosition pos, DataPosition::FromJson(ts.at("data_position")));
-    RETURN_IF_ERROR(train_->Seek(pos));
+    if (train_ != nullptr) {
+      ASSIGN_OR_RETURN(DataPosition pos, DataPosition::FromJson(ts.at("data_position")));
+      RETURN_IF_ERROR(train_->Seek(pos));
+    }
     tokens_before_ = ts.value("tokens", int64_t{0});
     elapsed_before_ = ts.value("elapsed_s", 0.0);
     if (ts.value("num_parameters", int64_t{-1}) != student_->num_parameters()) {
@@ -397,23 +428,52 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     }
   }
   std::vector<double> scalars(4);
+  // On-policy step totals: OnPolicyStats, then the on-policy kd sum and
+  // tokens and the teacher's seconds (summed over ranks with the rest).
+  constexpr int kOnPolicy = OnPolicyStats::kFields;
+  std::vector<double> op_scalars(kOnPolicy + 3);
   while (step < total) {
     const auto ts = Clock::now();
     student_->ZeroGrads();
     StepStats acc;
+    OnPolicyStats op;
+    double op_kd = 0, op_tokens = 0, teacher_s = 0;
+    std::unique_ptr<Transformer> sampler_model;  // the student's weights of this step
     for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
-      if (!train_->Next(&batch)) {
+      const bool on =
+          on_policy_ != nullptr && on_policy_->IsOnPolicy(step, micro, options_.grad_accum);
+      if (on) {
+        if (sampler_model == nullptr) {
+          ASSIGN_OR_RETURN(sampler_model, student_->ToTransformer());
+        }
+        RETURN_IF_ERROR(
+            on_policy_->Sample(*sampler_model, step, micro, options_.grad_accum, &batch, &op));
+      } else if (train_ == nullptr || !train_->Next(&batch)) {
         return absl::InternalError("the training data stream ended (the loader must repeat)");
       }
-      ASSIGN_OR_RETURN(StepStats s, RunMicroBatch(batch, /*backward=*/true));
+      ASSIGN_OR_RETURN(StepStats s, RunMicroBatch(batch, /*backward=*/true,
+                                                  on ? options_.on_policy_loss : options_.loss));
       acc.loss_sum += s.loss_sum;
       acc.ce_sum += s.ce_sum;
       acc.kd_sum += s.kd_sum;
       acc.tokens += s.tokens;
+      teacher_s += s.teacher_s;
+      if (on) {
+        op_kd += s.kd_sum;
+        op_tokens += s.tokens;
+      }
     }
     // Sum over ranks, then the gradient of the mean loss per target token.
     scalars = {acc.loss_sum, acc.ce_sum, acc.kd_sum, acc.tokens};
     RETURN_IF_ERROR(collective_->AllReduceSum(scalars.data(), 4));
+    if (on_policy_ != nullptr) {
+      std::copy_n(op.data(), kOnPolicy, op_scalars.begin());
+      op_scalars[kOnPolicy] = op_kd;
+      op_scalars[kOnPolicy + 1] = op_tokens;
+      op_scalars[kOnPolicy + 2] = teacher_s;
+      RETURN_IF_ERROR(collective_->AllReduceSum(op_scalars.data(), kOnPolicy + 3));
+      std::copy_n(op_scalars.begin(), kOnPolicy, op.data());
+    }
     RETURN_IF_ERROR(collective_->AllReduceSum(student_->grad_arena(), student_->num_parameters()));
     const double tokens = scalars[3];
     const double loss = tokens > 0 ? scalars[0] / tokens : 0.0;
@@ -454,14 +514,43 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
       m["tokens"] = static_cast<int64_t>(tokens);
       m["step_s"] = Seconds(ts, tn);
       m["tokens_per_s"] = tok_s;
+      if (on_policy_ != nullptr) {
+        // Seconds are summed over ranks: divided by the world size, per rank.
+        const double ranks = collective_->world_size();
+        const double gen_s = op.generate_s / ranks, teach_s = op_scalars[kOnPolicy + 2] / ranks;
+        m["on_policy_batches"] = static_cast<int64_t>(op.batches);
+        if (op.batches > 0) {
+          // The on-policy divergence per student token: reverse KL (exact,
+          // or the sampled-token estimate) or the JSD.
+          const bool jsd = options_.on_policy_loss.divergence == KdDivergence::kJsd;
+          m[jsd ? "jsd" : "reverse_kl"] =
+              op_scalars[kOnPolicy] / std::max(1.0, op_scalars[kOnPolicy + 1]);
+          m["sample_tokens"] = op.completion_tokens / std::max(1.0, op.samples);
+          m["finish_stop"] = static_cast<int64_t>(op.stopped);
+          m["finish_length"] = static_cast<int64_t>(op.truncated);
+          if (op.verified > 0) m["sampled_accuracy"] = op.correct / op.verified;
+          m["generate_tok_s"] = gen_s > 0 ? op.completion_tokens / ranks / gen_s : 0.0;
+        }
+        m["generate_s"] = gen_s;
+        m["teacher_s"] = teach_s;
+        m["train_s"] = std::max(0.0, Seconds(ts, tn) - gen_s - teach_s);
+      }
       m["elapsed_s"] = elapsed_before_ + elapsed;
       RETURN_IF_ERROR(AppendMetrics(m.dump()));
     }
     if (on_step_) on_step_(step, loss);
     if (options_.progress && rank0) {
       const double per_step = elapsed / static_cast<double>(run_steps + 1);
-      Sink().Status(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | %.0f tok/s | ETA %s", step,
-                                    total, loss, lr, tok_s,
+      std::string on_policy;  // this step's on-policy figures, when it had any
+      if (op.batches > 0) {
+        on_policy = absl::StrFormat(" | sample %.0f tok", op.completion_tokens / op.samples);
+        if (op.verified > 0) {
+          absl::StrAppend(&on_policy,
+                          absl::StrFormat(" | sampled acc %.2f", op.correct / op.verified));
+        }
+      }
+      Sink().Status(absl::StrFormat("step %d/%d | loss %.4f%s | lr %.2e | %.0f tok/s | ETA %s",
+                                    step, total, loss, on_policy, lr, tok_s,
                                     HumanDuration(per_step * (total - step))));
     }
     ++run_steps;

@@ -37,6 +37,7 @@
 #include "core/progress.h"
 #include "distill/data.h"
 #include "distill/loss.h"
+#include "distill/on_policy.h"
 #include "distill/optimizer.h"
 #include "kernels/collective.h"
 #include "model/train_model.h"
@@ -60,6 +61,9 @@ struct TrainerOptions {
   float clip_grad_norm = 1.0f;  // <= 0: no clipping
 
   LossOptions loss;
+  // On-policy micro-batches (set_on_policy): their loss, on the student's own
+  // samples (kd_weight > 0: sampled_reverse_kl, reverse_kl or jsd).
+  LossOptions on_policy_loss;
 
   int64_t save_every = 0;  // steps between checkpoints; 0: only at the end
   int keep_checkpoints = 2;
@@ -97,6 +101,7 @@ struct TrainerSummary {
 class Trainer {
  public:
   // `teacher` may be null (SFT only). `eval` may be null (no held-out split).
+  // `train` may be null only with an on-policy sampler whose lambda is 1.
   // The pointers must outlive the trainer.
   Trainer(TrainModel* student, TrainModel* teacher, DataLoader* train, DataLoader* eval,
           Collective* collective, TrainerOptions options);
@@ -106,6 +111,16 @@ class Trainer {
   // Optimizer steps of the run (known after the data is loaded).
   int64_t TotalSteps() const;
 
+  // On-policy distillation (distill/on_policy.h): micro-batches the sampler
+  // calls on-policy are drawn from the student (an inference copy of its
+  // weights made once per step) and trained with options.on_policy_loss; the
+  // others come from `train` with options.loss. Each step's metrics line adds
+  // on_policy_batches, reverse_kl (kd per on-policy token), sample_tokens
+  // (mean completion length), finish_stop / finish_length, sampled_accuracy
+  // (with a verifier), and generate_s / teacher_s / train_s with
+  // generate_tok_s. The sampler must outlive the trainer.
+  void set_on_policy(OnPolicySampler* sampler) { on_policy_ = sampler; }
+
   // Called after every optimizer step with (step, mean loss); tests use it.
   void set_step_callback(std::function<void(int64_t, double)> fn) { on_step_ = std::move(fn); }
 
@@ -113,8 +128,10 @@ class Trainer {
   ProgressSink& Sink() const { return options_.sink ? *options_.sink : StderrProgress(); }
   struct StepStats {
     double loss_sum = 0, ce_sum = 0, kd_sum = 0, tokens = 0;
+    double teacher_s = 0;  // the online teacher's forward
   };
-  absl::StatusOr<StepStats> RunMicroBatch(const PackedBatch& batch, bool backward);
+  absl::StatusOr<StepStats> RunMicroBatch(const PackedBatch& batch, bool backward,
+                                          const LossOptions& loss);
   absl::StatusOr<double> Evaluate();
   absl::Status SaveCheckpoint(int64_t step, const std::string& name);
   absl::Status LoadLatestCheckpoint(int64_t* step);
@@ -139,6 +156,7 @@ class Trainer {
   TrainerOptions options_;
   std::optional<AdamW> optimizer_;
   std::function<void(int64_t, double)> on_step_;
+  OnPolicySampler* on_policy_ = nullptr;
   std::vector<float> hidden_, dhidden_, teacher_hidden_;
   std::vector<int64_t> sparse_zeros_;  // arena offsets held at zero (keep_sparsity)
   double elapsed_before_ = 0;          // seconds of earlier runs (resume)

@@ -19,9 +19,10 @@ class DistillJob : public JobCommand {
     opts.add_options()(
         "student", RequiredOnCommandLine(&a.student, command_line),
         "student model: HF directory (e.g. from `retort init`) or GGUF (dequantized to f32)")(
-        "data", RequiredOnCommandLine(&a.data, command_line)->multitoken(),
+        "data", po::value(&a.data)->multitoken(),
         "training files: *.jsonl (chats/traces: OpenAI messages, ShareGPT, open-r1, retort "
-        "traces), *.txt (plain text), trace shards (token ids + teacher top-k)");
+        "traces), *.txt (plain text), trace shards (token ids + teacher top-k); optional only "
+        "with --on-policy at --lambda 1");
     out_.AddOptions(opts, command_line, "output directory (checkpoints, final/, metrics.jsonl)");
     opts.add_options()("teacher", po::value(&a.teacher),
                        "online teacher for logit distillation (same tokenizer)")(
@@ -86,6 +87,30 @@ class DistillJob : public JobCommand {
         "threads", po::value(&a.threads)->default_value(0),
         "worker threads per rank (0 = all cores / ranks)")("quiet,q", po::bool_switch(&a.quiet),
                                                            "no progress output");
+    po::options_description op("On-policy distillation (the student samples, the teacher scores)");
+    op.add_options()("on-policy", po::bool_switch(&a.on_policy),
+                     "train on the student's own completions of --prompts, scored by --teacher")(
+        "prompts", po::value(&a.prompts),
+        "prompts JSONL ({\"id\", \"prompt\" or \"messages\", optional \"answer\"})")(
+        "on-policy-loss", po::value(&a.on_policy_loss)->default_value("sampled_reverse_kl"),
+        "sampled_reverse_kl (per-token log p - log q as the cost of each sampled token), "
+        "reverse_kl or jsd (--jsd-beta) over the vocabulary")(
+        "lambda", po::value(&a.lambda)->default_value(1.0),
+        "probability that a micro-batch is on-policy; the others are off-policy from --data "
+        "with --ce-weight/--kd-weight (GKD's lambda)")(
+        "prompts-per-batch", po::value(&a.prompts_per_batch)->default_value(8),
+        "student samples per on-policy micro-batch (one per prompt)")(
+        "sample-temperature", po::value(&a.sample_temperature)->default_value(1.0f),
+        "the student's sampling temperature (0: greedy)")(
+        "sample-top-p", po::value(&a.sample_top_p)->default_value(1.0f), "nucleus sampling")(
+        "max-new-tokens", po::value(&a.max_new_tokens)->default_value(256),
+        "longest student completion")(
+        "verifier", po::value(&a.verifier),
+        "check each sample against the prompt's \"answer\" (math, exact, regex:..., "
+        "command:...): the metrics get the sampled accuracy (logged, not optimised)")(
+        "think", po::value(&a.think)->default_value("auto"),
+        "open the assistant turn with <think>: auto, on or off");
+    opts.add(op);
   }
   std::vector<std::string> Positionals() const override { return {"student", "output"}; }
   const OutputOption* Output() const override { return &out_; }
@@ -121,6 +146,18 @@ class DistillJob : public JobCommand {
     f.Text("overlong", d.overlong(), &a.overlong);
     f.Flag("all-assistant-turns", d.all_assistant_turns(), &a.all_turns);
     f.Flag("keep-sparsity", d.keep_sparsity(), &a.keep_sparsity);
+    f.Flag("on-policy", d.on_policy(), &a.on_policy);
+    f.Text("prompts", d.prompts(), &a.prompts);
+    f.Text("on-policy-loss", d.on_policy_loss(), &a.on_policy_loss);
+    f.Num("lambda", d.has_lambda(), d.lambda(), &a.lambda);
+    f.Num("prompts-per-batch", d.has_prompts_per_batch(), d.prompts_per_batch(),
+          &a.prompts_per_batch);
+    f.Num("sample-temperature", d.has_sample_temperature(), d.sample_temperature(),
+          &a.sample_temperature);
+    f.Num("sample-top-p", d.has_sample_top_p(), d.sample_top_p(), &a.sample_top_p);
+    f.Num("max-new-tokens", d.has_max_new_tokens(), d.max_new_tokens(), &a.max_new_tokens);
+    f.Text("verifier", d.verifier(), &a.verifier);
+    f.Num("jsd-beta", d.has_jsd_beta(), d.jsd_beta(), &a.jsd_beta);
     f.Num("threads", context.threads > 0, context.threads, &a.threads);
     if (context.resume) a.resume = true;
     return f.status();

@@ -157,6 +157,45 @@ void LossSection(const RunInfo& run, std::string* out) {
   absl::StrAppend(out, LineChart(o, series), "</section>\n");
 }
 
+// On-policy distillation stages: the divergence on the student's own samples
+// and the student's sampled accuracy, per step (absent without such stages).
+void OnPolicySection(const RunInfo& run, std::string* out) {
+  std::vector<Series> kd, acc;
+  int color = 0;
+  for (const StageInfo& s : run.stages) {
+    if (!s.curves) continue;
+    if (!s.curves->on_policy_kd.empty()) {
+      kd.push_back({s.label, s.curves->on_policy_steps, s.curves->on_policy_kd,
+                    Series::Style::kLine, color});
+    }
+    if (!s.curves->sampled_accuracy.empty()) {
+      acc.push_back({s.label, s.curves->accuracy_steps, s.curves->sampled_accuracy,
+                     Series::Style::kPoints, color});
+    }
+    ++color;
+  }
+  if (kd.empty() && acc.empty()) return;
+  absl::StrAppend(out, "<section id=\"on-policy\">\n<h2>On-policy distillation</h2>\n");
+  ChartOptions o;
+  o.width = kChartWidth;
+  o.height = 320;
+  o.margin_right = 260;
+  o.x_label = "step";
+  if (!kd.empty()) {
+    o.id = "on-policy-kd-chart";
+    o.title = "Divergence to the teacher on the student's samples (per token)";
+    o.y_label = "reverse KL / JSD";
+    absl::StrAppend(out, LineChart(o, kd));
+  }
+  if (!acc.empty()) {
+    o.id = "on-policy-accuracy-chart";
+    o.title = "The student's sampled accuracy (verifier; logged, not optimised)";
+    o.y_label = "accuracy";
+    absl::StrAppend(out, LineChart(o, acc));
+  }
+  absl::StrAppend(out, "</section>\n");
+}
+
 std::vector<const StageInfo*> EvalStages(const RunInfo& run) {
   std::vector<const StageInfo*> out;
   for (const StageInfo& s : run.stages) {
@@ -318,6 +357,7 @@ std::string BuildReportPage(const RunInfo& run) {
   Header(run, &out);
   Notes(run, &out);
   LossSection(run, &out);
+  OnPolicySection(run, &out);
   AccuracySection(run, &out);
   TradeoffSection(run, &out);
   StagesTable(run, &out);

@@ -108,6 +108,18 @@ void ReadCurves(const std::string& path, const StageInfo& stage, RunInfo* run, S
       curves.eval_steps.push_back(step);
       curves.eval_loss.push_back(*eval);
     }
+    if (NumberField(j, "on_policy_batches").value_or(0) > 0) {
+      std::optional<double> kd = NumberField(j, "reverse_kl");
+      if (!kd) kd = NumberField(j, "jsd");
+      if (kd) {
+        curves.on_policy_steps.push_back(step);
+        curves.on_policy_kd.push_back(*kd);
+      }
+      if (std::optional<double> acc = NumberField(j, "sampled_accuracy")) {
+        curves.accuracy_steps.push_back(step);
+        curves.sampled_accuracy.push_back(*acc);
+      }
+    }
   }
   if (bad > 0) {
     run->notes.push_back(absl::StrCat(path, ": ", bad, " unreadable line", bad == 1 ? "" : "s",

@@ -34,6 +34,11 @@ struct StageFile {
 struct StageCurves {
   std::vector<double> steps, loss;            // {"step":N,"loss":x,...}
   std::vector<double> eval_steps, eval_loss;  // {"step":N,"eval_loss":x}
+  // On-policy distillation steps (on_policy_batches > 0): the divergence on
+  // the student's samples ("reverse_kl" or "jsd") and, with a verifier,
+  // "sampled_accuracy".
+  std::vector<double> on_policy_steps, on_policy_kd;
+  std::vector<double> accuracy_steps, sampled_accuracy;
 };
 
 struct StageInfo {

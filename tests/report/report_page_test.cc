@@ -128,6 +128,28 @@ TEST_F(ReportPageTest, AllSectionsAndCharts) {
   EXPECT_THAT(config, HasSubstr("&quot;group_size&quot;: 64"));
 }
 
+TEST_F(ReportPageTest, OnPolicyStagesGetTheirDivergenceAndAccuracyCharts) {
+  EXPECT_THAT(Page(), Not(HasSubstr("id=\"on-policy\"")));  // no on-policy stage
+  // An on-policy stage's lines: steps 1 and 3 on-policy (with a verifier),
+  // step 2 off-policy (GKD's lambda mix).
+  WriteRunFixture(root_ / "run", {});
+  std::string lines;
+  for (int step = 1; step <= 3; ++step) {
+    lines += "{\"step\":" + std::to_string(step) + ",\"loss\":1.5,\"on_policy_batches\":" +
+             (step == 2 ? "0" : "1,\"reverse_kl\":0.9,\"sampled_accuracy\":0.25") + "}\n";
+  }
+  ASSERT_TRUE(
+      WriteFileAtomically((root_ / "run" / "distill_traces" / "metrics.jsonl").string(), lines)
+          .ok());
+  absl::StatusOr<RunInfo> run = LoadRunDir((root_ / "run").string());
+  ASSERT_TRUE(run.ok()) << run.status();
+  const std::string html = BuildReportPage(*run);
+  const std::string section = Section(html, "on-policy");
+  EXPECT_THAT(section, HasSubstr("on-policy-kd-chart"));
+  EXPECT_THAT(section, HasSubstr("on-policy-accuracy-chart"));
+  EXPECT_EQ(Count(section, "<circle class=\"point\""), 2);  // the two on-policy steps
+}
+
 TEST_F(ReportPageTest, LabelsAndSettingsCannotInjectMarkup) {
   const std::string html = Page();
   EXPECT_THAT(html, Not(HasSubstr("<script")));

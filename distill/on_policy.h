@@ -1,0 +1,120 @@
+// On-policy distillation's sampler: the student writes the micro-batches it
+// is trained on (GKD, Agarwal et al. 2024; Thinking Machines' "On-Policy
+// Distillation", 2025).
+//
+// For an on-policy micro-batch the trainer hands the sampler an inference
+// copy of the student's current weights; the sampler draws one completion
+// for each of `prompts_per_batch` prompts with the batched generation engine
+// (distill/generation.h) and packs prompt + completion as one row each, with
+// the completion tokens as targets (the stop token included: a student must
+// learn to stop) and the prompt masked. The teacher then scores exactly those
+// tokens (the trainer's dense teacher, or an endpoint's token log-probs
+// stored in the batch) and the loss is one of kernels/lm_head_loss.h's
+// divergences on them: sampled_reverse_kl, reverse_kl or jsd.
+//
+// Everything is a pure function of (seed, step, micro-batch), so a resumed
+// run redraws exactly what the uninterrupted one drew and nothing but the
+// step needs saving (trainer_state.json records the positions anyway):
+//   * GKD's lambda mix: micro-batch m of step s (global index g = s * A + m
+//     for A micro-batches per step) is on-policy iff
+//     Uniform(Xoshiro256(splitmix64(seed ^ splitmix64(g + 0x6f6e)))) < lambda,
+//     the same draw on every rank; otherwise the trainer takes the next
+//     off-policy batch from its trace data.
+//   * Prompts: sample j of rank r in micro-batch g is sample number
+//     i = (g * W + r) * B + j of an endless stream of epochs over the
+//     prompts, each epoch in EpochPermutation(P, seed, epoch) order (B
+//     prompts per batch, W ranks, P prompts). Off-policy micro-batches leave
+//     their prompts unused.
+//   * Sampling seed of sample i: TraceSampleSeed(seed, prompt id, i).
+//
+// With a verifier and prompts that carry an "answer", every sample is
+// verified (its answer part, after </think>); the counts go into the step's
+// metrics as the student's sampled accuracy. Nothing is optimised for it.
+//
+// Thread-safety: one sampler per trainer, used from its thread.
+#ifndef RETORT_DISTILL_ON_POLICY_H_
+#define RETORT_DISTILL_ON_POLICY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "distill/data_loader.h"
+#include "distill/trace_prompts.h"
+#include "distill/verify.h"
+#include "model/transformer.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace retort {
+
+struct OnPolicyOptions {
+  std::string prompts;  // prompts JSONL (distill/trace_prompts.h)
+  int64_t prompts_per_batch = 8;
+  float temperature = 1.f;  // sampling (0: greedy)
+  float top_p = 1.f;
+  int64_t max_new_tokens = 256;
+  double lambda = 1.0;   // probability that a micro-batch is on-policy
+  std::string verifier;  // spec (distill/verify.h) or empty
+  ThinkPrefix think = ThinkPrefix::kAuto;
+  uint64_t seed = 0;
+};
+
+// What the on-policy micro-batches of a step generated (summed over ranks by
+// the trainer).
+struct OnPolicyStats {
+  double batches = 0, samples = 0, completion_tokens = 0;
+  double stopped = 0, truncated = 0;  // finish reasons "stop" / "length"
+  double verified = 0, correct = 0;   // samples with an answer to check
+  double generate_s = 0;
+  static constexpr int kFields = 8;
+  double* data() { return &batches; }
+};
+
+class OnPolicySampler {
+ public:
+  // Reads and renders the prompts (errors name the file and line).
+  // `chat_template` may not be null; `max_context` bounds prompt + completion.
+  static absl::StatusOr<std::unique_ptr<OnPolicySampler>> Create(
+      const OnPolicyOptions& options, const Tokenizer& tokenizer,
+      const ChatTemplate* chat_template, int64_t max_context, int rank, int world_size);
+
+  // Whether micro-batch `micro` of step `step` is on-policy (see the top).
+  bool IsOnPolicy(int64_t step, int64_t micro, int64_t grad_accum) const;
+
+  // This rank's samples of that micro-batch, drawn from `student`, packed
+  // into *batch (one row per sample; top-k fields empty). Adds to *stats.
+  absl::Status Sample(const Transformer& student, int64_t step, int64_t micro,
+                      int64_t grad_accum, PackedBatch* batch, OnPolicyStats* stats);
+
+  // The first stream sample of step `step` (what trainer_state.json records).
+  int64_t FirstSampleOfStep(int64_t step, int64_t grad_accum) const;
+  int64_t num_prompts() const { return static_cast<int64_t>(prompts_.size()); }
+  // A hash of the rendered prompts: a resumed run checks it.
+  uint64_t ContentHash() const;
+  const OnPolicyOptions& options() const { return options_; }
+
+ private:
+  OnPolicySampler(const OnPolicyOptions& options, const Tokenizer& tokenizer, int rank,
+                  int world_size)
+      : options_(options), tokenizer_(tokenizer), rank_(rank), world_size_(world_size) {}
+  // The prompt of stream sample i.
+  int64_t PromptOf(int64_t i);
+
+  OnPolicyOptions options_;
+  const Tokenizer& tokenizer_;
+  int rank_, world_size_;
+  int64_t max_context_ = 0;
+  std::vector<TracePrompt> prompts_;
+  std::vector<RenderedPrompt> rendered_;
+  std::unique_ptr<Verifier> verifier_;
+  int64_t perm_epoch_ = -1;
+  std::vector<uint32_t> perm_;
+};
+
+}  // namespace retort
+
+#endif  // RETORT_DISTILL_ON_POLICY_H_
