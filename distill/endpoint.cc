@@ -474,28 +474,188 @@ absl::StatusOr<ChatResponse> EndpointClient::ChatCompletion(const nlohmann::json
   return response;
 }
 
-std::future<absl::StatusOr<ChatResponse>> EndpointClient::ChatCompletionAsync(
-    nlohmann::json messages, ChatParams params) {
-  auto promise = std::make_shared<std::promise<absl::StatusOr<ChatResponse>>>();
-  std::future<absl::StatusOr<ChatResponse>> future = promise->get_future();
+template <typename T>
+std::future<absl::StatusOr<T>> EndpointClient::RunAsync(const std::string& path,
+                                                        std::function<absl::StatusOr<T>()> call) {
+  auto promise = std::make_shared<std::promise<absl::StatusOr<T>>>();
+  std::future<absl::StatusOr<T>> future = promise->get_future();
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
     if (stopping_) {
       promise->set_value(absl::CancelledError("endpoint client is shutting down"));
       return future;
     }
-    queue_.push_back([this, promise, messages = std::move(messages),
-                      params = std::move(params)](bool cancelled) {
+    queue_.push_back([this, promise, path, call = std::move(call)](bool cancelled) {
       if (cancelled) {
-        promise->set_value(absl::CancelledError(absl::StrCat(
-            "POST ", Url("/chat/completions"), ": cancelled (the client was destroyed)")));
+        promise->set_value(absl::CancelledError(
+            absl::StrCat("POST ", Url(path), ": cancelled (the client was destroyed)")));
         return;
       }
-      promise->set_value(ChatCompletion(messages, params));
+      promise->set_value(call());
     });
   }
   queue_cv_.notify_one();
   return future;
+}
+
+std::future<absl::StatusOr<ChatResponse>> EndpointClient::ChatCompletionAsync(
+    nlohmann::json messages, ChatParams params) {
+  return RunAsync<ChatResponse>("/chat/completions",
+                                [this, messages = std::move(messages), params = std::move(params)] {
+                                  return ChatCompletion(messages, params);
+                                });
+}
+
+// ---------------------------------------------------------------- scoring
+
+nlohmann::json EndpointClient::BuildScoreRequest(const std::vector<int32_t>& tokens,
+                                                 int32_t top_k) const {
+  // temperature and top_p 1: servers that report the log-probs of the
+  // processed distribution (vLLM's V0 engine) then report the model's own.
+  return {{"model", options_.model}, {"prompt", tokens}, {"max_tokens", 1},
+          {"temperature", 1.0},      {"top_p", 1.0},     {"prompt_logprobs", top_k}};
+}
+
+namespace {
+
+// "1234" -> 1234; false for anything but a decimal int32 >= 0.
+bool ParseTokenId(const std::string& key, int32_t* id) {
+  if (key.empty() || key.size() > 10) return false;
+  int64_t v = 0;
+  for (char c : key) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  if (v > INT32_MAX) return false;
+  *id = static_cast<int32_t>(v);
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<TokenScores> EndpointClient::ParseScoreResponse(const std::string& body,
+                                                               const std::vector<int32_t>& tokens,
+                                                               int64_t first, int32_t top_k,
+                                                               const std::string& source) const {
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::DataLossError(
+        absl::StrCat(source, ": the answer is not a JSON object: ", ServerMessage(body)));
+  }
+  // Recent vLLM (and `retort serve`) put the list in the choice; older vLLM
+  // put it at the top level.
+  const nlohmann::json* list = nullptr;
+  if (auto choices = j.find("choices");
+      choices != j.end() && choices->is_array() && !choices->empty() && (*choices)[0].is_object()) {
+    const nlohmann::json& choice = (*choices)[0];
+    if (auto it = choice.find("prompt_logprobs"); it != choice.end() && !it->is_null()) list = &*it;
+  }
+  if (list == nullptr) {
+    if (auto it = j.find("prompt_logprobs"); it != j.end() && !it->is_null()) list = &*it;
+  }
+  if (list == nullptr) {
+    return absl::UnimplementedError(absl::StrCat(
+        source, ": the endpoint does not return prompt_logprobs (vLLM and retort serve do)"));
+  }
+  if (!list->is_array()) {
+    return absl::DataLossError(
+        absl::StrCat(source, ": prompt_logprobs is ", list->type_name(), ", expected a list"));
+  }
+  if (list->size() != tokens.size()) {
+    return absl::DataLossError(absl::StrCat(source, ": prompt_logprobs has ", list->size(),
+                                            " entries for a prompt of ", tokens.size(), " tokens"));
+  }
+  const int64_t positions = static_cast<int64_t>(tokens.size()) - first;
+  TokenScores out;
+  out.top_k = top_k;
+  out.logprobs.resize(positions);
+  out.topk_ids.assign(positions * top_k, -1);
+  out.topk_logprobs.assign(positions * top_k, 0.f);
+  std::vector<std::pair<double, int32_t>> entries;
+  for (int64_t p = 0; p < positions; ++p) {
+    const int64_t i = first + p;
+    const nlohmann::json& e = (*list)[i];
+    const std::string where = absl::StrCat(source, ": prompt_logprobs[", i, "]");
+    if (!e.is_object()) {
+      return absl::DataLossError(absl::StrCat(where, " is ", e.is_null() ? "null" : e.type_name(),
+                                              ", expected {token id: log-prob}"));
+    }
+    entries.clear();
+    bool found = false;
+    for (auto it = e.begin(); it != e.end(); ++it) {
+      int32_t id;
+      if (!ParseTokenId(it.key(), &id)) {
+        return absl::DataLossError(
+            absl::StrCat(where, ": key \"", it.key(), "\" is not a token id"));
+      }
+      const nlohmann::json& v = it.value();
+      const nlohmann::json* number = &v;
+      if (v.is_object()) {
+        auto lp = v.find("logprob");
+        number = lp == v.end() ? nullptr : &*lp;
+      }
+      if (number == nullptr || !number->is_number()) {
+        return absl::DataLossError(
+            absl::StrCat(where, "[\"", it.key(), "\"]: the log-prob is not a number: ",
+                         v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
+      }
+      const double logprob = number->get<double>();
+      if (id == tokens[i]) {
+        out.logprobs[p] = static_cast<float>(logprob);
+        found = true;
+      }
+      entries.emplace_back(logprob, id);
+    }
+    if (!found) {
+      return absl::DataLossError(
+          absl::StrCat(where, " has no entry for the scored token ", tokens[i]));
+    }
+    const size_t k = std::min(entries.size(), static_cast<size_t>(top_k));
+    std::partial_sort(entries.begin(), entries.begin() + k, entries.end(),
+                      [](const auto& a, const auto& b) {
+                        return a.first != b.first ? a.first > b.first : a.second < b.second;
+                      });
+    for (size_t r = 0; r < k; ++r) {
+      out.topk_ids[p * top_k + r] = entries[r].second;
+      out.topk_logprobs[p * top_k + r] = static_cast<float>(entries[r].first);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<TokenScores> EndpointClient::ScoreTokens(const std::vector<int32_t>& tokens,
+                                                        int64_t first, int32_t top_k) const {
+  if (first < 1 || first > static_cast<int64_t>(tokens.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("scoring tokens: first must be in [1, ", tokens.size(), "], got ", first));
+  }
+  if (top_k < 0 || top_k > 20) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("scoring tokens: top_k must be in 0..20, got ", top_k));
+  }
+  if (std::any_of(tokens.begin(), tokens.end(), [](int32_t id) { return id < 0; })) {
+    return absl::InvalidArgumentError("scoring tokens: token ids must be >= 0");
+  }
+  if (first == static_cast<int64_t>(tokens.size())) {
+    TokenScores none;
+    none.top_k = top_k;
+    return none;
+  }
+  const std::string body = BuildScoreRequest(tokens, top_k).dump();
+  int attempts = 0;
+  absl::StatusOr<HttpAnswer> answer = Exchange("POST", "/completions", body, &attempts);
+  if (!answer.ok()) return answer.status();
+  absl::StatusOr<TokenScores> scores =
+      ParseScoreResponse(answer->body, tokens, first, top_k, "POST " + Url("/completions"));
+  if (scores.ok()) scores->attempts = attempts;
+  return scores;
+}
+
+std::future<absl::StatusOr<TokenScores>> EndpointClient::ScoreTokensAsync(
+    std::vector<int32_t> tokens, int64_t first, int32_t top_k) {
+  return RunAsync<TokenScores>("/completions", [this, tokens = std::move(tokens), first, top_k] {
+    return ScoreTokens(tokens, first, top_k);
+  });
 }
 
 absl::StatusOr<std::vector<std::string>> EndpointClient::ListModels() const {

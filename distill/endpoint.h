@@ -6,6 +6,11 @@
 // `retort serve` adds "token_id" to every log-prob entry; vLLM's
 // return_tokens_as_token_ids writes tokens as "token_id:123").
 //
+// Scoring (on-policy distillation: the student samples, the teacher scores
+// every sampled token): ScoreTokens() asks {base}/completions for vLLM's
+// "prompt_logprobs" of a token-id prompt, which vLLM and `retort serve`
+// answer (hosted APIs do not).
+//
 // Reasoning: a choice's reasoning_content is read from "reasoning_content"
 // (DeepSeek API, vLLM's reasoning parsers, `retort serve`) or "reasoning"
 // (newer vLLM). When a server sends neither but the content carries
@@ -22,13 +27,14 @@
 // (seconds) lengthens the wait. Other 4xx answers are final. Errors name the
 // URL, the HTTP status and the server's message.
 //
-// Concurrency: ChatCompletionAsync() queues the request on the client's own
-// pool of max_in_flight threads (independent of the compute thread pool in
-// core/thread_pool.h), so at most max_in_flight requests are in flight.
+// Concurrency: ChatCompletionAsync() and ScoreTokensAsync() queue the request
+// on the client's own pool of max_in_flight threads (independent of the
+// compute thread pool in core/thread_pool.h), so at most max_in_flight
+// requests are in flight.
 //
-// Thread-safety: all const methods and ChatCompletionAsync may be called from
-// any thread. Destroying the client waits for running requests and fails the
-// queued ones with CANCELLED.
+// Thread-safety: all const methods, ChatCompletionAsync and ScoreTokensAsync
+// may be called from any thread. Destroying the client waits for running
+// requests and fails the queued ones with CANCELLED.
 #ifndef RETORT_DISTILL_ENDPOINT_H_
 #define RETORT_DISTILL_ENDPOINT_H_
 
@@ -151,6 +157,20 @@ struct ChatParams {
   nlohmann::json extra = nlohmann::json::object();
 };
 
+// A teacher's scores of given tokens (ScoreTokens): for the P = tokens.size()
+// - first positions i = first + p, the log-prob of tokens[i] given
+// tokens[0..i) and the top_k most likely tokens there.
+struct TokenScores {
+  std::vector<float> logprobs;  // [P]
+  int32_t top_k = 0;
+  // [P * top_k]: position p's top_k tokens, descending log-prob, ties by
+  // ascending id; id -1 and log-prob 0 pad where the server returned fewer.
+  // The scored token itself is not necessarily among them.
+  std::vector<int32_t> topk_ids;
+  std::vector<float> topk_logprobs;
+  int attempts = 1;  // HTTP requests it took (1 + retries)
+};
+
 struct EndpointOptions {
   // "http://host:port/v1" (or https). Paths /chat/completions and /models
   // are appended.
@@ -190,6 +210,21 @@ class EndpointClient {
   std::future<absl::StatusOr<ChatResponse>> ChatCompletionAsync(nlohmann::json messages,
                                                                 ChatParams params);
 
+  // Log-probs of tokens[i] given tokens[0..i) for i in [first, tokens.size()),
+  // with the top_k alternatives (the model's own distribution, untempered):
+  // POST {base}/completions with the ids as the prompt, "max_tokens": 1 and
+  // vLLM's "prompt_logprobs": top_k (the one generated token is ignored),
+  // with the retries of ChatCompletion; blocks. InvalidArgument unless
+  // 1 <= first <= tokens.size() (token 0 has no log-prob), ids >= 0 and
+  // 0 <= top_k <= 20; first == tokens.size() scores nothing and sends
+  // nothing. Errors name the URL (ParseScoreResponse).
+  absl::StatusOr<TokenScores> ScoreTokens(const std::vector<int32_t>& tokens, int64_t first,
+                                          int32_t top_k) const;
+  // The same on the client's own pool (at most max_in_flight at once,
+  // shared with ChatCompletionAsync).
+  std::future<absl::StatusOr<TokenScores>> ScoreTokensAsync(std::vector<int32_t> tokens,
+                                                            int64_t first, int32_t top_k);
+
   // GET {base}/models: the ids the server serves.
   absl::StatusOr<std::vector<std::string>> ListModels() const;
 
@@ -198,6 +233,20 @@ class EndpointClient {
   // Parses a chat.completion answer. `source` names it in errors.
   absl::StatusOr<ChatResponse> ParseChatResponse(const std::string& body,
                                                  const std::string& source) const;
+
+  // The request body ScoreTokens sends.
+  nlohmann::json BuildScoreRequest(const std::vector<int32_t>& tokens, int32_t top_k) const;
+  // Reads the prompt_logprobs of a /v1/completions answer for `tokens`: from
+  // choices[0] (recent vLLM, `retort serve`) or the top level (older vLLM),
+  // one entry per token, each (from `first` on) an object mapping token ids
+  // (decimal strings) to {"logprob": x, ...} or to x; the top_k are the best
+  // of those entries. Errors, one line starting with `source`: UNIMPLEMENTED
+  // when there are no prompt_logprobs, DATA_LOSS when they have the wrong
+  // length, a key that is not a token id, a log-prob that is not a number, or
+  // no entry for the scored token.
+  absl::StatusOr<TokenScores> ParseScoreResponse(const std::string& body,
+                                                 const std::vector<int32_t>& tokens, int64_t first,
+                                                 int32_t top_k, const std::string& source) const;
 
   const EndpointOptions& options() const { return options_; }
   // "http://host:port/v1/chat/completions"-style URL of a path under the base.
@@ -217,6 +266,11 @@ class EndpointClient {
   absl::StatusOr<HttpAnswer> Attempt(const std::string& method, const std::string& path,
                                      const std::string& body) const;
   double BackoffSeconds(int retry, double retry_after_s) const;
+  // Runs `call` on the pool; CANCELLED (naming POST {base}`path`) if the
+  // client is destroyed before it starts. Defined for the calls in the .cc.
+  template <typename T>
+  std::future<absl::StatusOr<T>> RunAsync(const std::string& path,
+                                          std::function<absl::StatusOr<T>()> call);
   void WorkerLoop();
 
   EndpointOptions options_;

@@ -313,6 +313,22 @@ std::optional<ApiError> ParseJob(const Json& body, const RequestContext& ctx, Co
     return ApiError{400, "\"echo\" with \"stream\" is not supported; send it without \"stream\"",
                     "invalid_request_error", "echo"};
   }
+  // vLLM's prompt_logprobs (completions only; vLLM refuses it with stream too).
+  std::optional<int64_t> prompt_logprobs;
+  if (auto e = f.Int("prompt_logprobs", 0, kMaxTopLogprobs, &prompt_logprobs)) return e;
+  if (prompt_logprobs) {
+    if (job->chat) {
+      return ApiError{400, "\"prompt_logprobs\" is only supported by /v1/completions",
+                      "invalid_request_error", "prompt_logprobs"};
+    }
+    if (job->stream) {
+      return ApiError{400,
+                      "\"prompt_logprobs\" with \"stream\" is not supported; send it without "
+                      "\"stream\"",
+                      "invalid_request_error", "prompt_logprobs"};
+    }
+    job->prompt_logprobs = static_cast<int>(*prompt_logprobs);
+  }
   if (auto e = f.Bool("return_token_ids", &job->return_token_ids)) return e;
   if (job->chat) {
     bool logprobs = false;
@@ -335,11 +351,12 @@ std::optional<ApiError> ParseJob(const Json& body, const RequestContext& ctx, Co
   if (prompt_error) return prompt_error;
   const char* prompt_key = job->chat ? "messages" : "prompt";
 
-  // Length: 0 (with echo) scores the prompt and generates nothing.
+  // Length: 0 (with echo or prompt_logprobs) scores the prompt and generates nothing.
   std::optional<int64_t> max_tokens;
   const char* max_key = "max_tokens";
   if (job->chat && f.Find("max_completion_tokens")) max_key = "max_completion_tokens";
-  if (auto e = f.Int(max_key, job->echo ? 0 : 1, INT64_MAX, &max_tokens)) return e;
+  const bool may_score_only = job->echo || job->prompt_logprobs >= 0;
+  if (auto e = f.Int(max_key, may_score_only ? 0 : 1, INT64_MAX, &max_tokens)) return e;
   const int64_t limit = ctx.max_tokens_limit;
   if (max_tokens && *max_tokens > limit) {
     return ApiError{

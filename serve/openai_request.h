@@ -10,18 +10,26 @@
 // null); "max_tokens": 0 then scores the prompt without generating (what
 // lm-evaluation-harness's log-likelihood requests need).
 //
+// "prompt_logprobs": K (vLLM's extension, an integer in [0, kMaxTopLogprobs])
+// adds each choice's "prompt_logprobs": per prompt token the log-prob of that
+// token, its rank and the K most likely alternatives (the first token's entry
+// null); see serve/openai_response.h. It is scored as echo's log-probs are,
+// and it too allows "max_tokens": 0.
+//
 // What differs from OpenAI (refused with 400 rather than silently ignored):
 // best_of > 1, suffix, logit_bias, non-zero frequency/presence penalties,
 // response_format other than {"type": "text"}, tools, tool_choice other than
 // "none", functions and function_call (no constrained decoding or tool-call
-// parsing), echo with stream, echo in chat. Extensions as in vLLM: top_k,
-// min_p, repetition_penalty, stop_token_ids, ignore_eos,
-// chat_template_kwargs, add_generation_prompt, return_token_ids.
+// parsing), echo or prompt_logprobs with stream, echo or prompt_logprobs in
+// chat. Extensions as in vLLM: top_k, min_p, repetition_penalty,
+// stop_token_ids, ignore_eos, chat_template_kwargs, add_generation_prompt,
+// return_token_ids, prompt_logprobs.
 //
 // Thread-safety: ParseCompletionRequest may be called from many threads.
 #ifndef RETORT_SERVE_OPENAI_REQUEST_H_
 #define RETORT_SERVE_OPENAI_REQUEST_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -83,7 +91,7 @@ struct CompletionJob {
   std::vector<std::vector<int32_t>> prompts;  // chat: one
   std::vector<std::string> prompt_texts;  // echo: each prompt as text, its choices start with it
   int n = 1;
-  int64_t max_tokens = 16;  // 0: echo only (score the prompt, generate nothing)
+  int64_t max_tokens = 16;  // 0: score the prompt only (echo or prompt_logprobs), generate nothing
   bool echo = false;
   SamplerOptions sampler;
   bool seeded = false;  // choice i of a prompt then samples with seed + i
@@ -91,6 +99,7 @@ struct CompletionJob {
   std::vector<int32_t> stop_ids;
   int32_t silent_stop_id = -1;  // the EOS that ends without a stop_reason (-1 with ignore_eos)
   int top_logprobs = -1;        // < 0: none
+  int prompt_logprobs = -1;     // < 0: none; K >= 0: the prompt's log-probs with the top K
   bool stream = false;
   bool include_usage = false;
   bool return_token_ids = false;
@@ -100,6 +109,10 @@ struct CompletionJob {
   int choices() const { return static_cast<int>(prompts.size()) * n; }
   const std::vector<int32_t>& prompt_of(int choice) const { return prompts[choice / n]; }
   int64_t prompt_tokens() const;  // over all prompts (usage)
+  // Whether the prompt is scored (echo with logprobs, or prompt_logprobs),
+  // and with how many alternatives per token: the larger of the two asks.
+  bool scores_prompt() const { return (echo && top_logprobs >= 0) || prompt_logprobs >= 0; }
+  int prompt_top_k() const { return std::max(echo ? top_logprobs : -1, prompt_logprobs); }
 };
 
 // Parses and checks a request body; fills `job` or returns the error.

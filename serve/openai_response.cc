@@ -1,6 +1,9 @@
 #include "serve/openai_response.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -39,9 +42,11 @@ class LegacyLists {
  public:
   explicit LegacyLists(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
 
-  // Token `id` at `offset` with its log-probs, or nulls (a prompt's first
-  // token) when `scored` is null. Returns the token's length in code points.
-  size_t Add(int32_t id, const GeneratedToken* scored, size_t offset) {
+  // Token `id` at `offset` with its log-probs (and at most `top_k` of its
+  // alternatives), or nulls (a prompt's first token) when `scored` is null.
+  // Returns the token's length in code points.
+  size_t Add(int32_t id, const GeneratedToken* scored, size_t offset,
+             size_t top_k = std::numeric_limits<size_t>::max()) {
     const std::string token = Utf8Lossy(TokenBytes(tokenizer_, id));
     strings_.push_back(token);
     offsets_.push_back(offset);
@@ -53,7 +58,8 @@ class LegacyLists {
       logprobs_.push_back(Finite(scored->logprob));
       Json top = Json::object();
       top[token] = Finite(scored->logprob);
-      for (const auto& [top_id, lp] : scored->top) {
+      for (size_t k = 0; k < std::min(top_k, scored->top.size()); ++k) {
+        const auto& [top_id, lp] = scored->top[k];
         top[Utf8Lossy(TokenBytes(tokenizer_, top_id))] = Finite(lp);
       }
       tops_.push_back(std::move(top));
@@ -82,13 +88,15 @@ Json LegacyLogprobs(const Tokenizer& tokenizer, const std::vector<GeneratedToken
   return lists.Take();
 }
 
-// Echo: the prompt's tokens, then the generated ones.
+// Echo: the prompt's tokens (their scores may carry more alternatives, for
+// prompt_logprobs, than the `top_k` asked here), then the generated ones.
 Json EchoLogprobs(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
-                  const ChoiceResult& r) {
+                  const ChoiceResult& r, int top_k) {
   LegacyLists lists(tokenizer);
   size_t offset = 0;
   for (size_t t = 0; t < prompt.size(); ++t) {
-    offset += lists.Add(prompt[t], t == 0 ? nullptr : &r.prompt_scores[t - 1], offset);
+    offset += lists.Add(prompt[t], t == 0 ? nullptr : &r.prompt_scores[t - 1], offset,
+                        static_cast<size_t>(std::max(0, top_k)));
   }
   for (const GeneratedToken& token : r.tokens) offset += lists.Add(token.id, &token, offset);
   return lists.Take();
@@ -133,6 +141,34 @@ Json LogprobsJson(const CompletionJob& job, const Tokenizer& tokenizer,
                   : LegacyLogprobs(tokenizer, tokens, offsets, begin, end);
 }
 
+Json PromptLogprobsJson(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
+                        const std::vector<GeneratedToken>& scores, int top_k) {
+  auto entry = [&tokenizer](int32_t id, float logprob, int32_t rank) {
+    return Json{{"logprob", Finite(logprob)},
+                {"rank", rank},
+                {"decoded_token", Utf8Lossy(TokenBytes(tokenizer, id))}};
+  };
+  Json list = Json::array();
+  for (size_t t = 0; t < prompt.size(); ++t) {
+    if (t == 0 || t > scores.size()) {
+      list.push_back(nullptr);
+      continue;
+    }
+    const GeneratedToken& s = scores[t - 1];
+    // The prompt token first; an alternative that is the same token replaces
+    // its entry in place (its rank then is its place in the top K, as vLLM).
+    Json tokens = Json::object();
+    tokens[std::to_string(s.id)] = entry(s.id, s.logprob, s.rank);
+    const size_t k = std::min(static_cast<size_t>(std::max(0, top_k)), s.top.size());
+    for (size_t i = 0; i < k; ++i) {
+      const auto& [id, lp] = s.top[i];
+      tokens[std::to_string(id)] = entry(id, lp, static_cast<int32_t>(i + 1));
+    }
+    list.push_back(std::move(tokens));
+  }
+  return list;
+}
+
 Json ChoiceJson(const CompletionJob& job, const Tokenizer& tokenizer, int index,
                 const ChoiceResult& r) {
   Json choice = {{"index", index}};
@@ -146,13 +182,17 @@ Json ChoiceJson(const CompletionJob& job, const Tokenizer& tokenizer, int index,
   if (job.top_logprobs < 0) {
     choice["logprobs"] = nullptr;
   } else if (job.echo) {
-    choice["logprobs"] = EchoLogprobs(tokenizer, job.prompt_of(index), r);
+    choice["logprobs"] = EchoLogprobs(tokenizer, job.prompt_of(index), r, job.top_logprobs);
   } else {
     choice["logprobs"] = LogprobsJson(job, tokenizer, r.tokens, r.offsets, 0, r.tokens.size());
   }
   choice["finish_reason"] = r.finish_reason;
   choice["stop_reason"] = r.stop_reason;
   if (job.return_token_ids) choice["token_ids"] = TokenIds(r.tokens);
+  if (job.prompt_logprobs >= 0) {
+    choice["prompt_logprobs"] =
+        PromptLogprobsJson(tokenizer, job.prompt_of(index), r.prompt_scores, job.prompt_logprobs);
+  }
   return choice;
 }
 

@@ -8,6 +8,12 @@
 // with the prompt's tokens (the first one's log-prob and top_logprobs null)
 // and text_offset counts the code points of the tokens before, as vLLM.
 //
+// prompt_logprobs (vLLM's layout): one entry per prompt token, the first
+// null, every other {"ID": {"logprob", "rank", "decoded_token"}, ...}
+// holding the prompt token itself (rank: 1 + the number of more likely
+// tokens) and its K most likely alternatives (ranks 1..K), so K or K + 1
+// keys; keys are token ids as strings, the prompt token's first.
+//
 // stop_reason, as vLLM sets it: the stop string matched, or the stop token id
 // sampled (any but the tokenizer's EOS); null otherwise.
 //
@@ -40,7 +46,8 @@ struct ChoiceResult {
   std::vector<size_t> offsets;  // text_offset (code points) per token
   std::string finish_reason;    // "stop", "length", "abort"
   Json stop_reason = nullptr;   // null, the stop string or the stop token id
-  // Echo with logprobs: the log-probs of prompt[1..n) (PromptLogprobs).
+  // Echo with logprobs, or prompt_logprobs: the log-probs of prompt[1..n)
+  // (PromptLogprobs) with CompletionJob::prompt_top_k() alternatives each.
   std::vector<GeneratedToken> prompt_scores;
 };
 
@@ -62,7 +69,13 @@ Json LogprobsJson(const CompletionJob& job, const Tokenizer& tokenizer,
 
 // ---- non-streamed answers
 
-// One entry of "choices" (`index` picks the prompt: CompletionJob::prompt_of).
+// A choice's "prompt_logprobs": `scores` are those of prompt[1..n); at most
+// `top_k` of each one's alternatives are written.
+Json PromptLogprobsJson(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
+                        const std::vector<GeneratedToken>& scores, int top_k);
+
+// One entry of "choices" (`index` picks the prompt: CompletionJob::prompt_of);
+// with prompt_logprobs it ends with "prompt_logprobs".
 Json ChoiceJson(const CompletionJob& job, const Tokenizer& tokenizer, int index,
                 const ChoiceResult& result);
 // The whole answer.

@@ -32,6 +32,8 @@ absl::StatusOr<std::vector<GeneratedToken>> PromptLogprobs(const Transformer& en
       auto logprob = [&](int32_t id) { return static_cast<float>(row[id] - log_z); };
       const int32_t next = prompt[begin + i + 1];
       GeneratedToken t{next, logprob(next), {}};
+      t.rank = 1 + static_cast<int32_t>(
+                       std::count_if(row, row + vocab, [&](float v) { return v > row[next]; }));
       if (top_logprobs > 0) {
         TopKIds(row, vocab, top_logprobs, &top);
         for (int32_t id : top) t.top.emplace_back(id, logprob(id));

@@ -44,6 +44,9 @@ struct GeneratedToken {
   int32_t id = -1;
   float logprob = 0;
   std::vector<std::pair<int32_t, float>> top;  // most likely first
+  // 1 + the number of tokens more likely than `id` (vLLM's rank). Set by
+  // PromptLogprobs; 0 (unknown) for generated tokens.
+  int32_t rank = 0;
 };
 
 // Called per generated token; returning false ends the sequence ("cancelled").
@@ -70,11 +73,12 @@ class Generator {
 };
 
 // The model's log-probs of a prompt's tokens: entry t - 1 is token prompt[t]
-// with log_softmax(logits[t - 1])[prompt[t]] and, when top_logprobs K > 0,
-// the K most likely tokens after prompt[0..t) (distill/generation.h's
-// TopKIds order). The logits are those of `retort eval --dump-logits`: one
-// Forward(kAll) over a fresh cache, run in kPrefillChunk pieces (the chunks
-// Forward makes itself) so only one piece's logits is held. Runs on the
+// with log_softmax(logits[t - 1])[prompt[t]], its rank in that row and, when
+// top_logprobs K > 0, the K most likely tokens after prompt[0..t)
+// (distill/generation.h's TopKIds order). The logits are those of `retort
+// eval --dump-logits`: one Forward(kAll) over a fresh cache, run in
+// kPrefillChunk pieces (the chunks Forward makes itself) so only one piece's
+// logits is held. Runs on the
 // calling thread: see Transformer for who may call it when.
 absl::StatusOr<std::vector<GeneratedToken>> PromptLogprobs(const Transformer& engine,
                                                            const std::vector<int32_t>& prompt,

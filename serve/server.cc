@@ -136,10 +136,10 @@ absl::StatusOr<ChoiceResult> ApiServer::RunChoice(const CompletionJob& job, int 
   InFlight guard(in_flight_);
   ChoiceResult result;
   const std::vector<int32_t>& prompt = job.prompt_of(index);
-  if (job.echo && job.top_logprobs >= 0) {
-    ASSIGN_OR_RETURN(result.prompt_scores, generator_.ScorePrompt(prompt, job.top_logprobs));
+  if (job.scores_prompt()) {
+    ASSIGN_OR_RETURN(result.prompt_scores, generator_.ScorePrompt(prompt, job.prompt_top_k()));
   }
-  if (job.max_tokens == 0) {  // echo alone: vLLM reports it as a length stop
+  if (job.max_tokens == 0) {  // scoring alone: vLLM reports it as a length stop
     result.finish_reason = "length";
     return result;
   }

@@ -9,9 +9,11 @@
 //     prompt-major order): without streaming the choices share the batch,
 //     streamed they come one after the other; with a seed, choice i of a
 //     prompt uses seed + i, so results are reproducible either way.
-//   * echo (prompt log-probs for evaluation harnesses): the prompt is scored
+//   * echo (prompt log-probs for evaluation harnesses) and vLLM's
+//     prompt_logprobs (a teacher scoring given tokens): the prompt is scored
 //     by one forward pass on the generator's thread (serve/scheduler.h's
-//     PromptLogprobs, the logits of `retort eval --dump-logits`).
+//     PromptLogprobs, the logits of `retort eval --dump-logits`), once for
+//     both when a request asks for both.
 //   * the refused fields and the extensions: serve/openai_request.h.
 //   * logprobs: serve/openai_response.h; return_token_ids: true adds the
 //     choice's "token_ids".

@@ -619,6 +619,62 @@ TEST_F(ServeTest, LmEvalLoglikelihoodMatchesEvalDumpLogits) {
   }
 }
 
+// vLLM's prompt_logprobs, as a distillation teacher is asked (token ids,
+// max_tokens 1) and for text prompts: the prompt tokens' log-probs are echo's
+// token_logprobs, in vLLM's layout.
+TEST_F(ServeTest, PromptLogprobsEqualEchoLogprobs) {
+  const json prompts = {{72, 101, 108, 108, 111, 44, 32, 119}, "The cat s"};
+  auto scored = Post(
+      "/v1/completions",
+      json{{"model", kModelName}, {"prompt", prompts}, {"max_tokens", 1}, {"prompt_logprobs", 3}});
+  auto echoed = Post("/v1/completions", json{{"model", kModelName},
+                                             {"prompt", prompts},
+                                             {"max_tokens", 0},
+                                             {"logprobs", 3},
+                                             {"echo", true}});
+  ASSERT_EQ(scored.first, 200) << scored.second.dump();
+  ASSERT_EQ(echoed.first, 200) << echoed.second.dump();
+  ASSERT_EQ(scored.second["choices"].size(), 2u);
+  for (size_t p = 0; p < 2; ++p) {
+    SCOPED_TRACE(p);
+    const json& choice = scored.second["choices"][p];
+    EXPECT_EQ(choice["finish_reason"], "length");
+    EXPECT_TRUE(choice["logprobs"].is_null());
+    const json& lp = choice["prompt_logprobs"];
+    const json& echo = echoed.second["choices"][p]["logprobs"];
+    ASSERT_TRUE(lp.is_array()) << choice.dump();
+    ASSERT_EQ(lp.size(), echo["token_ids"].size());
+    EXPECT_TRUE(lp[0].is_null());
+    for (size_t t = 1; t < lp.size(); ++t) {
+      const std::string id = std::to_string(echo["token_ids"][t].get<int32_t>());
+      ASSERT_TRUE(lp[t].is_object() && lp[t].contains(id)) << lp[t].dump();
+      const json& token = lp[t][id];
+      EXPECT_EQ(token["logprob"].get<double>(), echo["token_logprobs"][t].get<double>()) << t;
+      EXPECT_EQ(token["decoded_token"], echo["tokens"][t]);
+      // The token and the top 3 (ranks 1..3, most likely first), 3 or 4 keys.
+      EXPECT_GE(lp[t].size(), 3u);
+      EXPECT_LE(lp[t].size(), 4u);
+      double best = -1e30;
+      for (const auto& [key, v] : echo["top_logprobs"][t].items())
+        best = std::max(best, v.get<double>());
+      std::vector<double> by_rank(4, 0);
+      for (const auto& [key, v] : lp[t].items()) {
+        ASSERT_GE(v["rank"].get<int>(), 1) << lp[t].dump();
+        if (v["rank"].get<int>() <= 3) by_rank[v["rank"].get<int>()] = v["logprob"].get<double>();
+      }
+      EXPECT_EQ(by_rank[1], best) << lp[t].dump();
+      EXPECT_GE(by_rank[1], by_rank[2]);
+      EXPECT_GE(by_rank[2], by_rank[3]);
+      EXPECT_EQ(token["rank"].get<int>() == 1, token["logprob"].get<double>() == best) << t;
+    }
+  }
+  // As vLLM: an integer >= 0, not with stream.
+  ExpectApiError(Post("/v1/completions", Completion({{"prompt_logprobs", -1}})), 400,
+                 "prompt_logprobs");
+  ExpectApiError(Post("/v1/completions", Completion({{"prompt_logprobs", 1}, {"stream", true}})),
+                 400, "prompt_logprobs");
+}
+
 TEST_F(ServeTest, LogsOneLinePerRequest) {
   ASSERT_EQ(Post("/v1/completions", Completion({{"max_tokens", 2}})).first, 200);
   // The line is written after the response is sent: give the server a moment.

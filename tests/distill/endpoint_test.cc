@@ -1,18 +1,26 @@
-// EndpointClient: against a real `retort serve` on a tiny model, and against
-// small fake servers (httplib::Server on a thread) for retries, backoff,
-// timeouts, API keys and other servers' answer shapes. ReasoningSplitter on
-// its own.
+// EndpointClient: against a real `retort serve` on a tiny model (a child
+// process, and the server library in-process for scoring, checked against the
+// local model's own log-probs), and against small fake servers
+// (httplib::Server on a thread) for retries, backoff, timeouts, API keys and
+// other servers' answer shapes. ReasoningSplitter on its own.
 #include "distill/endpoint.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
+#include <future>
+#include <numeric>
 #include <thread>
 
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "model/transformer.h"
+#include "serve/server.h"
 #include "tests/cli/cli_harness.h"
 #include "tests/cli/serve_process.h"
+#include "tests/text/byte_tokenizer.h"
 
 namespace retort {
 namespace {
@@ -136,12 +144,21 @@ TEST(EndpointClientTest, BuildsTheRequestBody) {
 // An httplib::Server on its own thread, on a free loopback port.
 class FakeServer {
  public:
-  explicit FakeServer(std::function<void(const httplib::Request&, httplib::Response&)> chat) {
+  using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+  // `chat` answers /v1/chat/completions, `completions` /v1/completions.
+  explicit FakeServer(Handler chat, Handler completions = nullptr) {
     server_.Post("/v1/chat/completions",
                  [this, chat](const httplib::Request& req, httplib::Response& res) {
                    ++requests_;
                    chat(req, res);
                  });
+    if (completions) {
+      server_.Post("/v1/completions",
+                   [this, completions](const httplib::Request& req, httplib::Response& res) {
+                     ++requests_;
+                     completions(req, res);
+                   });
+    }
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -348,6 +365,309 @@ TEST(EndpointClientTest, AsyncKeepsAtMostMaxInFlight) {
   EXPECT_EQ(fake.requests(), 9);
   EXPECT_LE(peak.load(), 3);
   EXPECT_GE(peak.load(), 2);
+}
+
+// ---------------------------------------------------------------- scoring
+
+EndpointOptions OfflineOptions() {
+  EndpointOptions o;
+  o.base_url = "http://127.0.0.1:1/v1";
+  o.model = "teacher";
+  o.api_key_env = "";
+  return o;
+}
+
+// A vLLM answer to a prompt_logprobs request: `entries` (one per prompt
+// token) in the choice, or at the top level as older vLLM put them.
+std::string ScoreAnswer(const json& entries, bool in_choice = true) {
+  json choice = {{"index", 0}, {"text", "x"}, {"logprobs", nullptr}, {"finish_reason", "length"}};
+  json answer = {{"id", "cmpl-1"}, {"object", "text_completion"}, {"model", "fake"}};
+  if (in_choice) {
+    choice["prompt_logprobs"] = entries;
+  } else {
+    answer["prompt_logprobs"] = entries;
+  }
+  answer["choices"] = json::array({choice});
+  return answer.dump();
+}
+
+json Lp(double logprob, int rank) {
+  return {{"logprob", logprob}, {"rank", rank}, {"decoded_token", "t"}};
+}
+
+TEST(EndpointScoreTest, BuildsTheRequestBody) {
+  auto c = EndpointClient::Create(OfflineOptions());
+  ASSERT_TRUE(c.ok());
+  json body = (*c)->BuildScoreRequest({1, 2, 3}, 5);
+  EXPECT_EQ(body, (json{{"model", "teacher"},
+                        {"prompt", {1, 2, 3}},
+                        {"max_tokens", 1},
+                        {"temperature", 1.0},
+                        {"top_p", 1.0},
+                        {"prompt_logprobs", 5}}));
+}
+
+TEST(EndpointScoreTest, ParsesVllmPromptLogprobs) {
+  auto c = EndpointClient::Create(OfflineOptions());
+  ASSERT_TRUE(c.ok());
+  const std::vector<int32_t> tokens = {1, 7, 8, 9};
+  // Position 1: token 7 outside the top 2 (K + 1 keys); position 2: token 8
+  // is the top one (K keys); position 3: the server gave only the token
+  // (padding), as a bare number; a tie (ids 3 and 4) goes to the smaller id.
+  const json entries = {nullptr,
+                        {{"7", Lp(-3.0, 4)}, {"4", Lp(-0.5, 1)}, {"3", Lp(-0.5, 2)}},
+                        {{"8", Lp(-0.25, 1)}, {"11", Lp(-2.0, 2)}},
+                        {{"9", -1.75}}};
+  for (bool in_choice : {true, false}) {
+    SCOPED_TRACE(in_choice);
+    auto s = (*c)->ParseScoreResponse(ScoreAnswer(entries, in_choice), tokens, 1, 2, "src");
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->top_k, 2);
+    EXPECT_EQ(s->logprobs, (std::vector<float>{-3.0f, -0.25f, -1.75f}));
+    EXPECT_EQ(s->topk_ids, (std::vector<int32_t>{3, 4, 8, 11, 9, -1}));
+    EXPECT_EQ(s->topk_logprobs, (std::vector<float>{-0.5f, -0.5f, -0.25f, -2.0f, -1.75f, 0.f}));
+  }
+  // From `first` on; earlier entries are not read. top_k 0: the log-probs alone.
+  json later = entries;
+  later[1] = "not read";
+  auto s = (*c)->ParseScoreResponse(ScoreAnswer(later), tokens, 2, 0, "src");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->logprobs, (std::vector<float>{-0.25f, -1.75f}));
+  EXPECT_TRUE(s->topk_ids.empty());
+  EXPECT_TRUE(s->topk_logprobs.empty());
+  // More alternatives than asked: the best top_k of them.
+  s = (*c)->ParseScoreResponse(ScoreAnswer(entries), tokens, 1, 1, "src");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->topk_ids, (std::vector<int32_t>{3, 8, 9}));
+}
+
+TEST(EndpointScoreTest, MalformedAnswersAreOneLineErrorsNamingTheSource) {
+  auto c = EndpointClient::Create(OfflineOptions());
+  ASSERT_TRUE(c.ok());
+  const std::vector<int32_t> tokens = {1, 7, 8};
+  const std::string src = "POST http://127.0.0.1:1/v1/completions";
+  auto expect = [&](const std::string& body, absl::StatusCode code, const std::string& needle) {
+    auto s = (*c)->ParseScoreResponse(body, tokens, 1, 1, src);
+    ASSERT_FALSE(s.ok()) << body;
+    EXPECT_EQ(s.status().code(), code) << s.status();
+    const std::string m(s.status().message());
+    EXPECT_EQ(m.rfind(src + ": ", 0), 0u) << m;
+    EXPECT_NE(m.find(needle), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  };
+  const json good = {nullptr, {{"7", Lp(-1, 1)}}, {{"8", Lp(-2, 1)}}};
+  ASSERT_TRUE((*c)->ParseScoreResponse(ScoreAnswer(good), tokens, 1, 1, src).ok());
+  // A server without the extension (OpenAI, SGLang, llama.cpp).
+  expect(R"({"choices": [{"index": 0, "text": "x"}]})", absl::StatusCode::kUnimplemented,
+         "the endpoint does not return prompt_logprobs (vLLM and retort serve do)");
+  expect(ScoreAnswer(nullptr), absl::StatusCode::kUnimplemented, "does not return prompt_logprobs");
+  expect("<html>oops</html>", absl::StatusCode::kDataLoss, "not a JSON object");
+  expect(ScoreAnswer(json::array({nullptr, {{"7", Lp(-1, 1)}}})), absl::StatusCode::kDataLoss,
+         "prompt_logprobs has 2 entries for a prompt of 3 tokens");
+  expect(ScoreAnswer("x"), absl::StatusCode::kDataLoss,
+         "prompt_logprobs is string, expected a list");
+  json bad = good;
+  bad[2] = {{"8", {{"logprob", "-2"}}}};
+  expect(ScoreAnswer(bad), absl::StatusCode::kDataLoss,
+         "prompt_logprobs[2][\"8\"]: the log-prob is not a number");
+  bad[2] = {{"8", {{"rank", 1}}}};
+  expect(ScoreAnswer(bad), absl::StatusCode::kDataLoss, "the log-prob is not a number");
+  bad[2] = {{"8", nullptr}};
+  expect(ScoreAnswer(bad), absl::StatusCode::kDataLoss, "the log-prob is not a number");
+  bad[2] = {{"8", Lp(-2, 1)}, {"Hello", Lp(-3, 2)}};
+  expect(ScoreAnswer(bad), absl::StatusCode::kDataLoss,
+         "prompt_logprobs[2]: key \"Hello\" is not a token id");
+  bad[2] = {{"8", Lp(-2, 1)}, {"-4", Lp(-3, 2)}};
+  expect(ScoreAnswer(bad), absl::StatusCode::kDataLoss, "key \"-4\" is not a token id");
+  bad[2] = {{"8", Lp(-2, 1)}, {"99999999999", Lp(-3, 2)}};
+  expect(ScoreAnswer(bad), absl::StatusCode::kDataLoss, "key \"99999999999\" is not a token id");
+  bad[2] = {{"9", Lp(-2, 1)}};
+  expect(ScoreAnswer(bad), absl::StatusCode::kDataLoss,
+         "prompt_logprobs[2] has no entry for the scored token 8");
+  bad[2] = nullptr;
+  expect(ScoreAnswer(bad), absl::StatusCode::kDataLoss, "prompt_logprobs[2] is null");
+}
+
+TEST(EndpointScoreTest, ChecksItsArguments) {
+  auto c = EndpointClient::Create(OfflineOptions());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ((*c)->ScoreTokens({1, 2}, 0, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*c)->ScoreTokens({1, 2}, 3, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*c)->ScoreTokens({}, 1, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*c)->ScoreTokens({1, 2}, 1, 21).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*c)->ScoreTokens({1, -2}, 1, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  // Nothing to score: no request (nothing listens on this port).
+  auto none = (*c)->ScoreTokens({1, 2}, 2, 3);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->logprobs.empty());
+  EXPECT_EQ(none->top_k, 3);
+}
+
+TEST(EndpointScoreTest, PostsToCompletionsWithRetriesAndAsync) {
+  std::atomic<int> calls{0};
+  FakeServer fake(
+      [](const httplib::Request&, httplib::Response& res) { res.status = 500; },
+      [&](const httplib::Request& req, httplib::Response& res) {
+        if (calls++ == 0) {
+          res.status = 503;
+          return;
+        }
+        json body = json::parse(req.body);
+        EXPECT_EQ(body["prompt_logprobs"], 1);
+        EXPECT_EQ(body["max_tokens"], 1);
+        json entries = json::array({nullptr});
+        for (size_t i = 1; i < body["prompt"].size(); ++i) {
+          const int id = body["prompt"][i];
+          entries.push_back({{std::to_string(id), Lp(-0.5 * id, 2)}, {"0", Lp(-0.1, 1)}});
+        }
+        res.set_content(ScoreAnswer(entries), "application/json");
+      });
+  auto client = EndpointClient::Create(fake.Options());
+  ASSERT_TRUE(client.ok());
+  auto s = (*client)->ScoreTokens({5, 2, 4}, 1, 1);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->attempts, 2);
+  EXPECT_EQ(s->logprobs, (std::vector<float>{-1.0f, -2.0f}));
+  EXPECT_EQ(s->topk_ids, (std::vector<int32_t>{0, 0}));
+  std::vector<std::future<absl::StatusOr<TokenScores>>> futures;
+  for (int i = 0; i < 4; ++i) futures.push_back((*client)->ScoreTokensAsync({5, 2, 4, i}, 3, 1));
+  for (int i = 0; i < 4; ++i) {
+    auto a = futures[i].get();
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_EQ(a->logprobs, std::vector<float>{-0.5f * i});
+  }
+  // A server without the extension: not retried, named.
+  FakeServer plain([](const httplib::Request&, httplib::Response& res) { res.status = 500; },
+                   [](const httplib::Request&, httplib::Response& res) {
+                     res.set_content(R"({"choices": [{"index": 0, "text": "x"}]})",
+                                     "application/json");
+                   });
+  auto other = EndpointClient::Create(plain.Options());
+  auto r = (*other)->ScoreTokens({5, 2}, 1, 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(std::string(r.status().message()).find(plain.Options().base_url + "/completions"),
+            std::string::npos)
+      << r.status();
+  EXPECT_EQ(plain.requests(), 1);
+}
+
+// `retort serve`'s server run in-process (serve::RunServer on its own
+// thread, port 0) over tests/reference/models/llama with the byte tokenizer.
+class InProcessServer {
+ public:
+  InProcessServer() {
+    auto engine = Transformer::Load("tests/reference/models/llama");
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    if (!engine.ok()) return;
+    engine_ = *std::move(engine);
+    tokenizer_ = testing::MakeByteTokenizer();
+    options_.model_name = "tiny-scorer";
+    options_.port = 0;
+    options_.shutdown_grace_s = 0;
+    serve::ServedModel model{engine_.get(), tokenizer_.get(), nullptr};
+    serve::ServeHooks hooks;
+    std::future<int> port = listening_.get_future();
+    hooks.on_listening = [this](int p) {
+      told_ = true;
+      listening_.set_value(p);
+    };
+    hooks.stop_requests = [this](std::string* name) {
+      *name = "test end";
+      return stop_.load();
+    };
+    thread_ = std::thread([this, model, hooks] {
+      absl::Status s = serve::RunServer(options_, model, hooks);
+      EXPECT_TRUE(s.ok()) << s;
+      if (!told_) listening_.set_value(-1);  // it never listened
+    });
+    port_ = port.get();
+  }
+  ~InProcessServer() {
+    stop_ = 1;
+    if (thread_.joinable()) thread_.join();
+  }
+  int port() const { return port_; }
+  const Transformer& engine() const { return *engine_; }
+
+ private:
+  std::unique_ptr<Transformer> engine_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  serve::ServeOptions options_;
+  std::promise<int> listening_;
+  std::atomic<bool> told_{false};
+  std::atomic<int> stop_{0};
+  std::thread thread_;
+  int port_ = -1;
+};
+
+// Per position i >= 1: log_softmax(logits[i - 1]) in f64, from one forward
+// over the whole sequence.
+std::vector<std::vector<double>> LocalLogSoftmax(const Transformer& model,
+                                                 const std::vector<int32_t>& tokens) {
+  absl::StatusOr<std::vector<float>> logits = model.Logits(tokens);
+  EXPECT_TRUE(logits.ok()) << logits.status();
+  const int64_t vocab = model.config().vocab_size;
+  std::vector<std::vector<double>> out(tokens.size());
+  if (!logits.ok()) return out;
+  for (size_t i = 1; i < tokens.size(); ++i) {
+    const float* row = logits->data() + (i - 1) * vocab;
+    const double max = *std::max_element(row, row + vocab);
+    double sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - max);
+    const double log_z = max + std::log(sum);
+    for (int64_t v = 0; v < vocab; ++v) out[i].push_back(static_cast<double>(row[v]) - log_z);
+  }
+  return out;
+}
+
+TEST(EndpointScoreServeTest, ScoresEqualTheLocalModel) {
+  InProcessServer server;
+  ASSERT_GT(server.port(), 0);
+  EndpointOptions o;
+  o.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/v1";
+  o.model = "tiny-scorer";
+  o.api_key_env = "";
+  auto client = EndpointClient::Create(o);
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  // Ids past the byte tokenizer's (up to the model's 320) are scored too.
+  const std::vector<int32_t> tokens = {1,   72, 101, 108, 108, 111, 300, 44, 32,
+                                       119, 5,  259, 17,  317, 2,   64,  64, 90};
+  const std::vector<std::vector<double>> local = LocalLogSoftmax(server.engine(), tokens);
+  const int32_t k = 5;
+  for (int64_t first : {int64_t{1}, int64_t{6}}) {
+    SCOPED_TRACE(first);
+    auto s = (*client)->ScoreTokens(tokens, first, k);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->attempts, 1);
+    ASSERT_EQ(s->logprobs.size(), tokens.size() - first);
+    ASSERT_EQ(s->topk_ids.size(), s->logprobs.size() * k);
+    ASSERT_EQ(s->topk_logprobs.size(), s->logprobs.size() * k);
+    for (size_t p = 0; p < s->logprobs.size(); ++p) {
+      const size_t i = first + p;
+      EXPECT_NEAR(s->logprobs[p], local[i][tokens[i]], 1e-4) << "token " << i;
+      std::vector<int32_t> order(local[i].size());
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int32_t a, int32_t b) { return local[i][a] > local[i][b]; });
+      for (int32_t r = 0; r < k; ++r) {
+        EXPECT_EQ(s->topk_ids[p * k + r], order[r]) << "token " << i << " rank " << r;
+        EXPECT_NEAR(s->topk_logprobs[p * k + r], local[i][order[r]], 1e-4);
+      }
+    }
+  }
+  // Async, several at once on the client's pool: the same scores.
+  auto whole = (*client)->ScoreTokens(tokens, 1, 2);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  std::vector<std::future<absl::StatusOr<TokenScores>>> futures;
+  for (int i = 0; i < 3; ++i) futures.push_back((*client)->ScoreTokensAsync(tokens, 1, 2));
+  for (auto& f : futures) {
+    auto a = f.get();
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_EQ(a->logprobs, whole->logprobs);
+    EXPECT_EQ(a->topk_ids, whole->topk_ids);
+  }
 }
 
 // ---------------------------------------------------------------- real server

@@ -275,6 +275,65 @@ TEST_F(OpenAiRequestTest, EchoKeepsThePromptTextAndMayScoreOnly) {
               "\"echo\" is only supported by /v1/completions");
 }
 
+// vLLM's prompt_logprobs: K >= 0 alternatives per prompt token, for text or
+// token-id prompts and lists of them; like echo it may score only.
+TEST_F(OpenAiRequestTest, PromptLogprobs) {
+  using retort::testing::ByteIds;
+  CompletionJob job;
+  ASSERT_FALSE(Parse(Completion(Json::object()), false, &job));
+  EXPECT_EQ(job.prompt_logprobs, -1);
+  EXPECT_FALSE(job.scores_prompt());
+  ASSERT_FALSE(Parse(Completion({{"prompt", {5, 6, 7}}, {"prompt_logprobs", 3}, {"max_tokens", 1}}),
+                     false, &job));
+  EXPECT_EQ(job.prompt_logprobs, 3);
+  EXPECT_EQ(job.prompts, (std::vector<std::vector<int32_t>>{{5, 6, 7}}));
+  EXPECT_FALSE(job.echo);
+  EXPECT_EQ(job.top_logprobs, -1);
+  EXPECT_TRUE(job.scores_prompt());
+  EXPECT_EQ(job.prompt_top_k(), 3);
+  ASSERT_FALSE(Parse(Completion({{"prompt", {"Hi", "cde"}}, {"prompt_logprobs", 0}}), false, &job));
+  EXPECT_EQ(job.prompt_logprobs, 0);
+  EXPECT_EQ(job.prompts, (std::vector<std::vector<int32_t>>{ByteIds("Hi"), ByteIds("cde")}));
+  EXPECT_EQ(job.prompt_top_k(), 0);
+  ASSERT_FALSE(Parse(
+      Completion(
+          {{"prompt", {ByteIds("ab"), ByteIds("c")}}, {"prompt_logprobs", 20}, {"max_tokens", 0}}),
+      false, &job));
+  EXPECT_EQ(job.prompts.size(), 2u);
+  EXPECT_EQ(job.prompt_logprobs, 20);
+  EXPECT_EQ(job.max_tokens, 0);  // score only, as with echo
+  // With echo and logprobs, the prompt is scored once with the larger K.
+  ASSERT_FALSE(
+      Parse(Completion({{"echo", true}, {"logprobs", 5}, {"prompt_logprobs", 2}}), false, &job));
+  EXPECT_EQ(job.prompt_top_k(), 5);
+  ASSERT_FALSE(
+      Parse(Completion({{"echo", true}, {"logprobs", 1}, {"prompt_logprobs", 4}}), false, &job));
+  EXPECT_EQ(job.prompt_top_k(), 4);
+  // null is absent.
+  ASSERT_FALSE(Parse(Completion({{"prompt_logprobs", nullptr}}), false, &job));
+  EXPECT_EQ(job.prompt_logprobs, -1);
+
+  ExpectError(Completion({{"prompt_logprobs", -1}}), false, 400, "prompt_logprobs",
+              "\"prompt_logprobs\": expected an integer in [0, 20], got -1");
+  ExpectError(Completion({{"prompt_logprobs", 21}}), false, 400, "prompt_logprobs", "got 21");
+  ExpectError(Completion({{"prompt_logprobs", 1.5}}), false, 400, "prompt_logprobs",
+              "an integer in [0, 20]");
+  ExpectError(Completion({{"prompt_logprobs", "3"}}), false, 400, "prompt_logprobs",
+              "an integer in [0, 20]");
+  ExpectError(Completion({{"prompt_logprobs", true}}), false, 400, "prompt_logprobs",
+              "an integer in [0, 20]");
+  ExpectError(Completion({{"prompt_logprobs", 1}, {"stream", true}}), false, 400, "prompt_logprobs",
+              "\"prompt_logprobs\" with \"stream\" is not supported");
+  ExpectError(Chat({{"prompt_logprobs", 1}}), true, 400, "prompt_logprobs",
+              "\"prompt_logprobs\" is only supported by /v1/completions");
+  // Scoring alone may fill the context; generating needs room.
+  EXPECT_FALSE(Parse(
+      Completion({{"prompt", std::string(64, 'x')}, {"prompt_logprobs", 1}, {"max_tokens", 0}}),
+      false));
+  ExpectError(Completion({{"prompt", std::string(64, 'x')}, {"prompt_logprobs", 1}}), false, 400,
+              "prompt", "the prompt has 64 tokens");
+}
+
 TEST_F(OpenAiRequestTest, ChatErrors) {
   ExpectError(Chat({{"messages", "hi"}}), true, 400, "messages", "a non-empty list");
   ExpectError(Chat({{"messages", Json::array()}}), true, 400, "messages", "a non-empty list");

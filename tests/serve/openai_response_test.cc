@@ -111,6 +111,43 @@ TEST(OpenAiResponseTest, EchoPutsThePromptFirst) {
       R"({"index":0,"text":"Hi","logprobs":null,"finish_reason":"length","stop_reason":null})");
 }
 
+// vLLM's prompt_logprobs: null first, then per token a dict keyed by token
+// id (the prompt token first, with its rank, then the top K, ranks 1..K).
+TEST(OpenAiResponseTest, PromptLogprobsInVllmLayout) {
+  testing::RequestFixture f;
+  CompletionJob job = Job(false);
+  job.prompts = {{'H', 'i', '!'}};
+  job.prompt_logprobs = 1;
+  ChoiceResult r;
+  // 'i' is not the most likely ('j' is); '!' is, and is its own top-1.
+  r.prompt_scores = {{'i', -1.5f, {{'j', -0.5f}, {'k', -2.0f}}, 2},
+                     {'!', -0.25f, {{'!', -0.25f}}, 1}};
+  r.finish_reason = "length";
+  EXPECT_EQ(DumpJson(ChoiceJson(job, *f.tokenizer, 0, r)),
+            R"({"index":0,"text":"","logprobs":null,"finish_reason":"length","stop_reason":null,)"
+            R"("prompt_logprobs":[null,)"
+            R"({"105":{"logprob":-1.5,"rank":2,"decoded_token":"i"},)"
+            R"("106":{"logprob":-0.5,"rank":1,"decoded_token":"j"}},)"
+            R"({"33":{"logprob":-0.25,"rank":1,"decoded_token":"!"}}]})");
+  // K = 0: the prompt token alone; a byte cut from its character is U+FFFD,
+  // -inf is -9999.
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(DumpJson(PromptLogprobsJson(*f.tokenizer, {0xC3, 0xA9},
+                                        {{0xA9, -inf, {{'a', -0.1f}}, 7}}, 0)),
+            "[null,{\"169\":{\"logprob\":-9999.0,\"rank\":7,\"decoded_token\":\"\xEF\xBF\xBD\"}}]");
+  // One token: only the null.
+  EXPECT_EQ(DumpJson(PromptLogprobsJson(*f.tokenizer, {'x'}, {}, 5)), "[null]");
+  // With echo and logprobs 0 the prompt was scored with K = 1 for
+  // prompt_logprobs: echo's top_logprobs still hold only the token itself.
+  job.echo = true;
+  job.top_logprobs = 0;
+  job.prompt_texts = {"Hi!"};
+  Json choice = ChoiceJson(job, *f.tokenizer, 0, r);
+  EXPECT_EQ(DumpJson(choice["logprobs"]["top_logprobs"]), R"([null,{"i":-1.5},{"!":-0.25}])");
+  EXPECT_EQ(DumpJson(choice["logprobs"]["token_logprobs"]), "[null,-1.5,-0.25]");
+  EXPECT_EQ(choice["prompt_logprobs"].size(), 3u);
+}
+
 TEST(OpenAiResponseTest, StreamedChunks) {
   CompletionJob chat = Job(true);
   EXPECT_EQ(SseEvent(ChunkJson(chat, "m", RoleChoiceJson(0))),

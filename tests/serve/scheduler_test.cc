@@ -156,6 +156,21 @@ TEST(PromptLogprobsTest, MatchesOneWholeSequenceForward) {
     EXPECT_GE(g.top[0].second, g.top[1].second);
     EXPECT_GE(g.top[0].second, g.logprob);
   }
+  // The rank (vLLM's): 1 + the number of tokens with larger logits.
+  absl::StatusOr<std::vector<float>> logits = model->Logits(prompt);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  const int64_t vocab = model->config().vocab_size;
+  int top_ranked = 0;
+  for (size_t t = 1; t < prompt.size(); ++t) {
+    const float* row = logits->data() + (t - 1) * vocab;
+    const int64_t above =
+        std::count_if(row, row + vocab, [&](float v) { return v > row[prompt[t]]; });
+    const GeneratedToken& g = (*scored)[t - 1];
+    EXPECT_EQ(g.rank, 1 + above) << "token " << t;
+    EXPECT_EQ(g.rank == 1, g.top[0].first == g.id) << "token " << t;
+    top_ranked += g.rank == 1;
+  }
+  EXPECT_LT(top_ranked, static_cast<int>(prompt.size()) - 1);
   // One token scores nothing; an id outside the vocabulary is an error.
   EXPECT_TRUE(PromptLogprobs(*model, {5}, 1)->empty());
   EXPECT_FALSE(

@@ -20,8 +20,8 @@ using retort::testing::kThinkId;
 
 // Emits a fixed token script with finish reasons as BatchedGenerator gives
 // them: "stop" on a stop id (not reported, named in stop_id), "length",
-// "cancelled". Scores prompt token t at -t / 8, its top-K 'a', 'b', ... at
-// -(k + 1) / 16.
+// "cancelled". Scores prompt token t at -t / 8 with rank t, its top-K 'a',
+// 'b', ... at -(k + 1) / 16.
 class ScriptedGenerator : public Generator {
  public:
   explicit ScriptedGenerator(std::vector<int32_t> script) : script_(std::move(script)) {}
@@ -49,7 +49,7 @@ class ScriptedGenerator : public Generator {
     ++scored_;
     std::vector<GeneratedToken> out;
     for (size_t t = 1; t < prompt.size(); ++t) {
-      GeneratedToken g{prompt[t], -0.125f * static_cast<float>(t), {}};
+      GeneratedToken g{prompt[t], -0.125f * static_cast<float>(t), {}, static_cast<int32_t>(t)};
       for (int k = 0; k < top_logprobs; ++k) g.top.emplace_back('a' + k, -0.0625f * (k + 1));
       out.push_back(std::move(g));
     }
@@ -231,6 +231,63 @@ TEST_F(ServerTest, EchoReturnsThePromptLogprobs) {
   EXPECT_EQ(a["choices"][0]["text"], "Hihe");
   EXPECT_TRUE(a["choices"][0]["logprobs"].is_null());
   EXPECT_EQ(g.scored(), 4);
+}
+
+// vLLM's prompt_logprobs: the same scores as echo's, in its layout, for each
+// choice; scored once per choice even when echo asks too.
+TEST_F(ServerTest, PromptLogprobsAreEchosScores) {
+  ScriptedGenerator g(ByteIds("hello"));
+  auto api = Server(g);
+  for (int max_tokens : {0, 2}) {
+    SCOPED_TRACE(max_tokens);
+    const Json prompts = {"Hi", ByteIds("cde")};
+    Json a = Answer(
+        *api,
+        Completion(
+            {{"prompt", prompts}, {"prompt_logprobs", 2}, {"max_tokens", max_tokens}, {"n", 2}}),
+        false);
+    Json echo = Answer(
+        *api,
+        Completion(
+            {{"prompt", prompts}, {"echo", true}, {"logprobs", 2}, {"max_tokens", 0}, {"n", 2}}),
+        false);
+    ASSERT_EQ(a["choices"].size(), 4u);
+    for (int c = 0; c < 4; ++c) {
+      const Json& choice = a["choices"][c];
+      EXPECT_EQ(choice["text"], max_tokens ? "he" : "");
+      EXPECT_TRUE(choice["logprobs"].is_null());
+      EXPECT_EQ(choice["finish_reason"], "length");
+      const Json& lp = choice["prompt_logprobs"];
+      const Json& echoed = echo["choices"][c]["logprobs"];
+      ASSERT_EQ(lp.size(), echoed["token_ids"].size());
+      EXPECT_TRUE(lp[0].is_null());
+      for (size_t t = 1; t < lp.size(); ++t) {
+        const std::string id = std::to_string(echoed["token_ids"][t].get<int>());
+        ASSERT_TRUE(lp[t].contains(id)) << lp[t].dump();
+        EXPECT_EQ(lp[t][id]["logprob"], echoed["token_logprobs"][t]);
+        EXPECT_EQ(lp[t][id]["rank"], t);
+        EXPECT_EQ(lp[t][id]["decoded_token"], echoed["tokens"][t]);
+        EXPECT_EQ(lp[t].size(), 3u);  // the token and 'a', 'b'
+        EXPECT_EQ(lp[t].at("97"),
+                  (Json{{"logprob", -0.0625}, {"rank", 1}, {"decoded_token", "a"}}));
+        EXPECT_EQ(lp[t].at("98"), (Json{{"logprob", -0.125}, {"rank", 2}, {"decoded_token", "b"}}));
+      }
+    }
+  }
+  EXPECT_EQ(g.scored(), 4 * 4);
+  // Both asked: one scoring per choice, each answer with its own K.
+  Json both = Answer(*api,
+                     Completion({{"prompt", "cde"},
+                                 {"echo", true},
+                                 {"logprobs", 0},
+                                 {"prompt_logprobs", 1},
+                                 {"max_tokens", 0}}),
+                     false);
+  EXPECT_EQ(g.scored(), 4 * 4 + 1);
+  const Json& choice = both["choices"][0];
+  EXPECT_EQ(choice["logprobs"]["top_logprobs"][1], (Json{{"d", -0.125}}));
+  EXPECT_EQ(choice["prompt_logprobs"][1].size(), 2u);
+  EXPECT_EQ(choice["prompt_logprobs"][2]["101"]["logprob"], -0.25);
 }
 
 // stop_reason as vLLM sets it: the stop string, a stop id other than the
