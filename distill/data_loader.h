@@ -42,6 +42,9 @@ struct PackedBatch {
   std::vector<float> topk_logprobs;
   std::vector<uint8_t> has_teacher;  // [n] (empty when top_k == 0)
   int64_t num_teacher_targets = 0;
+  // On-policy batches scored by an endpoint teacher for the sampled-token
+  // loss: [n], log q(targets[i]) at each target row (empty otherwise).
+  std::vector<float> teacher_token_logprobs;
   // Where the batch sits in the stream (see DataLoader).
   uint64_t epoch = 0;
   uint64_t index_in_epoch = 0;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/named_values.h"
+#include "core/status.h"
 #include "formats/reasoning.h"
 #include "httplib.h"
 #include "model/sampler.h"
@@ -672,6 +673,19 @@ absl::StatusOr<std::vector<std::string>> EndpointClient::ListModels() const {
     if (m.is_object() && m.contains("id") && m["id"].is_string()) ids.push_back(m["id"]);
   }
   return ids;
+}
+
+absl::StatusOr<std::unique_ptr<EndpointClient>> ConnectEndpoint(EndpointOptions options) {
+  if (!options.model.empty()) return EndpointClient::Create(options);
+  options.model = "unknown";  // Create() wants a name; the server's comes next
+  ASSIGN_OR_RETURN(std::unique_ptr<EndpointClient> probe, EndpointClient::Create(options));
+  ASSIGN_OR_RETURN(std::vector<std::string> models, probe->ListModels());
+  if (models.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(options.base_url, " serves no models; pass --model-name"));
+  }
+  options.model = models.front();
+  return EndpointClient::Create(options);
 }
 
 }  // namespace retort

@@ -288,6 +288,10 @@ class EndpointClient {
   std::vector<std::thread> workers_;
 };
 
+// Create() for a user's flags: an empty options.model asks the server
+// (GET /models) and takes the first model it serves.
+absl::StatusOr<std::unique_ptr<EndpointClient>> ConnectEndpoint(EndpointOptions options);
+
 }  // namespace retort
 
 #endif  // RETORT_DISTILL_ENDPOINT_H_

@@ -62,19 +62,9 @@ absl::StatusOr<TraceJobReport> GenerateTraces(const GenerateTracesOptions& o,
     eo.max_in_flight = o.concurrency;
     eo.max_retries = o.retries;
     eo.request_timeout_s = o.timeout_s;
-    // Create() wants a model name; without --model-name ask the server.
-    eo.model = o.model_name.empty() ? "unknown" : o.model_name;
-    ASSIGN_OR_RETURN(client, EndpointClient::Create(eo));
-    if (o.model_name.empty()) {
-      ASSIGN_OR_RETURN(std::vector<std::string> models, client->ListModels());
-      if (models.empty()) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(o.endpoint, " serves no models; pass --model-name"));
-      }
-      eo.model = models.front();
-      ASSIGN_OR_RETURN(client, EndpointClient::Create(eo));
-    }
-    teacher_name = eo.model;
+    eo.model = o.model_name;
+    ASSIGN_OR_RETURN(client, ConnectEndpoint(eo));
+    teacher_name = client->options().model;
     EndpointTeacherOptions to;
     to.want_tokens = o.write_shard;
     to.tokenizer = tokenizer.get();

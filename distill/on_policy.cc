@@ -22,8 +22,8 @@ absl::StatusOr<std::unique_ptr<OnPolicySampler>> OnPolicySampler::Create(
     int64_t max_context, int rank, int world_size) {
   if (options.prompts.empty()) return absl::InvalidArgumentError("on-policy: no --prompts file");
   if (options.prompts_per_batch < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--prompts-per-batch must be >= 1, got ",
-                                                   options.prompts_per_batch));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--prompts-per-batch must be >= 1, got ", options.prompts_per_batch));
   }
   if (options.max_new_tokens < 1) {
     return absl::InvalidArgumentError(
@@ -56,9 +56,9 @@ absl::StatusOr<std::unique_ptr<OnPolicySampler>> OnPolicySampler::Create(
           absl::StrCat(options.prompts, ":", p.line, ": ", r.status().message()));
     }
     if (static_cast<int64_t>(r->ids.size()) + 1 > max_context) {
-      return absl::InvalidArgumentError(absl::StrCat(options.prompts, ":", p.line, ": the prompt has ",
-                                                     r->ids.size(), " tokens; the context is ",
-                                                     max_context));
+      return absl::InvalidArgumentError(absl::StrCat(options.prompts, ":", p.line,
+                                                     ": the prompt has ", r->ids.size(),
+                                                     " tokens; the context is ", max_context));
     }
     s->rendered_.push_back(*std::move(r));
   }
@@ -102,8 +102,7 @@ uint64_t OnPolicySampler::ContentHash() const {
 }
 
 absl::Status OnPolicySampler::Sample(const Transformer& student, int64_t step, int64_t micro,
-                                     int64_t grad_accum, PackedBatch* batch,
-                                     OnPolicyStats* stats) {
+                                     int64_t grad_accum, PackedBatch* batch, OnPolicyStats* stats) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t B = options_.prompts_per_batch;
   const int64_t g = step * grad_accum + micro;
@@ -134,8 +133,8 @@ absl::Status OnPolicySampler::Sample(const Transformer& student, int64_t step, i
       return absl::InternalError(absl::StrCat("on-policy sampling of prompt \"", results[j].id,
                                               "\": ", results[j].status.message()));
     }
-    seq_len = std::max<int64_t>(
-        seq_len, static_cast<int64_t>(rendered_[prompt_of[j]].ids.size() + results[j].tokens.size()));
+    seq_len = std::max<int64_t>(seq_len, static_cast<int64_t>(rendered_[prompt_of[j]].ids.size() +
+                                                              results[j].tokens.size()));
   }
   const int32_t pad = tokenizer_.eos_id() >= 0 ? tokenizer_.eos_id() : 0;
   *batch = PackedBatch();
@@ -146,12 +145,15 @@ absl::Status OnPolicySampler::Sample(const Transformer& student, int64_t step, i
   batch->positions.assign(n, 0);
   batch->doc_start.assign(n, 0);
   batch->targets.assign(n, -1);
+  std::vector<int64_t> prompt_lengths(B), lengths(B);
   for (int64_t j = 0; j < B; ++j) {
     const std::vector<int32_t>& prompt = rendered_[prompt_of[j]].ids;
     const GenerationResult& res = results[j];
     const int64_t row = j * seq_len;
     const int64_t np = static_cast<int64_t>(prompt.size());
     const int64_t len = np + static_cast<int64_t>(res.tokens.size());
+    prompt_lengths[j] = np;
+    lengths[j] = len;
     for (int64_t i = 0; i < seq_len; ++i) {
       const int64_t at = row + i;
       if (i < len) {
@@ -174,17 +176,66 @@ absl::Status OnPolicySampler::Sample(const Transformer& student, int64_t step, i
     const TracePrompt& p = prompts_[prompt_of[j]];
     if (verifier_ != nullptr && p.answer) {
       const std::string text = tokenizer_.Decode(res.tokens, /*skip_special_tokens=*/true);
-      const ReasoningSplitter::Delta parts =
-          ReasoningSplitter::Split(text, ReasoningSplitter::Mode::kAuto,
-                                   rendered_[prompt_of[j]].starts_in_reasoning);
+      const ReasoningSplitter::Delta parts = ReasoningSplitter::Split(
+          text, ReasoningSplitter::Mode::kAuto, rendered_[prompt_of[j]].starts_in_reasoning);
       absl::StatusOr<VerifyResult> v = verifier_->Verify(parts.content, *p.answer);
       stats->verified += 1;
       stats->correct += v.ok() && v->correct;
     }
   }
   stats->batches += 1;
-  stats->generate_s +=
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t1 = std::chrono::steady_clock::now();
+  stats->generate_s += std::chrono::duration<double>(t1 - t0).count();
+  if (endpoint_ != nullptr) {
+    RETURN_IF_ERROR(ScoreWithEndpoint(prompt_lengths, lengths, batch));
+    stats->teacher_s +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OnPolicySampler::ScoreWithEndpoint(const std::vector<int64_t>& prompt_lengths,
+                                                const std::vector<int64_t>& lengths,
+                                                PackedBatch* batch) {
+  const int64_t rows = batch->rows, seq_len = batch->seq_len, n = rows * seq_len;
+  const int32_t K = endpoint_top_k_;
+  std::vector<std::future<absl::StatusOr<TokenScores>>> pending;
+  for (int64_t j = 0; j < rows; ++j) {
+    const auto begin = batch->tokens.begin() + j * seq_len;
+    pending.push_back(endpoint_->ScoreTokensAsync(std::vector<int32_t>(begin, begin + lengths[j]),
+                                                  prompt_lengths[j], K));
+  }
+  if (K == 0) {
+    batch->teacher_token_logprobs.assign(static_cast<size_t>(n), 0.f);
+  } else {
+    batch->top_k = K;
+    batch->topk_ids.assign(static_cast<size_t>(n * K), -1);
+    batch->topk_logprobs.assign(static_cast<size_t>(n * K), 0.f);
+    batch->has_teacher.assign(static_cast<size_t>(n), 0);
+  }
+  for (int64_t j = 0; j < rows; ++j) {
+    absl::StatusOr<TokenScores> scores = pending[j].get();
+    if (!scores.ok()) return scores.status();
+    // Position t (its token given the ones before) is row t - 1's target.
+    for (int64_t t = prompt_lengths[j]; t < lengths[j]; ++t) {
+      const int64_t at = j * seq_len + t - 1;
+      const int64_t s = t - prompt_lengths[j];
+      if (K == 0) {
+        batch->teacher_token_logprobs[at] = scores->logprobs[s];
+        continue;
+      }
+      int32_t kept = 0;
+      for (int32_t k = 0; k < scores->top_k && kept < K; ++k) {
+        const int32_t id = scores->topk_ids[s * scores->top_k + k];
+        if (id < 0 || id >= vocab_) continue;
+        batch->topk_ids[at * K + kept] = id;
+        batch->topk_logprobs[at * K + kept] = scores->topk_logprobs[s * scores->top_k + k];
+        ++kept;
+      }
+      batch->has_teacher[at] = 1;
+      ++batch->num_teacher_targets;
+    }
+  }
   return absl::OkStatus();
 }
 

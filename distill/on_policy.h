@@ -27,6 +27,15 @@
 //     their prompts unused.
 //   * Sampling seed of sample i: TraceSampleSeed(seed, prompt id, i).
 //
+// Endpoint teacher (set_teacher_endpoint): the sampler sends every row's
+// prompt + completion to an OpenAI-compatible server's prompt_logprobs
+// (vLLM, `retort serve`; EndpointClient::ScoreTokens), all rows in flight at
+// once, and stores the teacher's side in the batch: log q of each sampled
+// token (teacher_token_logprobs, for sampled_reverse_kl) or its top-K at
+// each target row (top_k fields, for reverse_kl / jsd over K ids plus the
+// tail bucket). Ids at or past the student's vocabulary (padding rows of a
+// larger teacher vocabulary) are dropped from the top-K.
+//
 // With a verifier and prompts that carry an "answer", every sample is
 // verified (its answer part, after </think>); the counts go into the step's
 // metrics as the student's sampled accuracy. Nothing is optimised for it.
@@ -43,6 +52,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "distill/data_loader.h"
+#include "distill/endpoint.h"
 #include "distill/trace_prompts.h"
 #include "distill/verify.h"
 #include "model/transformer.h"
@@ -70,7 +80,8 @@ struct OnPolicyStats {
   double stopped = 0, truncated = 0;  // finish reasons "stop" / "length"
   double verified = 0, correct = 0;   // samples with an answer to check
   double generate_s = 0;
-  static constexpr int kFields = 8;
+  double teacher_s = 0;  // scoring by an endpoint teacher
+  static constexpr int kFields = 9;
   double* data() { return &batches; }
 };
 
@@ -78,17 +89,28 @@ class OnPolicySampler {
  public:
   // Reads and renders the prompts (errors name the file and line).
   // `chat_template` may not be null; `max_context` bounds prompt + completion.
-  static absl::StatusOr<std::unique_ptr<OnPolicySampler>> Create(
-      const OnPolicyOptions& options, const Tokenizer& tokenizer,
-      const ChatTemplate* chat_template, int64_t max_context, int rank, int world_size);
+  static absl::StatusOr<std::unique_ptr<OnPolicySampler>> Create(const OnPolicyOptions& options,
+                                                                 const Tokenizer& tokenizer,
+                                                                 const ChatTemplate* chat_template,
+                                                                 int64_t max_context, int rank,
+                                                                 int world_size);
 
   // Whether micro-batch `micro` of step `step` is on-policy (see the top).
   bool IsOnPolicy(int64_t step, int64_t micro, int64_t grad_accum) const;
 
   // This rank's samples of that micro-batch, drawn from `student`, packed
   // into *batch (one row per sample; top-k fields empty). Adds to *stats.
-  absl::Status Sample(const Transformer& student, int64_t step, int64_t micro,
-                      int64_t grad_accum, PackedBatch* batch, OnPolicyStats* stats);
+  absl::Status Sample(const Transformer& student, int64_t step, int64_t micro, int64_t grad_accum,
+                      PackedBatch* batch, OnPolicyStats* stats);
+
+  // Scores the samples with `client` (it must outlive the sampler): top_k 0
+  // gives teacher_token_logprobs (sampled_reverse_kl), top_k > 0 the top-K
+  // rows. `vocab` is the student's.
+  void set_teacher_endpoint(EndpointClient* client, int32_t top_k, int64_t vocab) {
+    endpoint_ = client;
+    endpoint_top_k_ = top_k;
+    vocab_ = vocab;
+  }
 
   // The first stream sample of step `step` (what trainer_state.json records).
   int64_t FirstSampleOfStep(int64_t step, int64_t grad_accum) const;
@@ -103,6 +125,10 @@ class OnPolicySampler {
       : options_(options), tokenizer_(tokenizer), rank_(rank), world_size_(world_size) {}
   // The prompt of stream sample i.
   int64_t PromptOf(int64_t i);
+  // Fills the teacher's side of *batch from the endpoint; `lengths` and
+  // `prompt_lengths` per row.
+  absl::Status ScoreWithEndpoint(const std::vector<int64_t>& prompt_lengths,
+                                 const std::vector<int64_t>& lengths, PackedBatch* batch);
 
   OnPolicyOptions options_;
   const Tokenizer& tokenizer_;
@@ -111,6 +137,9 @@ class OnPolicySampler {
   std::vector<TracePrompt> prompts_;
   std::vector<RenderedPrompt> rendered_;
   std::unique_ptr<Verifier> verifier_;
+  EndpointClient* endpoint_ = nullptr;
+  int32_t endpoint_top_k_ = 0;
+  int64_t vocab_ = 0;
   int64_t perm_epoch_ = -1;
   std::vector<uint32_t> perm_;
 };

@@ -94,9 +94,17 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
   dopt.text.chunk_tokens = a.chunk_tokens;
   dopt.progress_every = progress ? 10000 : 0;
   dopt.sink = &sink;
-  if (a.on_policy && teacher == nullptr) {
+  if (a.on_policy && teacher == nullptr && a.teacher_endpoint.empty()) {
     return absl::InvalidArgumentError(
-        "--on-policy needs --teacher MODEL: the teacher scores the student's samples");
+        "--on-policy needs --teacher MODEL or --teacher-endpoint URL: the teacher scores the "
+        "student's samples");
+  }
+  if (!a.teacher_endpoint.empty() && (!a.on_policy || teacher != nullptr)) {
+    return absl::InvalidArgumentError(
+        !a.on_policy ? "--teacher-endpoint scores on-policy samples: add --on-policy (offline "
+                       "distillation from an endpoint: `retort generate --endpoint` writes "
+                       "trace shards)"
+                     : "give --teacher or --teacher-endpoint, not both");
   }
   if (a.data.empty() && !(a.on_policy && a.lambda >= 1)) {
     return absl::InvalidArgumentError(
@@ -180,6 +188,7 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
   t.run_description = a.command_line;
 
   std::unique_ptr<OnPolicySampler> sampler;
+  std::unique_ptr<EndpointClient> endpoint;
   if (a.on_policy) {
     OnPolicyOptions o;
     o.prompts = a.prompts;
@@ -204,6 +213,21 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
           "what off-policy distillation on traces minimises)");
     }
     t.on_policy_loss.jsd_beta = a.jsd_beta;
+    if (!a.teacher_endpoint.empty()) {
+      EndpointOptions eo;
+      eo.base_url = a.teacher_endpoint;
+      eo.model = a.teacher_model_name;
+      eo.api_key_env = a.api_key_env;
+      eo.max_in_flight = a.concurrency;
+      ASSIGN_OR_RETURN(endpoint, ConnectEndpoint(eo));
+      const bool sampled = t.on_policy_loss.divergence == KdDivergence::kSampledReverseKl;
+      if (!sampled && a.teacher_top_k < 1) {
+        return absl::InvalidArgumentError(absl::StrCat("--teacher-top-k must be >= 1 for ",
+                                                       a.on_policy_loss, " from an endpoint"));
+      }
+      sampler->set_teacher_endpoint(endpoint.get(), sampled ? 0 : a.teacher_top_k,
+                                    student->config().vocab_size);
+    }
   }
 
   Trainer trainer(student.get(), teacher.get(), train.get(), eval.get(), collective.get(), t);
@@ -218,6 +242,10 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
          << (teacher ? absl::StrCat("teacher: ", a.teacher, " (online, ",
                                     HumanCount(teacher->num_parameters()), " parameters)\n")
                      : std::string())
+         << (endpoint
+                 ? absl::StrCat("teacher: ", a.teacher_endpoint, " (endpoint, prompt_logprobs; ",
+                                a.concurrency, " requests in flight)\n")
+                 : std::string())
          << (train ? summary.ToString() + "\n" : std::string())
          << (sampler ? absl::StrFormat(
                            "on-policy: %d prompts from %s, %d per micro-batch, loss %s, lambda "

@@ -50,6 +50,11 @@ struct TrainStudentOptions {
   int64_t prompts_per_batch = 8, max_new_tokens = 256;
   float sample_temperature = 1, sample_top_p = 1;
   double lambda = 1;
+  // An OpenAI-compatible teacher (vLLM, `retort serve`) scoring the samples
+  // through prompt_logprobs, instead of --teacher: its URL, model name, API
+  // key variable, requests in flight, and the top-K kept for reverse_kl / jsd.
+  std::string teacher_endpoint, teacher_model_name, api_key_env = "OPENAI_API_KEY";
+  int concurrency = 8, teacher_top_k = 20;
   std::string command_line;  // recorded in the output as run.json (provenance)
 };
 

@@ -147,6 +147,8 @@ absl::StatusOr<Trainer::StepStats> Trainer::RunMicroBatch(const PackedBatch& bat
     teacher = TeacherSignal::Dense(teacher_hidden_.data(), td, teacher_->lm_head(),
                                    std::min(teacher_->config().vocab_size, c.vocab_size));
     s.teacher_s = Seconds(t0, Clock::now());
+  } else if (!batch.teacher_token_logprobs.empty() && loss.kd_weight > 0) {
+    teacher = TeacherSignal::TokenLogprobs(batch.teacher_token_logprobs.data());
   } else if (batch.top_k > 0 && loss.kd_weight > 0) {
     // Rows without teacher data hold only empty slots (-1): their KD term is
     // zero (teacher and student both put all mass in the tail bucket).
@@ -470,7 +472,7 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
       std::copy_n(op.data(), kOnPolicy, op_scalars.begin());
       op_scalars[kOnPolicy] = op_kd;
       op_scalars[kOnPolicy + 1] = op_tokens;
-      op_scalars[kOnPolicy + 2] = teacher_s;
+      op_scalars[kOnPolicy + 2] = teacher_s + op.teacher_s;
       RETURN_IF_ERROR(collective_->AllReduceSum(op_scalars.data(), kOnPolicy + 3));
       std::copy_n(op_scalars.begin(), kOnPolicy, op.data());
     }

@@ -108,8 +108,20 @@ class DistillJob : public JobCommand {
         "verifier", po::value(&a.verifier),
         "check each sample against the prompt's \"answer\" (math, exact, regex:..., "
         "command:...): the metrics get the sampled accuracy (logged, not optimised)")(
-        "think", po::value(&a.think)->default_value("auto"),
-        "open the assistant turn with <think>: auto, on or off");
+        "teacher-endpoint", po::value(&a.teacher_endpoint),
+        "instead of --teacher: an OpenAI-compatible server (vLLM, `retort serve`) that scores "
+        "the samples through /v1/completions prompt_logprobs, e.g. http://localhost:8000/v1")(
+        "teacher-model-name", po::value(&a.teacher_model_name),
+        "the \"model\" of the endpoint's requests (default: the first it serves)")(
+        "api-key-env", po::value(&a.api_key_env)->default_value("OPENAI_API_KEY"),
+        "environment variable holding the endpoint's API key")(
+        "concurrency", po::value(&a.concurrency)->default_value(8), "endpoint requests in flight")(
+        "teacher-top-k", po::value(&a.teacher_top_k)->default_value(20),
+        "reverse_kl / jsd from an endpoint: the teacher's top-K per token (the rest is one "
+        "tail bucket)")(
+        "think-prefix", po::value(&a.think)->default_value("auto"),
+        "open the student's assistant turn with \"<think>\\n\": auto (when the template "
+        "mentions <think>), on or off (the student writes it)");
     opts.add(op);
   }
   std::vector<std::string> Positionals() const override { return {"student", "output"}; }
@@ -158,6 +170,12 @@ class DistillJob : public JobCommand {
     f.Num("max-new-tokens", d.has_max_new_tokens(), d.max_new_tokens(), &a.max_new_tokens);
     f.Text("verifier", d.verifier(), &a.verifier);
     f.Num("jsd-beta", d.has_jsd_beta(), d.jsd_beta(), &a.jsd_beta);
+    f.Text("think-prefix", d.think_prefix(), &a.think);
+    f.Num("save-every", d.has_save_every(), d.save_every(), &a.save_every);
+    f.Text("teacher-endpoint", d.teacher_endpoint(), &a.teacher_endpoint);
+    f.Text("teacher-model-name", d.teacher_model_name(), &a.teacher_model_name);
+    f.Num("teacher-top-k", d.has_teacher_top_k(), d.teacher_top_k(), &a.teacher_top_k);
+    f.Num("keep-checkpoints", d.has_keep_checkpoints(), d.keep_checkpoints(), &a.keep_checkpoints);
     f.Num("threads", context.threads > 0, context.threads, &a.threads);
     if (context.resume) a.resume = true;
     return f.status();

@@ -104,6 +104,16 @@ std::vector<std::pair<std::string, bool>> RequiredFields(const proto::Stage& s) 
                !s.generate().model().empty() || !s.generate().endpoint().empty()},
               {"generate.prompts", !s.generate().prompts().empty()}};
     case proto::Stage::kDistill:
+      // On-policy at lambda 1 trains on the student's samples of its prompts
+      // alone; off-policy batches need data.
+      if (s.distill().on_policy()) {
+        const bool all_on_policy = !s.distill().has_lambda() || s.distill().lambda() >= 1;
+        return {{"distill.student", !s.distill().student().empty()},
+                {"distill.teacher (or distill.teacher_endpoint)",
+                 !s.distill().teacher().empty() || !s.distill().teacher_endpoint().empty()},
+                {"distill.prompts", !s.distill().prompts().empty()},
+                {"distill.data (lambda below 1)", all_on_policy || s.distill().data_size() > 0}};
+      }
       return {{"distill.student", !s.distill().student().empty()},
               {"distill.data", s.distill().data_size() > 0}};
     case proto::Stage::kPrune:
@@ -298,6 +308,7 @@ void ForEachStageInput(proto::Stage* s,
       visit("student", s->mutable_distill()->mutable_student());
       visit_all("data", s->mutable_distill()->mutable_data());
       visit("teacher", s->mutable_distill()->mutable_teacher());
+      visit("prompts", s->mutable_distill()->mutable_prompts());
       break;
     case proto::Stage::kPrune:
       visit("model", s->mutable_prune()->mutable_model());

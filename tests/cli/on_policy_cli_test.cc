@@ -2,7 +2,9 @@
 // teacher and a small student with its tokenizer: the student samples, the
 // teacher scores, the metrics say what happened; SIGKILL + --resume gives the
 // weights of the uninterrupted run; GKD's lambda mixes on- and off-policy
-// batches (lambda 0 is plain SFT); bad input gets one-line errors.
+// batches (lambda 0 is plain SFT); the same teacher behind `retort serve`
+// scores the samples as the in-process one does; bad input gets one-line
+// errors.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -18,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "serve_process.h"
 
 extern char** environ;
 
@@ -52,10 +55,10 @@ class OnPolicyCliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     h_ = new CliHarness("on_policy_cli");
     // The recipe's student, smaller: the teacher's byte tokenizer and template.
-    CliRun init = h_->Exec("init " + Student() + " --family llama --size tiny --tokenizer " +
-                           kTeacher +
-                           " --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 "
-                           "--context 512 --dtype f32 --seed 1");
+    CliRun init =
+        h_->Exec("init " + Student() + " --family llama --size tiny --tokenizer " + kTeacher +
+                 " --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 "
+                 "--context 512 --dtype f32 --seed 1");
     ASSERT_EQ(init.code, 0) << init.err;
     // Off-policy data for the lambda mix: short chats with the answers.
     std::ofstream chats(Chats());
@@ -181,6 +184,78 @@ TEST_F(OnPolicyCliTest, LambdaZeroIsSftAndLambdaHalfMixesBothKinds) {
   for (const nlohmann::json& m : Steps(Out("rkl"))) EXPECT_GE(m["reverse_kl"].get<double>(), 0);
 }
 
+// The teacher behind `retort serve` (prompt_logprobs) gives the per-token
+// log-probs of the local teacher: the same samples (the student and seeds are
+// the same), the same sampled-token reverse KL per step up to the JSON round
+// trip of the log-probs; and reverse KL over the teacher's top-K + tail.
+TEST_F(OnPolicyCliTest, AnEndpointTeacherScoresLikeTheLocalTeacher) {
+  testing::ServeProcess server;
+  std::string error;
+  ASSERT_TRUE(
+      server.Start({kTeacher, "--threads", "1"}, (h_->root() / "serve.err").string(), &error))
+      << error;
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port()) + "/v1";
+  for (const char* loss : {"sampled_reverse_kl", "reverse_kl"}) {
+    SCOPED_TRACE(loss);
+    const std::string local = Out(std::string("local_") + loss),
+                      remote = Out(std::string("remote_") + loss);
+    const std::string common = " --max-steps 3 --on-policy-loss " + std::string(loss);
+    CliRun a = h_->Exec(OnPolicyArgs(local) + common);
+    ASSERT_EQ(a.code, 0) << a.err;
+    std::string args = OnPolicyArgs(remote);
+    args.replace(args.find(std::string(" --teacher ") + kTeacher),
+                 std::string(" --teacher ").size() + std::string(kTeacher).size(),
+                 " --teacher-endpoint " + url + " --teacher-top-k 20");
+    CliRun b = h_->Exec(args + common);
+    ASSERT_EQ(b.code, 0) << b.err;
+    const std::vector<nlohmann::json> x = Steps(local), y = Steps(remote);
+    ASSERT_EQ(x.size(), 3u);
+    ASSERT_EQ(y.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(x[i]["tokens"], y[i]["tokens"]) << i;  // the same samples
+      const double kx = x[i]["reverse_kl"].get<double>(), ky = y[i]["reverse_kl"].get<double>();
+      if (std::string(loss) == "sampled_reverse_kl") {
+        // The teacher's log-prob of each sampled token, through JSON.
+        EXPECT_NEAR(kx, ky, 1e-4 * std::max(1.0, std::abs(kx))) << i;
+      } else {
+        // Top-20 of 259 ids plus one tail bucket: merging ids can only lower
+        // a KL (data processing), and the untrained student spreads its mass
+        // over the tail, so the bucketed value is below the dense one.
+        EXPECT_LT(ky, kx) << i;
+        EXPECT_GT(ky, 0.5 * kx) << i;
+      }
+    }
+  }
+}
+
+// `mpirun -np 2` splits the prompts: rank r of W takes stream samples
+// (g * W + r) * B ..., so two ranks draw what one rank with twice the
+// accumulation draws, and follow the same curve.
+TEST_F(OnPolicyCliTest, TwoMpiRanksSampleWhatOneRankWithTwiceTheAccumulationSamples) {
+  const std::string one = Out("op_rank1"), two = Out("op_rank2");
+  CliRun a = h_->Exec(OnPolicyArgs(one) + " --max-steps 3 --grad-accum 2");
+  ASSERT_EQ(a.code, 0) << a.err;
+  const std::string mpirun =
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+      "OMPI_MCA_rmaps_base_oversubscribe=1 "
+      "mpirun -np 2 ";
+  CliRun b = h_->ExecWithPrefix(mpirun, OnPolicyArgs(two) + " --max-steps 3 --grad-accum 1");
+  ASSERT_EQ(b.code, 0) << b.err << b.out;
+  const std::vector<nlohmann::json> x = Steps(one), y = Steps(two);
+  ASSERT_EQ(x.size(), 3u);
+  ASSERT_EQ(y.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(x[i]["tokens"], y[i]["tokens"]) << i;
+    EXPECT_EQ(x[i]["on_policy_batches"], 2);
+    EXPECT_EQ(y[i]["on_policy_batches"], 2);
+    EXPECT_EQ(x[i]["sampled_accuracy"], y[i]["sampled_accuracy"]) << i;
+    for (const char* key : {"loss", "grad_norm"}) {
+      const double p = x[i][key].get<double>(), q = y[i][key].get<double>();
+      EXPECT_NEAR(p, q, 1e-5 * std::abs(p)) << i << " " << key;
+    }
+  }
+}
+
 TEST_F(OnPolicyCliTest, BadInputGivesOneLineErrors) {
   auto one_line = [](const CliRun& r) {
     EXPECT_NE(r.code, 0);
@@ -189,7 +264,10 @@ TEST_F(OnPolicyCliTest, BadInputGivesOneLineErrors) {
   const std::string base = "distill " + Student() + " " + Out("bad") + " -q --max-steps 1";
   CliRun r = h_->Exec(base + " --on-policy --prompts " + kPrompts);
   one_line(r);
-  EXPECT_THAT(r.err, HasSubstr("--on-policy needs --teacher"));
+  EXPECT_THAT(r.err, HasSubstr("--on-policy needs --teacher MODEL or --teacher-endpoint URL"));
+  r = h_->Exec(base + " --data " + Chats() + " --teacher-endpoint http://127.0.0.1:1/v1");
+  one_line(r);
+  EXPECT_THAT(r.err, HasSubstr("add --on-policy"));
   r = h_->Exec(OnPolicyArgs(Out("bad")) + " --max-steps 1 --on-policy-loss forward_kl");
   one_line(r);
   EXPECT_THAT(r.err, HasSubstr("expected sampled_reverse_kl, reverse_kl or jsd"));

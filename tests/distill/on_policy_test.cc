@@ -154,8 +154,7 @@ TEST_F(OnPolicyTest, BadOptionsAreRefused) {
   EXPECT_FALSE(OnPolicySampler::Create(o, *tokenizer_, template_, 512, 0, 1).ok());
   o.prompts = kPrompts;
   auto short_ctx = OnPolicySampler::Create(o, *tokenizer_, template_, 8, 0, 1);
-  EXPECT_NE(std::string(short_ctx.status().message()).find("the context is 8"),
-            std::string::npos);
+  EXPECT_NE(std::string(short_ctx.status().message()).find("the context is 8"), std::string::npos);
 }
 
 }  // namespace
