@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
 #include "core/status.h"
+#include "kernels/backend.h"
 #include "pipeline/sha256.h"
 
 namespace retort::pipeline {
@@ -180,6 +183,7 @@ Json Manifest::ToJson() const {
   for (const StageRecord& s : stages) stage_list.push_back(s.ToJson());
   return {{"recipe", {{"name", recipe_name}, {"path", recipe_path}, {"sha256", recipe_sha256}}},
           {"retort_version", retort_version},
+          {"machine", machine},
           {"status", status},
           {"stages", std::move(stage_list)}};
 }
@@ -197,6 +201,7 @@ absl::StatusOr<Manifest> Manifest::FromJson(const Json& j, const std::string& wh
     RETURN_IF_ERROR(Get(*it, "sha256", at, &m.recipe_sha256));
   }
   RETURN_IF_ERROR(Get(j, "retort_version", where, &m.retort_version));
+  RETURN_IF_ERROR(Get(j, "machine", where, &m.machine));
   RETURN_IF_ERROR(Get(j, "status", where, &m.status));
   if (auto it = j.find("stages"); it != j.end()) {
     if (!it->is_array()) {
@@ -238,6 +243,20 @@ std::string StageFingerprint(const std::string& retort_version, const Json& sett
                         hashed.dump(), "\n"));
   for (const FileRecord& in : inputs) h.Update(absl::StrCat("input ", in.sha256, "\n"));
   return h.HexDigest();
+}
+
+std::string MachineDescription() {
+  std::string cpu = "unknown CPU";
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (absl::StartsWith(line, "model name")) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos)
+        cpu = std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+      break;
+    }
+  }
+  return absl::StrCat(cpu, " | ", DefaultBackend().Describe());
 }
 
 std::string UtcNow() {

@@ -57,6 +57,9 @@ struct StageRecord {
 struct Manifest {
   std::string recipe_name, recipe_path, recipe_sha256;
   std::string retort_version;
+  // What ran it: the CPU and the kernel paths (MachineDescription()). Training
+  // is deterministic for one SIMD path, not across paths (AVX-512 vs AVX2).
+  std::string machine;
   std::string status;  // "running", "done" or "failed"
   std::vector<StageRecord> stages;
 
@@ -77,6 +80,10 @@ absl::StatusOr<StageRecord> ReadProvenance(const std::string& path);
 std::string StageFingerprint(const std::string& retort_version,
                              const nlohmann::ordered_json& settings,
                              const std::vector<FileRecord>& inputs);
+
+// "CPU model | the default backend's Describe()", e.g. "AMD EPYC 7B13 | cpu
+// (avx2 sgemm, avx2 integer dots, 2 threads)".
+std::string MachineDescription();
 
 // "YYYY-MM-DDTHH:MM:SSZ" for now.
 std::string UtcNow();

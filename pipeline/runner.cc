@@ -247,12 +247,22 @@ absl::Status Runner::Execute(const proto::Stage& stage, const std::string& dir, 
         WriteFileAtomically((fs::path(dir) / "result.json").string(), result.dump(2) + "\n"));
   }
   if (stage.has_distill()) {
-    // The trainer's checkpoints only serve `retort distill --resume`; a
-    // finished stage never resumes, and they hold 4x the model (f32 master
-    // weights and Adam moments).
+    // The trainer's resume state (f32 master weights and Adam moments, 4x the
+    // model) only serves `retort distill --resume`, and a finished stage never
+    // resumes. A stage that asks for checkpoints (save_every) keeps their
+    // models, for later stages to evaluate ("@stage/checkpoint-0000100");
+    // otherwise they go entirely.
+    const bool keep_models = stage.distill().save_every() > 0;
     for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-      if (e.is_directory() && absl::StartsWith(e.path().filename().string(), "checkpoint-")) {
+      if (!e.is_directory() || !absl::StartsWith(e.path().filename().string(), "checkpoint-")) {
+        continue;
+      }
+      if (!keep_models) {
         fs::remove_all(e.path(), ec);
+        continue;
+      }
+      for (const char* resume_only : {"master.safetensors", "optimizer.bin"}) {
+        fs::remove(e.path() / resume_only, ec);
       }
     }
   }
@@ -375,6 +385,8 @@ absl::StatusOr<RunSummary> Runner::Run() {
   manifest_.recipe_path = recipe_.path;
   manifest_.recipe_sha256 = recipe_.sha256;
   manifest_.retort_version = o_.retort_version.empty() ? RetortVersionString() : o_.retort_version;
+  manifest_.machine = MachineDescription();
+  Progress(absl::StrCat("machine: ", manifest_.machine));
   manifest_.status = "running";
   const auto& stages = recipe_.recipe.stage();
   // Stages outside --from/--only keep whatever an earlier run recorded.

@@ -108,6 +108,8 @@ void Header(const RunInfo& run, std::string* out) {
   std::vector<std::string> counts;
   for (const auto& [status, n] : by_status) counts.push_back(absl::StrCat(n, " ", status));
   if (!counts.empty()) fact("stages", E(absl::StrJoin(counts, ", ")));
+  fact("machine",
+       run.machine.empty() ? "<span class=\"empty\">not recorded</span>" : E(run.machine));
   fact("retort version", run.retort_version.empty() ? "<span class=\"empty\">not recorded</span>"
                                                     : E(run.retort_version));
   fact("run directory", absl::StrCat("<code>", E(run.run_dir), "</code>"));

@@ -238,6 +238,7 @@ absl::StatusOr<RunInfo> LoadRunDir(const std::string& run_dir) {
     }
   }
   run.retort_version = StringField(j, "retort_version");
+  run.machine = StringField(j, "machine");
   run.status = StringField(j, "status");
   if (run.status == "running") {
     run.notes.push_back(

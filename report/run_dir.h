@@ -70,7 +70,8 @@ struct RunInfo {
   std::string recipe_path;
   std::string recipe_sha256;
   std::string retort_version;
-  std::string status;  // the manifest's run status: running | done | failed ("" when absent)
+  std::string machine;  // the manifest's CPU and kernel paths (empty: not recorded)
+  std::string status;   // the manifest's run status: running | done | failed ("" when absent)
   std::optional<std::string> recipe_text;  // RUN_DIR/recipe.textproto
   std::vector<StageInfo> stages;
   // What is missing or incomplete, one sentence each, in the order found.

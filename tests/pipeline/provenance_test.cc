@@ -56,6 +56,7 @@ TEST(ProvenanceTest, ManifestRoundTripsThroughAFile) {
   m.recipe_path = "recipes/arith.textproto";
   m.recipe_sha256 = std::string(64, 'f');
   m.retort_version = "0.1.0 (git abc)";
+  m.machine = "AMD EPYC 7B13 | cpu (avx2 sgemm, avx2 integer dots, 2 threads)";
   m.status = "done";
   m.stages = {SampleRecord(), SampleRecord()};
   m.stages[1].name = "second";
@@ -69,6 +70,7 @@ TEST(ProvenanceTest, ManifestRoundTripsThroughAFile) {
   EXPECT_EQ(back->ToJson().dump(), m.ToJson().dump());
   Json j = Json::parse(*ReadFileToString(path));
   EXPECT_EQ(j["recipe"]["name"], "arith-r1-mini");
+  EXPECT_EQ(j["machine"], m.machine);
   EXPECT_EQ(j["stages"][0]["label"], "student, distilled on traces");
   fs::remove(path);
 

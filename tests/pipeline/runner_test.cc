@@ -169,6 +169,9 @@ TEST_F(RunnerTest, RunsEveryStageThenSkipsThemAll) {
   EXPECT_EQ(m["recipe"]["name"], "fake");
   EXPECT_EQ(m["recipe"]["sha256"], Sha256Hex(kRecipe));
   EXPECT_EQ(m["retort_version"], "test");
+  // The machine that ran it: the CPU and the kernel paths (SIMD).
+  EXPECT_EQ(m["machine"], MachineDescription());
+  EXPECT_NE(m["machine"].get<std::string>().find(" | cpu ("), std::string::npos) << m["machine"];
   EXPECT_EQ(m["status"], "done");
   const Json& sft = m["stages"][1];
   EXPECT_EQ(sft["kind"], "distill");
@@ -220,6 +223,32 @@ TEST_F(RunnerTest, RunsEveryStageThenSkipsThemAll) {
   // A skipped stage keeps the record of the run that made its outputs.
   EXPECT_EQ(ReadJson("run/manifest.json")["stages"][1]["started"], sft["started"]);
   EXPECT_EQ(ReadJson("run/sft/provenance.json")["status"], "skipped");
+}
+
+// A distill stage that asks for checkpoints (save_every) keeps their models,
+// without the resume-only state, and a later stage can evaluate one.
+TEST_F(RunnerTest, SaveEveryKeepsTheCheckpointModelsForLaterStages) {
+  WriteRecipe(R"pb(
+    name: "fake"
+    stage {
+      name: "init"
+      init { size: "tiny" }
+    }
+    stage {
+      name: "sft"
+      distill { student: "@init" data: "data.jsonl" save_every: 4 }
+    }
+    stage {
+      name: "eval_4"
+      eval { model: "@sft/checkpoint-0000004" prompts: "heldout.jsonl" }
+    }
+  )pb");
+  absl::StatusOr<RunSummary> r = Run();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(fs::is_directory(run_dir() + "/sft/checkpoint-0000004"));
+  EXPECT_FALSE(fs::exists(run_dir() + "/sft/checkpoint-0000004/optimizer.bin"));
+  EXPECT_EQ(ReadJson("run/eval_4/result.json")["model"], "sft/checkpoint-0000004");
+  EXPECT_THAT(Statuses(), ElementsAre("init:done", "sft:done", "eval_4:done"));
 }
 
 TEST_F(RunnerTest, ChangedInputFileRerunsTheStagesThatDependOnIt) {

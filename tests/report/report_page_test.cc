@@ -93,6 +93,7 @@ TEST_F(ReportPageTest, AllSectionsAndCharts) {
   EXPECT_THAT(html, Not(HasSubstr("id=\"notes\"")));  // nothing is missing
   EXPECT_THAT(html, HasSubstr("<h1>retort report: arith-r1-mini</h1>"));
   EXPECT_THAT(html, HasSubstr("0.1.0 (test)"));
+  EXPECT_THAT(html, HasSubstr("AMD EPYC 7B13 | cpu (avx2 sgemm, 2 threads)"));
   EXPECT_THAT(html, HasSubstr("2026-11-23T20:58:00Z"));
   EXPECT_EQ(Count(html, "<svg "), 3);
 

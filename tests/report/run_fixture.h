@@ -140,6 +140,7 @@ inline void WriteRunFixture(const std::filesystem::path& dir, const RunFixtureOp
                            {"path", "recipes/arith.textproto"},
                            {"sha256", std::string(64, 'd')}}},
                          {"retort_version", "0.1.0 (test)"},
+                         {"machine", "AMD EPYC 7B13 | cpu (avx2 sgemm, 2 threads)"},
                          {"status", opt.failed_stage ? "failed" : "done"},
                          {"stages", stages}};
   WriteText(dir / "manifest.json", manifest.dump(2));
