@@ -348,5 +348,19 @@ TEST_F(RunCliTest, DryRunPrintsTheCommands) {
   EXPECT_FALSE(fs::exists(Path("run")));
 }
 
+// The bundled recipes parse, validate and resolve their inputs (the tests run
+// in the source tree).
+TEST_F(RunCliTest, BundledRecipesDryRun) {
+  for (const char* recipe : {"recipes/arith.textproto", "recipes/on_policy.textproto"}) {
+    CliRun r = h_.Exec(std::string("run ") + recipe + " -o " + Path("bundled") + " --dry-run");
+    ASSERT_EQ(r.code, 0) << recipe << "\n" << r.err;
+    EXPECT_THAT(r.err, HasSubstr("would run")) << recipe;
+  }
+  CliRun r = h_.Exec("run recipes/on_policy.textproto -o " + Path("bundled") + " --dry-run");
+  EXPECT_THAT(r.err, HasSubstr("\"on_policy\":true"));
+  EXPECT_THAT(r.err, HasSubstr("@on_policy/checkpoint-0000100"));
+  EXPECT_FALSE(fs::exists(Path("bundled")));
+}
+
 }  // namespace
 }  // namespace retort
