@@ -20,6 +20,8 @@ ARMS = [
     ("sft_more", "(a) more SFT", "sft_more"),
     ("on_policy", "(b) on-policy reverse KL", "on_policy"),
     ("gkd_mix", "(c) lambda 0.5 mix", "gkd_mix"),
+    ("sft_more_low", "(a') more SFT, lr 2e-5", "sft_more_low"),
+    ("on_policy_low", "(b') on-policy reverse KL, lr 2e-5", "on_policy_low"),
     ("answers_base", "answers only (start)", "answers_base"),
     ("on_policy_answers", "(d) on-policy from answers-only", "on_policy_answers"),
 ]
