@@ -258,9 +258,9 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
          << "steps: " << trainer.TotalSteps() << " of " << a.grad_accum << " x "
          << collective->world_size() << " micro-batches of "
          << (!sampler ? absl::StrCat(a.rows, " x ", a.seq_len, " tokens")
-             : train  ? absl::StrCat(a.prompts_per_batch, " student samples (on-policy) or ", a.rows,
-                                     " x ", a.seq_len, " tokens")
-                      : absl::StrCat(a.prompts_per_batch, " student samples"))
+             : train ? absl::StrCat(a.prompts_per_batch, " student samples (on-policy) or ", a.rows,
+                                    " x ", a.seq_len, " tokens")
+                     : absl::StrCat(a.prompts_per_batch, " student samples"))
          << "\n"
          << "memory: weights+grads+adam " << MB(student->num_parameters() * 16ull)
          << ", activations " << MB(student->ActivationBytes(a.rows * a.seq_len))
