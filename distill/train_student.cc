@@ -94,19 +94,19 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
   dopt.text.chunk_tokens = a.chunk_tokens;
   dopt.progress_every = progress ? 10000 : 0;
   dopt.sink = &sink;
-  if (a.on_policy && teacher == nullptr && a.teacher_endpoint.empty()) {
+  if (a.on_policy && teacher == nullptr && a.teacher_endpoint.base_url.empty()) {
     return absl::InvalidArgumentError(
         "--on-policy needs --teacher MODEL or --teacher-endpoint URL: the teacher scores the "
         "student's samples");
   }
-  if (!a.teacher_endpoint.empty() && (!a.on_policy || teacher != nullptr)) {
+  if (!a.teacher_endpoint.base_url.empty() && (!a.on_policy || teacher != nullptr)) {
     return absl::InvalidArgumentError(
         !a.on_policy ? "--teacher-endpoint scores on-policy samples: add --on-policy (offline "
                        "distillation from an endpoint: `retort generate --endpoint` writes "
                        "trace shards)"
                      : "give --teacher or --teacher-endpoint, not both");
   }
-  if (a.data.empty() && !(a.on_policy && a.lambda >= 1)) {
+  if (a.data.empty() && !(a.on_policy && a.sampling.lambda >= 1)) {
     return absl::InvalidArgumentError(
         a.on_policy ? "--lambda below 1 takes off-policy batches from --data: give --data"
                     : "no training data: give --data FILE...");
@@ -190,14 +190,7 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
   std::unique_ptr<OnPolicySampler> sampler;
   std::unique_ptr<EndpointClient> endpoint;
   if (a.on_policy) {
-    OnPolicyOptions o;
-    o.prompts = a.prompts;
-    o.prompts_per_batch = a.prompts_per_batch;
-    o.temperature = a.sample_temperature;
-    o.top_p = a.sample_top_p;
-    o.max_new_tokens = a.max_new_tokens;
-    o.lambda = a.lambda;
-    o.verifier = a.verifier;
+    OnPolicyOptions o = a.sampling;
     ASSIGN_OR_RETURN(o.think, ParseThinkPrefix(a.think));
     o.seed = a.seed;
     ASSIGN_OR_RETURN(sampler,
@@ -213,13 +206,8 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
           "what off-policy distillation on traces minimises)");
     }
     t.on_policy_loss.jsd_beta = a.jsd_beta;
-    if (!a.teacher_endpoint.empty()) {
-      EndpointOptions eo;
-      eo.base_url = a.teacher_endpoint;
-      eo.model = a.teacher_model_name;
-      eo.api_key_env = a.api_key_env;
-      eo.max_in_flight = a.concurrency;
-      ASSIGN_OR_RETURN(endpoint, ConnectEndpoint(eo));
+    if (!a.teacher_endpoint.base_url.empty()) {
+      ASSIGN_OR_RETURN(endpoint, ConnectEndpoint(a.teacher_endpoint));
       const bool sampled = t.on_policy_loss.divergence == KdDivergence::kSampledReverseKl;
       if (!sampled && a.teacher_top_k < 1) {
         return absl::InvalidArgumentError(absl::StrCat("--teacher-top-k must be >= 1 for ",
@@ -242,25 +230,27 @@ absl::Status TrainStudent(const TrainStudentOptions& a, ProgressSink& sink) {
          << (teacher ? absl::StrCat("teacher: ", a.teacher, " (online, ",
                                     HumanCount(teacher->num_parameters()), " parameters)\n")
                      : std::string())
-         << (endpoint
-                 ? absl::StrCat("teacher: ", a.teacher_endpoint, " (endpoint, prompt_logprobs; ",
-                                a.concurrency, " requests in flight)\n")
-                 : std::string())
+         << (endpoint ? absl::StrCat("teacher: ", a.teacher_endpoint.base_url,
+                                     " (endpoint, prompt_logprobs; ",
+                                     a.teacher_endpoint.max_in_flight, " requests in flight)\n")
+                      : std::string())
          << (train ? summary.ToString() + "\n" : std::string())
          << (sampler ? absl::StrFormat(
                            "on-policy: %d prompts from %s, %d per micro-batch, loss %s, lambda "
                            "%g, sampling at temperature %g top-p %g, up to %d new tokens%s\n",
-                           sampler->num_prompts(), a.prompts, a.prompts_per_batch, a.on_policy_loss,
-                           a.lambda, a.sample_temperature, a.sample_top_p, a.max_new_tokens,
-                           a.verifier.empty() ? "" : ", verifier " + a.verifier)
+                           sampler->num_prompts(), a.sampling.prompts, a.sampling.prompts_per_batch,
+                           a.on_policy_loss, a.sampling.lambda, a.sampling.temperature,
+                           a.sampling.top_p, a.sampling.max_new_tokens,
+                           a.sampling.verifier.empty() ? "" : ", verifier " + a.sampling.verifier)
                      : std::string())
          << "ranks: " << collective->Describe() << ", threads per rank: " << NumThreads() << "\n"
          << "steps: " << trainer.TotalSteps() << " of " << a.grad_accum << " x "
          << collective->world_size() << " micro-batches of "
          << (!sampler ? absl::StrCat(a.rows, " x ", a.seq_len, " tokens")
-             : train ? absl::StrCat(a.prompts_per_batch, " student samples (on-policy) or ", a.rows,
-                                    " x ", a.seq_len, " tokens")
-                     : absl::StrCat(a.prompts_per_batch, " student samples"))
+             : train
+                 ? absl::StrCat(a.sampling.prompts_per_batch, " student samples (on-policy) or ",
+                                a.rows, " x ", a.seq_len, " tokens")
+                 : absl::StrCat(a.sampling.prompts_per_batch, " student samples"))
          << "\n"
          << "memory: weights+grads+adam " << MB(student->num_parameters() * 16ull)
          << ", activations " << MB(student->ActivationBytes(a.rows * a.seq_len))

@@ -14,6 +14,8 @@
 
 #include "absl/status/status.h"
 #include "core/progress.h"
+#include "distill/endpoint.h"
+#include "distill/on_policy.h"
 
 namespace retort {
 
@@ -46,15 +48,15 @@ struct TrainStudentOptions {
   // (sampled_reverse_kl, reverse_kl or jsd with jsd_beta); otherwise it comes
   // from --data with the loss above. --data may be left out at lambda 1.
   bool on_policy = false;
-  std::string prompts, on_policy_loss = "sampled_reverse_kl", verifier, think = "auto";
-  int64_t prompts_per_batch = 8, max_new_tokens = 256;
-  float sample_temperature = 1, sample_top_p = 1;
-  double lambda = 1;
+  // The sampler's settings (prompts, per batch, temperature, top-p, new
+  // tokens, lambda, verifier); its seed is `seed` and its think prefix `think`.
+  OnPolicyOptions sampling;
+  std::string on_policy_loss = "sampled_reverse_kl", think = "auto";
   // An OpenAI-compatible teacher (vLLM, `retort serve`) scoring the samples
-  // through prompt_logprobs, instead of --teacher: its URL, model name, API
-  // key variable, requests in flight, and the top-K kept for reverse_kl / jsd.
-  std::string teacher_endpoint, teacher_model_name, api_key_env = "OPENAI_API_KEY";
-  int concurrency = 8, teacher_top_k = 20;
+  // through prompt_logprobs, instead of --teacher (base_url empty: none; an
+  // empty model: the first it serves), and the top-K kept for reverse_kl / jsd.
+  EndpointOptions teacher_endpoint;
+  int teacher_top_k = 20;
   std::string command_line;  // recorded in the output as run.json (provenance)
 };
 

@@ -90,32 +90,33 @@ class DistillJob : public JobCommand {
     po::options_description op("On-policy distillation (the student samples, the teacher scores)");
     op.add_options()("on-policy", po::bool_switch(&a.on_policy),
                      "train on the student's own completions of --prompts, scored by --teacher")(
-        "prompts", po::value(&a.prompts),
+        "prompts", po::value(&a.sampling.prompts),
         "prompts JSONL ({\"id\", \"prompt\" or \"messages\", optional \"answer\"})")(
         "on-policy-loss", po::value(&a.on_policy_loss)->default_value("sampled_reverse_kl"),
         "sampled_reverse_kl (per-token log p - log q as the cost of each sampled token), "
         "reverse_kl or jsd (--jsd-beta) over the vocabulary")(
-        "lambda", po::value(&a.lambda)->default_value(1.0),
+        "lambda", po::value(&a.sampling.lambda)->default_value(1.0),
         "probability that a micro-batch is on-policy; the others are off-policy from --data "
         "with --ce-weight/--kd-weight (GKD's lambda)")(
-        "prompts-per-batch", po::value(&a.prompts_per_batch)->default_value(8),
+        "prompts-per-batch", po::value(&a.sampling.prompts_per_batch)->default_value(8),
         "student samples per on-policy micro-batch (one per prompt)")(
-        "sample-temperature", po::value(&a.sample_temperature)->default_value(1.0f),
+        "sample-temperature", po::value(&a.sampling.temperature)->default_value(1.0f),
         "the student's sampling temperature (0: greedy)")(
-        "sample-top-p", po::value(&a.sample_top_p)->default_value(1.0f), "nucleus sampling")(
-        "max-new-tokens", po::value(&a.max_new_tokens)->default_value(256),
+        "sample-top-p", po::value(&a.sampling.top_p)->default_value(1.0f), "nucleus sampling")(
+        "max-new-tokens", po::value(&a.sampling.max_new_tokens)->default_value(256),
         "longest student completion")(
-        "verifier", po::value(&a.verifier),
+        "verifier", po::value(&a.sampling.verifier),
         "check each sample against the prompt's \"answer\" (math, exact, regex:..., "
         "command:...): the metrics get the sampled accuracy (logged, not optimised)")(
-        "teacher-endpoint", po::value(&a.teacher_endpoint),
+        "teacher-endpoint", po::value(&a.teacher_endpoint.base_url),
         "instead of --teacher: an OpenAI-compatible server (vLLM, `retort serve`) that scores "
         "the samples through /v1/completions prompt_logprobs, e.g. http://localhost:8000/v1")(
-        "teacher-model-name", po::value(&a.teacher_model_name),
+        "teacher-model-name", po::value(&a.teacher_endpoint.model),
         "the \"model\" of the endpoint's requests (default: the first it serves)")(
-        "api-key-env", po::value(&a.api_key_env)->default_value("OPENAI_API_KEY"),
+        "api-key-env", po::value(&a.teacher_endpoint.api_key_env)->default_value("OPENAI_API_KEY"),
         "environment variable holding the endpoint's API key")(
-        "concurrency", po::value(&a.concurrency)->default_value(8), "endpoint requests in flight")(
+        "concurrency", po::value(&a.teacher_endpoint.max_in_flight)->default_value(8),
+        "endpoint requests in flight")(
         "teacher-top-k", po::value(&a.teacher_top_k)->default_value(20),
         "reverse_kl / jsd from an endpoint: the teacher's top-K per token (the rest is one "
         "tail bucket)")(
@@ -159,21 +160,21 @@ class DistillJob : public JobCommand {
     f.Flag("all-assistant-turns", d.all_assistant_turns(), &a.all_turns);
     f.Flag("keep-sparsity", d.keep_sparsity(), &a.keep_sparsity);
     f.Flag("on-policy", d.on_policy(), &a.on_policy);
-    f.Text("prompts", d.prompts(), &a.prompts);
+    f.Text("prompts", d.prompts(), &a.sampling.prompts);
     f.Text("on-policy-loss", d.on_policy_loss(), &a.on_policy_loss);
-    f.Num("lambda", d.has_lambda(), d.lambda(), &a.lambda);
+    f.Num("lambda", d.has_lambda(), d.lambda(), &a.sampling.lambda);
     f.Num("prompts-per-batch", d.has_prompts_per_batch(), d.prompts_per_batch(),
-          &a.prompts_per_batch);
+          &a.sampling.prompts_per_batch);
     f.Num("sample-temperature", d.has_sample_temperature(), d.sample_temperature(),
-          &a.sample_temperature);
-    f.Num("sample-top-p", d.has_sample_top_p(), d.sample_top_p(), &a.sample_top_p);
-    f.Num("max-new-tokens", d.has_max_new_tokens(), d.max_new_tokens(), &a.max_new_tokens);
-    f.Text("verifier", d.verifier(), &a.verifier);
+          &a.sampling.temperature);
+    f.Num("sample-top-p", d.has_sample_top_p(), d.sample_top_p(), &a.sampling.top_p);
+    f.Num("max-new-tokens", d.has_max_new_tokens(), d.max_new_tokens(), &a.sampling.max_new_tokens);
+    f.Text("verifier", d.verifier(), &a.sampling.verifier);
     f.Num("jsd-beta", d.has_jsd_beta(), d.jsd_beta(), &a.jsd_beta);
     f.Text("think-prefix", d.think_prefix(), &a.think);
     f.Num("save-every", d.has_save_every(), d.save_every(), &a.save_every);
-    f.Text("teacher-endpoint", d.teacher_endpoint(), &a.teacher_endpoint);
-    f.Text("teacher-model-name", d.teacher_model_name(), &a.teacher_model_name);
+    f.Text("teacher-endpoint", d.teacher_endpoint(), &a.teacher_endpoint.base_url);
+    f.Text("teacher-model-name", d.teacher_model_name(), &a.teacher_endpoint.model);
     f.Num("teacher-top-k", d.has_teacher_top_k(), d.teacher_top_k(), &a.teacher_top_k);
     f.Num("keep-checkpoints", d.has_keep_checkpoints(), d.keep_checkpoints(), &a.keep_checkpoints);
     f.Num("threads", context.threads > 0, context.threads, &a.threads);
