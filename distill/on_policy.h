@@ -73,15 +73,17 @@ struct OnPolicyOptions {
   uint64_t seed = 0;
 };
 
-// What the on-policy micro-batches of a step generated (summed over ranks by
-// the trainer).
+// A step's on-policy figures: what its on-policy micro-batches generated
+// (the sampler adds them) and what training on them gave (the trainer adds
+// the divergence and the teacher's time); summed over ranks by the trainer.
 struct OnPolicyStats {
   double batches = 0, samples = 0, completion_tokens = 0;
   double stopped = 0, truncated = 0;  // finish reasons "stop" / "length"
   double verified = 0, correct = 0;   // samples with an answer to check
   double generate_s = 0;
-  double teacher_s = 0;  // scoring by an endpoint teacher
-  static constexpr int kFields = 9;
+  double teacher_s = 0;              // the teacher's scoring: endpoint or local forward
+  double kd_sum = 0, kd_tokens = 0;  // the on-policy loss's divergence and its tokens
+  static constexpr int kFields = 11;
   double* data() { return &batches; }
 };
 

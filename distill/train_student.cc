@@ -39,8 +39,8 @@ absl::Status CheckTeacherVocabulary(const TrainStudentOptions& a, const Tokenize
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> teacher_tok, LoadTokenizer(a.teacher));
   const int32_t shared = std::min(student_tok.vocab_size(), teacher_tok->vocab_size());
-  if (teacher_tok->vocab_size() > student_vocab && student_tok.vocab_size() <= student_vocab &&
-      teacher_tok->vocab_size() != student_tok.vocab_size()) {
+  // Teacher tokens past the student's rows are real tokens, not padding.
+  if (teacher_tok->vocab_size() > student_vocab) {
     return absl::InvalidArgumentError(
         absl::StrCat("--teacher ", a.teacher, "'s tokenizer has ", teacher_tok->vocab_size(),
                      " tokens, more than the student's vocabulary of ", student_vocab,

@@ -430,16 +430,11 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     }
   }
   std::vector<double> scalars(4);
-  // On-policy step totals: OnPolicyStats, then the on-policy kd sum and
-  // tokens and the teacher's seconds (summed over ranks with the rest).
-  constexpr int kOnPolicy = OnPolicyStats::kFields;
-  std::vector<double> op_scalars(kOnPolicy + 3);
   while (step < total) {
     const auto ts = Clock::now();
     student_->ZeroGrads();
     StepStats acc;
     OnPolicyStats op;
-    double op_kd = 0, op_tokens = 0, teacher_s = 0;
     std::unique_ptr<Transformer> sampler_model;  // the student's weights of this step
     for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
       const bool on =
@@ -459,22 +454,17 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
       acc.ce_sum += s.ce_sum;
       acc.kd_sum += s.kd_sum;
       acc.tokens += s.tokens;
-      teacher_s += s.teacher_s;
+      op.teacher_s += s.teacher_s;
       if (on) {
-        op_kd += s.kd_sum;
-        op_tokens += s.tokens;
+        op.kd_sum += s.kd_sum;
+        op.kd_tokens += s.tokens;
       }
     }
     // Sum over ranks, then the gradient of the mean loss per target token.
     scalars = {acc.loss_sum, acc.ce_sum, acc.kd_sum, acc.tokens};
     RETURN_IF_ERROR(collective_->AllReduceSum(scalars.data(), 4));
     if (on_policy_ != nullptr) {
-      std::copy_n(op.data(), kOnPolicy, op_scalars.begin());
-      op_scalars[kOnPolicy] = op_kd;
-      op_scalars[kOnPolicy + 1] = op_tokens;
-      op_scalars[kOnPolicy + 2] = teacher_s + op.teacher_s;
-      RETURN_IF_ERROR(collective_->AllReduceSum(op_scalars.data(), kOnPolicy + 3));
-      std::copy_n(op_scalars.begin(), kOnPolicy, op.data());
+      RETURN_IF_ERROR(collective_->AllReduceSum(op.data(), OnPolicyStats::kFields));
     }
     RETURN_IF_ERROR(collective_->AllReduceSum(student_->grad_arena(), student_->num_parameters()));
     const double tokens = scalars[3];
@@ -519,14 +509,13 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
       if (on_policy_ != nullptr) {
         // Seconds are summed over ranks: divided by the world size, per rank.
         const double ranks = collective_->world_size();
-        const double gen_s = op.generate_s / ranks, teach_s = op_scalars[kOnPolicy + 2] / ranks;
+        const double gen_s = op.generate_s / ranks, teach_s = op.teacher_s / ranks;
         m["on_policy_batches"] = static_cast<int64_t>(op.batches);
         if (op.batches > 0) {
           // The on-policy divergence per student token: reverse KL (exact,
           // or the sampled-token estimate) or the JSD.
           const bool jsd = options_.on_policy_loss.divergence == KdDivergence::kJsd;
-          m[jsd ? "jsd" : "reverse_kl"] =
-              op_scalars[kOnPolicy] / std::max(1.0, op_scalars[kOnPolicy + 1]);
+          m[jsd ? "jsd" : "reverse_kl"] = op.kd_sum / std::max(1.0, op.kd_tokens);
           m["sample_tokens"] = op.completion_tokens / std::max(1.0, op.samples);
           m["finish_stop"] = static_cast<int64_t>(op.stopped);
           m["finish_length"] = static_cast<int64_t>(op.truncated);
