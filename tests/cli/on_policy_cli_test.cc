@@ -17,8 +17,13 @@
 #include <thread>
 
 #include "cli_harness.h"
+#include "core/file.h"
+#include "core/tensor.h"
+#include "formats/hf_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/model_files.h"
+#include "model/train_model.h"
 #include "nlohmann/json.hpp"
 #include "serve_process.h"
 
@@ -254,6 +259,51 @@ TEST_F(OnPolicyCliTest, TwoMpiRanksSampleWhatOneRankWithTwiceTheAccumulationSamp
       EXPECT_NEAR(p, q, 1e-5 * std::abs(p)) << i << " " << key;
     }
   }
+}
+
+// A teacher whose vocabulary is the student's plus padding rows (as
+// Qwen2.5's 152,064 vs 151,936) is read over the student's ids: the arith
+// teacher with 61 zero rows appended to its (tied) embedding trains exactly
+// as the teacher itself.
+TEST_F(OnPolicyCliTest, ATeacherWithPaddingRowsTrainsAsTheUnpaddedOne) {
+  auto engine = LoadEngine(kTeacher);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto model = TrainModel::FromTransformer(**engine);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ModelConfig config = (*model)->config();
+  const int64_t vocab = config.vocab_size, padded = vocab + 61, hidden = config.hidden_size;
+  std::vector<std::pair<std::string, Tensor>> weights = (*model)->NamedWeights();
+  for (auto& [name, t] : weights) {
+    if (t.shape().size() != 2 || t.shape()[0] != vocab) continue;  // embed_tokens (tied)
+    Tensor grown = Tensor::Zeros(DType::kF32, Shape{padded, hidden});
+    std::copy_n(t.data<float>(), vocab * hidden, grown.mutable_data<float>());
+    t = std::move(grown);
+  }
+  config.vocab_size = padded;
+  const std::string dir = Out("padded_teacher");
+  ASSERT_TRUE(WriteHfDirectory(dir, config.ToJson(), weights).ok());
+  auto files = TokenizerFiles(kTeacher);
+  ASSERT_TRUE(files.ok()) << files.status();
+  for (const auto& [file, text] : *files) {
+    ASSERT_TRUE(WriteFileAtomically(dir + "/" + file, text).ok());
+  }
+  std::string args = OnPolicyArgs(Out("padded")) + " --max-steps 2";
+  args.replace(args.find(kTeacher), std::string(kTeacher).size(), dir);
+  CliRun a = h_->Exec(args);
+  ASSERT_EQ(a.code, 0) << a.err;
+  CliRun b = h_->Exec(OnPolicyArgs(Out("unpadded")) + " --max-steps 2");
+  ASSERT_EQ(b.code, 0) << b.err;
+  const std::vector<nlohmann::json> x = Steps(Out("padded")), y = Steps(Out("unpadded"));
+  ASSERT_EQ(x.size(), 2u);
+  ASSERT_EQ(y.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(x[i]["loss"], y[i]["loss"]) << i;
+  // The run says so (-q hides it).
+  std::string loud = OnPolicyArgs(Out("padded_loud")) + " --max-steps 1";
+  loud.replace(loud.find(kTeacher), std::string(kTeacher).size(), dir);
+  loud.erase(loud.find(" -q"), 3);
+  CliRun c = h_->Exec(loud);
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_THAT(c.err, HasSubstr("= the student's " + std::to_string(vocab) + " + 61 padding rows"));
 }
 
 TEST_F(OnPolicyCliTest, BadInputGivesOneLineErrors) {
