@@ -17,11 +17,14 @@ namespace retort::cli {
 
 int RunConvert(const Args& args, const CommandIo& io) {
   CommandSpec spec{
-      "convert", "IN OUT [--to gguf|hf] [--type TYPE] [--dtype DTYPE] [--force] [options]",
-      "Convert an HF directory to a GGUF file (llama.cpp's names, layouts, metadata and "
-      "quantization presets), a GGUF file to an HF directory (dequantized), or a quantized HF "
-      "checkpoint (compressed-tensors, GPTQ, AWQ, DeepSeek FP8 blocks) to a plain one (--to hf)."};
-  spec.default_model = true;
+      .name = "convert",
+      .usage = "IN OUT [--to gguf|hf] [--type TYPE] [--dtype DTYPE] [--force] [options]",
+      .summary =
+          "Convert an HF directory to a GGUF file (llama.cpp's names, layouts, metadata and "
+          "quantization presets), a GGUF file to an HF directory (dequantized), or a quantized HF "
+          "checkpoint (compressed-tensors, GPTQ, AWQ, DeepSeek FP8 blocks) to a plain one (--to "
+          "hf).",
+      .default_model = true};
   return RunJobCommand(io, spec, *pipeline::NewConvertJob(), args);
 }
 

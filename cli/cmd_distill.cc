@@ -11,12 +11,14 @@
 namespace retort::cli {
 
 int RunDistill(const Args& args, const CommandIo& io) {
-  CommandSpec spec{"distill", "STUDENT OUT --data FILE... [--resume | --force] [options]",
-                   "Train a student on traces, chats or text (SFT and logit distillation) into "
-                   "OUT (or -o OUT): checkpoints, final/, metrics.jsonl. An existing OUT is "
-                   "continued with --resume, started over with --force, refused otherwise."};
   // No default model: a missing STUDENT must not train the bundled teacher.
-  spec.device = true;
+  CommandSpec spec{.name = "distill",
+                   .usage = "STUDENT OUT --data FILE... [--resume | --force] [options]",
+                   .summary =
+                       "Train a student on traces, chats or text (SFT and logit distillation) into "
+                       "OUT (or -o OUT): checkpoints, final/, metrics.jsonl. An existing OUT is "
+                       "continued with --resume, started over with --force, refused otherwise.",
+                   .device = true};
   return RunJobCommand(io, spec, *pipeline::NewDistillJob(), args);
 }
 

@@ -17,16 +17,17 @@ namespace retort::cli {
 
 int RunEval(const Args& args) {
   CommandSpec spec{
-      "eval",
-      "MODEL (--perplexity FILE [--reference REF] | (--token-ids IDS | --text FILE) --dump-logits "
-      "OUT) "
-      "[options]",
-      "Perplexity over a text with strided windows; with --reference, also the KL divergence "
-      "from REF to MODEL and the statistics llama.cpp's perplexity tool prints (PPL ratio, KLD "
-      "percentiles, Δp, same top p). Or the raw f32 logits of every position (safetensors: "
-      "\"logits\" [n, vocab], \"token_ids\" [n])."};
-  spec.default_model = true;
-  spec.device = true;
+      .name = "eval",
+      .usage =
+          "MODEL (--perplexity FILE [--reference REF] | (--token-ids IDS | --text FILE) "
+          "--dump-logits OUT) [options]",
+      .summary =
+          "Perplexity over a text with strided windows; with --reference, also the KL divergence "
+          "from REF to MODEL and the statistics llama.cpp's perplexity tool prints (PPL ratio, KLD "
+          "percentiles, Δp, same top p). Or the raw f32 logits of every position (safetensors: "
+          "\"logits\" [n, vocab], \"token_ids\" [n]).",
+      .default_model = true,
+      .device = true};
   po::options_description opts("options");
   std::string model, ppl_file, text_file, token_ids, reference, windows;
   pipeline::OutputOption dump_out(pipeline::OutputOption::Kind::kFile);

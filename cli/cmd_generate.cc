@@ -58,16 +58,18 @@ bool HasFlag(const Args& args, const std::string& flag) {
 // the commit protocol and the seeds.
 int RunGenerateTraces(const Args& args, const CommandIo& io) {
   CommandSpec spec{
-      "generate", "[MODEL] --prompts PROMPTS.jsonl OUT [--endpoint URL] [options]",
-      "Generate N verified reasoning traces per prompt into OUT (or -o OUT: traces.jsonl, "
-      "tokens.shard, rejected.jsonl, done.jsonl, summary.json). A rerun with the same OUT "
-      "resumes: finished samples are never generated twice; an OUT that is not a traces folder, "
-      "or holds a job with other settings, is refused. With --endpoint and no MODEL, give -o "
-      "OUT. The teacher is MODEL (our engine) or an OpenAI-compatible --endpoint "
-      "(then MODEL, if given, supplies the tokenizer and chat template for the shard's prompt "
-      "ids).\n\nDefaults: with answers in the prompts, --verifier math and --keep correct "
-      "(rejection sampling); without, no verifier and --keep all. A prompt longer than the "
-      "model's context is skipped (counted in summary.json as prompts_skipped)."};
+      .name = "generate",
+      .usage = "[MODEL] --prompts PROMPTS.jsonl OUT [--endpoint URL] [options]",
+      .summary =
+          "Generate N verified reasoning traces per prompt into OUT (or -o OUT: traces.jsonl, "
+          "tokens.shard, rejected.jsonl, done.jsonl, summary.json). A rerun with the same OUT "
+          "resumes: finished samples are never generated twice; an OUT that is not a traces "
+          "folder, or holds a job with other settings, is refused. With --endpoint and no MODEL, "
+          "give -o OUT. The teacher is MODEL (our engine) or an OpenAI-compatible --endpoint (then "
+          "MODEL, if given, supplies the tokenizer and chat template for the shard's prompt "
+          "ids).\n\nDefaults: with answers in the prompts, --verifier math and --keep correct "
+          "(rejection sampling); without, no verifier and --keep all. A prompt longer than the "
+          "model's context is skipped (counted in summary.json as prompts_skipped)."};
   spec.default_model = !HasFlag(args, "--endpoint");  // an endpoint is the teacher
   spec.device = true;
   return RunJobCommand(io, spec, *pipeline::NewGenerateTracesJob(), args);
@@ -77,13 +79,15 @@ int RunGenerateTraces(const Args& args, const CommandIo& io) {
 
 int RunGenerate(const Args& args, const CommandIo& io) {
   if (HasFlag(args, "--prompts") || HasFlag(args, "--endpoint")) return RunGenerateTraces(args, io);
-  CommandSpec spec{"generate",
-                   "MODEL (--prompt TEXT | --prompt-file FILE | --chat FILE|JSON) [options]",
-                   "Generate a continuation, streaming the text to stdout; speeds go to stderr.\n"
-                   "For verified reasoning traces over a prompts file (resumable, teacher "
-                   "log-probs, --endpoint teachers) see `retort generate --prompts FILE --help`."};
-  spec.default_model = true;
-  spec.device = true;
+  CommandSpec spec{
+      .name = "generate",
+      .usage = "MODEL (--prompt TEXT | --prompt-file FILE | --chat FILE|JSON) [options]",
+      .summary =
+          "Generate a continuation, streaming the text to stdout; speeds go to stderr.\nFor "
+          "verified reasoning traces over a prompts file (resumable, teacher log-probs, --endpoint "
+          "teachers) see `retort generate --prompts FILE --help`.",
+      .default_model = true,
+      .device = true};
   po::options_description opts("options");
   std::string model, prompt, prompt_file, chat;
   int64_t max_tokens = 256;

@@ -6,9 +6,11 @@
 namespace retort::cli {
 
 int RunInit(const Args& args, const CommandIo& io) {
-  CommandSpec spec{"init", "OUT --family FAMILY --size SIZE [--force] [options]",
-                   "Write a randomly initialised model (config.json, model.safetensors, tokenizer) "
-                   "as a Hugging Face directory."};
+  CommandSpec spec{.name = "init",
+                   .usage = "OUT --family FAMILY --size SIZE [--force] [options]",
+                   .summary =
+                       "Write a randomly initialised model (config.json, model.safetensors, "
+                       "tokenizer) as a Hugging Face directory."};
   return RunJobCommand(io, spec, *pipeline::NewInitJob(), args);
 }
 

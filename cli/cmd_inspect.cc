@@ -160,10 +160,13 @@ std::string QuantizationSummary(const QuantizationConfig& qc) {
 }  // namespace
 
 int RunInspect(const Args& args) {
-  CommandSpec spec{"inspect", "MODEL [options]",
-                   "Show a model's architecture, parameter count, tensors, dtypes and bytes; "
-                   "checks that every tensor the architecture needs is present and well-shaped."};
-  spec.default_model = true;
+  CommandSpec spec{
+      .name = "inspect",
+      .usage = "MODEL [options]",
+      .summary =
+          "Show a model's architecture, parameter count, tensors, dtypes and bytes; checks that "
+          "every tensor the architecture needs is present and well-shaped.",
+      .default_model = true};
   po::options_description opts("options");
   std::string model;
   opts.add_options()("model", po::value(&model)->required(), "model directory or .gguf file")(

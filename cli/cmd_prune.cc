@@ -30,12 +30,13 @@ constexpr char kSummary[] =
 }  // namespace
 
 int RunPrune(const Args& args, const CommandIo& io) {
-  CommandSpec spec{"prune",
-                   "MODEL OUT (--method M --sparsity S | --pattern N:M | --structured TARGET) "
-                   "[--calib FILE ...] [--force] [options]",
-                   kSummary};
-  spec.default_model = true;
-  spec.device = true;
+  CommandSpec spec{.name = "prune",
+                   .usage =
+                       "MODEL OUT (--method M --sparsity S | --pattern N:M | --structured TARGET) "
+                       "[--calib FILE ...] [--force] [options]",
+                   .summary = kSummary,
+                   .default_model = true,
+                   .device = true};
   return RunJobCommand(io, spec, *pipeline::NewPruneJob(), args);
 }
 

@@ -12,12 +12,14 @@
 namespace retort::cli {
 
 int RunReport(const Args& args) {
-  const CommandSpec spec{"report", "RUN_DIR [OUT.html | -o OUT.html] [--force]",
-                         "Write one self-contained HTML page (inline SVG charts, no network) "
-                         "about a run directory written by `retort run`: loss curves, accuracy "
-                         "per stage, size vs accuracy, the stages and the configuration. A "
-                         "failed or partial run still gets a page that says what is missing. "
-                         "Without OUT the page is RUN_DIR/report.html, rewritten each time."};
+  const CommandSpec spec{
+      .name = "report",
+      .usage = "RUN_DIR [OUT.html | -o OUT.html] [--force]",
+      .summary =
+          "Write one self-contained HTML page (inline SVG charts, no network) about a run "
+          "directory written by `retort run`: loss curves, accuracy per stage, size vs accuracy, "
+          "the stages and the configuration. A failed or partial run still gets a page that says "
+          "what is missing. Without OUT the page is RUN_DIR/report.html, rewritten each time."};
   po::options_description options("options");
   std::string run_dir;
   pipeline::OutputOption out(pipeline::OutputOption::Kind::kStream);

@@ -231,8 +231,10 @@ absl::Status RunStage(const proto::Stage& stage, const pipeline::StageContext& c
 }  // namespace
 
 int RunStageJobCommand(const Args& args) {
-  CommandSpec spec{"stage-job", "FILE",
-                   "Run one recipe stage written by `retort run` (a rank of a multi-rank stage)."};
+  CommandSpec spec{
+      .name = "stage-job",
+      .usage = "FILE",
+      .summary = "Run one recipe stage written by `retort run` (a rank of a multi-rank stage)."};
   std::string file;
   po::options_description opts("options");
   opts.add_options()("file", po::value(&file)->required(), "stage job file");
@@ -253,13 +255,15 @@ int RunStageJobCommand(const Args& args) {
 
 int RunRun(const Args& args) {
   CommandSpec spec{
-      "run", "RECIPE RUN_DIR [--from STAGE] [--only STAGE] [--force] [--threads N] [--dry-run]",
-      "Run a recipe's stages in order (formats/proto/recipe.proto: text format, or JSON for "
-      "*.json), each into RUN_DIR/<stage>/, with RUN_DIR/manifest.json and a provenance.json per "
-      "stage. A stage whose settings, input hashes and retort version match its provenance and "
-      "whose outputs are intact is skipped; a changed input reruns the stages that depend on "
-      "it. RUN_DIR (or -o RUN_DIR) is resumed when it exists; --force reruns stages, it never "
-      "removes RUN_DIR."};
+      .name = "run",
+      .usage = "RECIPE RUN_DIR [--from STAGE] [--only STAGE] [--force] [--threads N] [--dry-run]",
+      .summary =
+          "Run a recipe's stages in order (formats/proto/recipe.proto: text format, or JSON for "
+          "*.json), each into RUN_DIR/<stage>/, with RUN_DIR/manifest.json and a provenance.json "
+          "per stage. A stage whose settings, input hashes and retort version match its provenance "
+          "and whose outputs are intact is skipped; a changed input reruns the stages that depend "
+          "on it. RUN_DIR (or -o RUN_DIR) is resumed when it exists; --force reruns stages, it "
+          "never removes RUN_DIR."};
   pipeline::RunOptions o;
   po::options_description opts("options");
   pipeline::OutputOption run_dir(pipeline::OutputOption::Kind::kFolder,

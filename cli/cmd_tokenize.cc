@@ -11,10 +11,12 @@
 namespace retort::cli {
 
 int RunTokenize(const Args& args) {
-  CommandSpec spec{"tokenize", "MODEL (--text FILE | --string TEXT | --chat FILE|JSON) [options]",
-                   "Print the token ids (and pieces) of a text or a chat rendered with the model's "
-                   "chat template."};
-  spec.default_model = true;
+  CommandSpec spec{.name = "tokenize",
+                   .usage = "MODEL (--text FILE | --string TEXT | --chat FILE|JSON) [options]",
+                   .summary =
+                       "Print the token ids (and pieces) of a text or a chat rendered with the "
+                       "model's chat template.",
+                   .default_model = true};
   po::options_description opts("options");
   std::string model, text_file, inline_text, chat;
   opts.add_options()("model", po::value(&model)->required(),

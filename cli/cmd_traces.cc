@@ -65,9 +65,11 @@ absl::Status CheckNotAnInput(const std::string& out, const std::vector<std::stri
 }
 
 int RunImport(const Args& args) {
-  CommandSpec spec{"traces import", "IN.jsonl... OUT.jsonl (or -o OUT.jsonl) [--force]",
-                   "Convert trace files in any dialect (open-r1, OpenAI messages, ShareGPT, "
-                   "open-r1 columns) to retort's JSONL. Without -o the last argument is OUT."};
+  CommandSpec spec{.name = "traces import",
+                   .usage = "IN.jsonl... OUT.jsonl (or -o OUT.jsonl) [--force]",
+                   .summary =
+                       "Convert trace files in any dialect (open-r1, OpenAI messages, ShareGPT, "
+                       "open-r1 columns) to retort's JSONL. Without -o the last argument is OUT."};
   po::options_description opts("options");
   std::vector<std::string> inputs;
   pipeline::OutputOption output(pipeline::OutputOption::Kind::kStream);
@@ -100,9 +102,10 @@ int RunImport(const Args& args) {
 }
 
 int RunExport(const Args& args) {
-  CommandSpec spec{"traces export",
-                   "IN.jsonl OUT.jsonl (or -o OUT.jsonl) --format openai|sharegpt|r1 [--force]",
-                   "Write traces in another dialect (reasoning inside <think>...</think>)."};
+  CommandSpec spec{
+      .name = "traces export",
+      .usage = "IN.jsonl OUT.jsonl (or -o OUT.jsonl) --format openai|sharegpt|r1 [--force]",
+      .summary = "Write traces in another dialect (reasoning inside <think>...</think>)."};
   po::options_description opts("options");
   std::string input, format;
   pipeline::OutputOption output(pipeline::OutputOption::Kind::kStream);
@@ -136,10 +139,12 @@ void PrintQuantiles(const char* name, const Json& q) {
 }
 
 int RunStats(const Args& args) {
-  CommandSpec spec{"traces stats", "DIR_OR_FILE... [--json]",
-                   "Counts, lengths, accuracy / pass@k and finish reasons of trace JSONL files; "
-                   "records, tokens and bytes per generated token of token shards. A folder "
-                   "means its traces.jsonl and tokens.shard."};
+  CommandSpec spec{.name = "traces stats",
+                   .usage = "DIR_OR_FILE... [--json]",
+                   .summary =
+                       "Counts, lengths, accuracy / pass@k and finish reasons of trace JSONL "
+                       "files; records, tokens and bytes per generated token of token shards. A "
+                       "folder means its traces.jsonl and tokens.shard."};
   po::options_description opts("options");
   std::vector<std::string> inputs;
   opts.add_options()("input", po::value(&inputs)->multitoken()->required(), "folders or files")(
