@@ -17,12 +17,6 @@
 #include "text/jinja_ops.h"
 
 namespace retort::jinja {
-namespace {
-
-constexpr int64_t kMaxRange = 10'000'000;
-
-}  // namespace
-
 std::unordered_map<std::string, Value> Globals() {
   std::unordered_map<std::string, Value> g;
   g["range"] =
@@ -38,10 +32,20 @@ std::unordered_map<std::string, Value> Globals() {
         int64_t stop = nums.size() == 1 ? nums[0] : nums[1];
         int64_t step = nums.size() == 3 ? nums[2] : 1;
         if (step == 0) return Error("range() arg 3 must not be zero");
+        // The item count, in 128 bits so that no bound overflows.
+        const __int128 span = static_cast<__int128>(stop) - start;
+        const __int128 count = step > 0 ? (span > 0 ? (span + step - 1) / step : 0)
+                                        : (span < 0 ? (-span + (-static_cast<__int128>(step)) - 1) /
+                                                          (-static_cast<__int128>(step))
+                                                    : 0);
+        if (count > kMaxRangeItems) {
+          return Error(absl::StrCat("range() of more than ", kMaxRangeItems,
+                                    " items (the limit of jinja2's sandbox)"));
+        }
         ValueList out;
-        for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-          if (static_cast<int64_t>(out.size()) >= kMaxRange) return Error("range too large");
-          out.push_back(Value::Int(i));
+        out.reserve(static_cast<size_t>(count));
+        for (int64_t k = 0; k < static_cast<int64_t>(count); ++k) {
+          out.push_back(Value::Int(static_cast<int64_t>(start + static_cast<__int128>(k) * step)));
         }
         return Value::List(std::move(out));
       });

@@ -121,11 +121,16 @@ class Value {
   bool Equals(const Value& other) const;
   // Name of the Python type, for error messages ("str", "dict", ...).
   std::string TypeName() const;
+  // How deeply lists and dicts nest in this value, counted when each was
+  // built (0 for a scalar, 1 for a flat list). A namespace counts as 1: its
+  // contents can change after it is built, so printing it guards itself.
+  int depth() const { return depth_; }
 
  private:
   Type type_ = Type::kUndefined;
   bool bool_ = false;
   bool tuple_ = false;
+  int32_t depth_ = 0;
   int64_t int_ = 0;
   double float_ = 0;
   std::shared_ptr<const std::string> str_;

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -220,6 +221,11 @@ absl::StatusOr<Value> IndentFilter(const std::string&, const Value& v, const Cal
   std::string s = v.Str() + "\n";
   std::vector<std::string> lines = SplitSep(s, "\n", -1);
   lines.pop_back();
+  if (!ind.empty() &&
+      static_cast<int64_t>(lines.size()) >
+          (kMaxStringBytes - static_cast<int64_t>(s.size())) / static_cast<int64_t>(ind.size())) {
+    return Error(absl::StrCat("indent result exceeds the limit of ", kMaxStringBytes, " bytes"));
+  }
   std::string out;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (i > 0) out += "\n";
@@ -497,14 +503,34 @@ absl::StatusOr<Value> OrderFilter(const std::string& name, const Value& v, const
     keyed.emplace_back(*std::move(k), item);
   }
   if (name == "unique") {
+    // Scalars are looked up by a key that is equal exactly when Python's ==
+    // is (1 == 1.0 == True), so the filter stays linear; lists and dicts are
+    // compared one by one.
     ValueList out;
-    std::vector<Value> seen;
+    std::unordered_set<std::string> seen_scalars;
+    std::vector<Value> seen_others;
     for (const auto& [k, item] : keyed) {
-      bool dup = std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return s.Equals(k); });
-      if (!dup) {
-        seen.push_back(k);
-        out.push_back(item);
+      bool dup;
+      if (k.is_string()) {
+        dup = !seen_scalars.insert("s" + k.as_string()).second;
+      } else if (k.is_float() && std::isnan(k.as_double())) {
+        dup = false;  // nan != nan
+      } else if (k.is_number() || k.is_none()) {
+        const double d = k.is_none() ? 0 : k.as_double();
+        const bool integral = k.is_number() && !k.is_float();
+        dup = !seen_scalars
+                   .insert(k.is_none() ? std::string("N")
+                           : integral  ? absl::StrCat("i", k.as_int())
+                           : d == std::trunc(d) && std::abs(d) < 9.2e18
+                               ? absl::StrCat("i", static_cast<int64_t>(d))
+                               : absl::StrCat("f", PythonFloatRepr(d)))
+                   .second;
+      } else {
+        dup = std::any_of(seen_others.begin(), seen_others.end(),
+                          [&](const Value& s) { return s.Equals(k); });
+        if (!dup) seen_others.push_back(k);
       }
+      if (!dup) out.push_back(item);
     }
     return Value::List(std::move(out));
   }

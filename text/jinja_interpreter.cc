@@ -360,6 +360,7 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& e) {
   if (depth_ > kMaxEvalDepth) return AtLine(Error("expression nested too deeply"), e.line);
   absl::StatusOr<Value> r = EvalInner(e);
   if (!r.ok()) return AtLine(r.status(), e.line);
+  if (absl::Status s = CheckValueSize(*r); !s.ok()) return AtLine(s, e.line);
   return r;
 }
 

@@ -1,6 +1,7 @@
 // The Python methods of str, dict and list that chat templates call, as
 // tables from name to function. The sandbox makes lists immutable, so the
 // mutating list methods are errors.
+#include <algorithm>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -92,6 +93,25 @@ absl::StatusOr<Value> StrReplace(const std::string&, const Value& obj, const Cal
   if (!from.ok()) return from.status();
   if (!to.ok()) return to.status();
   if (!count.ok()) return count.status();
+  // Refuse a result over the size limit before building it.
+  if (to->size() > from->size()) {
+    const std::string& s = obj.as_string();
+    int64_t matches = 0;
+    if (from->empty()) {
+      matches = CodepointLength(s) + 1;
+    } else {
+      for (size_t p = s.find(*from); p != std::string::npos && matches != *count;
+           p = s.find(*from, p + from->size())) {
+        ++matches;
+      }
+    }
+    if (*count >= 0) matches = std::min(matches, *count);
+    const int64_t growth = static_cast<int64_t>(to->size() - from->size());
+    if (matches > 0 && growth > (kMaxStringBytes - static_cast<int64_t>(s.size())) / matches) {
+      return Error(
+          absl::StrCat("replace() result exceeds the limit of ", kMaxStringBytes, " bytes"));
+    }
+  }
   return Value::String(Replace(obj.as_string(), *from, *to, *count));
 }
 

@@ -85,6 +85,21 @@ bool BoolArg(const CallArgs& args, size_t index, const char* name, bool def) {
   return v->Truthy();
 }
 
+absl::Status CheckValueSize(const Value& v) {
+  if (v.is_string() && static_cast<int64_t>(v.as_string().size()) > kMaxStringBytes) {
+    return Error(absl::StrCat("string of ", v.as_string().size(), " bytes exceeds the limit of ",
+                              kMaxStringBytes));
+  }
+  if (v.is_list() && static_cast<int64_t>(v.as_list().size()) > kMaxListItems) {
+    return Error(absl::StrCat("list of ", v.as_list().size(), " items exceeds the limit of ",
+                              kMaxListItems));
+  }
+  if (v.depth() > kMaxValueDepth) {
+    return Error(absl::StrCat("value nested deeper than ", kMaxValueDepth, " levels"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ValueList> Iterate(const Value& v) {
   switch (v.type()) {
     case Value::Type::kUndefined:
@@ -99,6 +114,10 @@ absl::StatusOr<ValueList> Iterate(const Value& v) {
     case Value::Type::kString: {
       ValueList chars;
       std::u32string cps = DecodeUtf8Lossy(v.as_string());
+      if (static_cast<int64_t>(cps.size()) > kMaxListItems) {
+        return Error(absl::StrCat("iterating a string of ", cps.size(),
+                                  " characters exceeds the limit of ", kMaxListItems, " items"));
+      }
       for (char32_t c : cps) {
         std::string s;
         AppendUtf8(c, &s);
@@ -283,10 +302,17 @@ absl::StatusOr<Value> Slice(const Value& obj, const Value& start_v, const Value&
   int64_t b = clamp(start, step > 0 ? lower : upper);
   int64_t e = clamp(stop, step > 0 ? upper : lower);
   std::vector<int64_t> idx;
+  // Stepping stops before i + step could overflow (a step near INT64_MAX).
   if (step > 0) {
-    for (int64_t i = b; i < e; i += step) idx.push_back(i);
+    for (int64_t i = b; i < e; i += step) {
+      idx.push_back(i);
+      if (step >= e - i) break;
+    }
   } else {
-    for (int64_t i = b; i > e; i += step) idx.push_back(i);
+    for (int64_t i = b; i > e; i += step) {
+      idx.push_back(i);
+      if (step <= e - i) break;
+    }
   }
   if (obj.is_list()) {
     ValueList out;
@@ -300,7 +326,14 @@ absl::StatusOr<Value> Slice(const Value& obj, const Value& start_v, const Value&
 }
 
 absl::StatusOr<Value> BinaryOp(const std::string& op, const Value& a, const Value& b) {
-  if (op == "~") return Value::String(a.Str() + b.Str());
+  if (op == "~") {
+    std::string sa = a.Str(), sb = b.Str();
+    if (static_cast<int64_t>(sa.size() + sb.size()) > kMaxStringBytes) {
+      return Error(absl::StrCat("concatenation of ", sa.size() + sb.size(),
+                                " bytes exceeds the limit of ", kMaxStringBytes));
+    }
+    return Value::String(sa + sb);
+  }
   if (a.is_undefined()) return Error(UndefinedMessage(a));
   if (b.is_undefined()) return Error(UndefinedMessage(b));
   const bool ints = (a.is_int() || a.is_bool()) && (b.is_int() || b.is_bool());
@@ -312,8 +345,17 @@ absl::StatusOr<Value> BinaryOp(const std::string& op, const Value& a, const Valu
       return IntResult(overflow, r);
     }
     if (nums) return Value::Float(a.as_double() + b.as_double());
-    if (a.is_string() && b.is_string()) return Value::String(a.as_string() + b.as_string());
+    if (a.is_string() && b.is_string()) {
+      if (static_cast<int64_t>(a.as_string().size() + b.as_string().size()) > kMaxStringBytes) {
+        return Error(
+            absl::StrCat("concatenation exceeds the limit of ", kMaxStringBytes, " bytes"));
+      }
+      return Value::String(a.as_string() + b.as_string());
+    }
     if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+      if (static_cast<int64_t>(a.as_list().size() + b.as_list().size()) > kMaxListItems) {
+        return Error(absl::StrCat("concatenation exceeds the limit of ", kMaxListItems, " items"));
+      }
       ValueList out = a.as_list();
       out.insert(out.end(), b.as_list().begin(), b.as_list().end());
       return Value::List(std::move(out), a.is_tuple());
@@ -342,8 +384,11 @@ absl::StatusOr<Value> BinaryOp(const std::string& op, const Value& a, const Valu
       int64_t times = std::max<int64_t>(0, count->as_int());
       int64_t unit = seq->is_string() ? static_cast<int64_t>(seq->as_string().size())
                                       : static_cast<int64_t>(seq->as_list().size());
-      if (unit > 0 && times > (int64_t{1} << 28) / unit)
-        return Error("repetition result too large");
+      const int64_t limit = seq->is_string() ? kMaxStringBytes : kMaxListItems;
+      if (unit > 0 && times > limit / unit) {
+        return Error(absl::StrCat("repetition result exceeds the limit of ", limit,
+                                  seq->is_string() ? " bytes" : " items"));
+      }
       if (seq->is_string()) {
         std::string out;
         for (int64_t i = 0; i < times; ++i) out += seq->as_string();

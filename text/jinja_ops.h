@@ -16,6 +16,17 @@
 
 namespace retort::jinja {
 
+// Limits on the values a render may build, so that a hostile template ends in
+// an error instead of exhausting memory. jinja2's sandbox (which transformers
+// renders chat templates in) caps range() at 100,000 items; the rest are ours.
+inline constexpr int64_t kMaxRangeItems = 100'000;
+inline constexpr int64_t kMaxStringBytes = int64_t{64} << 20;  // one str value
+inline constexpr int64_t kMaxListItems = int64_t{1} << 20;     // one list, or a str iterated
+inline constexpr int kMaxValueDepth = 200;                     // nested lists and dicts
+
+// An error when `v` is larger or deeper than the limits above, naming them.
+absl::Status CheckValueSize(const Value& v);
+
 // A template error (InvalidArgument).
 absl::Status Error(const std::string& msg);
 // Prefixes "line N: " unless the message already names a line.

@@ -4,10 +4,12 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/utf8.h"
 #include "text/jinja.h"
+#include "text/jinja_ops.h"
 #include "text/jinja_pystr.h"
 
 namespace retort::jinja {
@@ -246,18 +248,23 @@ Value Value::List(ValueList items, bool tuple) {
   v.type_ = Type::kList;
   v.tuple_ = tuple;
   v.list_ = std::make_shared<const ValueList>(std::move(items));
+  v.depth_ = 1;
+  for (const Value& item : *v.list_) v.depth_ = std::max(v.depth_, item.depth_ + 1);
   return v;
 }
 Value Value::Dict(ValueDict dict) {
   Value v;
   v.type_ = Type::kDict;
   v.dict_ = std::make_shared<ValueDict>(std::move(dict));
+  v.depth_ = 1;
+  for (const auto& entry : v.dict_->entries) v.depth_ = std::max(v.depth_, entry.second.depth_ + 1);
   return v;
 }
 Value Value::Namespace(ValueDict dict) {
   Value v;
   v.type_ = Type::kNamespace;
   v.dict_ = std::make_shared<ValueDict>(std::move(dict));
+  v.depth_ = 1;
   return v;
 }
 Value Value::Function(std::shared_ptr<const Callable> fn) {
@@ -323,6 +330,62 @@ std::string Value::Str() const {
   }
 }
 
+namespace {
+
+// Python's repr of `v` appended to `out`. A namespace met again inside itself
+// prints as <Namespace {...}>, as jinja2 prints it (Python marks a dict met
+// again inside itself so); values
+// nested deeper than kMaxValueDepth (only namespaces can grow past it: the
+// interpreter refuses deeper lists and dicts) print as "...".
+void AppendRepr(const Value& v, int depth, std::vector<const ValueDict*>* open_namespaces,
+                std::string* out) {
+  if (depth > kMaxValueDepth) {
+    *out += "...";
+    return;
+  }
+  switch (v.type()) {
+    case Value::Type::kList: {
+      const bool tuple = v.is_tuple();
+      *out += tuple ? "(" : "[";
+      const ValueList& items = v.as_list();
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (i > 0) *out += ", ";
+        AppendRepr(items[i], depth + 1, open_namespaces, out);
+      }
+      if (tuple && items.size() == 1) *out += ",";
+      *out += tuple ? ")" : "]";
+      return;
+    }
+    case Value::Type::kDict:
+    case Value::Type::kNamespace: {
+      const bool ns = v.is_namespace();
+      const ValueDict* dict = &v.as_dict();
+      if (ns && std::find(open_namespaces->begin(), open_namespaces->end(), dict) !=
+                    open_namespaces->end()) {
+        *out += "<Namespace {...}>";
+        return;
+      }
+      if (ns) open_namespaces->push_back(dict);
+      *out += ns ? "<Namespace {" : "{";
+      bool first = true;
+      for (const auto& [k, x] : dict->entries) {
+        if (!first) *out += ", ";
+        first = false;
+        *out += ReprString(k);
+        *out += ": ";
+        AppendRepr(x, depth + 1, open_namespaces, out);
+      }
+      *out += ns ? "}>" : "}";
+      if (ns) open_namespaces->pop_back();
+      return;
+    }
+    default:
+      *out += v.Repr();
+  }
+}
+
+}  // namespace
+
 std::string Value::Repr() const {
   switch (type_) {
     case Type::kUndefined:
@@ -337,29 +400,12 @@ std::string Value::Repr() const {
       return PythonFloatRepr(float_);
     case Type::kString:
       return ReprString(as_string());
-    case Type::kList: {
-      std::string out = tuple_ ? "(" : "[";
-      const ValueList& items = as_list();
-      for (size_t i = 0; i < items.size(); ++i) {
-        if (i > 0) out += ", ";
-        out += items[i].Repr();
-      }
-      if (tuple_ && items.size() == 1) out += ",";
-      out += tuple_ ? ")" : "]";
-      return out;
-    }
+    case Type::kList:
     case Type::kDict:
     case Type::kNamespace: {
-      std::string out = type_ == Type::kNamespace ? "<Namespace {" : "{";
-      bool first = true;
-      for (const auto& [k, v] : as_dict().entries) {
-        if (!first) out += ", ";
-        first = false;
-        out += ReprString(k);
-        out += ": ";
-        out += v.Repr();
-      }
-      out += type_ == Type::kNamespace ? "}>" : "}";
+      std::string out;
+      std::vector<const ValueDict*> open_namespaces;
+      AppendRepr(*this, 0, &open_namespaces, &out);
       return out;
     }
     case Type::kCallable:

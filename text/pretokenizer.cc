@@ -1,7 +1,9 @@
 #include "text/pretokenizer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
+#include <iostream>
 #include <utility>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -35,8 +37,11 @@ struct ThreadMatchState {
     match_data = pcre2_match_data_create(1, nullptr);
     context = pcre2_match_context_create(nullptr);
     jit_stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
-    if (context != nullptr && jit_stack != nullptr) {
-      pcre2_jit_stack_assign(context, nullptr, jit_stack);
+    if (context != nullptr) {
+      pcre2_set_match_limit(context, kRegexMatchLimit);
+      pcre2_set_depth_limit(context, kRegexMatchLimit / 10);
+      pcre2_set_heap_limit(context, 64 * 1024);  // KiB
+      if (jit_stack != nullptr) pcre2_jit_stack_assign(context, nullptr, jit_stack);
     }
   }
   ~ThreadMatchState() {
@@ -49,6 +54,32 @@ struct ThreadMatchState {
 ThreadMatchState& MatchState() {
   thread_local ThreadMatchState state;
   return state;
+}
+
+// At most 80 characters of a pattern, for messages.
+std::string ShortPattern(const std::string& pattern) {
+  if (pattern.size() <= 80) return pattern;
+  size_t n = 77;
+  while (n > 0 && (static_cast<unsigned char>(pattern[n]) & 0xC0) == 0x80) --n;
+  return pattern.substr(0, n) + "...";
+}
+
+// Texts on which a pattern with catastrophic backtracking reaches the match
+// limit: 4 KiB runs of one character class each, and of mixed classes.
+std::vector<std::string> ProbeTexts() {
+  std::vector<std::string> texts;
+  for (const char* unit : {"a", "A", " ", "0", "\n", "_", ".", "\xc3\xa9", "aA0 ._-\n", "ab"}) {
+    std::string t;
+    while (t.size() < 4096) t += unit;
+    texts.push_back(t);
+    // The run, then a character no class above has, then every printable
+    // ASCII character: a literal the pattern requires is then present, so
+    // PCRE2 cannot rule the match out before backtracking.
+    std::string tail = "!\xe2\x80\x94";
+    for (char c = ' '; c <= '~'; ++c) tail += c;
+    texts.push_back(t + tail);
+  }
+  return texts;
 }
 
 }  // namespace
@@ -68,15 +99,26 @@ absl::StatusOr<std::shared_ptr<const Regex>> Regex::Compile(const std::string& p
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
-    return absl::InvalidArgumentError(absl::StrCat("cannot compile pre-tokenizer regex /", pattern,
-                                                   "/: ", reinterpret_cast<char*>(message),
-                                                   " at offset ", error_offset));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot compile pre-tokenizer regex /", ShortPattern(pattern),
+                     "/: ", reinterpret_cast<char*>(message), " at offset ", error_offset));
   }
   // JIT is an optimisation only; the interpreter gives the same matches.
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
   std::shared_ptr<Regex> regex(new Regex());
   regex->pattern_ = pattern;
   regex->code_ = code;
+  if (!literal) {
+    std::vector<std::pair<size_t, size_t>> matches;
+    for (const std::string& text : ProbeTexts()) {
+      matches.clear();
+      if (!regex->Match(text, &matches)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "pre-tokenizer regex /", ShortPattern(pattern), "/ exceeds PCRE2's match limit (",
+            kRegexMatchLimit, " steps) on a 4 KiB probe text: catastrophic backtracking"));
+      }
+    }
+  }
   return std::shared_ptr<const Regex>(std::move(regex));
 }
 
@@ -84,7 +126,7 @@ Regex::~Regex() {
   if (code_ != nullptr) pcre2_code_free(static_cast<pcre2_code*>(code_));
 }
 
-void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
+bool Regex::Match(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
   ThreadMatchState& state = MatchState();
   auto* code = static_cast<pcre2_code*>(code_);
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
@@ -92,7 +134,8 @@ void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>
   while (start < text.size()) {
     const int rc = pcre2_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK,
                                state.match_data, state.context);
-    if (rc < 0) break;  // no match (or a resource limit: treat the rest as unmatched)
+    if (rc == PCRE2_ERROR_NOMATCH) return true;
+    if (rc < 0) return false;  // a resource limit: the rest stays unmatched
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.match_data);
     const size_t b = ovector[0], e = ovector[1];
     if (e > b) {
@@ -103,6 +146,17 @@ void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>
       start = NextUtf8CharStart(text, b);
     }
   }
+  return true;
+}
+
+bool Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
+  if (Match(text, matches)) return true;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true)) {
+    std::cerr << "warning: pre-tokenizer regex /" << ShortPattern(pattern_)
+              << "/ reached PCRE2's match limit; the rest of that text was left unsplit\n";
+  }
+  return false;
 }
 
 namespace {

@@ -41,6 +41,10 @@ inline constexpr const char* kLlama3Pattern =
 inline constexpr const char* kQwen2Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
+// PCRE2's match limit for one match attempt of a pre-tokenizer regex. The
+// shipped patterns need a few steps per byte of the token they match.
+inline constexpr uint32_t kRegexMatchLimit = 1'000'000;
+
 // A compiled PCRE2 pattern (UTF, UCP, JIT when available).
 class Regex {
  public:
@@ -53,11 +57,19 @@ class Regex {
 
   // Appends the [begin, end) byte ranges of the non-overlapping, non-empty
   // matches in text, left to right. REQUIRES: text is valid UTF-8.
-  void FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const;
+  //
+  // Each match attempt is bounded by PCRE2's match and depth limits
+  // (kRegexMatchLimit), so a pattern with catastrophic backtracking cannot
+  // hang a process. Compile refuses a pattern that reaches the limit on
+  // probe texts; should another text reach it, the rest of that text is left
+  // unmatched, a warning is printed once, and FindAll returns false.
+  bool FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const;
   const std::string& pattern() const { return pattern_; }
 
  private:
   Regex() = default;
+  // FindAll without the warning: false when a match attempt hit a limit.
+  bool Match(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const;
   std::string pattern_;
   void* code_ = nullptr;  // pcre2_code_8*
 };

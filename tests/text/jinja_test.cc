@@ -131,6 +131,76 @@ TEST(JinjaTest, RunawayTemplatesHitLimits) {
   EXPECT_FALSE(range.ok());
 }
 
+// The cases of the 2026-12 audit that crashed, hung or exhausted memory: each
+// is now an error naming the limit (or, for a namespace that holds itself,
+// Python's output).
+TEST(JinjaTest, HostileValuesAreErrorsNotCrashes) {
+  auto expect_error = [](const std::string& src, const std::string& words) {
+    absl::StatusOr<std::string> out = Render(src);
+    ASSERT_FALSE(out.ok()) << src;
+    EXPECT_THAT(std::string(out.status().message()), HasSubstr(words)) << src;
+  };
+  // A list nested 100,000 deep, then printed (segfault before).
+  expect_error(
+      "{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}"
+      "{% endfor %}{{ ns.x }}",
+      "nested deeper than 200");
+  expect_error(
+      "{% set ns = namespace(d={}) %}{% for i in range(1000) %}{% set ns.d = {'a': ns.d} %}"
+      "{% endfor %}",
+      "nested deeper than 200");
+  // A string doubled 64 times (hang and 8 GB before).
+  expect_error(
+      "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+      "{% endfor %}",
+      "exceeds the limit of 67108864");
+  expect_error(
+      "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}"
+      "{% endfor %}",
+      "exceeds the limit of 67108864");
+  expect_error(
+      "{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
+      "{% set ns.s = ns.s|replace('a', 'aaaa') %}{% endfor %}",
+      "replace() result exceeds");
+  expect_error(
+      "{% set ns = namespace(l=[1]) %}{% for i in range(64) %}{% set ns.l = ns.l + ns.l %}"
+      "{% endfor %}",
+      "exceeds the limit of 1048576 items");
+  expect_error("{{ ('x\n' * 1000000)|indent('y' * 100) }}", "indent result exceeds");
+  expect_error("{{ [0] * 100000000 }}", "limit of 1048576 items");
+  // Iterating a 100 MB string (9 GB before).
+  expect_error("{% for c in 'x' * 60000000 %}{% endfor %}", "iterating a string");
+  // range() as jinja2's sandbox bounds it, and without overflow near INT64_MAX.
+  expect_error("{{ range(100001)|length }}", "more than 100000 items");
+  expect_error("{{ range(-9223372036854775807, 9223372036854775807, 2)|length }}",
+               "more than 100000");
+  absl::StatusOr<std::string> top = Render(
+      "{{ range(9223372036854775800, 9223372036854775807, 3)|list }}"
+      "{{ range(9223372036854775807, 9223372036854775800, -4)|list }}");
+  ASSERT_TRUE(top.ok()) << top.status();
+  EXPECT_EQ(*top,
+            "[9223372036854775800, 9223372036854775803, 9223372036854775806]"
+            "[9223372036854775807, 9223372036854775803]");
+  // Slices whose step would overflow the index (read before the buffer).
+  absl::StatusOr<std::string> slices = Render(
+      "{{ 'abc'[::9223372036854775807] }}|{{ 'abc'[::-9223372036854775807] }}|"
+      "{{ [1, 2, 3][-9223372036854775807::-9223372036854775807] }}|"
+      "{{ [1, 2, 3][1::9223372036854775807] }}|{{ [1, 2, 3][::-2] }}");
+  ASSERT_TRUE(slices.ok()) << slices.status();
+  EXPECT_EQ(*slices, "a|c|[]|[2]|[3, 1]");
+  // A namespace assigned into itself prints as Python prints a recursive dict.
+  absl::StatusOr<std::string> cycle =
+      Render("{% set ns = namespace(a=1) %}{% set ns.b = ns %}{{ ns }}");
+  ASSERT_TRUE(cycle.ok()) << cycle.status();
+  EXPECT_EQ(*cycle, "<Namespace {'a': 1, 'b': <Namespace {...}>}>");
+  // unique is linear, and keeps Python's equality (1 == 1.0 == True).
+  absl::StatusOr<std::string> unique = Render(
+      "{{ (range(100000)|list + range(100000)|list)|unique|list|length }}"
+      "{{ [1, 1.0, True, 'a', 'a', none, none, 2.5, [1], [1]]|unique|list }}");
+  ASSERT_TRUE(unique.ok()) << unique.status();
+  EXPECT_EQ(*unique, "100000[1, 'a', None, 2.5, [1]]");
+}
+
 TEST(JinjaTest, DeepNestingIsAnErrorNotACrash) {
   std::string deep_expr = "{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}";
   EXPECT_FALSE(Template::Parse(deep_expr).ok());

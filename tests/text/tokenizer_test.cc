@@ -5,6 +5,7 @@
 // double-BOS handling, bad files and speed.
 #include "text/tokenizer.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -653,6 +654,40 @@ TEST(TokenizerTest, EncodesAMegabyteQuickly) {
   std::printf("one 100000-letter word -> %zu tokens in %.3f s\n", word_ids.size(), seconds2);
   EXPECT_LT(seconds2, 2.0);
   EXPECT_EQ(t->Decode(word_ids, false), word);
+}
+
+// A pre-tokenizer regex with catastrophic backtracking is refused when the
+// tokenizer loads (it hung encoding before), naming the pattern and the limit;
+// the shipped patterns pass the same probe.
+TEST(TokenizerTest, CatastrophicBacktrackingRegexIsRefused) {
+  for (const char* pattern : {"(a|a)*b", "(\\w+\\s?)+$", "(a*)*b", "^(([a-z])+.)+[A-Z]([a-z])+$",
+                              "(\\w*)*\\d", "(a|aa)+$", "((a+)+)+\\1z", "(\\p{L}|a)+7"}) {
+    absl::StatusOr<std::shared_ptr<const Regex>> r = Regex::Compile(pattern);
+    ASSERT_FALSE(r.ok()) << pattern;
+    EXPECT_THAT(std::string(r.status().message()),
+                testing::AllOf(testing::HasSubstr("match limit"), testing::HasSubstr(pattern)));
+  }
+  // A pattern the probes miss is still bounded where it blows up: the rest of
+  // the text stays unmatched and FindAll says so.
+  absl::StatusOr<std::shared_ptr<const Regex>> sly = Regex::Compile("(x+x+)+y");
+  ASSERT_TRUE(sly.ok()) << sly.status();
+  std::vector<std::pair<size_t, size_t>> matches;
+  EXPECT_FALSE((*sly)->FindAll(std::string(4096, 'x') + "!y", &matches));
+  EXPECT_TRUE(matches.empty());
+  matches.clear();
+  EXPECT_TRUE((*sly)->FindAll("xxy xy", &matches));
+  EXPECT_EQ(matches.size(), 1u);
+  for (const char* pattern : {kLlama3Pattern, kQwen2Pattern}) {
+    EXPECT_TRUE(Regex::Compile(pattern).ok()) << pattern;
+  }
+  for (const char* name : {"gpt2", "smollm", "llama-bpe", "qwen2", "deepseek-v3"}) {
+    EXPECT_TRUE(PreTokenizer::FromName(name).ok()) << name;
+  }
+  // A long pattern is cut in the message.
+  std::string nested = std::string(300, '(') + "a" + std::string(300, ')');
+  absl::StatusOr<std::shared_ptr<const Regex>> deep = Regex::Compile(nested);
+  ASSERT_FALSE(deep.ok());
+  EXPECT_LT(deep.status().message().size(), 200u) << deep.status().message();
 }
 
 }  // namespace
