@@ -1,8 +1,7 @@
 #include "serve/request_guard.h"
 
-#include <cstddef>
-
 #include <cctype>
+#include <cstddef>
 
 #include "absl/strings/str_cat.h"
 
@@ -61,8 +60,8 @@ bool JsonNestingDepthExceeds(std::string_view json, int limit) {
 
 std::optional<ApiError> CheckJsonDepth(std::string_view body, int limit) {
   if (!JsonNestingDepthExceeds(body, limit)) return std::nullopt;
-  return ApiError{400, absl::StrCat("the request body nests arrays/objects more than ", limit,
-                                    " levels deep")};
+  return ApiError{
+      400, absl::StrCat("the request body nests arrays/objects more than ", limit, " levels deep")};
 }
 
 std::optional<ApiError> CheckApiKey(std::string_view expected_key, std::string_view authorization) {

@@ -60,9 +60,9 @@ TEST(ApiKeyTest, AcceptsOnlyBearerWithTheKey) {
   EXPECT_FALSE(CheckApiKey("sk-secret", "Bearer sk-secret"));
   EXPECT_FALSE(CheckApiKey("sk-secret", "bearer sk-secret"));  // the scheme is case-insensitive
   EXPECT_FALSE(CheckApiKey("sk-secret", "  Bearer   sk-secret "));
-  for (const char* header : {"", "sk-secret", "Basic sk-secret", "Bearer", "Bearer ",
-                             "Bearer sk-secre", "Bearer sk-secret2", "Bearer SK-SECRET",
-                             "Bearer sk-secreT", "Token sk-secret"}) {
+  for (const char* header :
+       {"", "sk-secret", "Basic sk-secret", "Bearer", "Bearer ", "Bearer sk-secre",
+        "Bearer sk-secret2", "Bearer SK-SECRET", "Bearer sk-secreT", "Token sk-secret"}) {
     SCOPED_TRACE(header);
     std::optional<ApiError> e = CheckApiKey("sk-secret", header);
     ASSERT_TRUE(e);
