@@ -161,9 +161,8 @@ TEST(ServeHardeningTest, DeepJsonIs400AndTheServerStillAnswers) {
   const int depth = 200000;
   const std::string deep = std::string(depth, '[') + std::string(depth, ']');
   for (const auto& [path, body] :
-       {std::pair<std::string, std::string>{"/v1/chat/completions",
-                                            R"({"messages": [{"role": "user", "content": )" +
-                                                deep + "}]}"},
+       {std::pair<std::string, std::string>{
+            "/v1/chat/completions", R"({"messages": [{"role": "user", "content": )" + deep + "}]}"},
         {"/v1/completions", R"({"prompt": )" + deep + "}"},
         {"/v1/completions", std::string(depth, '{')}}) {
     SCOPED_TRACE(path);
@@ -267,9 +266,9 @@ TEST(ServeHardeningTest, ApiKeyFromTheEnvironment) {
 TEST(ServeHardeningTest, RequestTokenBudget) {
   Served s("serve_budget_test", {"--max-request-tokens", "100"});
   ASSERT_TRUE(s.ok()) << s.error();
-  auto over = s.Client().Post(
-      "/v1/completions", json{{"prompt", "Hi"}, {"n", 4}, {"max_tokens", 30}}.dump(),
-      "application/json");
+  auto over = s.Client().Post("/v1/completions",
+                              json{{"prompt", "Hi"}, {"n", 4}, {"max_tokens", 30}}.dump(),
+                              "application/json");
   ASSERT_TRUE(over);
   EXPECT_EQ(over->status, 400);
   ExpectOpenAiError(json::parse(over->body, nullptr, false),
@@ -338,7 +337,8 @@ TEST(ServeHardeningTest, ReadTimeoutEndsATrickledRequest) {
   RawConnection c(s.port());
   ASSERT_TRUE(c.connected());
   const Clock::time_point start = Clock::now();
-  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: abcdefghijklmnop";
+  const std::string request =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: abcdefghijklmnop";
   bool closed = false;
   for (size_t i = 0; i < request.size() && !closed && SecondsSince(start) < 5; ++i) {
     if (!c.Send(request.substr(i, 1))) break;
