@@ -25,6 +25,11 @@
 // stop_token_ids, ignore_eos, chat_template_kwargs, add_generation_prompt,
 // return_token_ids, prompt_logprobs.
 //
+// Limits, checked before the expensive step they guard: JSON nesting
+// (kMaxJsonDepth, before parsing), message count and prompt bytes (before
+// rendering and tokenizing, RequestContext::max_prompt_bytes), and prompts x
+// n x max_tokens (RequestContext::max_request_tokens).
+//
 // Thread-safety: ParseCompletionRequest may be called from many threads.
 #ifndef RETORT_SERVE_OPENAI_REQUEST_H_
 #define RETORT_SERVE_OPENAI_REQUEST_H_
