@@ -1,6 +1,5 @@
 #include "serve/server.h"
 
-#include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
