@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -73,6 +74,19 @@ int RunServe(const Args& args) {
       "largest request body accepted")(
       "max-tokens-limit", po::value(&o.max_tokens_limit)->default_value(0),
       "largest max_tokens a request may ask for (0 = the model's context)")(
+      "max-request-tokens", po::value(&o.max_request_tokens)->default_value(o.max_request_tokens),
+      "most tokens one request may generate, prompts x n x max_tokens (0 = no limit)")(
+      "api-key", po::value(&o.api_key),
+      "require \"Authorization: Bearer KEY\" on every route but /health (default: "
+      "$RETORT_API_KEY; prefer the variable, a flag shows in the process list)")(
+      "max-connections", po::value(&o.max_connections)->default_value(o.max_connections),
+      "connections served at once; beyond it the longest-idle one is closed, or the new one "
+      "gets 503")("read-timeout",
+                  po::value(&o.read_timeout_s)->default_value(o.read_timeout_s, "10"),
+                  "seconds a request's headers and body may take to arrive")(
+      "keep-alive-timeout",
+      po::value(&o.keep_alive_timeout_s)->default_value(o.keep_alive_timeout_s, "5"),
+      "seconds an idle connection stays open")(
       "reasoning-parser", po::value(&reasoning)->default_value("auto"),
       "auto: <think>...</think> goes to reasoning_content; deepseek_r1: the answer always opens "
       "inside the reasoning; none")(
@@ -89,6 +103,15 @@ int RunServe(const Args& args) {
     return UsageError(spec.name, "--max-request-bytes must be at least 64");
   if (o.max_tokens_limit < 0) return UsageError(spec.name, "--max-tokens-limit must be >= 0");
   if (!(o.shutdown_grace_s >= 0)) return UsageError(spec.name, "--shutdown-grace must be >= 0");
+  if (o.max_request_tokens < 0) return UsageError(spec.name, "--max-request-tokens must be >= 0");
+  if (o.max_connections < 1 || o.max_connections > 4096)
+    return UsageError(spec.name, "--max-connections must be in 1..4096");
+  if (!(o.read_timeout_s > 0)) return UsageError(spec.name, "--read-timeout must be > 0");
+  if (!(o.keep_alive_timeout_s > 0))
+    return UsageError(spec.name, "--keep-alive-timeout must be > 0");
+  if (vm.count("api-key") == 0) {
+    if (const char* key = std::getenv("RETORT_API_KEY")) o.api_key = key;
+  }
   auto mode = ReasoningSplitter::ParseMode(reasoning);
   if (!mode.ok()) return UsageError(spec.name, std::string(mode.status().message()));
   o.reasoning = *mode;
@@ -112,8 +135,13 @@ int RunServe(const Args& args) {
   serve::ServeHooks hooks;
   hooks.on_listening = [&](int port) {
     std::cout << "retort serve: listening on http://" << o.host << ":" << port << "/v1 (model "
-              << o.model_name << ", context " << (*engine)->config().max_position_embeddings << ")"
-              << std::endl;
+              << o.model_name << ", context " << (*engine)->config().max_position_embeddings
+              << (o.api_key.empty() ? "" : ", API key required") << ")" << std::endl;
+    if (o.api_key.empty() && o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1") {
+      std::cerr << "retort serve: warning: listening on " << o.host
+                << " without an API key: anyone who can reach it may use it (--api-key or "
+                   "RETORT_API_KEY)\n";
+    }
   };
   hooks.stop_requests = StopRequests;
   if (absl::Status s = serve::RunServer(o, model, hooks); !s.ok()) return Fail(spec.name, s);

@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "formats/reasoning.h"
+#include "serve/request_guard.h"
+#include "serve/text_util.h"
 
 namespace retort::serve {
 
@@ -77,6 +79,13 @@ std::optional<ApiError> AddPrompt(const Json& prompt, const RequestContext& ctx,
                                   CompletionJob* job) {
   if (prompt.is_string()) {
     const std::string text = prompt.get<std::string>();
+    if (ctx.max_prompt_bytes > 0 && static_cast<int64_t>(text.size()) > ctx.max_prompt_bytes) {
+      return ApiError{400,
+                      absl::StrFormat("the prompt is %d bytes; no text over %d bytes fits this "
+                                      "model's context of %d tokens",
+                                      text.size(), ctx.max_prompt_bytes, ctx.context_length),
+                      "invalid_request_error", "prompt"};
+    }
     job->prompts.push_back(ctx.tokenizer->Encode(text, /*add_special_tokens=*/true));
     if (echo) job->prompt_texts.push_back(text);
     return std::nullopt;
@@ -161,6 +170,36 @@ std::optional<ApiError> ParseMessages(const Json& body, const RequestContext& ct
         400, absl::StrCat("model ", ctx.model_name, " has no chat template; use /v1/completions"),
         "invalid_request_error", "messages"};
   }
+  // Bounded before anything is copied, rendered or tokenized: each message
+  // renders to at least one token, and the contents' bytes bound their tokens.
+  const int64_t max_messages = std::min<int64_t>(kMaxMessages, ctx.context_length);
+  if (static_cast<int64_t>(it->size()) > max_messages) {
+    return ApiError{400,
+                    absl::StrFormat("%d messages; this server takes at most %d in one request",
+                                    it->size(), max_messages),
+                    "invalid_request_error", "messages"};
+  }
+  int64_t content_bytes = 0;
+  for (const Json& m : *it) {
+    auto content = m.is_object() ? m.find("content") : m.end();
+    if (content == m.end()) continue;
+    if (content->is_string()) {
+      content_bytes += static_cast<int64_t>(content->get_ref<const std::string&>().size());
+    } else if (content->is_array()) {
+      for (const Json& part : *content) {
+        auto text = part.is_object() ? part.find("text") : part.end();
+        if (text != part.end() && text->is_string())
+          content_bytes += static_cast<int64_t>(text->get_ref<const std::string&>().size());
+      }
+    }
+  }
+  if (ctx.max_prompt_bytes > 0 && content_bytes > ctx.max_prompt_bytes) {
+    return ApiError{400,
+                    absl::StrFormat("the messages hold %d bytes of content; no text over %d bytes "
+                                    "fits this model's context of %d tokens",
+                                    content_bytes, ctx.max_prompt_bytes, ctx.context_length),
+                    "invalid_request_error", "messages"};
+  }
   Json messages = Json::array();
   for (size_t i = 0; i < it->size(); ++i) {
     const Json& m = (*it)[i];
@@ -174,13 +213,15 @@ std::optional<ApiError> ParseMessages(const Json& body, const RequestContext& ct
       // Content parts: only text can be rendered.
       std::string text;
       for (const Json& part : *content) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-            !part["text"].is_string()) {
+        auto type = part.is_object() ? part.find("type") : part.end();
+        auto part_text = part.is_object() ? part.find("text") : part.end();
+        if (!part.is_object() || type == part.end() || !type->is_string() || *type != "text" ||
+            part_text == part.end() || !part_text->is_string()) {
           return BadField(where + ".content",
                           "a string or a list of {\"type\": \"text\", \"text\": ...} parts");
         }
         if (!text.empty()) text += "\n";
-        text += part["text"].get<std::string>();
+        text += part_text->get<std::string>();
       }
       copy["content"] = text;
     } else if (content != m.end() && !content->is_string() && !content->is_null()) {
@@ -394,9 +435,27 @@ std::optional<ApiError> ParseJob(const Json& body, const RequestContext& ctx, Co
     }
     longest = std::max(longest, n_prompt);
   }
-  // OpenAI's legacy default for completions is 16; chat runs to the end of the context.
+  // OpenAI's legacy default for completions is 16; chat runs to the end of
+  // the context, or as far as the per-request budget allows.
+  const int64_t choices = job->choices();
+  const int64_t budget = ctx.max_request_tokens;
+  if (max_tokens && budget > 0 && *max_tokens > budget / choices) {
+    return ApiError{400,
+                    absl::StrFormat("%d choices (prompts x n) x \"%s\" %d = %d tokens; this server "
+                                    "generates at most %d tokens per request",
+                                    choices, max_key, *max_tokens, choices * *max_tokens, budget),
+                    "invalid_request_error", max_key};
+  }
+  if (!max_tokens && budget > 0 && budget < choices) {
+    return ApiError{400,
+                    absl::StrFormat("%d choices (prompts x n); this server generates at most %d "
+                                    "tokens per request",
+                                    choices, budget),
+                    "invalid_request_error", "n"};
+  }
   job->max_tokens = max_tokens.value_or(
       std::min(job->chat ? limit : std::min<int64_t>(16, limit), context - longest));
+  if (!max_tokens && budget > 0) job->max_tokens = std::min(job->max_tokens, budget / choices);
 
   static std::atomic<uint64_t> counter{0};
   job->created = std::time(nullptr);
@@ -407,6 +466,13 @@ std::optional<ApiError> ParseJob(const Json& body, const RequestContext& ctx, Co
 
 }  // namespace
 
+int64_t MaxPromptBytes(const Tokenizer& tokenizer, int64_t context_length) {
+  size_t longest = 1;
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id)
+    longest = std::max(longest, TokenBytes(tokenizer, id).size());
+  return 2 * context_length * static_cast<int64_t>(longest);
+}
+
 int64_t CompletionJob::prompt_tokens() const {
   int64_t total = 0;
   for (const std::vector<int32_t>& p : prompts) total += static_cast<int64_t>(p.size());
@@ -415,6 +481,8 @@ int64_t CompletionJob::prompt_tokens() const {
 
 std::optional<ApiError> ParseCompletionRequest(const std::string& text, bool chat,
                                                const RequestContext& context, CompletionJob* job) {
+  // Before the parser, which recurses once per nesting level.
+  if (std::optional<ApiError> e = CheckJsonDepth(text)) return e;
   Json body = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) return ApiError{400, "the request body is not valid JSON"};
   if (!body.is_object()) return ApiError{400, "the request body must be a JSON object"};

@@ -25,6 +25,11 @@
 // stop_token_ids, ignore_eos, chat_template_kwargs, add_generation_prompt,
 // return_token_ids, prompt_logprobs.
 //
+// Limits, checked before the expensive step they guard: JSON nesting
+// (kMaxJsonDepth, before parsing), message count and prompt bytes (before
+// rendering and tokenizing, RequestContext::max_prompt_bytes), and prompts x
+// n x max_tokens (RequestContext::max_request_tokens).
+//
 // Thread-safety: ParseCompletionRequest may be called from many threads.
 #ifndef RETORT_SERVE_OPENAI_REQUEST_H_
 #define RETORT_SERVE_OPENAI_REQUEST_H_
@@ -46,6 +51,7 @@ inline constexpr int kMaxChoices = 16;    // n
 inline constexpr int kMaxPrompts = 1024;  // prompts x n in one request
 inline constexpr int kMaxTopLogprobs = 20;
 inline constexpr int kMaxStopStrings = 16;
+inline constexpr int kMaxMessages = 4096;  // chat messages in one request
 
 // An error answer: HTTP status and the fields of OpenAI's {"error": {...}}
 // (an empty param or code is sent as null).
@@ -81,7 +87,18 @@ struct RequestContext {
   // The tokenizer's EOS: stopping on it leaves stop_reason null, any other
   // stop id is reported (vLLM's rule).
   int32_t eos_id = -1;
+  // Largest prompts x n x max_tokens (tokens one request may generate); 0: no
+  // limit. A request that leaves max_tokens out gets it lowered to fit.
+  int64_t max_request_tokens = 0;
+  // Prompt text (a string prompt, or a chat's message contents together)
+  // longer than this cannot fit the context whatever it encodes to, and is
+  // refused before it is rendered or tokenized; 0: no check.
+  int64_t max_prompt_bytes = 0;
 };
+
+// The max_prompt_bytes for a tokenizer and context: context_length tokens of
+// the longest token's bytes, doubled for normalizers that shrink text.
+int64_t MaxPromptBytes(const Tokenizer& tokenizer, int64_t context_length);
 
 // Everything one request needs to run, decided before anything is sent.
 struct CompletionJob {

@@ -1,11 +1,19 @@
 #include "serve/server.h"
 
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
@@ -14,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
+#include "serve/request_guard.h"
 
 namespace retort::serve {
 namespace {
@@ -27,8 +36,335 @@ struct RequestLog {
   int64_t prompt_tokens = -1;
   int64_t completion_tokens = 0;
   std::string finish;
+  bool client_gone = false;
 };
 thread_local RequestLog t_log;
+
+// One client connection, served on one pool thread from accept to close.
+// Its phase says whether it may be evicted: a connection waiting for a
+// request (kIdle) or still receiving one (kReading) holds a thread without
+// work, one in kHandling is being answered.
+enum class Phase { kIdle, kReading, kHandling };
+struct Connection {
+  explicit Connection(int fd) : fd(fd) {}
+  const int fd;
+  Phase phase = Phase::kIdle;  // guarded by ConnectionTable's mutex
+  Clock::time_point since = Clock::now();
+  bool evicted = false;
+  // Set on the connection's own thread.
+  Clock::time_point read_deadline = Clock::time_point::max();
+  int64_t bytes_read = 0;  // of the current request
+  bool over_limit = false;
+  bool close_after = false;  // the stream may hold unread bytes: no keep-alive
+};
+// The connection the current pool thread serves (null outside GuardedServer).
+thread_local Connection* t_connection = nullptr;
+class ConnectionTable;
+thread_local ConnectionTable* t_table = nullptr;
+
+// True for 1, 2, 4, 8, ...: log lines under a flood stay few.
+bool LogThisOne(int64_t count) { return count > 0 && (count & (count - 1)) == 0; }
+
+// Whether the peer of `fd` is still there: no FIN or reset received (pending
+// bytes, a pipelined request, count as there).
+bool PeerConnected(int fd) {
+  char c;
+  const ssize_t r = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (r > 0) return true;
+  if (r == 0) return false;
+  return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+int PollMs(Clock::duration d) {
+  const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+  return static_cast<int>(std::clamp<int64_t>(ms, 0, 100));
+}
+
+// The connections being served, and the admission rule at accept time.
+class ConnectionTable {
+ public:
+  explicit ConnectionTable(int capacity) : capacity_(capacity) {}
+
+  // On the accept thread, for a new connection: true when it may have a
+  // thread, after evicting the connection idle or reading for longest when
+  // all are taken; false when every connection is being answered.
+  bool Admit() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (admitted_ < capacity_ + evicting_) {
+      ++admitted_;
+      return true;
+    }
+    Connection* oldest = nullptr;
+    for (Connection* c : live_) {
+      if (c->evicted || c->phase == Phase::kHandling) continue;
+      if (!oldest || c->since < oldest->since) oldest = c;
+    }
+    if (!oldest) {
+      ++refusals_;
+      if (LogThisOne(refusals_)) {
+        std::cerr << "retort serve: refused a connection, all " << capacity_
+                  << " are answering requests (" << refusals_ << " refused so far)\n";
+      }
+      return false;
+    }
+    oldest->evicted = true;
+    ++evicting_;
+    ++evictions_;
+    if (LogThisOne(evictions_)) {
+      std::cerr << "retort serve: " << capacity_ << " connections open, closed the one idle for "
+                << absl::StrFormat(
+                       "%.1f", std::chrono::duration<double>(Clock::now() - oldest->since).count())
+                << "s (" << evictions_ << " closed so far)\n";
+    }
+    // Wakes its thread (its reads return 0); the thread closes the fd.
+    ::shutdown(oldest->fd, SHUT_RDWR);
+    ++admitted_;
+    return true;
+  }
+  void Add(Connection* c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    live_.insert(c);
+  }
+  // After Remove the fd is never touched by the table again.
+  void Remove(Connection* c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    live_.erase(c);
+    if (c->evicted) --evicting_;
+    --admitted_;
+  }
+  void SetPhase(Connection* c, Phase phase) {
+    std::lock_guard<std::mutex> lock(mu_);
+    c->phase = phase;
+    c->since = Clock::now();
+  }
+  int64_t evictions() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return evictions_;
+  }
+
+ private:
+  const int capacity_;
+  std::mutex mu_;
+  std::set<Connection*> live_;
+  int admitted_ = 0;  // queued or served
+  int evicting_ = 0;  // evicted, their threads not yet done
+  int64_t evictions_ = 0;
+  int64_t refusals_ = 0;
+};
+
+// Set on the accept thread while a refused connection is answered there.
+thread_local bool t_refuse = false;
+
+// httplib's thread pool behind the admission rule: a refused connection is
+// run at once on the accept thread, where GuardedServer answers it 503.
+class AdmittingQueue : public httplib::TaskQueue {
+ public:
+  AdmittingQueue(ConnectionTable& table, size_t threads) : table_(table), pool_(threads) {}
+  void enqueue(std::function<void()> fn) override {
+    if (table_.Admit()) return pool_.enqueue(std::move(fn));
+    t_refuse = true;
+    fn();
+    t_refuse = false;
+  }
+  void shutdown() override { pool_.shutdown(); }
+
+ private:
+  ConnectionTable& table_;
+  httplib::ThreadPool pool_;
+};
+
+// httplib's Stream over a connection's socket, with the limits httplib 0.11
+// lacks: a deadline for the whole request (not only for each read), a cap on
+// the bytes of one request, and reads that end when the server stops.
+class ConnectionStream : public httplib::Stream {
+ public:
+  ConnectionStream(Connection& conn, const std::atomic<socket_t>& server_socket,
+                   Clock::duration op_timeout, int64_t max_bytes)
+      : conn_(conn),
+        server_socket_(server_socket),
+        op_timeout_(op_timeout),
+        max_bytes_(max_bytes) {}
+
+  bool is_readable() const override { return WaitFor(POLLIN); }
+  bool is_writable() const override { return WaitFor(POLLOUT) && PeerConnected(conn_.fd); }
+  ssize_t read(char* ptr, size_t size) override {
+    if (conn_.bytes_read >= max_bytes_) {
+      conn_.over_limit = true;
+      return -1;
+    }
+    if (!WaitFor(POLLIN)) return -1;
+    size = static_cast<size_t>(
+        std::min<int64_t>(static_cast<int64_t>(size), max_bytes_ - conn_.bytes_read));
+    ssize_t n;
+    do {
+      n = ::recv(conn_.fd, ptr, size, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) conn_.bytes_read += n;
+    return n;
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!WaitFor(POLLOUT)) return -1;
+    ssize_t n;
+    do {
+      n = ::send(conn_.fd, ptr, size, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n;
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    if (::getpeername(conn_.fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+      Describe(addr, len, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    if (::getsockname(conn_.fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+      Describe(addr, len, ip, port);
+  }
+  socket_t socket() const override { return conn_.fd; }
+
+ private:
+  static void Describe(const sockaddr_storage& addr, socklen_t len, std::string& ip, int& port) {
+    char host[NI_MAXHOST];
+    char serv[NI_MAXSERV];
+    if (::getnameinfo(reinterpret_cast<const sockaddr*>(&addr), len, host, sizeof(host), serv,
+                      sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+      ip = host;
+      port = std::atoi(serv);
+    }
+  }
+  // Waits for `events` up to the per-operation timeout, and for reads up to
+  // the request's deadline; false on timeout, error or server stop.
+  bool WaitFor(short events) const {
+    Clock::time_point end = Clock::now() + op_timeout_;
+    if (events == POLLIN) end = std::min(end, conn_.read_deadline);
+    for (;;) {
+      if (server_socket_ == INVALID_SOCKET && events == POLLIN) return false;
+      const Clock::time_point now = Clock::now();
+      if (now >= end) return false;
+      pollfd p{conn_.fd, events, 0};
+      const int r = ::poll(&p, 1, std::max(1, PollMs(end - now)));
+      if (r > 0) return true;
+      if (r < 0 && errno != EINTR) return false;
+    }
+  }
+
+  Connection& conn_;
+  const std::atomic<socket_t>& server_socket_;
+  const Clock::duration op_timeout_;
+  const int64_t max_bytes_;
+};
+
+std::chrono::steady_clock::duration Seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+// httplib::Server with its connection loop replaced (httplib 0.11 has no
+// hook for it): ConnectionStream's limits, the idle timeout, admission and
+// eviction through a ConnectionTable, and a 503 for refused connections.
+class GuardedServer : public httplib::Server {
+ public:
+  explicit GuardedServer(const ServeOptions& options)
+      : options_(options), table_(std::max(1, options.max_connections)) {
+    const size_t threads = static_cast<size_t>(std::max(1, options.max_connections));
+    new_task_queue = [this, threads] { return new AdmittingQueue(table_, threads); };
+    set_payload_max_length(static_cast<size_t>(options.max_request_bytes));
+  }
+  ConnectionTable& table() { return table_; }
+
+ private:
+  // Request line and headers on top of the body.
+  static constexpr int64_t kHeaderAllowance = 64 << 10;
+
+  bool process_and_close_socket(socket_t sock) override {
+    if (t_refuse) {
+      Refuse(sock);
+      return false;
+    }
+    Connection conn(sock);
+    table_.Add(&conn);
+    t_connection = &conn;
+    t_table = &table_;
+    ConnectionStream stream(conn, svr_sock_, Seconds(std::min(options_.read_timeout_s, 5.0)),
+                            options_.max_request_bytes + kHeaderAllowance);
+    bool ok = false;
+    for (size_t left = keep_alive_max_count_; left > 0; --left) {
+      table_.SetPhase(&conn, Phase::kIdle);
+      if (!WaitForRequest(conn)) break;
+      table_.SetPhase(&conn, Phase::kReading);
+      conn.read_deadline = Clock::now() + Seconds(options_.read_timeout_s);
+      conn.bytes_read = 0;
+      t_log = RequestLog{};
+      bool closed = false;
+      ok = process_request(stream, /*close_connection=*/left == 1, closed, nullptr);
+      if (!ok || closed || conn.close_after || conn.evicted) break;
+    }
+    t_connection = nullptr;
+    t_table = nullptr;
+    table_.Remove(&conn);
+    CloseLingering(sock);
+    return ok;
+  }
+
+  // Waits for the first byte of the next request: false after the idle
+  // timeout, when evicted or when the server stops.
+  bool WaitForRequest(const Connection& conn) {
+    const Clock::time_point end = Clock::now() + Seconds(options_.keep_alive_timeout_s);
+    for (;;) {
+      if (svr_sock_ == INVALID_SOCKET) return false;
+      const Clock::time_point now = Clock::now();
+      if (now >= end) return false;
+      pollfd p{conn.fd, POLLIN, 0};
+      const int r = ::poll(&p, 1, std::max(1, PollMs(end - now)));
+      if (r > 0) return PeerConnected(conn.fd);
+      if (r < 0 && errno != EINTR) return false;
+    }
+  }
+
+  // Half-closes, then drains what the client still sends for a moment: closing
+  // a socket with unread bytes resets it, and the client could lose the
+  // answer (an early 401 or 413 leaves the body unread).
+  static void CloseLingering(int fd) {
+    ::shutdown(fd, SHUT_WR);
+    const Clock::time_point end = Clock::now() + std::chrono::milliseconds(200);
+    char buf[4096];
+    int64_t drained = 0;
+    while (Clock::now() < end && drained < (1 << 20)) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, std::max(1, PollMs(end - Clock::now()))) <= 0) break;
+      const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n <= 0) break;
+      drained += n;
+    }
+    ::close(fd);
+  }
+
+  // On the accept thread: a short 503 that never blocks, then close.
+  static void Refuse(int fd) {
+    static const std::string response = [] {
+      const std::string body = DumpJson(ErrorJson(ApiError{
+          503, "the server is busy: every connection is answering a request; retry shortly",
+          "server_busy"}));
+      return absl::StrCat(
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+          "Retry-After: 1\r\nConnection: close\r\nContent-Length: ",
+          body.size(), "\r\n\r\n", body);
+    }();
+    (void)!::send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    ::shutdown(fd, SHUT_WR);
+    ::close(fd);
+  }
+
+  const ServeOptions& options_;
+  ConnectionTable table_;
+};
+
+// Called once a request has been read in full: from now on its connection is
+// busy answering, not waiting on the client.
+void MarkHandling() {
+  if (t_connection && t_table) t_table->SetPhase(t_connection, Phase::kHandling);
+}
 
 // Counts a generation in flight (for the shutdown grace period).
 struct InFlight {
@@ -53,6 +389,8 @@ RequestContext MakeContext(const ServeOptions& options, const Tokenizer& tokeniz
   if (tokenizer.eos_id() >= 0) eos.insert(tokenizer.eos_id());
   c.eos_ids.assign(eos.begin(), eos.end());
   c.eos_id = tokenizer.eos_id();
+  c.max_request_tokens = options.max_request_tokens;
+  c.max_prompt_bytes = MaxPromptBytes(tokenizer, c.context_length);
   return c;
 }
 
@@ -102,13 +440,19 @@ std::optional<ApiError> ApiServer::Parse(const std::string& body, bool chat,
 }
 
 void ApiServer::HandleGenerate(const httplib::Request& req, httplib::Response& res, bool chat) {
+  MarkHandling();
   try {
     auto job = std::make_shared<CompletionJob>();
     if (std::optional<ApiError> e = Parse(req.body, chat, job.get())) return SendError(res, *e);
     t_log.prompt_tokens = job->prompt_tokens();
     if (!job->stream) {
       Json answer;
-      if (std::optional<ApiError> e = Complete(*job, &answer)) return SendError(res, *e);
+      std::function<bool()> connected;
+      if (t_connection) {
+        const int fd = t_connection->fd;
+        connected = [fd] { return PeerConnected(fd); };
+      }
+      if (std::optional<ApiError> e = Complete(*job, &answer, connected)) return SendError(res, *e);
       res.set_content(DumpJson(answer), "application/json");
       return;
     }
@@ -132,7 +476,8 @@ void ApiServer::HandleGenerate(const httplib::Request& req, httplib::Response& r
 }
 
 absl::StatusOr<ChoiceResult> ApiServer::RunChoice(const CompletionJob& job, int index,
-                                                  const TextCallback& on_text) {
+                                                  const TextCallback& on_text,
+                                                  const std::function<bool()>& connected) {
   InFlight guard(in_flight_);
   ChoiceResult result;
   const std::vector<int32_t>& prompt = job.prompt_of(index);
@@ -168,7 +513,7 @@ absl::StatusOr<ChoiceResult> ApiServer::RunChoice(const CompletionJob& job, int 
     result.offsets.push_back(text.chars());
     result.tokens.push_back(token);
     const bool more = text.Push(token.id);
-    if (on_text && !on_text(keep(text.TakeReady()), &token)) {
+    if ((on_text && !on_text(keep(text.TakeReady()), &token)) || (connected && !connected())) {
       client_gone = true;
       return false;
     }
@@ -193,14 +538,15 @@ absl::StatusOr<ChoiceResult> ApiServer::RunChoice(const CompletionJob& job, int 
   return result;
 }
 
-std::optional<ApiError> ApiServer::Complete(const CompletionJob& job, Json* answer) {
+std::optional<ApiError> ApiServer::Complete(const CompletionJob& job, Json* answer,
+                                            const std::function<bool()>& connected) {
   const int total = job.choices();
   std::vector<absl::StatusOr<ChoiceResult>> results(total, absl::UnknownError("not run"));
   std::atomic<int> next{0};
   auto work = [&] {
     for (int i = next++; i < total; i = next++) {
       try {
-        results[i] = RunChoice(job, i, nullptr);
+        results[i] = RunChoice(job, i, nullptr, connected);
       } catch (const std::exception& e) {
         results[i] = absl::InternalError(e.what());
       }
@@ -227,6 +573,10 @@ std::optional<ApiError> ApiServer::Complete(const CompletionJob& job, Json* answ
     t_log.finish = r->finish_reason;
     completion_tokens += static_cast<int64_t>(r->tokens.size());
     choices.push_back(ChoiceJson(job, tokenizer_, i, *r));
+  }
+  if (connected && !connected()) {
+    // Nobody reads the answer; the log says why it ended.
+    t_log.client_gone = true;
   }
   *answer = CompletionJson(job, options_.model_name, std::move(choices), completion_tokens);
   return std::nullopt;
@@ -259,7 +609,7 @@ void ApiServer::Stream(const CompletionJob& job, const std::function<bool(std::s
       sent_tokens = seen.size();
       return send(TextChoiceJson(job, i, text, std::move(logprobs)));
     };
-    absl::StatusOr<ChoiceResult> r = RunChoice(job, i, on_text);
+    absl::StatusOr<ChoiceResult> r = RunChoice(job, i, on_text, nullptr);
     if (!r.ok()) {
       write(SseEvent(Json{{"error",
                            {{"message", absl::StrCat("generation failed: ", r.status().message())},
@@ -284,17 +634,47 @@ absl::Status RunServer(const ServeOptions& options, const ServedModel& model,
                        const ServeHooks& hooks) {
   BatchedGenerator generator(*model.engine, options.max_batch);
   ApiServer api(options, *model.tokenizer, model.chat_template, model.engine->config(), generator);
-  httplib::Server svr;
-  const size_t pool = static_cast<size_t>(std::max(8, 2 * options.max_batch + 2));
-  svr.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
-  svr.set_payload_max_length(static_cast<size_t>(options.max_request_bytes));
-  svr.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
-    t_log = RequestLog{};
+  GuardedServer svr(options);
+  // Runs once the headers are in, before the body is read.
+  svr.set_pre_routing_handler([&options](const httplib::Request& req, httplib::Response& res) {
+    auto refuse = [&res](const ApiError& e) {
+      // The body stays unread: the connection cannot be reused.
+      if (t_connection) t_connection->close_after = true;
+      ApiServer::SendError(res, e);
+      return httplib::Server::HandlerResponse::Handled;
+    };
+    if (req.path != "/health") {
+      if (std::optional<ApiError> e =
+              CheckApiKey(options.api_key, req.get_header_value("Authorization"))) {
+        res.set_header("WWW-Authenticate", "Bearer");
+        return refuse(*e);
+      }
+    }
+    if (req.has_header("Content-Length")) {
+      const std::string length = req.get_header_value("Content-Length");
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long n = std::strtoull(length.c_str(), &end, 10);
+      if (errno != 0 || end == length.c_str() || *end != '\0' ||
+          n > static_cast<unsigned long long>(options.max_request_bytes)) {
+        return refuse(ApiError{413, absl::StrCat("the request body (Content-Length ", length,
+                                                 ") is larger than this server's "
+                                                 "--max-request-bytes (",
+                                                 options.max_request_bytes, ")")});
+      }
+    }
+    if (req.method == "GET") MarkHandling();
     return httplib::Server::HandlerResponse::Unhandled;
   });
   svr.set_error_handler(
       httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
         if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        // httplib's own errors (a request it could not read) may leave bytes
+        // of it in the stream.
+        if (t_connection) {
+          t_connection->close_after = true;
+          if (t_connection->over_limit) res.status = 413;
+        }
         ApiError e{res.status, absl::StrCat("HTTP ", res.status)};
         if (res.status == 404)
           e.message = absl::StrCat("no such endpoint: ", req.method, " ", req.path);
@@ -312,8 +692,10 @@ absl::Status RunServer(const ServeOptions& options, const ServedModel& model,
       absl::StrAppend(&line, " prompt_tokens=", t_log.prompt_tokens,
                       " completion_tokens=", t_log.completion_tokens);
       if (!t_log.finish.empty()) absl::StrAppend(&line, " finish=", t_log.finish);
+      if (t_log.client_gone) absl::StrAppend(&line, " client_gone");
     }
     std::cerr << line + "\n" << std::flush;
+    t_log = RequestLog{};  // nothing of this request shows in the next line
   });
   api.Register(svr);
 

@@ -6,7 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "serve/text_util.h"
 #include "tests/serve/request_fixture.h"
 
 namespace retort::serve {
@@ -347,6 +349,113 @@ TEST_F(OpenAiRequestTest, ChatErrors) {
               "[0, 20]");
   ExpectError(Chat({{"logprobs", 2}}), true, 400, "logprobs", "true or false");
   ExpectError(Chat({{"chat_template_kwargs", 1}}), true, 400, "chat_template_kwargs", "an object");
+}
+
+// A content part whose "type" is not a string (or is missing) is the client's
+// error, not the server's.
+TEST_F(OpenAiRequestTest, ContentPartsOfAnyShapeGet400) {
+  for (const Json& part :
+       {Json{{"type", 5}, {"text", "x"}}, Json{{"type", Json::array()}},
+        Json{{"type", nullptr}, {"text", "x"}}, Json{{"text", "x"}}, Json{{"type", "image_url"}},
+        Json{{"type", "text"}, {"text", 3}}, Json("text"), Json(7)}) {
+    SCOPED_TRACE(part.dump());
+    ExpectError(Chat({{"messages", {{{"role", "user"}, {"content", Json::array({part})}}}}}), true,
+                400, "messages[0].content", "a string or a list of {\"type\": \"text\"");
+  }
+}
+
+// Nesting is bounded before the parser sees the body: 200,000 levels would
+// overflow its recursion.
+TEST_F(OpenAiRequestTest, DeeplyNestedBodyIs400BeforeParsing) {
+  const int depth = 200000;
+  const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+  CompletionJob job;
+  for (bool chat : {false, true}) {
+    const std::string body = chat ? R"({"messages": [{"role": "user", "content": )" + deep + "}]}"
+                                  : R"({"prompt": )" + deep + "}";
+    std::optional<ApiError> e = ParseCompletionRequest(body, chat, f_.context, &job);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->status, 400);
+    EXPECT_NE(e->message.find("nests arrays/objects more than 64 levels deep"), std::string::npos)
+        << e->message;
+  }
+  // 64 levels are fine as far as nesting goes (then refused as a bad prompt).
+  std::optional<ApiError> e =
+      ParseCompletionRequest(R"({"prompt": )" + std::string(63, '[') + std::string(63, ']') + "}",
+                             false, f_.context, &job);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->param, "prompt");
+}
+
+TEST_F(OpenAiRequestTest, RequestTokenBudgetBoundsChoicesTimesMaxTokens) {
+  f_.context.max_request_tokens = 40;
+  CompletionJob job;
+  ASSERT_FALSE(Parse(Completion({{"n", 4}, {"max_tokens", 10}}), false, &job));
+  EXPECT_EQ(job.max_tokens, 10);
+  ExpectError(Completion({{"n", 4}, {"max_tokens", 11}}), false, 400, "max_tokens",
+              "4 choices (prompts x n) x \"max_tokens\" 11 = 44 tokens; this server generates at "
+              "most 40 tokens per request");
+  ExpectError(Completion({{"prompt", {"a", "b"}}, {"n", 3}, {"max_tokens", 7}}), false, 400,
+              "max_tokens", "6 choices (prompts x n) x \"max_tokens\" 7 = 42 tokens");
+  ExpectError(Chat({{"n", 4}, {"max_completion_tokens", 11}}), true, 400, "max_completion_tokens",
+              "= 44 tokens");
+  // Left out, max_tokens is lowered to fit: a chat runs to the context
+  // otherwise (12 tokens after the 52 of the prompt).
+  ASSERT_FALSE(Parse(Chat({{"n", 4}}), true, &job));
+  EXPECT_EQ(job.max_tokens, 10);
+  ASSERT_FALSE(Parse(Chat(Json::object()), true, &job));
+  EXPECT_EQ(job.max_tokens, 12);
+  ASSERT_FALSE(Parse(Completion({{"n", 16}}), false, &job));
+  EXPECT_EQ(job.max_tokens, 2);
+  ExpectError(Completion({{"prompt", Json::array({"a", "b", "c"})}, {"n", 16}}), false, 400, "n",
+              "48 choices (prompts x n); this server generates at most 40 tokens per request");
+  // 0: no budget.
+  f_.context.max_request_tokens = 0;
+  EXPECT_FALSE(Parse(Completion({{"n", 16}, {"max_tokens", 48}}), false));
+}
+
+// Bounds checked before the template renders or the tokenizer runs: 270,000
+// empty messages once cost 441 MB before the length check refused them.
+TEST_F(OpenAiRequestTest, MessageCountAndPromptBytesAreBoundedBeforeRendering) {
+  // At most one message per context token (64 here).
+  Json messages = Json::array();
+  for (int i = 0; i < 65; ++i) messages.push_back({{"role", "user"}, {"content", ""}});
+  ExpectError(Chat({{"messages", messages}}), true, 400, "messages",
+              "65 messages; this server takes at most 64 in one request");
+  messages = Json::array();
+  for (int i = 0; i < 270000; ++i) messages.push_back({{"role", "user"}, {"content", ""}});
+  ExpectError(Chat({{"messages", messages}}), true, 400, "messages", "270000 messages");
+
+  f_.context.max_prompt_bytes = MaxPromptBytes(*f_.tokenizer, f_.context.context_length);
+  ASSERT_GT(f_.context.max_prompt_bytes, 0);
+  const int64_t over = f_.context.max_prompt_bytes + 1;
+  ExpectError(
+      Completion({{"prompt", std::string(over, 'x')}}), false, 400, "prompt",
+      absl::StrCat("the prompt is ", over, " bytes; no text over ", f_.context.max_prompt_bytes,
+                   " bytes fits this model's context of 64 tokens"));
+  ExpectError(Completion({{"prompt", {"a", std::string(over, 'x')}}}), false, 400, "prompt",
+              "bytes fits this model's context");
+  // Content parts count too, and so do several messages together.
+  const std::string half(over / 2 + 1, 'x');
+  ExpectError(Chat({{"messages",
+                     {{{"role", "user"}, {"content", half}},
+                      {{"role", "user"}, {"content", {{{"type", "text"}, {"text", half}}}}}}}}),
+              true, 400, "messages", "bytes of content; no text over");
+  // Below the bound the usual token count decides.
+  ExpectError(Completion({{"prompt", std::string(100, 'x')}}), false, 400, "prompt",
+              "the prompt has 100 tokens");
+}
+
+TEST(MaxPromptBytesTest, IsTheContextOfLongestTokensTwice) {
+  std::unique_ptr<Tokenizer> t = retort::testing::MakeByteTokenizer();
+  size_t longest = 1;
+  for (int32_t id = 0; id < t->vocab_size(); ++id)
+    longest = std::max(longest, TokenBytes(*t, id).size());
+  EXPECT_EQ(MaxPromptBytes(*t, 64), 2 * 64 * static_cast<int64_t>(longest));
+  // No tokenizer's text of that many bytes can encode to fewer tokens than
+  // the context: each token covers at most `longest` bytes.
+  EXPECT_GE(static_cast<int64_t>(t->Encode(std::string(MaxPromptBytes(*t, 64), 'x'), false).size()),
+            64);
 }
 
 TEST_F(OpenAiRequestTest, UnknownModelIs404) {

@@ -3,6 +3,7 @@
 #include "serve/server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -405,6 +406,31 @@ TEST_F(ServerTest, ClientGoneEndsTheStream) {
   EXPECT_FALSE(done);
   EXPECT_EQ(chunks.size(), 3u);
   EXPECT_EQ(api->in_flight(), 0);
+}
+
+// A client that hangs up on a non-streaming request stops its generation:
+// the choices end early with finish_reason "abort".
+TEST_F(ServerTest, ClientGoneCancelsAWholeAnswer) {
+  ScriptedGenerator g(ByteIds("abcdefghijklmnopqrstuvwxyz0123456789"));
+  auto api = Server(g);
+  CompletionJob job;
+  ASSERT_FALSE(api->Parse(Completion({{"max_tokens", 36}, {"n", 2}}).dump(), false, &job));
+  std::atomic<int> polls{0};
+  Json answer;
+  ASSERT_FALSE(api->Complete(job, &answer, [&polls] { return ++polls <= 6; }));
+  ASSERT_EQ(answer["choices"].size(), 2u);
+  int64_t generated = 0;
+  for (const Json& c : answer["choices"]) {
+    EXPECT_EQ(c["finish_reason"], "abort") << c.dump();
+    generated += static_cast<int64_t>(c["text"].get<std::string>().size());
+  }
+  EXPECT_LE(generated, 8);  // 6 polls said "connected": 2 x 36 tokens were asked for
+  EXPECT_EQ(answer["usage"]["completion_tokens"], generated);
+  EXPECT_EQ(api->in_flight(), 0);
+  // Still connected: the whole answer.
+  ASSERT_FALSE(api->Complete(job, &answer, [] { return true; }));
+  EXPECT_EQ(answer["choices"][1]["finish_reason"], "length");
+  EXPECT_EQ(answer["usage"]["completion_tokens"], 72);
 }
 
 TEST_F(ServerTest, ParseErrorsComeFromTheRequestParser) {
