@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "core/device.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -412,7 +413,7 @@ nlohmann::ordered_json StageSettingsJson(const proto::Stage& stage, const std::s
   std::string text;
   if (!google::protobuf::util::MessageToJsonString(stage, &text, options).ok()) return {};
   nlohmann::ordered_json j =
-      nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+      ParseOrderedJson(text, "the stage").value_or(nlohmann::ordered_json::value_t::discarded);
   if (!j.is_object()) return j;
   // The device the stage runs on, however the recipe says it; none for the
   // CPU, so a recipe that names it hashes as one that leaves it out.
