@@ -12,6 +12,7 @@
 #include "core/file.h"
 #include "core/json_limits.h"
 #include "core/status.h"
+#include "core/utf8.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
@@ -133,6 +134,57 @@ std::vector<std::pair<std::string, bool>> RequiredFields(const proto::Stage& s) 
   return {};
 }
 
+// The first string field of `m` (recursively) that is not well-formed UTF-8:
+// its path below `path` ("distill.student", "eval.tasks[1]") and the offset
+// of the first bad byte. Recipe strings end up in JSON (provenance, stage
+// settings), whose writer cannot hold them, so they are refused at load.
+bool FindBadUtf8(const google::protobuf::Message& m, const std::string& path, std::string* bad_path,
+                 size_t* offset) {
+  const google::protobuf::Reflection* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    const std::string name = path.empty() ? f->name() : absl::StrCat(path, ".", f->name());
+    const int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+    for (int j = 0; j < n; ++j) {
+      const std::string item = f->is_repeated() ? absl::StrCat(name, "[", j, "]") : name;
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING &&
+          f->type() != FieldDescriptor::TYPE_BYTES) {
+        const std::string s = f->is_repeated() ? r->GetRepeatedString(m, f, j) : r->GetString(m, f);
+        if (const size_t bad = ValidUtf8Prefix(s); bad < s.size()) {
+          *bad_path = item;
+          *offset = bad;
+          return true;
+        }
+      } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        const google::protobuf::Message& sub =
+            f->is_repeated() ? r->GetRepeatedMessage(m, f, j) : r->GetMessage(m, f);
+        if (FindBadUtf8(sub, item, bad_path, offset)) return true;
+      }
+    }
+  }
+  return false;
+}
+
+absl::Status CheckRecipeUtf8(const proto::Recipe& recipe, const Locator& at) {
+  std::string field;
+  size_t offset = 0;
+  for (int i = 0; i < recipe.stage_size(); ++i) {
+    if (FindBadUtf8(recipe.stage(i), "", &field, &offset)) {
+      return absl::InvalidArgumentError(absl::StrCat(at.Stage(i, field), ": stage[", i, "].", field,
+                                                     " is not valid UTF-8 (byte ", offset, ")"));
+    }
+  }
+  proto::Recipe top = recipe;
+  top.clear_stage();
+  if (FindBadUtf8(top, "", &field, &offset)) {
+    const std::string top_field = field.substr(0, field.find_first_of(".["));
+    return absl::InvalidArgumentError(
+        absl::StrCat(at.Field(top_field), ": ", field, " is not valid UTF-8 (byte ", offset, ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateRecipe(const proto::Recipe& recipe, const Locator& at) {
   if (recipe.stage_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(at.where(), ": the recipe has no stage"));
@@ -221,6 +273,7 @@ absl::StatusOr<proto::Recipe> ParseRecipe(const std::string& text, const std::st
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": not a valid recipe: ", std::string(status.message())));
     }
+    RETURN_IF_ERROR(CheckRecipeUtf8(recipe, Locator(where, nullptr)));
     RETURN_IF_ERROR(ValidateRecipe(recipe, Locator(where, nullptr)));
     return recipe;
   }
@@ -233,6 +286,7 @@ absl::StatusOr<proto::Recipe> ParseRecipe(const std::string& text, const std::st
     return absl::InvalidArgumentError(
         errors.errors().empty() ? absl::StrCat(where, ": not a valid recipe") : errors.errors());
   }
+  RETURN_IF_ERROR(CheckRecipeUtf8(recipe, Locator(where, &tree)));
   RETURN_IF_ERROR(ValidateRecipe(recipe, Locator(where, &tree)));
   return recipe;
 }
