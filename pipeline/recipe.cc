@@ -1,5 +1,6 @@
 #include "pipeline/recipe.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -266,6 +267,15 @@ absl::StatusOr<proto::Recipe> ParseRecipe(const std::string& text, const std::st
                                           RecipeSyntax syntax) {
   proto::Recipe recipe;
   if (syntax == RecipeSyntax::kJson) {
+    // protobuf's JSON parser refuses ill-formed UTF-8 too, but quotes the
+    // raw bytes in its message; say where instead.
+    if (const size_t bad = ValidUtf8Prefix(text); bad < text.size()) {
+      const size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
+      const size_t column = line_start == std::string::npos ? bad : bad - line_start - 1;
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ":", 1 + std::count(text.begin(), text.begin() + bad, '\n'), ":",
+                       column + 1, ": not valid UTF-8 (recipe strings must be UTF-8)"));
+    }
     google::protobuf::util::JsonParseOptions options;
     options.ignore_unknown_fields = false;
     auto status = google::protobuf::util::JsonStringToMessage(text, &recipe, options);
