@@ -36,7 +36,8 @@ absl::StatusOr<Json> Parse(std::string_view text, std::string_view what, JsonLim
   } catch (const std::bad_alloc&) {
     throw;  // the CLI reports running out of memory itself
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(std::string(what), ": not valid JSON: ", ParserMessage(e)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(what), ": not valid JSON: ", ParserMessage(e)));
   }
 }
 
@@ -62,8 +63,9 @@ absl::Status CheckJsonDepth(std::string_view text, std::string_view what, JsonLi
       case '[':
       case '{':
         if (++depth > limits.max_depth) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              std::string(what), ": JSON nests deeper than ", limits.max_depth, " levels (at byte ", i, ")"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(std::string(what), ": JSON nests deeper than ", limits.max_depth,
+                           " levels (at byte ", i, ")"));
         }
         break;
       case ']':
@@ -84,8 +86,7 @@ absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, std::string_view
 }
 
 absl::StatusOr<nlohmann::ordered_json> ParseOrderedJson(std::string_view text,
-                                                        std::string_view what,
-                                                        JsonLimits limits) {
+                                                        std::string_view what, JsonLimits limits) {
   return Parse<nlohmann::ordered_json>(text, what, limits);
 }
 

@@ -27,7 +27,7 @@ inline constexpr int64_t kMaxIntermediateSize = int64_t{1} << 20;  // 1048576
 inline constexpr int64_t kMaxLayers = 1024;
 inline constexpr int64_t kMaxHeads = 1024;  // query and key/value heads
 inline constexpr int64_t kMaxHeadDim = 4096;
-inline constexpr int64_t kMaxVocabSize = int64_t{1} << 24;   // 16.7M token ids
+inline constexpr int64_t kMaxVocabSize = int64_t{1} << 24;      // 16.7M token ids
 inline constexpr int64_t kMaxContextLength = int64_t{1} << 26;  // 67M positions
 
 // InvalidArgument "<source>: field "<name>" is <n>, above the plausible
