@@ -173,6 +173,17 @@ TEST_F(HostileInputCliTest, NonFiniteWeightsAreReportedAndRefused) {
   EXPECT_EQ(j["non_finite_tensors"][0]["non_finite"], 3);
   EXPECT_EQ(j["non_finite_tensors"][1]["non_finite"], 1);
 
+  // The same check on a GGUF (f32 tensors; block-quantized ones are decoded).
+  ASSERT_EQ(Exec("convert " + m + " " + Path("nan.gguf") + " --type f32").code, 0);
+  ExpectOneLineError(Exec("inspect " + Path("nan.gguf") + " --check-values"),
+                     Path("nan.gguf") +
+                         ": 2 tensor(s) hold NaN or Inf values (token_embd.weight, "
+                         "output_norm.weight)");
+  ASSERT_EQ(Exec("convert " + Path("tiny") + " " + Path("tiny_q8.gguf") + " --type q8_0").code, 0);
+  r = Exec("inspect " + Path("tiny_q8.gguf") + " --check-values");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("values         all finite ("));
+
   // Perplexity through NaN weights is refused, not printed as nan.
   EXPECT_EQ(Exec("eval " + Path("tiny") + " --perplexity " + Path("text.txt")).code, 0);
   r = Exec("eval " + m + " --perplexity " + Path("text.txt"));
