@@ -1,12 +1,17 @@
-// retort inspect MODEL [--tensors] [--json]
+// retort inspect MODEL [--tensors] [--json] [--check-values]
+#include <cmath>
 #include <iostream>
 #include <map>
+#include <optional>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
+#include "core/convert.h"
+#include "core/ggml_blocks.h"
 #include "core/progress.h"
 #include "core/status.h"
 #include "formats/compressed_tensors.h"
@@ -33,9 +38,101 @@ const char* RopeScalingName(RopeScaling::Type t) {
   return "?";
 }
 
+// How many elements of `t` are NaN or infinite (0 for integer types, which
+// cannot be); block-quantized tensors are decoded row by row, since a NaN or
+// infinite scale spoils its whole block.
+int64_t CountNonFinite(const Tensor& t) {
+  const int64_t n = t.numel();
+  int64_t bad = 0;
+  auto count = [&](auto decode) {
+    for (int64_t i = 0; i < n; ++i) bad += !std::isfinite(decode(i));
+  };
+  const void* raw = t.raw();
+  switch (t.dtype()) {
+    case DType::kF32:
+      count([&](int64_t i) { return static_cast<const float*>(raw)[i]; });
+      break;
+    case DType::kF64:
+      count([&](int64_t i) { return static_cast<const double*>(raw)[i]; });
+      break;
+    case DType::kF16:
+      count([&](int64_t i) { return F16ToF32(static_cast<const uint16_t*>(raw)[i]); });
+      break;
+    case DType::kBF16:
+      count([&](int64_t i) { return BF16ToF32(static_cast<const uint16_t*>(raw)[i]); });
+      break;
+    case DType::kF8E4M3:
+      count([&](int64_t i) { return F8E4M3ToF32(static_cast<const uint8_t*>(raw)[i]); });
+      break;
+    case DType::kF8E5M2:
+      count([&](int64_t i) { return F8E5M2ToF32(static_cast<const uint8_t*>(raw)[i]); });
+      break;
+    default:
+      if (IsBlockQuantized(t.dtype()) && t.rank() >= 1 && t.dim(t.rank() - 1) > 0) {
+        const int64_t row = t.dim(t.rank() - 1), rows = n / row;
+        const size_t row_bytes = t.nbytes() / static_cast<size_t>(rows);
+        std::vector<float> f(static_cast<size_t>(row));
+        for (int64_t r = 0; r < rows; ++r) {
+          ggml::DequantizeRow(t.dtype(), static_cast<const char*>(raw) + r * row_bytes, f.data(),
+                              row);
+          for (float x : f) bad += !std::isfinite(x);
+        }
+      }
+      break;
+  }
+  return bad;
+}
+
+// --check-values: reads every tensor's data (the rest of inspect reads only
+// headers) and lists those holding NaN or Inf as [{name, non_finite,
+// elements}].
+template <typename Get>
+absl::StatusOr<nlohmann::ordered_json> NonFiniteTensors(const std::vector<std::string>& names,
+                                                        const Get& get) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const std::string& name : names) {
+    ASSIGN_OR_RETURN(Tensor t, get(name));
+    if (const int64_t bad = CountNonFinite(t); bad > 0) {
+      list.push_back({{"name", name}, {"non_finite", bad}, {"elements", t.numel()}});
+    }
+  }
+  return list;
+}
+
+// The text report's line about the values, and the exit: a model with
+// NaN/Inf weights fails the check with one line naming the first tensors.
+void PrintValuesLine(const nlohmann::ordered_json& bad, size_t checked) {
+  if (bad.empty()) {
+    std::cout << absl::StrFormat("values         all finite (%d tensors checked)\n", checked);
+    return;
+  }
+  std::cout << absl::StrFormat("values         %d of %d tensors hold NaN/Inf:\n", bad.size(),
+                               checked);
+  for (const auto& t : bad) {
+    std::cout << absl::StrFormat("  %-52s %d of %d values\n", t["name"].get<std::string>(),
+                                 t["non_finite"].get<int64_t>(), t["elements"].get<int64_t>());
+  }
+}
+int ValuesExit(const std::string& command, const std::string& model,
+               const std::optional<nlohmann::ordered_json>& bad) {
+  if (!bad.has_value() || bad->empty()) return kExitOk;
+  std::vector<std::string> names;
+  for (const auto& t : *bad) {
+    if (names.size() == 3) {
+      names.push_back("...");
+      break;
+    }
+    names.push_back(t["name"].get<std::string>());
+  }
+  return Fail(command, absl::DataLossError(absl::StrCat(model, ": ", bad->size(),
+                                                        " tensor(s) hold NaN or Inf values (",
+                                                        absl::StrJoin(names, ", "), ")")));
+}
+
 // A GGUF file: every metadata key (long arrays abbreviated), the model shape
 // when it is one the engine runs, and per-tensor ggml types with bits per weight.
-int InspectGguf(const std::string& name, const std::string& model, bool list_tensors, bool json) {
+int InspectGguf(const std::string& name, const std::string& model, bool list_tensors, bool json,
+                bool check_values) {
   auto reader = GgufReader::Open(model);
   if (!reader.ok()) return Fail(name, reader.status());
   const GgufReader& r = **reader;
@@ -67,6 +164,14 @@ int InspectGguf(const std::string& name, const std::string& model, bool list_ten
                        {"bits_per_weight", n > 0 ? 8.0 * t.nbytes / n : 0.0}});
   }
   const double bpw = params > 0 ? 8.0 * bytes / params : 0.0;
+  std::optional<nlohmann::ordered_json> non_finite;
+  if (check_values) {
+    std::vector<std::string> names;
+    for (const GgufTensorInfo& t : r.tensors()) names.push_back(t.name);
+    auto bad = NonFiniteTensors(names, [&](const std::string& n) { return r.Get(n); });
+    if (!bad.ok()) return Fail(name, bad.status());
+    non_finite = *std::move(bad);
+  }
   if (json) {
     nlohmann::ordered_json meta = nlohmann::ordered_json::object();
     for (const auto& [key, value] : r.metadata()) meta[key] = value.DebugString(8);
@@ -84,8 +189,9 @@ int InspectGguf(const std::string& name, const std::string& model, bool list_ten
                                   {"types", types},         {"runs", loadable.ok()}};
     if (!loadable.ok()) out["not_runnable"] = std::string(loadable.message());
     if (list_tensors) out["tensors"] = tensors;
+    if (non_finite.has_value()) out["non_finite_tensors"] = *non_finite;
     std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    return kExitOk;
+    return ValuesExit(name, model, non_finite);
   }
   std::cout << absl::StrFormat(
       "model          %s (GGUF v%d, alignment %d, %d tensors, %d metadata keys)\n", model,
@@ -127,7 +233,8 @@ int InspectGguf(const std::string& name, const std::string& model, bool list_ten
           HumanBytes(t["bytes"].get<double>()), t["bits_per_weight"].get<double>());
     }
   }
-  return kExitOk;
+  if (non_finite.has_value()) PrintValuesLine(*non_finite, r.tensors().size());
+  return ValuesExit(name, model, non_finite);
 }
 
 // "int4, groups of 128, symmetric, act-order" for each weight scheme.
@@ -170,13 +277,16 @@ int RunInspect(const Args& args) {
   po::options_description opts("options");
   std::string model;
   opts.add_options()("model", po::value(&model)->required(), "model directory or .gguf file")(
-      "tensors", po::bool_switch(), "list every tensor")("json", po::bool_switch(), "print JSON");
+      "tensors", po::bool_switch(), "list every tensor")("json", po::bool_switch(), "print JSON")(
+      "check-values", po::bool_switch(),
+      "read every tensor's values and report those holding NaN or Inf (exit 1 if any)");
   po::positional_options_description pos;
   pos.add("model", 1);
   po::variables_map vm;
   if (auto exit = ParseArgs(spec, args, opts, pos, vm)) return *exit;
   if (IsGgufFile(model))
-    return InspectGguf(spec.name, model, vm["tensors"].as<bool>(), vm["json"].as<bool>());
+    return InspectGguf(spec.name, model, vm["tensors"].as<bool>(), vm["json"].as<bool>(),
+                       vm["check-values"].as<bool>());
 
   auto dir = HfDirectory::Open(model);
   if (!dir.ok()) return Fail(spec.name, dir.status());
@@ -225,6 +335,13 @@ int RunInspect(const Args& args) {
   const double zero_fraction =
       sparsity.elements > 0 ? static_cast<double>(sparsity.zeros) / sparsity.elements : 0.0;
 
+  std::optional<nlohmann::ordered_json> non_finite;
+  if (vm["check-values"].as<bool>()) {
+    auto bad = NonFiniteTensors((*dir)->TensorNames(),
+                                [&](const std::string& n) { return (*dir)->Get(n); });
+    if (!bad.ok()) return Fail(spec.name, bad.status());
+    non_finite = *std::move(bad);
+  }
   const ModelConfig& c = *config;
   if (vm["json"].as<bool>()) {
     nlohmann::ordered_json out = {
@@ -265,8 +382,9 @@ int RunInspect(const Args& args) {
                              {"float_weights", float_linears}};
     }
     if (vm["tensors"].as<bool>()) out["tensors"] = tensors;
+    if (non_finite.has_value()) out["non_finite_tensors"] = *non_finite;
     std::cout << out.dump(2) << "\n";
-    return kExitOk;
+    return ValuesExit(spec.name, model, non_finite);
   }
   std::cout << absl::StrFormat("model          %s\n", model);
   std::cout << absl::StrFormat("architecture   %s\n", ArchClassName(c.arch));
@@ -328,7 +446,8 @@ int RunInspect(const Args& args) {
                                    HumanBytes(t["bytes"].get<double>()));
     }
   }
-  return kExitOk;
+  if (non_finite.has_value()) PrintValuesLine(*non_finite, (*dir)->TensorNames().size());
+  return ValuesExit(spec.name, model, non_finite);
 }
 
 }  // namespace retort::cli

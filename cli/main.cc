@@ -1,6 +1,8 @@
 // retort: distill, compress and ship reasoning models.
 #include <cstring>
 #include <iostream>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -56,6 +58,24 @@ void PrintUsage(std::ostream& out) {
   }
 }
 
+// Runs a command. A file may declare sizes that pass every plausibility
+// bound and still not fit this machine; the allocation then throws, and the
+// user gets one line and a failure exit instead of an abort. Outputs are
+// staged under temporary names, so the unwinding leaves none behind.
+int RunCommand(const char* name, int (*run)(const retort::cli::Args&),
+               const retort::cli::Args& args) {
+  try {
+    return run(args);
+  } catch (const std::bad_alloc&) {
+    std::cerr << "retort " << name << ": error: out of memory while running " << name << "\n";
+  } catch (const std::length_error& e) {
+    // std::vector and std::string refuse sizes beyond max_size() this way.
+    std::cerr << "retort " << name << ": error: out of memory while running " << name
+              << " (a size beyond what can be allocated: " << e.what() << ")\n";
+  }
+  return retort::cli::kExitFailure;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -73,11 +93,12 @@ int main(int argc, char** argv) {
     return retort::cli::kExitOk;
   }
   for (const Entry& e : kCommands) {
-    if (name == e.name) return e.run(retort::cli::Args(argv + 2, argv + argc));
+    if (name == e.name) return RunCommand(e.name, e.run, retort::cli::Args(argv + 2, argv + argc));
   }
   // Not listed: the ranks of a multi-rank recipe stage (`retort run`).
   if (name == "stage-job")
-    return retort::cli::RunStageJobCommand(retort::cli::Args(argv + 2, argv + argc));
+    return RunCommand("stage-job", retort::cli::RunStageJobCommand,
+                      retort::cli::Args(argv + 2, argv + argc));
   std::cerr << "retort: unknown command \"" << name << "\"\n";
   PrintUsage(std::cerr);
   return retort::cli::kExitUsage;

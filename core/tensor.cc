@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -28,6 +29,9 @@ Tensor Tensor::Zeros(DType dtype, Shape shape) {
   size_t bytes = (t.nbytes() + 63) / 64 * 64;
   if (bytes == 0) bytes = 64;
   void* p = std::aligned_alloc(64, bytes);
+  // Like operator new: the CLI turns this into "out of memory while running
+  // <command>" rather than a crash on a null pointer.
+  if (p == nullptr) throw std::bad_alloc();
   std::memset(p, 0, bytes);
   t.data_ = static_cast<char*>(p);
   t.owner_ = std::shared_ptr<const void>(p, [](const void* q) { std::free(const_cast<void*>(q)); });

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -144,11 +145,23 @@ void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int
     return;
   }
   int64_t per = (n + chunks - 1) / chunks;
+  // An exception escaping a worker thread would terminate the process (a
+  // std::bad_alloc from a file's sizes among them): the first one is kept
+  // and rethrown on the calling thread once every chunk has finished.
+  std::mutex error_mu;
+  std::exception_ptr error;
   std::function<void(int64_t)> task = [&](int64_t c) {
     int64_t b = c * per, e = std::min(n, b + per);
-    if (b < e) fn(b, e);
+    if (b >= e) return;
+    try {
+      fn(b, e);
+    } catch (...) {
+      std::lock_guard<std::mutex> l(error_mu);
+      if (!error) error = std::current_exception();
+    }
   };
   pool.Run(chunks, task);
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace retort

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "core/utf8.h"
@@ -182,7 +183,7 @@ absl::StatusOr<std::vector<TrainExample>> ChatJsonlExamples(const std::string& p
       if (job.id == absl::StrCat(line_no)) {
         // The reader numbers id-less lines by position; the split must not
         // depend on order, so such samples are identified by their content.
-        ojson j = ojson::parse(line, nullptr, /*allow_exceptions=*/false);
+        ojson j = ParseOrderedJson(line, where).value_or(ojson());
         if (!j.is_object() || (!j.contains("id") && !j.contains("uuid"))) {
           job.id = HexId(StableHash64(job.messages.dump()));
         }

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/json_limits.h"
 #include "core/named_values.h"
 #include "core/status.h"
 #include "formats/reasoning.h"
@@ -263,8 +264,8 @@ namespace {
 
 // The server's own message from an OpenAI error body, else the body's start.
 std::string ServerMessage(const std::string& body) {
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
-  if (!j.is_discarded() && j.is_object()) {
+  nlohmann::json j = ParseJson(body, "the answer").value_or(nlohmann::json());
+  if (j.is_object()) {
     auto e = j.find("error");
     if (e != j.end()) {
       if (e->is_object() && e->contains("message") && (*e)["message"].is_string())
@@ -380,8 +381,8 @@ TokenLogprob ParseLogprobEntry(const nlohmann::json& e) {
 
 absl::StatusOr<ChatResponse> EndpointClient::ParseChatResponse(const std::string& body,
                                                                const std::string& source) const {
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
+  nlohmann::json j = ParseJson(body, source).value_or(nlohmann::json());
+  if (!j.is_object()) {
     return absl::DataLossError(
         absl::StrCat(source, ": the answer is not a JSON object: ", ServerMessage(body)));
   }
@@ -538,8 +539,8 @@ absl::StatusOr<TokenScores> EndpointClient::ParseScoreResponse(const std::string
                                                                const std::vector<int32_t>& tokens,
                                                                int64_t first, int32_t top_k,
                                                                const std::string& source) const {
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
+  nlohmann::json j = ParseJson(body, source).value_or(nlohmann::json());
+  if (!j.is_object()) {
     return absl::DataLossError(
         absl::StrCat(source, ": the answer is not a JSON object: ", ServerMessage(body)));
   }
@@ -663,8 +664,8 @@ absl::StatusOr<std::vector<std::string>> EndpointClient::ListModels() const {
   int attempts = 0;
   absl::StatusOr<HttpAnswer> answer = Exchange("GET", "/models", "", &attempts);
   if (!answer.ok()) return answer.status();
-  nlohmann::json j = nlohmann::json::parse(answer->body, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("data") || !j["data"].is_array()) {
+  nlohmann::json j = ParseJson(answer->body, "/models").value_or(nlohmann::json());
+  if (!j.is_object() || !j.contains("data") || !j["data"].is_array()) {
     return absl::DataLossError(
         absl::StrCat("GET ", Url("/models"), ": expected {\"data\": [...]}"));
   }

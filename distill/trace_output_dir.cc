@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 
 namespace retort {
@@ -50,10 +51,9 @@ std::vector<std::pair<size_t, std::string>> CompleteLines(const std::string& tex
 }
 
 absl::StatusOr<TraceDoneEntry> ParseDoneLine(const std::string& line) {
-  Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("id") || !j["id"].is_string() ||
-      !j.contains("sample") || !j["sample"].is_number_integer() || !j.contains("kept") ||
-      !j["kept"].is_boolean()) {
+  Json j = ParseOrderedJson(line, "done.jsonl").value_or(Json());
+  if (!j.is_object() || !j.contains("id") || !j["id"].is_string() || !j.contains("sample") ||
+      !j["sample"].is_number_integer() || !j.contains("kept") || !j["kept"].is_boolean()) {
     return absl::DataLossError("not a done record");
   }
   TraceDoneEntry e;
@@ -101,9 +101,9 @@ absl::StatusOr<int64_t> TrimJsonlTo(const std::string& path,
         path, lines.size(), entries.size(), what));
   }
   for (size_t i = 0; i < entries.size(); ++i) {
-    Json j = Json::parse(lines[i].second, nullptr, false);
-    bool match = !j.is_discarded() && j.is_object() && j.value("id", "") == entries[i]->id &&
-                 j.contains("sample") && j["sample"].is_number_integer() &&
+    Json j = ParseOrderedJson(lines[i].second, path).value_or(Json());
+    bool match = j.is_object() && j.value("id", "") == entries[i]->id && j.contains("sample") &&
+                 j["sample"].is_number_integer() &&
                  j["sample"].get<int64_t>() == entries[i]->sample;
     if (!match) {
       return absl::DataLossError(absl::StrFormat(
@@ -162,8 +162,8 @@ absl::StatusOr<std::unique_ptr<TraceOutputDir>> TraceOutputDir::Open(
   const std::string job_path = out->Path("job.json");
   if (fs::exists(job_path)) {
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(job_path));
-    Json old = Json::parse(text, nullptr, false);
-    if (old.is_discarded() || !old.is_object()) {
+    Json old = ParseOrderedJson(text, job_path).value_or(Json());
+    if (!old.is_object()) {
       return absl::DataLossError(absl::StrCat(job_path, ": not a JSON object"));
     }
     for (auto it = job.begin(); it != job.end(); ++it) {

@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/named_values.h"
 #include "core/status.h"
 #include "distill/data.h"
@@ -41,8 +42,12 @@ absl::StatusOr<std::vector<TracePrompt>> ReadTracePrompts(const std::string& pat
     auto error = [&](const std::string& what) {
       return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": ", what));
     };
-    Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) return error("bad JSON (expected one object per line)");
+    absl::StatusOr<Json> parsed = ParseOrderedJson(line, "the line");
+    if (!parsed.ok()) {
+      return error(
+          absl::StrCat("bad JSON (expected one object per line; ", parsed.status().message(), ")"));
+    }
+    Json j = *std::move(parsed);
     if (!j.is_object()) return error("expected a JSON object");
     TracePrompt p;
     p.line = line_no;

@@ -245,7 +245,8 @@ absl::Status EndpointTraceTeacher::Run(const std::vector<TraceWorkItem>& items,
       params.seed = static_cast<int64_t>(item.seed);
       params.logprobs = options_.want_tokens || sampling_.top_logprobs > 0;
       params.top_logprobs = params.logprobs ? sampling_.top_logprobs : 0;
-      nlohmann::json messages = nlohmann::json::parse(item.prompt->messages.dump());
+      // Already parsed (through ParseOrderedJson) when the prompts were read.
+      nlohmann::json messages(item.prompt->messages);
       inflight.push_back(
           {&item, client_.ChatCompletionAsync(std::move(messages), params), Clock::now()});
     }

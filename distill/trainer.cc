@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/staged_directory.h"
 #include "core/status.h"
 #include "core/tensor.h"
@@ -316,9 +317,11 @@ absl::Status Trainer::LoadLatestCheckpoint(int64_t* step) {
   }
   ASSIGN_OR_RETURN(std::string text,
                    ReadFileToString((fs::path(dir) / "trainer_state.json").string()));
-  nlohmann::json ts;
+  const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
+  absl::StatusOr<nlohmann::json> parsed = ParseJson(text, state_path);
+  if (!parsed.ok()) return absl::DataLossError(parsed.status().message());
+  nlohmann::json ts = *std::move(parsed);
   try {
-    ts = nlohmann::json::parse(text);
     *step = ts.at("step").get<int64_t>();
     if (ts.contains("settings")) RETURN_IF_ERROR(CheckResumeSettings(dir, ts["settings"]));
     if (train_ != nullptr) {
@@ -356,7 +359,8 @@ absl::Status Trainer::LoadLatestCheckpoint(int64_t* step) {
     std::string kept, line;
     while (std::getline(in, line)) {
       try {
-        if (nlohmann::json::parse(line).value("step", int64_t{0}) <= *step) kept += line + "\n";
+        absl::StatusOr<nlohmann::json> j = ParseJson(line, mpath);
+        if (j.ok() && j->value("step", int64_t{0}) <= *step) kept += line + "\n";
       } catch (const nlohmann::json::exception&) {
         // A torn last line of a killed run: dropped.
       }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -200,6 +201,12 @@ absl::StatusOr<EvalJobResult> EvaluateModel(const EvalJobOptions& o, ProgressSin
   auto result = ComputePerplexity(ids, config.vocab_size, window, p);
   progress.EndStatus();
   if (!result.ok()) return result.status();
+  if (!std::isfinite(result->mean_nll) || !std::isfinite(result->perplexity)) {
+    return absl::DataLossError(absl::StrFormat(
+        "%s: perplexity on %s is %g, not a finite number (the model's weights or logits hold "
+        "NaN or Inf; `retort inspect %s --check-values` lists the tensors)",
+        o.model, o.perplexity_file, result->perplexity, o.model));
+  }
   r.perplexity = *std::move(result);
   r.context = p.context;
   r.stride = p.stride;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 
 namespace retort {
@@ -44,17 +45,7 @@ std::string Quoted(const std::string& s) { return absl::StrCat("\"", Printable(s
 // Reads a JSON file that must hold an object.
 absl::StatusOr<json> ReadJsonObject(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    std::string what = e.what();
-    if (size_t p = what.find("] ");
-        what.rfind("[json.exception", 0) == 0 && p != std::string::npos) {
-      what = what.substr(p + 2);
-    }
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", Printable(what)));
-  }
+  ASSIGN_OR_RETURN(json j, ParseJson(text, path));
   if (!j.is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": expected a JSON object, got ", j.type_name()));

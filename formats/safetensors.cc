@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -70,6 +71,10 @@ absl::StatusOr<json> ParseHeaderJson(const std::string& path, const char* begin,
     return Invalid(path, absl::StrCat("header is not valid UTF-8 JSON: NUL byte at header offset ",
                                       static_cast<const char*>(nul) - begin));
   }
+  // The parser's callback gives no way to stop a deep nesting before it
+  // recurses, so the depth is checked on the bytes first.
+  RETURN_IF_ERROR(
+      CheckJsonDepth(std::string_view(begin, end - begin), absl::StrCat(path, ": header")));
   json header;
   try {
     header = json::parse(begin, end, callback, /*allow_exceptions=*/true);

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 #include "core/utf8.h"
 #include "formats/json_fields.h"
@@ -191,12 +192,7 @@ absl::StatusOr<std::vector<TraceSample>> ParseLine(std::string_view line, int64_
     return ref.Bad("", absl::StrCat("invalid UTF-8 at byte ", bad, " of the line"));
   }
   if (Trim(line).empty()) return ref.Bad("", "empty line, expected a JSON object");
-  ojson j;
-  try {
-    j = ojson::parse(line.begin(), line.end());
-  } catch (const nlohmann::json::exception& e) {
-    return ref.Bad("", absl::StrCat("invalid JSON: ", e.what()));
-  }
+  ASSIGN_OR_RETURN(ojson j, ParseOrderedJson(line, ref.source()));
   if (!j.is_object())
     return ref.Bad("", absl::StrCat("expected a JSON object, got ", JsonFields::TypeName(j)));
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "model/config_limits.h"
 
 namespace retort {
 namespace {
@@ -213,6 +214,8 @@ absl::StatusOr<ModelConfig> Parse(const json& j, const std::string& source) {
   ASSIGN_OR_RETURN(c.max_position_embeddings, r.Int("max_position_embeddings", 2048));
   ASSIGN_OR_RETURN(c.initializer_range, r.Double("initializer_range", 0.02));
   ASSIGN_OR_RETURN(c.tie_word_embeddings, r.Bool("tie_word_embeddings", false));
+  // Before anything below loops or allocates over num_hidden_layers.
+  RETURN_IF_ERROR(CheckPlausibleSizes(c, source));
   RETURN_IF_ERROR(ParseRope(j, r, c));
 
   ASSIGN_OR_RETURN(bool attention_bias, r.Bool("attention_bias", false));
@@ -293,10 +296,34 @@ absl::StatusOr<Arch> ParseArch(const std::string& name) {
       "\" (supported: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM)"));
 }
 
+absl::Status CheckPlausibleSizes(const ModelConfig& c, const std::string& source) {
+  struct Bound {
+    const char* name;
+    int64_t value, max;
+  };
+  for (const Bound& b :
+       {Bound{"vocab_size", c.vocab_size, kMaxVocabSize},
+        Bound{"hidden_size", c.hidden_size, kMaxHiddenSize},
+        Bound{"intermediate_size", c.intermediate_size, kMaxIntermediateSize},
+        Bound{"num_hidden_layers", c.num_layers, kMaxLayers},
+        Bound{"num_attention_heads", c.num_heads, kMaxHeads},
+        Bound{"num_key_value_heads", c.num_kv_heads, kMaxHeads},
+        Bound{"head_dim", c.head_dim, kMaxHeadDim},
+        Bound{"max_position_embeddings", c.max_position_embeddings, kMaxContextLength}}) {
+    if (b.value > b.max) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": field \"", b.name, "\" is ",
+                                                     b.value, ", above the plausible maximum ",
+                                                     b.max, " (refused before allocating)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ModelConfig::Validate(const std::string& source) const {
   auto err = [&](const std::string& msg) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", msg));
   };
+  RETURN_IF_ERROR(CheckPlausibleSizes(*this, source));
   struct Positive {
     const char* name;
     int64_t value;

@@ -16,6 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/status.h"
+#include "formats/json_fields.h"
+#include "model/config_limits.h"
 #include "text/pretokenizer.h"
 #include "text/tokenizer_json.h"
 
@@ -93,7 +95,8 @@ std::optional<std::string> RenameTensor(const std::string& name, const TensorNam
 }
 
 absl::StatusOr<Tensor> MoveQkRows(const Tensor& w, int64_t n_heads, bool to_gguf) {
-  if (w.rank() < 1 || n_heads <= 0 || w.dim(0) % n_heads != 0 || (w.dim(0) / n_heads) % 2 != 0) {
+  if (w.rank() < 1 || n_heads <= 0 || w.dim(0) <= 0 || w.dim(0) % n_heads != 0 ||
+      (w.dim(0) / n_heads) % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat("cannot permute q/k rows of shape ",
                                                    ShapeString(w.shape()), " for ", n_heads,
                                                    " heads (rows must be heads x even head_dim)"));
@@ -143,6 +146,23 @@ absl::Status Bad(const std::string& where, const std::string& msg) {
   return absl::InvalidArgumentError(absl::StrCat(where, ": ", msg));
 }
 
+// A special token id (`key`), -1 when absent. llama.cpp reads these as u32
+// and, when one is not below the number of tokens, warns and keeps its
+// default; retort's loaders have no warning channel and a silently dropped
+// BOS/EOS changes every prompt and stop, so such an id (a negative one, or a
+// u64 that wrapped) is refused instead.
+absl::StatusOr<int64_t> TokenIdOrNone(const GgufReader& r, const std::string& key,
+                                      int64_t n_tokens) {
+  const GgufValue* v = r.Find(key);
+  if (v == nullptr) return int64_t{-1};
+  absl::StatusOr<int64_t> id = v->AsInt();
+  if (!id.ok()) return Bad(r.path(), absl::StrCat(key, " ", id.status().message()));
+  if (*id < 0 || *id >= n_tokens) {
+    return Bad(r.path(), absl::StrCat(key, " is ", *id, ", outside the ", n_tokens, " tokens"));
+  }
+  return *id;
+}
+
 // Recognises llama3 scaling parameters behind a rope_freqs tensor: the
 // factors of every Llama-3.1/3.2 release are reproduced by
 // (factor, low 1, high 4, original context 8192); others are searched over a
@@ -150,7 +170,7 @@ absl::Status Bad(const std::string& where, const std::string& msg) {
 absl::StatusOr<RopeScaling> RopeScalingFromFreqs(const std::vector<float>& freqs,
                                                  const ModelConfig& base,
                                                  const std::string& where) {
-  if (static_cast<int64_t>(freqs.size()) != base.head_dim / 2) {
+  if (freqs.empty() || static_cast<int64_t>(freqs.size()) != base.head_dim / 2) {
     return Bad(where, absl::StrCat("rope_freqs.weight has ", freqs.size(), " values, expected ",
                                    base.head_dim / 2));
   }
@@ -367,6 +387,8 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufReader& r) {
   c.attention_out_bias = r.FindTensor("blk.0.attn_output.bias") != nullptr;
   c.mlp_bias = r.FindTensor("blk.0.ffn_gate.bias") != nullptr;
   c.qk_norm = c.arch == Arch::kQwen3 || r.FindTensor("blk.0.attn_q_norm.weight") != nullptr;
+  // The sizes are checked before the rope factors below are sized by them.
+  RETURN_IF_ERROR(c.Validate(where));
 
   // Rope scaling: linear by metadata, llama3 by the rope_freqs tensor.
   if (const GgufValue* type = r.Find(key("rope.scaling.type")); type != nullptr) {
@@ -381,20 +403,16 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufReader& r) {
   }
   if (r.FindTensor("rope_freqs.weight") != nullptr) {
     ASSIGN_OR_RETURN(Tensor freqs, r.Get("rope_freqs.weight"));
-    if (freqs.dtype() != DType::kF32 || freqs.rank() != 1) {
-      return Bad(where, "rope_freqs.weight must be a 1-D F32 tensor");
+    if (freqs.dtype() != DType::kF32 || freqs.rank() != 1 || freqs.numel() == 0) {
+      return Bad(where, "rope_freqs.weight must be a non-empty 1-D F32 tensor");
     }
     std::vector<float> f(freqs.data<float>(), freqs.data<float>() + freqs.numel());
     ASSIGN_OR_RETURN(c.rope_scaling, RopeScalingFromFreqs(f, c, where));
   }
 
-  if (const GgufValue* v = r.Find("tokenizer.ggml.bos_token_id"); v != nullptr) {
-    ASSIGN_OR_RETURN(c.bos_token_id, v->AsInt());
-  }
-  if (const GgufValue* v = r.Find("tokenizer.ggml.eos_token_id"); v != nullptr) {
-    ASSIGN_OR_RETURN(int64_t eos, v->AsInt());
-    c.eos_token_ids = {eos};
-  }
+  ASSIGN_OR_RETURN(c.bos_token_id, TokenIdOrNone(r, "tokenizer.ggml.bos_token_id", c.vocab_size));
+  ASSIGN_OR_RETURN(int64_t eos, TokenIdOrNone(r, "tokenizer.ggml.eos_token_id", c.vocab_size));
+  if (eos >= 0) c.eos_token_ids = {eos};
   c.torch_dtype = DType::kF32;
   RETURN_IF_ERROR(c.Validate(where));
   return c;
@@ -415,19 +433,23 @@ absl::StatusOr<TokenizerParts> TokenizerPartsFromGguf(const GgufReader& r) {
   }
   if (r.Find("tokenizer.ggml.token_type") != nullptr) {
     ASSIGN_OR_RETURN(std::vector<int64_t> types, r.GetIntArray("tokenizer.ggml.token_type"));
+    if (types.size() != p.tokens.size()) {
+      return Bad(where, absl::StrCat("tokenizer.ggml.token_type has ", types.size(),
+                                     " entries, tokenizer.ggml.tokens ", p.tokens.size()));
+    }
     p.token_types.assign(types.begin(), types.end());
   }
   p.pre_tokenizer = "gpt2";
   if (r.Find("tokenizer.ggml.pre") != nullptr) {
     ASSIGN_OR_RETURN(p.pre_tokenizer, r.GetString("tokenizer.ggml.pre"));
   }
-  ASSIGN_OR_RETURN(int64_t bos, IntOr(r, "tokenizer.ggml.bos_token_id", -1));
-  ASSIGN_OR_RETURN(int64_t eos, IntOr(r, "tokenizer.ggml.eos_token_id", -1));
   const int64_t n = static_cast<int64_t>(p.tokens.size());
-  if (bos >= n || eos >= n) {
-    return Bad(where, absl::StrCat("tokenizer.ggml.bos/eos_token_id (", bos, ", ", eos,
-                                   ") outside the ", n, " tokens"));
+  if (n > kMaxVocabSize) {
+    return Bad(where, absl::StrCat("tokenizer.ggml.tokens has ", n,
+                                   " entries, above the plausible maximum ", kMaxVocabSize));
   }
+  ASSIGN_OR_RETURN(int64_t bos, TokenIdOrNone(r, "tokenizer.ggml.bos_token_id", n));
+  ASSIGN_OR_RETURN(int64_t eos, TokenIdOrNone(r, "tokenizer.ggml.eos_token_id", n));
   p.bos_id = static_cast<int32_t>(bos);
   p.eos_id = static_cast<int32_t>(eos);
   if (r.Find("tokenizer.ggml.add_bos_token") != nullptr) {
@@ -494,7 +516,9 @@ absl::StatusOr<HfTokenizerForGguf> TokenizerPartsFromHf(const nlohmann::json& tj
     return Bad(source, "expected a tokenizer.json object with a \"model\"");
   }
   const nlohmann::json& model = tj["model"];
-  if (model.value("type", "") != "BPE" || !model.contains("vocab") || !model["vocab"].is_object()) {
+  const JsonFields fields(source);
+  ASSIGN_OR_RETURN(std::string type, fields.String(model, "model", "type", ""));
+  if (type != "BPE" || !model.contains("vocab") || !model["vocab"].is_object()) {
     return Bad(source, "only byte-level BPE tokenizers (model.type \"BPE\") convert to GGUF");
   }
   HfTokenizerForGguf out;
@@ -506,12 +530,18 @@ absl::StatusOr<HfTokenizerForGguf> TokenizerPartsFromHf(const nlohmann::json& tj
   }
   std::map<int64_t, bool> added;  // id -> special
   if (tj.contains("added_tokens") && tj["added_tokens"].is_array()) {
-    for (const auto& a : tj["added_tokens"]) {
+    for (size_t i = 0; i < tj["added_tokens"].size(); ++i) {
+      const nlohmann::json& a = tj["added_tokens"][i];
       if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer()) continue;
+      const std::string path = absl::StrCat("added_tokens[", i, "]");
       const int64_t id = a["id"].get<int64_t>();
-      by_id[id] = a.value("content", "");
-      added[id] = a.value("special", false);
+      ASSIGN_OR_RETURN(by_id[id], fields.String(a, path, "content", ""));
+      ASSIGN_OR_RETURN(added[id], fields.Bool(a, path, "special", false));
     }
+  }
+  if (!by_id.empty() && (by_id.begin()->first < 0 || by_id.rbegin()->first >= kMaxVocabSize)) {
+    const int64_t id = by_id.begin()->first < 0 ? by_id.begin()->first : by_id.rbegin()->first;
+    return Bad(source, absl::StrCat("token id ", id, " is outside [0, ", kMaxVocabSize, ")"));
   }
   if (vocab_size <= 0) vocab_size = by_id.empty() ? 0 : by_id.rbegin()->first + 1;
   if (!by_id.empty() && by_id.rbegin()->first >= vocab_size) {
@@ -642,6 +672,16 @@ absl::Status AddGgufModelMetadata(const ModelConfig& c, const HfTokenizerForGguf
 absl::StatusOr<nlohmann::ordered_json> HfTokenizerJsonFromParts(const TokenizerParts& p) {
   using oj = nlohmann::ordered_json;
   ASSIGN_OR_RETURN(auto pre, PreTokenizerJson(p.pre_tokenizer.empty() ? "gpt2" : p.pre_tokenizer));
+  if (!p.token_types.empty() && p.token_types.size() != p.tokens.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer has ", p.token_types.size(), " token types for ", p.tokens.size(), " tokens"));
+  }
+  if (p.bos_id >= static_cast<int64_t>(p.tokens.size()) ||
+      p.eos_id >= static_cast<int64_t>(p.tokens.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer's bos/eos id (", p.bos_id, ", ",
+                                                   p.eos_id, ") outside the ", p.tokens.size(),
+                                                   " tokens"));
+  }
   BpeTokenizerJson t;
   t.normalizer = std::move(pre.second);
   t.pre_tokenizer = std::move(pre.first);

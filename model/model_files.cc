@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/quant_matrix.h"
 #include "core/status.h"
 #include "formats/gguf.h"
@@ -93,9 +94,12 @@ absl::StatusOr<nlohmann::json> ReadChat(const std::string& file_or_json) {
     ASSIGN_OR_RETURN(text, ReadTextFile(file_or_json, "chat"));
     source = file_or_json;
   }
-  nlohmann::json chat = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (chat.is_discarded())
-    return absl::InvalidArgumentError(absl::StrCat(source, ": chat is not valid JSON"));
+  absl::StatusOr<nlohmann::json> parsed = ParseJson(text, source);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": chat is not valid JSON (", parsed.status().message(), ")"));
+  }
+  nlohmann::json chat = *std::move(parsed);
   if (chat.is_object() && chat.contains("messages")) chat = chat["messages"];
   if (!chat.is_array() || chat.empty()) {
     return absl::InvalidArgumentError(

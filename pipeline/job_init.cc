@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 #include "model/init.h"
 #include "model/model_files.h"
@@ -69,10 +70,11 @@ class InitJob : public JobCommand {
     ASSIGN_OR_RETURN(DType dtype, ParseWeightDType(dtype_));
     const std::string& out = out_.path();
     RETURN_IF_ERROR(WriteInitialModel(out, config, tokenizer_, dtype, seed_, out_.force()));
-    auto written = ModelConfig::FromJson(
-        nlohmann::json::parse(ReadFileToString(out + "/config.json").value_or("null"), nullptr,
-                              /*allow_exceptions=*/false),
-        out);
+    const std::string config_path = out + "/config.json";
+    auto written =
+        ModelConfig::FromJson(ParseJson(ReadFileToString(config_path).value_or("null"), config_path)
+                                  .value_or(nlohmann::json()),
+                              out);
     *io.out << "wrote " << out << ": " << ArchClassName(config.arch) << ", "
             << HumanCount(written.ok() ? written->ParameterCount() : config.ParameterCount())
             << " parameters, " << DTypeName(dtype) << ", vocab "

@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 #include "kernels/backend.h"
 #include "pipeline/sha256.h"
@@ -21,8 +22,8 @@ using Json = nlohmann::ordered_json;
 // Reads a JSON object from `path`; errors name the file.
 absl::StatusOr<Json> ReadJsonObject(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
+  Json j = ParseOrderedJson(text, path).value_or(Json());
+  if (!j.is_object()) {
     return absl::DataLossError(absl::StrCat(path, ": not a JSON object"));
   }
   return j;

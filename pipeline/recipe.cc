@@ -1,5 +1,6 @@
 #include "pipeline/recipe.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -10,7 +11,9 @@
 #include "absl/strings/str_join.h"
 #include "core/device.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
+#include "core/utf8.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
@@ -132,6 +135,57 @@ std::vector<std::pair<std::string, bool>> RequiredFields(const proto::Stage& s) 
   return {};
 }
 
+// The first string field of `m` (recursively) that is not well-formed UTF-8:
+// its path below `path` ("distill.student", "eval.tasks[1]") and the offset
+// of the first bad byte. Recipe strings end up in JSON (provenance, stage
+// settings), whose writer cannot hold them, so they are refused at load.
+bool FindBadUtf8(const google::protobuf::Message& m, const std::string& path, std::string* bad_path,
+                 size_t* offset) {
+  const google::protobuf::Reflection* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    const std::string name = path.empty() ? f->name() : absl::StrCat(path, ".", f->name());
+    const int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+    for (int j = 0; j < n; ++j) {
+      const std::string item = f->is_repeated() ? absl::StrCat(name, "[", j, "]") : name;
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING &&
+          f->type() != FieldDescriptor::TYPE_BYTES) {
+        const std::string s = f->is_repeated() ? r->GetRepeatedString(m, f, j) : r->GetString(m, f);
+        if (const size_t bad = ValidUtf8Prefix(s); bad < s.size()) {
+          *bad_path = item;
+          *offset = bad;
+          return true;
+        }
+      } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        const google::protobuf::Message& sub =
+            f->is_repeated() ? r->GetRepeatedMessage(m, f, j) : r->GetMessage(m, f);
+        if (FindBadUtf8(sub, item, bad_path, offset)) return true;
+      }
+    }
+  }
+  return false;
+}
+
+absl::Status CheckRecipeUtf8(const proto::Recipe& recipe, const Locator& at) {
+  std::string field;
+  size_t offset = 0;
+  for (int i = 0; i < recipe.stage_size(); ++i) {
+    if (FindBadUtf8(recipe.stage(i), "", &field, &offset)) {
+      return absl::InvalidArgumentError(absl::StrCat(at.Stage(i, field), ": stage[", i, "].", field,
+                                                     " is not valid UTF-8 (byte ", offset, ")"));
+    }
+  }
+  proto::Recipe top = recipe;
+  top.clear_stage();
+  if (FindBadUtf8(top, "", &field, &offset)) {
+    const std::string top_field = field.substr(0, field.find_first_of(".["));
+    return absl::InvalidArgumentError(
+        absl::StrCat(at.Field(top_field), ": ", field, " is not valid UTF-8 (byte ", offset, ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateRecipe(const proto::Recipe& recipe, const Locator& at) {
   if (recipe.stage_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(at.where(), ": the recipe has no stage"));
@@ -213,6 +267,15 @@ absl::StatusOr<proto::Recipe> ParseRecipe(const std::string& text, const std::st
                                           RecipeSyntax syntax) {
   proto::Recipe recipe;
   if (syntax == RecipeSyntax::kJson) {
+    // protobuf's JSON parser refuses ill-formed UTF-8 too, but quotes the
+    // raw bytes in its message; say where instead.
+    if (const size_t bad = ValidUtf8Prefix(text); bad < text.size()) {
+      const size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
+      const size_t column = line_start == std::string::npos ? bad : bad - line_start - 1;
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ":", 1 + std::count(text.begin(), text.begin() + bad, '\n'), ":",
+                       column + 1, ": not valid UTF-8 (recipe strings must be UTF-8)"));
+    }
     google::protobuf::util::JsonParseOptions options;
     options.ignore_unknown_fields = false;
     auto status = google::protobuf::util::JsonStringToMessage(text, &recipe, options);
@@ -220,6 +283,7 @@ absl::StatusOr<proto::Recipe> ParseRecipe(const std::string& text, const std::st
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": not a valid recipe: ", std::string(status.message())));
     }
+    RETURN_IF_ERROR(CheckRecipeUtf8(recipe, Locator(where, nullptr)));
     RETURN_IF_ERROR(ValidateRecipe(recipe, Locator(where, nullptr)));
     return recipe;
   }
@@ -232,6 +296,7 @@ absl::StatusOr<proto::Recipe> ParseRecipe(const std::string& text, const std::st
     return absl::InvalidArgumentError(
         errors.errors().empty() ? absl::StrCat(where, ": not a valid recipe") : errors.errors());
   }
+  RETURN_IF_ERROR(CheckRecipeUtf8(recipe, Locator(where, &tree)));
   RETURN_IF_ERROR(ValidateRecipe(recipe, Locator(where, &tree)));
   return recipe;
 }
@@ -412,7 +477,7 @@ nlohmann::ordered_json StageSettingsJson(const proto::Stage& stage, const std::s
   std::string text;
   if (!google::protobuf::util::MessageToJsonString(stage, &text, options).ok()) return {};
   nlohmann::ordered_json j =
-      nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+      ParseOrderedJson(text, "the stage").value_or(nlohmann::ordered_json::value_t::discarded);
   if (!j.is_object()) return j;
   // The device the stage runs on, however the recipe says it; none for the
   // CPU, so a recipe that names it hashes as one that leaves it out.

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/staged_directory.h"
 #include "core/status.h"
 #include "pipeline/recipe.h"
@@ -234,10 +235,9 @@ absl::Status Runner::Execute(const proto::Stage& stage, const std::string& dir, 
   if (stage.has_eval()) {
     const std::string summary_path = (fs::path(dir) / "gen" / "summary.json").string();
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(summary_path));
-    nlohmann::json summary = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (summary.is_discarded()) {
-      return absl::DataLossError(absl::StrCat(summary_path, ": not valid JSON"));
-    }
+    absl::StatusOr<nlohmann::json> parsed = ParseJson(text, summary_path);
+    if (!parsed.ok()) return absl::DataLossError(parsed.status().message());
+    nlohmann::json summary = *std::move(parsed);
     const std::string model = resolve(stage.eval().model());
     ASSIGN_OR_RETURN(uint64_t model_bytes, ModelBytes(model));
     const std::string& written = stage.eval().model();

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/staged_directory.h"
 #include "core/status.h"
 #include "google/protobuf/util/json_util.h"
@@ -149,7 +150,8 @@ absl::StatusOr<std::vector<std::string>> StageLauncher(const proto::Stage& stage
   if (!google::protobuf::util::MessageToJsonString(stage, &stage_json, print).ok()) {
     return absl::InternalError("cannot write the stage as JSON");
   }
-  nlohmann::json j = {{"stage", nlohmann::json::parse(stage_json)},
+  ASSIGN_OR_RETURN(nlohmann::json stage_obj, ParseJson(stage_json, "the stage"));
+  nlohmann::json j = {{"stage", std::move(stage_obj)},
                       {"dir", context.dir},
                       {"threads", context.threads},
                       {"device", context.device},
@@ -162,8 +164,10 @@ absl::StatusOr<std::vector<std::string>> StageLauncher(const proto::Stage& stage
 absl::StatusOr<std::pair<proto::Stage, StageContext>> ReadStageJobFile(
     const std::string& job_file) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(job_file));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   auto bad = [&] { return absl::DataLossError(absl::StrCat(job_file, ": not a stage job file")); };
+  absl::StatusOr<nlohmann::json> parsed = ParseJson(text, job_file);
+  if (!parsed.ok()) return absl::DataLossError(parsed.status().message());
+  nlohmann::json j = *std::move(parsed);
   if (!j.is_object() || !j.contains("stage") || !j["dir"].is_string() ||
       !j["threads"].is_number_integer() || !j["device"].is_string()) {
     return bad();

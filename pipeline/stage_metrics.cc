@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 #include "pipeline/provenance.h"
 #include "pipeline/recipe.h"
@@ -17,8 +18,8 @@ using Json = nlohmann::ordered_json;
 // Reads a JSON object from `path` without throwing.
 absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
+  nlohmann::json j = ParseJson(text, path).value_or(nlohmann::json());
+  if (!j.is_object()) {
     return absl::DataLossError(absl::StrCat(path, ": not a JSON object"));
   }
   return j;
@@ -68,7 +69,8 @@ absl::StatusOr<Json> StageMetrics(const proto::Stage& stage, const std::string& 
       ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
       int64_t tokens = 0;
       for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
-        nlohmann::json j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
+        nlohmann::json j =
+            ParseJson(std::string_view(line.data(), line.size()), path).value_or(nlohmann::json());
         if (!j.is_object()) return absl::DataLossError(absl::StrCat(path, ": a line is not JSON"));
         if (j.contains("loss")) {
           CopyNumber(j, "loss", "final_loss", &m);

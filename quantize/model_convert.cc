@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 #include "formats/gguf.h"
 #include "formats/hf_dir.h"
@@ -20,9 +21,7 @@ namespace fs = std::filesystem;
 
 absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
-  return j;
+  return ParseJson(text, path);
 }
 
 // Converts an f32/bf16/f16 tensor to `type` (a float type or a ggml block

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -19,8 +20,11 @@ std::string Dump(const Json& j, int indent = -1) {
   return j.dump(indent, ' ', false, Json::error_handler_t::replace);
 }
 
-// Parses without throwing: a discarded value on malformed text.
-Json ParseJson(const std::string& text) { return Json::parse(text, nullptr, false); }
+// Parses without throwing: a discarded value on malformed or too deeply
+// nested text.
+Json ParseJson(const std::string& text) {
+  return ParseOrderedJson(text, "").value_or(Json(Json::value_t::discarded));
+}
 
 std::string StringField(const Json& obj, const char* key) {
   if (!obj.is_object()) return "";

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 
 namespace retort {
 namespace {
@@ -71,12 +72,9 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(const std::string
                                                                const std::string& name) {
   absl::StatusOr<std::string> text = ReadFileToString(path);
   if (!text.ok()) return text.status();
-  nlohmann::ordered_json config;
-  try {
-    config = nlohmann::ordered_json::parse(*text);
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", e.what()));
-  }
+  absl::StatusOr<nlohmann::ordered_json> parsed = ParseOrderedJson(*text, path);
+  if (!parsed.ok()) return parsed.status();
+  nlohmann::ordered_json config = *std::move(parsed);
   if (!config.is_object())
     return absl::InvalidArgumentError(absl::StrCat(path, ": expected a JSON object"));
 

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file.h"
+#include "core/json_limits.h"
 #include "core/status.h"
 #include "text/unicode.h"
 
@@ -122,14 +123,6 @@ Tokenizer::~Tokenizer() = default;
 // ------------------------------------------------------------------- loading
 
 namespace {
-
-absl::StatusOr<nlohmann::json> ParseJson(const std::string& text, const std::string& source) {
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    return Bad(source, absl::StrCat("not valid JSON: ", e.what()));
-  }
-}
 
 // Reads "a b" or ["a", "b"].
 absl::Status ParseMerge(const nlohmann::json& m, size_t index, std::string* left,

@@ -1,6 +1,7 @@
 #include "core/thread_pool.h"
 
 #include <atomic>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -52,6 +53,24 @@ TEST(ThreadPoolTest, UsesMoreThanOneThread) {
     });
   }
   EXPECT_EQ(distinct.load(), 1);
+}
+
+TEST(ThreadPoolTest, AnExceptionInAWorkerReachesTheCaller) {
+  SetNumThreads(4);
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<int64_t> done{0};
+    EXPECT_THROW(ParallelFor(1000, 1,
+                             [&](int64_t b, int64_t e) {
+                               if (b <= 500 && 500 < e) throw std::bad_alloc();
+                               done += e - b;
+                             }),
+                 std::bad_alloc);
+    // Every other chunk still ran, and the pool keeps working.
+    EXPECT_LT(done.load(), 1000);
+    std::atomic<int64_t> sum{0};
+    ParallelFor(1000, 1, [&](int64_t b, int64_t e) { sum += e - b; });
+    EXPECT_EQ(sum.load(), 1000);
+  }
 }
 
 }  // namespace

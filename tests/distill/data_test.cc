@@ -376,7 +376,7 @@ TEST(DatasetTest, JsonlSkipsCountedAndErrorsNameFileAndLine) {
   struct Bad {
     std::string contents, want;
   } bads[] = {
-      {good + "\n{not json\n", "bad.jsonl:2: invalid JSON"},
+      {good + "\n{not json\n", "bad.jsonl:2: not valid JSON"},
       {good + "\n" + R"({"id": "x"})" + "\n", "bad.jsonl:2: messages: missing"},
       {std::string(R"({"messages": [{"role": "user", "content": "caf)") + "\xe9" +
            R"("}, {"role": "assistant", "content": "x"}]})",

@@ -425,6 +425,12 @@ TEST_F(SafetensorsBadInputTest, HeaderLengthPastEndOfFile) {
 TEST_F(SafetensorsBadInputTest, HeaderNotJson) {
   ExpectOpenError(RawSafetensors("{\"a\": nope}", ""), kInvalid, "not valid UTF-8 JSON");
 }
+TEST_F(SafetensorsBadInputTest, HeaderNestedTooDeep) {
+  // Refused by a byte scan before the parser (which recurses) sees it.
+  const std::string deep = "{\"a\":" + std::string(100'000, '[') + std::string(100'000, ']') + "}";
+  ExpectOpenError(RawSafetensors(deep, ""), kInvalid,
+                  ": header: JSON nests deeper than 64 levels (at byte 68)");
+}
 TEST_F(SafetensorsBadInputTest, HeaderTruncatedJson) {
   ExpectOpenError(RawSafetensors("{\"a\":{", ""), kInvalid, "not valid UTF-8 JSON");
 }

@@ -219,7 +219,7 @@ void ExpectError(const std::string& line, const std::vector<std::string>& parts)
 }
 
 TEST(TraceJsonlTest, ErrorsNameLineAndField) {
-  ExpectError(R"({"id":"a","messages":[)", {"invalid JSON"});
+  ExpectError(R"({"id":"a","messages":[)", {"not valid JSON"});
   ExpectError(R"([1,2])", {"expected a JSON object"});
   ExpectError("", {"empty line"});
   ExpectError(R"({"id":"a","sample":0})", {"messages: missing"});

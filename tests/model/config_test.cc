@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include "absl/strings/str_cat.h"
 #include "core/file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -176,6 +177,39 @@ TEST(ModelConfigTest, RejectsBadConfigsWithOneLineNamingFileAndField) {
   EXPECT_THAT(std::string(c.status().message()),
               HasSubstr("not divisible by num_attention_heads (6)"));
   EXPECT_FALSE(ModelConfig::FromJson(json::array(), "config.json").ok());
+}
+
+TEST(ModelConfigTest, RefusesImplausibleSizesBeforeAllocating) {
+  const json base = ReadJson("tests/reference/models/llama/config.json");
+  struct Case {
+    const char* field;
+    int64_t value;
+    const char* max;
+  } cases[] = {{"num_hidden_layers", 1000000000, "1024"},
+               {"hidden_size", int64_t{1} << 30, "131072"},
+               {"intermediate_size", int64_t{1} << 40, "1048576"},
+               {"num_attention_heads", 1 << 20, "1024"},
+               {"vocab_size", int64_t{1} << 33, "16777216"},
+               {"head_dim", 1 << 20, "4096"},
+               {"max_position_embeddings", 1000000000000, "67108864"}};
+  for (const Case& c : cases) {
+    json j = base;
+    j[c.field] = c.value;
+    if (std::string(c.field) == "num_attention_heads") j["num_key_value_heads"] = 2;
+    auto r = ModelConfig::FromJson(j, "m/config.json");
+    ASSERT_FALSE(r.ok()) << c.field;
+    EXPECT_EQ(r.status().message(), absl::StrCat("m/config.json: field \"", c.field, "\" is ",
+                                                 c.value, ", above the plausible maximum ", c.max,
+                                                 " (refused before allocating)"));
+  }
+  // A Qwen2 config with 10^9 sliding layers is refused before the per-layer
+  // list is built.
+  json q = ReadJson("tests/reference/models/qwen2/config.json");
+  q["num_hidden_layers"] = 1000000000;
+  q["use_sliding_window"] = true;
+  q["sliding_window"] = 16;
+  EXPECT_THAT(ModelConfig::FromJson(q, "q/config.json").status().message(),
+              HasSubstr("num_hidden_layers"));
 }
 
 TEST(RopeTest, Llama3ScalingBands) {

@@ -3,6 +3,7 @@
 #include "model/gguf_model.h"
 
 #include <filesystem>
+#include <functional>
 #include <map>
 
 #include "core/file.h"
@@ -341,6 +342,180 @@ TEST(GgufTokenizer, HfJsonRoundTripKeepsIds) {
   nlohmann::ordered_json config = HfTokenizerConfigFromParts(p, "{{ x }}");
   EXPECT_EQ(config["bos_token"], "<|im_start|>");
   EXPECT_EQ(config["chat_template"], "{{ x }}");
+}
+
+// ---- hostile files: clean errors naming the file and the key, never a crash ----
+
+// A minimal llama GGUF the config reader accepts: 2 layers, hidden 8, 2 heads,
+// a 4-token vocabulary; `edit` changes metadata or tensors before writing.
+std::string WriteHostileGguf(const std::string& name,
+                             const std::function<void(GgufWriter&)>& edit) {
+  GgufWriter w("llama");
+  w.AddMetadata("llama.block_count", GgufValue::U32(2));
+  w.AddMetadata("llama.embedding_length", GgufValue::U32(8));
+  w.AddMetadata("llama.feed_forward_length", GgufValue::U32(16));
+  w.AddMetadata("llama.context_length", GgufValue::U32(64));
+  w.AddMetadata("tokenizer.ggml.model", GgufValue::String("gpt2"));
+  w.AddMetadata("tokenizer.ggml.tokens", GgufValue::StringArray({"a", "b", "c", "d"}));
+  edit(w);
+  EXPECT_TRUE(w.AddTensor("token_embd.weight", Tensor::Zeros(DType::kF32, {4, 8})).ok());
+  const std::string path =
+      (fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()) + ".gguf")).string();
+  EXPECT_TRUE(w.Write(path).ok());
+  return path;
+}
+
+// The config and tokenizer read from a hostile GGUF: the first error.
+absl::Status ReadHostile(const std::string& path) {
+  auto r = GgufReader::Open(path);
+  if (!r.ok()) return r.status();
+  absl::Status s = ModelConfigFromGguf(**r).status();
+  if (s.ok()) s = TokenizerPartsFromGguf(**r).status();
+  fs::remove(path);
+  return s;
+}
+
+void ExpectRefused(const std::string& name, const std::function<void(GgufWriter&)>& edit,
+                   const std::string& what) {
+  const std::string path = WriteHostileGguf(name, edit);
+  absl::Status s = ReadHostile(path);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name << ": " << s;
+  EXPECT_THAT(s.message(), HasSubstr(path)) << name;
+  EXPECT_THAT(s.message(), HasSubstr(what)) << name;
+}
+
+TEST(GgufHostile, TheBaselineFileReads) {
+  EXPECT_TRUE(ReadHostile(WriteHostileGguf("hostile_ok", [](GgufWriter& w) {
+                w.AddMetadata("llama.attention.head_count", GgufValue::U32(2));
+              })).ok());
+}
+
+TEST(GgufHostile, ZeroHeadsAreRefused) {
+  ExpectRefused(
+      "hostile_heads",
+      [](GgufWriter& w) { w.AddMetadata("llama.attention.head_count", GgufValue::U32(0)); },
+      "llama.attention.head_count must be positive");
+  ExpectRefused(
+      "hostile_kv_heads",
+      [](GgufWriter& w) {
+        w.AddMetadata("llama.attention.head_count", GgufValue::U32(2));
+        w.AddMetadata("llama.attention.head_count_kv", GgufValue::U32(0));
+      },
+      "num_key_value_heads");
+}
+
+TEST(GgufHostile, ImplausibleSizesAreRefused) {
+  ExpectRefused(
+      "hostile_layers",
+      [](GgufWriter& w) {
+        w.AddMetadata("llama.attention.head_count", GgufValue::U32(2));
+        w.AddMetadata("llama.block_count", GgufValue::U32(1000000000));
+      },
+      "\"num_hidden_layers\" is 1000000000, above the plausible maximum 1024");
+  ExpectRefused(
+      "hostile_context",
+      [](GgufWriter& w) {
+        w.AddMetadata("llama.attention.head_count", GgufValue::U32(2));
+        w.AddMetadata("llama.context_length", GgufValue::U64(uint64_t{1000000000000}));
+      },
+      "\"max_position_embeddings\" is 1000000000000");
+}
+
+TEST(GgufHostile, EmptyRopeFreqsIsRefused) {
+  ExpectRefused(
+      "hostile_rope",
+      [](GgufWriter& w) {
+        w.AddMetadata("llama.attention.head_count", GgufValue::U32(2));
+        EXPECT_TRUE(w.AddTensor("rope_freqs.weight", Tensor::Zeros(DType::kF32, {0})).ok());
+      },
+      "rope_freqs.weight must be a non-empty 1-D F32 tensor");
+  // head_dim 1 (hidden 8, 8 heads): no factor is expected, an empty tensor
+  // must still not reach max_element.
+  ExpectRefused(
+      "hostile_rope_dim",
+      [](GgufWriter& w) {
+        w.AddMetadata("llama.attention.head_count", GgufValue::U32(8));
+        EXPECT_TRUE(w.AddTensor("rope_freqs.weight", Tensor::Zeros(DType::kF32, {0})).ok());
+      },
+      "");
+}
+
+TEST(GgufHostile, SpecialTokenIdsOutsideTheVocabularyAreRefused) {
+  for (const GgufValue& bad : {GgufValue::I32(-1), GgufValue::U64(~uint64_t{0}), GgufValue::U32(4),
+                               GgufValue::I64(int64_t{1} << 40)}) {
+    ExpectRefused(
+        "hostile_bos",
+        [&](GgufWriter& w) {
+          w.AddMetadata("llama.attention.head_count", GgufValue::U32(2));
+          w.AddMetadata("tokenizer.ggml.bos_token_id", bad);
+        },
+        "tokenizer.ggml.bos_token_id");
+  }
+  ExpectRefused(
+      "hostile_eos",
+      [&](GgufWriter& w) {
+        w.AddMetadata("llama.attention.head_count", GgufValue::U32(2));
+        w.AddMetadata("tokenizer.ggml.eos_token_id", GgufValue::U32(4));
+      },
+      "tokenizer.ggml.eos_token_id is 4, outside the 4 tokens");
+}
+
+TEST(GgufHostile, TokenTypeShorterThanTokensIsRefused) {
+  ExpectRefused(
+      "hostile_types",
+      [](GgufWriter& w) {
+        w.AddMetadata("llama.attention.head_count", GgufValue::U32(2));
+        w.AddMetadata("tokenizer.ggml.token_type", GgufValue::I32Array({1, 1}));
+      },
+      "tokenizer.ggml.token_type has 2 entries, tokenizer.ggml.tokens 4");
+  // Parts built by hand (not read from a file) are checked too.
+  TokenizerParts p;
+  p.tokens = {"a", "b", "c"};
+  p.token_types = {1};
+  p.pre_tokenizer = "gpt2";
+  auto j = HfTokenizerJsonFromParts(p);
+  ASSERT_FALSE(j.ok());
+  EXPECT_THAT(j.status().message(), HasSubstr("1 token types for 3 tokens"));
+  p.token_types.clear();
+  p.bos_id = 3;
+  p.add_bos = true;
+  EXPECT_FALSE(HfTokenizerJsonFromParts(p).ok());
+}
+
+TEST(GgufHostile, QkRowsOfAnEmptyTensorAreRefused) {
+  for (const Shape& shape : {Shape{0, 8}, Shape{0}}) {
+    auto t = UnpermuteQkRowsFromGguf(Tensor::Zeros(DType::kF32, shape), 2);
+    ASSERT_FALSE(t.ok());
+    EXPECT_THAT(t.status().message(), HasSubstr("cannot permute q/k rows"));
+    EXPECT_FALSE(PermuteQkRowsToGguf(Tensor::Zeros(DType::kF32, shape), 2).ok());
+  }
+}
+
+TEST(GgufHostile, MistypedTokenizerJsonFieldsAreErrors) {
+  const nlohmann::json good = {
+      {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}}, {"merges", {"a b"}}}}};
+  auto expect_error = [&](nlohmann::json tj, const std::string& what) {
+    auto r = TokenizerPartsFromHf(tj, nlohmann::json::object(), 2, "gpt2", "m/tokenizer.json");
+    ASSERT_FALSE(r.ok()) << what;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("m/tokenizer.json: " + what));
+  };
+  ASSERT_TRUE(TokenizerPartsFromHf(good, nlohmann::json::object(), 2, "gpt2", "t").ok());
+  nlohmann::json tj = good;
+  tj["model"]["type"] = 5;
+  expect_error(tj, "model.type: expected a string, got 5");
+  tj = good;
+  tj["added_tokens"] = {{{"id", 1}, {"content", 7}}};
+  expect_error(tj, "added_tokens[0].content: expected a string, got 7");
+  tj = good;
+  tj["added_tokens"] = {{{"id", 1}, {"content", "b"}, {"special", "yes"}}};
+  expect_error(tj, "added_tokens[0].special: expected true/false");
+  tj = good;
+  tj["model"]["vocab"]["c"] = int64_t{1} << 40;
+  expect_error(tj, "token id 1099511627776 is outside [0, 16777216)");
+  tj = good;
+  tj["model"]["vocab"]["c"] = -3;
+  expect_error(tj, "token id -3 is outside");
 }
 
 }  // namespace

@@ -53,6 +53,30 @@ std::string Error(const std::string& text) {
   return r.ok() ? std::string() : std::string(r.status().message());
 }
 
+TEST(RecipeTest, StringsMustBeUtf8NamingTheField) {
+  EXPECT_EQ(Error("name: \"r\"\n"
+                  "stage {\n"
+                  "  name: \"a\"\n"
+                  "  init { family: \"llama\" size: \"ti\xC0ny\" }\n"
+                  "}\n"),
+            "r.textproto:4: stage[0].init.size is not valid UTF-8 (byte 2)");
+  EXPECT_EQ(Error("name: \"r\"\ndescription: \"\xED\xA0\x80\"\n"
+                  "stage { name: \"a\" init { family: \"llama\" } }\n"),
+            "r.textproto:2: description is not valid UTF-8 (byte 0)");
+  // Escapes count as the bytes they stand for.
+  EXPECT_EQ(
+      Error("name: \"r\"\nstage { name: \"a\" label: \"\\377\" init { family: \"llama\" } }\n"),
+      "r.textproto:2: stage[0].label is not valid UTF-8 (byte 0)");
+  // Well-formed text outside ASCII is fine.
+  EXPECT_TRUE(Parse("name: \"caf\xC3\xA9\"\nstage { name: \"a\" label: \"\xE2\x9C\x93\" init { "
+                    "family: \"llama\" } }\n")
+                  .ok());
+  absl::StatusOr<proto::Recipe> json =
+      ParseRecipe("{\"name\": \"r\",\n \"description\": \"\xFF\"}", "r.json", RecipeSyntax::kJson);
+  ASSERT_FALSE(json.ok());
+  EXPECT_EQ(json.status().message(), "r.json:2:18: not valid UTF-8 (recipe strings must be UTF-8)");
+}
+
 TEST(RecipeTest, ParsesTextFormat) {
   absl::StatusOr<proto::Recipe> r = Parse(kGood);
   ASSERT_TRUE(r.ok()) << r.status();
