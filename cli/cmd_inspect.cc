@@ -11,7 +11,6 @@
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/convert.h"
-#include "core/ggml_blocks.h"
 #include "core/progress.h"
 #include "core/status.h"
 #include "formats/compressed_tensors.h"
@@ -38,51 +37,6 @@ const char* RopeScalingName(RopeScaling::Type t) {
   return "?";
 }
 
-// How many elements of `t` are NaN or infinite (0 for integer types, which
-// cannot be); block-quantized tensors are decoded row by row, since a NaN or
-// infinite scale spoils its whole block.
-int64_t CountNonFinite(const Tensor& t) {
-  const int64_t n = t.numel();
-  int64_t bad = 0;
-  auto count = [&](auto decode) {
-    for (int64_t i = 0; i < n; ++i) bad += !std::isfinite(decode(i));
-  };
-  const void* raw = t.raw();
-  switch (t.dtype()) {
-    case DType::kF32:
-      count([&](int64_t i) { return static_cast<const float*>(raw)[i]; });
-      break;
-    case DType::kF64:
-      count([&](int64_t i) { return static_cast<const double*>(raw)[i]; });
-      break;
-    case DType::kF16:
-      count([&](int64_t i) { return F16ToF32(static_cast<const uint16_t*>(raw)[i]); });
-      break;
-    case DType::kBF16:
-      count([&](int64_t i) { return BF16ToF32(static_cast<const uint16_t*>(raw)[i]); });
-      break;
-    case DType::kF8E4M3:
-      count([&](int64_t i) { return F8E4M3ToF32(static_cast<const uint8_t*>(raw)[i]); });
-      break;
-    case DType::kF8E5M2:
-      count([&](int64_t i) { return F8E5M2ToF32(static_cast<const uint8_t*>(raw)[i]); });
-      break;
-    default:
-      if (IsBlockQuantized(t.dtype()) && t.rank() >= 1 && t.dim(t.rank() - 1) > 0) {
-        const int64_t row = t.dim(t.rank() - 1), rows = n / row;
-        const size_t row_bytes = t.nbytes() / static_cast<size_t>(rows);
-        std::vector<float> f(static_cast<size_t>(row));
-        for (int64_t r = 0; r < rows; ++r) {
-          ggml::DequantizeRow(t.dtype(), static_cast<const char*>(raw) + r * row_bytes, f.data(),
-                              row);
-          for (float x : f) bad += !std::isfinite(x);
-        }
-      }
-      break;
-  }
-  return bad;
-}
-
 // --check-values: reads every tensor's data (the rest of inspect reads only
 // headers) and lists those holding NaN or Inf as [{name, non_finite,
 // elements}].
@@ -92,7 +46,7 @@ absl::StatusOr<nlohmann::ordered_json> NonFiniteTensors(const std::vector<std::s
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const std::string& name : names) {
     ASSIGN_OR_RETURN(Tensor t, get(name));
-    if (const int64_t bad = CountNonFinite(t); bad > 0) {
+    if (const int64_t bad = CountNonFinite(t.dtype(), t.raw(), t.numel()); bad > 0) {
       list.push_back({{"name", name}, {"non_finite", bad}, {"elements", t.numel()}});
     }
   }

@@ -42,11 +42,13 @@ std::string DefaultModelName(const std::string& path) {
 }  // namespace
 
 int RunServe(const Args& args) {
-  CommandSpec spec{"serve", "MODEL [options]",
-                   "Serve MODEL over an OpenAI-compatible HTTP API (/v1/completions, "
-                   "/v1/chat/completions, /v1/models)."};
-  spec.default_model = true;
-  spec.device = true;
+  CommandSpec spec{.name = "serve",
+                   .usage = "MODEL [options]",
+                   .summary =
+                       "Serve MODEL over an OpenAI-compatible HTTP API (/v1/completions, "
+                       "/v1/chat/completions, /v1/models).",
+                   .default_model = true,
+                   .device = true};
   // SIGINT/SIGTERM only set a flag (any thread may take them: OpenBLAS starts
   // its threads before main, so a blocked mask cannot cover every thread);
   // the server polls it (ServeHooks::stop_requests).

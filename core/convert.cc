@@ -1,11 +1,13 @@
 #include "core/convert.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "core/ggml_blocks.h"
 
@@ -187,6 +189,20 @@ void ConvertToF32(DType type, const void* src, float* dst, int64_t n) {
       DequantizeBlocksToF32(type, src, dst, n);
       return;
   }
+}
+
+int64_t CountNonFinite(DType type, const void* src, int64_t n) {
+  // Decoded a chunk at a time (whole blocks for block-quantized types).
+  const int64_t block = IsBlockQuantized(type) ? DTypeBlockElems(type) : 2;
+  const int64_t chunk = std::max<int64_t>(block, (int64_t{1} << 16) / block * block);
+  std::vector<float> f(static_cast<size_t>(std::min(chunk, n)));
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; i += chunk) {
+    const int64_t m = std::min(chunk, n - i);
+    ConvertToF32(type, static_cast<const char*>(src) + DTypeBytes(type, i), f.data(), m);
+    for (int64_t k = 0; k < m; ++k) bad += !std::isfinite(f[static_cast<size_t>(k)]);
+  }
+  return bad;
 }
 
 void ConvertFromF32(DType type, const float* src, void* dst, int64_t n) {

@@ -55,6 +55,11 @@ void ConvertToF32(DType type, const void* src, float* dst, int64_t n);
 // Block-quantized types (Q8_0, Q4_K, ...) are dequantized: n must be a
 // multiple of the block size.
 //
+// How many of the n elements of `src` (stored as `type`) are NaN or infinite
+// as f32: 0 for integer types; a block-quantized element counts when its
+// block's scale spoils it. REQUIRES as ConvertToF32.
+int64_t CountNonFinite(DType type, const void* src, int64_t n);
+
 // Converts n f32 values to `type` (rounding as above; integers round to
 // nearest even and saturate to the type's range, NaN -> 0; kBool is 1 for any
 // nonzero or NaN input, else 0).

@@ -1,12 +1,15 @@
 #include "core/file.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -80,7 +83,82 @@ absl::Status AtomicFile::Commit() {
   file_ = nullptr;
   if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) return ErrnoError(path_, "rename failed");
   committed_ = true;
+  const std::string::size_type slash = path_.rfind('/');
+  SyncDirectory(slash == std::string::npos ? "." : path_.substr(0, slash + 1));
   return absl::OkStatus();
+}
+
+void SyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+namespace {
+
+// The PID at the end of `name` after `marker` ("x.tmp.123" with ".tmp."), or 0.
+pid_t PidAfter(const std::string& name, std::string_view marker) {
+  const std::string::size_type at = name.rfind(marker);
+  if (at == std::string::npos || at + marker.size() >= name.size()) return 0;
+  pid_t pid = 0;
+  for (size_t i = at + marker.size(); i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || pid > 100'000'000) return 0;
+    pid = pid * 10 + (name[i] - '0');
+  }
+  return pid;
+}
+
+bool ProcessAlive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+
+}  // namespace
+
+int RemoveStaleTemporaries(const std::string& dir) {
+  std::error_code ec;
+  int removed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    pid_t pid = PidAfter(name, ".tmp.");
+    if (pid == 0 && !name.empty() && name[0] == '.') {
+      pid = PidAfter(name, ".partial-");
+      if (pid == 0) pid = PidAfter(name, ".replaced-");
+    }
+    if (pid <= 0 || pid == ::getpid() || ProcessAlive(pid)) continue;
+    std::error_code remove_ec;
+    if (std::filesystem::remove_all(entry.path(), remove_ec) > 0 && !remove_ec) ++removed;
+  }
+  return removed;
+}
+
+absl::StatusOr<DirectoryLock> DirectoryLock::Acquire(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(dir, "cannot open the folder to lock it");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir,
+          " is in use by another process (a retort job writing it holds its lock); wait for it "
+          "to finish or choose another output folder"));
+    }
+    errno = err;
+    return ErrnoError(dir, "cannot lock the folder");
+  }
+  return DirectoryLock(fd);
+}
+
+DirectoryLock& DirectoryLock::operator=(DirectoryLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the last descriptor releases the flock
 }
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path) {

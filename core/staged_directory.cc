@@ -8,20 +8,13 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/file.h"
 #include "core/status.h"
 
 namespace retort {
 namespace {
 
 namespace fs = std::filesystem;
-
-// fsync of a folder makes the names in it (a rename, new files) durable.
-void SyncDirectory(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;  // best effort: some filesystems refuse folders
-  ::fsync(fd);
-  ::close(fd);
-}
 
 }  // namespace
 
@@ -53,6 +46,7 @@ absl::StatusOr<StagedDirectory> StagedDirectory::Create(const std::string& desti
     return absl::InternalError(
         absl::StrCat(parent.string(), ": cannot create the folder: ", ec.message()));
   }
+  RemoveStaleTemporaries(parent.string());
   StagedDirectory d;
   d.destination_ = destination;
   d.replace_existing_ = options.replace_existing;
@@ -104,7 +98,7 @@ absl::Status StagedDirectory::Commit() {
   }
   temp_path_.clear();
   if (!replaced.empty()) fs::remove_all(replaced, ec);
-  SyncDirectory(fs::absolute(destination_).parent_path());
+  SyncDirectory(fs::absolute(destination_).parent_path().string());
   return absl::OkStatus();
 }
 

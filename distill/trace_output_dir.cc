@@ -159,6 +159,11 @@ absl::StatusOr<std::unique_ptr<TraceOutputDir>> TraceOutputDir::Open(
   fs::create_directories(dir, ec);
   if (ec)
     return absl::InternalError(absl::StrCat(dir, ": cannot create the folder: ", ec.message()));
+  // One writer at a time: two generate runs into one folder would write the
+  // same samples twice and leave it unresumable.
+  ASSIGN_OR_RETURN(DirectoryLock lock, DirectoryLock::Acquire(dir));
+  out->lock_.emplace(std::move(lock));
+  RemoveStaleTemporaries(dir);
   const std::string job_path = out->Path("job.json");
   if (fs::exists(job_path)) {
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(job_path));

@@ -37,6 +37,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/file.h"
 #include "formats/traces.h"
 #include "nlohmann/json.hpp"
 
@@ -107,6 +108,7 @@ class TraceOutputDir {
   std::FILE* rejected_ = nullptr;  // null for a folder written before rejected.jsonl existed
   std::FILE* done_log_ = nullptr;
   std::optional<TraceShardWriter> shard_;
+  std::optional<DirectoryLock> lock_;  // held while the folder is open
 };
 
 }  // namespace retort

@@ -381,6 +381,14 @@ absl::StatusOr<TrainerSummary> Trainer::Run() {
     return absl::InternalError(
         absl::StrCat(options_.output_dir, ": cannot create: ", ec.message()));
   }
+  // One run per output folder: rank 0 holds its lock until the run ends, and
+  // collects the temporaries of killed runs.
+  std::optional<DirectoryLock> lock;
+  if (collective_->rank() == 0) {
+    ASSIGN_OR_RETURN(DirectoryLock held, DirectoryLock::Acquire(options_.output_dir));
+    lock.emplace(std::move(held));
+    RemoveStaleTemporaries(options_.output_dir);
+  }
   {
     std::vector<ParamGroup> groups;
     for (const TrainModel::Parameter& p : student_->parameters()) {

@@ -378,6 +378,9 @@ absl::StatusOr<RunSummary> Runner::Run() {
     return absl::InternalError(
         absl::StrCat(o_.run_dir, ": cannot create the run folder: ", ec.message()));
   }
+  // One `retort run` per run folder, until this one ends.
+  ASSIGN_OR_RETURN(DirectoryLock lock, DirectoryLock::Acquire(paths_.run_dir().string()));
+  RemoveStaleTemporaries(paths_.run_dir().string());
   RETURN_IF_ERROR(WriteFileAtomically(
       (paths_.run_dir() / "recipe.textproto").string(),
       recipe_.syntax == RecipeSyntax::kText ? recipe_.text : RecipeToText(recipe_.recipe)));

@@ -4,6 +4,7 @@
 #include <cstddef>
 
 #include "absl/strings/str_cat.h"
+#include "core/json_limits.h"
 
 namespace retort::serve {
 namespace {
@@ -26,40 +27,8 @@ bool StartsWithIgnoreCase(std::string_view s, std::string_view prefix) {
 
 }  // namespace
 
-bool JsonNestingDepthExceeds(std::string_view json, int limit) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < json.size(); ++i) {
-    const char c = json[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;  // the escaped character cannot end the string
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        in_string = true;
-        break;
-      case '[':
-      case '{':
-        if (++depth > limit) return true;
-        break;
-      case ']':
-      case '}':
-        if (depth > 0) --depth;
-        break;
-      default:
-        break;
-    }
-  }
-  return false;
-}
-
 std::optional<ApiError> CheckJsonDepth(std::string_view body, int limit) {
-  if (!JsonNestingDepthExceeds(body, limit)) return std::nullopt;
+  if (retort::CheckJsonDepth(body, "request body", {.max_depth = limit}).ok()) return std::nullopt;
   return ApiError{
       400, absl::StrCat("the request body nests arrays/objects more than ", limit, " levels deep")};
 }

@@ -18,13 +18,9 @@ namespace retort::serve {
 // chat_template_kwargs and still keeps the parser's recursion shallow.
 inline constexpr int kMaxJsonDepth = 64;
 
-// Whether `json` opens more than `limit` arrays/objects inside one another,
-// counting brackets outside strings (escapes inside strings honoured). It
-// does not validate the JSON; it only bounds what the parser would recurse
-// into. Linear in the size, no allocation.
-bool JsonNestingDepthExceeds(std::string_view json, int limit);
-
-// The 400 for a body over kMaxJsonDepth, or nullopt.
+// The 400 for a body that opens more than `limit` arrays/objects inside one
+// another (core/json_limits.h's scan: linear, brackets in strings skipped),
+// or nullopt.
 std::optional<ApiError> CheckJsonDepth(std::string_view body, int limit = kMaxJsonDepth);
 
 // Checks an `Authorization` header value against the server's key as OpenAI

@@ -526,8 +526,9 @@ absl::StatusOr<Value> OrderFilter(const std::string& name, const Value& v, const
                                : absl::StrCat("f", PythonFloatRepr(d)))
                    .second;
       } else {
+        const Value& key = k;  // clang 14 cannot capture a structured binding (C++20)
         dup = std::any_of(seen_others.begin(), seen_others.end(),
-                          [&](const Value& s) { return s.Equals(k); });
+                          [&](const Value& s) { return s.Equals(key); });
         if (!dup) seen_others.push_back(k);
       }
       if (!dup) out.push_back(item);

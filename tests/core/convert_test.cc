@@ -503,5 +503,31 @@ TEST(TensorToTest, I8AndI4FromIntegers) {
   EXPECT_EQ(as_i4.nbytes(), 3u);
 }
 
+// inspect --check-values counts NaN/Inf elements in every stored type.
+TEST(ConvertTest, CountNonFiniteInEveryType) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> f32(200000, 1.5f);
+  f32[3] = nan;
+  f32[70000] = -inf;
+  f32[199999] = inf;
+  EXPECT_EQ(CountNonFinite(DType::kF32, f32.data(), 200000), 3);
+  EXPECT_EQ(CountNonFinite(DType::kF32, f32.data(), 3), 0);
+  for (DType t : {DType::kF16, DType::kBF16, DType::kF8E5M2}) {
+    std::vector<uint8_t> bytes(DTypeBytes(t, 200000));
+    ConvertFromF32(t, f32.data(), bytes.data(), 200000);
+    EXPECT_EQ(CountNonFinite(t, bytes.data(), 200000), 3) << DTypeName(t);
+  }
+  std::vector<int32_t> ints(100, 7);
+  EXPECT_EQ(CountNonFinite(DType::kI32, ints.data(), 100), 0);
+  // Q8_0: 32 elements share an f16 scale; an infinite scale spoils its block
+  // (0 * inf is NaN too).
+  std::vector<uint8_t> q8(2 * 34, 1);
+  const uint16_t one = F32ToF16(1.0f), inf16 = F32ToF16(inf);
+  std::memcpy(q8.data(), &one, 2);
+  std::memcpy(q8.data() + 34, &inf16, 2);
+  EXPECT_EQ(CountNonFinite(DType::kQ8_0, q8.data(), 64), 32);
+}
+
 }  // namespace
 }  // namespace retort

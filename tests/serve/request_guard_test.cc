@@ -1,4 +1,4 @@
-// JsonNestingDepthExceeds and CheckApiKey: the checks a request meets before
+// CheckJsonDepth and CheckApiKey: the checks a request meets before
 // the JSON parser or a route sees it.
 #include "serve/request_guard.h"
 
@@ -8,6 +8,10 @@
 
 namespace retort::serve {
 namespace {
+
+bool JsonNestingDepthExceeds(std::string_view body, int limit) {
+  return CheckJsonDepth(body, limit).has_value();
+}
 
 std::string Nested(int depth, char open = '[', char close = ']') {
   return std::string(depth, open) + std::string(depth, close);
