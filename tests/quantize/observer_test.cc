@@ -123,9 +123,9 @@ struct Case {
 };
 
 TEST(Observer, SearchFindsTheExhaustiveGridOptimum) {
-  const Case cases[] = {{"int4-g32", 32},           {"int4-g32-asym", 32}, {"int4-g128", 128},
-                        {"int8-channel", 96},       {"int8-channel-asym", 96},
-                        {"int4-channel-asym", 200}, {"fp8-channel", 64}};
+  const Case cases[] = {{"int4-g32", 32},     {"int4-g32-asym", 32},     {"int4-g128", 128},
+                        {"int8-channel", 96}, {"int8-channel-asym", 96}, {"int4-channel-asym", 200},
+                        {"fp8-channel", 64}};
   for (ScaleObserver kind : {ScaleObserver::kMse, ScaleObserver::kImatrixMse}) {
     for (DType dt : {DType::kBF16, DType::kF32}) {
       for (const Case& c : cases) {
@@ -140,18 +140,18 @@ TEST(Observer, SearchFindsTheExhaustiveGridOptimum) {
         for (int g = 0; g < groups; ++g) {
           const float* v = w.data() + g * c.group;
           const float* gi = kind == ScaleObserver::kImatrixMse ? imp.data() + g * c.group : nullptr;
-          const QuantParams p =
-              ObserveQuantParams(s, o, v, c.group,
-                                 gi ? std::span<const float>(gi, c.group) : std::span<const float>());
+          const QuantParams p = ObserveQuantParams(
+              s, o, v, c.group,
+              gi ? std::span<const float>(gi, c.group) : std::span<const float>());
           const double got = RefError(s, Ref{p.scale, p.zero}, v, c.group, gi);
           const double want = BruteForceMin(s, o, v, c.group, gi);
-          EXPECT_NEAR(got, want, 1e-9 * want)
-              << c.scheme << " " << ScaleObserverName(kind) << " " << DTypeName(dt) << " group "
-              << g;
+          EXPECT_NEAR(got, want, 1e-9 * want) << c.scheme << " " << ScaleObserverName(kind) << " "
+                                              << DTypeName(dt) << " group " << g;
           // The f64 error of what the search returns equals its own measure.
-          EXPECT_NEAR(QuantError(s, p, v, c.group,
-                                 gi ? std::span<const float>(gi, c.group) : std::span<const float>()),
-                      got, 1e-9 * got);
+          EXPECT_NEAR(
+              QuantError(s, p, v, c.group,
+                         gi ? std::span<const float>(gi, c.group) : std::span<const float>()),
+              got, 1e-9 * got);
           float lo = 0, hi = 0;
           for (int64_t k = 0; k < c.group; ++k) lo = std::min(lo, v[k]), hi = std::max(hi, v[k]);
           const QuantParams mm = ComputeQuantParams(s, lo, hi);
@@ -207,16 +207,17 @@ TEST(Observer, MseNeverWorseThanMinMaxOnAnyGroup) {
       ObserverOptions o;
       o.kind = kind;
       const bool weighted = kind == ScaleObserver::kImatrixMse;
-      auto searched = QuantizeRtn(w.data(), rows, cols, s, "w", o,
-                                  weighted ? std::span<const float>(imp) : std::span<const float>());
+      auto searched =
+          QuantizeRtn(w.data(), rows, cols, s, "w", o,
+                      weighted ? std::span<const float>(imp) : std::span<const float>());
       ASSERT_TRUE(searched.ok()) << searched.status();
       const std::vector<float>* wi = weighted ? &imp : nullptr;
       const std::vector<double> a = GroupErrors(*minmax, w, rows, cols, g, wi);
       const std::vector<double> b = GroupErrors(*searched, w, rows, cols, g, wi);
       double ta = 0, tb = 0;
       for (size_t k = 0; k < a.size(); ++k) {
-        EXPECT_LE(b[k], a[k] * (1 + 1e-12)) << name << " " << ScaleObserverName(kind) << " group "
-                                            << k;
+        EXPECT_LE(b[k], a[k] * (1 + 1e-12))
+            << name << " " << ScaleObserverName(kind) << " group " << k;
         ta += a[k];
         tb += b[k];
       }
@@ -272,9 +273,9 @@ TEST(Observer, GptqWithDiagonalHessianEqualsRtnWithTheSameObserver) {
         g.observer = o;
         g.block_size = 48;  // groups that straddle lazy blocks
         g.static_groups = static_groups;
-        const std::span<const float> given =
-            kind == ScaleObserver::kImatrixMse ? std::span<const float>(imp)
-                                               : std::span<const float>();
+        const std::span<const float> given = kind == ScaleObserver::kImatrixMse
+                                                 ? std::span<const float>(imp)
+                                                 : std::span<const float>();
         auto gq = QuantizeGptq(w.data(), rows, cols, h, s, g, "w", nullptr, given);
         ASSERT_TRUE(gq.ok()) << gq.status();
         auto rq = QuantizeRtn(w.data(), rows, cols, s, "w", o, given);
@@ -346,7 +347,8 @@ TEST(Observer, BadInputIsAOneLineError) {
   EXPECT_THAT(bad.status().message(),
               HasSubstr("unknown scale observer 'maxmin' (expected minmax, mse or imatrix-mse)"));
   EXPECT_EQ(*ParseScaleObserver("imatrix_mse"), ScaleObserver::kImatrixMse);
-  for (ScaleObserver k : {ScaleObserver::kMinMax, ScaleObserver::kMse, ScaleObserver::kImatrixMse}) {
+  for (ScaleObserver k :
+       {ScaleObserver::kMinMax, ScaleObserver::kMse, ScaleObserver::kImatrixMse}) {
     EXPECT_EQ(*ParseScaleObserver(ScaleObserverName(k)), k);
   }
 }
