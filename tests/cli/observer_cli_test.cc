@@ -137,9 +137,9 @@ TEST_F(ObserverCliTest, GptqAndAwqTakeTheObserver) {
   for (const std::string method : {"gptq", "awq"}) {
     std::map<std::string, std::string> bytes;
     for (const std::string observer : {"minmax", "mse", "imatrix-mse"}) {
-      const std::string out = Quantize(method + "-" + observer, "--scheme int4-g32 --method " +
-                                                                    method + " --observer " +
-                                                                    observer + kCalib);
+      const std::string out =
+          Quantize(method + "-" + observer,
+                   "--scheme int4-g32 --method " + method + " --observer " + observer + kCalib);
       bytes[observer] = Bytes(out);
       const double kld = Kld(out);
       EXPECT_TRUE(std::isfinite(kld) && kld > 0) << method << " " << observer << " " << kld;
