@@ -1,4 +1,5 @@
-// retort quantize MODEL OUT [--scheme S] [--method rtn|gptq|awq] [--calib FILE ...]
+// retort quantize MODEL OUT [--scheme S] [--method rtn|gptq|awq]
+//                           [--observer minmax|mse|imatrix-mse] [--calib FILE ...]
 //                           [--to ct|gguf] [--type PRESET] [--imatrix FILE] [--force] [options]
 // retort calibrate MODEL IMATRIX.gguf --calib FILE ... [--force] [options]
 //
@@ -24,7 +25,8 @@ namespace fs = std::filesystem;
 int RunQuantize(const Args& args, const CommandIo& io) {
   CommandSpec spec{
       "quantize",
-      "MODEL OUT [--scheme S] [--method rtn|gptq|awq] [--calib FILE ...] [--force] [options]",
+      "MODEL OUT [--scheme S] [--method rtn|gptq|awq] [--observer minmax|mse|imatrix-mse] "
+      "[--calib FILE ...] [--force] [options]",
       "Quantize a model's linear layers (RTN, GPTQ, AWQ; int4/int8/fp8) into a compressed-tensors "
       "directory, or into GGUF k-quants weighted by an importance matrix."};
   spec.default_model = true;

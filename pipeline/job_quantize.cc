@@ -32,6 +32,10 @@ class QuantizeJob : public JobCommand {
         "activations), FP8_DYNAMIC (fp8-channel + dynamic), FP8_BLOCK. The default takes g64 or "
         "g32 where 128 does not divide a layer")(
         "method", po::value(&method_)->default_value("rtn"), "rtn, gptq or awq")(
+        "observer", po::value(&observer_)->default_value("minmax"),
+        "how scales are chosen (rtn, gptq's groups, awq's final rounding): minmax (the range), "
+        "mse (search clipped ranges for the least squared error), imatrix-mse (that error "
+        "weighted by each input column's mean squared activation: needs --calib or --imatrix)")(
         "actorder", po::value(&actorder_)->default_value("static"),
         "GPTQ column order, as llm-compressor's actorder: static (by descending Hessian "
         "diagonal, groups fixed in natural order, no g_idx; llm-compressor's default; alias "
@@ -56,7 +60,8 @@ class QuantizeJob : public JobCommand {
         "ct (compressed-tensors directory) or gguf (default: from OUT's name)")(
         "type", po::value(&type_)->default_value("q4_k_m"),
         "--to gguf: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k, ...")(
-        "imatrix", po::value(&imatrix_), "--to gguf: importance matrix from `retort calibrate`")(
+        "imatrix", po::value(&imatrix_),
+        "importance matrix from `retort calibrate`, for --to gguf or --observer imatrix-mse")(
         "threads", po::value(&threads_)->default_value(0), "worker threads (0 = all cores)");
     AddCalibOptions(opts, job_.calib);
   }
@@ -89,8 +94,14 @@ class QuantizeJob : public JobCommand {
     job_.replace_existing = out_.force();
     if (to_ == "gguf") return RunGguf(vm, io);
     if (to_ != "ct") return OptionError("--to must be ct or gguf");
-    if (!imatrix_.empty()) return OptionError("--imatrix is for --to gguf");
     quant::ModelQuantOptions& o = job_.quant;
+    absl::StatusOr<quant::ScaleObserver> observer = quant::ParseScaleObserver(observer_);
+    if (!observer.ok()) return OptionError(observer.status().message());
+    o.observer.kind = *observer;
+    if (!imatrix_.empty() && o.observer.kind != quant::ScaleObserver::kImatrixMse) {
+      return OptionError("--imatrix is for --to gguf or --observer imatrix-mse");
+    }
+    job_.imatrix = imatrix_;
     absl::StatusOr<quant::SchemeChoice> scheme = quant::ParseSchemeOrPreset(scheme_);
     if (!scheme.ok()) return OptionError(scheme.status().message());
     o.scheme = scheme->scheme;
@@ -119,7 +130,13 @@ class QuantizeJob : public JobCommand {
     if (o.scheme.value_type == DType::kF8E5M2) {
       return OptionError("compressed-tensors stores fp8 weights as e4m3; use fp8-*");
     }
-    if (quant::NeedsCalibration(o) && job_.calib.files.empty()) {
+    if (o.observer.kind == quant::ScaleObserver::kImatrixMse && job_.calib.files.empty() &&
+        imatrix_.empty()) {
+      return OptionError(
+          "--observer imatrix-mse needs calibration data (--calib FILE) or an importance matrix "
+          "(--imatrix FILE, from `retort calibrate`)");
+    }
+    if (quant::JobNeedsCalibration(job_) && job_.calib.files.empty()) {
       if (o.method == quant::QuantMethod::kRtn) {
         return OptionError(
             scheme->preset.empty()
@@ -131,7 +148,7 @@ class QuantizeJob : public JobCommand {
       return OptionError(
           absl::StrCat(quant::QuantMethodName(o.method), " needs calibration data: --calib FILE"));
     }
-    if (!quant::NeedsCalibration(o) && !job_.calib.files.empty()) {
+    if (!quant::JobNeedsCalibration(job_) && !job_.calib.files.empty()) {
       io.progress->Line(absl::StrCat("[quantize] ", quant::QuantMethodName(o.method),
                                      " uses no calibration data: --calib is ignored (gptq and "
                                      "awq use it)"));
@@ -252,6 +269,11 @@ class QuantizeJob : public JobCommand {
           "--method applies to compressed-tensors output; GGUF k-quants "
           "use --type and optionally --imatrix");
     }
+    if (!Defaulted(vm, "observer")) {
+      return OptionError(
+          "--observer applies to compressed-tensors output; GGUF k-quants weigh their own "
+          "search with --imatrix");
+    }
     std::error_code ec;
     if (!fs::is_directory(model_path_, ec)) {
       return OptionError(
@@ -273,7 +295,8 @@ class QuantizeJob : public JobCommand {
     return absl::OkStatus();
   }
 
-  std::string model_path_, scheme_, method_, to_, type_, imatrix_, activations_, actorder_;
+  std::string model_path_, scheme_, method_, to_, type_, imatrix_, activations_, actorder_,
+      observer_;
   OutputOption out_{OutputOption::Kind::kModel};
   bool method_in_stage_ = false, scheme_given_ = false, act_order_group_ = false,
        static_groups_ = false;

@@ -33,11 +33,27 @@ struct GptqPlan {
   // Parameters fixed before GPTQ: kTensor (one), kBlock (per tile) and
   // static groups (per row and group; channel params are made per chunk).
   std::vector<QuantParams> fixed;
+  ObserverOptions observer;
+  std::vector<float> importance;  // by column; imatrix-mse only
 
+  bool Searched() const { return observer.kind != ScaleObserver::kMinMax; }
+  bool Weighted() const { return observer.kind == ScaleObserver::kImatrixMse; }
   float Weight(int64_t r, int64_t c) const { return dead[c] ? 0.0f : w[r * cols + c]; }
 };
 
 QuantParams RangeParams(const GptqPlan& plan, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  if (plan.Searched()) {
+    std::vector<float> v, imp;
+    v.reserve((r1 - r0) * (c1 - c0));
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t c = c0; c < c1; ++c) {
+        v.push_back(plan.Weight(r, c));
+        if (plan.Weighted()) imp.push_back(plan.importance[c]);
+      }
+    }
+    return ObserveQuantParams(plan.scheme, plan.observer, v.data(), static_cast<int64_t>(v.size()),
+                              imp);
+  }
   float lo = 0, hi = 0;
   for (int64_t r = r0; r < r1; ++r) {
     for (int64_t c = c0; c < c1; ++c) {
@@ -89,6 +105,7 @@ double QuantizeRowChunk(const GptqPlan& plan, int64_t r0, int64_t r1, QuantizedM
 
   std::vector<double> err(nrows * bs);
   std::vector<double> pending;
+  std::vector<float> group_values, group_importance;
   double loss = 0;
   for (int64_t i1 = 0; i1 < n; i1 += bs) {
     const int64_t i2 = std::min(n, i1 + bs), nb = i2 - i1;
@@ -110,7 +127,26 @@ double QuantizeRowChunk(const GptqPlan& plan, int64_t r0, int64_t r1, QuantizedM
                                  u + i1 * n + i2, n, 1.0, pending.data(), past));
           }
         }
+        if (plan.Weighted()) {
+          group_importance.clear();
+          for (int64_t k = i; k < g1; ++k)
+            group_importance.push_back(plan.importance[plan.perm[k]]);
+        }
         for (int64_t rr = 0; rr < nrows; ++rr) {
+          if (plan.Searched()) {
+            group_values.clear();
+            for (int64_t k = i; k < in_block; ++k) {
+              group_values.push_back(static_cast<float>(wc[rr * n + k]));
+            }
+            for (int64_t k = 0; k < past; ++k) {
+              group_values.push_back(static_cast<float>(pending[rr * past + k]));
+            }
+            current[rr] =
+                ObserveQuantParams(scheme, plan.observer, group_values.data(),
+                                   static_cast<int64_t>(group_values.size()), group_importance);
+            StoreParams(m, r0 + rr, i / plan.group, current[rr]);
+            continue;
+          }
           float lo = 0, hi = 0;
           for (int64_t k = i; k < in_block; ++k) {
             const float v = static_cast<float>(wc[rr * n + k]);
@@ -178,8 +214,14 @@ std::vector<double> HessianAccumulator::Hessian() const {
 absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64_t cols,
                                              const HessianAccumulator& h, const QuantScheme& scheme,
                                              const GptqOptions& opts, const std::string& what,
-                                             GptqStats* stats) {
+                                             GptqStats* stats, std::span<const float> importance) {
   if (absl::Status s = CheckSchemeFits(scheme, rows, cols, what); !s.ok()) return s;
+  const bool weighted = opts.observer.kind == ScaleObserver::kImatrixMse;
+  if (weighted && !importance.empty()) {
+    RETURN_IF_ERROR(CheckObserverInput(opts.observer, importance, cols, what));
+  } else {
+    RETURN_IF_ERROR(CheckObserverOptions(opts.observer));
+  }
   if (std::string at = FindNonFinite(w, rows, cols); !at.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": non-finite weight at ", at, "; refusing to quantize"));
@@ -222,6 +264,7 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64
   const bool grouped = scheme.granularity == QuantGranularity::kGroup;
   plan.group = grouped ? scheme.group_size : 0;
   plan.dynamic_groups = grouped && !opts.static_groups;
+  plan.observer = opts.observer;
   plan.dead.assign(n, 0);
   std::vector<double> diag(n);
   int64_t dead_columns = 0;
@@ -231,6 +274,15 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64
       plan.dead[j] = 1;
       diag[j] = 1;
       ++dead_columns;
+    }
+  }
+  if (weighted) {
+    // The importance given, else diag(H) (dead columns weigh 0).
+    plan.importance.assign(n, 0.0f);
+    for (int64_t j = 0; j < n; ++j) {
+      plan.importance[j] = !importance.empty() ? importance[j]
+                           : plan.dead[j]      ? 0.0f
+                                               : static_cast<float>(diag[j]);
     }
   }
   plan.perm.resize(n);

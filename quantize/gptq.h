@@ -22,7 +22,14 @@
 //     before GPTQ, in natural column order, so g_idx stays the identity);
 //   * channel, tensor and fp8-block scales are fixed from the weights before
 //     GPTQ (after zeroing dead columns) as the reference's find_params does;
-//   * act_order processes columns by descending diag(H) (stable order).
+//   * act_order processes columns by descending diag(H) (stable order);
+//   * every scale (group, channel, tensor, block) comes from the observer
+//     (scheme.h's ObserveQuantParams) over the weights it covers at the
+//     time it is chosen: minmax is the reference's rule; mse and
+//     imatrix-mse search clipped ranges (llm-compressor's GPTQ calls its
+//     observer the same way). imatrix-mse weighs column j by the importance
+//     given, or by diag(H)_j (= 2 mean x_j^2, the imatrix up to a factor)
+//     when none is.
 // One deliberate difference: where a group starts inside a lazy block and
 // reaches past it, the reference takes the group's range from weights that
 // miss the current block's updates; here the group always sees fully updated
@@ -38,6 +45,7 @@
 #define RETORT_QUANTIZE_GPTQ_H_
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -88,6 +96,8 @@ struct GptqOptions {
   bool act_order = false;
   // Group parameters from the weights before GPTQ, natural column order.
   bool static_groups = false;
+  // How scales are chosen (minmax: the reference's rule).
+  ObserverOptions observer;
 };
 
 struct GptqStats {
@@ -105,11 +115,13 @@ struct GptqStats {
 // shape (CheckSchemeFits), non-finite weight, h for another column count or
 // without any sample, non-finite Hessian, bad options, and a Hessian that is
 // not positive definite after dampening (the message says which dampening to
-// try next).
+// try next). `importance` ([cols], optional) weighs imatrix-mse's errors
+// instead of diag(H) (CheckObserverInput's errors).
 absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64_t cols,
                                              const HessianAccumulator& h, const QuantScheme& scheme,
                                              const GptqOptions& opts, const std::string& what,
-                                             GptqStats* stats = nullptr);
+                                             GptqStats* stats = nullptr,
+                                             std::span<const float> importance = {});
 
 }  // namespace retort::quant
 

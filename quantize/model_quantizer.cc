@@ -39,8 +39,9 @@ struct InputStats {
   std::optional<HessianAccumulator> hessian;  // GPTQ
   std::vector<float> rows;                    // AWQ: a strided subset of the inputs
   int64_t cols = 0;
-  int64_t seen = 0;  // rows observed (for the AWQ stride)
-  float absmax = 0;  // static activation scale
+  int64_t seen = 0;          // rows observed (for the AWQ stride)
+  float absmax = 0;          // static activation scale
+  std::vector<double> sum2;  // imatrix-mse from calibration: sum x^2 per column
 };
 
 // Whether weight `name` can be quantized: present and not quantized already
@@ -95,6 +96,56 @@ struct AwqMapping {
   std::string prev_norm;                  // non-empty: norm weight name
   std::optional<LinearSlot> prev_linear;  // else: this linear's rows (and bias)
 };
+
+// imatrix-mse's importance of linear `wl` (see ModelQuantOptions::importance):
+// from options.importance, else from the calibration inputs (empty for GPTQ,
+// which weighs by its Hessian's diagonal); divided by AWQ's s^2 where AWQ
+// scaled the weight's columns.
+absl::StatusOr<std::vector<float>> LinearImportance(
+    const ModelQuantOptions& options, std::map<LinearSlot, InputStats>& stats,
+    const std::map<LinearSlot, std::vector<float>>& awq_scales, const WorkingLinear& wl,
+    LinearSlot slot) {
+  const LinearSlot input = InputSlot(slot);
+  std::vector<float> imp;
+  if (options.importance) {
+    imp = options.importance(wl.name);
+    if (imp.empty()) {
+      return absl::NotFoundError(
+          absl::StrCat(wl.name, ": the importance matrix has no entry for this weight"));
+    }
+    if (static_cast<int64_t>(imp.size()) != wl.cols()) {
+      return absl::InvalidArgumentError(absl::StrCat(wl.name, ": the importance matrix has ",
+                                                     imp.size(), " columns, the weight has ",
+                                                     wl.cols(), " input columns"));
+    }
+    if (auto it = awq_scales.find(input); it != awq_scales.end()) {
+      for (int64_t j = 0; j < wl.cols(); ++j) imp[j] /= it->second[j] * it->second[j];
+    }
+    return imp;
+  }
+  if (options.method == QuantMethod::kGptq) return imp;
+  InputStats& in = stats[input];
+  imp.assign(wl.cols(), 0.0f);
+  if (options.method == QuantMethod::kAwq) {
+    // The kept inputs, already divided by s.
+    const int64_t tokens = static_cast<int64_t>(in.rows.size()) / std::max<int64_t>(in.cols, 1);
+    std::vector<double> sum(wl.cols(), 0.0);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t j = 0; j < wl.cols(); ++j) {
+        const double v = in.rows[t * in.cols + j];
+        sum[j] += v * v;
+      }
+    }
+    for (int64_t j = 0; j < wl.cols(); ++j) {
+      imp[j] = tokens > 0 ? static_cast<float>(sum[j] / tokens) : 0.0f;
+    }
+    return imp;
+  }
+  for (int64_t j = 0; j < wl.cols() && j < static_cast<int64_t>(in.sum2.size()); ++j) {
+    imp[j] = in.seen > 0 ? static_cast<float>(in.sum2[j] / in.seen) : 0.0f;
+  }
+  return imp;
+}
 
 }  // namespace
 
@@ -277,13 +328,19 @@ absl::Status CheckModelFitsScheme(const Transformer& model, const ModelQuantOpti
   return absl::OkStatus();
 }
 
+// imatrix-mse with the importance taken from the calibration inputs.
+bool CalibratedImportance(const ModelQuantOptions& options) {
+  return options.observer.kind == ScaleObserver::kImatrixMse && !options.importance;
+}
+
 bool NeedsCalibration(const ModelQuantOptions& options) {
-  return options.method != QuantMethod::kRtn || options.activations == ActivationScales::kStatic;
+  return options.method != QuantMethod::kRtn || options.activations == ActivationScales::kStatic ||
+         CalibratedImportance(options);
 }
 
 int64_t MinCalibrationTokens(const ModelConfig& c, const ModelQuantOptions& options) {
   if (options.method == QuantMethod::kRtn) {
-    return options.activations == ActivationScales::kStatic ? 1 : 0;
+    return NeedsCalibration(options) ? 1 : 0;
   }
   return std::max({c.hidden_size, c.num_heads * c.head_dim, c.intermediate_size});
 }
@@ -305,6 +362,10 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(Transformer& model,
   }
 
   RETURN_IF_ERROR(CheckModelQuantizable(model, options));
+  RETURN_IF_ERROR(CheckObserverOptions(options.observer));
+  const bool imatrix = options.observer.kind == ScaleObserver::kImatrixMse;
+  // Sums x^2 while calibrating (GPTQ reads its Hessian instead).
+  const bool sum_squares = CalibratedImportance(options) && options.method != QuantMethod::kGptq;
   const bool lm_head = options.quantize_lm_head && !c.tie_word_embeddings;
   ModelQuantReport report;
   const bool calibrate = NeedsCalibration(options);
@@ -350,6 +411,10 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(Transformer& model,
           if (options.activations == ActivationScales::kStatic) {
             for (int64_t j = 0; j < cols; ++j) s.absmax = std::max(s.absmax, std::abs(row[j]));
           }
+          if (sum_squares && options.method == QuantMethod::kRtn) {
+            s.sum2.resize(cols, 0.0);
+            for (int64_t j = 0; j < cols; ++j) s.sum2[j] += double(row[j]) * row[j];
+          }
         }
       };
       RETURN_IF_ERROR(runner->Observe(observe));
@@ -364,6 +429,7 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(Transformer& model,
     }
 
     // 3. AWQ: scales folded into the previous op, then clipping.
+    std::map<LinearSlot, std::vector<float>> awq_scales;  // by input slot
     if (options.method == QuantMethod::kAwq) {
       const int64_t qdim = c.num_heads * c.head_dim, kvdim = c.num_kv_heads * c.head_dim;
       std::vector<AwqMapping> mappings;
@@ -391,6 +457,7 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(Transformer& model,
                                                                scheme, options.awq, &loss));
         report.method_error += loss;
         for (LinearSlot slot : m.linears) ScaleColumns(work[slot], s);
+        awq_scales[m.input] = s;
         // The inputs these linears see from now on are x / s.
         for (int64_t t = 0; t < tokens; ++t) {
           for (int64_t j = 0; j < cols; ++j) in.rows[t * cols + j] /= s[j];
@@ -428,15 +495,22 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(Transformer& model,
     // 4. Round, install.
     for (LinearSlot slot : kLinearSlots) {
       WorkingLinear& wl = work[slot];
+      std::vector<float> importance;
+      if (imatrix) {
+        ASSIGN_OR_RETURN(importance, LinearImportance(options, stats, awq_scales, wl, slot));
+      }
       QuantizedMatrix q;
       if (options.method == QuantMethod::kGptq) {
         GptqStats gs;
+        GptqOptions gptq = options.gptq;
+        gptq.observer = options.observer;
         ASSIGN_OR_RETURN(
             q, QuantizeGptq(wl.data(), wl.rows(), wl.cols(), *stats[InputSlot(slot)].hessian,
-                            scheme, options.gptq, wl.name, &gs));
+                            scheme, gptq, wl.name, &gs, importance));
         report.method_error += gs.loss;
       } else {
-        ASSIGN_OR_RETURN(q, QuantizeRtn(wl.data(), wl.rows(), wl.cols(), scheme, wl.name));
+        ASSIGN_OR_RETURN(q, QuantizeRtn(wl.data(), wl.rows(), wl.cols(), scheme, wl.name,
+                                        options.observer, importance));
       }
       if (options.activations == ActivationScales::kStatic) {
         const float absmax = stats[InputSlot(slot)].absmax;
@@ -459,8 +533,14 @@ absl::StatusOr<ModelQuantReport> QuantizeModel(Transformer& model,
   }
   if (lm_head) {
     ASSIGN_OR_RETURN(Tensor w, F32Copy(model, "lm_head.weight"));
-    ASSIGN_OR_RETURN(QuantizedMatrix q,
-                     QuantizeRtn(w.data<float>(), w.dim(0), w.dim(1), scheme, "lm_head.weight"));
+    // imatrix-mse needs the final norm's output statistics, which the layer
+    // runner does not observe: the lm_head uses an unweighted mse then.
+    ObserverOptions observer = options.observer;
+    std::vector<float> importance;
+    if (imatrix && options.importance) importance = options.importance("lm_head.weight");
+    if (imatrix && importance.empty()) observer.kind = ScaleObserver::kMse;
+    ASSIGN_OR_RETURN(QuantizedMatrix q, QuantizeRtn(w.data<float>(), w.dim(0), w.dim(1), scheme,
+                                                    "lm_head.weight", observer, importance));
     RETURN_IF_ERROR(model.SetQuantizedWeight(
         "lm_head.weight", std::make_shared<const QuantizedMatrix>(std::move(q))));
   }

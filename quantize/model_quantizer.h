@@ -68,6 +68,16 @@ struct ModelQuantOptions {
   // Weights already stored quantized (GGUF block types) are refused unless
   // set; then they are dequantized layer by layer first.
   bool allow_requantize = false;
+  // How every method picks its scales (scheme.h): RTN's rounding, GPTQ's
+  // groups as it reaches them, AWQ's final rounding (its scale and clip
+  // searches keep minmax, as AutoAWQ's).
+  ObserverOptions observer;
+  // imatrix-mse: the importance (mean squared input, [cols]) of weight
+  // `name` (HF name), e.g. from an imatrix file; empty when unknown. When
+  // not set, the importance comes from the calibration samples: the inputs
+  // each layer sees (GPTQ: its Hessian's diagonal), which makes RTN
+  // calibrate. AWQ divides it by s^2 for its scaled weights.
+  std::function<std::vector<float>(const std::string& name)> importance;
 };
 
 struct ModelQuantReport {
@@ -126,7 +136,8 @@ absl::Status CheckModelFitsScheme(const Transformer& model, const ModelQuantOpti
 // is quantized already (see allow_requantize), and CheckModelFitsScheme.
 absl::Status CheckModelQuantizable(const Transformer& model, const ModelQuantOptions& options);
 
-// Whether the method (and activation mode) needs calibration samples.
+// Whether the method (and activation mode, and observer) needs calibration
+// samples.
 bool NeedsCalibration(const ModelQuantOptions& options);
 // The least calibration tokens accepted for `model` (GPTQ/AWQ need at least
 // as many tokens as the widest linear input, so the statistics have full

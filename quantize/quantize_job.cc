@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -192,6 +193,14 @@ absl::StatusOr<QuantizeJobResult> QuantizeToGguf(const QuantizeJobOptions& o,
 
 }  // namespace
 
+bool JobNeedsCalibration(const QuantizeJobOptions& o) {
+  ModelQuantOptions q = o.quant;
+  if (!o.imatrix.empty() && !q.importance) {
+    q.importance = [](const std::string&) { return std::vector<float>(); };
+  }
+  return NeedsCalibration(q);
+}
+
 std::string CalibrationShortfall(const CalibrationOptions& asked, int64_t samples, int64_t tokens) {
   const int64_t asked_tokens = asked.samples * asked.seq_len;
   if (2 * samples >= asked.samples && 2 * tokens >= asked_tokens) return "";
@@ -211,6 +220,14 @@ absl::StatusOr<QuantizeJobResult> QuantizeToDirectory(const QuantizeJobOptions& 
                    StagedDirectory::Create(o.out, {.replace_existing = o.replace_existing}));
   ASSIGN_OR_RETURN(std::unique_ptr<Transformer> model, LoadEngine(o.model_path));
   ModelQuantOptions q = o.quant;
+  if (!o.imatrix.empty()) {
+    ASSIGN_OR_RETURN(ImportanceMatrix im, ReadImportanceMatrix(o.imatrix));
+    q.importance = [im = std::make_shared<const ImportanceMatrix>(std::move(im))](
+                       const std::string& name) -> std::vector<float> {
+      absl::StatusOr<std::string> gguf = GgufTensorName(name);
+      return gguf.ok() ? im->Importance(*gguf) : std::vector<float>();
+    };
+  }
   // Scales are chosen at the width they are stored at, so the file decodes
   // to exactly what the method computed.
   q.scheme.scale_dtype = OutputDType(model->config(), o.model_path);
@@ -227,8 +244,16 @@ absl::StatusOr<QuantizeJobResult> QuantizeToDirectory(const QuantizeJobOptions& 
       progress.Line(w);
     }
   }
-  progress.Line(absl::StrFormat("[quantize] %s %s, %d layers", q.scheme.Name(),
-                                QuantMethodName(q.method), model->config().num_layers));
+  progress.Line(absl::StrFormat(
+      "[quantize] %s %s%s, %d layers", q.scheme.Name(), QuantMethodName(q.method),
+      q.observer.kind == ScaleObserver::kMinMax
+          ? ""
+          : absl::StrCat(", ", ScaleObserverName(q.observer.kind), " scales",
+                         q.observer.kind == ScaleObserver::kImatrixMse
+                             ? (o.imatrix.empty() ? " (importance from calibration)"
+                                                  : " (importance from " + o.imatrix + ")")
+                             : ""),
+      model->config().num_layers));
   ASSIGN_OR_RETURN(
       ModelQuantReport report, QuantizeModel(*model, samples, q, [&](const LayerProgress& p) {
         const double eta = p.total_seconds / (p.layer + 1) * (p.num_layers - p.layer - 1);

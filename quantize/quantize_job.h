@@ -36,8 +36,16 @@ struct QuantizeJobOptions {
   bool fit_group_size = false;
   CalibrationFiles calib;
   GgufPreset preset = GgufPreset::kQ4_K_M;  // GGUF output
-  std::string imatrix;                      // GGUF output: importance matrix file
+  // Importance matrix file (`retort calibrate`): weighs GGUF output's
+  // k-quants, or compressed-tensors' --observer imatrix-mse scale search
+  // (instead of importance from calibration).
+  std::string imatrix;
 };
+
+// Whether the compressed-tensors job needs calibration samples:
+// NeedsCalibration of its options, where an imatrix file gives imatrix-mse
+// its importance.
+bool JobNeedsCalibration(const QuantizeJobOptions& options);
 
 // Parameters and bytes of one part of the written model.
 struct SizePart {

@@ -3,10 +3,15 @@
 #include <algorithm>
 #include <cmath>
 
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/convert.h"
+#include "core/status.h"
 #include "core/thread_pool.h"
 
 namespace retort::quant {
@@ -242,15 +247,182 @@ std::string FindNonFinite(const float* w, int64_t rows, int64_t cols) {
   return "";
 }
 
+absl::StatusOr<ScaleObserver> ParseScaleObserver(std::string_view name) {
+  if (name == "minmax") return ScaleObserver::kMinMax;
+  if (name == "mse") return ScaleObserver::kMse;
+  if (name == "imatrix-mse" || name == "imatrix_mse") return ScaleObserver::kImatrixMse;
+  return absl::InvalidArgumentError(absl::StrCat("unknown scale observer '", std::string(name),
+                                                 "' (expected minmax, mse or imatrix-mse)"));
+}
+
+const char* ScaleObserverName(ScaleObserver o) {
+  switch (o) {
+    case ScaleObserver::kMinMax:
+      return "minmax";
+    case ScaleObserver::kMse:
+      return "mse";
+    default:
+      return "imatrix-mse";
+  }
+}
+
+absl::Status CheckObserverOptions(const ObserverOptions& o) {
+  if (o.grid < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("observer grid must be >= 1, got ", o.grid));
+  }
+  if (!(o.max_shrink >= 0 && o.max_shrink < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("observer max shrink must be in [0, 1), got ", o.max_shrink));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckObserverInput(const ObserverOptions& o, std::span<const float> importance,
+                                int64_t cols, const std::string& what) {
+  RETURN_IF_ERROR(CheckObserverOptions(o));
+  if (o.kind != ScaleObserver::kImatrixMse) return absl::OkStatus();
+  if (static_cast<int64_t>(importance.size()) != cols) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": the imatrix-mse observer needs the importance of each of its ", cols,
+                     " input columns, got ", importance.size()));
+  }
+  for (size_t j = 0; j < importance.size(); ++j) {
+    if (!(importance[j] >= 0) || !std::isfinite(importance[j])) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": importance of input column ", j,
+                                                     " is ", importance[j],
+                                                     "; it must be finite and >= 0"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+double QuantError(const QuantScheme& scheme, const QuantParams& p, const float* v, int64_t n,
+                  std::span<const float> importance) {
+  const bool weighted = !importance.empty();
+  double sum = 0;
+  if (scheme.is_fp8()) {
+    for (int64_t k = 0; k < n; ++k) {
+      const double d = static_cast<double>(v[k]) -
+                       static_cast<double>(DequantizeValue(p, QuantizeValue(scheme, p, v[k])));
+      sum += (weighted ? static_cast<double>(importance[k]) : 1.0) * d * d;
+    }
+    return sum;
+  }
+  // QuantizeValue / DequantizeValue spelled out (and in AVX2: the same
+  // f32 operations, so the same reconstructions; f64 error sums).
+  const float qmin = scheme.qmin(), qmax = scheme.qmax(), scale = p.scale, zero = p.zero;
+  int64_t k0 = 0;
+#ifdef __AVX2__
+  {
+    const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zero);
+    const __m256 vmin = _mm256_set1_ps(qmin), vmax = _mm256_set1_ps(qmax);
+    __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
+    for (; k0 + 8 <= n; k0 += 8) {
+      const __m256 x = _mm256_loadu_ps(v + k0);
+      __m256 q =
+          _mm256_round_ps(_mm256_div_ps(x, vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, vz), vmin), vmax);
+      const __m256 dq = _mm256_mul_ps(vs, _mm256_sub_ps(q, vz));
+      __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+                                 _mm256_cvtps_pd(_mm256_castps256_ps128(dq)));
+      __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)),
+                                 _mm256_cvtps_pd(_mm256_extractf128_ps(dq, 1)));
+      d0 = _mm256_mul_pd(d0, d0);
+      d1 = _mm256_mul_pd(d1, d1);
+      if (weighted) {
+        const __m256 w = _mm256_loadu_ps(importance.data() + k0);
+        d0 = _mm256_mul_pd(d0, _mm256_cvtps_pd(_mm256_castps256_ps128(w)));
+        d1 = _mm256_mul_pd(d1, _mm256_cvtps_pd(_mm256_extractf128_ps(w, 1)));
+      }
+      acc0 = _mm256_add_pd(acc0, d0);
+      acc1 = _mm256_add_pd(acc1, d1);
+    }
+    alignas(32) double lanes[4];
+    _mm256_store_pd(lanes, _mm256_add_pd(acc0, acc1));
+    sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  }
+#endif
+  if (weighted) {
+    for (int64_t k = k0; k < n; ++k) {
+      const float q = std::clamp(std::nearbyint(v[k] / scale) + zero, qmin, qmax);
+      const double d = static_cast<double>(v[k]) - static_cast<double>(scale * (q - zero));
+      sum += static_cast<double>(importance[k]) * d * d;
+    }
+  } else {
+    for (int64_t k = k0; k < n; ++k) {
+      const float q = std::clamp(std::nearbyint(v[k] / scale) + zero, qmin, qmax);
+      const double d = static_cast<double>(v[k]) - static_cast<double>(scale * (q - zero));
+      sum += d * d;
+    }
+  }
+  return sum;
+}
+
+QuantParams ObserveQuantParams(const QuantScheme& scheme, const ObserverOptions& o, const float* v,
+                               int64_t n, std::span<const float> importance) {
+  float lo = 0, hi = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    lo = std::min(lo, v[k]);
+    hi = std::max(hi, v[k]);
+  }
+  QuantParams best = ComputeQuantParams(scheme, lo, hi);
+  if (o.kind == ScaleObserver::kMinMax || n == 0 || (lo == 0 && hi == 0)) return best;
+  const std::span<const float> weights =
+      o.kind == ScaleObserver::kImatrixMse ? importance : std::span<const float>();
+  double best_err = QuantError(scheme, best, v, n, weights);
+  if (best_err == 0) return best;
+  const int steps = static_cast<int>(std::lround(o.max_shrink * o.grid));
+  auto factor = [&](int i) { return static_cast<float>(1.0 - static_cast<double>(i) / o.grid); };
+  QuantParams last = best;
+  auto consider = [&](float l, float h) {
+    const QuantParams c = ComputeQuantParams(scheme, l, h);
+    // The same parameters as the last candidate measure the same error.
+    if (c.scale == last.scale && c.zero == last.zero) return;
+    last = c;
+    const double err = QuantError(scheme, c, v, n, weights);
+    if (err < best_err) {
+      best_err = err;
+      best = c;
+    }
+  };
+  if (scheme.is_fp8() || scheme.symmetric) {
+    for (int i = 1; i <= steps; ++i) consider(lo * factor(i), hi * factor(i));
+  } else {
+    for (int i = 0; i <= steps; ++i) {
+      for (int j = 0; j <= steps; ++j) {
+        if (i == 0 && j == 0) continue;
+        consider(lo * factor(i), hi * factor(j));
+      }
+    }
+  }
+  return best;
+}
+
 absl::StatusOr<QuantizedMatrix> QuantizeRtn(const float* w, int64_t rows, int64_t cols,
-                                            const QuantScheme& scheme, const std::string& what) {
+                                            const QuantScheme& scheme, const std::string& what,
+                                            const ObserverOptions& observer,
+                                            std::span<const float> importance) {
   if (absl::Status s = CheckSchemeFits(scheme, rows, cols, what); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckObserverInput(observer, importance, cols, what));
+  const bool imatrix = observer.kind == ScaleObserver::kImatrixMse;
   if (std::string at = FindNonFinite(w, rows, cols); !at.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": non-finite weight at ", at, "; refusing to quantize"));
   }
   QuantizedMatrix m = AllocateQuantized(scheme, rows, cols);
   auto range = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    if (observer.kind != ScaleObserver::kMinMax) {
+      if (r1 - r0 == 1) {  // one row: the values are contiguous
+        return ObserveQuantParams(scheme, observer, w + r0 * cols + c0, c1 - c0,
+                                  imatrix ? importance.subspan(c0, c1 - c0) : importance);
+      }
+      std::vector<float> v, imp;
+      for (int64_t r = r0; r < r1; ++r) {
+        v.insert(v.end(), w + r * cols + c0, w + r * cols + c1);
+        if (imatrix) imp.insert(imp.end(), importance.begin() + c0, importance.begin() + c1);
+      }
+      return ObserveQuantParams(scheme, observer, v.data(), static_cast<int64_t>(v.size()), imp);
+    }
     float lo = 0, hi = 0;
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t c = c0; c < c1; ++c) {

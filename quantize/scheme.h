@@ -18,6 +18,7 @@
 #define RETORT_QUANTIZE_SCHEME_H_
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -74,12 +75,62 @@ QuantizedMatrix AllocateQuantized(const QuantScheme& scheme, int64_t rows, int64
 void StoreValue(QuantizedMatrix& m, int64_t r, int64_t c, float q);
 void StoreParams(QuantizedMatrix& m, int64_t scale_row, int64_t scale_col, const QuantParams& p);
 
+// How a group's (or channel's, block's, tensor's) scale is chosen: the
+// observer of llm-compressor's vocabulary.
+//   minmax       the range of the values (the rule above); today's output
+//   mse          a grid search over clipped ranges minimising the squared
+//                reconstruction error sum (w - dq(q(w)))^2 of the group
+//   imatrix-mse  the same, each error weighted by its input column's
+//                importance (mean squared calibration activation, the
+//                imatrix; llm-compressor's imatrix_mse)
+// Candidates: symmetric (and fp8) schemes shrink the range by
+// p = 1 - i / grid, i = 0 .. round(max_shrink * grid) (i = 0 is minmax);
+// asymmetric schemes shrink min and max separately, every (i, j) of that
+// grid, so the zero point moves too. Each candidate goes through
+// ComputeQuantParams, i.e. its scale is rounded to scheme.scale_dtype (the
+// width the file stores) before its error is measured; errors are f64 sums
+// of f32 reconstructions (what the file decodes to). The lowest error wins,
+// the first in that order on ties, so mse never does worse than minmax.
+// Unlike llm-compressor (norm 2.4, an early stop after 5 steps without
+// improvement) the error is squared and the grid always searched in full.
+enum class ScaleObserver { kMinMax, kMse, kImatrixMse };
+// "minmax", "mse", "imatrix-mse" (also "imatrix_mse").
+absl::StatusOr<ScaleObserver> ParseScaleObserver(std::string_view name);
+const char* ScaleObserverName(ScaleObserver o);
+
+struct ObserverOptions {
+  ScaleObserver kind = ScaleObserver::kMinMax;
+  int grid = 100;           // shrink steps of 1 / grid (llm-compressor's mse default)
+  double max_shrink = 0.2;  // shrink at most this fraction (llm-compressor's mse default)
+};
+// grid >= 1 and 0 <= max_shrink < 1, else an error naming the option.
+absl::Status CheckObserverOptions(const ObserverOptions& o);
+
+// The parameters the observer picks for the n values v. `importance` is
+// per value (n of them; empty: all 1; only read by kImatrixMse). minmax:
+// exactly ComputeQuantParams over v's range.
+QuantParams ObserveQuantParams(const QuantScheme& scheme, const ObserverOptions& o, const float* v,
+                               int64_t n, std::span<const float> importance = {});
+// sum_k importance_k * (v_k - dq(q(v_k)))^2 in f64 (importance empty: 1).
+double QuantError(const QuantScheme& scheme, const QuantParams& p, const float* v, int64_t n,
+                  std::span<const float> importance = {});
+
+// What QuantizeRtn and QuantizeGptq take beside the scheme: the observer
+// and, for kImatrixMse, the importance of each input column ([cols]).
+// Errors (naming `what`): bad options, kImatrixMse without importance for
+// every column, a negative or non-finite importance.
+absl::Status CheckObserverInput(const ObserverOptions& o, std::span<const float> importance,
+                                int64_t cols, const std::string& what);
+
 // Round-to-nearest: w [rows, cols] row-major f32. Checks CheckSchemeFits and
 // that every weight is finite (the error names `what`, the row and column).
-// Deterministic; rows run on the thread pool.
+// Deterministic; rows run on the thread pool. Scales come from `observer`
+// (importance: [cols], for kImatrixMse; see CheckObserverInput).
 absl::StatusOr<QuantizedMatrix> QuantizeRtn(const float* w, int64_t rows, int64_t cols,
                                             const QuantScheme& scheme,
-                                            const std::string& what = "weight");
+                                            const std::string& what = "weight",
+                                            const ObserverOptions& observer = {},
+                                            std::span<const float> importance = {});
 
 // First non-finite element of w, as "row R, column C (value)", or empty.
 std::string FindNonFinite(const float* w, int64_t rows, int64_t cols);
