@@ -24,22 +24,26 @@ namespace fs = std::filesystem;
 
 int RunQuantize(const Args& args, const CommandIo& io) {
   CommandSpec spec{
-      "quantize",
-      "MODEL OUT [--scheme S] [--method rtn|gptq|awq] [--observer minmax|mse|imatrix-mse] "
-      "[--calib FILE ...] [--force] [options]",
-      "Quantize a model's linear layers (RTN, GPTQ, AWQ; int4/int8/fp8) into a compressed-tensors "
-      "directory, or into GGUF k-quants weighted by an importance matrix."};
-  spec.default_model = true;
-  spec.device = true;
+      .name = "quantize",
+      .usage =
+          "MODEL OUT [--scheme S] [--method rtn|gptq|awq] [--observer minmax|mse|imatrix-mse] "
+          "[--calib FILE ...] [--force] [options]",
+      .summary =
+          "Quantize a model's linear layers (RTN, GPTQ, AWQ; int4/int8/fp8) into a "
+          "compressed-tensors directory, or into GGUF k-quants weighted by an importance matrix.",
+      .default_model = true,
+      .device = true};
   return RunJobCommand(io, spec, *pipeline::NewQuantizeJob(), args);
 }
 
 int RunCalibrate(const Args& args, const CommandIo& io) {
-  CommandSpec spec{"calibrate", "MODEL IMATRIX.gguf --calib FILE ... [--force] [options]",
-                   "Compute an importance matrix (llama.cpp's GGUF imatrix format) for "
-                   "`retort quantize --to gguf --imatrix`."};
-  spec.default_model = true;
-  spec.device = true;
+  CommandSpec spec{.name = "calibrate",
+                   .usage = "MODEL IMATRIX.gguf --calib FILE ... [--force] [options]",
+                   .summary =
+                       "Compute an importance matrix (llama.cpp's GGUF imatrix format) for `retort "
+                       "quantize --to gguf --imatrix`.",
+                   .default_model = true,
+                   .device = true};
   po::options_description opts("options");
   std::string model_path;
   pipeline::OutputOption out(pipeline::OutputOption::Kind::kFile);
