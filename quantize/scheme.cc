@@ -342,18 +342,10 @@ double QuantError(const QuantScheme& scheme, const QuantParams& p, const float* 
     sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
   }
 #endif
-  if (weighted) {
-    for (int64_t k = k0; k < n; ++k) {
-      const float q = std::clamp(std::nearbyint(v[k] / scale) + zero, qmin, qmax);
-      const double d = static_cast<double>(v[k]) - static_cast<double>(scale * (q - zero));
-      sum += static_cast<double>(importance[k]) * d * d;
-    }
-  } else {
-    for (int64_t k = k0; k < n; ++k) {
-      const float q = std::clamp(std::nearbyint(v[k] / scale) + zero, qmin, qmax);
-      const double d = static_cast<double>(v[k]) - static_cast<double>(scale * (q - zero));
-      sum += d * d;
-    }
+  for (int64_t k = k0; k < n; ++k) {
+    const float q = std::clamp(std::nearbyint(v[k] / scale) + zero, qmin, qmax);
+    const double d = static_cast<double>(v[k]) - static_cast<double>(scale * (q - zero));
+    sum += (weighted ? static_cast<double>(importance[k]) : 1.0) * d * d;
   }
   return sum;
 }
