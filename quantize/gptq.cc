@@ -42,27 +42,9 @@ struct GptqPlan {
 };
 
 QuantParams RangeParams(const GptqPlan& plan, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  if (plan.Searched()) {
-    std::vector<float> v, imp;
-    v.reserve((r1 - r0) * (c1 - c0));
-    for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t c = c0; c < c1; ++c) {
-        v.push_back(plan.Weight(r, c));
-        if (plan.Weighted()) imp.push_back(plan.importance[c]);
-      }
-    }
-    return ObserveQuantParams(plan.scheme, plan.observer, v.data(), static_cast<int64_t>(v.size()),
-                              imp);
-  }
-  float lo = 0, hi = 0;
-  for (int64_t r = r0; r < r1; ++r) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const float v = plan.Weight(r, c);
-      lo = std::min(lo, v);
-      hi = std::max(hi, v);
-    }
-  }
-  return ComputeQuantParams(plan.scheme, lo, hi);
+  return ObserveBlockParams(
+      plan.scheme, plan.observer, r0, r1, c0, c1,
+      [&](int64_t r, int64_t c) { return plan.Weight(r, c); }, plan.importance);
 }
 
 // GPTQ on rows [r0, r1); returns the chunk's loss.

@@ -403,26 +403,14 @@ absl::StatusOr<QuantizedMatrix> QuantizeRtn(const float* w, int64_t rows, int64_
   }
   QuantizedMatrix m = AllocateQuantized(scheme, rows, cols);
   auto range = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    if (observer.kind != ScaleObserver::kMinMax) {
-      if (r1 - r0 == 1) {  // one row: the values are contiguous
-        return ObserveQuantParams(scheme, observer, w + r0 * cols + c0, c1 - c0,
-                                  imatrix ? importance.subspan(c0, c1 - c0) : importance);
-      }
-      std::vector<float> v, imp;
-      for (int64_t r = r0; r < r1; ++r) {
-        v.insert(v.end(), w + r * cols + c0, w + r * cols + c1);
-        if (imatrix) imp.insert(imp.end(), importance.begin() + c0, importance.begin() + c1);
-      }
-      return ObserveQuantParams(scheme, observer, v.data(), static_cast<int64_t>(v.size()), imp);
+    if (r1 - r0 == 1 && observer.kind != ScaleObserver::kMinMax) {
+      // One row: the values are contiguous, no gathering.
+      return ObserveQuantParams(scheme, observer, w + r0 * cols + c0, c1 - c0,
+                                imatrix ? importance.subspan(c0, c1 - c0) : importance);
     }
-    float lo = 0, hi = 0;
-    for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t c = c0; c < c1; ++c) {
-        lo = std::min(lo, w[r * cols + c]);
-        hi = std::max(hi, w[r * cols + c]);
-      }
-    }
-    return ComputeQuantParams(scheme, lo, hi);
+    return ObserveBlockParams(
+        scheme, observer, r0, r1, c0, c1, [&](int64_t r, int64_t c) { return w[r * cols + c]; },
+        importance);
   };
   auto store = [&](const QuantParams& p, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
     for (int64_t r = r0; r < r1; ++r) {

@@ -17,10 +17,12 @@
 #ifndef RETORT_QUANTIZE_SCHEME_H_
 #define RETORT_QUANTIZE_SCHEME_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -111,6 +113,37 @@ absl::Status CheckObserverOptions(const ObserverOptions& o);
 // exactly ComputeQuantParams over v's range.
 QuantParams ObserveQuantParams(const QuantScheme& scheme, const ObserverOptions& o, const float* v,
                                int64_t n, std::span<const float> importance = {});
+
+// The parameters the observer picks for the block rows [r0, r1) x columns
+// [c0, c1) of a matrix whose weight (r, c) is value(r, c); `importance` is
+// per column of the whole matrix (read only by kImatrixMse). minmax scans the
+// block in place; a search gathers it first.
+template <typename Value>
+QuantParams ObserveBlockParams(const QuantScheme& scheme, const ObserverOptions& o, int64_t r0,
+                               int64_t r1, int64_t c0, int64_t c1, const Value& value,
+                               std::span<const float> importance) {
+  if (o.kind == ScaleObserver::kMinMax) {
+    float lo = 0, hi = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const float v = value(r, c);
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+    }
+    return ComputeQuantParams(scheme, lo, hi);
+  }
+  const bool weighted = o.kind == ScaleObserver::kImatrixMse;
+  std::vector<float> v, imp;
+  v.reserve(static_cast<size_t>((r1 - r0) * (c1 - c0)));
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t c = c0; c < c1; ++c) {
+      v.push_back(value(r, c));
+      if (weighted) imp.push_back(importance[static_cast<size_t>(c)]);
+    }
+  }
+  return ObserveQuantParams(scheme, o, v.data(), static_cast<int64_t>(v.size()), imp);
+}
 // sum_k importance_k * (v_k - dq(q(v_k)))^2 in f64 (importance empty: 1).
 double QuantError(const QuantScheme& scheme, const QuantParams& p, const float* v, int64_t n,
                   std::span<const float> importance = {});
